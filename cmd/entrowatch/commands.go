@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// command is one subcommand of the binary.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// commands lists the subcommands; each lives in the file of its name.
+var commands = map[string]command{
+	"score":   {"score responses offline: JSONL or Arrow in, CSV or Arrow out", runScore},
+	"train":   {"train and calibrate an estimator of P(correct)", runTrain},
+	"eval":    {"evaluate estimators with the leave-domains-out protocol", runEval},
+	"cluster": {"fit or report topic clusters of prompts (cluster fit|report)", runCluster},
+	"run":     {"run the stream processor (embedded broker when unconfigured)", runRun},
+	"ingest":  {"convert responses to trace.v1 batches and produce them to Kafka", runIngest},
+	"migrate": {"create or upgrade the ClickHouse schema", runMigrate},
+	"alarms":  {"dispatch drift alarms from ClickHouse to Kafka and webhooks", runAlarms},
+	"labels":  {"export labeling requests, import labels (labels requests|import)", runLabels},
+	"bench":   {"measure throughput (bench operators|pipeline)", runBench},
+	"demo":    {"the whole loop on bundled real traces", runDemo},
+}
+
+// errUsage marks errors whose message is the usage already printed.
+var errUsage = errors.New("usage")
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(stdout, "entrowatch", version)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "entrowatch: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		fmt.Fprintf(stderr, "entrowatch %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "entrowatch: label-free accuracy estimation for deployed LLMs, per traffic slice.")
+	fmt.Fprintln(w, "\nUsage: entrowatch COMMAND [flags]   (entrowatch COMMAND -h for its flags)")
+	fmt.Fprintln(w, "\nCommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+	}
+}
+
+// newFlags returns a FlagSet that prints its usage with a one-line synopsis.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("entrowatch "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: entrowatch %s %s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args and rejects positional leftovers, which are almost
+// always a mistyped flag.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
