@@ -1,0 +1,554 @@
+package profile
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// AssemblerConfig bounds the chunk reassembly state.
+type AssemblerConfig struct {
+	// Timeout is how long an open trace waits for its next chunk before it
+	// is emitted as incomplete. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxOpen is the most traces held open at once; beyond it the trace
+	// idle the longest is emitted as incomplete. Default 10000.
+	MaxOpen int `yaml:"max_open"`
+	// MaxSteps is the most steps one trace may gather; a trace that grows
+	// past it is emitted at once as too_long. Default 32768 (as profile's).
+	MaxSteps int `yaml:"max_steps"`
+	// Remember is how many completed trace ids are kept to drop chunks that
+	// arrive again after their trace was emitted (redelivery). Default 65536.
+	Remember int `yaml:"remember"`
+}
+
+// DefaultAssemblerConfig returns the documented defaults.
+func DefaultAssemblerConfig() AssemblerConfig {
+	return AssemblerConfig{Timeout: 30 * time.Second, MaxOpen: 10000, MaxSteps: 32768, Remember: 65536}
+}
+
+// Validate reports a configuration that cannot work.
+func (c AssemblerConfig) Validate() error {
+	var errs []error
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("assemble.timeout must be > 0, got %v", c.Timeout))
+	}
+	if c.MaxOpen < 1 {
+		errs = append(errs, fmt.Errorf("assemble.max_open must be at least 1, got %d", c.MaxOpen))
+	}
+	if c.MaxSteps < 1 {
+		errs = append(errs, fmt.Errorf("assemble.max_steps must be at least 1, got %d", c.MaxSteps))
+	}
+	if c.Remember < 0 {
+		errs = append(errs, fmt.Errorf("assemble.remember must be >= 0, got %d", c.Remember))
+	}
+	return errors.Join(errs...)
+}
+
+// Assembled is what one call to the Assembler emits. All batches are trace.v1
+// and belong to the caller, who releases them (Release does it).
+type Assembled struct {
+	// Complete holds whole responses: rows that were never chunked (seq 0
+	// and final), passed through as slices of the input, and reassembled
+	// traces (seq 0, final true, steps in seq order).
+	Complete []arrow.RecordBatch
+	// Rejected holds traces that cannot be completed, one row each, with
+	// final=false and the chunks that did arrive; Reasons[i] is the reason
+	// of row i over all Rejected batches (incomplete or too_long).
+	Rejected []arrow.RecordBatch
+	Reasons  []string
+	// Duplicates counts chunks dropped because they were seen before.
+	Duplicates int
+}
+
+// Release releases every batch.
+func (a *Assembled) Release() {
+	for _, r := range a.Complete {
+		r.Release()
+	}
+	for _, r := range a.Rejected {
+		r.Release()
+	}
+	a.Complete, a.Rejected, a.Reasons = nil, nil, nil
+}
+
+// Assembler reassembles responses that producers sent as several chunk rows
+// (same trace_id, seq 0..n, final on the last). Chunks may arrive out of order
+// and more than once. Memory is bounded by MaxOpen traces of MaxSteps steps.
+//
+// Each chunk is added with an origin (the Kafka offset it came from); Oldest
+// tells the stream which offsets are still needed, so that it never commits
+// past a chunk it holds. Not safe for concurrent use: one per partition.
+type Assembler struct {
+	cfg  AssemblerConfig
+	mem  memory.Allocator
+	open map[string]*pending
+
+	doneSet  map[string]struct{}
+	doneRing []string
+	doneNext int
+}
+
+// NewAssembler returns an empty assembler.
+func NewAssembler(cfg AssemblerConfig, mem memory.Allocator) (*Assembler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Assembler{
+		cfg:      cfg,
+		mem:      mem,
+		open:     make(map[string]*pending),
+		doneSet:  make(map[string]struct{}, cfg.Remember),
+		doneRing: make([]string, cfg.Remember),
+	}, nil
+}
+
+// Open is the number of traces waiting for chunks.
+func (a *Assembler) Open() int { return len(a.open) }
+
+// Oldest returns the smallest origin among the chunks held, and false when
+// nothing is held.
+func (a *Assembler) Oldest() (int64, bool) {
+	low, ok := int64(math.MaxInt64), false
+	for _, p := range a.open {
+		if p.origin < low {
+			low, ok = p.origin, true
+		}
+	}
+	return low, ok
+}
+
+// pending is one trace being reassembled. The per-row columns are copied from
+// the lowest seq seen (ts from the final chunk); the per-step lists are kept
+// per chunk as plain slices, so no input batch is retained.
+type pending struct {
+	id       string
+	origin   int64
+	last     time.Time
+	finalSeq int32 // -1 until the final chunk arrived
+	steps    int
+	metaSeq  int32
+	meta     rowMeta
+	chunks   map[int32]chunk
+}
+
+type chunk struct {
+	tok  []float32
+	offs []int32 // len(tok)+1 offsets into vals, starting at 0
+	vals []float32
+}
+
+type rowMeta struct {
+	ts                    int64
+	model, provider, mode string
+	temperature, topP     float32
+	domain, prompt        *string
+	attrKeys, attrVals    []string
+	finish                string
+	correct               *bool
+}
+
+// Add takes a trace.v1 batch (whole rows and/or chunks) read at origin and
+// returns the responses it completes. in is not released.
+func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Assembled, error) {
+	var out Assembled
+	v, err := newChunkView(in)
+	if err != nil {
+		return out, err
+	}
+	n := int(in.NumRows())
+	start := -1 // start of the current run of whole rows
+	flushRun := func(end int) {
+		if start >= 0 && end > start {
+			out.Complete = append(out.Complete, in.NewSlice(int64(start), int64(end)))
+		}
+		start = -1
+	}
+	var done []*pending
+	for i := 0; i < n; i++ {
+		if v.whole(i) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		flushRun(i)
+		p, dup, rej := a.addChunk(v, i, origin, now)
+		if dup {
+			out.Duplicates++
+			continue
+		}
+		if rej != "" {
+			if err := a.emitRejected(&out, p, rej); err != nil {
+				out.Release()
+				return Assembled{}, err
+			}
+			continue
+		}
+		if p != nil && p.complete() {
+			delete(a.open, p.id)
+			a.remember(p.id)
+			done = append(done, p)
+		}
+	}
+	flushRun(n)
+	if len(done) > 0 {
+		rec, err := a.build(done, true)
+		if err != nil {
+			out.Release()
+			return Assembled{}, err
+		}
+		out.Complete = append(out.Complete, rec)
+	}
+	// Bound the open set: the traces idle the longest go first.
+	for len(a.open) > a.cfg.MaxOpen {
+		var oldest *pending
+		for _, p := range a.open {
+			if oldest == nil || p.last.Before(oldest.last) {
+				oldest = p
+			}
+		}
+		if err := a.emitRejected(&out, oldest, schemas.ReasonIncomplete); err != nil {
+			out.Release()
+			return Assembled{}, err
+		}
+	}
+	return out, nil
+}
+
+// Expire emits, as incomplete, the traces whose last chunk arrived more than
+// Timeout before now.
+func (a *Assembler) Expire(now time.Time) (Assembled, error) {
+	var out Assembled
+	var late []*pending
+	for _, p := range a.open {
+		if now.Sub(p.last) > a.cfg.Timeout {
+			late = append(late, p)
+		}
+	}
+	for _, p := range late {
+		if err := a.emitRejected(&out, p, schemas.ReasonIncomplete); err != nil {
+			out.Release()
+			return Assembled{}, err
+		}
+	}
+	return out, nil
+}
+
+func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string) error {
+	delete(a.open, p.id)
+	a.remember(p.id)
+	rec, err := a.build([]*pending{p}, false)
+	if err != nil {
+		return err
+	}
+	out.Rejected = append(out.Rejected, rec)
+	out.Reasons = append(out.Reasons, reason)
+	return nil
+}
+
+func (a *Assembler) remember(id string) {
+	if a.cfg.Remember == 0 {
+		return
+	}
+	if old := a.doneRing[a.doneNext]; old != "" {
+		delete(a.doneSet, old)
+	}
+	a.doneRing[a.doneNext] = id
+	a.doneSet[id] = struct{}{}
+	a.doneNext = (a.doneNext + 1) % a.cfg.Remember
+}
+
+// addChunk files row i. It returns the trace, whether the chunk was a
+// duplicate, and a reject reason when the trace must be emitted now.
+func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (*pending, bool, string) {
+	id := v.id.Value(i)
+	if _, seen := a.doneSet[id]; seen {
+		return nil, true, ""
+	}
+	seq := v.seq(i)
+	p := a.open[id]
+	if p == nil {
+		p = &pending{id: id, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk)}
+		a.open[id] = p
+	}
+	if _, dup := p.chunks[seq]; dup {
+		return p, true, ""
+	}
+	if origin < p.origin {
+		p.origin = origin
+	}
+	p.last = now
+	c := v.chunk(i)
+	p.chunks[seq] = c
+	p.steps += len(c.tok)
+	if seq < p.metaSeq {
+		ts := p.meta.ts
+		p.meta = v.meta(i)
+		p.meta.ts = ts
+		p.metaSeq = seq
+	}
+	if v.final(i) {
+		p.finalSeq = seq
+		p.meta.ts = v.ts(i)
+	}
+	if p.steps > a.cfg.MaxSteps {
+		return p, false, schemas.ReasonTooLong
+	}
+	return p, false, ""
+}
+
+func (p *pending) complete() bool {
+	if p.finalSeq < 0 || len(p.chunks) != int(p.finalSeq)+1 {
+		return false
+	}
+	for s := int32(0); s <= p.finalSeq; s++ {
+		if _, ok := p.chunks[s]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// build writes the traces as trace.v1 rows, steps in seq order; final says
+// whether they are complete.
+func (a *Assembler) build(ps []*pending, final bool) (arrow.RecordBatch, error) {
+	b := array.NewRecordBuilder(a.mem, schemas.Trace)
+	defer b.Release()
+	col := func(name string) array.Builder { return b.Field(schemas.MustIndex(schemas.Trace, name)) }
+	str := func(name string, s string) { col(name).(*array.StringBuilder).Append(s) }
+	nstr := func(name string, s *string) {
+		if s == nil {
+			col(name).AppendNull()
+		} else {
+			col(name).(*array.StringBuilder).Append(*s)
+		}
+	}
+	tokB := col(schemas.ColTokenLogprob).(*array.ListBuilder)
+	tokV := tokB.ValueBuilder().(*array.Float32Builder)
+	topB := col(schemas.ColTopLogprobs).(*array.ListBuilder)
+	stepB := topB.ValueBuilder().(*array.ListBuilder)
+	altV := stepB.ValueBuilder().(*array.Float32Builder)
+	attrB := col(schemas.ColAttributes).(*array.MapBuilder)
+	for _, p := range ps {
+		m := &p.meta
+		str(schemas.ColTraceID, p.id)
+		col(schemas.ColTS).(*array.TimestampBuilder).Append(arrow.Timestamp(m.ts))
+		str(schemas.ColModel, m.model)
+		str(schemas.ColProvider, m.provider)
+		str(schemas.ColLogprobsMode, m.mode)
+		col(schemas.ColTemperature).(*array.Float32Builder).Append(m.temperature)
+		col(schemas.ColTopP).(*array.Float32Builder).Append(m.topP)
+		nstr(schemas.ColDomain, m.domain)
+		nstr(schemas.ColPrompt, m.prompt)
+		attrB.Append(true)
+		for k := range m.attrKeys {
+			attrB.KeyBuilder().(*array.StringBuilder).Append(m.attrKeys[k])
+			attrB.ItemBuilder().(*array.StringBuilder).Append(m.attrVals[k])
+		}
+		tokB.Append(true)
+		topB.Append(true)
+		seqs := make([]int32, 0, len(p.chunks))
+		for s := range p.chunks {
+			seqs = append(seqs, s)
+		}
+		sortInt32(seqs)
+		for _, s := range seqs {
+			c := p.chunks[s]
+			tokV.AppendValues(c.tok, nil)
+			for t := range c.tok {
+				stepB.Append(true)
+				altV.AppendValues(c.vals[c.offs[t]:c.offs[t+1]], nil)
+			}
+		}
+		str(schemas.ColFinishReason, m.finish)
+		col(schemas.ColSeq).(*array.Int32Builder).Append(0)
+		col(schemas.ColFinal).(*array.BooleanBuilder).Append(final)
+		if m.correct == nil {
+			col(schemas.ColCorrect).AppendNull()
+		} else {
+			col(schemas.ColCorrect).(*array.BooleanBuilder).Append(*m.correct)
+		}
+	}
+	return b.NewRecordBatch(), nil
+}
+
+func sortInt32(a []int32) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+// chunkView reads the columns of a trace.v1 batch by name. Optional columns
+// that are missing or of another type read as their defaults.
+type chunkView struct {
+	id                  *array.String
+	seqs                *array.Int32
+	finals              *array.Boolean
+	tsA                 *array.Timestamp
+	model, prov, mode   *array.String
+	temp, topP          *array.Float32
+	domain, prompt, fin *array.String
+	attrs               *array.Map
+	correct             *array.Boolean
+	tok                 *array.List
+	tokV                *array.Float32
+	top                 *array.List
+	step                *array.List
+	alts                *array.Float32
+}
+
+func newChunkView(in arrow.RecordBatch) (*chunkView, error) {
+	s := in.Schema()
+	get := func(name string) arrow.Array {
+		if i := s.FieldIndices(name); len(i) > 0 {
+			return in.Column(i[0])
+		}
+		return nil
+	}
+	v := &chunkView{}
+	var ok bool
+	if v.id, ok = get(schemas.ColTraceID).(*array.String); !ok {
+		return nil, fmt.Errorf("assembling chunks: column %s missing or not utf8", schemas.ColTraceID)
+	}
+	v.seqs, _ = get(schemas.ColSeq).(*array.Int32)
+	v.finals, _ = get(schemas.ColFinal).(*array.Boolean)
+	if v.seqs == nil && v.finals == nil {
+		return v, nil // no chunk columns: every row is whole
+	}
+	v.tsA, _ = get(schemas.ColTS).(*array.Timestamp)
+	v.model, _ = get(schemas.ColModel).(*array.String)
+	v.prov, _ = get(schemas.ColProvider).(*array.String)
+	v.mode, _ = get(schemas.ColLogprobsMode).(*array.String)
+	v.temp, _ = get(schemas.ColTemperature).(*array.Float32)
+	v.topP, _ = get(schemas.ColTopP).(*array.Float32)
+	v.domain, _ = get(schemas.ColDomain).(*array.String)
+	v.prompt, _ = get(schemas.ColPrompt).(*array.String)
+	v.fin, _ = get(schemas.ColFinishReason).(*array.String)
+	v.attrs, _ = get(schemas.ColAttributes).(*array.Map)
+	v.correct, _ = get(schemas.ColCorrect).(*array.Boolean)
+	if v.tok, ok = get(schemas.ColTokenLogprob).(*array.List); ok {
+		v.tokV, ok = v.tok.ListValues().(*array.Float32)
+	}
+	if !ok {
+		return nil, fmt.Errorf("assembling chunks: column %s missing or not list<float32>", schemas.ColTokenLogprob)
+	}
+	if v.top, ok = get(schemas.ColTopLogprobs).(*array.List); ok {
+		if v.step, ok = v.top.ListValues().(*array.List); ok {
+			v.alts, ok = v.step.ListValues().(*array.Float32)
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("assembling chunks: column %s missing or not list<list<float32>>", schemas.ColTopLogprobs)
+	}
+	return v, nil
+}
+
+func (v *chunkView) seq(i int) int32 {
+	if v.seqs == nil || v.seqs.IsNull(i) {
+		return 0
+	}
+	return v.seqs.Value(i)
+}
+
+func (v *chunkView) final(i int) bool {
+	if v.finals == nil || v.finals.IsNull(i) {
+		return true
+	}
+	return v.finals.Value(i)
+}
+
+// whole reports a row that is a complete response by itself.
+func (v *chunkView) whole(i int) bool { return v.seq(i) == 0 && v.final(i) }
+
+func (v *chunkView) ts(i int) int64 {
+	if v.tsA == nil || v.tsA.IsNull(i) {
+		return 0
+	}
+	return int64(v.tsA.Value(i))
+}
+
+func strAt(a *array.String, i int) string {
+	if a == nil || a.IsNull(i) {
+		return ""
+	}
+	return a.Value(i)
+}
+
+func nstrAt(a *array.String, i int) *string {
+	if a == nil || a.IsNull(i) {
+		return nil
+	}
+	s := a.Value(i)
+	return &s
+}
+
+func f32At(a *array.Float32, i int) float32 {
+	if a == nil || a.IsNull(i) {
+		return 0
+	}
+	return a.Value(i)
+}
+
+func (v *chunkView) meta(i int) rowMeta {
+	m := rowMeta{
+		ts:          v.ts(i),
+		model:       strAt(v.model, i),
+		provider:    strAt(v.prov, i),
+		mode:        strAt(v.mode, i),
+		temperature: f32At(v.temp, i),
+		topP:        f32At(v.topP, i),
+		domain:      nstrAt(v.domain, i),
+		prompt:      nstrAt(v.prompt, i),
+		finish:      strAt(v.fin, i),
+	}
+	if v.correct != nil && v.correct.IsValid(i) {
+		c := v.correct.Value(i)
+		m.correct = &c
+	}
+	if v.attrs != nil && v.attrs.IsValid(i) {
+		keys, _ := v.attrs.Keys().(*array.String)
+		items, _ := v.attrs.Items().(*array.String)
+		if keys != nil && items != nil {
+			lo, hi := v.attrs.ValueOffsets(i)
+			for j := int(lo); j < int(hi); j++ {
+				m.attrKeys = append(m.attrKeys, keys.Value(j))
+				m.attrVals = append(m.attrVals, strAt(items, j))
+			}
+		}
+	}
+	return m
+}
+
+// chunk copies the per-step lists of row i. A null list is an empty chunk.
+func (v *chunkView) chunk(i int) chunk {
+	var c chunk
+	if v.tok.IsValid(i) {
+		lo, hi := v.tok.ValueOffsets(i)
+		c.tok = append([]float32(nil), v.tokV.Float32Values()[lo:hi]...)
+	}
+	c.offs = make([]int32, 1, len(c.tok)+1)
+	if v.top.IsValid(i) {
+		lo, hi := v.top.ValueOffsets(i)
+		for s := lo; s < hi && int(s-lo) < len(c.tok); s++ {
+			if v.step.IsValid(int(s)) {
+				a, b := v.step.ValueOffsets(int(s))
+				c.vals = append(c.vals, v.alts.Float32Values()[a:b]...)
+			}
+			c.offs = append(c.offs, int32(len(c.vals)))
+		}
+	}
+	for len(c.offs) < len(c.tok)+1 { // fewer step lists than tokens: empty alternatives
+		c.offs = append(c.offs, int32(len(c.vals)))
+	}
+	return c
+}

@@ -1,0 +1,293 @@
+package profile
+
+import (
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// chunkRow is one trace.v1 row for the assembler tests; steps[t] is the
+// chosen logprob of step t, and every step carries two alternatives
+// (steps[t], steps[t]-1).
+type chunkRow struct {
+	id    string
+	seq   int32
+	final bool
+	steps []float32
+}
+
+func chunkBatch(t testing.TB, mem memory.Allocator, rows ...chunkRow) arrow.RecordBatch {
+	t.Helper()
+	b := array.NewRecordBuilder(mem, schemas.Trace)
+	defer b.Release()
+	for _, r := range rows {
+		for i, f := range schemas.Trace.Fields() {
+			fb := b.Field(i)
+			switch f.Name {
+			case schemas.ColTraceID:
+				fb.(*array.StringBuilder).Append(r.id)
+			case schemas.ColTS:
+				fb.(*array.TimestampBuilder).Append(arrow.Timestamp(1000 + r.seq))
+			case schemas.ColModel:
+				fb.(*array.StringBuilder).Append("m-" + r.id)
+			case schemas.ColSeq:
+				fb.(*array.Int32Builder).Append(r.seq)
+			case schemas.ColFinal:
+				fb.(*array.BooleanBuilder).Append(r.final)
+			case schemas.ColAttributes:
+				mb := fb.(*array.MapBuilder)
+				mb.Append(true)
+				mb.KeyBuilder().(*array.StringBuilder).Append("tenant")
+				mb.ItemBuilder().(*array.StringBuilder).Append("t1")
+			case schemas.ColTokenLogprob:
+				lb := fb.(*array.ListBuilder)
+				lb.Append(true)
+				lb.ValueBuilder().(*array.Float32Builder).AppendValues(r.steps, nil)
+			case schemas.ColTopLogprobs:
+				lb := fb.(*array.ListBuilder)
+				lb.Append(true)
+				sb := lb.ValueBuilder().(*array.ListBuilder)
+				for _, s := range r.steps {
+					sb.Append(true)
+					sb.ValueBuilder().(*array.Float32Builder).AppendValues([]float32{s, s - 1}, nil)
+				}
+			default:
+				if f.Nullable {
+					fb.AppendNull()
+				} else {
+					fb.AppendEmptyValue()
+				}
+			}
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+// traceSteps reads back, per trace_id, the chosen logprobs, the flattened
+// alternatives and the final flag of every row in recs.
+type gotTrace struct {
+	tok, alts []float32
+	final     bool
+	model     string
+}
+
+func readTraces(t *testing.T, recs []arrow.RecordBatch) map[string]gotTrace {
+	t.Helper()
+	out := map[string]gotTrace{}
+	for _, rec := range recs {
+		v, err := newChunkView(rec)
+		require.NoError(t, err)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			c := v.chunk(i)
+			id := v.id.Value(i)
+			_, dup := out[id]
+			require.False(t, dup, "trace %s emitted twice", id)
+			out[id] = gotTrace{tok: c.tok, alts: c.vals, final: v.final(i), model: strAt(v.model, i)}
+		}
+	}
+	return out
+}
+
+func TestAssembler(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	type step struct {
+		rows   []chunkRow
+		origin int64
+		at     time.Duration // after t0
+	}
+	tests := []struct {
+		name       string
+		cfg        func(*AssemblerConfig)
+		steps      []step
+		expireAt   time.Duration // 0: no Expire call
+		complete   map[string][]float32
+		rejected   map[string]string // trace_id -> reason
+		duplicates int
+		open       int
+		oldest     int64 // -1: none held
+	}{
+		{
+			name: "whole rows pass through",
+			steps: []step{{rows: []chunkRow{
+				{id: "a", seq: 0, final: true, steps: []float32{-1, -2}},
+				{id: "b", seq: 0, final: true, steps: []float32{-3}},
+			}}},
+			complete: map[string][]float32{"a": {-1, -2}, "b": {-3}},
+			oldest:   -1,
+		},
+		{
+			name: "in order across batches",
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}}, origin: 10},
+				{rows: []chunkRow{{id: "a", seq: 1, steps: []float32{-2, -3}}}, origin: 11},
+				{rows: []chunkRow{{id: "a", seq: 2, final: true, steps: []float32{-4}}}, origin: 12},
+			},
+			complete: map[string][]float32{"a": {-1, -2, -3, -4}},
+			oldest:   -1,
+		},
+		{
+			name: "out of order and duplicated",
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 2, final: true, steps: []float32{-4}}, {id: "a", seq: 0, steps: []float32{-1}}}, origin: 5},
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, steps: []float32{-2}}}, origin: 6},
+				{rows: []chunkRow{{id: "a", seq: 1, steps: []float32{-2}}}, origin: 7}, // after completion
+			},
+			complete:   map[string][]float32{"a": {-1, -2, -4}},
+			duplicates: 2,
+			oldest:     -1,
+		},
+		{
+			name: "mixed whole and chunked rows keep the held origin",
+			steps: []step{
+				{rows: []chunkRow{
+					{id: "w1", seq: 0, final: true, steps: []float32{-1}},
+					{id: "c", seq: 0, steps: []float32{-2}},
+					{id: "w2", seq: 0, final: true, steps: []float32{-3}},
+				}, origin: 40},
+				{rows: []chunkRow{{id: "d", seq: 0, steps: []float32{-5}}}, origin: 41},
+			},
+			complete: map[string][]float32{"w1": {-1}, "w2": {-3}},
+			open:     2,
+			oldest:   40,
+		},
+		{
+			name: "timeout emits incomplete",
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 2, final: true, steps: []float32{-3}}}, origin: 1},
+				{rows: []chunkRow{{id: "b", seq: 0, steps: []float32{-1}}}, origin: 2, at: 20 * time.Second},
+			},
+			expireAt: 31 * time.Second,
+			rejected: map[string]string{"a": schemas.ReasonIncomplete},
+			open:     1,
+			oldest:   2,
+		},
+		{
+			name: "max open evicts the idlest",
+			cfg:  func(c *AssemblerConfig) { c.MaxOpen = 2 },
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}}, origin: 1},
+				{rows: []chunkRow{{id: "b", seq: 0, steps: []float32{-1}}}, origin: 2, at: time.Second},
+				{rows: []chunkRow{{id: "c", seq: 0, steps: []float32{-1}}}, origin: 3, at: 2 * time.Second},
+			},
+			rejected: map[string]string{"a": schemas.ReasonIncomplete},
+			open:     2,
+			oldest:   2,
+		},
+		{
+			name: "too many steps",
+			cfg:  func(c *AssemblerConfig) { c.MaxSteps = 3 },
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1, -2}}}, origin: 1},
+				{rows: []chunkRow{{id: "a", seq: 1, steps: []float32{-1, -2}}, {id: "a", seq: 2, final: true, steps: []float32{-1}}}, origin: 2},
+			},
+			rejected:   map[string]string{"a": schemas.ReasonTooLong},
+			duplicates: 1, // the final chunk of a trace already emitted
+			oldest:     -1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			cfg := DefaultAssemblerConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			a, err := NewAssembler(cfg, mem)
+			require.NoError(t, err)
+			var all Assembled
+			defer all.Release()
+			collect := func(out Assembled) {
+				all.Complete = append(all.Complete, out.Complete...)
+				all.Rejected = append(all.Rejected, out.Rejected...)
+				all.Reasons = append(all.Reasons, out.Reasons...)
+				all.Duplicates += out.Duplicates
+			}
+			for _, s := range tc.steps {
+				in := chunkBatch(t, mem, s.rows...)
+				out, err := a.Add(in, s.origin, t0.Add(s.at))
+				in.Release() // outputs must not depend on the input staying alive
+				require.NoError(t, err)
+				collect(out)
+			}
+			if tc.expireAt > 0 {
+				out, err := a.Expire(t0.Add(tc.expireAt))
+				require.NoError(t, err)
+				collect(out)
+			}
+			got := readTraces(t, all.Complete)
+			require.Len(t, got, len(tc.complete))
+			for id, want := range tc.complete {
+				g, ok := got[id]
+				require.True(t, ok, "trace %s not completed", id)
+				require.Equal(t, want, g.tok, "trace %s steps", id)
+				require.Len(t, g.alts, 2*len(want), "trace %s alternatives", id)
+				for i, s := range want {
+					require.Equal(t, []float32{s, s - 1}, g.alts[2*i:2*i+2])
+				}
+				require.True(t, g.final)
+				require.Equal(t, "m-"+id, g.model)
+			}
+			rej := readTraces(t, all.Rejected)
+			require.Len(t, rej, len(tc.rejected))
+			reasons := map[string]string{}
+			i := 0
+			for _, rec := range all.Rejected {
+				ids := rec.Column(schemas.MustIndex(schemas.Trace, schemas.ColTraceID)).(*array.String)
+				for r := 0; r < ids.Len(); r++ {
+					reasons[ids.Value(r)] = all.Reasons[i]
+					i++
+				}
+			}
+			if tc.rejected == nil {
+				tc.rejected = map[string]string{}
+			}
+			require.Equal(t, tc.rejected, reasons)
+			for id := range tc.rejected {
+				require.False(t, rej[id].final, "rejected %s must not be final", id)
+			}
+			require.Equal(t, tc.duplicates, all.Duplicates)
+			require.Equal(t, tc.open, a.Open())
+			o, ok := a.Oldest()
+			if tc.oldest < 0 {
+				require.False(t, ok)
+			} else {
+				require.True(t, ok)
+				require.Equal(t, tc.oldest, o)
+			}
+		})
+	}
+}
+
+func TestAssemblerConfigValidate(t *testing.T) {
+	require.NoError(t, DefaultAssemblerConfig().Validate())
+	bad := DefaultAssemblerConfig()
+	bad.Timeout, bad.MaxOpen = 0, 0
+	require.ErrorContains(t, bad.Validate(), "assemble.timeout")
+	require.ErrorContains(t, bad.Validate(), "assemble.max_open")
+}
+
+func BenchmarkAssemblerWhole(b *testing.B) {
+	mem := memory.NewGoAllocator()
+	rows := make([]chunkRow, 64)
+	for i := range rows {
+		rows[i] = chunkRow{id: string(rune('a' + i%26)), final: true, steps: make([]float32, 400)}
+	}
+	in := chunkBatch(b, mem, rows...)
+	defer in.Release()
+	a, _ := NewAssembler(DefaultAssemblerConfig(), mem)
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := a.Add(in, 0, time.Time{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		out.Release()
+	}
+}

@@ -1,0 +1,146 @@
+// Package broker runs an embedded Kafka-protocol broker in-process (franz-go's
+// kfake), so that one machine needs no Kafka to run entrowatch. It speaks the
+// real Kafka wire protocol: any Kafka client, ours included, talks to it over
+// TCP exactly as it would to a Kafka cluster.
+//
+// The embedded broker is a single node meant for one machine, demos, tests and
+// benchmarks; production deployments point entrowatch at a real Kafka cluster.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Config configures the embedded broker. The zero value is not valid; start
+// from DefaultConfig.
+type Config struct {
+	// Listen is the host:port the broker listens on. Default "127.0.0.1:0"
+	// (a free port, read it back with Addr).
+	Listen string `yaml:"listen"`
+	// DataDir, when set, persists topics, offsets and consumer groups there
+	// and reloads them on start. Default "" (in memory: lost on exit).
+	DataDir string `yaml:"data_dir"`
+	// Partitions is the partition count of topics created on first use.
+	// Default 4.
+	Partitions int `yaml:"partitions"`
+	// Topics are created at start with Partitions partitions. Default none.
+	Topics []string `yaml:"topics"`
+	// MaxMessageBytes is the broker's limit on one produced record batch
+	// (Kafka's message.max.bytes). Default 1048588, Kafka's default.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MinSessionTimeout is the smallest consumer-group session timeout the
+	// broker accepts. Default 6s, Kafka's default; tests lower it.
+	MinSessionTimeout time.Duration `yaml:"min_session_timeout"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:0",
+		Partitions:        4,
+		MaxMessageBytes:   1048588,
+		MinSessionTimeout: 6 * time.Second,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("broker.listen %q: want host:port (e.g. 127.0.0.1:9092): %w", c.Listen, err)
+	}
+	if c.Partitions < 1 {
+		return fmt.Errorf("broker.partitions %d: want at least 1", c.Partitions)
+	}
+	if c.MaxMessageBytes < 1024 {
+		return fmt.Errorf("broker.max_message_bytes %d: want at least 1024", c.MaxMessageBytes)
+	}
+	if c.MinSessionTimeout < 0 {
+		return fmt.Errorf("broker.min_session_timeout %v: want >= 0", c.MinSessionTimeout)
+	}
+	return nil
+}
+
+// Broker is a running embedded broker. Close it to stop listening; with a
+// DataDir, Close also persists the state.
+type Broker struct {
+	c    *kfake.Cluster
+	addr string
+}
+
+// Start starts the broker and returns once it accepts connections.
+func Start(cfg Config, log *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	host, portStr, _ := net.SplitHostPort(cfg.Listen)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("broker.listen %q: port is not a number", cfg.Listen)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
+		}),
+		kfake.ClusterID("entrowatch"),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(cfg.Partitions),
+		kfake.GroupMinSessionTimeout(cfg.MinSessionTimeout),
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(cfg.MaxMessageBytes)}),
+		kfake.WithLogger(logger{log}),
+	}
+	if cfg.DataDir != "" {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if len(cfg.Topics) > 0 {
+		opts = append(opts, kfake.SeedTopics(int32(cfg.Partitions), cfg.Topics...))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded broker on %s: %w", cfg.Listen, err)
+	}
+	addrs := c.ListenAddrs()
+	if len(addrs) == 0 {
+		c.Close()
+		return nil, errors.New("embedded broker started without a listener")
+	}
+	b := &Broker{c: c, addr: addrs[0]}
+	log.Info("embedded broker started", "addr", b.addr, "data_dir", cfg.DataDir, "partitions", cfg.Partitions)
+	return b, nil
+}
+
+// Addr returns the host:port clients connect to.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker; with a DataDir it first persists the state. The
+// context is accepted for symmetry with the other components; kfake's close
+// does not block on clients.
+func (b *Broker) Close(context.Context) error {
+	b.c.Close()
+	return nil
+}
+
+// logger forwards kfake's warnings and errors to slog; its info and debug
+// levels log every request and stay off.
+type logger struct{ log *slog.Logger }
+
+func (l logger) Logf(level kfake.LogLevel, format string, args ...any) {
+	switch level {
+	case kfake.LogLevelError:
+		l.log.Error("broker: " + fmt.Sprintf(format, args...))
+	case kfake.LogLevelWarn:
+		l.log.Debug("broker: " + fmt.Sprintf(format, args...))
+	}
+}

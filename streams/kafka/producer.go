@@ -1,0 +1,156 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// ProducerConfig configures a producer. Writes are synchronous and wait for
+// every in-sync replica (acks=all): a nil error means the broker has them.
+type ProducerConfig struct {
+	// Topic to produce to. Default "traces".
+	Topic string `yaml:"topic"`
+	// BatchTimeout is how long a partial batch waits for more messages.
+	// Default 5ms (kafka-go's 1s default stalls every synchronous write).
+	BatchTimeout time.Duration `yaml:"batch_timeout"`
+	// BatchBytes bounds one produce batch; it must stay under the broker's
+	// message.max.bytes (Kafka default 1048588). Default 1048000.
+	BatchBytes int64 `yaml:"batch_bytes"`
+	// MaxMessageBytes bounds one encoded record batch (one Kafka message);
+	// larger Arrow batches are split by rows. Default 1000000.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxAttempts is how often a failed write is tried. Default 10.
+	MaxAttempts int `yaml:"max_attempts"`
+	// WriteTimeout bounds one produce request. Default 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// DefaultProducerConfig returns the documented defaults.
+func DefaultProducerConfig() ProducerConfig {
+	return ProducerConfig{
+		Topic:           "traces",
+		BatchTimeout:    5 * time.Millisecond,
+		BatchBytes:      1048000,
+		MaxMessageBytes: 1000000,
+		MaxAttempts:     10,
+		WriteTimeout:    10 * time.Second,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c ProducerConfig) Validate() error {
+	switch {
+	case c.Topic == "":
+		return errors.New("producer.topic is empty: name the topic to produce to")
+	case c.BatchTimeout <= 0:
+		return fmt.Errorf("producer.batch_timeout %v: want > 0 (e.g. 5ms)", c.BatchTimeout)
+	case c.MaxMessageBytes < 1024:
+		return fmt.Errorf("producer.max_message_bytes %d: want >= 1024", c.MaxMessageBytes)
+	case c.BatchBytes < int64(c.MaxMessageBytes)+1024:
+		return fmt.Errorf("producer.batch_bytes %d: want at least max_message_bytes + 1024 (%d) so one message fits", c.BatchBytes, c.MaxMessageBytes+1024)
+	case c.MaxAttempts < 1:
+		return fmt.Errorf("producer.max_attempts %d: want >= 1", c.MaxAttempts)
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("producer.write_timeout %v: want > 0", c.WriteTimeout)
+	}
+	return nil
+}
+
+// Producer writes messages to one topic. It is safe for concurrent use.
+type Producer struct {
+	w   *kafkago.Writer
+	cfg ProducerConfig
+}
+
+// NewProducer connects lazily, on the first write.
+func NewProducer(conn Config, cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
+	if err := conn.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t, err := conn.transport()
+	if err != nil {
+		return nil, err
+	}
+	w := &kafkago.Writer{
+		Addr:            kafkago.TCP(conn.Brokers...),
+		Topic:           cfg.Topic,
+		Balancer:        &kafkago.Hash{}, // keyed messages (chunks of one trace) share a partition; unkeyed ones rotate
+		MaxAttempts:     cfg.MaxAttempts,
+		WriteBackoffMin: 50 * time.Millisecond,
+		WriteBackoffMax: time.Second,
+		BatchSize:       1000,
+		BatchBytes:      cfg.BatchBytes,
+		BatchTimeout:    cfg.BatchTimeout,
+		WriteTimeout:    cfg.WriteTimeout,
+		RequiredAcks:    kafkago.RequireAll,
+		Transport:       t,
+		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
+			log.Debug("kafka producer: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic)
+		}),
+	}
+	return &Producer{w: w, cfg: cfg}, nil
+}
+
+// Topic returns the topic produced to.
+func (p *Producer) Topic() string { return p.cfg.Topic }
+
+// MaxMessageBytes is the largest message value the producer accepts.
+func (p *Producer) MaxMessageBytes() int { return p.cfg.MaxMessageBytes }
+
+// Produce writes msgs and returns once the broker acknowledged all of them
+// (acks=all). Pass many messages per call: they are batched per partition.
+func (p *Producer) Produce(ctx context.Context, msgs ...Message) error {
+	for i := range msgs {
+		if n := len(msgs[i].Value); n > p.cfg.MaxMessageBytes {
+			return fmt.Errorf("producing to %s: message %d is %d bytes, over max_message_bytes %d", p.cfg.Topic, i, n, p.cfg.MaxMessageBytes)
+		}
+	}
+	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("producing %d messages to %s: %w", len(msgs), p.cfg.Topic, err)
+	}
+	return nil
+}
+
+// Close flushes and releases the connections.
+func (p *Producer) Close() error {
+	if err := p.w.Close(); err != nil {
+		return fmt.Errorf("closing producer %s: %w", p.cfg.Topic, err)
+	}
+	return nil
+}
+
+// EnsureTopics creates the topics that do not exist yet, with partitions
+// partitions each. Existing topics are left as they are.
+func EnsureTopics(ctx context.Context, conn Config, partitions int, topics ...string) error {
+	if err := conn.Validate(); err != nil {
+		return err
+	}
+	t, err := conn.transport()
+	if err != nil {
+		return err
+	}
+	defer t.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(conn.Brokers...), Transport: t, Timeout: conn.DialTimeout}
+	req := &kafkago.CreateTopicsRequest{}
+	for _, name := range topics {
+		req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: -1})
+	}
+	res, err := c.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("creating topics %v on %v: %w", topics, conn.Brokers, err)
+	}
+	for name, e := range res.Errors {
+		if e != nil && !errors.Is(e, kafkago.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %s: %w", name, e)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// Message is one Kafka record as fetched or produced.
+type Message = kafkago.Message
+
+// Header is one Kafka record header.
+type Header = kafkago.Header
+
+// SourceConfig configures a consumer-group source. Offsets are never committed
+// automatically: the stream commits after the sink confirms.
+type SourceConfig struct {
+	// Topic to consume. Default "traces".
+	Topic string `yaml:"topic"`
+	// Group is the consumer group; replicas with the same group share the
+	// partitions. Default "entrowatch".
+	Group string `yaml:"group"`
+	// StartOffset is where a new group starts: "earliest" or "latest".
+	// Default "earliest".
+	StartOffset string `yaml:"start_offset"`
+	// MinBytes and MaxBytes bound one fetch response. Defaults 1 and 16 MiB.
+	MinBytes int `yaml:"min_bytes"`
+	MaxBytes int `yaml:"max_bytes"`
+	// MaxWait is how long a fetch waits for MinBytes. Default 250ms.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// QueueCapacity is how many fetched messages are buffered ahead of the
+	// stream; with 1 MiB messages it bounds the read-ahead memory.
+	// Default 16.
+	QueueCapacity int `yaml:"queue_capacity"`
+	// HeartbeatInterval, SessionTimeout and RebalanceTimeout are the group
+	// membership timings. Defaults 3s, 30s, 30s.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	SessionTimeout    time.Duration `yaml:"session_timeout"`
+	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout"`
+	// JoinGroupBackoff is the wait before re-joining after an error.
+	// Default 1s.
+	JoinGroupBackoff time.Duration `yaml:"join_group_backoff"`
+	// ReadBackoffMin and ReadBackoffMax bound the poll interval of an idle
+	// partition. Defaults 50ms and 500ms.
+	ReadBackoffMin time.Duration `yaml:"read_backoff_min"`
+	ReadBackoffMax time.Duration `yaml:"read_backoff_max"`
+}
+
+// DefaultSourceConfig returns the documented defaults.
+func DefaultSourceConfig() SourceConfig {
+	return SourceConfig{
+		Topic:             "traces",
+		Group:             "entrowatch",
+		StartOffset:       "earliest",
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           250 * time.Millisecond,
+		QueueCapacity:     16,
+		HeartbeatInterval: 3 * time.Second,
+		SessionTimeout:    30 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		JoinGroupBackoff:  time.Second,
+		ReadBackoffMin:    50 * time.Millisecond,
+		ReadBackoffMax:    500 * time.Millisecond,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c SourceConfig) Validate() error {
+	switch {
+	case c.Topic == "":
+		return errors.New("source.topic is empty: name the topic to consume")
+	case c.Group == "":
+		return errors.New("source.group is empty: name the consumer group")
+	case c.StartOffset != "earliest" && c.StartOffset != "latest":
+		return fmt.Errorf("source.start_offset %q: want earliest or latest", c.StartOffset)
+	case c.MinBytes < 1 || c.MaxBytes < c.MinBytes:
+		return fmt.Errorf("source.min_bytes %d / max_bytes %d: want 1 <= min_bytes <= max_bytes", c.MinBytes, c.MaxBytes)
+	case c.MaxWait <= 0:
+		return fmt.Errorf("source.max_wait %v: want > 0", c.MaxWait)
+	case c.QueueCapacity < 1:
+		return fmt.Errorf("source.queue_capacity %d: want >= 1", c.QueueCapacity)
+	case c.HeartbeatInterval <= 0 || c.SessionTimeout <= c.HeartbeatInterval:
+		return fmt.Errorf("source.heartbeat_interval %v / session_timeout %v: want 0 < heartbeat_interval < session_timeout", c.HeartbeatInterval, c.SessionTimeout)
+	case c.RebalanceTimeout <= 0 || c.JoinGroupBackoff <= 0:
+		return fmt.Errorf("source.rebalance_timeout %v / join_group_backoff %v: want > 0", c.RebalanceTimeout, c.JoinGroupBackoff)
+	case c.ReadBackoffMin <= 0 || c.ReadBackoffMax < c.ReadBackoffMin:
+		return fmt.Errorf("source.read_backoff_min %v / read_backoff_max %v: want 0 < min <= max", c.ReadBackoffMin, c.ReadBackoffMax)
+	}
+	return nil
+}
+
+// Source consumes a topic in a consumer group. Fetch returns messages of all
+// assigned partitions, in offset order within each partition; Commit moves the
+// group's offsets past the given messages.
+type Source struct {
+	r     *kafkago.Reader
+	topic string
+}
+
+// NewSource joins the group lazily, on the first Fetch.
+func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error) {
+	if err := conn.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, err := conn.dialer()
+	if err != nil {
+		return nil, err
+	}
+	start := kafkago.FirstOffset
+	if cfg.StartOffset == "latest" {
+		start = kafkago.LastOffset
+	}
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers:           conn.Brokers,
+		GroupID:           cfg.Group,
+		Topic:             cfg.Topic,
+		Dialer:            d,
+		QueueCapacity:     cfg.QueueCapacity,
+		MinBytes:          cfg.MinBytes,
+		MaxBytes:          cfg.MaxBytes,
+		MaxWait:           cfg.MaxWait,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		SessionTimeout:    cfg.SessionTimeout,
+		RebalanceTimeout:  cfg.RebalanceTimeout,
+		JoinGroupBackoff:  cfg.JoinGroupBackoff,
+		ReadBackoffMin:    cfg.ReadBackoffMin,
+		ReadBackoffMax:    cfg.ReadBackoffMax,
+		StartOffset:       start,
+		CommitInterval:    0, // synchronous: Commit returns once the broker has the offsets
+		// kafka-go logs every rebalance and retry at error level; keep them at debug.
+		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
+			log.Debug("kafka source: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic, "group", cfg.Group)
+		}),
+	})
+	return &Source{r: r, topic: cfg.Topic}, nil
+}
+
+// Topic returns the consumed topic.
+func (s *Source) Topic() string { return s.topic }
+
+// Fetch blocks for the next message or until ctx is done.
+func (s *Source) Fetch(ctx context.Context) (Message, error) {
+	m, err := s.r.FetchMessage(ctx)
+	if err != nil {
+		return m, fmt.Errorf("fetching from %s: %w", s.topic, err)
+	}
+	return m, nil
+}
+
+// Commit commits, per partition, the offset after the highest given message.
+// It returns once the broker has stored the offsets.
+func (s *Source) Commit(ctx context.Context, msgs ...Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := s.r.CommitMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("committing offsets of %s: %w", s.topic, err)
+	}
+	return nil
+}
+
+// Lag is the number of messages behind the high watermark of the partition
+// last fetched from.
+func (s *Source) Lag() int64 { return s.r.Lag() }
+
+// Close leaves the group and stops fetching. Offsets not yet committed are
+// not committed: the next owner of the partition sees those messages again.
+func (s *Source) Close() error {
+	if err := s.r.Close(); err != nil {
+		return fmt.Errorf("closing source %s: %w", s.topic, err)
+	}
+	return nil
+}
