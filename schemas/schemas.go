@@ -121,6 +121,18 @@ var Trace = arrow.NewSchema([]arrow.Field{
 	{Name: ColCorrect, Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
 }, ptr(metadata(TraceName)))
 
+// Trace64 is trace.v1 with float64 logprob lists: what `entrowatch score` reads
+// JSON into, so that features match the returned digits exactly (float32
+// storage moves features by up to ~5e-8 relative). Every reader of trace.v1
+// accepts both element types.
+var Trace64 = func() *arrow.Schema {
+	f := Trace.Fields()
+	f[MustIndex(Trace, ColTokenLogprob)].Type = arrow.ListOf(arrow.PrimitiveTypes.Float64)
+	f[MustIndex(Trace, ColTopLogprobs)].Type = arrow.ListOf(arrow.ListOf(arrow.PrimitiveTypes.Float64))
+	md := Trace.Metadata()
+	return arrow.NewSchema(f, &md)
+}()
+
 // Scored is scored.v1: one row per response after the operators ran.
 // Feature and baseline columns are zero when status is not "ok".
 var Scored = arrow.NewSchema(scoredFields(), ptr(metadata(ScoredName)))

@@ -3,9 +3,435 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/sinks/file"
+	"github.com/entrowatch/entrowatch/streams"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/ipc"
 )
 
+const scoreSynopsis = `--in PATH --out PATH [--estimator FILE] [--clusters FILE] [--strict] [--max-steps N] [--rejects FILE]
+
+Scores LLM responses offline: per response, the entropy profile, the white-box
+baselines and, with --estimator, P(correct).
+
+  --in   OpenAI chat-completion JSON Lines (gzip or plain; "-" is stdin), legacy
+         completions and vLLM variants included; or an Arrow IPC file of trace.v1.
+  --out  .csv (id, model, domain, correct, n_tokens, the 11 profile features,
+         the 7 baselines, then p_correct / cluster_id / cluster_label when
+         given) or .arrow (Arrow IPC stream, schema scored.v1); "-" is CSV on stdout.
+
+Rejected responses (malformed_json, no_logprobs, empty, nan_logprob,
+positive_logprob, too_long, ...) are reported on stderr with their line
+number and counted in the summary; --rejects writes them to a JSON Lines file.`
+
+// scoreOptions are the score command's flags.
+type scoreOptions struct {
+	in, out, estimator, clusters, rejects string
+	strict                                bool
+	maxSteps                              int
+	quiet                                 bool
+}
+
 func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	var o scoreOptions
+	fs := newFlags("score", scoreSynopsis, stderr)
+	fs.StringVar(&o.in, "in", "", "input: JSON Lines (.gz ok) or Arrow IPC (trace.v1)")
+	fs.StringVar(&o.out, "out", "", "output: .csv or .arrow")
+	fs.StringVar(&o.estimator, "estimator", "", "estimator artifact (entrowatch train) to add p_correct")
+	fs.StringVar(&o.clusters, "clusters", "", "topic-cluster artifact (entrowatch cluster fit) to add cluster_id, cluster_label")
+	fs.StringVar(&o.rejects, "rejects", "", "write rejected responses as JSON Lines (line, id, reason, detail) to this file")
+	fs.BoolVar(&o.strict, "strict", false, "stop at the first rejected response with an error")
+	fs.IntVar(&o.maxSteps, "max-steps", profile.DefaultConfig().MaxSteps, "longest trajectory accepted; longer ones are rejected as too_long")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress line, no rejection lines; the summary only")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if o.in == "" || o.out == "" {
+		fmt.Fprintln(stderr, "score needs --in and --out")
+		fs.Usage()
+		return errUsage
+	}
+	return score(ctx, o, stdout, stderr)
+}
+
+// scoreSource yields trace batches and says where each row came from.
+type scoreSource interface {
+	next() (arrow.RecordBatch, error)
+	rowLabel(row int) (line int64, label string) // for reports: "line 12" or "batch 3 row 7"
+	rejects() []ingest.Reject
+	close() error
+}
+
+func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error {
+	mem := memory.DefaultAllocator
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	pcfg := profile.DefaultConfig()
+	pcfg.MaxSteps = o.maxSteps
+	prof, err := profile.New(pcfg, mem, log)
+	if err != nil {
+		return err
+	}
+	chain, err := scoreChain(o, mem, log)
+	if err != nil {
+		return err
+	}
+
+	src, err := openScoreSource(o.in, mem)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+
+	sinkCfg := file.Config{Path: o.out, CSVEstimate: o.estimator != "", CSVClusters: o.clusters != ""}
+	if o.out == "-" {
+		sinkCfg.Format = "csv"
+	}
+	sink, err := file.New(sinkCfg, mem)
+	if err != nil {
+		return err
+	}
+	rep, err := newRejectReport(o, stderr)
+	if err != nil {
+		sink.Close(ctx)
+		return err
+	}
+
+	start := time.Now()
+	prog := newProgress(stderr, o.quiet)
+	var read, written int64
+	runErr := func() error {
+		for {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("interrupted after %d responses: %w", read, err)
+			}
+			rec, err := src.next()
+			if errors.Is(err, io.EOF) {
+				return rep.flush(src.rejects(), nil)
+			}
+			if err != nil {
+				return err
+			}
+			read += rec.NumRows()
+			var pending []pendingReject
+			ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+			scored, err := prof.Score(rec, func(row int, r *profile.Reject) {
+				line, label := src.rowLabel(row)
+				pending = append(pending, pendingReject{line, label, ids.Value(row), r.Reason, r.Detail})
+			})
+			rec.Release()
+			if err != nil {
+				return err
+			}
+			if err := rep.flush(src.rejects(), pending); err != nil {
+				scored.Release()
+				return err
+			}
+			n, err := writeScored(ctx, scored, chain, sink, rep)
+			if err != nil {
+				return err
+			}
+			written += n
+			prog.update(read, written, rep.total)
+		}
+	}()
+	closeErr := errors.Join(sink.Close(ctx), rep.close())
+	if runErr != nil {
+		return errors.Join(runErr, closeErr)
+	}
+	if closeErr != nil {
+		return closeErr
+	}
+	rep.summary(stderr, read, written, time.Since(start))
+	return nil
+}
+
+// scoreChain returns the operators after profile: estimate and clustertag
+// when their artifacts are given.
+func scoreChain(o scoreOptions, mem memory.Allocator, log *slog.Logger) ([]streams.Operator, error) {
+	var chain []streams.Operator
+	if o.estimator != "" {
+		op, err := newEstimateOperator(o.estimator, mem, log)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, op)
+	}
+	if o.clusters != "" {
+		op, err := newClusterOperator(o.clusters, mem, log)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, op)
+	}
+	return chain, nil
+}
+
+// writeScored runs the rest of the chain over a scored batch and writes the
+// rows whose status is ok; rows a later operator rejects are reported.
+func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.Operator, sink *file.Sink, rep *rejectReport) (int64, error) {
+	recs := []arrow.RecordBatch{scored}
+	for _, op := range chain {
+		var next []arrow.RecordBatch
+		for _, r := range recs {
+			out, err := op.Process(ctx, r)
+			r.Release()
+			if err != nil {
+				releaseAll(next)
+				return 0, fmt.Errorf("%s: %w", op.Name(), err)
+			}
+			next = append(next, out...)
+		}
+		recs = next
+	}
+	defer releaseAll(recs)
+	var written int64
+	for _, r := range recs {
+		status := r.Column(schemas.MustIndex(r.Schema(), schemas.ColStatus)).(*array.String)
+		ids := r.Column(schemas.MustIndex(r.Schema(), schemas.ColTraceID)).(*array.String)
+		n := int(r.NumRows())
+		for lo := 0; lo < n; {
+			if status.Value(lo) != schemas.StatusOK {
+				// Rejected by profile (already reported, status is the
+				// reason) or by a later operator (reported here).
+				if rep.needs(ids.Value(lo), status.Value(lo)) {
+					if err := rep.add(0, "", ids.Value(lo), status.Value(lo), "rejected by the estimator or tagger"); err != nil {
+						return written, err
+					}
+				}
+				lo++
+				continue
+			}
+			hi := lo + 1
+			for hi < n && status.Value(hi) == schemas.StatusOK {
+				hi++
+			}
+			part := r.NewSlice(int64(lo), int64(hi))
+			err := sink.Write(ctx, part)
+			part.Release()
+			if err != nil {
+				return written, err
+			}
+			written += int64(hi - lo)
+			lo = hi
+		}
+	}
+	return written, nil
+}
+
+func releaseAll(recs []arrow.RecordBatch) {
+	for _, r := range recs {
+		r.Release()
+	}
+}
+
+func openScoreSource(path string, mem memory.Allocator) (scoreSource, error) {
+	if isArrowPath(path) {
+		r, err := ipc.OpenFile(path, mem)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s as Arrow IPC trace.v1: %w", path, err)
+		}
+		return &arrowSource{r: r}, nil
+	}
+	f, err := ingest.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening input: %w", err)
+	}
+	cfg := ingest.DefaultConfig()
+	cfg.Float64 = true // features from the returned digits, not float32 roundings
+	return &jsonSource{f: f, r: ingest.NewReader(f, cfg, mem)}, nil
+}
+
+// isArrowPath decides the input format: by extension, else by magic bytes.
+func isArrowPath(path string) bool {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".arrow", ".arrows", ".ipc", ".feather":
+		return true
+	case ".jsonl", ".json", ".gz", ".ndjson":
+		return false
+	}
+	if path == "-" {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, 8)
+	n, _ := io.ReadFull(f, b)
+	return n >= 6 && string(b[:6]) == "ARROW1" || n >= 4 && b[0] == 0xff && b[1] == 0xff && b[2] == 0xff && b[3] == 0xff
+}
+
+type jsonSource struct {
+	f io.Closer
+	r *ingest.Reader
+}
+
+func (s *jsonSource) next() (arrow.RecordBatch, error) { return s.r.Next() }
+func (s *jsonSource) rowLabel(row int) (int64, string) {
+	l := s.r.RowLines()[row]
+	return l, fmt.Sprintf("line %d", l)
+}
+func (s *jsonSource) rejects() []ingest.Reject { return s.r.Rejects() }
+func (s *jsonSource) close() error {
+	s.r.Release()
+	return s.f.Close()
+}
+
+type arrowSource struct {
+	r     *ipc.FileReader
+	batch int
+	row0  int64
+	rows  int64
+}
+
+func (s *arrowSource) next() (arrow.RecordBatch, error) {
+	rec, err := s.r.Next()
+	if err == nil {
+		s.batch++
+		s.row0 += s.rows
+		s.rows = rec.NumRows()
+	}
+	return rec, err
+}
+func (s *arrowSource) rowLabel(row int) (int64, string) {
+	return s.row0 + int64(row) + 1, fmt.Sprintf("row %d (batch %d)", s.row0+int64(row)+1, s.batch)
+}
+func (s *arrowSource) rejects() []ingest.Reject { return nil }
+func (s *arrowSource) close() error             { return s.r.Close() }
+
+type pendingReject struct {
+	line                      int64
+	where, id, reason, detail string
+}
+
+// flush reports a batch's rejections, the reader's and the profile's, in
+// input order.
+func (r *rejectReport) flush(read []ingest.Reject, scored []pendingReject) error {
+	for _, x := range read {
+		scored = append(scored, pendingReject{x.Line, fmt.Sprintf("line %d", x.Line), x.ID, x.Reason, x.Err.Error()})
+	}
+	sort.SliceStable(scored, func(i, j int) bool { return scored[i].line < scored[j].line })
+	for _, x := range scored {
+		if err := r.add(x.line, x.where, x.id, x.reason, x.detail); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rejectReport prints, counts and optionally records rejected responses.
+type rejectReport struct {
+	strict   bool
+	quiet    bool
+	w        io.Writer
+	f        *os.File
+	byReason map[string]int64
+	total    int64
+	seen     map[string]bool // trace_id+reason already reported by profile
+}
+
+func newRejectReport(o scoreOptions, stderr io.Writer) (*rejectReport, error) {
+	r := &rejectReport{strict: o.strict, quiet: o.quiet, w: stderr, byReason: map[string]int64{}, seen: map[string]bool{}}
+	if o.rejects != "" {
+		f, err := os.Create(o.rejects)
+		if err != nil {
+			return nil, fmt.Errorf("--rejects: %w", err)
+		}
+		r.f = f
+	}
+	return r, nil
+}
+
+// needs reports whether a non-ok row still has to be reported (a later
+// operator set its status; profile rejections were reported as they happened).
+func (r *rejectReport) needs(id, reason string) bool { return !r.seen[id+"\x00"+reason] }
+
+func (r *rejectReport) add(line int64, where, id, reason, detail string) error {
+	r.total++
+	r.byReason[reason]++
+	if len(r.seen) < 1<<20 {
+		r.seen[id+"\x00"+reason] = true
+	}
+	if r.strict {
+		return fmt.Errorf("%s: response %q rejected: %s (%s); drop --strict to skip and count such responses", where, id, reason, detail)
+	}
+	if !r.quiet {
+		fmt.Fprintf(r.w, "reject %s id=%q reason=%s: %s\n", where, id, reason, detail)
+	}
+	if r.f != nil {
+		_, err := fmt.Fprintf(r.f, "{\"line\":%d,\"id\":%q,\"reason\":%q,\"detail\":%q}\n", line, id, reason, detail)
+		return err
+	}
+	return nil
+}
+
+func (r *rejectReport) close() error {
+	if r.f == nil {
+		return nil
+	}
+	return r.f.Close()
+}
+
+func (r *rejectReport) summary(w io.Writer, read, written int64, d time.Duration) {
+	fmt.Fprintf(w, "scored %d responses in %s: %d written, %d rejected", read+r.countMalformed(), d.Round(time.Millisecond), written, r.total)
+	if r.total > 0 {
+		reasons := make([]string, 0, len(r.byReason))
+		for k := range r.byReason {
+			reasons = append(reasons, k)
+		}
+		sort.Strings(reasons)
+		parts := make([]string, len(reasons))
+		for i, k := range reasons {
+			parts[i] = fmt.Sprintf("%s %d", k, r.byReason[k])
+		}
+		fmt.Fprintf(w, " (%s)", strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w)
+}
+
+// countMalformed is the number of input lines that never became rows.
+func (r *rejectReport) countMalformed() int64 { return r.byReason[schemas.ReasonMalformedJSON] }
+
+// progress prints a progress line on stderr at most every two seconds, once
+// the work has run for two seconds.
+type progress struct {
+	w     io.Writer
+	off   bool
+	start time.Time
+	last  time.Time
+}
+
+func newProgress(w io.Writer, off bool) *progress {
+	now := time.Now()
+	return &progress{w: w, off: off, start: now, last: now}
+}
+
+func (p *progress) update(read, written, rejected int64) {
+	if p.off {
+		return
+	}
+	now := time.Now()
+	if now.Sub(p.last) < 2*time.Second {
+		return
+	}
+	p.last = now
+	rate := float64(read) / now.Sub(p.start).Seconds()
+	fmt.Fprintf(p.w, "progress: %d responses read, %d written, %d rejected (%.0f responses/s)\n", read, written, rejected, rate)
 }

@@ -1,0 +1,216 @@
+// Package file is the local sink: scored rows to an Arrow IPC stream file or
+// to CSV. It implements streams.Sink; Write returns once the rows are handed
+// to the operating system (Close syncs them to disk).
+package file
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// Config says where and how to write.
+type Config struct {
+	// Path of the output file; "-" is standard output.
+	Path string `yaml:"path"`
+	// Format is "arrow" (Arrow IPC stream, schema scored.v1) or "csv". Default:
+	// from the extension of Path (.csv is CSV, anything else Arrow).
+	Format string `yaml:"format"`
+	// CSVEstimate adds p_correct (and estimator_version) to CSV output.
+	CSVEstimate bool `yaml:"csv_estimate"`
+	// CSVClusters adds cluster_id and cluster_label to CSV output.
+	CSVClusters bool `yaml:"csv_clusters"`
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	if c.Path == "" {
+		return errors.New("file sink: path is empty")
+	}
+	if c.Format == "" {
+		c.Format = "arrow"
+		if strings.EqualFold(filepath.Ext(c.Path), ".csv") {
+			c.Format = "csv"
+		}
+	}
+	if c.Format != "arrow" && c.Format != "csv" {
+		return fmt.Errorf("file sink: format %q, want arrow or csv", c.Format)
+	}
+	return nil
+}
+
+// Sink writes scored.v1 batches to one file.
+type Sink struct {
+	cfg  Config
+	f    *os.File
+	bw   *bufio.Writer
+	ipcw *ipc.Writer
+	csv  *csvWriter
+	rows int64
+}
+
+// New creates (truncates) the file.
+func New(cfg Config, mem memory.Allocator) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := os.Stdout
+	if cfg.Path != "-" {
+		var err error
+		if f, err = os.Create(cfg.Path); err != nil {
+			return nil, fmt.Errorf("file sink: %w", err)
+		}
+	}
+	s := &Sink{cfg: cfg, f: f, bw: bufio.NewWriterSize(f, 1<<20)}
+	if cfg.Format == "csv" {
+		s.csv = newCSVWriter(s.bw, cfg)
+		if err := s.csv.header(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("file sink %s: %w", cfg.Path, err)
+		}
+	} else {
+		s.ipcw = ipc.NewWriter(s.bw, ipc.WithSchema(schemas.Scored), ipc.WithAllocator(mem))
+	}
+	return s, nil
+}
+
+// Rows returns the number of rows written.
+func (s *Sink) Rows() int64 { return s.rows }
+
+// Write implements streams.Sink.
+func (s *Sink) Write(_ context.Context, rec arrow.RecordBatch) error {
+	if !rec.Schema().Equal(schemas.Scored) {
+		return fmt.Errorf("file sink %s: batch schema is not scored.v1", s.cfg.Path)
+	}
+	var err error
+	if s.csv != nil {
+		err = s.csv.write(rec)
+	} else {
+		err = s.ipcw.Write(rec)
+	}
+	if err != nil {
+		return fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
+	}
+	s.rows += rec.NumRows()
+	return nil
+}
+
+// Close implements streams.Sink: it ends the IPC stream, flushes and syncs.
+func (s *Sink) Close(context.Context) error {
+	var errs []error
+	if s.ipcw != nil {
+		errs = append(errs, s.ipcw.Close())
+	}
+	errs = append(errs, s.bw.Flush())
+	if s.f != os.Stdout {
+		errs = append(errs, s.f.Sync(), s.f.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
+	}
+	return nil
+}
+
+// CSVHeader returns the CSV columns written for cfg: id, model, domain,
+// correct, n_tokens, the 11 profile features, the 7 baselines, then p_correct
+// and cluster_id, cluster_label when asked for.
+func CSVHeader(cfg Config) []string {
+	h := []string{"id", schemas.ColModel, schemas.ColDomain, schemas.ColCorrect, schemas.ColNTokens}
+	h = append(h, schemas.ProfileFeatures...)
+	h = append(h, schemas.Baselines...)
+	if cfg.CSVEstimate {
+		h = append(h, schemas.ColPCorrect)
+	}
+	if cfg.CSVClusters {
+		h = append(h, schemas.ColClusterID, schemas.ColClusterLabel)
+	}
+	return h
+}
+
+type csvWriter struct {
+	w    *bufio.Writer
+	cfg  Config
+	cols []int // scored.v1 column per CSV column (id is trace_id)
+	buf  []byte
+}
+
+func newCSVWriter(w *bufio.Writer, cfg Config) *csvWriter {
+	c := &csvWriter{w: w, cfg: cfg}
+	for _, name := range CSVHeader(cfg) {
+		if name == "id" {
+			name = schemas.ColTraceID
+		}
+		c.cols = append(c.cols, schemas.MustIndex(schemas.Scored, name))
+	}
+	return c
+}
+
+func (c *csvWriter) header() error {
+	_, err := c.w.WriteString(strings.Join(CSVHeader(c.cfg), ",") + "\n")
+	return err
+}
+
+func (c *csvWriter) write(rec arrow.RecordBatch) error {
+	n := int(rec.NumRows())
+	for i := range n {
+		b := c.buf[:0]
+		for j, ci := range c.cols {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendCell(b, rec.Column(ci), i)
+		}
+		b = append(b, '\n')
+		c.buf = b
+		if _, err := c.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendCell formats one value: floats in the shortest form that reads back
+// exactly, booleans as 1/0, nulls as the empty string.
+func appendCell(b []byte, col arrow.Array, i int) []byte {
+	if col.IsNull(i) {
+		return b
+	}
+	switch a := col.(type) {
+	case *array.String:
+		return appendCSVString(b, a.Value(i))
+	case *array.Float64:
+		return strconv.AppendFloat(b, a.Value(i), 'g', -1, 64)
+	case *array.Float32:
+		return strconv.AppendFloat(b, float64(a.Value(i)), 'g', -1, 32)
+	case *array.Int32:
+		return strconv.AppendInt(b, int64(a.Value(i)), 10)
+	case *array.Boolean:
+		if a.Value(i) {
+			return append(b, '1')
+		}
+		return append(b, '0')
+	default:
+		return appendCSVString(b, col.ValueStr(i))
+	}
+}
+
+func appendCSVString(b []byte, s string) []byte {
+	if !strings.ContainsAny(s, ",\"\n\r") {
+		return append(b, s...)
+	}
+	b = append(b, '"')
+	b = append(b, strings.ReplaceAll(s, `"`, `""`)...)
+	return append(b, '"')
+}

@@ -1,0 +1,641 @@
+// Package ingest adapts what LLM servers return to trace.v1 record batches.
+//
+// It reads JSON Lines of OpenAI-compatible responses, one response object per
+// line, in the shapes real servers produce:
+//   - chat completions: choices[].logprobs.content[] with logprob and top_logprobs;
+//   - legacy completions: choices[].logprobs.{token_logprobs, top_logprobs} with
+//     top_logprobs as token->logprob maps;
+//   - vLLM's variants: 21 alternatives (the sampled token appended), -9999 for
+//     -inf, fewer alternatives than requested, and Python's NaN/Infinity literals.
+//
+// Extra top-level fields are kept: domain, prompt, attributes (object of
+// strings), correct (label), provider, logprobs_mode, temperature and top_p
+// (also read from a "sampling" object). A response with several choices
+// becomes one row per choice, trace_id "<id>/<index>".
+//
+// Only lines that are not JSON objects of this shape are rejected here
+// (reason malformed_json). Everything else becomes a row, and the profile
+// operator judges its logprobs, so that the stream dead-letters bad responses
+// with the same reasons as the offline scorer.
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// Config tunes the reader.
+type Config struct {
+	// BatchRows is the number of responses per record batch. Default 1024.
+	BatchRows int `yaml:"batch_rows"`
+	// MaxLineBytes bounds one JSON line; longer lines are rejected as
+	// malformed_json and skipped. Default 64 MiB.
+	MaxLineBytes int `yaml:"max_line_bytes"`
+	// Float64 stores logprobs as float64 (schemas.Trace64) instead of trace.v1's
+	// float32, so that features match the returned digits exactly. Default false.
+	Float64 bool `yaml:"float64"`
+	// Provider is the provider written when a response names none. Default "openai".
+	Provider string `yaml:"provider"`
+	// LogprobsMode is the logprobs_mode written when a response names none.
+	// Default "raw_logprobs".
+	LogprobsMode string `yaml:"logprobs_mode"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs"}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.BatchRows < 1 {
+		return fmt.Errorf("ingest.batch_rows must be at least 1, got %d", c.BatchRows)
+	}
+	if c.MaxLineBytes < 1024 {
+		return fmt.Errorf("ingest.max_line_bytes must be at least 1024, got %d", c.MaxLineBytes)
+	}
+	return nil
+}
+
+// Reject is a line that could not be turned into a row.
+type Reject struct {
+	Line   int64  // 1-based line number in the input
+	ID     string // response id when it could be read
+	Reason string // schemas.ReasonMalformedJSON
+	Err    error  // what was wrong, for people
+}
+
+// Reader turns JSON Lines into trace.v1 batches.
+type Reader struct {
+	cfg      Config
+	sc       *bufio.Scanner
+	b        *builder
+	line     int64
+	rejects  []Reject
+	rowLines []int64
+	done     bool
+	scratch  []byte
+}
+
+// NewReader reads responses from r. cfg must be valid (see Validate).
+func NewReader(r io.Reader, cfg Config, mem memory.Allocator) *Reader {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), cfg.MaxLineBytes)
+	return &Reader{cfg: cfg, sc: sc, b: newBuilder(mem, cfg.Float64)}
+}
+
+// Schema is the schema of the batches Next returns.
+func (r *Reader) Schema() *arrow.Schema { return r.b.schema }
+
+// Next returns the next batch of up to BatchRows rows, or io.EOF. Rejects and
+// RowLines describe the lines consumed by this call.
+func (r *Reader) Next() (arrow.RecordBatch, error) {
+	r.rejects = r.rejects[:0]
+	r.rowLines = r.rowLines[:0]
+	for !r.done && r.b.rows < r.cfg.BatchRows {
+		if !r.sc.Scan() {
+			r.done = true
+			if err := r.sc.Err(); err != nil {
+				if errors.Is(err, bufio.ErrTooLong) {
+					r.line++
+					r.rejects = append(r.rejects, Reject{Line: r.line, Reason: schemas.ReasonMalformedJSON,
+						Err: fmt.Errorf("line longer than %d bytes (ingest max_line_bytes); the rest of the input was not read", r.cfg.MaxLineBytes)})
+					break
+				}
+				return nil, fmt.Errorf("reading line %d: %w", r.line+1, err)
+			}
+			break
+		}
+		r.line++
+		line := bytes.TrimSpace(r.sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		if err := r.addLine(line); err != nil {
+			r.rejects = append(r.rejects, *err)
+		}
+	}
+	if r.b.rows == 0 {
+		if r.done {
+			return nil, io.EOF
+		}
+	}
+	return r.b.finish(), nil
+}
+
+// Rejects returns the lines rejected during the last Next call.
+func (r *Reader) Rejects() []Reject { return r.rejects }
+
+// RowLines returns, for each row of the last batch, its input line number.
+func (r *Reader) RowLines() []int64 { return r.rowLines }
+
+// Lines returns the number of lines read so far.
+func (r *Reader) Lines() int64 { return r.line }
+
+// Release frees the reader's builders.
+func (r *Reader) Release() { r.b.release() }
+
+func (r *Reader) addLine(line []byte) *Reject {
+	line = r.sanitize(line)
+	var resp response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return &Reject{Line: r.line, ID: peekID(line), Reason: schemas.ReasonMalformedJSON, Err: jsonError(err)}
+	}
+	rows, err := resp.toRows(r.cfg)
+	if err != nil {
+		return &Reject{Line: r.line, ID: resp.ID, Reason: schemas.ReasonMalformedJSON, Err: err}
+	}
+	for i := range rows {
+		r.b.append(&rows[i])
+		r.rowLines = append(r.rowLines, r.line)
+	}
+	return nil
+}
+
+// Python's json module writes NaN, Infinity and -Infinity as bare literals,
+// which are not JSON; vLLM and many logging pipelines emit them. sanitize
+// replaces them, outside strings, with numeric sentinels no logprob can take,
+// which decodeFloat maps back.
+const (
+	nanSentinel    = 7.0e307
+	posInfSentinel = 8.0e307
+	negInfSentinel = -8.0e307
+)
+
+func (r *Reader) sanitize(line []byte) []byte {
+	if bytes.IndexByte(line, 'N') < 0 && bytes.IndexByte(line, 'I') < 0 {
+		return line
+	}
+	out := r.scratch[:0]
+	inStr, esc := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		if inStr {
+			out = append(out, c)
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+			continue
+		}
+		switch {
+		case c == '"':
+			inStr = true
+		case bytes.HasPrefix(line[i:], []byte("NaN")):
+			out = append(out, "7.0e307"...)
+			i += 2
+			continue
+		case bytes.HasPrefix(line[i:], []byte("-Infinity")):
+			out = append(out, "-8.0e307"...)
+			i += 8
+			continue
+		case bytes.HasPrefix(line[i:], []byte("Infinity")):
+			out = append(out, "8.0e307"...)
+			i += 7
+			continue
+		}
+		out = append(out, c)
+	}
+	r.scratch = out
+	return out
+}
+
+func decodeFloat(v float64) float64 {
+	switch v {
+	case nanSentinel:
+		return math.NaN()
+	case posInfSentinel:
+		return math.Inf(1)
+	case negInfSentinel:
+		return math.Inf(-1)
+	}
+	return v
+}
+
+func jsonError(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("not valid JSON at byte %d: %v", se.Offset, err)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %s: got JSON %s, want %s", te.Field, te.Value, te.Type)
+	}
+	return err
+}
+
+// peekID finds the "id" of a line that failed to decode, for the report.
+func peekID(line []byte) string {
+	i := bytes.Index(line, []byte(`"id"`))
+	if i < 0 {
+		return ""
+	}
+	rest := bytes.TrimLeft(line[i+4:], " \t:")
+	if len(rest) == 0 || rest[0] != '"' {
+		return ""
+	}
+	if j := bytes.IndexByte(rest[1:], '"'); j >= 0 && j < 256 {
+		return string(rest[1 : j+1])
+	}
+	return ""
+}
+
+// Open opens a file for NewReader, decompressing gzip (by content, not name).
+// "-" is standard input.
+func Open(path string) (io.ReadCloser, error) {
+	var f *os.File
+	if path == "-" {
+		f = os.Stdin
+	} else {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return nil, err
+		}
+	}
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, _ := br.Peek(2)
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: gzip: %w", path, err)
+		}
+		return readCloser{zr, func() error { return errors.Join(zr.Close(), f.Close()) }}, nil
+	}
+	return readCloser{br, f.Close}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
+
+// response is the part of an OpenAI-compatible response entrowatch reads.
+type response struct {
+	ID           string          `json:"id"`
+	Created      json.Number     `json:"created"`
+	Model        string          `json:"model"`
+	Provider     string          `json:"provider"`
+	LogprobsMode string          `json:"logprobs_mode"`
+	Temperature  *float64        `json:"temperature"`
+	TopP         *float64        `json:"top_p"`
+	Sampling     *sampling       `json:"sampling"`
+	Domain       *string         `json:"domain"`
+	Prompt       json.RawMessage `json:"prompt"`
+	Attributes   map[string]any  `json:"attributes"`
+	Correct      json.RawMessage `json:"correct"`
+	Choices      []choice        `json:"choices"`
+}
+
+type sampling struct {
+	Temperature *float64 `json:"temperature"`
+	TopP        *float64 `json:"top_p"`
+}
+
+type choice struct {
+	Index        int       `json:"index"`
+	FinishReason *string   `json:"finish_reason"`
+	Logprobs     *logprobs `json:"logprobs"`
+}
+
+type logprobs struct {
+	// chat completions
+	Content *[]step `json:"content"`
+	// legacy completions
+	TokenLogprobs *[]*float64          `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+}
+
+type step struct {
+	Logprob     *float64 `json:"logprob"`
+	TopLogprobs []alt    `json:"top_logprobs"`
+}
+
+type alt struct {
+	Logprob *float64 `json:"logprob"`
+}
+
+// row is one trace.v1 row before it is appended to the builder.
+type row struct {
+	traceID      string
+	ts           int64 // ms since epoch
+	model        string
+	provider     string
+	logprobsMode string
+	temperature  float32
+	topP         float32
+	domain       *string
+	prompt       *string
+	attrKeys     []string
+	attrVals     []string
+	finish       string
+	correct      *bool
+	noLogprobs   bool
+	chosen       []float64
+	top          [][]float64
+}
+
+func (resp *response) toRows(cfg Config) ([]row, error) {
+	if len(resp.Choices) == 0 {
+		return nil, errors.New(`no "choices": not an OpenAI-compatible response`)
+	}
+	base := row{
+		model:        resp.Model,
+		provider:     or(resp.Provider, cfg.Provider),
+		logprobsMode: or(resp.LogprobsMode, cfg.LogprobsMode),
+		temperature:  float32(math.NaN()),
+		topP:         float32(math.NaN()),
+		domain:       resp.Domain,
+	}
+	if resp.ID == "" {
+		return nil, errors.New(`no "id": every response needs an id (the idempotency key)`)
+	}
+	if resp.Created != "" {
+		sec, err := resp.Created.Float64()
+		if err != nil {
+			return nil, fmt.Errorf(`"created" is %q, want unix seconds`, resp.Created)
+		}
+		base.ts = int64(sec * 1000)
+	} else {
+		base.ts = time.Now().UnixMilli()
+	}
+	if t := pick(resp.Temperature, resp.Sampling, func(s *sampling) *float64 { return s.Temperature }); t != nil {
+		base.temperature = float32(*t)
+	}
+	if t := pick(resp.TopP, resp.Sampling, func(s *sampling) *float64 { return s.TopP }); t != nil {
+		base.topP = float32(*t)
+	}
+	if p, err := textOf(resp.Prompt); err != nil {
+		return nil, fmt.Errorf(`"prompt": %w`, err)
+	} else {
+		base.prompt = p
+	}
+	if len(resp.Attributes) > 0 {
+		for _, k := range slices.Sorted(maps.Keys(resp.Attributes)) {
+			base.attrKeys = append(base.attrKeys, k)
+			base.attrVals = append(base.attrVals, attrString(resp.Attributes[k]))
+		}
+	}
+	c, err := boolOf(resp.Correct)
+	if err != nil {
+		return nil, fmt.Errorf(`"correct": %w`, err)
+	}
+	base.correct = c
+
+	rows := make([]row, 0, len(resp.Choices))
+	for _, ch := range resp.Choices {
+		r := base
+		r.traceID = resp.ID
+		if len(resp.Choices) > 1 {
+			r.traceID = resp.ID + "/" + strconv.Itoa(ch.Index)
+		}
+		if ch.FinishReason != nil {
+			r.finish = *ch.FinishReason
+		}
+		if err := ch.steps(&r); err != nil {
+			return nil, fmt.Errorf("choice %d: %w", ch.Index, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+func (ch *choice) steps(r *row) error {
+	lp := ch.Logprobs
+	switch {
+	case lp == nil || (lp.Content == nil && lp.TokenLogprobs == nil):
+		r.noLogprobs = true
+	case lp.Content != nil:
+		content := *lp.Content
+		r.chosen = make([]float64, len(content))
+		r.top = make([][]float64, len(content))
+		for t, st := range content {
+			r.chosen[t] = valueOf(st.Logprob)
+			alts := make([]float64, len(st.TopLogprobs))
+			for i, a := range st.TopLogprobs {
+				alts[i] = valueOf(a.Logprob)
+			}
+			r.top[t] = alts
+		}
+	default:
+		tl := *lp.TokenLogprobs
+		if len(lp.TopLogprobs) != len(tl) {
+			return fmt.Errorf("legacy logprobs: %d token_logprobs but %d top_logprobs", len(tl), len(lp.TopLogprobs))
+		}
+		r.chosen = make([]float64, len(tl))
+		r.top = make([][]float64, len(tl))
+		for t, v := range tl {
+			r.chosen[t] = valueOf(v)
+			m := lp.TopLogprobs[t]
+			alts := make([]float64, 0, len(m))
+			for _, v := range m {
+				alts = append(alts, decodeFloat(v))
+			}
+			r.top[t] = alts
+		}
+	}
+	return nil
+}
+
+// valueOf maps a missing logprob to NaN: the profile rejects it as nan_logprob.
+func valueOf(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return decodeFloat(*p)
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func pick(top *float64, s *sampling, f func(*sampling) *float64) *float64 {
+	if top != nil {
+		return top
+	}
+	if s != nil {
+		return f(s)
+	}
+	return nil
+}
+
+// textOf reads a prompt: a string as is, chat messages as their contents
+// joined by newlines, anything else as compact JSON text.
+func textOf(raw json.RawMessage) (*string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return &s, nil
+	}
+	var msgs []struct {
+		Content string `json:"content"`
+	}
+	if json.Unmarshal(raw, &msgs) == nil {
+		var b bytes.Buffer
+		for i, m := range msgs {
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(m.Content)
+		}
+		s = b.String()
+		return &s, nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return nil, err
+	}
+	s = b.String()
+	return &s, nil
+}
+
+// boolOf reads a label: true/false, 1/0, "true"/"false"/"1"/"0", or null.
+func boolOf(raw json.RawMessage) (*bool, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var v bool
+	switch string(bytes.Trim(raw, `"`)) {
+	case "true", "1", "1.0", "True":
+		v = true
+	case "false", "0", "0.0", "False":
+		v = false
+	default:
+		return nil, fmt.Errorf("%s is not a label; want true/false or 1/0", raw)
+	}
+	return &v, nil
+}
+
+func attrString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case nil:
+		return ""
+	default:
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+}
+
+// builder accumulates rows into a trace.v1 (or Trace64) batch.
+type builder struct {
+	schema *arrow.Schema
+	rb     *array.RecordBuilder
+	rows   int
+	f64    bool
+}
+
+func newBuilder(mem memory.Allocator, f64 bool) *builder {
+	s := schemas.Trace
+	if f64 {
+		s = schemas.Trace64
+	}
+	return &builder{schema: s, rb: array.NewRecordBuilder(mem, s), f64: f64}
+}
+
+func (b *builder) release() { b.rb.Release() }
+
+func (b *builder) finish() arrow.RecordBatch {
+	b.rows = 0
+	return b.rb.NewRecordBatch()
+}
+
+func (b *builder) append(r *row) {
+	b.rows++
+	fb := b.rb.Fields()
+	s := schemas.Trace
+	str := func(col string, v string) { fb[schemas.MustIndex(s, col)].(*array.StringBuilder).Append(v) }
+	nstr := func(col string, v *string) {
+		sb := fb[schemas.MustIndex(s, col)].(*array.StringBuilder)
+		if v == nil {
+			sb.AppendNull()
+		} else {
+			sb.Append(*v)
+		}
+	}
+	str(schemas.ColTraceID, r.traceID)
+	fb[schemas.MustIndex(s, schemas.ColTS)].(*array.TimestampBuilder).Append(arrow.Timestamp(r.ts))
+	str(schemas.ColModel, r.model)
+	str(schemas.ColProvider, r.provider)
+	str(schemas.ColLogprobsMode, r.logprobsMode)
+	fb[schemas.MustIndex(s, schemas.ColTemperature)].(*array.Float32Builder).Append(r.temperature)
+	fb[schemas.MustIndex(s, schemas.ColTopP)].(*array.Float32Builder).Append(r.topP)
+	nstr(schemas.ColDomain, r.domain)
+	nstr(schemas.ColPrompt, r.prompt)
+	mb := fb[schemas.MustIndex(s, schemas.ColAttributes)].(*array.MapBuilder)
+	mb.Append(true)
+	kb, ib := mb.KeyBuilder().(*array.StringBuilder), mb.ItemBuilder().(*array.StringBuilder)
+	for i, k := range r.attrKeys {
+		kb.Append(k)
+		ib.Append(r.attrVals[i])
+	}
+	tok := fb[schemas.MustIndex(s, schemas.ColTokenLogprob)].(*array.ListBuilder)
+	top := fb[schemas.MustIndex(s, schemas.ColTopLogprobs)].(*array.ListBuilder)
+	if r.noLogprobs {
+		tok.AppendNull()
+		top.AppendNull()
+	} else {
+		tok.Append(true)
+		top.Append(true)
+		inner := top.ValueBuilder().(*array.ListBuilder)
+		if b.f64 {
+			tv := tok.ValueBuilder().(*array.Float64Builder)
+			tv.AppendValues(r.chosen, nil)
+			iv := inner.ValueBuilder().(*array.Float64Builder)
+			for _, alts := range r.top {
+				inner.Append(true)
+				iv.AppendValues(alts, nil)
+			}
+		} else {
+			tv := tok.ValueBuilder().(*array.Float32Builder)
+			for _, v := range r.chosen {
+				tv.Append(float32(v))
+			}
+			iv := inner.ValueBuilder().(*array.Float32Builder)
+			for _, alts := range r.top {
+				inner.Append(true)
+				for _, v := range alts {
+					iv.Append(float32(v))
+				}
+			}
+		}
+	}
+	str(schemas.ColFinishReason, r.finish)
+	fb[schemas.MustIndex(s, schemas.ColSeq)].(*array.Int32Builder).Append(0)
+	fb[schemas.MustIndex(s, schemas.ColFinal)].(*array.BooleanBuilder).Append(true)
+	cb := fb[schemas.MustIndex(s, schemas.ColCorrect)].(*array.BooleanBuilder)
+	if r.correct == nil {
+		cb.AppendNull()
+	} else {
+		cb.Append(*r.correct)
+	}
+}

@@ -1,0 +1,276 @@
+// Package ipc frames record batches as Arrow IPC streams: one Kafka message is
+// one IPC stream holding one record batch, under the broker's message size
+// limit. Decoding is defensive: bytes from a topic may be anything, and a
+// corrupt message must become a dead-letter record, never a crash.
+package ipc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// Sentinels for the dead-letter reasons of undecodable messages.
+var (
+	ErrCorrupt  = errors.New(schemas.ReasonCorruptIPC)
+	ErrSchema   = errors.New(schemas.ReasonWrongSchema)
+	ErrTooLarge = errors.New("row larger than the message size limit")
+)
+
+// Encode frames rec as Arrow IPC streams of at most maxBytes each, splitting
+// the batch by rows where needed. A single row over maxBytes is ErrTooLarge.
+func Encode(rec arrow.RecordBatch, maxBytes int) ([][]byte, error) {
+	var out [][]byte
+	err := encodeInto(&out, rec, maxBytes)
+	return out, err
+}
+
+func encodeInto(out *[][]byte, rec arrow.RecordBatch, maxBytes int) error {
+	b, err := encodeOne(rec)
+	if err != nil {
+		return err
+	}
+	if len(b) <= maxBytes {
+		*out = append(*out, b)
+		return nil
+	}
+	n := rec.NumRows()
+	if n <= 1 {
+		return fmt.Errorf("%w: one row encodes to %d bytes, limit %d", ErrTooLarge, len(b), maxBytes)
+	}
+	// Split proportionally to the overshoot, so a batch 3x too large becomes
+	// about three messages instead of a cascade of halvings.
+	parts := int64(len(b)/maxBytes) + 1
+	step := max(1, n/parts)
+	for lo := int64(0); lo < n; lo += step {
+		part := rec.NewSlice(lo, min(n, lo+step))
+		err := encodeInto(out, part, maxBytes)
+		part.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeOne(rec arrow.RecordBatch) ([]byte, error) {
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()))
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("encoding ipc: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encoding ipc: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads one trace.v1 record batch (float32 or float64 logprobs) from
+// an Arrow IPC stream. Errors wrap ErrCorrupt or ErrSchema; it never panics.
+// The caller releases the batch.
+func Decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if rec != nil {
+				rec.Release()
+				rec = nil
+			}
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem), ipc.WithDelayReadSchema(false))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	defer rd.Release()
+	if err := CheckTrace(rd.Schema()); err != nil {
+		return nil, err
+	}
+	if !rd.Next() {
+		if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("%w: stream holds no record batch", ErrCorrupt)
+	}
+	rec = rd.RecordBatch()
+	rec.Retain()
+	if rd.Next() {
+		rec.Release()
+		return nil, fmt.Errorf("%w: stream holds more than one record batch; send one per message", ErrCorrupt)
+	}
+	if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+		rec.Release()
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err := Validate(rec); err != nil {
+		rec.Release()
+		return nil, err
+	}
+	return rec, nil
+}
+
+// CheckTrace reports whether s can be read as trace.v1: the required columns
+// trace_id, token_logprob and top_logprobs, and every other trace.v1 column
+// it has, with the declared types. The logprob lists may be float32
+// (schemas.Trace) or float64 (schemas.Trace64). Errors wrap ErrSchema.
+func CheckTrace(s *arrow.Schema) error {
+	for _, name := range []string{schemas.ColTraceID, schemas.ColTokenLogprob, schemas.ColTopLogprobs} {
+		if len(s.FieldIndices(name)) == 0 {
+			return fmt.Errorf("%w: no column %q (schema %q); trace.v1 is required", ErrSchema, name, schemas.NameOf(s))
+		}
+	}
+	f64 := false
+	if f, ok := s.FieldsByName(schemas.ColTokenLogprob); ok {
+		f64 = arrow.TypeEqual(f[0].Type, schemas.Trace64.Field(schemas.MustIndex(schemas.Trace64, schemas.ColTokenLogprob)).Type)
+	}
+	want := schemas.Trace
+	if f64 {
+		want = schemas.Trace64
+	}
+	for _, f := range want.Fields() {
+		got, ok := s.FieldsByName(f.Name)
+		if !ok {
+			continue
+		}
+		if !arrow.TypeEqual(got[0].Type, f.Type) {
+			return fmt.Errorf("%w: column %q is %s, want %s", ErrSchema, f.Name, got[0].Type, f.Type)
+		}
+	}
+	return nil
+}
+
+// Validate checks the offsets and buffer sizes of every column, so that
+// readers can index them without bounds surprises. Errors wrap ErrCorrupt.
+func Validate(rec arrow.RecordBatch) error {
+	for i, c := range rec.Columns() {
+		if int64(c.Len()) != rec.NumRows() {
+			return fmt.Errorf("%w: column %s has %d rows, batch %d", ErrCorrupt, rec.Schema().Field(i).Name, c.Len(), rec.NumRows())
+		}
+		if err := validateArray(c); err != nil {
+			return fmt.Errorf("%w: column %s: %v", ErrCorrupt, rec.Schema().Field(i).Name, err)
+		}
+	}
+	return nil
+}
+
+func validateArray(a arrow.Array) error {
+	if v, ok := a.(interface{ ValidateFull() error }); ok {
+		if err := v.ValidateFull(); err != nil {
+			return err
+		}
+	}
+	switch x := a.(type) {
+	case *array.List:
+		return validateArray(x.ListValues())
+	case *array.Map:
+		if err := validateArray(x.Keys()); err != nil {
+			return err
+		}
+		return validateArray(x.Items())
+	case *array.Struct:
+		for i := range x.NumField() {
+			if err := validateArray(x.Field(i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// FileReader reads trace.v1 batches from an Arrow IPC file, in either the
+// stream format or the random-access file format.
+type FileReader struct {
+	f      *os.File
+	stream *ipc.Reader
+	file   *ipc.FileReader
+	next   int
+	cur    arrow.RecordBatch
+	err    error
+}
+
+// OpenFile opens path and checks that its schema is trace.v1.
+func OpenFile(path string, mem memory.Allocator) (*FileReader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	r := &FileReader{f: f}
+	magic := make([]byte, 6)
+	if _, err := io.ReadFull(f, magic); err == nil && string(magic) == "ARROW1" {
+		r.file, err = ipc.NewFileReader(f, ipc.WithAllocator(mem))
+	} else {
+		if _, err = f.Seek(0, io.SeekStart); err == nil {
+			r.stream, err = ipc.NewReader(f, ipc.WithAllocator(mem))
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrCorrupt, err)
+	}
+	if err := CheckTrace(r.Schema()); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// Schema is the file's schema.
+func (r *FileReader) Schema() *arrow.Schema {
+	if r.file != nil {
+		return r.file.Schema()
+	}
+	return r.stream.Schema()
+}
+
+// Next returns the next validated batch, or io.EOF. The caller releases it.
+func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, p)
+		}
+	}()
+	if r.file != nil {
+		if r.next >= r.file.NumRecords() {
+			return nil, io.EOF
+		}
+		rec, err = r.file.RecordBatch(r.next)
+		r.next++
+		if err != nil {
+			return nil, fmt.Errorf("%w: batch %d: %v", ErrCorrupt, r.next, err)
+		}
+	} else {
+		if !r.stream.Next() {
+			if err := r.stream.Err(); err != nil && !errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+			}
+			return nil, io.EOF
+		}
+		rec = r.stream.RecordBatch()
+	}
+	rec.Retain()
+	if err := Validate(rec); err != nil {
+		rec.Release()
+		return nil, err
+	}
+	return rec, nil
+}
+
+// Close releases the reader and closes the file.
+func (r *FileReader) Close() error {
+	if r.file != nil {
+		r.file.Close()
+	}
+	if r.stream != nil {
+		r.stream.Release()
+	}
+	return r.f.Close()
+}
