@@ -180,6 +180,10 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 			continue
 		}
 		flushRun(i)
+		if v.listErr != nil {
+			out.Release()
+			return Assembled{}, v.listErr
+		}
 		p, dup, rej := a.addChunk(v, i, origin, now)
 		if dup {
 			out.Duplicates++
@@ -401,10 +405,13 @@ type chunkView struct {
 	attrs               *array.Map
 	correct             *array.Boolean
 	tok                 *array.List
-	tokV                *array.Float32
 	top                 *array.List
 	step                *array.List
-	alts                *array.Float32
+	// The logprob values are float32 (trace.v1) or float64 (Trace64); the
+	// assembled trace is trace.v1, so float64 chunks are narrowed.
+	tokV, alts     *array.Float32
+	tokV64, alts64 *array.Float64
+	listErr        error // why chunk rows cannot be read, when they cannot
 }
 
 func newChunkView(in arrow.RecordBatch) (*chunkView, error) {
@@ -437,20 +444,36 @@ func newChunkView(in arrow.RecordBatch) (*chunkView, error) {
 	v.attrs, _ = get(schemas.ColAttributes).(*array.Map)
 	v.correct, _ = get(schemas.ColCorrect).(*array.Boolean)
 	if v.tok, ok = get(schemas.ColTokenLogprob).(*array.List); ok {
-		v.tokV, ok = v.tok.ListValues().(*array.Float32)
+		v.tokV, _ = v.tok.ListValues().(*array.Float32)
+		v.tokV64, _ = v.tok.ListValues().(*array.Float64)
+		ok = v.tokV != nil || v.tokV64 != nil
 	}
 	if !ok {
-		return nil, fmt.Errorf("assembling chunks: column %s missing or not list<float32>", schemas.ColTokenLogprob)
+		v.listErr = fmt.Errorf("assembling chunks: column %s missing or not a list of floats", schemas.ColTokenLogprob)
+		return v, nil
 	}
 	if v.top, ok = get(schemas.ColTopLogprobs).(*array.List); ok {
 		if v.step, ok = v.top.ListValues().(*array.List); ok {
-			v.alts, ok = v.step.ListValues().(*array.Float32)
+			v.alts, _ = v.step.ListValues().(*array.Float32)
+			v.alts64, _ = v.step.ListValues().(*array.Float64)
+			ok = v.alts != nil || v.alts64 != nil
 		}
 	}
 	if !ok {
-		return nil, fmt.Errorf("assembling chunks: column %s missing or not list<list<float32>>", schemas.ColTopLogprobs)
+		v.listErr = fmt.Errorf("assembling chunks: column %s missing or not a list of lists of floats", schemas.ColTopLogprobs)
 	}
 	return v, nil
+}
+
+// floats appends a[lo:hi] of whichever of f32 and f64 is set, as float32.
+func floats(dst []float32, f32 *array.Float32, f64 *array.Float64, lo, hi int64) []float32 {
+	if f32 != nil {
+		return append(dst, f32.Float32Values()[lo:hi]...)
+	}
+	for _, x := range f64.Float64Values()[lo:hi] {
+		dst = append(dst, float32(x))
+	}
+	return dst
 }
 
 func (v *chunkView) seq(i int) int32 {
@@ -534,7 +557,7 @@ func (v *chunkView) chunk(i int) chunk {
 	var c chunk
 	if v.tok.IsValid(i) {
 		lo, hi := v.tok.ValueOffsets(i)
-		c.tok = append([]float32(nil), v.tokV.Float32Values()[lo:hi]...)
+		c.tok = floats(nil, v.tokV, v.tokV64, lo, hi)
 	}
 	c.offs = make([]int32, 1, len(c.tok)+1)
 	if v.top.IsValid(i) {
@@ -542,7 +565,7 @@ func (v *chunkView) chunk(i int) chunk {
 		for s := lo; s < hi && int(s-lo) < len(c.tok); s++ {
 			if v.step.IsValid(int(s)) {
 				a, b := v.step.ValueOffsets(int(s))
-				c.vals = append(c.vals, v.alts.Float32Values()[a:b]...)
+				c.vals = floats(c.vals, v.alts, v.alts64, a, b)
 			}
 			c.offs = append(c.offs, int32(len(c.vals)))
 		}

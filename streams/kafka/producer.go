@@ -64,6 +64,7 @@ func (c ProducerConfig) Validate() error {
 // Producer writes messages to one topic. It is safe for concurrent use.
 type Producer struct {
 	w   *kafkago.Writer
+	t   *kafkago.Transport
 	cfg ProducerConfig
 }
 
@@ -96,7 +97,7 @@ func NewProducer(conn Config, cfg ProducerConfig, log *slog.Logger) (*Producer, 
 			log.Debug("kafka producer: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic)
 		}),
 	}
-	return &Producer{w: w, cfg: cfg}, nil
+	return &Producer{w: w, t: t, cfg: cfg}, nil
 }
 
 // Topic returns the topic produced to.
@@ -121,7 +122,9 @@ func (p *Producer) Produce(ctx context.Context, msgs ...Message) error {
 
 // Close flushes and releases the connections.
 func (p *Producer) Close() error {
-	if err := p.w.Close(); err != nil {
+	err := p.w.Close()
+	p.t.CloseIdleConnections() // a Writer leaves a Transport it did not create open
+	if err != nil {
 		return fmt.Errorf("closing producer %s: %w", p.cfg.Topic, err)
 	}
 	return nil

@@ -1,0 +1,738 @@
+// Package runner is the stream: it fetches trace.v1 messages from Kafka,
+// decodes them, reassembles chunked responses, runs the operator chain, writes
+// the result to the sink and only then commits the offsets (at least once).
+// Whatever cannot be processed goes to the dead-letter topic with a reason
+// header and its original bytes; the stream goes on.
+//
+// Parallelism is per partition: every partition is handled by one worker (a
+// partition's messages stay in order, so its commits do too), workers share
+// nothing but the sink, and bounded queues between the fetcher and the workers
+// are the backpressure: a slow or failing sink stops the fetching.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams"
+	"github.com/entrowatch/entrowatch/streams/ipc"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+// Dead-letter headers. The value of a dead-letter record is the original
+// message (whole-message failures) or the trace.v1 row as its own Arrow IPC
+// stream (row failures).
+const (
+	HeaderReason = "entrowatch.reason" // a schemas reason, e.g. "corrupt_ipc", "nan_logprob"
+	HeaderError  = "entrowatch.error"  // detail, when there is one
+	HeaderSource = "entrowatch.source" // topic/partition@offset of the message it came from
+	HeaderRow    = "entrowatch.row"    // row index within that message's batch, for row failures
+)
+
+// Config configures the stream.
+type Config struct {
+	// Workers is the number of partition workers; partition p goes to worker
+	// p mod Workers. Default 2.
+	Workers int `yaml:"workers"`
+	// QueueDepth is how many fetched messages wait per worker. Default 2.
+	QueueDepth int `yaml:"queue_depth"`
+	// CommitInterval is how often confirmed offsets are committed; 0 commits
+	// after every message. Default 500ms.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	// DrainTimeout bounds the graceful stop (SIGTERM): in-flight messages
+	// are finished, the sink written and the offsets committed within it.
+	// Default 30s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// SinkBackoffMin and SinkBackoffMax bound the wait between retries of a
+	// failed sink or dead-letter write. Defaults 100ms and 10s.
+	SinkBackoffMin time.Duration `yaml:"sink_backoff_min"`
+	SinkBackoffMax time.Duration `yaml:"sink_backoff_max"`
+	// ExpireInterval is how often open chunked traces are checked against
+	// the assemble timeout. Default 1s.
+	ExpireInterval time.Duration `yaml:"expire_interval"`
+	// Assemble bounds chunk reassembly (see profile.AssemblerConfig).
+	Assemble profile.AssemblerConfig `yaml:"assemble"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Workers:        2,
+		QueueDepth:     2,
+		CommitInterval: 500 * time.Millisecond,
+		DrainTimeout:   30 * time.Second,
+		SinkBackoffMin: 100 * time.Millisecond,
+		SinkBackoffMax: 10 * time.Second,
+		ExpireInterval: time.Second,
+		Assemble:       profile.DefaultAssemblerConfig(),
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Workers < 1:
+		return fmt.Errorf("stream.workers %d: want >= 1", c.Workers)
+	case c.QueueDepth < 1:
+		return fmt.Errorf("stream.queue_depth %d: want >= 1", c.QueueDepth)
+	case c.CommitInterval < 0:
+		return fmt.Errorf("stream.commit_interval %v: want >= 0", c.CommitInterval)
+	case c.DrainTimeout <= 0:
+		return fmt.Errorf("stream.drain_timeout %v: want > 0", c.DrainTimeout)
+	case c.SinkBackoffMin <= 0 || c.SinkBackoffMax < c.SinkBackoffMin:
+		return fmt.Errorf("stream.sink_backoff_min %v / sink_backoff_max %v: want 0 < min <= max", c.SinkBackoffMin, c.SinkBackoffMax)
+	case c.ExpireInterval <= 0:
+		return fmt.Errorf("stream.expire_interval %v: want > 0", c.ExpireInterval)
+	}
+	return c.Assemble.Validate()
+}
+
+// Parts are the components the runner drives; the caller creates and closes
+// them (the runner neither closes the source nor the sink).
+type Parts struct {
+	Source     *kafka.Source
+	DeadLetter *kafka.Producer
+	// Chain builds one operator chain per worker (operators reuse buffers
+	// and are not shared). Every operator must keep rows one for one and in
+	// order; the last one's "status" column, when present, selects the rows
+	// that are also dead-lettered.
+	Chain func() ([]streams.Operator, error)
+	// Sink receives the chain's output; the runner calls Write from one
+	// goroutine at a time.
+	Sink streams.Sink
+}
+
+// Runner is one stream replica. Run it once.
+type Runner struct {
+	cfg   Config
+	parts Parts
+	mem   memory.Allocator
+	log   *slog.Logger
+	m     *metrics
+	stats stats
+	ready atomic.Bool
+
+	sinkMu sync.Mutex
+
+	// killed is the crash switch of the tests: stop at once, commit nothing.
+	killed atomic.Bool
+	abort  atomic.Pointer[context.CancelCauseFunc]
+}
+
+// New checks the configuration and registers the metrics on reg.
+func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg prometheus.Registerer) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if parts.Source == nil || parts.DeadLetter == nil || parts.Chain == nil || parts.Sink == nil {
+		return nil, errors.New("runner: source, dead-letter producer, chain and sink are all required")
+	}
+	m, err := newMetrics(reg, parts.Source.Topic())
+	if err != nil {
+		return nil, fmt.Errorf("registering stream metrics: %w", err)
+	}
+	return &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m}, nil
+}
+
+// Ready reports whether the stream is consuming and its sink is accepting
+// writes (for /readyz).
+func (r *Runner) Ready() bool { return r.ready.Load() }
+
+// Stats returns a snapshot of the counters.
+func (r *Runner) Stats() Stats { return r.stats.snapshot() }
+
+var errDrainTimeout = errors.New("drain timeout: in-flight messages abandoned (they will be redelivered)")
+
+// Run consumes until ctx is done, then drains: it stops fetching, finishes
+// the messages in flight, flushes stateful operators and commits, within
+// DrainTimeout. It returns nil after a clean drain; an error when a component
+// failed in a way the stream cannot skip (an operator error, the source).
+func (r *Runner) Run(ctx context.Context) error {
+	hard, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer abort(nil)
+	r.abort.Store(&abort)
+
+	workers := make([]*worker, r.cfg.Workers)
+	for i := range workers {
+		ops, err := r.parts.Chain()
+		if err != nil {
+			return fmt.Errorf("building operator chain: %w", err)
+		}
+		workers[i] = &worker{r: r, ops: ops, in: make(chan kafka.Message, r.cfg.QueueDepth),
+			asm: map[int]*profile.Assembler{}, last: map[int]int64{}}
+	}
+	points := make(chan kafka.Message, r.cfg.Workers*(r.cfg.QueueDepth+2))
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(workers))
+	for i, w := range workers {
+		wg.Go(func() {
+			if err := w.run(hard, points); err != nil {
+				errs[i] = err
+				abort(err)
+			}
+		})
+	}
+	commitDone := make(chan error, 1)
+	go func() { commitDone <- r.commitLoop(hard, points) }()
+
+	r.ready.Store(true)
+	fetchErr := r.fetch(ctx, hard, workers)
+	r.ready.Store(false)
+	if fetchErr != nil {
+		abort(fetchErr)
+	}
+	for _, w := range workers {
+		close(w.in)
+	}
+	drain := time.AfterFunc(r.cfg.DrainTimeout, func() { abort(errDrainTimeout) })
+	wg.Wait()
+	drain.Stop()
+	if hard.Err() == nil && !r.killed.Load() {
+		for _, w := range workers {
+			if err := w.flush(hard); err != nil {
+				abort(err)
+			}
+		}
+	}
+	close(points)
+	commitErr := <-commitDone
+
+	if r.killed.Load() {
+		return nil
+	}
+	cause := context.Cause(hard)
+	if errors.Is(cause, errDrainTimeout) {
+		r.log.Warn("stream drain timed out", "timeout", r.cfg.DrainTimeout)
+	}
+	var all []error
+	if fetchErr != nil {
+		all = append(all, fetchErr)
+	}
+	for _, e := range errs {
+		if e != nil {
+			all = append(all, e)
+		}
+	}
+	if commitErr != nil {
+		all = append(all, commitErr)
+	}
+	return errors.Join(all...)
+}
+
+// kill simulates a crash for the delivery tests: processing stops at once and
+// nothing more is committed.
+func (r *Runner) kill() {
+	r.killed.Store(true)
+	if a := r.abort.Load(); a != nil {
+		(*a)(errors.New("killed"))
+	}
+}
+
+// fetch hands messages to their partition's worker until ctx (graceful) or
+// hard (abort) is done. A message fetched but not handed over is simply not
+// committed: the group sees it again.
+func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(hard, cancel)
+	defer stop()
+	for {
+		m, err := r.parts.Source.Fetch(fctx)
+		if err != nil {
+			if fctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		r.m.messages.Inc()
+		r.m.lag.Set(float64(r.parts.Source.Lag()))
+		w := workers[m.Partition%len(workers)]
+		select {
+		case w.in <- m:
+		case <-fctx.Done():
+			return nil
+		}
+	}
+}
+
+// commitLoop commits the highest confirmed offset per partition every
+// CommitInterval (or at once when it is 0), and once more when points closes.
+func (r *Runner) commitLoop(hard context.Context, points <-chan kafka.Message) error {
+	type tp struct {
+		topic     string
+		partition int
+	}
+	pending := map[tp]kafka.Message{}
+	committed := map[tp]int64{}
+	flush := func(ctx context.Context) error {
+		if len(pending) == 0 || r.killed.Load() {
+			return nil
+		}
+		msgs := make([]kafka.Message, 0, len(pending))
+		for _, m := range pending {
+			msgs = append(msgs, m)
+		}
+		if err := r.parts.Source.Commit(ctx, msgs...); err != nil {
+			r.m.commitErrs.Inc()
+			return err
+		}
+		for k, m := range pending {
+			committed[k] = m.Offset
+			delete(pending, k)
+		}
+		r.m.commits.Inc()
+		r.stats.add(func(s *Stats) { s.Commits++ })
+		return nil
+	}
+	var tick <-chan time.Time
+	if r.cfg.CommitInterval > 0 {
+		t := time.NewTicker(r.cfg.CommitInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case m, ok := <-points:
+			if !ok {
+				if r.killed.Load() {
+					return nil
+				}
+				// Final commit: bounded on its own, the drain may have used up hard.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := flush(ctx); err != nil {
+					return fmt.Errorf("final commit: %w", err)
+				}
+				return nil
+			}
+			k := tp{m.Topic, m.Partition}
+			if c, ok := committed[k]; ok && m.Offset <= c {
+				continue
+			}
+			if p, ok := pending[k]; !ok || m.Offset > p.Offset {
+				pending[k] = m
+			}
+			if tick == nil {
+				if err := flush(hard); err != nil && hard.Err() == nil {
+					r.log.Warn("offset commit failed, retrying with the next message", "err", err)
+				}
+			}
+		case <-tick:
+			if err := flush(hard); err != nil && hard.Err() == nil {
+				r.log.Warn("offset commit failed, retrying at the next interval", "err", err)
+			}
+		}
+	}
+}
+
+// worker owns the operator chain and the assemblers of its partitions.
+type worker struct {
+	r    *Runner
+	ops  []streams.Operator
+	in   chan kafka.Message
+	asm  map[int]*profile.Assembler
+	last map[int]int64 // last offset handled per partition
+}
+
+func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
+	tick := time.NewTicker(w.r.cfg.ExpireInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case m, ok := <-w.in:
+			if !ok {
+				return nil
+			}
+			start := time.Now()
+			if err := w.handle(hard, m); err != nil {
+				if hard.Err() != nil {
+					return nil // aborted mid-message: not committed, redelivered
+				}
+				return err
+			}
+			w.r.m.latency.Observe(time.Since(start).Seconds())
+			if err := w.offer(hard, points, m.Topic, m.Partition); err != nil {
+				return nil
+			}
+		case <-tick.C:
+			if err := w.expire(hard, points); err != nil {
+				if hard.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		case <-hard.Done():
+			return nil
+		}
+	}
+}
+
+// offer sends the commit point of a partition: the last offset handled,
+// held back before the oldest chunk the assembler still needs.
+func (w *worker) offer(hard context.Context, points chan<- kafka.Message, topic string, partition int) error {
+	off, ok := w.last[partition]
+	if !ok {
+		return nil
+	}
+	if a := w.asm[partition]; a != nil {
+		if o, held := a.Oldest(); held && o <= off {
+			off = o - 1
+		}
+	}
+	if off < 0 || hard.Err() != nil {
+		return hard.Err()
+	}
+	select {
+	case points <- kafka.Message{Topic: topic, Partition: partition, Offset: off}:
+		return nil
+	case <-hard.Done():
+		return hard.Err()
+	}
+}
+
+func (w *worker) stage(name string, since time.Time) {
+	d := time.Since(since)
+	w.r.m.stage.WithLabelValues(name).Add(d.Seconds())
+	w.r.stats.add(func(s *Stats) {
+		if s.Stages == nil {
+			s.Stages = map[string]time.Duration{}
+		}
+		s.Stages[name] += d
+	})
+}
+
+// handle processes one message up to the sink (and the dead-letter topic).
+// A nil return means everything it held is durable or dead-lettered.
+func (w *worker) handle(ctx context.Context, m kafka.Message) error {
+	w.last[m.Partition] = m.Offset
+	src := m.Topic + "/" + strconv.Itoa(m.Partition) + "@" + strconv.FormatInt(m.Offset, 10)
+	t := time.Now()
+	rec, err := ipc.Decode(m.Value, w.r.mem)
+	w.stage("decode", t)
+	if err != nil {
+		reason := schemas.ReasonCorruptIPC
+		if errors.Is(err, ipc.ErrSchema) {
+			reason = schemas.ReasonWrongSchema
+		}
+		return w.deadLetter(ctx, []kafka.Message{w.dlq(m.Key, m.Value, m.Headers, reason, err.Error(), src, -1)})
+	}
+	w.r.m.rows.Add(float64(rec.NumRows()))
+	w.r.stats.add(func(s *Stats) { s.Messages++; s.Rows += rec.NumRows() })
+
+	t = time.Now()
+	a, err := w.assembler(m.Partition)
+	if err != nil {
+		rec.Release()
+		return err
+	}
+	out, err := a.Add(rec, m.Offset, time.Now())
+	rec.Release()
+	w.stage("assemble", t)
+	if err != nil {
+		return w.deadLetter(ctx, []kafka.Message{w.dlq(m.Key, m.Value, m.Headers, schemas.ReasonWrongSchema, err.Error(), src, -1)})
+	}
+	w.r.m.open.Set(float64(a.Open()))
+	return w.emit(ctx, out, src)
+}
+
+func (w *worker) assembler(partition int) (*profile.Assembler, error) {
+	if a := w.asm[partition]; a != nil {
+		return a, nil
+	}
+	a, err := profile.NewAssembler(w.r.cfg.Assemble, w.r.mem)
+	if err != nil {
+		return nil, err
+	}
+	w.asm[partition] = a
+	return a, nil
+}
+
+// emit sends assembler output on: rejected traces to the dead-letter topic,
+// complete ones through the chain to the sink. It releases out.
+func (w *worker) emit(ctx context.Context, out profile.Assembled, src string) error {
+	defer out.Release()
+	if len(out.Rejected) > 0 {
+		var dl []kafka.Message
+		i := 0
+		for _, rec := range out.Rejected {
+			for row := 0; row < int(rec.NumRows()); row++ {
+				dl = append(dl, w.rowDLQ(rec, row, out.Reasons[i], "", src))
+				i++
+			}
+		}
+		if err := w.deadLetter(ctx, dl); err != nil {
+			return err
+		}
+	}
+	for _, rec := range out.Complete {
+		if err := w.process(ctx, rec, src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expire emits timed-out chunked traces of every partition and moves their
+// commit points on.
+func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error {
+	for p, a := range w.asm {
+		if a.Open() == 0 {
+			continue
+		}
+		out, err := a.Expire(time.Now())
+		if err != nil {
+			return err
+		}
+		if len(out.Rejected) == 0 {
+			out.Release()
+			continue
+		}
+		if err := w.emit(ctx, out, w.r.parts.Source.Topic()+"/"+strconv.Itoa(p)); err != nil {
+			return err
+		}
+		if err := w.offer(ctx, points, w.r.parts.Source.Topic(), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// process runs in (trace.v1, not released) through the chain, dead-letters
+// the rows whose status is not ok and writes the output to the sink.
+func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) error {
+	cur := []arrow.RecordBatch{in}
+	owned := false // cur[0] is in, which the caller owns
+	release := func() {
+		if owned {
+			for _, b := range cur {
+				b.Release()
+			}
+		}
+	}
+	for _, op := range w.ops {
+		t := time.Now()
+		var next []arrow.RecordBatch
+		for _, b := range cur {
+			outs, err := op.Process(ctx, b)
+			if err != nil {
+				for _, o := range next {
+					o.Release()
+				}
+				release()
+				return fmt.Errorf("operator %s on %s: %w", op.Name(), src, err)
+			}
+			next = append(next, outs...)
+		}
+		release()
+		cur, owned = next, true
+		w.stage(op.Name(), t)
+	}
+	defer release()
+
+	var rows int64
+	for _, b := range cur {
+		rows += b.NumRows()
+	}
+	if rows != in.NumRows() {
+		return fmt.Errorf("operator chain turned %d rows into %d on %s: operators must keep rows one for one", in.NumRows(), rows, src)
+	}
+	t := time.Now()
+	var dl []kafka.Message
+	base := 0
+	for _, b := range cur {
+		if st, ok := statusColumn(b); ok {
+			for i := 0; i < st.Len(); i++ {
+				if s := st.Value(i); s != schemas.StatusOK {
+					dl = append(dl, w.rowDLQ(in, base+i, s, "", src))
+				}
+			}
+		}
+		base += int(b.NumRows())
+	}
+	if err := w.deadLetter(ctx, dl); err != nil {
+		return err
+	}
+	w.stage("dead_letter", t)
+
+	t = time.Now()
+	for _, b := range cur {
+		if err := w.write(ctx, b); err != nil {
+			return err
+		}
+	}
+	w.stage("sink", t)
+	return nil
+}
+
+func statusColumn(b arrow.RecordBatch) (*array.String, bool) {
+	idx := b.Schema().FieldIndices(schemas.ColStatus)
+	if len(idx) == 0 {
+		return nil, false
+	}
+	s, ok := b.Column(idx[0]).(*array.String)
+	return s, ok
+}
+
+// write hands b to the sink, retrying with backoff while it fails.
+func (w *worker) write(ctx context.Context, b arrow.RecordBatch) error {
+	return w.retry(ctx, "sink write", func() error {
+		w.r.sinkMu.Lock()
+		defer w.r.sinkMu.Unlock()
+		if err := w.r.parts.Sink.Write(ctx, b); err != nil {
+			w.r.m.sinkErrs.Inc()
+			w.r.ready.Store(false)
+			return err
+		}
+		w.r.ready.Store(true)
+		w.r.m.sinkRows.Add(float64(b.NumRows()))
+		w.r.stats.add(func(s *Stats) { s.SinkRows += b.NumRows() })
+		return nil
+	})
+}
+
+// retry calls f until it succeeds or ctx is done, backing off between tries.
+func (w *worker) retry(ctx context.Context, what string, f func() error) error {
+	wait := w.r.cfg.SinkBackoffMin
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil {
+			if attempt > 1 {
+				w.r.log.Info(what+" recovered", "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.r.log.Warn(what+" failed, retrying", "err", err, "attempt", attempt, "backoff", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		wait = min(2*wait, w.r.cfg.SinkBackoffMax)
+	}
+}
+
+// dlq builds one dead-letter record.
+func (w *worker) dlq(key, value []byte, headers []kafka.Header, reason, detail, src string, row int) kafka.Message {
+	h := make([]kafka.Header, 0, len(headers)+4)
+	for _, x := range headers {
+		switch x.Key {
+		case HeaderReason, HeaderError, HeaderSource, HeaderRow:
+		default:
+			h = append(h, x)
+		}
+	}
+	h = append(h, kafka.Header{Key: HeaderReason, Value: []byte(reason)}, kafka.Header{Key: HeaderSource, Value: []byte(src)})
+	if detail != "" {
+		h = append(h, kafka.Header{Key: HeaderError, Value: []byte(detail)})
+	}
+	if row >= 0 {
+		h = append(h, kafka.Header{Key: HeaderRow, Value: []byte(strconv.Itoa(row))})
+	}
+	return kafka.Message{Key: key, Value: value, Headers: h}
+}
+
+// rowDLQ dead-letters row i of the trace.v1 batch rec as its own IPC stream,
+// keyed by trace_id.
+func (w *worker) rowDLQ(rec arrow.RecordBatch, i int, reason, detail, src string) kafka.Message {
+	var key []byte
+	if idx := rec.Schema().FieldIndices(schemas.ColTraceID); len(idx) > 0 {
+		if ids, ok := rec.Column(idx[0]).(*array.String); ok && ids.IsValid(i) {
+			key = []byte(ids.Value(i))
+		}
+	}
+	row := rec.NewSlice(int64(i), int64(i+1))
+	defer row.Release()
+	msgs, err := kafka.Messages(row, key, w.r.parts.DeadLetter.MaxMessageBytes())
+	if err != nil || len(msgs) != 1 {
+		// The row alone is over the message limit: keep the reason and the
+		// trace_id, say why the bytes are missing.
+		return w.dlq(key, nil, nil, reason, fmt.Sprintf("%s; original row not attached: %v", detail, err), src, i)
+	}
+	return w.dlq(key, msgs[0].Value, msgs[0].Headers, reason, detail, src, i)
+}
+
+func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	err := w.retry(ctx, "dead-letter produce", func() error {
+		return w.r.parts.DeadLetter.Produce(ctx, msgs...)
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		reason := ""
+		for _, h := range m.Headers {
+			if h.Key == HeaderReason {
+				reason = string(h.Value)
+			}
+		}
+		w.r.m.dead.WithLabelValues(reason).Inc()
+		w.r.stats.add(func(s *Stats) {
+			if s.DeadLettered == nil {
+				s.DeadLettered = map[string]int64{}
+			}
+			s.DeadLettered[reason]++
+		})
+	}
+	return nil
+}
+
+// flush drains stateful operators at a graceful stop and writes what they
+// held. The assemblers are not flushed: their chunks are not committed and
+// come back to whoever owns the partition next.
+func (w *worker) flush(ctx context.Context) error {
+	for i, op := range w.ops {
+		f, ok := op.(streams.Flusher)
+		if !ok {
+			continue
+		}
+		outs, err := f.Flush(ctx)
+		if err != nil {
+			return fmt.Errorf("flushing operator %s: %w", op.Name(), err)
+		}
+		for _, b := range outs {
+			cur := []arrow.RecordBatch{b}
+			for _, next := range w.ops[i+1:] {
+				var nx []arrow.RecordBatch
+				for _, c := range cur {
+					o, err := next.Process(ctx, c)
+					c.Release()
+					if err != nil {
+						return fmt.Errorf("operator %s on flushed rows: %w", next.Name(), err)
+					}
+					nx = append(nx, o...)
+				}
+				cur = nx
+			}
+			for _, c := range cur {
+				err := w.write(ctx, c)
+				c.Release()
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}

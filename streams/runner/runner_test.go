@@ -1,0 +1,683 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams"
+	"github.com/entrowatch/entrowatch/streams/broker"
+	"github.com/entrowatch/entrowatch/streams/ipc"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+// The delivery tests run the real Kafka protocol: one embedded kfake broker
+// for the package, kafka-go on both sides, one topic (and group) per test.
+var testBroker *broker.Broker
+
+func TestMain(m *testing.M) {
+	cfg := broker.DefaultConfig()
+	cfg.MinSessionTimeout = 100 * time.Millisecond
+	b, err := broker.Start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testBroker = b
+	code := m.Run()
+	_ = b.Close(context.Background())
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func conn() kafka.Config {
+	c := kafka.DefaultConfig()
+	c.Brokers = []string{testBroker.Addr()}
+	c.ClientID = "runner-test"
+	return c
+}
+
+// sourceConfig shortens kafka-go's group timings (seconds by default) so that
+// joins, rebalances and restarts take a fraction of a second.
+func sourceConfig(topic, group string) kafka.SourceConfig {
+	c := kafka.DefaultSourceConfig()
+	c.Topic, c.Group = topic, group
+	c.MaxWait = 50 * time.Millisecond
+	c.HeartbeatInterval = 100 * time.Millisecond
+	c.SessionTimeout = time.Second
+	c.RebalanceTimeout = time.Second
+	c.JoinGroupBackoff = 100 * time.Millisecond
+	c.ReadBackoffMin = 10 * time.Millisecond
+	c.ReadBackoffMax = 50 * time.Millisecond
+	c.QueueCapacity = 4
+	return c
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func topics(t *testing.T, partitions int, names ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.EnsureTopics(ctx, conn(), partitions, names...))
+}
+
+func producer(t *testing.T, topic string) *kafka.Producer {
+	t.Helper()
+	cfg := kafka.DefaultProducerConfig()
+	cfg.Topic = topic
+	p, err := kafka.NewProducer(conn(), cfg, testLog(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	return p
+}
+
+// row describes one test trace: steps steps of 20 alternatives, optionally
+// with a NaN chosen logprob, optionally a chunk (seq, final).
+type row struct {
+	id    string
+	steps int
+	nan   bool
+	seq   int32
+	chunk bool // seq/final as given; otherwise a whole response
+	final bool
+}
+
+func traceBatch(t testing.TB, mem memory.Allocator, rows ...row) arrow.RecordBatch {
+	t.Helper()
+	b := array.NewRecordBuilder(mem, schemas.Trace)
+	defer b.Release()
+	for _, r := range rows {
+		for i, f := range schemas.Trace.Fields() {
+			fb := b.Field(i)
+			switch f.Name {
+			case schemas.ColTraceID:
+				fb.(*array.StringBuilder).Append(r.id)
+			case schemas.ColModel:
+				fb.(*array.StringBuilder).Append("test-model")
+			case schemas.ColAttributes:
+				fb.(*array.MapBuilder).Append(true)
+			case schemas.ColSeq:
+				fb.(*array.Int32Builder).Append(r.seq)
+			case schemas.ColFinal:
+				fb.(*array.BooleanBuilder).Append(!r.chunk || r.final)
+			case schemas.ColTokenLogprob:
+				lb := fb.(*array.ListBuilder)
+				lb.Append(true)
+				vb := lb.ValueBuilder().(*array.Float32Builder)
+				for s := 0; s < r.steps; s++ {
+					v := float32(-0.1 - 0.01*float32(s%7))
+					if r.nan && s == 0 {
+						v = float32(math.NaN())
+					}
+					vb.Append(v)
+				}
+			case schemas.ColTopLogprobs:
+				lb := fb.(*array.ListBuilder)
+				lb.Append(true)
+				sb := lb.ValueBuilder().(*array.ListBuilder)
+				vb := sb.ValueBuilder().(*array.Float32Builder)
+				for s := 0; s < r.steps; s++ {
+					sb.Append(true)
+					for k := 0; k < 20; k++ {
+						vb.Append(float32(-0.1 - 0.01*float32(s%7) - float32(k)))
+					}
+				}
+			default:
+				if f.Nullable {
+					fb.AppendNull()
+				} else {
+					fb.AppendEmptyValue()
+				}
+			}
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+// produceTraces produces ids as whole traces, perMsg rows per message.
+func produceTraces(t *testing.T, p *kafka.Producer, ids []string, perMsg int) {
+	t.Helper()
+	mem := memory.NewGoAllocator()
+	var msgs []kafka.Message
+	for lo := 0; lo < len(ids); lo += perMsg {
+		var rows []row
+		for _, id := range ids[lo:min(len(ids), lo+perMsg)] {
+			rows = append(rows, row{id: id, steps: 8})
+		}
+		rec := traceBatch(t, mem, rows...)
+		m, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
+		rec.Release()
+		require.NoError(t, err)
+		msgs = append(msgs, m...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, p.Produce(ctx, msgs...))
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%04d", prefix, i)
+	}
+	return out
+}
+
+// memSink is an idempotent sink by trace_id (the exactly-once effect): it
+// counts every write but keeps one row per trace_id. It can be failed.
+type memSink struct {
+	mu       sync.Mutex
+	writes   map[string]int
+	status   map[string]string
+	rows     int
+	down     atomic.Bool
+	failures atomic.Int64
+	onWrite  func(rows int) // after a successful write, with the rows so far
+}
+
+func newMemSink() *memSink {
+	return &memSink{writes: map[string]int{}, status: map[string]string{}}
+}
+
+func (s *memSink) Write(_ context.Context, rec arrow.RecordBatch) error {
+	if s.down.Load() {
+		s.failures.Add(1)
+		return errors.New("sink is down (test)")
+	}
+	ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+	st, _ := statusColumn(rec)
+	s.mu.Lock()
+	for i := 0; i < ids.Len(); i++ {
+		s.writes[ids.Value(i)]++
+		if st != nil {
+			s.status[ids.Value(i)] = st.Value(i)
+		}
+	}
+	s.rows += ids.Len()
+	rows := s.rows
+	s.mu.Unlock()
+	if s.onWrite != nil {
+		s.onWrite(rows)
+	}
+	return nil
+}
+
+func (s *memSink) Close(context.Context) error { return nil }
+
+func (s *memSink) unique() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.writes)
+}
+
+func (s *memSink) has(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writes[id] > 0
+}
+
+// replica is one running stream processor.
+type replica struct {
+	r      *Runner
+	src    *kafka.Source
+	dlq    *kafka.Producer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startReplica(t *testing.T, topic, group, deadTopic string, sink streams.Sink, mem memory.Allocator, tune func(*Config, *profile.Config)) *replica {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.CommitInterval = 20 * time.Millisecond
+	cfg.DrainTimeout = 10 * time.Second
+	cfg.SinkBackoffMin = 10 * time.Millisecond
+	cfg.SinkBackoffMax = 100 * time.Millisecond
+	pcfg := profile.DefaultConfig()
+	if tune != nil {
+		tune(&cfg, &pcfg)
+	}
+	log := testLog(t)
+	src, err := kafka.NewSource(conn(), sourceConfig(topic, group), log)
+	require.NoError(t, err)
+	dcfg := kafka.DefaultProducerConfig()
+	dcfg.Topic = deadTopic
+	dlq, err := kafka.NewProducer(conn(), dcfg, log)
+	require.NoError(t, err)
+	chain := func() ([]streams.Operator, error) {
+		op, err := profile.New(pcfg, mem, log)
+		return []streams.Operator{op}, err
+	}
+	r, err := New(cfg, Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, prometheus.NewRegistry())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	rp := &replica{r: r, src: src, dlq: dlq, cancel: cancel, done: make(chan error, 1)}
+	go func() { rp.done <- r.Run(ctx) }()
+	return rp
+}
+
+// stop is SIGTERM: drain, commit, close.
+func (rp *replica) stop(t *testing.T) {
+	t.Helper()
+	rp.cancel()
+	require.NoError(t, <-rp.done)
+	require.NoError(t, rp.src.Close())
+	require.NoError(t, rp.dlq.Close())
+}
+
+// crash stops processing at once: no drain, no commit.
+func (rp *replica) crash(t *testing.T) {
+	t.Helper()
+	rp.r.kill()
+	require.NoError(t, <-rp.done)
+	rp.cancel()
+	require.NoError(t, rp.src.Close())
+	require.NoError(t, rp.dlq.Close())
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second) // a guard against hanging, not a speed assertion
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// offsets returns, per partition, the group's committed offset and the end
+// of the log.
+func offsets(t *testing.T, topic, group string, partitions int) (committed, end map[int]int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tr := &kafkago.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(testBroker.Addr()), Transport: tr}
+	ps := make([]int, partitions)
+	var reqs []kafkago.OffsetRequest
+	for i := range ps {
+		ps[i] = i
+		reqs = append(reqs, kafkago.LastOffsetOf(i))
+	}
+	of, err := c.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	require.NoError(t, err)
+	committed = map[int]int64{}
+	for _, p := range of.Topics[topic] {
+		committed[p.Partition] = p.CommittedOffset
+	}
+	lo, err := c.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	require.NoError(t, err)
+	end = map[int]int64{}
+	for _, p := range lo.Topics[topic] {
+		end[p.Partition] = p.LastOffset
+	}
+	return committed, end
+}
+
+// readAll reads n records of a one-partition topic from the start.
+func readAll(t *testing.T, topic string, n int) []kafkago.Message {
+	t.Helper()
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{testBroker.Addr()}, Topic: topic, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []kafkago.Message
+	for len(out) < n {
+		m, err := r.ReadMessage(ctx)
+		require.NoError(t, err, "read %d of %d dead-letter records", len(out), n)
+		out = append(out, m)
+	}
+	return out
+}
+
+func header(m kafkago.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func TestNoLoss(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "noloss", "noloss.dead", "g-noloss"
+	topics(t, 4, topic)
+	topics(t, 1, dead)
+	want := ids("nl", 500)
+	produceTraces(t, producer(t, topic), want, 7)
+
+	sink := newMemSink()
+	rp := startReplica(t, topic, group, dead, sink, mem, nil)
+	waitFor(t, "all traces at the sink", func() bool { return sink.unique() == len(want) })
+	rp.stop(t)
+
+	for _, id := range want {
+		require.True(t, sink.has(id), "trace %s lost", id)
+		require.Equal(t, schemas.StatusOK, sink.status[id])
+	}
+	require.Equal(t, len(want), sink.rows, "a clean run writes every trace once")
+	st := rp.r.Stats()
+	require.EqualValues(t, len(want), st.SinkRows)
+	require.Empty(t, st.DeadLettered)
+	committed, end := offsets(t, topic, group, 4)
+	require.Equal(t, end, committed, "a drained replica commits everything it wrote")
+}
+
+func TestCrashRestart(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "crash", "crash.dead", "g-crash"
+	topics(t, 4, topic)
+	topics(t, 1, dead)
+	want := ids("cr", 600)
+	produceTraces(t, producer(t, topic), want, 5)
+
+	sink := newMemSink()
+	slowSink := &hookSink{memSink: sink, before: func() { time.Sleep(2 * time.Millisecond) }}
+	first := startReplica(t, topic, group, dead, slowSink, mem, func(c *Config, _ *profile.Config) { c.CommitInterval = 20 * time.Millisecond })
+	waitFor(t, "a third of the traces and a commit", func() bool {
+		return sink.unique() >= len(want)/3 && first.r.Stats().Commits > 0
+	})
+	first.crash(t)
+	committedAtCrash, _ := offsets(t, topic, group, 4)
+	before := sink.unique()
+	require.Less(t, before, len(want), "the crash must happen mid-stream")
+	var atCrash int64
+	for _, c := range committedAtCrash {
+		atCrash += max(c, 0)
+	}
+	require.Positive(t, atCrash, "some offsets were committed before the crash")
+
+	second := startReplica(t, topic, group, dead, sink, mem, nil)
+	waitFor(t, "all traces after the restart", func() bool { return sink.unique() == len(want) })
+	second.stop(t)
+
+	for _, id := range want {
+		require.True(t, sink.has(id), "trace %s lost across the crash", id)
+	}
+	t.Logf("crash after %d unique traces, %d messages committed; %d rows written for %d traces (redelivered: %d), idempotent sink holds %d",
+		before, atCrash, sink.rows, len(want), sink.rows-len(want), sink.unique())
+	committed, end := offsets(t, topic, group, 4)
+	require.Equal(t, end, committed)
+}
+
+func TestRebalance(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "rebalance", "rebalance.dead", "g-rebalance"
+	topics(t, 4, topic)
+	topics(t, 1, dead)
+	p := producer(t, topic)
+	want := ids("rb", 800)
+	produceTraces(t, p, want[:400], 4)
+
+	sink := newMemSink()
+	var mu sync.Mutex
+	slow := true // keep the stream busy while the group changes
+	slowSink := &hookSink{memSink: sink, before: func() {
+		mu.Lock()
+		s := slow
+		mu.Unlock()
+		if s {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}}
+	a := startReplica(t, topic, group, dead, slowSink, mem, nil)
+	waitFor(t, "a quarter through", func() bool { return sink.unique() >= 200 })
+	b := startReplica(t, topic, group, dead, slowSink, mem, nil)
+	produceTraces(t, p, want[400:], 4)
+	waitFor(t, "the second replica to take partitions", func() bool { return b.r.Stats().Messages > 0 })
+	b.stop(t) // leaves mid-stream
+	mu.Lock()
+	slow = false
+	mu.Unlock()
+	waitFor(t, "all traces", func() bool { return sink.unique() == len(want) })
+	a.stop(t)
+
+	for _, id := range want {
+		require.True(t, sink.has(id), "trace %s lost in the rebalance", id)
+	}
+	t.Logf("replica b handled %d messages; %d rows written for %d traces", b.r.Stats().Messages, sink.rows, len(want))
+	committed, end := offsets(t, topic, group, 4)
+	require.Equal(t, end, committed)
+}
+
+// hookSink runs before ahead of every write.
+type hookSink struct {
+	*memSink
+	before func()
+}
+
+func (h *hookSink) Write(ctx context.Context, rec arrow.RecordBatch) error {
+	h.before()
+	return h.memSink.Write(ctx, rec)
+}
+
+func TestPoison(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "poison", "poison.dead", "g-poison"
+	topics(t, 1, topic, dead)
+	p := producer(t, topic)
+	gmem := memory.NewGoAllocator()
+
+	good := traceBatch(t, gmem, row{id: "ok-1", steps: 5}, row{id: "nan-1", steps: 5, nan: true},
+		row{id: "empty-1", steps: 0}, row{id: "long-1", steps: 150}, row{id: "ok-2", steps: 5})
+	goodMsgs, err := kafka.Messages(good, nil, p.MaxMessageBytes())
+	good.Release()
+	require.NoError(t, err)
+	require.Len(t, goodMsgs, 1)
+
+	lb := array.NewRecordBuilder(gmem, schemas.Label)
+	lb.Field(0).(*array.StringBuilder).Append("label-1")
+	lb.Field(1).(*array.BooleanBuilder).Append(true)
+	lb.Field(2).(*array.StringBuilder).Append("test")
+	lb.Field(3).(*array.TimestampBuilder).Append(0)
+	label := lb.NewRecordBatch()
+	lb.Release()
+	labelMsgs, err := kafka.Messages(label, nil, p.MaxMessageBytes())
+	label.Release()
+	require.NoError(t, err)
+
+	corrupt := []byte("this is not an arrow ipc stream")
+	truncated := append([]byte(nil), goodMsgs[0].Value[:len(goodMsgs[0].Value)/2]...)
+	after := traceBatch(t, gmem, row{id: "ok-3", steps: 3})
+	afterMsgs, err := kafka.Messages(after, nil, p.MaxMessageBytes())
+	after.Release()
+	require.NoError(t, err)
+
+	msgs := []kafka.Message{
+		{Value: corrupt},
+		labelMsgs[0],
+		goodMsgs[0],
+		{Value: truncated, Key: []byte("trunc")},
+		{Value: nil},
+		afterMsgs[0],
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Produce(ctx, msgs...))
+
+	sink := newMemSink()
+	rp := startReplica(t, topic, group, dead, sink, mem, func(_ *Config, pc *profile.Config) { pc.MaxSteps = 100 })
+	waitFor(t, "the good traces after the poison", func() bool { return sink.has("ok-3") })
+	rp.stop(t)
+
+	for _, id := range []string{"ok-1", "ok-2", "ok-3"} {
+		require.Equal(t, schemas.StatusOK, sink.status[id])
+	}
+	// Bad rows reach the sink too, with their reason as status.
+	require.Equal(t, schemas.ReasonNaNLogprob, sink.status["nan-1"])
+	require.Equal(t, schemas.ReasonEmpty, sink.status["empty-1"])
+	require.Equal(t, schemas.ReasonTooLong, sink.status["long-1"])
+
+	recs := readAll(t, dead, 7)
+	byReason := map[string][]kafkago.Message{}
+	for _, m := range recs {
+		byReason[header(m, HeaderReason)] = append(byReason[header(m, HeaderReason)], m)
+		require.NotEmpty(t, header(m, HeaderSource))
+	}
+	require.Len(t, byReason[schemas.ReasonCorruptIPC], 3, "plain garbage, truncated and empty messages")
+	var corruptValues []string
+	for _, m := range byReason[schemas.ReasonCorruptIPC] {
+		corruptValues = append(corruptValues, string(m.Value))
+		require.NotEmpty(t, header(m, HeaderError))
+	}
+	require.ElementsMatch(t, []string{string(corrupt), string(truncated), ""}, corruptValues, "original bytes kept")
+	require.Len(t, byReason[schemas.ReasonWrongSchema], 1)
+	require.Equal(t, labelMsgs[0].Value, byReason[schemas.ReasonWrongSchema][0].Value)
+	for reason, id := range map[string]string{schemas.ReasonNaNLogprob: "nan-1", schemas.ReasonEmpty: "empty-1", schemas.ReasonTooLong: "long-1"} {
+		require.Len(t, byReason[reason], 1, reason)
+		m := byReason[reason][0]
+		require.Equal(t, id, string(m.Key))
+		rec, err := ipc.Decode(m.Value, gmem)
+		require.NoError(t, err, "a dead-lettered row is its own trace.v1 stream")
+		require.EqualValues(t, 1, rec.NumRows())
+		require.Equal(t, id, rec.Column(0).(*array.String).Value(0))
+		rec.Release()
+	}
+	committed, end := offsets(t, topic, group, 1)
+	require.Equal(t, end, committed, "the stream went on past the poison")
+}
+
+func TestSinkOutage(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "outage", "outage.dead", "g-outage"
+	topics(t, 1, topic, dead)
+	// One partition: message i holds traces out-%04d of rows [5i, 5i+5), so a
+	// committed offset c says which traces must already be at the sink.
+	want := ids("out", 400)
+	produceTraces(t, producer(t, topic), want, 5)
+
+	sink := newMemSink()
+	var once sync.Once
+	sink.onWrite = func(rows int) {
+		if rows >= 100 {
+			once.Do(func() { sink.down.Store(true) })
+		}
+	}
+	rp := startReplica(t, topic, group, dead, sink, mem, nil)
+	waitFor(t, "the sink to go down", func() bool { return sink.failures.Load() >= 5 })
+	require.False(t, rp.r.Ready(), "not ready while the sink fails")
+	// During the outage: nothing committed past what was written, and the
+	// stream stops taking messages (bounded memory).
+	for range 3 {
+		committed, _ := offsets(t, topic, group, 1)
+		if c := committed[0]; c > 0 {
+			for _, id := range want[:5*c] {
+				require.True(t, sink.has(id), "offset %d committed but trace %s not written", c, id)
+			}
+		}
+		st := rp.r.Stats()
+		require.LessOrEqual(t, st.Messages, int64(sink.unique()/5+1), "messages decoded past the failing one")
+		time.Sleep(50 * time.Millisecond)
+	}
+	sink.down.Store(false)
+	waitFor(t, "all traces after the sink came back", func() bool { return sink.unique() == len(want) })
+	rp.stop(t)
+	for _, id := range want {
+		require.True(t, sink.has(id), "trace %s lost in the outage", id)
+	}
+	require.Equal(t, len(want), sink.rows, "a failed write is retried, not duplicated")
+	committed, end := offsets(t, topic, group, 1)
+	require.Equal(t, end, committed)
+}
+
+func TestChunks(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "chunks", "chunks.dead", "g-chunks"
+	topics(t, 2, topic)
+	topics(t, 1, dead)
+	p := producer(t, topic)
+	gmem := memory.NewGoAllocator()
+	// Chunks of one trace share a key, so a partition. c-2's final chunk
+	// never comes.
+	send := func(key string, rows ...row) {
+		rec := traceBatch(t, gmem, rows...)
+		msgs, err := kafka.Messages(rec, []byte(key), p.MaxMessageBytes())
+		rec.Release()
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, p.Produce(ctx, msgs...))
+	}
+	send("c-1", row{id: "c-1", steps: 3, chunk: true, seq: 1})
+	send("c-2", row{id: "c-2", steps: 3, chunk: true, seq: 0})
+	send("c-1", row{id: "c-1", steps: 2, chunk: true, seq: 0}, row{id: "c-1", steps: 2, chunk: true, seq: 0})
+	send("c-1", row{id: "c-1", steps: 4, chunk: true, seq: 2, final: true})
+	send("w-1", row{id: "w-1", steps: 4})
+
+	sink := newMemSink()
+	rp := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) {
+		c.Assemble.Timeout = 300 * time.Millisecond
+		c.ExpireInterval = 50 * time.Millisecond
+	})
+	waitFor(t, "c-1 and w-1", func() bool { return sink.has("c-1") && sink.has("w-1") })
+	recs := readAll(t, dead, 1)
+	rp.stop(t)
+
+	require.Equal(t, 1, sink.writes["c-1"], "reassembled once despite the duplicate chunk")
+	require.Equal(t, schemas.StatusOK, sink.status["c-1"])
+	require.False(t, sink.has("c-2"))
+	require.Equal(t, schemas.ReasonIncomplete, header(recs[0], HeaderReason))
+	require.Equal(t, "c-2", string(recs[0].Key))
+	rec, err := ipc.Decode(recs[0].Value, memory.NewGoAllocator())
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rec.NumRows())
+	rec.Release()
+	committed, end := offsets(t, topic, group, 2)
+	require.Equal(t, end, committed, "after the timeout nothing is held back")
+}
+
+func TestConfigValidate(t *testing.T) {
+	require.NoError(t, DefaultConfig().Validate())
+	for name, mut := range map[string]func(*Config){
+		"workers":     func(c *Config) { c.Workers = 0 },
+		"queue_depth": func(c *Config) { c.QueueDepth = 0 },
+		"drain":       func(c *Config) { c.DrainTimeout = 0 },
+		"backoff":     func(c *Config) { c.SinkBackoffMax = c.SinkBackoffMin / 2 },
+		"assemble":    func(c *Config) { c.Assemble.MaxOpen = 0 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := DefaultConfig()
+			mut(&c)
+			err := c.Validate()
+			require.Error(t, err)
+			require.True(t, strings.Contains(err.Error(), strings.Split(name, "_")[0]) || name == "drain" || name == "backoff", err.Error())
+		})
+	}
+}
