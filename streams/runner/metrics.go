@@ -61,6 +61,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 // Stats is a snapshot of what the runner did, for benchmarks and tests.
 type Stats struct {
 	Messages     int64                    // Kafka messages consumed
+	Bytes        int64                    // their value bytes
 	Rows         int64                    // trace.v1 rows decoded
 	SinkRows     int64                    // rows the sink confirmed
 	DeadLettered map[string]int64         // dead-letter records by reason

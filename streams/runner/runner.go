@@ -431,7 +431,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		return w.deadLetter(ctx, []kafka.Message{w.dlq(m.Key, m.Value, m.Headers, reason, err.Error(), src, -1)})
 	}
 	w.r.m.rows.Add(float64(rec.NumRows()))
-	w.r.stats.add(func(s *Stats) { s.Messages++; s.Rows += rec.NumRows() })
+	w.r.stats.add(func(s *Stats) { s.Messages++; s.Bytes += int64(len(m.Value)); s.Rows += rec.NumRows() })
 
 	t = time.Now()
 	a, err := w.assembler(m.Partition)

@@ -1,0 +1,287 @@
+// Package httpin is the HTTP ingest endpoint: clients POST OpenAI/vLLM
+// responses (one JSON object, a JSON array of them, or JSON Lines) and the
+// handler converts them to trace.v1 batches and produces them to the traces
+// topic. It answers 202 once the broker has acknowledged every row, 400 with
+// the reasons when a body holds anything it cannot convert (nothing is
+// produced then), 401 without the configured bearer token, 413 over the size
+// limit and 429 when the topic cannot keep up (too many requests in flight, or
+// the broker does not acknowledge within the produce timeout).
+package httpin
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+// Config configures the endpoint.
+type Config struct {
+	// Listen is the host:port to serve on; "" turns the endpoint off.
+	// Default "".
+	Listen string `yaml:"listen"`
+	// Path is the URL path that accepts POSTs. Default "/v1/responses".
+	Path string `yaml:"path"`
+	// TokenEnv names the environment variable holding the bearer token
+	// clients must send; when the variable is empty or unset, no token is
+	// required. Default "ENTROWATCH_HTTP_TOKEN".
+	TokenEnv string `yaml:"token_env"`
+	// Token is filled from TokenEnv by the command; never logged.
+	Token kafka.Secret `yaml:"-"`
+	// MaxBodyBytes bounds one request body. Default 16 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxInFlight bounds the requests being converted and produced at once;
+	// more get 429. Default 16.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// ProduceTimeout is how long a request waits for the broker's
+	// acknowledgement before it gets 429. Default 10s.
+	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Path:           "/v1/responses",
+		TokenEnv:       "ENTROWATCH_HTTP_TOKEN",
+		MaxBodyBytes:   16 << 20,
+		MaxInFlight:    16,
+		ProduceTimeout: 10 * time.Second,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case !strings.HasPrefix(c.Path, "/"):
+		return fmt.Errorf("http.path %q: want an absolute URL path like /v1/responses", c.Path)
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("http.max_body_bytes %d: want >= 1024", c.MaxBodyBytes)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("http.max_in_flight %d: want >= 1", c.MaxInFlight)
+	case c.ProduceTimeout <= 0:
+		return fmt.Errorf("http.produce_timeout %v: want > 0", c.ProduceTimeout)
+	}
+	return nil
+}
+
+// Handler serves the ingest path.
+type Handler struct {
+	cfg     Config
+	icfg    ingest.Config
+	p       *kafka.Producer
+	mem     memory.Allocator
+	log     *slog.Logger
+	slots   chan struct{}
+	reqs    *prometheus.CounterVec
+	rows    prometheus.Counter
+	rejects *prometheus.CounterVec
+}
+
+// New returns the handler; metrics are registered on reg.
+func New(cfg Config, icfg ingest.Config, p *kafka.Producer, mem memory.Allocator, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := icfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		cfg: cfg, icfg: icfg, p: p, mem: mem, log: log,
+		slots: make(chan struct{}, cfg.MaxInFlight),
+		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_http_requests_total",
+			Help: "Ingest requests by HTTP status code."}, []string{"code"}),
+		rows: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_http_produced_rows_total",
+			Help: "Responses produced to the topic by the HTTP endpoint."}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_http_rejects_total",
+			Help: "Responses in rejected bodies, by reason."}, []string{"reason"}),
+	}
+	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering http metrics: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// Reply is the JSON body of every answer.
+type Reply struct {
+	Accepted int      `json:"accepted"`
+	Error    string   `json:"error,omitempty"`
+	Rejects  []Reject `json:"rejects,omitempty"`
+}
+
+// Reject is one response of the body that could not be converted.
+type Reject struct {
+	Line   int64  `json:"line"`
+	ID     string `json:"id,omitempty"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail"`
+}
+
+func (h *Handler) reply(w http.ResponseWriter, code int, r Reply) {
+	h.reqs.WithLabelValues(strconv.Itoa(code)).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	if code == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != h.cfg.Path {
+		h.reply(w, http.StatusNotFound, Reply{Error: "POST responses to " + h.cfg.Path})
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.reply(w, http.StatusMethodNotAllowed, Reply{Error: "use POST with a JSON or JSON Lines body"})
+		return
+	}
+	if h.cfg.Token != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.cfg.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="entrowatch"`)
+			h.reply(w, http.StatusUnauthorized, Reply{Error: "missing or wrong bearer token (Authorization: Bearer ...)"})
+			return
+		}
+	}
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	default:
+		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("%d requests in flight already; retry shortly", h.cfg.MaxInFlight)})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf("body over %d bytes; split it into several requests", h.cfg.MaxBodyBytes)})
+			return
+		}
+		h.reply(w, http.StatusBadRequest, Reply{Error: "reading body: " + err.Error()})
+		return
+	}
+	lines, err := toLines(body)
+	if err != nil {
+		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
+		return
+	}
+	recs, rejects, err := h.convert(lines)
+	defer func() {
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}()
+	if err != nil {
+		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
+		return
+	}
+	if len(rejects) > 0 {
+		for _, rj := range rejects {
+			h.rejects.WithLabelValues(rj.Reason).Inc()
+		}
+		h.reply(w, http.StatusBadRequest, Reply{Error: fmt.Sprintf("%d responses cannot be read; nothing was produced, fix them and resend", len(rejects)), Rejects: rejects})
+		return
+	}
+	var msgs []kafka.Message
+	n := 0
+	for _, rec := range recs {
+		m, err := kafka.Messages(rec, nil, h.p.MaxMessageBytes())
+		if err != nil {
+			h.reply(w, http.StatusBadRequest, Reply{Error: "a response is larger than the topic's message limit: " + err.Error()})
+			return
+		}
+		msgs = append(msgs, m...)
+		n += int(rec.NumRows())
+	}
+	if n == 0 {
+		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one JSON response, a JSON array of them, or JSON Lines"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProduceTimeout)
+	defer cancel()
+	if err := h.p.Produce(ctx, msgs...); err != nil {
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("the topic did not acknowledge within %v; retry later", h.cfg.ProduceTimeout)})
+			return
+		}
+		h.log.Warn("http ingest produce failed", "err", err)
+		h.reply(w, http.StatusServiceUnavailable, Reply{Error: "producing to the topic failed; retry later"})
+		return
+	}
+	h.rows.Add(float64(n))
+	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+}
+
+// toLines turns a body into JSON Lines: a single JSON object or an array of
+// objects become one compact line each; anything else is taken as JSON Lines.
+func toLines(body []byte) ([]byte, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || !json.Valid(trimmed) {
+		return body, nil // JSON Lines (or garbage: the reader rejects it line by line)
+	}
+	switch trimmed[0] {
+	case '{':
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, trimmed); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	case '[':
+		var items []json.RawMessage
+		if err := json.Unmarshal(trimmed, &items); err != nil {
+			return nil, fmt.Errorf("body is a JSON array but not of objects: %v", err)
+		}
+		var buf bytes.Buffer
+		for _, it := range items {
+			if err := json.Compact(&buf, it); err != nil {
+				return nil, err
+			}
+			buf.WriteByte('\n')
+		}
+		return buf.Bytes(), nil
+	}
+	return nil, errors.New("body is JSON but neither an object nor an array of objects")
+}
+
+func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {
+	rd := ingest.NewReader(bytes.NewReader(lines), h.icfg, h.mem)
+	defer rd.Release()
+	var recs []arrow.RecordBatch
+	var rejects []Reject
+	for {
+		rec, err := rd.Next()
+		for _, rj := range rd.Rejects() {
+			d := ""
+			if rj.Err != nil {
+				d = rj.Err.Error()
+			}
+			rejects = append(rejects, Reject{Line: rj.Line, ID: rj.ID, Reason: rj.Reason, Detail: d})
+		}
+		if errors.Is(err, io.EOF) {
+			return recs, rejects, nil
+		}
+		if err != nil {
+			return recs, rejects, err
+		}
+		recs = append(recs, rec)
+	}
+}

@@ -1,0 +1,201 @@
+package httpin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/broker"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/ipc"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+var testBroker *broker.Broker
+
+func TestMain(m *testing.M) {
+	b, err := broker.Start(broker.DefaultConfig(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testBroker = b
+	code := m.Run()
+	_ = b.Close(context.Background())
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func response(id string) string {
+	return `{"id":"` + id + `","model":"m","choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[` +
+		`{"token":"a","logprob":-0.1,"top_logprobs":[{"token":"a","logprob":-0.1},{"token":"b","logprob":-2.5}]},` +
+		`{"token":"c","logprob":-0.3,"top_logprobs":[{"token":"c","logprob":-0.3},{"token":"d","logprob":-1.5}]}]}}]}`
+}
+
+// server starts the endpoint producing to topic and returns its URL.
+func server(t *testing.T, topic string, mut func(*Config)) (string, *Handler) {
+	t.Helper()
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{testBroker.Addr()}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.EnsureTopics(ctx, conn, 1, topic))
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = topic
+	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	cfg := DefaultConfig()
+	if mut != nil {
+		mut(&cfg)
+	}
+	h, err := New(cfg, ingest.DefaultConfig(), p, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		srv.Close()
+		require.NoError(t, p.Close())
+	})
+	return srv.URL + cfg.Path, h
+}
+
+func post(t *testing.T, url, token string, body io.Reader) (int, Reply) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var r Reply
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&r))
+	return res.StatusCode, r
+}
+
+// consumed reads n rows' trace_ids from a one-partition topic.
+func consumed(t *testing.T, topic string, n int) []string {
+	t.Helper()
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{testBroker.Addr()}, Topic: topic, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var ids []string
+	for len(ids) < n {
+		m, err := r.ReadMessage(ctx)
+		require.NoError(t, err)
+		require.Equal(t, schemas.Tag(schemas.TraceName), string(m.Headers[0].Value))
+		rec, err := ipc.Decode(m.Value, memory.NewGoAllocator())
+		require.NoError(t, err)
+		col := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		for i := 0; i < col.Len(); i++ {
+			ids = append(ids, col.Value(i))
+		}
+		rec.Release()
+	}
+	return ids
+}
+
+func TestAccepts(t *testing.T) {
+	url, _ := server(t, "http-ok", nil)
+	pretty := "{\n  " + strings.TrimPrefix(response("single"), "{")
+	for _, tc := range []struct {
+		name, body string
+		n          int
+	}{
+		{"jsonl", response("l1") + "\n" + response("l2") + "\n", 2},
+		{"object", pretty, 1},
+		{"array", "[" + response("a1") + "," + response("a2") + "," + response("a3") + "]", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, r := post(t, url, "", strings.NewReader(tc.body))
+			require.Equal(t, http.StatusAccepted, code, r.Error)
+			require.Equal(t, tc.n, r.Accepted)
+		})
+	}
+	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3"}, consumed(t, "http-ok", 6))
+}
+
+func TestRejects(t *testing.T) {
+	url, _ := server(t, "http-bad", func(c *Config) { c.MaxBodyBytes = 4096 })
+	code, r := post(t, url, "", strings.NewReader(response("good")+"\n{\"id\": \"broken\", \n"))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects[0].Reason)
+	require.EqualValues(t, 2, r.Rejects[0].Line)
+	require.Contains(t, r.Error, "nothing was produced")
+
+	code, r = post(t, url, "", strings.NewReader(""))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, r.Error, "empty body")
+
+	code, r = post(t, url, "", strings.NewReader(strings.Repeat(response("big")+"\n", 20)))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+	require.Contains(t, r.Error, "4096")
+
+	res, err := http.Get(url)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
+}
+
+func TestToken(t *testing.T) {
+	url, _ := server(t, "http-auth", func(c *Config) { c.Token = "s3cret" })
+	code, _ := post(t, url, "", strings.NewReader(response("x")))
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = post(t, url, "wrong", strings.NewReader(response("x")))
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, r := post(t, url, "s3cret", strings.NewReader(response("x")))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+}
+
+func TestTooManyInFlight(t *testing.T) {
+	url, h := server(t, "http-busy", func(c *Config) { c.MaxInFlight = 1 })
+	// The first request holds the only slot while its body trickles in.
+	pr, pw := io.Pipe()
+	first := make(chan int, 1)
+	go func() {
+		code, _ := post(t, url, "", pr)
+		first <- code
+	}()
+	_, err := pw.Write([]byte(response("slow")[:10]))
+	require.NoError(t, err)
+	for len(h.slots) == 0 { // wait until the first handler holds the slot
+		time.Sleep(time.Millisecond)
+	}
+	code, r := post(t, url, "", strings.NewReader(response("fast")))
+	require.Equal(t, http.StatusTooManyRequests, code)
+	require.Contains(t, r.Error, "in flight")
+	_, err = pw.Write([]byte(response("slow")[10:]))
+	require.NoError(t, err)
+	require.NoError(t, pw.Close())
+	require.Equal(t, http.StatusAccepted, <-first)
+}
+
+func TestConfigValidate(t *testing.T) {
+	require.NoError(t, DefaultConfig().Validate())
+	c := DefaultConfig()
+	c.Path = "v1"
+	require.ErrorContains(t, c.Validate(), "http.path")
+}
