@@ -39,8 +39,9 @@ type Float interface{ ~float32 | ~float64 }
 // largest logprob accepted as rounding noise around 0 (e.g. 1e-4). It returns
 // the first invalid value's class; H and Margin are then meaningless.
 func StepOf[F Float](alts []F, maxLogprob float64) (Step, Bad) {
-	var h float64
-	l1, l2 := math.Inf(-1), math.Inf(-1)
+	// The top two are tracked on p = exp(l), which is monotone in l, so the
+	// margin costs no further exponentials; p = 0 for l <= expMin.
+	var h, p1, p2 float64
 	for _, v := range alts {
 		l := float64(v)
 		if !(l <= maxLogprob) {
@@ -50,17 +51,18 @@ func StepOf[F Float](alts []F, maxLogprob float64) (Step, Bad) {
 			return Step{}, Positive
 		}
 		if l > expMin {
-			h -= Exp(l) * l
-		}
-		if l > l2 {
-			if l > l1 {
-				l1, l2 = l, l1
-			} else {
-				l2 = l
+			p := Exp(l)
+			h -= p * l
+			if p > p2 {
+				if p > p1 {
+					p1, p2 = p, p1
+				} else {
+					p2 = p
+				}
 			}
 		}
 	}
-	return Step{H: h, Margin: prob(l1) - prob(l2)}, OK
+	return Step{H: h, Margin: p1 - p2}, OK
 }
 
 // prob is exp(l) with the "no probability" convention.

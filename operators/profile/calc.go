@@ -87,30 +87,35 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	}
 	h := c.h[:n]
 
-	var sum, hmax, margins float64
+	// Reject reasons follow step order, and within a step: chosen token,
+	// missing alternatives, invalid alternative. The chosen tokens are checked
+	// first, the entropy kernel then runs on the steps before the first bad one.
 	var nllSum, nllMax float64
-	hmax = math.Inf(-1)
-	for t := range n {
-		l := float64(chosen[t])
+	nc := n
+	for t, v := range chosen {
+		l := float64(v)
 		if !(l <= c.maxLogprob) || math.IsInf(l, -1) {
-			return p, c.badChosen(t, l)
+			nc = t
+			break
 		}
-		nll := -l
-		nllSum += nll
-		nllMax = max(nllMax, nll)
-
-		lo, hi := offs[t], offs[t+1]
-		if lo >= hi {
-			return p, &Reject{schemas.ReasonNoLogprobs, fmt.Sprintf("step %d has no top_logprobs", t+1)}
-		}
-		st, bad := entropy.StepOf(values[lo:hi], c.maxLogprob)
-		if bad != entropy.OK {
-			return p, badAlt(c, t, values[lo:hi], bad)
-		}
-		h[t] = st.H
-		sum += st.H
-		hmax = max(hmax, st.H)
-		margins += st.Margin
+		nllSum -= l
+		nllMax = max(nllMax, -l)
+	}
+	margins, tb, why := entropy.Steps(values, offs[:nc+1], h[:nc], c.maxLogprob)
+	switch {
+	case why == entropy.Empty:
+		return p, &Reject{schemas.ReasonNoLogprobs, fmt.Sprintf("step %d has no top_logprobs", tb+1)}
+	case why != entropy.OK:
+		lo, hi := offs[tb], offs[tb+1]
+		return p, badAlt(c, tb, values[lo:hi], why)
+	case nc < n:
+		return p, c.badChosen(nc, float64(chosen[nc]))
+	}
+	var sum float64
+	hmax := math.Inf(-1)
+	for _, v := range h {
+		sum += v
+		hmax = max(hmax, v)
 	}
 
 	fn := float64(n)
@@ -174,26 +179,19 @@ func quantiles(h []float64, f *[schemas.NumProfile]float64) float64 {
 		insertionSort(h)
 	} else {
 		// Order statistics needed, ascending: each quantile's floor position
-		// and its upper neighbour, and n-m for the top-m mean. Select each in
-		// turn on what lies right of the previous one.
+		// and its upper neighbour, and n-m for the top-m mean. One multi-way
+		// selection partitions for all of them at once.
 		var ks [11]int
 		nk := 0
 		for _, q := range qs {
 			lo := int(q * float64(n-1))
-			ks[nk], ks[nk+1] = lo, lo+1
+			ks[nk], ks[nk+1] = lo, min(lo+1, n-1)
 			nk += 2
 		}
 		ks[nk] = n - m
 		nk++
 		sortSmall(ks[:nk])
-		left := 0
-		for _, k := range ks[:nk] {
-			if k < left || k >= n {
-				continue
-			}
-			selectK(h, left, n-1, k)
-			left = k + 1
-		}
+		multiSelect(h, 0, n-1, ks[:nk])
 	}
 	for i, q := range qs {
 		pos := q * float64(n-1)
@@ -241,44 +239,74 @@ func sortSmall(a []int) {
 	}
 }
 
-// selectK reorders a[lo..hi] so that a[k] holds the value it would have if
-// a[lo..hi] were sorted, with smaller-or-equal values left of it and
-// greater-or-equal ones right of it (Hoare's quickselect, median-of-three).
-func selectK(a []float64, lo, hi, k int) {
-	for hi-lo > 16 {
-		mid := int(uint(lo+hi) >> 1)
-		if a[mid] < a[lo] {
-			a[mid], a[lo] = a[lo], a[mid]
-		}
-		if a[hi] < a[lo] {
-			a[hi], a[lo] = a[lo], a[hi]
-		}
-		if a[hi] < a[mid] {
-			a[hi], a[mid] = a[mid], a[hi]
-		}
-		pivot := a[mid]
-		i, j := lo, hi
-		for i <= j {
-			for a[i] < pivot {
-				i++
+// multiSelect reorders a[lo..hi] so that for each k in ks (ascending, within
+// [lo, hi]) a[k] holds the value it would have if a[lo..hi] were sorted, with
+// smaller-or-equal values left of it and greater-or-equal ones right of it.
+// It partitions like quickselect but follows every side that holds a k. The
+// partitions are branch-free: entropies compare unpredictably.
+func multiSelect(a []float64, lo, hi int, ks []int) {
+	for len(ks) > 0 && hi-lo > 16 {
+		pivot := median3(a[lo], a[int(uint(lo+hi)>>1)], a[hi])
+		m := lo + partition(a[lo:hi+1], pivot, false)
+		if m == lo {
+			// Nothing is below the pivot: split off the run equal to it,
+			// which is at least the pivot itself, so the range shrinks.
+			m = lo + partition(a[lo:hi+1], pivot, true)
+			for len(ks) > 0 && ks[0] < m {
+				ks = ks[1:]
 			}
-			for a[j] > pivot {
-				j--
-			}
-			if i <= j {
-				a[i], a[j] = a[j], a[i]
-				i++
-				j--
-			}
+			lo = m
+			continue
 		}
-		switch {
-		case k <= j:
-			hi = j
-		case k >= i:
-			lo = i
-		default:
-			return // a[j+1..i-1] all equal the pivot
+		// a[lo..m-1] < pivot <= a[m..hi]
+		nl := 0
+		for nl < len(ks) && ks[nl] < m {
+			nl++
 		}
+		multiSelect(a, lo, m-1, ks[:nl])
+		ks = ks[nl:]
+		lo = m
 	}
-	insertionSort(a[lo : hi+1])
+	if len(ks) > 0 {
+		insertionSort(a[lo : hi+1])
+	}
+}
+
+// partition moves the values of a below pivot (or, with orEqual, not above
+// it) to its front, in one branch-free pass, and returns how many there are.
+func partition(a []float64, pivot float64, orEqual bool) int {
+	j := 0
+	if orEqual {
+		for i, v := range a {
+			a[i] = a[j]
+			a[j] = v
+			inc := 0
+			if v <= pivot {
+				inc = 1
+			}
+			j += inc
+		}
+		return j
+	}
+	for i, v := range a {
+		a[i] = a[j]
+		a[j] = v
+		inc := 0
+		if v < pivot {
+			inc = 1
+		}
+		j += inc
+	}
+	return j
+}
+
+func median3(a, b, c float64) float64 {
+	if a > b {
+		a, b = b, a
+	}
+	// a <= b; the median is b clamped to [a, c] ordered.
+	if c < b {
+		b = max(a, c)
+	}
+	return b
 }
