@@ -85,7 +85,7 @@ type Reject struct {
 // Reader turns JSON Lines into trace.v1 batches.
 type Reader struct {
 	cfg      Config
-	sc       *bufio.Scanner
+	lr       *lineReader
 	b        *builder
 	line     int64
 	rejects  []Reject
@@ -96,9 +96,7 @@ type Reader struct {
 
 // NewReader reads responses from r. cfg must be valid (see Validate).
 func NewReader(r io.Reader, cfg Config, mem memory.Allocator) *Reader {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 1<<20), cfg.MaxLineBytes)
-	return &Reader{cfg: cfg, sc: sc, b: newBuilder(mem, cfg.Float64)}
+	return &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64)}
 }
 
 // Schema is the schema of the batches Next returns.
@@ -110,21 +108,21 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 	r.rejects = r.rejects[:0]
 	r.rowLines = r.rowLines[:0]
 	for !r.done && r.b.rows < r.cfg.BatchRows {
-		if !r.sc.Scan() {
+		raw, err := r.lr.next()
+		if errors.Is(err, io.EOF) {
 			r.done = true
-			if err := r.sc.Err(); err != nil {
-				if errors.Is(err, bufio.ErrTooLong) {
-					r.line++
-					r.rejects = append(r.rejects, Reject{Line: r.line, Reason: schemas.ReasonMalformedJSON,
-						Err: fmt.Errorf("line longer than %d bytes (ingest max_line_bytes); the rest of the input was not read", r.cfg.MaxLineBytes)})
-					break
-				}
-				return nil, fmt.Errorf("reading line %d: %w", r.line+1, err)
-			}
 			break
 		}
 		r.line++
-		line := bytes.TrimSpace(r.sc.Bytes())
+		if errors.Is(err, errLineTooLong) {
+			r.rejects = append(r.rejects, Reject{Line: r.line, ID: peekID(raw), Reason: schemas.ReasonMalformedJSON,
+				Err: fmt.Errorf("line longer than %d bytes (ingest max_line_bytes); skipped", r.cfg.MaxLineBytes)})
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading line %d: %w", r.line, err)
+		}
+		line := bytes.TrimSpace(raw)
 		if len(line) == 0 {
 			continue
 		}
@@ -167,6 +165,58 @@ func (r *Reader) addLine(line []byte) *Reject {
 		r.rowLines = append(r.rowLines, r.line)
 	}
 	return nil
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// lineReader splits input into lines of at most max bytes; a longer line is
+// skipped to its end and reported, and reading goes on after it.
+type lineReader struct {
+	br  *bufio.Reader
+	max int
+	buf []byte
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// next returns the next line without its newline. The slice is valid until
+// the next call. At a too-long line it returns the line's first bytes and
+// errLineTooLong.
+func (l *lineReader) next() ([]byte, error) {
+	l.buf = l.buf[:0]
+	tooLong := false
+	for {
+		frag, err := l.br.ReadSlice('\n')
+		if !tooLong {
+			if len(l.buf)+len(frag) > l.max+1 {
+				tooLong = true
+				l.buf = append(l.buf, frag[:min(len(frag), 256)]...)
+			} else {
+				l.buf = append(l.buf, frag...)
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == nil:
+			if tooLong {
+				return l.buf, errLineTooLong
+			}
+			return l.buf[:len(l.buf)-1], nil
+		case errors.Is(err, io.EOF):
+			if tooLong {
+				return l.buf, errLineTooLong
+			}
+			if len(l.buf) == 0 {
+				return nil, io.EOF
+			}
+			return l.buf, nil
+		default:
+			return nil, err
+		}
+	}
 }
 
 // Python's json module writes NaN, Infinity and -Infinity as bare literals,

@@ -87,6 +87,9 @@ func Decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
 		}
 	}()
+	if err := checkBounds(b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
 	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem), ipc.WithDelayReadSchema(false))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -163,6 +166,30 @@ func Validate(rec arrow.RecordBatch) error {
 }
 
 func validateArray(a arrow.Array) error {
+	d := a.Data()
+	bufs := d.Buffers()
+	end := int64(d.Offset()) + int64(d.Len())
+	if d.Offset() < 0 || d.Len() < 0 {
+		return fmt.Errorf("negative offset or length")
+	}
+	if len(bufs) > 0 && bufs[0] != nil && int64(bufs[0].Len())*8 < end {
+		return fmt.Errorf("validity bitmap of %d bytes for %d slots", bufs[0].Len(), end)
+	}
+	if (len(bufs) == 0 || bufs[0] == nil) && d.NullN() != 0 && d.DataType().ID() != arrow.NULL {
+		return fmt.Errorf("%d nulls claimed without a validity bitmap", d.NullN())
+	}
+	if nulls := d.NullN(); nulls < 0 || nulls > d.Len() {
+		return fmt.Errorf("null count %d for %d slots", nulls, d.Len())
+	}
+	if fw, ok := d.DataType().(arrow.FixedWidthDataType); ok && len(bufs) > 1 {
+		need := end * int64(fw.BitWidth()) / 8
+		if fw.BitWidth() == 1 {
+			need = (end + 7) / 8
+		}
+		if bufs[1] == nil || int64(bufs[1].Len()) < need {
+			return fmt.Errorf("value buffer too short for %d slots", end)
+		}
+	}
 	if v, ok := a.(interface{ ValidateFull() error }); ok {
 		if err := v.ValidateFull(); err != nil {
 			return err
@@ -205,12 +232,14 @@ func OpenFile(path string, mem memory.Allocator) (*FileReader, error) {
 	}
 	r := &FileReader{f: f}
 	magic := make([]byte, 6)
-	if _, err := io.ReadFull(f, magic); err == nil && string(magic) == "ARROW1" {
+	_, err = io.ReadFull(f, magic)
+	if err == nil && string(magic) == "ARROW1" {
 		r.file, err = ipc.NewFileReader(f, ipc.WithAllocator(mem))
-	} else {
-		if _, err = f.Seek(0, io.SeekStart); err == nil {
-			r.stream, err = ipc.NewReader(f, ipc.WithAllocator(mem))
-		}
+	} else if _, err = f.Seek(0, io.SeekStart); err == nil {
+		r.stream, err = ipc.NewReader(f, ipc.WithAllocator(mem))
+	}
+	if err == nil && r.file == nil && r.stream == nil {
+		err = errors.New("no Arrow IPC reader")
 	}
 	if err != nil {
 		f.Close()

@@ -1,0 +1,282 @@
+package ingest_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+)
+
+// readAll reads every batch of input and returns the rows as plain values.
+type gotRow struct {
+	id, model, domain, prompt, finish, provider string
+	domainNull, promptNull, correctNull         bool
+	correct                                     bool
+	attrs                                       map[string]string
+	chosen                                      []float64
+	top                                         [][]float64
+	noLogprobs                                  bool
+	temperature                                 float32
+}
+
+func readAll(t *testing.T, input string, f64 bool) ([]gotRow, []ingest.Reject) {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	cfg := ingest.DefaultConfig()
+	cfg.Float64 = f64
+	cfg.BatchRows = 2
+	r := ingest.NewReader(strings.NewReader(input), cfg, mem)
+	defer r.Release()
+	var rows []gotRow
+	var rejects []ingest.Reject
+	for {
+		rec, err := r.Next()
+		rejects = append(rejects, r.Rejects()...)
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		require.Len(t, r.RowLines(), int(rec.NumRows()))
+		rows = append(rows, toRows(rec)...)
+		rec.Release()
+	}
+	return rows, rejects
+}
+
+func toRows(rec arrow.RecordBatch) []gotRow {
+	s := rec.Schema()
+	str := func(name string) *array.String { return rec.Column(schemas.MustIndex(s, name)).(*array.String) }
+	tok := rec.Column(schemas.MustIndex(s, schemas.ColTokenLogprob)).(*array.List)
+	top := rec.Column(schemas.MustIndex(s, schemas.ColTopLogprobs)).(*array.List)
+	attrs := rec.Column(schemas.MustIndex(s, schemas.ColAttributes)).(*array.Map)
+	correct := rec.Column(schemas.MustIndex(s, schemas.ColCorrect)).(*array.Boolean)
+	temp := rec.Column(schemas.MustIndex(s, schemas.ColTemperature)).(*array.Float32)
+	floats := func(a arrow.Array, lo, hi int64) []float64 {
+		out := []float64{}
+		for j := lo; j < hi; j++ {
+			switch v := a.(type) {
+			case *array.Float32:
+				// the shortest decimal that reads back as this float32
+				x, _ := strconv.ParseFloat(strconv.FormatFloat(float64(v.Value(int(j))), 'g', -1, 32), 64)
+				out = append(out, x)
+			case *array.Float64:
+				out = append(out, v.Value(int(j)))
+			}
+		}
+		return out
+	}
+	var rows []gotRow
+	for i := range int(rec.NumRows()) {
+		r := gotRow{
+			id: str(schemas.ColTraceID).Value(i), model: str(schemas.ColModel).Value(i),
+			domain: str(schemas.ColDomain).Value(i), domainNull: str(schemas.ColDomain).IsNull(i),
+			prompt: str(schemas.ColPrompt).Value(i), promptNull: str(schemas.ColPrompt).IsNull(i),
+			finish: str(schemas.ColFinishReason).Value(i), provider: str(schemas.ColProvider).Value(i),
+			correctNull: correct.IsNull(i), correct: correct.Value(i), temperature: temp.Value(i),
+			attrs: map[string]string{},
+		}
+		lo, hi := attrs.ValueOffsets(i)
+		keys, items := attrs.Keys().(*array.String), attrs.Items().(*array.String)
+		for j := lo; j < hi; j++ {
+			r.attrs[keys.Value(int(j))] = items.Value(int(j))
+		}
+		if tok.IsNull(i) {
+			r.noLogprobs = true
+		} else {
+			lo, hi := tok.ValueOffsets(i)
+			r.chosen = floats(tok.ListValues(), lo, hi)
+			slo, shi := top.ValueOffsets(i)
+			inner := top.ListValues().(*array.List)
+			for s := slo; s < shi; s++ {
+				a, b := inner.ValueOffsets(int(s))
+				r.top = append(r.top, floats(inner.ListValues(), a, b))
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+const chat = `{"id":"c1","created":1760000000,"model":"gpt-x","domain":"math","prompt":"2+2?","attributes":{"tenant":"acme","route":"/v1","n":3},"correct":true,"choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[{"token":"4","logprob":-0.01,"bytes":[52],"top_logprobs":[{"token":"4","logprob":-0.01},{"token":"5","logprob":-4.6}]},{"token":".","logprob":-0.5,"top_logprobs":[{"token":".","logprob":-0.5},{"token":"!","logprob":-1.0},{"token":"?","logprob":-9999.0}]}]}}]}`
+
+func TestShapes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		input string
+		check func(t *testing.T, rows []gotRow, rejects []ingest.Reject)
+	}{
+		{"chat completion with extra fields", chat, func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+			require.Empty(t, rejects)
+			require.Len(t, rows, 1)
+			r := rows[0]
+			require.Equal(t, "c1", r.id)
+			require.Equal(t, "gpt-x", r.model)
+			require.Equal(t, "math", r.domain)
+			require.Equal(t, "2+2?", r.prompt)
+			require.Equal(t, map[string]string{"tenant": "acme", "route": "/v1", "n": "3"}, r.attrs)
+			require.False(t, r.correctNull)
+			require.True(t, r.correct)
+			require.Equal(t, []float64{-0.01, -0.5}, r.chosen)
+			require.Equal(t, [][]float64{{-0.01, -4.6}, {-0.5, -1.0, -9999}}, r.top)
+			require.Equal(t, "stop", r.finish)
+			require.Equal(t, "openai", r.provider)
+			require.True(t, math.IsNaN(float64(r.temperature)), "unknown temperature is NaN")
+		}},
+		{"legacy completions with maps", `{"id":"l1","object":"text_completion","model":"m","choices":[{"index":0,"text":"ab","finish_reason":"length","logprobs":{"tokens":["a","b"],"token_logprobs":[-0.2,-1.5],"top_logprobs":[{"a":-0.2,"c":-2.0},{"b":-1.5,"d":-0.4,"e":-3}],"text_offset":[0,1]}}]}`,
+			func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+				require.Empty(t, rejects)
+				require.Len(t, rows, 1)
+				require.Equal(t, []float64{-0.2, -1.5}, rows[0].chosen)
+				require.ElementsMatch(t, []float64{-0.2, -2.0}, rows[0].top[0])
+				require.ElementsMatch(t, []float64{-1.5, -0.4, -3}, rows[0].top[1])
+				require.True(t, rows[0].domainNull)
+				require.True(t, rows[0].correctNull)
+			}},
+		{"vLLM: Python NaN/Infinity literals, 21 alternatives, sampling object", `{"id":"v1","model":"m","provider":"vllm","sampling":{"temperature":0.5},"choices":[{"index":0,"logprobs":{"content":[{"logprob":NaN,"top_logprobs":[{"logprob":-Infinity},{"logprob":Infinity}` + strings.Repeat(`,{"logprob":-1}`, 19) + `]}]}}]}`,
+			func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+				require.Empty(t, rejects)
+				require.Len(t, rows, 1)
+				require.True(t, math.IsNaN(rows[0].chosen[0]))
+				require.Len(t, rows[0].top[0], 21)
+				require.True(t, math.IsInf(rows[0].top[0][0], -1))
+				require.True(t, math.IsInf(rows[0].top[0][1], 1))
+				require.Equal(t, "vllm", rows[0].provider)
+				require.Equal(t, float32(0.5), rows[0].temperature)
+			}},
+		{"NaN inside a string is text, not a number", `{"id":"s1","model":"m","prompt":"NaN Infinity \"NaN\"","choices":[{"logprobs":{"content":[{"logprob":-1,"top_logprobs":[{"logprob":-1}]}]}}]}`,
+			func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+				require.Empty(t, rejects)
+				require.Equal(t, `NaN Infinity "NaN"`, rows[0].prompt)
+				require.Equal(t, []float64{-1}, rows[0].chosen)
+			}},
+		{"several choices become several rows", `{"id":"n2","model":"m","choices":[{"index":0,"logprobs":{"content":[{"logprob":-1,"top_logprobs":[{"logprob":-1}]}]}},{"index":1,"logprobs":null}]}`,
+			func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+				require.Empty(t, rejects)
+				require.Len(t, rows, 2)
+				require.Equal(t, "n2/0", rows[0].id)
+				require.Equal(t, "n2/1", rows[1].id)
+				require.True(t, rows[1].noLogprobs)
+			}},
+		{"chat messages as prompt, labels as 0/1", `{"id":"p1","model":"m","prompt":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"correct":0,"choices":[{"logprobs":{"content":[]}}]}`,
+			func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+				require.Empty(t, rejects)
+				require.Equal(t, "be brief\nhi", rows[0].prompt)
+				require.False(t, rows[0].correctNull)
+				require.False(t, rows[0].correct)
+				require.Empty(t, rows[0].chosen)
+				require.False(t, rows[0].noLogprobs)
+			}},
+		{"malformed lines are rejected with their line numbers; blank lines skipped", "{\"id\":\"ok\",\"model\":\"m\",\"choices\":[{}]}\n\nnot json\n{\"id\":\"x\"}\n[1,2]\n{\"id\":\"y\",\"choices\":[{}],\"correct\":\"maybe\"}\n",
+			func(t *testing.T, rows []gotRow, rejects []ingest.Reject) {
+				require.Len(t, rows, 1)
+				require.True(t, rows[0].noLogprobs)
+				require.Len(t, rejects, 4)
+				for i, line := range []int64{3, 4, 5, 6} {
+					require.Equal(t, line, rejects[i].Line)
+					require.Equal(t, schemas.ReasonMalformedJSON, rejects[i].Reason)
+					require.NotEmpty(t, rejects[i].Err.Error())
+				}
+				require.Equal(t, "x", rejects[1].ID)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, f64 := range []bool{false, true} {
+				rows, rejects := readAll(t, tc.input, f64)
+				tc.check(t, rows, rejects)
+			}
+		})
+	}
+}
+
+func TestLineTooLongIsRejectedNotFatal(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	cfg := ingest.DefaultConfig()
+	cfg.MaxLineBytes = 1024
+	input := `{"id":"big","prompt":"` + strings.Repeat("x", 4096) + `"}` + "\n" + chat + "\n"
+	r := ingest.NewReader(strings.NewReader(input), cfg, mem)
+	defer r.Release()
+	rec, err := r.Next()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rec.NumRows())
+	rec.Release()
+	require.Len(t, r.Rejects(), 1)
+	require.Equal(t, int64(1), r.Rejects()[0].Line)
+	require.Equal(t, "big", r.Rejects()[0].ID)
+	require.Contains(t, r.Rejects()[0].Err.Error(), "max_line_bytes")
+	_, err = r.Next()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func TestOpenDetectsGzip(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(chat + "\n"))
+	zw.Close()
+	for name, data := range map[string][]byte{"a.jsonl": []byte(chat + "\n"), "b.data": buf.Bytes()} {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, data, 0o644))
+		f, err := ingest.Open(p)
+		require.NoError(t, err)
+		got, err := io.ReadAll(f)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		require.Equal(t, chat+"\n", string(got), name)
+	}
+	_, err := ingest.Open(filepath.Join(dir, "missing.jsonl"))
+	require.Error(t, err)
+}
+
+// FuzzReader feeds arbitrary lines to the adapter: it must never panic, every
+// non-blank line is either rows or one reject, and batches are valid Arrow.
+func FuzzReader(f *testing.F) {
+	f.Add([]byte(chat))
+	for _, name := range []string{"testdata/seed-legacy.jsonl", "testdata/seed-invalid.jsonl"} {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"id":"a","choices":[{"logprobs":{"content":[{"logprob":NaN,"top_logprobs":[{"logprob":-Infinity}]}]}}]}`))
+	f.Add([]byte("{\"id\":\"a\",\"choices\":[]}\n\n{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		defer mem.AssertSize(t, 0)
+		cfg := ingest.DefaultConfig()
+		cfg.BatchRows = 3
+		r := ingest.NewReader(bytes.NewReader(data), cfg, mem)
+		defer r.Release()
+		for {
+			rec, err := r.Next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				return // a read error is reported, not a panic
+			}
+			if !rec.Schema().Equal(schemas.Trace) {
+				t.Fatalf("schema %v", rec.Schema())
+			}
+			for _, c := range rec.Columns() {
+				if c.Len() != int(rec.NumRows()) {
+					t.Fatalf("column length %d, rows %d", c.Len(), rec.NumRows())
+				}
+			}
+			rec.Release()
+		}
+	})
+}

@@ -1,0 +1,200 @@
+package ipc_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/ipc"
+)
+
+func synth(mem memory.Allocator, traces, steps int) arrow.RecordBatch {
+	return profile.Synthetic(mem, profile.SynthConfig{Traces: traces, Steps: steps, K: 20, Seed: 9, Model: "m"})
+}
+
+func TestEncodeDecodeRoundTripAndSplit(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := synth(mem, 40, 100) // ~40 x 100 x 21 x 4 B = 336 KB
+	defer rec.Release()
+	for _, limit := range []int{1 << 20, 100 << 10, 20 << 10} {
+		msgs, err := ipc.Encode(rec, limit)
+		require.NoError(t, err)
+		var rows int64
+		var ids []string
+		for _, m := range msgs {
+			require.LessOrEqual(t, len(m), limit)
+			got, err := ipc.Decode(m, mem)
+			require.NoError(t, err)
+			rows += got.NumRows()
+			col := got.Column(schemas.MustIndex(got.Schema(), schemas.ColTraceID)).(*array.String)
+			for i := range col.Len() {
+				ids = append(ids, col.Value(i))
+			}
+			got.Release()
+		}
+		require.Equal(t, rec.NumRows(), rows, "limit %d", limit)
+		want := rec.Column(schemas.MustIndex(schemas.Trace, schemas.ColTraceID)).(*array.String)
+		for i, id := range ids {
+			require.Equal(t, want.Value(i), id, "order kept")
+		}
+		if limit < 1<<20 {
+			require.Greater(t, len(msgs), 1)
+		}
+	}
+	_, err := ipc.Encode(rec, 1024)
+	require.ErrorIs(t, err, ipc.ErrTooLarge)
+}
+
+func TestDecodeRejects(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := synth(mem, 2, 5)
+	defer rec.Release()
+	good, err := ipc.Encode(rec, 1<<20)
+	require.NoError(t, err)
+
+	other := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	b := array.NewRecordBuilder(mem, other)
+	b.Field(0).(*array.Int64Builder).Append(1)
+	wrong := b.NewRecordBatch()
+	b.Release()
+	defer wrong.Release()
+	wrongBytes, err := ipc.Encode(wrong, 1<<20)
+	require.NoError(t, err)
+
+	// trace.v1 with a column of the wrong type
+	f := schemas.Trace.Fields()
+	f[schemas.MustIndex(schemas.Trace, schemas.ColModel)].Type = arrow.PrimitiveTypes.Int32
+	badType := arrow.NewSchema(f, nil)
+	cols := rec.Columns()
+	ib := array.NewInt32Builder(mem)
+	ib.AppendValues([]int32{1, 2}, nil)
+	modelInts := ib.NewArray()
+	ib.Release()
+	defer modelInts.Release()
+	cols2 := append([]arrow.Array{}, cols...)
+	cols2[schemas.MustIndex(schemas.Trace, schemas.ColModel)] = modelInts
+	badRec := array.NewRecordBatch(badType, cols2, rec.NumRows())
+	defer badRec.Release()
+	badTypeBytes, err := ipc.Encode(badRec, 1<<20)
+	require.NoError(t, err)
+
+	var two bytes.Buffer
+	w := arrowipc.NewWriter(&two, arrowipc.WithSchema(rec.Schema()))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want error
+	}{
+		{"empty", nil, ipc.ErrCorrupt},
+		{"garbage", []byte("definitely not arrow"), ipc.ErrCorrupt},
+		{"truncated", good[0][:len(good[0])/2], ipc.ErrCorrupt},
+		{"flipped bytes", flip(good[0]), ipc.ErrCorrupt},
+		{"other schema", wrongBytes[0], ipc.ErrSchema},
+		{"wrong column type", badTypeBytes[0], ipc.ErrSchema},
+		{"two batches", two.Bytes(), ipc.ErrCorrupt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Not a checked allocator: on some corrupt bodies arrow's reader
+			// recovers from its own panic and abandons a message buffer,
+			// which the Go allocator's garbage collection reclaims.
+			got, err := ipc.Decode(tc.data, memory.NewGoAllocator())
+			if got != nil {
+				got.Release()
+			}
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+// flip corrupts the body of a message (past the schema) without touching
+// its length prefixes.
+func flip(b []byte) []byte {
+	c := append([]byte{}, b...)
+	for i := len(c) / 2; i < len(c)-16; i += 7 {
+		c[i] ^= 0xff
+	}
+	return c
+}
+
+func TestOpenFileBothFormats(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := synth(mem, 3, 4)
+	defer rec.Release()
+	dir := t.TempDir()
+
+	streamPath := filepath.Join(dir, "s.arrow")
+	f, _ := os.Create(streamPath)
+	w := arrowipc.NewWriter(f, arrowipc.WithSchema(rec.Schema()))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+	f.Close()
+
+	filePath := filepath.Join(dir, "f.arrow")
+	f, _ = os.Create(filePath)
+	fw, err := arrowipc.NewFileWriter(f, arrowipc.WithSchema(rec.Schema()))
+	require.NoError(t, err)
+	require.NoError(t, fw.Write(rec))
+	require.NoError(t, fw.Close())
+	f.Close()
+
+	for _, p := range []string{streamPath, filePath} {
+		r, err := ipc.OpenFile(p, mem)
+		require.NoError(t, err, p)
+		got, err := r.Next()
+		require.NoError(t, err)
+		require.Equal(t, rec.NumRows(), got.NumRows())
+		got.Release()
+		_, err = r.Next()
+		require.Error(t, err)
+		require.NoError(t, r.Close())
+	}
+
+	junk := filepath.Join(dir, "junk.arrow")
+	require.NoError(t, os.WriteFile(junk, []byte("nope"), 0o644))
+	_, err = ipc.OpenFile(junk, mem)
+	require.ErrorIs(t, err, ipc.ErrCorrupt)
+}
+
+// FuzzDecode: arbitrary bytes from a topic never panic, and what decodes is
+// a valid trace.v1 batch the profile operator can read.
+func FuzzDecode(f *testing.F) {
+	mem := memory.NewGoAllocator()
+	rec := synth(mem, 2, 3)
+	msgs, _ := ipc.Encode(rec, 1<<20)
+	rec.Release()
+	f.Add(msgs[0])
+	f.Add(msgs[0][:len(msgs[0])-9])
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x10, 0, 0, 0})
+	if b, err := os.ReadFile("testdata/seed-float64.arrows"); err == nil {
+		f.Add(b)
+	}
+	op, _ := profile.New(profile.DefaultConfig(), mem, nil)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := ipc.Decode(data, mem)
+		if err != nil {
+			return
+		}
+		defer got.Release()
+		out, err := op.Score(got, nil)
+		if err != nil {
+			return // a type the operator refuses is an error, not a panic
+		}
+		out.Release()
+	})
+}
