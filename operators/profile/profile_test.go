@@ -364,4 +364,3 @@ func BenchmarkOperator(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*256*400)/b.Elapsed().Seconds(), "tokens/s")
 }
-
