@@ -3,10 +3,233 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/sinks/file"
+	"github.com/entrowatch/entrowatch/streams"
+	"github.com/entrowatch/entrowatch/streams/broker"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
-// benchPipeline is being built (see the open issues); until then it says so.
+const benchPipelineSynopsis = `[--traces N] [--steps N] [--k N] [--partitions N] [--workers N] [--cpuprofile FILE]
+
+Measures the stream end to end on this machine: synthetic traces (400 steps x
+20 logprobs by default) are produced to the embedded broker as Arrow IPC
+messages under 1 MiB, then one replica consumes them, decodes, profiles,
+writes scored rows to an Arrow file and commits. Prints "tokens/s: N",
+"traces/s: N" for the consume side (broker fetch included) and the share of
+worker time per stage.`
+
 func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	fs := newFlags("bench pipeline", benchPipelineSynopsis, stderr)
+	traces := fs.Int("traces", 20000, "traces to produce and consume")
+	steps := fs.Int("steps", 400, "generated steps per trace")
+	k := fs.Int("k", 20, "logprobs per step")
+	partitions := fs.Int("partitions", 4, "partitions of the bench topic")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "stream workers (partition goroutines)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the consume phase to FILE (go tool pprof)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *traces < 1 || *steps < 1 || *k < 1 || *partitions < 1 || *workers < 1 {
+		return errors.New("--traces, --steps, --k, --partitions and --workers must be at least 1")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mem := memory.NewGoAllocator()
+
+	dir, err := os.MkdirTemp("", "entrowatch-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// Shutdown order (deferred, reverse): replica, producers, sink, broker.
+	bcfg := broker.DefaultConfig()
+	bcfg.Partitions = *partitions
+	brk, err := broker.Start(bcfg, log)
+	if err != nil {
+		return err
+	}
+	defer brk.Close(context.WithoutCancel(ctx))
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{brk.Addr()}
+	const topic, dead = "bench-traces", "bench-traces.dead"
+	if err := kafka.EnsureTopics(ctx, conn, *partitions, topic, dead); err != nil {
+		return err
+	}
+
+	// Produce: a pool of distinct synthetic batches, each one message under
+	// the limit, cycled until --traces rows are on the topic.
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = topic
+	prod, err := kafka.NewProducer(conn, pcfg, log)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	perMsg := max(1, pcfg.MaxMessageBytes*9/10/(*steps*(*k+1)*4+64))
+	var pool [][]kafka.Message
+	for seed := range 8 {
+		rec := profile.Synthetic(mem, profile.SynthConfig{Traces: perMsg, Steps: *steps, K: *k, Seed: uint64(seed + 1), Model: "bench"})
+		msgs, err := kafka.Messages(rec, nil, pcfg.MaxMessageBytes)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+		pool = append(pool, msgs)
+	}
+	fmt.Fprintf(stderr, "producing %d traces (%d per message) to the embedded broker at %s...\n", *traces, perMsg, brk.Addr())
+	start := time.Now()
+	produced := 0
+	for i := 0; produced < *traces; i++ {
+		var batch []kafka.Message
+		for j := 0; j < 32 && produced < *traces; j++ {
+			for _, m := range pool[(i*32+j)%len(pool)] {
+				batch = append(batch, m)
+				produced += perMsg
+			}
+		}
+		if err := prod.Produce(ctx, batch...); err != nil {
+			return err
+		}
+	}
+	prodTime := time.Since(start)
+	fmt.Fprintf(stderr, "produced %d traces in %v (%.0f traces/s)\n", produced, prodTime.Round(time.Millisecond), float64(produced)/prodTime.Seconds())
+
+	// Consume: one replica, the full chain, the file sink.
+	scfg := kafka.DefaultSourceConfig()
+	scfg.Topic, scfg.Group = topic, "bench"
+	scfg.MaxWait = 50 * time.Millisecond
+	scfg.HeartbeatInterval = 500 * time.Millisecond
+	scfg.SessionTimeout = 6 * time.Second
+	src, err := kafka.NewSource(conn, scfg, log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dcfg := kafka.DefaultProducerConfig()
+	dcfg.Topic = dead
+	dlq, err := kafka.NewProducer(conn, dcfg, log)
+	if err != nil {
+		return err
+	}
+	defer dlq.Close()
+	sink, err := file.New(file.Config{Path: filepath.Join(dir, "scored.arrow")}, mem)
+	if err != nil {
+		return err
+	}
+	defer sink.Close(context.WithoutCancel(ctx))
+	rcfg := runner.DefaultConfig()
+	rcfg.Workers = *workers
+	chain := func() ([]streams.Operator, error) {
+		op, err := profile.New(profile.DefaultConfig(), mem, log)
+		return []streams.Operator{op}, err
+	}
+	r, err := runner.New(rcfg, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Fprintf(stderr, "consuming with %d workers over %d partitions...\n", *workers, *partitions)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start = time.Now()
+	cpu0 := cpuTime()
+	go func() { done <- r.Run(rctx) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var elapsed, cpu time.Duration
+wait:
+	for {
+		select {
+		case <-tick.C:
+			if st := r.Stats(); st.SinkRows >= int64(produced) {
+				elapsed = time.Since(start)
+				cpu = cpuTime() - cpu0
+				break wait
+			}
+		case err := <-done:
+			cancel()
+			return fmt.Errorf("stream stopped before consuming everything: %v", err)
+		case <-ctx.Done():
+			cancel()
+			<-done
+			return ctx.Err()
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		return err
+	}
+	st := r.Stats()
+	tokens := float64(st.SinkRows) * float64(*steps)
+	fmt.Fprintf(stdout, "tokens/s: %.0f\n", tokens/elapsed.Seconds())
+	fmt.Fprintf(stdout, "traces/s: %.0f\n", float64(st.SinkRows)/elapsed.Seconds())
+	fmt.Fprintf(stdout, "traces: %d in %v (%d messages, %d workers, %d partitions, MB/s consumed: %.0f)\n",
+		st.SinkRows, elapsed.Round(time.Millisecond), st.Messages, *workers, *partitions,
+		float64(st.Bytes)/1e6/elapsed.Seconds())
+	fmt.Fprintf(stdout, "cpu: %.2f core-seconds for %.2f s wall (%.0f tokens per core-second; the machine has %d cores, load average %s)\n",
+		cpu.Seconds(), elapsed.Seconds(), tokens/cpu.Seconds(), runtime.NumCPU(), loadAvg())
+	var total time.Duration
+	names := make([]string, 0, len(st.Stages))
+	for n, d := range st.Stages {
+		names = append(names, n)
+		total += d
+	}
+	sort.Slice(names, func(i, j int) bool { return st.Stages[names[i]] > st.Stages[names[j]] })
+	busy := elapsed * time.Duration(*workers)
+	fmt.Fprintf(stdout, "worker time by stage (of %v = %d workers x wall):\n", busy.Round(time.Millisecond), *workers)
+	for _, n := range names {
+		fmt.Fprintf(stdout, "  %-12s %5.1f%%  %v\n", n, 100*float64(st.Stages[n])/float64(busy), st.Stages[n].Round(time.Millisecond))
+	}
+	fmt.Fprintf(stdout, "  %-12s %5.1f%%  (waiting for fetch, queueing, commits)\n", "other", 100*float64(busy-total)/float64(busy))
+	return nil
+}
+
+// cpuTime is the CPU time (user + system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAvg is the 1-minute load average, or "?" where /proc is absent: the
+// bench shares the machine, and the number says with how much.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }

@@ -3,10 +3,173 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
-// runIngest is being built (see the open issues); until then it says so.
+const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N]
+
+Converts OpenAI/vLLM responses (JSON Lines, .gz ok; "-" is stdin) to trace.v1
+batches and produces them to Kafka as Arrow IPC messages under the message size
+limit, waiting for every broker acknowledgement (acks=all).
+
+--rate N replays at N responses per second and rewrites each response's event
+time (ts) to when it is sent, so that a file of past traffic looks live: for
+demos and load tests.
+
+Lines that cannot be read are reported on stderr (line number, id, reason) and
+skipped; the summary counts them. TLS and SASL: --tls, --tls-ca, --sasl,
+--sasl-user; the SASL password is read from $ENTROWATCH_KAFKA_PASSWORD.`
+
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	fs := newFlags("ingest", ingestSynopsis, stderr)
+	in := fs.String("in", "", "responses: JSON Lines (.gz ok), \"-\" for stdin")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated bootstrap brokers (default: the embedded broker of entrowatch run)")
+	topic := fs.String("topic", "traces", "topic to produce to")
+	rate := fs.Float64("rate", 0, "responses per second, event times spread accordingly; 0 = as fast as possible")
+	batchRows := fs.Int("batch-rows", ingest.DefaultConfig().BatchRows, "responses per record batch (split further to fit the message limit)")
+	useTLS := fs.Bool("tls", false, "connect with TLS")
+	tlsCA := fs.String("tls-ca", "", "PEM file of CAs to trust (with --tls)")
+	sasl := fs.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512")
+	saslUser := fs.String("sasl-user", "", "SASL user (password from $ENTROWATCH_KAFKA_PASSWORD)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" {
+		fmt.Fprintln(stderr, "--in is required")
+		fs.Usage()
+		return errUsage
+	}
+	if *rate < 0 {
+		return fmt.Errorf("--rate %v: want a positive number of responses per second, or 0 for no pacing", *rate)
+	}
+	conn := kafka.DefaultConfig()
+	conn.ClientID = "entrowatch-ingest"
+	for _, b := range strings.Split(*brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			conn.Brokers = append(conn.Brokers, b)
+		}
+	}
+	conn.TLS.Enabled, conn.TLS.CAFile = *useTLS || *tlsCA != "", *tlsCA
+	conn.SASL.Mechanism, conn.SASL.Username = *sasl, *saslUser
+	if *sasl != "" {
+		conn.SASL.Password = kafka.Secret(os.Getenv(conn.SASL.PasswordEnv))
+	}
+	icfg := ingest.DefaultConfig()
+	icfg.BatchRows = *batchRows
+	if *rate > 0 {
+		icfg.BatchRows = max(1, min(*batchRows, int(*rate/20))) // about 20 sends per second
+	}
+	if err := icfg.Validate(); err != nil {
+		return err
+	}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = *topic
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := kafka.NewProducer(conn, pcfg, log)
+	if err != nil {
+		return err
+	}
+	src, err := ingest.Open(*in)
+	if err != nil {
+		p.Close()
+		return err
+	}
+	err = ingestAll(ctx, src, p, icfg, *rate, stdout, stderr)
+	return errors.Join(err, src.Close(), p.Close())
+}
+
+func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg ingest.Config, rate float64, stdout, stderr io.Writer) error {
+	mem := memory.NewGoAllocator()
+	rd := ingest.NewReader(src, icfg, mem)
+	defer rd.Release()
+	start := time.Now()
+	lastReport := start
+	var rows, msgs, rejected int64
+	for {
+		rec, err := rd.Next()
+		for _, rj := range rd.Rejects() {
+			rejected++
+			fmt.Fprintf(stderr, "line %d", rj.Line)
+			if rj.ID != "" {
+				fmt.Fprintf(stderr, " (%s)", rj.ID)
+			}
+			fmt.Fprintf(stderr, ": %s: %v\n", rj.Reason, rj.Err)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if rate > 0 {
+			// Send this batch when the schedule says so, stamped with its send times.
+			due := start.Add(time.Duration(float64(rows) / rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					rec.Release()
+					return ctx.Err()
+				}
+			}
+			stamped, err := restamp(rec, mem, start, rows, rate)
+			rec.Release()
+			if err != nil {
+				return err
+			}
+			rec = stamped
+		}
+		n, err := p.ProduceBatch(ctx, rec, nil)
+		rows += rec.NumRows()
+		rec.Release()
+		if err != nil {
+			return fmt.Errorf("after %d responses: %w", rows-int64(n), err)
+		}
+		msgs += int64(n)
+		if time.Since(lastReport) > time.Second {
+			lastReport = time.Now()
+			fmt.Fprintf(stderr, "\rproduced %d responses (%.0f/s), %d rejected", rows, float64(rows)/time.Since(start).Seconds(), rejected)
+		}
+	}
+	d := time.Since(start)
+	if lastReport != start {
+		fmt.Fprintln(stderr)
+	}
+	fmt.Fprintf(stdout, "produced %d responses in %d messages to %s in %v (%.0f responses/s); %d lines rejected\n",
+		rows, msgs, p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), rejected)
+	return nil
+}
+
+// restamp returns rec with ts set to the send time of each row under rate:
+// row i of the whole replay is stamped start + i/rate.
+func restamp(rec arrow.RecordBatch, mem memory.Allocator, start time.Time, first int64, rate float64) (arrow.RecordBatch, error) {
+	idx, err := schemas.Index(rec.Schema(), schemas.ColTS)
+	if err != nil {
+		return nil, err
+	}
+	tb := array.NewTimestampBuilder(mem, rec.Schema().Field(idx).Type.(*arrow.TimestampType))
+	defer tb.Release()
+	for i := int64(0); i < rec.NumRows(); i++ {
+		t := start.Add(time.Duration(float64(first+i) / rate * float64(time.Second)))
+		tb.Append(arrow.Timestamp(t.UnixMilli()))
+	}
+	ts := tb.NewArray()
+	defer ts.Release()
+	cols := make([]arrow.Array, rec.NumCols())
+	copy(cols, rec.Columns())
+	cols[idx] = ts
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows()), nil
 }

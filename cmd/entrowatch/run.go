@@ -1,12 +1,391 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/sinks/file"
+	"github.com/entrowatch/entrowatch/streams"
+	"github.com/entrowatch/entrowatch/streams/broker"
+	"github.com/entrowatch/entrowatch/streams/httpin"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
-// runRun is being built (see the open issues); until then it says so.
+const runSynopsis = `[--config FILE] [--print-config] [--log-level LEVEL]
+
+Runs the stream processor: consumes trace.v1 batches from Kafka, scores them
+(profile, then estimate and clustertag when configured), writes them to the
+sink and commits the offsets only after the sink confirmed. Rows that cannot be
+processed go to the dead-letter topic with a reason header.
+
+Without --config (or with kafka.brokers empty) it starts the embedded broker on
+127.0.0.1:9092 and writes scored rows to Arrow IPC files under data_dir.
+SIGTERM or Ctrl-C drains in-flight work, flushes the sink and commits within
+stream.drain_timeout. See deploy/entrowatch.yaml for every setting and
+docs/streams.md for the guarantees.`
+
+// runConfig is the file read by entrowatch run. Every section has documented
+// defaults (see the package of each section); keys are snake_case.
+type runConfig struct {
+	// DataDir holds the local sink's files. Default ".entrowatch".
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+	// Broker is the embedded broker, started when kafka.brokers is empty.
+	Broker broker.Config `yaml:"broker"`
+	// Kafka is how to reach the cluster (brokers, TLS, SASL).
+	Kafka kafka.Config `yaml:"kafka"`
+	// CreateTopics creates the source and dead-letter topics when missing,
+	// with Partitions partitions. Default true.
+	CreateTopics bool `yaml:"create_topics"`
+	Partitions   int  `yaml:"partitions"`
+	// Source is the consumed topic and consumer group.
+	Source kafka.SourceConfig `yaml:"source"`
+	// DeadLetter is the dead-letter producer; its topic defaults to
+	// "<source topic>.dead".
+	DeadLetter kafka.ProducerConfig `yaml:"dead_letter"`
+	// Stream is the runner: workers, commits, drain, backoff, chunk assembly.
+	Stream runner.Config `yaml:"stream"`
+	// Profile bounds the profile operator.
+	Profile profile.Config `yaml:"profile"`
+	// Estimator is an estimator artifact (entrowatch train); "" leaves
+	// p_correct null. Default "".
+	Estimator string `yaml:"estimator"`
+	// Clusters is a topic-cluster artifact (entrowatch cluster fit); ""
+	// leaves the cluster columns null. Default "".
+	Clusters string `yaml:"clusters"`
+	// Sink is "file" (Arrow IPC files under data_dir) or "clickhouse".
+	// Default "file".
+	Sink string `yaml:"sink"`
+	// File configures the file sink; its path defaults to
+	// "<data_dir>/scored-<start time>.arrow" (a new file per run).
+	File file.Config `yaml:"file"`
+	// HTTP is the ingest endpoint; off unless http.listen is set.
+	HTTP httpin.Config `yaml:"http"`
+	// Ingest tunes the JSON adapter behind the HTTP endpoint.
+	Ingest ingest.Config `yaml:"ingest"`
+	// Metrics serves /metrics, /healthz and /readyz; "" turns it off.
+	// Default listen "127.0.0.1:9464".
+	Metrics struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"metrics"`
+}
+
+func defaultRunConfig() runConfig {
+	c := runConfig{
+		DataDir:      ".entrowatch",
+		LogLevel:     "info",
+		Broker:       broker.DefaultConfig(),
+		Kafka:        kafka.DefaultConfig(),
+		CreateTopics: true,
+		Partitions:   4,
+		Source:       kafka.DefaultSourceConfig(),
+		DeadLetter:   kafka.DefaultProducerConfig(),
+		Stream:       runner.DefaultConfig(),
+		Profile:      profile.DefaultConfig(),
+		Sink:         "file",
+		HTTP:         httpin.DefaultConfig(),
+		Ingest:       ingest.DefaultConfig(),
+	}
+	c.Broker.Listen = "127.0.0.1:9092"
+	c.DeadLetter.Topic = ""
+	c.Metrics.Listen = "127.0.0.1:9464"
+	return c
+}
+
+// loadRunConfig reads path over the defaults (unknown keys are errors) and
+// fills the secrets from the environment.
+func loadRunConfig(path string, getenv func(string) string) (runConfig, error) {
+	c := defaultRunConfig()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("reading config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("config %s: %w (see deploy/entrowatch.yaml for the keys)", path, err)
+		}
+	}
+	if c.DeadLetter.Topic == "" {
+		c.DeadLetter.Topic = c.Source.Topic + ".dead"
+	}
+	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.PasswordEnv != "" {
+		c.Kafka.SASL.Password = kafka.Secret(getenv(c.Kafka.SASL.PasswordEnv))
+	}
+	if c.HTTP.TokenEnv != "" {
+		c.HTTP.Token = kafka.Secret(getenv(c.HTTP.TokenEnv))
+	}
+	return c, c.validate()
+}
+
+func (c *runConfig) validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is empty"))
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		errs = append(errs, c.Broker.Validate())
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions %d: want >= 1", c.Partitions))
+	}
+	errs = append(errs, c.Source.Validate(), c.DeadLetter.Validate(), c.Stream.Validate(), c.Profile.Validate(), c.Ingest.Validate())
+	if c.HTTP.Listen != "" {
+		errs = append(errs, c.HTTP.Validate())
+	}
+	switch c.Sink {
+	case "file", "clickhouse":
+	default:
+		errs = append(errs, fmt.Errorf("sink %q: want file or clickhouse", c.Sink))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("log_level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	fs := newFlags("run", runSynopsis, stderr)
+	cfgPath := fs.String("config", "", "YAML config file (see deploy/entrowatch.yaml); none: embedded broker and local file sink")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML and exit (secrets are never printed)")
+	level := fs.String("log-level", "", "override log_level: debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadRunConfig(*cfgPath, os.Getenv)
+	if *level != "" {
+		cfg.LogLevel = *level
+		if err == nil {
+			err = cfg.validate()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if *printCfg {
+		return yaml.NewEncoder(stdout).Encode(cfg)
+	}
+	lv, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	return run(ctx, cfg, log)
+}
+
+// run wires the components. Start order: broker, topics, sink, dead-letter
+// producer, source, runner, HTTP servers. Stop order (on ctx done): the HTTP
+// ingest stops accepting and finishes its requests while the runner drains
+// (finishes in-flight messages, writes the sink, commits); then producers and
+// source close, the sink closes (flush + sync), and the broker goes last.
+func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
+	mem := memory.NewGoAllocator()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	closeCtx := context.WithoutCancel(ctx)
+	var closers []func() error // run in reverse order on return
+	defer func() {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		err = errors.Join(append([]error{err}, errs...)...)
+	}()
+
+	if len(cfg.Kafka.Brokers) == 0 {
+		brk, err := broker.Start(cfg.Broker, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() error { return brk.Close(closeCtx) })
+		cfg.Kafka.Brokers = []string{brk.Addr()}
+	}
+	if cfg.CreateTopics {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, cfg.Source.Topic, cfg.DeadLetter.Topic)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+
+	sink, where, err := newRunSink(cfg, mem)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() error { return sink.Close(closeCtx) })
+
+	dlq, err := kafka.NewProducer(cfg.Kafka, cfg.DeadLetter, log)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, dlq.Close)
+	src, err := kafka.NewSource(cfg.Kafka, cfg.Source, log)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, src.Close)
+
+	chain := func() ([]streams.Operator, error) {
+		p, err := profile.New(cfg.Profile, mem, log)
+		if err != nil {
+			return nil, err
+		}
+		ops := []streams.Operator{p}
+		if cfg.Estimator != "" {
+			op, err := newEstimateOperator(cfg.Estimator, mem, log)
+			if err != nil {
+				return nil, fmt.Errorf("estimator %s: %w", cfg.Estimator, err)
+			}
+			ops = append(ops, op)
+		}
+		if cfg.Clusters != "" {
+			op, err := newClusterOperator(cfg.Clusters, mem, log)
+			if err != nil {
+				return nil, fmt.Errorf("clusters %s: %w", cfg.Clusters, err)
+			}
+			ops = append(ops, op)
+		}
+		return ops, nil
+	}
+	if _, err := chain(); err != nil { // fail before joining the group
+		return err
+	}
+	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, reg)
+	if err != nil {
+		return err
+	}
+
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(sctx)
+	fail := func(err error) error { // stop what already started
+		stop()
+		_ = g.Wait()
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !r.Ready() {
+				http.Error(w, "not ready: starting, draining or the sink is failing", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		})
+		if err := serve(g, gctx, "metrics", cfg.Metrics.Listen, mux, log); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.HTTP.Listen != "" {
+		pcfg := kafka.DefaultProducerConfig()
+		pcfg.Topic = cfg.Source.Topic
+		hp, err := kafka.NewProducer(cfg.Kafka, pcfg, log)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, hp.Close)
+		h, err := httpin.New(cfg.HTTP, cfg.Ingest, hp, mem, log, reg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := serve(g, gctx, "ingest", cfg.HTTP.Listen, h, log); err != nil {
+			return fail(err)
+		}
+	}
+	g.Go(func() error {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				st := r.Stats()
+				log.Info("stream progress", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", st.DeadLettered)
+			}
+		}
+	})
+	log.Info("stream running", "brokers", strings.Join(cfg.Kafka.Brokers, ","), "topic", cfg.Source.Topic,
+		"group", cfg.Source.Group, "dead_letter", cfg.DeadLetter.Topic, "sink", where, "metrics", cfg.Metrics.Listen, "http", cfg.HTTP.Listen)
+	g.Go(func() error { return r.Run(gctx) })
+	err = g.Wait()
+	st := r.Stats()
+	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", st.DeadLettered, "commits", st.Commits)
+	return err
+}
+
+// newRunSink opens the configured sink. Adding a sink is one case here.
+func newRunSink(cfg runConfig, mem memory.Allocator) (streams.Sink, string, error) {
+	switch cfg.Sink {
+	case "file":
+		fc := cfg.File
+		if fc.Path == "" {
+			if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+				return nil, "", fmt.Errorf("data_dir: %w", err)
+			}
+			fc.Path = filepath.Join(cfg.DataDir, "scored-"+time.Now().UTC().Format("20060102T150405Z")+".arrow")
+		}
+		s, err := file.New(fc, mem)
+		if err != nil {
+			return nil, "", err
+		}
+		return s, fc.Path, nil
+	case "clickhouse":
+		return nil, "", errors.New("sink clickhouse: the ClickHouse sink is not in this build yet; use sink: file")
+	}
+	return nil, "", fmt.Errorf("sink %q: want file or clickhouse", cfg.Sink)
+}
+
+// serve listens on addr (failing now if it cannot) and serves h until ctx is
+// done, then shuts down gracefully.
+func serve(g *errgroup.Group, ctx context.Context, name, addr string, h http.Handler, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s listen %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s server: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	log.Info(name+" server listening", "addr", ln.Addr().String())
+	return nil
 }
