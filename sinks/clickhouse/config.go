@@ -1,0 +1,198 @@
+// Package clickhouse puts scored responses into ClickHouse and reads back what
+// users come for: rolling accuracy, drift alarms, the labeling queue and
+// calibration. It holds the sink (streams.Sink over the native protocol), the
+// schema migrations runner, the managed local clickhouse-server, the alarm
+// dispatcher and the label request/import logic.
+//
+// Every SQL statement runs on ClickHouse 18.16 and on current releases: no
+// window functions, DateTime64, Map or LowCardinality; every INSERT lists its
+// columns. Idempotency: scored and labels are ReplacingMergeTree tables keyed by
+// trace_id and every view reads them deduplicated (FINAL / argMax), so a
+// redelivered trace changes no estimate, count or alarm.
+package clickhouse
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config says how to reach ClickHouse. Zero values take the documented defaults.
+type Config struct {
+	// DSN is clickhouse://[user:password@]host:port[/database][?secure=true&skip_verify=true].
+	// Native protocol only (port 9000 by default; 9440 with TLS).
+	DSN string
+	// Database overrides the DSN's database; default "default".
+	Database string
+	// User and Password override the DSN's credentials when set.
+	User     string
+	Password string
+	// TLS enables TLS (as secure=true in the DSN); TLSSkipVerify disables
+	// certificate verification (test setups only).
+	TLS           bool
+	TLSSkipVerify bool
+	// DialTimeout bounds connecting; default 10s.
+	DialTimeout time.Duration
+	// Retries is how often a failed insert is retried; default 5. Backoff
+	// starts at RetryBackoff (default 200ms) and doubles up to MaxBackoff
+	// (default 10s).
+	Retries      int
+	RetryBackoff time.Duration
+	MaxBackoff   time.Duration
+}
+
+// DefaultConfig is a local server on the standard native port.
+func DefaultConfig() Config {
+	return Config{
+		DSN:          "clickhouse://127.0.0.1:9000/default",
+		DialTimeout:  10 * time.Second,
+		Retries:      5,
+		RetryBackoff: 200 * time.Millisecond,
+		MaxBackoff:   10 * time.Second,
+	}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if c.DSN == "" {
+		return errors.New("clickhouse: empty DSN; give clickhouse://host:9000/database")
+	}
+	if _, err := ch.ParseDSN(c.DSN); err != nil {
+		return fmt.Errorf("clickhouse: DSN %q: %w (expected clickhouse://[user:password@]host:port[/database])", c.DSN, err)
+	}
+	if c.Database != "" && !identRE.MatchString(c.Database) {
+		return fmt.Errorf("clickhouse: database name %q: use letters, digits and _", c.Database)
+	}
+	if c.Retries < 0 {
+		return fmt.Errorf("clickhouse: retries %d < 0", c.Retries)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = d.DialTimeout
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = d.RetryBackoff
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = d.MaxBackoff
+	}
+	return c
+}
+
+// options turns c into clickhouse-go options (native protocol, LZ4).
+func (c Config) options() (*ch.Options, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	o, err := ch.ParseDSN(c.DSN)
+	if err != nil {
+		return nil, err
+	}
+	o.Protocol = ch.Native
+	if c.Database != "" {
+		o.Auth.Database = c.Database
+	}
+	if o.Auth.Database == "" {
+		o.Auth.Database = "default"
+	}
+	if c.User != "" {
+		o.Auth.Username = c.User
+	}
+	if c.Password != "" {
+		o.Auth.Password = c.Password
+	}
+	if c.TLS || c.TLSSkipVerify {
+		if o.TLS == nil {
+			o.TLS = &tls.Config{}
+		}
+		o.TLS.InsecureSkipVerify = c.TLSSkipVerify
+	}
+	o.DialTimeout = c.DialTimeout
+	o.Compression = &ch.Compression{Method: ch.CompressionLZ4}
+	return o, nil
+}
+
+// Database returns the database the config addresses.
+func (c Config) database() string {
+	o, err := c.options()
+	if err != nil {
+		return "default"
+	}
+	return o.Auth.Database
+}
+
+// Open connects to the server of c and pings it. The connection's default
+// database must already exist unless create is set, in which case Open
+// creates it first (migrations do).
+func Open(ctx context.Context, c Config) (driver.Conn, error) {
+	o, err := c.options()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := ch.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: connecting to %v: %w", o.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; is the server running and the DSN right?", o.Addr, o.Auth.Database, err)
+	}
+	return conn, nil
+}
+
+// openServer connects without selecting the configured database (so it can be
+// created), returning the database name separately.
+func openServer(ctx context.Context, c Config) (driver.Conn, string, error) {
+	o, err := c.options()
+	if err != nil {
+		return nil, "", err
+	}
+	db := o.Auth.Database
+	if !identRE.MatchString(db) {
+		return nil, "", fmt.Errorf("clickhouse: database name %q: use letters, digits and _", db)
+	}
+	o.Auth.Database = "default"
+	conn, err := ch.Open(o)
+	if err != nil {
+		return nil, "", fmt.Errorf("clickhouse: connecting to %v: %w", o.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, "", fmt.Errorf("clickhouse: ping %v: %w; is the server running and the DSN right?", o.Addr, err)
+	}
+	return conn, db, nil
+}
+
+// backoff returns the wait before retry attempt (1-based).
+func (c Config) backoff(attempt int) time.Duration {
+	d := c.RetryBackoff
+	for i := 1; i < attempt && d < c.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, c.MaxBackoff)
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

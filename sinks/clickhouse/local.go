@@ -1,0 +1,269 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// LocalConfig configures a managed clickhouse-server child process.
+type LocalConfig struct {
+	// Dir holds the server's config, data and logs; created when missing and
+	// reused across starts (the data persists). Default "clickhouse-data"
+	// under the working directory.
+	Dir string
+	// Binary is the server executable; default "clickhouse-server" on PATH,
+	// else /usr/sbin/clickhouse-server.
+	Binary string
+	// ReadyTimeout bounds the wait for /ping to answer; default 30s.
+	ReadyTimeout time.Duration
+	// StopTimeout bounds the graceful stop before SIGKILL; default 15s.
+	StopTimeout time.Duration
+}
+
+// DefaultLocalConfig is a server under ./clickhouse-data.
+func DefaultLocalConfig() LocalConfig {
+	return LocalConfig{Dir: "clickhouse-data", ReadyTimeout: 30 * time.Second, StopTimeout: 15 * time.Second}
+}
+
+// Server is a running managed clickhouse-server.
+type Server struct {
+	cmd      *exec.Cmd
+	dir      string
+	tcpPort  int
+	httpPort int
+	stopWait time.Duration
+	log      *slog.Logger
+
+	done    chan struct{} // closed when the process exited
+	waitErr error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// ErrNoServerBinary is returned by StartLocal when no clickhouse-server
+// executable is found.
+var ErrNoServerBinary = errors.New("clickhouse-server not found (install it: apt-get install clickhouse-server, or pass a DSN)")
+
+// FindServerBinary locates the clickhouse-server executable.
+func FindServerBinary() (string, error) {
+	if p, err := exec.LookPath("clickhouse-server"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"} {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", ErrNoServerBinary
+}
+
+// StartLocal starts clickhouse-server on free 127.0.0.1 ports with its
+// config, data and logs under cfg.Dir, and waits until it answers. The
+// process is stopped by Stop, and by the kernel if this process dies.
+func StartLocal(ctx context.Context, cfg LocalConfig, log *slog.Logger) (*Server, error) {
+	d := DefaultLocalConfig()
+	if cfg.Dir == "" {
+		cfg.Dir = d.Dir
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = d.ReadyTimeout
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = d.StopTimeout
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	bin := cfg.Binary
+	if bin == "" {
+		var err error
+		if bin, err = FindServerBinary(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse local: data dir %q: %w", cfg.Dir, err)
+	}
+	for _, sub := range []string{"data", "data/tmp", "data/user_files", "data/format_schemas", "log"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("clickhouse local: creating %s: %w", dir, err)
+		}
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse local: finding free ports: %w", err)
+	}
+	s := &Server{dir: dir, tcpPort: ports[0], httpPort: ports[1], stopWait: cfg.StopTimeout, log: log, done: make(chan struct{})}
+	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(s.configXML(ports[2])), 0o644); err != nil {
+		return nil, fmt.Errorf("clickhouse local: writing config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+		return nil, fmt.Errorf("clickhouse local: writing users: %w", err)
+	}
+	out, err := os.OpenFile(filepath.Join(dir, "log", "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse local: %w", err)
+	}
+	s.cmd = exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
+	s.cmd.Dir = dir
+	s.cmd.Stdout, s.cmd.Stderr = out, out
+	s.cmd.SysProcAttr = sysProcAttr()
+	if err := s.cmd.Start(); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("clickhouse local: starting %s: %w", bin, err)
+	}
+	go func() {
+		s.waitErr = s.cmd.Wait()
+		out.Close()
+		close(s.done)
+	}()
+	log.Info("clickhouse-server starting", "dir", dir, "tcp_port", s.tcpPort, "http_port", s.httpPort, "pid", s.cmd.Process.Pid)
+	if err := s.waitReady(ctx, cfg.ReadyTimeout); err != nil {
+		stopErr := s.Stop()
+		return nil, errors.Join(err, stopErr)
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/ping", s.httpPort)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+			resp.Body.Close()
+			if strings.HasPrefix(string(body), "Ok") {
+				return nil
+			}
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("clickhouse local: server exited during start (%v); see %s", s.waitErr, filepath.Join(s.dir, "log"))
+		case <-ctx.Done():
+			return fmt.Errorf("clickhouse local: server not ready after %s: %w; see %s", timeout, ctx.Err(), filepath.Join(s.dir, "log"))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// DSN is the native-protocol address of the server's default database.
+func (s *Server) DSN() string { return fmt.Sprintf("clickhouse://127.0.0.1:%d/default", s.tcpPort) }
+
+// TCPPort and HTTPPort are the ports the server listens on (127.0.0.1 only).
+func (s *Server) TCPPort() int  { return s.tcpPort }
+func (s *Server) HTTPPort() int { return s.httpPort }
+
+// Dir is the server's directory.
+func (s *Server) Dir() string { return s.dir }
+
+// Done is closed when the server process has exited (for supervision).
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Stop terminates the server (SIGTERM, then SIGKILL after the stop timeout)
+// and waits for it. Safe to call more than once.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() {
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(s.stopWait):
+			s.log.Warn("clickhouse-server did not stop in time; killing it", "pid", s.cmd.Process.Pid)
+			_ = s.cmd.Process.Kill()
+			<-s.done
+			s.stopErr = fmt.Errorf("clickhouse local: server killed after %s", s.stopWait)
+		}
+	})
+	return s.stopErr
+}
+
+func (s *Server) configXML(interPort int) string {
+	p := func(sub string) string { return filepath.Join(s.dir, sub) + "/" }
+	return `<?xml version="1.0"?>
+<!-- Written by entrowatch for its managed local server; rewritten on each start. -->
+<yandex>
+  <logger>
+    <level>warning</level>
+    <log>` + filepath.Join(s.dir, "log", "server.log") + `</log>
+    <errorlog>` + filepath.Join(s.dir, "log", "server.err.log") + `</errorlog>
+    <size>50M</size>
+    <count>2</count>
+  </logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>` + strconv.Itoa(s.tcpPort) + `</tcp_port>
+  <http_port>` + strconv.Itoa(s.httpPort) + `</http_port>
+  <interserver_http_port>` + strconv.Itoa(interPort) + `</interserver_http_port>
+  <path>` + p("data") + `</path>
+  <tmp_path>` + p("data/tmp") + `</tmp_path>
+  <user_files_path>` + p("data/user_files") + `</user_files_path>
+  <format_schema_path>` + p("data/format_schemas") + `</format_schema_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+`
+}
+
+const usersXML = `<?xml version="1.0"?>
+<!-- Written by entrowatch: user "default" without password, from 127.0.0.1 only. -->
+<yandex>
+  <profiles>
+    <default>
+      <max_memory_usage>4000000000</max_memory_usage>
+    </default>
+  </profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+`
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

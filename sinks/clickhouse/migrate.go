@@ -1,0 +1,166 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	chsql "github.com/entrowatch/entrowatch/deploy/clickhouse"
+)
+
+// Migration is one versioned SQL file.
+type Migration struct {
+	Version    uint32
+	Name       string   // file name, e.g. "001_tables.sql"
+	Checksum   string   // sha256 of the file
+	Statements []string // with {db} still in place
+}
+
+var migrationName = regexp.MustCompile(`^(\d{3,})_[a-z0-9_]+\.sql$`)
+
+// Migrations returns the embedded migrations in version order.
+func Migrations() ([]Migration, error) { return loadMigrations(chsql.Migrations) }
+
+func loadMigrations(fsys fs.FS) ([]Migration, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var out []Migration
+	seen := map[uint32]string{}
+	for _, n := range names {
+		m := migrationName.FindStringSubmatch(n)
+		if m == nil {
+			return nil, fmt.Errorf("migration file %q: name it NNN_snake_case.sql", n)
+		}
+		v, _ := strconv.ParseUint(m[1], 10, 32)
+		if prev, ok := seen[uint32(v)]; ok {
+			return nil, fmt.Errorf("migrations %q and %q share version %d", prev, n, v)
+		}
+		seen[uint32(v)] = n
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(b)
+		out = append(out, Migration{Version: uint32(v), Name: n, Checksum: hex.EncodeToString(sum[:]), Statements: SplitStatements(string(b))})
+	}
+	return out, nil
+}
+
+// SplitStatements splits SQL text at ";" ending a line and drops whole-line
+// "--" comments and empty statements.
+func SplitStatements(sql string) []string {
+	var out []string
+	var cur strings.Builder
+	flush := func() {
+		if s := strings.TrimSpace(cur.String()); s != "" {
+			out = append(out, s)
+		}
+		cur.Reset()
+	}
+	for _, line := range strings.Split(sql, "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "--") {
+			continue
+		}
+		if strings.HasSuffix(t, ";") {
+			cur.WriteString(strings.TrimSuffix(strings.TrimRight(line, " \t\r"), ";"))
+			flush()
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+	}
+	flush()
+	return out
+}
+
+// Expand replaces {db} in a statement by the database name.
+func Expand(stmt, db string) string { return strings.ReplaceAll(stmt, "{db}", db) }
+
+// MigrateResult says what Migrate did.
+type MigrateResult struct {
+	Database string
+	Applied  []string // names applied by this run
+	Version  uint32   // newest applied version after the run
+}
+
+// Migrate creates the database of cfg when missing and applies the pending
+// migrations in order, recording each in {db}.schema_migrations. Running it
+// again applies nothing. It refuses to run when an applied file has changed.
+func Migrate(ctx context.Context, cfg Config, log *slog.Logger) (MigrateResult, error) {
+	conn, db, err := openServer(ctx, cfg)
+	if err != nil {
+		return MigrateResult{}, err
+	}
+	defer conn.Close()
+	ms, err := Migrations()
+	if err != nil {
+		return MigrateResult{}, err
+	}
+	return migrate(ctx, conn, db, ms, log)
+}
+
+func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, log *slog.Logger) (MigrateResult, error) {
+	res := MigrateResult{Database: db}
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS " + db,
+		"CREATE TABLE IF NOT EXISTS " + db + ".schema_migrations (version UInt32, name String, checksum String, applied_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY version",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return res, fmt.Errorf("migrate %s: %w", db, err)
+		}
+	}
+	applied := map[uint32]string{}
+	rows, err := conn.Query(ctx, "SELECT version, any(checksum) FROM "+db+".schema_migrations GROUP BY version")
+	if err != nil {
+		return res, fmt.Errorf("migrate %s: reading applied versions: %w", db, err)
+	}
+	for rows.Next() {
+		var v uint32
+		var sum string
+		if err := rows.Scan(&v, &sum); err != nil {
+			rows.Close()
+			return res, err
+		}
+		applied[v] = sum
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return res, err
+	}
+	for _, m := range ms {
+		if sum, ok := applied[m.Version]; ok {
+			if sum != m.Checksum {
+				return res, fmt.Errorf("migrate %s: %s changed after it was applied; restore it and put the change in a new migration file", db, m.Name)
+			}
+			res.Version = max(res.Version, m.Version)
+			continue
+		}
+		for i, stmt := range m.Statements {
+			if err := conn.Exec(ctx, Expand(stmt, db)); err != nil {
+				return res, fmt.Errorf("migrate %s: %s statement %d: %w", db, m.Name, i+1, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (version, name, checksum) SELECT ?, ?, ?", m.Version, m.Name, m.Checksum); err != nil {
+			return res, fmt.Errorf("migrate %s: recording %s: %w", db, m.Name, err)
+		}
+		if log != nil {
+			log.Info("migration applied", "database", db, "migration", m.Name)
+		}
+		res.Applied = append(res.Applied, m.Name)
+		res.Version = max(res.Version, m.Version)
+	}
+	return res, nil
+}

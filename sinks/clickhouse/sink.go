@@ -1,0 +1,271 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// Sink writes scored.v1 batches into the scored table, one INSERT per batch,
+// column by column. It implements streams.Sink and is safe for concurrent use.
+type Sink struct {
+	cfg    Config
+	conn   driver.Conn
+	log    *slog.Logger
+	table  string
+	cols   []schemas.CHColumn
+	insert string
+
+	rows    atomic.Int64
+	retries atomic.Int64
+}
+
+// ErrSchema is returned by Write for a batch that is not scored.v1.
+var ErrSchema = errors.New("batch is not scored.v1")
+
+// NewSink connects to ClickHouse and checks that the scored table exists.
+func NewSink(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cols, err := schemas.ClickHouseColumns(schemas.Scored)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	o, _ := cfg.options()
+	s := &Sink{cfg: cfg, conn: conn, log: log, cols: cols, table: o.Auth.Database + ".scored"}
+	s.insert = "INSERT INTO " + s.table + " (" + schemas.ClickHouseColumnList(cols) + ")"
+	if err := conn.Exec(ctx, "SELECT 1 FROM "+s.table+" LIMIT 0"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse sink: table %s: %w; run `entrowatch migrate --clickhouse DSN` first", s.table, err)
+	}
+	return s, nil
+}
+
+// Rows is the number of rows written so far; Retries the insert retries.
+func (s *Sink) Rows() int64    { return s.rows.Load() }
+func (s *Sink) Retries() int64 { return s.retries.Load() }
+
+// Write inserts rec. nil means the rows are stored. Transient failures are
+// retried with exponential backoff; a retried insert that had partly landed
+// leaves duplicates that the views collapse by trace_id.
+func (s *Sink) Write(ctx context.Context, rec arrow.RecordBatch) error {
+	if rec.NumRows() == 0 {
+		return nil
+	}
+	data, err := columns(rec, s.cols)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		err = s.send(ctx, data)
+		if err == nil {
+			s.rows.Add(rec.NumRows())
+			return nil
+		}
+		if ctx.Err() != nil || permanent(err) || attempt >= s.cfg.Retries {
+			return fmt.Errorf("clickhouse sink: inserting %d rows into %s (attempt %d): %w", rec.NumRows(), s.table, attempt+1, err)
+		}
+		s.retries.Add(1)
+		wait := s.cfg.backoff(attempt + 1)
+		s.log.Warn("clickhouse insert failed; retrying", "table", s.table, "rows", rec.NumRows(), "attempt", attempt+1, "wait", wait, "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return fmt.Errorf("clickhouse sink: inserting into %s: %w", s.table, err)
+		}
+	}
+}
+
+func (s *Sink) send(ctx context.Context, data []any) error {
+	b, err := s.conn.PrepareBatch(ctx, s.insert)
+	if err != nil {
+		return err
+	}
+	for i, d := range data {
+		if err := b.Column(i).Append(d); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("column %s: %w", s.cols[i].Name, err)
+		}
+	}
+	return b.Send()
+}
+
+// permanent reports errors a retry cannot fix: the server rejected the
+// statement itself (missing table or column, type mismatch).
+func permanent(err error) bool {
+	var ex *proto.Exception
+	if errors.As(err, &ex) {
+		switch ex.Code {
+		case 16, 47, 53, 60, 81: // NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER, TYPE_MISMATCH, UNKNOWN_TABLE, UNKNOWN_DATABASE
+			return true
+		}
+	}
+	return false
+}
+
+// Close closes the connection.
+func (s *Sink) Close(ctx context.Context) error {
+	if err := s.conn.Close(); err != nil {
+		return fmt.Errorf("clickhouse sink: close: %w", err)
+	}
+	return nil
+}
+
+// columns converts rec into one Go slice per ClickHouse column, in cols order.
+// Columns are found by name, so extra or reordered fields are fine; a missing
+// field or a different type is an ErrSchema error.
+func columns(rec arrow.RecordBatch, cols []schemas.CHColumn) ([]any, error) {
+	sc := rec.Schema()
+	n := int(rec.NumRows())
+	out := make([]any, 0, len(cols))
+	for i := 0; i < len(cols); i++ {
+		c := cols[i]
+		want := schemas.Scored.Field(schemas.MustIndex(schemas.Scored, c.Field))
+		idx, err := schemas.Index(sc, c.Field)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSchema, err)
+		}
+		if !arrow.TypeEqual(sc.Field(idx).Type, want.Type) {
+			return nil, fmt.Errorf("%w: column %q is %s, want %s", ErrSchema, c.Field, sc.Field(idx).Type, want.Type)
+		}
+		arr := rec.Column(idx)
+		switch a := arr.(type) {
+		case *array.Timestamp:
+			secs, ms := timestamps(a, n)
+			out = append(out, secs, ms)
+			i++ // the _ms column
+		case *array.Map:
+			keys, vals := stringMap(a, n)
+			out = append(out, keys, vals)
+			i++ // the _values column
+		case *array.String:
+			vals := make([]string, n)
+			for j := range n {
+				if a.IsValid(j) {
+					vals[j] = a.Value(j)
+				}
+			}
+			out = append(out, nullable(vals, a, want.Nullable))
+		case *array.Float64:
+			out = append(out, nullable(copyValues(a.Float64Values(), a), a, want.Nullable))
+		case *array.Float32:
+			out = append(out, nullable(copyValues(a.Float32Values(), a), a, want.Nullable))
+		case *array.Int32:
+			out = append(out, nullable(copyValues(a.Int32Values(), a), a, want.Nullable))
+		case *array.Boolean:
+			vals := make([]uint8, n)
+			for j := range n {
+				if a.IsValid(j) && a.Value(j) {
+					vals[j] = 1
+				}
+			}
+			out = append(out, nullable(vals, a, want.Nullable))
+		default:
+			return nil, fmt.Errorf("%w: column %q has unsupported type %s", ErrSchema, c.Field, arr.DataType())
+		}
+	}
+	return out, nil
+}
+
+// copyValues copies v, zeroing null slots (whose bytes are unspecified).
+func copyValues[T any](v []T, a arrow.Array) []T {
+	out := make([]T, len(v))
+	copy(out, v)
+	if a.NullN() > 0 {
+		var zero T
+		for j := range out {
+			if a.IsNull(j) {
+				out[j] = zero
+			}
+		}
+	}
+	return out
+}
+
+// nullable returns vals, or for a nullable column pointers into vals with
+// nil where a is null.
+func nullable[T any](vals []T, a arrow.Array, isNullable bool) any {
+	if !isNullable {
+		return vals
+	}
+	ptrs := make([]*T, len(vals))
+	for j := range vals {
+		if a.IsValid(j) {
+			ptrs[j] = &vals[j]
+		}
+	}
+	return ptrs
+}
+
+func timestamps(a *array.Timestamp, n int) ([]int64, []uint16) {
+	unit := a.DataType().(*arrow.TimestampType).Unit
+	secs := make([]int64, n)
+	ms := make([]uint16, n)
+	for j := range n {
+		if a.IsNull(j) {
+			continue
+		}
+		v := int64(a.Value(j))
+		var m int64
+		switch unit {
+		case arrow.Second:
+			m = v * 1000
+		case arrow.Millisecond:
+			m = v
+		case arrow.Microsecond:
+			m = v / 1000
+		case arrow.Nanosecond:
+			m = v / 1_000_000
+		}
+		s := m / 1000
+		r := m % 1000
+		if r < 0 {
+			s, r = s-1, r+1000
+		}
+		if s < 0 { // DateTime cannot hold times before 1970
+			s, r = 0, 0
+		}
+		secs[j], ms[j] = s, uint16(r)
+	}
+	return secs, ms
+}
+
+func stringMap(a *array.Map, n int) ([][]string, [][]string) {
+	keys := make([][]string, n)
+	vals := make([][]string, n)
+	ks, _ := a.Keys().(*array.String)
+	vs, _ := a.Items().(*array.String)
+	offs := a.Offsets()
+	for j := range n {
+		if a.IsNull(j) || ks == nil || vs == nil {
+			keys[j], vals[j] = []string{}, []string{}
+			continue
+		}
+		lo, hi := int(offs[j]), int(offs[j+1])
+		k := make([]string, 0, hi-lo)
+		v := make([]string, 0, hi-lo)
+		for e := lo; e < hi; e++ {
+			k = append(k, ks.Value(e))
+			if vs.IsValid(e) {
+				v = append(v, vs.Value(e))
+			} else {
+				v = append(v, "")
+			}
+		}
+		keys[j], vals[j] = k, v
+	}
+	return keys, vals
+}
