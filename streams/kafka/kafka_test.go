@@ -1,0 +1,168 @@
+package kafka
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// roundTrip produces one message through a fresh producer and reads it back
+// through a consumer group, committing it.
+func roundTrip(t *testing.T, conn Config, topic string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := EnsureTopics(ctx, conn, 1, topic); err != nil {
+		return err
+	}
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic, pcfg.MaxAttempts = topic, 2
+	p, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	defer p.Close()
+	if err := p.Produce(ctx, Message{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		return err
+	}
+	scfg := DefaultSourceConfig()
+	scfg.Topic, scfg.Group = topic, "g-"+topic
+	scfg.MaxWait, scfg.HeartbeatInterval, scfg.SessionTimeout = 50*time.Millisecond, 100*time.Millisecond, time.Second
+	scfg.JoinGroupBackoff, scfg.ReadBackoffMin, scfg.ReadBackoffMax = 100*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond
+	s, err := NewSource(conn, scfg, quiet)
+	require.NoError(t, err)
+	defer s.Close()
+	m, err := s.Fetch(ctx)
+	if err != nil {
+		return err
+	}
+	require.Equal(t, "v", string(m.Value))
+	return s.Commit(ctx, m)
+}
+
+func TestSASL(t *testing.T) {
+	for _, tc := range []struct{ mech, kfakeMech string }{
+		{"plain", "PLAIN"},
+		{"scram-sha-256", "SCRAM-SHA-256"},
+		{"scram-sha-512", "SCRAM-SHA-512"},
+	} {
+		t.Run(tc.mech, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser(tc.kfakeMech, "alice", "wonderland"),
+				kfake.GroupMinSessionTimeout(100*time.Millisecond))
+			require.NoError(t, err)
+			defer c.Close()
+			conn := DefaultConfig()
+			conn.Brokers = c.ListenAddrs()
+			conn.SASL.Mechanism, conn.SASL.Username, conn.SASL.Password = tc.mech, "alice", "wonderland"
+			require.NoError(t, roundTrip(t, conn, "sasl-ok"))
+
+			conn.SASL.Password = "wrong"
+			conn.DialTimeout = 2 * time.Second
+			err = roundTrip(t, conn, "sasl-bad")
+			require.Error(t, err, "a wrong password must not get through")
+			require.NotContains(t, err.Error(), "wrong", "the password never appears in errors")
+		})
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	serverTLS, caFile := selfSigned(t, dir)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(serverTLS), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	conn.TLS.Enabled, conn.TLS.CAFile = true, caFile
+	require.NoError(t, roundTrip(t, conn, "tls-ok"))
+
+	conn.TLS.CAFile = ""
+	conn.DialTimeout = 2 * time.Second
+	require.Error(t, roundTrip(t, conn, "tls-untrusted"), "an unknown CA must be refused")
+}
+
+// selfSigned writes a CA-signed-by-itself certificate for 127.0.0.1.
+func selfSigned(t *testing.T, dir string) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "entrowatch-test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, caFile
+}
+
+func TestSecretRedacted(t *testing.T) {
+	conn := DefaultConfig()
+	conn.SASL.Password = "hunter2"
+	for _, s := range []string{fmt.Sprint(conn), fmt.Sprintf("%+v", conn), fmt.Sprintf("%#v", conn)} {
+		require.NotContains(t, s, "hunter2")
+	}
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "password", conn.SASL.Password)
+	require.NotContains(t, b.String(), "hunter2")
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := DefaultConfig()
+	ok.Brokers = []string{"127.0.0.1:9092"}
+	require.NoError(t, ok.Validate())
+	require.NoError(t, DefaultSourceConfig().Validate())
+	require.NoError(t, DefaultProducerConfig().Validate())
+	for name, tc := range map[string]struct {
+		mut  func(*Config)
+		want string
+	}{
+		"no brokers":   {func(c *Config) { c.Brokers = nil }, "kafka.brokers is empty"},
+		"bad broker":   {func(c *Config) { c.Brokers = []string{"localhost"} }, "host:port"},
+		"sasl no user": {func(c *Config) { c.SASL.Mechanism = "plain" }, "username"},
+		"sasl no pass": {func(c *Config) { c.SASL.Mechanism, c.SASL.Username = "plain", "u" }, "ENTROWATCH_KAFKA_PASSWORD"},
+		"sasl unknown": {func(c *Config) { c.SASL.Mechanism = "gssapi" }, "gssapi"},
+		"cert alone":   {func(c *Config) { c.TLS.CertFile = "x.pem" }, "cert_file and key_file"},
+		"zero dial":    {func(c *Config) { c.DialTimeout = 0 }, "dial_timeout"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := ok
+			tc.mut(&c)
+			require.ErrorContains(t, c.Validate(), tc.want)
+		})
+	}
+	p := DefaultProducerConfig()
+	p.BatchBytes = int64(p.MaxMessageBytes)
+	require.ErrorContains(t, p.Validate(), "batch_bytes")
+	s := DefaultSourceConfig()
+	s.StartOffset = "middle"
+	require.ErrorContains(t, s.Validate(), "start_offset")
+}
