@@ -1,0 +1,269 @@
+package estimate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+)
+
+// Format names the artifact's JSON layout; readers reject other formats.
+const Format = "entrowatch.estimator.v1"
+
+// FallbackKey is the Set key of the model pooled over every LLM, used for rows
+// whose LLM model has no artifact of its own.
+const FallbackKey = "*"
+
+// Set is the estimator file: one Model per LLM model, plus optionally a pooled
+// fallback, versioned by a content hash over everything else.
+type Set struct {
+	Format   string            `json:"format"`
+	Version  string            `json:"version"`  // content hash of the set (models included)
+	Fallback string            `json:"fallback"` // key used for unknown models; "" = none
+	Models   map[string]*Model `json:"models"`   // by LLM model name (FallbackKey for the pooled one)
+}
+
+// Model is one trained estimator of P(correct) for one LLM model.
+type Model struct {
+	Model       string    `json:"model"`    // LLM model name, FallbackKey when pooled
+	Version     string    `json:"version"`  // content hash of this model
+	Features    []string  `json:"features"` // names and order of the inputs (scored.v1 columns)
+	Mean        []float64 `json:"mean"`     // standardisation: z = (x - mean) / scale
+	Scale       []float64 `json:"scale"`
+	Family      string    `json:"family"` // logreg | forest | mlp
+	Logreg      *Logreg   `json:"logreg,omitempty"`
+	Forest      *Forest   `json:"forest,omitempty"`
+	MLP         *MLP      `json:"mlp,omitempty"`
+	Calibration string    `json:"calibration"` // platt | isotonic | none
+	Platt       *Platt    `json:"platt,omitempty"`
+	Isotonic    *Isotonic `json:"isotonic,omitempty"`
+	// Candidates are the features offered to training before screening.
+	Candidates   []string `json:"candidates,omitempty"`
+	Balance      bool     `json:"balance"`
+	Hyper        string   `json:"hyper"` // chosen hyper-parameter, e.g. "C=1"
+	TrainDomains []string `json:"train_domains"`
+	Rows         int      `json:"rows"`
+	Positives    int      `json:"positives"`
+	Metrics      Metrics  `json:"metrics"`
+}
+
+// Metrics are measured on out-of-fold predictions of the training data.
+type Metrics struct {
+	AUROC   float64        `json:"auroc"`
+	Brier   float64        `json:"brier"`
+	ECE     float64        `json:"ece"`
+	Domains []DomainMetric `json:"domains"`
+}
+
+// DomainMetric compares estimated with true accuracy on one training domain.
+type DomainMetric struct {
+	Domain    string  `json:"domain"`
+	Rows      int     `json:"rows"`
+	Estimated float64 `json:"estimated"`
+	True      float64 `json:"true"`
+}
+
+// Score returns the family's uncalibrated log-odds for standardised z.
+func (m *Model) score(z []float64) float64 {
+	switch {
+	case m.Logreg != nil:
+		return m.Logreg.Score(z)
+	case m.Forest != nil:
+		return m.Forest.Score(z)
+	case m.MLP != nil:
+		return m.MLP.Score(z)
+	}
+	return 0
+}
+
+// Predict returns P(correct) for raw features x (in Features order), using z
+// (len >= len(Features)) as scratch space. It allocates nothing.
+func (m *Model) Predict(x, z []float64) float64 {
+	for j, v := range x[:len(m.Features)] {
+		z[j] = (v - m.Mean[j]) / m.Scale[j]
+	}
+	return m.calibrate(m.score(z[:len(m.Features)]))
+}
+
+func (m *Model) calibrate(s float64) float64 {
+	switch {
+	case m.Platt != nil:
+		return m.Platt.Predict(s)
+	case m.Isotonic != nil:
+		return m.Isotonic.Predict(s)
+	}
+	return sigmoid(s)
+}
+
+// Validate checks that the model is complete and consistent.
+func (m *Model) Validate() error {
+	d := len(m.Features)
+	if d == 0 {
+		return fmt.Errorf("model %q: no features", m.Model)
+	}
+	if len(m.Mean) != d || len(m.Scale) != d {
+		return fmt.Errorf("model %q: %d features but %d means and %d scales", m.Model, d, len(m.Mean), len(m.Scale))
+	}
+	for j, s := range m.Scale {
+		if !(s > 0) || math.IsInf(s, 0) || math.IsNaN(m.Mean[j]) {
+			return fmt.Errorf("model %q: feature %s has scale %g, want a positive number", m.Model, m.Features[j], s)
+		}
+	}
+	switch m.Family {
+	case FamilyLogreg:
+		if m.Logreg == nil || len(m.Logreg.W) != d {
+			return fmt.Errorf("model %q: logreg parameters missing or not %d weights", m.Model, d)
+		}
+	case FamilyForest:
+		if m.Forest == nil {
+			return fmt.Errorf("model %q: forest parameters missing", m.Model)
+		}
+		for t, tr := range m.Forest.Trees {
+			n := len(tr.Feature)
+			if n == 0 || len(tr.Thresh) != n || len(tr.Left) != n || len(tr.Right) != n || len(tr.Value) != n {
+				return fmt.Errorf("model %q: tree %d has inconsistent arrays", m.Model, t)
+			}
+			for i, f := range tr.Feature {
+				if f >= d || (f >= 0 && (tr.Left[i] <= i || tr.Left[i] >= n || tr.Right[i] <= i || tr.Right[i] >= n)) {
+					return fmt.Errorf("model %q: tree %d node %d points outside the tree", m.Model, t, i)
+				}
+			}
+		}
+	case FamilyMLP:
+		if m.MLP == nil || m.MLP.Hidden <= 0 || len(m.MLP.W1) != m.MLP.Hidden*d || len(m.MLP.B1) != m.MLP.Hidden || len(m.MLP.W2) != m.MLP.Hidden {
+			return fmt.Errorf("model %q: mlp parameters missing or of the wrong shape", m.Model)
+		}
+	default:
+		return fmt.Errorf("model %q: unknown family %q (want logreg, forest or mlp)", m.Model, m.Family)
+	}
+	switch m.Calibration {
+	case CalPlatt:
+		if m.Platt == nil {
+			return fmt.Errorf("model %q: platt calibration missing", m.Model)
+		}
+	case CalIsotonic:
+		if m.Isotonic == nil || len(m.Isotonic.X) != len(m.Isotonic.Y) || len(m.Isotonic.X) == 0 || !slices.IsSorted(m.Isotonic.X) {
+			return fmt.Errorf("model %q: isotonic calibration missing or unsorted", m.Model)
+		}
+	case CalNone:
+	default:
+		return fmt.Errorf("model %q: unknown calibration %q (want platt, isotonic or none)", m.Model, m.Calibration)
+	}
+	return nil
+}
+
+// hash returns the content hash of v with its version field cleared by clear.
+func hash(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // plain structs of numbers and strings always marshal
+	}
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:8])
+}
+
+// Seal computes the model's and the set's content hashes.
+func (s *Set) Seal() {
+	s.Format = Format
+	for _, m := range s.Models {
+		m.Version = ""
+		m.Version = hash(m)
+	}
+	s.Version = ""
+	s.Version = hash(s)
+}
+
+// Validate checks the set and every model in it, including the hashes.
+func (s *Set) Validate() error {
+	if s.Format != Format {
+		return fmt.Errorf("format %q, want %q (an estimator written by entrowatch train)", s.Format, Format)
+	}
+	if len(s.Models) == 0 {
+		return fmt.Errorf("no models in the estimator set")
+	}
+	if s.Fallback != "" && s.Models[s.Fallback] == nil {
+		return fmt.Errorf("fallback %q names no model in the set", s.Fallback)
+	}
+	for k, m := range s.Models {
+		if k != m.Model {
+			return fmt.Errorf("model stored under %q is named %q", k, m.Model)
+		}
+		if err := m.Validate(); err != nil {
+			return err
+		}
+		v := m.Version
+		m.Version = ""
+		h := hash(m)
+		m.Version = v
+		if h != v {
+			return fmt.Errorf("model %q: version %s does not match its content (%s): the file was edited; retrain or restore it", k, v, h)
+		}
+	}
+	v := s.Version
+	s.Version = ""
+	h := hash(s)
+	s.Version = v
+	if h != v {
+		return fmt.Errorf("set version %s does not match its content (%s): the file was edited; retrain or restore it", v, h)
+	}
+	return nil
+}
+
+// For returns the model for an LLM model name, the fallback when it has none,
+// or nil.
+func (s *Set) For(model string) *Model {
+	if m := s.Models[model]; m != nil {
+		return m
+	}
+	if s.Fallback != "" {
+		return s.Models[s.Fallback]
+	}
+	return nil
+}
+
+// Marshal returns the sealed set as indented JSON.
+func (s *Set) Marshal() ([]byte, error) {
+	s.Seal()
+	b, err := json.MarshalIndent(s, "", " ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// Save writes the sealed set to path.
+func (s *Set) Save(path string) error {
+	b, err := s.Marshal()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// Parse decodes and validates an estimator set.
+func Parse(b []byte) (*Set, error) {
+	var s Set
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("not an estimator JSON file: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Load reads and validates an estimator set from path.
+func Load(path string) (*Set, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading estimator: %w", err)
+	}
+	s, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("estimator %s: %w", path, err)
+	}
+	return s, nil
+}

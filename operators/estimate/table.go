@@ -1,0 +1,391 @@
+package estimate
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// Table is a labelled feature table held in memory: one row per response.
+type Table struct {
+	Features []string  // feature names, the column order of X
+	X        []float64 // row-major, len = N*len(Features)
+	Y        []float64 // 1 correct, 0 incorrect
+	Model    []string  // LLM model per row
+	Domain   []string  // domain per row
+	// Skipped counts rows left out while reading, by reason (missing label,
+	// non-finite feature, status not ok).
+	Skipped map[string]int
+}
+
+// N is the number of rows.
+func (t *Table) N() int { return len(t.Y) }
+
+// D is the number of features.
+func (t *Table) D() int { return len(t.Features) }
+
+// Row returns row i's features (a view into X).
+func (t *Table) Row(i int) []float64 { d := t.D(); return t.X[i*d : (i+1)*d : (i+1)*d] }
+
+// Subset returns the rows idx as a new table (copies).
+func (t *Table) Subset(idx []int) *Table {
+	d := t.D()
+	s := &Table{Features: t.Features, X: make([]float64, 0, len(idx)*d), Y: make([]float64, len(idx)),
+		Model: make([]string, len(idx)), Domain: make([]string, len(idx))}
+	for j, i := range idx {
+		s.X = append(s.X, t.Row(i)...)
+		s.Y[j], s.Model[j], s.Domain[j] = t.Y[i], t.Model[i], t.Domain[i]
+	}
+	return s
+}
+
+// Select returns the table restricted to the named features (copies).
+func (t *Table) Select(features []string) (*Table, error) {
+	pos := make([]int, len(features))
+	for j, f := range features {
+		pos[j] = -1
+		for k, g := range t.Features {
+			if g == f {
+				pos[j] = k
+			}
+		}
+		if pos[j] < 0 {
+			return nil, fmt.Errorf("feature %q is not in the table (have %s)", f, strings.Join(t.Features, ","))
+		}
+	}
+	s := &Table{Features: features, X: make([]float64, 0, t.N()*len(features)), Y: t.Y, Model: t.Model, Domain: t.Domain}
+	for i := range t.N() {
+		r := t.Row(i)
+		for _, p := range pos {
+			s.X = append(s.X, r[p])
+		}
+	}
+	return s, nil
+}
+
+// Where returns the indices of the rows for which keep is true.
+func (t *Table) Where(keep func(i int) bool) []int {
+	var idx []int
+	for i := range t.N() {
+		if keep(i) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// Models lists the distinct model values, sorted.
+func (t *Table) Models() []string { return distinct(t.Model) }
+
+// Domains lists the distinct domain values, sorted.
+func (t *Table) Domains() []string { return distinct(t.Domain) }
+
+func distinct(v []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range v {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NoDomain is the domain of rows that carry none.
+const NoDomain = "(none)"
+
+// ReadTable reads a labelled table: a CSV (gzip allowed) with columns model,
+// domain, correct and the feature columns, or an Arrow IPC file/stream of
+// scored.v1 rows. features nil means the 11 profile features. Rows without a
+// label, with a non-finite feature or (Arrow) a status other than "ok" are
+// skipped and counted in Table.Skipped.
+func ReadTable(path string, features []string) (*Table, error) {
+	if len(features) == 0 {
+		features = schemas.ProfileFeatures
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	head, _ := br.Peek(6)
+	var t *Table
+	switch {
+	case bytes.HasPrefix(head, []byte("ARROW1")):
+		data, err := io.ReadAll(br)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		t, err = readArrowFile(bytes.NewReader(data), features)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	case len(head) >= 4 && head[0] == 0xff && head[1] == 0xff && head[2] == 0xff && head[3] == 0xff:
+		t, err = readArrowStream(br, features)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	default:
+		var r io.Reader = br
+		if len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+			gz, err := gzip.NewReader(br)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			defer gz.Close()
+			r = gz
+		}
+		t, err = ReadCSV(r, features)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if t.N() == 0 {
+		return nil, fmt.Errorf("%s: no usable labelled rows (skipped: %v)", path, t.Skipped)
+	}
+	return t, nil
+}
+
+// ReadCSV reads a labelled CSV with a header naming model, domain, correct and
+// the features.
+func ReadCSV(r io.Reader, features []string) (*Table, error) {
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err != nil {
+		return nil, fmt.Errorf("reading the CSV header: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.TrimSpace(h)] = i
+	}
+	need := func(name string) (int, error) {
+		i, ok := col[name]
+		if !ok {
+			return 0, fmt.Errorf("column %q missing from the CSV header (have %s); a labelled table needs model, domain, correct and the feature columns", name, strings.Join(header, ","))
+		}
+		return i, nil
+	}
+	mi, err := need(schemas.ColModel)
+	if err != nil {
+		return nil, err
+	}
+	di, err := need(schemas.ColDomain)
+	if err != nil {
+		return nil, err
+	}
+	ci, err := need(schemas.ColCorrect)
+	if err != nil {
+		return nil, err
+	}
+	fi := make([]int, len(features))
+	for j, f := range features {
+		if fi[j], err = need(f); err != nil {
+			return nil, fmt.Errorf("%w (choose features with --features)", err)
+		}
+	}
+	t := &Table{Features: features, Skipped: map[string]int{}}
+	intern := map[string]string{}
+	in := func(s string) string {
+		if v, ok := intern[s]; ok {
+			return v
+		}
+		s = strings.Clone(s)
+		intern[s] = s
+		return s
+	}
+	row := make([]float64, len(features))
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		y, ok, err := parseLabel(rec[ci])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: column correct: %w", line, err)
+		}
+		if !ok {
+			t.Skipped["no label"]++
+			continue
+		}
+		bad := false
+		for j, k := range fi {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rec[k]), 64)
+			if err != nil && rec[k] != "" {
+				return nil, fmt.Errorf("line %d: feature %s: %q is not a number", line, features[j], rec[k])
+			}
+			if rec[k] == "" || math.IsNaN(v) || math.IsInf(v, 0) {
+				bad = true
+			}
+			row[j] = v
+		}
+		if bad {
+			t.Skipped["non-finite feature"]++
+			continue
+		}
+		d := rec[di]
+		if d == "" {
+			d = NoDomain
+		}
+		t.X = append(t.X, row...)
+		t.Y = append(t.Y, y)
+		t.Model = append(t.Model, in(rec[mi]))
+		t.Domain = append(t.Domain, in(d))
+	}
+	return t, nil
+}
+
+func parseLabel(s string) (float64, bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		return 0, false, nil
+	case "1", "true", "t", "1.0", "yes":
+		return 1, true, nil
+	case "0", "false", "f", "0.0", "no":
+		return 0, true, nil
+	}
+	return 0, false, fmt.Errorf("%q is not a label (want 1/0 or true/false, empty for unlabelled)", s)
+}
+
+func readArrowFile(r *bytes.Reader, features []string) (*Table, error) {
+	fr, err := ipc.NewFileReader(r, ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return nil, fmt.Errorf("opening the Arrow file: %w", err)
+	}
+	defer fr.Close()
+	t := &Table{Features: features, Skipped: map[string]int{}}
+	for i := range fr.NumRecords() {
+		rec, err := fr.RecordBatch(i)
+		if err != nil {
+			return nil, fmt.Errorf("batch %d: %w", i, err)
+		}
+		if err := appendBatch(t, rec); err != nil {
+			return nil, fmt.Errorf("batch %d: %w", i, err)
+		}
+	}
+	return t, nil
+}
+
+func readArrowStream(r io.Reader, features []string) (*Table, error) {
+	rr, err := ipc.NewReader(r, ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return nil, fmt.Errorf("opening the Arrow stream: %w", err)
+	}
+	defer rr.Release()
+	t := &Table{Features: features, Skipped: map[string]int{}}
+	for i := 0; rr.Next(); i++ {
+		if err := appendBatch(t, rr.RecordBatch()); err != nil {
+			return nil, fmt.Errorf("batch %d: %w", i, err)
+		}
+	}
+	if err := rr.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return t, nil
+}
+
+// appendBatch adds the labelled "ok" rows of a scored.v1 batch.
+func appendBatch(t *Table, rec arrow.RecordBatch) error {
+	s := rec.Schema()
+	str := func(name string) (*array.String, error) {
+		i, err := schemas.Index(s, name)
+		if err != nil {
+			return nil, err
+		}
+		a, ok := rec.Column(i).(*array.String)
+		if !ok {
+			return nil, fmt.Errorf("column %q is %s, want utf8", name, rec.Column(i).DataType())
+		}
+		return a, nil
+	}
+	model, err := str(schemas.ColModel)
+	if err != nil {
+		return err
+	}
+	domain, err := str(schemas.ColDomain)
+	if err != nil {
+		return err
+	}
+	var status *array.String
+	if len(s.FieldIndices(schemas.ColStatus)) > 0 {
+		if status, err = str(schemas.ColStatus); err != nil {
+			return err
+		}
+	}
+	ci, err := schemas.Index(s, schemas.ColCorrect)
+	if err != nil {
+		return err
+	}
+	correct, ok := rec.Column(ci).(*array.Boolean)
+	if !ok {
+		return fmt.Errorf("column correct is %s, want bool", rec.Column(ci).DataType())
+	}
+	cols := make([]*array.Float64, len(t.Features))
+	for j, f := range t.Features {
+		i, err := schemas.Index(s, f)
+		if err != nil {
+			return fmt.Errorf("feature %q: %w", f, err)
+		}
+		if cols[j], ok = rec.Column(i).(*array.Float64); !ok {
+			return fmt.Errorf("feature %q is %s, want float64", f, rec.Column(i).DataType())
+		}
+	}
+	for r := range int(rec.NumRows()) {
+		if status != nil && status.Value(r) != schemas.StatusOK {
+			t.Skipped["status "+status.Value(r)]++
+			continue
+		}
+		if correct.IsNull(r) {
+			t.Skipped["no label"]++
+			continue
+		}
+		bad := false
+		n := len(t.X)
+		for _, c := range cols {
+			v := c.Value(r)
+			if c.IsNull(r) || math.IsNaN(v) || math.IsInf(v, 0) {
+				bad = true
+			}
+			t.X = append(t.X, v)
+		}
+		if bad {
+			t.X = t.X[:n]
+			t.Skipped["non-finite feature"]++
+			continue
+		}
+		y := 0.0
+		if correct.Value(r) {
+			y = 1
+		}
+		d := NoDomain
+		if domain.IsValid(r) && domain.Value(r) != "" {
+			d = strings.Clone(domain.Value(r))
+		}
+		t.Y = append(t.Y, y)
+		t.Model = append(t.Model, strings.Clone(model.Value(r)))
+		t.Domain = append(t.Domain, d)
+	}
+	return nil
+}
