@@ -1,0 +1,229 @@
+package clustertag
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Doc is one prompt read for fitting or reporting.
+type Doc struct {
+	Prompt    string
+	Domain    string // "" when the input has none
+	Embedding []float32
+}
+
+// Docs is what ReadFile found.
+type Docs struct {
+	Docs       []Doc
+	HasDomain  bool // the input has a domain field or column
+	Embeddings bool // every doc carries an embedding
+	Skipped    int  // JSONL lines or CSV rows without a prompt (and without an embedding)
+}
+
+// Input formats.
+const (
+	FormatJSONL = "jsonl"
+	FormatCSV   = "csv"
+	FormatText  = "text"
+)
+
+// FormatOf guesses the input format from the file name (after a .gz suffix):
+// .jsonl/.json/.ndjson are JSON Lines, .csv is CSV, anything else text lines.
+func FormatOf(path string) string {
+	p := strings.TrimSuffix(strings.ToLower(path), ".gz")
+	switch {
+	case strings.HasSuffix(p, ".jsonl"), strings.HasSuffix(p, ".json"), strings.HasSuffix(p, ".ndjson"):
+		return FormatJSONL
+	case strings.HasSuffix(p, ".csv"):
+		return FormatCSV
+	}
+	return FormatText
+}
+
+// ReadFile reads prompts from path (gzip when it ends in .gz) in the format
+// FormatOf names.
+func ReadFile(path string) (*Docs, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var r io.Reader = bufio.NewReaderSize(f, 1<<20)
+	if strings.HasSuffix(strings.ToLower(path), ".gz") {
+		gz, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not gzip: %w", path, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	d, err := Read(r, FormatOf(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
+}
+
+// Read reads prompts in the given format.
+func Read(r io.Reader, format string) (*Docs, error) {
+	switch format {
+	case FormatJSONL:
+		return readJSONL(r)
+	case FormatCSV:
+		return readCSV(r)
+	case FormatText:
+		return readText(r)
+	}
+	return nil, fmt.Errorf("unknown input format %q (want jsonl, csv or text)", format)
+}
+
+// jsonDoc holds the only fields of an OpenAI response line we read.
+type jsonDoc struct {
+	Prompt    *string   `json:"prompt"`
+	Domain    *string   `json:"domain"`
+	Embedding []float32 `json:"embedding"`
+}
+
+func readJSONL(r io.Reader) (*Docs, error) {
+	out := &Docs{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	line := 0
+	withEmb := 0
+	for sc.Scan() {
+		line++
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var j jsonDoc
+		if err := json.Unmarshal(b, &j); err != nil {
+			return nil, fmt.Errorf("line %d: not a JSON object: %v", line, err)
+		}
+		if (j.Prompt == nil || *j.Prompt == "") && len(j.Embedding) == 0 {
+			out.Skipped++
+			continue
+		}
+		d := Doc{Embedding: j.Embedding}
+		if j.Prompt != nil {
+			d.Prompt = *j.Prompt
+		}
+		if j.Domain != nil {
+			d.Domain = *j.Domain
+			out.HasDomain = true
+		}
+		if len(d.Embedding) > 0 {
+			withEmb++
+		}
+		out.Docs = append(out.Docs, d)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("line %d: %w", line+1, err)
+	}
+	if len(out.Docs) == 0 {
+		return nil, fmt.Errorf("no line has a \"prompt\" (or \"embedding\") field (%d lines): cluster fit needs the prompts; add a top-level \"prompt\" string to each line", line)
+	}
+	out.Embeddings = withEmb == len(out.Docs)
+	return out, nil
+}
+
+func readCSV(r io.Reader) (*Docs, error) {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	cr.ReuseRecord = true
+	head, err := cr.Read()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty CSV: want a header with a prompt column")
+		}
+		return nil, fmt.Errorf("CSV header: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range head {
+		col[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))] = i
+	}
+	pi, okP := col["prompt"]
+	ei, okE := col["embedding"]
+	if !okP && !okE {
+		return nil, fmt.Errorf("no prompt column in the CSV header (have %s): name the column with the prompt text \"prompt\"", strings.Join(head, ","))
+	}
+	di, okD := col["domain"]
+	out := &Docs{HasDomain: okD}
+	withEmb := 0
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("CSV: %w", err)
+		}
+		var d Doc
+		if okP && pi < len(rec) {
+			d.Prompt = rec[pi]
+		}
+		if okD && di < len(rec) {
+			d.Domain = rec[di]
+		}
+		if okE && ei < len(rec) && strings.TrimSpace(rec[ei]) != "" {
+			v, err := parseVector(rec[ei])
+			if err != nil {
+				return nil, fmt.Errorf("CSV row %d: embedding: %w", line, err)
+			}
+			d.Embedding = v
+			withEmb++
+		}
+		if d.Prompt == "" && len(d.Embedding) == 0 {
+			out.Skipped++
+			continue
+		}
+		out.Docs = append(out.Docs, d)
+	}
+	if len(out.Docs) == 0 {
+		return nil, errors.New("no row has a prompt: the CSV is empty or its prompt column is blank")
+	}
+	out.Embeddings = okE && withEmb == len(out.Docs)
+	return out, nil
+}
+
+// parseVector reads "[0.1, 0.2]" or "0.1 0.2" or "0.1;0.2".
+func parseVector(s string) ([]float32, error) {
+	s = strings.Trim(strings.TrimSpace(s), "[]")
+	f := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' || r == '\t' })
+	out := make([]float32, len(f))
+	for i, x := range f {
+		v, err := strconv.ParseFloat(x, 32)
+		if err != nil {
+			return nil, fmt.Errorf("value %d %q is not a number", i+1, x)
+		}
+		out[i] = float32(v)
+	}
+	return out, nil
+}
+
+func readText(r io.Reader) (*Docs, error) {
+	out := &Docs{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		if s := strings.TrimSpace(sc.Text()); s != "" {
+			out.Docs = append(out.Docs, Doc{Prompt: s})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out.Docs) == 0 {
+		return nil, errors.New("no non-empty line: want one prompt per line")
+	}
+	return out, nil
+}

@@ -1,0 +1,155 @@
+package clustertag
+
+import "fmt"
+
+// Unclustered is the cluster id of a prompt beyond every cluster's threshold,
+// without a known term, or null.
+const Unclustered = -1
+
+// UnclusteredLabel is the label of Unclustered.
+const UnclusteredLabel = "unclustered"
+
+// Tagger assigns prompts to a model's clusters. It reuses its buffers, so one
+// Tagger serves one goroutine; create one per goroutine with NewTagger.
+type Tagger struct {
+	m       *Model
+	h       *hasher
+	rowOf   []int32 // hash bucket -> vocabulary row, -1 when not in the vocabulary
+	cent    []float32
+	thresh  []float32
+	buckets []uint32
+	terms   []uint32
+	counts  []float32
+	rows    []int32
+	acc     []float32
+	last    int // nearest cluster of the last call, before the threshold
+}
+
+// NewTagger prepares m for tagging.
+func (m *Model) NewTagger() *Tagger {
+	t := &Tagger{m: m, acc: make([]float32, m.Dim)}
+	k := len(m.Clusters)
+	t.cent = make([]float32, k*m.Dim)
+	t.thresh = make([]float32, k)
+	for c, cl := range m.Clusters {
+		copy(t.cent[c*m.Dim:], cl.Centroid)
+		t.thresh[c] = cl.Threshold
+	}
+	if m.Space != SpaceEmbedding {
+		t.h = newHasher(m.Vector)
+		t.rowOf = make([]int32, 1<<uint(m.Vector.HashBits))
+		for i := range t.rowOf {
+			t.rowOf[i] = -1
+		}
+		for i, b := range m.Buckets {
+			t.rowOf[b] = int32(i)
+		}
+	}
+	return t
+}
+
+// Model returns the model the tagger assigns to.
+func (t *Tagger) Model() *Model { return t.m }
+
+// Tag returns the index into Model().Clusters of prompt's cluster, or
+// Unclustered, and the cosine distance to the nearest centroid (1 when the
+// prompt has no known term). It does not allocate once its buffers have grown.
+func (t *Tagger) Tag(prompt string) (int, float32) {
+	if t.h == nil {
+		return Unclustered, 1
+	}
+	t.buckets = t.h.appendBuckets(t.buckets[:0], prompt)
+	t.terms, t.counts = termCounts(t.buckets, t.terms, t.counts)
+	// Keep the known terms, weight them, normalise.
+	t.rows = t.rows[:0]
+	w := t.counts[:0]
+	var ss float32
+	for q, b := range t.terms {
+		r := t.rowOf[b]
+		if r < 0 {
+			continue
+		}
+		v := tfWeight(t.counts[q], t.m.Vector.Sublinear) * t.m.IDF[r]
+		t.rows = append(t.rows, r)
+		w = append(w, v)
+		ss += v * v
+	}
+	if ss == 0 {
+		t.last = Unclustered
+		return Unclustered, 1
+	}
+	dim := t.m.Dim
+	if t.m.Space == SpaceTFIDF {
+		// The norm does not change the argmax; divide once at the end.
+		best, bestDot := 0, float32(-2)
+		for c := range t.thresh {
+			d := dotSparse(t.rows, w, t.cent[c*dim:(c+1)*dim])
+			if d > bestDot {
+				best, bestDot = c, d
+			}
+		}
+		return t.decide(best, bestDot/sqrt32(ss))
+	}
+	acc := t.acc
+	clear(acc)
+	p := t.m.Projection
+	for q, r := range t.rows {
+		v := w[q]
+		row := p[int(r)*dim : (int(r)+1)*dim]
+		for c := range acc {
+			acc[c] += v * row[c]
+		}
+	}
+	return t.nearest(acc)
+}
+
+// TagVector assigns an embedding (embedding-space models only).
+func (t *Tagger) TagVector(v []float32) (int, float32, error) {
+	if t.m.Space != SpaceEmbedding {
+		return Unclustered, 1, fmt.Errorf("model clusters %s vectors, not embeddings", t.m.Space)
+	}
+	if len(v) != t.m.Dim {
+		return Unclustered, 1, fmt.Errorf("embedding has %d dimensions, the model %d", len(v), t.m.Dim)
+	}
+	copy(t.acc, v)
+	id, d := t.nearest(t.acc)
+	return id, d, nil
+}
+
+// nearest normalises acc and picks the most similar centroid.
+func (t *Tagger) nearest(acc []float32) (int, float32) {
+	var ss float32
+	for _, x := range acc {
+		ss += x * x
+	}
+	if ss == 0 {
+		t.last = Unclustered
+		return Unclustered, 1
+	}
+	dim := t.m.Dim
+	best, bestDot := 0, float32(-2)
+	for c := range t.thresh {
+		cent := t.cent[c*dim : (c+1)*dim]
+		var d float32
+		for i, x := range acc {
+			d += x * cent[i]
+		}
+		if d > bestDot {
+			best, bestDot = c, d
+		}
+	}
+	return t.decide(best, bestDot/sqrt32(ss))
+}
+
+// nearestIndex is the nearest cluster of the last Tag call, whether or not
+// it was within the threshold (Unclustered when the prompt had no known term).
+func (t *Tagger) nearestIndex() int { return t.last }
+
+func (t *Tagger) decide(c int, cos float32) (int, float32) {
+	t.last = c
+	dist := 1 - cos
+	if dist > t.thresh[c] {
+		return Unclustered, dist
+	}
+	return c, dist
+}

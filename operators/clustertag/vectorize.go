@@ -1,0 +1,242 @@
+package clustertag
+
+import (
+	"math"
+	"slices"
+	"strings"
+)
+
+// VectorConfig says how a prompt becomes a term vector. It is part of the
+// artifact: the tagger must vectorise exactly as the fit did.
+type VectorConfig struct {
+	// HashBits is log2 of the number of hash buckets words and bigrams fall
+	// into. Default 18 (262,144 buckets; collisions are rare below ~50k terms).
+	HashBits int `json:"hash_bits"`
+	// Bigrams adds adjacent word pairs (after stop-word removal). Default true.
+	Bigrams bool `json:"bigrams"`
+	// StopWords drops common English function words. Default true.
+	StopWords bool `json:"stop_words"`
+	// Stem strips a few English suffixes (plural s, -ing, -ed, -ation...). Default true.
+	Stem bool `json:"stem"`
+	// Sublinear uses 1+ln(tf) instead of tf. Default true.
+	Sublinear bool `json:"sublinear_tf"`
+	// MinLen drops words shorter than this many bytes. Default 2.
+	MinLen int `json:"min_len"`
+}
+
+// DefaultVectorConfig returns the vectoriser settings documented on the fields.
+func DefaultVectorConfig() VectorConfig {
+	return VectorConfig{HashBits: 18, Bigrams: true, StopWords: true, Stem: true, Sublinear: true, MinLen: 2}
+}
+
+// hasher turns text into hashed term buckets without allocating per token:
+// words are found, lower-cased and hashed in place over the string's bytes.
+type hasher struct {
+	cfg  VectorConfig
+	mask uint64
+	stop map[uint64]struct{}
+}
+
+func newHasher(cfg VectorConfig) *hasher {
+	h := &hasher{cfg: cfg, mask: 1<<uint(cfg.HashBits) - 1}
+	if cfg.StopWords {
+		h.stop = make(map[uint64]struct{}, len(stopWords))
+		for _, w := range stopWords {
+			h.stop[hashWord(w, 0, len(w))] = struct{}{}
+		}
+	}
+	return h
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+	// bigramSalt separates the bigram hash space from the word hash space.
+	bigramSalt = 0x9e3779b97f4a7c15
+)
+
+func lower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// isWord reports whether c belongs to a word: ASCII letters and digits, and
+// every byte of a multi-byte UTF-8 sequence (so non-English words stay whole).
+func isWord(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+}
+
+// hashWord is FNV-1a over the lower-cased bytes s[i:j].
+func hashWord(s string, i, j int) uint64 {
+	h := uint64(fnvOffset)
+	for ; i < j; i++ {
+		h ^= uint64(lower(s[i]))
+		h *= fnvPrime
+	}
+	return h
+}
+
+// stemEnd returns the end of the stem of the lower-cased word s[i:j]: a few
+// inflectional suffixes are stripped when a stem of at least 4 bytes remains.
+func stemEnd(s string, i, j int) int {
+	n := j - i
+	for _, suf := range suffixes {
+		m := len(suf)
+		if n < m+4 {
+			continue
+		}
+		ok := true
+		for k := 0; k < m; k++ {
+			if lower(s[j-m+k]) != suf[k] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			// "-ss" (class, process) is not a plural.
+			if suf == "s" && lower(s[j-2]) == 's' {
+				return j
+			}
+			return j - m
+		}
+	}
+	return j
+}
+
+var suffixes = []string{"ational", "ations", "ation", "ically", "ments", "ment", "ings", "ing", "ies", "es", "ed", "ly", "s"}
+
+// mix spreads a 64-bit hash (splitmix64 finaliser).
+func mix(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+// appendBuckets appends the hash bucket of every word and bigram of text to
+// dst and returns it. It allocates only when dst must grow.
+func (h *hasher) appendBuckets(dst []uint32, text string) []uint32 {
+	var prev uint64
+	havePrev := false
+	n := len(text)
+	for i := 0; i < n; {
+		for i < n && !isWord(text[i]) {
+			i++
+		}
+		j := i
+		for j < n && isWord(text[j]) {
+			j++
+		}
+		if j == i {
+			break
+		}
+		start, end := i, j
+		i = j
+		if end-start < h.cfg.MinLen {
+			continue
+		}
+		if h.stop != nil {
+			if _, ok := h.stop[hashWord(text, start, end)]; ok {
+				continue
+			}
+		}
+		if h.cfg.Stem {
+			end = stemEnd(text, start, end)
+		}
+		w := mix(hashWord(text, start, end))
+		dst = append(dst, uint32(w&h.mask))
+		if h.cfg.Bigrams {
+			if havePrev {
+				dst = append(dst, uint32(mix(prev*fnvPrime^w^bigramSalt)&h.mask))
+			}
+			prev, havePrev = w, true
+		}
+	}
+	return dst
+}
+
+// termCounts sorts buckets in place and collapses runs into (bucket, count).
+func termCounts(buckets []uint32, terms []uint32, counts []float32) ([]uint32, []float32) {
+	slices.Sort(buckets)
+	terms, counts = terms[:0], counts[:0]
+	for i := 0; i < len(buckets); {
+		j := i + 1
+		for j < len(buckets) && buckets[j] == buckets[i] {
+			j++
+		}
+		terms = append(terms, buckets[i])
+		counts = append(counts, float32(j-i))
+		i = j
+	}
+	return terms, counts
+}
+
+func tfWeight(c float32, sublinear bool) float32 {
+	if sublinear {
+		return 1 + float32(math.Log(float64(c)))
+	}
+	return c
+}
+
+// stopWords is a compact English stop list (function words and the words
+// that open exam questions: "which", "following", ...).
+var stopWords = []string{
+	"a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at",
+	"be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
+	"can", "could", "did", "do", "does", "doing", "down", "during", "each", "either", "few", "for", "from", "further",
+	"had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how",
+	"i", "if", "in", "into", "is", "it", "its", "itself", "just", "may", "me", "might", "more", "most", "must", "my", "myself",
+	"no", "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own",
+	"same", "shall", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves",
+	"then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "us", "very",
+	"was", "we", "were", "what", "when", "where", "whether", "which", "while", "who", "whom", "whose", "why", "will", "with", "would",
+	"you", "your", "yours", "yourself", "yourselves",
+	"following", "true", "false", "statement", "statements", "best", "describes", "likely", "least", "correct", "answer", "question",
+}
+
+// surfaces calls fn with the bucket and a readable form (lower-cased words,
+// "w1 w2" for bigrams) of every term appendBuckets would emit. Fit uses it to
+// name clusters; it allocates and is not for the hot path.
+func (h *hasher) surfaces(text string, fn func(bucket uint32, surface string)) {
+	var prev uint64
+	prevWord := ""
+	n := len(text)
+	for i := 0; i < n; {
+		for i < n && !isWord(text[i]) {
+			i++
+		}
+		j := i
+		for j < n && isWord(text[j]) {
+			j++
+		}
+		if j == i {
+			break
+		}
+		start, end := i, j
+		i = j
+		if end-start < h.cfg.MinLen {
+			continue
+		}
+		if h.stop != nil {
+			if _, ok := h.stop[hashWord(text, start, end)]; ok {
+				continue
+			}
+		}
+		word := strings.ToLower(text[start:end])
+		if h.cfg.Stem {
+			end = stemEnd(text, start, end)
+		}
+		w := mix(hashWord(text, start, end))
+		fn(uint32(w&h.mask), word)
+		if h.cfg.Bigrams {
+			if prevWord != "" {
+				fn(uint32(mix(prev*fnvPrime^w^bigramSalt)&h.mask), prevWord+" "+word)
+			}
+			prev, prevWord = w, word
+		}
+	}
+}
