@@ -3,10 +3,117 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
+
+	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
-// runTrain is being built (see the open issues); until then it says so.
+// runTrain fits one estimator per LLM model (plus a pooled fallback) and
+// writes the estimator set.
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	def := estimate.DefaultTrainConfig()
+	fs := newFlags("train", "--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME]", stderr)
+	in := fs.String("in", "", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required)")
+	out := fs.String("out", "", "estimator JSON to write (required)")
+	feats := fs.String("features", "", "comma-separated candidate feature columns (default: the 11 profile features)")
+	family := fs.String("family", def.Family, "model family: logreg, forest (gradient-boosted trees) or mlp")
+	cal := fs.String("calibration", def.Calibration, "calibration fitted on out-of-fold scores: isotonic, platt or none")
+	balance := fs.Bool("balance", def.Balance, "weight the classes equally (off by default: it biases the accuracy estimate)")
+	model := fs.String("model", "", "train only for this LLM model (default: one artifact per model value plus a pooled fallback)")
+	screen := fs.Int("screen", def.Screen, "keep the N candidate features that best separate right from wrong within each training domain (0 = keep all)")
+	folds := fs.Int("folds", def.Folds, "cross-validation folds for hyper-parameters and calibration")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" || *out == "" {
+		fmt.Fprintln(stderr, "--in and --out are required")
+		fs.Usage()
+		return errUsage
+	}
+	cfg := def
+	cfg.Family, cfg.Calibration, cfg.Balance, cfg.Screen, cfg.Folds = *family, *cal, *balance, *screen, *folds
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w (see entrowatch train -h)", err)
+	}
+	tbl, err := estimate.ReadTable(*in, featureList(*feats))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "train: %d rows, %d models, candidate features %s%s\n", tbl.N(), len(tbl.Models()), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	set := &estimate.Set{Models: map[string]*estimate.Model{}}
+	names := tbl.Models()
+	if *model != "" {
+		found := false
+		for _, n := range names {
+			found = found || n == *model
+		}
+		if !found {
+			return fmt.Errorf("--model %q: no rows of that model in %s (models: %s)", *model, *in, strings.Join(names, ","))
+		}
+		names = []string{*model}
+	}
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rows := tbl.Subset(tbl.Where(func(i int) bool { return tbl.Model[i] == name }))
+		fmt.Fprintf(stderr, "train: %s (%d rows)\n", name, rows.N())
+		m, err := estimate.Fit(rows, name, cfg)
+		if err != nil {
+			if errors.Is(err, estimate.ErrOneClass) && len(names) > 1 {
+				fmt.Fprintf(stderr, "train: skipping %s: %v\n", name, err)
+				continue
+			}
+			return err
+		}
+		set.Models[name] = m
+	}
+	if *model == "" && len(names) > 1 {
+		fmt.Fprintf(stderr, "train: pooled fallback (%d rows)\n", tbl.N())
+		m, err := estimate.Fit(tbl, estimate.FallbackKey, cfg)
+		if err != nil {
+			return err
+		}
+		set.Models[estimate.FallbackKey] = m
+		set.Fallback = estimate.FallbackKey
+	}
+	if len(set.Models) == 0 {
+		return fmt.Errorf("%s: no model could be trained", *in)
+	}
+	if err := set.Save(*out); err != nil {
+		return fmt.Errorf("writing the estimator: %w", err)
+	}
+	printTrainReport(stdout, set)
+	fmt.Fprintf(stdout, "wrote %s (version %s)\n", *out, set.Version)
+	return nil
+}
+
+func printTrainReport(w io.Writer, set *estimate.Set) {
+	for _, name := range sortedModelKeys(set) {
+		m := set.Models[name]
+		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, m.Hyper,
+			strings.Join(m.Features, ","), m.Rows, float64(m.Positives)/float64(m.Rows))
+		fmt.Fprintf(w, "  out-of-fold: AUROC %.3f  Brier %.4f  ECE %.4f\n", m.Metrics.AUROC, m.Metrics.Brier, m.Metrics.ECE)
+		fmt.Fprintf(w, "  %-20s %7s %9s %6s\n", "domain", "rows", "estimated", "true")
+		for _, d := range m.Metrics.Domains {
+			fmt.Fprintf(w, "  %-20s %7d %9.3f %6.3f\n", d.Domain, d.Rows, d.Estimated, d.True)
+		}
+	}
+}
+
+func sortedModelKeys(set *estimate.Set) []string {
+	var ks []string
+	for k := range set.Models {
+		ks = append(ks, k)
+	}
+	for i := range ks {
+		for j := i + 1; j < len(ks); j++ {
+			if ks[j] < ks[i] {
+				ks[i], ks[j] = ks[j], ks[i]
+			}
+		}
+	}
+	return ks
 }

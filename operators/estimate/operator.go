@@ -1,0 +1,257 @@
+// Package estimate turns entropy profiles into calibrated probabilities of
+// correctness: model families (logistic regression, a boosted tree ensemble,
+// a small MLP), Platt and isotonic calibration, training with
+// cross-validation, the versioned estimator artifact, the leave-domains-out
+// evaluation, and the operator that adds p_correct to scored.v1 batches.
+package estimate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// Config configures the estimate operator.
+type Config struct {
+	// Path of the estimator JSON written by `entrowatch train`. Ignored when
+	// Set is given.
+	Path string
+	// Set is an already loaded estimator set (see Load); it takes precedence
+	// over Path.
+	Set *Set
+	// Strict disables the set's fallback: rows of a model without its own
+	// artifact get status unknown_model. Default false (use the fallback when
+	// the set has one).
+	Strict bool
+}
+
+// DefaultConfig returns the defaults: no estimator yet, fallback allowed.
+func DefaultConfig() Config { return Config{} }
+
+// Validate checks that an estimator is named.
+func (c Config) Validate() error {
+	if c.Set == nil && c.Path == "" {
+		return errors.New("estimate: no estimator given (set the path of an estimator JSON written by entrowatch train)")
+	}
+	return nil
+}
+
+// Stats counts the rows an Operator has seen.
+type Stats struct {
+	Estimated    int64 // rows that received p_correct
+	UnknownModel int64 // rows whose model has no artifact (status unknown_model)
+	BadFeature   int64 // rows with a NaN or Inf feature (status bad_feature)
+	Passed       int64 // rows that arrived with a status other than ok
+}
+
+// Operator fills p_correct and estimator_version of scored.v1 rows with status
+// "ok". One Operator per goroutine: it reuses buffers.
+type Operator struct {
+	set    *Set
+	strict bool
+	mem    memory.Allocator
+	log    *slog.Logger
+	stats  Stats
+
+	p      *array.Float64Builder
+	ver    *array.StringBuilder
+	status *array.StringBuilder
+	x, z   []float64
+	cols   map[*Model][]*array.Float64 // feature columns of the current batch
+}
+
+// New builds the operator; it loads cfg.Path unless cfg.Set is given, and
+// checks that every artifact's features are scored.v1 columns.
+func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	set := cfg.Set
+	if set == nil {
+		var err error
+		if set, err = Load(cfg.Path); err != nil {
+			return nil, err
+		}
+	}
+	width := 0
+	for name, m := range set.Models {
+		for _, f := range m.Features {
+			i, err := schemas.Index(schemas.Scored, f)
+			if err != nil {
+				return nil, fmt.Errorf("estimate: model %q uses feature %q, which scored rows do not carry: %w", name, f, err)
+			}
+			if schemas.Scored.Field(i).Type.ID() != arrow.FLOAT64 {
+				return nil, fmt.Errorf("estimate: model %q uses column %q, which is not a float64 feature", name, f)
+			}
+		}
+		width = max(width, len(m.Features))
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Operator{set: set, strict: cfg.Strict, mem: mem, log: log,
+		p: array.NewFloat64Builder(mem), ver: array.NewStringBuilder(mem), status: array.NewStringBuilder(mem),
+		x: make([]float64, width), z: make([]float64, width), cols: map[*Model][]*array.Float64{}}, nil
+}
+
+// Name implements streams.Operator.
+func (o *Operator) Name() string { return "estimate" }
+
+// Stats returns the running counts.
+func (o *Operator) Stats() Stats { return o.stats }
+
+// Version is the loaded set's version.
+func (o *Operator) Version() string { return o.set.Version }
+
+// Close releases the builders.
+func (o *Operator) Close() {
+	o.p.Release()
+	o.ver.Release()
+	o.status.Release()
+}
+
+func (o *Operator) model(name string) *Model {
+	if m := o.set.Models[name]; m != nil {
+		return m
+	}
+	if !o.strict && o.set.Fallback != "" {
+		return o.set.Models[o.set.Fallback]
+	}
+	return nil
+}
+
+// Process implements streams.Operator: the output reuses every input column
+// except p_correct, estimator_version and status.
+func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.RecordBatch, error) {
+	s := in.Schema()
+	idx := func(name string) (int, error) {
+		i, err := schemas.Index(s, name)
+		if err != nil {
+			return 0, fmt.Errorf("estimate: input is not scored.v1: %w", err)
+		}
+		return i, nil
+	}
+	mi, err := idx(schemas.ColModel)
+	if err != nil {
+		return nil, err
+	}
+	si, err := idx(schemas.ColStatus)
+	if err != nil {
+		return nil, err
+	}
+	pi, err := idx(schemas.ColPCorrect)
+	if err != nil {
+		return nil, err
+	}
+	vi, err := idx(schemas.ColEstimatorVersion)
+	if err != nil {
+		return nil, err
+	}
+	models, ok1 := in.Column(mi).(*array.String)
+	status, ok2 := in.Column(si).(*array.String)
+	if !ok1 || !ok2 {
+		return nil, errors.New("estimate: input is not scored.v1: model and status must be utf8")
+	}
+	clear(o.cols)
+	n := int(in.NumRows())
+	o.p.Reserve(n)
+	o.ver.Reserve(n)
+	o.status.Reserve(n)
+	var lastName string
+	var last *Model
+	haveLast := false
+	for r := range n {
+		st := status.Value(r)
+		if st != schemas.StatusOK {
+			o.p.AppendNull()
+			o.ver.AppendNull()
+			o.status.Append(st)
+			o.stats.Passed++
+			continue
+		}
+		name := models.Value(r)
+		if !haveLast || name != lastName {
+			last, lastName, haveLast = o.model(name), name, true
+		}
+		m := last
+		if m == nil {
+			o.p.AppendNull()
+			o.ver.AppendNull()
+			o.status.Append(schemas.ReasonUnknownModel)
+			o.stats.UnknownModel++
+			continue
+		}
+		cols, ok := o.cols[m]
+		if !ok {
+			if cols, err = featureColumns(in, m); err != nil {
+				o.reset()
+				return nil, err
+			}
+			o.cols[m] = cols
+		}
+		bad := false
+		x := o.x[:len(cols)]
+		for j, c := range cols {
+			v := c.Value(r)
+			if c.IsNull(r) || math.IsNaN(v) || math.IsInf(v, 0) {
+				bad = true
+			}
+			x[j] = v
+		}
+		var p float64
+		if !bad {
+			p = m.Predict(x, o.z)
+			bad = math.IsNaN(p)
+		}
+		if bad {
+			o.p.AppendNull()
+			o.ver.AppendNull()
+			o.status.Append(schemas.ReasonBadFeature)
+			o.stats.BadFeature++
+			continue
+		}
+		o.p.UnsafeAppend(p)
+		o.ver.Append(m.Version)
+		o.status.Append(schemas.StatusOK)
+		o.stats.Estimated++
+	}
+	cols := make([]arrow.Array, in.NumCols())
+	copy(cols, in.Columns())
+	pa, va, sa := o.p.NewArray(), o.ver.NewArray(), o.status.NewArray()
+	defer pa.Release()
+	defer va.Release()
+	defer sa.Release()
+	cols[pi], cols[vi], cols[si] = pa, va, sa
+	// NewRecordBatch retains every column; the unchanged ones are shared with in.
+	return []arrow.RecordBatch{array.NewRecordBatch(s, cols, int64(n))}, nil
+}
+
+func (o *Operator) reset() {
+	o.p.NewArray().Release()
+	o.ver.NewArray().Release()
+	o.status.NewArray().Release()
+}
+
+func featureColumns(in arrow.RecordBatch, m *Model) ([]*array.Float64, error) {
+	cols := make([]*array.Float64, len(m.Features))
+	for j, f := range m.Features {
+		i, err := schemas.Index(in.Schema(), f)
+		if err != nil {
+			return nil, fmt.Errorf("estimate: model %q needs feature %q: %w", m.Model, f, err)
+		}
+		c, ok := in.Column(i).(*array.Float64)
+		if !ok {
+			return nil, fmt.Errorf("estimate: feature %q is %s, want float64", f, in.Column(i).DataType())
+		}
+		cols[j] = c
+	}
+	return cols, nil
+}
