@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/sinks/file"
 	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/broker"
@@ -74,12 +76,15 @@ type runConfig struct {
 	// Clusters is a topic-cluster artifact (entrowatch cluster fit); ""
 	// leaves the cluster columns null. Default "".
 	Clusters string `yaml:"clusters"`
-	// Sink is "file" (Arrow IPC files under data_dir) or "clickhouse".
+	// Sink is "file" (Arrow IPC files under data_dir) or "clickhouse" (the
+	// scored table; a managed local server unless clickhouse.conn.dsn is set).
 	// Default "file".
 	Sink string `yaml:"sink"`
 	// File configures the file sink; its path defaults to
 	// "<data_dir>/scored-<start time>.arrow" (a new file per run).
 	File file.Config `yaml:"file"`
+	// ClickHouse configures the ClickHouse sink (sink: clickhouse).
+	ClickHouse runClickHouse `yaml:"clickhouse"`
 	// HTTP is the ingest endpoint; off unless http.listen is set.
 	HTTP httpin.Config `yaml:"http"`
 	// Ingest tunes the JSON adapter behind the HTTP endpoint.
@@ -89,6 +94,18 @@ type runConfig struct {
 	Metrics struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"metrics"`
+}
+
+// runClickHouse is the ClickHouse sink section.
+type runClickHouse struct {
+	// Conn is how to reach the server; its dsn "" starts a managed local
+	// clickhouse-server under <data_dir>/clickhouse. Default "".
+	Conn clickhouse.Config `yaml:"conn"`
+	// PasswordEnv names the environment variable holding the password; it
+	// overrides conn.password. Default "ENTROWATCH_CLICKHOUSE_PASSWORD".
+	PasswordEnv string `yaml:"password_env"`
+	// Migrate applies pending schema migrations at start. Default true.
+	Migrate bool `yaml:"migrate"`
 }
 
 func defaultRunConfig() runConfig {
@@ -104,12 +121,14 @@ func defaultRunConfig() runConfig {
 		Stream:       runner.DefaultConfig(),
 		Profile:      profile.DefaultConfig(),
 		Sink:         "file",
+		ClickHouse:   runClickHouse{Conn: clickhouse.DefaultConfig(), PasswordEnv: "ENTROWATCH_CLICKHOUSE_PASSWORD", Migrate: true},
 		HTTP:         httpin.DefaultConfig(),
 		Ingest:       ingest.DefaultConfig(),
 	}
 	c.Broker.Listen = "127.0.0.1:9092"
 	c.DeadLetter.Topic = ""
 	c.Metrics.Listen = "127.0.0.1:9464"
+	c.ClickHouse.Conn.DSN = ""
 	return c
 }
 
@@ -137,6 +156,11 @@ func loadRunConfig(path string, getenv func(string) string) (runConfig, error) {
 	if c.HTTP.TokenEnv != "" {
 		c.HTTP.Token = kafka.Secret(getenv(c.HTTP.TokenEnv))
 	}
+	if c.ClickHouse.PasswordEnv != "" {
+		if pw := getenv(c.ClickHouse.PasswordEnv); pw != "" {
+			c.ClickHouse.Conn.Password = pw
+		}
+	}
 	return c, c.validate()
 }
 
@@ -156,7 +180,11 @@ func (c *runConfig) validate() error {
 		errs = append(errs, c.HTTP.Validate())
 	}
 	switch c.Sink {
-	case "file", "clickhouse":
+	case "file":
+	case "clickhouse":
+		if c.ClickHouse.Conn.DSN != "" {
+			errs = append(errs, c.ClickHouse.Conn.Validate())
+		}
 	default:
 		errs = append(errs, fmt.Errorf("sink %q: want file or clickhouse", c.Sink))
 	}
@@ -193,6 +221,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if *printCfg {
+		if cfg.ClickHouse.Conn.Password != "" {
+			cfg.ClickHouse.Conn.Password = "[redacted]"
+		}
 		return yaml.NewEncoder(stdout).Encode(cfg)
 	}
 	lv, _ := parseLevel(cfg.LogLevel)
@@ -236,7 +267,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 	}
 
-	sink, where, err := newRunSink(cfg, mem)
+	sink, where, err := newRunSink(ctx, cfg, mem, log, &closers)
 	if err != nil {
 		return err
 	}
@@ -344,8 +375,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	return err
 }
 
-// newRunSink opens the configured sink. Adding a sink is one case here.
-func newRunSink(cfg runConfig, mem memory.Allocator) (streams.Sink, string, error) {
+// newRunSink opens the configured sink; what it starts besides (a managed
+// ClickHouse server) is appended to closers. Adding a sink is one case here.
+func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error) (streams.Sink, string, error) {
 	switch cfg.Sink {
 	case "file":
 		fc := cfg.File
@@ -361,9 +393,38 @@ func newRunSink(cfg runConfig, mem memory.Allocator) (streams.Sink, string, erro
 		}
 		return s, fc.Path, nil
 	case "clickhouse":
-		return nil, "", errors.New("sink clickhouse: the ClickHouse sink is not in this build yet; use sink: file")
+		cc := cfg.ClickHouse.Conn
+		if cc.DSN == "" {
+			lc := clickhouse.DefaultLocalConfig()
+			lc.Dir = filepath.Join(cfg.DataDir, "clickhouse")
+			srv, err := clickhouse.StartLocal(ctx, lc, log)
+			if err != nil {
+				return nil, "", fmt.Errorf("starting the managed clickhouse-server (set clickhouse.conn.dsn to use your own): %w", err)
+			}
+			*closers = append(*closers, srv.Stop)
+			cc.DSN = srv.DSN()
+		}
+		if cfg.ClickHouse.Migrate {
+			if _, err := clickhouse.Migrate(ctx, cc, log); err != nil {
+				return nil, "", err
+			}
+		}
+		s, err := clickhouse.NewSink(ctx, cc, log)
+		if err != nil {
+			return nil, "", err
+		}
+		return s, redactDSN(cc.DSN), nil
 	}
 	return nil, "", fmt.Errorf("sink %q: want file or clickhouse", cfg.Sink)
+}
+
+// redactDSN hides the password of a DSN for logs.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "clickhouse"
+	}
+	return u.Redacted()
 }
 
 // serve listens on addr (failing now if it cannot) and serves h until ctx is
