@@ -165,6 +165,8 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 	o.p.Reserve(n)
 	o.ver.Reserve(n)
 	o.status.Reserve(n)
+	o.status.ReserveData(n * len(schemas.StatusOK))
+	o.ver.ReserveData(n * len(o.set.Version))
 	var lastName string
 	var last *Model
 	haveLast := false

@@ -1,0 +1,78 @@
+package estimate
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestArtifactRoundTrip(t *testing.T) {
+	tbl := synthetic(1500, []string{"mean", "std", "max"}, 3)
+	for _, fam := range []string{FamilyLogreg, FamilyForest, FamilyMLP} {
+		for _, cal := range []string{CalIsotonic, CalPlatt, CalNone} {
+			t.Run(fam+"_"+cal, func(t *testing.T) {
+				cfg := TrainConfig{Family: fam, Calibration: cal, Folds: 3, Seed: 1}
+				m, err := Fit(tbl, "llm", cfg)
+				require.NoError(t, err)
+				set := &Set{Models: map[string]*Model{"llm": m}}
+				b, err := set.Marshal()
+				require.NoError(t, err)
+				path := filepath.Join(t.TempDir(), "est.json")
+				require.NoError(t, set.Save(path))
+				got, err := Load(path)
+				require.NoError(t, err)
+				require.Equal(t, set.Version, got.Version)
+				b2, err := got.Marshal()
+				require.NoError(t, err)
+				require.Equal(t, string(b), string(b2), "re-marshalling is byte-identical and keeps the version")
+				z := make([]float64, 3)
+				for i := range 50 {
+					require.Equal(t, m.Predict(tbl.Row(i), z), got.Models["llm"].Predict(tbl.Row(i), z))
+				}
+			})
+		}
+	}
+}
+
+func TestVersionHash(t *testing.T) {
+	tbl := synthetic(1000, []string{"mean", "std"}, 2)
+	train := func() *Set {
+		m, err := Fit(tbl, "llm", DefaultTrainConfig())
+		require.NoError(t, err)
+		s := &Set{Models: map[string]*Model{"llm": m}}
+		s.Seal()
+		return s
+	}
+	a, b := train(), train()
+	require.Equal(t, a.Version, b.Version, "same data and settings, same version")
+	require.True(t, strings.HasPrefix(a.Version, "sha256:"))
+
+	tbl.Y[0] = 1 - tbl.Y[0]
+	c := train()
+	require.NotEqual(t, a.Version, c.Version, "other data, other version")
+
+	raw, err := a.Marshal()
+	require.NoError(t, err)
+	edited := bytes.Replace(raw, []byte(`"rows": 1000`), []byte(`"rows": 999`), 1)
+	require.NotEqual(t, raw, edited)
+	_, err = Parse(edited)
+	require.ErrorContains(t, err, "does not match its content")
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"not json", "nope", "not an estimator JSON"},
+		{"wrong format", `{"format":"other"}`, "format"},
+		{"empty", `{"format":"entrowatch.estimator.v1","models":{}}`, "no models"},
+		{"bad fallback", `{"format":"entrowatch.estimator.v1","fallback":"x","models":{"a":{"model":"a"}}}`, "fallback"},
+		{"incomplete model", `{"format":"entrowatch.estimator.v1","models":{"a":{"model":"a"}}}`, "no features"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.in))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

@@ -1,0 +1,191 @@
+package estimate
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// testSet trains a small set on synthetic rows whose features are named like
+// scored.v1 profile columns: "mean" carries the signal.
+func testSet(t testing.TB, fallback bool) *Set {
+	tbl := synthetic(2000, []string{"mean", "std"}, 4)
+	cfg := DefaultTrainConfig()
+	m, err := Fit(tbl, "llm-a", cfg)
+	require.NoError(t, err)
+	set := &Set{Models: map[string]*Model{"llm-a": m}}
+	if fallback {
+		f, err := Fit(tbl, FallbackKey, TrainConfig{Family: FamilyLogreg, Calibration: CalPlatt, Folds: 3, Seed: 1})
+		require.NoError(t, err)
+		set.Models[FallbackKey] = f
+		set.Fallback = FallbackKey
+	}
+	set.Seal()
+	require.NoError(t, set.Validate())
+	return set
+}
+
+type scoredRow struct {
+	model, status string
+	mean, std     float64
+}
+
+// scoredBatch builds a scored.v1 batch; columns not set here are zero/empty.
+func scoredBatch(t testing.TB, mem memory.Allocator, rows []scoredRow) arrow.RecordBatch {
+	b := array.NewRecordBuilder(mem, schemas.Scored)
+	defer b.Release()
+	for _, r := range rows {
+		for i, f := range schemas.Scored.Fields() {
+			fb := b.Field(i)
+			switch f.Name {
+			case schemas.ColModel:
+				fb.(*array.StringBuilder).Append(r.model)
+			case schemas.ColStatus:
+				fb.(*array.StringBuilder).Append(r.status)
+			case "mean":
+				fb.(*array.Float64Builder).Append(r.mean)
+			case "std":
+				fb.(*array.Float64Builder).Append(r.std)
+			case schemas.ColPCorrect, schemas.ColEstimatorVersion, schemas.ColClusterID, schemas.ColClusterLabel,
+				schemas.ColClusterDistance, schemas.ColCorrect, schemas.ColDomain, schemas.ColPrompt:
+				fb.AppendNull()
+			case schemas.ColTraceID:
+				fb.(*array.StringBuilder).Append("t")
+			default:
+				fb.AppendEmptyValue()
+			}
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+func TestOperator(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rows := []scoredRow{
+		{"llm-a", schemas.StatusOK, 1.5, 0.2},
+		{"llm-a", schemas.StatusOK, -2, 0.1},
+		{"llm-b", schemas.StatusOK, 0.3, 0.4},
+		{"llm-a", schemas.StatusOK, math.NaN(), 0.1},
+		{"llm-a", schemas.StatusOK, 0.1, math.Inf(1)},
+		{"llm-a", schemas.ReasonEmpty, 0, 0},
+	}
+	for _, tc := range []struct {
+		name     string
+		fallback bool
+		strict   bool
+		status   []string
+	}{
+		{"no fallback", false, false, []string{"ok", "ok", schemas.ReasonUnknownModel, schemas.ReasonBadFeature, schemas.ReasonBadFeature, schemas.ReasonEmpty}},
+		{"fallback", true, false, []string{"ok", "ok", "ok", schemas.ReasonBadFeature, schemas.ReasonBadFeature, schemas.ReasonEmpty}},
+		{"strict ignores fallback", true, true, []string{"ok", "ok", schemas.ReasonUnknownModel, schemas.ReasonBadFeature, schemas.ReasonBadFeature, schemas.ReasonEmpty}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := testSet(t, tc.fallback)
+			op, err := New(Config{Set: set, Strict: tc.strict}, mem, nil)
+			require.NoError(t, err)
+			defer op.Close()
+			in := scoredBatch(t, mem, rows)
+			defer in.Release()
+			out, err := op.Process(context.Background(), in)
+			require.NoError(t, err)
+			require.Len(t, out, 1)
+			rec := out[0]
+			defer rec.Release()
+			require.True(t, rec.Schema().Equal(schemas.Scored))
+			require.Equal(t, in.NumRows(), rec.NumRows())
+			p := rec.Column(schemas.MustIndex(schemas.Scored, schemas.ColPCorrect)).(*array.Float64)
+			ver := rec.Column(schemas.MustIndex(schemas.Scored, schemas.ColEstimatorVersion)).(*array.String)
+			st := rec.Column(schemas.MustIndex(schemas.Scored, schemas.ColStatus)).(*array.String)
+			z := make([]float64, 2)
+			for i, want := range tc.status {
+				require.Equal(t, want, st.Value(i), "row %d", i)
+				if want != schemas.StatusOK {
+					require.True(t, p.IsNull(i), "row %d has no estimate", i)
+					require.True(t, ver.IsNull(i))
+					continue
+				}
+				m := set.For(rows[i].model)
+				require.InDelta(t, m.Predict([]float64{rows[i].mean, rows[i].std}, z), p.Value(i), 0)
+				require.Equal(t, m.Version, ver.Value(i))
+				require.True(t, p.Value(i) >= 0 && p.Value(i) <= 1)
+			}
+			require.Greater(t, p.Value(0), p.Value(1), "the signal feature orders the estimates")
+			// Unchanged columns are the input's arrays, not copies.
+			mi := schemas.MustIndex(schemas.Scored, schemas.ColModel)
+			require.Same(t, in.Column(mi).Data(), rec.Column(mi).Data())
+		})
+	}
+}
+
+func TestOperatorConfigErrors(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	_, err := New(Config{}, mem, nil)
+	require.ErrorContains(t, err, "no estimator given")
+	_, err = New(Config{Path: filepath.Join(t.TempDir(), "missing.json")}, mem, nil)
+	require.ErrorContains(t, err, "reading estimator")
+
+	tbl := synthetic(500, []string{"confidence"}, 2)
+	m, err := Fit(tbl, "x", DefaultTrainConfig())
+	require.NoError(t, err)
+	set := &Set{Models: map[string]*Model{"x": m}}
+	set.Seal()
+	_, err = New(Config{Set: set}, mem, nil)
+	require.ErrorContains(t, err, `feature "confidence"`)
+
+	// A batch that is not scored.v1 stops the stream with an error.
+	op, err := New(Config{Set: testSet(t, false)}, mem, nil)
+	require.NoError(t, err)
+	defer op.Close()
+	b := array.NewRecordBuilder(mem, schemas.Label)
+	defer b.Release()
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	_, err = op.Process(context.Background(), rec)
+	require.ErrorContains(t, err, "not scored.v1")
+}
+
+func BenchmarkProcess(b *testing.B) {
+	mem := memory.NewGoAllocator()
+	set := testSet(b, true)
+	op, err := New(Config{Set: set}, mem, nil)
+	require.NoError(b, err)
+	defer op.Close()
+	const n = 4096
+	rows := make([]scoredRow, n)
+	for i := range rows {
+		rows[i] = scoredRow{"llm-a", schemas.StatusOK, float64(i%100)/25 - 2, 0.3}
+	}
+	in := scoredBatch(b, mem, rows)
+	defer in.Release()
+	b.ReportAllocs()
+	b.SetBytes(n * 8 * 2)
+	for b.Loop() {
+		out, err := op.Process(context.Background(), in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[0].Release()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/row")
+}
+
+func BenchmarkPredict(b *testing.B) {
+	set := testSet(b, false)
+	m := set.Models["llm-a"]
+	x, z := []float64{0.5, 0.2}, make([]float64, 2)
+	b.ReportAllocs()
+	for b.Loop() {
+		x[0] = -x[0]
+		_ = m.Predict(x, z)
+	}
+}
