@@ -2,11 +2,179 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"strconv"
+	"time"
+
+	"github.com/entrowatch/entrowatch/operators/clustertag"
 )
 
-// runCluster is being built (see the open issues); until then it says so.
+// runCluster dispatches `cluster fit` and `cluster report`.
 func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, "Usage: entrowatch cluster fit|report [flags]   (entrowatch cluster fit -h for its flags)")
+		fmt.Fprintln(stderr, "  fit     learn topic clusters from prompts and write the artifact")
+		fmt.Fprintln(stderr, "  report  cluster sizes, labels, examples, share unclustered; purity and ARI against known domains")
+		if len(args) == 0 {
+			return errUsage
+		}
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "fit":
+		return runClusterFit(ctx, args[1:], stdout, stderr)
+	case "report":
+		return runClusterReport(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "entrowatch cluster: unknown subcommand %q (want fit or report)\n", args[0])
+	return errUsage
+}
+
+func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("cluster fit", "--in PROMPTS --out clusters.json [--k N|auto] [--previous old.json]", stderr)
+	def := clustertag.DefaultFitConfig()
+	in := fs.String("in", "", "prompts: OpenAI JSON Lines with a top-level \"prompt\" (.jsonl, .json), CSV with a prompt column (.csv), or one prompt per line; .gz ok (required)")
+	out := fs.String("out", "", "artifact to write, e.g. clusters.json (required)")
+	kFlag := fs.String("k", "auto", "number of clusters, or auto: the k in [--k-min, --k-max] with the best criterion (see docs/clusters.md)")
+	fs.IntVar(&def.KMin, "k-min", def.KMin, "smallest k tried by --k auto")
+	fs.IntVar(&def.KMax, "k-max", def.KMax, "largest k tried by --k auto")
+	fs.IntVar(&def.LSA, "lsa", def.LSA, "latent dimensions of the truncated SVD before k-means; 0 clusters the TF-IDF vectors directly")
+	fs.IntVar(&def.Restarts, "restarts", def.Restarts, "k-means restarts per k; the one with the best objective is kept")
+	seed := fs.Uint64("seed", def.Seed, "random seed (fits are reproducible for a given seed and input)")
+	fs.IntVar(&def.MinDF, "min-df", def.MinDF, "drop words and bigrams found in fewer prompts")
+	fs.Float64Var(&def.ThresholdQuantile, "threshold-quantile", def.ThresholdQuantile, "each cluster's unclustered threshold: this quantile of its members' distances")
+	emb := fs.String("embedding", "auto", "cluster on the input's embedding column/field: auto (when every prompt has one), yes, no")
+	prev := fs.String("previous", "", "previous artifact: new clusters take the ids of the most similar old ones (Hungarian matching of centroids)")
+	minSim := fs.Float64("min-similarity", clustertag.DefaultMinSimilarity, "with --previous: centroid similarity below which a cluster is a new topic with a fresh id")
+	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" || *out == "" {
+		fmt.Fprintln(stderr, "cluster fit: --in and --out are required")
+		fs.Usage()
+		return errUsage
+	}
+	def.Seed = *seed
+	if *kFlag != "auto" {
+		k, err := strconv.Atoi(*kFlag)
+		if err != nil || k < 2 {
+			return fmt.Errorf("--k %q: want a whole number of clusters >= 2, or auto", *kFlag)
+		}
+		def.K = k
+	}
+	if err := def.Validate(); err != nil {
+		return fmt.Errorf("invalid settings: %w", err)
+	}
+	var old *clustertag.Model
+	if *prev != "" {
+		var err error
+		if old, err = clustertag.Load(*prev); err != nil {
+			return fmt.Errorf("--previous: %w", err)
+		}
+	}
+	start := time.Now()
+	progress := func(format string, a ...any) {
+		if !*quiet {
+			fmt.Fprintf(stderr, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
+		}
+	}
+	docs, err := clustertag.ReadFile(*in)
+	if err != nil {
+		return fmt.Errorf("reading prompts: %w", err)
+	}
+	if docs.Skipped > 0 {
+		fmt.Fprintf(stderr, "cluster fit: %d of %d records in %s have no prompt and were skipped\n", docs.Skipped, docs.Skipped+len(docs.Docs), *in)
+	}
+	progress("read %d prompts from %s", len(docs.Docs), *in)
+	prompts := make([]string, len(docs.Docs))
+	for i, d := range docs.Docs {
+		prompts[i] = d.Prompt
+	}
+	useEmb := docs.Embeddings
+	switch *emb {
+	case "auto":
+	case "yes":
+		if !docs.Embeddings {
+			return fmt.Errorf("--embedding yes: not every prompt in %s has an embedding (field or column \"embedding\" with a float array)", *in)
+		}
+	case "no":
+		useEmb = false
+	default:
+		return fmt.Errorf("--embedding %q: want auto, yes or no", *emb)
+	}
+	var m *clustertag.Model
+	if useEmb {
+		vecs := make([][]float32, len(docs.Docs))
+		for i, d := range docs.Docs {
+			vecs[i] = d.Embedding
+		}
+		progress("clustering the %d-dimensional prompt embeddings", len(vecs[0]))
+		m, err = clustertag.FitEmbeddings(ctx, vecs, prompts, def, progress)
+	} else {
+		for i, p := range prompts {
+			if p == "" {
+				return fmt.Errorf("record %d of %s has an embedding but no prompt; use --embedding yes to cluster embeddings", i+1, *in)
+			}
+		}
+		m, err = clustertag.Fit(ctx, prompts, def, progress)
+	}
+	if err != nil {
+		return fmt.Errorf("fitting clusters on %s: %w", *in, err)
+	}
+	if old != nil {
+		lin, err := m.Carry(old, *minSim)
+		if err != nil {
+			return fmt.Errorf("--previous %s: %w", *prev, err)
+		}
+		fmt.Fprintf(stderr, "cluster ids mapped onto %s (%s):\n", *prev, old.Version)
+		for i, mt := range lin.Matches {
+			if mt.Old >= 0 {
+				fmt.Fprintf(stderr, "  cluster %d %q keeps id %d (centroid similarity %.2f)\n", mt.ID, m.Clusters[i].Label, mt.Old, mt.Similarity)
+			} else {
+				fmt.Fprintf(stderr, "  cluster %d %q is new (best similarity %.2f < %.2f)\n", mt.ID, m.Clusters[i].Label, mt.Similarity, *minSim)
+			}
+		}
+	}
+	if err := m.Save(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: %s, %d clusters (%s space, k by %s), %d prompts\n", *out, m.Version, len(m.Clusters), m.Space, m.Selection.Method, m.Fit.Prompts)
+	for _, c := range m.Clusters {
+		fmt.Fprintf(stdout, "  %3d  %-40s %5d prompts  threshold %.3f\n", c.ID, c.Label, c.Size, c.Threshold)
+	}
+	return nil
+}
+
+func runClusterReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("cluster report", "--in PROMPTS --clusters clusters.json", stderr)
+	in := fs.String("in", "", "prompts, in any format cluster fit reads; with a domain field/column, purity and adjusted Rand index are reported (required)")
+	path := fs.String("clusters", "", "artifact written by entrowatch cluster fit (required)")
+	examples := fs.Int("examples", 3, "example prompts shown per cluster")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" || *path == "" {
+		fmt.Fprintln(stderr, "cluster report: --in and --clusters are required")
+		fs.Usage()
+		return errUsage
+	}
+	m, err := clustertag.Load(*path)
+	if err != nil {
+		return err
+	}
+	docs, err := clustertag.ReadFile(*in)
+	if err != nil {
+		return fmt.Errorf("reading prompts: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r, err := clustertag.Summarize(m, docs, max(0, *examples))
+	if err != nil {
+		return fmt.Errorf("%s with %s: %w", *in, *path, err)
+	}
+	return r.WriteText(stdout)
 }

@@ -36,8 +36,12 @@ type Model struct {
 	// Dim values per vocabulary term.
 	Projection floats    `json:"projection,omitempty"`
 	Clusters   []Cluster `json:"clusters"`
-	Selection  Selection `json:"k_selection"`
-	Fit        FitInfo   `json:"fit"`
+	// NextID is the smallest cluster id never used by this artifact or its
+	// predecessors; a refit gives new topics ids from here, so an id is never
+	// reused for another topic.
+	NextID    int       `json:"next_id"`
+	Selection Selection `json:"k_selection"`
+	Fit       FitInfo   `json:"fit"`
 	// Previous records how cluster ids were carried over from the artifact
 	// this one was fitted after (nil for a first fit).
 	Previous *Lineage `json:"previous,omitempty"`
@@ -153,6 +157,11 @@ func (m *Model) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
 	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
+	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
@@ -241,6 +250,9 @@ func (m *Model) check() error {
 			return fmt.Errorf("cluster id %d negative or repeated", c.ID)
 		}
 		ids[c.ID] = true
+		if c.ID >= m.NextID {
+			return fmt.Errorf("cluster id %d not below next_id %d", c.ID, m.NextID)
+		}
 	}
 	if m.Version != "" {
 		v, err := m.contentHash()

@@ -213,6 +213,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	}
 	m.Selection = sel
 	m.Clusters = describe(res, ts, cfg)
+	m.NextID = len(m.Clusters)
 	m.Fit = FitInfo{Prompts: len(prompts), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
 	return m, nil
 }
@@ -252,6 +253,7 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 		}
 	}
 	m.Clusters = describe(res, ts, cfg)
+	m.NextID = len(m.Clusters)
 	m.Fit = FitInfo{Prompts: len(vecs), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
 	return m, nil
 }
@@ -306,19 +308,26 @@ func describe(res kmeansResult, ts *termSpace, cfg FitConfig) []Cluster {
 	if ts != nil {
 		labelClusters(out, res.assign, ts, cfg.TopTerms)
 	}
-	seen := map[string]int{}
-	for c := range out {
-		if out[c].Label == "" {
-			out[c].Label = fmt.Sprintf("cluster-%d", out[c].ID)
-		}
-		seen[out[c].Label]++
-	}
-	for c := range out {
-		if seen[out[c].Label] > 1 {
-			out[c].Label = fmt.Sprintf("%s#%d", out[c].Label, out[c].ID)
-		}
-	}
+	nameClusters(out)
 	return out
+}
+
+// nameClusters sets each label from the top terms ("cluster-ID" without
+// them) and appends "#ID" to labels that would otherwise repeat.
+func nameClusters(cl []Cluster) {
+	seen := map[string]int{}
+	for c := range cl {
+		cl[c].Label = strings.Join(cl[c].TopTerms, "/")
+		if cl[c].Label == "" {
+			cl[c].Label = fmt.Sprintf("cluster-%d", cl[c].ID)
+		}
+		seen[cl[c].Label]++
+	}
+	for c := range cl {
+		if seen[cl[c].Label] > 1 {
+			cl[c].Label = fmt.Sprintf("%s#%d", cl[c].Label, cl[c].ID)
+		}
+	}
 }
 
 func quantile(v []float64, q float64) float64 {
@@ -388,7 +397,6 @@ func labelClusters(cl []Cluster, assign []int, ts *termSpace, top int) {
 			}
 		}
 		cl[c].TopTerms = chosen
-		cl[c].Label = strings.Join(chosen, "/")
 	}
 }
 
