@@ -214,11 +214,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.killed.Load() {
 		return nil
 	}
-	cause := context.Cause(hard)
-	if errors.Is(cause, errDrainTimeout) {
-		r.log.Warn("stream drain timed out", "timeout", r.cfg.DrainTimeout)
-	}
 	var all []error
+	if cause := context.Cause(hard); errors.Is(cause, errDrainTimeout) {
+		all = append(all, fmt.Errorf("after %v: %w", r.cfg.DrainTimeout, errDrainTimeout))
+	}
 	if fetchErr != nil {
 		all = append(all, fetchErr)
 	}

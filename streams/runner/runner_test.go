@@ -663,6 +663,68 @@ func TestChunks(t *testing.T) {
 	require.Equal(t, end, committed, "after the timeout nothing is held back")
 }
 
+func TestDrain(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "drain", "drain.dead", "g-drain"
+	topics(t, 1, topic, dead)
+	want := ids("dr", 300)
+	produceTraces(t, producer(t, topic), want, 5)
+
+	sink := newMemSink()
+	slowSink := &hookSink{memSink: sink, before: func() { time.Sleep(5 * time.Millisecond) }}
+	rp := startReplica(t, topic, group, dead, slowSink, mem, func(c *Config, _ *profile.Config) { c.CommitInterval = time.Hour })
+	waitFor(t, "a sixth of the traces", func() bool { return sink.unique() >= 50 })
+	rp.stop(t) // SIGTERM: no commit has happened yet (hourly interval); the drain must commit
+	st := rp.r.Stats()
+	require.Less(t, sink.unique(), len(want), "stopped mid-stream")
+	committed, _ := offsets(t, topic, group, 1)
+	require.Equal(t, st.Messages, committed[0], "every message taken in was finished and committed")
+	require.Equal(t, 5*int(committed[0]), sink.unique())
+	for _, id := range want[:5*committed[0]] {
+		require.True(t, sink.has(id))
+	}
+}
+
+// blockSink accepts n writes, then blocks until the context ends.
+type blockSink struct {
+	*memSink
+	n atomic.Int64
+}
+
+func (b *blockSink) Write(ctx context.Context, rec arrow.RecordBatch) error {
+	if b.n.Add(-1) < 0 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return b.memSink.Write(ctx, rec)
+}
+
+func TestDrainTimeout(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := "drain-timeout", "drain-timeout.dead", "g-drain-timeout"
+	topics(t, 1, topic, dead)
+	want := ids("dt", 100)
+	produceTraces(t, producer(t, topic), want, 5)
+
+	sink := &blockSink{memSink: newMemSink()}
+	sink.n.Store(4)
+	rp := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) {
+		c.DrainTimeout = 200 * time.Millisecond
+		c.CommitInterval = 0
+	})
+	waitFor(t, "the sink to block", func() bool { return sink.n.Load() < 0 })
+	rp.cancel()
+	err := <-rp.done
+	require.ErrorIs(t, err, errDrainTimeout)
+	require.NoError(t, rp.src.Close())
+	require.NoError(t, rp.dlq.Close())
+	committed, _ := offsets(t, topic, group, 1)
+	require.EqualValues(t, 4, committed[0], "exactly the written messages are committed")
+	require.Equal(t, 20, sink.unique())
+}
+
 func TestConfigValidate(t *testing.T) {
 	require.NoError(t, DefaultConfig().Validate())
 	for name, mut := range map[string]func(*Config){
