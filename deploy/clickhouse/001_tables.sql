@@ -98,7 +98,7 @@ ORDER BY updated_at;
 INSERT INTO {db}.alarm_settings (updated_at, window_s, baseline_windows, lookback_windows, min_n,
     drop_k, min_drop, psi_bin_width, psi_threshold, cusum_k, cusum_h, calib_k, calib_min_gap,
     calib_min_labels, surge_k, surge_min_increase, queue_lookback_s)
-SELECT toDateTime(0, 'UTC'), 3600, 6, 48, 50, 3, 0.05, 0.1, 0.25, 0.5, 5, 3, 0.05, 30, 4, 0.1, 86400;
+SELECT toDateTime(0, 'UTC'), 3600, 6, 48, 50, 3, 0.05, 0.25, 0.25, 0.5, 5, 3, 0.05, 30, 4, 0.1, 86400;
 
 -- alarm_state: one row per alarm key and change, written by `entrowatch
 -- alarms`; the newest version of a key is its state.

@@ -22,7 +22,7 @@ import (
 type LocalConfig struct {
 	// Dir holds the server's config, data and logs; created when missing and
 	// reused across starts (the data persists). Default "clickhouse-data"
-	// under the working directory.
+	// under the working directory (entrowatch-data/clickhouse).
 	Dir string
 	// Binary is the server executable; default "clickhouse-server" on PATH,
 	// else /usr/sbin/clickhouse-server.
@@ -33,9 +33,9 @@ type LocalConfig struct {
 	StopTimeout time.Duration
 }
 
-// DefaultLocalConfig is a server under ./clickhouse-data.
+// DefaultLocalConfig is a server under ./entrowatch-data/clickhouse.
 func DefaultLocalConfig() LocalConfig {
-	return LocalConfig{Dir: "clickhouse-data", ReadyTimeout: 30 * time.Second, StopTimeout: 15 * time.Second}
+	return LocalConfig{Dir: filepath.Join("entrowatch-data", "clickhouse"), ReadyTimeout: 30 * time.Second, StopTimeout: 15 * time.Second}
 }
 
 // Server is a running managed clickhouse-server.

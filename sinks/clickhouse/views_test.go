@@ -1,0 +1,125 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/stretchr/testify/require"
+)
+
+// traffic generates hourly traffic of model m1 over domains A and B: hours
+// windows of perHour responses per domain, stationary unless shift changes
+// a row of domain A in hour h (0-based).
+type traffic struct {
+	hours, perHour int
+	seed           uint64
+	shift          func(h int, r *row, rng *rand.Rand)
+}
+
+func (tr traffic) rows() []row {
+	rng := rand.New(rand.NewPCG(tr.seed, 7))
+	var out []row
+	for h := range tr.hours {
+		for _, dom := range []string{"A", "B"} {
+			for j := range tr.perHour {
+				r := row{
+					id:        fmt.Sprintf("%s-%03d-%04d", dom, h, j),
+					ts:        t0.Add(time.Duration(h)*time.Hour + time.Duration(j)*time.Hour/time.Duration(tr.perHour)),
+					domain:    dom,
+					p:         0.55 + 0.4*rng.Float64(),
+					clusterID: int32(rng.IntN(8)),
+					cluster:   "c",
+					mean:      0.2 + 0.8*rng.Float64(),
+					q50:       0.1 + 0.6*rng.Float64(),
+					max:       1.5 + 1.5*rng.Float64(),
+				}
+				if rng.Float64() < 0.05 {
+					r.clusterID = -1
+				}
+				r.correct = -1
+				if dom == "A" && tr.shift != nil {
+					tr.shift(h, &r, rng)
+				}
+				if r.correct == -2 { // label drawn from p (calibrated)
+					r.correct = 0
+					if rng.Float64() < r.p {
+						r.correct = 1
+					}
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// firing returns "kind/domain/feature" of the firing alarms.
+func firing(t *testing.T, conn driver.Conn, db string) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "SELECT DISTINCT kind, domain, feature FROM "+db+".alarms")
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var k, d, f string
+		require.NoError(t, rows.Scan(&k, &d, &f))
+		out = append(out, k+"/"+d+"/"+f)
+	}
+	require.NoError(t, rows.Err())
+	sort.Strings(out)
+	return out
+}
+
+func TestAlarms(t *testing.T) {
+	labelled := func(h int, r *row, rng *rand.Rand) { r.correct = -2 }
+	for _, tc := range []struct {
+		name  string
+		seed  uint64
+		shift func(h int, r *row, rng *rand.Rand)
+		want  []string
+	}{
+		{name: "stationary", want: nil},
+		{name: "stationary_seed2", seed: 2, want: nil},
+		{name: "stationary_seed3", seed: 3, want: nil},
+		{name: "stationary_labelled", shift: labelled, want: nil},
+		{name: "accuracy_drop", shift: func(h int, r *row, rng *rand.Rand) {
+			if h >= 46 {
+				r.p -= 0.3
+			}
+		}, want: []string{"accuracy_drop/A/", "cusum/A/"}},
+		{name: "psi", shift: func(h int, r *row, rng *rand.Rand) {
+			if h >= 47 {
+				r.mean += 1
+				r.max = 2.8 + 0.2*rng.Float64()
+			}
+		}, want: []string{"psi/A/max", "psi/A/mean"}},
+		{name: "cusum", shift: func(h int, r *row, rng *rand.Rand) {
+			if h >= 36 {
+				r.p -= 0.045
+			}
+		}, want: []string{"cusum/A/"}},
+		{name: "calibration_gap", shift: func(h int, r *row, rng *rand.Rand) {
+			r.correct = 0
+			if rng.Float64() < r.p-0.2 {
+				r.correct = 1
+			}
+		}, want: []string{"calibration_gap/A/"}},
+		{name: "unclustered_surge", shift: func(h int, r *row, rng *rand.Rand) {
+			if h >= 47 && rng.Float64() < 0.6 {
+				r.clusterID = -1
+			}
+		}, want: []string{"unclustered_surge//"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, conn := migrated(t)
+			rows := traffic{hours: 48, perHour: 200, seed: max(tc.seed, 1), shift: tc.shift}.rows()
+			write(t, cfg, rows)
+			require.Equal(t, tc.want, firing(t, conn, cfg.Database))
+		})
+	}
+}
