@@ -11,188 +11,312 @@ import (
 // StepOf loop does.
 var useVector = archsimd.X86.AVX512()
 
-// The vector kernel works on 8 float64 lanes. Its exp reduces x = (k/16) ln2 + r
-// with |r| <= ln2/32, looks 2^((k mod 16)/16) up in a 16-entry table held in
-// two registers (VPERMI2PD), evaluates a degree-7 polynomial for e^r and scales
-// by 2^floor(k/16) (VSCALEFPD): relative error about 1e-16, like Exp.
+// The vector kernel works on 8 float64 lanes, one alternative per lane. Its
+// exp reduces x = (k/16) ln2 + r with |r| <= ln2/32, looks 2^((k mod 16)/16)
+// up in a 16-entry table held in two registers (VPERMI2PD), evaluates a
+// degree-7 Taylor polynomial for e^r (truncation error 1.2e-18) and adds
+// floor(k/16) to the exponent: relative error about 2e-16, like Exp.
+//
+// Each step leaves three vectors: the lane sums of p*l and the lane-wise top
+// two p. Eight steps at a time are reduced together by a transposing tree, so
+// that no step pays for horizontal operations of its own.
 const (
 	inv16Ln2 = 16 / math.Ln2
 	ln2Hi16  = 6.93147180369123816490e-01 / 16
 	ln2Lo16  = 1.90821492927058770002e-10 / 16
 )
 
-var tab16 = func() (t [16]float64) {
-	for j := range t {
-		t[j] = math.Exp2(float64(j) / 16)
+// vc holds the kernel's constants broadcast to 8 lanes. The kernel loads
+// them where it uses them (one instruction each) instead of holding them in
+// registers: Go's register allocator gives vectors 15 registers and spills
+// the loop's accumulators otherwise.
+var vc = func() (c [cN][8]float64) {
+	for i, v := range [cN]float64{
+		cMin: expMin, cInv: inv16Ln2, cLn2Hi: -ln2Hi16, cLn2Lo: -ln2Lo16,
+		c7: 1.0 / 5040, c6: 1.0 / 720, c5: 1.0 / 120, c4: 1.0 / 24, c3: 1.0 / 6, c2: 1.0 / 2, c1: 1,
+	} {
+		for j := range c[i] {
+			c[i][j] = v
+		}
 	}
-	return t
+	for j := range 16 {
+		c[cTab+j/8][j%8] = math.Exp2(float64(j) / 16)
+	}
+	return c
 }()
 
-// step8 folds 8 valid logprobs x into a step's accumulators: acc += p*l, and
-// the per-lane top two of p = exp(l) (0 for l <= expMin and for dead lanes).
-// live marks the lanes that hold alternatives. Written with the constants as
-// arguments so that it inlines and they stay in registers across the steps.
-func step8(x archsimd.Float64x8, live uint8, acc, top1, top2 *archsimd.Float64x8,
-	minv, inv, ln2hi, ln2lo, sixteenth, tlo, thi archsimd.Float64x8,
-) {
-	keep := x.Greater(minv).And(archsimd.Mask64x8FromBits(live))
-	xc := x.Max(minv)
-	kf := xc.Mul(inv).RoundToEvenScaled(0)
-	r := kf.MulAdd(ln2hi, xc)
-	r = kf.MulAdd(ln2lo, r)
-	p := expPoly(r)
-	t := tlo.ConcatPermute(thi, kf.ConvertToInt64().AsUint64x8())
-	p = t.Mul(p).Scale(kf.Mul(sixteenth)).Masked(keep)
-	*acc = p.MulAdd(xc, *acc)
-	*top2 = top2.Max(top1.Min(p))
-	*top1 = top1.Max(p)
+const (
+	cMin = iota
+	cInv
+	cLn2Hi
+	cLn2Lo
+	c7
+	c6
+	c5
+	c4
+	c3
+	c2
+	c1
+	cTab // 2^(j/16), j = 0..7
+	cTab2
+	cN
+)
+
+func ld(i int) archsimd.Float64x8 { return archsimd.LoadFloat64x8(&vc[i]) }
+
+// Index vectors of the transposing reduction (VPERMI2PD picks from x:y, 0-15).
+var (
+	idxL2a = [8]uint64{0, 1, 8, 9, 4, 5, 12, 13}
+	idxL2b = [8]uint64{2, 3, 10, 11, 6, 7, 14, 15}
+	idxL3a = [8]uint64{0, 1, 2, 3, 8, 9, 10, 11}
+	idxL3b = [8]uint64{4, 5, 6, 7, 12, 13, 14, 15}
+)
+
+// exp8 is e^x for x in [expMin, 1].
+func exp8(x archsimd.Float64x8) archsimd.Float64x8 {
+	kf := x.Mul(ld(cInv)).RoundToEvenScaled(0)
+	r := kf.MulAdd(ld(cLn2Hi), x)
+	r = kf.MulAdd(ld(cLn2Lo), r)
+	q := ld(c7).MulAdd(r, ld(c6))
+	q = q.MulAdd(r, ld(c5))
+	q = q.MulAdd(r, ld(c4))
+	q = q.MulAdd(r, ld(c3))
+	q = q.MulAdd(r, ld(c2))
+	q = q.MulAdd(r, ld(c1))
+	q = q.MulAdd(r, ld(c1))
+	k := kf.ConvertToInt64()
+	// VPERMI2PD reads the low 4 bits of k: k mod 16. The exponent field gets
+	// floor(k/16), at least -1021 for x >= -708, so the result stays normal.
+	t := ld(cTab).ConcatPermute(ld(cTab2), k.AsUint64x8()).Mul(q)
+	return t.AsInt64x8().Add(k.ShiftAllRight(4).ShiftAllLeft(52)).AsFloat64x8()
 }
 
-// expPoly is e^r to within 1e-16 relative for |r| <= ln2/32 (Taylor, degree 7).
-func expPoly(r archsimd.Float64x8) archsimd.Float64x8 {
-	q := archsimd.BroadcastFloat64x8(1.0/5040).MulAdd(r, archsimd.BroadcastFloat64x8(1.0/720))
-	q = q.MulAdd(r, archsimd.BroadcastFloat64x8(1.0/120))
-	q = q.MulAdd(r, archsimd.BroadcastFloat64x8(1.0/24))
-	q = q.MulAdd(r, archsimd.BroadcastFloat64x8(1.0/6))
-	q = q.MulAdd(r, archsimd.BroadcastFloat64x8(1.0/2))
-	one := archsimd.BroadcastFloat64x8(1)
-	q = q.MulAdd(r, one)
-	return q.MulAdd(r, one)
+// fold adds 8 alternatives x, all in (expMin, maxLogprob], to a step.
+func fold(x, acc, top1, top2 archsimd.Float64x8) (archsimd.Float64x8, archsimd.Float64x8, archsimd.Float64x8) {
+	p := exp8(x)
+	return p.MulAdd(x, acc), top1.Max(p), top2.Max(top1.Min(p))
 }
 
-// reduce returns a step's H and margin from its accumulators.
-func reduce(acc, top1, top2 archsimd.Float64x8) (h, margin float64) {
-	h = -hsum(acc)
-	p1 := hmax(top1)
-	eq := top1.Equal(archsimd.BroadcastFloat64x8(p1))
-	bits := eq.ToBits()
-	if bits&(bits-1) != 0 {
-		return h, 0 // the largest p is in two lanes
-	}
-	// The second largest is either in another lane's top1 or below the
-	// largest in its own lane.
-	return h, p1 - hmax(top2.Merge(top1, eq))
+// foldMasked adds the lanes of x in keep, all <= maxLogprob, to a step; the
+// other lanes contribute p = 0.
+func foldMasked(x archsimd.Float64x8, keep uint8, acc, top1, top2 archsimd.Float64x8) (archsimd.Float64x8, archsimd.Float64x8, archsimd.Float64x8) {
+	xc := x.Max(ld(cMin))
+	p := exp8(xc).Masked(archsimd.Mask64x8FromBits(keep))
+	return p.MulAdd(xc, acc), top1.Max(p), top2.Max(top1.Min(p))
 }
 
+// group holds the accumulators of up to 8 steps until they are reduced.
+type group struct {
+	acc, top1, top2 [8][8]float64
+}
+
+// put stores step j's accumulators.
+func (g *group) put(j int, acc, top1, top2 archsimd.Float64x8) {
+	acc.Store(&g.acc[j])
+	top1.Store(&g.top1[j])
+	top2.Store(&g.top2[j])
+}
+
+// putStep stores a step computed by StepOf.
+func (g *group) putStep(j int, st Step) {
+	g.acc[j] = [8]float64{-st.H}
+	g.top1[j] = [8]float64{st.Margin}
+	g.top2[j] = [8]float64{}
+}
+
+// reduce returns, for the 8 steps of g (lane j for step j), H and the margin.
+func (g *group) reduce() (h, margin archsimd.Float64x8) {
+	l2a, l2b := archsimd.LoadUint64x8(&idxL2a), archsimd.LoadUint64x8(&idxL2b)
+	l3a, l3b := archsimd.LoadUint64x8(&idxL3a), archsimd.LoadUint64x8(&idxL3b)
+	load := archsimd.LoadFloat64x8
+
+	// Sums: pairs of steps first (lane 2i: step a, 2i+1: step b, per 128-bit
+	// group i), then groups of four, then all eight.
+	s01 := sumPair(load(&g.acc[0]), load(&g.acc[1]))
+	s23 := sumPair(load(&g.acc[2]), load(&g.acc[3]))
+	s45 := sumPair(load(&g.acc[4]), load(&g.acc[5]))
+	s67 := sumPair(load(&g.acc[6]), load(&g.acc[7]))
+	s03 := s01.ConcatPermute(s23, l2a).Add(s01.ConcatPermute(s23, l2b))
+	s47 := s45.ConcatPermute(s67, l2a).Add(s45.ConcatPermute(s67, l2b))
+	sum := s03.ConcatPermute(s47, l3a).Add(s03.ConcatPermute(s47, l3b))
+
+	// Top two, merging (hi, lo) pairs along the same tree.
+	h01, o01 := topPair(load(&g.top1[0]), load(&g.top2[0]), load(&g.top1[1]), load(&g.top2[1]))
+	h23, o23 := topPair(load(&g.top1[2]), load(&g.top2[2]), load(&g.top1[3]), load(&g.top2[3]))
+	h45, o45 := topPair(load(&g.top1[4]), load(&g.top2[4]), load(&g.top1[5]), load(&g.top2[5]))
+	h67, o67 := topPair(load(&g.top1[6]), load(&g.top2[6]), load(&g.top1[7]), load(&g.top2[7]))
+	h03, o03 := merge2(h01.ConcatPermute(h23, l2a), o01.ConcatPermute(o23, l2a), h01.ConcatPermute(h23, l2b), o01.ConcatPermute(o23, l2b))
+	h47, o47 := merge2(h45.ConcatPermute(h67, l2a), o45.ConcatPermute(o67, l2a), h45.ConcatPermute(h67, l2b), o45.ConcatPermute(o67, l2b))
+	p1, p2 := merge2(h03.ConcatPermute(h47, l3a), o03.ConcatPermute(o47, l3a), h03.ConcatPermute(h47, l3b), o03.ConcatPermute(o47, l3b))
+	var zero archsimd.Float64x8
+	return zero.Sub(sum), p1.Sub(p2)
+}
+
+// sumPair adds adjacent lanes: per 128-bit group i, a[2i]+a[2i+1], b[2i]+b[2i+1].
+func sumPair(a, b archsimd.Float64x8) archsimd.Float64x8 {
+	return a.SelectFromPairGrouped(0, 2, b).Add(a.SelectFromPairGrouped(1, 3, b))
+}
+
+// topPair is sumPair for (top1, top2) pairs: a1, a2 of one step, b1, b2 of another.
+func topPair(a1, a2, b1, b2 archsimd.Float64x8) (archsimd.Float64x8, archsimd.Float64x8) {
+	return merge2(a1.SelectFromPairGrouped(0, 2, b1), a2.SelectFromPairGrouped(0, 2, b2),
+		a1.SelectFromPairGrouped(1, 3, b1), a2.SelectFromPairGrouped(1, 3, b2))
+}
+
+// merge2 returns the top two of the union of two lane-wise top-two pairs.
+func merge2(a1, a2, b1, b2 archsimd.Float64x8) (hi, lo archsimd.Float64x8) {
+	return a1.Max(b1), a1.Min(b1).Max(a2.Max(b2))
+}
+
+// hsum is the sum of x's lanes.
 func hsum(x archsimd.Float64x8) float64 {
 	y := x.GetLo().Add(x.GetHi())
 	z := y.GetLo().Add(y.GetHi())
-	return z.GetElem(0) + z.GetElem(1)
+	return z.Add(z.SelectFromPair(1, 1, z)).GetElem(0)
 }
 
-// hmax is the largest lane of x, which holds no NaN.
-func hmax(x archsimd.Float64x8) float64 {
-	y := x.GetLo().Max(x.GetHi())
-	z := y.GetLo().Max(y.GetHi())
-	a, b := z.GetElem(0), z.GetElem(1)
-	if b > a {
-		return b
-	}
-	return a
-}
-
-func stepsVec32(values []float32, offs []int32, h []float64, maxLogprob float64) (margins float64, bad int, why Bad) {
-	maxv := archsimd.BroadcastFloat64x8(maxLogprob)
-	minv := archsimd.BroadcastFloat64x8(expMin)
-	inv := archsimd.BroadcastFloat64x8(inv16Ln2)
-	ln2hi := archsimd.BroadcastFloat64x8(-ln2Hi16)
-	ln2lo := archsimd.BroadcastFloat64x8(-ln2Lo16)
-	sixteenth := archsimd.BroadcastFloat64x8(1.0 / 16)
-	tlo := archsimd.LoadFloat64x8((*[8]float64)(tab16[:8]))
-	thi := archsimd.LoadFloat64x8((*[8]float64)(tab16[8:]))
+func stepsVec32(values []float32, offs []int32, h []float64, maxLogprob float64) (float64, int, Bad) {
+	mx := [8]float64{maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob}
+	var margins archsimd.Float64x8
+	var g group
 	n := len(offs) - 1
 	h = h[:n]
-	for t := range h {
-		lo, hi := offs[t], offs[t+1]
-		if lo >= hi {
-			return margins, t, Empty
+	for t0 := 0; t0 < n; t0 += 8 {
+		m := min(8, n-t0)
+		if m < 8 {
+			g = group{}
 		}
-		alts := values[lo:hi]
-		var acc, top1, top2 archsimd.Float64x8
-		ok := true
-		a := alts
-		for ; len(a) >= 8; a = a[8:] {
-			x := archsimd.LoadFloat32x8Slice(a).ConvertToFloat64()
-			if x.LessEqual(maxv).ToBits() != 0xff {
-				ok = false
-				break
+		for j := range m {
+			t := t0 + j
+			lo, hi := offs[t], offs[t+1]
+			if lo >= hi {
+				return 0, t, Empty
 			}
-			step8(x, 0xff, &acc, &top1, &top2, minv, inv, ln2hi, ln2lo, sixteenth, tlo, thi)
-		}
-		if ok && len(a) > 0 {
-			x := archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
-			live := uint8(1)<<len(a) - 1
-			if ok = x.LessEqual(maxv).ToBits()&live == live; ok {
-				step8(x, live, &acc, &top1, &top2, minv, inv, ln2hi, ln2lo, sixteenth, tlo, thi)
+			alts := values[lo:hi]
+			var acc, top1, top2 archsimd.Float64x8
+			a := alts
+			fast := true
+			for ; len(a) >= 8; a = a[8:] {
+				x := archsimd.LoadFloat32x8Slice(a).ConvertToFloat64()
+				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits() != 0xff {
+					fast = false
+					break
+				}
+				acc, top1, top2 = fold(x, acc, top1, top2)
 			}
-		}
-		if !ok {
-			// Classify the invalid value (or, with maxLogprob < 0, a dead
-			// lane that failed the check) the scalar way.
-			st, b := StepOf(alts, maxLogprob)
-			if b != OK {
-				return margins, t, b
+			if fast && len(a) > 0 {
+				x := archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
+				live := uint8(1)<<len(a) - 1
+				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits()&live != live {
+					fast = false
+				} else {
+					acc, top1, top2 = foldMasked(x, live, acc, top1, top2)
+				}
 			}
-			h[t] = st.H
-			margins += st.Margin
-			continue
+			if !fast {
+				// Values without probability or invalid ones: lane masks for
+				// the former, StepOf to classify the latter.
+				ok := true
+				acc, top1, top2 = archsimd.Float64x8{}, archsimd.Float64x8{}, archsimd.Float64x8{}
+				for a = alts; len(a) > 0 && ok; a = a[min(8, len(a)):] {
+					x := archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
+					live := uint8(1)<<min(8, len(a)) - 1
+					if ok = x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live == live; ok {
+						keep := x.Greater(ld(cMin)).ToBits() & live
+						acc, top1, top2 = foldMasked(x, keep, acc, top1, top2)
+					}
+				}
+				if !ok {
+					st, b := StepOf(alts, maxLogprob)
+					if b != OK {
+						return 0, t, b
+					}
+					g.putStep(j, st)
+					continue
+				}
+			}
+			g.put(j, acc, top1, top2)
 		}
-		var m float64
-		h[t], m = reduce(acc, top1, top2)
-		margins += m
+		hv, mv := g.reduce()
+		if m == 8 {
+			hv.StoreSlice(h[t0:])
+		} else {
+			hv.StoreSlicePart(h[t0:])
+		}
+		margins = margins.Add(mv)
 	}
-	return margins, n, OK
+	return hsum(margins), n, OK
 }
 
-func stepsVec64(values []float64, offs []int32, h []float64, maxLogprob float64) (margins float64, bad int, why Bad) {
-	maxv := archsimd.BroadcastFloat64x8(maxLogprob)
-	minv := archsimd.BroadcastFloat64x8(expMin)
-	inv := archsimd.BroadcastFloat64x8(inv16Ln2)
-	ln2hi := archsimd.BroadcastFloat64x8(-ln2Hi16)
-	ln2lo := archsimd.BroadcastFloat64x8(-ln2Lo16)
-	sixteenth := archsimd.BroadcastFloat64x8(1.0 / 16)
-	tlo := archsimd.LoadFloat64x8((*[8]float64)(tab16[:8]))
-	thi := archsimd.LoadFloat64x8((*[8]float64)(tab16[8:]))
+func stepsVec64(values []float64, offs []int32, h []float64, maxLogprob float64) (float64, int, Bad) {
+	mx := [8]float64{maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob, maxLogprob}
+	var margins archsimd.Float64x8
+	var g group
 	n := len(offs) - 1
 	h = h[:n]
-	for t := range h {
-		lo, hi := offs[t], offs[t+1]
-		if lo >= hi {
-			return margins, t, Empty
+	for t0 := 0; t0 < n; t0 += 8 {
+		m := min(8, n-t0)
+		if m < 8 {
+			g = group{}
 		}
-		alts := values[lo:hi]
-		var acc, top1, top2 archsimd.Float64x8
-		ok := true
-		a := alts
-		for ; len(a) >= 8; a = a[8:] {
-			x := archsimd.LoadFloat64x8Slice(a)
-			if x.LessEqual(maxv).ToBits() != 0xff {
-				ok = false
-				break
+		for j := range m {
+			t := t0 + j
+			lo, hi := offs[t], offs[t+1]
+			if lo >= hi {
+				return 0, t, Empty
 			}
-			step8(x, 0xff, &acc, &top1, &top2, minv, inv, ln2hi, ln2lo, sixteenth, tlo, thi)
-		}
-		if ok && len(a) > 0 {
-			x := archsimd.LoadFloat64x8SlicePart(a)
-			live := uint8(1)<<len(a) - 1
-			if ok = x.LessEqual(maxv).ToBits()&live == live; ok {
-				step8(x, live, &acc, &top1, &top2, minv, inv, ln2hi, ln2lo, sixteenth, tlo, thi)
+			alts := values[lo:hi]
+			var acc, top1, top2 archsimd.Float64x8
+			a := alts
+			fast := true
+			for ; len(a) >= 8; a = a[8:] {
+				x := archsimd.LoadFloat64x8Slice(a)
+				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits() != 0xff {
+					fast = false
+					break
+				}
+				acc, top1, top2 = fold(x, acc, top1, top2)
 			}
-		}
-		if !ok {
-			// Classify the invalid value (or, with maxLogprob < 0, a dead
-			// lane that failed the check) the scalar way.
-			st, b := StepOf(alts, maxLogprob)
-			if b != OK {
-				return margins, t, b
+			if fast && len(a) > 0 {
+				x := archsimd.LoadFloat64x8SlicePart(a)
+				live := uint8(1)<<len(a) - 1
+				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits()&live != live {
+					fast = false
+				} else {
+					acc, top1, top2 = foldMasked(x, live, acc, top1, top2)
+				}
 			}
-			h[t] = st.H
-			margins += st.Margin
-			continue
+			if !fast {
+				// Values without probability or invalid ones: lane masks for
+				// the former, StepOf to classify the latter.
+				ok := true
+				acc, top1, top2 = archsimd.Float64x8{}, archsimd.Float64x8{}, archsimd.Float64x8{}
+				for a = alts; len(a) > 0 && ok; a = a[min(8, len(a)):] {
+					x := archsimd.LoadFloat64x8SlicePart(a)
+					live := uint8(1)<<min(8, len(a)) - 1
+					if ok = x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live == live; ok {
+						keep := x.Greater(ld(cMin)).ToBits() & live
+						acc, top1, top2 = foldMasked(x, keep, acc, top1, top2)
+					}
+				}
+				if !ok {
+					st, b := StepOf(alts, maxLogprob)
+					if b != OK {
+						return 0, t, b
+					}
+					g.putStep(j, st)
+					continue
+				}
+			}
+			g.put(j, acc, top1, top2)
 		}
-		var m float64
-		h[t], m = reduce(acc, top1, top2)
-		margins += m
+		hv, mv := g.reduce()
+		if m == 8 {
+			hv.StoreSlice(h[t0:])
+		} else {
+			hv.StoreSlicePart(h[t0:])
+		}
+		margins = margins.Add(mv)
 	}
-	return margins, n, OK
+	return hsum(margins), n, OK
 }

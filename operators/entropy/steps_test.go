@@ -3,7 +3,10 @@ package entropy
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // randomAlts draws k logprobs the way real top-k lists look, plus the edge
@@ -198,10 +201,25 @@ func BenchmarkSteps(b *testing.B) {
 			if run.name == "vector" && !useVector {
 				b.Skip("no vector kernel in this build")
 			}
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			cpu0 := threadCPU(b)
 			for b.Loop() {
 				run.f()
 			}
+			cpu := threadCPU(b) - cpu0
 			b.ReportMetric(float64(b.N*len(steps))/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(float64(b.N*len(steps))/cpu.Seconds(), "cpu-tokens/s")
 		})
 	}
+}
+
+// threadCPU is the CPU time the calling OS thread has used, a steadier
+// measure than wall time on a shared machine.
+func threadCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		b.Skipf("getrusage(RUSAGE_THREAD): %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
