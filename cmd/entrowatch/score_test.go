@@ -185,3 +185,40 @@ func TestScoreUsageErrors(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, `unknown command "nonsense"`)
 }
+
+// TestScoreWithEstimatorAndClusters: train on the golden features, fit
+// clusters on generated prompts, then score with both artifacts.
+func TestScoreWithEstimatorAndClusters(t *testing.T) {
+	dir := t.TempDir()
+	est := filepath.Join(dir, "estimator.json")
+	_, stderr, code := runCLI(t, "train", "--in", fixtures+"valid.expected.csv", "--out", est)
+	require.Equal(t, 0, code, stderr)
+
+	var prompts strings.Builder
+	for i := range 40 {
+		if i%2 == 0 {
+			prompts.WriteString("solve the quadratic equation for x and simplify the integral\n")
+		} else {
+			prompts.WriteString("write a python function that sorts a list and returns the result\n")
+		}
+	}
+	ptxt := filepath.Join(dir, "prompts.txt")
+	require.NoError(t, os.WriteFile(ptxt, []byte(prompts.String()), 0o644))
+	clusters := filepath.Join(dir, "clusters.json")
+	_, stderr, code = runCLI(t, "cluster", "fit", "--in", ptxt, "--out", clusters, "--k", "2")
+	require.Equal(t, 0, code, stderr)
+
+	out := filepath.Join(dir, "scored.csv")
+	_, stderr, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", out, "--estimator", est, "--clusters", clusters)
+	require.Equal(t, 0, code, stderr)
+	rows := readCSV(t, out)
+	require.Len(t, rows, 33)
+	for _, r := range rows {
+		p, err := strconv.ParseFloat(r["p_correct"], 64)
+		require.NoError(t, err, "p_correct %q", r["p_correct"])
+		require.True(t, p >= 0 && p <= 1, "p_correct %v", p)
+		_, err = strconv.Atoi(r["cluster_id"])
+		require.NoError(t, err)
+		require.NotEmpty(t, r["cluster_label"])
+	}
+}

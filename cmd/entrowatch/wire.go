@@ -1,20 +1,25 @@
 package main
 
 import (
-	"errors"
 	"log/slog"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/operators/clustertag"
+	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/streams"
 )
 
 // newEstimateOperator loads an estimator artifact into the estimate operator.
 func newEstimateOperator(path string, mem memory.Allocator, log *slog.Logger) (streams.Operator, error) {
-	return nil, errors.New("--estimator: the estimate operator is not in this build yet")
+	cfg := estimate.DefaultConfig()
+	cfg.Path = path
+	return estimate.New(cfg, mem, log)
 }
 
 // newClusterOperator loads a topic-cluster artifact into the clustertag operator.
 func newClusterOperator(path string, mem memory.Allocator, log *slog.Logger) (streams.Operator, error) {
-	return nil, errors.New("--clusters: the clustertag operator is not in this build yet")
+	cfg := clustertag.DefaultConfig()
+	cfg.Path = path
+	return clustertag.New(cfg, mem, log)
 }
