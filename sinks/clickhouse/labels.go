@@ -1,0 +1,279 @@
+package clickhouse
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// LabelRequest is one response to send to labelers.
+type LabelRequest struct {
+	TraceID     string    `json:"trace_id"`
+	Model       string    `json:"model"`
+	Domain      string    `json:"domain"`
+	PCorrect    float64   `json:"p_correct"`
+	Uncertainty float64   `json:"uncertainty"` // |p_correct - 0.5|, smaller is more uncertain
+	Stratum     uint8     `json:"stratum"`     // p_correct fifth, 0..4
+	StratumRank uint64    `json:"stratum_rank"`
+	Priority    float64   `json:"priority"` // the domain's labeling_queue priority
+	TS          time.Time `json:"ts"`
+	Prompt      string    `json:"prompt,omitempty"`
+	Batch       string    `json:"batch"`
+}
+
+// RequestLabels takes up to perDomain responses from each of the top
+// domains of labeling_queue (those with open responses), in
+// labeling_candidates order, records them in label_requests so later calls
+// skip them, and returns them.
+func RequestLabels(ctx context.Context, conn driver.Conn, db string, domains, perDomain int, batch string, now time.Time) ([]LabelRequest, error) {
+	if domains <= 0 || perDomain <= 0 {
+		return nil, fmt.Errorf("labels requests: domains (%d) and per-domain (%d) must be positive", domains, perDomain)
+	}
+	q := fmt.Sprintf(`SELECT model, domain, toFloat64(priority), toUInt8(stratum), toUInt64(stratum_rank), trace_id, toFloat64(p_correct), toFloat64(uncertainty), ts, prompt
+FROM %[1]s.labeling_candidates
+WHERE (model, domain) IN (SELECT model, domain FROM %[1]s.labeling_queue WHERE n_open > 0 ORDER BY priority DESC, model, domain LIMIT %[2]d)
+ORDER BY priority DESC, model, domain, stratum_rank, uncertainty, trace_id
+LIMIT %[3]d BY model, domain`, db, domains, perDomain)
+	rows, err := conn.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("labels requests: querying %s.labeling_candidates: %w", db, err)
+	}
+	defer rows.Close()
+	var out []LabelRequest
+	for rows.Next() {
+		var r LabelRequest
+		if err := rows.Scan(&r.Model, &r.Domain, &r.Priority, &r.Stratum, &r.StratumRank, &r.TraceID, &r.PCorrect, &r.Uncertainty, &r.TS, &r.Prompt); err != nil {
+			return nil, fmt.Errorf("labels requests: %w", err)
+		}
+		r.Batch = batch
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("labels requests: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".label_requests (trace_id, model, domain, requested_at, batch)")
+	if err != nil {
+		return nil, fmt.Errorf("labels requests: recording: %w", err)
+	}
+	for _, r := range out {
+		if err := b.Append(r.TraceID, r.Model, r.Domain, now.UTC(), batch); err != nil {
+			_ = b.Abort()
+			return nil, fmt.Errorf("labels requests: recording: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return nil, fmt.Errorf("labels requests: recording: %w", err)
+	}
+	return out, nil
+}
+
+// Label is label.v1: the ground truth for one trace.
+type Label struct {
+	TraceID string    `json:"trace_id"`
+	Correct bool      `json:"correct"`
+	Source  string    `json:"source"`
+	TS      time.Time `json:"ts"`
+}
+
+// InsertLabels stores labels; the newest label (by TS) of a trace wins, and
+// re-importing the same labels changes nothing.
+func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Label) error {
+	if len(labels) == 0 {
+		return nil
+	}
+	cols, err := schemas.ClickHouseColumns(schemas.Label)
+	if err != nil {
+		return err
+	}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".labels ("+schemas.ClickHouseColumnList(cols)+")")
+	if err != nil {
+		return fmt.Errorf("labels import: %w", err)
+	}
+	for _, l := range labels {
+		var c uint8
+		if l.Correct {
+			c = 1
+		}
+		ms := l.TS.UnixMilli()
+		if err := b.Append(l.TraceID, c, l.Source, time.Unix(ms/1000, 0).UTC(), uint16(ms%1000)); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("labels import: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("labels import: inserting %d labels: %w", len(labels), err)
+	}
+	return nil
+}
+
+// ReadLabels parses labels from CSV (header with trace_id and correct;
+// source and ts optional) or JSON Lines (objects with the same keys). correct
+// is true/false/1/0; ts is RFC 3339 or Unix milliseconds, default now;
+// source defaults to defaultSource. Errors name the line.
+func ReadLabels(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
+	br := bufio.NewReader(r)
+	head, _ := br.Peek(512)
+	if t := bytes.TrimLeft(head, " \t\r\n\ufeff"); len(t) > 0 && t[0] == '{' {
+		return readLabelsJSON(br, defaultSource, now)
+	}
+	return readLabelsCSV(br, defaultSource, now)
+}
+
+func readLabelsJSON(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 16<<20)
+	var out []Label
+	for line := 1; sc.Scan(); line++ {
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var v struct {
+			TraceID string          `json:"trace_id"`
+			Correct json.RawMessage `json:"correct"`
+			Source  string          `json:"source"`
+			TS      json.RawMessage `json:"ts"`
+		}
+		if err := json.Unmarshal(b, &v); err != nil {
+			return nil, fmt.Errorf("line %d: not a JSON object: %w", line, err)
+		}
+		l, err := makeLabel(v.TraceID, strings.Trim(string(v.Correct), `"`), v.Source, strings.Trim(string(v.TS), `"`), defaultSource, now)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		out = append(out, l)
+	}
+	return out, sc.Err()
+}
+
+func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("line 1: %w", err)
+	}
+	idx := map[string]int{}
+	for i, h := range header {
+		idx[strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))] = i
+	}
+	if _, ok := idx[schemas.ColTraceID]; !ok {
+		return nil, fmt.Errorf("line 1: header %v lacks trace_id (need trace_id,correct[,source,ts])", header)
+	}
+	if _, ok := idx[schemas.ColCorrect]; !ok {
+		return nil, fmt.Errorf("line 1: header %v lacks correct (need trace_id,correct[,source,ts])", header)
+	}
+	get := func(rec []string, name string) string {
+		if i, ok := idx[name]; ok && i < len(rec) {
+			return strings.TrimSpace(rec[i])
+		}
+		return ""
+	}
+	var out []Label
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		l, err := makeLabel(get(rec, schemas.ColTraceID), get(rec, schemas.ColCorrect), get(rec, schemas.ColSource), get(rec, schemas.ColTS), defaultSource, now)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		out = append(out, l)
+	}
+}
+
+func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (Label, error) {
+	if id == "" {
+		return Label{}, errors.New("empty trace_id")
+	}
+	l := Label{TraceID: id, Source: source, TS: now.UTC()}
+	if l.Source == "" {
+		l.Source = defaultSource
+	}
+	switch strings.ToLower(correct) {
+	case "true", "1", "yes":
+		l.Correct = true
+	case "false", "0", "no":
+	default:
+		return Label{}, fmt.Errorf("trace %s: correct is %q, want true/false/1/0", id, correct)
+	}
+	if ts != "" && ts != "null" {
+		if ms, err := strconv.ParseInt(ts, 10, 64); err == nil {
+			l.TS = time.UnixMilli(ms).UTC()
+		} else if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			l.TS = t.UTC()
+		} else {
+			return Label{}, fmt.Errorf("trace %s: ts %q is neither RFC 3339 nor Unix milliseconds", id, ts)
+		}
+	}
+	return l, nil
+}
+
+// LabelsFromRecord reads a label.v1 batch.
+func LabelsFromRecord(rec arrow.RecordBatch) ([]Label, error) {
+	sc := rec.Schema()
+	col := func(name string) (arrow.Array, error) {
+		i, err := schemas.Index(sc, name)
+		if err != nil {
+			return nil, fmt.Errorf("label batch: %w", err)
+		}
+		return rec.Column(i), nil
+	}
+	var ids, srcs *array.String
+	var corr *array.Boolean
+	var tss *array.Timestamp
+	for _, c := range []struct {
+		name string
+		dst  any
+	}{{schemas.ColTraceID, &ids}, {schemas.ColCorrect, &corr}, {schemas.ColSource, &srcs}, {schemas.ColTS, &tss}} {
+		a, err := col(c.name)
+		if err != nil {
+			return nil, err
+		}
+		ok := false
+		switch d := c.dst.(type) {
+		case **array.String:
+			*d, ok = a.(*array.String)
+		case **array.Boolean:
+			*d, ok = a.(*array.Boolean)
+		case **array.Timestamp:
+			*d, ok = a.(*array.Timestamp)
+		}
+		if !ok {
+			return nil, fmt.Errorf("label batch: column %s has type %s, want label.v1's", c.name, a.DataType())
+		}
+	}
+	unit := tss.DataType().(*arrow.TimestampType).Unit
+	out := make([]Label, 0, rec.NumRows())
+	for i := range int(rec.NumRows()) {
+		if ids.IsNull(i) || corr.IsNull(i) {
+			return nil, fmt.Errorf("label batch row %d: trace_id and correct must not be null", i)
+		}
+		out = append(out, Label{TraceID: ids.Value(i), Correct: corr.Value(i), Source: srcs.Value(i), TS: tss.Value(i).ToTime(unit).UTC()})
+	}
+	return out, nil
+}

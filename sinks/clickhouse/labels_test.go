@@ -1,0 +1,154 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The calibration view against a hand-computed example (see the comments).
+func TestCalibrationHandComputed(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	ts := t0
+	rows := []row{
+		{id: "a", ts: ts, domain: "X", p: 0.9, correct: 1},  // labelled by the trace: 1
+		{id: "b", ts: ts, domain: "X", p: 0.9, correct: -1}, // label table: 0
+		{id: "c", ts: ts, domain: "X", p: 0.7, correct: 0},  // label table overrides: 1
+		{id: "d", ts: ts, domain: "X", p: 0.3, correct: -1}, // labelled 1, relabelled 0 later
+		{id: "e", ts: ts, domain: "X", p: 0.25, correct: -1}, // unlabelled
+		{id: "f", ts: ts, domain: "X", p: 0.2, correct: 0},
+		{id: "g", ts: ts, domain: "Y", p: 0.6, correct: -1}, // unlabelled domain
+	}
+	write(t, cfg, rows)
+	write(t, cfg, rows[:3]) // redelivery
+	labels := []Label{
+		{TraceID: "b", Correct: false, Source: "human", TS: t0.Add(time.Hour)},
+		{TraceID: "c", Correct: true, Source: "human", TS: t0.Add(time.Hour)},
+		{TraceID: "d", Correct: true, Source: "human", TS: t0.Add(time.Hour)},
+		{TraceID: "d", Correct: false, Source: "review", TS: t0.Add(2 * time.Hour)},
+	}
+	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels))
+	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels)) // re-import
+
+	// Labelled: a(0.9,1) b(0.9,0) c(0.7,1) d(0.3,0) f(0.2,0); n = 5.
+	// estimated = 3.0/5 = 0.6, realised = 2/5 = 0.4, aee = 0.2.
+	// bins: 9: p 1.8 vs 1 -> 0.8; 7: 0.7 vs 1 -> 0.3; 3: 0.3 vs 0 -> 0.3;
+	// 2: 0.2 vs 0 -> 0.2; ece = 1.6/5 = 0.32; se = sqrt(.09+.09+.21+.21+.16)/5.
+	var model, domain string
+	var n uint64
+	var est, real, aee, ece, se float64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT model, domain, n, estimated, realised, aee, ece, se FROM "+cfg.Database+".calibration").
+		Scan(&model, &domain, &n, &est, &real, &aee, &ece, &se))
+	require.Equal(t, "X", domain)
+	require.Equal(t, uint64(5), n)
+	require.InDelta(t, 0.6, est, 1e-12)
+	require.InDelta(t, 0.4, real, 1e-12)
+	require.InDelta(t, 0.2, aee, 1e-12)
+	require.InDelta(t, 0.32, ece, 1e-12)
+	require.InDelta(t, math.Sqrt(0.76)/5, se, 1e-12)
+
+	var mAEE, mECE float64
+	var doms uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT domains, mean_aee, ece FROM "+cfg.Database+".calibration_models WHERE model = 'm1'").Scan(&doms, &mAEE, &mECE))
+	require.Equal(t, uint64(1), doms)
+	require.InDelta(t, 0.2, mAEE, 1e-12)
+	require.InDelta(t, 0.32, mECE, 1e-12)
+}
+
+func TestLabelingQueue(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	var rows []row
+	add := func(dom string, n int, p func(i int) float64) {
+		for i := range n {
+			rows = append(rows, row{id: fmt.Sprintf("%s-%04d", dom, i), ts: t0.Add(time.Duration(i) * time.Second), domain: dom, p: p(i), correct: -1, clusterID: 1, cluster: "c"})
+		}
+	}
+	add("good", 400, func(i int) float64 { return 0.85 + 0.1*float64(i%10)/10 })
+	add("degraded", 400, func(i int) float64 { return 0.3 + 0.6*float64(i%20)/20 })
+	add("tiny_bad", 10, func(i int) float64 { return 0.4 })
+	add("ok", 400, func(i int) float64 { return 0.7 + 0.2*float64(i%5)/5 })
+	write(t, cfg, rows)
+	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, []Label{{TraceID: "degraded-0010", Correct: true, Source: "t", TS: t0}})) // p = 0.6
+
+	r, err := conn.Query(ctx, "SELECT domain FROM "+cfg.Database+".labeling_queue")
+	require.NoError(t, err)
+	var order []string
+	for r.Next() {
+		var d string
+		require.NoError(t, r.Scan(&d))
+		order = append(order, d)
+	}
+	require.NoError(t, r.Err())
+	// priority = (1 - acc) * sqrt(sum p(1-p)): degraded 0.4*sqrt(400*.2) = 3.6,
+	// ok 0.22*sqrt(400*.17) = 1.8, tiny_bad 0.6*sqrt(10*.24) = 0.93,
+	// good 0.105*sqrt(400*.094) = 0.64.
+	require.Equal(t, []string{"degraded", "ok", "tiny_bad", "good"}, order)
+
+	reqs, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-1", t0)
+	require.NoError(t, err)
+	require.Len(t, reqs, 20)
+	for i, q := range reqs[:10] {
+		require.Equal(t, "degraded", q.Domain, i)
+		require.NotEqual(t, "degraded-0010", q.TraceID, "labelled responses are not requested")
+	}
+	// Stratified: the first five requests cover the five strata present
+	// (p from 0.3 to 0.87: strata 1..4), each its most uncertain response.
+	seen := map[uint8]bool{}
+	for _, q := range reqs[:4] {
+		require.Equal(t, uint64(1), q.StratumRank)
+		seen[q.Stratum] = true
+	}
+	require.Len(t, seen, 4)
+	require.Equal(t, "ok", reqs[10].Domain)
+
+	// Requested responses are not requested again.
+	again, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-2", t0)
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for _, q := range reqs {
+		got[q.TraceID] = true
+	}
+	for _, q := range again {
+		require.False(t, got[q.TraceID], "requested twice: %s", q.TraceID)
+	}
+}
+
+func TestReadLabels(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name, in string
+		want     []Label
+		err      string
+	}{
+		{"csv", "trace_id,correct,source,ts\na,true,human,2026-01-01T00:00:00Z\nb,0,,1767225600000\n", []Label{
+			{TraceID: "a", Correct: true, Source: "human", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+			{TraceID: "b", Correct: false, Source: "import", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		}, ""},
+		{"csv_minimal", "correct,trace_id\n1,x\n", []Label{{TraceID: "x", Correct: true, Source: "import", TS: now}}, ""},
+		{"jsonl", `{"trace_id":"a","correct":true,"source":"s","ts":"2026-01-01T00:00:00Z"}` + "\n\n" + `{"trace_id":"b","correct":0}` + "\n", []Label{
+			{TraceID: "a", Correct: true, Source: "s", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+			{TraceID: "b", Correct: false, Source: "import", TS: now},
+		}, ""},
+		{"bad_correct", "trace_id,correct\na,maybe\n", nil, "line 2: trace a: correct is \"maybe\""},
+		{"no_header", "a,1\n", nil, "lacks trace_id"},
+		{"bad_json", "{\"trace_id\":\n", nil, "line 1: not a JSON object"},
+		{"empty_id", `{"trace_id":"","correct":true}`, nil, "line 1: empty trace_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ReadLabels(strings.NewReader(tc.in), "import", now)
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
