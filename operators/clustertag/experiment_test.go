@@ -70,7 +70,14 @@ func TestExperiment(t *testing.T) {
 		for _, part := range parts {
 			p, dom := data[part][0], data[part][1]
 			truth := Codes(dom)
-			for _, auto := range []bool{false, true} {
+			autos := []bool{false, true}
+			switch os.Getenv("CLUSTERTAG_AUTO") {
+			case "0":
+				autos = autos[:1]
+			case "1":
+				autos = autos[1:]
+			}
+			for _, auto := range autos {
 				line := fmt.Sprintf("%-40s %-4s k=%-4s", v.name, part, map[bool]string{true: "auto", false: fmt.Sprint(trueK[part])}[auto])
 				var sa, sp float64
 				for _, s := range seeds {

@@ -36,7 +36,7 @@ func (m *Model) Carry(prev *Model, minSim float64) (*Lineage, error) {
 		}
 	}
 	pair := hungarian(sim)
-	next := max(prev.NextID, m.NextID)
+	next := prev.NextID
 	for _, c := range prev.Clusters {
 		next = max(next, c.ID+1)
 	}

@@ -34,18 +34,51 @@ func DefaultVectorConfig() VectorConfig {
 type hasher struct {
 	cfg  VectorConfig
 	mask uint64
-	stop map[uint64]struct{}
+	stop *stopSet
 }
 
 func newHasher(cfg VectorConfig) *hasher {
 	h := &hasher{cfg: cfg, mask: 1<<uint(cfg.HashBits) - 1}
 	if cfg.StopWords {
-		h.stop = make(map[uint64]struct{}, len(stopWords))
-		for _, w := range stopWords {
-			h.stop[hashWord(w, 0, len(w))] = struct{}{}
-		}
+		h.stop = newStopSet(stopWords)
 	}
 	return h
+}
+
+// stopSet is an open-addressing set of word hashes, cheaper than a map in
+// the hot loop (one probe for most words).
+type stopSet struct {
+	slots []uint64
+	mask  uint64
+}
+
+func newStopSet(words []string) *stopSet {
+	n := 1
+	for n < 8*len(words) {
+		n <<= 1
+	}
+	s := &stopSet{slots: make([]uint64, n), mask: uint64(n - 1)}
+	for _, w := range words {
+		h := hashWord(w, 0, len(w)) | 1 // 0 marks an empty slot
+		i := mix(h) & s.mask
+		for s.slots[i] != 0 && s.slots[i] != h {
+			i = (i + 1) & s.mask
+		}
+		s.slots[i] = h
+	}
+	return s
+}
+
+func (s *stopSet) has(h uint64) bool {
+	h |= 1
+	for i := mix(h) & s.mask; ; i = (i + 1) & s.mask {
+		switch s.slots[i] {
+		case h:
+			return true
+		case 0:
+			return false
+		}
+	}
 }
 
 const (
@@ -139,10 +172,8 @@ func (h *hasher) appendBuckets(dst []uint32, text string) []uint32 {
 		if end-start < h.cfg.MinLen {
 			continue
 		}
-		if h.stop != nil {
-			if _, ok := h.stop[hashWord(text, start, end)]; ok {
-				continue
-			}
+		if h.stop != nil && h.stop.has(hashWord(text, start, end)) {
+			continue
 		}
 		if h.cfg.Stem {
 			end = stemEnd(text, start, end)
@@ -221,10 +252,8 @@ func (h *hasher) surfaces(text string, fn func(bucket uint32, surface string)) {
 		if end-start < h.cfg.MinLen {
 			continue
 		}
-		if h.stop != nil {
-			if _, ok := h.stop[hashWord(text, start, end)]; ok {
-				continue
-			}
+		if h.stop != nil && h.stop.has(hashWord(text, start, end)) {
+			continue
 		}
 		word := strings.ToLower(text[start:end])
 		if h.cfg.Stem {

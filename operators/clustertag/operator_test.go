@@ -1,0 +1,140 @@
+package clustertag
+
+import (
+	"context"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// scoredBatch builds a scored.v1 batch whose prompt and domain columns hold
+// the given values (nil = null); every other column holds empty values.
+func scoredBatch(t *testing.T, mem memory.Allocator, prompts, domains []*string) arrow.RecordBatch {
+	t.Helper()
+	b := array.NewRecordBuilder(mem, schemas.Scored)
+	defer b.Release()
+	pi := schemas.MustIndex(schemas.Scored, schemas.ColPrompt)
+	di := schemas.MustIndex(schemas.Scored, schemas.ColDomain)
+	for r := range prompts {
+		for i, f := range b.Fields() {
+			var v *string
+			switch i {
+			case pi:
+				v = prompts[r]
+			case di:
+				v = domains[r]
+			default:
+				f.AppendEmptyValue()
+				continue
+			}
+			sb := f.(*array.StringBuilder)
+			if v == nil {
+				sb.AppendNull()
+			} else {
+				sb.Append(*v)
+			}
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+func sp(s string) *string { return &s }
+
+func TestOperator(t *testing.T) {
+	prompts, _ := synthPrompts(30, 8)
+	cfg := quietConfig()
+	cfg.K = 3
+	cfg.ThresholdQuantile = 1
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, m.Seal())
+	tg := m.NewTagger()
+	law, _ := tg.Tag("the judge and the jury heard the defendant's appeal")
+	require.NotEqual(t, Unclustered, law)
+	lawLabel := m.Clusters[law].Label
+
+	in := []*string{sp("the judge and the jury heard the defendant's appeal"), nil, sp(""), sp("zyx qwv"), sp("the judge and the jury heard the defendant's appeal")}
+	dom := []*string{nil, nil, sp("billing"), nil, sp("legal")}
+	for _, tc := range []struct {
+		from    string
+		domains []*string
+	}{
+		{DomainFromCallerElseCluster, []*string{sp(lawLabel), sp(UnclusteredLabel), sp("billing"), sp(UnclusteredLabel), sp("legal")}},
+		{DomainFromCaller, dom},
+		{DomainFromCluster, []*string{sp(lawLabel), sp(UnclusteredLabel), sp(UnclusteredLabel), sp(UnclusteredLabel), sp(lawLabel)}},
+	} {
+		t.Run(tc.from, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			op, err := New(Config{Model: m, DomainFrom: tc.from}, mem, nil)
+			require.NoError(t, err)
+			rec := scoredBatch(t, mem, in, dom)
+			defer rec.Release()
+			out, err := op.Process(context.Background(), rec)
+			require.NoError(t, err)
+			require.Len(t, out, 1)
+			got := out[0]
+			defer got.Release()
+			require.True(t, got.Schema().Equal(schemas.Scored))
+			require.EqualValues(t, len(in), got.NumRows())
+
+			ids := got.Column(schemas.MustIndex(schemas.Scored, schemas.ColClusterID)).(*array.Int32)
+			labels := got.Column(schemas.MustIndex(schemas.Scored, schemas.ColClusterLabel)).(*array.String)
+			dist := got.Column(schemas.MustIndex(schemas.Scored, schemas.ColClusterDistance)).(*array.Float32)
+			domains := got.Column(schemas.MustIndex(schemas.Scored, schemas.ColDomain)).(*array.String)
+
+			wantIDs := []int32{int32(m.Clusters[law].ID), -1, -1, -1, int32(m.Clusters[law].ID)}
+			require.Equal(t, wantIDs, ids.Int32Values())
+			require.Equal(t, []string{lawLabel, UnclusteredLabel, UnclusteredLabel, UnclusteredLabel, lawLabel},
+				[]string{labels.Value(0), labels.Value(1), labels.Value(2), labels.Value(3), labels.Value(4)})
+			require.True(t, dist.IsNull(1) && dist.IsNull(2), "no prompt: distance null")
+			require.True(t, dist.IsValid(0) && dist.Value(0) < 0.9)
+			require.Equal(t, float32(1), dist.Value(3), "no known term: distance 1")
+			for i, w := range tc.domains {
+				if w == nil {
+					require.True(t, domains.IsNull(i), "row %d", i)
+				} else {
+					require.Equal(t, *w, domains.Value(i), "row %d", i)
+				}
+			}
+			// Unchanged columns are shared, not copied.
+			pi := schemas.MustIndex(schemas.Scored, schemas.ColPrompt)
+			require.Same(t, rec.Column(pi).Data(), got.Column(pi).Data())
+			if tc.from == DomainFromCaller {
+				di := schemas.MustIndex(schemas.Scored, schemas.ColDomain)
+				require.Same(t, rec.Column(di).Data(), got.Column(di).Data())
+			}
+			st := op.Stats()
+			require.Equal(t, Stats{Tagged: 2, Unclustered: 1, NoPrompt: 2, DomainSet: st.DomainSet}, st)
+		})
+	}
+}
+
+func TestOperatorErrors(t *testing.T) {
+	_, err := New(Config{}, memory.DefaultAllocator, nil)
+	require.ErrorContains(t, err, "no cluster artifact")
+	_, err = New(Config{Path: "/nonexistent/clusters.json"}, memory.DefaultAllocator, nil)
+	require.ErrorContains(t, err, "cluster fit")
+	prompts, _ := synthPrompts(10, 9)
+	m, err := Fit(context.Background(), prompts, quietConfig(), nil)
+	require.NoError(t, err)
+	_, err = New(Config{Model: m, DomainFrom: "guess"}, memory.DefaultAllocator, nil)
+	require.ErrorContains(t, err, "domain_from")
+
+	// A batch without the cluster columns (trace.v1) is a wiring error.
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	op, err := New(Config{Model: m}, mem, nil)
+	require.NoError(t, err)
+	b := array.NewRecordBuilder(mem, schemas.Trace)
+	defer b.Release()
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	_, err = op.Process(context.Background(), rec)
+	require.ErrorContains(t, err, "cluster_id")
+}
