@@ -90,17 +90,20 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	// Reject reasons follow step order, and within a step: chosen token,
 	// missing alternatives, invalid alternative. The chosen tokens are checked
 	// first, the entropy kernel then runs on the steps before the first bad one.
-	var nllSum, nllMax float64
+	var nllSum, lmin float64
 	nc := n
 	for t, v := range chosen {
 		l := float64(v)
-		if !(l <= c.maxLogprob) || math.IsInf(l, -1) {
+		if !(l <= c.maxLogprob && l >= -math.MaxFloat64) {
 			nc = t
 			break
 		}
 		nllSum -= l
-		nllMax = max(nllMax, -l)
+		if l < lmin {
+			lmin = l
+		}
 	}
+	nllMax := 0 - lmin // +0, not -0, when no token had a negative logprob
 	margins, tb, why := entropy.Steps(values, offs[:nc+1], h[:nc], c.maxLogprob)
 	switch {
 	case why == entropy.Empty:
@@ -115,7 +118,9 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	hmax := math.Inf(-1)
 	for _, v := range h {
 		sum += v
-		hmax = max(hmax, v)
+		if v > hmax {
+			hmax = v
+		}
 	}
 
 	fn := float64(n)
