@@ -43,6 +43,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	partitions := fs.Int("partitions", 4, "partitions of the bench topic")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "stream workers (partition goroutines)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the consume phase to FILE (go tool pprof)")
+	fetchBytes := fs.Int("fetch-max-bytes", kafka.DefaultSourceConfig().MaxBytes, "largest fetch response (source.max_bytes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -115,6 +116,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	scfg := kafka.DefaultSourceConfig()
 	scfg.Topic, scfg.Group = topic, "bench"
 	scfg.MaxWait = 50 * time.Millisecond
+	scfg.MaxBytes = *fetchBytes
 	scfg.HeartbeatInterval = 500 * time.Millisecond
 	scfg.SessionTimeout = 6 * time.Second
 	src, err := kafka.NewSource(conn, scfg, log)
