@@ -45,11 +45,11 @@ FROM
     FROM
     (
         SELECT trace_id, ts, model, domain, p_correct, correct FROM {db}.scored_ok
-    )
+    ) AS s
     ANY LEFT JOIN
     (
         SELECT trace_id, toUInt8(1) AS has_label, correct AS label_correct FROM {db}.labels_latest
-    ) USING trace_id
+    ) AS l USING trace_id
     WHERE has_label = 1 OR isNotNull(correct)
 );
 

@@ -146,7 +146,7 @@ FROM
                 (
                     SELECT model, domain, bucket, p_correct, baseline_windows, min_n, cusum_k AS k0, cusum_h AS h0
                     FROM {db}.alarm_base
-                    CROSS JOIN (SELECT cusum_k, cusum_h FROM {db}.alarm_config)
+                    CROSS JOIN (SELECT cusum_k, cusum_h FROM {db}.alarm_config) AS c
                     WHERE i = 0
                 )
                 GROUP BY model, domain, bucket

@@ -1,4 +1,6 @@
 -- 004: labeling queue and calibration.
+-- INNER JOINs are ALL (the right side has unique keys): current ClickHouse
+-- reads ANY INNER JOIN as one row per key on both sides, 18.16 on the right only.
 
 -- label_status: per scored response in the queue lookback (queue_lookback_s
 -- before the newest response), whether it is labelled (labels table or the
@@ -14,10 +16,10 @@ FROM
         SELECT trace_id, ts, model, domain, p_correct, ifNull(prompt, '') AS prompt, correct
         FROM {db}.scored_ok
         WHERE toUInt32(ts) + (SELECT argMax(queue_lookback_s, updated_at) FROM {db}.alarm_settings) > (SELECT toUInt32(max(ts)) FROM {db}.scored)
-    )
-    ANY LEFT JOIN (SELECT trace_id, toUInt8(1) AS has_label FROM {db}.labels_latest) USING trace_id
-)
-ANY LEFT JOIN (SELECT DISTINCT trace_id, toUInt8(1) AS has_request FROM {db}.label_requests) USING trace_id;
+    ) AS s
+    ANY LEFT JOIN (SELECT trace_id, toUInt8(1) AS has_label FROM {db}.labels_latest) AS l USING trace_id
+) AS sl
+ANY LEFT JOIN (SELECT DISTINCT trace_id, toUInt8(1) AS has_request FROM {db}.label_requests) AS r USING trace_id;
 
 -- labeling_queue: domains ranked by how much labeling would help:
 -- priority = (1 - accuracy) * sqrt(sum p(1-p)) * open / n, i.e. the
@@ -62,8 +64,8 @@ FROM
         GROUP BY model, domain, stratum
     )
     ARRAY JOIN cs AS c, arrayEnumerate(cs) AS stratum_rank
-)
-ANY INNER JOIN (SELECT model, domain, priority FROM {db}.labeling_queue) USING model, domain
+) AS cand
+ALL INNER JOIN (SELECT model, domain, priority FROM {db}.labeling_queue) AS q USING model, domain
 ORDER BY priority DESC, model, domain, stratum_rank, uncertainty, trace_id;
 
 -- calibration_bins: reliability diagram per model x domain over all
@@ -101,8 +103,8 @@ FROM
     SELECT model, count() AS domains, sum(n) AS n, avg(aee) AS mean_aee, max(aee) AS max_aee
     FROM {db}.calibration
     GROUP BY model
-)
-ANY INNER JOIN
+) AS d
+ALL INNER JOIN
 (
     SELECT model, sum(abs(sp - sr)) / sum(nb) AS ece
     FROM
@@ -112,4 +114,4 @@ ANY INNER JOIN
         GROUP BY model, bin
     )
     GROUP BY model
-) USING model;
+) AS p USING model;

@@ -1,0 +1,238 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+	"github.com/stretchr/testify/require"
+)
+
+// chdb is current ClickHouse as a library (libchdb.so from npm's
+// @chdb/lib-linux-x64-gnu). It is loaded with purego directly rather than
+// through chdb-go, whose package init panics when the library is missing,
+// which would fail this whole test binary instead of skipping one test.
+type chdb struct {
+	conn      *struct{ internal unsafe.Pointer }
+	connect   func(argc int, argv []*byte) *struct{ internal unsafe.Pointer }
+	closeConn func(conn *struct{ internal unsafe.Pointer })
+	query     func(conn unsafe.Pointer, query string, format string) unsafe.Pointer
+	errorOf   func(res unsafe.Pointer) string
+	buffer    func(res unsafe.Pointer) *byte
+	length    func(res unsafe.Pointer) uint
+	destroy   func(res unsafe.Pointer)
+}
+
+// chdbLibrary finds libchdb.so: $CHDB_LIB_PATH, else the npm install under
+// the repository root's .cache (scripts/deps.sh).
+func chdbLibrary() (string, error) {
+	if p := os.Getenv("CHDB_LIB_PATH"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(dir, ".cache/npm/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so")
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("libchdb.so not at $CHDB_LIB_PATH nor %s (make deps installs it)", p)
+			}
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("repository root (go.mod) not found")
+		}
+		dir = parent
+	}
+}
+
+func openChdb(t *testing.T) *chdb {
+	t.Helper()
+	lib, err := chdbLibrary()
+	if err != nil {
+		t.Skip("chDB not available: " + err.Error())
+	}
+	h, err := purego.Dlopen(lib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	require.NoError(t, err)
+	c := &chdb{}
+	purego.RegisterLibFunc(&c.connect, h, "chdb_connect")
+	purego.RegisterLibFunc(&c.closeConn, h, "chdb_close_conn")
+	purego.RegisterLibFunc(&c.query, h, "chdb_query")
+	purego.RegisterLibFunc(&c.errorOf, h, "chdb_result_error")
+	purego.RegisterLibFunc(&c.buffer, h, "chdb_result_buffer")
+	purego.RegisterLibFunc(&c.length, h, "chdb_result_length")
+	purego.RegisterLibFunc(&c.destroy, h, "chdb_destroy_query_result")
+	var argv []*byte
+	for _, a := range []string{"clickhouse", "--path=" + t.TempDir()} {
+		b := append([]byte(a), 0)
+		argv = append(argv, &b[0])
+	}
+	c.conn = c.connect(len(argv), argv)
+	require.NotNil(t, c.conn, "chdb_connect failed")
+	t.Cleanup(func() { c.closeConn(c.conn) })
+	return c
+}
+
+func (c *chdb) exec(q string) (string, error) {
+	res := c.query(c.conn.internal, q, "TabSeparated")
+	if res == nil {
+		return "", nil
+	}
+	defer c.destroy(res)
+	if e := c.errorOf(res); e != "" {
+		return "", errors.New(e)
+	}
+	n := int(c.length(res))
+	if n == 0 {
+		return "", nil
+	}
+	return string(unsafe.Slice(c.buffer(res), n)), nil
+}
+
+// httpQuery runs q on the test server over HTTP and returns the body.
+func httpQuery(t *testing.T, q string) string {
+	t.Helper()
+	u := fmt.Sprintf("http://127.0.0.1:%d/?%s", testServer.HTTPPort(), url.Values{"query": {q}}.Encode())
+	resp, err := http.Post(u, "text/plain", nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", q, b)
+	return string(b)
+}
+
+// TestSameAnswersOnChdb runs the migrations on chDB (current ClickHouse),
+// loads the exact rows 18.16 holds, and requires every view query to give
+// the same answer on both.
+func TestSameAnswersOnChdb(t *testing.T) {
+	cfg, conn := migrated(t)
+	ch := openChdb(t)
+	ctx := context.Background()
+	db := cfg.Database
+
+	// Traffic with every alarm kind, attributes, labels and requests.
+	rows := traffic{hours: 48, perHour: 120, seed: 5, shift: func(h int, r *row, rng *rand.Rand) {
+		r.correct = -2
+		if h >= 46 {
+			r.p -= 0.3
+		}
+		if h >= 47 {
+			r.mean += 1
+			if rng.Float64() < 0.6 {
+				r.clusterID = -1
+			}
+		}
+	}}.rows()
+	for i := range rows {
+		if i%3 == 0 {
+			rows[i].attrs = map[string]string{"tenant": fmt.Sprintf("t%d", i%2), "route": "/chat"}
+		}
+		if i%17 == 0 {
+			rows[i].domain = "" // falls back to the cluster label
+		}
+	}
+	write(t, cfg, rows)
+	write(t, cfg, rows[:500]) // redelivery
+	var labels []Label
+	for i := 0; i < len(rows); i += 7 {
+		labels = append(labels, Label{TraceID: rows[i].id, Correct: i%2 == 0, Source: "human", TS: rows[i].ts.Add(time.Hour)})
+	}
+	require.NoError(t, InsertLabels(ctx, conn, db, labels))
+	_, err := RequestLabels(ctx, conn, db, 2, 25, "b1", t0)
+	require.NoError(t, err)
+
+	// Same schema on chDB, through the same migration files.
+	ms, err := Migrations()
+	require.NoError(t, err)
+	_, err = ch.exec("CREATE DATABASE IF NOT EXISTS " + db)
+	require.NoError(t, err)
+	for _, m := range ms {
+		for i, s := range m.Statements {
+			_, err := ch.exec(Expand(s, db))
+			require.NoError(t, err, "chDB: %s statement %d:\n%s", m.Name, i+1, s)
+		}
+	}
+	for _, table := range []string{"scored", "labels", "label_requests"} {
+		data := httpQuery(t, "SELECT * FROM "+db+"."+table+" FORMAT Values")
+		_, err := ch.exec("INSERT INTO " + db + "." + table + " VALUES " + data)
+		require.NoError(t, err, table)
+		// Current ClickHouse collapses duplicates inside one insert
+		// (optimize_on_insert); compare the deduplicated counts.
+		require.Equal(t, strings.TrimSpace(httpQuery(t, "SELECT count() FROM "+db+"."+table+" FINAL")),
+			strings.TrimSpace(must(ch.exec("SELECT count() FROM "+db+"."+table+" FINAL"))), table)
+	}
+
+	queries := []struct{ name, q string }{
+		{"accuracy", "SELECT * FROM {db}.accuracy ORDER BY model, domain, window_s, window_start"},
+		{"accuracy_by_attribute", "SELECT * FROM {db}.accuracy_by_attribute ORDER BY model, domain, attr_key, attr_value, window_s, window_start"},
+		{"accuracy_rolling", "SELECT * FROM {db}.accuracy_rolling ORDER BY model, domain, window_s"},
+		{"alarm_checks", "SELECT * FROM {db}.alarm_checks ORDER BY kind, model, domain, feature, window_start"},
+		{"alarms", "SELECT kind, model, domain, feature, window_start FROM {db}.alarms ORDER BY kind, model, domain, feature, window_start"},
+		{"labeling_queue", "SELECT * FROM {db}.labeling_queue ORDER BY model, domain"},
+		{"labeling_candidates", "SELECT * FROM {db}.labeling_candidates ORDER BY model, domain, stratum, stratum_rank"},
+		{"calibration", "SELECT * FROM {db}.calibration ORDER BY model, domain"},
+		{"calibration_bins", "SELECT * FROM {db}.calibration_bins ORDER BY model, domain, bin"},
+		{"calibration_models", "SELECT * FROM {db}.calibration_models ORDER BY model"},
+	}
+	// The data fires every alarm kind, so the comparison covers them all.
+	kinds := httpQuery(t, "SELECT DISTINCT kind FROM "+db+".alarms ORDER BY kind FORMAT TabSeparated")
+	require.Equal(t, "accuracy_drop\ncalibration_gap\ncusum\npsi\nunclustered_surge\n", kinds)
+	for _, q := range queries {
+		t.Run(q.name, func(t *testing.T) {
+			sql := Expand(q.q, db)
+			old := httpQuery(t, sql+" FORMAT TabSeparated")
+			cur, err := ch.exec(sql)
+			require.NoError(t, err, "chDB: %s", sql)
+			require.NotEmpty(t, strings.TrimSpace(old), "the data must exercise %s", q.name)
+			sameTSV(t, old, cur)
+		})
+	}
+}
+
+func must(s string, err error) string {
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// sameTSV compares two TabSeparated results cell by cell; numbers within
+// 1e-9 relative (summation order differs between versions).
+func sameTSV(t *testing.T, want, got string) {
+	t.Helper()
+	wl := strings.Split(strings.TrimRight(want, "\n"), "\n")
+	gl := strings.Split(strings.TrimRight(got, "\n"), "\n")
+	require.Equal(t, len(wl), len(gl), "row count: 18.16 vs chDB")
+	for i := range wl {
+		wc, gc := strings.Split(wl[i], "\t"), strings.Split(gl[i], "\t")
+		require.Equal(t, len(wc), len(gc), "row %d columns:\n18.16: %s\nchDB:  %s", i, wl[i], gl[i])
+		for j := range wc {
+			if wc[j] == gc[j] {
+				continue
+			}
+			a, errA := strconv.ParseFloat(wc[j], 64)
+			b, errB := strconv.ParseFloat(gc[j], 64)
+			require.True(t, errA == nil && errB == nil && math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(a)),
+				"row %d column %d: 18.16 %q vs chDB %q\n18.16: %s\nchDB:  %s", i, j, wc[j], gc[j], wl[i], gl[i])
+		}
+	}
+}
