@@ -17,10 +17,10 @@ func TestCalibrationHandComputed(t *testing.T) {
 	ctx := context.Background()
 	ts := t0
 	rows := []row{
-		{id: "a", ts: ts, domain: "X", p: 0.9, correct: 1},  // labelled by the trace: 1
-		{id: "b", ts: ts, domain: "X", p: 0.9, correct: -1}, // label table: 0
-		{id: "c", ts: ts, domain: "X", p: 0.7, correct: 0},  // label table overrides: 1
-		{id: "d", ts: ts, domain: "X", p: 0.3, correct: -1}, // labelled 1, relabelled 0 later
+		{id: "a", ts: ts, domain: "X", p: 0.9, correct: 1},   // labelled by the trace: 1
+		{id: "b", ts: ts, domain: "X", p: 0.9, correct: -1},  // label table: 0
+		{id: "c", ts: ts, domain: "X", p: 0.7, correct: 0},   // label table overrides: 1
+		{id: "d", ts: ts, domain: "X", p: 0.3, correct: -1},  // labelled 1, relabelled 0 later
 		{id: "e", ts: ts, domain: "X", p: 0.25, correct: -1}, // unlabelled
 		{id: "f", ts: ts, domain: "X", p: 0.2, correct: 0},
 		{id: "g", ts: ts, domain: "Y", p: 0.6, correct: -1}, // unlabelled domain

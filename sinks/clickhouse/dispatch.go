@@ -1,0 +1,340 @@
+package clickhouse
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+)
+
+// DispatchConfig configures the alarm dispatcher. At least one of Topic
+// (with Brokers) or WebhookURL must be set.
+type DispatchConfig struct {
+	// Brokers and Topic: Kafka destination of alarm events (JSON, keyed by
+	// the alarm key). Default none.
+	Brokers []string
+	Topic   string
+	// WebhookURL receives each event as a JSON POST. Default none.
+	WebhookURL string
+	// WebhookRetries is how often a failed POST is retried (5xx, 429,
+	// network errors); default 5, backoff from 500ms doubling to 30s.
+	WebhookRetries int
+	// WebhookTimeout bounds one POST; default 10s.
+	WebhookTimeout time.Duration
+	// Interval between polls of the alarm views; default 30s.
+	Interval time.Duration
+}
+
+// DefaultDispatchConfig documents the defaults.
+func DefaultDispatchConfig() DispatchConfig {
+	return DispatchConfig{WebhookRetries: 5, WebhookTimeout: 10 * time.Second, Interval: 30 * time.Second}
+}
+
+// Validate reports the first bad field.
+func (c DispatchConfig) Validate() error {
+	if c.Topic == "" && c.WebhookURL == "" {
+		return errors.New("alarms: no destination; give a Kafka topic (with brokers) and/or a webhook URL")
+	}
+	if c.Topic != "" && len(c.Brokers) == 0 {
+		return fmt.Errorf("alarms: topic %q needs brokers (host:port,...)", c.Topic)
+	}
+	if c.WebhookURL != "" && !strings.HasPrefix(c.WebhookURL, "http://") && !strings.HasPrefix(c.WebhookURL, "https://") {
+		return fmt.Errorf("alarms: webhook %q: want an http:// or https:// URL", c.WebhookURL)
+	}
+	if c.WebhookRetries < 0 || c.Interval < 0 {
+		return errors.New("alarms: webhook retries and interval must not be negative")
+	}
+	return nil
+}
+
+// AlarmEvent is what the dispatcher publishes: an alarm key that started
+// firing (a new episode) or resolved.
+type AlarmEvent struct {
+	ID          string    `json:"id"`     // kind/model/domain/feature#episode:status, unique per event
+	Status      string    `json:"status"` // "firing" or "resolved"
+	Kind        string    `json:"kind"`   // accuracy_drop, psi, cusum, calibration_gap, unclustered_surge
+	Model       string    `json:"model"`
+	Domain      string    `json:"domain"`
+	Feature     string    `json:"feature,omitempty"`
+	Episode     uint32    `json:"episode"`
+	WindowStart time.Time `json:"window_start"`
+	N           uint64    `json:"n"`
+	Value       float64   `json:"value"`
+	Baseline    float64   `json:"baseline"`
+	Statistic   float64   `json:"statistic"`
+	Threshold   float64   `json:"threshold"`
+	At          time.Time `json:"at"`
+}
+
+func (e AlarmEvent) key() string { return e.Kind + "/" + e.Model + "/" + e.Domain + "/" + e.Feature }
+
+// Dispatcher turns the alarm_checks view into events: once when an alarm key
+// starts firing, once when it resolves. Its state (episode, firing or not)
+// lives in the alarm_state table, so restarts and several dispatchers in
+// turn do not re-announce an episode.
+type Dispatcher struct {
+	conn   driver.Conn
+	db     string
+	cfg    DispatchConfig
+	writer *kafka.Writer
+	kt     *kafka.Transport // own transport: the default one keeps its pools forever
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// NewDispatcher connects to ClickHouse (migrated) and prepares the outputs.
+func NewDispatcher(ctx context.Context, chCfg Config, cfg DispatchConfig, log *slog.Logger) (*Dispatcher, error) {
+	d := DefaultDispatchConfig()
+	if cfg.WebhookTimeout <= 0 {
+		cfg.WebhookTimeout = d.WebhookTimeout
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = d.Interval
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	conn, err := Open(ctx, chCfg)
+	if err != nil {
+		return nil, err
+	}
+	o, _ := chCfg.options()
+	disp := &Dispatcher{conn: conn, db: o.Auth.Database, cfg: cfg, log: log, now: time.Now,
+		client: &http.Client{Timeout: cfg.WebhookTimeout}}
+	if err := conn.Exec(ctx, "SELECT 1 FROM "+disp.db+".alarm_state LIMIT 0"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("alarms: %s.alarm_state: %w; run `entrowatch migrate --clickhouse DSN` first", disp.db, err)
+	}
+	if cfg.Topic != "" {
+		disp.kt = &kafka.Transport{}
+		disp.writer = &kafka.Writer{
+			Transport:              disp.kt,
+			Addr:                   kafka.TCP(cfg.Brokers...),
+			Topic:                  cfg.Topic,
+			Balancer:               &kafka.Hash{},
+			RequiredAcks:           kafka.RequireAll,
+			BatchTimeout:           10 * time.Millisecond,
+			AllowAutoTopicCreation: true,
+		}
+	}
+	return disp, nil
+}
+
+// Run polls every Interval until ctx ends. A failed poll is logged and
+// retried at the next tick (nothing is recorded as sent unless it was).
+func (d *Dispatcher) Run(ctx context.Context) error {
+	t := time.NewTicker(d.cfg.Interval)
+	defer t.Stop()
+	for {
+		evs, err := d.Poll(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			d.log.Error("alarm poll failed; retrying at the next interval", "err", err)
+		case len(evs) > 0:
+			d.log.Info("alarm events published", "events", len(evs))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type alarmState struct {
+	state   string
+	episode uint32
+}
+
+// Poll runs one dispatch cycle and returns the events it published.
+func (d *Dispatcher) Poll(ctx context.Context) ([]AlarmEvent, error) {
+	latest, err := d.latestChecks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	states, err := d.states(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := d.now().UTC().Truncate(time.Second)
+	var evs []AlarmEvent
+	for k, c := range latest {
+		st := states[k]
+		if c.firing && st.state != "firing" {
+			e := c.event
+			e.Status, e.Episode, e.At = "firing", st.episode+1, now
+			evs = append(evs, e)
+		} else if !c.firing && st.state == "firing" {
+			e := c.event
+			e.Status, e.Episode, e.At = "resolved", st.episode, now
+			evs = append(evs, e)
+		}
+	}
+	for k, st := range states { // firing keys with no evaluation left (no traffic in the lookback)
+		if _, ok := latest[k]; !ok && st.state == "firing" {
+			parts := strings.SplitN(k, "/", 4)
+			evs = append(evs, AlarmEvent{Status: "resolved", Kind: parts[0], Model: parts[1], Domain: parts[2], Feature: parts[3], Episode: st.episode, WindowStart: now, At: now})
+		}
+	}
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	for i := range evs {
+		evs[i].ID = fmt.Sprintf("%s#%d:%s", evs[i].key(), evs[i].Episode, evs[i].Status)
+	}
+	if err := d.publish(ctx, evs); err != nil {
+		return nil, err
+	}
+	if err := d.record(ctx, evs); err != nil {
+		return evs, fmt.Errorf("alarms: published %d events but recording their state failed (they may be sent again): %w", len(evs), err)
+	}
+	return evs, nil
+}
+
+type check struct {
+	event  AlarmEvent
+	firing bool
+}
+
+func (d *Dispatcher) latestChecks(ctx context.Context) (map[string]check, error) {
+	rows, err := d.conn.Query(ctx, `SELECT kind, model, domain, feature, max(window_start), argMax(firing, window_start),
+    argMax(n, window_start), argMax(value, window_start), argMax(baseline, window_start),
+    argMax(statistic, window_start), argMax(threshold, window_start)
+FROM `+d.db+`.alarm_checks GROUP BY kind, model, domain, feature`)
+	if err != nil {
+		return nil, fmt.Errorf("alarms: reading %s.alarm_checks: %w", d.db, err)
+	}
+	defer rows.Close()
+	out := map[string]check{}
+	for rows.Next() {
+		var c check
+		var f uint8
+		e := &c.event
+		if err := rows.Scan(&e.Kind, &e.Model, &e.Domain, &e.Feature, &e.WindowStart, &f, &e.N, &e.Value, &e.Baseline, &e.Statistic, &e.Threshold); err != nil {
+			return nil, fmt.Errorf("alarms: %w", err)
+		}
+		c.firing = f == 1
+		out[e.key()] = c
+	}
+	return out, rows.Err()
+}
+
+func (d *Dispatcher) states(ctx context.Context) (map[string]alarmState, error) {
+	rows, err := d.conn.Query(ctx, `SELECT kind, model, domain, feature, argMax(state, version), argMax(episode, version)
+FROM `+d.db+`.alarm_state GROUP BY kind, model, domain, feature`)
+	if err != nil {
+		return nil, fmt.Errorf("alarms: reading %s.alarm_state: %w", d.db, err)
+	}
+	defer rows.Close()
+	out := map[string]alarmState{}
+	for rows.Next() {
+		var e AlarmEvent
+		var st alarmState
+		if err := rows.Scan(&e.Kind, &e.Model, &e.Domain, &e.Feature, &st.state, &st.episode); err != nil {
+			return nil, fmt.Errorf("alarms: %w", err)
+		}
+		out[e.key()] = st
+	}
+	return out, rows.Err()
+}
+
+func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) error {
+	if d.writer != nil {
+		msgs := make([]kafka.Message, len(evs))
+		for i, e := range evs {
+			b, _ := json.Marshal(e)
+			msgs[i] = kafka.Message{Key: []byte(e.key()), Value: b,
+				Headers: []kafka.Header{{Key: "entrowatch.schema", Value: []byte("alarm.v1")}}}
+		}
+		if err := d.writer.WriteMessages(ctx, msgs...); err != nil {
+			return fmt.Errorf("alarms: producing %d events to topic %s: %w", len(evs), d.cfg.Topic, err)
+		}
+	}
+	if d.cfg.WebhookURL != "" {
+		for _, e := range evs {
+			if err := d.post(ctx, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// post sends one event to the webhook, retrying 5xx, 429 and network errors
+// with exponential backoff.
+func (d *Dispatcher) post(ctx context.Context, e AlarmEvent) error {
+	body, _ := json.Marshal(e)
+	backoff := 500 * time.Millisecond
+	var last error
+	for attempt := 0; attempt <= d.cfg.WebhookRetries; attempt++ {
+		if attempt > 0 {
+			if err := sleep(ctx, backoff); err != nil {
+				return err
+			}
+			backoff = min(2*backoff, 30*time.Second)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.cfg.WebhookURL, bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("alarms: webhook %s: %w", d.cfg.WebhookURL, err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := d.client.Do(req)
+		if err != nil {
+			last = err
+			continue
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode/100 == 2:
+			return nil
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+			last = fmt.Errorf("status %s: %s", resp.Status, bytes.TrimSpace(msg))
+		default:
+			return fmt.Errorf("alarms: webhook %s rejected event %s: %s: %s", d.cfg.WebhookURL, e.ID, resp.Status, bytes.TrimSpace(msg))
+		}
+	}
+	return fmt.Errorf("alarms: webhook %s: event %s not accepted after %d attempts: %w", d.cfg.WebhookURL, e.ID, d.cfg.WebhookRetries+1, last)
+}
+
+func (d *Dispatcher) record(ctx context.Context, evs []AlarmEvent) error {
+	b, err := d.conn.PrepareBatch(ctx, "INSERT INTO "+d.db+".alarm_state (kind, model, domain, feature, episode, state, window_start, value, baseline, threshold, n, changed_at, version)")
+	if err != nil {
+		return err
+	}
+	version := uint64(d.now().UnixNano())
+	for _, e := range evs {
+		if err := b.Append(e.Kind, e.Model, e.Domain, e.Feature, e.Episode, e.Status, e.WindowStart, e.Value, e.Baseline, e.Threshold, e.N, e.At, version); err != nil {
+			_ = b.Abort()
+			return err
+		}
+	}
+	return b.Send()
+}
+
+// Close stops the Kafka writer and the ClickHouse connection.
+func (d *Dispatcher) Close() error {
+	var errs []error
+	if d.writer != nil {
+		errs = append(errs, d.writer.Close())
+		d.kt.CloseIdleConnections()
+	}
+	d.client.CloseIdleConnections()
+	errs = append(errs, d.conn.Close())
+	return errors.Join(errs...)
+}

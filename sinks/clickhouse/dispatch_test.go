@@ -1,0 +1,133 @@
+package clickhouse
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+func TestDispatcherEpisodes(t *testing.T) {
+	cfg, _ := migrated(t)
+	ctx := context.Background()
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "alarms"))
+	require.NoError(t, err)
+	defer cluster.Close()
+
+	var mu sync.Mutex
+	var hooked []AlarmEvent
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 { // the first POST fails: the dispatcher must retry
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+			return
+		}
+		var e AlarmEvent
+		b, _ := io.ReadAll(r.Body)
+		require.NoError(t, json.Unmarshal(b, &e))
+		hooked = append(hooked, e)
+	}))
+	defer srv.Close()
+
+	dcfg := DefaultDispatchConfig()
+	dcfg.Brokers, dcfg.Topic, dcfg.WebhookURL = cluster.ListenAddrs(), "alarms", srv.URL
+	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
+	require.NoError(t, err)
+	defer d.Close()
+
+	// Accuracy of domain A drops in hours 46-47.
+	shift := func(h int, r *row, rng *rand.Rand) {
+		if h >= 46 && h < 48 {
+			r.p -= 0.3
+		}
+	}
+	write(t, cfg, traffic{hours: 48, perHour: 200, seed: 1, shift: shift}.rows())
+
+	evs, err := d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing", "cusum/m1/A/#1:firing"}, ids(evs))
+
+	again, err := d.Poll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, again, "an episode fires once")
+
+	// A restarted dispatcher reads its state from ClickHouse.
+	d2, err := NewDispatcher(ctx, cfg, dcfg, nil)
+	require.NoError(t, err)
+	evs2, err := d2.Poll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, evs2)
+	require.NoError(t, d2.Close())
+
+	// Traffic recovers for six more hours: the accuracy drop resolves (CUSUM
+	// keeps its memory longer).
+	write(t, cfg, traffic{hours: 54, perHour: 200, seed: 1, shift: shift}.rows()[48*400:])
+	res, err := d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:resolved"}, ids(res))
+
+	// Everything went to the webhook (after a retry) and to Kafka.
+	mu.Lock()
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing", "accuracy_drop/m1/A/#1:resolved", "cusum/m1/A/#1:firing"}, ids(hooked))
+	require.Equal(t, 4, calls)
+	mu.Unlock()
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cluster.ListenAddrs(), Topic: "alarms", Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	var got []AlarmEvent
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for len(got) < 3 {
+		m, err := r.ReadMessage(rctx)
+		require.NoError(t, err)
+		var e AlarmEvent
+		require.NoError(t, json.Unmarshal(m.Value, &e))
+		require.Equal(t, e.Kind+"/"+e.Model+"/"+e.Domain+"/"+e.Feature, string(m.Key))
+		got = append(got, e)
+	}
+	require.Equal(t, ids(hooked), ids(got))
+	require.Equal(t, "A", got[0].Domain)
+	require.Greater(t, got[0].N, uint64(0))
+}
+
+func ids(evs []AlarmEvent) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.ID
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestDispatchConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg DispatchConfig
+		err string
+	}{
+		{DispatchConfig{}, "no destination"},
+		{DispatchConfig{Topic: "a"}, "needs brokers"},
+		{DispatchConfig{WebhookURL: "ftp://x"}, "http:// or https://"},
+		{DispatchConfig{WebhookURL: "http://x"}, ""},
+	} {
+		err := tc.cfg.Validate()
+		if tc.err == "" {
+			require.NoError(t, err)
+		} else {
+			require.ErrorContains(t, err, tc.err)
+		}
+	}
+}
