@@ -1,0 +1,120 @@
+package file_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/sinks/file"
+)
+
+func TestCSV(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b2 := array.NewRecordBuilder(mem, schemas.Scored)
+	defer b2.Release()
+	for i, f := range schemas.Scored.Fields() {
+		switch f.Name {
+		case schemas.ColTraceID:
+			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"a,1", `q"x`}, nil)
+		case schemas.ColDomain:
+			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"math", ""}, []bool{true, false})
+		case schemas.ColCorrect:
+			b2.Field(i).(*array.BooleanBuilder).AppendValues([]bool{true, false}, []bool{true, false})
+		case "mean":
+			b2.Field(i).(*array.Float64Builder).AppendValues([]float64{0.1, 1e-300}, nil)
+		case schemas.ColPCorrect:
+			b2.Field(i).(*array.Float64Builder).AppendValues([]float64{0.25, 0}, []bool{true, false})
+		case schemas.ColClusterID:
+			b2.Field(i).(*array.Int32Builder).AppendValues([]int32{3, -1}, nil)
+		default:
+			b2.Field(i).AppendEmptyValues(2)
+		}
+	}
+	rec2 := b2.NewRecordBatch()
+	defer rec2.Release()
+
+	path := filepath.Join(t.TempDir(), "out.csv")
+	s, err := file.New(file.Config{Path: path, CSVEstimate: true, CSVClusters: true}, mem)
+	require.NoError(t, err)
+	require.NoError(t, s.Write(context.Background(), rec2))
+	require.NoError(t, s.Close(context.Background()))
+	require.EqualValues(t, 2, s.Rows())
+	b3, err := os.ReadFile(path)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b3)), "\n")
+	require.Len(t, lines, 3)
+	require.Equal(t, strings.Join(file.CSVHeader(file.Config{CSVEstimate: true, CSVClusters: true}), ","), lines[0])
+	require.True(t, strings.HasPrefix(lines[0], "id,model,domain,correct,n_tokens,mean,std,max,q10,q25,q50,q75,q90,skew,kurt,sea,nll_mean,nll_max,nll_sum,perplexity,min_token_prob,margin_mean,h_top5,p_correct,cluster_id,cluster_label"))
+	require.True(t, strings.HasPrefix(lines[1], `"a,1",,math,1,0,0.1,`), lines[1])
+	require.True(t, strings.HasSuffix(lines[1], ",0.25,3,"), lines[1])
+	require.True(t, strings.HasPrefix(lines[2], `"q""x",,,,0,1e-300,`), lines[2])
+	require.True(t, strings.HasSuffix(lines[2], ",,-1,"), lines[2])
+}
+
+func TestArrowRoundTripAndSchemaCheck(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	traces := profile.Synthetic(mem, profile.SynthConfig{Traces: 7, Steps: 5, K: 4, Seed: 1, Model: "m"})
+	defer traces.Release()
+	op, err := profile.New(profile.DefaultConfig(), mem, nil)
+	require.NoError(t, err)
+	out, err := op.Process(context.Background(), traces)
+	require.NoError(t, err)
+	defer out[0].Release()
+
+	path := filepath.Join(t.TempDir(), "out.arrow")
+	s, err := file.New(file.Config{Path: path}, mem)
+	require.NoError(t, err)
+	require.Error(t, s.Write(context.Background(), traces), "a trace.v1 batch is not scored.v1")
+	require.NoError(t, s.Write(context.Background(), out[0]))
+	require.NoError(t, s.Write(context.Background(), out[0]))
+	require.NoError(t, s.Close(context.Background()))
+
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	r, err := ipc.NewReader(f, ipc.WithAllocator(mem))
+	require.NoError(t, err)
+	defer r.Release()
+	require.True(t, r.Schema().Equal(schemas.Scored))
+	n := 0
+	for r.Next() {
+		n += int(r.RecordBatch().NumRows())
+	}
+	require.Equal(t, 14, n)
+}
+
+func TestConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg    file.Config
+		format string
+		err    bool
+	}{
+		{file.Config{Path: "x.csv"}, "csv", false},
+		{file.Config{Path: "x.CSV"}, "csv", false},
+		{file.Config{Path: "x.arrow"}, "arrow", false},
+		{file.Config{Path: "x.out", Format: "csv"}, "csv", false},
+		{file.Config{Path: "x.out", Format: "parquet"}, "", true},
+		{file.Config{}, "", true},
+	} {
+		err := tc.cfg.Validate()
+		if tc.err {
+			require.Error(t, err)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, tc.format, tc.cfg.Format)
+	}
+	_, err := file.New(file.Config{Path: filepath.Join(t.TempDir(), "no", "such", "dir.csv")}, memory.NewGoAllocator())
+	require.Error(t, err)
+}
