@@ -26,12 +26,13 @@ import (
 	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
-const benchPipelineSynopsis = `[--traces N] [--steps N] [--k N] [--partitions N] [--workers N] [--cpuprofile FILE]
+const benchPipelineSynopsis = `[--traces N] [--steps N] [--k N] [--partitions N] [--workers N] [--estimator FILE] [--clusters FILE] [--cpuprofile FILE]
 
 Measures the stream end to end on this machine: synthetic traces (400 steps x
 20 logprobs by default) are produced to the embedded broker as Arrow IPC
-messages under 1 MiB, then one replica consumes them, decodes, profiles,
-writes scored rows to an Arrow file and commits. Prints "tokens/s: N",
+messages under 1 MiB, then one replica consumes them, decodes, profiles
+(then estimates and tags clusters with --estimator / --clusters), writes the
+scored rows to an Arrow file and commits. Prints "tokens/s: N",
 "traces/s: N" for the consume side (broker fetch included) and the share of
 worker time per stage.`
 
@@ -43,6 +44,8 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	partitions := fs.Int("partitions", 4, "partitions of the bench topic")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "stream workers (partition goroutines)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the consume phase to FILE (go tool pprof)")
+	estimator := fs.String("estimator", "", "estimator artifact: add the estimate operator to the chain")
+	clusters := fs.String("clusters", "", "topic-cluster artifact: add the clustertag operator to the chain")
 	fetchBytes := fs.Int("fetch-max-bytes", kafka.DefaultSourceConfig().MaxBytes, "largest fetch response (source.max_bytes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -140,7 +143,25 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	rcfg.Workers = *workers
 	chain := func() ([]streams.Operator, error) {
 		op, err := profile.New(profile.DefaultConfig(), mem, log)
-		return []streams.Operator{op}, err
+		if err != nil {
+			return nil, err
+		}
+		ops := []streams.Operator{op}
+		if *estimator != "" {
+			op, err := newEstimateOperator(*estimator, mem, log)
+			if err != nil {
+				return nil, fmt.Errorf("--estimator: %w", err)
+			}
+			ops = append(ops, op)
+		}
+		if *clusters != "" {
+			op, err := newClusterOperator(*clusters, mem, log)
+			if err != nil {
+				return nil, fmt.Errorf("--clusters: %w", err)
+			}
+			ops = append(ops, op)
+		}
+		return ops, nil
 	}
 	r, err := runner.New(rcfg, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, prometheus.NewRegistry())
 	if err != nil {

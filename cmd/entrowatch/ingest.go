@@ -133,11 +133,12 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 			rec = stamped
 		}
 		n, err := p.ProduceBatch(ctx, rec, nil)
-		rows += rec.NumRows()
+		size := rec.NumRows()
 		rec.Release()
 		if err != nil {
-			return fmt.Errorf("after %d responses: %w", rows-int64(n), err)
+			return fmt.Errorf("after %d responses were acknowledged: %w (is the broker running? entrowatch run starts one on 127.0.0.1:9092)", rows, err)
 		}
+		rows += size
 		msgs += int64(n)
 		if time.Since(lastReport) > time.Second {
 			lastReport = time.Now()

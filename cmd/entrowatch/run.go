@@ -382,10 +382,12 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 	case "file":
 		fc := cfg.File
 		if fc.Path == "" {
-			if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-				return nil, "", fmt.Errorf("data_dir: %w", err)
-			}
 			fc.Path = filepath.Join(cfg.DataDir, "scored-"+time.Now().UTC().Format("20060102T150405Z")+".arrow")
+		}
+		if fc.Path != "-" {
+			if err := os.MkdirAll(filepath.Dir(fc.Path), 0o755); err != nil {
+				return nil, "", fmt.Errorf("file sink directory: %w", err)
+			}
 		}
 		s, err := file.New(fc, mem)
 		if err != nil {
