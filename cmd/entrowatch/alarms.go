@@ -2,11 +2,129 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
-// runAlarms is being built (see the open issues); until then it says so.
+const alarmsSynopsis = `--clickhouse DSN [--topic T --brokers H:P,..] [--webhook URL] [--interval 30s] [--once] | --list
+
+Dispatches drift alarms: polls the alarm_checks view (accuracy_drop, psi,
+cusum, calibration_gap, unclustered_surge) and publishes an event once when an
+alarm starts firing (a new episode) and once when it resolves, as JSON to a
+Kafka topic (acks from all replicas) and/or POSTed to a webhook (retried on
+5xx, 429 and network errors). The dispatch state lives in the alarm_state table,
+so a restarted dispatcher does not announce an episode twice. Events are
+also printed on stdout, one JSON object per line.
+
+--list prints the alarms firing now and exits. Thresholds and windows are the
+alarm_settings table (see docs/clickhouse.md).`
+
 func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	fs := newFlags("alarms", alarmsSynopsis, stderr)
+	chf := addClickHouseFlags(fs)
+	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic (e.g. 127.0.0.1:9092)")
+	topic := fs.String("topic", "", "Kafka topic to publish alarm events to")
+	webhook := fs.String("webhook", "", "URL to POST each alarm event to (JSON)")
+	retries := fs.Int("webhook-retries", clickhouse.DefaultDispatchConfig().WebhookRetries, "retries of a failed webhook POST")
+	interval := fs.Duration("interval", clickhouse.DefaultDispatchConfig().Interval, "time between polls")
+	once := fs.Bool("once", false, "poll once, publish, and exit")
+	list := fs.Bool("list", false, "print the alarms firing now and exit (no publishing)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := chf.config(fs)
+	if err != nil {
+		return err
+	}
+	if *list {
+		return listAlarms(ctx, cfg, stdout)
+	}
+	dc := clickhouse.DefaultDispatchConfig()
+	dc.Topic, dc.WebhookURL, dc.WebhookRetries, dc.Interval = *topic, *webhook, *retries, *interval
+	if *brokers != "" {
+		dc.Brokers = strings.Split(*brokers, ",")
+	}
+	if err := dc.Validate(); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d, err := clickhouse.NewDispatcher(ctx, cfg, dc, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	enc := json.NewEncoder(stdout)
+	if *once {
+		evs, err := d.Poll(ctx)
+		for _, e := range evs {
+			_ = enc.Encode(e)
+		}
+		return err
+	}
+	fmt.Fprintf(stderr, "alarms: polling every %s; Ctrl-C stops\n", dc.Interval)
+	t := time.NewTicker(dc.Interval)
+	defer t.Stop()
+	for {
+		evs, err := d.Poll(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			log.Error("alarm poll failed; retrying at the next interval", "err", err)
+		}
+		for _, e := range evs {
+			_ = enc.Encode(e)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func listAlarms(ctx context.Context, cfg clickhouse.Config, stdout io.Writer) error {
+	conn, err := clickhouse.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, `SELECT kind, model, domain, feature, max(window_start), argMax(firing, window_start),
+    argMax(value, window_start), argMax(baseline, window_start), argMax(statistic, window_start), argMax(threshold, window_start), argMax(n, window_start)
+FROM alarm_checks GROUP BY kind, model, domain, feature ORDER BY kind, model, domain, feature`)
+	if err != nil {
+		return fmt.Errorf("reading alarm_checks (did you run entrowatch migrate?): %w", err)
+	}
+	defer rows.Close()
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tMODEL\tDOMAIN\tFEATURE\tWINDOW\tVALUE\tBASELINE\tSTATISTIC\tTHRESHOLD\tN")
+	firing := 0
+	for rows.Next() {
+		var kind, model, domain, feature string
+		var ws time.Time
+		var f uint8
+		var v, b, s, th float64
+		var n uint64
+		if err := rows.Scan(&kind, &model, &domain, &feature, &ws, &f, &v, &b, &s, &th, &n); err != nil {
+			return err
+		}
+		if f != 1 {
+			continue
+		}
+		firing++
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%d\n", kind, model, domain, feature, ws.UTC().Format(time.RFC3339), v, b, s, th, n)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d alarms firing\n", firing)
+	return nil
 }

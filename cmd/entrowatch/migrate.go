@@ -2,11 +2,92 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
-// runMigrate is being built (see the open issues); until then it says so.
+const migrateSynopsis = `--clickhouse DSN [--database DB] [--list]
+
+Creates or upgrades the ClickHouse schema (tables scored, labels,
+label_requests, alarm_settings, alarm_state and the views on them) from the
+versioned SQL in deploy/clickhouse (built into the binary). Applied versions
+are recorded in <database>.schema_migrations, so running it again applies only
+what is new. Works with ClickHouse 18.16 and later.
+
+DSN: clickhouse://[user@]host:port[/database][?secure=true] (native protocol,
+port 9000; 9440 with TLS). The password is read from
+$ENTROWATCH_CLICKHOUSE_PASSWORD.`
+
+// chFlags are the ClickHouse connection flags shared by migrate, alarms and
+// labels.
+type chFlags struct {
+	dsn, database, user *string
+	tls, skipVerify     *bool
+}
+
+func addClickHouseFlags(fs *flag.FlagSet) chFlags {
+	return chFlags{
+		dsn:        fs.String("clickhouse", "", "ClickHouse DSN, clickhouse://[user@]host:9000[/database] (required)"),
+		database:   fs.String("database", "", "database (overrides the DSN's; default \"default\")"),
+		user:       fs.String("user", "", "user (overrides the DSN's); password from $ENTROWATCH_CLICKHOUSE_PASSWORD"),
+		tls:        fs.Bool("tls", false, "connect with TLS (as secure=true in the DSN)"),
+		skipVerify: fs.Bool("tls-skip-verify", false, "with TLS, do not verify the server certificate (tests only)"),
+	}
+}
+
+// config builds the connection config, or errUsage when --clickhouse is missing.
+func (f chFlags) config(fs *flag.FlagSet) (clickhouse.Config, error) {
+	if *f.dsn == "" {
+		fmt.Fprintln(fs.Output(), "--clickhouse DSN is required (e.g. clickhouse://127.0.0.1:9000/default)")
+		fs.Usage()
+		return clickhouse.Config{}, errUsage
+	}
+	c := clickhouse.DefaultConfig()
+	c.DSN, c.Database, c.User = *f.dsn, *f.database, *f.user
+	c.TLS, c.TLSSkipVerify = *f.tls, *f.skipVerify
+	c.Password = os.Getenv("ENTROWATCH_CLICKHOUSE_PASSWORD")
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not available yet in this build")
+	fs := newFlags("migrate", migrateSynopsis, stderr)
+	chf := addClickHouseFlags(fs)
+	list := fs.Bool("list", false, "list the migrations built into this binary and exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *list {
+		ms, err := clickhouse.Migrations()
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			fmt.Fprintf(stdout, "%03d %s (%d statements)\n", m.Version, m.Name, len(m.Statements))
+		}
+		return nil
+	}
+	cfg, err := chf.config(fs)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := clickhouse.Migrate(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if len(res.Applied) == 0 {
+		fmt.Fprintf(stdout, "database %s: up to date at version %d\n", res.Database, res.Version)
+		return nil
+	}
+	fmt.Fprintf(stdout, "database %s: applied %s; now at version %d\n", res.Database, strings.Join(res.Applied, ", "), res.Version)
+	return nil
 }

@@ -140,8 +140,9 @@ func (c Config) options() (*ch.Options, error) {
 	return o, nil
 }
 
-// Database returns the database the config addresses.
-func (c Config) database() string {
+// DatabaseName is the database c addresses: Database, else the DSN's, else
+// "default".
+func (c Config) DatabaseName() string {
 	o, err := c.options()
 	if err != nil {
 		return "default"
