@@ -128,23 +128,22 @@ func (g *group) putStep(j int, st Step) {
 func (g *group) reduce() (h, margin archsimd.Float64x8) {
 	l2a, l2b := archsimd.LoadUint64x8(&idxL2a), archsimd.LoadUint64x8(&idxL2b)
 	l3a, l3b := archsimd.LoadUint64x8(&idxL3a), archsimd.LoadUint64x8(&idxL3b)
-	load := archsimd.LoadFloat64x8
 
 	// Sums: pairs of steps first (lane 2i: step a, 2i+1: step b, per 128-bit
 	// group i), then groups of four, then all eight.
-	s01 := sumPair(load(&g.acc[0]), load(&g.acc[1]))
-	s23 := sumPair(load(&g.acc[2]), load(&g.acc[3]))
-	s45 := sumPair(load(&g.acc[4]), load(&g.acc[5]))
-	s67 := sumPair(load(&g.acc[6]), load(&g.acc[7]))
+	s01 := sumPair(archsimd.LoadFloat64x8(&g.acc[0]), archsimd.LoadFloat64x8(&g.acc[1]))
+	s23 := sumPair(archsimd.LoadFloat64x8(&g.acc[2]), archsimd.LoadFloat64x8(&g.acc[3]))
+	s45 := sumPair(archsimd.LoadFloat64x8(&g.acc[4]), archsimd.LoadFloat64x8(&g.acc[5]))
+	s67 := sumPair(archsimd.LoadFloat64x8(&g.acc[6]), archsimd.LoadFloat64x8(&g.acc[7]))
 	s03 := s01.ConcatPermute(s23, l2a).Add(s01.ConcatPermute(s23, l2b))
 	s47 := s45.ConcatPermute(s67, l2a).Add(s45.ConcatPermute(s67, l2b))
 	sum := s03.ConcatPermute(s47, l3a).Add(s03.ConcatPermute(s47, l3b))
 
 	// Top two, merging (hi, lo) pairs along the same tree.
-	h01, o01 := topPair(load(&g.top1[0]), load(&g.top2[0]), load(&g.top1[1]), load(&g.top2[1]))
-	h23, o23 := topPair(load(&g.top1[2]), load(&g.top2[2]), load(&g.top1[3]), load(&g.top2[3]))
-	h45, o45 := topPair(load(&g.top1[4]), load(&g.top2[4]), load(&g.top1[5]), load(&g.top2[5]))
-	h67, o67 := topPair(load(&g.top1[6]), load(&g.top2[6]), load(&g.top1[7]), load(&g.top2[7]))
+	h01, o01 := topPair(archsimd.LoadFloat64x8(&g.top1[0]), archsimd.LoadFloat64x8(&g.top2[0]), archsimd.LoadFloat64x8(&g.top1[1]), archsimd.LoadFloat64x8(&g.top2[1]))
+	h23, o23 := topPair(archsimd.LoadFloat64x8(&g.top1[2]), archsimd.LoadFloat64x8(&g.top2[2]), archsimd.LoadFloat64x8(&g.top1[3]), archsimd.LoadFloat64x8(&g.top2[3]))
+	h45, o45 := topPair(archsimd.LoadFloat64x8(&g.top1[4]), archsimd.LoadFloat64x8(&g.top2[4]), archsimd.LoadFloat64x8(&g.top1[5]), archsimd.LoadFloat64x8(&g.top2[5]))
+	h67, o67 := topPair(archsimd.LoadFloat64x8(&g.top1[6]), archsimd.LoadFloat64x8(&g.top2[6]), archsimd.LoadFloat64x8(&g.top1[7]), archsimd.LoadFloat64x8(&g.top2[7]))
 	h03, o03 := merge2(h01.ConcatPermute(h23, l2a), o01.ConcatPermute(o23, l2a), h01.ConcatPermute(h23, l2b), o01.ConcatPermute(o23, l2b))
 	h47, o47 := merge2(h45.ConcatPermute(h67, l2a), o45.ConcatPermute(o67, l2a), h45.ConcatPermute(h67, l2b), o45.ConcatPermute(o67, l2b))
 	p1, p2 := merge2(h03.ConcatPermute(h47, l3a), o03.ConcatPermute(o47, l3a), h03.ConcatPermute(h47, l3b), o03.ConcatPermute(o47, l3b))
