@@ -40,6 +40,11 @@ type Model struct {
 	Calibration string    `json:"calibration"` // platt | isotonic | none
 	Platt       *Platt    `json:"platt,omitempty"`
 	Isotonic    *Isotonic `json:"isotonic,omitempty"`
+	Offset      *Offset   `json:"offset,omitempty"`
+	// Members, when present, make this model their average; each member reads
+	// the inputs Inputs (indices into this model's Features).
+	Members []*Model `json:"members,omitempty"`
+	Inputs  []int    `json:"inputs,omitempty"`
 	// Candidates are the features offered to training before screening.
 	Candidates   []string `json:"candidates,omitempty"`
 	Balance      bool     `json:"balance"`
@@ -82,10 +87,41 @@ func (m *Model) score(z []float64) float64 {
 // Predict returns P(correct) for raw features x (in Features order), using z
 // (len >= len(Features)) as scratch space. It allocates nothing.
 func (m *Model) Predict(x, z []float64) float64 {
-	for j, v := range x[:len(m.Features)] {
-		z[j] = (v - m.Mean[j]) / m.Scale[j]
+	if len(m.Members) > 0 {
+		s := 0.0
+		for _, mm := range m.Members {
+			s += mm.Predict(x, z)
+		}
+		return s / float64(len(m.Members))
 	}
-	return m.calibrate(m.score(z[:len(m.Features)]))
+	for j := range m.Features {
+		z[j] = (m.input(x, j) - m.Mean[j]) / m.Scale[j]
+	}
+	return m.blend(m.calibrate(m.score(z[:len(m.Features)])), x)
+}
+
+// Offset is the shifted-probability blend (see TrainConfig.Offset):
+// p = (1-Weight) p_calibrated + Weight clip(x[Feature] - Bias, 0, 1).
+type Offset struct {
+	Feature int     `json:"feature"` // index into Features
+	Bias    float64 `json:"bias"`    // mean(x) - accuracy on the training rows
+	Weight  float64 `json:"weight"`
+}
+
+func (m *Model) blend(p float64, x []float64) float64 {
+	if m.Offset == nil {
+		return p
+	}
+	o := m.Offset
+	return (1-o.Weight)*p + o.Weight*math.Max(0, math.Min(1, m.input(x, o.Feature)-o.Bias))
+}
+
+// input is feature j of this model from the caller's row x.
+func (m *Model) input(x []float64, j int) float64 {
+	if m.Inputs != nil {
+		return x[m.Inputs[j]]
+	}
+	return x[j]
 }
 
 func (m *Model) calibrate(s float64) float64 {
@@ -103,6 +139,22 @@ func (m *Model) Validate() error {
 	d := len(m.Features)
 	if d == 0 {
 		return fmt.Errorf("model %q: no features", m.Model)
+	}
+	if len(m.Members) > 0 {
+		for i, mm := range m.Members {
+			if len(mm.Inputs) != len(mm.Features) || len(mm.Members) > 0 {
+				return fmt.Errorf("model %q: member %d must map each of its features to an input", m.Model, i)
+			}
+			for _, in := range mm.Inputs {
+				if in < 0 || in >= d {
+					return fmt.Errorf("model %q: member %d reads input %d of %d", m.Model, i, in, d)
+				}
+			}
+			if err := mm.Validate(); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if len(m.Mean) != d || len(m.Scale) != d {
 		return fmt.Errorf("model %q: %d features but %d means and %d scales", m.Model, d, len(m.Mean), len(m.Scale))
@@ -138,6 +190,9 @@ func (m *Model) Validate() error {
 		}
 	default:
 		return fmt.Errorf("model %q: unknown family %q (want logreg, forest or mlp)", m.Model, m.Family)
+	}
+	if o := m.Offset; o != nil && (o.Feature < 0 || o.Feature >= d || o.Weight < 0 || o.Weight > 1) {
+		return fmt.Errorf("model %q: offset feature %d or weight %g out of range", m.Model, o.Feature, o.Weight)
 	}
 	switch m.Calibration {
 	case CalPlatt:

@@ -37,6 +37,30 @@ func TestArtifactRoundTrip(t *testing.T) {
 	}
 }
 
+func TestEnsembleArtifact(t *testing.T) {
+	tbl := synthetic(2000, []string{"noise", "mean"}, 4)
+	for i := range tbl.N() {
+		tbl.X[i*2+1] = tbl.X[i*2] + tbl.X[i*2+1]*0.7 // a second, weaker signal
+	}
+	tbl.Features = []string{"std", "mean"}
+	m, err := Fit(tbl, "llm", DefaultTrainConfig())
+	require.NoError(t, err)
+	require.Len(t, m.Members, 2)
+	require.Equal(t, []string{"std", "mean"}, m.Features)
+	set := &Set{Models: map[string]*Model{"llm": m}}
+	b, err := set.Marshal()
+	require.NoError(t, err)
+	got, err := Parse(b)
+	require.NoError(t, err)
+	z := make([]float64, 2)
+	for i := range 20 {
+		want := (m.Members[0].Predict(tbl.Row(i), z) + m.Members[1].Predict(tbl.Row(i), z)) / 2
+		require.InDelta(t, want, got.Models["llm"].Predict(tbl.Row(i), z), 1e-15)
+	}
+	got.Models["llm"].Members[0].Inputs = []int{5}
+	require.ErrorContains(t, got.Models["llm"].Validate(), "reads input 5")
+}
+
 func TestVersionHash(t *testing.T) {
 	tbl := synthetic(1000, []string{"mean", "std"}, 2)
 	train := func() *Set {

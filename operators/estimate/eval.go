@@ -88,18 +88,39 @@ func Methods(features []string, firstIsProb bool) []Method {
 	ms = append(ms, sk("sk_platt", false, CalNone), sk("sk_platt_balanced", true, CalNone), sk("sk_isotonic", false, CalIsotonic))
 	for _, fam := range []string{FamilyLogreg, FamilyForest, FamilyMLP} {
 		for _, cal := range []string{CalPlatt, CalIsotonic, CalNone} {
-			cfg := TrainConfig{Family: fam, Calibration: cal, Folds: 5, Seed: 1}
+			cfg := TrainConfig{Family: fam, Calibration: cal, Folds: 5, Seed: 1, CalibrateOn: "oof"}
 			if fam != FamilyLogreg {
 				cfg.Folds = 3
 			}
 			ms = append(ms, fitMethod(fam+"_"+cal, cfg))
 		}
 	}
-	for _, k := range []int{1, 2, 3} {
+	for _, k := range []int{0, 1, 2, 3} {
 		if k < len(features) {
-			cfg := DefaultTrainConfig()
-			cfg.Screen = k
-			ms = append(ms, fitMethod(fmt.Sprintf("screen%d_isotonic", k), cfg))
+			for _, off := range []bool{false, true} {
+				for _, on := range []string{"train", "oof"} {
+					cfg := DefaultTrainConfig()
+					cfg.Ensemble, cfg.Screen, cfg.Offset, cfg.CalibrateOn = 0, k, off, on
+					name := fmt.Sprintf("screen%d_isotonic_%s", k, on)
+					if off {
+						name += "_offset"
+					}
+					ms = append(ms, fitMethod(name, cfg))
+				}
+			}
+		}
+	}
+	for _, k := range []int{2, 3, 5} {
+		if k <= len(features) {
+			for _, off := range []bool{false, true} {
+				cfg := DefaultTrainConfig()
+				cfg.Ensemble, cfg.Offset = k, off
+				name := fmt.Sprintf("ensemble%d", k)
+				if off {
+					name += "_offset"
+				}
+				ms = append(ms, fitMethod(name, cfg))
+			}
 		}
 	}
 	ms = append(ms, Method{"atc", fitATC})

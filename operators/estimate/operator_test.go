@@ -19,6 +19,7 @@ import (
 func testSet(t testing.TB, fallback bool) *Set {
 	tbl := synthetic(2000, []string{"mean", "std"}, 4)
 	cfg := DefaultTrainConfig()
+	cfg.Ensemble = 0 // one model on both features, so that both are read
 	m, err := Fit(tbl, "llm-a", cfg)
 	require.NoError(t, err)
 	set := &Set{Models: map[string]*Model{"llm-a": m}}

@@ -33,11 +33,31 @@ type TrainConfig struct {
 	// which also learns how the training domains differ (see docs/estimator.md).
 	Screen int
 	Seed   uint64 // fold assignment and MLP initialisation (default 1)
+	// CalibrateOn is "oof" (fit the calibration map on out-of-fold scores)
+	// or "train" (on the final model's scores of the training rows). Default
+	// "train" for the default logistic regression: with few parameters its
+	// in-sample scores do not overfit, while out-of-fold scores mix the
+	// slightly different scales of the fold models (measured in
+	// docs/estimator.md). Use "oof" for forest and mlp.
+	CalibrateOn string
+	// Offset blends the calibrated probability half and half with a shifted
+	// probability feature, x - (mean(x) - accuracy) on the training rows,
+	// when one of the features is a probability (all values in [0,1], higher
+	// on correct answers). Its domain mean tracks the shift of x between
+	// domains (difference of confidences). Default true.
+	Offset bool
+	// Ensemble, when > 0, averages single-feature models (each one this
+	// family and calibration) on the Ensemble features ranked first by the
+	// within-domain AUROC of Screen; Screen is then ignored. Default 3.
+	Ensemble int
+	// Hyper fixes the family's hyper-parameter (C, depth or alpha); 0 chooses
+	// it by cross-validation over a small grid.
+	Hyper float64
 }
 
 // DefaultTrainConfig is the method `entrowatch train` uses unless told otherwise.
 func DefaultTrainConfig() TrainConfig {
-	return TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Screen: 2, Seed: 1}
+	return TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Seed: 1, CalibrateOn: "train", Offset: true, Ensemble: 3}
 }
 
 // Validate checks the configuration.
@@ -55,6 +75,12 @@ func (c TrainConfig) Validate() error {
 	if c.Folds < 2 {
 		return fmt.Errorf("folds = %d, want >= 2", c.Folds)
 	}
+	if c.CalibrateOn != "" && c.CalibrateOn != "oof" && c.CalibrateOn != "train" {
+		return fmt.Errorf("calibrate-on %q: want oof or train", c.CalibrateOn)
+	}
+	if c.Ensemble < 0 || c.Hyper < 0 {
+		return fmt.Errorf("ensemble = %d, hyper = %g: want >= 0", c.Ensemble, c.Hyper)
+	}
 	if c.Screen < 0 {
 		return fmt.Errorf("screen = %d, want >= 0", c.Screen)
 	}
@@ -66,8 +92,14 @@ var ErrOneClass = errors.New("training rows are all correct or all incorrect: no
 
 // Fit trains one model on t (rows of one LLM, or pooled) and names it name.
 func Fit(t *Table, name string, cfg TrainConfig) (*Model, error) {
+	m, _, err := fit(t, name, cfg)
+	return m, err
+}
+
+// fit is Fit that also returns the cross-fitted out-of-fold probabilities.
+func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pos := 0
 	for _, y := range t.Y {
@@ -76,14 +108,17 @@ func Fit(t *Table, name string, cfg TrainConfig) (*Model, error) {
 		}
 	}
 	if pos == 0 || pos == t.N() {
-		return nil, fmt.Errorf("model %q: %w", name, ErrOneClass)
+		return nil, nil, fmt.Errorf("model %q: %w", name, ErrOneClass)
+	}
+	if cfg.Ensemble > 0 {
+		return fitEnsemble(t, name, cfg, pos)
 	}
 	candidates := t.Features
 	if cfg.Screen > 0 && cfg.Screen < t.D() {
 		keep := screen(t, cfg.Screen)
 		var err error
 		if t, err = t.Select(keep); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	d := t.D()
@@ -100,12 +135,15 @@ func Fit(t *Table, name string, cfg TrainConfig) (*Model, error) {
 	}
 	folds := foldsOf(t.N(), cfg.Folds, cfg.Seed)
 	grid := hyperGrid(cfg.Family)
+	if cfg.Hyper > 0 {
+		grid = []float64{cfg.Hyper}
+	}
 	best, bestLoss := grid[0], math.Inf(1)
 	oof := make([]float64, t.N())
 	var bestOOF []float64
 	for _, h := range grid {
 		if err := crossScores(z, d, t.Y, w, folds, cfg, h, oof); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		l := logLoss(oof, t.Y, w)
 		if l < bestLoss {
@@ -120,26 +158,165 @@ func Fit(t *Table, name string, cfg TrainConfig) (*Model, error) {
 		m.Candidates = append([]string(nil), candidates...)
 	}
 	if err := fitFamily(m, z, d, t.Y, w, cfg, best); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	switch cfg.Calibration {
-	case CalPlatt:
-		m.Platt = fitPlatt(bestOOF, t.Y, w)
-	case CalIsotonic:
-		m.Isotonic = fitIsotonic(bestOOF, t.Y, w)
+	calScores := bestOOF
+	if cfg.CalibrateOn == "train" {
+		calScores = make([]float64, t.N())
+		for i := range calScores {
+			calScores[i] = m.score(z[i*d : (i+1)*d])
+		}
 	}
-	// Metrics on out-of-fold predictions, calibrated by the final map.
+	m.Platt, m.Isotonic = fitCalibration(cfg.Calibration, calScores, t.Y, w)
+	if cfg.Offset {
+		m.Offset = fitOffset(t)
+	}
+	// Metrics on out-of-fold scores, each fold calibrated by a map fitted on
+	// the other folds (cross-fitting), so that they are not optimistic.
 	p := make([]float64, t.N())
-	for i, s := range bestOOF {
-		p[i] = m.calibrate(s)
+	k := 0
+	for _, f := range folds {
+		k = max(k, f+1)
+	}
+	for f := range k {
+		var s, y, ww []float64
+		for i, g := range folds {
+			if g != f {
+				s = append(s, bestOOF[i])
+				y = append(y, t.Y[i])
+				if w != nil {
+					ww = append(ww, w[i])
+				}
+			}
+		}
+		cm := &Model{Offset: m.Offset}
+		cm.Platt, cm.Isotonic = fitCalibration(cfg.Calibration, s, y, ww)
+		for i, g := range folds {
+			if g == f {
+				p[i] = cm.blend(cm.calibrate(bestOOF[i]), t.Row(i))
+			}
+		}
 	}
 	m.Metrics = measure(p, t.Y, t.Domain)
-	return m, nil
+	return m, p, nil
+}
+
+// fitEnsemble averages single-feature models on the best-screened features.
+func fitEnsemble(t *Table, name string, cfg TrainConfig, pos int) (*Model, []float64, error) {
+	// Members are the best-screened features whose signal is at least half
+	// the strongest one's: averaging in a feature that barely separates right
+	// from wrong pulls every estimate toward the training accuracy.
+	cand, strength := screenStrength(t, min(cfg.Ensemble, t.D()))
+	top := 0.0
+	for _, v := range strength {
+		top = math.Max(top, v)
+	}
+	var keep []string
+	for i, f := range cand {
+		if strength[i] >= top/2 {
+			keep = append(keep, f)
+		}
+	}
+	mcfg := cfg
+	mcfg.Ensemble, mcfg.Screen = 0, 0
+	if mcfg.Hyper == 0 && mcfg.Family == FamilyLogreg {
+		mcfg.Hyper = 1 // one feature under a monotone calibration: C only matters for ties
+	}
+	m := &Model{Model: name, Features: keep, Family: cfg.Family, Calibration: cfg.Calibration, Balance: cfg.Balance,
+		Hyper: fmt.Sprintf("ensemble of %d", len(keep)), TrainDomains: t.Domains(), Rows: t.N(), Positives: pos}
+	if len(keep) != t.D() {
+		m.Candidates = append([]string(nil), t.Features...)
+	}
+	p := make([]float64, t.N())
+	for j, f := range keep {
+		one, err := t.Select([]string{f})
+		if err != nil {
+			return nil, nil, err
+		}
+		mm, pm, err := fit(one, name+"/"+f, mcfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		mm.Inputs = []int{j}
+		mm.Metrics = Metrics{}
+		mm.TrainDomains = nil
+		m.Members = append(m.Members, mm)
+		for i, v := range pm {
+			p[i] += v / float64(len(keep))
+		}
+	}
+	m.Metrics = measure(p, t.Y, t.Domain)
+	return m, p, nil
+}
+
+func fitCalibration(method string, s, y, w []float64) (*Platt, *Isotonic) {
+	switch method {
+	case CalPlatt:
+		return fitPlatt(s, y, w), nil
+	case CalIsotonic:
+		return nil, fitIsotonic(s, y, w)
+	}
+	return nil, nil
+}
+
+// fitOffset picks the probability feature (values in [0,1]) that best
+// separates right from wrong within the training domains and records its
+// bias mean(x) - accuracy; nil when there is none.
+func fitOffset(t *Table) *Offset {
+	best, bestAUC := -1, 0.5
+	byDomain := map[string][]int{}
+	for i, d := range t.Domain {
+		byDomain[d] = append(byDomain[d], i)
+	}
+	for j := range t.D() {
+		prob := true
+		for i := range t.N() {
+			if v := t.X[i*t.D()+j]; v < 0 || v > 1 {
+				prob = false
+				break
+			}
+		}
+		if !prob {
+			continue
+		}
+		var sum, nd float64
+		for _, rows := range byDomain {
+			x := make([]float64, len(rows))
+			y := make([]float64, len(rows))
+			for k, i := range rows {
+				x[k], y[k] = t.X[i*t.D()+j], t.Y[i]
+			}
+			if a := AUROC(x, y); !math.IsNaN(a) {
+				sum += a
+				nd++
+			}
+		}
+		if nd > 0 && sum/nd > bestAUC {
+			best, bestAUC = j, sum/nd
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	var mx, my float64
+	for i := range t.N() {
+		mx += t.X[i*t.D()+best]
+		my += t.Y[i]
+	}
+	n := float64(t.N())
+	return &Offset{Feature: best, Bias: (mx - my) / n, Weight: 0.5}
 }
 
 // screen returns the k features whose within-domain AUROC is furthest from
 // 0.5 on average, in table order.
 func screen(t *Table, k int) []string {
+	keep, _ := screenStrength(t, k)
+	return keep
+}
+
+// screenStrength is screen, also returning each kept feature's mean
+// |AUROC - 0.5|.
+func screenStrength(t *Table, k int) ([]string, []float64) {
 	byDomain := map[string][]int{}
 	for i, d := range t.Domain {
 		byDomain[d] = append(byDomain[d], i)
@@ -174,10 +351,11 @@ func screen(t *Table, k int) []string {
 	keep := order[:k]
 	sort.Ints(keep)
 	out := make([]string, k)
+	str := make([]float64, k)
 	for i, j := range keep {
-		out[i] = t.Features[j]
+		out[i], str[i] = t.Features[j], strength[j]
 	}
-	return out
+	return out, str
 }
 
 func standardise(t *Table) (mean, scale []float64) {
