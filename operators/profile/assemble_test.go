@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -290,4 +291,149 @@ func BenchmarkAssemblerWhole(b *testing.B) {
 		}
 		out.Release()
 	}
+}
+
+// FuzzAssembler drives the assembler with arbitrary chunk sequences and checks
+// it against a model: every chunked trace is emitted once (complete, or
+// rejected with the right reason), completed traces hold their chunks' steps
+// in seq order, duplicates are counted, Oldest and Open match, and no memory
+// is left behind.
+func FuzzAssembler(f *testing.F) {
+	f.Add([]byte{0x01, 0x12, 0x23, 0xff, 0x31})
+	f.Add([]byte{0x81, 0x02, 0x82, 0x03, 0xfe, 0x10, 0x90})
+	f.Add([]byte{0x00, 0x40, 0xc0, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte("0A\xc078000")) // a trace completed mid-batch, then chunks of it again
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		defer mem.AssertSize(t, 0)
+		cfg := AssemblerConfig{Timeout: 3 * time.Second, MaxOpen: 1000, MaxSteps: 7, Remember: 1000}
+		a, err := NewAssembler(cfg, mem)
+		require.NoError(t, err)
+		type mtrace struct {
+			chunks map[int32]int // seq -> steps
+			final  int32
+			origin int64
+			last   time.Time
+			steps  int
+			closed bool // completed or too long within the batch being added
+		}
+		open := map[string]*mtrace{}
+		done := map[string]bool{}
+		now := time.Unix(0, 0)
+		check := func(out Assembled) {
+			defer out.Release()
+			for _, rec := range out.Complete {
+				v, err := newChunkView(rec)
+				require.NoError(t, err)
+				for i := 0; i < int(rec.NumRows()); i++ {
+					id := v.id.Value(i)
+					if id[0] == 'w' {
+						continue // whole rows pass through
+					}
+					m := open[id]
+					require.NotNil(t, m, "trace %s emitted but not open", id)
+					require.True(t, m.closed && m.steps <= cfg.MaxSteps, "trace %s emitted but not complete", id)
+					want := 0
+					for s := int32(0); s <= m.final; s++ {
+						n, ok := m.chunks[s]
+						require.True(t, ok, "trace %s completed without seq %d", id, s)
+						want += n
+					}
+					require.Len(t, v.chunk(i).tok, want, "steps of %s", id)
+					delete(open, id)
+				}
+			}
+			j := 0
+			for _, rec := range out.Rejected {
+				ids := rec.Column(0).(*array.String)
+				for i := 0; i < ids.Len(); i++ {
+					id := ids.Value(i)
+					m := open[id]
+					require.NotNil(t, m, "trace %s rejected but not open", id)
+					if out.Reasons[j] == schemas.ReasonTooLong {
+						require.True(t, m.closed)
+						require.Greater(t, m.steps, cfg.MaxSteps)
+					} else {
+						require.Equal(t, schemas.ReasonIncomplete, out.Reasons[j])
+						require.False(t, m.closed)
+						require.Greater(t, now.Sub(m.last), cfg.Timeout)
+					}
+					delete(open, id)
+					done[id] = true
+					j++
+				}
+			}
+			require.Len(t, out.Reasons, j)
+		}
+		var rows []chunkRow
+		flush := func(origin int64) {
+			if len(rows) == 0 {
+				return
+			}
+			in := chunkBatch(t, mem, rows...)
+			dups := 0
+			for _, r := range rows {
+				if r.id[0] == 'w' {
+					continue
+				}
+				m := open[r.id]
+				if done[r.id] || (m != nil && m.closed) {
+					dups++
+					continue
+				}
+				if m == nil {
+					m = &mtrace{chunks: map[int32]int{}, final: -1, origin: origin}
+					open[r.id] = m
+				}
+				if _, dup := m.chunks[r.seq]; dup {
+					dups++
+					continue
+				}
+				m.chunks[r.seq] = len(r.steps)
+				m.steps += len(r.steps)
+				m.last = now
+				if r.final {
+					m.final = r.seq
+				}
+				complete := m.final >= 0
+				for q := int32(0); complete && q <= m.final; q++ {
+					_, complete = m.chunks[q]
+				}
+				if m.steps > cfg.MaxSteps || (complete && len(m.chunks) == int(m.final)+1) {
+					m.closed, done[r.id] = true, true
+				}
+			}
+			out, err := a.Add(in, origin, now)
+			in.Release()
+			require.NoError(t, err)
+			require.Equal(t, dups, out.Duplicates)
+			check(out)
+			rows = rows[:0]
+		}
+		for i, op := range ops {
+			switch {
+			case op == 0xff: // time passes, expire
+				flush(int64(i))
+				now = now.Add(2 * time.Second)
+				out, err := a.Expire(now)
+				require.NoError(t, err)
+				check(out)
+			case op == 0xfe:
+				flush(int64(i))
+			case op&0x80 != 0: // a whole row
+				rows = append(rows, chunkRow{id: fmt.Sprintf("w%d", i), final: true, steps: make([]float32, op&3)})
+			default: // a chunk: trace op>>4&7, seq op>>2&3, final op&1, steps 1 + (op>>1&1)
+				seq := int32(op >> 2 & 3) // seq 0 with final is a whole response, not a chunk
+				rows = append(rows, chunkRow{id: fmt.Sprintf("c%d", op>>4&7), seq: seq, final: op&1 == 1 && seq > 0,
+					steps: make([]float32, 1+int(op>>1&1))})
+			}
+		}
+		flush(int64(len(ops)))
+		require.Equal(t, len(open), a.Open())
+		oldest, ok := a.Oldest()
+		require.Equal(t, len(open) > 0, ok)
+		for _, m := range open {
+			require.LessOrEqual(t, oldest, m.origin)
+		}
+	})
 }
