@@ -97,14 +97,6 @@ func fold(x, acc, top1, top2 archsimd.Float64x8) (archsimd.Float64x8, archsimd.F
 	return p.MulAdd(x, acc), top1.Max(p), top2.Max(top1.Min(p))
 }
 
-// foldMasked adds the lanes of x in keep, all <= maxLogprob, to a step; the
-// other lanes contribute p = 0.
-func foldMasked(x archsimd.Float64x8, keep uint8, acc, top1, top2 archsimd.Float64x8) (archsimd.Float64x8, archsimd.Float64x8, archsimd.Float64x8) {
-	xc := x.Max(ld(cMin))
-	p := exp8(xc).Masked(archsimd.Mask64x8FromBits(keep))
-	return p.MulAdd(xc, acc), top1.Max(p), top2.Max(top1.Min(p))
-}
-
 // group holds the accumulators of up to 8 steps until they are reduced.
 type group struct {
 	acc, top1, top2 [8][8]float64
@@ -194,45 +186,45 @@ func stepsVec32(values []float32, offs []int32, h []float64, maxLogprob float64)
 			alts := values[lo:hi]
 			var acc, top1, top2 archsimd.Float64x8
 			a := alts
-			fast := true
+			// Whole vectors of alternatives that all have a probability.
 			for ; len(a) >= 8; a = a[8:] {
 				x := archsimd.LoadFloat32x8Slice(a).ConvertToFloat64()
 				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits() != 0xff {
-					fast = false
 					break
 				}
 				acc, top1, top2 = fold(x, acc, top1, top2)
 			}
-			if fast && len(a) > 0 {
-				x := archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
-				live := uint8(1)<<len(a) - 1
-				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits()&live != live {
-					fast = false
+			// The rest, with lane masks: the last partial vector (read whole
+			// when the buffer extends past it), and after a value without
+			// probability or an invalid one, everything from there on.
+			ok := true
+			for ; len(a) > 0; a = a[min(8, len(a)):] {
+				var x archsimd.Float64x8
+				if cap(a) >= 8 {
+					x = archsimd.LoadFloat32x8Slice(a[:8]).ConvertToFloat64()
 				} else {
-					acc, top1, top2 = foldMasked(x, live, acc, top1, top2)
+					x = archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
 				}
+				live := uint8(1)<<min(8, len(a)) - 1
+				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live != live {
+					ok = false
+					break
+				}
+				// As fold, with p = 0 in the lanes not kept.
+				keep := archsimd.Mask64x8FromBits(x.Greater(ld(cMin)).ToBits() & live)
+				x = x.Max(ld(cMin))
+				p := exp8(x).Masked(keep)
+				acc, top1, top2 = p.MulAdd(x, acc), top1.Max(p), top2.Max(top1.Min(p))
 			}
-			if !fast {
-				// Values without probability or invalid ones: lane masks for
-				// the former, StepOf to classify the latter.
-				ok := true
-				acc, top1, top2 = archsimd.Float64x8{}, archsimd.Float64x8{}, archsimd.Float64x8{}
-				for a = alts; len(a) > 0 && ok; a = a[min(8, len(a)):] {
-					x := archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
-					live := uint8(1)<<min(8, len(a)) - 1
-					if ok = x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live == live; ok {
-						keep := x.Greater(ld(cMin)).ToBits() & live
-						acc, top1, top2 = foldMasked(x, keep, acc, top1, top2)
-					}
+			if !ok {
+				// Classify the invalid value. (With maxLogprob < 0 it can
+				// be a lane StepOf handles fine.)
+				st, b := StepOf(alts, maxLogprob)
+				if b != OK {
+					return 0, t, b
 				}
-				if !ok {
-					st, b := StepOf(alts, maxLogprob)
-					if b != OK {
-						return 0, t, b
-					}
-					g.putStep(j, st)
-					continue
-				}
+				g.putStep(j, st)
+				continue
 			}
 			g.put(j, acc, top1, top2)
 		}
@@ -267,45 +259,45 @@ func stepsVec64(values []float64, offs []int32, h []float64, maxLogprob float64)
 			alts := values[lo:hi]
 			var acc, top1, top2 archsimd.Float64x8
 			a := alts
-			fast := true
+			// Whole vectors of alternatives that all have a probability.
 			for ; len(a) >= 8; a = a[8:] {
 				x := archsimd.LoadFloat64x8Slice(a)
 				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits() != 0xff {
-					fast = false
 					break
 				}
 				acc, top1, top2 = fold(x, acc, top1, top2)
 			}
-			if fast && len(a) > 0 {
-				x := archsimd.LoadFloat64x8SlicePart(a)
-				live := uint8(1)<<len(a) - 1
-				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&x.Greater(ld(cMin)).ToBits()&live != live {
-					fast = false
+			// The rest, with lane masks: the last partial vector (read whole
+			// when the buffer extends past it), and after a value without
+			// probability or an invalid one, everything from there on.
+			ok := true
+			for ; len(a) > 0; a = a[min(8, len(a)):] {
+				var x archsimd.Float64x8
+				if cap(a) >= 8 {
+					x = archsimd.LoadFloat64x8Slice(a[:8])
 				} else {
-					acc, top1, top2 = foldMasked(x, live, acc, top1, top2)
+					x = archsimd.LoadFloat64x8SlicePart(a)
 				}
+				live := uint8(1)<<min(8, len(a)) - 1
+				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live != live {
+					ok = false
+					break
+				}
+				// As fold, with p = 0 in the lanes not kept.
+				keep := archsimd.Mask64x8FromBits(x.Greater(ld(cMin)).ToBits() & live)
+				x = x.Max(ld(cMin))
+				p := exp8(x).Masked(keep)
+				acc, top1, top2 = p.MulAdd(x, acc), top1.Max(p), top2.Max(top1.Min(p))
 			}
-			if !fast {
-				// Values without probability or invalid ones: lane masks for
-				// the former, StepOf to classify the latter.
-				ok := true
-				acc, top1, top2 = archsimd.Float64x8{}, archsimd.Float64x8{}, archsimd.Float64x8{}
-				for a = alts; len(a) > 0 && ok; a = a[min(8, len(a)):] {
-					x := archsimd.LoadFloat64x8SlicePart(a)
-					live := uint8(1)<<min(8, len(a)) - 1
-					if ok = x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live == live; ok {
-						keep := x.Greater(ld(cMin)).ToBits() & live
-						acc, top1, top2 = foldMasked(x, keep, acc, top1, top2)
-					}
+			if !ok {
+				// Classify the invalid value. (With maxLogprob < 0 it can
+				// be a lane StepOf handles fine.)
+				st, b := StepOf(alts, maxLogprob)
+				if b != OK {
+					return 0, t, b
 				}
-				if !ok {
-					st, b := StepOf(alts, maxLogprob)
-					if b != OK {
-						return 0, t, b
-					}
-					g.putStep(j, st)
-					continue
-				}
+				g.putStep(j, st)
+				continue
 			}
 			g.put(j, acc, top1, top2)
 		}
