@@ -24,6 +24,10 @@ type AssemblerConfig struct {
 	// MaxSteps is the most steps one trace may gather; a trace that grows
 	// past it is emitted at once as too_long. Default 32768 (as profile's).
 	MaxSteps int `yaml:"max_steps"`
+	// MaxHeldSteps bounds the steps held over all open traces (each step
+	// holds up to 21 logprobs, about 90 bytes); beyond it the traces idle the
+	// longest are emitted as incomplete. Default 1000000 (about 90 MB).
+	MaxHeldSteps int `yaml:"max_held_steps"`
 	// Remember is how many completed trace ids are kept to drop chunks that
 	// arrive again after their trace was emitted (redelivery). Default 65536.
 	Remember int `yaml:"remember"`
@@ -31,7 +35,7 @@ type AssemblerConfig struct {
 
 // DefaultAssemblerConfig returns the documented defaults.
 func DefaultAssemblerConfig() AssemblerConfig {
-	return AssemblerConfig{Timeout: 30 * time.Second, MaxOpen: 10000, MaxSteps: 32768, Remember: 65536}
+	return AssemblerConfig{Timeout: 30 * time.Second, MaxOpen: 10000, MaxSteps: 32768, MaxHeldSteps: 1000000, Remember: 65536}
 }
 
 // Validate reports a configuration that cannot work.
@@ -45,6 +49,9 @@ func (c AssemblerConfig) Validate() error {
 	}
 	if c.MaxSteps < 1 {
 		errs = append(errs, fmt.Errorf("assemble.max_steps must be at least 1, got %d", c.MaxSteps))
+	}
+	if c.MaxHeldSteps < c.MaxSteps {
+		errs = append(errs, fmt.Errorf("assemble.max_held_steps must be at least max_steps (%d), got %d", c.MaxSteps, c.MaxHeldSteps))
 	}
 	if c.Remember < 0 {
 		errs = append(errs, fmt.Errorf("assemble.remember must be >= 0, got %d", c.Remember))
@@ -90,6 +97,7 @@ type Assembler struct {
 	cfg  AssemblerConfig
 	mem  memory.Allocator
 	open map[string]*pending
+	held int // steps over all open traces
 
 	doneSet  map[string]struct{}
 	doneRing []string
@@ -197,8 +205,7 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 			continue
 		}
 		if p != nil && p.complete() {
-			delete(a.open, p.id)
-			a.remember(p.id)
+			a.close(p)
 			done = append(done, p)
 		}
 	}
@@ -212,7 +219,7 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 		out.Complete = append(out.Complete, rec)
 	}
 	// Bound the open set: the traces idle the longest go first.
-	for len(a.open) > a.cfg.MaxOpen {
+	for len(a.open) > a.cfg.MaxOpen || a.held > a.cfg.MaxHeldSteps {
 		var oldest *pending
 		for _, p := range a.open {
 			if oldest == nil || p.last.Before(oldest.last) {
@@ -246,8 +253,11 @@ func (a *Assembler) Expire(now time.Time) (Assembled, error) {
 	return out, nil
 }
 
+// Held is the number of steps held over all open traces.
+func (a *Assembler) Held() int { return a.held }
+
 func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string) error {
-	delete(a.open, p.id)
+	a.close(p)
 	a.remember(p.id)
 	rec, err := a.build([]*pending{p}, false)
 	if err != nil {
@@ -256,6 +266,13 @@ func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string) erro
 	out.Rejected = append(out.Rejected, rec)
 	out.Reasons = append(out.Reasons, reason)
 	return nil
+}
+
+// close removes p from the open set and remembers its id.
+func (a *Assembler) close(p *pending) {
+	delete(a.open, p.id)
+	a.held -= p.steps
+	a.remember(p.id)
 }
 
 func (a *Assembler) remember(id string) {
@@ -293,6 +310,7 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 	c := v.chunk(i)
 	p.chunks[seq] = c
 	p.steps += len(c.tok)
+	a.held += len(c.tok)
 	if seq < p.metaSeq {
 		ts := p.meta.ts
 		p.meta = v.meta(i)

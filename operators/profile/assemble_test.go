@@ -181,6 +181,18 @@ func TestAssembler(t *testing.T) {
 			oldest:   2,
 		},
 		{
+			name: "held steps bound evicts the idlest",
+			cfg:  func(c *AssemblerConfig) { c.MaxSteps, c.MaxHeldSteps = 3, 4 },
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1, -2}}}, origin: 1},
+				{rows: []chunkRow{{id: "b", seq: 0, steps: []float32{-1, -2}}}, origin: 2, at: time.Second},
+				{rows: []chunkRow{{id: "c", seq: 0, steps: []float32{-1}}}, origin: 3, at: 2 * time.Second},
+			},
+			rejected: map[string]string{"a": schemas.ReasonIncomplete},
+			open:     2,
+			oldest:   2,
+		},
+		{
 			name: "too many steps",
 			cfg:  func(c *AssemblerConfig) { c.MaxSteps = 3 },
 			steps: []step{
@@ -306,7 +318,7 @@ func FuzzAssembler(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 		defer mem.AssertSize(t, 0)
-		cfg := AssemblerConfig{Timeout: 3 * time.Second, MaxOpen: 1000, MaxSteps: 7, Remember: 1000}
+		cfg := AssemblerConfig{Timeout: 3 * time.Second, MaxOpen: 1000, MaxSteps: 7, MaxHeldSteps: 1000, Remember: 1000}
 		a, err := NewAssembler(cfg, mem)
 		require.NoError(t, err)
 		type mtrace struct {
@@ -430,6 +442,11 @@ func FuzzAssembler(f *testing.F) {
 		}
 		flush(int64(len(ops)))
 		require.Equal(t, len(open), a.Open())
+		held := 0
+		for _, m := range open {
+			held += m.steps
+		}
+		require.Equal(t, held, a.Held())
 		oldest, ok := a.Oldest()
 		require.Equal(t, len(open) > 0, ok)
 		for _, m := range open {
