@@ -48,6 +48,9 @@ type Config struct {
 	Retries      int
 	RetryBackoff time.Duration
 	MaxBackoff   time.Duration
+	// InsertParallelism splits a written batch of at least 2 x 20,000 rows
+	// into up to this many concurrent INSERTs; default 2.
+	InsertParallelism int
 }
 
 // DefaultConfig is a local server on the standard native port.
@@ -58,6 +61,8 @@ func DefaultConfig() Config {
 		Retries:      5,
 		RetryBackoff: 200 * time.Millisecond,
 		MaxBackoff:   10 * time.Second,
+
+		InsertParallelism: 2,
 	}
 }
 
@@ -95,6 +100,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = d.MaxBackoff
+	}
+	if c.InsertParallelism <= 0 {
+		c.InsertParallelism = d.InsertParallelism
 	}
 	return c
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/entrowatch/entrowatch/schemas"
 )
@@ -60,13 +61,39 @@ func NewSink(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 func (s *Sink) Rows() int64    { return s.rows.Load() }
 func (s *Sink) Retries() int64 { return s.retries.Load() }
 
-// Write inserts rec. nil means the rows are stored. Transient failures are
-// retried with exponential backoff; a retried insert that had partly landed
-// leaves duplicates that the views collapse by trace_id.
+// Write inserts rec. nil means the rows are stored. Large batches are split
+// into up to InsertParallelism INSERTs that run concurrently. Transient
+// failures are retried with exponential backoff; a retried insert that had
+// partly landed leaves duplicates that the views collapse by trace_id.
 func (s *Sink) Write(ctx context.Context, rec arrow.RecordBatch) error {
-	if rec.NumRows() == 0 {
+	n := rec.NumRows()
+	if n == 0 {
 		return nil
 	}
+	if err := checkSchema(rec.Schema(), s.cols); err != nil {
+		return err
+	}
+	parts := int64(min(max(s.cfg.InsertParallelism, 1), int((n+minChunkRows-1)/minChunkRows)))
+	if parts <= 1 {
+		return s.insertRetrying(ctx, rec)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for p := range parts {
+		lo, hi := n*p/parts, n*(p+1)/parts
+		g.Go(func() error {
+			part := rec.NewSlice(lo, hi)
+			defer part.Release()
+			return s.insertRetrying(gctx, part)
+		})
+	}
+	return g.Wait()
+}
+
+// minChunkRows is the smallest INSERT a batch is split into: ClickHouse
+// prefers few large inserts.
+const minChunkRows = 20_000
+
+func (s *Sink) insertRetrying(ctx context.Context, rec arrow.RecordBatch) error {
 	data, err := columns(rec, s.cols)
 	if err != nil {
 		return err
@@ -87,6 +114,22 @@ func (s *Sink) Write(ctx context.Context, rec arrow.RecordBatch) error {
 			return fmt.Errorf("clickhouse sink: inserting into %s: %w", s.table, err)
 		}
 	}
+}
+
+// checkSchema requires every field the columns derive from, with the type
+// scored.v1 gives it.
+func checkSchema(sc *arrow.Schema, cols []schemas.CHColumn) error {
+	for _, c := range cols {
+		want := schemas.Scored.Field(schemas.MustIndex(schemas.Scored, c.Field))
+		idx, err := schemas.Index(sc, c.Field)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrSchema, err)
+		}
+		if !arrow.TypeEqual(sc.Field(idx).Type, want.Type) {
+			return fmt.Errorf("%w: column %q is %s, want %s", ErrSchema, c.Field, sc.Field(idx).Type, want.Type)
+		}
+	}
+	return nil
 }
 
 func (s *Sink) send(ctx context.Context, data []any) error {
@@ -137,9 +180,6 @@ func columns(rec arrow.RecordBatch, cols []schemas.CHColumn) ([]any, error) {
 		idx, err := schemas.Index(sc, c.Field)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSchema, err)
-		}
-		if !arrow.TypeEqual(sc.Field(idx).Type, want.Type) {
-			return nil, fmt.Errorf("%w: column %q is %s, want %s", ErrSchema, c.Field, sc.Field(idx).Type, want.Type)
 		}
 		arr := rec.Column(idx)
 		switch a := arr.(type) {
@@ -249,23 +289,28 @@ func stringMap(a *array.Map, n int) ([][]string, [][]string) {
 	ks, _ := a.Keys().(*array.String)
 	vs, _ := a.Items().(*array.String)
 	offs := a.Offsets()
-	for j := range n {
-		if a.IsNull(j) || ks == nil || vs == nil {
+	if ks == nil || vs == nil || len(offs) < n+1 {
+		for j := range n {
 			keys[j], vals[j] = []string{}, []string{}
-			continue
 		}
-		lo, hi := int(offs[j]), int(offs[j+1])
-		k := make([]string, 0, hi-lo)
-		v := make([]string, 0, hi-lo)
-		for e := lo; e < hi; e++ {
-			k = append(k, ks.Value(e))
-			if vs.IsValid(e) {
-				v = append(v, vs.Value(e))
-			} else {
-				v = append(v, "")
-			}
+		return keys, vals
+	}
+	// One backing array per side; rows are sub-slices of it.
+	first, last := int(offs[0]), int(offs[n])
+	flatK := make([]string, last-first)
+	flatV := make([]string, last-first)
+	for e := first; e < last; e++ {
+		flatK[e-first] = ks.Value(e)
+		if vs.IsValid(e) {
+			flatV[e-first] = vs.Value(e)
 		}
-		keys[j], vals[j] = k, v
+	}
+	for j := range n {
+		lo, hi := int(offs[j])-first, int(offs[j+1])-first
+		if a.IsNull(j) {
+			lo = hi
+		}
+		keys[j], vals[j] = flatK[lo:hi:hi], flatV[lo:hi:hi]
 	}
 	return keys, vals
 }

@@ -214,3 +214,80 @@ func TestSinkRedeliveryIsIdempotent(t *testing.T) {
 	require.Equal(t, before, snapshot())
 	require.Contains(t, before, "n=200 ")
 }
+
+// A large batch is split into concurrent INSERTs; every row lands once.
+func TestSinkSplitsLargeBatches(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	const n = 45_000
+	rows := make([]row, n)
+	for i := range rows {
+		rows[i] = row{id: fmt.Sprintf("s%06d", i), ts: t0.Add(time.Duration(i) * time.Second), domain: "d",
+			attrs: map[string]string{"tenant": fmt.Sprintf("t%d", i%3)}, p: 0.5, correct: -1, clusterID: 1, cluster: "c"}
+	}
+	write(t, cfg, rows)
+	var cnt, ids, tenants uint64
+	var last string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(), uniqExact(trace_id), sum(length(attributes_keys)), max(trace_id) FROM "+cfg.Database+".scored").Scan(&cnt, &ids, &tenants, &last))
+	require.Equal(t, uint64(n), cnt)
+	require.Equal(t, uint64(n), ids)
+	require.Equal(t, uint64(n), tenants)
+	require.Equal(t, "s044999", last)
+	var v string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT attributes_values[1] FROM "+cfg.Database+".scored WHERE trace_id = 's030001'").Scan(&v))
+	require.Equal(t, "t1", v) // 30001 % 3, from the second INSERT (a sliced map array)
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		err string
+	}{
+		{Config{DSN: "clickhouse://127.0.0.1:9000/db"}, ""},
+		{Config{}, "empty DSN"},
+		{Config{DSN: "clickhouse://127.0.0.1:9000", Database: "a-b"}, "use letters, digits and _"},
+		{Config{DSN: "clickhouse://127.0.0.1:9000", Compression: "gzip"}, "use lz4, zstd or none"},
+		{Config{DSN: "clickhouse://127.0.0.1:9000", Retries: -1}, "retries"},
+	} {
+		err := tc.cfg.Validate()
+		if tc.err == "" {
+			require.NoError(t, err)
+			continue
+		}
+		require.ErrorContains(t, err, tc.err)
+	}
+	require.Equal(t, "db", Config{DSN: "clickhouse://127.0.0.1:9000/db"}.DatabaseName())
+	require.Equal(t, "x", Config{DSN: "clickhouse://127.0.0.1:9000/db", Database: "x"}.DatabaseName())
+	require.Equal(t, "default", Config{DSN: "clickhouse://127.0.0.1:9000"}.DatabaseName())
+	c := DefaultConfig().withDefaults()
+	require.Equal(t, 200*time.Millisecond, c.backoff(1))
+	require.Equal(t, 400*time.Millisecond, c.backoff(2))
+	require.Equal(t, 10*time.Second, c.backoff(20))
+}
+
+// The managed server stops cleanly, keeps its data and comes back on new ports.
+func TestLocalServerRestartKeepsData(t *testing.T) {
+	if testServer == nil {
+		t.Skip(skipReason)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := StartLocal(ctx, LocalConfig{Dir: dir}, nil)
+	require.NoError(t, err)
+	cfg := DefaultConfig()
+	cfg.DSN = s.DSN()
+	cfg.Database = "keep"
+	_, err = Migrate(ctx, cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.Stop())
+	require.NoError(t, s.Stop(), "Stop twice")
+	<-s.Done()
+
+	s2, err := StartLocal(ctx, LocalConfig{Dir: dir}, nil)
+	require.NoError(t, err)
+	defer s2.Stop()
+	cfg.DSN = s2.DSN()
+	res, err := Migrate(ctx, cfg, nil)
+	require.NoError(t, err)
+	require.Empty(t, res.Applied, "the schema survived the restart")
+}
