@@ -8,6 +8,15 @@
 //
 // The kernels here are the hot loop of entrowatch; they read float32 logprobs
 // straight from Arrow value buffers and allocate nothing.
+//
+// Steps, the whole-trace kernel, has two implementations. The portable one
+// loops over StepOf. Built with GOEXPERIMENT=simd on amd64 (Go 1.26's
+// experimental simd/archsimd), the package also has an AVX-512 kernel that
+// Steps uses when the CPU has AVX-512 (checked at run time, falling back to
+// the portable loop otherwise). Its results are within 1e-12 of the portable
+// ones (steps_test.go checks it); it is 2-3x faster. The fast binary:
+//
+//	GOEXPERIMENT=simd GOAMD64=v3 go build ./cmd/entrowatch
 package entropy
 
 import "math"
