@@ -61,8 +61,20 @@ func TestExperiment(t *testing.T) {
 				variant{"maxdf=0.1", func(c *FitConfig) { c.MaxDF = 0.1 }},
 				variant{"mindf=3", func(c *FitConfig) { c.MinDF = 3 }},
 			)
+		case "bigrams":
+			vs = append(vs, variant{"bigrams", func(c *FitConfig) { c.Vector.Bigrams = true }})
+		case "nostem":
+			vs = append(vs, variant{"no stemming", func(c *FitConfig) { c.Vector.Stem = false }})
+		case "silhouette":
+			vs = append(vs, variant{"k by silhouette", func(c *FitConfig) { c.Criterion = CriterionSilhouette }})
+		case "lsa100":
+			vs = append(vs, variant{"lsa=100", func(c *FitConfig) { c.LSA = 100 }})
+		case "lsa20":
+			vs = append(vs, variant{"lsa=20", func(c *FitConfig) { c.LSA = 20 }})
 		case "restarts":
-			vs = append(vs, variant{"restarts=1", func(c *FitConfig) { c.Restarts = 1 }}, variant{"restarts=20", func(c *FitConfig) { c.Restarts = 20 }})
+			vs = append(vs, variant{"restarts=20", func(c *FitConfig) { c.Restarts = 20 }})
+		case "kmin2":
+			vs = append(vs, variant{"k_min=2", func(c *FitConfig) { c.KMin = 2 }})
 		}
 	}
 	seeds := []uint64{1, 2, 3}
@@ -84,7 +96,6 @@ func TestExperiment(t *testing.T) {
 					cfg := DefaultFitConfig()
 					cfg.Seed = s
 					cfg.KMax = 16
-					cfg.Restarts = 5
 					v.mod(&cfg)
 					if !auto {
 						cfg.K = trueK[part]

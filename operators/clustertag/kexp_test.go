@@ -30,6 +30,10 @@ func TestKCriteria(t *testing.T) {
 		p, d []string
 	}{{"tune", tp, td}, {"held", hp, hd}, {"all", ap, ad}} {
 		cfg := DefaultFitConfig()
+		if v := os.Getenv("CLUSTERTAG_LSA"); v != "" {
+			fmt.Sscan(v, &cfg.LSA)
+		}
+		cfg.Vector.Bigrams = os.Getenv("CLUSTERTAG_BIGRAMS") != "0"
 		ts, err := buildTerms(part.p, cfg)
 		require.NoError(t, err)
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -65,10 +69,41 @@ func TestKCriteria(t *testing.T) {
 			}
 			// Stability on half samples: two fits on different random halves,
 			// compared on the points both assign (by nearest centroid).
-			stab := halfStability(x, k, rng, 4)
-			fmt.Printf("%s k=%2d obj %.1f silLSA %.4f silTFIDF %.4f agree %.3f stab %.3f | ARI %.3f purity %.3f\n",
+			fmt.Printf("%s k=%2d obj %.1f silLSA %.4f silTFIDF %.4f agree %.3f CH %.2f | ARI %.3f purity %.3f\n",
 				part.name, k, best.objective, silhouette(sample, dl, best.assign, k), silhouette(sample, dt, best.assign, k),
-				agree/float64(cnt), stab, ARI(truth, best.assign), Purity(truth, best.assign))
+				agree/float64(cnt), calinski(x, best.assign, k), ARI(truth, best.assign), Purity(truth, best.assign))
 		}
 	}
+}
+
+// calinski is the Calinski-Harabasz index of assign (Euclidean, on the rows).
+func calinski(x *csr, assign []int, k int) float64 {
+	n := x.rows()
+	sums := make([]float64, k*x.dim)
+	all := make([]float64, x.dim)
+	cnt := make([]int, k)
+	for i := 0; i < n; i++ {
+		idx, val := x.row(i)
+		c := assign[i]
+		cnt[c]++
+		for q, j := range idx {
+			sums[c*x.dim+int(j)] += float64(val[q])
+			all[j] += float64(val[q])
+		}
+	}
+	sq := func(v []float64) float64 {
+		var s float64
+		for _, a := range v {
+			s += a * a
+		}
+		return s
+	}
+	total := float64(n) - sq(all)/float64(n)
+	var within float64
+	for c := 0; c < k; c++ {
+		if cnt[c] > 0 {
+			within += float64(cnt[c]) - sq(sums[c*x.dim:(c+1)*x.dim])/float64(cnt[c])
+		}
+	}
+	return ((total - within) / float64(k-1)) / (within / float64(n-k))
 }

@@ -11,6 +11,12 @@ import (
 	"strings"
 )
 
+// Criteria for choosing k.
+const (
+	CriterionStability  = "stability"
+	CriterionSilhouette = "silhouette"
+)
+
 // Spaces a model clusters in.
 const (
 	SpaceTFIDF     = "tfidf"     // hashed TF-IDF terms, centroids over the vocabulary
@@ -27,14 +33,21 @@ type FitConfig struct {
 	MaxDF float64
 	// LSA is the number of latent dimensions (truncated SVD) the TF-IDF
 	// vectors are projected on before clustering; 0 clusters the TF-IDF
-	// vectors themselves. Default 100.
+	// vectors themselves. Default 50.
 	LSA int
 	// PowerIters of the randomized SVD. Default 4.
 	PowerIters int
-	// K is the number of clusters; 0 picks it (see KMin, KMax). Default 0.
+	// K is the number of clusters; 0 picks it (see Criterion). Default 0.
 	K int
-	// KMin and KMax bound the automatic choice of k. Default 2 and 30.
+	// KMin and KMax bound the automatic choice of k. Default 3 and 20: the
+	// stability criterion favours k = 2, since nearly any bisection of the
+	// prompts is reproducible; set KMin to 2 to allow it.
 	KMin, KMax int
+	// Criterion picks k when K is 0: "stability" (default) takes the k whose
+	// k-means restarts agree most with each other (mean pairwise adjusted
+	// Rand index of the restarts' partitions); "silhouette" the k with the
+	// highest mean silhouette (cosine distance) on a sample.
+	Criterion string
 	// Restarts of k-means per k; the restart with the highest objective
 	// (sum of cosine similarities) wins. Default 10.
 	Restarts int
@@ -42,6 +55,9 @@ type FitConfig struct {
 	MaxIter int
 	// Seed makes fits reproducible. Default 1.
 	Seed uint64
+	// MaxPrompts caps the prompts a fit uses; beyond it a random sample of
+	// this size is used. Default 20000.
+	MaxPrompts int
 	// SilhouetteSample is how many prompts the silhouette used to pick k is
 	// computed on. Default 2000.
 	SilhouetteSample int
@@ -56,8 +72,8 @@ type FitConfig struct {
 // DefaultFitConfig returns the settings documented on the fields.
 func DefaultFitConfig() FitConfig {
 	return FitConfig{
-		Vector: DefaultVectorConfig(), MinDF: 2, MaxDF: 0.5, LSA: 100, PowerIters: 4,
-		KMin: 2, KMax: 30, Restarts: 10, MaxIter: 100, Seed: 1,
+		Vector: DefaultVectorConfig(), MinDF: 2, MaxDF: 0.5, LSA: 50, PowerIters: 4,
+		KMin: 3, KMax: 20, Criterion: CriterionStability, Restarts: 10, MaxIter: 100, Seed: 1, MaxPrompts: 20000,
 		SilhouetteSample: 2000, ThresholdQuantile: 0.95, TopTerms: 3,
 	}
 }
@@ -83,6 +99,12 @@ func (c FitConfig) Validate() error {
 		return fmt.Errorf("threshold_quantile %g must be in (0, 1]", c.ThresholdQuantile)
 	case c.SilhouetteSample < 10:
 		return fmt.Errorf("silhouette_sample %d must be at least 10", c.SilhouetteSample)
+	case c.K == 0 && c.Criterion != CriterionStability && c.Criterion != CriterionSilhouette:
+		return fmt.Errorf("criterion %q unknown (want stability or silhouette)", c.Criterion)
+	case c.K == 0 && c.Criterion == CriterionStability && c.Restarts < 2:
+		return errors.New("the stability criterion compares restarts: restarts must be at least 2")
+	case c.MaxPrompts < 2:
+		return fmt.Errorf("max_prompts %d must be at least 2", c.MaxPrompts)
 	}
 	return nil
 }
@@ -190,6 +212,11 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	if len(prompts) < 2 {
 		return nil, fmt.Errorf("%d prompts: need at least 2 to cluster", len(prompts))
 	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
+	if len(prompts) > cfg.MaxPrompts {
+		progress.printf("using a random sample of %d of the %d prompts (max_prompts)", cfg.MaxPrompts, len(prompts))
+		prompts = samplePrompts(prompts, cfg.MaxPrompts, rng)
+	}
 	progress.printf("vectorising %d prompts", len(prompts))
 	ts, err := buildTerms(prompts, cfg)
 	if err != nil {
@@ -197,7 +224,6 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	}
 	progress.printf("vocabulary: %d terms (words and bigrams in at least %d prompts)", len(ts.buckets), cfg.MinDF)
 	m := &Model{Format: Format, Vector: cfg.Vector, Buckets: ts.buckets, IDF: ts.idf}
-	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
 	space := ts.x
 	if cfg.LSA > 0 && cfg.LSA < min(ts.x.dim, ts.x.rows()) {
 		progress.printf("LSA: truncated SVD to %d dimensions", cfg.LSA)
@@ -216,6 +242,16 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	m.NextID = len(m.Clusters)
 	m.Fit = FitInfo{Prompts: len(prompts), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
 	return m, nil
+}
+
+func samplePrompts(p []string, n int, rng *rand.Rand) []string {
+	idx := rng.Perm(len(p))[:n]
+	slices.Sort(idx)
+	out := make([]string, n)
+	for i, j := range idx {
+		out[i] = p[j]
+	}
+	return out
 }
 
 // FitEmbeddings learns clusters over caller-supplied prompt embeddings (all of
@@ -258,8 +294,8 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 	return m, nil
 }
 
-// cluster runs k-means for the configured k, or picks k in [KMin, KMax] by
-// the mean silhouette (cosine distance) on a sample of the points.
+// cluster runs k-means for the configured k, or picks k in [KMin, KMax]
+// by the configured criterion.
 func cluster(ctx context.Context, x *csr, cfg FitConfig, rng *rand.Rand, progress Progress) (kmeansResult, Selection, error) {
 	n := x.rows()
 	if cfg.K > 0 {
@@ -268,27 +304,62 @@ func cluster(ctx context.Context, x *csr, cfg FitConfig, rng *rand.Rand, progres
 		res, err := bestOf(ctx, x, k, cfg.Restarts, cfg.MaxIter, rng)
 		return res, Selection{Method: "fixed", K: k}, err
 	}
-	sample := rng.Perm(n)[:min(n, cfg.SilhouetteSample)]
-	slices.Sort(sample)
-	dist := pairwiseDistances(x, sample)
-	sel := Selection{Method: "silhouette", Sample: len(sample), Scores: map[int]float64{}}
+	sel := Selection{Method: cfg.Criterion, Scores: map[int]float64{}}
+	var sample []int
+	var dist []float32
+	if cfg.Criterion == CriterionSilhouette {
+		sample = rng.Perm(n)[:min(n, cfg.SilhouetteSample)]
+		slices.Sort(sample)
+		dist = pairwiseDistances(x, sample)
+		sel.Sample = len(sample)
+	}
 	var best kmeansResult
 	bestScore := math.Inf(-1)
 	for k := cfg.KMin; k <= min(cfg.KMax, n-1); k++ {
-		res, err := bestOf(ctx, x, k, cfg.Restarts, cfg.MaxIter, rng)
-		if err != nil {
-			return kmeansResult{}, Selection{}, err
+		runs := make([]kmeansResult, cfg.Restarts)
+		top := 0
+		for r := range runs {
+			res, err := sphericalKMeans(ctx, x, k, cfg.MaxIter, rng)
+			if err != nil {
+				return kmeansResult{}, Selection{}, err
+			}
+			runs[r] = res
+			if res.objective > runs[top].objective {
+				top = r
+			}
 		}
-		s := silhouette(sample, dist, res.assign, k)
+		var s float64
+		if cfg.Criterion == CriterionSilhouette {
+			s = silhouette(sample, dist, runs[top].assign, k)
+		} else {
+			s = agreement(runs)
+		}
 		sel.Scores[k] = s
-		progress.printf("k=%d: objective %.1f, silhouette %.4f", k, res.objective, s)
+		progress.printf("k=%d: objective %.1f, %s %.4f", k, runs[top].objective, cfg.Criterion, s)
 		if s > bestScore {
-			best, bestScore = res, s
+			best, bestScore = runs[top], s
 		}
 	}
 	sel.K = best.k
-	progress.printf("picked k=%d (highest silhouette %.4f)", best.k, bestScore)
+	progress.printf("picked k=%d (highest %s %.4f)", best.k, cfg.Criterion, bestScore)
 	return best, sel, nil
+}
+
+// agreement is the mean adjusted Rand index over all pairs of restarts: how
+// reproducibly k-means finds the same k groups from different seeds.
+func agreement(runs []kmeansResult) float64 {
+	var sum float64
+	pairs := 0
+	for i := range runs {
+		for j := i + 1; j < len(runs); j++ {
+			sum += ARI(runs[i].assign, runs[j].assign)
+			pairs++
+		}
+	}
+	if pairs == 0 {
+		return 0
+	}
+	return sum / float64(pairs)
 }
 
 // describe turns a k-means result into clusters: size, threshold, label.
@@ -342,8 +413,8 @@ func quantile(v []float64, q float64) float64 {
 	return s[lo] + (pos-float64(lo))*(s[hi]-s[lo])
 }
 
-// labelClusters names each cluster by the terms whose mean TF-IDF weight is
-// highest inside it relative to outside it.
+// labelClusters names each cluster by its most distinctive terms: high
+// mean TF-IDF weight inside the cluster relative to the whole corpus.
 func labelClusters(cl []Cluster, assign []int, ts *termSpace, top int) {
 	k := len(cl)
 	dim := ts.x.dim
@@ -372,12 +443,11 @@ func labelClusters(cl []Cluster, assign []int, ts *termSpace, top int) {
 			if w == 0 {
 				continue
 			}
-			mIn := w / size
-			mOut := 0.0
-			if n > size {
-				mOut = (all[j] - w) / (n - size)
-			}
-			cand = append(cand, scored{j, mIn - mOut})
+			// Contribution of the term to the divergence of the cluster's
+			// mean TF-IDF vector from the corpus mean: frequent in the cluster
+			// and rarer elsewhere.
+			mIn, mAll := w/size, all[j]/n
+			cand = append(cand, scored{j, mIn * math.Log(mIn/mAll)})
 		}
 		sort.Slice(cand, func(a, b int) bool {
 			if cand[a].s != cand[b].s {
@@ -388,7 +458,7 @@ func labelClusters(cl []Cluster, assign []int, ts *termSpace, top int) {
 		var chosen []string
 		for _, t := range cand {
 			name := ts.names[t.j]
-			if name == "" || overlaps(chosen, name) {
+			if name == "" || generic(name) || overlaps(chosen, name) {
 				continue
 			}
 			chosen = append(chosen, name)
@@ -413,4 +483,29 @@ func overlaps(chosen []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// genericWords are frequent in questions of every topic; they stay in the
+// vectors but do not name clusters.
+var genericWords = func() map[string]bool {
+	m := map[string]bool{}
+	for _, w := range strings.Fields(`means mean many much known associated except referred refers refer characteristic
+		characteristics find called used use uses using term terms example examples given time times two three four one first
+		second type types primary main important describe described description result results factor factors occur occurs
+		occurred containing contain contains number numbers value values consider considered include includes including
+		following true false likely best correct incorrect answer question statement statements way ways part parts kind
+		kinds form forms case cases called different same certain person people new old make makes made`) {
+		m[w] = true
+	}
+	return m
+}()
+
+// generic reports whether every word of a term is generic.
+func generic(name string) bool {
+	for _, w := range strings.Fields(name) {
+		if !genericWords[w] {
+			return false
+		}
+	}
+	return true
 }

@@ -45,6 +45,8 @@ func scoredBatch(t *testing.T, mem memory.Allocator, prompts, domains []*string)
 
 func sp(s string) *string { return &s }
 
+const lawPrompt = "The judge and the jury heard the plaintiff's appeal of the verdict: was the contract void, and the defendant liable in tort?"
+
 func TestOperator(t *testing.T) {
 	prompts, _ := synthPrompts(30, 8)
 	cfg := quietConfig()
@@ -54,11 +56,11 @@ func TestOperator(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, m.Seal())
 	tg := m.NewTagger()
-	law, _ := tg.Tag("the judge and the jury heard the defendant's appeal")
+	law, _ := tg.Tag(lawPrompt)
 	require.NotEqual(t, Unclustered, law)
 	lawLabel := m.Clusters[law].Label
 
-	in := []*string{sp("the judge and the jury heard the defendant's appeal"), nil, sp(""), sp("zyx qwv"), sp("the judge and the jury heard the defendant's appeal")}
+	in := []*string{sp(lawPrompt), nil, sp(""), sp("zyx qwv"), sp(lawPrompt)}
 	dom := []*string{nil, nil, sp("billing"), nil, sp("legal")}
 	for _, tc := range []struct {
 		from    string

@@ -12,7 +12,9 @@ type VectorConfig struct {
 	// HashBits is log2 of the number of hash buckets words and bigrams fall
 	// into. Default 18 (262,144 buckets; collisions are rare below ~50k terms).
 	HashBits int `json:"hash_bits"`
-	// Bigrams adds adjacent word pairs (after stop-word removal). Default true.
+	// Bigrams adds adjacent word pairs (after stop-word removal). Default
+	// false: on prompts-dev they did not raise the adjusted Rand index (see
+	// docs/clusters.md) and they double the terms to tag.
 	Bigrams bool `json:"bigrams"`
 	// StopWords drops common English function words. Default true.
 	StopWords bool `json:"stop_words"`
@@ -26,7 +28,7 @@ type VectorConfig struct {
 
 // DefaultVectorConfig returns the vectoriser settings documented on the fields.
 func DefaultVectorConfig() VectorConfig {
-	return VectorConfig{HashBits: 18, Bigrams: true, StopWords: true, Stem: true, Sublinear: true, MinLen: 2}
+	return VectorConfig{HashBits: 18, Bigrams: false, StopWords: true, Stem: true, Sublinear: true, MinLen: 2}
 }
 
 // hasher turns text into hashed term buckets without allocating per token:
