@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -19,10 +20,14 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "", "estimator JSON to write (required)")
 	feats := fs.String("features", "", "comma-separated candidate feature columns (default: the 11 profile features)")
 	family := fs.String("family", def.Family, "model family: logreg, forest (gradient-boosted trees) or mlp")
-	cal := fs.String("calibration", def.Calibration, "calibration fitted on out-of-fold scores: isotonic, platt or none")
+	cal := fs.String("calibration", def.Calibration, "calibration map: isotonic, platt or none")
 	balance := fs.Bool("balance", def.Balance, "weight the classes equally (off by default: it biases the accuracy estimate)")
 	model := fs.String("model", "", "train only for this LLM model (default: one artifact per model value plus a pooled fallback)")
-	screen := fs.Int("screen", def.Screen, "keep the N candidate features that best separate right from wrong within each training domain (0 = keep all)")
+	ensemble := fs.Int("ensemble", def.Ensemble, "average single-feature models on the N candidate features that best separate right from wrong within each training domain (0 = one model on the features kept by --screen)")
+	screen := fs.Int("screen", def.Screen, "with --ensemble 0: keep the N best-separating candidate features (0 = keep all)")
+	offset := fs.Bool("offset", def.Offset, "blend in a shifted probability feature when one of the features is a probability (e.g. confidence)")
+	calOn := fs.String("calibrate-on", def.CalibrateOn, "fit the calibration on the final model's training scores (train) or on out-of-fold scores (oof)")
+	hyper := fs.Float64("hyper", 0, "fix the family's hyper-parameter (logreg C, forest depth, mlp alpha); 0 = choose by cross-validation")
 	folds := fs.Int("folds", def.Folds, "cross-validation folds for hyper-parameters and calibration")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -34,6 +39,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := def
 	cfg.Family, cfg.Calibration, cfg.Balance, cfg.Screen, cfg.Folds = *family, *cal, *balance, *screen, *folds
+	cfg.Ensemble, cfg.Offset, cfg.CalibrateOn, cfg.Hyper = *ensemble, *offset, *calOn, *hyper
+	calOnSet := false
+	fs.Visit(func(f *flag.Flag) { calOnSet = calOnSet || f.Name == "calibrate-on" })
+	if !calOnSet && cfg.Family != estimate.FamilyLogreg {
+		cfg.CalibrateOn = "oof" // flexible families overfit their training scores
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (see entrowatch train -h)", err)
 	}

@@ -135,7 +135,7 @@ func Methods(features []string, firstIsProb bool) []Method {
 // the logistic calibrations, ATC, raw mean and the default. The tree ensemble
 // and the MLP are many times slower; name them with --methods.
 var DefaultMethods = []string{"sk_platt", "sk_platt_balanced", "sk_isotonic", "logreg_platt", "logreg_isotonic",
-	"logreg_none", "screen1_isotonic", "atc", "raw_mean", DefaultName}
+	"logreg_none", "screen1_isotonic_train", "atc", "raw_mean", DefaultName}
 
 func fitMethod(name string, cfg TrainConfig) Method {
 	return Method{name, func(tr *Table) (Predictor, error) {
@@ -276,8 +276,8 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 			}
 		}
 		if !found {
-			if n == "raw_mean" && cfg.Methods == nil {
-				continue // only when the first feature is a probability
+			if cfg.Methods == nil {
+				continue // raw_mean and screen1 need a probability, several features
 			}
 			var have []string
 			for _, m := range all {
