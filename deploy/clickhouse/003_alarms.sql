@@ -4,8 +4,10 @@
 --   kind, model, domain, feature, window_start, n, value, baseline, statistic,
 --   threshold, firing
 -- alarm_checks is their union, alarms the firing rows. No window functions:
--- each row is counted in its own window (i = 0) and as baseline of the next
--- baseline_windows windows (i = 1..B), then conditional aggregates split them.
+-- responses are first aggregated per window (alarm_buckets, alarm_bins); each
+-- window's aggregate then counts for its own window (i = 0) and as baseline
+-- of the next baseline_windows windows (i = 1..B), and conditional
+-- aggregates split the two.
 -- Lambdas get per-row constants as arrays (arrayResize): 18.16 loses columns
 -- that are only captured by a lambda.
 
@@ -15,26 +17,51 @@ CREATE VIEW IF NOT EXISTS {db}.alarm_config AS
 SELECT *, (SELECT toUInt32(max(ts)) FROM {db}.scored) AS newest_ts
 FROM (SELECT * FROM {db}.alarm_settings ORDER BY updated_at DESC LIMIT 1);
 
--- alarm_base: scored_ok rows in the lookback, each expanded to its own
--- window (i = 0) and the windows whose baseline it belongs to (i = 1..B).
-CREATE VIEW IF NOT EXISTS {db}.alarm_base AS
-SELECT
-    model, domain, p_correct, cluster_id, mean, q50, max, bucket, i,
-    bucket + i * window_s AS target, newest_bucket,
-    window_s, baseline_windows, min_n, drop_k, min_drop, psi_bin_width, psi_threshold, surge_k, surge_min_increase
+-- alarm_rows: scored_ok rows of the lookback (and of the baseline before
+-- it) with their window and the settings.
+CREATE VIEW IF NOT EXISTS {db}.alarm_rows AS
+SELECT *
 FROM
 (
     SELECT
         model, domain, p_correct, cluster_id, mean, q50, max,
         intDiv(toUInt32(ts), window_s) * window_s AS bucket,
         intDiv(newest_ts, window_s) * window_s AS newest_bucket,
-        window_s, baseline_windows, lookback_windows, min_n, drop_k, min_drop, psi_bin_width, psi_threshold, surge_k, surge_min_increase
+        window_s, baseline_windows, lookback_windows, min_n, drop_k, min_drop, psi_bin_width, psi_threshold,
+        cusum_k, cusum_h, surge_k, surge_min_increase
     FROM {db}.scored_ok
     CROSS JOIN {db}.alarm_config
-    WHERE bucket + (lookback_windows + baseline_windows) * window_s >= newest_bucket
 )
-ARRAY JOIN range(baseline_windows + 1) AS i
-WHERE target <= newest_bucket AND target + lookback_windows * window_s >= newest_bucket;
+WHERE bucket + (lookback_windows + baseline_windows) * window_s >= newest_bucket;
+
+-- alarm_buckets: per model x domain x window: responses, sum p, sum p(1-p),
+-- responses with a cluster decision and unclustered ones (cluster_id = -1).
+CREATE VIEW IF NOT EXISTS {db}.alarm_buckets AS
+SELECT
+    model, domain, bucket,
+    count() AS rows, sum(p_correct) AS sum_p, sum(p_correct * (1 - p_correct)) AS sum_var,
+    countIf(isNotNull(cluster_id)) AS rows_clustered, countIf(ifNull(cluster_id, 0) = -1) AS rows_unclustered,
+    any(newest_bucket) AS newest_bucket, any(window_s) AS window_s, any(baseline_windows) AS baseline_windows,
+    any(lookback_windows) AS lookback_windows, any(min_n) AS min_n, any(drop_k) AS drop_k, any(min_drop) AS min_drop,
+    any(cusum_k) AS cusum_k, any(cusum_h) AS cusum_h, any(surge_k) AS surge_k, any(surge_min_increase) AS surge_min_increase
+FROM {db}.alarm_rows
+GROUP BY model, domain, bucket;
+
+-- alarm_bins: per model x domain x window x entropy feature (mean, q50, max)
+-- x histogram bin of psi_bin_width nats: responses.
+CREATE VIEW IF NOT EXISTS {db}.alarm_bins AS
+SELECT
+    model, domain, bucket, feature, bin, count() AS rows,
+    any(newest_bucket) AS newest_bucket, any(window_s) AS window_s, any(baseline_windows) AS baseline_windows,
+    any(lookback_windows) AS lookback_windows, any(min_n) AS min_n, any(psi_threshold) AS psi_threshold
+FROM
+(
+    SELECT model, domain, bucket, newest_bucket, window_s, baseline_windows, lookback_windows, min_n, psi_threshold,
+        feature, least(toUInt32(floor(greatest(x, 0) / psi_bin_width)), 1000) AS bin
+    FROM {db}.alarm_rows
+    ARRAY JOIN ['mean', 'q50', 'max'] AS feature, [mean, q50, max] AS x
+)
+GROUP BY model, domain, bucket, feature, bin;
 
 -- accuracy_drop: estimated accuracy of a window below the pooled estimate of
 -- the baseline_windows before it by more than drop_k standard errors
@@ -50,14 +77,20 @@ FROM
 (
     SELECT
         model, domain, target,
-        countIf(i = 0) AS n,
-        countIf(i > 0) AS n_baseline,
-        if(n > 0, sumIf(p_correct, i = 0) / n, 0) AS value,
-        if(n_baseline > 0, sumIf(p_correct, i > 0) / n_baseline, 0) AS baseline,
-        if(n > 0, sqrt(sumIf(p_correct * (1 - p_correct), i = 0)) / n, 0) AS se_value,
-        if(n_baseline > 0, sqrt(sumIf(p_correct * (1 - p_correct), i > 0)) / n_baseline, 0) AS se_baseline,
+        sumIf(rows, i = 0) AS n,
+        sumIf(rows, i > 0) AS n_baseline,
+        if(n > 0, sumIf(sum_p, i = 0) / n, 0) AS value,
+        if(n_baseline > 0, sumIf(sum_p, i > 0) / n_baseline, 0) AS baseline,
+        if(n > 0, sqrt(sumIf(sum_var, i = 0)) / n, 0) AS se_value,
+        if(n_baseline > 0, sqrt(sumIf(sum_var, i > 0)) / n_baseline, 0) AS se_baseline,
         any(drop_k) AS k, any(min_drop) AS min_drop_, any(min_n) AS min_n_
-    FROM {db}.alarm_base
+    FROM
+    (
+        SELECT model, domain, rows, sum_p, sum_var, drop_k, min_drop, min_n, i, bucket + i * window_s AS target
+        FROM {db}.alarm_buckets
+        ARRAY JOIN range(baseline_windows + 1) AS i
+        WHERE target <= newest_bucket AND target + lookback_windows * window_s >= newest_bucket
+    )
     GROUP BY model, domain, target
     HAVING n > 0
 );
@@ -91,14 +124,14 @@ FROM
         (
             SELECT
                 model, domain, feature, target, bin,
-                countIf(i = 0) AS c_cur, countIf(i > 0) AS c_ref,
+                sumIf(rows, i = 0) AS c_cur, sumIf(rows, i > 0) AS c_ref,
                 any(psi_threshold) AS psi_threshold_, any(min_n) AS min_n_
             FROM
             (
-                SELECT model, domain, target, i, psi_threshold, min_n, feature,
-                    least(toUInt32(floor(greatest(x, 0) / psi_bin_width)), 1000) AS bin
-                FROM {db}.alarm_base
-                ARRAY JOIN ['mean', 'q50', 'max'] AS feature, [mean, q50, max] AS x
+                SELECT model, domain, feature, bin, rows, psi_threshold, min_n, i, bucket + i * window_s AS target
+                FROM {db}.alarm_bins
+                ARRAY JOIN range(baseline_windows + 1) AS i
+                WHERE target <= newest_bucket AND target + lookback_windows * window_s >= newest_bucket
             )
             GROUP BY model, domain, feature, target, bin
         )
@@ -138,18 +171,10 @@ FROM
                 any(ref_windows_) AS ref_windows, any(k_) AS k, any(h_) AS h, any(min_n__) AS min_n_
             FROM
             (
-                SELECT model, domain, bucket, count() AS n, avg(p_correct) AS est,
-                    sqrt(sum(p_correct * (1 - p_correct))) / n AS se,
-                    any(baseline_windows) AS ref_windows_, any(min_n) AS min_n__,
-                    any(k0) AS k_, any(h0) AS h_
-                FROM
-                (
-                    SELECT model, domain, bucket, p_correct, baseline_windows, min_n, cusum_k AS k0, cusum_h AS h0
-                    FROM {db}.alarm_base
-                    CROSS JOIN (SELECT cusum_k, cusum_h FROM {db}.alarm_config) AS c
-                    WHERE i = 0
-                )
-                GROUP BY model, domain, bucket
+                SELECT model, domain, bucket, rows AS n, sum_p / rows AS est, sqrt(sum_var) / rows AS se,
+                    baseline_windows AS ref_windows_, min_n AS min_n__, cusum_k AS k_, cusum_h AS h_
+                FROM {db}.alarm_buckets
+                WHERE bucket + lookback_windows * window_s >= newest_bucket
             )
             GROUP BY model, domain
         )
@@ -200,16 +225,17 @@ FROM
 (
     SELECT
         model, target,
-        countIf(i = 0) AS n,
-        countIf(i > 0) AS n_baseline,
-        if(n > 0, countIf(i = 0 AND unclustered = 1) / n, 0) AS value,
-        if(n_baseline > 0, countIf(i > 0 AND unclustered = 1) / n_baseline, 0) AS baseline,
+        sumIf(rows_clustered, i = 0) AS n,
+        sumIf(rows_clustered, i > 0) AS n_baseline,
+        if(n > 0, sumIf(rows_unclustered, i = 0) / n, 0) AS value,
+        if(n_baseline > 0, sumIf(rows_unclustered, i > 0) / n_baseline, 0) AS baseline,
         any(surge_k) AS k, any(surge_min_increase) AS min_inc, any(min_n) AS min_n_
     FROM
     (
-        SELECT model, target, i, toUInt8(assumeNotNull(cluster_id) = -1) AS unclustered, surge_k, surge_min_increase, min_n
-        FROM {db}.alarm_base
-        WHERE isNotNull(cluster_id)
+        SELECT model, rows_clustered, rows_unclustered, surge_k, surge_min_increase, min_n, i, bucket + i * window_s AS target
+        FROM {db}.alarm_buckets
+        ARRAY JOIN range(baseline_windows + 1) AS i
+        WHERE target <= newest_bucket AND target + lookback_windows * window_s >= newest_bucket
     )
     GROUP BY model, target
     HAVING n > 0
