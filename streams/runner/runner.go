@@ -60,6 +60,14 @@ type Config struct {
 	// failed sink or dead-letter write. Defaults 100ms and 10s.
 	SinkBackoffMin time.Duration `yaml:"sink_backoff_min"`
 	SinkBackoffMax time.Duration `yaml:"sink_backoff_max"`
+	// SinkBatchRows gathers the output of several messages into one sink
+	// write of at least this many rows (ClickHouse wants large inserts);
+	// their offsets are committed after that write. 0 or 1 writes each
+	// message's rows at once. Default 1000.
+	SinkBatchRows int `yaml:"sink_batch_rows"`
+	// SinkBatchWait bounds how long rows wait for a batch to fill.
+	// Default 200ms.
+	SinkBatchWait time.Duration `yaml:"sink_batch_wait"`
 	// ExpireInterval is how often open chunked traces are checked against
 	// the assemble timeout. Default 1s.
 	ExpireInterval time.Duration `yaml:"expire_interval"`
@@ -76,6 +84,8 @@ func DefaultConfig() Config {
 		DrainTimeout:   30 * time.Second,
 		SinkBackoffMin: 100 * time.Millisecond,
 		SinkBackoffMax: 10 * time.Second,
+		SinkBatchRows:  1000,
+		SinkBatchWait:  200 * time.Millisecond,
 		ExpireInterval: time.Second,
 		Assemble:       profile.DefaultAssemblerConfig(),
 	}
@@ -94,6 +104,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream.drain_timeout %v: want > 0", c.DrainTimeout)
 	case c.SinkBackoffMin <= 0 || c.SinkBackoffMax < c.SinkBackoffMin:
 		return fmt.Errorf("stream.sink_backoff_min %v / sink_backoff_max %v: want 0 < min <= max", c.SinkBackoffMin, c.SinkBackoffMax)
+	case c.SinkBatchRows < 0:
+		return fmt.Errorf("stream.sink_batch_rows %d: want >= 0", c.SinkBatchRows)
+	case c.SinkBatchRows > 1 && c.SinkBatchWait <= 0:
+		return fmt.Errorf("stream.sink_batch_wait %v: want > 0 when sink_batch_rows is set", c.SinkBatchWait)
 	case c.ExpireInterval <= 0:
 		return fmt.Errorf("stream.expire_interval %v: want > 0", c.ExpireInterval)
 	}
@@ -172,7 +186,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("building operator chain: %w", err)
 		}
 		workers[i] = &worker{r: r, ops: ops, in: make(chan kafka.Message, r.cfg.QueueDepth),
-			asm: map[int]*profile.Assembler{}, last: map[int]int64{}}
+			asm: map[int]*profile.Assembler{}, last: map[int]int64{}, waiting: map[int]string{}}
 	}
 	points := make(chan kafka.Message, r.cfg.Workers*(r.cfg.QueueDepth+2))
 
@@ -345,15 +359,32 @@ type worker struct {
 	in   chan kafka.Message
 	asm  map[int]*profile.Assembler
 	last map[int]int64 // last offset handled per partition
+
+	// Output waiting for one batched sink write, and the partitions whose
+	// commit points wait for it.
+	pend      []arrow.RecordBatch
+	pendRows  int64
+	pendSince time.Time
+	waiting   map[int]string // partition -> topic
 }
 
 func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
+	defer w.dropPending()
 	tick := time.NewTicker(w.r.cfg.ExpireInterval)
 	defer tick.Stop()
+	var batchTick <-chan time.Time
+	if w.batching() {
+		t := time.NewTicker(max(w.r.cfg.SinkBatchWait/2, time.Millisecond))
+		defer t.Stop()
+		batchTick = t.C
+	}
 	for {
 		select {
 		case m, ok := <-w.in:
 			if !ok {
+				if err := w.flushSink(hard, points); err != nil && hard.Err() == nil {
+					return err
+				}
 				return nil
 			}
 			start := time.Now()
@@ -364,8 +395,21 @@ func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
 				return err
 			}
 			w.r.m.latency.Observe(time.Since(start).Seconds())
-			if err := w.offer(hard, points, m.Topic, m.Partition); err != nil {
-				return nil
+			w.waiting[m.Partition] = m.Topic
+			if err := w.maybeFlush(hard, points, false); err != nil {
+				if hard.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		case <-batchTick:
+			if !w.pendSince.IsZero() && time.Since(w.pendSince) >= w.r.cfg.SinkBatchWait {
+				if err := w.flushSink(hard, points); err != nil {
+					if hard.Err() != nil {
+						return nil
+					}
+					return err
+				}
 			}
 		case <-tick.C:
 			if err := w.expire(hard, points); err != nil {
@@ -378,6 +422,99 @@ func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
 			return nil
 		}
 	}
+}
+
+func (w *worker) batching() bool { return w.r.cfg.SinkBatchRows > 1 }
+
+// maybeFlush writes the pending output when the batch is full (or batching
+// is off, or force), and then offers the waiting commit points. With nothing
+// pending the commit points go at once.
+func (w *worker) maybeFlush(ctx context.Context, points chan<- kafka.Message, force bool) error {
+	if force || len(w.pend) == 0 || !w.batching() || w.pendRows >= int64(w.r.cfg.SinkBatchRows) {
+		return w.flushSink(ctx, points)
+	}
+	return nil
+}
+
+// flushSink writes the pending output as one batch, then offers the commit
+// points of the partitions that waited for it.
+func (w *worker) flushSink(ctx context.Context, points chan<- kafka.Message) error {
+	if len(w.pend) > 0 {
+		t := time.Now()
+		recs, err := concatBatches(w.pend, w.r.mem)
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			err := w.write(ctx, rec)
+			rec.Release()
+			if err != nil {
+				return err
+			}
+		}
+		w.stage("sink", t)
+		w.dropPending()
+	}
+	for p, topic := range w.waiting {
+		if err := w.offer(ctx, points, topic, p); err != nil {
+			return err
+		}
+		delete(w.waiting, p)
+	}
+	return nil
+}
+
+func (w *worker) dropPending() {
+	for _, b := range w.pend {
+		b.Release()
+	}
+	w.pend, w.pendRows, w.pendSince = w.pend[:0], 0, time.Time{}
+}
+
+// concatBatches joins runs of batches with equal schemas into single
+// batches; the result belongs to the caller.
+func concatBatches(recs []arrow.RecordBatch, mem memory.Allocator) ([]arrow.RecordBatch, error) {
+	var out []arrow.RecordBatch
+	for lo := 0; lo < len(recs); {
+		hi := lo + 1
+		for hi < len(recs) && recs[hi].Schema().Equal(recs[lo].Schema()) {
+			hi++
+		}
+		if hi-lo == 1 {
+			recs[lo].Retain()
+			out = append(out, recs[lo])
+			lo = hi
+			continue
+		}
+		cols := make([]arrow.Array, recs[lo].NumCols())
+		var rows int64
+		for _, r := range recs[lo:hi] {
+			rows += r.NumRows()
+		}
+		for c := range cols {
+			parts := make([]arrow.Array, 0, hi-lo)
+			for _, r := range recs[lo:hi] {
+				parts = append(parts, r.Column(c))
+			}
+			a, err := array.Concatenate(parts, mem)
+			if err != nil {
+				for _, x := range cols[:c] {
+					x.Release()
+				}
+				for _, o := range out {
+					o.Release()
+				}
+				return nil, fmt.Errorf("joining sink batches: %w", err)
+			}
+			cols[c] = a
+		}
+		out = append(out, array.NewRecordBatch(recs[lo].Schema(), cols, rows))
+		for _, x := range cols {
+			x.Release()
+		}
+		lo = hi
+	}
+	return out, nil
 }
 
 // offer sends the commit point of a partition: the last offset handled,
@@ -503,7 +640,8 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 		if err := w.emit(ctx, out, w.r.parts.Source.Topic()+"/"+strconv.Itoa(p)); err != nil {
 			return err
 		}
-		if err := w.offer(ctx, points, w.r.parts.Source.Topic(), p); err != nil {
+		w.waiting[p] = w.r.parts.Source.Topic()
+		if err := w.maybeFlush(ctx, points, false); err != nil {
 			return err
 		}
 	}
@@ -511,7 +649,7 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 }
 
 // process runs in (trace.v1, not released) through the chain, dead-letters
-// the rows whose status is not ok and writes the output to the sink.
+// the rows whose status is not ok and queues the output for the sink.
 func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) error {
 	cur := []arrow.RecordBatch{in}
 	owned := false // cur[0] is in, which the caller owns
@@ -567,13 +705,14 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 	}
 	w.stage("dead_letter", t)
 
-	t = time.Now()
 	for _, b := range cur {
-		if err := w.write(ctx, b); err != nil {
-			return err
-		}
+		b.Retain()
+		w.pend = append(w.pend, b)
+		w.pendRows += b.NumRows()
 	}
-	w.stage("sink", t)
+	if w.pendSince.IsZero() && len(w.pend) > 0 {
+		w.pendSince = time.Now()
+	}
 	return nil
 }
 

@@ -211,6 +211,7 @@ type memSink struct {
 	writes   map[string]int
 	status   map[string]string
 	rows     int
+	calls    int // successful writes
 	down     atomic.Bool
 	failures atomic.Int64
 	onWrite  func(rows int) // after a successful write, with the rows so far
@@ -235,6 +236,7 @@ func (s *memSink) Write(_ context.Context, rec arrow.RecordBatch) error {
 		}
 	}
 	s.rows += ids.Len()
+	s.calls++
 	rows := s.rows
 	s.mu.Unlock()
 	if s.onWrite != nil {
@@ -273,6 +275,7 @@ func startReplica(t *testing.T, topic, group, deadTopic string, sink streams.Sin
 	cfg.DrainTimeout = 10 * time.Second
 	cfg.SinkBackoffMin = 10 * time.Millisecond
 	cfg.SinkBackoffMax = 100 * time.Millisecond
+	cfg.SinkBatchRows = 0 // one write per message unless a test batches
 	pcfg := profile.DefaultConfig()
 	if tune != nil {
 		tune(&cfg, &pcfg)
@@ -391,9 +394,14 @@ func TestNoLoss(t *testing.T) {
 	produceTraces(t, producer(t, topic), want, 7)
 
 	sink := newMemSink()
-	rp := startReplica(t, topic, group, dead, sink, mem, nil)
+	rp := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) {
+		c.SinkBatchRows, c.SinkBatchWait = 100, 20*time.Millisecond
+	})
 	waitFor(t, "all traces at the sink", func() bool { return sink.unique() == len(want) })
 	rp.stop(t)
+	msgs := (len(want) + 6) / 7
+	require.Less(t, sink.calls, msgs, "the output of several messages goes in one write")
+	t.Logf("%d messages in %d sink writes", msgs, sink.calls)
 
 	for _, id := range want {
 		require.True(t, sink.has(id), "trace %s lost", id)
@@ -408,6 +416,12 @@ func TestNoLoss(t *testing.T) {
 }
 
 func TestCrashRestart(t *testing.T) {
+	for _, batchRows := range []int{0, 100} {
+		t.Run(fmt.Sprintf("sink_batch_rows=%d", batchRows), func(t *testing.T) { crashRestart(t, batchRows) })
+	}
+}
+
+func crashRestart(t *testing.T, batchRows int) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	topic, dead, group := names("crash")
@@ -418,7 +432,11 @@ func TestCrashRestart(t *testing.T) {
 
 	sink := newMemSink()
 	slowSink := &hookSink{memSink: sink, before: func() { time.Sleep(2 * time.Millisecond) }}
-	first := startReplica(t, topic, group, dead, slowSink, mem, func(c *Config, _ *profile.Config) { c.CommitInterval = 20 * time.Millisecond })
+	batch := func(c *Config, _ *profile.Config) {
+		c.CommitInterval = 20 * time.Millisecond
+		c.SinkBatchRows, c.SinkBatchWait = batchRows, 20*time.Millisecond
+	}
+	first := startReplica(t, topic, group, dead, slowSink, mem, batch)
 	waitFor(t, "a third of the traces and a commit", func() bool {
 		return sink.unique() >= len(want)/3 && first.r.Stats().Commits > 0
 	})
@@ -432,7 +450,7 @@ func TestCrashRestart(t *testing.T) {
 	}
 	require.Positive(t, atCrash, "some offsets were committed before the crash")
 
-	second := startReplica(t, topic, group, dead, sink, mem, nil)
+	second := startReplica(t, topic, group, dead, sink, mem, batch)
 	waitFor(t, "all traces after the restart", func() bool { return sink.unique() == len(want) })
 	second.stop(t)
 
@@ -466,9 +484,10 @@ func TestRebalance(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}}
-	a := startReplica(t, topic, group, dead, slowSink, mem, nil)
+	batch := func(c *Config, _ *profile.Config) { c.SinkBatchRows, c.SinkBatchWait = 50, 20*time.Millisecond }
+	a := startReplica(t, topic, group, dead, slowSink, mem, batch)
 	waitFor(t, "a quarter through", func() bool { return sink.unique() >= 200 })
-	b := startReplica(t, topic, group, dead, slowSink, mem, nil)
+	b := startReplica(t, topic, group, dead, slowSink, mem, batch)
 	produceTraces(t, p, want[400:], 4)
 	waitFor(t, "the second replica to take partitions", func() bool { return b.r.Stats().Messages > 0 })
 	b.stop(t) // leaves mid-stream
