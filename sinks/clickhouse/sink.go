@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams"
 )
 
 // Sink writes scored.v1 batches into the scored table, one INSERT per batch,
@@ -29,6 +30,8 @@ type Sink struct {
 	rows    atomic.Int64
 	retries atomic.Int64
 }
+
+var _ streams.Sink = (*Sink)(nil)
 
 // ErrSchema is returned by Write for a batch that is not scored.v1.
 var ErrSchema = errors.New("batch is not scored.v1")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -290,4 +291,42 @@ func TestLocalServerRestartKeepsData(t *testing.T) {
 	res, err := Migrate(ctx, cfg, nil)
 	require.NoError(t, err)
 	require.Empty(t, res.Applied, "the schema survived the restart")
+}
+
+func TestPermanentErrors(t *testing.T) {
+	require.True(t, permanent(fmt.Errorf("wrapped: %w", &proto.Exception{Code: 60, Message: "Table x doesn't exist"})))
+	require.False(t, permanent(&proto.Exception{Code: 241, Message: "Memory limit exceeded"}))
+	require.False(t, permanent(errors.New("connection reset by peer")))
+}
+
+// A write that cannot reach the server is retried, then fails naming the
+// table and the attempts; a cancelled context stops the retries.
+func TestSinkRetriesThenFails(t *testing.T) {
+	if testServer == nil {
+		t.Skip(skipReason)
+	}
+	ctx := context.Background()
+	s, err := StartLocal(ctx, LocalConfig{Dir: t.TempDir()}, nil)
+	require.NoError(t, err)
+	cfg := DefaultConfig()
+	cfg.DSN, cfg.Database = s.DSN(), "retry"
+	cfg.Retries, cfg.RetryBackoff, cfg.MaxBackoff = 2, 10*time.Millisecond, 20*time.Millisecond
+	_, err = Migrate(ctx, cfg, nil)
+	require.NoError(t, err)
+	sink, err := NewSink(ctx, cfg, nil)
+	require.NoError(t, err)
+	defer sink.Close(ctx)
+	require.NoError(t, s.Stop())
+
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := batch(t, mem, []row{{id: "x", ts: t0, p: 0.5, correct: -1}})
+	defer rec.Release()
+	err = sink.Write(ctx, rec)
+	require.ErrorContains(t, err, "retry.scored (attempt 3)")
+	require.Equal(t, int64(2), sink.Retries())
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	require.Error(t, sink.Write(cctx, rec))
 }
