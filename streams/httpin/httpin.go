@@ -4,12 +4,14 @@
 // topic. It answers 202 once the broker has acknowledged every row, 400 with
 // the reasons when a body holds anything it cannot convert (nothing is
 // produced then), 401 without the configured bearer token, 413 over the size
-// limit and 429 when the topic cannot keep up (too many requests in flight, or
+// limit (compressed or not; Content-Encoding gzip is accepted), 415 for other
+// encodings, and 429 when the topic cannot keep up (too many requests in flight, or
 // the broker does not acknowledge within the produce timeout).
 package httpin
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -169,8 +171,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("%d requests in flight already; retry shortly", h.cfg.MaxInFlight)})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, err := h.readBody(w, r)
 	if err != nil {
+		if errors.Is(err, errEncoding) {
+			h.reply(w, http.StatusUnsupportedMediaType, Reply{Error: err.Error()})
+			return
+		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf("body over %d bytes; split it into several requests", h.cfg.MaxBodyBytes)})
@@ -229,6 +235,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.rows.Add(float64(n))
 	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+}
+
+var errEncoding = errors.New("unsupported Content-Encoding: send identity or gzip")
+
+// readBody reads the body, gunzipping it for Content-Encoding: gzip. Both the
+// bytes on the wire and the decompressed bytes are bounded by MaxBodyBytes.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))) {
+	case "", "identity":
+		return io.ReadAll(body)
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return nil, fmt.Errorf("gzip body: %w", err)
+		}
+		defer zr.Close()
+		b, err := io.ReadAll(io.LimitReader(zr, h.cfg.MaxBodyBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("gzip body: %w", err)
+		}
+		if int64(len(b)) > h.cfg.MaxBodyBytes {
+			return nil, &http.MaxBytesError{Limit: h.cfg.MaxBodyBytes}
+		}
+		return b, nil
+	}
+	return nil, errEncoding
 }
 
 // toLines turns a body into JSON Lines: a single JSON object or an array of

@@ -1,6 +1,8 @@
 package httpin
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -158,6 +160,37 @@ func TestRejects(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
+}
+
+func TestGzip(t *testing.T) {
+	url, _ := server(t, "http-gzip", func(c *Config) { c.MaxBodyBytes = 4096 })
+	gz := func(s string) *bytes.Buffer {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		_, _ = zw.Write([]byte(s))
+		require.NoError(t, zw.Close())
+		return &b
+	}
+	send := func(body io.Reader, enc string) (int, Reply) {
+		req, err := http.NewRequest(http.MethodPost, url, body)
+		require.NoError(t, err)
+		req.Header.Set("Content-Encoding", enc)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		var r Reply
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&r))
+		return res.StatusCode, r
+	}
+	code, r := send(gz(response("z1")+"\n"+response("z2")), "gzip")
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, 2, r.Accepted)
+	// Small on the wire, over the limit once inflated.
+	code, _ = send(gz(strings.Repeat(response("bomb")+"\n", 50)), "gzip")
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+	code, _ = send(strings.NewReader(response("b")), "br")
+	require.Equal(t, http.StatusUnsupportedMediaType, code)
+	require.Equal(t, []string{"z1", "z2"}, consumed(t, "http-gzip", 2))
 }
 
 func TestToken(t *testing.T) {
