@@ -109,7 +109,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("starting embedded broker on %s: %w", cfg.Listen, err)
+		return nil, fmt.Errorf("starting embedded broker on %s: %w (set broker.listen to a free address, or kafka.brokers to use a running Kafka)", cfg.Listen, err)
 	}
 	addrs := c.ListenAddrs()
 	if len(addrs) == 0 {
