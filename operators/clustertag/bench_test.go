@@ -54,7 +54,7 @@ func pseudoCorpus(n, words int, seed uint64) []string {
 
 func BenchmarkTag(b *testing.B) {
 	train := pseudoCorpus(2000, 30, 1)
-	for _, lsa := range []int{100, 0} {
+	for _, lsa := range []int{DefaultFitConfig().LSA, 0} {
 		cfg := DefaultFitConfig()
 		cfg.K = 10
 		cfg.Restarts = 2

@@ -63,6 +63,8 @@ func TestExperiment(t *testing.T) {
 			)
 		case "bigrams":
 			vs = append(vs, variant{"bigrams", func(c *FitConfig) { c.Vector.Bigrams = true }})
+		case "shapes":
+			vs = append(vs, variant{"shapes", func(c *FitConfig) { c.Vector.Shapes = true }})
 		case "nostem":
 			vs = append(vs, variant{"no stemming", func(c *FitConfig) { c.Vector.Stem = false }})
 		case "silhouette":

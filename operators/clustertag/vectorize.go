@@ -24,6 +24,10 @@ type VectorConfig struct {
 	Sublinear bool `json:"sublinear_tf"`
 	// MinLen drops words shorter than this many bytes. Default 2.
 	MinLen int `json:"min_len"`
+	// Shapes adds a token for every number (all numbers share it) and for
+	// every math symbol (= + * / ^ \\ $ % < >), signals of quantitative
+	// questions that words alone miss.
+	Shapes bool `json:"shapes,omitempty"`
 }
 
 // DefaultVectorConfig returns the vectoriser settings documented on the fields.
@@ -142,6 +146,28 @@ func stemEnd(s string, i, j int) int {
 
 var suffixes = []string{"ational", "ations", "ation", "ically", "ments", "ment", "ings", "ing", "ies", "es", "ed", "ly", "s"}
 
+const (
+	shapeSalt   = 0x5f3759df5f3759df
+	numberToken = 0x6e756d6265720000 // "number"
+)
+
+func isSymbol(c byte) bool {
+	switch c {
+	case '=', '+', '*', '/', '^', '\\', '$', '%', '<', '>':
+		return true
+	}
+	return false
+}
+
+func isNumber(s string, i, j int) bool {
+	for ; i < j; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // mix spreads a 64-bit hash (splitmix64 finaliser).
 func mix(h uint64) uint64 {
 	h ^= h >> 30
@@ -160,6 +186,9 @@ func (h *hasher) appendBuckets(dst []uint32, text string) []uint32 {
 	n := len(text)
 	for i := 0; i < n; {
 		for i < n && !isWord(text[i]) {
+			if h.cfg.Shapes && isSymbol(text[i]) {
+				dst = append(dst, uint32(mix(uint64(text[i])^shapeSalt)&h.mask))
+			}
 			i++
 		}
 		j := i
@@ -171,6 +200,10 @@ func (h *hasher) appendBuckets(dst []uint32, text string) []uint32 {
 		}
 		start, end := i, j
 		i = j
+		if h.cfg.Shapes && isNumber(text, start, end) {
+			dst = append(dst, uint32(mix(numberToken)&h.mask))
+			continue
+		}
 		if end-start < h.cfg.MinLen {
 			continue
 		}
@@ -240,6 +273,9 @@ func (h *hasher) surfaces(text string, fn func(bucket uint32, surface string)) {
 	n := len(text)
 	for i := 0; i < n; {
 		for i < n && !isWord(text[i]) {
+			if h.cfg.Shapes && isSymbol(text[i]) {
+				fn(uint32(mix(uint64(text[i])^shapeSalt)&h.mask), text[i:i+1])
+			}
 			i++
 		}
 		j := i
@@ -251,6 +287,10 @@ func (h *hasher) surfaces(text string, fn func(bucket uint32, surface string)) {
 		}
 		start, end := i, j
 		i = j
+		if h.cfg.Shapes && isNumber(text, start, end) {
+			fn(uint32(mix(numberToken)&h.mask), "<number>")
+			continue
+		}
 		if end-start < h.cfg.MinLen {
 			continue
 		}

@@ -1,6 +1,7 @@
 package clustertag
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -53,5 +54,35 @@ func TestVectoriser(t *testing.T) {
 		s := "A company sells widgets in three markets; demand is elastic and prices fall."
 		allocs := testing.AllocsPerRun(100, func() { buf = h.appendBuckets(buf[:0], s) })
 		require.Zero(t, allocs)
+	})
+}
+
+// FuzzTag: any text vectorises deterministically and tags without panicking,
+// to a valid cluster or Unclustered, at a distance in [0, 2].
+func FuzzTag(f *testing.F) {
+	for _, s := range []string{"", "court judge", "Find $x$: 3x^2 + 4 = 10", "café\xff\xfe", "a b c", "10,000 oranges"} {
+		f.Add(s)
+	}
+	prompts, _ := synthPrompts(20, 1)
+	cfg := quietConfig()
+	cfg.K = 3
+	cfg.Vector.Bigrams, cfg.Vector.Shapes = true, true
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	tg := m.NewTagger()
+	f.Fuzz(func(t *testing.T, s string) {
+		c1, d1 := tg.Tag(s)
+		c2, d2 := tg.Tag(s)
+		if c1 != c2 || d1 != d2 {
+			t.Fatalf("Tag(%q) not deterministic: %d %v vs %d %v", s, c1, d1, c2, d2)
+		}
+		if c1 != Unclustered && (c1 < 0 || c1 >= len(m.Clusters)) {
+			t.Fatalf("Tag(%q) = %d out of range", s, c1)
+		}
+		if d1 < -1e-5 || d1 > 2+1e-5 {
+			t.Fatalf("Tag(%q) distance %v", s, d1)
+		}
 	})
 }
