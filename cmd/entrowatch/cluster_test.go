@@ -54,7 +54,7 @@ func TestClusterFitReport(t *testing.T) {
 	stdout, stderr, code := runCLI(t, "cluster", "fit", "--in", jsonlPath, "--out", out, "--k", "auto", "--k-max", "6", "--restarts", "3")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "3 clusters")
-	require.Contains(t, stderr, "silhouette", "progress on stderr")
+	require.Contains(t, stderr, "picked k=3 (highest stability", "progress on stderr")
 	m, err := clustertag.Load(out)
 	require.NoError(t, err)
 	require.Len(t, m.Clusters, 3)

@@ -222,7 +222,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	if err != nil {
 		return nil, err
 	}
-	progress.printf("vocabulary: %d terms (words and bigrams in at least %d prompts)", len(ts.buckets), cfg.MinDF)
+	progress.printf("vocabulary: %d terms found in at least %d prompts", len(ts.buckets), cfg.MinDF)
 	m := &Model{Format: Format, Vector: cfg.Vector, Buckets: ts.buckets, IDF: ts.idf}
 	space := ts.x
 	if cfg.LSA > 0 && cfg.LSA < min(ts.x.dim, ts.x.rows()) {
