@@ -15,11 +15,8 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/segmentio/kafka-go"
 
-	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
-	"github.com/entrowatch/entrowatch/streams/ipc"
 )
 
 const labelsSynopsis = `requests|import --clickhouse DSN [flags]
@@ -116,7 +113,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	if *topic != "" {
-		if err := produceRequests(ctx, strings.Split(*brokers, ","), *topic, reqs); err != nil {
+		if err := clickhouse.PublishRequests(ctx, strings.Split(*brokers, ","), *topic, reqs); err != nil {
 			return fmt.Errorf("%w (the requests are recorded in label_requests with batch %s)", err, *batch)
 		}
 	} else {
@@ -158,20 +155,6 @@ func writeRequests(w io.Writer, name string, reqs []clickhouse.LabelRequest) err
 }
 
 func ftoa(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-
-func produceRequests(ctx context.Context, brokers []string, topic string, reqs []clickhouse.LabelRequest) error {
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Transport: tr, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond, AllowAutoTopicCreation: true}
-	msgs := make([]kafka.Message, len(reqs))
-	for i, r := range reqs {
-		b, _ := json.Marshal(r)
-		msgs[i] = kafka.Message{Key: []byte(r.TraceID), Value: b}
-	}
-	err := w.WriteMessages(ctx, msgs...)
-	return errors.Join(err, w.Close())
-}
 
 func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("labels import", "--clickhouse DSN (--in FILE | --topic T --brokers H:P,..) [flags]", stderr)
@@ -225,55 +208,8 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return nil
 	}
 
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: strings.Split(*brokers, ","), Topic: *topic, GroupID: *group, MaxWait: 500 * time.Millisecond})
-	defer r.Close()
-	mem := memory.NewGoAllocator()
-	total := 0
-	for {
-		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if !*follow {
-			fctx, cancel = context.WithTimeout(ctx, *idle)
-		}
-		m, err := r.FetchMessage(fctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				break // idle: caught up
-			}
-			if ctx.Err() != nil {
-				break
-			}
-			return fmt.Errorf("reading topic %s: %w", *topic, err)
-		}
-		labels, err := decodeLabels(m.Value, *source, mem)
-		if err != nil {
-			return fmt.Errorf("topic %s partition %d offset %d: %w", *topic, m.Partition, m.Offset, err)
-		}
-		if err := clickhouse.InsertLabels(ctx, conn, db, labels); err != nil {
-			return err
-		}
-		if err := r.CommitMessages(ctx, m); err != nil {
-			return fmt.Errorf("committing topic %s offset %d: %w", *topic, m.Offset, err)
-		}
-		total += len(labels)
-	}
-	fmt.Fprintf(stderr, "labels import: %d labels stored from topic %s\n", total, *topic)
-	return nil
-}
-
-// decodeLabels reads one message: a label.v1 Arrow IPC stream or JSON (one
-// object or JSON Lines).
-func decodeLabels(b []byte, source string, mem memory.Allocator) ([]clickhouse.Label, error) {
-	if t := strings.TrimSpace(string(b[:min(len(b), 64)])); strings.HasPrefix(t, "{") {
-		return clickhouse.ReadLabels(strings.NewReader(string(b)), source, time.Now())
-	}
-	rec, err := ipc.Decode(b, mem)
-	if err != nil {
-		return nil, fmt.Errorf("neither JSON nor Arrow IPC: %w", err)
-	}
-	defer rec.Release()
-	if tag := schemas.NameOf(rec.Schema()); tag != "" && tag != schemas.Tag(schemas.LabelName) {
-		return nil, fmt.Errorf("batch is %s, want %s", tag, schemas.Tag(schemas.LabelName))
-	}
-	return clickhouse.LabelsFromRecord(rec)
+	n, err := clickhouse.ImportTopic(ctx, conn, db, clickhouse.TopicImport{Brokers: strings.Split(*brokers, ","), Topic: *topic,
+		Group: *group, Source: *source, Follow: *follow, Idle: *idle}, memory.NewGoAllocator())
+	fmt.Fprintf(stderr, "labels import: %d labels stored from topic %s\n", n, *topic)
+	return err
 }

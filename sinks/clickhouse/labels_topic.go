@@ -1,0 +1,119 @@
+package clickhouse
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// DecodeLabels reads one Kafka message of labels: a label.v1 Arrow IPC
+// stream (one or more batches) or JSON (one object or JSON Lines). It never
+// panics on corrupt input.
+func DecodeLabels(b []byte, source string, mem memory.Allocator) (labels []Label, err error) {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		return ReadLabels(bytes.NewReader(b), source, time.Now())
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			labels, err = nil, fmt.Errorf("corrupt Arrow IPC label batch: %v", r)
+		}
+	}()
+	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem))
+	if err != nil {
+		return nil, fmt.Errorf("neither JSON nor an Arrow IPC stream: %w", err)
+	}
+	defer rd.Release()
+	if tag := schemas.NameOf(rd.Schema()); tag != "" && tag != schemas.Tag(schemas.LabelName) {
+		return nil, fmt.Errorf("batch is %s, want %s", tag, schemas.Tag(schemas.LabelName))
+	}
+	for rd.Next() {
+		ls, err := LabelsFromRecord(rd.RecordBatch())
+		if err != nil {
+			return nil, err
+		}
+		labels = append(labels, ls...)
+	}
+	if err := rd.Err(); err != nil {
+		return nil, fmt.Errorf("corrupt Arrow IPC label batch: %w", err)
+	}
+	return labels, nil
+}
+
+// TopicImport says where ImportTopic reads labels.
+type TopicImport struct {
+	Brokers []string
+	Topic   string
+	Group   string        // consumer group; offsets are committed after the labels are stored
+	Source  string        // source of labels that name none
+	Follow  bool          // keep reading until ctx ends
+	Idle    time.Duration // without Follow, stop after this long without messages; default 5s
+}
+
+// ImportTopic stores the labels of a topic and returns how many it stored.
+// A message that cannot be decoded stops the import with an error naming its
+// partition and offset (it is not committed).
+func ImportTopic(ctx context.Context, conn driver.Conn, db string, ti TopicImport, mem memory.Allocator) (int, error) {
+	if ti.Idle <= 0 {
+		ti.Idle = 5 * time.Second
+	}
+	dialer := &kafka.Dialer{Timeout: 10 * time.Second}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: ti.Brokers, Topic: ti.Topic, GroupID: ti.Group, Dialer: dialer,
+		MaxWait: 200 * time.Millisecond, StartOffset: kafka.FirstOffset})
+	defer r.Close()
+	total := 0
+	for {
+		fctx, cancel := ctx, context.CancelFunc(func() {})
+		if !ti.Follow {
+			fctx, cancel = context.WithTimeout(ctx, ti.Idle)
+		}
+		m, err := r.FetchMessage(fctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+				return total, nil // interrupted, or idle: caught up
+			}
+			return total, fmt.Errorf("labels import: reading topic %s: %w", ti.Topic, err)
+		}
+		labels, err := DecodeLabels(m.Value, ti.Source, mem)
+		if err != nil {
+			return total, fmt.Errorf("labels import: topic %s partition %d offset %d: %w", ti.Topic, m.Partition, m.Offset, err)
+		}
+		if err := InsertLabels(ctx, conn, db, labels); err != nil {
+			return total, err
+		}
+		if err := r.CommitMessages(ctx, m); err != nil {
+			return total, fmt.Errorf("labels import: committing topic %s offset %d: %w", ti.Topic, m.Offset, err)
+		}
+		total += len(labels)
+	}
+}
+
+// PublishRequests produces one JSON message per request (keyed by trace_id)
+// with acks from all replicas.
+func PublishRequests(ctx context.Context, brokers []string, topic string, reqs []LabelRequest) error {
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Transport: tr, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond, AllowAutoTopicCreation: true}
+	msgs := make([]kafka.Message, len(reqs))
+	for i, r := range reqs {
+		b, _ := json.Marshal(r)
+		msgs[i] = kafka.Message{Key: []byte(r.TraceID), Value: b}
+	}
+	err := w.WriteMessages(ctx, msgs...)
+	if err != nil {
+		err = fmt.Errorf("labels requests: producing %d requests to topic %s (brokers %s): %w", len(reqs), topic, strings.Join(brokers, ","), err)
+	}
+	return errors.Join(err, w.Close())
+}

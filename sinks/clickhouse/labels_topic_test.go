@@ -1,0 +1,109 @@
+package clickhouse
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+func labelIPC(t *testing.T, mem memory.Allocator, ids []string, correct []bool) []byte {
+	t.Helper()
+	b := array.NewRecordBuilder(mem, schemas.Label)
+	defer b.Release()
+	for i, id := range ids {
+		b.Field(0).(*array.StringBuilder).Append(id)
+		b.Field(1).(*array.BooleanBuilder).Append(correct[i])
+		b.Field(2).(*array.StringBuilder).Append("annotator")
+		b.Field(3).(*array.TimestampBuilder).Append(arrow.Timestamp(t0.Add(time.Hour).UnixMilli()))
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schemas.Label), ipc.WithAllocator(mem))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+	return buf.Bytes()
+}
+
+func TestDecodeLabels(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	got, err := DecodeLabels(labelIPC(t, mem, []string{"a", "b"}, []bool{true, false}), "x", mem)
+	require.NoError(t, err)
+	require.Equal(t, []Label{
+		{TraceID: "a", Correct: true, Source: "annotator", TS: t0.Add(time.Hour)},
+		{TraceID: "b", Correct: false, Source: "annotator", TS: t0.Add(time.Hour)},
+	}, got)
+	_, err = DecodeLabels([]byte("\xff\xff\xff\xff garbage"), "x", mem)
+	require.Error(t, err)
+	js, err := DecodeLabels([]byte(`{"trace_id":"c","correct":1,"ts":"2026-03-01T00:00:00Z"}`), "x", mem)
+	require.NoError(t, err)
+	require.Equal(t, []Label{{TraceID: "c", Correct: true, Source: "x", TS: t0}}, js)
+}
+
+func TestLabelsThroughTopics(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "labels", "requests"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+
+	// Requests out.
+	var rows []row
+	for i := range 100 {
+		rows = append(rows, row{id: "q" + string(rune('a'+i%26)) + string(rune('a'+i/26)), ts: t0.Add(time.Duration(i) * time.Second), domain: "d", p: float64(i%10) / 10, correct: -1, clusterID: 1, cluster: "c"})
+	}
+	write(t, cfg, rows)
+	reqs, err := RequestLabels(ctx, conn, cfg.Database, 1, 5, "b", t0)
+	require.NoError(t, err)
+	require.Len(t, reqs, 5)
+	require.NoError(t, PublishRequests(ctx, brokers, "requests", reqs))
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "requests", Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for i := range reqs {
+		m, err := rd.ReadMessage(rctx)
+		require.NoError(t, err)
+		var got LabelRequest
+		require.NoError(t, json.Unmarshal(m.Value, &got))
+		require.Equal(t, reqs[i].TraceID, got.TraceID)
+		require.Equal(t, reqs[i].TraceID, string(m.Key))
+	}
+
+	// Labels in: one Arrow IPC label.v1 message and one JSON message.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "labels", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
+	require.NoError(t, w.WriteMessages(ctx,
+		kafka.Message{Value: labelIPC(t, mem, []string{reqs[0].TraceID, reqs[1].TraceID}, []bool{true, false})},
+		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[2].TraceID + `","correct":true}`)},
+	))
+	require.NoError(t, w.Close())
+	n, err := ImportTopic(ctx, conn, cfg.Database, TopicImport{Brokers: brokers, Topic: "labels", Group: "g", Source: "kafka", Idle: 2 * time.Second}, mem)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	var stored uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".labels_latest").Scan(&stored))
+	require.Equal(t, uint64(3), stored)
+
+	// The group committed: a second import finds nothing new.
+	n, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Brokers: brokers, Topic: "labels", Group: "g", Idle: time.Second}, mem)
+	require.NoError(t, err)
+	require.Equal(t, 0, n)
+}
