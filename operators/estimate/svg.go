@@ -45,7 +45,7 @@ func estimatesSVG(rep *Report) string {
 	cols := min(4, max(1, len(models)))
 	rows := (len(models) + cols - 1) / cols
 	W := float64(cols)*(pw+pad) + pad
-	H := float64(rows)*(ph+pad+20) + pad + 30
+	H := float64(rows)*(ph+pad+20) + pad + 55
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
@@ -55,7 +55,7 @@ func estimatesSVG(rep *Report) string {
 	}
 	for mi, model := range models {
 		x0 := pad + float64(mi%cols)*(pw+pad)
-		y0 := 50 + float64(mi/cols)*(ph+pad+20)
+		y0 := 75 + float64(mi/cols)*(ph+pad+20)
 		px := func(v float64) float64 { return x0 + v*pw }
 		py := func(v float64) float64 { return y0 + (1-v)*ph }
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`+"\n", x0, y0, pw, ph)
