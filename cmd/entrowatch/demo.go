@@ -33,7 +33,7 @@ import (
 	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
-const demoSynopsis = `[--speed N] [--events N] [--data DIR] [--keep] [--degrade DOMAIN --into DOMAIN --degrade-at DURATION --share F] [--traces FILE] [--clickhouse DSN]
+const demoSynopsis = `[--speed N] [--events N] [--data DIR] [--keep] [--degrade DOMAIN --into DOMAIN --degrade-at DURATION --surge F] [--traces FILE] [--clickhouse DSN]
 
 The whole loop on bundled real traces (a sample of the tinylm data: a 4 M
 parameter model answering 8 task families of very different difficulty):
@@ -43,8 +43,9 @@ parameter model answering 8 task families of very different difficulty):
     (needs clickhouse-server; make deps installs it) and one stream replica
     (profile -> estimate -> ClickHouse);
  3. replays the other prompts as live traffic over a simulated day in which one
-    domain degrades: from --degrade-at on, --share of its traffic are prompts
-    of a harder domain (--into), still reported under its own name;
+    domain degrades: from --degrade-at on, a new tenant sends (--surge - 1)
+    times the domain's usual traffic, all prompts of a harder domain (--into),
+    reported under the degrading domain's name;
  4. shows, refreshed every second, estimated vs true accuracy per domain over
     the last hour with 95% intervals, the alarms firing and the labeling queue;
  5. ends with a summary (AEE and Spearman rho over domains, alarm latency in
@@ -60,7 +61,7 @@ type demoConfig struct {
 	Degrade    string
 	Into       string
 	At         time.Duration
-	Share      float64
+	Surge      float64
 	TrainFrac  float64
 	Traces     string // "" = the bundled sample
 	DataDir    string // "" = a temporary directory, removed at the end
@@ -82,7 +83,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&c.Degrade, "degrade", "add2", "the domain that degrades")
 	fs.StringVar(&c.Into, "into", "add4", "the harder domain whose prompts the degrading domain receives")
 	fs.DurationVar(&c.At, "degrade-at", 12*time.Hour, "when in the simulated day the degradation starts")
-	fs.Float64Var(&c.Share, "share", 0.8, "share of the degrading domain's traffic that comes from --into once degraded")
+	fs.Float64Var(&c.Surge, "surge", 4, "traffic of the degrading domain once degraded, as a multiple of its usual traffic (> 1; the extra is --into prompts)")
 	fs.StringVar(&c.Traces, "traces", "", "labelled responses to replay instead of the bundled sample: OpenAI JSON Lines (.gz ok) with domain and correct")
 	fs.StringVar(&c.DataDir, "data", "", "directory for the estimator, ClickHouse's data and logs (default: a temporary directory, removed at the end)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep ClickHouse running after the summary, until Ctrl-C, to explore the data with clickhouse-client")
@@ -168,7 +169,7 @@ func demo(ctx context.Context, c demoConfig, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	sc := scenario{Start: demoDayStart(time.Now()), Day: c.Day, Events: c.Events, Degrade: c.Degrade, Into: c.Into,
-		At: c.At, Share: c.Share, Tenants: []string{"acme", "globex", "initech"}, Seed: c.Seed}
+		At: c.At, Surge: c.Surge, Tenants: []string{"acme", "globex", "initech"}, Seed: c.Seed}
 	if err := sc.validate(pool); err != nil {
 		return err
 	}
@@ -234,9 +235,32 @@ func demo(ctx context.Context, c demoConfig, stdout, stderr io.Writer) (err erro
 	if err := db.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.alarm_settings (updated_at, window_s, baseline_windows, lookback_windows, min_n,
     drop_k, min_drop, psi_bin_width, psi_threshold, cusum_k, cusum_h, calib_k, calib_min_gap,
     calib_min_labels, surge_k, surge_min_increase, queue_lookback_s)
-SELECT toDateTime(%d, 'UTC'), 3600, 6, 48, %d, 3, 0.05, 0.1, 0.25, 0.5, 5, 3, 0.05, 30, 4, 0.1, 86400`,
+SELECT toDateTime(%d, 'UTC'), 3600, 6, 48, %d, 3, 0.05, 0.1, 0.25, 0.5, 5, 3, 0.05, 30, 4, 0.1, 10800`,
 		c.Database, sc.Start.Unix(), minN)); err != nil {
 		return fmt.Errorf("clickhouse: writing the demo's alarm settings: %w", err)
+	}
+
+	// The truth about every replayed response, kept aside: production traffic
+	// carries no labels, but the demo knows them and shows them.
+	if err := db.Exec(ctx, "CREATE TABLE "+c.Database+`.demo_truth (trace_id String, ts DateTime('UTC'), domain String, served_from String, correct UInt8)
+ENGINE = MergeTree ORDER BY trace_id`); err != nil {
+		return fmt.Errorf("clickhouse: creating demo_truth: %w", err)
+	}
+	truth := func(ctx context.Context, evs []demoEvent, first int) error {
+		b, err := db.PrepareBatch(ctx, "INSERT INTO "+c.Database+".demo_truth (trace_id, ts, domain, served_from, correct)")
+		if err != nil {
+			return err
+		}
+		for i, e := range evs {
+			var y uint8
+			if e.Src.Correct {
+				y = 1
+			}
+			if err := b.Append(e.traceID(first+i), e.At, e.Domain, e.Src.Domain, y); err != nil {
+				return err
+			}
+		}
+		return b.Send()
 	}
 
 	// Broker, topics, sink, replica.
@@ -310,7 +334,7 @@ SELECT toDateTime(%d, 'UTC'), 3600, 6, 48, %d, 3, 0.05, 0.1, 0.25, 0.5, 5, 3, 0.
 	replayDone := make(chan error, 1)
 	say("replaying %s from %s at %s (Ctrl-C stops and cleans up)", c.Day, sc.Start.Format("2006-01-02 15:04 MST"), speedText(c.Speed))
 	wallStart := time.Now()
-	go func() { replayDone <- replay(gctx, c.Speed, events, prod, mem, &rp) }()
+	go func() { replayDone <- replay(gctx, c.Speed, events, prod, truth, mem, &rp) }()
 
 	v := &demoView{db: db, database: c.Database, sc: sc, models: pool.Models, plain: c.Plain, out: stdout, speed: c.Speed,
 		firstSeen: map[alarmKey]time.Time{}}
@@ -549,7 +573,9 @@ type replayProgress struct {
 
 // replay produces the events as trace.v1 batches, paced so that simulated
 // time runs speed times faster than real time (speed 0: no pacing).
-func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Producer, mem memory.Allocator, rp *replayProgress) error {
+// Before producing a batch it records the events' truth with truth.
+func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Producer,
+	truth func(ctx context.Context, evs []demoEvent, first int) error, mem memory.Allocator, rp *replayProgress) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -588,6 +614,12 @@ func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Pro
 			lastSend = time.Now()
 		} else {
 			until = min(len(evs), next+1024)
+		}
+		if err := truth(ctx, evs[next:until], next); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("recording the truth: %w", err)
 		}
 		buf = buf[:0]
 		for i := next; i < until; i++ {

@@ -111,14 +111,15 @@ func loadDemoPool(r io.Reader, trainFrac float64) (*demoPool, error) {
 }
 
 // restMembers returns the members of the JSON object b other than those the
-// replay rewrites (id, created, domain, attributes), compacted, without the
-// braces.
+// replay rewrites (id, created, domain, attributes) or withholds (correct:
+// production traffic carries no labels; the demo keeps the truth aside),
+// compacted, without the braces.
 func restMembers(b []byte) ([]byte, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %w", err)
 	}
-	for _, k := range []string{"id", "created", "domain", "attributes"} {
+	for _, k := range []string{"id", "created", "domain", "attributes", "correct"} {
 		delete(m, k)
 	}
 	if len(m) == 0 {
@@ -139,7 +140,7 @@ type scenario struct {
 	Degrade string        // the domain that degrades
 	Into    string        // whose responses it receives once degraded
 	At      time.Duration // offset of the degradation from Start
-	Share   float64       // share of the degraded domain's traffic served from Into
+	Surge   float64       // the Degrade domain's traffic after At, in multiples of before; the extra comes from Into
 	Tenants []string      // attribute values of "tenant", drawn uniformly
 	Seed    uint64
 }
@@ -159,8 +160,8 @@ func (s scenario) validate(p *demoPool) error {
 		return fmt.Errorf("--into %q is the degrading domain itself; name a harder domain", s.Into)
 	case s.At < 0 || s.At >= s.Day:
 		return fmt.Errorf("--degrade-at %v: want within the simulated day [0, %v)", s.At, s.Day)
-	case s.Share <= 0 || s.Share > 1:
-		return fmt.Errorf("--share %g: want 0 < share <= 1", s.Share)
+	case !(s.Surge > 1) || s.Surge > 100:
+		return fmt.Errorf("--surge %g: want 1 < surge <= 100", s.Surge)
 	}
 	return nil
 }
@@ -174,25 +175,49 @@ type demoEvent struct {
 	Degraded bool // served from the Into domain
 }
 
+// newTenant is the tenant whose traffic degrades the Degrade domain.
+const newTenant = "newco"
+
 // events lays out the day: Events responses evenly spaced with jitter, each
-// of a uniformly drawn domain and a response drawn with replacement from that
-// domain's replay part. After At, Share of the Degrade domain's responses come
-// from the Into domain instead (its traffic shifted to harder prompts).
+// of a drawn domain and a response drawn with replacement from that domain's
+// replay part. Domains are equally likely until At; from then on the Degrade
+// domain is Surge times as likely, the extra being a new tenant's prompts of
+// the Into domain reported under the Degrade domain's name.
 func (s scenario) events(p *demoPool) []demoEvent {
 	rng := rand.New(rand.NewPCG(s.Seed, 0x5eed))
 	evs := make([]demoEvent, s.Events)
 	step := float64(s.Day) / float64(s.Events)
 	for i := range evs {
 		at := s.Start.Add(time.Duration((float64(i) + rng.Float64()) * step)).Truncate(time.Millisecond)
-		d := p.Domains[rng.IntN(len(p.Domains))]
+		after := at.Sub(s.Start) >= s.At
+		var d string
+		if after {
+			x := rng.Float64() * (float64(len(p.Domains)-1) + s.Surge)
+			d = s.Degrade
+			for _, o := range p.Domains {
+				if o == s.Degrade {
+					continue
+				}
+				if x < 1 {
+					d = o
+					break
+				}
+				x--
+			}
+		} else {
+			d = p.Domains[rng.IntN(len(p.Domains))]
+		}
 		from := d
 		degraded := false
-		if d == s.Degrade && at.Sub(s.Start) >= s.At && rng.Float64() < s.Share {
+		if d == s.Degrade && after && rng.Float64() < (s.Surge-1)/s.Surge {
 			from, degraded = s.Into, true
 		}
 		pool := p.Replay[from]
 		ev := demoEvent{At: at, Domain: d, Src: pool[rng.IntN(len(pool))], Degraded: degraded}
-		if len(s.Tenants) > 0 {
+		switch {
+		case degraded:
+			ev.Tenant = newTenant
+		case len(s.Tenants) > 0:
 			ev.Tenant = s.Tenants[rng.IntN(len(s.Tenants))]
 		}
 		evs[i] = ev
@@ -200,12 +225,15 @@ func (s scenario) events(p *demoPool) []demoEvent {
 	return evs
 }
 
+// traceID is the id of the seq-th replayed response.
+func (e demoEvent) traceID(seq int) string { return "demo-" + strconv.Itoa(seq) + "-" + e.Src.ID }
+
 // appendJSON appends the event as one JSON line: the source response under a
 // new id (unique per event, so every replayed response is its own trace), the
-// event time as "created" and the reported domain.
+// event time as "created" and the reported domain, without its label.
 func (e demoEvent) appendJSON(buf []byte, seq int) []byte {
 	buf = append(buf, `{"id":`...)
-	buf = strconv.AppendQuote(buf, "demo-"+strconv.Itoa(seq)+"-"+e.Src.ID)
+	buf = strconv.AppendQuote(buf, e.traceID(seq))
 	ms := e.At.UnixMilli()
 	buf = append(buf, `,"created":`...)
 	buf = strconv.AppendInt(buf, ms/1000, 10)

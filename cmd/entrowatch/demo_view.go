@@ -87,9 +87,11 @@ func (v *demoView) slices(ctx context.Context, window int, from, to time.Time) (
 	}
 	q := `SELECT model, domain, count() AS n, avg(p_correct) AS est,
     sqrt(sum(p_correct * (1 - p_correct))) / n AS se,
-    if(countIf(isNotNull(correct)) = 0, nan, sumIf(toFloat64(assumeNotNull(correct)), isNotNull(correct)) / countIf(isNotNull(correct))) AS truth
-FROM ` + v.database + `.scored_ok
-WHERE ` + where + `
+    if(sum(known) = 0, nan, sum(truth_correct) / sum(known)) AS truth
+FROM
+(
+    SELECT trace_id, ts, model, domain, p_correct FROM ` + v.database + `.scored_ok WHERE ` + where + `
+) ANY LEFT JOIN (SELECT trace_id, toFloat64(correct) AS truth_correct, 1 AS known FROM ` + v.database + `.demo_truth) USING trace_id
 GROUP BY model, domain
 ORDER BY model, domain`
 	rows, err := v.db.Query(ctx, q)
@@ -132,12 +134,9 @@ FROM `+v.database+`.alarms ORDER BY window_start, kind, model, domain, feature`)
 
 // queue returns the labeling queue's domains, most useful to label first.
 func (v *demoView) queue(ctx context.Context) ([]queueRow, error) {
-	rows, err := v.db.Query(ctx, `SELECT model, domain, estimated, se, n, priority
-FROM `+v.database+`.labeling_queue_domains ORDER BY rank LIMIT 5`)
+	rows, err := v.db.Query(ctx, `SELECT model, domain, accuracy, se, n, priority
+FROM `+v.database+`.labeling_queue ORDER BY priority DESC, model, domain LIMIT 5`)
 	if err != nil {
-		if strings.Contains(err.Error(), "doesn't exist") {
-			return nil, nil // not in this build yet
-		}
 		return nil, fmt.Errorf("labeling queue: %w", err)
 	}
 	defer rows.Close()
@@ -208,11 +207,11 @@ func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written in
 	fmt.Fprintf(b, "responses: %d produced, %d scored into ClickHouse\n", produced, written)
 	deg := v.sc.Start.Add(v.sc.At)
 	if now.Before(deg) {
-		fmt.Fprintf(b, "scenario: at %s, %.0f%% of %s's traffic will be %s prompts (harder), still labelled %s\n",
-			deg.Format("15:04"), 100*v.sc.Share, v.sc.Degrade, v.sc.Into, v.sc.Degrade)
+		fmt.Fprintf(b, "scenario: at %s a new tenant (%s) starts sending %gx %s's traffic as %s prompts (harder) under the name %s\n",
+			deg.Format("15:04"), newTenant, v.sc.Surge-1, v.sc.Degrade, v.sc.Into, v.sc.Degrade)
 	} else {
-		fmt.Fprintf(b, "scenario: since %s, %.0f%% of %s's traffic are %s prompts (harder), still labelled %s\n",
-			deg.Format("15:04"), 100*v.sc.Share, v.sc.Degrade, v.sc.Into, v.sc.Degrade)
+		fmt.Fprintf(b, "scenario: since %s a new tenant (%s) sends %gx %s's traffic as %s prompts (harder) under the name %s\n",
+			deg.Format("15:04"), newTenant, v.sc.Surge-1, v.sc.Degrade, v.sc.Into, v.sc.Degrade)
 	}
 	fmt.Fprintf(b, "\nlast hour                    n  estimated [95%% interval]  true   0 ··· E=estimate T=true ··· 1\n")
 	for _, s := range sl {
@@ -241,7 +240,7 @@ func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written in
 		fmt.Fprintf(b, "  %-15s %s/%s%s window %s: %s\n", a.Kind, a.Model, a.Domain, featureSuffix(a.Feature),
 			a.Window.Format("15:04"), alarmText(a))
 	}
-	b.WriteString("\nlabeling queue (labeling_queue_domains, top 5):\n")
+	b.WriteString("\nlabeling queue (labeling_queue view, top 5):\n")
 	if len(q) == 0 {
 		b.WriteString("  empty\n")
 	}
@@ -463,8 +462,9 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 	for _, q := range []string{
 		"SELECT domain, window_start, n, round(accuracy, 3) AS est, round(lo, 3) AS lo, round(hi, 3) AS hi FROM " + db + ".accuracy WHERE window_s = 3600 AND domain = '" + s.Degrade + "' ORDER BY window_start",
 		"SELECT kind, domain, feature, window_start, round(value, 3) AS value, round(baseline, 3) AS baseline FROM " + db + ".alarms ORDER BY window_start",
-		"SELECT * FROM " + db + ".labeling_queue_domains ORDER BY rank",
-		"SELECT domain, count() AS n, round(avg(p_correct), 3) AS estimated, round(avg(correct), 3) AS true FROM " + db + ".scored_ok GROUP BY domain ORDER BY domain",
+		"SELECT model, domain, n, round(accuracy, 3) AS est, round(priority, 2) AS priority FROM " + db + ".labeling_queue",
+		"SELECT domain, stratum, trace_id, round(p_correct, 3) AS p FROM " + db + ".labeling_candidates LIMIT 10",
+		"SELECT domain, count() AS n, round(avg(p_correct), 3) AS estimated, round(avg(correct), 3) AS true FROM " + db + ".scored_ok ANY LEFT JOIN " + db + ".demo_truth USING trace_id GROUP BY domain ORDER BY domain",
 		"SELECT trace_id, ts, domain, round(p_correct, 3) AS p, n_tokens, round(mean, 4) AS mean_entropy FROM " + db + ".scored ORDER BY ts DESC LIMIT 10",
 	} {
 		fmt.Fprintf(w, "  %s \"%s\"\n", cl, q)
