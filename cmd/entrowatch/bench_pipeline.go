@@ -26,15 +26,16 @@ import (
 	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
-const benchPipelineSynopsis = `[--traces N] [--steps N] [--k N] [--partitions N] [--workers N] [--estimator FILE] [--clusters FILE] [--cpuprofile FILE]
+const benchPipelineSynopsis = `[--traces N] [--steps N] [--k N] [--partitions N] [--workers N] [--concurrent] [--estimator FILE] [--clusters FILE] [--cpuprofile FILE]
 
 Measures the stream end to end on this machine: synthetic traces (400 steps x
 20 logprobs by default) are produced to the embedded broker as Arrow IPC
 messages under 1 MiB, then one replica consumes them, decodes, profiles
 (then estimates and tags clusters with --estimator / --clusters), writes the
 scored rows to an Arrow file and commits. Prints "tokens/s: N",
-"traces/s: N" for the consume side (broker fetch included) and the share of
-worker time per stage.`
+"traces/s: N" for the consume side (broker fetch included; with --concurrent
+the production runs at the same time and is timed too), the CPU used and the
+share of worker time per stage.`
 
 func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench pipeline", benchPipelineSynopsis, stderr)
@@ -46,6 +47,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the consume phase to FILE (go tool pprof)")
 	estimator := fs.String("estimator", "", "estimator artifact: add the estimate operator to the chain")
 	clusters := fs.String("clusters", "", "topic-cluster artifact: add the clustertag operator to the chain")
+	concurrent := fs.Bool("concurrent", false, "produce while consuming and time both (default: produce first, time the consume side)")
 	fetchBytes := fs.Int("fetch-max-bytes", kafka.DefaultSourceConfig().MaxBytes, "largest fetch response (source.max_bytes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -97,23 +99,29 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		pool = append(pool, msgs)
 	}
-	fmt.Fprintf(stderr, "producing %d traces (%d per message) to the embedded broker at %s...\n", *traces, perMsg, brk.Addr())
-	start := time.Now()
-	produced := 0
-	for i := 0; produced < *traces; i++ {
-		var batch []kafka.Message
-		for j := 0; j < 32 && produced < *traces; j++ {
-			for _, m := range pool[(i*32+j)%len(pool)] {
-				batch = append(batch, m)
-				produced += perMsg
+	groups := (*traces + perMsg - 1) / perMsg
+	total := groups * perMsg
+	produce := func() error {
+		start := time.Now()
+		for g := 0; g < groups; {
+			var batch []kafka.Message
+			for j := 0; j < 32 && g < groups; j, g = j+1, g+1 {
+				batch = append(batch, pool[g%len(pool)]...)
+			}
+			if err := prod.Produce(ctx, batch...); err != nil {
+				return err
 			}
 		}
-		if err := prod.Produce(ctx, batch...); err != nil {
+		d := time.Since(start)
+		fmt.Fprintf(stderr, "produced %d traces in %v (%.0f traces/s)\n", total, d.Round(time.Millisecond), float64(total)/d.Seconds())
+		return nil
+	}
+	fmt.Fprintf(stderr, "producing %d traces (%d per message) to the embedded broker at %s...\n", total, perMsg, brk.Addr())
+	if !*concurrent {
+		if err := produce(); err != nil {
 			return err
 		}
 	}
-	prodTime := time.Since(start)
-	fmt.Fprintf(stderr, "produced %d traces in %v (%.0f traces/s)\n", produced, prodTime.Round(time.Millisecond), float64(produced)/prodTime.Seconds())
 
 	// Consume: one replica, the full chain, the file sink.
 	scfg := kafka.DefaultSourceConfig()
@@ -181,9 +189,15 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintf(stderr, "consuming with %d workers over %d partitions...\n", *workers, *partitions)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	start = time.Now()
+	start := time.Now()
 	cpu0 := cpuTime()
 	go func() { done <- r.Run(rctx) }()
+	prodDone := make(chan error, 1)
+	if *concurrent {
+		go func() { prodDone <- produce() }()
+	} else {
+		prodDone <- nil
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var elapsed, cpu time.Duration
@@ -191,7 +205,7 @@ wait:
 	for {
 		select {
 		case <-tick.C:
-			if st := r.Stats(); st.SinkRows >= int64(produced) {
+			if st := r.Stats(); st.SinkRows >= int64(total) {
 				elapsed = time.Since(start)
 				cpu = cpuTime() - cpu0
 				break wait
@@ -206,23 +220,27 @@ wait:
 		}
 	}
 	cancel()
-	if err := <-done; err != nil {
+	if err := errors.Join(<-done, <-prodDone); err != nil {
 		return err
 	}
 	st := r.Stats()
 	tokens := float64(st.SinkRows) * float64(*steps)
 	fmt.Fprintf(stdout, "tokens/s: %.0f\n", tokens/elapsed.Seconds())
 	fmt.Fprintf(stdout, "traces/s: %.0f\n", float64(st.SinkRows)/elapsed.Seconds())
-	fmt.Fprintf(stdout, "traces: %d in %v (%d messages, %d workers, %d partitions, MB/s consumed: %.0f)\n",
-		st.SinkRows, elapsed.Round(time.Millisecond), st.Messages, *workers, *partitions,
+	mode := "consume side, topic filled first"
+	if *concurrent {
+		mode = "produce and consume concurrently"
+	}
+	fmt.Fprintf(stdout, "traces: %d in %v (%s; %d messages, %d workers, %d partitions, MB/s consumed: %.0f)\n",
+		st.SinkRows, elapsed.Round(time.Millisecond), mode, st.Messages, *workers, *partitions,
 		float64(st.Bytes)/1e6/elapsed.Seconds())
 	fmt.Fprintf(stdout, "cpu: %.2f core-seconds for %.2f s wall (%.0f tokens per core-second; the machine has %d cores, load average %s)\n",
 		cpu.Seconds(), elapsed.Seconds(), tokens/cpu.Seconds(), runtime.NumCPU(), loadAvg())
-	var total time.Duration
+	var staged time.Duration
 	names := make([]string, 0, len(st.Stages))
 	for n, d := range st.Stages {
 		names = append(names, n)
-		total += d
+		staged += d
 	}
 	sort.Slice(names, func(i, j int) bool { return st.Stages[names[i]] > st.Stages[names[j]] })
 	busy := elapsed * time.Duration(*workers)
@@ -230,7 +248,7 @@ wait:
 	for _, n := range names {
 		fmt.Fprintf(stdout, "  %-12s %5.1f%%  %v\n", n, 100*float64(st.Stages[n])/float64(busy), st.Stages[n].Round(time.Millisecond))
 	}
-	fmt.Fprintf(stdout, "  %-12s %5.1f%%  (waiting for fetch, queueing, commits)\n", "other", 100*float64(busy-total)/float64(busy))
+	fmt.Fprintf(stdout, "  %-12s %5.1f%%  (waiting for fetch, queueing, commits)\n", "other", 100*float64(busy-staged)/float64(busy))
 	return nil
 }
 
