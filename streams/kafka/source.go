@@ -171,10 +171,6 @@ func (s *Source) Commit(ctx context.Context, msgs ...Message) error {
 	return nil
 }
 
-// Lag is the number of messages behind the high watermark of the partition
-// last fetched from.
-func (s *Source) Lag() int64 { return s.r.Lag() }
-
 // Close leaves the group and stops fetching. Offsets not yet committed are
 // not committed: the next owner of the partition sees those messages again.
 func (s *Source) Close() error {

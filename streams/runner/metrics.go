@@ -17,7 +17,7 @@ type metrics struct {
 	commits    prometheus.Counter
 	commitErrs prometheus.Counter
 	sinkErrs   prometheus.Counter
-	lag        prometheus.Gauge
+	lag        *prometheus.GaugeVec
 	open       prometheus.Gauge
 	latency    prometheus.Histogram
 	stage      *prometheus.CounterVec
@@ -40,8 +40,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Offset commits that failed (retried at the next interval).", ConstLabels: cl}),
 		sinkErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_sink_errors_total",
 			Help: "Sink writes that failed (retried with backoff).", ConstLabels: cl}),
-		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_lag_messages",
-			Help: "Messages behind the high watermark of the partition last fetched from.", ConstLabels: cl}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_lag_messages",
+			Help: "Messages behind the partition's high watermark at the last fetch from it.", ConstLabels: cl}, []string{"partition"}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
 			Help: "Chunked traces waiting for more chunks.", ConstLabels: cl}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "entrowatch_stream_message_seconds",

@@ -272,7 +272,7 @@ func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
 			return err
 		}
 		r.m.messages.Inc()
-		r.m.lag.Set(float64(r.parts.Source.Lag()))
+		r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 		w := workers[m.Partition%len(workers)]
 		select {
 		case w.in <- m:
