@@ -231,6 +231,9 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 		m.Space, m.Dim, m.Projection = SpaceLSA, cfg.LSA, p
 		space = denseCSR(project(ts.x, p, cfg.LSA), cfg.LSA)
 	} else {
+		if cfg.LSA > 0 {
+			progress.printf("LSA skipped: %d dimensions asked, only %d terms and %d prompts", cfg.LSA, ts.x.dim, ts.x.rows())
+		}
 		m.Space, m.Dim = SpaceTFIDF, ts.x.dim
 	}
 	res, sel, err := cluster(ctx, space, cfg, rng, progress)
@@ -303,6 +306,9 @@ func cluster(ctx context.Context, x *csr, cfg FitConfig, rng *rand.Rand, progres
 		progress.printf("k-means: k=%d, %d restarts", k, cfg.Restarts)
 		res, err := bestOf(ctx, x, k, cfg.Restarts, cfg.MaxIter, rng)
 		return res, Selection{Method: "fixed", K: k}, err
+	}
+	if n-1 < cfg.KMin {
+		return kmeansResult{}, Selection{}, fmt.Errorf("%d prompts are too few to choose k in [%d, %d]: give k explicitly (--k N, N < %d)", n, cfg.KMin, cfg.KMax, n+1)
 	}
 	sel := Selection{Method: cfg.Criterion, Scores: map[int]float64{}}
 	var sample []int
