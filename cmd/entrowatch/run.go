@@ -53,6 +53,8 @@ type runConfig struct {
 	DataDir string `yaml:"data_dir"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json (one object per line). Default text.
+	LogFormat string `yaml:"log_format"`
 	// Broker is the embedded broker, started when kafka.brokers is empty.
 	Broker broker.Config `yaml:"broker"`
 	// Kafka is how to reach the cluster (brokers, TLS, SASL).
@@ -112,6 +114,7 @@ func defaultRunConfig() runConfig {
 	c := runConfig{
 		DataDir:      ".entrowatch",
 		LogLevel:     "info",
+		LogFormat:    "text",
 		Broker:       broker.DefaultConfig(),
 		Kafka:        kafka.DefaultConfig(),
 		CreateTopics: true,
@@ -191,6 +194,9 @@ func (c *runConfig) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log_format %q: want text or json", c.LogFormat))
+	}
 	return errors.Join(errs...)
 }
 
@@ -227,7 +233,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return yaml.NewEncoder(stdout).Encode(cfg)
 	}
 	lv, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
+	}
+	log := slog.New(h)
 	return run(ctx, cfg, log)
 }
 
