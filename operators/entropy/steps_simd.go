@@ -15,7 +15,8 @@ var useVector = archsimd.X86.AVX512()
 // exp reduces x = (k/16) ln2 + r with |r| <= ln2/32, looks 2^((k mod 16)/16)
 // up in a 16-entry table held in two registers (VPERMI2PD), evaluates a
 // degree-7 Taylor polynomial for e^r (truncation error 1.2e-18) and adds
-// floor(k/16) to the exponent: relative error about 2e-16, like Exp.
+// floor(k/16) to the exponent: relative error below 5e-16, like Exp
+// (steps_simd_test.go measures it against math.Exp).
 //
 // Each step leaves three vectors: the lane sums of p*l and the lane-wise top
 // two p. Eight steps at a time are reduced together by a transposing tree, so
