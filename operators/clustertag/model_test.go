@@ -209,3 +209,22 @@ func TestHungarian(t *testing.T) {
 	require.Equal(t, []int{-1, 0, 1}, hungarian([][]float64{{0, 0}, {1, 0}, {0, 1}}))
 	require.Equal(t, []int{2}, hungarian([][]float64{{0.1, 0.2, 0.9}}))
 }
+
+// TestIdenticalPrompts: clusters of identical prompts have threshold 0; the
+// same prompt must still be tagged with its cluster.
+func TestIdenticalPrompts(t *testing.T) {
+	var prompts []string
+	for i := 0; i < 20; i++ {
+		prompts = append(prompts, "solve the quadratic equation for x", "write a python function that sorts a list")
+	}
+	cfg := quietConfig()
+	cfg.K = 2
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	tg := m.NewTagger()
+	a, _ := tg.Tag(prompts[0])
+	b, _ := tg.Tag(prompts[1])
+	require.NotEqual(t, Unclustered, a)
+	require.NotEqual(t, Unclustered, b)
+	require.NotEqual(t, a, b)
+}

@@ -6,6 +6,11 @@ import "fmt"
 // without a known term, or null.
 const Unclustered = -1
 
+// thresholdSlack absorbs float32 rounding, so that a prompt identical to a
+// training prompt at exactly the threshold (0 for a cluster of identical
+// prompts) stays in its cluster.
+const thresholdSlack = 1e-4
+
 // UnclusteredLabel is the label of Unclustered.
 const UnclusteredLabel = "unclustered"
 
@@ -148,7 +153,7 @@ func (t *Tagger) nearestIndex() int { return t.last }
 func (t *Tagger) decide(c int, cos float32) (int, float32) {
 	t.last = c
 	dist := 1 - cos
-	if dist > t.thresh[c] {
+	if dist > t.thresh[c]+thresholdSlack {
 		return Unclustered, dist
 	}
 	return c, dist
