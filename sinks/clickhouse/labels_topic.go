@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	ewipc "github.com/entrowatch/entrowatch/streams/ipc"
 )
 
 // DecodeLabels reads one Kafka message of labels: a label.v1 Arrow IPC
@@ -24,12 +25,25 @@ func DecodeLabels(b []byte, source string, mem memory.Allocator) (labels []Label
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '{' {
 		return ReadLabels(bytes.NewReader(b), source, time.Now())
 	}
+	// arrow-go trusts the flatbuffer lengths of a stream (a corrupt one makes
+	// it allocate until the process dies). streams/ipc checks them before it
+	// reads; its Decode then rejects anything but trace.v1 with ErrSchema,
+	// which here means: the bytes passed the bounds check.
+	// TODO: use an exported ipc.CheckBounds when streams/ipc has one.
+	if rec, err := ewipc.Decode(b, mem); err == nil {
+		rec.Release()
+		return nil, fmt.Errorf("batch is %s, want %s", schemas.Tag(schemas.TraceName), schemas.Tag(schemas.LabelName))
+	} else if !errors.Is(err, ewipc.ErrSchema) {
+		return nil, fmt.Errorf("neither JSON nor a valid Arrow IPC stream: %w", err)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			labels, err = nil, fmt.Errorf("corrupt Arrow IPC label batch: %v", r)
 		}
 	}()
-	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem))
+	// A corrupt length field must not make the reader allocate gigabytes:
+	// no buffer may exceed what the message could plausibly decode to.
+	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(&boundedAllocator{Allocator: mem, max: 16*len(b) + 1<<16}))
 	if err != nil {
 		return nil, fmt.Errorf("neither JSON nor an Arrow IPC stream: %w", err)
 	}
@@ -116,4 +130,25 @@ func PublishRequests(ctx context.Context, brokers []string, topic string, reqs [
 		err = fmt.Errorf("labels requests: producing %d requests to topic %s (brokers %s): %w", len(reqs), topic, strings.Join(brokers, ","), err)
 	}
 	return errors.Join(err, w.Close())
+}
+
+// boundedAllocator refuses (panics, recovered by DecodeLabels) allocations
+// larger than max bytes.
+type boundedAllocator struct {
+	memory.Allocator
+	max int
+}
+
+func (a *boundedAllocator) Allocate(size int) []byte {
+	if size > a.max {
+		panic(fmt.Sprintf("buffer of %d bytes from a %d-byte message", size, a.max))
+	}
+	return a.Allocator.Allocate(size)
+}
+
+func (a *boundedAllocator) Reallocate(size int, b []byte) []byte {
+	if size > a.max {
+		panic(fmt.Sprintf("buffer of %d bytes from a %d-byte message", size, a.max))
+	}
+	return a.Allocator.Reallocate(size, b)
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/entrowatch/entrowatch/schemas"
 )
 
-func labelIPC(t *testing.T, mem memory.Allocator, ids []string, correct []bool) []byte {
+func labelIPC(t testing.TB, mem memory.Allocator, ids []string, correct []bool) []byte {
 	t.Helper()
 	b := array.NewRecordBuilder(mem, schemas.Label)
 	defer b.Release()
@@ -106,4 +106,28 @@ func TestLabelsThroughTopics(t *testing.T) {
 	n, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Brokers: brokers, Topic: "labels", Group: "g", Idle: time.Second}, mem)
 	require.NoError(t, err)
 	require.Equal(t, 0, n)
+}
+
+// FuzzDecodeLabels: any message bytes give labels with trace ids or an
+// error, never a panic or an out-of-memory death. Buffers are checked on
+// success only: when arrow's reader panics mid-stream (recovered) it leaves
+// its partial buffers to the garbage collector.
+func FuzzDecodeLabels(f *testing.F) {
+	mem := memory.NewGoAllocator()
+	f.Add(labelIPC(f, mem, []string{"a", "b"}, []bool{true, false}))
+	f.Add([]byte(`{"trace_id":"a","correct":true}` + "\n" + `{"trace_id":"b","correct":"0","ts":1767225600000}`))
+	f.Add([]byte("trace_id,correct\na,1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		labels, err := DecodeLabels(b, "fuzz", mem)
+		if err != nil {
+			return
+		}
+		mem.AssertSize(t, 0)
+		for _, l := range labels {
+			if l.TraceID == "" {
+				t.Fatalf("label without trace_id from %q", b)
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"maps"
 	"os"
@@ -31,6 +32,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	fuzzing := flag.Lookup("test.fuzz").Value.String() != "" || flag.Lookup("test.fuzzworker").Value.String() == "true"
 	code := func() int {
 		dir, err := os.MkdirTemp("", "entrowatch-ch-")
 		if err != nil {
@@ -40,6 +43,8 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		if _, err := FindServerBinary(); err != nil {
 			skipReason = "clickhouse-server not installed (make deps installs it): " + err.Error()
+		} else if fuzzing {
+			skipReason = "no clickhouse-server while fuzzing"
 		} else {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			testServer, err = StartLocal(ctx, LocalConfig{Dir: filepath.Join(dir, "server")}, nil)
