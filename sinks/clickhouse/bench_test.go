@@ -14,13 +14,13 @@ import (
 // INSERT per record batch.
 func BenchmarkSinkInsert(b *testing.B) {
 	for _, tc := range []struct {
-		n    int
-		comp string
-	}{{10_000, "lz4"}, {100_000, "lz4"}, {100_000, "none"}} {
+		n, par int
+		comp   string
+	}{{10_000, 2, "lz4"}, {100_000, 1, "lz4"}, {100_000, 2, "lz4"}, {100_000, 2, "none"}} {
 		n := tc.n
-		b.Run(fmt.Sprintf("rows=%d/compression=%s", n, tc.comp), func(b *testing.B) {
+		b.Run(fmt.Sprintf("rows=%d/parallel=%d/compression=%s", n, tc.par, tc.comp), func(b *testing.B) {
 			cfg, _ := migrated(b)
-			cfg.Compression = tc.comp
+			cfg.Compression, cfg.InsertParallelism = tc.comp, tc.par
 			ctx := context.Background()
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(b, 0)
