@@ -143,6 +143,11 @@ func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error)
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
 			log.Debug("kafka source: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic, "group", cfg.Group)
 		}),
+		Logger: kafkago.LoggerFunc(func(msg string, args ...any) {
+			if log.Enabled(context.Background(), slog.LevelDebug) {
+				log.Debug("kafka source: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic, "group", cfg.Group)
+			}
+		}),
 	})
 	return &Source{r: r, topic: cfg.Topic}, nil
 }
