@@ -65,6 +65,10 @@ func TestExperiment(t *testing.T) {
 			vs = append(vs, variant{"bigrams", func(c *FitConfig) { c.Vector.Bigrams = true }})
 		case "shapes":
 			vs = append(vs, variant{"shapes", func(c *FitConfig) { c.Vector.Shapes = true }})
+		case "lsa30":
+			vs = append(vs, variant{"lsa=30", func(c *FitConfig) { c.LSA = 30 }})
+		case "lsa75":
+			vs = append(vs, variant{"lsa=75", func(c *FitConfig) { c.LSA = 75 }})
 		case "nostem":
 			vs = append(vs, variant{"no stemming", func(c *FitConfig) { c.Vector.Stem = false }})
 		case "silhouette":

@@ -228,6 +228,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	if cfg.LSA > 0 && cfg.LSA < min(ts.x.dim, ts.x.rows()) {
 		progress.printf("LSA: truncated SVD to %d dimensions", cfg.LSA)
 		p := truncatedSVD(ts.x, cfg.LSA, cfg.PowerIters, rng)
+
 		m.Space, m.Dim, m.Projection = SpaceLSA, cfg.LSA, p
 		space = denseCSR(project(ts.x, p, cfg.LSA), cfg.LSA)
 	} else {
