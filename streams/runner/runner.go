@@ -212,9 +212,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	for _, w := range workers {
 		close(w.in)
 	}
+	// The drain (workers, stateful operators, the commit loop) is bounded
+	// as a whole; the final commit has its own short timeout.
 	drain := time.AfterFunc(r.cfg.DrainTimeout, func() { abort(errDrainTimeout) })
 	wg.Wait()
-	drain.Stop()
 	if hard.Err() == nil && !r.killed.Load() {
 		for _, w := range workers {
 			if err := w.flush(hard); err != nil {
@@ -224,6 +225,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	close(points)
 	commitErr := <-commitDone
+	drain.Stop()
 
 	if r.killed.Load() {
 		return nil
