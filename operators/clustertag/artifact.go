@@ -68,7 +68,7 @@ type Selection struct {
 
 // FitInfo records what the fit saw.
 type FitInfo struct {
-	Prompts           int     `json:"prompts"`
+	Prompts           int     `json:"prompts"` // clustered: those with at least one vocabulary term
 	Objective         float64 `json:"objective"`
 	Restarts          int     `json:"restarts"`
 	Seed              uint64  `json:"seed"`

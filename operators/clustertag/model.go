@@ -188,6 +188,27 @@ func buildTerms(docs []string, cfg FitConfig) (*termSpace, error) {
 	return ts, nil
 }
 
+// dropEmpty removes the rows without any vocabulary term and returns how
+// many it removed.
+func (ts *termSpace) dropEmpty() int {
+	x := ts.x
+	out := &csr{ptr: []int{0}, dim: x.dim, idx: x.idx[:0], val: x.val[:0]}
+	dropped := 0
+	for i := 0; i < x.rows(); i++ {
+		idx, val := x.row(i)
+		if len(idx) == 0 {
+			dropped++
+			continue
+		}
+		// In place: the kept rows only move towards the front.
+		out.idx = append(out.idx, idx...)
+		out.val = append(out.val, val...)
+		out.ptr = append(out.ptr, len(out.val))
+	}
+	ts.x = out
+	return dropped
+}
+
 func sortRow(idx []int32, val []float32) {
 	sort.Sort(rowSorter{idx, val})
 }
@@ -223,6 +244,15 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 		return nil, err
 	}
 	progress.printf("vocabulary: %d terms found in at least %d prompts", len(ts.buckets), cfg.MinDF)
+	if empty := ts.dropEmpty(); empty > 0 {
+		// Prompts without a vocabulary term have no direction; they would
+		// all land in one cluster and widen its threshold. Tagging calls
+		// them unclustered.
+		progress.printf("%d prompts without any vocabulary term left out (they will be tagged unclustered)", empty)
+		if ts.x.rows() < 2 {
+			return nil, fmt.Errorf("only %d of %d prompts share terms with others: too few to cluster", ts.x.rows(), len(prompts))
+		}
+	}
 	m := &Model{Format: Format, Vector: cfg.Vector, Buckets: ts.buckets, IDF: ts.idf}
 	space := ts.x
 	if cfg.LSA > 0 && cfg.LSA < min(ts.x.dim, ts.x.rows()) {
@@ -244,7 +274,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	m.Selection = sel
 	m.Clusters = describe(res, ts, cfg)
 	m.NextID = len(m.Clusters)
-	m.Fit = FitInfo{Prompts: len(prompts), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
+	m.Fit = FitInfo{Prompts: ts.x.rows(), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
 	return m, nil
 }
 

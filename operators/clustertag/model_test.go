@@ -228,3 +228,21 @@ func TestIdenticalPrompts(t *testing.T) {
 	require.NotEqual(t, Unclustered, b)
 	require.NotEqual(t, a, b)
 }
+
+// TestPromptsWithoutTerms: prompts without any vocabulary term are left out
+// of the fit instead of piling into one cluster.
+func TestPromptsWithoutTerms(t *testing.T) {
+	prompts, _ := synthPrompts(20, 10)
+	prompts = append(prompts, "!!", "a b", "Which of the following?")
+	cfg := quietConfig()
+	cfg.K = 3
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	require.Equal(t, 60, m.Fit.Prompts)
+	total := 0
+	for _, c := range m.Clusters {
+		total += c.Size
+		require.Equal(t, 20, c.Size)
+	}
+	require.Equal(t, 60, total)
+}
