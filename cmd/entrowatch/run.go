@@ -273,7 +273,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, cfg.Source.Topic, cfg.DeadLetter.Topic)
 		cancel()
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (set create_topics: false when the topics exist and this user may not create topics)", err)
 		}
 	}
 
