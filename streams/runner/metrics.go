@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
 			Help: "Chunked traces waiting for more chunks.", ConstLabels: cl}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "entrowatch_stream_message_seconds",
-			Help: "Time from fetch to sink confirmation of one message.", ConstLabels: cl,
+			Help: "Time to process one message: decode, assemble, operators, dead-letter (batched sink writes are timed in stage_seconds).", ConstLabels: cl,
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink.", ConstLabels: cl}, []string{"stage"}),
