@@ -174,6 +174,8 @@ func (c *runConfig) validate() error {
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		errs = append(errs, c.Broker.Validate())
+	} else {
+		errs = append(errs, c.Kafka.Validate())
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("partitions %d: want >= 1", c.Partitions))
