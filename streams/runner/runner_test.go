@@ -840,3 +840,34 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestConcatBatches(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	a := traceBatch(t, mem, row{id: "a", steps: 2}, row{id: "b", steps: 1})
+	b := traceBatch(t, mem, row{id: "c", steps: 3})
+	lb := array.NewRecordBuilder(mem, schemas.Label)
+	lb.Field(0).(*array.StringBuilder).Append("other-schema")
+	lb.Field(1).(*array.BooleanBuilder).Append(true)
+	lb.Field(2).(*array.StringBuilder).Append("x")
+	lb.Field(3).(*array.TimestampBuilder).Append(0)
+	other := lb.NewRecordBatch()
+	lb.Release()
+	c := traceBatch(t, mem, row{id: "d", steps: 1})
+	in := []arrow.RecordBatch{a, b, other, c}
+	out, err := concatBatches(in, mem)
+	require.NoError(t, err)
+	for _, r := range in {
+		r.Release() // the output must not depend on the inputs
+	}
+	require.Len(t, out, 3, "runs of equal schemas are joined")
+	var got []string
+	for _, r := range out {
+		ids := r.Column(0).(*array.String)
+		for i := 0; i < ids.Len(); i++ {
+			got = append(got, ids.Value(i))
+		}
+		r.Release()
+	}
+	require.Equal(t, []string{"a", "b", "c", "other-schema", "d"}, got)
+}
