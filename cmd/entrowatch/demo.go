@@ -354,7 +354,7 @@ ENGINE = MergeTree ORDER BY trace_id`); err != nil {
 		case replayErr = <-replayDone:
 			replaying = false
 		case <-tick.C:
-			if err := v.refresh(gctx, rp.produced.Load(), r.Stats().SinkRows); err != nil {
+			if err := v.refresh(gctx, rp.produced.Load(), r.Stats().SinkRows); err != nil && gctx.Err() == nil {
 				log.Warn("live table", "err", err)
 			}
 		}
@@ -364,21 +364,31 @@ ENGINE = MergeTree ORDER BY trace_id`); err != nil {
 		gerr := g.Wait()
 		return errors.Join(fmt.Errorf("replay: %w", replayErr), gerr)
 	}
-	// Wait until the sink confirmed everything produced.
+	// Wait until every produced response is in ClickHouse (distinct trace
+	// ids: a redelivered message is written twice).
 	produced := rp.produced.Load()
 	deadline := time.Now().Add(c.WaitTarget)
-	for r.Stats().SinkRows < produced {
+	for {
+		var have uint64
+		if err := db.QueryRow(ctx, "SELECT uniqExact(trace_id) FROM "+c.Database+".scored").Scan(&have); err != nil {
+			stopReplica()
+			_ = g.Wait()
+			return fmt.Errorf("counting the scored responses: %w", err)
+		}
+		if int64(have) >= produced {
+			break
+		}
 		if time.Now().After(deadline) {
 			stopReplica()
 			_ = g.Wait()
-			return fmt.Errorf("the stream wrote %d of %d responses within %v; see the log above", r.Stats().SinkRows, produced, c.WaitTarget)
+			return fmt.Errorf("the stream wrote %d of %d responses within %v; see the log above", have, produced, c.WaitTarget)
 		}
 		select {
 		case <-ctx.Done():
 			stopReplica()
 			_ = g.Wait()
 			return nil
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	wallEnd = time.Now()
@@ -390,7 +400,7 @@ ENGINE = MergeTree ORDER BY trace_id`); err != nil {
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	sum, err := v.summary(ctx, wallEnd.Sub(wallStart), st, rp.rejected.Load())
+	sum, err := v.summary(ctx, wallEnd.Sub(wallStart), st, produced, rp.rejected.Load())
 	if err != nil {
 		return err
 	}

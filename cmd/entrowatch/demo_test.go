@@ -221,7 +221,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	require.GreaterOrEqual(t, strings.Count(s, "entrowatch demo · simulated"), 6)
 	require.Contains(t, s, "reverse8")
 
-	require.Contains(t, s, "dead-lettered: 0, rejected at ingest: 0")
+	require.Contains(t, s, "dead-lettered: 0, rejected at ingest: 0,")
 	require.Regexp(t, `throughput: 6000 responses \(\d+ tokens\)`, s)
 
 	m := regexp.MustCompile(`AEE over 8 domains: mean ([0-9.]+), median ([0-9.]+); Spearman rho (-?[0-9.]+)`).FindStringSubmatch(s)

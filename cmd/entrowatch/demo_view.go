@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,15 +171,15 @@ func (v *demoView) refresh(ctx context.Context, produced, written int64) error {
 	if v.firstWin == nil {
 		v.firstWin = map[alarmKey]time.Time{}
 	}
-	firing := map[string]alarmRow{} // by model/domain: the newest firing row
+	firing := map[string][]string{} // by model/domain: the kinds firing in the newest two windows
 	for _, a := range al {
 		if _, ok := v.firstSeen[a.alarmKey]; !ok {
 			v.firstSeen[a.alarmKey] = now
 			v.firstWin[a.alarmKey] = a.Window
 		}
 		k := a.Model + "/" + a.Domain
-		if b, ok := firing[k]; !ok || !a.Window.Before(b.Window) {
-			firing[k] = a
+		if now.Sub(a.Window) < 2*time.Hour && !slices.Contains(firing[k], a.Kind) {
+			firing[k] = append(firing[k], a.Kind)
 		}
 	}
 	q, err := v.queue(ctx)
@@ -199,7 +200,7 @@ func (v *demoView) refresh(ctx context.Context, produced, written int64) error {
 	return err
 }
 
-func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written int64, sl []sliceRow, al []alarmRow, firing map[string]alarmRow, q []queueRow) {
+func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written int64, sl []sliceRow, al []alarmRow, firing map[string][]string, q []queueRow) {
 	elapsed := now.Sub(v.sc.Start)
 	frac := math.Min(1, math.Max(0, float64(elapsed)/float64(v.sc.Day)))
 	fmt.Fprintf(b, "entrowatch demo · simulated %s UTC [%s] %3.0f%% · %s\n",
@@ -221,8 +222,9 @@ func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written in
 		}
 		lo, hi := s.Est-1.96*s.SE, s.Est+1.96*s.SE
 		fmt.Fprintf(b, "%-24s %6d  %5.3f [%5.3f, %5.3f]  %s  %s", name, s.N, s.Est, lo, hi, f3nan(s.True), scale(s.Est, lo, hi, s.True, 25))
-		if a, ok := firing[s.Model+"/"+s.Domain]; ok {
-			fmt.Fprintf(b, "  ALARM %s", a.Kind)
+		if kinds := firing[s.Model+"/"+s.Domain]; len(kinds) > 0 {
+			sort.Strings(kinds)
+			fmt.Fprintf(b, "  ALARM %s", strings.Join(kinds, ","))
 		}
 		b.WriteByte('\n')
 	}
@@ -318,16 +320,17 @@ type demoSummary struct {
 	Early           []string // alarms on the degraded domain before the degradation
 	Queue           []queueRow
 	Wall            time.Duration
-	Rows            int64
+	Rows            int64 // responses replayed
+	Redelivered     int64 // rows the sink wrote more than once (at-least-once; the views deduplicate)
 	Tokens          int64
 	DeadLettered    int64
 	Rejected        int64
 	Stages          map[string]time.Duration
 }
 
-func (v *demoView) summary(ctx context.Context, wall time.Duration, st runner.Stats, rejected int64) (*demoSummary, error) {
+func (v *demoView) summary(ctx context.Context, wall time.Duration, st runner.Stats, produced, rejected int64) (*demoSummary, error) {
 	s := &demoSummary{Degrade: v.sc.Degrade, Into: v.sc.Into, DegradeAt: v.sc.Start.Add(v.sc.At), Wall: wall,
-		Rows: st.SinkRows, Rejected: rejected, Stages: st.Stages}
+		Rows: produced, Redelivered: max(0, st.SinkRows-produced), Rejected: rejected, Stages: st.Stages}
 	for _, n := range st.DeadLettered {
 		s.DeadLettered += n
 	}
@@ -456,7 +459,7 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "dead-lettered: %d, rejected at ingest: %d\n", s.DeadLettered, s.Rejected)
+	fmt.Fprintf(w, "dead-lettered: %d, rejected at ingest: %d, written twice after a redelivery: %d (the views count each trace once)\n", s.DeadLettered, s.Rejected, s.Redelivered)
 	fmt.Fprintf(w, "\nexplore (while ClickHouse runs; entrowatch demo --keep keeps it up):\n")
 	cl := fmt.Sprintf("clickhouse-client --port %d --query", port)
 	for _, q := range []string{
