@@ -3,6 +3,8 @@ package profile
 import (
 	"fmt"
 	"math"
+	"math/bits"
+	"slices"
 
 	"github.com/entrowatch/entrowatch/operators/entropy"
 	"github.com/entrowatch/entrowatch/schemas"
@@ -196,7 +198,7 @@ func quantiles(h []float64, f *[schemas.NumProfile]float64) float64 {
 		ks[nk] = n - m
 		nk++
 		sortSmall(ks[:nk])
-		multiSelect(h, 0, n-1, ks[:nk])
+		multiSelect(h, 0, n-1, ks[:nk], 2*bits.Len(uint(n))+4)
 	}
 	for i, q := range qs {
 		pos := q * float64(n-1)
@@ -248,9 +250,15 @@ func sortSmall(a []int) {
 // [lo, hi]) a[k] holds the value it would have if a[lo..hi] were sorted, with
 // smaller-or-equal values left of it and greater-or-equal ones right of it.
 // It partitions like quickselect but follows every side that holds a k. The
-// partitions are branch-free: entropies compare unpredictably.
-func multiSelect(a []float64, lo, hi int, ks []int) {
+// partitions are branch-free: entropies compare unpredictably. After depth
+// partitions it sorts what is left, so crafted inputs cannot make it quadratic.
+func multiSelect(a []float64, lo, hi int, ks []int, depth int) {
 	for len(ks) > 0 && hi-lo > 16 {
+		if depth == 0 {
+			slices.Sort(a[lo : hi+1])
+			return
+		}
+		depth--
 		pivot := median3(a[lo], a[int(uint(lo+hi)>>1)], a[hi])
 		m := lo + partition(a[lo:hi+1], pivot, false)
 		if m == lo {
@@ -268,7 +276,7 @@ func multiSelect(a []float64, lo, hi int, ks []int) {
 		for nl < len(ks) && ks[nl] < m {
 			nl++
 		}
-		multiSelect(a, lo, m-1, ks[:nl])
+		multiSelect(a, lo, m-1, ks[:nl], depth)
 		ks = ks[nl:]
 		lo = m
 	}
