@@ -48,6 +48,10 @@ type SourceConfig struct {
 	// JoinGroupBackoff is the wait before re-joining after an error.
 	// Default 1s.
 	JoinGroupBackoff time.Duration `yaml:"join_group_backoff"`
+	// WatchPartitions rebalances the group when partitions are added to the
+	// topic (checked every 5s), so that scaling a topic up needs no restart.
+	// Default true.
+	WatchPartitions bool `yaml:"watch_partitions"`
 	// ReadBackoffMin and ReadBackoffMax bound the poll interval of an idle
 	// partition. Defaults 50ms and 500ms.
 	ReadBackoffMin time.Duration `yaml:"read_backoff_min"`
@@ -68,6 +72,7 @@ func DefaultSourceConfig() SourceConfig {
 		SessionTimeout:    30 * time.Second,
 		RebalanceTimeout:  30 * time.Second,
 		JoinGroupBackoff:  time.Second,
+		WatchPartitions:   true,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    500 * time.Millisecond,
 	}
@@ -123,22 +128,23 @@ func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error)
 		start = kafkago.LastOffset
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:           conn.Brokers,
-		GroupID:           cfg.Group,
-		Topic:             cfg.Topic,
-		Dialer:            d,
-		QueueCapacity:     cfg.QueueCapacity,
-		MinBytes:          cfg.MinBytes,
-		MaxBytes:          cfg.MaxBytes,
-		MaxWait:           cfg.MaxWait,
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		SessionTimeout:    cfg.SessionTimeout,
-		RebalanceTimeout:  cfg.RebalanceTimeout,
-		JoinGroupBackoff:  cfg.JoinGroupBackoff,
-		ReadBackoffMin:    cfg.ReadBackoffMin,
-		ReadBackoffMax:    cfg.ReadBackoffMax,
-		StartOffset:       start,
-		CommitInterval:    0, // synchronous: Commit returns once the broker has the offsets
+		Brokers:               conn.Brokers,
+		GroupID:               cfg.Group,
+		Topic:                 cfg.Topic,
+		Dialer:                d,
+		QueueCapacity:         cfg.QueueCapacity,
+		MinBytes:              cfg.MinBytes,
+		MaxBytes:              cfg.MaxBytes,
+		MaxWait:               cfg.MaxWait,
+		HeartbeatInterval:     cfg.HeartbeatInterval,
+		SessionTimeout:        cfg.SessionTimeout,
+		RebalanceTimeout:      cfg.RebalanceTimeout,
+		JoinGroupBackoff:      cfg.JoinGroupBackoff,
+		ReadBackoffMin:        cfg.ReadBackoffMin,
+		ReadBackoffMax:        cfg.ReadBackoffMax,
+		StartOffset:           start,
+		WatchPartitionChanges: cfg.WatchPartitions,
+		CommitInterval:        0, // synchronous: Commit returns once the broker has the offsets
 		// kafka-go logs every rebalance and retry at error level; keep them at debug.
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
 			log.Debug("kafka source: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic, "group", cfg.Group)

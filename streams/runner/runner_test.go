@@ -871,3 +871,44 @@ func TestConcatBatches(t *testing.T) {
 	}
 	require.Equal(t, []string{"a", "b", "c", "other-schema", "d"}, got)
 }
+
+// TestPartitionsAdded: partitions added to the topic while the stream runs
+// are picked up without a restart (source.watch_partitions).
+func TestPartitionsAdded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for kafka-go's 5s partition watch")
+	}
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("grow")
+	topics(t, 1, topic, dead)
+	p := producer(t, topic)
+	first := ids("g1", 50)
+	produceTraces(t, p, first, 5)
+	sink := newMemSink()
+	rp := startReplica(t, topic, group, dead, sink, mem, nil)
+	waitFor(t, "the first traces", func() bool { return sink.unique() == len(first) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tr := &kafkago.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(testBroker.Addr()), Transport: tr}
+	res, err := c.CreatePartitions(ctx, &kafkago.CreatePartitionsRequest{Topics: []kafkago.TopicPartitionsConfig{{Name: topic, Count: 3}}})
+	require.NoError(t, err)
+	for _, e := range res.Errors {
+		require.NoError(t, e)
+	}
+	// A fresh producer sees the new partitions and spreads over them.
+	p2 := producer(t, topic)
+	second := ids("g2", 150)
+	produceTraces(t, p2, second, 5)
+	waitFor(t, "the traces on the new partitions", func() bool { return sink.unique() == len(first)+len(second) })
+	rp.stop(t)
+	committed, end := offsets(t, topic, group, 3)
+	require.Len(t, end, 3)
+	for part, e := range end {
+		require.Positive(t, e, "partition %d got records", part)
+	}
+	require.Equal(t, end, committed)
+}
