@@ -3,7 +3,10 @@ package profile
 import (
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // TestMultiSelect checks the order-statistic invariant of multiSelect against
@@ -46,5 +49,23 @@ func TestMultiSelect(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func BenchmarkQuantiles(b *testing.B) {
+	for _, n := range []int{64, 400, 2048} {
+		b.Run("n="+strconv.Itoa(n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			src := make([]float64, n)
+			for i := range src {
+				src[i] = rng.Float64() * 2
+			}
+			h := make([]float64, n)
+			var f [schemas.NumProfile]float64
+			for b.Loop() {
+				copy(h, src)
+				quantiles(h, &f)
+			}
+		})
 	}
 }
