@@ -37,6 +37,7 @@ func testSet(t testing.TB, fallback bool) *Set {
 type scoredRow struct {
 	model, status string
 	mean, std     float64
+	label         int // 0 unlabelled, 1 wrong, 2 correct
 }
 
 // scoredBatch builds a scored.v1 batch; columns not set here are zero/empty.
@@ -55,8 +56,14 @@ func scoredBatch(t testing.TB, mem memory.Allocator, rows []scoredRow) arrow.Rec
 				fb.(*array.Float64Builder).Append(r.mean)
 			case "std":
 				fb.(*array.Float64Builder).Append(r.std)
+			case schemas.ColCorrect:
+				if r.label == 0 {
+					fb.AppendNull()
+				} else {
+					fb.(*array.BooleanBuilder).Append(r.label == 2)
+				}
 			case schemas.ColPCorrect, schemas.ColEstimatorVersion, schemas.ColClusterID, schemas.ColClusterLabel,
-				schemas.ColClusterDistance, schemas.ColCorrect, schemas.ColDomain, schemas.ColPrompt:
+				schemas.ColClusterDistance, schemas.ColDomain, schemas.ColPrompt:
 				fb.AppendNull()
 			case schemas.ColTraceID:
 				fb.(*array.StringBuilder).Append("t")
@@ -72,12 +79,12 @@ func TestOperator(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	rows := []scoredRow{
-		{"llm-a", schemas.StatusOK, 1.5, 0.2},
-		{"llm-a", schemas.StatusOK, -2, 0.1},
-		{"llm-b", schemas.StatusOK, 0.3, 0.4},
-		{"llm-a", schemas.StatusOK, math.NaN(), 0.1},
-		{"llm-a", schemas.StatusOK, 0.1, math.Inf(1)},
-		{"llm-a", schemas.ReasonEmpty, 0, 0},
+		{"llm-a", schemas.StatusOK, 1.5, 0.2, 0},
+		{"llm-a", schemas.StatusOK, -2, 0.1, 0},
+		{"llm-b", schemas.StatusOK, 0.3, 0.4, 0},
+		{"llm-a", schemas.StatusOK, math.NaN(), 0.1, 0},
+		{"llm-a", schemas.StatusOK, 0.1, math.Inf(1), 0},
+		{"llm-a", schemas.ReasonEmpty, 0, 0, 0},
 	}
 	for _, tc := range []struct {
 		name     string
@@ -164,7 +171,7 @@ func BenchmarkProcess(b *testing.B) {
 	const n = 4096
 	rows := make([]scoredRow, n)
 	for i := range rows {
-		rows[i] = scoredRow{"llm-a", schemas.StatusOK, float64(i%100)/25 - 2, 0.3}
+		rows[i] = scoredRow{"llm-a", schemas.StatusOK, float64(i%100)/25 - 2, 0.3, 0}
 	}
 	in := scoredBatch(b, mem, rows)
 	defer in.Release()

@@ -172,7 +172,7 @@ func Summary(rep *Report) string {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\n## Median AEE per model\n\n| method |")
+	b.WriteString("\n## Median AEE (rho) per model\n\n| method |")
 	for _, mo := range models {
 		fmt.Fprintf(&b, " %s |", mo)
 	}
@@ -184,7 +184,7 @@ func Summary(rep *Report) string {
 	for _, m := range ms {
 		fmt.Fprintf(&b, "| %s |", m)
 		for _, mo := range models {
-			fmt.Fprintf(&b, " %s |", f3(perM[mo][m][0]))
+			fmt.Fprintf(&b, " %s (%s) |", f3(perM[mo][m][0]), f3(perM[mo][m][1]))
 		}
 		b.WriteString("\n")
 	}
