@@ -17,7 +17,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dir := fs.String("report", "", "directory for results.csv, summary.md, feature_auroc.csv and the SVG plots (required)")
 	feats := fs.String("features", "", "comma-separated feature columns; the first one drives ATC and raw_mean (default: the 11 profile features)")
 	ks := fs.String("k", "", "comma-separated training-set sizes in domains (default 1..n-1 per model)")
-	methods := fs.String("methods", "", "comma-separated methods, or \"all\" (default: "+strings.Join(estimate.DefaultMethods, ",")+"; forest_* and mlp_* are slower)")
+	methods := fs.String("methods", "", "comma-separated methods, or \"all\" (default: "+strings.Join(estimate.DefaultMethods(), ",")+"; forest_* and mlp_* are slower)")
 	workers := fs.Int("workers", 0, "training sets fitted in parallel (default: GOMAXPROCS)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

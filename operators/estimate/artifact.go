@@ -71,7 +71,7 @@ type DomainMetric struct {
 	True      float64 `json:"true"`
 }
 
-// Score returns the family's uncalibrated log-odds for standardised z.
+// score returns the family's uncalibrated log-odds for standardised z.
 func (m *Model) score(z []float64) float64 {
 	switch {
 	case m.Logreg != nil:

@@ -131,11 +131,13 @@ func Methods(features []string, firstIsProb bool) []Method {
 	return ms
 }
 
-// DefaultMethods are the methods run when none are named: the references,
+// DefaultMethods returns the methods run when none are named: the references,
 // the logistic calibrations, ATC, raw mean and the default. The tree ensemble
 // and the MLP are many times slower; name them with --methods.
-var DefaultMethods = []string{"sk_platt", "sk_platt_balanced", "sk_isotonic", "logreg_platt", "logreg_isotonic",
-	"logreg_none", "screen1_isotonic_train", "atc", "raw_mean", DefaultName}
+func DefaultMethods() []string {
+	return []string{"sk_platt", "sk_platt_balanced", "sk_isotonic", "logreg_platt", "logreg_isotonic",
+		"logreg_none", "screen1_isotonic_train", "atc", "raw_mean", DefaultName}
+}
 
 func fitMethod(name string, cfg TrainConfig) Method {
 	return Method{name, func(tr *Table) (Predictor, error) {
@@ -264,7 +266,7 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	all := Methods(t.Features, firstIsProb)
 	names := cfg.Methods
 	if names == nil {
-		names = DefaultMethods
+		names = DefaultMethods()
 	}
 	var methods []Method
 	for _, n := range names {
