@@ -578,7 +578,6 @@ func appendTraining(tbl *estimate.Table, rec arrow.RecordBatch) error {
 type replayProgress struct {
 	produced atomic.Int64
 	rejected atomic.Int64
-	simNow   atomic.Int64 // unix ms of the newest produced event
 }
 
 // replay produces the events as trace.v1 batches, paced so that simulated
@@ -659,7 +658,6 @@ func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Pro
 		}
 		rp.rejected.Add(int64(len(rd.Rejects())))
 		rd.Release()
-		rp.simNow.Store(evs[until-1].At.UnixMilli())
 		next = until
 	}
 	return nil

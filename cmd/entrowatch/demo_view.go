@@ -220,7 +220,7 @@ func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written in
 		if len(v.models) > 1 {
 			name = s.Model + "/" + s.Domain
 		}
-		lo, hi := s.Est-1.96*s.SE, s.Est+1.96*s.SE
+		lo, hi := max(0, s.Est-1.96*s.SE), min(1, s.Est+1.96*s.SE)
 		fmt.Fprintf(b, "%-24s %6d  %5.3f [%5.3f, %5.3f]  %s  %s", name, s.N, s.Est, lo, hi, f3nan(s.True), scale(s.Est, lo, hi, s.True, 25))
 		if kinds := firing[s.Model+"/"+s.Domain]; len(kinds) > 0 {
 			sort.Strings(kinds)
