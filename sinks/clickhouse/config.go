@@ -27,30 +27,30 @@ import (
 type Config struct {
 	// DSN is clickhouse://[user:password@]host:port[/database][?secure=true&skip_verify=true].
 	// Native protocol only (port 9000 by default; 9440 with TLS).
-	DSN string
+	DSN string `yaml:"dsn"`
 	// Database overrides the DSN's database; default "default".
-	Database string
+	Database string `yaml:"database"`
 	// User and Password override the DSN's credentials when set.
-	User     string
-	Password string
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
 	// TLS enables TLS (as secure=true in the DSN); TLSSkipVerify disables
 	// certificate verification (test setups only).
-	TLS           bool
-	TLSSkipVerify bool
+	TLS           bool `yaml:"tls"`
+	TLSSkipVerify bool `yaml:"tls_skip_verify"`
 	// Compression of inserted blocks: "lz4" (default), "zstd" or "none"
 	// ("none" saves CPU on a local server).
-	Compression string
+	Compression string `yaml:"compression"`
 	// DialTimeout bounds connecting; default 10s.
-	DialTimeout time.Duration
+	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// Retries is how often a failed insert is retried; default 5. Backoff
 	// starts at RetryBackoff (default 200ms) and doubles up to MaxBackoff
 	// (default 10s).
-	Retries      int
-	RetryBackoff time.Duration
-	MaxBackoff   time.Duration
+	Retries      int           `yaml:"retries"`
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	MaxBackoff   time.Duration `yaml:"max_backoff"`
 	// InsertParallelism splits a written batch of at least 2 x 20,000 rows
 	// into up to this many concurrent INSERTs; default 2.
-	InsertParallelism int
+	InsertParallelism int `yaml:"insert_parallelism"`
 }
 
 // DefaultConfig is a local server on the standard native port.

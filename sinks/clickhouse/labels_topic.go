@@ -26,14 +26,8 @@ func DecodeLabels(b []byte, source string, mem memory.Allocator) (labels []Label
 		return ReadLabels(bytes.NewReader(b), source, time.Now())
 	}
 	// arrow-go trusts the flatbuffer lengths of a stream (a corrupt one makes
-	// it allocate until the process dies). streams/ipc checks them before it
-	// reads; its Decode then rejects anything but trace.v1 with ErrSchema,
-	// which here means: the bytes passed the bounds check.
-	// TODO: use an exported ipc.CheckBounds when streams/ipc has one.
-	if rec, err := ewipc.Decode(b, mem); err == nil {
-		rec.Release()
-		return nil, fmt.Errorf("batch is %s, want %s", schemas.Tag(schemas.TraceName), schemas.Tag(schemas.LabelName))
-	} else if !errors.Is(err, ewipc.ErrSchema) {
+	// it allocate until the process dies): check them before it reads.
+	if err := ewipc.CheckBounds(b); err != nil {
 		return nil, fmt.Errorf("neither JSON nor a valid Arrow IPC stream: %w", err)
 	}
 	defer func() {

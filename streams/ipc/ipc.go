@@ -74,6 +74,17 @@ func encodeOne(rec arrow.RecordBatch) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// CheckBounds checks that the framing and flatbuffer metadata of an Arrow
+// IPC stream lie inside b, so that arrow-go's reader can be given untrusted
+// bytes of any schema without being made to allocate what is not there.
+// Errors wrap ErrCorrupt.
+func CheckBounds(b []byte) error {
+	if err := checkBounds(b); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
 // Decode reads one trace.v1 record batch (float32 or float64 logprobs) from
 // an Arrow IPC stream. Errors wrap ErrCorrupt or ErrSchema; it never panics.
 // The caller releases the batch.
@@ -87,8 +98,8 @@ func Decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
 		}
 	}()
-	if err := checkBounds(b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	if err := CheckBounds(b); err != nil {
+		return nil, err
 	}
 	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem), ipc.WithDelayReadSchema(false))
 	if err != nil {
