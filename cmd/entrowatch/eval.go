@@ -71,18 +71,16 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func dropRawMean(ms []string, t *estimate.Table) []string {
-	for i := range t.N() {
-		if v := t.Row(i)[0]; v < 0 || v > 1 {
-			out := ms[:0]
-			for _, m := range ms {
-				if m != "raw_mean" {
-					out = append(out, m)
-				}
-			}
-			return out
+	if estimate.FirstIsProbability(t) {
+		return ms
+	}
+	out := ms[:0]
+	for _, m := range ms {
+		if m != "raw_mean" {
+			out = append(out, m)
 		}
 	}
-	return ms
+	return out
 }
 
 func sortedByAEE(med map[string][2]float64) []string {

@@ -245,6 +245,27 @@ func quantile(v []float64, q float64) float64 {
 	return v[lo] + (h-float64(lo))*(v[lo+1]-v[lo])
 }
 
+// FirstIsProbability reports whether the first feature looks like a
+// probability of being right: every value in [0,1] and higher on correct rows
+// on average (so mean entropy, also in [0,1], does not qualify).
+func FirstIsProbability(t *Table) bool {
+	var on, off, non float64
+	for i := range t.N() {
+		v := t.X[i*t.D()]
+		if v < 0 || v > 1 {
+			return false
+		}
+		if t.Y[i] > 0.5 {
+			on += v
+		} else {
+			off += v
+			non++
+		}
+	}
+	pos := float64(t.N()) - non
+	return pos > 0 && non > 0 && on/pos > off/non
+}
+
 type job struct {
 	model string
 	rows  *Table // this model's rows
@@ -256,14 +277,7 @@ type job struct {
 // every domain's accuracy.
 func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	start := time.Now()
-	firstIsProb := true
-	for i := range t.N() {
-		if v := t.X[i*t.D()]; v < 0 || v > 1 {
-			firstIsProb = false
-			break
-		}
-	}
-	all := Methods(t.Features, firstIsProb)
+	all := Methods(t.Features, FirstIsProbability(t))
 	names := cfg.Methods
 	if names == nil {
 		names = DefaultMethods()
