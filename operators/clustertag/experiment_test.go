@@ -84,6 +84,14 @@ func TestExperiment(t *testing.T) {
 		}
 	}
 	seeds := []uint64{1, 2, 3}
+	if v := os.Getenv("CLUSTERTAG_SEEDS"); v != "" {
+		var n int
+		fmt.Sscan(v, &n)
+		seeds = seeds[:0]
+		for s := 1; s <= n; s++ {
+			seeds = append(seeds, uint64(s))
+		}
+	}
 	for _, v := range vs {
 		for _, part := range parts {
 			p, dom := data[part][0], data[part][1]

@@ -70,7 +70,7 @@ func TestHeldOutSubjects(t *testing.T) {
 	pred := fitAssign(m, prompts)
 	ari, pur := ARI(truth, pred), Purity(truth, pred)
 	t.Logf("held-out: k=%d ARI %.3f purity %.3f", len(m.Clusters), ari, pur)
-	// Seeded, so deterministic: 0.497 when written; the floor leaves room
+	// Seeded, so deterministic: 0.487 when written; the floor leaves room
 	// for harmless changes of the k-means path, not for a weaker method.
 	require.Greater(t, ari, 0.40, "adjusted Rand index on held-out subjects fell below the floor")
 	require.Greater(t, pur, 0.5)
