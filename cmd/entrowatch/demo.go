@@ -51,7 +51,7 @@ parameter model answering 8 task families of very different difficulty):
  5. ends with a summary (AEE and Spearman rho over domains, alarm latency in
     simulated time, throughput) and the clickhouse-client commands to explore
     the data. Ctrl-C stops everything and removes what the demo created
-    (unless --keep or --data).`
+    (except the directory given with --data).`
 
 // demoConfig is what the flags of entrowatch demo set.
 type demoConfig struct {
@@ -86,7 +86,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&c.Surge, "surge", 4, "traffic of the degrading domain once degraded, as a multiple of its usual traffic (> 1; the extra is --into prompts)")
 	fs.StringVar(&c.Traces, "traces", "", "labelled responses to replay instead of the bundled sample: OpenAI JSON Lines (.gz ok) with domain and correct")
 	fs.StringVar(&c.DataDir, "data", "", "directory for the estimator, ClickHouse's data and logs (default: a temporary directory, removed at the end)")
-	fs.BoolVar(&c.Keep, "keep", false, "keep ClickHouse running after the summary, until Ctrl-C, to explore the data with clickhouse-client")
+	fs.BoolVar(&c.Keep, "keep", false, "keep ClickHouse running after the summary, until Ctrl-C, to explore the data with clickhouse-client (with --data the data also stays afterwards)")
 	fs.StringVar(&c.DSN, "clickhouse", "", "use this ClickHouse (clickhouse://host:9000) instead of a managed local server; the demo replaces its database entrowatch_demo")
 	fs.DurationVar(&c.Refresh, "refresh", time.Second, "how often the live table is redrawn (real time)")
 	fs.BoolVar(&c.Plain, "plain", false, "print the live table once per simulated hour instead of redrawing it in place (the default when stdout is not a terminal)")
@@ -156,9 +156,7 @@ func demo(ctx context.Context, c demoConfig, stdout, stderr io.Writer) (err erro
 		if dir, err = os.MkdirTemp(demoTempRoot(), "entrowatch-demo-"); err != nil {
 			return err
 		}
-		if !c.Keep {
-			closers = append(closers, func() error { return os.RemoveAll(dir) })
-		}
+		closers = append(closers, func() error { return os.RemoveAll(dir) })
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("--data %s: %w", dir, err)
 	}
@@ -406,7 +404,11 @@ ENGINE = MergeTree ORDER BY trace_id`); err != nil {
 	}
 	sum.write(stdout, chPort, c.Database)
 	if c.Keep {
-		fmt.Fprintf(stdout, "\nClickHouse keeps running on 127.0.0.1:%d with the data in %s. Ctrl-C stops it.\n", chPort, dir)
+		note := ""
+		if c.DataDir == "" {
+			note = " (a temporary directory, removed then; --data DIR keeps the data)"
+		}
+		fmt.Fprintf(stdout, "\nClickHouse keeps running on 127.0.0.1:%d with the data in %s. Ctrl-C stops it%s.\n", chPort, dir, note)
 		<-ctx.Done()
 	}
 	return nil

@@ -467,7 +467,8 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 		"SELECT kind, domain, feature, window_start, round(value, 3) AS value, round(baseline, 3) AS baseline FROM " + db + ".alarms ORDER BY window_start",
 		"SELECT model, domain, n, round(accuracy, 3) AS est, round(priority, 2) AS priority FROM " + db + ".labeling_queue",
 		"SELECT domain, stratum, trace_id, round(p_correct, 3) AS p FROM " + db + ".labeling_candidates LIMIT 10",
-		"SELECT domain, count() AS n, round(avg(p_correct), 3) AS estimated, round(avg(correct), 3) AS true FROM " + db + ".scored_ok ANY LEFT JOIN " + db + ".demo_truth USING trace_id GROUP BY domain ORDER BY domain",
+		"SELECT domain, count() AS n, round(avg(p_correct), 3) AS estimated, round(avg(truth), 3) AS realised FROM " + db + ".scored_ok ANY LEFT JOIN (SELECT trace_id, correct AS truth FROM " + db + ".demo_truth) USING trace_id GROUP BY domain ORDER BY domain",
+		"SELECT attr_value AS tenant, round(avg(accuracy), 3) AS est FROM " + db + ".accuracy_by_attribute WHERE attr_key = 'tenant' AND domain = '" + s.Degrade + "' AND window_s = 86400 GROUP BY tenant ORDER BY est",
 		"SELECT trace_id, ts, domain, round(p_correct, 3) AS p, n_tokens, round(mean, 4) AS mean_entropy FROM " + db + ".scored ORDER BY ts DESC LIMIT 10",
 	} {
 		fmt.Fprintf(w, "  %s \"%s\"\n", cl, q)
