@@ -107,3 +107,47 @@ func calinski(x *csr, assign []int, k int) float64 {
 	}
 	return ((total - within) / float64(k-1)) / (within / float64(n-k))
 }
+
+// halfStability fits k-means on pairs of random halves of the points and
+// returns the mean ARI of the two fits' nearest-centroid assignments of all
+// points.
+func halfStability(x *csr, k int, rng *rand.Rand, pairs int) float64 {
+	n := x.rows()
+	var sum float64
+	for p := 0; p < pairs; p++ {
+		perm := rng.Perm(n)
+		h1, h2 := perm[:n/2], perm[n/2:]
+		l1 := assignAllTo(x, fitSubset(x, h1, k, rng))
+		l2 := assignAllTo(x, fitSubset(x, h2, k, rng))
+		sum += ARI(l1, l2)
+	}
+	return sum / float64(pairs)
+}
+
+func fitSubset(x *csr, rows []int, k int, rng *rand.Rand) []float32 {
+	sub := &csr{ptr: []int{0}, dim: x.dim}
+	for _, i := range rows {
+		idx, val := x.row(i)
+		sub.idx = append(sub.idx, idx...)
+		sub.val = append(sub.val, val...)
+		sub.ptr = append(sub.ptr, len(sub.val))
+	}
+	res, _ := bestOf(context.Background(), sub, k, 3, 100, rng)
+	return res.centroids
+}
+
+func assignAllTo(x *csr, cent []float32) []int {
+	k := len(cent) / x.dim
+	out := make([]int, x.rows())
+	for i := range out {
+		idx, val := x.row(i)
+		best, bs := 0, float32(-2)
+		for c := 0; c < k; c++ {
+			if s := dotSparse(idx, val, cent[c*x.dim:(c+1)*x.dim]); s > bs {
+				best, bs = c, s
+			}
+		}
+		out[i] = best
+	}
+	return out
+}
