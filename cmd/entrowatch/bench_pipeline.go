@@ -163,7 +163,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 			ops = append(ops, op)
 		}
 		if *clusters != "" {
-			op, err := newClusterOperator(*clusters, mem, log)
+			op, err := newClusterOperator(*clusters, "", mem, log)
 			if err != nil {
 				return nil, fmt.Errorf("--clusters: %w", err)
 			}

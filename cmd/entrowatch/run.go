@@ -310,7 +310,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			ops = append(ops, op)
 		}
 		if cfg.Clusters != "" {
-			op, err := newClusterOperator(cfg.Clusters, mem, log)
+			op, err := newClusterOperator(cfg.Clusters, "", mem, log)
 			if err != nil {
 				return nil, fmt.Errorf("clusters %s: %w", cfg.Clusters, err)
 			}

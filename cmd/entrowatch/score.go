@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/operators/clustertag"
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/sinks/file"
@@ -24,7 +25,7 @@ import (
 	"github.com/entrowatch/entrowatch/streams/ipc"
 )
 
-const scoreSynopsis = `--in PATH --out PATH [--estimator FILE] [--clusters FILE] [--strict] [--max-steps N] [--rejects FILE]
+const scoreSynopsis = `--in PATH --out PATH [--estimator FILE] [--clusters FILE [--domain-from W]] [--strict] [--max-steps N] [--rejects FILE]
 
 Scores LLM responses offline: per response, the entropy profile, the white-box
 baselines and, with --estimator, P(correct).
@@ -42,6 +43,7 @@ number and counted in the summary; --rejects writes them to a JSON Lines file.`
 // scoreOptions are the score command's flags.
 type scoreOptions struct {
 	in, out, estimator, clusters, rejects string
+	domainFrom                             string
 	strict                                bool
 	maxSteps                              int
 	quiet                                 bool
@@ -54,6 +56,8 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.out, "out", "", "output: .csv or .arrow")
 	fs.StringVar(&o.estimator, "estimator", "", "estimator artifact (entrowatch train) to add p_correct")
 	fs.StringVar(&o.clusters, "clusters", "", "topic-cluster artifact (entrowatch cluster fit) to add cluster_id, cluster_label")
+	fs.StringVar(&o.domainFrom, "domain-from", clustertag.DomainFromCallerElseCluster,
+		"with --clusters, the domain written: caller (as given), cluster (the cluster label) or caller_else_cluster (the label where the caller gave none)")
 	fs.StringVar(&o.rejects, "rejects", "", "write rejected responses as JSON Lines (line, id, reason, detail) to this file")
 	fs.BoolVar(&o.strict, "strict", false, "stop at the first rejected response with an error")
 	fs.IntVar(&o.maxSteps, "max-steps", profile.DefaultConfig().MaxSteps, "longest trajectory accepted; longer ones are rejected as too_long")
@@ -173,7 +177,7 @@ func scoreChain(o scoreOptions, mem memory.Allocator, log *slog.Logger) ([]strea
 		chain = append(chain, op)
 	}
 	if o.clusters != "" {
-		op, err := newClusterOperator(o.clusters, mem, log)
+		op, err := newClusterOperator(o.clusters, o.domainFrom, mem, log)
 		if err != nil {
 			return nil, err
 		}

@@ -17,9 +17,13 @@ func newEstimateOperator(path string, mem memory.Allocator, log *slog.Logger) (s
 	return estimate.New(cfg, mem, log)
 }
 
-// newClusterOperator loads a topic-cluster artifact into the clustertag operator.
-func newClusterOperator(path string, mem memory.Allocator, log *slog.Logger) (streams.Operator, error) {
+// newClusterOperator loads a topic-cluster artifact into the clustertag
+// operator; domainFrom is caller, cluster or caller_else_cluster ("" is the default).
+func newClusterOperator(path, domainFrom string, mem memory.Allocator, log *slog.Logger) (streams.Operator, error) {
 	cfg := clustertag.DefaultConfig()
 	cfg.Path = path
+	if domainFrom != "" {
+		cfg.DomainFrom = domainFrom
+	}
 	return clustertag.New(cfg, mem, log)
 }
