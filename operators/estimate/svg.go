@@ -44,7 +44,7 @@ func estimatesSVG(rep *Report) string {
 	const pw, ph, pad = 260.0, 260.0, 40.0
 	cols := min(4, max(1, len(models)))
 	rows := (len(models) + cols - 1) / cols
-	W := float64(cols)*(pw+pad) + pad
+	W := float64(cols)*(pw+pad) + pad + 40
 	H := float64(rows)*(ph+pad+20) + pad + 55
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", W, H)
