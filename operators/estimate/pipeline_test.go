@@ -49,9 +49,9 @@ func TestPipelineTinylm(t *testing.T) {
 		require.NoError(t, err)
 		scored = append(scored, out...)
 	}
-	tbl := &Table{Features: schemas.ProfileFeatures, Skipped: map[string]int{}}
+	tbl := &Table{Features: schemas.ProfileFeatures}
 	for _, r := range scored {
-		require.NoError(t, appendBatch(tbl, r))
+		require.NoError(t, tbl.AppendScored(r))
 	}
 	require.Equal(t, 4800, tbl.N(), "every tinylm response is labelled and valid (skipped %v)", tbl.Skipped)
 

@@ -306,6 +306,16 @@ func readArrowStream(r io.Reader, features []string) (*Table, error) {
 	return t, nil
 }
 
+// AppendScored adds the labelled rows with status "ok" and finite features of
+// a scored.v1 batch to t (t.Features names the columns read); other rows are
+// counted in t.Skipped. It does not retain rec.
+func (t *Table) AppendScored(rec arrow.RecordBatch) error {
+	if t.Skipped == nil {
+		t.Skipped = map[string]int{}
+	}
+	return appendBatch(t, rec)
+}
+
 // appendBatch adds the labelled "ok" rows of a scored.v1 batch.
 func appendBatch(t *Table, rec arrow.RecordBatch) error {
 	s := rec.Schema()
