@@ -16,6 +16,7 @@ type metrics struct {
 	dead       *prometheus.CounterVec
 	commits    prometheus.Counter
 	commitErrs prometheus.Counter
+	fetchErrs  prometheus.Counter
 	sinkErrs   prometheus.Counter
 	lag        *prometheus.GaugeVec
 	open       prometheus.Gauge
@@ -38,6 +39,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Offset commits the broker confirmed.", ConstLabels: cl}),
 		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commit_errors_total",
 			Help: "Offset commits that failed (retried at the next interval).", ConstLabels: cl}),
+		fetchErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_fetch_errors_total",
+			Help: "Errors the consumer reported while fetching (it retries on its own).", ConstLabels: cl}),
 		sinkErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_sink_errors_total",
 			Help: "Sink writes that failed (retried with backoff).", ConstLabels: cl}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_lag_messages",
@@ -50,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink.", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.commits, m.commitErrs, m.sinkErrs, m.lag, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -259,20 +260,38 @@ func (r *Runner) kill() {
 
 // fetch hands messages to their partition's worker until ctx (graceful) or
 // hard (abort) is done. A message fetched but not handed over is simply not
-// committed: the group sees it again.
+// committed: the group sees it again. Fetch errors (broker or coordinator
+// unreachable, rebalances) are reported by the consumer while it keeps
+// retrying on its own: they are logged and fetching goes on; only a closed
+// source ends the stream.
 func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(hard, cancel)
 	defer stop()
+	wait := r.cfg.SinkBackoffMin
 	for {
 		m, err := r.parts.Source.Fetch(fctx)
 		if err != nil {
-			if fctx.Err() != nil {
+			switch {
+			case fctx.Err() != nil:
+				return nil
+			case errors.Is(err, io.EOF):
+				return err
+			}
+			r.m.fetchErrs.Inc()
+			r.log.Warn("fetch failed, the consumer retries", "err", err, "backoff", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-fctx.Done():
+				t.Stop()
 				return nil
 			}
-			return err
+			wait = min(2*wait, r.cfg.SinkBackoffMax)
+			continue
 		}
+		wait = r.cfg.SinkBackoffMin
 		r.m.messages.Inc()
 		r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 		w := workers[m.Partition%len(workers)]
