@@ -29,6 +29,7 @@ vet:
 
 unit: ## go test ./... (integration tests start their own broker and clickhouse-server); the SIMD kernels too
 	$(GO) test -count=1 -timeout 20m ./...
+	GOEXPERIMENT=simd $(GO) vet ./operators/...
 	GOEXPERIMENT=simd $(GO) test -count=1 ./operators/entropy/ ./operators/profile/
 
 fuzz: ## run every fuzz target briefly (FUZZTIME each)
