@@ -380,7 +380,25 @@ func (v *demoView) summary(ctx context.Context, wall time.Duration, st runner.St
 	for k := range v.firstSeen {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return v.firstSeen[keys[i]].Before(v.firstSeen[keys[j]]) })
+	rank := map[string]int{"accuracy_drop": 0, "cusum": 1, "psi": 2} // ties (seen in one poll): the plainest kind first
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if sa, sb := v.firstSeen[a], v.firstSeen[b]; !sa.Equal(sb) {
+			return sa.Before(sb)
+		}
+		ra, oka := rank[a.Kind]
+		rb, okb := rank[b.Kind]
+		if !oka {
+			ra = len(rank)
+		}
+		if !okb {
+			rb = len(rank)
+		}
+		if ra != rb {
+			return ra < rb
+		}
+		return fmt.Sprint(a) < fmt.Sprint(b)
+	})
 	kinds := map[string]bool{}
 	for _, k := range keys {
 		seen, win := v.firstSeen[k], v.firstWin[k]
