@@ -402,6 +402,17 @@ ENGINE = MergeTree ORDER BY trace_id`); err != nil {
 	if err != nil {
 		return err
 	}
+	truthByID := make(map[string]bool, len(events))
+	for i, e := range events {
+		truthByID[e.traceID(i)] = e.Src.Correct
+	}
+	newest, err := v.newest(ctx)
+	if err != nil {
+		return err
+	}
+	if sum.Round, err = v.label(ctx, truthByID, 200, newest); err != nil {
+		return fmt.Errorf("labeling round: %w", err)
+	}
 	sum.write(stdout, chPort, c.Database)
 	if c.Keep {
 		note := ""

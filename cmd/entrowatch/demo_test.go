@@ -239,6 +239,15 @@ func TestDemoEndToEnd(t *testing.T) {
 	require.Less(t, h, 4, "alarm latency")
 
 	require.Contains(t, s, "labeling queue: first tinylm-large/add2 ")
+
+	// The labeling round labels the queue's add2 candidates from the truth;
+	// the calibration view compares the estimate with them.
+	m = regexp.MustCompile(`labeling round: labelled the (\d+) responses the queue requested from tinylm-large/add2 .*estimated ([0-9.]+) vs realised ([0-9.]+) \(AEE ([0-9.]+), ECE [0-9.]+, n=(\d+)\)`).FindStringSubmatch(s)
+	require.NotNil(t, m, "no labeling round on add2")
+	require.Equal(t, "200", m[1])
+	require.Equal(t, m[1], m[5], "every labelled response is in the calibration view")
+	calAEE, _ := strconv.ParseFloat(m[4], 64)
+	require.Less(t, calAEE, 0.25, "calibration AEE on the labelled add2 responses")
 	require.Regexp(t, `clickhouse-client --port \d+ --query "SELECT kind, domain`, s)
 
 	// The temporary directory (ClickHouse's data) is gone.

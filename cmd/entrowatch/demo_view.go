@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/entrowatch/entrowatch/operators/estimate"
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
@@ -319,6 +320,7 @@ type demoSummary struct {
 	Other           []string // alarms on other slices (false alarms in this scenario)
 	Early           []string // alarms on the degraded domain before the degradation
 	Queue           []queueRow
+	Round           *labelRound // the labeling round after the day, nil if nothing was queued
 	Wall            time.Duration
 	Rows            int64 // responses replayed
 	Redelivered     int64 // rows the sink wrote more than once (at-least-once; the views deduplicate)
@@ -426,6 +428,52 @@ func (v *demoView) summary(ctx context.Context, wall time.Duration, st runner.St
 	return s, nil
 }
 
+// labelRound is the labeling team's work after the day: label the queue's
+// candidates of the top domain, then compare estimate and truth on them.
+type labelRound struct {
+	Model, Domain      string
+	Requested          int
+	N                  uint64
+	Est, Realised, AEE float64
+	ECE                float64
+	QueueAfter         []queueRow
+}
+
+// label plays the labeling team: it requests perDomain responses of the
+// queue's top domain (entrowatch labels requests), answers them from the
+// truth the demo kept aside (entrowatch labels import) and reads the
+// calibration view for that domain.
+func (v *demoView) label(ctx context.Context, truth map[string]bool, perDomain int, now time.Time) (*labelRound, error) {
+	reqs, err := clickhouse.RequestLabels(ctx, v.db, v.database, 1, perDomain, "demo", now)
+	if err != nil {
+		return nil, err
+	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	labels := make([]clickhouse.Label, 0, len(reqs))
+	for _, r := range reqs {
+		y, ok := truth[r.TraceID]
+		if !ok {
+			return nil, fmt.Errorf("labeling: no truth for requested trace %s", r.TraceID)
+		}
+		labels = append(labels, clickhouse.Label{TraceID: r.TraceID, Correct: y, Source: "demo-labeler", TS: now})
+	}
+	if err := clickhouse.InsertLabels(ctx, v.db, v.database, labels); err != nil {
+		return nil, err
+	}
+	lr := &labelRound{Model: reqs[0].Model, Domain: reqs[0].Domain, Requested: len(reqs)}
+	err = v.db.QueryRow(ctx, `SELECT n, estimated, realised, aee, ece FROM `+v.database+`.calibration WHERE model = ? AND domain = ?`,
+		lr.Model, lr.Domain).Scan(&lr.N, &lr.Est, &lr.Realised, &lr.AEE, &lr.ECE)
+	if err != nil {
+		return nil, fmt.Errorf("calibration of %s/%s: %w", lr.Model, lr.Domain, err)
+	}
+	if lr.QueueAfter, err = v.queue(ctx); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}
+
 func (s *demoSummary) write(w io.Writer, port int, db string) {
 	fmt.Fprintf(w, "\n== summary ==\n")
 	fmt.Fprintf(w, "whole day, per domain            n  estimated   true   |error|\n")
@@ -460,6 +508,14 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 	} else {
 		fmt.Fprintln(w, "labeling queue: empty")
 	}
+	if r := s.Round; r != nil {
+		fmt.Fprintf(w, "labeling round: labelled the %d responses the queue requested from %s/%s (labeling_candidates, stratified by p); calibration view on them: estimated %.3f vs realised %.3f (AEE %.3f, ECE %.3f, n=%d)",
+			r.Requested, r.Model, r.Domain, r.Est, r.Realised, r.AEE, r.ECE, r.N)
+		if len(r.QueueAfter) > 0 {
+			fmt.Fprintf(w, "; queue now starts with %s/%s", r.QueueAfter[0].Model, r.QueueAfter[0].Domain)
+		}
+		fmt.Fprintln(w)
+	}
 	secs := s.Wall.Seconds()
 	fmt.Fprintf(w, "throughput: %d responses (%d tokens) through broker -> profile -> estimate -> ClickHouse in %.1fs: %.0f traces/s, %.0f tokens/s (paced by --speed; entrowatch bench pipeline measures capacity)\n",
 		s.Rows, s.Tokens, secs, float64(s.Rows)/secs, float64(s.Tokens)/secs)
@@ -483,7 +539,8 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 	for _, q := range []string{
 		"SELECT domain, window_start, n, round(accuracy, 3) AS est, round(lo, 3) AS lo, round(hi, 3) AS hi FROM " + db + ".accuracy WHERE window_s = 3600 AND domain = '" + s.Degrade + "' ORDER BY window_start",
 		"SELECT kind, domain, feature, window_start, round(value, 3) AS value, round(baseline, 3) AS baseline FROM " + db + ".alarms ORDER BY window_start",
-		"SELECT model, domain, n, round(accuracy, 3) AS est, round(priority, 2) AS priority FROM " + db + ".labeling_queue",
+		"SELECT model, domain, n, round(accuracy, 3) AS est, n_labelled, round(priority, 2) AS priority FROM " + db + ".labeling_queue",
+		"SELECT model, domain, n, round(estimated, 3) AS estimated, round(realised, 3) AS realised, round(aee, 3) AS aee FROM " + db + ".calibration",
 		"SELECT domain, stratum, trace_id, round(p_correct, 3) AS p FROM " + db + ".labeling_candidates LIMIT 10",
 		"SELECT domain, count() AS n, round(avg(p_correct), 3) AS estimated, round(avg(truth), 3) AS realised FROM " + db + ".scored_ok ANY LEFT JOIN (SELECT trace_id, correct AS truth FROM " + db + ".demo_truth) USING trace_id GROUP BY domain ORDER BY domain",
 		"SELECT attr_value AS tenant, round(avg(accuracy), 3) AS est FROM " + db + ".accuracy_by_attribute WHERE attr_key = 'tenant' AND domain = '" + s.Degrade + "' AND window_s = 86400 GROUP BY tenant ORDER BY est",
