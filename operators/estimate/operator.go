@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -23,14 +24,14 @@ import (
 type Config struct {
 	// Path of the estimator JSON written by `entrowatch train`. Ignored when
 	// Set is given.
-	Path string
+	Path string `yaml:"path"`
 	// Set is an already loaded estimator set (see Load); it takes precedence
 	// over Path.
-	Set *Set
+	Set *Set `yaml:"-"`
 	// Strict disables the set's fallback: rows of a model without its own
 	// artifact get status unknown_model. Default false (use the fallback when
 	// the set has one).
-	Strict bool
+	Strict bool `yaml:"strict"`
 }
 
 // DefaultConfig returns the defaults: no estimator yet, fallback allowed.
@@ -66,6 +67,7 @@ type Operator struct {
 	status *array.StringBuilder
 	x, z   []float64
 	cols   map[*Model][]*array.Float64 // feature columns of the current batch
+	warned map[string]bool             // unknown models already logged (bounded)
 }
 
 // New builds the operator; it loads cfg.Path unless cfg.Set is given, and
@@ -99,7 +101,7 @@ func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) 
 	}
 	return &Operator{set: set, strict: cfg.Strict, mem: mem, log: log,
 		p: array.NewFloat64Builder(mem), ver: array.NewStringBuilder(mem), status: array.NewStringBuilder(mem),
-		x: make([]float64, width), z: make([]float64, width), cols: map[*Model][]*array.Float64{}}, nil
+		x: make([]float64, width), z: make([]float64, width), cols: map[*Model][]*array.Float64{}, warned: map[string]bool{}}, nil
 }
 
 // Name implements streams.Operator.
@@ -182,6 +184,10 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		name := models.Value(r)
 		if !haveLast || name != lastName {
 			last, lastName, haveLast = o.model(name), name, true
+			if last == nil && !o.warned[name] && len(o.warned) < 100 {
+				o.warned[strings.Clone(name)] = true
+				o.log.Warn("no estimator for model; its rows get status unknown_model", "model", name, "estimator", o.set.Version)
+			}
 		}
 		m := last
 		if m == nil {
