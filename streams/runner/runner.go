@@ -417,7 +417,7 @@ func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
 			}
 			w.r.m.latency.Observe(time.Since(start).Seconds())
 			w.waiting[m.Partition] = m.Topic
-			if err := w.maybeFlush(hard, points, false); err != nil {
+			if err := w.maybeFlush(hard, points); err != nil {
 				if hard.Err() != nil {
 					return nil
 				}
@@ -448,10 +448,10 @@ func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
 func (w *worker) batching() bool { return w.r.cfg.SinkBatchRows > 1 }
 
 // maybeFlush writes the pending output when the batch is full (or batching
-// is off, or force), and then offers the waiting commit points. With nothing
-// pending the commit points go at once.
-func (w *worker) maybeFlush(ctx context.Context, points chan<- kafka.Message, force bool) error {
-	if force || len(w.pend) == 0 || !w.batching() || w.pendRows >= int64(w.r.cfg.SinkBatchRows) {
+// is off), and then offers the waiting commit points. With nothing pending
+// the commit points go at once.
+func (w *worker) maybeFlush(ctx context.Context, points chan<- kafka.Message) error {
+	if len(w.pend) == 0 || !w.batching() || w.pendRows >= int64(w.r.cfg.SinkBatchRows) {
 		return w.flushSink(ctx, points)
 	}
 	return nil
@@ -466,12 +466,14 @@ func (w *worker) flushSink(ctx context.Context, points chan<- kafka.Message) err
 		if err != nil {
 			return err
 		}
-		for _, rec := range recs {
-			err := w.write(ctx, rec)
-			rec.Release()
-			if err != nil {
+		for i, rec := range recs {
+			if err := w.write(ctx, rec); err != nil {
+				for _, r := range recs[i:] {
+					r.Release()
+				}
 				return err
 			}
+			rec.Release()
 		}
 		w.stage("sink", t)
 		w.dropPending()
@@ -662,7 +664,7 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 			return err
 		}
 		w.waiting[p] = w.r.parts.Source.Topic()
-		if err := w.maybeFlush(ctx, points, false); err != nil {
+		if err := w.maybeFlush(ctx, points); err != nil {
 			return err
 		}
 	}
