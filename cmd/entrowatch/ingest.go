@@ -36,7 +36,7 @@ skipped; the summary counts them. TLS and SASL: --tls, --tls-ca, --sasl,
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ingest", ingestSynopsis, stderr)
 	in := fs.String("in", "", "responses: JSON Lines (.gz ok), \"-\" for stdin")
-	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated bootstrap brokers (default: the embedded broker of entrowatch run)")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated bootstrap brokers; the default is where entrowatch run starts its embedded broker")
 	topic := fs.String("topic", "traces", "topic to produce to")
 	rate := fs.Float64("rate", 0, "responses per second, event times spread accordingly; 0 = as fast as possible")
 	batchRows := fs.Int("batch-rows", ingest.DefaultConfig().BatchRows, "responses per record batch (split further to fit the message limit)")
