@@ -66,7 +66,8 @@ func estimatesSVG(rep *Report) string {
 		}
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x0+pw/2, y0-5, html.EscapeString(model))
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#555">true accuracy</text>`+"\n", x0+pw/2, py(0)+26)
-		for k, meth := range ms {
+		for k := len(ms) - 1; k >= 0; k-- { // the default last, on top
+			meth := ms[k]
 			sum, cnt := map[string]float64{}, map[string]int{}
 			for _, r := range rep.Results {
 				if r.Model != model || r.Method != meth {
