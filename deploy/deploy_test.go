@@ -8,6 +8,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -303,6 +304,10 @@ func TestCompose(t *testing.T) {
 	require.Contains(t, kenv["KAFKA_PROCESS_ROLES"], "controller")
 	require.NotEmpty(t, kenv["KAFKA_CONTROLLER_QUORUM_VOTERS"])
 	require.NotContains(t, kenv, "KAFKA_ZOOKEEPER_CONNECT")
+	// KRaft formats its storage with CLUSTER_ID: 16 bytes, base64url without padding.
+	id, err := base64.RawURLEncoding.DecodeString(fmt.Sprint(kenv["CLUSTER_ID"]))
+	require.NoError(t, err, "CLUSTER_ID %v", kenv["CLUSTER_ID"])
+	require.Len(t, id, 16, "CLUSTER_ID is a UUID")
 
 	ew := svcs["entrowatch"]
 	require.GreaterOrEqual(t, get(ew, "deploy", "replicas").(int), 2, "entrowatch replicas")
@@ -318,7 +323,7 @@ func TestCompose(t *testing.T) {
 		require.True(t, strings.HasPrefix(str(svcs[s], "image"), image+":"), "compose %s image", s)
 	}
 	df := filepath.Join("compose", str(svcs["migrate"], "build", "context"), str(svcs["migrate"], "build", "dockerfile"))
-	_, err := os.Stat(df)
+	_, err = os.Stat(df)
 	require.NoError(t, err, "the compose build's Dockerfile")
 
 	// Bind mounts point at files of the repository.
