@@ -48,7 +48,9 @@ parameter model answering 8 task families of very different difficulty):
     reported under the degrading domain's name;
  4. shows, refreshed every second, estimated vs true accuracy per domain over
     the last hour with 95% intervals, the alarms firing and the labeling queue;
- 5. ends with a summary (AEE and Spearman rho over domains, alarm latency in
+ 5. labels the 200 responses the queue asks for (from the truth it withheld)
+    and reads the calibration view on them;
+ 6. ends with a summary (AEE and Spearman rho over domains, alarm latency in
     simulated time, throughput) and the clickhouse-client commands to explore
     the data. Ctrl-C stops everything and removes what the demo created
     (except the directory given with --data).`

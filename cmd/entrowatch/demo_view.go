@@ -321,6 +321,7 @@ type demoSummary struct {
 	Early           []string // alarms on the degraded domain before the degradation
 	Queue           []queueRow
 	Round           *labelRound // the labeling round after the day, nil if nothing was queued
+	Speed           float64     // 0: unpaced, the latency is not measured
 	Wall            time.Duration
 	Rows            int64 // responses replayed
 	Redelivered     int64 // rows the sink wrote more than once (at-least-once; the views deduplicate)
@@ -331,7 +332,7 @@ type demoSummary struct {
 }
 
 func (v *demoView) summary(ctx context.Context, wall time.Duration, st runner.Stats, produced, rejected int64) (*demoSummary, error) {
-	s := &demoSummary{Degrade: v.sc.Degrade, Into: v.sc.Into, DegradeAt: v.sc.Start.Add(v.sc.At), Wall: wall,
+	s := &demoSummary{Degrade: v.sc.Degrade, Into: v.sc.Into, DegradeAt: v.sc.Start.Add(v.sc.At), Wall: wall, Speed: v.speed,
 		Rows: produced, Redelivered: max(0, st.SinkRows-produced), Rejected: rejected, Stages: st.Stages}
 	for _, n := range st.DeadLettered {
 		s.DeadLettered += n
@@ -491,7 +492,10 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 		}
 	}
 	fmt.Fprintf(w, "AEE over %d domains: mean %.3f, median %.3f; Spearman rho %.3f\n", len(s.Day), s.AEEMean, s.AEEMed, s.Rho)
-	if s.Alarm != nil {
+	if s.Alarm != nil && s.Speed == 0 {
+		fmt.Fprintf(w, "alarm: %s on %s/%s, first firing window %s (kinds fired: %s); latency not measured at --speed 0 (the day passes between two polls)\n",
+			s.Alarm.Kind, s.Alarm.Model, s.Alarm.Domain, s.Alarm.Window.Format("15:04"), strings.Join(s.AlarmKinds, ","))
+	} else if s.Alarm != nil {
 		fmt.Fprintf(w, "alarm: %s on %s/%s first seen at simulated %s, %s after the degradation began at %s (window %s; kinds fired: %s)\n",
 			s.Alarm.Kind, s.Alarm.Model, s.Alarm.Domain, s.AlarmSeen.Format("15:04"), fmtDur(s.AlarmLatency), s.DegradeAt.Format("15:04"),
 			s.Alarm.Window.Format("15:04"), strings.Join(s.AlarmKinds, ","))
@@ -517,8 +521,12 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 		fmt.Fprintln(w)
 	}
 	secs := s.Wall.Seconds()
-	fmt.Fprintf(w, "throughput: %d responses (%d tokens) through broker -> profile -> estimate -> ClickHouse in %.1fs: %.0f traces/s, %.0f tokens/s (paced by --speed; entrowatch bench pipeline measures capacity)\n",
-		s.Rows, s.Tokens, secs, float64(s.Rows)/secs, float64(s.Tokens)/secs)
+	pace := "paced by --speed; --speed 0 or entrowatch bench pipeline measure capacity"
+	if s.Speed == 0 {
+		pace = "unpaced: the end-to-end capacity of one replica here"
+	}
+	fmt.Fprintf(w, "throughput: %d responses (%d tokens) through broker -> profile -> estimate -> ClickHouse in %.1fs: %.0f traces/s, %.0f tokens/s (%s)\n",
+		s.Rows, s.Tokens, secs, float64(s.Rows)/secs, float64(s.Tokens)/secs, pace)
 	if len(s.Stages) > 0 {
 		names := make([]string, 0, len(s.Stages))
 		var total time.Duration
