@@ -102,7 +102,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 	}
 	defer src.close()
 
-	sinkCfg := file.Config{Path: o.out, CSVEstimate: o.estimator != "", CSVClusters: o.clusters != ""}
+	sinkCfg := file.Config{Path: o.out, CSVEstimate: o.estimator != "", CSVClusters: o.clusters != "", Buffered: true}
 	if o.out == "-" {
 		sinkCfg.Format = "csv"
 	}

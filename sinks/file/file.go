@@ -1,6 +1,6 @@
 // Package file is the local sink: scored rows to an Arrow IPC stream file or
-// to CSV. It implements streams.Sink; Write returns once the rows are handed
-// to the operating system (Close syncs them to disk).
+// to CSV. It implements streams.Sink: Write returns once the rows are on disk
+// (flushed and fsynced), so the stream may commit their offsets.
 package file
 
 import (
@@ -32,6 +32,11 @@ type Config struct {
 	CSVEstimate bool `yaml:"csv_estimate"`
 	// CSVClusters adds cluster_id and cluster_label to CSV output.
 	CSVClusters bool `yaml:"csv_clusters"`
+	// Buffered lets Write return before the rows reach the disk: they are
+	// flushed when the buffer fills and on Close. For offline scoring, where
+	// nothing is committed per write. Default false: every Write flushes and
+	// fsyncs, as at-least-once delivery needs.
+	Buffered bool `yaml:"-"`
 }
 
 // Validate reports a configuration that cannot work.
@@ -100,11 +105,26 @@ func (s *Sink) Write(_ context.Context, rec arrow.RecordBatch) error {
 	} else {
 		err = s.ipcw.Write(rec)
 	}
+	if err == nil && !s.cfg.Buffered {
+		err = s.sync()
+	}
 	if err != nil {
 		return fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
 	}
 	s.rows += rec.NumRows()
 	return nil
+}
+
+// sync makes what was written durable: flush the buffer, fsync the file
+// (standard output cannot be synced; flushing it is all there is).
+func (s *Sink) sync() error {
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	if s.f == os.Stdout {
+		return nil
+	}
+	return s.f.Sync()
 }
 
 // Close implements streams.Sink: it ends the IPC stream, flushes and syncs.

@@ -118,3 +118,29 @@ func TestConfig(t *testing.T) {
 	_, err := file.New(file.Config{Path: filepath.Join(t.TempDir(), "no", "such", "dir.csv")}, memory.NewGoAllocator())
 	require.Error(t, err)
 }
+
+// TestWriteIsDurable: what Write accepted is in the file before Close, as
+// committing offsets after Write requires (a crash must not lose it).
+func TestWriteIsDurable(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	traces := profile.Synthetic(mem, profile.SynthConfig{Traces: 3, Steps: 5, K: 4, Seed: 2, Model: "m"})
+	defer traces.Release()
+	op, err := profile.New(profile.DefaultConfig(), mem, nil)
+	require.NoError(t, err)
+	out, err := op.Process(context.Background(), traces)
+	require.NoError(t, err)
+	defer out[0].Release()
+	for _, name := range []string{"out.arrow", "out.csv"} {
+		path := filepath.Join(t.TempDir(), name)
+		s, err := file.New(file.Config{Path: path}, mem)
+		require.NoError(t, err)
+		before, err := os.Stat(path)
+		require.NoError(t, err)
+		require.NoError(t, s.Write(context.Background(), out[0]))
+		after, err := os.Stat(path)
+		require.NoError(t, err)
+		require.Greater(t, after.Size(), before.Size(), "%s: rows must be in the file when Write returns", name)
+		require.NoError(t, s.Close(context.Background()))
+	}
+}

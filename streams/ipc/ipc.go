@@ -197,7 +197,7 @@ func validateArray(a arrow.Array) error {
 		if fw.BitWidth() == 1 {
 			need = (end + 7) / 8
 		}
-		if bufs[1] == nil || int64(bufs[1].Len()) < need {
+		if need > 0 && (bufs[1] == nil || int64(bufs[1].Len()) < need) {
 			return fmt.Errorf("value buffer too short for %d slots", end)
 		}
 	}

@@ -2,6 +2,7 @@ package ipc_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -197,4 +198,40 @@ func FuzzDecode(f *testing.F) {
 		}
 		out.Release()
 	})
+}
+
+// TestDecodeEmptyLists: a batch whose traces all have zero steps is valid
+// Arrow (the writer may omit the empty value buffers) and must decode, so that
+// the profile operator can reject the rows as "empty", not as corrupt bytes.
+func TestDecodeEmptyLists(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b := array.NewRecordBuilder(mem, schemas.Trace)
+	defer b.Release()
+	for i, f := range schemas.Trace.Fields() {
+		switch f.Name {
+		case schemas.ColTraceID:
+			b.Field(i).(*array.StringBuilder).AppendValues([]string{"e1", "e2"}, nil)
+		case schemas.ColTokenLogprob, schemas.ColTopLogprobs:
+			b.Field(i).(*array.ListBuilder).Append(true) // zero steps
+			b.Field(i).(*array.ListBuilder).Append(true)
+		default:
+			b.Field(i).AppendEmptyValues(2)
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	msgs, err := ipc.Encode(rec, 1<<20)
+	require.NoError(t, err)
+	got, err := ipc.Decode(msgs[0], mem)
+	require.NoError(t, err)
+	defer got.Release()
+	op, err := profile.New(profile.DefaultConfig(), mem, nil)
+	require.NoError(t, err)
+	out, err := op.Process(context.Background(), got)
+	require.NoError(t, err)
+	defer out[0].Release()
+	st := out[0].Column(schemas.MustIndex(schemas.Scored, schemas.ColStatus)).(*array.String)
+	require.Equal(t, schemas.ReasonEmpty, st.Value(0))
+	require.Equal(t, schemas.ReasonEmpty, st.Value(1))
 }
