@@ -78,9 +78,10 @@ type runConfig struct {
 	// Clusters is a topic-cluster artifact (entrowatch cluster fit); ""
 	// leaves the cluster columns null. Default "".
 	Clusters string `yaml:"clusters"`
-	// Sink is "file" (Arrow IPC files under data_dir) or "clickhouse" (the
-	// scored table; a managed local server unless clickhouse.conn.dsn is set).
-	// Default "file".
+	// Sink is "file" (Arrow IPC files under data_dir), "clickhouse" (the
+	// scored table; a managed local server unless clickhouse.conn.dsn is set)
+	// or "auto": clickhouse when a DSN is set or clickhouse-server is
+	// installed, else file (with a warning). Default "auto".
 	Sink string `yaml:"sink"`
 	// File configures the file sink; its path defaults to
 	// "<data_dir>/scored-<start time>.arrow" (a new file per run).
@@ -123,7 +124,7 @@ func defaultRunConfig() runConfig {
 		DeadLetter:   kafka.DefaultProducerConfig(),
 		Stream:       runner.DefaultConfig(),
 		Profile:      profile.DefaultConfig(),
-		Sink:         "file",
+		Sink:         "auto",
 		ClickHouse:   runClickHouse{Conn: clickhouse.DefaultConfig(), PasswordEnv: "ENTROWATCH_CLICKHOUSE_PASSWORD", Migrate: true},
 		HTTP:         httpin.DefaultConfig(),
 		Ingest:       ingest.DefaultConfig(),
@@ -185,13 +186,13 @@ func (c *runConfig) validate() error {
 		errs = append(errs, c.HTTP.Validate())
 	}
 	switch c.Sink {
-	case "file":
+	case "file", "auto":
 	case "clickhouse":
 		if c.ClickHouse.Conn.DSN != "" {
 			errs = append(errs, c.ClickHouse.Conn.Validate())
 		}
 	default:
-		errs = append(errs, fmt.Errorf("sink %q: want file or clickhouse", c.Sink))
+		errs = append(errs, fmt.Errorf("sink %q: want auto, file or clickhouse", c.Sink))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
@@ -390,6 +391,14 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 // newRunSink opens the configured sink; what it starts besides (a managed
 // ClickHouse server) is appended to closers. Adding a sink is one case here.
 func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error) (streams.Sink, string, error) {
+	if cfg.Sink == "auto" {
+		cfg.Sink = "file"
+		if _, err := clickhouse.FindServerBinary(); cfg.ClickHouse.Conn.DSN != "" || err == nil {
+			cfg.Sink = "clickhouse"
+		} else {
+			log.Warn("no clickhouse-server installed and no clickhouse.conn.dsn: writing scored rows to Arrow files under data_dir instead (make deps installs the server; sink: file silences this)")
+		}
+	}
 	switch cfg.Sink {
 	case "file":
 		fc := cfg.File

@@ -43,7 +43,7 @@ number and counted in the summary; --rejects writes them to a JSON Lines file.`
 // scoreOptions are the score command's flags.
 type scoreOptions struct {
 	in, out, estimator, clusters, rejects string
-	domainFrom                             string
+	domainFrom                            string
 	strict                                bool
 	maxSteps                              int
 	quiet                                 bool
