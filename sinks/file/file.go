@@ -25,8 +25,9 @@ import (
 type Config struct {
 	// Path of the output file; "-" is standard output.
 	Path string `yaml:"path"`
-	// Format is "arrow" (Arrow IPC stream, schema scored.v1) or "csv". Default:
-	// from the extension of Path (.csv is CSV, anything else Arrow).
+	// Format is "arrow" (Arrow IPC stream, schema scored.v1, every row with
+	// its status) or "csv" (the columns of CSVHeader; rows with status ok
+	// only). Default: from the extension of Path (.csv is CSV, else Arrow).
 	Format string `yaml:"format"`
 	// CSVEstimate adds p_correct (and estimator_version) to CSV output.
 	CSVEstimate bool `yaml:"csv_estimate"`
@@ -160,14 +161,15 @@ func CSVHeader(cfg Config) []string {
 }
 
 type csvWriter struct {
-	w    *bufio.Writer
-	cfg  Config
-	cols []int // scored.v1 column per CSV column (id is trace_id)
-	buf  []byte
+	w      *bufio.Writer
+	cfg    Config
+	cols   []int // scored.v1 column per CSV column (id is trace_id)
+	status int
+	buf    []byte
 }
 
 func newCSVWriter(w *bufio.Writer, cfg Config) *csvWriter {
-	c := &csvWriter{w: w, cfg: cfg}
+	c := &csvWriter{w: w, cfg: cfg, status: schemas.MustIndex(schemas.Scored, schemas.ColStatus)}
 	for _, name := range CSVHeader(cfg) {
 		if name == "id" {
 			name = schemas.ColTraceID
@@ -182,9 +184,15 @@ func (c *csvWriter) header() error {
 	return err
 }
 
+// write appends the rows whose status is ok: CSV has no status column, and
+// rejected rows are reported elsewhere (dead-letter topic, score's report).
 func (c *csvWriter) write(rec arrow.RecordBatch) error {
 	n := int(rec.NumRows())
+	status := rec.Column(c.status).(*array.String)
 	for i := range n {
+		if status.Value(i) != schemas.StatusOK {
+			continue
+		}
 		b := c.buf[:0]
 		for j, ci := range c.cols {
 			if j > 0 {

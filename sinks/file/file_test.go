@@ -25,19 +25,22 @@ func TestCSV(t *testing.T) {
 	for i, f := range schemas.Scored.Fields() {
 		switch f.Name {
 		case schemas.ColTraceID:
-			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"a,1", `q"x`}, nil)
+			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"a,1", `q"x`, "rejected"}, nil)
+		case schemas.ColStatus:
+			// CSV keeps ok rows only: the third is a rejected row.
+			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"ok", "ok", "empty"}, nil)
 		case schemas.ColDomain:
-			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"math", ""}, []bool{true, false})
+			b2.Field(i).(*array.StringBuilder).AppendValues([]string{"math", "", ""}, []bool{true, false, false})
 		case schemas.ColCorrect:
-			b2.Field(i).(*array.BooleanBuilder).AppendValues([]bool{true, false}, []bool{true, false})
+			b2.Field(i).(*array.BooleanBuilder).AppendValues([]bool{true, false, false}, []bool{true, false, false})
 		case "mean":
-			b2.Field(i).(*array.Float64Builder).AppendValues([]float64{0.1, 1e-300}, nil)
+			b2.Field(i).(*array.Float64Builder).AppendValues([]float64{0.1, 1e-300, 0}, nil)
 		case schemas.ColPCorrect:
-			b2.Field(i).(*array.Float64Builder).AppendValues([]float64{0.25, 0}, []bool{true, false})
+			b2.Field(i).(*array.Float64Builder).AppendValues([]float64{0.25, 0, 0}, []bool{true, false, false})
 		case schemas.ColClusterID:
-			b2.Field(i).(*array.Int32Builder).AppendValues([]int32{3, -1}, nil)
+			b2.Field(i).(*array.Int32Builder).AppendValues([]int32{3, -1, -1}, nil)
 		default:
-			b2.Field(i).AppendEmptyValues(2)
+			b2.Field(i).AppendEmptyValues(3)
 		}
 	}
 	rec2 := b2.NewRecordBatch()
@@ -48,7 +51,7 @@ func TestCSV(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Write(context.Background(), rec2))
 	require.NoError(t, s.Close(context.Background()))
-	require.EqualValues(t, 2, s.Rows())
+	require.EqualValues(t, 3, s.Rows())
 	b3, err := os.ReadFile(path)
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(string(b3)), "\n")

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// syncWriter is a strings.Builder safe for the log lines of run's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRunAndIngest runs the binary's two halves as a user would on one
+// machine: `entrowatch run` (embedded broker, CSV file sink) and `entrowatch
+// ingest` of the golden responses plus the invalid ones, then SIGTERM-like
+// cancellation. Every valid response reaches the sink exactly once, every
+// invalid one is reported with its reason, and run exits cleanly.
+func TestRunAndIngest(t *testing.T) {
+	dir := t.TempDir()
+	broker := freeAddr(t)
+	out := filepath.Join(dir, "scored.csv")
+	cfg := fmt.Sprintf(`data_dir: %s
+broker:
+  listen: %s
+sink: file
+file:
+  path: %s
+metrics:
+  listen: %s
+stream:
+  commit_interval: 0s
+`, dir, broker, out, freeAddr(t))
+	cfgPath := filepath.Join(dir, "entrowatch.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := &syncWriter{b: &strings.Builder{}}
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"run", "--config", cfgPath}, &syncWriter{b: &strings.Builder{}}, runErr)
+	}()
+
+	// ingest retries until the broker listens.
+	var stderr string
+	var code int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, stderr, code = runCLI(t, "ingest", "--in", fixtures+"valid.jsonl.gz", "--brokers", broker)
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Equal(t, 0, code, stderr)
+	_, stderr, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", broker)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "malformed_json", "ingest reports the line it cannot read")
+
+	// The 33 valid responses; the 4 the profile rejects are dead-lettered
+	// and (CSV having no status column) not written.
+	var rows int
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(out)
+		rows = strings.Count(string(b), "\n") - 1
+		if rows >= 33 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // anything beyond 33 would show now
+	b, _ := os.ReadFile(out)
+	require.Equal(t, 33, strings.Count(string(b), "\n")-1)
+	cancel()
+	select {
+	case c := <-done:
+		require.Equal(t, 0, c, runErr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not stop after cancellation")
+	}
+	got := readCSV(t, out)
+	seen := map[string]int{}
+	for _, r := range got {
+		seen[r["id"]]++
+	}
+	for _, id := range []string{"fx-0", "fx-23", "fx-legacy-2", "fx-105"} {
+		require.Equal(t, 1, seen[id], id)
+	}
+	require.Contains(t, runErr.String(), "stream stopped")
+}
