@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -33,6 +35,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return benchPipeline(ctx, args[1:], stdout, stderr)
 	}
 	return benchOperators(ctx, args[1:], stdout, stderr)
+}
+
+// startCPUProfile writes a CPU profile to path until the returned stop is
+// called; with path "" it does nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer) error {
