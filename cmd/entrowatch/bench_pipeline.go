@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
-	"github.com/entrowatch/entrowatch/sinks/file"
 	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/kafka"
@@ -47,6 +46,8 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	estimator := fs.String("estimator", "", "estimator artifact: add the estimate operator to the chain")
 	clusters := fs.String("clusters", "", "topic-cluster artifact: add the clustertag operator to the chain")
 	concurrent := fs.Bool("concurrent", false, "produce while consuming and time both (default: produce first, time the consume side)")
+	sinkKind := fs.String("sink", "file", "where scored rows go: file (Arrow IPC in a temp dir) or clickhouse")
+	chDSN := fs.String("clickhouse", "", "with --sink clickhouse: clickhouse://host:9000/db of a server to use (default: a managed local clickhouse-server in a temp dir)")
 	fetchBytes := fs.Int("fetch-max-bytes", kafka.DefaultSourceConfig().MaxBytes, "largest fetch response (source.max_bytes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -122,7 +123,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 	}
 
-	// Consume: one replica, the full chain, the file sink.
+	// Consume: one replica, the full chain, the sink.
 	scfg := kafka.DefaultSourceConfig()
 	scfg.Topic, scfg.Group = topic, "bench"
 	scfg.MaxWait = 50 * time.Millisecond
@@ -141,11 +142,25 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	defer dlq.Close()
-	sink, err := file.New(file.Config{Path: filepath.Join(dir, "scored.arrow")}, mem)
+	sinkCfg := defaultRunConfig()
+	sinkCfg.DataDir, sinkCfg.Sink = dir, *sinkKind
+	sinkCfg.File.Path = filepath.Join(dir, "scored.arrow")
+	sinkCfg.ClickHouse.Conn.DSN = *chDSN
+	if *sinkKind != "file" && *sinkKind != "clickhouse" {
+		return fmt.Errorf("--sink %q: want file or clickhouse", *sinkKind)
+	}
+	var sinkClosers []func() error
+	defer func() {
+		for i := len(sinkClosers) - 1; i >= 0; i-- {
+			sinkClosers[i]()
+		}
+	}()
+	sink, where, err := newRunSink(ctx, sinkCfg, mem, log, &sinkClosers)
 	if err != nil {
 		return err
 	}
 	defer sink.Close(context.WithoutCancel(ctx))
+	fmt.Fprintf(stderr, "sink: %s\n", where)
 	rcfg := runner.DefaultConfig()
 	rcfg.Workers = *workers
 	chain := func() ([]streams.Operator, error) {

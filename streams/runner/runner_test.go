@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"strings"
@@ -428,7 +429,10 @@ func crashRestart(t *testing.T, batchRows int) {
 	topics(t, 4, topic)
 	topics(t, 1, dead)
 	want := ids("cr", 600)
-	produceTraces(t, producer(t, topic), want, 5)
+	// Half the traces now, half after the crash: the crash is mid-stream
+	// however fast the first replica runs.
+	prod := producer(t, topic)
+	produceTraces(t, prod, want[:300], 5)
 
 	sink := newMemSink()
 	slowSink := &hookSink{memSink: sink, before: func() { time.Sleep(2 * time.Millisecond) }}
@@ -441,6 +445,7 @@ func crashRestart(t *testing.T, batchRows int) {
 		return sink.unique() >= len(want)/3 && first.r.Stats().Commits > 0
 	})
 	first.crash(t)
+	produceTraces(t, prod, want[300:], 5)
 	committedAtCrash, _ := offsets(t, topic, group, 4)
 	before := sink.unique()
 	require.Less(t, before, len(want), "the crash must happen mid-stream")
@@ -451,7 +456,15 @@ func crashRestart(t *testing.T, batchRows int) {
 	require.Positive(t, atCrash, "some offsets were committed before the crash")
 
 	second := startReplica(t, topic, group, dead, sink, mem, batch)
-	waitFor(t, "all traces after the restart", func() bool { return sink.unique() == len(want) })
+	// The sink may already hold every trace from the crashed replica's
+	// uncommitted writes; wait for the second replica's commits too.
+	waitFor(t, "all traces after the restart, all offsets committed", func() bool {
+		if sink.unique() != len(want) {
+			return false
+		}
+		committed, end := offsets(t, topic, group, 4)
+		return maps.Equal(committed, end)
+	})
 	second.stop(t)
 
 	for _, id := range want {
