@@ -127,7 +127,10 @@ func TestCrashKill9(t *testing.T) {
 	topics(t, 4, topic)
 	topics(t, 1, dead)
 	want := ids("k9", 600)
-	produceTraces(t, producer(t, topic), want, 5)
+	// Half before the kill, half after: the kill is mid-stream however fast
+	// the child runs.
+	prod := producer(t, topic)
+	produceTraces(t, prod, want[:len(want)/2], 5)
 
 	out := t.TempDir() + "/written"
 	exe, err := os.Executable()
@@ -151,6 +154,7 @@ func TestCrashKill9(t *testing.T) {
 	})
 	require.NoError(t, cmd.Process.Kill()) // SIGKILL
 	wait()
+	produceTraces(t, prod, want[len(want)/2:], 5)
 	before := readIDs(t, out)
 	require.Less(t, len(before), len(want), "killed mid-stream")
 
@@ -164,6 +168,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 		return true
 	})
+	waitCommitted(t, topic, group, 4)
 	rp.stop(t)
 	again := 0
 	for id := range before {

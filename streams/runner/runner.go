@@ -310,8 +310,11 @@ func (r *Runner) commitLoop(hard context.Context, points <-chan kafka.Message) e
 		topic     string
 		partition int
 	}
+	// pending holds the newest processed message per partition. There is no
+	// memory of what this member committed before: after a rebalance another
+	// member may have committed a partition lower (its last write), and the
+	// redelivered messages must be committed again or the partition stalls.
 	pending := map[tp]kafka.Message{}
-	committed := map[tp]int64{}
 	flush := func(ctx context.Context) error {
 		if len(pending) == 0 || r.killed.Load() {
 			return nil
@@ -324,10 +327,7 @@ func (r *Runner) commitLoop(hard context.Context, points <-chan kafka.Message) e
 			r.m.commitErrs.Inc()
 			return err
 		}
-		for k, m := range pending {
-			committed[k] = m.Offset
-			delete(pending, k)
-		}
+		clear(pending)
 		r.m.commits.Inc()
 		r.stats.add(func(s *Stats) { s.Commits++ })
 		return nil
@@ -353,13 +353,10 @@ func (r *Runner) commitLoop(hard context.Context, points <-chan kafka.Message) e
 				}
 				return nil
 			}
-			k := tp{m.Topic, m.Partition}
-			if c, ok := committed[k]; ok && m.Offset <= c {
-				continue
-			}
-			if p, ok := pending[k]; !ok || m.Offset > p.Offset {
-				pending[k] = m
-			}
+			// Points of one partition arrive in processing order; a lower
+			// offset than the pending one means a redelivery began (after a
+			// rebalance), and it is the new progress.
+			pending[tp{m.Topic, m.Partition}] = m
 			if tick == nil {
 				if err := flush(hard); err != nil && hard.Err() == nil {
 					r.log.Warn("offset commit failed, retrying with the next message", "err", err)
