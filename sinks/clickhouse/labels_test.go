@@ -120,6 +120,73 @@ func TestLabelingQueue(t *testing.T) {
 	}
 }
 
+// TestLabelingQueueDrift: a domain that was always hard and one whose
+// estimate fell in the newest hour have about the same error rate and
+// interval over the day; the drift term must put the degraded one first,
+// and leave stationary domains' priorities as they were.
+func TestLabelingQueueDrift(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	var rows []row
+	add := func(dom string, hours, perHour int, p func(h, i int) float64) {
+		for h := range hours {
+			for i := range perHour {
+				rows = append(rows, row{id: fmt.Sprintf("%s-%02d-%03d", dom, h, i), ts: t0.Add(time.Duration(h)*time.Hour + time.Duration(i)*time.Hour/time.Duration(perHour)),
+					domain: dom, p: p(h, i), correct: -1, clusterID: 1, cluster: "c"})
+			}
+		}
+	}
+	// 24 hours x 100 responses. chronic: p 0.45..0.55 all day (mean 0.5).
+	// degraded: p 0.75..0.85 for 23 hours, 0.45..0.55 in the newest hour.
+	add("chronic", 24, 100, func(h, i int) float64 { return 0.45 + 0.1*float64(i%10)/9 })
+	add("degraded", 24, 100, func(h, i int) float64 {
+		if h == 23 {
+			return 0.45 + 0.1*float64(i%10)/9
+		}
+		return 0.75 + 0.1*float64(i%10)/9
+	})
+	write(t, cfg, rows)
+
+	type q struct {
+		n, nOpen, nRecent    uint64
+		acc, se, prio, dropZ float64
+		recentAcc, baseAcc   *float64
+	}
+	got := map[string]q{}
+	var order []string
+	r, err := conn.Query(ctx, "SELECT domain, n, n_open, n_recent, accuracy, se, priority, drop_z, recent_accuracy, baseline_accuracy FROM "+cfg.Database+".labeling_queue")
+	require.NoError(t, err)
+	for r.Next() {
+		var d string
+		var v q
+		require.NoError(t, r.Scan(&d, &v.n, &v.nOpen, &v.nRecent, &v.acc, &v.se, &v.prio, &v.dropZ, &v.recentAcc, &v.baseAcc))
+		got[d] = v
+		order = append(order, d)
+	}
+	require.NoError(t, r.Err())
+	require.Equal(t, []string{"degraded", "chronic"}, order)
+
+	base := func(v q) float64 { // the priority without the drift term
+		return (1 - v.acc) * v.se * float64(v.n) * float64(v.nOpen) / float64(v.n)
+	}
+	c, d := got["chronic"], got["degraded"]
+	// Without drift the chronic domain would come first: error rate 0.5 vs
+	// 0.21 over the day.
+	require.Greater(t, base(c), 2*base(d))
+	require.Equal(t, uint64(100), c.nRecent)
+	require.InDelta(t, 0.5, *c.recentAcc, 1e-9)
+	require.InDelta(t, 0.5, *c.baseAcc, 1e-9)
+	require.InDelta(t, 0, c.dropZ, 1e-9)
+	require.InDelta(t, base(c), c.prio, 1e-9*base(c))
+	// degraded: drop 0.3 with se sqrt(100*0.249/100^2 + 2300*0.159/2300^2) = 0.0503.
+	wantZ := 0.3 / math.Sqrt(24.9/1e4+0.1590/2300*1)
+	require.InDelta(t, 0.5, *d.recentAcc, 1e-9)
+	require.InDelta(t, 0.8, *d.baseAcc, 1e-9)
+	require.InDelta(t, wantZ, d.dropZ, 0.02*wantZ)
+	// Beyond drop_k = 3 the error rate is the newest hour's, 0.5.
+	require.InDelta(t, base(d)/(1-d.acc)*0.5*d.dropZ/3, d.prio, 1e-9*d.prio)
+}
+
 func TestReadLabels(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {
