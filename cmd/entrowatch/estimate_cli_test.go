@@ -50,6 +50,15 @@ func TestTrainCLI(t *testing.T) {
 	require.Contains(t, stdout.String(), "AUROC")
 	require.Contains(t, stdout.String(), "wino")
 	require.Contains(t, stdout.String(), set.Version)
+	// Leave-one-domain-out transfer error, per model, in the artifact and
+	// the report.
+	for k, m := range set.Models {
+		tr := m.Metrics.Transfer
+		require.NotNil(t, tr, k)
+		require.Len(t, tr.Domains, 3, k)
+		require.Contains(t, stdout.String(), fmt.Sprintf("expect an error of about %.3f", tr.AEE), k)
+	}
+	require.Contains(t, stdout.String(), "left out")
 
 	stdout.Reset()
 	err = runTrain(context.Background(), []string{"--in", in, "--out", out, "--features", "confidence", "--model", "llm-b", "--family", "forest", "--calibration", "platt"}, &stdout, &stderr)
@@ -58,6 +67,14 @@ func TestTrainCLI(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"llm-b"}, keys(set.Models))
 	require.Equal(t, "", set.Fallback)
+
+	stdout.Reset()
+	err = runTrain(context.Background(), []string{"--in", in, "--out", out, "--features", "confidence", "--transfer=false"}, &stdout, &stderr)
+	require.NoError(t, err)
+	set, err = estimate.Load(out)
+	require.NoError(t, err)
+	require.Nil(t, set.Models["llm-a"].Metrics.Transfer)
+	require.NotContains(t, stdout.String(), "left out")
 }
 
 func TestTrainCLIErrors(t *testing.T) {

@@ -29,6 +29,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	calOn := fs.String("calibrate-on", def.CalibrateOn, "fit the calibration on the final model's training scores (train) or on out-of-fold scores (oof)")
 	hyper := fs.Float64("hyper", 0, "fix the family's hyper-parameter (logreg C, forest depth, mlp alpha); 0 = choose by cross-validation")
 	folds := fs.Int("folds", def.Folds, "cross-validation folds for hyper-parameters and calibration")
+	transfer := fs.Bool("transfer", true, "measure the error to expect on new domains: refit once per training domain without it and estimate it (leave-one-domain-out)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -79,6 +80,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			return err
 		}
+		if *transfer {
+			if err := measureTransfer(ctx, stderr, rows, m, cfg); err != nil {
+				return err
+			}
+		}
 		set.Models[name] = m
 	}
 	if *model == "" && len(names) > 1 {
@@ -86,6 +92,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		m, err := estimate.Fit(tbl, estimate.FallbackKey, cfg)
 		if err != nil {
 			return err
+		}
+		if *transfer {
+			if err := measureTransfer(ctx, stderr, tbl, m, cfg); err != nil {
+				return err
+			}
 		}
 		set.Models[estimate.FallbackKey] = m
 		set.Fallback = estimate.FallbackKey
@@ -101,15 +112,52 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// measureTransfer refits m's training without each of its domains in turn
+// and records the left-out estimates in m.Metrics.Transfer.
+func measureTransfer(ctx context.Context, stderr io.Writer, rows *estimate.Table, m *estimate.Model, cfg estimate.TrainConfig) error {
+	if len(m.TrainDomains) < 2 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "train: %s: leave-one-domain-out over %d domains\n", m.Model, len(m.TrainDomains))
+	tr, err := estimate.MeasureTransfer(rows, m.Model, cfg)
+	if err != nil {
+		return fmt.Errorf("model %s: %w", m.Model, err)
+	}
+	m.Metrics.Transfer = tr
+	return nil
+}
+
 func printTrainReport(w io.Writer, set *estimate.Set) {
 	for _, name := range sortedModelKeys(set) {
 		m := set.Models[name]
 		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, m.Hyper,
 			strings.Join(m.Features, ","), m.Rows, float64(m.Positives)/float64(m.Rows))
 		fmt.Fprintf(w, "  out-of-fold: AUROC %.3f  Brier %.4f  ECE %.4f\n", m.Metrics.AUROC, m.Metrics.Brier, m.Metrics.ECE)
-		fmt.Fprintf(w, "  %-20s %7s %9s %6s\n", "domain", "rows", "estimated", "true")
+		tr := m.Metrics.Transfer
+		held := map[string]float64{}
+		if tr != nil {
+			for _, d := range tr.Domains {
+				held[d.Domain] = d.Estimated
+			}
+			fmt.Fprintf(w, "  %-20s %7s %9s %6s %10s\n", "domain", "rows", "estimated", "true", "left out")
+		} else {
+			fmt.Fprintf(w, "  %-20s %7s %9s %6s\n", "domain", "rows", "estimated", "true")
+		}
 		for _, d := range m.Metrics.Domains {
-			fmt.Fprintf(w, "  %-20s %7d %9.3f %6.3f\n", d.Domain, d.Rows, d.Estimated, d.True)
+			fmt.Fprintf(w, "  %-20s %7d %9.3f %6.3f", d.Domain, d.Rows, d.Estimated, d.True)
+			if e, ok := held[d.Domain]; ok {
+				fmt.Fprintf(w, " %10.3f", e)
+			}
+			fmt.Fprintln(w)
+		}
+		if tr != nil {
+			fmt.Fprintf(w, "  on a domain not trained on, expect an error of about %.3f (leave-one-domain-out mean |estimated - true|, max %.3f)\n", tr.AEE, tr.MaxAE)
+			if len(tr.Skipped) > 0 {
+				fmt.Fprintf(w, "  not left out (the other domains have one class only): %s\n", strings.Join(tr.Skipped, ","))
+			}
 		}
 	}
 }

@@ -61,6 +61,9 @@ type Metrics struct {
 	Brier   float64        `json:"brier"`
 	ECE     float64        `json:"ece"`
 	Domains []DomainMetric `json:"domains"`
+	// Transfer, when measured (two or more training domains), is the error
+	// to expect on a domain the model was not trained on.
+	Transfer *Transfer `json:"transfer,omitempty"`
 }
 
 // DomainMetric compares estimated with true accuracy on one training domain.

@@ -145,26 +145,7 @@ func fitMethod(name string, cfg TrainConfig) Method {
 		if err != nil {
 			return nil, err
 		}
-		z := make([]float64, len(m.Features))
-		if len(m.Features) == tr.D() {
-			return func(x []float64) float64 { return m.Predict(x, z) }, nil
-		}
-		// Screening kept a subset: gather those columns.
-		pos := make([]int, len(m.Features))
-		for j, f := range m.Features {
-			for k, g := range tr.Features {
-				if f == g {
-					pos[j] = k
-				}
-			}
-		}
-		x2 := make([]float64, len(m.Features))
-		return func(x []float64) float64 {
-			for j, p := range pos {
-				x2[j] = x[p]
-			}
-			return m.Predict(x2, z)
-		}, nil
+		return predictorFor(m, tr.Features)
 	}}
 }
 
