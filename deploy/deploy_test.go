@@ -2,7 +2,8 @@
 // JSON file parses, and the invariants that tie them together hold (probes,
 // resource limits, one image, names and selectors that match, the compose
 // services, dashboard queries that name existing views and run on a real
-// clickhouse-server). `docker compose config` and kubectl are not needed.
+// clickhouse-server and on chDB). `docker compose config` and kubectl are not
+// needed.
 package deploy
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/entrowatch/entrowatch/internal/chdb"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
@@ -497,4 +499,72 @@ func TestDashboardQueriesRun(t *testing.T) {
 	}
 	sort.Strings(ran)
 	require.GreaterOrEqual(t, len(ran), 6, "ran %v", ran)
+}
+
+// chdbTraffic is a day of scored traffic up to the last full hour: model m1,
+// domains A and B, one response a minute each, a tenant attribute, every
+// fifth labelled, every 50th an error. Domain A's accuracy drops in the last
+// hour, so an alarm fires.
+const chdbTraffic = `
+INSERT INTO {db}.scored (trace_id, ts, model, domain, attributes_keys, attributes_values,
+    correct, n_tokens, mean, q50, max, p_correct, cluster_id, status)
+SELECT
+    concat('trace-', toString(number)),
+    toDateTime(toUInt32(toStartOfHour(now())) - 86400 + intDiv(number, 2) * 60, 'UTC'),
+    'm1',
+    if(number % 2 = 0, 'A', 'B'),
+    ['tenant'],
+    [concat('t', toString(number % 3))],
+    if(number % 5 = 0, toNullable(toUInt8(number % 4 != 0)), NULL),
+    100,
+    1 + (number % 10) / 10,
+    1 + (number % 8) / 10,
+    3 + (number % 6) / 10,
+    if(number % 2 = 0 AND number >= 2760, 0.4, 0.85) + (number % 7 - 3) / 100,
+    0,
+    if(number % 50 = 49, 'error', 'ok')
+FROM numbers(2880)`
+
+// TestDashboardQueriesRunOnChdb runs every dashboard SQL query on chDB
+// (current ClickHouse as a library), migrated with the same files, over
+// chdbTraffic: the dashboard must work on current servers, not only on 18.16.
+func TestDashboardQueriesRunOnChdb(t *testing.T) {
+	ch, err := chdb.Open(t.TempDir())
+	if errors.Is(err, chdb.ErrNoLibrary) {
+		t.Skip(err)
+	}
+	require.NoError(t, err)
+	defer ch.Close()
+	const db = "dashboard_check"
+	_, err = ch.Exec("CREATE DATABASE " + db)
+	require.NoError(t, err)
+	ms, err := clickhouse.Migrations()
+	require.NoError(t, err)
+	for _, m := range ms {
+		for i, s := range m.Statements {
+			_, err := ch.Exec(clickhouse.Expand(s, db))
+			require.NoError(t, err, "chDB: %s statement %d:\n%s", m.Name, i+1, s)
+		}
+	}
+	_, err = ch.Exec(clickhouse.Expand(chdbTraffic, db))
+	require.NoError(t, err)
+	firing, err := ch.Exec("SELECT count() FROM " + db + ".alarms")
+	require.NoError(t, err)
+	require.NotEqual(t, "0\n", firing, "the traffic must fire an alarm")
+
+	ran := 0
+	for _, q := range dashboardQueries(t) {
+		if q.kind != "sql" {
+			continue
+		}
+		ran++
+		t.Run(q.panel, func(t *testing.T) {
+			sql := expandMacros(q.query, db)
+			require.NotContains(t, sql, "$", "unexpanded macro")
+			out, err := ch.Exec(sql)
+			require.NoError(t, err, "chDB:\n%s", sql)
+			require.NotEmpty(t, out, "no rows from the test traffic:\n%s", sql)
+		})
+	}
+	require.GreaterOrEqual(t, ran, 6)
 }

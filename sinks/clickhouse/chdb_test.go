@@ -9,102 +9,28 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
-	"github.com/ebitengine/purego"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/internal/chdb"
 )
 
-// chdb is current ClickHouse as a library (libchdb.so from npm's
-// @chdb/lib-linux-x64-gnu). It is loaded with purego directly rather than
-// through chdb-go, whose package init panics when the library is missing,
-// which would fail this whole test binary instead of skipping one test.
-type chdb struct {
-	conn      *struct{ internal unsafe.Pointer }
-	connect   func(argc int, argv []*byte) *struct{ internal unsafe.Pointer }
-	closeConn func(conn *struct{ internal unsafe.Pointer })
-	query     func(conn unsafe.Pointer, query string, format string) unsafe.Pointer
-	errorOf   func(res unsafe.Pointer) string
-	buffer    func(res unsafe.Pointer) *byte
-	length    func(res unsafe.Pointer) uint
-	destroy   func(res unsafe.Pointer)
-}
-
-// chdbLibrary finds libchdb.so: $CHDB_LIB_PATH, else the npm install under
-// the repository root's .cache (scripts/deps.sh).
-func chdbLibrary() (string, error) {
-	if p := os.Getenv("CHDB_LIB_PATH"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, ".cache/npm/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("libchdb.so not at $CHDB_LIB_PATH nor %s (make deps installs it)", p)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repository root (go.mod) not found")
-		}
-		dir = parent
-	}
-}
-
-func openChdb(t *testing.T) *chdb {
+// openChdb opens chDB (current ClickHouse as a library, see internal/chdb)
+// with its data in a test directory, or skips the test when the library is
+// not installed.
+func openChdb(t *testing.T) *chdb.DB {
 	t.Helper()
-	lib, err := chdbLibrary()
-	if err != nil {
-		t.Skip("chDB not available: " + err.Error())
+	db, err := chdb.Open(t.TempDir())
+	if errors.Is(err, chdb.ErrNoLibrary) {
+		t.Skip(err)
 	}
-	h, err := purego.Dlopen(lib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	require.NoError(t, err)
-	c := &chdb{}
-	purego.RegisterLibFunc(&c.connect, h, "chdb_connect")
-	purego.RegisterLibFunc(&c.closeConn, h, "chdb_close_conn")
-	purego.RegisterLibFunc(&c.query, h, "chdb_query")
-	purego.RegisterLibFunc(&c.errorOf, h, "chdb_result_error")
-	purego.RegisterLibFunc(&c.buffer, h, "chdb_result_buffer")
-	purego.RegisterLibFunc(&c.length, h, "chdb_result_length")
-	purego.RegisterLibFunc(&c.destroy, h, "chdb_destroy_query_result")
-	var argv []*byte
-	for _, a := range []string{"clickhouse", "--path=" + t.TempDir()} {
-		b := append([]byte(a), 0)
-		argv = append(argv, &b[0])
-	}
-	c.conn = c.connect(len(argv), argv)
-	require.NotNil(t, c.conn, "chdb_connect failed")
-	t.Cleanup(func() { c.closeConn(c.conn) })
-	return c
-}
-
-func (c *chdb) exec(q string) (string, error) {
-	res := c.query(c.conn.internal, q, "TabSeparated")
-	if res == nil {
-		return "", nil
-	}
-	defer c.destroy(res)
-	if e := c.errorOf(res); e != "" {
-		return "", errors.New(e)
-	}
-	n := int(c.length(res))
-	if n == 0 {
-		return "", nil
-	}
-	return string(unsafe.Slice(c.buffer(res), n)), nil
+	t.Cleanup(db.Close)
+	return db
 }
 
 // httpQuery runs q on the test server over HTTP and returns the body.
@@ -163,22 +89,22 @@ func TestSameAnswersOnChdb(t *testing.T) {
 	// Same schema on chDB, through the same migration files.
 	ms, err := Migrations()
 	require.NoError(t, err)
-	_, err = ch.exec("CREATE DATABASE IF NOT EXISTS " + db)
+	_, err = ch.Exec("CREATE DATABASE IF NOT EXISTS " + db)
 	require.NoError(t, err)
 	for _, m := range ms {
 		for i, s := range m.Statements {
-			_, err := ch.exec(Expand(s, db))
+			_, err := ch.Exec(Expand(s, db))
 			require.NoError(t, err, "chDB: %s statement %d:\n%s", m.Name, i+1, s)
 		}
 	}
 	for _, table := range []string{"scored", "labels", "label_requests"} {
 		data := httpQuery(t, "SELECT * FROM "+db+"."+table+" FORMAT Values")
-		_, err := ch.exec("INSERT INTO " + db + "." + table + " VALUES " + data)
+		_, err := ch.Exec("INSERT INTO " + db + "." + table + " VALUES " + data)
 		require.NoError(t, err, table)
 		// Current ClickHouse collapses duplicates inside one insert
 		// (optimize_on_insert); compare the deduplicated counts.
 		require.Equal(t, strings.TrimSpace(httpQuery(t, "SELECT count() FROM "+db+"."+table+" FINAL")),
-			strings.TrimSpace(must(ch.exec("SELECT count() FROM "+db+"."+table+" FINAL"))), table)
+			strings.TrimSpace(must(ch.Exec("SELECT count() FROM "+db+"."+table+" FINAL"))), table)
 	}
 
 	queries := []struct{ name, q string }{
@@ -200,7 +126,7 @@ func TestSameAnswersOnChdb(t *testing.T) {
 		t.Run(q.name, func(t *testing.T) {
 			sql := Expand(q.q, db)
 			old := httpQuery(t, sql+" FORMAT TabSeparated")
-			cur, err := ch.exec(sql)
+			cur, err := ch.Exec(sql)
 			require.NoError(t, err, "chDB: %s", sql)
 			require.NotEmpty(t, strings.TrimSpace(old), "the data must exercise %s", q.name)
 			sameTSV(t, old, cur)
