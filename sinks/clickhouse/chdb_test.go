@@ -118,6 +118,7 @@ func TestSameAnswersOnChdb(t *testing.T) {
 		{"calibration", "SELECT * FROM {db}.calibration ORDER BY model, domain"},
 		{"calibration_bins", "SELECT * FROM {db}.calibration_bins ORDER BY model, domain, bin"},
 		{"calibration_models", "SELECT * FROM {db}.calibration_models ORDER BY model"},
+		{"accuracy_corrected", "SELECT * FROM {db}.accuracy_corrected ORDER BY model, domain"},
 	}
 	// The data fires every alarm kind, so the comparison covers them all.
 	kinds := httpQuery(t, "SELECT DISTINCT kind FROM "+db+".alarms ORDER BY kind FORMAT TabSeparated")

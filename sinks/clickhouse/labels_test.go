@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -185,6 +186,96 @@ func TestLabelingQueueDrift(t *testing.T) {
 	require.InDelta(t, wantZ, d.dropZ, 0.02*wantZ)
 	// Beyond drop_k = 3 the error rate is the newest hour's, 0.5.
 	require.InDelta(t, base(d)/(1-d.acc)*0.5*d.dropZ/3, d.prio, 1e-9*d.prio)
+}
+
+// TestAccuracyCorrected: an estimator that overestimates a domain by 0.25
+// is corrected by a 10% sample of labels to within the interval of the
+// truth; a domain without labels keeps its estimate and sampling interval.
+func TestAccuracyCorrected(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(21, 22))
+	var rows []row
+	var labels []Label
+	type agg struct{ n, sp, spq, nl, sd, sd2 float64 }
+	want := map[string]*[10]agg{"shifted": {}, "unlabelled": {}}
+	truth := map[string]float64{}
+	for i := range 4000 {
+		dom := []string{"shifted", "unlabelled"}[i%2]
+		p := 0.3 + 0.6*rng.Float64()
+		y := 0.0
+		if rng.Float64() < p-0.25 {
+			y = 1
+		}
+		id := fmt.Sprintf("%s-%04d", dom, i)
+		rows = append(rows, row{id: id, ts: t0.Add(time.Duration(i) * time.Second), domain: dom, p: p, correct: -1, clusterID: 1, cluster: "c"})
+		truth[dom] += y / 2000
+		b := &want[dom][min(int(p*10), 9)]
+		b.n++
+		b.sp += p
+		b.spq += p * (1 - p)
+		if dom == "shifted" && rng.Float64() < 0.1 {
+			labels = append(labels, Label{TraceID: id, Correct: y == 1, Source: "t", TS: t0})
+			b.nl++
+			b.sd += y - p
+			b.sd2 += (y - p) * (y - p)
+		}
+	}
+	write(t, cfg, rows)
+	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels))
+
+	r, err := conn.Query(ctx, "SELECT domain, n, estimated, n_labelled, corrected, se, lo, hi, coverage FROM "+cfg.Database+".accuracy_corrected")
+	require.NoError(t, err)
+	seen := 0
+	for r.Next() {
+		var dom string
+		var n, nl uint64
+		var est, corr, se, lo, hi, cov float64
+		require.NoError(t, r.Scan(&dom, &n, &est, &nl, &corr, &se, &lo, &hi, &cov))
+		seen++
+		// The formula by hand.
+		var N, sp, corrSum, v, covN, nLab float64
+		for _, b := range want[dom] {
+			N += b.n
+			sp += b.sp
+			nLab += b.nl
+			switch {
+			case b.nl >= 2:
+				corrSum += b.n * b.sd / b.nl
+				v += b.n * b.n * (b.sd2 - b.sd*b.sd/b.nl) / (b.nl - 1) / b.nl
+				covN += b.n
+			case b.nl == 1:
+				corrSum += b.n * b.sd
+				m := b.sp / b.n
+				v += b.n * b.n * m * (1 - m)
+				covN += b.n
+			default:
+				v += b.spq
+			}
+		}
+		require.Equal(t, uint64(N), n, dom)
+		require.Equal(t, uint64(nLab), nl, dom)
+		require.InDelta(t, sp/N, est, 1e-9, dom)
+		require.InDelta(t, (sp+corrSum)/N, corr, 1e-9, dom)
+		require.InDelta(t, math.Sqrt(v)/N, se, 1e-9, dom)
+		require.InDelta(t, corr-1.96*se, lo, 1e-9, dom)
+		require.InDelta(t, covN/N, cov, 1e-9, dom)
+		// And what it is for: the shifted domain's truth is inside the
+		// corrected interval, far outside the uncorrected one.
+		require.InDelta(t, truth[dom]+0.25, est, 0.03, dom)
+		if dom == "shifted" {
+			require.Greater(t, nl, uint64(150))
+			require.Equal(t, 1.0, cov)
+			require.True(t, lo <= truth[dom] && truth[dom] <= hi, "truth %.3f outside [%.3f, %.3f]", truth[dom], lo, hi)
+			require.Less(t, math.Abs(corr-truth[dom]), 0.06)
+		} else {
+			require.Zero(t, nl)
+			require.Zero(t, cov)
+			require.Equal(t, est, corr)
+		}
+	}
+	require.NoError(t, r.Err())
+	require.Equal(t, 2, seen)
 }
 
 func TestReadLabels(t *testing.T) {
