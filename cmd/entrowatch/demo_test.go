@@ -248,6 +248,13 @@ func TestDemoEndToEnd(t *testing.T) {
 	require.Equal(t, m[1], m[5], "every labelled response is in the calibration view")
 	calAEE, _ := strconv.ParseFloat(m[4], 64)
 	require.Less(t, calAEE, 0.25, "calibration AEE on the labelled add2 responses")
+	// accuracy_corrected: the labelled responses correct the estimate; its
+	// interval covers the truth of the same responses.
+	m = regexp.MustCompile(`accuracy_corrected over the last \S+: estimated ([0-9.]+), corrected by (\d+) labels ([0-9.]+) \[([0-9.-]+), ([0-9.]+)\], true ([0-9.]+) \(n=(\d+)\)`).FindStringSubmatch(s)
+	require.NotNil(t, m, "no accuracy_corrected line")
+	f := func(i int) float64 { v, err := strconv.ParseFloat(m[i], 64); require.NoError(t, err); return v }
+	require.Equal(t, "200", m[2])
+	require.True(t, f(4)-0.03 <= f(6) && f(6) <= f(5)+0.03, "true %.3f outside the corrected interval [%.3f, %.3f]", f(6), f(4), f(5))
 	require.Regexp(t, `clickhouse-client --port \d+ --query "SELECT kind, domain`, s)
 
 	// The temporary directory (ClickHouse's data) is gone.

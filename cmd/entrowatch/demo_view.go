@@ -438,6 +438,12 @@ type labelRound struct {
 	Est, Realised, AEE float64
 	ECE                float64
 	QueueAfter         []queueRow
+	// The accuracy_corrected view for the domain over the queue lookback,
+	// and the truth of the same responses.
+	Lookback                           time.Duration
+	CorrN, CorrLabelled                uint64
+	CorrEst, Corrected, CorrLo, CorrHi float64
+	CorrTrue                           float64
 }
 
 // label plays the labeling team: it requests perDomain responses of the
@@ -469,6 +475,17 @@ func (v *demoView) label(ctx context.Context, truth map[string]bool, perDomain i
 	if err != nil {
 		return nil, fmt.Errorf("calibration of %s/%s: %w", lr.Model, lr.Domain, err)
 	}
+	var lookback uint32
+	err = v.db.QueryRow(ctx, `SELECT n, estimated, n_labelled, corrected, lo, hi,
+    (SELECT argMax(queue_lookback_s, updated_at) FROM `+v.database+`.alarm_settings) AS lookback,
+    (SELECT avg(toFloat64(t.correct)) FROM `+v.database+`.scored_ok AS s ANY INNER JOIN `+v.database+`.demo_truth AS t USING trace_id
+     WHERE s.model = ? AND s.domain = ? AND toUInt32(s.ts) + (SELECT argMax(queue_lookback_s, updated_at) FROM `+v.database+`.alarm_settings) > (SELECT toUInt32(max(ts)) FROM `+v.database+`.scored)) AS truth
+FROM `+v.database+`.accuracy_corrected WHERE model = ? AND domain = ?`, lr.Model, lr.Domain, lr.Model, lr.Domain).Scan(
+		&lr.CorrN, &lr.CorrEst, &lr.CorrLabelled, &lr.Corrected, &lr.CorrLo, &lr.CorrHi, &lookback, &lr.CorrTrue)
+	if err != nil {
+		return nil, fmt.Errorf("accuracy_corrected of %s/%s: %w", lr.Model, lr.Domain, err)
+	}
+	lr.Lookback = time.Duration(lookback) * time.Second
 	if lr.QueueAfter, err = v.queue(ctx); err != nil {
 		return nil, err
 	}
@@ -515,6 +532,8 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 	if r := s.Round; r != nil {
 		fmt.Fprintf(w, "labeling round: labelled the %d responses the queue requested from %s/%s (labeling_candidates, stratified by p); calibration view on them: estimated %.3f vs realised %.3f (AEE %.3f, ECE %.3f, n=%d)",
 			r.Requested, r.Model, r.Domain, r.Est, r.Realised, r.AEE, r.ECE, r.N)
+		fmt.Fprintf(w, "; accuracy_corrected over the last %s: estimated %.3f, corrected by %d labels %.3f [%.3f, %.3f], true %.3f (n=%d)",
+			r.Lookback, r.CorrEst, r.CorrLabelled, r.Corrected, r.CorrLo, r.CorrHi, r.CorrTrue, r.CorrN)
 		if len(r.QueueAfter) > 0 {
 			fmt.Fprintf(w, "; queue now starts with %s/%s", r.QueueAfter[0].Model, r.QueueAfter[0].Domain)
 		}
