@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""Prototype of shift corrections for the plaut-dev estimator (docs/estimator.md, rows marked †).
+
+Run: /usr/bin/python3 scripts/research/plaut_shift.py [../shared/data/plaut-dev.csv.gz]
+Needs Debian's python3-sklearn, python3-pandas, python3-scipy. Protocol as `entrowatch eval`
+(per LLM, every training set of k = 1..3 domains, AEE over the held-out domains, medians),
+on the development LLMs only, plus the best-constant bound on development and held-out LLMs.
+"""
+import warnings; warnings.filterwarnings("ignore")
+import itertools, sys
+import numpy as np, pandas as pd
+from scipy.stats import spearmanr
+from sklearn.isotonic import IsotonicRegression
+D = pd.read_csv(sys.argv[1] if len(sys.argv) > 1 else '../shared/data/plaut-dev.csv.gz')
+DEV = ['Falcon-7b','Llama-7b','Llama3-8b','Mistral']
+HELD = ['Llama-13b','Yi-6b','gpt-3.5-turbo']
+def iso_fit(c, y, w=None):
+    f = IsotonicRegression(out_of_bounds='clip').fit(c, y, sample_weight=w)
+    return f.predict
+def run(methods, models, ks=(1,2,3), df=D, verbose=True):
+    res = []
+    for model in models:
+        g = df[df.model == model]
+        doms = sorted(g.domain.unique()); true = g.groupby('domain').correct.mean()
+        parts = {d: g[g.domain == d] for d in doms}
+        for k in ks:
+            for train in itertools.combinations(doms, k):
+                tr = g[g.domain.isin(train)]
+                for name, fit in methods.items():
+                    f = fit(tr)
+                    est = pd.Series({d: float(f(parts[d])) for d in doms})
+                    test = [d for d in doms if d not in train]
+                    aee = float(np.mean([abs(est[d] - true[d]) for d in test]))
+                    rho = spearmanr(est[doms], true[doms]).correlation
+                    res.append((model, k, ','.join(train), name, aee, rho))
+    r = pd.DataFrame(res, columns=['model','k','train','method','aee','rho'])
+    if verbose:
+        print(r.groupby('method')[['aee','rho']].median().round(4).sort_values('aee').to_string())
+        print(r.groupby(['method','k']).aee.median().round(3).unstack('k').to_string())
+        print(r.groupby(['method','model']).aee.median().round(3).unstack('model').to_string())
+    return r
+# estimators: fit(tr) -> f(domain_df) -> estimated accuracy (float)
+def iso(tr):
+    p = iso_fit(tr.confidence.values, tr.correct.values)
+    return lambda d: p(d.confidence.values).mean()
+def const(tr):
+    a = tr.correct.mean(); return lambda d: a
+def atc(tr):
+    t = np.quantile(tr.confidence.values, 1 - tr.correct.mean())
+    return lambda d: (d.confidence.values > t).mean()
+def doc(tr):
+    a = tr.correct.mean(); m = tr.confidence.mean()
+    return lambda d: a - (m - d.confidence.mean())
+def blend(*fs, w=None):
+    w = w or [1/len(fs)]*len(fs)
+    def fit(tr):
+        gs = [f(tr) for f in fs]
+        return lambda d: sum(wi*g(d) for wi, g in zip(w, gs))
+    return fit
+def em_shift(tr, eps=1e-3, iters=200):
+    p = iso_fit(tr.confidence.values, tr.correct.values); pi = tr.correct.mean()
+    def f(d):
+        g = np.clip(p(d.confidence.values), eps, 1-eps); t = pi
+        for _ in range(iters):
+            a = t/pi*g; b = (1-t)/(1-pi)*(1-g); t2 = np.mean(a/(a+b))
+            if abs(t2-t) < 1e-7: t = t2; break
+            t = t2
+        return t
+    return f
+def wblend(f1, f2, w):
+    def fit(tr):
+        a, b = f1(tr), f2(tr)
+        return lambda d: (1-w)*a(d) + w*b(d)
+    return fit
+def floor_q(q):
+    def f(d):
+        c = d.confidence.values; c = c[c > 0.05]
+        return float(np.quantile(c, q)) if len(c) else 0.0
+    return f
+ORACLE = {'arc':.25,'hellaswag':.25,'mmlu':.25,'truthfulqa':.2,'winogrande':.5}
+def chance_iso(floorf, mode='y'):
+    def fit(tr):
+        fl = tr.groupby('domain').apply(floorf)
+        f = tr.domain.map(fl).values
+        c = tr.confidence.values; z = np.clip((c - f)/(1 - f), -1, 1)
+        yn = (tr.correct.values - f)/(1 - f)
+        p = iso_fit(z, yn)
+        def est(d):
+            ft = floorf(d); zt = np.clip((d.confidence.values - ft)/(1-ft), -1, 1)
+            return float(np.clip(ft + (1-ft)*p(zt).mean(), 0, 1))
+        return est
+    return fit
+
+if __name__ == '__main__':
+    cq = chance_iso(floor_q(0.005))
+    M = {'iso (reference)': iso, 'doc': doc, 'iso+doc (offset)': blend(iso, doc), 'atc': atc,
+         'prior-shift EM': em_shift, 'chance-norm q0.005': cq, 'chance-norm q0.01': chance_iso(floor_q(0.01)),
+         'chance-norm oracle 1/K': chance_iso(lambda d: ORACLE[d.domain.iloc[0]]), 'iso+chance-norm': blend(iso, cq)}
+    run(M, DEV)
+    # Best constant: one estimate for all held-out domains, chosen knowing their accuracies.
+    res = []
+    for model in DEV + HELD:
+        g = D[D.model == model]; doms = sorted(g.domain.unique()); true = g.groupby('domain').correct.mean()
+        for k in (1, 2, 3):
+            for train in itertools.combinations(doms, k):
+                test = [d for d in doms if d not in train]
+                res.append((model in HELD, float(np.mean(np.abs(true[test] - np.median(true[test]))))))
+    r = pd.DataFrame(res, columns=['held', 'aee'])
+    print('best constant, median AEE: development %.4f, held-out %.4f' % (r[~r.held].aee.median(), r[r.held].aee.median()))
+    # Domain-level signal: Spearman(mean confidence, accuracy) over the 5 domains of each LLM.
+    from scipy.stats import spearmanr
+    for model in DEV:
+        g = D[D.model == model].groupby('domain').agg(c=('confidence', 'mean'), a=('correct', 'mean'))
+        print(model, 'Spearman(mean confidence, accuracy) over domains: %.2f' % spearmanr(g.c, g.a).correlation)
