@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -67,13 +68,8 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if (*out == "") == (*topic == "") {
-		fmt.Fprintln(stderr, "give exactly one of --out FILE or --topic T")
-		fs.Usage()
-		return errUsage
-	}
-	if *topic != "" && *brokers == "" {
-		return fmt.Errorf("--topic %s needs --brokers host:port,...", *topic)
+	if err := fileOrTopic(fs, stderr, "out", *out, *topic, *brokers); err != nil {
+		return err
 	}
 	cfg, err := chf.config(fs)
 	if err != nil {
@@ -169,13 +165,8 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if (*in == "") == (*topic == "") {
-		fmt.Fprintln(stderr, "give exactly one of --in FILE or --topic T")
-		fs.Usage()
-		return errUsage
-	}
-	if *topic != "" && *brokers == "" {
-		return fmt.Errorf("--topic %s needs --brokers host:port,...", *topic)
+	if err := fileOrTopic(fs, stderr, "in", *in, *topic, *brokers); err != nil {
+		return err
 	}
 	cfg, err := chf.config(fs)
 	if err != nil {
@@ -212,4 +203,18 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		Group: *group, Source: *source, Follow: *follow, Idle: *idle}, memory.NewGoAllocator())
 	fmt.Fprintf(stderr, "labels import: %d labels stored from topic %s\n", n, *topic)
 	return err
+}
+
+// fileOrTopic checks that exactly one of --<fileFlag> FILE and --topic T is
+// given, and that a topic comes with its brokers.
+func fileOrTopic(fs *flag.FlagSet, stderr io.Writer, fileFlag, file, topic, brokers string) error {
+	if (file == "") == (topic == "") {
+		fmt.Fprintf(stderr, "give exactly one of --%s FILE or --topic T\n", fileFlag)
+		fs.Usage()
+		return errUsage
+	}
+	if topic != "" && brokers == "" {
+		return fmt.Errorf("--topic %s needs --brokers host:port,...", topic)
+	}
+	return nil
 }
