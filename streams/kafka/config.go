@@ -169,13 +169,23 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-// dialer is the connection recipe of sources and admin calls.
-func (c Config) dialer() (*kafkago.Dialer, error) {
+// security is the SASL mechanism (nil: none) and TLS configuration (nil:
+// plaintext) shared by dialer and transport.
+func (c Config) security() (sasl.Mechanism, *tls.Config, error) {
 	m, err := c.mechanism()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, tc, nil
+}
+
+// dialer is the connection recipe of sources and admin calls.
+func (c Config) dialer() (*kafkago.Dialer, error) {
+	m, tc, err := c.security()
 	if err != nil {
 		return nil, err
 	}
@@ -190,11 +200,7 @@ func (c Config) dialer() (*kafkago.Dialer, error) {
 
 // transport is the connection recipe of producers.
 func (c Config) transport() (*kafkago.Transport, error) {
-	m, err := c.mechanism()
-	if err != nil {
-		return nil, err
-	}
-	tc, err := c.tlsConfig()
+	m, tc, err := c.security()
 	if err != nil {
 		return nil, err
 	}
