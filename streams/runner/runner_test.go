@@ -489,7 +489,7 @@ func TestRebalance(t *testing.T) {
 	topics(t, 4, topic)
 	topics(t, 1, dead)
 	p := producer(t, topic)
-	want := ids("rb", 800)
+	want := ids("rb", 2400)
 	produceTraces(t, p, want[:400], 4)
 
 	sink := newMemSink()
@@ -507,9 +507,18 @@ func TestRebalance(t *testing.T) {
 	a := startReplica(t, topic, group, dead, slowSink, mem, batch)
 	waitFor(t, "a quarter through", func() bool { return sink.unique() >= 200 })
 	b := startReplica(t, topic, group, dead, slowSink, mem, batch)
-	produceTraces(t, p, want[400:], 4)
-	waitFor(t, "the second replica to take partitions", func() bool { return b.r.Stats().Messages > 0 })
+	// Joining the group takes a few heartbeats, in which a may drain
+	// everything produced so far: keep traffic coming until b has some.
+	next := 400
+	for ; next < len(want) && b.r.Stats().Messages == 0; next += 20 {
+		produceTraces(t, p, want[next:next+20], 4)
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.NotZero(t, b.r.Stats().Messages, "the second replica took no partitions while %d traces were produced", next)
 	b.stop(t) // leaves mid-stream
+	if next < len(want) {
+		produceTraces(t, p, want[next:], 4)
+	}
 	mu.Lock()
 	slow = false
 	mu.Unlock()
