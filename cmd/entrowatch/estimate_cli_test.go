@@ -123,6 +123,12 @@ func TestEvalCLI(t *testing.T) {
 	require.Contains(t, stdout.String(), "raw_mean")
 	require.Contains(t, stderr.String(), "training sets")
 
+	stdout.Reset()
+	stderr.Reset()
+	err = runEval(context.Background(), []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "2,3", "--methods", "sk_platt"}, &stdout, &stderr)
+	require.NoError(t, err, stderr.String())
+	require.Contains(t, stderr.String(), "skipped, k not below the model's domain count: llm-a: k=3 (3 domains); llm-b: k=3 (3 domains)")
+
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -131,6 +137,7 @@ func TestEvalCLI(t *testing.T) {
 		{"no report", []string{"--in", in}, ""},
 		{"bad k", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "one"}, "--k"},
 		{"unknown method", []string{"--in", in, "--report", dir, "--features", "confidence", "--methods", "magic"}, `method "magic"`},
+		{"k too large", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "3"}, "use k from 1 to 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

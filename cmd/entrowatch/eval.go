@@ -55,6 +55,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if len(rep.SkippedK) > 0 {
+		fmt.Fprintf(stderr, "eval: skipped, k not below the model's domain count: %s\n", strings.Join(rep.SkippedK, "; "))
+	}
 	if len(rep.Results) == 0 {
 		return fmt.Errorf("%s: no training set had both correct and incorrect rows, or every model has a single domain: nothing to evaluate", *in)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +53,9 @@ type Report struct {
 	Features    []string
 	Wall        time.Duration
 	Fits        int
+	// SkippedK lists the asked-for k that a model cannot use (k must be
+	// below its domain count), as "model: k=4 (4 domains)".
+	SkippedK []string
 }
 
 // Reliability accumulates predicted vs observed frequency in 10 bins.
@@ -286,6 +290,7 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	rep := &Report{True: map[string]map[string]float64{}, Rows: map[string]map[string]int{},
 		Reliability: map[string]*Reliability{}, Features: t.Features}
 	var jobs []job
+	maxDomains := 0
 	for _, model := range t.Models() {
 		rows := t.Subset(t.Where(func(i int) bool { return t.Model[i] == model }))
 		doms := rows.Domains()
@@ -304,14 +309,20 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 				ks = append(ks, k)
 			}
 		}
+		maxDomains = max(maxDomains, len(doms))
 		for _, k := range ks {
 			if k <= 0 || k >= len(doms) {
+				rep.SkippedK = append(rep.SkippedK, fmt.Sprintf("%s: k=%d (%d domains)", model, k, len(doms)))
 				continue
 			}
 			for _, train := range combinations(doms, k) {
 				jobs = append(jobs, job{model, rows, train})
 			}
 		}
+	}
+	if len(jobs) == 0 && len(cfg.Ks) > 0 && maxDomains > 1 && slices.Min(cfg.Ks) >= maxDomains {
+		return nil, fmt.Errorf("k = %s leaves no domain to estimate: k must be below a model's domain count, and the most domains a model has here is %d (use k from 1 to %d)",
+			strings.Trim(fmt.Sprint(cfg.Ks), "[]"), maxDomains, maxDomains-1)
 	}
 	workers := cfg.Workers
 	if workers <= 0 {

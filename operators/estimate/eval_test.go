@@ -60,6 +60,16 @@ func TestEvaluateErrors(t *testing.T) {
 	cancel()
 	_, err = Evaluate(ctx, tbl, EvalConfig{Methods: []string{"sk_platt"}})
 	require.ErrorIs(t, err, context.Canceled)
+
+	// k must leave a domain to estimate: with 3 domains, k = 3 and 4 are not
+	// silently skipped into an empty report.
+	_, err = Evaluate(context.Background(), tbl, EvalConfig{Methods: []string{"sk_platt"}, Ks: []int{3, 4}})
+	require.ErrorContains(t, err, "the most domains a model has here is 3 (use k from 1 to 2)")
+	// A k usable by no model but asked beside a usable one is listed, not an error.
+	rep, err := Evaluate(context.Background(), tbl, EvalConfig{Methods: []string{"sk_platt"}, Ks: []int{2, 3}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"m: k=3 (3 domains)"}, rep.SkippedK)
+	require.Len(t, rep.Results, 3)
 }
 
 func TestCombinations(t *testing.T) {
