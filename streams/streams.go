@@ -7,6 +7,7 @@ package streams
 
 import (
 	"context"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -31,4 +32,22 @@ type Flusher interface {
 type Sink interface {
 	Write(ctx context.Context, rec arrow.RecordBatch) error
 	Close(ctx context.Context) error
+}
+
+// Holder is implemented by sinks that can tell which traces they already
+// hold. The stream asks before it dead-letters a chunked trace as incomplete:
+// after a restart, the last chunks of a trace that was completed and written
+// before it come again without their first chunks, and such a remnant is
+// counted, not dead-lettered. Held returns the ids of refs the sink holds; an
+// error makes the stream dead-letter them all, as without a Holder.
+type Holder interface {
+	Held(ctx context.Context, refs []TraceRef) (map[string]bool, error)
+}
+
+// TraceRef names a trace to look up: its id, model, and the time of its
+// latest chunk (zero when unknown), which bounds the search.
+type TraceRef struct {
+	ID    string
+	Model string
+	TS    time.Time
 }

@@ -134,7 +134,7 @@ func (a *Assembler) Oldest() (int64, bool) {
 }
 
 // pending is one trace being reassembled. The per-row columns are copied from
-// the lowest seq seen (ts from the final chunk); the per-step lists are kept
+// the lowest seq seen (ts from the final chunk, the latest chunk's until it comes); the per-step lists are kept
 // per chunk as plain slices, so no input batch is retained.
 type pending struct {
 	id       string
@@ -320,6 +320,8 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 	if v.final(i) {
 		p.finalSeq = seq
 		p.meta.ts = v.ts(i)
+	} else if p.finalSeq < 0 {
+		p.meta.ts = max(p.meta.ts, v.ts(i)) // until the final chunk comes: the latest chunk's
 	}
 	if p.steps > a.cfg.MaxSteps {
 		return p, false, schemas.ReasonTooLong

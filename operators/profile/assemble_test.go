@@ -454,3 +454,38 @@ func FuzzAssembler(f *testing.F) {
 		}
 	})
 }
+
+// An incomplete trace carries its final chunk's time, or, without one, its
+// latest chunk's (the stream bounds sink lookups by it), never zero.
+func TestAssemblerIncompleteTime(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	a, err := NewAssembler(DefaultAssemblerConfig(), mem)
+	require.NoError(t, err)
+	t0 := time.Unix(0, 0)
+	for i, r := range []chunkRow{
+		{id: "nofinal", seq: 3, steps: []float32{-1}},
+		{id: "nofinal", seq: 1, steps: []float32{-1}},
+		{id: "final", seq: 2, final: true, steps: []float32{-1}},
+		{id: "final", seq: 1, steps: []float32{-1}},
+	} {
+		in := chunkBatch(t, mem, r)
+		out, err := a.Add(in, int64(i), t0)
+		in.Release()
+		require.NoError(t, err)
+		require.Empty(t, out.Complete)
+		out.Release()
+	}
+	out, err := a.Expire(t0.Add(time.Hour))
+	require.NoError(t, err)
+	defer out.Release()
+	got := map[string]int64{}
+	for _, rec := range out.Rejected {
+		ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		ts := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTS)).(*array.Timestamp)
+		for i := 0; i < ids.Len(); i++ {
+			got[ids.Value(i)] = int64(ts.Value(i))
+		}
+	}
+	require.Equal(t, map[string]int64{"nofinal": 1003, "final": 1002}, got)
+}

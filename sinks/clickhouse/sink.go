@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/apache/arrow-go/v18/arrow"
@@ -31,7 +33,10 @@ type Sink struct {
 	retries atomic.Int64
 }
 
-var _ streams.Sink = (*Sink)(nil)
+var (
+	_ streams.Sink   = (*Sink)(nil)
+	_ streams.Holder = (*Sink)(nil)
+)
 
 // ErrSchema is returned by Write for a batch that is not scored.v1.
 var ErrSchema = errors.New("batch is not scored.v1")
@@ -160,6 +165,84 @@ func permanent(err error) bool {
 		}
 	}
 	return false
+}
+
+// heldSlack widens the time window of a Held lookup around the refs' times:
+// a trace's ts is its final chunk's, and the chunks that came again may be
+// older or newer than it.
+const heldSlack = 24 * time.Hour
+
+// Held returns the ids among refs that the scored table holds (any status).
+// One query per model, on the table's primary key (model, hour, trace_id) and
+// bounded by the refs' times when all are known.
+func (s *Sink) Held(ctx context.Context, refs []streams.TraceRef) (map[string]bool, error) {
+	type group struct {
+		ids       []string
+		lo, hi    time.Time
+		unbounded bool
+	}
+	byModel := map[string]*group{}
+	for _, r := range refs {
+		g := byModel[r.Model]
+		if g == nil {
+			g = &group{}
+			byModel[r.Model] = g
+		}
+		g.ids = append(g.ids, r.ID)
+		switch {
+		case r.TS.IsZero():
+			g.unbounded = true
+		case g.lo.IsZero():
+			g.lo, g.hi = r.TS, r.TS
+		default:
+			g.lo, g.hi = minTime(g.lo, r.TS), maxTime(g.hi, r.TS)
+		}
+	}
+	held := map[string]bool{}
+	for model, g := range byModel {
+		ids := make([]any, len(g.ids))
+		for i, id := range g.ids {
+			ids[i] = id
+		}
+		q := "SELECT DISTINCT trace_id FROM " + s.table + " WHERE model = ? AND trace_id IN ?"
+		args := []any{model, ch.GroupSet{Value: ids}}
+		if !g.unbounded {
+			q += " AND ts >= ? AND ts <= ?"
+			args = append(args, g.lo.Add(-heldSlack).UTC(), g.hi.Add(heldSlack).UTC())
+		}
+		rows, err := s.conn.Query(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse sink: looking up %d traces: %w", len(g.ids), err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("clickhouse sink: looking up traces: %w", err)
+			}
+			held[id] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse sink: looking up traces: %w", err)
+		}
+	}
+	return held, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Close closes the connection.

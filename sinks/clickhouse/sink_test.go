@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams"
 )
 
 var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -329,4 +330,47 @@ func TestSinkRetriesThenFails(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	require.Error(t, sink.Write(cctx, rec))
+}
+
+// Held finds the traces the table holds, by model and id, within a day of the
+// refs' times (or anywhere when a time is unknown), whatever their status.
+func TestSinkHeld(t *testing.T) {
+	cfg, _ := migrated(t)
+	ctx := context.Background()
+	write(t, cfg, []row{
+		{id: "a", ts: t0, domain: "d", p: 0.5, correct: -1, clusterID: 1, cluster: "c"},
+		{id: "b", ts: t0.Add(time.Hour), domain: "d", p: 0.5, correct: -1, clusterID: 1, cluster: "c"},
+		{id: "bad", ts: t0, domain: "d", p: -1, correct: -1, clusterID: 1, cluster: "c", status: "nan_logprob"},
+		{id: "other", ts: t0, model: "m2", domain: "d", p: 0.5, correct: -1, clusterID: 1, cluster: "c"},
+	})
+	s, err := NewSink(ctx, cfg, nil)
+	require.NoError(t, err)
+	defer s.Close(ctx)
+
+	got, err := s.Held(ctx, []streams.TraceRef{
+		{ID: "a", Model: "m1", TS: t0.Add(30 * time.Second)},
+		{ID: "bad", Model: "m1", TS: t0},
+		{ID: "missing", Model: "m1", TS: t0},
+		{ID: "other", Model: "m1", TS: t0}, // another model's trace
+		{ID: "other", Model: "m2", TS: t0}, // found under its own model
+	})
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"a": true, "bad": true, "other": true}, got)
+
+	got, err = s.Held(ctx, []streams.TraceRef{{ID: "b", Model: "m1", TS: t0.Add(-90 * time.Hour)}})
+	require.NoError(t, err)
+	require.Empty(t, got, "b is not within a day of the refs' times")
+
+	got, err = s.Held(ctx, []streams.TraceRef{{ID: "b", Model: "m1"}, {ID: "a", Model: "m1", TS: t0.Add(-90 * time.Hour)}})
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"a": true, "b": true}, got, "a ref without a time searches the whole table for its model")
+
+	got, err = s.Held(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = s.Held(cctx, []streams.TraceRef{{ID: "a", Model: "m1"}})
+	require.Error(t, err)
 }

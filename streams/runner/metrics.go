@@ -14,6 +14,7 @@ type metrics struct {
 	rows       prometheus.Counter
 	sinkRows   prometheus.Counter
 	dead       *prometheus.CounterVec
+	remnants   prometheus.Counter
 	commits    prometheus.Counter
 	commitErrs prometheus.Counter
 	fetchErrs  prometheus.Counter
@@ -35,6 +36,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "scored rows the sink confirmed.", ConstLabels: cl}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_total",
 			Help: "Messages or rows produced to the dead-letter topic, by reason.", ConstLabels: cl}, []string{"reason"}),
+		remnants: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_remnants_total",
+			Help: "Chunked traces that would have been dead-lettered as incomplete but that the sink already holds (chunks delivered again after a restart).", ConstLabels: cl}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commits_total",
 			Help: "Offset commits the broker confirmed.", ConstLabels: cl}),
 		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commit_errors_total",
@@ -53,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink.", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -68,6 +71,7 @@ type Stats struct {
 	Rows         int64                    // trace.v1 rows decoded
 	SinkRows     int64                    // rows the sink confirmed
 	DeadLettered map[string]int64         // dead-letter records by reason
+	Remnants     int64                    // incomplete traces not dead-lettered: the sink held them (streams.Holder)
 	Commits      int64                    // offset commits confirmed
 	Stages       map[string]time.Duration // time per stage, summed over workers
 }

@@ -622,11 +622,14 @@ func (w *worker) assembler(partition int) (*profile.Assembler, error) {
 func (w *worker) emit(ctx context.Context, out profile.Assembled, src string) error {
 	defer out.Release()
 	if len(out.Rejected) > 0 {
+		held := w.remnants(ctx, out)
 		var dl []kafka.Message
 		i := 0
 		for _, rec := range out.Rejected {
 			for row := 0; row < int(rec.NumRows()); row++ {
-				dl = append(dl, w.rowDLQ(rec, row, out.Reasons[i], "", src))
+				if !held[i] {
+					dl = append(dl, w.rowDLQ(rec, row, out.Reasons[i], "", src))
+				}
 				i++
 			}
 		}
@@ -640,6 +643,61 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string) er
 		}
 	}
 	return nil
+}
+
+// remnants tells which rejected rows of out are incomplete traces that the
+// sink already holds (see streams.Holder), by their index over out.Reasons.
+// Without a Holder, or when the lookup fails, there are none: every row is
+// dead-lettered.
+func (w *worker) remnants(ctx context.Context, out profile.Assembled) map[int]bool {
+	h, ok := w.r.parts.Sink.(streams.Holder)
+	if !ok {
+		return nil
+	}
+	var refs []streams.TraceRef
+	var at []int
+	i := 0
+	for _, rec := range out.Rejected {
+		sc := rec.Schema()
+		ids, _ := rec.Column(schemas.MustIndex(sc, schemas.ColTraceID)).(*array.String)
+		models, _ := rec.Column(schemas.MustIndex(sc, schemas.ColModel)).(*array.String)
+		ts, _ := rec.Column(schemas.MustIndex(sc, schemas.ColTS)).(*array.Timestamp)
+		for row := 0; row < int(rec.NumRows()); row++ {
+			if out.Reasons[i] == schemas.ReasonIncomplete && ids != nil && models != nil && ts != nil {
+				ref := streams.TraceRef{ID: ids.Value(row), Model: models.Value(row)}
+				if v := ts.Value(row); v > 0 {
+					ref.TS = v.ToTime(ts.DataType().(*arrow.TimestampType).Unit)
+				}
+				refs = append(refs, ref)
+				at = append(at, i)
+			}
+			i++
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	t := time.Now()
+	w.r.sinkMu.Lock()
+	found, err := h.Held(ctx, refs)
+	w.r.sinkMu.Unlock()
+	w.stage("sink_lookup", t)
+	if err != nil {
+		w.r.log.Warn("looking up incomplete traces in the sink failed; dead-lettering them all", "traces", len(refs), "err", err)
+		return nil
+	}
+	held := map[int]bool{}
+	for j, ref := range refs {
+		if found[ref.ID] {
+			held[at[j]] = true
+		}
+	}
+	if len(held) > 0 {
+		w.r.m.remnants.Add(float64(len(held)))
+		w.r.stats.add(func(s *Stats) { s.Remnants += int64(len(held)) })
+		w.r.log.Info("chunks of traces the sink already holds came again (after a restart); not dead-lettered", "traces", len(held))
+	}
+	return held
 }
 
 // expire emits timed-out chunked traces of every partition and moves their
