@@ -200,35 +200,46 @@ func (s *Sink) Held(ctx context.Context, refs []streams.TraceRef) (map[string]bo
 	}
 	held := map[string]bool{}
 	for model, g := range byModel {
-		ids := make([]any, len(g.ids))
-		for i, id := range g.ids {
-			ids[i] = id
-		}
-		q := "SELECT DISTINCT trace_id FROM " + s.table + " WHERE model = ? AND trace_id IN ?"
-		args := []any{model, ch.GroupSet{Value: ids}}
-		if !g.unbounded {
-			q += " AND ts >= ? AND ts <= ?"
-			args = append(args, g.lo.Add(-heldSlack).UTC(), g.hi.Add(heldSlack).UTC())
-		}
-		rows, err := s.conn.Query(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("clickhouse sink: looking up %d traces: %w", len(g.ids), err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("clickhouse sink: looking up traces: %w", err)
+		// Chunks of heldChunk ids keep the query under ClickHouse's
+		// max_query_size (256 KiB) for ids of up to 400 bytes.
+		for lo := 0; lo < len(g.ids); lo += heldChunk {
+			part := g.ids[lo:min(lo+heldChunk, len(g.ids))]
+			ids := make([]any, len(part))
+			for i, id := range part {
+				ids[i] = id
 			}
-			held[id] = true
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("clickhouse sink: looking up traces: %w", err)
+			q := "SELECT DISTINCT trace_id FROM " + s.table + " WHERE model = ? AND trace_id IN ?"
+			args := []any{model, ch.GroupSet{Value: ids}}
+			if !g.unbounded {
+				q += " AND ts >= ? AND ts <= ?"
+				args = append(args, g.lo.Add(-heldSlack).UTC(), g.hi.Add(heldSlack).UTC())
+			}
+			if err := s.collect(ctx, held, q, args...); err != nil {
+				return nil, fmt.Errorf("clickhouse sink: looking up %d traces: %w", len(part), err)
+			}
 		}
 	}
 	return held, nil
+}
+
+// heldChunk is the most ids one Held query names.
+const heldChunk = 500
+
+// collect adds the trace_id column of a query's rows to held.
+func (s *Sink) collect(ctx context.Context, held map[string]bool, q string, args ...any) error {
+	rows, err := s.conn.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		held[id] = true
+	}
+	return rows.Err()
 }
 
 func minTime(a, b time.Time) time.Time {

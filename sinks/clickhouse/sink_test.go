@@ -365,6 +365,16 @@ func TestSinkHeld(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{"a": true, "b": true}, got, "a ref without a time searches the whole table for its model")
 
+	// Many long ids: more than one query's worth (max_query_size 256 KiB).
+	var many []streams.TraceRef
+	for i := range 1300 {
+		many = append(many, streams.TraceRef{ID: fmt.Sprintf("%0250d", i), Model: "m1", TS: t0})
+	}
+	many = append(many, streams.TraceRef{ID: "a", Model: "m1", TS: t0})
+	got, err = s.Held(ctx, many)
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"a": true}, got)
+
 	got, err = s.Held(ctx, nil)
 	require.NoError(t, err)
 	require.Empty(t, got)
