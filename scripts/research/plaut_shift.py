@@ -95,8 +95,20 @@ if __name__ == '__main__':
     cq = chance_iso(floor_q(0.005))
     M = {'iso (reference)': iso, 'doc': doc, 'iso+doc (offset)': blend(iso, doc), 'atc': atc,
          'prior-shift EM': em_shift, 'chance-norm q0.005': cq, 'chance-norm q0.01': chance_iso(floor_q(0.01)),
-         'chance-norm oracle 1/K': chance_iso(lambda d: ORACLE[d.domain.iloc[0]]), 'iso+chance-norm': blend(iso, cq)}
+         'chance-norm oracle 1/K': chance_iso(lambda d: ORACLE[d.domain.iloc[0]]), 'iso+chance-norm': blend(iso, cq),
+         'iso+atc': blend(iso, atc), 'iso+training accuracy': blend(iso, const)}
     run(M, DEV)
+    # Where the error is: mean signed error (estimated - true) of the reference isotonic per LLM and
+    # held-out domain (diagnosis only, over all 7 LLMs; nothing was chosen with it).
+    rows = []
+    for model in DEV + HELD:
+        g = D[D.model == model]; doms = sorted(g.domain.unique()); true = g.groupby('domain').correct.mean()
+        for k in (1, 2, 3):
+            for train in itertools.combinations(doms, k):
+                f = iso(g[g.domain.isin(train)])
+                rows += [(model, d, f(g[g.domain == d]) - true[d]) for d in doms if d not in train]
+    e = pd.DataFrame(rows, columns=['model', 'domain', 'err'])
+    print(e.groupby(['model', 'domain']).err.mean().round(3).unstack('domain').to_string())
     # Best constant: one estimate for all held-out domains, chosen knowing their accuracies.
     res = []
     for model in DEV + HELD:
