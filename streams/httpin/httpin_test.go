@@ -55,6 +55,19 @@ func response(id string) string {
 		`{"token":"c","logprob":-0.3,"top_logprobs":[{"token":"c","logprob":-0.3},{"token":"d","logprob":-1.5}]}]}}]}`
 }
 
+// streamed is response(id) as a stream=true server sends it: server-sent
+// events of chat.completion.chunk objects, a token each, then [DONE].
+func streamed(id string) string {
+	ev := func(logprobs, finish string) string {
+		return `data: {"id":"` + id + `","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{},"logprobs":` +
+			logprobs + `,"finish_reason":` + finish + `}]}` + "\n\n"
+	}
+	return ev("null", "null") +
+		ev(`{"content":[{"token":"a","logprob":-0.1,"top_logprobs":[{"token":"a","logprob":-0.1},{"token":"b","logprob":-2.5}]}]}`, "null") +
+		ev(`{"content":[{"token":"c","logprob":-0.3,"top_logprobs":[{"token":"c","logprob":-0.3},{"token":"d","logprob":-1.5}]}]}`, "null") +
+		ev("null", `"stop"`) + "data: [DONE]\n\n"
+}
+
 // server starts the endpoint producing to topic and returns its URL.
 func server(t *testing.T, topic string, mut func(*Config)) (string, *Handler) {
 	t.Helper()
@@ -129,6 +142,7 @@ func TestAccepts(t *testing.T) {
 		{"jsonl", response("l1") + "\n" + response("l2") + "\n", 2},
 		{"object", pretty, 1},
 		{"array", "[" + response("a1") + "," + response("a2") + "," + response("a3") + "]", 3},
+		{"streamed (server-sent events)", streamed("s1"), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, r := post(t, url, "", strings.NewReader(tc.body))
@@ -136,7 +150,7 @@ func TestAccepts(t *testing.T) {
 			require.Equal(t, tc.n, r.Accepted)
 		})
 	}
-	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3"}, consumed(t, "http-ok", 6))
+	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3", "s1"}, consumed(t, "http-ok", 7))
 }
 
 func TestRejects(t *testing.T) {

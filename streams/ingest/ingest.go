@@ -8,6 +8,9 @@
 //   - vLLM's variants: 21 alternatives (the sampled token appended), -9999 for
 //     -inf, fewer alternatives than requested, and Python's NaN/Infinity literals.
 //
+// Streamed responses (chat.completion.chunk objects, with or without the
+// server-sent-events framing) are joined by id into one response (stream.go).
+//
 // Extra top-level fields are kept: domain, prompt, attributes (object of
 // strings), correct (label), provider, logprobs_mode, temperature and top_p
 // (also read from a "sampling" object). A response with several choices
@@ -56,11 +59,15 @@ type Config struct {
 	// LogprobsMode is the logprobs_mode written when a response names none.
 	// Default "raw_logprobs".
 	LogprobsMode string `yaml:"logprobs_mode"`
+	// MaxOpenStreams bounds the streamed responses (chat.completion.chunk
+	// objects) being joined at once; beyond it the one that started first is
+	// rejected as incomplete. Default 10000.
+	MaxOpenStreams int `yaml:"max_open_streams"`
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs"}
+	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs", MaxOpenStreams: 10000}
 }
 
 // Validate reports a configuration that cannot work.
@@ -71,6 +78,9 @@ func (c Config) Validate() error {
 	if c.MaxLineBytes < 1024 {
 		return fmt.Errorf("ingest.max_line_bytes must be at least 1024, got %d", c.MaxLineBytes)
 	}
+	if c.MaxOpenStreams < 1 {
+		return fmt.Errorf("ingest.max_open_streams must be at least 1, got %d", c.MaxOpenStreams)
+	}
 	return nil
 }
 
@@ -78,7 +88,7 @@ func (c Config) Validate() error {
 type Reject struct {
 	Line   int64  // 1-based line number in the input
 	ID     string // response id when it could be read
-	Reason string // schemas.ReasonMalformedJSON
+	Reason string // schemas.ReasonMalformedJSON, or ReasonIncomplete for a streamed response cut off
 	Err    error  // what was wrong, for people
 }
 
@@ -92,6 +102,7 @@ type Reader struct {
 	rowLines []int64
 	done     bool
 	scratch  []byte
+	streams  map[string]*openStream // streamed responses being joined, by id
 }
 
 // NewReader reads responses from r. cfg must be valid (see Validate).
@@ -111,6 +122,7 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		raw, err := r.lr.next()
 		if errors.Is(err, io.EOF) {
 			r.done = true
+			r.rejectOpenStreams()
 			break
 		}
 		r.line++
@@ -122,8 +134,8 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading line %d: %w", r.line, err)
 		}
-		line := bytes.TrimSpace(raw)
-		if len(line) == 0 {
+		line, skip := sseData(bytes.TrimSpace(raw))
+		if skip || len(line) == 0 {
 			continue
 		}
 		if err := r.addLine(line); err != nil {
@@ -156,9 +168,17 @@ func (r *Reader) addLine(line []byte) *Reject {
 	if err := json.Unmarshal(line, &resp); err != nil {
 		return &Reject{Line: r.line, ID: peekID(line), Reason: schemas.ReasonMalformedJSON, Err: jsonError(err)}
 	}
-	rows, err := resp.toRows(r.cfg)
-	if err != nil {
-		return &Reject{Line: r.line, ID: resp.ID, Reason: schemas.ReasonMalformedJSON, Err: err}
+	var rows []row
+	if resp.Object == chunkObject {
+		var rej *Reject
+		if rows, rej = r.addChunk(&resp); rej != nil {
+			return rej
+		}
+	} else {
+		var err error
+		if rows, err = resp.toRows(r.cfg); err != nil {
+			return &Reject{Line: r.line, ID: resp.ID, Reason: schemas.ReasonMalformedJSON, Err: err}
+		}
 	}
 	for i := range rows {
 		r.b.append(&rows[i])
@@ -346,6 +366,7 @@ func (r readCloser) Close() error { return r.close() }
 // response is the part of an OpenAI-compatible response entrowatch reads.
 type response struct {
 	ID           string          `json:"id"`
+	Object       string          `json:"object"`
 	Created      json.Number     `json:"created"`
 	Model        string          `json:"model"`
 	Provider     string          `json:"provider"`

@@ -1,0 +1,166 @@
+package ingest_test
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+)
+
+// readWith reads input with cfg and returns the rows, their input lines and
+// the rejects.
+func readWith(t *testing.T, input string, cfg ingest.Config) ([]gotRow, []int64, []ingest.Reject) {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	require.NoError(t, cfg.Validate())
+	r := ingest.NewReader(strings.NewReader(input), cfg, mem)
+	defer r.Release()
+	var rows []gotRow
+	var lines []int64
+	var rejects []ingest.Reject
+	for {
+		rec, err := r.Next()
+		rejects = append(rejects, r.Rejects()...)
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		rows = append(rows, toRows(rec)...)
+		lines = append(lines, r.RowLines()...)
+		rec.Release()
+	}
+	return rows, lines, rejects
+}
+
+// The steps of the `chat` fixture, as OpenAI streams them.
+var (
+	stepFour = `{"token":"4","logprob":-0.01,"bytes":[52],"top_logprobs":[{"token":"4","logprob":-0.01},{"token":"5","logprob":-4.6}]}`
+	stepDot  = `{"token":".","logprob":-0.5,"top_logprobs":[{"token":".","logprob":-0.5},{"token":"!","logprob":-1.0},{"token":"?","logprob":-9999.0}]}`
+)
+
+// chunk is one chat.completion.chunk line; extra is spliced into the object.
+func chunk(id string, index int, content, finish, extra string) string {
+	lp := "null"
+	if content != "" {
+		lp = `{"content":[` + content + `]}`
+	}
+	fin := "null"
+	if finish != "" {
+		fin = `"` + finish + `"`
+	}
+	return fmt.Sprintf(`{"id":%q,"object":"chat.completion.chunk","created":1760000000,"model":"gpt-x",%s"choices":[{"index":%d,"delta":{"content":"x"},"logprobs":%s,"finish_reason":%s}]}`,
+		id, extra, index, lp, fin)
+}
+
+// A streamed response, with the server-sent-events framing, the role chunk,
+// a chunk per token, the finish chunk, the usage chunk and [DONE], gives the
+// same row as the whole response.
+func TestStreamedResponseEqualsWhole(t *testing.T) {
+	extra := `"domain":"math","prompt":"2+2?","attributes":{"tenant":"acme","route":"/v1","n":3},"correct":true,`
+	sse := strings.Join([]string{
+		": keep-alive comment",
+		"event: message",
+		"data: " + strings.Replace(chunk("c1", 0, "", "", extra), `"content":"x"`, `"role":"assistant","content":""`, 1),
+		"",
+		"data: " + chunk("c1", 0, stepFour, "", ""),
+		"",
+		"data:" + chunk("c1", 0, stepDot, "", ""),
+		"",
+		"id: 7",
+		"retry: 1000",
+		"data: " + chunk("c1", 0, "", "stop", ""),
+		"",
+		`data: {"id":"c1","object":"chat.completion.chunk","created":1760000000,"model":"gpt-x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`,
+		"",
+		"data: [DONE]",
+		"",
+	}, "\n")
+	whole, _, rej := readWith(t, chat+"\n", ingest.DefaultConfig())
+	require.Empty(t, rej)
+	streamed, lines, rej := readWith(t, sse, ingest.DefaultConfig())
+	require.Empty(t, rej)
+	require.Len(t, streamed, 1)
+	require.True(t, math.IsNaN(float64(streamed[0].temperature)) && math.IsNaN(float64(whole[0].temperature)), "no temperature given")
+	whole[0].temperature, streamed[0].temperature = 0, 0 // NaN != NaN
+	require.Equal(t, whole, streamed)
+	require.Equal(t, []int64{11}, lines, "the row's line is its finish chunk's")
+	require.Equal(t, []float64{-0.01, -0.5}, streamed[0].chosen)
+	require.Equal(t, "stop", streamed[0].finish)
+}
+
+// Streams interleave; each becomes a row when it finishes; several choices
+// become one row each; a stream that never finishes is rejected as incomplete
+// at the end of the input, and a stream without logprobs is a row without them.
+func TestStreamedResponses(t *testing.T) {
+	input := strings.Join([]string{
+		chunk("a", 0, stepFour, "", `"domain":"A",`),      // 1
+		chunk("b", 0, stepDot, "", ""),                    // 2
+		chunk("n", 0, stepFour, "", ""),                   // 3
+		chunk("n", 1, stepDot, "", ""),                    // 4
+		chunk("b", 0, stepFour, "length", ""),             // 5: b done
+		chunk("cut", 0, stepFour, "", ""),                 // 6
+		chunk("n", 0, "", "stop", ""),                     // 7
+		chunk("a", 0, stepDot, "", `"domain":"ignored",`), // 8
+		chunk("n", 1, stepFour, "stop", ""),               // 9: n done (both choices)
+		chunk("plain", 0, "", "", ""),                     // 10
+		chunk("a", 0, "", "stop", ""),                     // 11: a done
+		chunk("plain", 0, "", "stop", ""),                 // 12
+		chunk("cut", 0, stepDot, "", ""),                  // 13: cut never finishes
+	}, "\n")
+	rows, lines, rej := readWith(t, input, ingest.DefaultConfig())
+	var ids []string
+	for _, r := range rows {
+		ids = append(ids, r.id)
+	}
+	require.Equal(t, []string{"b", "n/0", "n/1", "a", "plain"}, ids)
+	require.Equal(t, []int64{5, 9, 9, 11, 12}, lines)
+	require.Equal(t, []float64{-0.5, -0.01}, rows[0].chosen)
+	require.Equal(t, "length", rows[0].finish)
+	require.Equal(t, []float64{-0.01}, rows[1].chosen)
+	require.Equal(t, []float64{-0.5, -0.01}, rows[2].chosen)
+	require.Equal(t, []float64{-0.01, -0.5}, rows[3].chosen)
+	require.Equal(t, "A", rows[3].domain, "the first value of a field wins")
+	require.True(t, rows[4].noLogprobs)
+	require.Len(t, rej, 1)
+	require.Equal(t, ingest.Reject{Line: 13, ID: "cut", Reason: schemas.ReasonIncomplete, Err: rej[0].Err}, rej[0])
+	require.ErrorContains(t, rej[0].Err, "2 chat.completion.chunk objects, lines 6-13")
+	require.ErrorContains(t, rej[0].Err, "the input ended")
+}
+
+func TestStreamedResponsesBounded(t *testing.T) {
+	cfg := ingest.DefaultConfig()
+	cfg.MaxOpenStreams = 2
+	input := strings.Join([]string{
+		chunk("a", 0, stepFour, "", ""),
+		chunk("b", 0, stepFour, "", ""),
+		chunk("c", 0, stepFour, "", ""), // a is pushed out
+		chunk("b", 0, stepDot, "stop", ""),
+		chunk("c", 0, stepDot, "stop", ""),
+		chunk("a", 0, stepDot, "stop", ""), // a again: a new stream, done at once
+		`{"object":"chat.completion.chunk","choices":[{"index":0,"finish_reason":"stop"}]}`,
+	}, "\n")
+	rows, _, rej := readWith(t, input, cfg)
+	var ids []string
+	for _, r := range rows {
+		ids = append(ids, r.id)
+	}
+	require.Equal(t, []string{"b", "c", "a"}, ids)
+	require.Equal(t, []float64{-0.5}, rows[2].chosen, "only what came after it was pushed out")
+	require.Len(t, rej, 2)
+	require.Equal(t, "a", rej[0].ID)
+	require.Equal(t, schemas.ReasonIncomplete, rej[0].Reason)
+	require.ErrorContains(t, rej[0].Err, "max_open_streams")
+	require.Equal(t, schemas.ReasonMalformedJSON, rej[1].Reason)
+	require.ErrorContains(t, rej[1].Err, `without "id"`)
+
+	cfg.MaxOpenStreams = 0
+	require.ErrorContains(t, cfg.Validate(), "max_open_streams")
+}
