@@ -180,7 +180,7 @@ func newTraceView[F entropy.Float](lists [2]*array.List) *traceView[F] {
 // values; or why the row cannot be profiled.
 func (v *traceView[F]) row(i int) ([]F, []int32, []F, *Reject) {
 	if v.tok.IsNull(i) || v.top.IsNull(i) {
-		return nil, nil, nil, &Reject{schemas.ReasonNoLogprobs, "response carries no logprobs"}
+		return nil, nil, nil, &Reject{schemas.ReasonNoLogprobs, "response carries no logprobs (request logprobs with top_logprobs=20; Responses API: include message.output_text.logprobs)"}
 	}
 	t0, t1 := v.tokOffs[i], v.tokOffs[i+1]
 	s0, s1 := v.topOffs[i], v.topOffs[i+1]

@@ -10,6 +10,8 @@
 //
 // Streamed responses (chat.completion.chunk objects, with or without the
 // server-sent-events framing) are joined by id into one response (stream.go).
+// OpenAI's Responses API objects (object "response") and their streamed
+// response.completed events are read too (responses.go).
 //
 // Extra top-level fields are kept: domain, prompt, attributes (object of
 // strings), correct (label), provider, logprobs_mode, temperature and top_p
@@ -167,6 +169,12 @@ func (r *Reader) addLine(line []byte) *Reject {
 	var resp response
 	if err := json.Unmarshal(line, &resp); err != nil {
 		return &Reject{Line: r.line, ID: peekID(line), Reason: schemas.ReasonMalformedJSON, Err: jsonError(err)}
+	}
+	if carried, isEvent := resp.streamEvent(); isEvent {
+		if carried == nil {
+			return nil // a delta or progress event of a streamed Responses API response
+		}
+		resp = *carried
 	}
 	var rows []row
 	if resp.Object == chunkObject {
@@ -379,6 +387,15 @@ type response struct {
 	Attributes   map[string]any  `json:"attributes"`
 	Correct      json.RawMessage `json:"correct"`
 	Choices      []choice        `json:"choices"`
+
+	// Responses API (responses.go)
+	CreatedAt         json.Number        `json:"created_at"`
+	Output            []outputItem       `json:"output"`
+	Status            string             `json:"status"`
+	IncompleteDetails *incompleteDetails `json:"incomplete_details"`
+	Metadata          map[string]any     `json:"metadata"`
+	Type              string             `json:"type"`     // stream events
+	Response          *response          `json:"response"` // in response.completed events
 }
 
 type sampling struct {
@@ -430,6 +447,14 @@ type row struct {
 }
 
 func (resp *response) toRows(cfg Config) ([]row, error) {
+	if resp.Object == responseObject {
+		ch, err := resp.asChoice()
+		if err != nil {
+			return nil, err
+		}
+		resp.Choices = []choice{ch}
+		resp.adoptResponsesFields()
+	}
 	if len(resp.Choices) == 0 {
 		return nil, errors.New(`no "choices": not an OpenAI-compatible response`)
 	}

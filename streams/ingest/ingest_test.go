@@ -253,6 +253,8 @@ func FuzzReader(f *testing.F) {
 	}
 	f.Add([]byte(`{"id":"a","choices":[{"logprobs":{"content":[{"logprob":NaN,"top_logprobs":[{"logprob":-Infinity}]}]}}]}`))
 	f.Add([]byte("{\"id\":\"a\",\"choices\":[]}\n\n{"))
+	f.Add([]byte(respAPI("r", "incomplete", `"incomplete_details":{"reason":"max_output_tokens"},`) + "\n" +
+		`data: {"type":"response.completed","response":` + respAPI("r2", "completed", "") + "}\n"))
 	f.Add([]byte("data: " + chunk("s", 0, stepFour, "", "") + "\n\ndata: " + chunk("s", 1, stepDot, "", "") + "\n\ndata: " +
 		chunk("s", 0, "", "stop", "") + "\n\nevent: x\ndata: " + chunk("s", 1, "", "length", "") + "\n\ndata: [DONE]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
