@@ -21,7 +21,8 @@ import (
 
 const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N]
 
-Converts OpenAI/vLLM responses (JSON Lines, .gz ok; "-" is stdin) to trace.v1
+Converts OpenAI/vLLM responses (JSON Lines, .gz ok; "-" is stdin; streamed
+responses as chunk objects or raw server-sent events) to trace.v1
 batches and produces them to Kafka as Arrow IPC messages under the message size
 limit, waiting for every broker acknowledgement (acks=all).
 

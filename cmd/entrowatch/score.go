@@ -31,7 +31,9 @@ Scores LLM responses offline: per response, the entropy profile, the white-box
 baselines and, with --estimator, P(correct).
 
   --in   OpenAI chat-completion JSON Lines (gzip or plain; "-" is stdin), legacy
-         completions and vLLM variants included; or an Arrow IPC file of trace.v1.
+         completions, vLLM variants, Responses API objects and streamed responses
+         (chunk objects or raw server-sent events) included; or an Arrow IPC
+         file of trace.v1.
   --out  .csv (id, model, domain, correct, n_tokens, the 11 profile features,
          the 7 baselines, then p_correct / cluster_id / cluster_label when
          given) or .arrow (Arrow IPC stream, schema scored.v1); "-" is CSV on stdout.
