@@ -26,6 +26,7 @@ import (
 
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/ipc"
@@ -742,7 +743,7 @@ func TestChunks(t *testing.T) {
 func TestChunksRestart(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		sink     func(*memSink) streams.Sink
+		wrap     func(*memSink) streams.Sink
 		dead     []string
 		remnants int64
 	}{
@@ -751,16 +752,55 @@ func TestChunksRestart(t *testing.T) {
 		{"failing lookup", func(s *memSink) streams.Sink { return &holdingSink{memSink: s, fail: true} }, []string{"open", "c"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dead, remnants := chunksRestart(t, tc.sink)
+			sink := newMemSink()
+			dead, remnants := chunksRestart(t, sink, tc.wrap(sink), sink.has)
 			require.ElementsMatch(t, tc.dead, dead)
 			require.Equal(t, tc.remnants, remnants)
+			require.Equal(t, map[string]int{"a": 1, "b": 2, "c": 1}, sink.writes)
 		})
 	}
 }
 
-// chunksRestart runs two replicas over the same chunks and returns the keys of
-// the dead-letter records and the remnants the second replica counted.
-func chunksRestart(t *testing.T, wrap func(*memSink) streams.Sink) ([]string, int64) {
+// TestChunksRestartClickHouse: the same with the ClickHouse sink on a real
+// clickhouse-server, which answers the remnant lookup from the scored table.
+func TestChunksRestartClickHouse(t *testing.T) {
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server not installed (make deps installs it): " + err.Error())
+	}
+	ctx := context.Background()
+	srv, err := clickhouse.StartLocal(ctx, clickhouse.LocalConfig{Dir: t.TempDir()}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Stop() })
+	cfg := clickhouse.DefaultConfig()
+	cfg.DSN = srv.DSN()
+	cfg.Database = "remnants"
+	_, err = clickhouse.Migrate(ctx, cfg, nil)
+	require.NoError(t, err)
+	sink := func() streams.Sink {
+		s, err := clickhouse.NewSink(ctx, cfg, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close(ctx) })
+		return s
+	}
+	conn, err := clickhouse.Open(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	count := func(id string) uint64 {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM remnants.scored WHERE trace_id = ?", id).Scan(&n))
+		return n
+	}
+	dead, remnants := chunksRestart(t, sink(), sink(), func(id string) bool { return count(id) > 0 })
+	require.Equal(t, []string{"open"}, dead)
+	require.EqualValues(t, 1, remnants)
+	require.Equal(t, []uint64{1, 2, 1, 0}, []uint64{count("a"), count("b"), count("c"), count("open")})
+}
+
+// chunksRestart runs two replicas over the same chunks, the first writing to
+// first, the second (after a stop) to second, and returns the keys of the
+// dead-letter records and the remnants the second replica counted. has tells
+// whether the sink holds a trace.
+func chunksRestart(t *testing.T, first, second streams.Sink, has func(id string) bool) ([]string, int64) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	topic, dead, group := names("chunks-restart")
@@ -786,17 +826,16 @@ func chunksRestart(t *testing.T, wrap func(*memSink) streams.Sink) ([]string, in
 	defer cancel()
 	require.NoError(t, p.Produce(ctx, msgs...))
 
-	sink := newMemSink()
-	first := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) { c.Assemble.Timeout = time.Hour })
-	waitFor(t, "a, b and c", func() bool { return sink.has("a") && sink.has("b") && sink.has("c") })
-	first.stop(t)
+	one := startReplica(t, topic, group, dead, first, mem, func(c *Config, _ *profile.Config) { c.Assemble.Timeout = time.Hour })
+	waitFor(t, "a, b and c", func() bool { return has("a") && has("b") && has("c") })
+	one.stop(t)
 	committed, _ := offsets(t, topic, group, 1)
 	require.EqualValues(t, 2, committed[0], "commit held before the open trace's chunk")
 
 	// The restart sees offsets 2.. again. "open" times out as incomplete; b
 	// is reassembled and written again (at least once; the sink is
 	// idempotent). c's last chunk comes back without its first.
-	second := startReplica(t, topic, group, dead, wrap(sink), mem, func(c *Config, _ *profile.Config) {
+	two := startReplica(t, topic, group, dead, second, mem, func(c *Config, _ *profile.Config) {
 		c.Assemble.Timeout = 100 * time.Millisecond
 		c.ExpireInterval = 20 * time.Millisecond
 	})
@@ -804,8 +843,7 @@ func chunksRestart(t *testing.T, wrap func(*memSink) streams.Sink) ([]string, in
 		c, end := offsets(t, topic, group, 1)
 		return c[0] == end[0]
 	})
-	second.stop(t)
-	require.Equal(t, map[string]int{"a": 1, "b": 2, "c": 1}, sink.writes)
+	two.stop(t)
 	_, end := offsets(t, dead, group, 1)
 	recs := readAll(t, dead, int(end[0]))
 	var keys []string
@@ -813,7 +851,7 @@ func chunksRestart(t *testing.T, wrap func(*memSink) streams.Sink) ([]string, in
 		require.Equal(t, schemas.ReasonIncomplete, header(r, HeaderReason))
 		keys = append(keys, string(r.Key))
 	}
-	return keys, second.r.Stats().Remnants
+	return keys, two.r.Stats().Remnants
 }
 
 // holdingSink is a memSink that answers streams.Holder lookups, or fails them.
