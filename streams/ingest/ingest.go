@@ -177,7 +177,7 @@ func (r *Reader) addLine(line []byte) *Reject {
 		resp = *carried
 	}
 	var rows []row
-	if resp.Object == chunkObject {
+	if r.isChunk(&resp) {
 		var rej *Reject
 		if rows, rej = r.addChunk(&resp); rej != nil {
 			return rej
@@ -387,6 +387,7 @@ type response struct {
 	Attributes   map[string]any  `json:"attributes"`
 	Correct      json.RawMessage `json:"correct"`
 	Choices      []choice        `json:"choices"`
+	Usage        json.RawMessage `json:"usage"`
 
 	// Responses API (responses.go)
 	CreatedAt         json.Number        `json:"created_at"`
@@ -398,15 +399,36 @@ type response struct {
 	Response          *response          `json:"response"` // in response.completed events
 }
 
+// optString is a JSON string that tells an explicit null (set, value nil)
+// from a missing field (not set).
+type optString struct {
+	set   bool
+	value *string
+}
+
+func (o *optString) UnmarshalJSON(b []byte) error {
+	o.set = true
+	if string(b) == "null" {
+		o.value = nil
+		return nil
+	}
+	var v string
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	o.value = &v
+	return nil
+}
+
 type sampling struct {
 	Temperature *float64 `json:"temperature"`
 	TopP        *float64 `json:"top_p"`
 }
 
 type choice struct {
-	Index        int       `json:"index"`
-	FinishReason *string   `json:"finish_reason"`
-	Logprobs     *logprobs `json:"logprobs"`
+	Index    int       `json:"index"`
+	Finish   optString `json:"finish_reason"`
+	Logprobs *logprobs `json:"logprobs"`
 }
 
 type logprobs struct {
@@ -508,8 +530,8 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 		if len(resp.Choices) > 1 {
 			r.traceID = resp.ID + "/" + strconv.Itoa(ch.Index)
 		}
-		if ch.FinishReason != nil {
-			r.finish = *ch.FinishReason
+		if ch.Finish.value != nil {
+			r.finish = *ch.Finish.value
 		}
 		if err := ch.steps(&r); err != nil {
 			return nil, fmt.Errorf("choice %d: %w", ch.Index, err)

@@ -74,7 +74,7 @@ func (resp *response) asChoice() (choice, error) {
 			}
 		}
 	}
-	ch := choice{Index: 0, FinishReason: &finish}
+	ch := choice{Index: 0, Finish: optString{set: true, value: &finish}}
 	if found {
 		ch.Logprobs = &logprobs{Content: &content}
 	}

@@ -13,7 +13,9 @@ import (
 // Streamed responses. With stream=true an OpenAI-compatible server (OpenAI,
 // vLLM) sends a response as a series of server-sent events, each a
 // chat.completion.chunk object whose choices carry the logprobs of the tokens
-// in their delta, the last with a finish_reason. The Reader accepts those
+// in their delta, the last with a finish_reason. Streamed legacy completions
+// are text_completion objects like whole ones, told apart by an explicit
+// "finish_reason": null on every choice (or by an id whose stream is open). The Reader accepts those
 // objects as lines, with or without the SSE framing ("data: {...}",
 // "data: [DONE]", event:/id:/retry: and comment lines), and joins the chunks
 // of one id, in input order, into one response: it becomes a row when every
@@ -22,12 +24,38 @@ import (
 // MaxOpenStreams, is rejected as incomplete. A chunk without choices (the
 // usage chunk of stream_options.include_usage) adds nothing.
 
-const chunkObject = "chat.completion.chunk"
+const (
+	chunkObject  = "chat.completion.chunk"
+	legacyObject = "text_completion"
+)
+
+// isChunk tells whether resp is one chunk of a streamed response.
+func (r *Reader) isChunk(resp *response) bool {
+	switch resp.Object {
+	case chunkObject:
+		return true
+	case legacyObject:
+		if _, open := r.streams[resp.ID]; open {
+			return true
+		}
+		if len(resp.Choices) == 0 {
+			return len(resp.Usage) > 0 // the usage chunk ending a stream
+		}
+		for _, ch := range resp.Choices {
+			if !ch.Finish.set || ch.Finish.value != nil {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
 
 // openStream gathers the chunks of one streamed response.
 type openStream struct {
 	firstLine, lastLine int64
 	chunks              int
+	object              string
 	resp                response // top-level fields, first value wins
 	choices             map[int]*streamChoice
 }
@@ -36,6 +64,10 @@ type streamChoice struct {
 	finish   *string
 	content  []step
 	logprobs bool // some chunk carried logprobs.content
+	// legacy completions: token_logprobs and top_logprobs
+	tokenLogprobs []*float64
+	topLogprobs   []map[string]float64
+	legacy        bool
 }
 
 // sseData unwraps a server-sent-events line: the payload of a data: line,
@@ -61,7 +93,7 @@ func sseData(line []byte) (payload []byte, skip bool) {
 func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 	if c.ID == "" {
 		return nil, &Reject{Line: r.line, Reason: schemas.ReasonMalformedJSON,
-			Err: fmt.Errorf(`%s without "id": the chunks of a streamed response are joined by id`, chunkObject)}
+			Err: fmt.Errorf(`%s without "id": the chunks of a streamed response are joined by id`, c.Object)}
 	}
 	if len(c.Choices) == 0 {
 		return nil, nil
@@ -74,7 +106,7 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 		if len(r.streams) >= r.cfg.MaxOpenStreams {
 			r.rejectOldestStream()
 		}
-		s = &openStream{firstLine: r.line, resp: response{ID: c.ID}, choices: map[int]*streamChoice{}}
+		s = &openStream{firstLine: r.line, object: c.Object, resp: response{ID: c.ID}, choices: map[int]*streamChoice{}}
 		r.streams[c.ID] = s
 	}
 	s.lastLine = r.line
@@ -86,12 +118,19 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 			sc = &streamChoice{}
 			s.choices[ch.Index] = sc
 		}
-		if ch.Logprobs != nil && ch.Logprobs.Content != nil {
-			sc.logprobs = true
-			sc.content = append(sc.content, *ch.Logprobs.Content...)
+		if lp := ch.Logprobs; lp != nil {
+			if lp.Content != nil {
+				sc.logprobs = true
+				sc.content = append(sc.content, *lp.Content...)
+			}
+			if lp.TokenLogprobs != nil {
+				sc.legacy = true
+				sc.tokenLogprobs = append(sc.tokenLogprobs, *lp.TokenLogprobs...)
+				sc.topLogprobs = append(sc.topLogprobs, lp.TopLogprobs...)
+			}
 		}
-		if ch.FinishReason != nil && *ch.FinishReason != "" {
-			sc.finish = ch.FinishReason
+		if f := ch.Finish.value; f != nil && *f != "" {
+			sc.finish = f
 		}
 	}
 	for _, sc := range s.choices {
@@ -103,10 +142,14 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 	resp := s.resp
 	for _, i := range slices.Sorted(maps.Keys(s.choices)) {
 		sc := s.choices[i]
-		ch := choice{Index: i, FinishReason: sc.finish}
-		if sc.logprobs {
+		ch := choice{Index: i, Finish: optString{set: true, value: sc.finish}}
+		switch {
+		case sc.logprobs:
 			content := sc.content
 			ch.Logprobs = &logprobs{Content: &content}
+		case sc.legacy:
+			tl := sc.tokenLogprobs
+			ch.Logprobs = &logprobs{TokenLogprobs: &tl, TopLogprobs: sc.topLogprobs}
 		}
 		resp.Choices = append(resp.Choices, ch)
 	}
@@ -181,5 +224,5 @@ func (r *Reader) rejectStream(id, why string) {
 	delete(r.streams, id)
 	r.rejects = append(r.rejects, Reject{Line: s.lastLine, ID: id, Reason: schemas.ReasonIncomplete,
 		Err: fmt.Errorf("streamed response (%d %s objects, lines %d-%d) has no finish_reason: %s before its last chunk",
-			s.chunks, chunkObject, s.firstLine, s.lastLine, why)})
+			s.chunks, s.object, s.firstLine, s.lastLine, why)})
 }

@@ -164,3 +164,53 @@ func TestStreamedResponsesBounded(t *testing.T) {
 	cfg.MaxOpenStreams = 0
 	require.ErrorContains(t, cfg.Validate(), "max_open_streams")
 }
+
+// legacyChunk is a streamed legacy completion chunk as vLLM sends it; tokens
+// are (logprob, alternative logprob) pairs; finish "" is an explicit null.
+func legacyChunk(id, finish string, tokens ...[2]float64) string {
+	var tl, top []string
+	for _, tk := range tokens {
+		tl = append(tl, fmt.Sprint(tk[0]))
+		top = append(top, fmt.Sprintf(`{"a":%v,"b":%v}`, tk[0], tk[1]))
+	}
+	lp := "null"
+	if len(tokens) > 0 {
+		lp = `{"text_offset":[0],"token_logprobs":[` + strings.Join(tl, ",") + `],"tokens":["a"],"top_logprobs":[` + strings.Join(top, ",") + `]}`
+	}
+	fin := "null"
+	if finish != "" {
+		fin = `"` + finish + `"`
+	}
+	return `{"id":"` + id + `","object":"text_completion","created":1760000000,"model":"m","choices":[{"index":0,"text":"a","logprobs":` +
+		lp + `,"finish_reason":` + fin + `,"stop_reason":null}]}`
+}
+
+// Streamed legacy completions (text_completion chunks with an explicit null
+// finish_reason) are joined like chat chunks; whole ones stay whole.
+func TestStreamedLegacyCompletions(t *testing.T) {
+	sse := strings.Join([]string{
+		"data: " + legacyChunk("L", "", [2]float64{-0.25, -1.5}),
+		"data: " + legacyChunk("W", "length", [2]float64{-0.5, -2}), // a whole response in between
+		"data: " + legacyChunk("L", "", [2]float64{-0.125, -3}, [2]float64{-1, -0.5}),
+		"data: " + legacyChunk("L", "stop"),
+		`data: {"id":"L","object":"text_completion","created":1760000000,"model":"m","choices":[],"usage":{"completion_tokens":3}}`,
+		"data: [DONE]",
+		legacyChunk("cut", "", [2]float64{-0.25, -1.5}),
+	}, "\n\n")
+	rows, lines, rej := readWith(t, sse, ingest.DefaultConfig())
+	require.Len(t, rows, 2)
+	require.Equal(t, "W", rows[0].id)
+	require.Equal(t, []float64{-0.5}, rows[0].chosen)
+	require.Equal(t, "L", rows[1].id)
+	require.Equal(t, "stop", rows[1].finish)
+	require.Equal(t, []float64{-0.25, -0.125, -1}, rows[1].chosen)
+	require.Len(t, rows[1].top, 3)
+	for i, want := range [][]float64{{-1.5, -0.25}, {-3, -0.125}, {-1, -0.5}} {
+		require.ElementsMatch(t, want, rows[1].top[i])
+	}
+	require.Equal(t, []int64{3, 7}, lines)
+	require.Len(t, rej, 1)
+	require.Equal(t, "cut", rej[0].ID)
+	require.Equal(t, schemas.ReasonIncomplete, rej[0].Reason)
+	require.ErrorContains(t, rej[0].Err, "1 text_completion objects")
+}
