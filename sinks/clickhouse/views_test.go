@@ -123,3 +123,69 @@ func TestAlarms(t *testing.T) {
 		})
 	}
 }
+
+// gammaDraw draws a Gamma(shape, scale) variate (integer shape): entropy-like.
+func gammaDraw(rng *rand.Rand, shape int, scale float64) float64 {
+	s := 0.0
+	for range shape {
+		s += rng.ExpFloat64()
+	}
+	return s * scale
+}
+
+// TestPSILowVolume: at the smallest volume evaluated (min_n = 50 responses
+// a window against a 300-response baseline), stationary traffic over 40
+// domains rarely fires psi, and a 0.3-nat shift of the entropies in single
+// windows is still caught. The entropies are gamma-distributed over many
+// 0.25-nat bins, as real ones are (mean about 7-10 bins, max about 21).
+func TestPSILowVolume(t *testing.T) {
+	for _, shift := range []float64{0, 0.3} {
+		t.Run(fmt.Sprintf("shift=%.1f", shift), func(t *testing.T) {
+			cfg, conn := migrated(t)
+			rng := rand.New(rand.NewPCG(42, 7))
+			shifted := func(h int) bool { return h%12 == 0 && h >= 12 || h == 47 }
+			var rows []row
+			for d := range 40 {
+				for h := range 48 {
+					for j := range 50 {
+						r := row{id: fmt.Sprintf("d%02d-%02d-%02d", d, h, j), ts: t0.Add(time.Duration(h)*time.Hour + time.Duration(j)*time.Minute),
+							domain: fmt.Sprintf("d%02d", d), p: 0.7, correct: -1, clusterID: 1, cluster: "c",
+							mean: gammaDraw(rng, 2, 0.3), q50: gammaDraw(rng, 2, 0.2), max: gammaDraw(rng, 4, 0.5)}
+						if shifted(h) {
+							r.mean += shift
+							r.q50 += shift
+							r.max += shift
+						}
+						rows = append(rows, r)
+					}
+				}
+			}
+			write(t, cfg, rows)
+			q := "SELECT feature, count(), sum(firing) FROM " + cfg.Database + ".alarm_psi WHERE n >= 50"
+			if shift > 0 {
+				q += " AND (toHour(window_start) % 12 = 0 AND window_start >= toDateTime('2026-03-01 12:00:00', 'UTC') OR window_start = toDateTime('2026-03-02 23:00:00', 'UTC'))"
+			}
+			res, err := conn.Query(context.Background(), q+" GROUP BY feature ORDER BY feature")
+			require.NoError(t, err)
+			defer res.Close()
+			rate := map[string]float64{}
+			for res.Next() {
+				var f string
+				var n, fired uint64
+				require.NoError(t, res.Scan(&f, &n, &fired))
+				rate[f] = float64(fired) / float64(n)
+				t.Logf("%s: %d of %d windows fire (%.2f%%)", f, fired, n, 100*rate[f])
+			}
+			require.NoError(t, res.Err())
+			require.Len(t, rate, 3)
+			if shift == 0 {
+				for f, r := range rate {
+					require.LessOrEqual(t, r, 0.002, "false psi alarms on %s", f) // 003's rule: 0.5-0.9%
+				}
+				return
+			}
+			require.GreaterOrEqual(t, rate["mean"], 0.95)
+			require.GreaterOrEqual(t, rate["q50"], 0.95)
+		})
+	}
+}
