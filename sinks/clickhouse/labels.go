@@ -273,6 +273,9 @@ func LabelsFromRecord(rec arrow.RecordBatch) ([]Label, error) {
 		if ids.IsNull(i) || corr.IsNull(i) {
 			return nil, fmt.Errorf("label batch row %d: trace_id and correct must not be null", i)
 		}
+		if ids.Value(i) == "" {
+			return nil, fmt.Errorf("label batch row %d: empty trace_id", i)
+		}
 		out = append(out, Label{TraceID: ids.Value(i), Correct: corr.Value(i), Source: srcs.Value(i), TS: tss.Value(i).ToTime(unit).UTC()})
 	}
 	return out, nil
