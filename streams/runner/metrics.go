@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Time to process one message: decode, assemble, operators, dead-letter (batched sink writes are timed in stage_seconds).", ConstLabels: cl,
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
-			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink.", ConstLabels: cl}, []string{"stage"}),
+			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
 	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
