@@ -67,6 +67,13 @@ func (f *fbuf) u32(p int) (uint32, error) {
 	return binary.LittleEndian.Uint32(f.b[p:]), nil
 }
 
+func (f *fbuf) u8(p int) (byte, error) {
+	if p < 0 || p >= len(f.b) {
+		return 0, errFB
+	}
+	return f.b[p], nil
+}
+
 func (f *fbuf) u16(p int) (uint16, error) {
 	if p < 0 || p+2 > len(f.b) {
 		return 0, errFB
@@ -75,7 +82,10 @@ func (f *fbuf) u16(p int) (uint16, error) {
 }
 
 // table checks the table at t and returns a lookup of its field positions
-// (0 when the field is absent).
+// (0 when the field is absent). Presence follows the flatbuffers runtime that
+// arrow reads with exactly (slot below the vtable size, offset not 0), so that
+// no field arrow reads goes unchecked; a position it returns may lie outside
+// the buffer, and every reader of a position checks it.
 func (f *fbuf) table(t int) (func(i int) int, error) {
 	f.visits++
 	if f.visits > 1<<14 {
@@ -96,14 +106,17 @@ func (f *fbuf) table(t int) (func(i int) int, error) {
 	}
 	return func(i int) int {
 		slot := 4 + 2*i
-		if slot+2 > int(vsize) {
+		if slot >= int(vsize) {
 			return 0
 		}
-		off := int(binary.LittleEndian.Uint16(f.b[vt+slot:]))
-		if off == 0 || t+off >= len(f.b) {
+		off, err := f.u16(vt + slot) // an odd vtable size leaves half a slot: read as the runtime does
+		if err != nil {
+			return len(f.b) // present but unreadable: its reader fails
+		}
+		if off == 0 {
 			return 0
 		}
-		return t + off
+		return t + int(off)
 	}, nil
 }
 
@@ -188,10 +201,11 @@ func (f *fbuf) message() (int64, error) {
 	}
 	ht := 0
 	if p := m(1); p != 0 {
-		if p >= len(f.b) {
-			return 0, errFB
+		v, err := f.u8(p)
+		if err != nil {
+			return 0, err
 		}
-		ht = int(f.b[p])
+		ht = int(v)
 	}
 	hp := m(2)
 	if hp == 0 {
@@ -265,12 +279,18 @@ func (f *fbuf) field(t int) error {
 		}
 		// Timestamp's timezone (field 1) is a string; Union's typeIds
 		// (field 1) a vector of int32. Bound both as vectors.
-		if p := typ(1); p != 0 && fl(2) != 0 && f.b[fl(2)] == 10 {
+		var kind byte // type_type
+		if p := fl(2); p != 0 {
+			if kind, err = f.u8(p); err != nil {
+				return err
+			}
+		}
+		if p := typ(1); p != 0 && kind == 10 {
 			if err := f.str(p); err != nil {
 				return err
 			}
 		}
-		if p := typ(1); p != 0 && fl(2) != 0 && f.b[fl(2)] == 14 {
+		if p := typ(1); p != 0 && kind == 14 {
 			if _, _, err := f.vector(p, 4); err != nil {
 				return err
 			}
