@@ -34,26 +34,10 @@ type gotRow struct {
 
 func readAll(t *testing.T, input string, f64 bool) ([]gotRow, []ingest.Reject) {
 	t.Helper()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
 	cfg := ingest.DefaultConfig()
 	cfg.Float64 = f64
 	cfg.BatchRows = 2
-	r := ingest.NewReader(strings.NewReader(input), cfg, mem)
-	defer r.Release()
-	var rows []gotRow
-	var rejects []ingest.Reject
-	for {
-		rec, err := r.Next()
-		rejects = append(rejects, r.Rejects()...)
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err)
-		require.Len(t, r.RowLines(), int(rec.NumRows()))
-		rows = append(rows, toRows(rec)...)
-		rec.Release()
-	}
+	rows, _, rejects := readWith(t, input, cfg)
 	return rows, rejects
 }
 

@@ -14,8 +14,8 @@ import (
 	"github.com/entrowatch/entrowatch/streams/ingest"
 )
 
-// readWith reads input with cfg and returns the rows, their input lines and
-// the rejects.
+// readWith reads every batch of input with cfg and returns the rows as plain
+// values, their input lines and the rejects.
 func readWith(t *testing.T, input string, cfg ingest.Config) ([]gotRow, []int64, []ingest.Reject) {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -33,6 +33,7 @@ func readWith(t *testing.T, input string, cfg ingest.Config) ([]gotRow, []int64,
 			break
 		}
 		require.NoError(t, err)
+		require.Len(t, r.RowLines(), int(rec.NumRows()))
 		rows = append(rows, toRows(rec)...)
 		lines = append(lines, r.RowLines()...)
 		rec.Release()
