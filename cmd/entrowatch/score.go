@@ -33,7 +33,7 @@ baselines and, with --estimator, P(correct).
   --in   OpenAI chat-completion JSON Lines (gzip or plain; "-" is stdin), legacy
          completions, vLLM variants, Responses API objects and streamed responses
          (chunk objects or raw server-sent events) included; or an Arrow IPC
-         file of trace.v1.
+         file of trace.v1 (chunk rows are reassembled as in the stream).
   --out  .csv (id, model, domain, correct, n_tokens, the 11 profile features,
          the 7 baselines, then p_correct / cluster_id / cluster_label when
          given) or .arrow (Arrow IPC stream, schema scored.v1); "-" is CSV on stdout.
@@ -79,7 +79,7 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type scoreSource interface {
 	next() (arrow.RecordBatch, error)
 	rowLabel(row int) (line int64, label string) // for reports: "line 12" or "batch 3 row 7"
-	rejects() []ingest.Reject
+	rejects() []pendingReject                     // what the source itself rejected during the last next
 	close() error
 }
 
@@ -98,7 +98,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	src, err := openScoreSource(o.in, mem)
+	src, err := openScoreSource(o.in, o.maxSteps, mem)
 	if err != nil {
 		return err
 	}
@@ -246,13 +246,13 @@ func releaseAll(recs []arrow.RecordBatch) {
 	}
 }
 
-func openScoreSource(path string, mem memory.Allocator) (scoreSource, error) {
+func openScoreSource(path string, maxSteps int, mem memory.Allocator) (scoreSource, error) {
 	if isArrowPath(path) {
 		r, err := ipc.OpenFile(path, mem)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s as Arrow IPC trace.v1: %w", path, err)
 		}
-		return &arrowSource{r: r}, nil
+		return &arrowSource{r: r, maxSteps: maxSteps, mem: mem}, nil
 	}
 	f, err := ingest.Open(path)
 	if err != nil {
@@ -294,33 +294,148 @@ func (s *jsonSource) rowLabel(row int) (int64, string) {
 	l := s.r.RowLines()[row]
 	return l, fmt.Sprintf("line %d", l)
 }
-func (s *jsonSource) rejects() []ingest.Reject { return s.r.Rejects() }
+func (s *jsonSource) rejects() []pendingReject {
+	var out []pendingReject
+	for _, x := range s.r.Rejects() {
+		out = append(out, pendingReject{x.Line, fmt.Sprintf("line %d", x.Line), x.ID, x.Reason, x.Err.Error()})
+	}
+	return out
+}
 func (s *jsonSource) close() error {
 	s.r.Release()
 	return s.f.Close()
 }
 
+// arrowSource reads trace.v1 batches from an Arrow IPC file or stream. Chunk
+// rows (seq/final, as producers stream them to the topic) are reassembled as
+// the stream does; their rows are labelled by trace id, and traces whose
+// final chunk never comes are rejected as incomplete at the end.
 type arrowSource struct {
-	r     *ipc.FileReader
-	batch int
-	row0  int64
-	rows  int64
+	r        *ipc.FileReader
+	maxSteps int
+	mem      memory.Allocator
+	batch    int
+	row0     int64
+	rows     int64
+
+	asm       *profile.Assembler
+	queue     []arrow.RecordBatch // assembled batches not handed out yet
+	assembled arrow.RecordBatch   // the batch handed out last, when assembled
+	rej       []pendingReject
+	eof       bool
 }
 
 func (s *arrowSource) next() (arrow.RecordBatch, error) {
-	rec, err := s.r.Next()
-	if err == nil {
+	s.rej = s.rej[:0]
+	s.assembled = nil
+	for {
+		if len(s.queue) > 0 {
+			rec := s.queue[0]
+			s.queue = s.queue[1:]
+			s.assembled = rec
+			return rec, nil
+		}
+		if s.eof {
+			return nil, io.EOF
+		}
+		rec, err := s.r.Next()
+		if errors.Is(err, io.EOF) {
+			s.eof = true
+			if s.asm != nil && s.asm.Open() > 0 {
+				// Nothing more can come: every open trace is incomplete.
+				out, err := s.asm.Expire(time.Unix(1<<40, 0))
+				if err != nil {
+					return nil, err
+				}
+				s.take(out)
+				continue
+			}
+			return nil, io.EOF
+		}
+		if err != nil {
+			return nil, err
+		}
 		s.batch++
 		s.row0 += s.rows
 		s.rows = rec.NumRows()
+		if s.asm == nil && !hasChunks(rec) {
+			return rec, nil
+		}
+		if s.asm == nil {
+			cfg := profile.DefaultAssemblerConfig()
+			cfg.MaxSteps = s.maxSteps
+			cfg.MaxHeldSteps = max(cfg.MaxHeldSteps, s.maxSteps)
+			if s.asm, err = profile.NewAssembler(cfg, s.mem); err != nil {
+				rec.Release()
+				return nil, err
+			}
+		}
+		out, err := s.asm.Add(rec, int64(s.batch), time.Unix(0, 0)) // no time passes: only the end of the input expires a trace
+		rec.Release()
+		if err != nil {
+			return nil, fmt.Errorf("batch %d: %w", s.batch, err)
+		}
+		s.take(out)
 	}
-	return rec, err
 }
+
+// take queues the complete batches of out and records its rejected traces.
+func (s *arrowSource) take(out profile.Assembled) {
+	s.queue = append(s.queue, out.Complete...)
+	i := 0
+	for _, rec := range out.Rejected {
+		ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		for row := range int(rec.NumRows()) {
+			detail := "chunked trace whose final chunk or a chunk before it never came"
+			if out.Reasons[i] == schemas.ReasonTooLong {
+				detail = fmt.Sprintf("chunked trace longer than --max-steps %d", s.maxSteps)
+			}
+			s.rej = append(s.rej, pendingReject{0, "trace " + ids.Value(row), ids.Value(row), out.Reasons[i], detail})
+			i++
+		}
+		rec.Release()
+	}
+}
+
+// hasChunks reports whether rec holds a chunk row (seq > 0 or final false).
+func hasChunks(rec arrow.RecordBatch) bool {
+	sc := rec.Schema()
+	if idx := sc.FieldIndices(schemas.ColFinal); len(idx) > 0 {
+		if f, ok := rec.Column(idx[0]).(*array.Boolean); ok {
+			for i := range f.Len() {
+				if f.IsValid(i) && !f.Value(i) {
+					return true
+				}
+			}
+		}
+	}
+	if idx := sc.FieldIndices(schemas.ColSeq); len(idx) > 0 {
+		if q, ok := rec.Column(idx[0]).(*array.Int32); ok {
+			for i := range q.Len() {
+				if q.IsValid(i) && q.Value(i) != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (s *arrowSource) rowLabel(row int) (int64, string) {
+	if s.assembled != nil {
+		id := s.assembled.Column(schemas.MustIndex(s.assembled.Schema(), schemas.ColTraceID)).(*array.String).Value(row)
+		return 0, "trace " + id
+	}
 	return s.row0 + int64(row) + 1, fmt.Sprintf("row %d (batch %d)", s.row0+int64(row)+1, s.batch)
 }
-func (s *arrowSource) rejects() []ingest.Reject { return nil }
-func (s *arrowSource) close() error             { return s.r.Close() }
+func (s *arrowSource) rejects() []pendingReject { return s.rej }
+func (s *arrowSource) close() error {
+	for _, r := range s.queue {
+		r.Release()
+	}
+	s.queue = nil
+	return s.r.Close()
+}
 
 type pendingReject struct {
 	line                      int64
@@ -329,10 +444,8 @@ type pendingReject struct {
 
 // flush reports a batch's rejections, the reader's and the profile's, in
 // input order.
-func (r *rejectReport) flush(read []ingest.Reject, scored []pendingReject) error {
-	for _, x := range read {
-		scored = append(scored, pendingReject{x.Line, fmt.Sprintf("line %d", x.Line), x.ID, x.Reason, x.Err.Error()})
-	}
+func (r *rejectReport) flush(read []pendingReject, scored []pendingReject) error {
+	scored = append(scored, read...)
 	sort.SliceStable(scored, func(i, j int) bool { return scored[i].line < scored[j].line })
 	for _, x := range scored {
 		if err := r.add(x.line, x.where, x.id, x.reason, x.detail); err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -220,5 +221,161 @@ func TestScoreWithEstimatorAndClusters(t *testing.T) {
 		_, err = strconv.Atoi(r["cluster_id"])
 		require.NoError(t, err)
 		require.NotEmpty(t, r["cluster_label"])
+	}
+}
+
+// chunked rebuilds a trace.v1 (float32) batch as chunk rows: each response
+// split in two (seq 0 with the first half of the steps, seq 1 final with the
+// rest), the second chunk first when flip says so; drop names responses whose
+// final chunk is left out.
+func chunked(t *testing.T, mem memory.Allocator, rec arrow.RecordBatch, flip func(i int) bool, drop map[string]bool) arrow.RecordBatch {
+	t.Helper()
+	sc := rec.Schema()
+	ids := rec.Column(schemas.MustIndex(sc, schemas.ColTraceID)).(*array.String)
+	tok := rec.Column(schemas.MustIndex(sc, schemas.ColTokenLogprob)).(*array.List)
+	top := rec.Column(schemas.MustIndex(sc, schemas.ColTopLogprobs)).(*array.List)
+	var parts []arrow.RecordBatch
+	part := func(i int, lo, hi int64, seq int32, final bool) arrow.RecordBatch {
+		cols := make([]arrow.Array, sc.NumFields())
+		for c, f := range sc.Fields() {
+			switch f.Name {
+			case schemas.ColSeq:
+				b := array.NewInt32Builder(mem)
+				b.Append(seq)
+				cols[c] = b.NewArray()
+			case schemas.ColFinal:
+				b := array.NewBooleanBuilder(mem)
+				b.Append(final)
+				cols[c] = b.NewArray()
+			case schemas.ColTokenLogprob:
+				b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+				b.Append(true)
+				s, _ := tok.ValueOffsets(i)
+				vals := tok.ListValues().(*array.Float32)
+				for j := s + lo; j < s+hi; j++ {
+					b.ValueBuilder().(*array.Float32Builder).Append(vals.Value(int(j)))
+				}
+				cols[c] = b.NewArray()
+			case schemas.ColTopLogprobs:
+				b := array.NewListBuilder(mem, arrow.ListOf(arrow.PrimitiveTypes.Float32))
+				b.Append(true)
+				s, _ := top.ValueOffsets(i)
+				inner := top.ListValues().(*array.List)
+				vals := inner.ListValues().(*array.Float32)
+				for j := s + lo; j < s+hi; j++ {
+					ib := b.ValueBuilder().(*array.ListBuilder)
+					ib.Append(true)
+					a, z := inner.ValueOffsets(int(j))
+					for k := a; k < z; k++ {
+						ib.ValueBuilder().(*array.Float32Builder).Append(vals.Value(int(k)))
+					}
+				}
+				cols[c] = b.NewArray()
+			default:
+				cols[c] = array.NewSlice(rec.Column(c), int64(i), int64(i+1))
+			}
+		}
+		out := array.NewRecordBatch(sc, cols, 1)
+		for _, a := range cols {
+			a.Release()
+		}
+		return out
+	}
+	for i := range ids.Len() {
+		s, e := tok.ValueOffsets(i)
+		n := e - s
+		first, second := part(i, 0, n/2, 0, false), part(i, n/2, n, 1, true)
+		if drop[ids.Value(i)] {
+			second.Release()
+			parts = append(parts, first)
+			continue
+		}
+		if flip(i) {
+			first, second = second, first
+		}
+		parts = append(parts, first, second)
+	}
+	cols := make([]arrow.Array, sc.NumFields())
+	for c := range cols {
+		var arrs []arrow.Array
+		for _, p := range parts {
+			arrs = append(arrs, p.Column(c))
+		}
+		a, err := array.Concatenate(arrs, mem)
+		require.NoError(t, err)
+		cols[c] = a
+	}
+	out := array.NewRecordBatch(sc, cols, int64(len(parts)))
+	for _, a := range cols {
+		a.Release()
+	}
+	for _, p := range parts {
+		p.Release()
+	}
+	return out
+}
+
+// TestScoreArrowChunks: an Arrow file of chunk rows (as producers stream them
+// to the topic, some out of order) scores like the whole responses; a trace
+// whose final chunk never comes is rejected as incomplete.
+func TestScoreArrowChunks(t *testing.T) {
+	dir := t.TempDir()
+	mem := memory.NewGoAllocator()
+	f, err := ingest.Open(fixtures + "valid.jsonl.gz")
+	require.NoError(t, err)
+	defer f.Close()
+	cfg := ingest.DefaultConfig() // float32 logprobs: what the stream carries, and what chunks are reassembled in
+	cfg.BatchRows = 10
+	r := ingest.NewReader(f, cfg, mem)
+	defer r.Release()
+	write := func(name string, conv func(arrow.RecordBatch) arrow.RecordBatch, recs []arrow.RecordBatch) string {
+		path := filepath.Join(dir, name)
+		tf, err := os.Create(path)
+		require.NoError(t, err)
+		w := arrowipc.NewWriter(tf, arrowipc.WithSchema(schemas.Trace))
+		for _, rec := range recs {
+			c := conv(rec)
+			require.NoError(t, w.Write(c))
+			c.Release()
+		}
+		require.NoError(t, w.Close())
+		require.NoError(t, tf.Close())
+		return path
+	}
+	var recs []arrow.RecordBatch
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		recs = append(recs, rec)
+	}
+	whole := write("whole.arrow", func(rec arrow.RecordBatch) arrow.RecordBatch { rec.Retain(); return rec }, recs)
+	chunks := write("chunks.arrow", func(rec arrow.RecordBatch) arrow.RecordBatch {
+		return chunked(t, mem, rec, func(i int) bool { return i%3 == 1 }, map[string]bool{"fx-7": true})
+	}, recs)
+	for _, rec := range recs {
+		rec.Release()
+	}
+
+	_, stderr, code := runCLI(t, "score", "--in", whole, "--out", filepath.Join(dir, "whole.csv"))
+	require.Equal(t, 0, code, stderr)
+	_, stderr, code = runCLI(t, "score", "--in", chunks, "--out", filepath.Join(dir, "chunks.csv"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, `reject trace fx-7 id="fx-7" reason=incomplete`)
+	require.Contains(t, stderr, "32 written, 1 rejected")
+
+	want := map[string]map[string]string{}
+	for _, row := range readCSV(t, filepath.Join(dir, "whole.csv")) {
+		want[row["id"]] = row
+	}
+	got := readCSV(t, filepath.Join(dir, "chunks.csv"))
+	require.Len(t, got, 32)
+	for _, g := range got {
+		w := want[g["id"]]
+		require.NotNil(t, w, g["id"])
+		for _, k := range append([]string{"model", "n_tokens"}, schemas.ProfileFeatures...) {
+			require.Equal(t, w[k], g[k], "%s %s", g["id"], k)
+		}
 	}
 }
