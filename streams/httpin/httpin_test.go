@@ -68,6 +68,18 @@ func streamed(id string) string {
 		ev("null", `"stop"`) + "data: [DONE]\n\n"
 }
 
+// streamedArray is streamed(id) as an SDK user forwards it: the chunk
+// objects collected into one JSON array.
+func streamedArray(id string) string {
+	var objs []string
+	for _, l := range strings.Split(streamed(id), "\n") {
+		if p, ok := strings.CutPrefix(l, "data: "); ok && p != "[DONE]" {
+			objs = append(objs, p)
+		}
+	}
+	return "[" + strings.Join(objs, ",") + "]"
+}
+
 // server starts the endpoint producing to topic and returns its URL.
 func server(t *testing.T, topic string, mut func(*Config)) (string, *Handler) {
 	t.Helper()
@@ -143,6 +155,7 @@ func TestAccepts(t *testing.T) {
 		{"object", pretty, 1},
 		{"array", "[" + response("a1") + "," + response("a2") + "," + response("a3") + "]", 3},
 		{"streamed (server-sent events)", streamed("s1"), 1},
+		{"streamed (JSON array of chunks)", streamedArray("s2"), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, r := post(t, url, "", strings.NewReader(tc.body))
@@ -150,7 +163,7 @@ func TestAccepts(t *testing.T) {
 			require.Equal(t, tc.n, r.Accepted)
 		})
 	}
-	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3", "s1"}, consumed(t, "http-ok", 7))
+	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3", "s1", "s2"}, consumed(t, "http-ok", 8))
 }
 
 func TestRejects(t *testing.T) {
