@@ -79,7 +79,7 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type scoreSource interface {
 	next() (arrow.RecordBatch, error)
 	rowLabel(row int) (line int64, label string) // for reports: "line 12" or "batch 3 row 7"
-	rejects() []pendingReject                     // what the source itself rejected during the last next
+	rejects() []pendingReject                    // what the source itself rejected during the last next
 	close() error
 }
 
