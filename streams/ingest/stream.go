@@ -15,14 +15,15 @@ import (
 // chat.completion.chunk object whose choices carry the logprobs of the tokens
 // in their delta, the last with a finish_reason. Streamed legacy completions
 // are text_completion objects like whole ones, told apart by an explicit
-// "finish_reason": null on every choice (or by an id whose stream is open). The Reader accepts those
-// objects as lines, with or without the SSE framing ("data: {...}",
-// "data: [DONE]", event:/id:/retry: and comment lines), and joins the chunks
-// of one id, in input order, into one response: it becomes a row when every
-// choice seen has its finish_reason. Streams of different ids may interleave.
-// A stream still open at the end of the input, or pushed out by
-// MaxOpenStreams, is rejected as incomplete. A chunk without choices (the
-// usage chunk of stream_options.include_usage) adds nothing.
+// "finish_reason": null on every choice (or by an id whose stream is open).
+//
+// The Reader accepts those objects as lines, with or without the SSE framing
+// ("data: {...}", "data: [DONE]", event:/id:/retry: and comment lines), and
+// joins the chunks of one id, in input order, into one response: it becomes
+// a row when every choice seen has its finish_reason. Streams of different
+// ids may interleave. A stream still open at the end of the input, or pushed
+// out by MaxOpenStreams, is rejected as incomplete. A chunk without choices
+// (the usage chunk of stream_options.include_usage) adds nothing.
 
 const (
 	chunkObject  = "chat.completion.chunk"
