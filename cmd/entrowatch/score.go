@@ -445,6 +445,7 @@ type pendingReject struct {
 // flush reports a batch's rejections, the reader's and the profile's, in
 // input order.
 func (r *rejectReport) flush(read []pendingReject, scored []pendingReject) error {
+	r.fromSource += int64(len(read))
 	scored = append(scored, read...)
 	sort.SliceStable(scored, func(i, j int) bool { return scored[i].line < scored[j].line })
 	for _, x := range scored {
@@ -463,7 +464,10 @@ type rejectReport struct {
 	f        *os.File
 	byReason map[string]int64
 	total    int64
-	seen     map[string]bool // trace_id+reason already reported by profile
+	// fromSource counts responses the reader rejected before scoring
+	// (malformed lines, cut-off streams, incomplete chunked traces).
+	fromSource int64
+	seen       map[string]bool // trace_id+reason already reported by profile
 }
 
 func newRejectReport(o scoreOptions, stderr io.Writer) (*rejectReport, error) {
@@ -509,7 +513,7 @@ func (r *rejectReport) close() error {
 }
 
 func (r *rejectReport) summary(w io.Writer, read, written int64, d time.Duration) {
-	fmt.Fprintf(w, "scored %d responses in %s: %d written, %d rejected", read+r.countMalformed(), d.Round(time.Millisecond), written, r.total)
+	fmt.Fprintf(w, "scored %d responses in %s: %d written, %d rejected", read+r.fromSource, d.Round(time.Millisecond), written, r.total)
 	if r.total > 0 {
 		reasons := make([]string, 0, len(r.byReason))
 		for k := range r.byReason {
@@ -526,8 +530,6 @@ func (r *rejectReport) summary(w io.Writer, read, written int64, d time.Duration
 }
 
 // countMalformed is the number of input lines that never became rows.
-func (r *rejectReport) countMalformed() int64 { return r.byReason[schemas.ReasonMalformedJSON] }
-
 // progress prints a progress line on stderr at most every two seconds, once
 // the work has run for two seconds.
 type progress struct {

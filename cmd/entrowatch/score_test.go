@@ -363,6 +363,7 @@ func TestScoreArrowChunks(t *testing.T) {
 	_, stderr, code = runCLI(t, "score", "--in", chunks, "--out", filepath.Join(dir, "chunks.csv"))
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, `reject trace fx-7 id="fx-7" reason=incomplete`)
+	require.Contains(t, stderr, "scored 33 responses")
 	require.Contains(t, stderr, "32 written, 1 rejected")
 
 	want := map[string]map[string]string{}
