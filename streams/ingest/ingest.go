@@ -339,8 +339,9 @@ func peekID(line []byte) string {
 	return ""
 }
 
-// Open opens a file for NewReader, decompressing gzip (by content, not name).
-// "-" is standard input.
+// Open opens a file for NewReader, decompressing gzip (by content, not name)
+// and turning a JSON array or pretty-printed objects into JSON Lines. "-" is
+// standard input.
 func Open(path string) (io.ReadCloser, error) {
 	var f *os.File
 	if path == "-" {
@@ -359,9 +360,22 @@ func Open(path string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: gzip: %w", path, err)
 		}
-		return readCloser{zr, func() error { return errors.Join(zr.Close(), f.Close()) }}, nil
+		return readCloser{Framed(zr), func() error { return errors.Join(zr.Close(), f.Close()) }}, nil
 	}
-	return readCloser{br, f.Close}, nil
+	return readCloser{Framed(br), f.Close}, nil
+}
+
+// Framed returns r as JSON Lines: as is when it is JSON Lines, rewritten one
+// value per line when it is a JSON array or pretty-printed objects (reframe.go).
+func Framed(r io.Reader) io.Reader {
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 1<<20)
+	}
+	if mode := detectFraming(br); mode != framedLines {
+		return newReframer(br, mode)
+	}
+	return br
 }
 
 type readCloser struct {

@@ -1,0 +1,155 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+)
+
+// JSON that is not JSON Lines. People save responses as one JSON array, or
+// as pretty-printed objects one after the other; Open turns both into JSON
+// Lines on the fly (one line per array element or top-level object), so that
+// the Reader's line-level checks, NaN handling and reports apply unchanged
+// (a report's "line N" is then the N-th response). Streaming, in constant
+// memory: a reframer tracks strings and nesting and rewrites only separators
+// and layout whitespace.
+
+// reframeMode says how the input is framed.
+type reframeMode int
+
+const (
+	framedLines  reframeMode = iota // JSON Lines: as is
+	framedArray                     // [ {...}, {...} ]
+	framedValues                    // {...} {...}, pretty-printed
+)
+
+// detectFraming peeks at the start of br: an array, pretty-printed objects
+// (a first line that is a lone "{"), or JSON Lines.
+func detectFraming(br *bufio.Reader) reframeMode {
+	head, _ := br.Peek(64 << 10)
+	t := bytes.TrimLeft(head, " \t\r\n\ufeff")
+	switch {
+	case len(t) > 0 && t[0] == '[':
+		return framedArray
+	case len(t) > 0 && t[0] == '{':
+		first := t
+		if i := bytes.IndexByte(t, '\n'); i >= 0 {
+			first = t[:i]
+		}
+		if string(bytes.TrimSpace(first)) == "{" {
+			return framedValues
+		}
+	}
+	return framedLines
+}
+
+// reframer rewrites an array or a sequence of JSON values as JSON Lines.
+type reframer struct {
+	src    io.Reader
+	mode   reframeMode
+	in     []byte
+	out    []byte
+	depth  int
+	inStr  bool
+	esc    bool
+	opened bool // array: the "[" was consumed
+	closed bool // array: the "]" was consumed
+	empty  bool // nothing of the current value written yet
+	err    error
+}
+
+func newReframer(src io.Reader, mode reframeMode) *reframer {
+	return &reframer{src: src, mode: mode, in: make([]byte, 64<<10), empty: true}
+}
+
+func (r *reframer) Read(p []byte) (int, error) {
+	for len(r.out) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		n, err := r.src.Read(r.in)
+		r.feed(r.in[:n])
+		if err != nil {
+			if !r.empty {
+				r.out = append(r.out, '\n') // a last value without its closing separator
+				r.empty = true
+			}
+			r.err = err
+		}
+	}
+	n := copy(p, r.out)
+	r.out = r.out[n:]
+	if len(r.out) == 0 {
+		r.out = r.out[:0:0]
+	}
+	return n, nil
+}
+
+func (r *reframer) feed(b []byte) {
+	for _, c := range b {
+		if r.inStr {
+			r.put(c)
+			switch {
+			case r.esc:
+				r.esc = false
+			case c == '\\':
+				r.esc = true
+			case c == '"':
+				r.inStr = false
+			}
+			continue
+		}
+		if r.mode == framedArray && !r.opened {
+			if c == '[' {
+				r.opened = true
+			}
+			continue // whitespace (or a byte-order mark) before the array
+		}
+		if r.closed {
+			continue // after the array's "]"
+		}
+		switch c {
+		case '"':
+			r.inStr = true
+			r.put(c)
+		case '{', '[':
+			r.depth++
+			r.put(c)
+		case '}', ']':
+			if r.mode == framedArray && r.depth == 0 && c == ']' {
+				r.endValue()
+				r.closed = true
+				continue
+			}
+			r.depth--
+			r.put(c)
+			if r.mode == framedValues && r.depth == 0 {
+				r.endValue()
+			}
+		case ',':
+			if r.mode == framedArray && r.depth == 0 {
+				r.endValue()
+				continue
+			}
+			r.put(c)
+		case '\n', '\r', '\t', ' ':
+			if !r.empty {
+				r.put(' ')
+			}
+		default:
+			r.put(c)
+		}
+	}
+}
+
+func (r *reframer) put(c byte) {
+	r.out = append(r.out, c)
+	r.empty = false
+}
+
+func (r *reframer) endValue() {
+	if !r.empty {
+		r.out = append(r.out, '\n')
+	}
+	r.empty = true
+}
