@@ -27,6 +27,7 @@ package ingest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -586,6 +587,9 @@ func (ch *choice) steps(r *row) error {
 			for _, v := range m {
 				alts = append(alts, decodeFloat(v))
 			}
+			// Go's map order is random: without a fixed order the features'
+			// last bits would change from run to run. Most probable first.
+			slices.SortFunc(alts, func(a, b float64) int { return cmp.Compare(b, a) })
 			r.top[t] = alts
 		}
 	}

@@ -268,3 +268,16 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// Legacy top_logprobs are maps, which Go iterates in random order: the
+// alternatives are put most probable first, so every run gives the same
+// row (and the same features to the last bit).
+func TestLegacyAlternativesOrdered(t *testing.T) {
+	line := `{"id":"L","object":"text_completion","model":"m","choices":[{"index":0,"finish_reason":"length",` +
+		`"logprobs":{"token_logprobs":[-0.3],"top_logprobs":[{"e":-4,"a":-0.3,"d":-3,"b":-1,"c":-2,"f":-Infinity}]}}]}`
+	for range 20 {
+		rows, rej := readAll(t, line, true)
+		require.Empty(t, rej)
+		require.Equal(t, [][]float64{{-0.3, -1, -2, -3, -4, math.Inf(-1)}}, rows[0].top)
+	}
+}
