@@ -449,6 +449,8 @@ type choice struct {
 type logprobs struct {
 	// chat completions
 	Content *[]step `json:"content"`
+	// chat completions that refused (structured outputs): the refusal's tokens
+	Refusal *[]step `json:"refusal"`
 	// legacy completions
 	TokenLogprobs *[]*float64          `json:"token_logprobs"`
 	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
@@ -559,10 +561,10 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 func (ch *choice) steps(r *row) error {
 	lp := ch.Logprobs
 	switch {
-	case lp == nil || (lp.Content == nil && lp.TokenLogprobs == nil):
+	case lp == nil || (lp.Content == nil && lp.Refusal == nil && lp.TokenLogprobs == nil):
 		r.noLogprobs = true
-	case lp.Content != nil:
-		content := *lp.Content
+	case lp.Content != nil || lp.Refusal != nil:
+		content := append(derefSteps(lp.Content), derefSteps(lp.Refusal)...)
 		r.chosen = make([]float64, len(content))
 		r.top = make([][]float64, len(content))
 		for t, st := range content {
@@ -594,6 +596,13 @@ func (ch *choice) steps(r *row) error {
 		}
 	}
 	return nil
+}
+
+func derefSteps(s *[]step) []step {
+	if s == nil {
+		return nil
+	}
+	return *s
 }
 
 // valueOf maps a missing logprob to NaN: the profile rejects it as nan_logprob.

@@ -281,3 +281,23 @@ func TestLegacyAlternativesOrdered(t *testing.T) {
 		require.Equal(t, [][]float64{{-0.3, -1, -2, -3, -4, math.Inf(-1)}}, rows[0].top)
 	}
 }
+
+// A chat completion that refused (structured outputs) carries its tokens'
+// logprobs under logprobs.refusal, whole or streamed.
+func TestRefusalLogprobs(t *testing.T) {
+	step := `{"token":"I","logprob":-0.2,"top_logprobs":[{"token":"I","logprob":-0.2},{"token":"Sorry","logprob":-1.7}]}`
+	whole := `{"id":"r1","model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"refusal":"I can't"},` +
+		`"logprobs":{"content":null,"refusal":[` + step + `,` + step + `]}}]}`
+	chunk := func(lp, fin string) string {
+		return `{"id":"r2","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{},"logprobs":` + lp + `,"finish_reason":` + fin + `}]}`
+	}
+	streamed := chunk(`{"content":null,"refusal":[`+step+`]}`, "null") + "\n" + chunk(`{"refusal":[`+step+`]}`, "null") + "\n" + chunk("null", `"stop"`)
+	rows, rej := readAll(t, whole+"\n"+streamed+"\n", true)
+	require.Empty(t, rej)
+	require.Len(t, rows, 2)
+	for _, r := range rows {
+		require.False(t, r.noLogprobs, r.id)
+		require.Equal(t, []float64{-0.2, -0.2}, r.chosen, r.id)
+		require.Equal(t, [][]float64{{-0.2, -1.7}, {-0.2, -1.7}}, r.top, r.id)
+	}
+}

@@ -120,9 +120,9 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 			s.choices[ch.Index] = sc
 		}
 		if lp := ch.Logprobs; lp != nil {
-			if lp.Content != nil {
+			if lp.Content != nil || lp.Refusal != nil {
 				sc.logprobs = true
-				sc.content = append(sc.content, *lp.Content...)
+				sc.content = append(append(sc.content, derefSteps(lp.Content)...), derefSteps(lp.Refusal)...)
 			}
 			if lp.TokenLogprobs != nil {
 				sc.legacy = true
