@@ -171,7 +171,10 @@ func (r *Reader) addLine(line []byte) *Reject {
 	if err := json.Unmarshal(line, &resp); err != nil {
 		return &Reject{Line: r.line, ID: peekID(line), Reason: schemas.ReasonMalformedJSON, Err: jsonError(err)}
 	}
-	if carried, isEvent := resp.streamEvent(); isEvent {
+	if carried, isEvent, err := resp.streamEvent(); isEvent {
+		if err != nil {
+			return &Reject{Line: r.line, Reason: schemas.ReasonMalformedJSON, Err: err}
+		}
 		if carried == nil {
 			return nil // a delta or progress event of a streamed Responses API response
 		}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -37,16 +38,19 @@ type incompleteDetails struct {
 }
 
 // streamEvent reports whether resp is a Responses API stream event, and the
-// response it carries, if any.
-func (resp *response) streamEvent() (carried *response, isEvent bool) {
+// response it carries, if any; a final event without its response is an error.
+func (resp *response) streamEvent() (carried *response, isEvent bool, err error) {
 	if !strings.HasPrefix(resp.Type, "response.") {
-		return nil, false
+		return nil, false, nil
 	}
 	switch resp.Type {
 	case "response.completed", "response.incomplete", "response.failed":
-		return resp.Response, true
+		if resp.Response == nil {
+			return nil, true, fmt.Errorf(`%s event without its "response"`, resp.Type)
+		}
+		return resp.Response, true, nil
 	}
-	return nil, true
+	return nil, true, nil
 }
 
 // asChoice turns a Responses API response into the one choice it amounts to.
