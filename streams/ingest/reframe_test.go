@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/schemas"
@@ -21,25 +20,7 @@ import (
 // readFramed reads input through ingest.Framed, as Open does for files.
 func readFramed(t *testing.T, input string) ([]gotRow, []int64, []ingest.Reject) {
 	t.Helper()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
-	r := ingest.NewReader(ingest.Framed(strings.NewReader(input)), ingest.DefaultConfig(), mem)
-	defer r.Release()
-	var rows []gotRow
-	var lines []int64
-	var rejects []ingest.Reject
-	for {
-		rec, err := r.Next()
-		rejects = append(rejects, r.Rejects()...)
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err)
-		rows = append(rows, toRows(rec)...)
-		lines = append(lines, r.RowLines()...)
-		rec.Release()
-	}
-	return rows, lines, rejects
+	return readFrom(t, ingest.Framed(strings.NewReader(input)), ingest.DefaultConfig())
 }
 
 func indent(t testing.TB, s string) string {

@@ -18,10 +18,15 @@ import (
 // values, their input lines and the rejects.
 func readWith(t *testing.T, input string, cfg ingest.Config) ([]gotRow, []int64, []ingest.Reject) {
 	t.Helper()
+	return readFrom(t, strings.NewReader(input), cfg)
+}
+
+func readFrom(t *testing.T, src io.Reader, cfg ingest.Config) ([]gotRow, []int64, []ingest.Reject) {
+	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	require.NoError(t, cfg.Validate())
-	r := ingest.NewReader(strings.NewReader(input), cfg, mem)
+	r := ingest.NewReader(src, cfg, mem)
 	defer r.Release()
 	var rows []gotRow
 	var lines []int64
