@@ -49,6 +49,7 @@ type reframer struct {
 	mode   reframeMode
 	in     []byte
 	out    []byte
+	next   int // out[next:] is still to be read
 	depth  int
 	inStr  bool
 	esc    bool
@@ -63,10 +64,11 @@ func newReframer(src io.Reader, mode reframeMode) *reframer {
 }
 
 func (r *reframer) Read(p []byte) (int, error) {
-	for len(r.out) == 0 {
+	for r.next == len(r.out) {
 		if r.err != nil {
 			return 0, r.err
 		}
+		r.out, r.next = r.out[:0], 0 // the buffer is reused: it holds one input chunk's output
 		n, err := r.src.Read(r.in)
 		r.feed(r.in[:n])
 		if err != nil {
@@ -77,37 +79,71 @@ func (r *reframer) Read(p []byte) (int, error) {
 			r.err = err
 		}
 	}
-	n := copy(p, r.out)
-	r.out = r.out[n:]
-	if len(r.out) == 0 {
-		r.out = r.out[:0:0]
-	}
+	n := copy(p, r.out[r.next:])
+	r.next += n
 	return n, nil
 }
 
+// structural marks the bytes a reframer acts on outside strings.
+var structural = func() (t [256]bool) {
+	for _, c := range []byte("\"{}[], \t\r\n") {
+		t[c] = true
+	}
+	return t
+}()
+
 func (r *reframer) feed(b []byte) {
-	for _, c := range b {
+	for i := 0; i < len(b); {
 		if r.inStr {
-			r.put(c)
-			switch {
-			case r.esc:
+			if r.esc {
+				r.put(b[i])
 				r.esc = false
-			case c == '\\':
-				r.esc = true
-			case c == '"':
-				r.inStr = false
+				i++
+				continue
 			}
+			// The string's text goes over in one copy, up to its closing
+			// quote or a backslash (two IndexByte scans beat IndexAny).
+			j := bytes.IndexByte(b[i:], '"')
+			seg := b[i:]
+			if j >= 0 {
+				seg = b[i : i+j]
+			}
+			if k := bytes.IndexByte(seg, '\\'); k >= 0 {
+				r.putRun(b[i : i+k+1])
+				r.esc = true
+				i += k + 1
+				continue
+			}
+			if j < 0 {
+				r.putRun(b[i:])
+				return
+			}
+			r.putRun(b[i : i+j+1])
+			r.inStr = false
+			i += j + 1
 			continue
 		}
+		c := b[i]
 		if r.mode == framedArray && !r.opened {
 			if c == '[' {
 				r.opened = true
 			}
+			i++
 			continue // whitespace (or a byte-order mark) before the array
 		}
 		if r.closed {
-			continue // after the array's "]"
+			return // after the array's "]"
 		}
+		if !structural[c] { // numbers, true, false, null: copied as a run
+			j := i + 1
+			for j < len(b) && !structural[b[j]] {
+				j++
+			}
+			r.putRun(b[i:j])
+			i = j
+			continue
+		}
+		i++
 		switch c {
 		case '"':
 			r.inStr = true
@@ -132,13 +168,18 @@ func (r *reframer) feed(b []byte) {
 				continue
 			}
 			r.put(c)
-		case '\n', '\r', '\t', ' ':
+		default: // layout whitespace: one space inside a value, none between values
 			if !r.empty {
 				r.put(' ')
 			}
-		default:
-			r.put(c)
 		}
+	}
+}
+
+func (r *reframer) putRun(b []byte) {
+	if len(b) > 0 {
+		r.out = append(r.out, b...)
+		r.empty = false
 	}
 }
 
