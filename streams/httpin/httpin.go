@@ -264,35 +264,20 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	return nil, errEncoding
 }
 
-// toLines turns a body into JSON Lines: a single JSON object or an array of
-// objects become one compact line each; anything else is taken as JSON Lines.
+// toLines turns a body into JSON Lines: a single JSON object, whatever its
+// layout, becomes one compact line; arrays, pretty-printed objects one after
+// another, JSON Lines and server-sent events go through ingest.Framed, as
+// files do.
 func toLines(body []byte) ([]byte, error) {
 	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || !json.Valid(trimmed) {
-		return body, nil // JSON Lines (or garbage: the reader rejects it line by line)
-	}
-	switch trimmed[0] {
-	case '{':
+	if len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(trimmed) {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, trimmed); err != nil {
 			return nil, err
 		}
 		return buf.Bytes(), nil
-	case '[':
-		var items []json.RawMessage
-		if err := json.Unmarshal(trimmed, &items); err != nil {
-			return nil, fmt.Errorf("body is a JSON array but not of objects: %v", err)
-		}
-		var buf bytes.Buffer
-		for _, it := range items {
-			if err := json.Compact(&buf, it); err != nil {
-				return nil, err
-			}
-			buf.WriteByte('\n')
-		}
-		return buf.Bytes(), nil
 	}
-	return nil, errors.New("body is JSON but neither an object nor an array of objects")
+	return io.ReadAll(ingest.Framed(bytes.NewReader(body)))
 }
 
 func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {

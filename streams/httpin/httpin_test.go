@@ -156,6 +156,7 @@ func TestAccepts(t *testing.T) {
 		{"array", "[" + response("a1") + "," + response("a2") + "," + response("a3") + "]", 3},
 		{"streamed (server-sent events)", streamed("s1"), 1},
 		{"streamed (JSON array of chunks)", streamedArray("s2"), 1},
+		{"pretty objects one after another", "{\n" + strings.TrimPrefix(response("p1"), "{") + "\n{\n" + strings.TrimPrefix(response("p2"), "{") + "\n", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, r := post(t, url, "", strings.NewReader(tc.body))
@@ -163,7 +164,7 @@ func TestAccepts(t *testing.T) {
 			require.Equal(t, tc.n, r.Accepted)
 		})
 	}
-	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3", "s1", "s2"}, consumed(t, "http-ok", 8))
+	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3", "s1", "s2", "p1", "p2"}, consumed(t, "http-ok", 10))
 }
 
 func TestRejects(t *testing.T) {
@@ -174,6 +175,13 @@ func TestRejects(t *testing.T) {
 	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects[0].Reason)
 	require.EqualValues(t, 2, r.Rejects[0].Line)
 	require.Contains(t, r.Error, "nothing was produced")
+
+	// An array element that is not a response is reported by its position.
+	code, r = post(t, url, "", strings.NewReader("["+response("good")+", 5]"))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects[0].Reason)
+	require.EqualValues(t, 2, r.Rejects[0].Line)
 
 	code, r = post(t, url, "", strings.NewReader(""))
 	require.Equal(t, http.StatusBadRequest, code)
