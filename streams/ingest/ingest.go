@@ -91,8 +91,26 @@ func (c Config) Validate() error {
 type Reject struct {
 	Line   int64  // 1-based line number in the input
 	ID     string // response id when it could be read
-	Reason string // schemas.ReasonMalformedJSON, or ReasonIncomplete for a streamed response cut off
+	Reason string // schemas.ReasonMalformedJSON, ReasonIncomplete for a streamed response cut off, or a reason the response itself shows (see reasonError)
 	Err    error  // what was wrong, for people
+}
+
+// reasonError is a response that parses but cannot be scored for a reason
+// more precise than malformed_json, e.g. logprobs of an echoed prompt.
+type reasonError struct {
+	reason string
+	err    error
+}
+
+func (e *reasonError) Error() string { return e.err.Error() }
+func (e *reasonError) Unwrap() error { return e.err }
+
+// reasonOf is the reject reason of an error from toRows.
+func reasonOf(err error) string {
+	if re, ok := errors.AsType[*reasonError](err); ok {
+		return re.reason
+	}
+	return schemas.ReasonMalformedJSON
 }
 
 // Reader turns JSON Lines into trace.v1 batches.
@@ -189,7 +207,7 @@ func (r *Reader) addLine(line []byte) *Reject {
 	} else {
 		var err error
 		if rows, err = resp.toRows(r.cfg); err != nil {
-			return &Reject{Line: r.line, ID: resp.ID, Reason: schemas.ReasonMalformedJSON, Err: err}
+			return &Reject{Line: r.line, ID: resp.ID, Reason: reasonOf(err), Err: err}
 		}
 	}
 	for i := range rows {
@@ -582,6 +600,12 @@ func (ch *choice) steps(r *row) error {
 		tl := *lp.TokenLogprobs
 		if len(lp.TopLogprobs) != len(tl) {
 			return fmt.Errorf("legacy logprobs: %d token_logprobs but %d top_logprobs", len(tl), len(lp.TopLogprobs))
+		}
+		if len(tl) > 0 && tl[0] == nil && lp.TopLogprobs[0] == nil {
+			// The first token of a text has no logprob: the prompt's own first
+			// token, which echo=true puts in front of the generated ones.
+			return &reasonError{schemas.ReasonNaNLogprob, errors.New("legacy logprobs start with a null token_logprob and null top_logprobs: " +
+				"the response was made with echo=true, so its logprobs begin with the prompt's tokens; request the completion without echo")}
 		}
 		r.chosen = make([]float64, len(tl))
 		r.top = make([][]float64, len(tl))

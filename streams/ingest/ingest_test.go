@@ -301,3 +301,29 @@ func TestRefusalLogprobs(t *testing.T) {
 		require.Equal(t, [][]float64{{-0.2, -1.7}, {-0.2, -1.7}}, r.top, r.id)
 	}
 }
+
+// A legacy completion made with echo=true starts with the prompt's first
+// token, which has no logprob: rejected as nan_logprob with a reason that
+// says what to change, whole or streamed. A null later in the text is left to
+// the profile (nan_logprob at that step).
+func TestLegacyEcho(t *testing.T) {
+	echo := `{"id":"E","object":"text_completion","model":"m","choices":[{"index":0,"text":"Hi there","finish_reason":"stop",` +
+		`"logprobs":{"tokens":["Hi"," there"],"token_logprobs":[null,-0.5],"top_logprobs":[null,{" there":-0.5," all":-1.2}],"text_offset":[0,2]}}]}`
+	chunk := func(lp, fin string) string {
+		return `{"id":"S","object":"text_completion","model":"m","choices":[{"index":0,"text":"x","logprobs":` + lp + `,"finish_reason":` + fin + `}]}`
+	}
+	streamed := chunk(`{"token_logprobs":[null],"top_logprobs":[null]}`, "null") + "\n" +
+		chunk(`{"token_logprobs":[-0.5],"top_logprobs":[{"x":-0.5}]}`, `"stop"`)
+	later := `{"id":"N","object":"text_completion","model":"m","choices":[{"index":0,"finish_reason":"stop",` +
+		`"logprobs":{"token_logprobs":[-0.5,null],"top_logprobs":[{"a":-0.5},{"b":-0.1}]}}]}`
+	rows, rej := readAll(t, echo+"\n"+streamed+"\n"+later+"\n", true)
+	require.Len(t, rej, 2)
+	for _, r := range rej {
+		require.Equal(t, schemas.ReasonNaNLogprob, r.Reason, r.ID)
+		require.ErrorContains(t, r.Err, "echo=true", r.ID)
+	}
+	require.Equal(t, []string{"E", "S"}, []string{rej[0].ID, rej[1].ID})
+	require.Len(t, rows, 1)
+	require.Equal(t, "N", rows[0].id)
+	require.True(t, math.IsNaN(rows[0].chosen[1]))
+}

@@ -156,7 +156,7 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 	}
 	rows, err := resp.toRows(r.cfg)
 	if err != nil {
-		return nil, &Reject{Line: r.line, ID: c.ID, Reason: schemas.ReasonMalformedJSON, Err: err}
+		return nil, &Reject{Line: r.line, ID: c.ID, Reason: reasonOf(err), Err: err}
 	}
 	return rows, nil
 }
