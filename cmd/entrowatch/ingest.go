@@ -98,6 +98,12 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 	defer rd.Release()
 	start := time.Now()
 	lastReport := start
+	// On a terminal one line is rewritten every second; in a log (a long
+	// paced replay under nohup or in a container) a full line every 10 s.
+	every, lead, tail := 10*time.Second, "", "\n"
+	if isTerminal(stderr) {
+		every, lead, tail = time.Second, "\r", ""
+	}
 	var rows, msgs, rejected int64
 	for {
 		rec, err := rd.Next()
@@ -141,13 +147,13 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 		}
 		rows += size
 		msgs += int64(n)
-		if time.Since(lastReport) > time.Second {
+		if time.Since(lastReport) > every {
 			lastReport = time.Now()
-			fmt.Fprintf(stderr, "\rproduced %d responses (%.0f/s), %d rejected", rows, float64(rows)/time.Since(start).Seconds(), rejected)
+			fmt.Fprintf(stderr, "%sproduced %d responses (%.0f/s), %d rejected%s", lead, rows, float64(rows)/time.Since(start).Seconds(), rejected, tail)
 		}
 	}
 	d := time.Since(start)
-	if lastReport != start {
+	if lastReport != start && tail == "" {
 		fmt.Fprintln(stderr)
 	}
 	fmt.Fprintf(stdout, "produced %d responses in %d messages to %s in %v (%.0f responses/s); %d lines rejected\n",

@@ -529,7 +529,6 @@ func (r *rejectReport) summary(w io.Writer, read, written int64, d time.Duration
 	fmt.Fprintln(w)
 }
 
-// countMalformed is the number of input lines that never became rows.
 // progress prints a progress line on stderr at most every two seconds, once
 // the work has run for two seconds.
 type progress struct {
