@@ -28,6 +28,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
@@ -291,6 +292,9 @@ func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {
 			d := ""
 			if rj.Err != nil {
 				d = rj.Err.Error()
+			}
+			if rj.Reason == schemas.ReasonIncomplete {
+				d += "; this endpoint keeps nothing between requests: post all of a stream's chunks in one body"
 			}
 			rejects = append(rejects, Reject{Line: rj.Line, ID: rj.ID, Reason: rj.Reason, Detail: d})
 		}

@@ -183,6 +183,16 @@ func TestRejects(t *testing.T) {
 	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects[0].Reason)
 	require.EqualValues(t, 2, r.Rejects[0].Line)
 
+	// A stream's first chunk alone: the endpoint keeps nothing between
+	// requests, and says so.
+	code, r = post(t, url, "", strings.NewReader(`data: {"id":"s1","object":"chat.completion.chunk","model":"m",`+
+		`"choices":[{"index":0,"delta":{"content":"4"},"logprobs":{"content":[{"token":"4","logprob":-0.1,"top_logprobs":[{"token":"4","logprob":-0.1}]}]},"finish_reason":null}]}`+"\n\n"))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonIncomplete, r.Rejects[0].Reason)
+	require.Equal(t, "s1", r.Rejects[0].ID)
+	require.Contains(t, r.Rejects[0].Detail, "post all of a stream's chunks in one body")
+
 	code, r = post(t, url, "", strings.NewReader(""))
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, r.Error, "empty body")
