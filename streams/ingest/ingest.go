@@ -37,6 +37,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"strconv"
 	"time"
 
@@ -370,8 +371,17 @@ func Open(path string) (io.ReadCloser, error) {
 		f = os.Stdin
 	} else {
 		var err error
+		lower := strings.ToLower(path)
+		if strings.HasSuffix(lower, ".csv") || strings.HasSuffix(lower, ".csv.gz") || strings.HasSuffix(lower, ".tsv") {
+			return nil, fmt.Errorf("%s is a table, not responses: this reads OpenAI-compatible responses "+
+				"(JSON Lines, a JSON array or server-sent events; .gz ok); a labelled CSV of features is read by entrowatch train and eval", path)
+		}
 		if f, err = os.Open(path); err != nil {
 			return nil, err
+		}
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			f.Close()
+			return nil, fmt.Errorf("%s is a directory: give a file of responses", path)
 		}
 	}
 	br := bufio.NewReaderSize(f, 1<<20)

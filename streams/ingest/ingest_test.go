@@ -224,6 +224,14 @@ func TestOpenDetectsGzip(t *testing.T) {
 	}
 	_, err := ingest.Open(filepath.Join(dir, "missing.jsonl"))
 	require.Error(t, err)
+	// A directory or a table is a mistake about the whole input, not a
+	// malformed line per row.
+	_, err = ingest.Open(dir)
+	require.ErrorContains(t, err, "is a directory")
+	table := filepath.Join(dir, "features.csv.gz")
+	require.NoError(t, os.WriteFile(table, []byte("model,domain,correct\n"), 0o644))
+	_, err = ingest.Open(table)
+	require.ErrorContains(t, err, "is a table, not responses")
 }
 
 // FuzzReader feeds arbitrary lines to the adapter: it must never panic, every
