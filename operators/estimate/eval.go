@@ -144,6 +144,7 @@ func DefaultMethods() []string {
 }
 
 func fitMethod(name string, cfg TrainConfig) Method {
+	cfg.predictOnly = true
 	return Method{name, func(tr *Table) (Predictor, error) {
 		m, err := Fit(tr, name, cfg)
 		if err != nil {

@@ -208,3 +208,33 @@ func TestForestAndMLPLearn(t *testing.T) {
 		})
 	}
 }
+
+// eval fits with predictOnly, which skips the cross-fitted metrics and, when
+// nothing needs them, the out-of-fold scores: the model it predicts with must
+// be the one train writes, to the last bit.
+func TestPredictOnlySameModel(t *testing.T) {
+	tbl := synthetic(3000, []string{"a", "b", "c"}, 5)
+	def := DefaultTrainConfig()
+	screen := DefaultTrainConfig()
+	screen.Ensemble, screen.Screen = 0, 1
+	oof := TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Seed: 1, CalibrateOn: "oof"}
+	platt := TrainConfig{Family: FamilyLogreg, Calibration: CalPlatt, Folds: 5, Seed: 1, CalibrateOn: "train", Hyper: 1}
+	for name, cfg := range map[string]TrainConfig{"default": def, "screen1_train": screen, "oof": oof, "platt_fixed_c": platt} {
+		t.Run(name, func(t *testing.T) {
+			full, err := Fit(tbl, "m", cfg)
+			require.NoError(t, err)
+			cfg.predictOnly = true
+			lean, err := Fit(tbl, "m", cfg)
+			require.NoError(t, err)
+			require.NotZero(t, full.Metrics.AUROC)
+			require.Zero(t, lean.Metrics.AUROC, "predictOnly measured anyway")
+			pf, err := predictorFor(full, tbl.Features)
+			require.NoError(t, err)
+			pl, err := predictorFor(lean, tbl.Features)
+			require.NoError(t, err)
+			for i := range tbl.N() {
+				require.Equal(t, pf(tbl.Row(i)), pl(tbl.Row(i)), "row %d", i)
+			}
+		})
+	}
+}

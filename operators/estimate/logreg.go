@@ -66,6 +66,7 @@ func fitLogreg(x []float64, d int, y, w []float64, c float64) (*Logreg, error) {
 	// at the same point, so the gradient of the last point is kept.
 	last := make([]float64, d+1)
 	grad := make([]float64, d+1)
+	sigs := make([]float64, n) // sigmoid per row at last, for the Hessian
 	var lastF float64
 	valid := false
 	eval := func(th []float64) {
@@ -86,6 +87,7 @@ func fitLogreg(x []float64, d int, y, w []float64, c float64) (*Logreg, error) {
 			if s < 0 {
 				sig = e / (1 + e)
 			}
+			sigs[i] = sig
 			f += wi * (math.Max(s, 0) + math.Log1p(e) - y[i]*s)
 			r := wi * (sig - y[i])
 			for j, v := range xi {
@@ -108,11 +110,12 @@ func fitLogreg(x []float64, d int, y, w []float64, c float64) (*Logreg, error) {
 		Grad: func(g, th []float64) { eval(th); copy(g, grad) },
 		// The Hessian X' diag(w p (1-p)) X / wsum + lam I (intercept unpenalised).
 		Hess: func(h *mat.SymDense, th []float64) {
+			eval(th) // usually a no-op: Newton asks for all three at the same point
 			k := d + 1
 			hh := make([]float64, k*k)
 			for i := range n {
 				xi := x[i*d : (i+1)*d]
-				q := sigmoid(dot(th[:d], xi) + th[d])
+				q := sigs[i]
 				c := weight(w, i) * q * (1 - q) / wsum
 				for a := range k {
 					va := 1.0

@@ -54,6 +54,12 @@ type TrainConfig struct {
 	// Hyper fixes the family's hyper-parameter (C, depth or alpha); 0 chooses
 	// it by cross-validation over a small grid.
 	Hyper float64
+
+	// predictOnly skips what only the training report needs: the
+	// cross-fitted metrics, and the out-of-fold scores when nothing else uses
+	// them (one hyper-parameter, calibration on the training scores). eval
+	// sets it: it reads the predictions only. The model is the same.
+	predictOnly bool
 }
 
 // DefaultTrainConfig is the method `entrowatch train` uses unless told otherwise.
@@ -142,6 +148,9 @@ func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 	best, bestLoss := grid[0], math.Inf(1)
 	oof := make([]float64, t.N())
 	var bestOOF []float64
+	if cfg.predictOnly && len(grid) == 1 && cfg.CalibrateOn == "train" {
+		grid = nil // nothing to choose, nothing calibrated on out-of-fold scores
+	}
 	for _, h := range grid {
 		if err := crossScores(z, d, t.Y, w, folds, cfg, h, oof); err != nil {
 			return nil, nil, err
@@ -171,6 +180,9 @@ func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 	m.Platt, m.Isotonic = fitCalibration(cfg.Calibration, calScores, t.Y, w)
 	if cfg.Offset {
 		m.Offset = fitOffset(t)
+	}
+	if cfg.predictOnly {
+		return m, nil, nil
 	}
 	// Metrics on out-of-fold scores, each fold calibrated by a map fitted on
 	// the other folds (cross-fitting), so that they are not optimistic.
@@ -245,6 +257,9 @@ func fitEnsemble(t *Table, name string, cfg TrainConfig, pos int) (*Model, []flo
 		for i, v := range pm {
 			p[i] += v / float64(len(keep))
 		}
+	}
+	if cfg.predictOnly {
+		return m, nil, nil
 	}
 	m.Metrics = measure(p, t.Y, t.Domain)
 	return m, p, nil
