@@ -31,6 +31,7 @@ func MeasureTransfer(t *Table, name string, cfg TrainConfig) (*Transfer, error) 
 	}
 	tr := &Transfer{}
 	var sum float64
+	cfg.predictOnly = true // only the left-out domain's estimate is read
 	for _, d := range domains {
 		train := t.Subset(t.Where(func(i int) bool { return t.Domain[i] != d }))
 		test := t.Subset(t.Where(func(i int) bool { return t.Domain[i] == d }))
