@@ -353,6 +353,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if cfg.HTTP.Listen != "" {
 		pcfg := kafka.DefaultProducerConfig()
 		pcfg.Topic = cfg.Source.Topic
+		pcfg.BatchTimeout = cfg.HTTP.BatchTimeout
 		hp, err := kafka.NewProducer(cfg.Kafka, pcfg, log)
 		if err != nil {
 			return fail(err)

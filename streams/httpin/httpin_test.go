@@ -153,6 +153,8 @@ func TestAccepts(t *testing.T) {
 	}{
 		{"jsonl", response("l1") + "\n" + response("l2") + "\n", 2},
 		{"object", pretty, 1},
+		{"object on one line", response("o1"), 1},
+		{"object in another layout", strings.Replace(response("o2"), ",", ",\n   ", 1) + "\n", 1},
 		{"array", "[" + response("a1") + "," + response("a2") + "," + response("a3") + "]", 3},
 		{"streamed (server-sent events)", streamed("s1"), 1},
 		{"streamed (JSON array of chunks)", streamedArray("s2"), 1},
@@ -164,7 +166,7 @@ func TestAccepts(t *testing.T) {
 			require.Equal(t, tc.n, r.Accepted)
 		})
 	}
-	require.Equal(t, []string{"l1", "l2", "single", "a1", "a2", "a3", "s1", "s2", "p1", "p2"}, consumed(t, "http-ok", 10))
+	require.Equal(t, []string{"l1", "l2", "single", "o1", "o2", "a1", "a2", "a3", "s1", "s2", "p1", "p2"}, consumed(t, "http-ok", 12))
 }
 
 func TestRejects(t *testing.T) {
@@ -175,6 +177,13 @@ func TestRejects(t *testing.T) {
 	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects[0].Reason)
 	require.EqualValues(t, 2, r.Rejects[0].Line)
 	require.Contains(t, r.Error, "nothing was produced")
+
+	// A broken object on one line (passed to the reader as it is).
+	code, r = post(t, url, "", strings.NewReader(`{"id": "cut", "choices": [`))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects[0].Reason)
+	require.Equal(t, "cut", r.Rejects[0].ID)
 
 	// An array element that is not a response is reported by its position.
 	code, r = post(t, url, "", strings.NewReader("["+response("good")+", 5]"))
