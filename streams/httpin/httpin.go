@@ -48,9 +48,13 @@ type Config struct {
 	Token kafka.Secret `yaml:"-"`
 	// MaxBodyBytes bounds one request body. Default 16 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// MaxInFlight bounds the requests being converted and produced at once;
-	// more get 429. Default 16.
+	// MaxInFlight bounds the requests being converted and produced at once.
+	// Default 16.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// QueueWait is how long a request beyond MaxInFlight waits for a slot
+	// before it gets 429. A waiting request has not read its body yet, so
+	// waiting costs a connection, not memory. 0 sheds at once. Default 1s.
+	QueueWait time.Duration `yaml:"queue_wait"`
 	// ProduceTimeout is how long a request waits for the broker's
 	// acknowledgement before it gets 429. Default 10s.
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 		TokenEnv:       "ENTROWATCH_HTTP_TOKEN",
 		MaxBodyBytes:   16 << 20,
 		MaxInFlight:    16,
+		QueueWait:      time.Second,
 		ProduceTimeout: 10 * time.Second,
 		BatchTimeout:   time.Millisecond,
 	}
@@ -83,6 +88,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("http.max_body_bytes %d: want >= 1024", c.MaxBodyBytes)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("http.max_in_flight %d: want >= 1", c.MaxInFlight)
+	case c.QueueWait < 0:
+		return fmt.Errorf("http.queue_wait %v: want >= 0", c.QueueWait)
 	case c.ProduceTimeout <= 0:
 		return fmt.Errorf("http.produce_timeout %v: want > 0", c.ProduceTimeout)
 	case c.BatchTimeout <= 0:
@@ -102,6 +109,7 @@ type Handler struct {
 	reqs    *prometheus.CounterVec
 	rows    prometheus.Counter
 	rejects *prometheus.CounterVec
+	queued  prometheus.Gauge
 }
 
 // New returns the handler; metrics are registered on reg.
@@ -121,8 +129,10 @@ func New(cfg Config, icfg ingest.Config, p *kafka.Producer, mem memory.Allocator
 			Help: "Responses produced to the topic by the HTTP endpoint."}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_http_rejects_total",
 			Help: "Responses in rejected bodies, by reason."}, []string{"reason"}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_http_queued_requests",
+			Help: "Requests waiting for an in-flight slot (http.max_in_flight, http.queue_wait)."}),
 	}
-	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects} {
+	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects, h.queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering http metrics: %w", err)
 		}
@@ -174,13 +184,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	select {
-	case h.slots <- struct{}{}:
-		defer func() { <-h.slots }()
-	default:
-		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("%d requests in flight already; retry shortly", h.cfg.MaxInFlight)})
+	if !h.acquire(r.Context()) {
+		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("%d requests in flight already and no slot freed within %v; retry shortly", h.cfg.MaxInFlight, h.cfg.QueueWait)})
 		return
 	}
+	defer func() { <-h.slots }()
 	body, err := h.readBody(w, r)
 	if err != nil {
 		if errors.Is(err, errEncoding) {
@@ -245,6 +253,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.rows.Add(float64(n))
 	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+}
+
+// acquire takes an in-flight slot, waiting up to QueueWait for one.
+func (h *Handler) acquire(ctx context.Context) bool {
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if h.cfg.QueueWait <= 0 {
+		return false
+	}
+	h.queued.Inc()
+	defer h.queued.Dec()
+	t := time.NewTimer(h.cfg.QueueWait)
+	defer t.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 var errEncoding = errors.New("unsupported Content-Encoding: send identity or gzip")

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -258,26 +259,60 @@ func TestToken(t *testing.T) {
 }
 
 func TestTooManyInFlight(t *testing.T) {
-	url, h := server(t, "http-busy", func(c *Config) { c.MaxInFlight = 1 })
-	// The first request holds the only slot while its body trickles in.
-	pr, pw := io.Pipe()
-	first := make(chan int, 1)
-	go func() {
-		code, _ := post(t, url, "", pr)
-		first <- code
-	}()
-	_, err := pw.Write([]byte(response("slow")[:10]))
-	require.NoError(t, err)
-	for len(h.slots) == 0 { // wait until the first handler holds the slot
-		time.Sleep(time.Millisecond)
+	// hold starts a request that takes the only slot while its body
+	// trickles in; release sends the rest and returns its status.
+	hold := func(t *testing.T, url string, h *Handler) func() int {
+		pr, pw := io.Pipe()
+		first := make(chan int, 1)
+		go func() {
+			code, _ := post(t, url, "", pr)
+			first <- code
+		}()
+		_, err := pw.Write([]byte(response("slow")[:10]))
+		require.NoError(t, err)
+		for len(h.slots) == 0 { // wait until the first handler holds the slot
+			time.Sleep(time.Millisecond)
+		}
+		return func() int {
+			_, err := pw.Write([]byte(response("slow")[10:]))
+			require.NoError(t, err)
+			require.NoError(t, pw.Close())
+			return <-first
+		}
 	}
-	code, r := post(t, url, "", strings.NewReader(response("fast")))
-	require.Equal(t, http.StatusTooManyRequests, code)
-	require.Contains(t, r.Error, "in flight")
-	_, err = pw.Write([]byte(response("slow")[10:]))
-	require.NoError(t, err)
-	require.NoError(t, pw.Close())
-	require.Equal(t, http.StatusAccepted, <-first)
+	t.Run("shed after queue_wait", func(t *testing.T) {
+		url, h := server(t, "http-busy", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, 50*time.Millisecond })
+		release := hold(t, url, h)
+		start := time.Now()
+		code, r := post(t, url, "", strings.NewReader(response("fast")))
+		require.Equal(t, http.StatusTooManyRequests, code)
+		require.Contains(t, r.Error, "in flight")
+		require.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond, "answered before queue_wait")
+		require.Equal(t, http.StatusAccepted, release())
+	})
+	t.Run("queued until a slot frees", func(t *testing.T) {
+		url, h := server(t, "http-queue", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, time.Minute })
+		release := hold(t, url, h)
+		second := make(chan int, 1)
+		go func() {
+			code, _ := post(t, url, "", strings.NewReader(response("queued")))
+			second <- code
+		}()
+		for testutil.ToFloat64(h.queued) == 0 { // the second request waits for the slot
+			time.Sleep(time.Millisecond)
+		}
+		require.Equal(t, http.StatusAccepted, release())
+		require.Equal(t, http.StatusAccepted, <-second)
+		require.Zero(t, testutil.ToFloat64(h.queued))
+		require.ElementsMatch(t, []string{"slow", "queued"}, consumed(t, "http-queue", 2))
+	})
+	t.Run("queue_wait 0 sheds at once", func(t *testing.T) {
+		url, h := server(t, "http-shed", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, 0 })
+		release := hold(t, url, h)
+		code, _ := post(t, url, "", strings.NewReader(response("fast")))
+		require.Equal(t, http.StatusTooManyRequests, code)
+		require.Equal(t, http.StatusAccepted, release())
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
