@@ -143,6 +143,9 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 		size := rec.NumRows()
 		rec.Release()
 		if err != nil {
+			if errors.Is(err, kafka.ErrUnknownTopic) {
+				return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+			}
 			return fmt.Errorf("after %d responses were acknowledged: %w (is the broker running? entrowatch run starts one on 127.0.0.1:9092)", rows, err)
 		}
 		rows += size

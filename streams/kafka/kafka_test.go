@@ -166,3 +166,35 @@ func TestConfigValidate(t *testing.T) {
 	s.StartOffset = "middle"
 	require.ErrorContains(t, s.Validate(), "start_offset")
 }
+
+// Producing to a topic that does not exist says so, instead of failing with
+// the protocol's bare "Unknown Topic Or Partition".
+func TestProduceUnknownTopic(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic, pcfg.MaxAttempts = "nowhere", 2
+	p, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = p.Produce(ctx, Message{Value: []byte("v")}, Message{Value: []byte("w")})
+	require.ErrorIs(t, err, ErrUnknownTopic)
+	require.ErrorContains(t, err, "producing to nowhere: the topic does not exist")
+
+	// Any other failure keeps its own message.
+	require.NoError(t, EnsureTopics(ctx, conn, 1, "elsewhere"))
+	pcfg.Topic = "elsewhere"
+	q, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	defer q.Close()
+	big := Message{Value: make([]byte, pcfg.MaxMessageBytes+1)}
+	err = q.Produce(ctx, big)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, ErrUnknownTopic)
+	require.NoError(t, q.Produce(ctx, Message{Value: []byte("v")}))
+}

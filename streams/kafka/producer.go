@@ -115,9 +115,30 @@ func (p *Producer) Produce(ctx context.Context, msgs ...Message) error {
 		}
 	}
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+		if isUnknownTopic(err) {
+			return fmt.Errorf("producing to %s: %w; create it, or start entrowatch run first (it creates its topics when create_topics is true): %w", p.cfg.Topic, ErrUnknownTopic, err)
+		}
 		return fmt.Errorf("producing %d messages to %s: %w", len(msgs), p.cfg.Topic, err)
 	}
 	return nil
+}
+
+// ErrUnknownTopic is wrapped by Produce's error when the topic does not exist.
+var ErrUnknownTopic = errors.New("the topic does not exist on the brokers")
+
+// isUnknownTopic reports whether err, or every message's error of a
+// partial failure, says that the topic does not exist.
+func isUnknownTopic(err error) bool {
+	var we kafkago.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && !errors.Is(e, kafkago.UnknownTopicOrPartition) {
+				return false
+			}
+		}
+		return we.Count() > 0
+	}
+	return errors.Is(err, kafkago.UnknownTopicOrPartition)
 }
 
 // Close flushes and releases the connections.
