@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,10 @@ type Config struct {
 	// before it gets 429. A waiting request has not read its body yet, so
 	// waiting costs a connection, not memory. 0 sheds at once. Default 1s.
 	QueueWait time.Duration `yaml:"queue_wait"`
+	// BodyTimeout bounds how long a request holding a slot may take to send
+	// its body; a slower one gets 408 and frees the slot, so stalled
+	// clients cannot starve the others. Default 30s.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 	// ProduceTimeout is how long a request waits for the broker's
 	// acknowledgement before it gets 429. Default 10s.
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
@@ -74,6 +79,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:   16 << 20,
 		MaxInFlight:    16,
 		QueueWait:      time.Second,
+		BodyTimeout:    30 * time.Second,
 		ProduceTimeout: 10 * time.Second,
 		BatchTimeout:   time.Millisecond,
 	}
@@ -90,6 +96,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("http.max_in_flight %d: want >= 1", c.MaxInFlight)
 	case c.QueueWait < 0:
 		return fmt.Errorf("http.queue_wait %v: want >= 0", c.QueueWait)
+	case c.BodyTimeout <= 0:
+		return fmt.Errorf("http.body_timeout %v: want > 0", c.BodyTimeout)
 	case c.ProduceTimeout <= 0:
 		return fmt.Errorf("http.produce_timeout %v: want > 0", c.ProduceTimeout)
 	case c.BatchTimeout <= 0:
@@ -189,10 +197,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { <-h.slots }()
+	// The connection's read deadline bounds the body (the server's
+	// ReadHeaderTimeout bounds the headers).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
 	body, err := h.readBody(w, r)
 	if err != nil {
 		if errors.Is(err, errEncoding) {
 			h.reply(w, http.StatusUnsupportedMediaType, Reply{Error: err.Error()})
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			h.reply(w, http.StatusRequestTimeout, Reply{Error: fmt.Sprintf("the body did not arrive within %v (http.body_timeout)", h.cfg.BodyTimeout)})
 			return
 		}
 		var tooBig *http.MaxBytesError

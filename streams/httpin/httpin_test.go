@@ -306,6 +306,23 @@ func TestTooManyInFlight(t *testing.T) {
 		require.Zero(t, testutil.ToFloat64(h.queued))
 		require.ElementsMatch(t, []string{"slow", "queued"}, consumed(t, "http-queue", 2))
 	})
+	t.Run("a stalled body times out and frees the slot", func(t *testing.T) {
+		url, h := server(t, "http-stall", func(c *Config) { c.MaxInFlight, c.BodyTimeout = 1, 100*time.Millisecond })
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		stalled := make(chan int, 1)
+		go func() {
+			code, _ := post(t, url, "", pr)
+			stalled <- code
+		}()
+		_, err := pw.Write([]byte(response("stalled")[:10])) // and nothing more
+		require.NoError(t, err)
+		require.Equal(t, http.StatusRequestTimeout, <-stalled)
+		code, r := post(t, url, "", strings.NewReader(response("next")))
+		require.Equal(t, http.StatusAccepted, code, r.Error)
+		require.Equal(t, []string{"next"}, consumed(t, "http-stall", 1))
+		require.Len(t, h.slots, 0)
+	})
 	t.Run("queue_wait 0 sheds at once", func(t *testing.T) {
 		url, h := server(t, "http-shed", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, 0 })
 		release := hold(t, url, h)
