@@ -154,7 +154,12 @@ func ReadTable(path string, features []string) (*Table, error) {
 			defer gz.Close()
 			r = gz
 		}
-		t, err = ReadCSV(r, features)
+		cb := bufio.NewReader(r)
+		if first, _ := cb.Peek(64); isJSONStart(first) {
+			return nil, fmt.Errorf("%s holds JSON (responses?), not a labelled table: score the responses first "+
+				"(entrowatch score --in %s --out features.csv; a \"correct\" field becomes the label column), then use features.csv", path, path)
+		}
+		t, err = ReadCSV(cb, features)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -398,4 +403,11 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		t.Domain = append(t.Domain, d)
 	}
 	return nil
+}
+
+// isJSONStart reports a text that starts, after blanks and a byte-order
+// mark, with a JSON object or array, or a server-sent event.
+func isJSONStart(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n\ufeff")
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[') || bytes.HasPrefix(b, []byte("data:"))
 }

@@ -1,6 +1,8 @@
 package estimate
 
 import (
+	"bytes"
+	"compress/gzip"
 	"math"
 	"os"
 	"path/filepath"
@@ -89,4 +91,34 @@ func TestReadTableArrow(t *testing.T) {
 		_, err = ReadTable(path, []string{"confidence"})
 		require.ErrorContains(t, err, `"confidence"`)
 	}
+}
+
+// Responses given where a labelled table belongs get told to score them
+// first, gzip or not, whatever their framing; a CSV still reads.
+func TestReadTableRefusesResponses(t *testing.T) {
+	dir := t.TempDir()
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		_, _ = zw.Write([]byte(s))
+		require.NoError(t, zw.Close())
+		return b.Bytes()
+	}
+	resp := `{"id":"a","model":"m","choices":[]}` + "\n"
+	for name, body := range map[string][]byte{
+		"lines.jsonl":    []byte(resp),
+		"lines.jsonl.gz": gz(resp),
+		"array.json":     []byte("\ufeff[\n " + resp + "]"),
+		"sse.txt":        []byte("data: " + resp + "\n"),
+	} {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, body, 0o644))
+		_, err := ReadTable(path, []string{"mean"})
+		require.ErrorContains(t, err, "score the responses first", name)
+	}
+	path := filepath.Join(dir, "ok.csv")
+	require.NoError(t, os.WriteFile(path, []byte("model,domain,correct,mean\nm,d,1,0.5\nm,d,0,0.9\n"), 0o644))
+	tbl, err := ReadTable(path, []string{"mean"})
+	require.NoError(t, err)
+	require.Equal(t, 2, tbl.N())
 }
