@@ -273,7 +273,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	if cfg.CreateTopics {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, cfg.Source.Topic, cfg.DeadLetter.Topic)
+		topics := []string{cfg.Source.Topic, cfg.DeadLetter.Topic}
+		if cfg.HTTP.Listen != "" && cfg.HTTP.LabelsTopic != "" {
+			topics = append(topics, cfg.HTTP.LabelsTopic)
+		}
+		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, topics...)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%w (set create_topics: false when the topics exist and this user may not create topics)", err)
@@ -359,7 +363,16 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			return fail(err)
 		}
 		closers = append(closers, hp.Close)
-		h, err := httpin.New(cfg.HTTP, cfg.Ingest, hp, mem, log, reg)
+		var lp *kafka.Producer
+		if cfg.HTTP.LabelsTopic != "" {
+			lcfg := pcfg
+			lcfg.Topic = cfg.HTTP.LabelsTopic
+			if lp, err = kafka.NewProducer(cfg.Kafka, lcfg, log); err != nil {
+				return fail(err)
+			}
+			closers = append(closers, lp.Close)
+		}
+		h, err := httpin.New(cfg.HTTP, cfg.Ingest, hp, lp, mem, log, reg)
 		if err != nil {
 			return fail(err)
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
@@ -41,6 +42,13 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Path is the URL path that accepts POSTs. Default "/v1/responses".
 	Path string `yaml:"path"`
+	// LabelsPath accepts labels (label.v1 as JSON: trace_id, correct, and
+	// optionally source and ts), produced to LabelsTopic for `entrowatch
+	// labels import --topic`. Default "/v1/labels".
+	LabelsPath string `yaml:"labels_path"`
+	// LabelsTopic is where LabelsPath produces; "" turns it off. Default
+	// "labels".
+	LabelsTopic string `yaml:"labels_topic"`
 	// TokenEnv names the environment variable holding the bearer token
 	// clients must send; when the variable is empty or unset, no token is
 	// required. Default "ENTROWATCH_HTTP_TOKEN".
@@ -75,6 +83,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Path:           "/v1/responses",
+		LabelsPath:     "/v1/labels",
+		LabelsTopic:    "labels",
 		TokenEnv:       "ENTROWATCH_HTTP_TOKEN",
 		MaxBodyBytes:   16 << 20,
 		MaxInFlight:    16,
@@ -90,6 +100,8 @@ func (c Config) Validate() error {
 	switch {
 	case !strings.HasPrefix(c.Path, "/"):
 		return fmt.Errorf("http.path %q: want an absolute URL path like /v1/responses", c.Path)
+	case c.LabelsTopic != "" && (!strings.HasPrefix(c.LabelsPath, "/") || c.LabelsPath == c.Path):
+		return fmt.Errorf("http.labels_path %q: want an absolute URL path like /v1/labels, other than http.path", c.LabelsPath)
 	case c.MaxBodyBytes < 1024:
 		return fmt.Errorf("http.max_body_bytes %d: want >= 1024", c.MaxBodyBytes)
 	case c.MaxInFlight < 1:
@@ -111,6 +123,7 @@ type Handler struct {
 	cfg     Config
 	icfg    ingest.Config
 	p       *kafka.Producer
+	lp      *kafka.Producer // labels; nil when LabelsTopic is ""
 	mem     memory.Allocator
 	log     *slog.Logger
 	slots   chan struct{}
@@ -118,18 +131,23 @@ type Handler struct {
 	rows    prometheus.Counter
 	rejects *prometheus.CounterVec
 	queued  prometheus.Gauge
+	labels  prometheus.Counter
 }
 
-// New returns the handler; metrics are registered on reg.
-func New(cfg Config, icfg ingest.Config, p *kafka.Producer, mem memory.Allocator, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+// New returns the handler; metrics are registered on reg. p produces to the
+// traces topic, lp to cfg.LabelsTopic (nil when that is "").
+func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Allocator, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if (lp == nil) != (cfg.LabelsTopic == "") {
+		return nil, fmt.Errorf("http.labels_topic %q needs a labels producer exactly when it is set", cfg.LabelsTopic)
 	}
 	if err := icfg.Validate(); err != nil {
 		return nil, err
 	}
 	h := &Handler{
-		cfg: cfg, icfg: icfg, p: p, mem: mem, log: log,
+		cfg: cfg, icfg: icfg, p: p, lp: lp, mem: mem, log: log,
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_http_requests_total",
 			Help: "Ingest requests by HTTP status code."}, []string{"code"}),
@@ -139,8 +157,10 @@ func New(cfg Config, icfg ingest.Config, p *kafka.Producer, mem memory.Allocator
 			Help: "Responses in rejected bodies, by reason."}, []string{"reason"}),
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_http_queued_requests",
 			Help: "Requests waiting for an in-flight slot (http.max_in_flight, http.queue_wait)."}),
+		labels: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_http_labels_total",
+			Help: "Labels produced to the labels topic by the HTTP endpoint."}),
 	}
-	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects, h.queued} {
+	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects, h.queued, h.labels} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering http metrics: %w", err)
 		}
@@ -175,8 +195,13 @@ func (h *Handler) reply(w http.ResponseWriter, code int, r Reply) {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != h.cfg.Path {
-		h.reply(w, http.StatusNotFound, Reply{Error: "POST responses to " + h.cfg.Path})
+	labels := h.lp != nil && r.URL.Path == h.cfg.LabelsPath
+	if r.URL.Path != h.cfg.Path && !labels {
+		msg := "POST responses to " + h.cfg.Path
+		if h.lp != nil {
+			msg += ", labels to " + h.cfg.LabelsPath
+		}
+		h.reply(w, http.StatusNotFound, Reply{Error: msg})
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -224,6 +249,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
 		return
 	}
+	if labels {
+		h.serveLabels(w, r, lines)
+		return
+	}
 	recs, rejects, err := h.convert(lines)
 	defer func() {
 		for _, rec := range recs {
@@ -268,6 +297,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.rows.Add(float64(n))
+	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+}
+
+// labelsPerMessage bounds the labels of one Kafka message (about 100 bytes
+// each, far under the message size limit).
+const labelsPerMessage = 2000
+
+// serveLabels checks every label of the body as `labels import` will read
+// it, stamps the missing source ("http") and time (now), and produces them as
+// JSON Lines; nothing is produced when one label is wrong.
+func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []byte) {
+	ls, err := clickhouse.ReadLabels(bytes.NewReader(lines), "http", time.Now())
+	if err != nil {
+		h.reply(w, http.StatusBadRequest, Reply{Error: "labels: " + err.Error() + "; nothing was produced, fix them and resend " +
+			`(JSON objects {"trace_id": "...", "correct": true|false, "source": "...", "ts": RFC 3339 or Unix ms}, one, an array or JSON Lines)`})
+		return
+	}
+	if len(ls) == 0 {
+		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one label, a JSON array of them, or JSON Lines"})
+		return
+	}
+	n := len(ls)
+	var msgs []kafka.Message
+	for len(ls) > 0 {
+		k := min(len(ls), labelsPerMessage)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		for _, l := range ls[:k] {
+			if err := enc.Encode(l); err != nil {
+				h.reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+				return
+			}
+		}
+		msgs = append(msgs, kafka.Message{Value: buf.Bytes()})
+		ls = ls[k:]
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProduceTimeout)
+	defer cancel()
+	if err := h.lp.Produce(ctx, msgs...); err != nil {
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("the labels topic did not acknowledge within %v; retry later", h.cfg.ProduceTimeout)})
+			return
+		}
+		h.log.Warn("http labels produce failed", "err", err)
+		h.reply(w, http.StatusServiceUnavailable, Reply{Error: "producing to the labels topic failed; retry later"})
+		return
+	}
+	h.labels.Add(float64(n))
 	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
 }
 

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/ipc"
@@ -94,15 +95,27 @@ func server(t *testing.T, topic string, mut func(*Config)) (string, *Handler) {
 	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	cfg := DefaultConfig()
+	cfg.LabelsTopic = topic + "-labels"
 	if mut != nil {
 		mut(&cfg)
 	}
-	h, err := New(cfg, ingest.DefaultConfig(), p, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	var lp *kafka.Producer
+	if cfg.LabelsTopic != "" {
+		require.NoError(t, kafka.EnsureTopics(ctx, conn, 1, cfg.LabelsTopic))
+		lcfg := pcfg
+		lcfg.Topic = cfg.LabelsTopic
+		lp, err = kafka.NewProducer(conn, lcfg, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+	}
+	h, err := New(cfg, ingest.DefaultConfig(), p, lp, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		srv.Close()
 		require.NoError(t, p.Close())
+		if lp != nil {
+			require.NoError(t, lp.Close())
+		}
 	})
 	return srv.URL + cfg.Path, h
 }
@@ -337,4 +350,65 @@ func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
 	c.Path = "v1"
 	require.ErrorContains(t, c.Validate(), "http.path")
+}
+
+// Labels posted to /v1/labels reach the labels topic in the form
+// `labels import --topic` decodes, with the missing source and time filled
+// in; a wrong label gets 400 and nothing is produced.
+func TestLabels(t *testing.T) {
+	url, _ := server(t, "http-labels", nil)
+	lurl := strings.TrimSuffix(url, "/v1/responses") + "/v1/labels"
+	before := time.Now().Add(-time.Second)
+	code, r := post(t, lurl, "", strings.NewReader(`[{"trace_id": "a", "correct": true},
+	  {"trace_id": "b", "correct": 0, "source": "review", "ts": "2026-11-20T10:00:00Z"}]`))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, 2, r.Accepted)
+	code, r = post(t, lurl, "", strings.NewReader(`{"trace_id": "c", "correct": "false", "ts": 1795000000000}`))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+
+	// Wrong labels: nothing of the body is produced.
+	for _, body := range []string{
+		`{"trace_id": "d", "correct": true}` + "\n" + `{"trace_id": "", "correct": true}`,
+		`{"trace_id": "e", "correct": "maybe"}`,
+		`{"trace_id": "f", "correct": true, "ts": "yesterday"}`,
+		`[5]`,
+		``,
+	} {
+		code, r = post(t, lurl, "", strings.NewReader(body))
+		require.Equal(t, http.StatusBadRequest, code, body)
+		require.NotEmpty(t, r.Error, body)
+	}
+
+	rd := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{testBroker.Addr()}, Topic: "http-labels-labels", MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []clickhouse.Label
+	for len(got) < 3 {
+		m, err := rd.ReadMessage(ctx)
+		require.NoError(t, err)
+		ls, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
+		require.NoError(t, err)
+		got = append(got, ls...)
+	}
+	require.Len(t, got, 3)
+	require.Equal(t, "a", got[0].TraceID)
+	require.True(t, got[0].Correct)
+	require.Equal(t, "http", got[0].Source)
+	require.WithinRange(t, got[0].TS, before, time.Now().Add(time.Second))
+	require.Equal(t, clickhouse.Label{TraceID: "b", Correct: false, Source: "review", TS: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)}, got[1])
+	require.Equal(t, "c", got[2].TraceID)
+	require.False(t, got[2].Correct)
+	require.Equal(t, int64(1795000000000), got[2].TS.UnixMilli())
+	// Nothing else arrived: the next read times out.
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	_, err := rd.ReadMessage(short)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// Responses still go to the traces topic; labels off means 404 there.
+	url2, _ := server(t, "http-nolabels", func(c *Config) { c.LabelsTopic = "" })
+	code, r = post(t, strings.TrimSuffix(url2, "/v1/responses")+"/v1/labels", "", strings.NewReader(`{"trace_id": "a", "correct": true}`))
+	require.Equal(t, http.StatusNotFound, code)
+	require.NotContains(t, r.Error, "labels to")
 }
