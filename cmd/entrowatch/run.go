@@ -63,6 +63,12 @@ type runConfig struct {
 	// with Partitions partitions. Default true.
 	CreateTopics bool `yaml:"create_topics"`
 	Partitions   int  `yaml:"partitions"`
+	// LabelsTopic carries labels (label.v1 as Arrow or JSON): POST
+	// http.labels_path produces to it, and with the ClickHouse sink this
+	// process stores what it carries in the labels table (consumer group
+	// "entrowatch-labels"; replicas share its partitions). "" turns both
+	// off. Default "labels".
+	LabelsTopic string `yaml:"labels_topic"`
 	// Source is the consumed topic and consumer group.
 	Source kafka.SourceConfig `yaml:"source"`
 	// DeadLetter is the dead-letter producer; its topic defaults to
@@ -120,6 +126,7 @@ func defaultRunConfig() runConfig {
 		Kafka:        kafka.DefaultConfig(),
 		CreateTopics: true,
 		Partitions:   4,
+		LabelsTopic:  "labels",
 		Source:       kafka.DefaultSourceConfig(),
 		DeadLetter:   kafka.DefaultProducerConfig(),
 		Stream:       runner.DefaultConfig(),
@@ -274,8 +281,8 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if cfg.CreateTopics {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		topics := []string{cfg.Source.Topic, cfg.DeadLetter.Topic}
-		if cfg.HTTP.Listen != "" && cfg.HTTP.LabelsTopic != "" {
-			topics = append(topics, cfg.HTTP.LabelsTopic)
+		if cfg.LabelsTopic != "" {
+			topics = append(topics, cfg.LabelsTopic)
 		}
 		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, topics...)
 		cancel()
@@ -364,9 +371,10 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 		closers = append(closers, hp.Close)
 		var lp *kafka.Producer
-		if cfg.HTTP.LabelsTopic != "" {
+		cfg.HTTP.LabelsTopic = cfg.LabelsTopic
+		if cfg.LabelsTopic != "" {
 			lcfg := pcfg
-			lcfg.Topic = cfg.HTTP.LabelsTopic
+			lcfg.Topic = cfg.LabelsTopic
 			if lp, err = kafka.NewProducer(cfg.Kafka, lcfg, log); err != nil {
 				return fail(err)
 			}
@@ -395,11 +403,44 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	})
 	log.Info("stream running", "brokers", strings.Join(cfg.Kafka.Brokers, ","), "topic", cfg.Source.Topic,
 		"group", cfg.Source.Group, "dead_letter", cfg.DeadLetter.Topic, "sink", where, "metrics", cfg.Metrics.Listen, "http", cfg.HTTP.Listen)
+	if cs, ok := sink.(*clickhouse.Sink); ok && cfg.LabelsTopic != "" {
+		if err := followLabels(g, gctx, cfg, cs, mem, log, reg); err != nil {
+			return fail(err)
+		}
+	}
 	g.Go(func() error { return r.Run(gctx) })
 	err = g.Wait()
 	st := r.Stats()
 	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", st.DeadLettered, "commits", st.Commits)
 	return err
+}
+
+// followLabels stores the labels topic's labels through the ClickHouse sink's
+// connection until ctx ends.
+func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *clickhouse.Sink, mem memory.Allocator, log *slog.Logger, reg prometheus.Registerer) error {
+	sc := cfg.Source
+	sc.Topic, sc.Group = cfg.LabelsTopic, "entrowatch-labels"
+	src, err := kafka.NewSource(cfg.Kafka, sc, log)
+	if err != nil {
+		return fmt.Errorf("labels topic: %w", err)
+	}
+	stored := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_stored_total",
+		Help: "Labels from the labels topic stored in ClickHouse."})
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_dropped_messages_total",
+		Help: "Messages of the labels topic that held no labels (logged and skipped)."})
+	for _, c := range []prometheus.Collector{stored, dropped} {
+		if err := reg.Register(c); err != nil {
+			src.Close()
+			return err
+		}
+	}
+	g.Go(func() error {
+		defer src.Close()
+		return cs.FollowLabels(ctx, src, mem, log, clickhouse.FollowCounters{
+			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc})
+	})
+	log.Info("storing labels", "topic", cfg.LabelsTopic, "group", sc.Group)
+	return nil
 }
 
 // newRunSink opens the configured sink; what it starts besides (a managed

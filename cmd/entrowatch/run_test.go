@@ -3,15 +3,20 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
 // syncWriter is a strings.Builder safe for the log lines of run's goroutines.
@@ -117,4 +122,86 @@ stream:
 		require.Equal(t, 1, seen[id], id)
 	}
 	require.Contains(t, runErr.String(), "stream stopped")
+}
+
+// TestRunStoresHTTPLabels: on one machine with the managed ClickHouse,
+// labels posted to POST /v1/labels travel through the labels topic and land
+// in the labels table, with no other command to run.
+func TestRunStoresHTTPLabels(t *testing.T) {
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	dir := t.TempDir()
+	httpAddr := freeAddr(t)
+	cfg := fmt.Sprintf(`data_dir: %s
+broker:
+  listen: %s
+sink: clickhouse
+http:
+  listen: %s
+metrics:
+  listen: ""
+`, dir, freeAddr(t), httpAddr)
+	cfgPath := filepath.Join(dir, "entrowatch.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := &syncWriter{b: &strings.Builder{}}
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"run", "--config", cfgPath}, &syncWriter{b: &strings.Builder{}}, runErr)
+	}()
+
+	post := func(body string) (int, string) {
+		res, err := http.Post("http://"+httpAddr+"/v1/labels", "application/json", strings.NewReader(body))
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	code, reply := 0, ""
+	for time.Now().Before(deadline) {
+		if code, reply = post(`[{"trace_id": "L1", "correct": true}, {"trace_id": "L2", "correct": false, "source": "review"}]`); code != 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Equal(t, http.StatusAccepted, code, reply+"\n"+runErr.String())
+	code, reply = post(`{"trace_id": "L3", "correct": "perhaps"}`)
+	require.Equal(t, http.StatusBadRequest, code, reply)
+
+	dsn := regexp.MustCompile(`sink=(clickhouse://\S+)`).FindStringSubmatch(runErr.String())
+	require.NotNil(t, dsn, runErr.String())
+	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn[1]})
+	require.NoError(t, err)
+	defer conn.Close()
+	var got []string
+	for time.Now().Before(deadline) {
+		got = got[:0]
+		rows, err := conn.Query(ctx, "SELECT trace_id, correct, source FROM labels_latest ORDER BY trace_id")
+		require.NoError(t, err)
+		for rows.Next() {
+			var id, source string
+			var correct uint8
+			require.NoError(t, rows.Scan(&id, &correct, &source))
+			got = append(got, fmt.Sprintf("%s/%d/%s", id, correct, source))
+		}
+		require.NoError(t, rows.Close())
+		if len(got) >= 2 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Equal(t, []string{"L1/1/http", "L2/0/review"}, got, runErr.String())
+	cancel()
+	select {
+	case c := <-done:
+		require.Equal(t, 0, c, runErr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not stop after cancellation")
+	}
+	require.Contains(t, runErr.String(), "storing labels")
 }

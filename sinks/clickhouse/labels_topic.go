@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -105,6 +106,88 @@ func ImportTopic(ctx context.Context, conn driver.Conn, db string, ti TopicImpor
 		}
 		total += len(labels)
 	}
+}
+
+// LabelFeed is a consumer-group source of label messages, such as
+// streams/kafka.Source.
+type LabelFeed interface {
+	Fetch(ctx context.Context) (kafka.Message, error)
+	Commit(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// FollowCounters receives what FollowLabels did; nil funcs are skipped.
+type FollowCounters struct {
+	Stored  func(n int) // labels stored
+	Dropped func()      // messages that hold no labels, skipped
+}
+
+// FollowLabels stores the labels of feed in the labels table until ctx ends,
+// committing each message after its labels are stored. A message that is not
+// labels is logged with its partition and offset, counted and skipped, so
+// that one bad producer cannot stall the labels of everyone else. A failing
+// fetch or insert is retried with backoff (1 s doubling to 30 s), and
+// nothing is committed meanwhile. It returns nil when ctx ends.
+func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db string, mem memory.Allocator, log *slog.Logger, c FollowCounters) error {
+	const minBackoff, maxBackoff = time.Second, 30 * time.Second
+	backoff := minBackoff
+	wait := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+			backoff = min(2*backoff, maxBackoff)
+			return true
+		}
+	}
+	for {
+		m, err := feed.Fetch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			log.Warn("labels: fetch failed; retrying", "err", err, "retry_in", backoff)
+			if !wait() {
+				return nil
+			}
+			continue
+		}
+		labels, err := DecodeLabels(m.Value, "kafka", mem)
+		if err != nil {
+			log.Error("labels: message skipped, it holds no labels", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+			if c.Dropped != nil {
+				c.Dropped()
+			}
+		}
+		for err == nil {
+			if err = InsertLabels(ctx, conn, db, labels); err == nil {
+				break
+			}
+			log.Warn("labels: insert failed; retrying", "err", err, "labels", len(labels), "retry_in", backoff)
+			if !wait() {
+				return nil
+			}
+			err = nil
+		}
+		for {
+			cerr := feed.Commit(ctx, m)
+			if cerr == nil {
+				break
+			}
+			log.Warn("labels: commit failed; retrying", "err", cerr, "retry_in", backoff)
+			if !wait() {
+				return nil
+			}
+		}
+		backoff = minBackoff
+		if err == nil && c.Stored != nil {
+			c.Stored(len(labels))
+		}
+	}
+}
+
+// FollowLabels is FollowLabels on the sink's connection and database.
+func (s *Sink) FollowLabels(ctx context.Context, feed LabelFeed, mem memory.Allocator, log *slog.Logger, c FollowCounters) error {
+	return FollowLabels(ctx, feed, s.conn, s.cfg.DatabaseName(), mem, log, c)
 }
 
 // PublishRequests produces one JSON message per request (keyed by trace_id)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	ewkafka "github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 func labelIPC(t testing.TB, mem memory.Allocator, ids []string, correct []bool) []byte {
@@ -130,4 +133,76 @@ func FuzzDecodeLabels(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FollowLabels, as entrowatch run uses it, stores labels as they come,
+// skips (and counts) a message that holds none instead of stalling, and
+// commits: a restart finds nothing left.
+func TestFollowLabels(t *testing.T) {
+	cfg, conn := migrated(t)
+	mem := memory.NewGoAllocator()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "labels"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kc := ewkafka.DefaultConfig()
+	kc.Brokers = cluster.ListenAddrs()
+	source := func() *ewkafka.Source {
+		sc := ewkafka.DefaultSourceConfig()
+		sc.Topic, sc.Group = "labels", "entrowatch-labels"
+		sc.MaxWait, sc.HeartbeatInterval, sc.SessionTimeout = 50*time.Millisecond, 100*time.Millisecond, time.Second
+		sc.JoinGroupBackoff, sc.ReadBackoffMin, sc.ReadBackoffMax = 100*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond
+		s, err := ewkafka.NewSource(kc, sc, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		return s
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(cluster.ListenAddrs()...), Topic: "labels", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond}
+	defer w.Close()
+	ctx := context.Background()
+	require.NoError(t, w.WriteMessages(ctx,
+		kafka.Message{Value: []byte(`{"trace_id":"f1","correct":true}` + "\n" + `{"trace_id":"f2","correct":false,"source":"review"}`)},
+		kafka.Message{Value: []byte("not labels at all")},
+		kafka.Message{Value: []byte(`{"trace_id":"f3","correct":1}`)},
+	))
+
+	var stored, dropped atomic.Int64
+	counters := FollowCounters{Stored: func(n int) { stored.Add(int64(n)) }, Dropped: func() { dropped.Add(1) }}
+	fctx, cancel := context.WithCancel(ctx)
+	src := source()
+	done := make(chan error, 1)
+	go func() {
+		done <- FollowLabels(fctx, src, conn, cfg.Database, mem, slog.New(slog.DiscardHandler), counters)
+	}()
+	require.Eventually(t, func() bool { return stored.Load() == 3 }, 20*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 1, dropped.Load())
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, src.Close())
+	var got []string
+	rows, err := conn.Query(ctx, "SELECT trace_id, source FROM "+cfg.Database+".labels_latest ORDER BY trace_id")
+	require.NoError(t, err)
+	for rows.Next() {
+		var id, source string
+		require.NoError(t, rows.Scan(&id, &source))
+		got = append(got, id+"/"+source)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"f1/kafka", "f2/review", "f3/kafka"}, got)
+
+	// Committed: a new follower of the group stores only what comes next.
+	require.NoError(t, w.WriteMessages(ctx, kafka.Message{Value: []byte(`{"trace_id":"f4","correct":true}`)}))
+	stored.Store(0)
+	fctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	src = source()
+	defer src.Close()
+	go func() {
+		done <- FollowLabels(fctx, src, conn, cfg.Database, mem, slog.New(slog.DiscardHandler), counters)
+	}()
+	require.Eventually(t, func() bool { return stored.Load() == 1 }, 20*time.Second, 20*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	require.EqualValues(t, 1, stored.Load(), "a committed message was stored again")
+	cancel()
+	require.NoError(t, <-done)
 }

@@ -46,9 +46,9 @@ type Config struct {
 	// optionally source and ts), produced to LabelsTopic for `entrowatch
 	// labels import --topic`. Default "/v1/labels".
 	LabelsPath string `yaml:"labels_path"`
-	// LabelsTopic is where LabelsPath produces; "" turns it off. Default
-	// "labels".
-	LabelsTopic string `yaml:"labels_topic"`
+	// LabelsTopic is where LabelsPath produces; "" turns it off. The
+	// command sets it from its top-level labels_topic. Default "labels".
+	LabelsTopic string `yaml:"-"`
 	// TokenEnv names the environment variable holding the bearer token
 	// clients must send; when the variable is empty or unset, no token is
 	// required. Default "ENTROWATCH_HTTP_TOKEN".
