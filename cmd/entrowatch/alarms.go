@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -31,6 +30,7 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	chf := addClickHouseFlags(fs)
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic (e.g. 127.0.0.1:9092)")
 	topic := fs.String("topic", "", "Kafka topic to publish alarm events to")
+	kf := addKafkaFlags(fs, "kafka-")
 	webhook := fs.String("webhook", "", "URL to POST each alarm event to (JSON)")
 	retries := fs.Int("webhook-retries", clickhouse.DefaultDispatchConfig().WebhookRetries, "retries of a failed webhook POST")
 	interval := fs.Duration("interval", clickhouse.DefaultDispatchConfig().Interval, "time between polls")
@@ -48,9 +48,7 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	dc := clickhouse.DefaultDispatchConfig()
 	dc.Topic, dc.WebhookURL, dc.WebhookRetries, dc.Interval = *topic, *webhook, *retries, *interval
-	if *brokers != "" {
-		dc.Brokers = strings.Split(*brokers, ",")
-	}
+	dc.Kafka = kf.config(*brokers, "entrowatch-alarms")
 	if err := dc.Validate(); err != nil {
 		return err
 	}

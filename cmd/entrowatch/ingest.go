@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -41,10 +39,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	topic := fs.String("topic", "traces", "topic to produce to")
 	rate := fs.Float64("rate", 0, "responses per second, event times spread accordingly; 0 = as fast as possible")
 	batchRows := fs.Int("batch-rows", ingest.DefaultConfig().BatchRows, "responses per record batch (split further to fit the message limit)")
-	useTLS := fs.Bool("tls", false, "connect with TLS")
-	tlsCA := fs.String("tls-ca", "", "PEM file of CAs to trust (with --tls)")
-	sasl := fs.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512")
-	saslUser := fs.String("sasl-user", "", "SASL user (password from $ENTROWATCH_KAFKA_PASSWORD)")
+	kf := addKafkaFlags(fs, "")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -56,18 +51,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *rate < 0 {
 		return fmt.Errorf("--rate %v: want a positive number of responses per second, or 0 for no pacing", *rate)
 	}
-	conn := kafka.DefaultConfig()
-	conn.ClientID = "entrowatch-ingest"
-	for _, b := range strings.Split(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			conn.Brokers = append(conn.Brokers, b)
-		}
-	}
-	conn.TLS.Enabled, conn.TLS.CAFile = *useTLS || *tlsCA != "", *tlsCA
-	conn.SASL.Mechanism, conn.SASL.Username = *sasl, *saslUser
-	if *sasl != "" {
-		conn.SASL.Password = kafka.Secret(os.Getenv(conn.SASL.PasswordEnv))
-	}
+	conn := kf.config(*brokers, "entrowatch-ingest")
 	icfg := ingest.DefaultConfig()
 	icfg.BatchRows = *batchRows
 	if *rate > 0 {

@@ -62,6 +62,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	out := fs.String("out", "", "file to write the requests to: .jsonl/.json (JSON Lines) or .csv; \"-\" for stdout")
 	topic := fs.String("topic", "", "Kafka topic to publish the requests to (one JSON message each)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
+	kf := addKafkaFlags(fs, "kafka-")
 	domains := fs.Int("domains", 5, "how many domains of the labeling queue to take, highest priority first")
 	perDomain := fs.Int("per-domain", 50, "responses to request per domain")
 	batch := fs.String("batch", "", "name of this request batch (default: the time, e.g. 20260301T120000Z)")
@@ -109,7 +110,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	if *topic != "" {
-		if err := clickhouse.PublishRequests(ctx, strings.Split(*brokers, ","), *topic, reqs); err != nil {
+		if err := clickhouse.PublishRequests(ctx, kf.config(*brokers, "entrowatch-labels"), *topic, reqs); err != nil {
 			return fmt.Errorf("%w (the requests are recorded in label_requests with batch %s)", err, *batch)
 		}
 	} else {
@@ -158,6 +159,7 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	in := fs.String("in", "", "labels file: CSV with header trace_id,correct[,source,ts] or JSON Lines; \"-\" for stdin")
 	topic := fs.String("topic", "", "Kafka topic of labels (label.v1 Arrow IPC or JSON messages)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
+	kf := addKafkaFlags(fs, "kafka-")
 	group := fs.String("group", "entrowatch-labels", "consumer group for --topic (offsets committed after storing)")
 	follow := fs.Bool("follow", false, "with --topic, keep importing until interrupted")
 	idle := fs.Duration("idle", 5*time.Second, "with --topic and without --follow, stop after this long without messages")
@@ -199,7 +201,7 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return nil
 	}
 
-	n, err := clickhouse.ImportTopic(ctx, conn, db, clickhouse.TopicImport{Brokers: strings.Split(*brokers, ","), Topic: *topic,
+	n, err := clickhouse.ImportTopic(ctx, conn, db, clickhouse.TopicImport{Kafka: kf.config(*brokers, "entrowatch-labels"), Topic: *topic,
 		Group: *group, Source: *source, Follow: *follow, Idle: *idle}, memory.NewGoAllocator())
 	fmt.Fprintf(stderr, "labels import: %d labels stored from topic %s\n", n, *topic)
 	return err

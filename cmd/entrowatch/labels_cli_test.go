@@ -4,9 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
+	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // The labels subcommands take exactly one of a file and a topic, and a topic
@@ -34,4 +41,53 @@ func TestLabelsFileOrTopic(t *testing.T) {
 			require.Contains(t, err.Error(), tc.err, tc.args)
 		}
 	}
+}
+
+// The labels commands reach a Kafka that requires SASL, with the password
+// from $ENTROWATCH_KAFKA_PASSWORD: requests out, labels in, a wrong password
+// refused.
+func TestLabelsOverSASL(t *testing.T) {
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	ctx := context.Background()
+	lc := clickhouse.DefaultLocalConfig()
+	lc.Dir = t.TempDir()
+	srv, err := clickhouse.StartLocal(ctx, lc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer srv.Stop()
+	dsn := srv.DSN()
+	_, stderr, code := runCLI(t, "migrate", "--clickhouse", dsn)
+	require.Equal(t, 0, code, stderr)
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "alice", "wonderland"),
+		kfake.SeedTopics(1, "labels"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cluster.Close()
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+	kc := kafka.DefaultConfig()
+	kc.Brokers = cluster.ListenAddrs()
+	kc.SASL.Mechanism, kc.SASL.Username, kc.SASL.Password = "plain", "alice", "wonderland"
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "labels"
+	p, err := kafka.NewProducer(kc, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NoError(t, p.Produce(ctx, kafka.Message{Value: []byte(`{"trace_id":"s1","correct":true}`)}))
+	require.NoError(t, p.Close())
+
+	sasl := []string{"--brokers", brokers, "--kafka-sasl", "plain", "--kafka-sasl-user", "alice"}
+	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wrong")
+	_, stderr, code = runCLI(t, append([]string{"labels", "import", "--clickhouse", dsn, "--topic", "labels", "--idle", "2s"}, sasl...)...)
+	require.NotEqual(t, 0, code, "a wrong password must not get through")
+	require.NotContains(t, stderr, "wrong", "the password never appears")
+
+	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wonderland")
+	_, stderr, code = runCLI(t, append([]string{"labels", "import", "--clickhouse", dsn, "--topic", "labels", "--idle", "2s"}, sasl...)...)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "1 labels stored from topic labels")
+
+	// Requests out over SASL (an empty queue publishes nothing but must
+	// connect, create the topic and succeed).
+	_, stderr, code = runCLI(t, append([]string{"labels", "requests", "--clickhouse", dsn, "--topic", "requests"}, sasl...)...)
+	require.Equal(t, 0, code, stderr)
 }

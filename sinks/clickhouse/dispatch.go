@@ -14,15 +14,17 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
+
+	ewkafka "github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // DispatchConfig configures the alarm dispatcher. At least one of Topic
 // (with Brokers) or WebhookURL must be set.
 type DispatchConfig struct {
-	// Brokers and Topic: Kafka destination of alarm events (JSON, keyed by
+	// Kafka and Topic: Kafka destination of alarm events (JSON, keyed by
 	// the alarm key). Default none.
-	Brokers []string
-	Topic   string
+	Kafka ewkafka.Config
+	Topic string
 	// WebhookURL receives each event as a JSON POST. Default none.
 	WebhookURL string
 	// WebhookRetries is how often a failed POST is retried (5xx, 429,
@@ -36,7 +38,7 @@ type DispatchConfig struct {
 
 // DefaultDispatchConfig documents the defaults.
 func DefaultDispatchConfig() DispatchConfig {
-	return DispatchConfig{WebhookRetries: 5, WebhookTimeout: 10 * time.Second, Interval: 30 * time.Second}
+	return DispatchConfig{Kafka: ewkafka.DefaultConfig(), WebhookRetries: 5, WebhookTimeout: 10 * time.Second, Interval: 30 * time.Second}
 }
 
 // Validate reports the first bad field.
@@ -44,7 +46,7 @@ func (c DispatchConfig) Validate() error {
 	if c.Topic == "" && c.WebhookURL == "" {
 		return errors.New("alarms: no destination; give a Kafka topic (with brokers) and/or a webhook URL")
 	}
-	if c.Topic != "" && len(c.Brokers) == 0 {
+	if c.Topic != "" && len(c.Kafka.Brokers) == 0 {
 		return fmt.Errorf("alarms: topic %q needs brokers (host:port,...)", c.Topic)
 	}
 	if c.WebhookURL != "" && !strings.HasPrefix(c.WebhookURL, "http://") && !strings.HasPrefix(c.WebhookURL, "https://") {
@@ -85,8 +87,7 @@ type Dispatcher struct {
 	conn   driver.Conn
 	db     string
 	cfg    DispatchConfig
-	writer *kafka.Writer
-	kt     *kafka.Transport // own transport: the default one keeps its pools forever
+	writer *ewkafka.Producer
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time
@@ -119,15 +120,14 @@ func NewDispatcher(ctx context.Context, chCfg Config, cfg DispatchConfig, log *s
 		return nil, fmt.Errorf("alarms: %s.alarm_state: %w; run `entrowatch migrate --clickhouse DSN` first", disp.db, err)
 	}
 	if cfg.Topic != "" {
-		disp.kt = &kafka.Transport{}
-		disp.writer = &kafka.Writer{
-			Transport:              disp.kt,
-			Addr:                   kafka.TCP(cfg.Brokers...),
-			Topic:                  cfg.Topic,
-			Balancer:               &kafka.Hash{},
-			RequiredAcks:           kafka.RequireAll,
-			BatchTimeout:           10 * time.Millisecond,
-			AllowAutoTopicCreation: true,
+		// Created when missing (one partition keeps the events in order);
+		// when this fails (no permission), publishing says what is wrong.
+		_ = ewkafka.EnsureTopics(ctx, cfg.Kafka, 1, cfg.Topic)
+		pcfg := ewkafka.DefaultProducerConfig()
+		pcfg.Topic = cfg.Topic
+		if disp.writer, err = ewkafka.NewProducer(cfg.Kafka, pcfg, log); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("alarms: %w", err)
 		}
 	}
 	return disp, nil
@@ -261,8 +261,8 @@ func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) error {
 			msgs[i] = kafka.Message{Key: []byte(e.key()), Value: b,
 				Headers: []kafka.Header{{Key: "entrowatch.schema", Value: []byte("alarm.v1")}}}
 		}
-		if err := d.writer.WriteMessages(ctx, msgs...); err != nil {
-			return fmt.Errorf("alarms: producing %d events to topic %s: %w", len(evs), d.cfg.Topic, err)
+		if err := d.writer.Produce(ctx, msgs...); err != nil {
+			return fmt.Errorf("alarms: %d events: %w", len(evs), err)
 		}
 	}
 	if d.cfg.WebhookURL != "" {
@@ -332,7 +332,6 @@ func (d *Dispatcher) Close() error {
 	var errs []error
 	if d.writer != nil {
 		errs = append(errs, d.writer.Close())
-		d.kt.CloseIdleConnections()
 	}
 	d.client.CloseIdleConnections()
 	errs = append(errs, d.conn.Close())

@@ -44,7 +44,7 @@ func TestDispatcherEpisodes(t *testing.T) {
 	defer srv.Close()
 
 	dcfg := DefaultDispatchConfig()
-	dcfg.Brokers, dcfg.Topic, dcfg.WebhookURL = cluster.ListenAddrs(), "alarms", srv.URL
+	dcfg.Kafka.Brokers, dcfg.Topic, dcfg.WebhookURL = cluster.ListenAddrs(), "alarms", srv.URL
 	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
 	require.NoError(t, err)
 	defer d.Close()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/entrowatch/entrowatch/schemas"
 	ewipc "github.com/entrowatch/entrowatch/streams/ipc"
+	ewkafka "github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // DecodeLabels reads one Kafka message of labels: a label.v1 Arrow IPC
@@ -61,12 +62,12 @@ func DecodeLabels(b []byte, source string, mem memory.Allocator) (labels []Label
 
 // TopicImport says where ImportTopic reads labels.
 type TopicImport struct {
-	Brokers []string
-	Topic   string
-	Group   string        // consumer group; offsets are committed after the labels are stored
-	Source  string        // source of labels that name none
-	Follow  bool          // keep reading until ctx ends
-	Idle    time.Duration // without Follow, stop after this long without messages; default 5s
+	Kafka  ewkafka.Config // brokers, TLS, SASL
+	Topic  string
+	Group  string        // consumer group; offsets are committed after the labels are stored
+	Source string        // source of labels that name none
+	Follow bool          // keep reading until ctx ends
+	Idle   time.Duration // without Follow, stop after this long without messages; default 5s
 }
 
 // ImportTopic stores the labels of a topic and returns how many it stored.
@@ -76,23 +77,32 @@ func ImportTopic(ctx context.Context, conn driver.Conn, db string, ti TopicImpor
 	if ti.Idle <= 0 {
 		ti.Idle = 5 * time.Second
 	}
-	dialer := &kafka.Dialer{Timeout: 10 * time.Second}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: ti.Brokers, Topic: ti.Topic, GroupID: ti.Group, Dialer: dialer,
-		MaxWait: 200 * time.Millisecond, StartOffset: kafka.FirstOffset})
-	defer r.Close()
+	// The reader would wait quietly on a wrong password or a missing topic
+	// and the import would report "0 labels" as if caught up.
+	if err := ewkafka.CheckTopic(ctx, ti.Kafka, ti.Topic); err != nil {
+		return 0, fmt.Errorf("labels import: %w", err)
+	}
+	sc := ewkafka.DefaultSourceConfig()
+	sc.Topic, sc.Group = ti.Topic, ti.Group
+	sc.MaxWait = 200 * time.Millisecond
+	src, err := ewkafka.NewSource(ti.Kafka, sc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, fmt.Errorf("labels import: %w", err)
+	}
+	defer src.Close()
 	total := 0
 	for {
 		fctx, cancel := ctx, context.CancelFunc(func() {})
 		if !ti.Follow {
 			fctx, cancel = context.WithTimeout(ctx, ti.Idle)
 		}
-		m, err := r.FetchMessage(fctx)
+		m, err := src.Fetch(fctx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
 				return total, nil // interrupted, or idle: caught up
 			}
-			return total, fmt.Errorf("labels import: reading topic %s: %w", ti.Topic, err)
+			return total, fmt.Errorf("labels import: %w", err)
 		}
 		labels, err := DecodeLabels(m.Value, ti.Source, mem)
 		if err != nil {
@@ -101,8 +111,8 @@ func ImportTopic(ctx context.Context, conn driver.Conn, db string, ti TopicImpor
 		if err := InsertLabels(ctx, conn, db, labels); err != nil {
 			return total, err
 		}
-		if err := r.CommitMessages(ctx, m); err != nil {
-			return total, fmt.Errorf("labels import: committing topic %s offset %d: %w", ti.Topic, m.Offset, err)
+		if err := src.Commit(ctx, m); err != nil {
+			return total, fmt.Errorf("labels import: %w", err)
 		}
 		total += len(labels)
 	}
@@ -192,21 +202,26 @@ func (s *Sink) FollowLabels(ctx context.Context, feed LabelFeed, mem memory.Allo
 
 // PublishRequests produces one JSON message per request (keyed by trace_id)
 // with acks from all replicas.
-func PublishRequests(ctx context.Context, brokers []string, topic string, reqs []LabelRequest) error {
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Transport: tr, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond, AllowAutoTopicCreation: true}
+func PublishRequests(ctx context.Context, kc ewkafka.Config, topic string, reqs []LabelRequest) error {
+	// Created when missing, as the writer used to ask the broker to; when
+	// this fails (no permission), producing says what is wrong.
+	_ = ewkafka.EnsureTopics(ctx, kc, 1, topic)
+	pcfg := ewkafka.DefaultProducerConfig()
+	pcfg.Topic = topic
+	p, err := ewkafka.NewProducer(kc, pcfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return fmt.Errorf("labels requests: %w", err)
+	}
 	msgs := make([]kafka.Message, len(reqs))
 	for i, r := range reqs {
 		b, _ := json.Marshal(r)
 		msgs[i] = kafka.Message{Key: []byte(r.TraceID), Value: b}
 	}
-	err := w.WriteMessages(ctx, msgs...)
+	err = p.Produce(ctx, msgs...)
 	if err != nil {
-		err = fmt.Errorf("labels requests: producing %d requests to topic %s (brokers %s): %w", len(reqs), topic, strings.Join(brokers, ","), err)
+		err = fmt.Errorf("labels requests: %d requests (brokers %s): %w", len(reqs), strings.Join(kc.Brokers, ","), err)
 	}
-	return errors.Join(err, w.Close())
+	return errors.Join(err, p.Close())
 }
 
 // boundedAllocator refuses (panics, recovered by DecodeLabels) allocations

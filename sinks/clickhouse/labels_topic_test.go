@@ -65,6 +65,8 @@ func TestLabelsThroughTopics(t *testing.T) {
 	require.NoError(t, err)
 	defer cluster.Close()
 	brokers := cluster.ListenAddrs()
+	kc := ewkafka.DefaultConfig()
+	kc.Brokers = brokers
 
 	// Requests out.
 	var rows []row
@@ -75,7 +77,7 @@ func TestLabelsThroughTopics(t *testing.T) {
 	reqs, err := RequestLabels(ctx, conn, cfg.Database, 1, 5, "b", t0)
 	require.NoError(t, err)
 	require.Len(t, reqs, 5)
-	require.NoError(t, PublishRequests(ctx, brokers, "requests", reqs))
+	require.NoError(t, PublishRequests(ctx, kc, "requests", reqs))
 	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "requests", Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer rd.Close()
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -98,7 +100,7 @@ func TestLabelsThroughTopics(t *testing.T) {
 		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[2].TraceID + `","correct":true}`)},
 	))
 	require.NoError(t, w.Close())
-	n, err := ImportTopic(ctx, conn, cfg.Database, TopicImport{Brokers: brokers, Topic: "labels", Group: "g", Source: "kafka", Idle: 2 * time.Second}, mem)
+	n, err := ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Source: "kafka", Idle: 2 * time.Second}, mem)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	var stored uint64
@@ -106,7 +108,7 @@ func TestLabelsThroughTopics(t *testing.T) {
 	require.Equal(t, uint64(3), stored)
 
 	// The group committed: a second import finds nothing new.
-	n, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Brokers: brokers, Topic: "labels", Group: "g", Idle: time.Second}, mem)
+	n, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: time.Second}, mem)
 	require.NoError(t, err)
 	require.Equal(t, 0, n)
 }

@@ -198,3 +198,23 @@ func TestProduceUnknownTopic(t *testing.T) {
 	require.NotErrorIs(t, err, ErrUnknownTopic)
 	require.NoError(t, q.Produce(ctx, Message{Value: []byte("v")}))
 }
+
+// CheckTopic fails at once on what a consumer would wait on quietly.
+func TestCheckTopic(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "alice", "wonderland"), kfake.SeedTopics(1, "here"))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	conn.DialTimeout = 2 * time.Second
+	conn.SASL.Mechanism, conn.SASL.Username, conn.SASL.Password = "plain", "alice", "wonderland"
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	require.NoError(t, CheckTopic(ctx, conn, "here"))
+	require.ErrorIs(t, CheckTopic(ctx, conn, "nowhere"), ErrUnknownTopic)
+	conn.SASL.Password = "wrong"
+	err = CheckTopic(ctx, conn, "here")
+	require.Error(t, err)
+	require.NotErrorIs(t, err, ErrUnknownTopic)
+	require.NotContains(t, err.Error(), "wrong")
+}

@@ -178,3 +178,36 @@ func EnsureTopics(ctx context.Context, conn Config, partitions int, topics ...st
 	}
 	return nil
 }
+
+// CheckTopic connects as conn (TLS, SASL) and asks the brokers for topic's
+// metadata, so that an unreachable cluster, refused credentials or a
+// missing topic are errors now rather than a consumer that waits quietly
+// (kafka-go's reader retries those for ever and only logs them).
+func CheckTopic(ctx context.Context, conn Config, topic string) error {
+	if err := conn.Validate(); err != nil {
+		return err
+	}
+	t, err := conn.transport()
+	if err != nil {
+		return err
+	}
+	defer t.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(conn.Brokers...), Transport: t, Timeout: conn.DialTimeout}
+	res, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("reaching Kafka at %v: %w", conn.Brokers, err)
+	}
+	for _, tp := range res.Topics {
+		if tp.Name != topic {
+			continue
+		}
+		if tp.Error != nil {
+			if errors.Is(tp.Error, kafkago.UnknownTopicOrPartition) {
+				return fmt.Errorf("topic %s: %w", topic, ErrUnknownTopic)
+			}
+			return fmt.Errorf("topic %s: %w", topic, tp.Error)
+		}
+		return nil
+	}
+	return fmt.Errorf("topic %s: %w", topic, ErrUnknownTopic)
+}
