@@ -418,6 +418,14 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 // followLabels stores the labels topic's labels through the ClickHouse sink's
 // connection until ctx ends.
 func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *clickhouse.Sink, mem memory.Allocator, log *slog.Logger, reg prometheus.Registerer) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	if err := kafka.CheckTopic(cctx, cfg.Kafka, cfg.LabelsTopic); err != nil {
+		// The consumer would wait quietly; say it once, and wait anyway (the
+		// topic may be created later).
+		log.Warn("labels topic not usable yet; labels will be stored once it is (create it, or set labels_topic: \"\" to turn labels off)",
+			"topic", cfg.LabelsTopic, "err", err)
+	}
+	cancel()
 	sc := cfg.Source
 	sc.Topic, sc.Group = cfg.LabelsTopic, "entrowatch-labels"
 	src, err := kafka.NewSource(cfg.Kafka, sc, log)

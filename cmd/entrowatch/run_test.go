@@ -204,4 +204,5 @@ metrics:
 		t.Fatal("run did not stop after cancellation")
 	}
 	require.Contains(t, runErr.String(), "storing labels")
+	require.NotContains(t, runErr.String(), "labels topic not usable", "run created the topic before checking it")
 }
