@@ -86,8 +86,19 @@ func TestLabelsOverSASL(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "1 labels stored from topic labels")
 
-	// Requests out over SASL (an empty queue publishes nothing but must
-	// connect, create the topic and succeed).
+	// Requests out over SASL: an empty queue publishes nothing, but the
+	// topic is created and checked, so a wrong password still fails.
 	_, stderr, code = runCLI(t, append([]string{"labels", "requests", "--clickhouse", dsn, "--topic", "requests"}, sasl...)...)
+	require.Equal(t, 0, code, stderr)
+	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wrong")
+	_, stderr, code = runCLI(t, append([]string{"labels", "requests", "--clickhouse", dsn, "--topic", "requests"}, sasl...)...)
+	require.NotEqual(t, 0, code, stderr)
+
+	// The alarm dispatcher checks its topic at start, not at the first alarm.
+	_, stderr, code = runCLI(t, append([]string{"alarms", "--clickhouse", dsn, "--topic", "alarms", "--once"}, sasl...)...)
+	require.NotEqual(t, 0, code, stderr)
+	require.Contains(t, stderr, "alarms:")
+	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wonderland")
+	_, stderr, code = runCLI(t, append([]string{"alarms", "--clickhouse", dsn, "--topic", "alarms", "--once"}, sasl...)...)
 	require.Equal(t, 0, code, stderr)
 }

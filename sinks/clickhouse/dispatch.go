@@ -123,6 +123,10 @@ func NewDispatcher(ctx context.Context, chCfg Config, cfg DispatchConfig, log *s
 		// Created when missing (one partition keeps the events in order);
 		// when this fails (no permission), publishing says what is wrong.
 		_ = ewkafka.EnsureTopics(ctx, cfg.Kafka, 1, cfg.Topic)
+		if err := ewkafka.CheckTopic(ctx, cfg.Kafka, cfg.Topic); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("alarms: %w", err) // now, not at the first alarm
+		}
 		pcfg := ewkafka.DefaultProducerConfig()
 		pcfg.Topic = cfg.Topic
 		if disp.writer, err = ewkafka.NewProducer(cfg.Kafka, pcfg, log); err != nil {

@@ -206,6 +206,9 @@ func PublishRequests(ctx context.Context, kc ewkafka.Config, topic string, reqs 
 	// Created when missing, as the writer used to ask the broker to; when
 	// this fails (no permission), producing says what is wrong.
 	_ = ewkafka.EnsureTopics(ctx, kc, 1, topic)
+	if err := ewkafka.CheckTopic(ctx, kc, topic); err != nil {
+		return fmt.Errorf("labels requests: %w", err) // also with no request to send
+	}
 	pcfg := ewkafka.DefaultProducerConfig()
 	pcfg.Topic = topic
 	p, err := ewkafka.NewProducer(kc, pcfg, slog.New(slog.DiscardHandler))
