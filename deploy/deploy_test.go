@@ -416,8 +416,8 @@ func TestDashboardNamesExistingViewsAndMetrics(t *testing.T) {
 		require.True(t, objs[want], "migrations create no %s", want)
 	}
 	var metrics []byte
-	for _, src := range []string{"runner/metrics.go", "httpin/httpin.go"} {
-		b, err := os.ReadFile(filepath.Join("..", "streams", src))
+	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go"} {
+		b, err := os.ReadFile(filepath.Join("..", src))
 		require.NoError(t, err)
 		metrics = append(metrics, b...)
 	}
@@ -439,7 +439,7 @@ func TestDashboardNamesExistingViewsAndMetrics(t *testing.T) {
 			require.NotEmpty(t, ms, "%s: no entrowatch metric", q.panel)
 			for _, m := range ms {
 				m = histogram.ReplaceAllString(m, "")
-				require.Contains(t, string(metrics), `"`+m+`"`, "%s: metric %s is not exported by streams/runner or streams/httpin", q.panel, m)
+				require.Contains(t, string(metrics), `"`+m+`"`, "%s: metric %s is not exported by streams/runner, streams/httpin or run", q.panel, m)
 			}
 		}
 	}
