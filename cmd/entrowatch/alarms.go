@@ -23,7 +23,11 @@ so a restarted dispatcher does not announce an episode twice. Events are
 also printed on stdout, one JSON object per line.
 
 --list prints the alarms firing now and exits. Thresholds and windows are the
-alarm_settings table (see docs/clickhouse.md).`
+alarm_settings table (see docs/clickhouse.md).
+
+Kafka with TLS or SASL: --kafka-tls, --kafka-tls-ca FILE, --kafka-sasl MECH,
+--kafka-sasl-user USER (password from $ENTROWATCH_KAFKA_PASSWORD); --tls is
+ClickHouse's. The topic is created when missing and checked at start.`
 
 func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("alarms", alarmsSynopsis, stderr)

@@ -36,7 +36,14 @@ const labelsSynopsis = `requests|import --clickhouse DSN [flags]
       FILE: CSV with a header (trace_id,correct[,source,ts]) or JSON Lines;
       "-" for stdin. Topic messages: label.v1 Arrow IPC streams or JSON
       objects; offsets are committed after the labels are stored. Without
-      --follow the import stops when the topic has been idle for --idle.`
+      --follow the import stops when the topic has been idle for --idle.
+      entrowatch run with the ClickHouse sink already stores its labels_topic
+      (where POST /v1/labels goes); this command is for other topics and files.
+
+  Kafka with TLS or SASL: --kafka-tls, --kafka-tls-ca FILE, --kafka-sasl MECH,
+  --kafka-sasl-user USER (password from $ENTROWATCH_KAFKA_PASSWORD); --tls is
+  ClickHouse's. The topic is checked (and for requests created when missing)
+  before anything else, so a wrong password is an error.`
 
 func runLabels(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
