@@ -37,6 +37,20 @@ func (w *syncWriter) String() string {
 	return w.b.String()
 }
 
+// startRun writes cfg to dir and starts `entrowatch run` with it until ctx
+// ends; it returns run's stderr and where its exit code arrives.
+func startRun(t *testing.T, ctx context.Context, dir, cfg string) (*syncWriter, chan int) {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "entrowatch.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+	runErr := &syncWriter{b: &strings.Builder{}}
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"run", "--config", cfgPath}, &syncWriter{b: &strings.Builder{}}, runErr)
+	}()
+	return runErr, done
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,16 +79,9 @@ metrics:
 stream:
   commit_interval: 0s
 `, dir, broker, out, freeAddr(t))
-	cfgPath := filepath.Join(dir, "entrowatch.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	runErr := &syncWriter{b: &strings.Builder{}}
-	done := make(chan int, 1)
-	go func() {
-		done <- dispatch(ctx, []string{"run", "--config", cfgPath}, &syncWriter{b: &strings.Builder{}}, runErr)
-	}()
+	runErr, done := startRun(t, ctx, dir, cfg)
 
 	// ingest retries until the broker listens.
 	var stderr string
@@ -142,15 +149,9 @@ http:
 metrics:
   listen: ""
 `, dir, freeAddr(t), httpAddr)
-	cfgPath := filepath.Join(dir, "entrowatch.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	runErr := &syncWriter{b: &strings.Builder{}}
-	done := make(chan int, 1)
-	go func() {
-		done <- dispatch(ctx, []string{"run", "--config", cfgPath}, &syncWriter{b: &strings.Builder{}}, runErr)
-	}()
+	runErr, done := startRun(t, ctx, dir, cfg)
 
 	post := func(body string) (int, string) {
 		res, err := http.Post("http://"+httpAddr+"/v1/labels", "application/json", strings.NewReader(body))

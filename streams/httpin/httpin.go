@@ -285,19 +285,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one JSON response, a JSON array of them, or JSON Lines"})
 		return
 	}
+	if h.produce(w, r, h.p, msgs) {
+		h.rows.Add(float64(n))
+		h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+	}
+}
+
+// produce sends msgs through p within ProduceTimeout; when that fails it
+// answers (429 on a timeout, 503 otherwise) and returns false.
+func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Producer, msgs []kafka.Message) bool {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProduceTimeout)
 	defer cancel()
-	if err := h.p.Produce(ctx, msgs...); err != nil {
-		if ctx.Err() != nil && r.Context().Err() == nil {
-			h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("the topic did not acknowledge within %v; retry later", h.cfg.ProduceTimeout)})
-			return
-		}
-		h.log.Warn("http ingest produce failed", "err", err)
-		h.reply(w, http.StatusServiceUnavailable, Reply{Error: "producing to the topic failed; retry later"})
-		return
+	err := p.Produce(ctx, msgs...)
+	switch {
+	case err == nil:
+		return true
+	case ctx.Err() != nil && r.Context().Err() == nil:
+		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("topic %s did not acknowledge within %v; retry later", p.Topic(), h.cfg.ProduceTimeout)})
+	default:
+		h.log.Warn("http ingest produce failed", "topic", p.Topic(), "err", err)
+		h.reply(w, http.StatusServiceUnavailable, Reply{Error: fmt.Sprintf("producing to topic %s failed; retry later", p.Topic())})
 	}
-	h.rows.Add(float64(n))
-	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+	return false
 }
 
 // labelsPerMessage bounds the labels of one Kafka message (about 100 bytes
@@ -333,19 +342,10 @@ func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []by
 		msgs = append(msgs, kafka.Message{Value: buf.Bytes()})
 		ls = ls[k:]
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProduceTimeout)
-	defer cancel()
-	if err := h.lp.Produce(ctx, msgs...); err != nil {
-		if ctx.Err() != nil && r.Context().Err() == nil {
-			h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("the labels topic did not acknowledge within %v; retry later", h.cfg.ProduceTimeout)})
-			return
-		}
-		h.log.Warn("http labels produce failed", "err", err)
-		h.reply(w, http.StatusServiceUnavailable, Reply{Error: "producing to the labels topic failed; retry later"})
-		return
+	if h.produce(w, r, h.lp, msgs) {
+		h.labels.Add(float64(n))
+		h.reply(w, http.StatusAccepted, Reply{Accepted: n})
 	}
-	h.labels.Add(float64(n))
-	h.reply(w, http.StatusAccepted, Reply{Accepted: n})
 }
 
 // acquire takes an in-flight slot, waiting up to QueueWait for one.

@@ -154,15 +154,11 @@ func (p *Producer) Close() error {
 // EnsureTopics creates the topics that do not exist yet, with partitions
 // partitions each. Existing topics are left as they are.
 func EnsureTopics(ctx context.Context, conn Config, partitions int, topics ...string) error {
-	if err := conn.Validate(); err != nil {
-		return err
-	}
-	t, err := conn.transport()
+	c, done, err := conn.client()
 	if err != nil {
 		return err
 	}
-	defer t.CloseIdleConnections()
-	c := &kafkago.Client{Addr: kafkago.TCP(conn.Brokers...), Transport: t, Timeout: conn.DialTimeout}
+	defer done()
 	req := &kafkago.CreateTopicsRequest{}
 	for _, name := range topics {
 		req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: -1})
@@ -184,15 +180,11 @@ func EnsureTopics(ctx context.Context, conn Config, partitions int, topics ...st
 // missing topic are errors now rather than a consumer that waits quietly
 // (kafka-go's reader retries those for ever and only logs them).
 func CheckTopic(ctx context.Context, conn Config, topic string) error {
-	if err := conn.Validate(); err != nil {
-		return err
-	}
-	t, err := conn.transport()
+	c, done, err := conn.client()
 	if err != nil {
 		return err
 	}
-	defer t.CloseIdleConnections()
-	c := &kafkago.Client{Addr: kafkago.TCP(conn.Brokers...), Transport: t, Timeout: conn.DialTimeout}
+	defer done()
 	res, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return fmt.Errorf("reaching Kafka at %v: %w", conn.Brokers, err)
@@ -210,4 +202,17 @@ func CheckTopic(ctx context.Context, conn Config, topic string) error {
 		return nil
 	}
 	return fmt.Errorf("topic %s: %w", topic, ErrUnknownTopic)
+}
+
+// client is an admin client of the cluster as conn (TLS, SASL); done closes
+// its connections.
+func (c Config) client() (*kafkago.Client, func(), error) {
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	t, err := c.transport()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Transport: t, Timeout: c.DialTimeout}, t.CloseIdleConnections, nil
 }
