@@ -51,6 +51,17 @@ func startRun(t *testing.T, ctx context.Context, dir, cfg string) (*syncWriter, 
 	return runErr, done
 }
 
+// stopped waits for run to exit 0 after its context was cancelled.
+func stopped(t *testing.T, done chan int, runErr *syncWriter) {
+	t.Helper()
+	select {
+	case c := <-done:
+		require.Equal(t, 0, c, runErr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not stop after cancellation")
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -114,12 +125,7 @@ stream:
 	b, _ := os.ReadFile(out)
 	require.Equal(t, 33, strings.Count(string(b), "\n")-1)
 	cancel()
-	select {
-	case c := <-done:
-		require.Equal(t, 0, c, runErr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatal("run did not stop after cancellation")
-	}
+	stopped(t, done, runErr)
 	got := readCSV(t, out)
 	seen := map[string]int{}
 	for _, r := range got {
@@ -198,12 +204,7 @@ metrics:
 	}
 	require.Equal(t, []string{"L1/1/http", "L2/0/review"}, got, runErr.String())
 	cancel()
-	select {
-	case c := <-done:
-		require.Equal(t, 0, c, runErr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatal("run did not stop after cancellation")
-	}
+	stopped(t, done, runErr)
 	require.Contains(t, runErr.String(), "storing labels")
 	require.NotContains(t, runErr.String(), "labels topic not usable", "run created the topic before checking it")
 }
