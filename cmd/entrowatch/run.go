@@ -407,6 +407,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		if err := followLabels(g, gctx, cfg, cs, mem, log, reg); err != nil {
 			return fail(err)
 		}
+	} else if cfg.LabelsTopic != "" && cfg.HTTP.Listen != "" {
+		log.Warn("labels posted to the ingest endpoint are kept in their topic but not stored: only the ClickHouse sink has a labels table (entrowatch labels import --topic stores them later)",
+			"topic", cfg.LabelsTopic, "path", cfg.HTTP.LabelsPath)
 	}
 	g.Go(func() error { return r.Run(gctx) })
 	err = g.Wait()
