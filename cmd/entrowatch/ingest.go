@@ -62,6 +62,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	pcfg := kafka.DefaultProducerConfig()
 	pcfg.Topic = *topic
+	// Each batch is produced synchronously, alone: waiting 5 ms for company
+	// that never comes only slows small batches (--rate, --batch-rows).
+	pcfg.BatchTimeout = time.Millisecond
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := kafka.NewProducer(conn, pcfg, log)
 	if err != nil {
