@@ -90,13 +90,32 @@ def chance_iso(floorf, mode='y'):
             return float(np.clip(ft + (1-ft)*p(zt).mean(), 0, 1))
         return est
     return fit
+def mix(tau):
+    """Per-training-domain isotonic maps, averaged with weights that favour the training domains
+    whose confidence distribution is closest (Wasserstein-1) to the target's; tau 0 = nearest only."""
+    from scipy.stats import wasserstein_distance
+    def fit(tr):
+        maps = [(part.confidence.values[::7], iso_fit(part.confidence.values, part.correct.values))
+                for _, part in tr.groupby('domain') if part.correct.nunique() > 1]
+        pooled = iso(tr)
+        def est(d):
+            if not maps:
+                return pooled(d)
+            c = d.confidence.values
+            dist = np.array([wasserstein_distance(c[::7], ref) for ref, _ in maps])
+            w = (dist == dist.min()).astype(float) if tau == 0 else np.exp(-(dist - dist.min())/tau)
+            w /= w.sum()
+            return float(sum(wi*p(c).mean() for wi, (_, p) in zip(w, maps)))
+        return est
+    return fit
 
 if __name__ == '__main__':
     cq = chance_iso(floor_q(0.005))
     M = {'iso (reference)': iso, 'doc': doc, 'iso+doc (offset)': blend(iso, doc), 'atc': atc,
          'prior-shift EM': em_shift, 'chance-norm q0.005': cq, 'chance-norm q0.01': chance_iso(floor_q(0.01)),
          'chance-norm oracle 1/K': chance_iso(lambda d: ORACLE[d.domain.iloc[0]]), 'iso+chance-norm': blend(iso, cq),
-         'iso+atc': blend(iso, atc), 'iso+training accuracy': blend(iso, const)}
+         'iso+atc': blend(iso, atc), 'iso+training accuracy': blend(iso, const),
+         'nearest training domain': mix(0), 'domain-similarity mix tau 0.05': mix(0.05), 'domain-similarity mix tau 0.2': mix(0.2)}
     run(M, DEV)
     # Where the error is: mean signed error (estimated - true) of the reference isotonic per LLM and
     # held-out domain (diagnosis only, over all 7 LLMs; nothing was chosen with it).
