@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,7 +37,10 @@ const labelsSynopsis = `requests|import --clickhouse DSN [flags]
       FILE: CSV with a header (trace_id,correct[,source,ts]) or JSON Lines;
       "-" for stdin. Topic messages: label.v1 Arrow IPC streams or JSON
       objects; offsets are committed after the labels are stored. Without
-      --follow the import stops when the topic has been idle for --idle.
+      --follow the import stops when the topic has been idle for --idle, or
+      with an error at a message that holds no labels; with --follow it runs
+      as entrowatch run does: such a message is logged and skipped, and a
+      failing insert is retried.
       entrowatch run with the ClickHouse sink already stores its labels_topic
       (where POST /v1/labels goes); this command is for other topics and files.
 
@@ -209,7 +213,8 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 
 	n, err := clickhouse.ImportTopic(ctx, conn, db, clickhouse.TopicImport{Kafka: kf.config(*brokers, "entrowatch-labels"), Topic: *topic,
-		Group: *group, Source: *source, Follow: *follow, Idle: *idle}, memory.NewGoAllocator())
+		Group: *group, Source: *source, Follow: *follow, Idle: *idle,
+		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, memory.NewGoAllocator())
 	fmt.Fprintf(stderr, "labels import: %d labels stored from topic %s\n", n, *topic)
 	return err
 }

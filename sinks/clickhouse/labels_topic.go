@@ -66,13 +66,15 @@ type TopicImport struct {
 	Topic  string
 	Group  string        // consumer group; offsets are committed after the labels are stored
 	Source string        // source of labels that name none
-	Follow bool          // keep reading until ctx ends
+	Follow bool          // keep reading until ctx ends, as FollowLabels does (bad messages skipped, inserts retried)
 	Idle   time.Duration // without Follow, stop after this long without messages; default 5s
+	Log    *slog.Logger  // with Follow, where skipped messages and retries are reported; nil discards
 }
 
 // ImportTopic stores the labels of a topic and returns how many it stored.
-// A message that cannot be decoded stops the import with an error naming its
-// partition and offset (it is not committed).
+// Catching up (without Follow), a message that cannot be decoded stops the
+// import with an error naming its partition and offset (it is not
+// committed); following, it is FollowLabels: logged, counted and skipped.
 func ImportTopic(ctx context.Context, conn driver.Conn, db string, ti TopicImport, mem memory.Allocator) (int, error) {
 	if ti.Idle <= 0 {
 		ti.Idle = 5 * time.Second
@@ -91,11 +93,16 @@ func ImportTopic(ctx context.Context, conn driver.Conn, db string, ti TopicImpor
 	}
 	defer src.Close()
 	total := 0
-	for {
-		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if !ti.Follow {
-			fctx, cancel = context.WithTimeout(ctx, ti.Idle)
+	if ti.Follow {
+		log := ti.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
 		}
+		err := FollowLabels(ctx, src, conn, db, ti.Source, mem, log, FollowCounters{Stored: func(n int) { total += n }})
+		return total, err
+	}
+	for {
+		fctx, cancel := context.WithTimeout(ctx, ti.Idle)
 		m, err := src.Fetch(fctx)
 		cancel()
 		if err != nil {
@@ -136,8 +143,9 @@ type FollowCounters struct {
 // labels is logged with its partition and offset, counted and skipped, so
 // that one bad producer cannot stall the labels of everyone else. A failing
 // fetch or insert is retried with backoff (1 s doubling to 30 s), and
-// nothing is committed meanwhile. It returns nil when ctx ends.
-func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db string, mem memory.Allocator, log *slog.Logger, c FollowCounters) error {
+// nothing is committed meanwhile. It returns nil when ctx ends. Labels that
+// name no source get source.
+func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db, source string, mem memory.Allocator, log *slog.Logger, c FollowCounters) error {
 	const minBackoff, maxBackoff = time.Second, 30 * time.Second
 	backoff := minBackoff
 	wait := func() bool {
@@ -161,7 +169,7 @@ func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db stri
 			}
 			continue
 		}
-		labels, err := DecodeLabels(m.Value, "kafka", mem)
+		labels, err := DecodeLabels(m.Value, source, mem)
 		if err != nil {
 			log.Error("labels: message skipped, it holds no labels", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
 			if c.Dropped != nil {
@@ -197,7 +205,7 @@ func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db stri
 
 // FollowLabels is FollowLabels on the sink's connection and database.
 func (s *Sink) FollowLabels(ctx context.Context, feed LabelFeed, mem memory.Allocator, log *slog.Logger, c FollowCounters) error {
-	return FollowLabels(ctx, feed, s.conn, s.cfg.DatabaseName(), mem, log, c)
+	return FollowLabels(ctx, feed, s.conn, s.cfg.DatabaseName(), "kafka", mem, log, c)
 }
 
 // PublishRequests produces one JSON message per request (keyed by trace_id)

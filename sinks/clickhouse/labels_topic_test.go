@@ -111,6 +111,29 @@ func TestLabelsThroughTopics(t *testing.T) {
 	n, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: time.Second}, mem)
 	require.NoError(t, err)
 	require.Equal(t, 0, n)
+
+	// Catching up, a message that holds no labels stops the import; following
+	// (--follow, a long-running importer), it is skipped as run skips it.
+	w = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "labels", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
+	require.NoError(t, w.WriteMessages(ctx, kafka.Message{Value: []byte("junk")},
+		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[3].TraceID + `","correct":false}`)}))
+	require.NoError(t, w.Close())
+	_, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: 2 * time.Second}, mem)
+	require.ErrorContains(t, err, "offset 2")
+	fctx, cancel := context.WithCancel(ctx)
+	got := make(chan int, 1)
+	go func() {
+		n, err := ImportTopic(fctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Follow: true}, mem)
+		require.NoError(t, err)
+		got <- n
+	}()
+	require.Eventually(t, func() bool {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".labels_latest").Scan(&n))
+		return n == 4
+	}, 20*time.Second, 50*time.Millisecond)
+	cancel()
+	require.Equal(t, 1, <-got)
 }
 
 // FuzzDecodeLabels: any message bytes give labels with trace ids or an
@@ -174,7 +197,7 @@ func TestFollowLabels(t *testing.T) {
 	src := source()
 	done := make(chan error, 1)
 	go func() {
-		done <- FollowLabels(fctx, src, conn, cfg.Database, mem, slog.New(slog.DiscardHandler), counters)
+		done <- FollowLabels(fctx, src, conn, cfg.Database, "kafka", mem, slog.New(slog.DiscardHandler), counters)
 	}()
 	require.Eventually(t, func() bool { return stored.Load() == 3 }, 20*time.Second, 20*time.Millisecond)
 	require.EqualValues(t, 1, dropped.Load())
@@ -200,7 +223,7 @@ func TestFollowLabels(t *testing.T) {
 	src = source()
 	defer src.Close()
 	go func() {
-		done <- FollowLabels(fctx, src, conn, cfg.Database, mem, slog.New(slog.DiscardHandler), counters)
+		done <- FollowLabels(fctx, src, conn, cfg.Database, "kafka", mem, slog.New(slog.DiscardHandler), counters)
 	}()
 	require.Eventually(t, func() bool { return stored.Load() == 1 }, 20*time.Second, 20*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
