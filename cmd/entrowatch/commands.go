@@ -35,14 +35,22 @@ var commands = map[string]command{
 var errUsage = errors.New("usage")
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+		return 2
 	}
-	if args[0] == "version" || args[0] == "--version" {
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		// "entrowatch help score" is "entrowatch score -h"; "help cluster fit" too.
+		args = append(append([]string{}, args[1:]...), "-h")
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "entrowatch", version)
 		return 0
 	}
@@ -52,7 +60,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		usage(stderr)
 		return 2
 	}
-	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+	errw := stderr
+	if wantsHelp(args[1:]) {
+		errw = stdout // asked-for help goes where a pager or grep can read it
+	}
+	if err := cmd.run(ctx, args[1:], stdout, errw); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -63,6 +75,20 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	return 0
+}
+
+// wantsHelp reports whether args ask for help (-h, -help or --help before a
+// "--").
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -80,6 +106,10 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
 	}
+	fmt.Fprintf(w, "  %-8s %s\n", "version", "print the version")
+	fmt.Fprintln(w, "\nA first look, on the bundled real traces: entrowatch demo")
+	fmt.Fprintln(w, "Offline: entrowatch score --in responses.jsonl.gz --out profiles.csv")
+	fmt.Fprintln(w, "Docs: README.md and docs/ in the source tree.")
 }
 
 // newFlags returns a FlagSet that prints its usage with a one-line synopsis.
@@ -94,8 +124,15 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 }
 
 // parseFlags parses args and rejects positional leftovers, which are almost
-// always a mistyped flag.
+// always a mistyped flag. Unless help was asked for, a usage error prints its
+// one-line reason and a pointer to -h rather than the whole flag list, so the
+// reason stays on screen.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if !wantsHelp(args) {
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "Run '%s -h' for its flags.\n", fs.Name())
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

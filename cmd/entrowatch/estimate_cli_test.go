@@ -101,7 +101,8 @@ func TestTrainCLIErrors(t *testing.T) {
 			require.Error(t, err)
 			if tc.want == "" {
 				require.ErrorIs(t, err, errUsage)
-				require.Contains(t, stderr.String(), "Usage: entrowatch train")
+				require.Contains(t, stderr.String(), "Run 'entrowatch train -h' for its flags.")
+				require.NotContains(t, stderr.String(), "Flags:", "a usage error points at -h instead of burying its reason")
 				return
 			}
 			require.ErrorContains(t, err, tc.want)
@@ -135,7 +136,8 @@ func TestEvalCLI(t *testing.T) {
 		want string
 	}{
 		{"no report", []string{"--in", in}, ""},
-		{"bad k", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "one"}, "--k"},
+		{"bad k", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "one"}, ""},
+		{"bad k range", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "3..1"}, ""},
 		{"unknown method", []string{"--in", in, "--report", dir, "--features", "confidence", "--methods", "magic"}, `method "magic"`},
 		{"k too large", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "3"}, "use k from 1 to 2"},
 	} {
@@ -145,6 +147,7 @@ func TestEvalCLI(t *testing.T) {
 			require.Error(t, err)
 			if tc.want == "" {
 				require.ErrorIs(t, err, errUsage)
+				require.Contains(t, stderr.String(), "Run 'entrowatch eval -h'")
 				return
 			}
 			require.ErrorContains(t, err, tc.want)

@@ -4,19 +4,37 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
+const evalSynopsis = `--in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..]
+
+Measures how well each method estimates a domain's accuracy on domains it was
+not trained on (the Entropy Sentinel protocol): for every LLM model and every
+training set of k domains, fit on those domains and estimate every domain.
+AEE is the mean |estimated - true accuracy| over the held-out domains, rho the
+Spearman correlation of estimated and true accuracy over all domains. The
+table printed at the end gives each method's median over all training sets;
+DIR gets results.csv (one row per model, training set and method),
+summary.md (medians per method, k and model), feature_auroc.csv and SVG plots.
+"default" is the method entrowatch train uses.
+
+Examples:
+  entrowatch eval --in profiles.csv --report eval-report
+  entrowatch eval --in plaut.csv.gz --report r --features confidence --k 1..3`
+
 // runEval runs the leave-domains-out protocol and writes a report directory.
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("eval", "--in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..]", stderr)
+	fs := newFlags("eval", evalSynopsis, stderr)
 	in := fs.String("in", "", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required)")
 	dir := fs.String("report", "", "directory for results.csv, summary.md, feature_auroc.csv and the SVG plots (required)")
 	feats := fs.String("features", "", "comma-separated feature columns; the first one drives ATC and raw_mean (default: the 11 profile features)")
-	ks := fs.String("k", "", "comma-separated training-set sizes in domains (default 1..n-1 per model)")
+	ks := fs.String("k", "", "training-set sizes in domains: a list (1,2,3) or a range (1..3) (default 1..n-1 per model)")
 	methods := fs.String("methods", "", "comma-separated methods, or \"all\" (default: "+strings.Join(estimate.DefaultMethods(), ",")+"; forest_* and mlp_* are slower)")
 	workers := fs.Int("workers", 0, "training sets fitted in parallel (default: GOMAXPROCS)")
 	if err := parseFlags(fs, args); err != nil {
@@ -29,13 +47,15 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cfg := estimate.EvalConfig{Workers: *workers, Progress: stderr}
 	if *ks != "" {
-		for _, s := range strings.Split(*ks, ",") {
-			k, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil || k < 1 {
-				return fmt.Errorf("--k %q: want positive integers separated by commas, e.g. 1,2,3", *ks)
-			}
-			cfg.Ks = append(cfg.Ks, k)
+		var err error
+		if cfg.Ks, err = parseKs(*ks); err != nil {
+			fmt.Fprintln(stderr, err)
+			fs.Usage()
+			return errUsage
 		}
+	}
+	if err := reportDirWritable(*dir); err != nil {
+		return err
 	}
 	features := featureList(*feats)
 	tbl, err := estimate.ReadTable(*in, features)
@@ -50,7 +70,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		cfg.Methods = featureList(*methods)
 	}
-	fmt.Fprintf(stderr, "eval: %d rows, %d models, features %s%s\n", tbl.N(), len(tbl.Models()), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	fmt.Fprintf(stderr, "eval: %d rows, %s, features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
 	rep, err := estimate.Evaluate(ctx, tbl, cfg)
 	if err != nil {
 		return err
@@ -65,12 +85,68 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("writing the report: %w", err)
 	}
 	med := estimate.Medians(rep, nil)
+	fmt.Fprintf(stdout, "median over %d training sets, AEE on held-out domains (lower is better):\n", trainingSets(rep))
 	fmt.Fprintf(stdout, "%-22s %7s %7s\n", "method", "AEE", "rho")
 	for _, m := range sortedByAEE(med) {
 		fmt.Fprintf(stdout, "%-22s %7.3f %7.3f\n", m, med[m][0], med[m][1])
 	}
 	fmt.Fprintf(stdout, "%d fits in %s; report in %s\n", rep.Fits, rep.Wall.Round(1e7), *dir)
 	return nil
+}
+
+// parseKs reads --k: numbers and ranges separated by commas ("1,2,3",
+// "1..3", "1-3", "1..2,4"), sorted, each once.
+func parseKs(s string) ([]int, error) {
+	bad := fmt.Errorf("--k %q: want positive integers or ranges separated by commas, e.g. 1,2,3 or 1..3", s)
+	var ks []int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "..")
+		if !isRange {
+			lo, hi, isRange = strings.Cut(part, "-")
+		}
+		a, err := strconv.Atoi(strings.TrimSpace(lo))
+		if err != nil || a < 1 {
+			return nil, bad
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(strings.TrimSpace(hi)); err != nil || b < a {
+				return nil, bad
+			}
+		}
+		for k := a; k <= b; k++ {
+			ks = append(ks, k)
+		}
+	}
+	slices.Sort(ks)
+	return slices.Compact(ks), nil
+}
+
+// reportDirWritable creates dir (or checks that it is a directory) and
+// proves it writable before minutes of fitting, not after.
+func reportDirWritable(dir string) error {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("--report %s is a file; give a directory (it is created if missing)", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--report: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("--report %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// trainingSets counts the distinct (model, training set) pairs evaluated.
+func trainingSets(rep *estimate.Report) int {
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		seen[r.Model+"\x00"+strings.Join(r.TrainDomains, ",")] = true
+	}
+	return len(seen)
 }
 
 func dropRawMean(ms []string, t *estimate.Table) []string {
@@ -115,9 +191,5 @@ func skippedNote(t *estimate.Table) string {
 	if len(t.Skipped) == 0 {
 		return ""
 	}
-	var parts []string
-	for k, v := range t.Skipped {
-		parts = append(parts, fmt.Sprintf("%d %s", v, k))
-	}
-	return " (skipped: " + strings.Join(parts, ", ") + ")"
+	return " (skipped: " + estimate.SkippedText(t.Skipped) + ")"
 }

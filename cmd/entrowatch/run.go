@@ -41,7 +41,10 @@ sink and commits the offsets only after the sink confirmed. Rows that cannot be
 processed go to the dead-letter topic with a reason header.
 
 Without --config (or with kafka.brokers empty) it starts the embedded broker on
-127.0.0.1:9092 and writes scored rows to Arrow IPC files under data_dir.
+127.0.0.1:9092. The default sink, "auto", is ClickHouse: a managed local
+clickhouse-server under data_dir/clickhouse (or the server clickhouse.conn.dsn
+names); when no server is installed it writes Arrow IPC files under data_dir
+instead, with a warning. sink: file or sink: clickhouse picks one explicitly.
 SIGTERM or Ctrl-C drains in-flight work, flushes the sink and commits within
 stream.drain_timeout. See deploy/entrowatch.yaml for every setting and
 docs/streams.md for the guarantees.`
@@ -220,7 +223,7 @@ func parseLevel(s string) (slog.Level, error) {
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", runSynopsis, stderr)
-	cfgPath := fs.String("config", "", "YAML config file (see deploy/entrowatch.yaml); none: embedded broker and local file sink")
+	cfgPath := fs.String("config", "", "YAML config file (see deploy/entrowatch.yaml); none: embedded broker and the auto sink (managed local ClickHouse, else Arrow files)")
 	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML and exit (secrets are never printed)")
 	level := fs.String("log-level", "", "override log_level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,13 +35,20 @@ baselines and, with --estimator, P(correct).
          completions, vLLM variants, Responses API objects and streamed responses
          (chunk objects or raw server-sent events) included; or an Arrow IPC
          file of trace.v1 (chunk rows are reassembled as in the stream).
-  --out  .csv (id, model, domain, correct, n_tokens, the 11 profile features,
-         the 7 baselines, then p_correct / cluster_id / cluster_label when
-         given) or .arrow (Arrow IPC stream, schema scored.v1); "-" is CSV on stdout.
+  --out  .csv or .csv.gz (id, model, domain, correct, n_tokens, the 11 profile
+         features, the 7 baselines, then p_correct / cluster_id / cluster_label
+         when given) or .arrow (Arrow IPC stream, schema scored.v1); "-" is CSV
+         on stdout. The file appears only when scoring succeeds.
 
 Rejected responses (malformed_json, no_logprobs, empty, nan_logprob,
-positive_logprob, too_long, ...) are reported on stderr with their line
-number and counted in the summary; --rejects writes them to a JSON Lines file.`
+positive_logprob, too_long, unknown_model, ...) are reported on stderr with
+their line number and counted in the summary; --rejects writes them to a JSON
+Lines file. The exit status is 1 when no response could be scored.
+
+Examples:
+  entrowatch score --in responses.jsonl.gz --out profiles.csv
+  entrowatch train --in profiles.csv --out estimator.json
+  entrowatch score --in new.jsonl.gz --out scored.csv.gz --estimator estimator.json`
 
 // scoreOptions are the score command's flags.
 type scoreOptions struct {
@@ -55,7 +63,7 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var o scoreOptions
 	fs := newFlags("score", scoreSynopsis, stderr)
 	fs.StringVar(&o.in, "in", "", "input: JSON Lines (.gz ok) or Arrow IPC (trace.v1)")
-	fs.StringVar(&o.out, "out", "", "output: .csv or .arrow")
+	fs.StringVar(&o.out, "out", "", "output: .csv, .csv.gz or .arrow (\"-\": CSV on stdout)")
 	fs.StringVar(&o.estimator, "estimator", "", "estimator artifact (entrowatch train) to add p_correct")
 	fs.StringVar(&o.clusters, "clusters", "", "topic-cluster artifact (entrowatch cluster fit) to add cluster_id, cluster_label")
 	fs.StringVar(&o.domainFrom, "domain-from", clustertag.DomainFromCallerElseCluster,
@@ -72,7 +80,85 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
+	if _, err := scoreOutFormat(o.out); err != nil {
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return errUsage
+	}
+	if o.clusters == "" && flagSet(fs, "domain-from") {
+		fmt.Fprintln(stderr, "--domain-from needs --clusters (it picks the domain from the topic clusters)")
+		fs.Usage()
+		return errUsage
+	}
 	return score(ctx, o, stdout, stderr)
+}
+
+// scoreOutFormat is the file sink format for an --out path, by extension.
+func scoreOutFormat(out string) (string, error) {
+	if out == "-" {
+		return "csv", nil
+	}
+	lower := strings.ToLower(out)
+	switch {
+	case strings.HasSuffix(lower, ".csv"), strings.HasSuffix(lower, ".csv.gz"):
+		return "csv", nil
+	case strings.HasSuffix(lower, ".arrow"), strings.HasSuffix(lower, ".arrows"), strings.HasSuffix(lower, ".ipc"):
+		return "arrow", nil
+	}
+	return "", fmt.Errorf("--out %s: name it .csv, .csv.gz or .arrow (the extension picks the format), or - for CSV on stdout", out)
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// sameFile reports whether a and b name one existing file.
+func sameFile(a, b string) bool {
+	if a == "-" || b == "-" {
+		return false
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// atomicPath returns a temporary path next to path to write to, and a commit
+// function that renames it into place (ok) or removes it (not ok); "-" is
+// written directly. Output that appears only complete never leaves a
+// truncated file that looks like a result, and never clobbers a previous
+// result with a failed run.
+func atomicPath(path string) (tmp string, commit func(ok bool) error, err error) {
+	if path == "-" {
+		return path, func(bool) error { return nil }, nil
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", nil, fmt.Errorf("cannot write %s: directory %s does not exist", path, filepath.Clean(dir))
+	}
+	f, err := os.CreateTemp(dir, "."+base+".*.partial")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	tmp = f.Name()
+	f.Close()
+	os.Chmod(tmp, 0o644) // as os.Create would leave it, not CreateTemp's 0600
+	return tmp, func(ok bool) error {
+		if !ok {
+			os.Remove(tmp)
+			return nil
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		return nil
+	}, nil
 }
 
 // scoreSource yields trace batches and says where each row came from.
@@ -98,23 +184,36 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 
+	for _, p := range []struct{ flag, path string }{{"--out", o.out}, {"--rejects", o.rejects}} {
+		if p.path != "" && sameFile(o.in, p.path) {
+			return fmt.Errorf("%s %s is the input file: writing it would destroy the responses being read", p.flag, p.path)
+		}
+	}
 	src, err := openScoreSource(o.in, o.maxSteps, mem)
 	if err != nil {
 		return err
 	}
 	defer src.close()
 
-	sinkCfg := file.Config{Path: o.out, CSVEstimate: o.estimator != "", CSVClusters: o.clusters != "", Buffered: true}
-	if o.out == "-" {
-		sinkCfg.Format = "csv"
+	format, err := scoreOutFormat(o.out)
+	if err != nil {
+		return err
 	}
+	tmp, commit, err := atomicPath(o.out)
+	if err != nil {
+		return err
+	}
+	sinkCfg := file.Config{Path: tmp, Format: format, Gzip: strings.HasSuffix(strings.ToLower(o.out), ".gz"),
+		CSVEstimate: o.estimator != "", CSVClusters: o.clusters != "", Buffered: true}
 	sink, err := file.New(sinkCfg, mem)
 	if err != nil {
+		commit(false)
 		return err
 	}
 	rep, err := newRejectReport(o, stderr)
 	if err != nil {
 		sink.Close(ctx)
+		commit(false)
 		return err
 	}
 
@@ -148,7 +247,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 				scored.Release()
 				return err
 			}
-			n, err := writeScored(ctx, scored, chain, sink, rep)
+			n, err := writeScored(ctx, scored, chain, sink, rep, src.rowLabel, o.estimator)
 			if err != nil {
 				return err
 			}
@@ -157,13 +256,23 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 		}
 	}()
 	closeErr := errors.Join(sink.Close(ctx), rep.close())
-	if runErr != nil {
-		return errors.Join(runErr, closeErr)
+	if runErr == nil && closeErr == nil {
+		rep.summary(stderr, read, written, time.Since(start))
 	}
-	if closeErr != nil {
+	ok := runErr == nil && closeErr == nil && (written > 0 || o.out == "-")
+	if err := commit(ok); err != nil {
+		return err
+	}
+	switch {
+	case runErr != nil:
+		return fmt.Errorf("%w (nothing written to %s)", errors.Join(runErr, closeErr), o.out)
+	case closeErr != nil:
 		return closeErr
+	case written == 0 && read+rep.fromSource == 0:
+		return fmt.Errorf("%s holds no responses; nothing written to %s", o.in, o.out)
+	case written == 0:
+		return fmt.Errorf("none of the %d responses could be scored (their reasons are in the summary above); nothing written to %s", read+rep.fromSource, o.out)
 	}
-	rep.summary(stderr, read, written, time.Since(start))
 	return nil
 }
 
@@ -190,7 +299,13 @@ func scoreChain(o scoreOptions, mem memory.Allocator, log *slog.Logger) ([]strea
 
 // writeScored runs the rest of the chain over a scored batch and writes the
 // rows whose status is ok; rows a later operator rejects are reported.
-func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.Operator, sink *file.Sink, rep *rejectReport) (int64, error) {
+//
+// rowLabel locates a row of the scored batch in the input; the operators keep
+// rows in order, one output row per input row, so a row's offset over the
+// output batches is its input row.
+func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.Operator, sink *file.Sink, rep *rejectReport,
+	rowLabel func(row int) (int64, string), estimator string) (int64, error) {
+	inRows := scored.NumRows()
 	recs := []arrow.RecordBatch{scored}
 	for _, op := range chain {
 		var next []arrow.RecordBatch
@@ -206,17 +321,27 @@ func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.
 		recs = next
 	}
 	defer releaseAll(recs)
-	var written int64
+	var outRows int64
+	for _, r := range recs {
+		outRows += r.NumRows()
+	}
+	var written, offset int64
 	for _, r := range recs {
 		status := r.Column(schemas.MustIndex(r.Schema(), schemas.ColStatus)).(*array.String)
 		ids := r.Column(schemas.MustIndex(r.Schema(), schemas.ColTraceID)).(*array.String)
+		models := r.Column(schemas.MustIndex(r.Schema(), schemas.ColModel)).(*array.String)
 		n := int(r.NumRows())
 		for lo := 0; lo < n; {
-			if status.Value(lo) != schemas.StatusOK {
+			if st := status.Value(lo); st != schemas.StatusOK {
 				// Rejected by profile (already reported, status is the
 				// reason) or by a later operator (reported here).
-				if rep.needs(ids.Value(lo), status.Value(lo)) {
-					if err := rep.add(0, "", ids.Value(lo), status.Value(lo), "rejected by the estimator or tagger"); err != nil {
+				if rep.needs(ids.Value(lo), st) {
+					var line int64
+					where := "(after scoring)"
+					if outRows == inRows {
+						line, where = rowLabel(int(offset) + lo)
+					}
+					if err := rep.add(line, where, ids.Value(lo), st, chainRejectDetail(st, models.Value(lo), estimator)); err != nil {
 						return written, err
 					}
 				}
@@ -236,8 +361,21 @@ func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.
 			written += int64(hi - lo)
 			lo = hi
 		}
+		offset += int64(n)
 	}
 	return written, nil
+}
+
+// chainRejectDetail explains a status set after profiling.
+func chainRejectDetail(status, model, estimator string) string {
+	switch status {
+	case schemas.ReasonUnknownModel:
+		return fmt.Sprintf("%s has no estimator for model %q and no fallback; train one with this model's rows "+
+			"(entrowatch train without --model writes a fallback for unknown models)", estimator, model)
+	case schemas.ReasonBadFeature:
+		return "a feature the estimator uses is NaN, infinite or missing"
+	}
+	return "rejected by the estimator or the topic tagger"
 }
 
 func releaseAll(recs []arrow.RecordBatch) {
@@ -456,6 +594,10 @@ func (r *rejectReport) flush(read []pendingReject, scored []pendingReject) error
 	return nil
 }
 
+// rejectLinesPerReason caps the stderr lines per reason: a systematic problem
+// (a whole model unknown, a file of another format) should not bury the rest.
+const rejectLinesPerReason = 20
+
 // rejectReport prints, counts and optionally records rejected responses.
 type rejectReport struct {
 	strict   bool
@@ -495,8 +637,16 @@ func (r *rejectReport) add(line int64, where, id, reason, detail string) error {
 	if r.strict {
 		return fmt.Errorf("%s: response %q rejected: %s (%s); drop --strict to skip and count such responses", where, id, reason, detail)
 	}
-	if !r.quiet {
+	switch n := r.byReason[reason]; {
+	case r.quiet:
+	case n <= rejectLinesPerReason:
 		fmt.Fprintf(r.w, "reject %s id=%q reason=%s: %s\n", where, id, reason, detail)
+	case n == rejectLinesPerReason+1:
+		more := "--rejects FILE lists every one"
+		if r.f != nil {
+			more = "the --rejects file lists every one"
+		}
+		fmt.Fprintf(r.w, "reject: further %s rejections are counted in the summary, not printed (%s)\n", reason, more)
 	}
 	if r.f != nil {
 		_, err := fmt.Fprintf(r.f, "{\"line\":%d,\"id\":%q,\"reason\":%q,\"detail\":%q}\n", line, id, reason, detail)

@@ -87,7 +87,11 @@ func TestScoreInvalidReasons(t *testing.T) {
 	dir := t.TempDir()
 	rejects := filepath.Join(dir, "rejects.jsonl")
 	_, stderr, code := runCLI(t, "score", "--in", fixtures+"invalid.jsonl", "--out", filepath.Join(dir, "x.csv"), "--rejects", rejects)
-	require.Equal(t, 0, code, stderr)
+	// Nothing scorable is a failure a script must see, and leaves no
+	// header-only file that looks like a result.
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "none of the 5 responses could be scored")
+	require.NoFileExists(t, filepath.Join(dir, "x.csv"))
 	want := readCSV(t, fixtures+"invalid.expected.csv")
 	for _, w := range want {
 		require.Contains(t, stderr, "reject line "+w["line"]+" ")

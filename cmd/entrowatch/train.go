@@ -11,18 +11,34 @@ import (
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
+const trainSynopsis = `--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME]
+
+Trains the estimator of P(correct) that entrowatch score --estimator and the
+stream use: one model per LLM model in the table, plus a fallback for models
+it has not seen (the pooled model; with a single LLM, that LLM's model).
+LABELED is a CSV (.gz ok) with columns model, domain, correct (1/0) and the
+feature columns, as entrowatch score writes for responses that carry a
+"correct" field, or scored Arrow IPC. The report on stdout gives, per model,
+out-of-fold AUROC, Brier and ECE, and per domain the estimated and true
+accuracy, with the error to expect on a domain not trained on.
+
+Examples:
+  entrowatch score --in labelled.jsonl.gz --out labelled.csv
+  entrowatch train --in labelled.csv --out estimator.json
+  entrowatch train --in plaut.csv.gz --out est.json --features confidence --model Llama-13b`
+
 // runTrain fits one estimator per LLM model (plus a pooled fallback) and
 // writes the estimator set.
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := estimate.DefaultTrainConfig()
-	fs := newFlags("train", "--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME]", stderr)
+	fs := newFlags("train", trainSynopsis, stderr)
 	in := fs.String("in", "", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required)")
 	out := fs.String("out", "", "estimator JSON to write (required)")
 	feats := fs.String("features", "", "comma-separated candidate feature columns (default: the 11 profile features)")
 	family := fs.String("family", def.Family, "model family: logreg, forest (gradient-boosted trees) or mlp")
 	cal := fs.String("calibration", def.Calibration, "calibration map: isotonic, platt or none")
 	balance := fs.Bool("balance", def.Balance, "weight the classes equally (off by default: it biases the accuracy estimate)")
-	model := fs.String("model", "", "train only for this LLM model (default: one artifact per model value plus a pooled fallback)")
+	model := fs.String("model", "", "train only for this LLM model, with no fallback: other models' rows are rejected as unknown_model (default: one model per model value plus a fallback)")
 	ensemble := fs.Int("ensemble", def.Ensemble, "average single-feature models on the N candidate features that best separate right from wrong within each training domain (0 = one model on the features kept by --screen)")
 	screen := fs.Int("screen", def.Screen, "with --ensemble 0: keep the N best-separating candidate features (0 = keep all)")
 	offset := fs.Bool("offset", def.Offset, "blend in a shifted probability feature when one of the features is a probability (e.g. confidence)")
@@ -49,11 +65,24 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (see entrowatch train -h)", err)
 	}
+	if sameFile(*in, *out) {
+		return fmt.Errorf("--out %s is the input table: writing it would destroy the training data", *out)
+	}
+	tmp, commit, err := atomicPath(*out) // fails now, not after the training, when --out cannot be written
+	if err != nil {
+		return err
+	}
+	saved := false
+	defer func() {
+		if !saved {
+			commit(false)
+		}
+	}()
 	tbl, err := estimate.ReadTable(*in, featureList(*feats))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "train: %d rows, %d models, candidate features %s%s\n", tbl.N(), len(tbl.Models()), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	fmt.Fprintf(stderr, "train: %d rows, %s, candidate features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
 	set := &estimate.Set{Models: map[string]*estimate.Model{}}
 	names := tbl.Models()
 	if *model != "" {
@@ -101,15 +130,42 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		set.Models[estimate.FallbackKey] = m
 		set.Fallback = estimate.FallbackKey
 	}
+	if *model == "" && len(names) == 1 && set.Models[names[0]] != nil {
+		// The pooled model of one LLM is that LLM's model: it serves
+		// unknown models too, as the pooled one does when there are several.
+		set.Fallback = names[0]
+	}
 	if len(set.Models) == 0 {
 		return fmt.Errorf("%s: no model could be trained", *in)
 	}
-	if err := set.Save(*out); err != nil {
+	if err := set.Save(tmp); err != nil {
 		return fmt.Errorf("writing the estimator: %w", err)
 	}
+	saved = true
+	if err := commit(true); err != nil {
+		return err
+	}
 	printTrainReport(stdout, set)
+	if set.Fallback != "" {
+		fmt.Fprintf(stdout, "models not in the table are estimated with %s\n", fallbackName(set.Fallback))
+	}
 	fmt.Fprintf(stdout, "wrote %s (version %s)\n", *out, set.Version)
 	return nil
+}
+
+func fallbackName(key string) string {
+	if key == estimate.FallbackKey {
+		return "the pooled model (*)"
+	}
+	return "model " + key
+}
+
+// plural says "1 model", "2 models".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // measureTransfer refits m's training without each of its domains in turn

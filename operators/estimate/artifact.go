@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"slices"
+	"strings"
 )
 
 // Format names the artifact's JSON layout; readers reject other formats.
@@ -237,6 +239,9 @@ func (s *Set) Seal() {
 // Validate checks the set and every model in it, including the hashes.
 func (s *Set) Validate() error {
 	if s.Format != Format {
+		if strings.HasPrefix(s.Format, "entrowatch.clusters.") {
+			return errors.New("this is a topic-cluster file (entrowatch cluster fit), not an estimator: pass it with --clusters; an estimator comes from entrowatch train")
+		}
 		return fmt.Errorf("format %q, want %q (an estimator written by entrowatch train)", s.Format, Format)
 	}
 	if len(s.Models) == 0 {

@@ -323,7 +323,7 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	}
 	if len(jobs) == 0 && len(cfg.Ks) > 0 && maxDomains > 1 && slices.Min(cfg.Ks) >= maxDomains {
 		return nil, fmt.Errorf("k = %s leaves no domain to estimate: k must be below a model's domain count, and the most domains a model has here is %d (use k from 1 to %d)",
-			strings.Trim(fmt.Sprint(cfg.Ks), "[]"), maxDomains, maxDomains-1)
+			strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Ks)), ","), "[]"), maxDomains, maxDomains-1)
 	}
 	workers := cfg.Workers
 	if workers <= 0 {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,6 +122,9 @@ func ReadTable(path string, features []string) (*Table, error) {
 	if len(features) == 0 {
 		features = schemas.ProfileFeatures
 	}
+	if err := checkFeatures(features); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -165,9 +169,52 @@ func ReadTable(path string, features []string) (*Table, error) {
 		}
 	}
 	if t.N() == 0 {
-		return nil, fmt.Errorf("%s: no usable labelled rows (skipped: %v)", path, t.Skipped)
+		if len(t.Skipped) == 0 {
+			return nil, fmt.Errorf("%s: no rows after the header", path)
+		}
+		return nil, fmt.Errorf("%s: no usable labelled rows (skipped: %s)", path, SkippedText(t.Skipped))
 	}
 	return t, nil
+}
+
+// SkippedText says what Table.Skipped counted, e.g. "4800 no label, 2
+// non-finite feature"; a table read from unlabelled responses ("no label")
+// gets a hint.
+func SkippedText(skipped map[string]int) string {
+	keys := make([]string, 0, len(skipped))
+	for k := range skipped {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d %s", skipped[k], k)
+	}
+	s := strings.Join(parts, ", ")
+	if skipped["no label"] > 0 {
+		s += `; a row needs correct = 1/0 (true/false), which entrowatch score writes when the responses carry a "correct" field`
+	}
+	return s
+}
+
+// checkFeatures refuses feature lists that cannot be meant: a column named
+// twice, or one of the table's own key columns (the label would predict
+// itself perfectly).
+func checkFeatures(features []string) error {
+	seen := map[string]bool{}
+	for _, f := range features {
+		switch f {
+		case schemas.ColCorrect:
+			return fmt.Errorf("feature %q is the label: a model fed the answer predicts it perfectly and estimates nothing", f)
+		case schemas.ColModel, schemas.ColDomain, "id", schemas.ColTraceID:
+			return fmt.Errorf("feature %q is a key column, not a numeric feature", f)
+		}
+		if seen[f] {
+			return fmt.Errorf("feature %q is listed twice", f)
+		}
+		seen[f] = true
+	}
+	return nil
 }
 
 // ReadCSV reads a labelled CSV with a header naming model, domain, correct and

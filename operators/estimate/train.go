@@ -85,8 +85,11 @@ func (c TrainConfig) Validate() error {
 	if c.CalibrateOn != "" && c.CalibrateOn != "oof" && c.CalibrateOn != "train" {
 		return fmt.Errorf("calibrate-on %q: want oof or train", c.CalibrateOn)
 	}
-	if c.Ensemble < 0 || c.Hyper < 0 {
-		return fmt.Errorf("ensemble = %d, hyper = %g: want >= 0", c.Ensemble, c.Hyper)
+	if c.Ensemble < 0 {
+		return fmt.Errorf("ensemble = %d: want 0 (one model) or more (that many single-feature models)", c.Ensemble)
+	}
+	if c.Hyper < 0 || math.IsNaN(c.Hyper) {
+		return fmt.Errorf("hyper = %g: want > 0, or 0 to choose by cross-validation", c.Hyper)
 	}
 	if c.Screen < 0 {
 		return fmt.Errorf("screen = %d, want >= 0", c.Screen)

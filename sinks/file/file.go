@@ -5,6 +5,7 @@ package file
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -27,8 +28,11 @@ type Config struct {
 	Path string `yaml:"path"`
 	// Format is "arrow" (Arrow IPC stream, schema scored.v1, every row with
 	// its status) or "csv" (the columns of CSVHeader; rows with status ok
-	// only). Default: from the extension of Path (.csv is CSV, else Arrow).
+	// only). Default: from the extension of Path (.csv and .csv.gz are CSV,
+	// else Arrow).
 	Format string `yaml:"format"`
+	// Gzip compresses the file. Default: when Path ends in .gz.
+	Gzip bool `yaml:"gzip"`
 	// CSVEstimate adds p_correct (and estimator_version) to CSV output.
 	CSVEstimate bool `yaml:"csv_estimate"`
 	// CSVClusters adds cluster_id and cluster_label to CSV output.
@@ -45,9 +49,14 @@ func (c *Config) Validate() error {
 	if c.Path == "" {
 		return errors.New("file sink: path is empty")
 	}
+	lower := strings.ToLower(c.Path)
+	if strings.HasSuffix(lower, ".gz") && c.Path != "-" {
+		c.Gzip = true
+		lower = strings.TrimSuffix(lower, ".gz")
+	}
 	if c.Format == "" {
 		c.Format = "arrow"
-		if strings.EqualFold(filepath.Ext(c.Path), ".csv") {
+		if filepath.Ext(lower) == ".csv" {
 			c.Format = "csv"
 		}
 	}
@@ -61,6 +70,7 @@ func (c *Config) Validate() error {
 type Sink struct {
 	cfg  Config
 	f    *os.File
+	gz   *gzip.Writer // between bw and f when compressing
 	bw   *bufio.Writer
 	ipcw *ipc.Writer
 	csv  *csvWriter
@@ -80,6 +90,10 @@ func New(cfg Config, mem memory.Allocator) (*Sink, error) {
 		}
 	}
 	s := &Sink{cfg: cfg, f: f, bw: bufio.NewWriterSize(f, 1<<20)}
+	if cfg.Gzip && cfg.Path != "-" {
+		s.gz = gzip.NewWriter(f)
+		s.bw = bufio.NewWriterSize(s.gz, 1<<20)
+	}
 	if cfg.Format == "csv" {
 		s.csv = newCSVWriter(s.bw, cfg)
 		if err := s.csv.header(); err != nil {
@@ -122,6 +136,11 @@ func (s *Sink) sync() error {
 	if err := s.bw.Flush(); err != nil {
 		return err
 	}
+	if s.gz != nil {
+		if err := s.gz.Flush(); err != nil {
+			return err
+		}
+	}
 	if s.f == os.Stdout {
 		return nil
 	}
@@ -135,6 +154,9 @@ func (s *Sink) Close(context.Context) error {
 		errs = append(errs, s.ipcw.Close())
 	}
 	errs = append(errs, s.bw.Flush())
+	if s.gz != nil {
+		errs = append(errs, s.gz.Close())
+	}
 	if s.f != os.Stdout {
 		errs = append(errs, s.f.Sync(), s.f.Close())
 	}

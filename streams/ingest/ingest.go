@@ -392,7 +392,7 @@ func Open(path string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: gzip: %w", path, err)
 		}
-		return readCloser{Framed(zr), func() error { return errors.Join(zr.Close(), f.Close()) }}, nil
+		return readCloser{Framed(gzipErrors{zr, path}), func() error { return errors.Join(zr.Close(), f.Close()) }}, nil
 	}
 	return readCloser{Framed(br), f.Close}, nil
 }
@@ -408,6 +408,23 @@ func Framed(r io.Reader) io.Reader {
 		return newReframer(br, mode)
 	}
 	return br
+}
+
+// gzipErrors says what gzip's bare errors mean for a file of responses.
+type gzipErrors struct {
+	zr   *gzip.Reader
+	path string
+}
+
+func (g gzipErrors) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		err = fmt.Errorf("%s: the gzip data ends abruptly (a truncated file, e.g. an interrupted copy or download): %w", g.path, err)
+	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader):
+		err = fmt.Errorf("%s: the gzip data is corrupt: %w", g.path, err)
+	}
+	return n, err
 }
 
 type readCloser struct {

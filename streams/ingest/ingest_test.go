@@ -232,6 +232,21 @@ func TestOpenDetectsGzip(t *testing.T) {
 	require.NoError(t, os.WriteFile(table, []byte("model,domain,correct\n"), 0o644))
 	_, err = ingest.Open(table)
 	require.ErrorContains(t, err, "is a table, not responses")
+	// A truncated gzip file says so instead of a bare "unexpected EOF".
+	var big bytes.Buffer
+	zw = gzip.NewWriter(&big)
+	for range 200 {
+		zw.Write([]byte(chat + "\n"))
+	}
+	zw.Close()
+	cut := filepath.Join(dir, "cut.jsonl.gz")
+	require.NoError(t, os.WriteFile(cut, big.Bytes()[:big.Len()/2], 0o644))
+	f, err := ingest.Open(cut)
+	require.NoError(t, err)
+	_, err = io.ReadAll(f)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.ErrorContains(t, err, "gzip data ends abruptly")
+	f.Close()
 }
 
 // FuzzReader feeds arbitrary lines to the adapter: it must never panic, every

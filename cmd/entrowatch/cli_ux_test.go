@@ -1,0 +1,227 @@
+package main
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/operators/estimate"
+)
+
+// TestHelpAndUsageErrors: asked-for help goes to stdout (for a pager or grep)
+// and exits 0; a usage error prints its reason and a pointer to -h on stderr
+// and exits 2.
+func TestHelpAndUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"score", "-h"}, {"score", "--help"}, {"help", "score"}} {
+		out, errs, code := runCLI(t, args...)
+		require.Equal(t, 0, code, args)
+		require.Contains(t, out, "Usage: entrowatch score", args)
+		require.Contains(t, out, "Examples:", args)
+		require.Empty(t, errs, args)
+	}
+	out, _, code := runCLI(t, "help", "cluster", "fit")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "Usage: entrowatch cluster fit")
+	for _, args := range [][]string{{"help"}, {"--help"}} {
+		out, _, code := runCLI(t, args...)
+		require.Equal(t, 0, code)
+		require.Contains(t, out, "version")
+		require.Contains(t, out, "score")
+	}
+	_, errs, code := runCLI(t)
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "Commands:")
+
+	_, errs, code = runCLI(t, "score", "--in", "x.jsonl", "--bogus")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "flag provided but not defined: -bogus")
+	require.Contains(t, errs, "Run 'entrowatch score -h' for its flags.")
+	require.NotContains(t, errs, "Flags:")
+
+	_, errs, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", filepath.Join(t.TempDir(), "x.txt"))
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "name it .csv, .csv.gz or .arrow")
+
+	_, errs, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", filepath.Join(t.TempDir(), "x.csv"), "--domain-from", "cluster")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "--domain-from needs --clusters")
+}
+
+// TestScoreOutputIsAtomic: the output appears only when scoring succeeded; a
+// failed run neither leaves a partial file nor clobbers an earlier result,
+// and the input can never be the output.
+func TestScoreOutputIsAtomic(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "scored.csv")
+	_, errs, code := runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", out, "--quiet")
+	require.Equal(t, 0, code, errs)
+	good, err := os.ReadFile(out)
+	require.NoError(t, err)
+
+	// A truncated gzip input fails, says why, and leaves the earlier result.
+	raw, err := os.ReadFile(fixtures + "valid.jsonl.gz")
+	require.NoError(t, err)
+	cut := filepath.Join(dir, "cut.jsonl.gz")
+	require.NoError(t, os.WriteFile(cut, raw[:len(raw)*2/3], 0o644))
+	_, errs, code = runCLI(t, "score", "--in", cut, "--out", out)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "gzip data ends abruptly")
+	require.Contains(t, errs, "nothing written to "+out)
+	after, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, string(good), string(after), "a failed run must not touch the previous output")
+	leftovers, err := filepath.Glob(filepath.Join(dir, ".*partial"))
+	require.NoError(t, err)
+	require.Empty(t, leftovers)
+
+	// An empty input is an error, not an empty success.
+	empty := filepath.Join(dir, "empty.jsonl")
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
+	_, errs, code = runCLI(t, "score", "--in", empty, "--out", filepath.Join(dir, "e.csv"))
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "holds no responses")
+	require.NoFileExists(t, filepath.Join(dir, "e.csv"))
+
+	// The input is never overwritten.
+	arrowIn := filepath.Join(dir, "s.arrow")
+	_, errs, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", arrowIn, "--quiet")
+	require.Equal(t, 0, code, errs)
+	before, err := os.ReadFile(arrowIn)
+	require.NoError(t, err)
+	_, errs, code = runCLI(t, "score", "--in", arrowIn, "--out", arrowIn)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "is the input file")
+	now, err := os.ReadFile(arrowIn)
+	require.NoError(t, err)
+	require.Equal(t, before, now)
+
+	// .csv.gz is gzip-compressed CSV that train reads back.
+	gz := filepath.Join(dir, "scored.csv.gz")
+	_, errs, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", gz, "--quiet")
+	require.Equal(t, 0, code, errs)
+	f, err := os.Open(gz)
+	require.NoError(t, err)
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	require.NoError(t, err)
+	plain, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	require.Equal(t, string(good), string(plain))
+	st, err := os.Stat(gz)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+}
+
+// renameModel copies the JSON Lines fixture with every response's model
+// renamed, as traffic of an LLM the estimator was not trained for.
+func renameModel(t *testing.T, to string) string {
+	t.Helper()
+	f, err := os.Open(fixtures + "valid.jsonl.gz")
+	require.NoError(t, err)
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	require.NoError(t, err)
+	b, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	var out strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m))
+		m["model"] = to
+		enc, err := json.Marshal(m)
+		require.NoError(t, err)
+		out.Write(enc)
+		out.WriteByte('\n')
+	}
+	path := filepath.Join(t.TempDir(), "other.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(out.String()), 0o644))
+	return path
+}
+
+// TestTrainOneModelHasFallback: an estimator trained on one LLM serves other
+// LLMs' rows as the pooled fallback does when there are several; with
+// --model there is no fallback and the rejections say which model and why,
+// with their input line.
+func TestTrainOneModelHasFallback(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "fx.csv")
+	_, errs, code := runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", table, "--quiet")
+	require.Equal(t, 0, code, errs)
+	other := renameModel(t, "other-llm")
+
+	est := filepath.Join(dir, "est.json")
+	out, errs, code := runCLI(t, "train", "--in", table, "--out", est, "--features", "mean,std", "--transfer=false")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "models not in the table are estimated with model fixture-model")
+	set, err := estimate.Load(est)
+	require.NoError(t, err)
+	require.Equal(t, "fixture-model", set.Fallback)
+	scored := filepath.Join(dir, "other.csv")
+	_, errs, code = runCLI(t, "score", "--in", other, "--out", scored, "--estimator", est)
+	require.Equal(t, 0, code, errs)
+	rows := readCSV(t, scored)
+	require.Len(t, rows, 33)
+	for _, r := range rows {
+		require.NotEmpty(t, r["p_correct"], r["id"])
+	}
+
+	only := filepath.Join(dir, "only.json")
+	_, errs, code = runCLI(t, "train", "--in", table, "--out", only, "--features", "mean,std", "--transfer=false", "--model", "fixture-model")
+	require.Equal(t, 0, code, errs)
+	set, err = estimate.Load(only)
+	require.NoError(t, err)
+	require.Empty(t, set.Fallback)
+	_, errs, code = runCLI(t, "score", "--in", other, "--out", filepath.Join(dir, "none.csv"), "--estimator", only)
+	require.Equal(t, 1, code, "no row could be estimated")
+	require.Contains(t, errs, `reject line 1 id="fx-0" reason=unknown_model: `+only+` has no estimator for model "other-llm"`)
+	require.Contains(t, errs, "reject line 20 ")
+	require.NotContains(t, errs, "reject line 22 ", "at most 20 lines per reason")
+	require.Contains(t, errs, "further unknown_model rejections are counted in the summary")
+	require.Contains(t, errs, "33 rejected (unknown_model 33)")
+}
+
+// TestTrainEvalArgumentChecks: mistakes are refused before any fitting.
+func TestTrainEvalArgumentChecks(t *testing.T) {
+	in := labelled(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--features", "confidence,correct"}, `feature "correct" is the label`},
+		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--features", "confidence,confidence"}, `feature "confidence" is listed twice`},
+		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--features", "domain"}, `feature "domain" is a key column`},
+		{[]string{"train", "--in", in, "--out", in, "--features", "confidence"}, "is the input table"},
+		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "no", "such", "e.json"), "--features", "confidence"}, "does not exist"},
+		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--ensemble", "-1"}, "ensemble = -1: want 0"},
+		{[]string{"eval", "--in", in, "--report", in, "--features", "confidence"}, "is a file; give a directory"},
+		{[]string{"eval", "--in", in, "--report", dir, "--features", "correct"}, `feature "correct" is the label`},
+	} {
+		_, errs, code := runCLI(t, tc.args...)
+		require.Equal(t, 1, code, tc.args)
+		require.Contains(t, errs, tc.want, tc.args)
+		require.NotContains(t, errs, "train: llm-a", "refused before fitting")
+	}
+	require.NoFileExists(t, filepath.Join(dir, "e.json"))
+	b, err := os.ReadFile(in)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(b), "model,domain,"), "the input table is intact")
+}
+
+func TestParseKs(t *testing.T) {
+	for in, want := range map[string][]int{"1,2,3": {1, 2, 3}, "1..3": {1, 2, 3}, "1-3": {1, 2, 3}, "3,1,1": {1, 3}, "1..2,4": {1, 2, 4}, " 2 ": {2}} {
+		got, err := parseKs(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "0", "one", "3..1", "1..", "-1", "1,,2"} {
+		_, err := parseKs(in)
+		require.Error(t, err, in)
+	}
+}
