@@ -225,3 +225,9 @@ func TestParseKs(t *testing.T) {
 		require.Error(t, err, in)
 	}
 }
+
+func TestCountsText(t *testing.T) {
+	require.Equal(t, "0", countsText(nil))
+	require.Equal(t, "0", countsText(map[string]int64{"empty": 0}))
+	require.Equal(t, "3 (empty 1, nan_logprob 2)", countsText(map[string]int64{"nan_logprob": 2, "empty": 1, "too_long": 0}))
+}

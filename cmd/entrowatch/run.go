@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -400,7 +401,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 				return nil
 			case <-t.C:
 				st := r.Stats()
-				log.Info("stream progress", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", st.DeadLettered)
+				log.Info("stream progress", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", countsText(st.DeadLettered))
 			}
 		}
 	})
@@ -417,7 +418,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	g.Go(func() error { return r.Run(gctx) })
 	err = g.Wait()
 	st := r.Stats()
-	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", st.DeadLettered, "commits", st.Commits)
+	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", countsText(st.DeadLettered), "commits", st.Commits)
 	return err
 }
 
@@ -541,4 +542,26 @@ func serve(g *errgroup.Group, ctx context.Context, name, addr string, h http.Han
 	})
 	log.Info(name+" server listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// countsText renders counts by reason for a log line: "0", or
+// "3 (empty 1, nan_logprob 2)".
+func countsText(m map[string]int64) string {
+	var total int64
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		total += v
+		keys = append(keys, k)
+	}
+	if total == 0 {
+		return "0"
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
 }

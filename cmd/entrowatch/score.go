@@ -80,6 +80,11 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
+	if o.maxSteps < 1 {
+		fmt.Fprintf(stderr, "--max-steps %d: want at least 1 (the longest trajectory accepted)\n", o.maxSteps)
+		fs.Usage()
+		return errUsage
+	}
 	if _, err := scoreOutFormat(o.out); err != nil {
 		fmt.Fprintln(stderr, err)
 		fs.Usage()

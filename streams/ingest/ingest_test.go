@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"math"
 	"os"
@@ -184,6 +185,29 @@ func TestShapes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWrongFieldTypeSaysWhatJSON: a field of the wrong JSON type is named
+// with the JSON wanted, not a Go type.
+func TestWrongFieldTypeSaysWhatJSON(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	input := `{"id":"a","model":"m","choices":{"x":1}}` + "\n" + `{"id":"b","model":["m"],"choices":[]}` + "\n"
+	r := ingest.NewReader(strings.NewReader(input), ingest.DefaultConfig(), mem)
+	defer r.Release()
+	var rejects []ingest.Reject
+	for {
+		rec, err := r.Next()
+		rejects = append(rejects, r.Rejects()...) // also when the batch is empty (io.EOF)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		rec.Release()
+	}
+	require.Len(t, rejects, 2)
+	require.EqualError(t, rejects[0].Err, "field choices: got JSON object, want an array")
+	require.EqualError(t, rejects[1].Err, "field model: got JSON array, want a string")
 }
 
 func TestLineTooLongIsRejectedNotFatal(t *testing.T) {
