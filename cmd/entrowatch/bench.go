@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,17 +25,21 @@ const benchSynopsis = `operators|pipeline [flags]
   pipeline   the full chain through the embedded Kafka broker (see entrowatch bench pipeline -h).`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "operators" && args[0] != "pipeline") {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") || args[0] == "help" {
 		fmt.Fprintf(stderr, "Usage: entrowatch bench %s\n", benchSynopsis)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			return nil
 		}
 		return errUsage
 	}
-	if args[0] == "pipeline" {
+	switch args[0] {
+	case "operators":
+		return benchOperators(ctx, args[1:], stdout, stderr)
+	case "pipeline":
 		return benchPipeline(ctx, args[1:], stdout, stderr)
 	}
-	return benchOperators(ctx, args[1:], stdout, stderr)
+	fmt.Fprintf(stderr, "entrowatch bench: unknown subcommand %q (want operators or pipeline)\n", args[0])
+	return errUsage
 }
 
 // startCPUProfile writes a CPU profile to path until the returned stop is

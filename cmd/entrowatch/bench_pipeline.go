@@ -80,7 +80,8 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 
 	// Produce: a pool of distinct synthetic batches, each one message under
-	// the limit, cycled until --traces rows are on the topic.
+	// the limit, cycled until --traces rows are on the topic; the last batch
+	// is cut to size.
 	pcfg := kafka.DefaultProducerConfig()
 	pcfg.Topic = topic
 	prod, err := kafka.NewProducer(conn, pcfg, log)
@@ -89,24 +90,37 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer prod.Close()
 	perMsg := max(1, pcfg.MaxMessageBytes*9/10/(*steps*(*k+1)*4+64))
+	sizes := benchBatches(*traces, perMsg)
+	synth := func(n int, seed uint64) ([]kafka.Message, error) {
+		rec := profile.Synthetic(mem, profile.SynthConfig{Traces: n, Steps: *steps, K: *k, Seed: seed, Model: "bench"})
+		defer rec.Release()
+		return kafka.Messages(rec, nil, pcfg.MaxMessageBytes)
+	}
 	var pool [][]kafka.Message
-	for seed := range 8 {
-		rec := profile.Synthetic(mem, profile.SynthConfig{Traces: perMsg, Steps: *steps, K: *k, Seed: uint64(seed + 1), Model: "bench"})
-		msgs, err := kafka.Messages(rec, nil, pcfg.MaxMessageBytes)
-		rec.Release()
+	for seed := range min(8, len(sizes)) {
+		msgs, err := synth(sizes[seed], uint64(seed+1))
 		if err != nil {
 			return err
 		}
 		pool = append(pool, msgs)
 	}
-	groups := (*traces + perMsg - 1) / perMsg
-	total := groups * perMsg
+	var last []kafka.Message
+	if n := sizes[len(sizes)-1]; n != perMsg && len(sizes) > len(pool) {
+		if last, err = synth(n, uint64(len(pool)+1)); err != nil {
+			return err
+		}
+	}
+	total := *traces
 	produce := func() error {
 		start := time.Now()
-		for g := 0; g < groups; {
+		for g := 0; g < len(sizes); {
 			var batch []kafka.Message
-			for j := 0; j < 32 && g < groups; j, g = j+1, g+1 {
-				batch = append(batch, pool[g%len(pool)]...)
+			for j := 0; j < 32 && g < len(sizes); j, g = j+1, g+1 {
+				if last != nil && g == len(sizes)-1 {
+					batch = append(batch, last...)
+				} else {
+					batch = append(batch, pool[g%len(pool)]...)
+				}
 			}
 			if err := prod.Produce(ctx, batch...); err != nil {
 				return err
@@ -116,7 +130,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "produced %d traces in %v (%.0f traces/s)\n", total, d.Round(time.Millisecond), float64(total)/d.Seconds())
 		return nil
 	}
-	fmt.Fprintf(stderr, "producing %d traces (%d per message) to the embedded broker at %s...\n", total, perMsg, brk.Addr())
+	fmt.Fprintf(stderr, "producing %d traces (up to %d per message) to the embedded broker at %s...\n", total, perMsg, brk.Addr())
 	if !*concurrent {
 		if err := produce(); err != nil {
 			return err
@@ -268,6 +282,16 @@ wait:
 	}
 	fmt.Fprintf(stdout, "  %-12s %5.1f%%  (waiting for fetch, queueing, commits)\n", "other", 100*float64(busy-staged)/float64(busy))
 	return nil
+}
+
+// benchBatches splits n traces into synthetic batches of per traces, the
+// last one smaller when per does not divide n: exactly n traces in all.
+func benchBatches(n, per int) []int {
+	sizes := make([]int, 0, (n+per-1)/per)
+	for ; n > per; n -= per {
+		sizes = append(sizes, per)
+	}
+	return append(sizes, n)
 }
 
 // cpuTime is the CPU time (user + system) this process used so far.

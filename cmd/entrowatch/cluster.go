@@ -70,6 +70,19 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := def.Validate(); err != nil {
 		return fmt.Errorf("invalid settings: %w", err)
 	}
+	if sameFile(*in, *out) {
+		return fmt.Errorf("--out %s is the input: writing it would destroy the prompts being read", *out)
+	}
+	tmp, commit, err := atomicPath(*out) // fails now, not after the fit, when --out cannot be written
+	if err != nil {
+		return err
+	}
+	saved := false
+	defer func() {
+		if !saved {
+			commit(false)
+		}
+	}()
 	var old *clustertag.Model
 	if *prev != "" {
 		var err error
@@ -126,6 +139,9 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("fitting clusters on %s: %w", *in, err)
 	}
+	for _, w := range m.Warnings {
+		fmt.Fprintf(stderr, "cluster fit: warning: %s\n", w)
+	}
 	if old != nil {
 		lin, err := m.Carry(old, *minSim)
 		if err != nil {
@@ -140,10 +156,18 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 		}
 	}
-	if err := m.Save(*out); err != nil {
+	if err := m.Save(tmp); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s: %s, %d clusters (%s space, k by %s), %d prompts\n", *out, m.Version, len(m.Clusters), m.Space, m.Selection.Method, m.Fit.Prompts)
+	saved = true
+	if err := commit(true); err != nil {
+		return err
+	}
+	how := "k given"
+	if m.Selection.Method != "fixed" {
+		how = "k chosen by " + m.Selection.Method
+	}
+	fmt.Fprintf(stdout, "wrote %s: %s, %d clusters (%s space, %s), %d prompts\n", *out, m.Version, len(m.Clusters), m.Space, how, m.Fit.Prompts)
 	for _, c := range m.Clusters {
 		fmt.Fprintf(stdout, "  %3d  %-40s %5d prompts  threshold %.3f\n", c.ID, c.Label, c.Size, c.Threshold)
 	}

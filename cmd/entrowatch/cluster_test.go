@@ -103,3 +103,135 @@ func TestClusterErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterFitKAgainstData: a k above the distinct prompts is refused with
+// the count and a k to use instead; a k leaving few prompts per cluster fits
+// with a warning.
+func TestClusterFitKAgainstData(t *testing.T) {
+	dir := t.TempDir()
+	csvPath, _ := clusterPrompts(t, dir) // 60 prompts, 9 of them different
+	out := filepath.Join(dir, "c.json")
+	_, stderr, code := runCLI(t, "cluster", "fit", "--in", csvPath, "--out", out, "--k", "10", "--quiet")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "k=10 is more than the 9 distinct prompts")
+	require.Contains(t, stderr, "give --k auto")
+	require.NoFileExists(t, out)
+
+	stdout, stderr, code := runCLI(t, "cluster", "fit", "--in", csvPath, "--out", out, "--k", "5", "--quiet")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "5 clusters")
+	require.Contains(t, stderr, "cluster fit: warning: k=5 for 9 distinct prompts is 1.8 per cluster on average")
+}
+
+// TestClusterFitIDColumn: a prompt column holding a phrasing id (as in
+// plaut-dev.csv.gz) is named as the likely cause.
+func TestClusterFitIDColumn(t *testing.T) {
+	dir := t.TempDir()
+	var c strings.Builder
+	c.WriteString("domain,prompt\n")
+	for i := range 100 {
+		fmt.Fprintf(&c, "arc,%s\n", []string{"first", "second"}[i%2])
+	}
+	in := filepath.Join(dir, "ids.csv")
+	require.NoError(t, os.WriteFile(in, []byte(c.String()), 0o644))
+	out := filepath.Join(dir, "c.json")
+	for _, k := range []string{"3", "auto"} {
+		_, stderr, code := runCLI(t, "cluster", "fit", "--in", in, "--out", out, "--k", k, "--quiet")
+		require.Equal(t, 1, code, stderr)
+		require.Contains(t, stderr, "2 distinct prompts")
+		require.Contains(t, stderr, `only 2 different values ("first", "second")`)
+		require.Contains(t, stderr, "ids or labels, not prompt text")
+	}
+	_, stderr, code := runCLI(t, "cluster", "fit", "--in", in, "--out", out, "--k", "2", "--quiet")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "warning: the 100 prompts hold only 2 different values")
+	require.Contains(t, stderr, "warning: the vocabulary has only 2 terms")
+}
+
+// TestClusterArtifactIsEstimator: an estimator given as --clusters is named
+// as such; a cluster artifact of another format keeps the version message.
+func TestClusterArtifactIsEstimator(t *testing.T) {
+	dir := t.TempDir()
+	est := filepath.Join(dir, "estimator.json")
+	_, stderr, code := runCLI(t, "train", "--in", fixtures+"valid.expected.csv", "--out", est)
+	require.Equal(t, 0, code, stderr)
+	csvPath, _ := clusterPrompts(t, dir)
+	want := est + " is an estimator artifact (entrowatch train); pass it with --estimator"
+	_, stderr, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", filepath.Join(dir, "y.csv"), "--clusters", est)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, want)
+	_, stderr, code = runCLI(t, "cluster", "report", "--in", csvPath, "--clusters", est)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, want)
+
+	other := filepath.Join(dir, "v9.json")
+	require.NoError(t, os.WriteFile(other, []byte(`{"format":"entrowatch.clusters.v9","clusters":[]}`), 0o644))
+	_, stderr, code = runCLI(t, "cluster", "report", "--in", csvPath, "--clusters", other)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "written by another version of entrowatch")
+}
+
+// The bench and migrate tests live here because this change may not touch
+// the package's other test files.
+
+func TestBenchUnknownSubcommand(t *testing.T) {
+	_, stderr, code := runCLI(t, "bench", "bogus")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, `entrowatch bench: unknown subcommand "bogus" (want operators or pipeline)`)
+	_, stderr, code = runCLI(t, "bench")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "Usage: entrowatch bench operators|pipeline")
+}
+
+func TestBenchBatches(t *testing.T) {
+	for _, tc := range []struct {
+		n, per int
+		want   []int
+	}{
+		{7, 8035, []int{7}},
+		{52, 26, []int{26, 26}},
+		{53, 26, []int{26, 26, 1}},
+		{1, 1, []int{1}},
+	} {
+		require.Equal(t, tc.want, benchBatches(tc.n, tc.per), "n=%d per=%d", tc.n, tc.per)
+	}
+	// 2000 traces of the default shape (26 per message) used to be 77 full
+	// messages: 2002 traces.
+	sum := 0
+	for _, n := range benchBatches(2000, 26) {
+		sum += n
+	}
+	require.Equal(t, 2000, sum)
+}
+
+// TestBenchPipelineTraces: the topic gets exactly --traces traces although
+// a message holds thousands of these short ones.
+func TestBenchPipelineTraces(t *testing.T) {
+	stdout, stderr, code := runCLI(t, "bench", "pipeline", "--traces", "7", "--steps", "4", "--k", "2", "--partitions", "1", "--workers", "1")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "producing 7 traces")
+	require.Contains(t, stderr, "produced 7 traces")
+	require.Contains(t, stdout, "tokens/s:")
+}
+
+// TestMigrateHTTPAddress: an address of ClickHouse's HTTP interface is
+// answered with the native DSN to use, whichever way it is written.
+func TestMigrateHTTPAddress(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"http://localhost:8123", "give clickhouse://localhost:9000"},
+		{"https://ch.example.com:8443/db", "give clickhouse://ch.example.com:9440/db?secure=true"},
+		{"localhost:8123", "port 8123 is ClickHouse's HTTP port"},
+		{"127.0.0.1:9000", "give clickhouse://127.0.0.1:9000"},
+		// Reaches the network: refused, or not understood by an HTTP server.
+		{"clickhouse://127.0.0.1:8123", "port 8123 is ClickHouse's HTTP port"},
+	} {
+		t.Run(tc.dsn, func(t *testing.T) {
+			_, stderr, code := runCLI(t, "migrate", "--clickhouse", tc.dsn)
+			require.Equal(t, 1, code, stderr)
+			require.Contains(t, stderr, tc.want)
+			if strings.Contains(tc.dsn, "8123") || strings.Contains(tc.dsn, "http") {
+				require.Contains(t, stderr, "native protocol")
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Format names the artifact layout; Load refuses any other.
@@ -45,6 +46,10 @@ type Model struct {
 	// Previous records how cluster ids were carried over from the artifact
 	// this one was fitted after (nil for a first fit).
 	Previous *Lineage `json:"previous,omitempty"`
+	// Warnings are the fit's doubts about the result (k large for the data,
+	// a tiny vocabulary, empty clusters), for the user to read; Fit and
+	// FitEmbeddings set them, they are not saved.
+	Warnings []string `json:"-"`
 }
 
 // Cluster is one topic.
@@ -189,9 +194,30 @@ func Load(path string) (*Model, error) {
 	}
 	m, err := Decode(b)
 	if err != nil {
+		if estimatorArtifact(b) {
+			return nil, fmt.Errorf("%w: %s is an estimator artifact (entrowatch train); pass it with --estimator", ErrArtifact, path)
+		}
 		return nil, fmt.Errorf("cluster artifact %s: %w", path, err)
 	}
 	return m, nil
+}
+
+// estimatorArtifact reports whether b is the JSON that `entrowatch train`
+// writes (operators/estimate): format entrowatch.estimator.*, or no format
+// but the estimator's "models" object and no "clusters".
+func estimatorArtifact(b []byte) bool {
+	var top struct {
+		Format   string          `json:"format"`
+		Models   json.RawMessage `json:"models"`
+		Clusters json.RawMessage `json:"clusters"`
+	}
+	if json.Unmarshal(b, &top) != nil {
+		return false
+	}
+	if strings.HasPrefix(top.Format, "entrowatch.estimator.") {
+		return true
+	}
+	return top.Format == "" && len(top.Models) > 0 && top.Models[0] == '{' && top.Clusters == nil
 }
 
 // Decode parses and checks an artifact.

@@ -65,11 +65,53 @@ func TestTinyInputs(t *testing.T) {
 	m, err := Fit(context.Background(), []string{"court judge", "court judge", "planet orbit", "planet orbit"}, cfg, nil)
 	require.NoError(t, err)
 	require.Len(t, m.Clusters, 2)
-	// A term in every prompt is dropped (max_df): identical prompts leave nothing.
+	// Identical prompts leave nothing to cluster.
 	_, err = Fit(context.Background(), []string{"court judge", "court judge", "court judge"}, cfg, nil)
+	require.ErrorContains(t, err, "the prompts are all the same: nothing to cluster")
+	// A term in every prompt is dropped (max_df).
+	_, err = Fit(context.Background(), []string{"court judge", "court judge planet", "court judge"}, cfg, nil)
 	require.ErrorContains(t, err, "no term occurs")
 	_, err = Fit(context.Background(), []string{"a", "b"}, cfg, nil)
 	require.ErrorContains(t, err, "no term occurs in at least 2")
+
+	// k above the distinct prompts: refused, not fitted as repeated clusters.
+	cfg.K = 3
+	_, err = Fit(context.Background(), []string{"court judge", "court judge", "planet orbit", "planet orbit"}, cfg, nil)
+	require.ErrorContains(t, err, "k=3 is more than the 2 distinct prompts")
+	// Same terms after vectorising count as one.
+	cfg.K = 4
+	_, err = Fit(context.Background(), []string{"court judge", "Court, judge!", "court judge", "planet orbit", "planet orbit", "recipe oven", "recipe oven"}, cfg, nil)
+	require.ErrorContains(t, err, "k=4 is more than the 3 distinct prompts after vectorising")
+}
+
+// TestClusterFitIDColumn: prompts that are a few short values repeated (a column of
+// ids) are refused when k cannot be met, and fitted with warnings otherwise.
+func TestClusterFitIDColumn(t *testing.T) {
+	var ids []string
+	for i := range 60 {
+		ids = append(ids, []string{"q1", "q2", "q3"}[i%3])
+	}
+	cfg := DefaultFitConfig()
+	_, err := Fit(context.Background(), ids[:40], cfg, nil)
+	require.ErrorContains(t, err, "ids or labels")
+	cfg.K = 3
+	m, err := Fit(context.Background(), ids, cfg, nil)
+	require.NoError(t, err)
+	require.Len(t, m.Warnings, 2)
+	require.Contains(t, m.Warnings[0], `the 60 prompts hold only 3 different values ("q1", "q2", "q3")`)
+	require.Contains(t, m.Warnings[1], "the vocabulary has only 3 terms")
+
+	// Long prompts repeated are real traffic, not ids: no hint.
+	long := make([]string, 60)
+	for i := range long {
+		long[i] = []string{"what is the orbit of the planet", "who was the judge at the court"}[i%2]
+	}
+	cfg.K = 2
+	m, err = Fit(context.Background(), long, cfg, nil)
+	require.NoError(t, err)
+	for _, w := range m.Warnings {
+		require.NotContains(t, w, "ids or labels")
+	}
 }
 
 // TestOperatorEmbeddings tags rows by an embedding column when the artifact

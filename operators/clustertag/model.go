@@ -233,6 +233,10 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	if len(prompts) < 2 {
 		return nil, fmt.Errorf("%d prompts: need at least 2 to cluster", len(prompts))
 	}
+	values, hint := promptValues(prompts)
+	if err := checkK(cfg, values, "prompts", hint); err != nil {
+		return nil, err
+	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
 	if len(prompts) > cfg.MaxPrompts {
 		progress.printf("using a random sample of %d of the %d prompts (max_prompts)", cfg.MaxPrompts, len(prompts))
@@ -253,6 +257,10 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 			return nil, fmt.Errorf("only %d of %d prompts share terms with others: too few to cluster", ts.x.rows(), len(prompts))
 		}
 	}
+	distinct := distinctRows(ts.x)
+	if err := checkK(cfg, distinct, "prompts after vectorising (prompts with the same vocabulary terms count as one, those without any are left out)", hint); err != nil {
+		return nil, err
+	}
 	m := &Model{Format: Format, Vector: cfg.Vector, Buckets: ts.buckets, IDF: ts.idf}
 	space := ts.x
 	if cfg.LSA > 0 && cfg.LSA < min(ts.x.dim, ts.x.rows()) {
@@ -267,7 +275,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 		}
 		m.Space, m.Dim = SpaceTFIDF, ts.x.dim
 	}
-	res, sel, err := cluster(ctx, space, cfg, rng, progress)
+	res, sel, err := cluster(ctx, space, distinct, cfg, rng, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +283,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	m.Clusters = describe(res, ts, cfg)
 	m.NextID = len(m.Clusters)
 	m.Fit = FitInfo{Prompts: ts.x.rows(), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
+	m.Warnings = fitWarnings(m, distinct, "prompts", ts.names, cfg.MinDF, hint)
 	return m, nil
 }
 
@@ -311,7 +320,11 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
 	space := denseCSR(data, dim)
-	res, sel, err := cluster(ctx, space, cfg, rng, progress)
+	distinct := distinctRows(space)
+	if err := checkK(cfg, distinct, "embeddings (after normalising)", ""); err != nil {
+		return nil, err
+	}
+	res, sel, err := cluster(ctx, space, distinct, cfg, rng, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -325,21 +338,23 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 	m.Clusters = describe(res, ts, cfg)
 	m.NextID = len(m.Clusters)
 	m.Fit = FitInfo{Prompts: len(vecs), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
+	m.Warnings = fitWarnings(m, distinct, "embeddings", nil, cfg.MinDF, "")
 	return m, nil
 }
 
 // cluster runs k-means for the configured k, or picks k in [KMin, KMax]
-// by the configured criterion.
-func cluster(ctx context.Context, x *csr, cfg FitConfig, rng *rand.Rand, progress Progress) (kmeansResult, Selection, error) {
+// by the configured criterion; distinct is the number of different rows of
+// x, which bounds k (checkK has rejected a k above it).
+func cluster(ctx context.Context, x *csr, distinct int, cfg FitConfig, rng *rand.Rand, progress Progress) (kmeansResult, Selection, error) {
 	n := x.rows()
 	if cfg.K > 0 {
-		k := min(cfg.K, n)
+		k := min(cfg.K, distinct)
 		progress.printf("k-means: k=%d, %d restarts", k, cfg.Restarts)
 		res, err := bestOf(ctx, x, k, cfg.Restarts, cfg.MaxIter, rng)
 		return res, Selection{Method: "fixed", K: k}, err
 	}
-	if n-1 < cfg.KMin {
-		return kmeansResult{}, Selection{}, fmt.Errorf("%d prompts are too few to choose k in [%d, %d]: give k explicitly (--k N, N < %d)", n, cfg.KMin, cfg.KMax, n+1)
+	if distinct-1 < cfg.KMin {
+		return kmeansResult{}, Selection{}, fmt.Errorf("%d distinct points are too few to choose k in [%d, %d]: give k explicitly (--k N, N <= %d)", distinct, cfg.KMin, cfg.KMax, distinct)
 	}
 	sel := Selection{Method: cfg.Criterion, Scores: map[int]float64{}}
 	var sample []int
@@ -352,7 +367,7 @@ func cluster(ctx context.Context, x *csr, cfg FitConfig, rng *rand.Rand, progres
 	}
 	var best kmeansResult
 	bestScore := math.Inf(-1)
-	for k := cfg.KMin; k <= min(cfg.KMax, n-1); k++ {
+	for k := cfg.KMin; k <= min(cfg.KMax, distinct-1); k++ {
 		runs := make([]kmeansResult, cfg.Restarts)
 		top := 0
 		for r := range runs {

@@ -138,6 +138,18 @@ func TestArtifactRoundTripAndCarry(t *testing.T) {
 		require.ErrorContains(t, err, "content hash")
 	})
 
+	t.Run("estimator artifact is named", func(t *testing.T) {
+		est := filepath.Join(dir, "estimator.json")
+		require.NoError(t, os.WriteFile(est, []byte(`{"format":"entrowatch.estimator.v1","version":"sha256:0123456789abcdef","fallback":"*","models":{"*":{"model":"*"}}}`), 0o644))
+		_, err := Load(est)
+		require.ErrorIs(t, err, ErrArtifact)
+		require.ErrorContains(t, err, est+" is an estimator artifact (entrowatch train); pass it with --estimator")
+		other := filepath.Join(dir, "v2.json")
+		require.NoError(t, os.WriteFile(other, []byte(replaceOnce(string(raw(t, path)), Format, "entrowatch.clusters.v2")), 0o644))
+		_, err = Load(other)
+		require.ErrorContains(t, err, "written by another version of entrowatch")
+	})
+
 	t.Run("refit keeps ids", func(t *testing.T) {
 		// Same topics, another sample and seed: k-means numbers them anew,
 		// Carry must give each topic its old id back.
@@ -245,4 +257,33 @@ func TestPromptsWithoutTerms(t *testing.T) {
 		require.Equal(t, 20, c.Size)
 	}
 	require.Equal(t, 60, total)
+}
+
+func raw(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
+
+// TestClusterWarnings: empty clusters and few prompts per cluster are reported,
+// a healthy fit has no warnings.
+func TestClusterWarnings(t *testing.T) {
+	m := &Model{Selection: Selection{Method: "fixed"}, Clusters: []Cluster{{ID: 0, Size: 40, Threshold: 0.3}, {ID: 1, Size: 0}}}
+	w := fitWarnings(m, 40, "prompts", nil, 2, "")
+	require.Len(t, w, 1)
+	require.Contains(t, w[0], "1 of the 2 clusters have no training prompts")
+	m.Clusters[1].Size = 2
+	w = fitWarnings(m, 8, "prompts", nil, 2, "")
+	require.Len(t, w, 1)
+	require.Contains(t, w[0], "k=2 for 8 distinct prompts is 4.0 per cluster on average")
+	require.Contains(t, w[0], "1 of them have an unclustered threshold of 0")
+	require.Contains(t, w[0], "use --k auto, or a k of at most 2")
+
+	prompts, _ := synthPrompts(30, 4)
+	cfg := quietConfig()
+	cfg.K = 3
+	fit, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	require.Empty(t, fit.Warnings)
 }

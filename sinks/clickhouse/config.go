@@ -16,7 +16,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -73,7 +76,13 @@ func (c Config) Validate() error {
 	if c.DSN == "" {
 		return errors.New("clickhouse: empty DSN; give clickhouse://host:9000/database")
 	}
+	if u, err := url.Parse(c.DSN); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		return fmt.Errorf("clickhouse: DSN %q: %s", u.Redacted(), protocolHint(c.DSN))
+	}
 	if _, err := ch.ParseDSN(c.DSN); err != nil {
+		if h := protocolHint(c.DSN); h != "" {
+			return fmt.Errorf("clickhouse: DSN %q: %w; %s", c.DSN, err, h)
+		}
 		return fmt.Errorf("clickhouse: DSN %q: %w (expected clickhouse://[user:password@]host:port[/database])", c.DSN, err)
 	}
 	if c.Database != "" && !identRE.MatchString(c.Database) {
@@ -168,11 +177,11 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	}
 	conn, err := ch.Open(o)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: connecting to %v: %w", o.Addr, err)
+		return nil, fmt.Errorf("clickhouse: connecting to %v: %w%s", o.Addr, err, hintSuffix(c.DSN))
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; is the server running and the DSN right?", o.Addr, o.Auth.Database, err)
+		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; %s", o.Addr, o.Auth.Database, err, pingAdvice(c.DSN))
 	}
 	return conn, nil
 }
@@ -191,13 +200,88 @@ func openServer(ctx context.Context, c Config) (driver.Conn, string, error) {
 	o.Auth.Database = "default"
 	conn, err := ch.Open(o)
 	if err != nil {
-		return nil, "", fmt.Errorf("clickhouse: connecting to %v: %w", o.Addr, err)
+		return nil, "", fmt.Errorf("clickhouse: connecting to %v: %w%s", o.Addr, err, hintSuffix(c.DSN))
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, "", fmt.Errorf("clickhouse: ping %v: %w; is the server running and the DSN right?", o.Addr, err)
+		return nil, "", fmt.Errorf("clickhouse: ping %v: %w; %s", o.Addr, err, pingAdvice(c.DSN))
 	}
 	return conn, db, nil
+}
+
+// httpPorts are ClickHouse's default HTTP ports and the native ports that
+// correspond to them (plain, TLS).
+var httpPorts = map[string]string{"8123": "9000", "8443": "9440"}
+
+// protocolHint explains a DSN that addresses ClickHouse's HTTP interface (an
+// http:// or https:// scheme, port 8123 or 8443) or has no scheme, with the
+// native DSN to give instead; "" when the DSN looks native.
+func protocolHint(dsn string) string {
+	if !strings.Contains(dsn, "://") {
+		// "host:port" parses as a scheme "host"; read it as a native address.
+		u, err := url.Parse("clickhouse://" + dsn)
+		if err != nil || u.Host == "" {
+			return ""
+		}
+		h := "a DSN starts with clickhouse:// (native protocol, default port 9000): give " + nativeDSN(u, false)
+		if httpPorts[u.Port()] != "" {
+			h = fmt.Sprintf("port %s is ClickHouse's HTTP port; %s", u.Port(), h)
+		}
+		return h
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return ""
+	}
+	tls := u.Scheme == "https" || u.Port() == "8443" || u.Query().Get("secure") == "true"
+	switch {
+	case u.Scheme == "http" || u.Scheme == "https":
+		return fmt.Sprintf("%s:// is ClickHouse's HTTP interface; entrowatch reaches ClickHouse over its native protocol (default port 9000, 9440 with TLS): give %s",
+			u.Scheme, nativeDSN(u, tls))
+	case httpPorts[u.Port()] != "":
+		return fmt.Sprintf("port %s is ClickHouse's HTTP port; entrowatch reaches ClickHouse over its native protocol (default port 9000, 9440 with TLS): give %s",
+			u.Port(), nativeDSN(u, tls))
+	}
+	return ""
+}
+
+// hintSuffix is protocolHint as the tail of a connection error ("" or "; hint").
+func hintSuffix(dsn string) string {
+	if h := protocolHint(dsn); h != "" {
+		return "; " + h
+	}
+	return ""
+}
+
+// pingAdvice says what to check when the server does not answer a ping.
+func pingAdvice(dsn string) string {
+	if h := protocolHint(dsn); h != "" {
+		return h
+	}
+	return "is the server running and the DSN right?"
+}
+
+// nativeDSN rewrites u as a native-protocol DSN: scheme clickhouse, an HTTP
+// port (or none) replaced by the native one, the database kept, credentials
+// and other parameters left out.
+func nativeDSN(u *url.URL, tls bool) string {
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if p, ok := httpPorts[port]; ok {
+		port = p
+	} else if port == "" {
+		port = "9000"
+		if tls {
+			port = "9440"
+		}
+	}
+	out := url.URL{Scheme: "clickhouse", Host: net.JoinHostPort(host, port), Path: u.Path}
+	if tls {
+		out.RawQuery = "secure=true"
+	}
+	return out.String()
 }
 
 // backoff returns the wait before retry attempt (1-based).
