@@ -90,6 +90,7 @@ func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"not json", "nope", "not an estimator JSON"},
 		{"wrong format", `{"format":"other"}`, "format"},
+		{"cluster file", `{"format":"entrowatch.clusters.v1","clusters":[]}`, "topic-cluster file (entrowatch cluster fit), not an estimator: pass it with --clusters"},
 		{"empty", `{"format":"entrowatch.estimator.v1","models":{}}`, "no models"},
 		{"bad fallback", `{"format":"entrowatch.estimator.v1","fallback":"x","models":{"a":{"model":"a"}}}`, "fallback"},
 		{"incomplete model", `{"format":"entrowatch.estimator.v1","models":{"a":{"model":"a"}}}`, "no features"},
