@@ -231,3 +231,24 @@ func TestCountsText(t *testing.T) {
 	require.Equal(t, "0", countsText(map[string]int64{"empty": 0}))
 	require.Equal(t, "3 (empty 1, nan_logprob 2)", countsText(map[string]int64{"nan_logprob": 2, "empty": 1, "too_long": 0}))
 }
+
+// TestIngestNothingReadable: an input of which nothing can be produced fails
+// (before any broker is needed), with the reasons capped per kind.
+func TestIngestNothingReadable(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(junk, []byte(strings.Repeat("not json\n", 30)), 0o644))
+	out, errs, code := runCLI(t, "ingest", "--in", junk, "--brokers", "127.0.0.1:1")
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, out, "30 lines rejected (malformed_json 30)")
+	require.Contains(t, errs, "none of the 30 responses could be read")
+	require.Contains(t, errs, "line 20:")
+	require.NotContains(t, errs, "line 21:")
+	require.Contains(t, errs, "further malformed_json lines are counted in the summary")
+
+	empty := filepath.Join(dir, "empty.jsonl")
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
+	_, errs, code = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1")
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, "the input holds no responses")
+}

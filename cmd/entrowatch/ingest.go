@@ -28,8 +28,9 @@ limit, waiting for every broker acknowledgement (acks=all).
 time (ts) to when it is sent, so that a file of past traffic looks live: for
 demos and load tests.
 
-Lines that cannot be read are reported on stderr (line number, id, reason) and
-skipped; the summary counts them. TLS and SASL: --tls, --tls-ca, --sasl,
+Lines that cannot be read are reported on stderr (line number, id, reason; at
+most 20 per reason) and skipped; the summary counts them. The exit status is 1
+when nothing could be produced. TLS and SASL: --tls, --tls-ca, --sasl,
 --sasl-user; the SASL password is read from $ENTROWATCH_KAFKA_PASSWORD.`
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -92,15 +93,22 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 		every, lead, tail = time.Second, "\r", ""
 	}
 	var rows, msgs, rejected int64
+	byReason := map[string]int64{}
 	for {
 		rec, err := rd.Next()
 		for _, rj := range rd.Rejects() {
 			rejected++
-			fmt.Fprintf(stderr, "line %d", rj.Line)
-			if rj.ID != "" {
-				fmt.Fprintf(stderr, " (%s)", rj.ID)
+			byReason[rj.Reason]++
+			switch n := byReason[rj.Reason]; {
+			case n <= rejectLinesPerReason:
+				fmt.Fprintf(stderr, "line %d", rj.Line)
+				if rj.ID != "" {
+					fmt.Fprintf(stderr, " (%s)", rj.ID)
+				}
+				fmt.Fprintf(stderr, ": %s: %v\n", rj.Reason, rj.Err)
+			case n == rejectLinesPerReason+1:
+				fmt.Fprintf(stderr, "further %s lines are counted in the summary, not printed (entrowatch score --rejects FILE lists every one)\n", rj.Reason)
 			}
-			fmt.Fprintf(stderr, ": %s: %v\n", rj.Reason, rj.Err)
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -146,8 +154,18 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 	if lastReport != start && tail == "" {
 		fmt.Fprintln(stderr)
 	}
-	fmt.Fprintf(stdout, "produced %d responses in %d messages to %s in %v (%.0f responses/s); %d lines rejected\n",
+	fmt.Fprintf(stdout, "produced %d responses in %d messages to %s in %v (%.0f responses/s); %d lines rejected",
 		rows, msgs, p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), rejected)
+	if rejected > 0 {
+		fmt.Fprintf(stdout, " (%s)", reasonsText(byReason))
+	}
+	fmt.Fprintln(stdout)
+	switch {
+	case rows == 0 && rejected == 0:
+		return errors.New("the input holds no responses; nothing produced")
+	case rows == 0:
+		return fmt.Errorf("none of the %d responses could be read (reasons above); nothing produced", rejected)
+	}
 	return nil
 }
 

@@ -548,20 +548,28 @@ func serve(g *errgroup.Group, ctx context.Context, name, addr string, h http.Han
 // "3 (empty 1, nan_logprob 2)".
 func countsText(m map[string]int64) string {
 	var total int64
-	keys := make([]string, 0, len(m))
-	for k, v := range m {
+	for _, v := range m {
 		total += v
-		keys = append(keys, k)
 	}
 	if total == 0 {
 		return "0"
 	}
-	slices.Sort(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if m[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	return fmt.Sprintf("%d (%s)", total, reasonsText(m))
+}
+
+// reasonsText lists the non-zero counts by reason, sorted: "empty 1,
+// nan_logprob 2".
+func reasonsText(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v > 0 {
+			keys = append(keys, k)
 		}
 	}
-	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }
