@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
+	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/sinks/file"
@@ -165,6 +167,11 @@ func loadRunConfig(path string, getenv func(string) string) (runConfig, error) {
 	if c.DeadLetter.Topic == "" {
 		c.DeadLetter.Topic = c.Source.Topic + ".dead"
 	}
+	if len(c.Kafka.Brokers) == 0 && c.Broker.DataDir == "" && !c.Broker.InMemory && c.DataDir != "" {
+		// What the embedded broker acknowledged survives a restart (and a
+		// crash of this process: segments are written as produced).
+		c.Broker.DataDir = filepath.Join(c.DataDir, "broker")
+	}
 	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.PasswordEnv != "" {
 		c.Kafka.SASL.Password = kafka.Secret(getenv(c.Kafka.SASL.PasswordEnv))
 	}
@@ -244,6 +251,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if cfg.ClickHouse.Conn.Password != "" {
 			cfg.ClickHouse.Conn.Password = "[redacted]"
 		}
+		if cfg.ClickHouse.Conn.DSN != "" {
+			cfg.ClickHouse.Conn.DSN = redactDSN(cfg.ClickHouse.Conn.DSN)
+		}
 		return yaml.NewEncoder(stdout).Encode(cfg)
 	}
 	lv, _ := parseLevel(cfg.LogLevel)
@@ -273,6 +283,34 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 		err = errors.Join(append([]error{err}, errs...)...)
 	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, unlock)
+	// Bind the listeners first: a port in use fails now, not after the
+	// broker and ClickHouse have started.
+	var metricsLn, httpLn net.Listener
+	if cfg.Metrics.Listen != "" {
+		if metricsLn, err = listen("metrics", cfg.Metrics.Listen, "metrics.listen"); err != nil {
+			return err
+		}
+		closers = append(closers, func() error { metricsLn.Close(); return nil })
+	}
+	if cfg.HTTP.Listen != "" {
+		if httpLn, err = listen("ingest", cfg.HTTP.Listen, "http.listen"); err != nil {
+			return err
+		}
+		closers = append(closers, func() error { httpLn.Close(); return nil })
+	}
+	if cfg.Estimator == "" {
+		log.Warn("no estimator configured: p_correct stays null, so the accuracy views, accuracy alarms, the labeling queue and calibration stay empty; " +
+			"train one with entrowatch train and set estimator: FILE (profiles are stored meanwhile; re-ingest to estimate them)")
+	}
 
 	if len(cfg.Kafka.Brokers) == 0 {
 		brk, err := broker.Start(cfg.Broker, log)
@@ -334,8 +372,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 		return ops, nil
 	}
-	if _, err := chain(); err != nil { // fail before joining the group
+	ops, err := chain() // fail before joining the group
+	if err != nil {
 		return err
+	}
+	for _, op := range ops {
+		if e, ok := op.(*estimate.Operator); ok {
+			names, fb := e.Models()
+			log.Info("estimator loaded", "file", cfg.Estimator, "version", e.Version(), "models", strings.Join(names, ","), "fallback", fb)
+		}
 	}
 	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, reg)
 	if err != nil {
@@ -361,9 +406,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			}
 			fmt.Fprintln(w, "ready")
 		})
-		if err := serve(g, gctx, "metrics", cfg.Metrics.Listen, mux, log); err != nil {
-			return fail(err)
-		}
+		serve(g, gctx, "metrics", metricsLn, mux, log)
 	}
 	if cfg.HTTP.Listen != "" {
 		pcfg := kafka.DefaultProducerConfig()
@@ -388,9 +431,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		if err != nil {
 			return fail(err)
 		}
-		if err := serve(g, gctx, "ingest", cfg.HTTP.Listen, h, log); err != nil {
-			return fail(err)
-		}
+		serve(g, gctx, "ingest", httpLn, h, log)
 	}
 	g.Go(func() error {
 		t := time.NewTicker(30 * time.Second)
@@ -494,8 +535,11 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 			if err != nil {
 				return nil, "", fmt.Errorf("starting the managed clickhouse-server (set clickhouse.conn.dsn to use your own): %w", err)
 			}
-			*closers = append(*closers, srv.Stop)
+			sup := clickhouse.Supervise(srv, lc, log) // restarted on the same ports if it dies
+			*closers = append(*closers, sup.Stop)
 			cc.DSN = srv.DSN()
+			log.Info("managed clickhouse-server ready (its ports stay the same across restarts while free)", "dsn", cc.DSN,
+				"query_with", fmt.Sprintf("clickhouse-client --port %d", srv.TCPPort()), "dir", srv.Dir())
 		}
 		if cfg.ClickHouse.Migrate {
 			if _, err := clickhouse.Migrate(ctx, cc, log); err != nil {
@@ -520,13 +564,22 @@ func redactDSN(dsn string) string {
 	return u.Redacted()
 }
 
-// serve listens on addr (failing now if it cannot) and serves h until ctx is
-// done, then shuts down gracefully.
-func serve(g *errgroup.Group, ctx context.Context, name, addr string, h http.Handler, log *slog.Logger) error {
+// listen binds addr for the named server; key is its config key, for the
+// message when the address is taken.
+func listen(name, addr, key string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("%s listen %s: %w", name, addr, err)
+		hint := ""
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = fmt.Sprintf(" (another process, perhaps another entrowatch run, listens there: set %s to a free address, or \"\" to turn the %s server off)", key, name)
+		}
+		return nil, fmt.Errorf("%s server: listen %s: %w%s", name, addr, err, hint)
 	}
+	return ln, nil
+}
+
+// serve serves h on ln until ctx is done, then shuts down gracefully.
+func serve(g *errgroup.Group, ctx context.Context, name string, ln net.Listener, h http.Handler, log *slog.Logger) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -541,7 +594,6 @@ func serve(g *errgroup.Group, ctx context.Context, name, addr string, h http.Han
 		return srv.Shutdown(sctx)
 	})
 	log.Info(name+" server listening", "addr", ln.Addr().String())
-	return nil
 }
 
 // countsText renders counts by reason for a log line: "0", or

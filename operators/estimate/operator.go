@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -109,6 +110,16 @@ func (o *Operator) Name() string { return "estimate" }
 
 // Stats returns the running counts.
 func (o *Operator) Stats() Stats { return o.stats }
+
+// Models lists the LLM models of the loaded set (sorted; the pooled fallback
+// key "*" included) and the fallback key ("" when none).
+func (o *Operator) Models() (names []string, fallback string) {
+	for k := range o.set.Models {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names, o.set.Fallback
+}
 
 // Version is the loaded set's version.
 func (o *Operator) Version() string { return o.set.Version }

@@ -31,6 +31,10 @@ type LocalConfig struct {
 	ReadyTimeout time.Duration
 	// StopTimeout bounds the graceful stop before SIGKILL; default 15s.
 	StopTimeout time.Duration
+	// TCPPort and HTTPPort pin the server's ports (127.0.0.1). 0: the ports
+	// of the previous start under Dir when they are free (so a restarted
+	// server keeps its address), else free ones.
+	TCPPort, HTTPPort int
 }
 
 // DefaultLocalConfig is a server under ./entrowatch-data/clickhouse.
@@ -104,9 +108,12 @@ func StartLocal(ctx context.Context, cfg LocalConfig, log *slog.Logger) (*Server
 			return nil, fmt.Errorf("clickhouse local: creating %s: %w", dir, err)
 		}
 	}
-	ports, err := freePorts(3)
+	ports, err := choosePorts(dir, cfg.TCPPort, cfg.HTTPPort)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse local: finding free ports: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ports"), fmt.Appendf(nil, "tcp_port %d\nhttp_port %d\ninterserver_http_port %d\n", ports[0], ports[1], ports[2]), 0o644); err != nil {
+		return nil, fmt.Errorf("clickhouse local: %w", err)
 	}
 	s := &Server{dir: dir, tcpPort: ports[0], httpPort: ports[1], stopWait: cfg.StopTimeout, log: log, done: make(chan struct{})}
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(s.configXML(ports[2])), 0o644); err != nil {
@@ -176,6 +183,12 @@ func (s *Server) Dir() string { return s.dir }
 
 // Done is closed when the server process has exited (for supervision).
 func (s *Server) Done() <-chan struct{} { return s.done }
+
+// ExitErr is how the process ended; valid once Done is closed.
+func (s *Server) ExitErr() error {
+	<-s.done
+	return s.waitErr
+}
 
 // Stop terminates the server (SIGTERM, then SIGKILL after the stop timeout)
 // and waits for it. Safe to call more than once.
@@ -247,6 +260,134 @@ const usersXML = `<?xml version="1.0"?>
   <quotas><default></default></quotas>
 </yandex>
 `
+
+// choosePorts returns the tcp, http and interserver ports: the pinned ones
+// (checked free), else those recorded in dir/ports when all are free, else
+// free ones.
+func choosePorts(dir string, tcp, http int) ([]int, error) {
+	if tcp != 0 || http != 0 {
+		free, err := freePorts(3)
+		if err != nil {
+			return nil, err
+		}
+		if tcp != 0 {
+			free[0] = tcp
+		}
+		if http != 0 {
+			free[1] = http
+		}
+		for _, p := range free[:2] {
+			if !portFree(p) {
+				return nil, fmt.Errorf("port %d is in use (pinned in the configuration)", p)
+			}
+		}
+		return free, nil
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "ports")); err == nil {
+		var last [3]int
+		if n, _ := fmt.Sscanf(string(b), "tcp_port %d\nhttp_port %d\ninterserver_http_port %d", &last[0], &last[1], &last[2]); n == 3 &&
+			portFree(last[0]) && portFree(last[1]) && portFree(last[2]) {
+			return last[:], nil
+		}
+	}
+	return freePorts(3)
+}
+
+// portFree reports whether 127.0.0.1:port can be bound now.
+func portFree(port int) bool {
+	if port <= 0 || port > 65535 {
+		return false
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// Supervisor keeps a managed server running: when the process exits on its
+// own (killed, crashed, out of memory), it is started again on the same
+// ports, so clients reconnect to the same address.
+type Supervisor struct {
+	cfg  LocalConfig
+	log  *slog.Logger
+	mu   sync.Mutex
+	cur  *Server
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Supervise watches s, started from cfg, until Stop.
+func Supervise(s *Server, cfg LocalConfig, log *slog.Logger) *Supervisor {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cfg.TCPPort, cfg.HTTPPort = s.tcpPort, s.httpPort
+	v := &Supervisor{cfg: cfg, log: log, cur: s, stop: make(chan struct{}), done: make(chan struct{})}
+	go v.loop()
+	return v
+}
+
+// Server returns the server currently running (or last started).
+func (v *Supervisor) Server() *Server {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cur
+}
+
+func (v *Supervisor) loop() {
+	defer close(v.done)
+	backoff := time.Second
+	for {
+		cur := v.Server()
+		select {
+		case <-v.stop:
+			return
+		case <-cur.Done():
+		}
+		v.log.Error("managed clickhouse-server exited on its own; starting it again on the same ports",
+			"exit", cur.ExitErr(), "log", filepath.Join(cur.dir, "log"), "tcp_port", cur.tcpPort)
+		for {
+			select {
+			case <-v.stop:
+				return
+			case <-time.After(backoff):
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-v.stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			next, err := StartLocal(ctx, v.cfg, v.log)
+			cancel()
+			if err == nil {
+				v.mu.Lock()
+				v.cur = next
+				v.mu.Unlock()
+				v.log.Info("managed clickhouse-server running again", "tcp_port", next.tcpPort, "pid", next.cmd.Process.Pid)
+				backoff = time.Second
+				break
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			v.log.Error("managed clickhouse-server did not start again; retrying", "err", err, "retry_in", backoff)
+		}
+	}
+}
+
+// Stop stops supervising and stops the server.
+func (v *Supervisor) Stop() error {
+	select {
+	case <-v.stop:
+	default:
+		close(v.stop)
+	}
+	<-v.done
+	return v.Server().Stop()
+}
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1.
 func freePorts(n int) ([]int, error) {

@@ -26,8 +26,14 @@ type Config struct {
 	// (a free port, read it back with Addr).
 	Listen string `yaml:"listen"`
 	// DataDir, when set, persists topics, offsets and consumer groups there
-	// and reloads them on start. Default "" (in memory: lost on exit).
+	// (segments are written as they are produced) and reloads them on start.
+	// Default "": in memory, lost on exit. entrowatch run defaults it to
+	// <data_dir>/broker unless InMemory is set.
 	DataDir string `yaml:"data_dir"`
+	// InMemory keeps everything in memory even where a caller would default
+	// DataDir (entrowatch run): for throwaway runs and benchmarks. Default
+	// false.
+	InMemory bool `yaml:"in_memory"`
 	// Partitions is the partition count of topics created on first use.
 	// Default 4.
 	Partitions int `yaml:"partitions"`
@@ -101,7 +107,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(cfg.MaxMessageBytes)}),
 		kfake.WithLogger(logger{log}),
 	}
-	if cfg.DataDir != "" {
+	if cfg.DataDir != "" && !cfg.InMemory {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
 	if len(cfg.Topics) > 0 {

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fileRunConfig is a run config with the embedded broker at brokerAddr and
+// a CSV file sink, consuming topic.
+func fileRunConfig(dir, brokerAddr, out, metrics, topic string) string {
+	return fmt.Sprintf(`data_dir: %s
+broker:
+  listen: %s
+  topics: [traces]
+sink: file
+file:
+  path: %s
+metrics:
+  listen: %s
+source:
+  topic: %s
+stream:
+  commit_interval: 0s
+`, dir, brokerAddr, out, metrics, topic)
+}
+
+// waitLog waits until the run's stderr contains s.
+func waitLog(t *testing.T, w *syncWriter, s string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(w.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("run never logged %q:\n%s", s, w.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRunOneProcessPerDataDir: a second run on the same data_dir, or on a
+// metrics address in use, fails at once with what to change; the first
+// keeps running and stops cleanly.
+func TestRunOneProcessPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	metrics := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, freeAddr(t), filepath.Join(dir, "a.csv"), metrics, "traces"))
+	waitLog(t, runErr, "stream running")
+
+	other := t.TempDir()
+	_, errs, code := runCLI(t, "run", "--config", writeFile(t, other, fileRunConfig(dir, freeAddr(t), filepath.Join(other, "b.csv"), freeAddr(t), "traces")))
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "data_dir "+dir+" is in use by another entrowatch run (pid ")
+
+	_, errs, code = runCLI(t, "run", "--config", writeFile(t, other, fileRunConfig(other, freeAddr(t), filepath.Join(other, "b.csv"), metrics, "traces")))
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "metrics server: listen "+metrics)
+	require.Contains(t, errs, "set metrics.listen to a free address")
+	require.NotContains(t, errs, "embedded broker started", "the port is checked before anything starts")
+
+	cancel()
+	stopped(t, done, runErr)
+}
+
+func writeFile(t *testing.T, dir, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, "entrowatch.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	return p
+}
+
+// TestRunBrokerKeepsAcknowledged: what the embedded broker acknowledged is
+// kept under data_dir/broker and consumed after a restart. The first run
+// consumes another topic, so the responses wait in "traces".
+func TestRunBrokerKeepsAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	brokerAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, brokerAddr, filepath.Join(dir, "first.csv"), freeAddr(t), "elsewhere"))
+	waitLog(t, runErr, "stream running")
+	_, errs, code := runCLI(t, "ingest", "--in", fixtures+"valid.jsonl.gz", "--brokers", brokerAddr)
+	require.Equal(t, 0, code, errs)
+	cancel()
+	stopped(t, done, runErr)
+	require.DirExists(t, filepath.Join(dir, "broker"))
+
+	out := filepath.Join(dir, "second.csv")
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done = startRun(t, ctx, dir, fileRunConfig(dir, brokerAddr, out, freeAddr(t), "traces"))
+	deadline := time.Now().Add(30 * time.Second)
+	rows := 0
+	for rows < 33 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		b, _ := os.ReadFile(out)
+		rows = strings.Count(string(b), "\n") - 1
+	}
+	cancel()
+	stopped(t, done, runErr)
+	require.Equal(t, 33, rows, "the 33 responses acknowledged before the restart were consumed after it")
+
+	// in_memory keeps nothing.
+	mem := t.TempDir()
+	cfg := strings.Replace(fileRunConfig(mem, freeAddr(t), filepath.Join(mem, "x.csv"), "", "traces"), "  topics: [traces]\n", "  topics: [traces]\n  in_memory: true\n", 1)
+	out2, errs, code := runCLI(t, "run", "--config", writeFile(t, mem, cfg), "--print-config")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out2, "in_memory: true")
+	require.NotContains(t, out2, filepath.Join(mem, "broker"))
+}
+
+// TestPrintConfigHidesSecrets: neither a password key nor one inside the DSN
+// is printed; the embedded broker's default data directory is shown.
+func TestPrintConfigHidesSecrets(t *testing.T) {
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("data_dir: %s\nsink: clickhouse\nclickhouse:\n  conn:\n    dsn: clickhouse://bob:s3cret@127.0.0.1:9000/db\n    password: hunter2\n", dir)
+	out, errs, code := runCLI(t, "run", "--config", writeFile(t, dir, cfg), "--print-config")
+	require.Equal(t, 0, code, errs)
+	require.NotContains(t, out, "s3cret")
+	require.NotContains(t, out, "hunter2")
+	require.Contains(t, out, "bob:xxxxx@127.0.0.1:9000/db")
+	require.Contains(t, out, "data_dir: "+filepath.Join(dir, "broker"))
+}
