@@ -419,6 +419,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		closers = append(closers, hp.Close)
 		var lp *kafka.Producer
 		cfg.HTTP.LabelsTopic = cfg.LabelsTopic
+		cfg.HTTP.Profile = cfg.Profile // the endpoint refuses what the stream would dead-letter
 		if cfg.LabelsTopic != "" {
 			lcfg := pcfg
 			lcfg.Topic = cfg.LabelsTopic

@@ -96,7 +96,7 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	nc := n
 	for t, v := range chosen {
 		l := float64(v)
-		if !(l <= c.maxLogprob && l >= -math.MaxFloat64) {
+		if !validChosen(l, c.maxLogprob) {
 			nc = t
 			break
 		}
@@ -155,6 +155,12 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	b[BHTop5] = top
 	p.N = n
 	return p, nil
+}
+
+// validChosen is the test of a chosen token's logprob: finite, and at most
+// maxLogprob (rounding noise above 0 is tolerated).
+func validChosen(l, maxLogprob float64) bool {
+	return l <= maxLogprob && l >= -math.MaxFloat64
 }
 
 func (c *Calc) badChosen(t int, l float64) *Reject {

@@ -96,6 +96,70 @@ func (o *Operator) Score(in arrow.RecordBatch, onReject func(row int, r *Reject)
 	return b.finish(in)
 }
 
+// Check calls onReject, in row order, for every row of the trace.v1 batch in
+// that an operator configured with cfg would reject, with the same reason and
+// detail, without computing the profiles of the others. It is for callers
+// that refuse traces before producing them (HTTP ingest). A scan decides
+// whether a row is valid; the Reject of an invalid one comes from Compute,
+// the operator's own code. It returns an error when in's logprob columns are
+// not those of trace.v1. Safe for concurrent use; cfg must be valid.
+func Check(cfg Config, in arrow.RecordBatch, onReject func(row int, r *Reject)) error {
+	lists, err := logprobLists(in)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	if lists[0].ListValues().DataType().ID() == arrow.FLOAT32 {
+		checkRows(cfg, newTraceView[float32](lists), onReject)
+	} else {
+		checkRows(cfg, newTraceView[float64](lists), onReject)
+	}
+	return nil
+}
+
+func checkRows[F entropy.Float](cfg Config, tv *traceView[F], onReject func(int, *Reject)) {
+	var c *Calc // only for rejected rows: its buffer is not shared
+	for i := range tv.tok.Len() {
+		chosen, offs, values, rej := tv.row(i)
+		if rej == nil && !valid(cfg, chosen, offs, values) {
+			if c == nil {
+				c = NewCalc(cfg)
+			}
+			_, rej = Compute(c, chosen, offs, values)
+		}
+		if rej != nil {
+			onReject(i, rej)
+		}
+	}
+}
+
+// valid reports whether Compute accepts a trace, by Compute's rules: 1 to
+// MaxSteps steps, as many chosen-token logprobs as steps of alternatives,
+// each chosen logprob finite and at most MaxLogprob (validChosen), every
+// step with at least one alternative and each alternative at most
+// MaxLogprob (-Inf allowed; entropy.StepOf's test).
+func valid[F entropy.Float](cfg Config, chosen []F, offs []int32, values []F) bool {
+	n := len(chosen)
+	if n == 0 || n > cfg.MaxSteps || len(offs) != n+1 {
+		return false
+	}
+	for _, v := range chosen {
+		if !validChosen(float64(v), cfg.MaxLogprob) {
+			return false
+		}
+	}
+	for t := range n {
+		if offs[t] >= offs[t+1] {
+			return false
+		}
+	}
+	for _, v := range values[offs[0]:offs[n]] {
+		if !(float64(v) <= cfg.MaxLogprob) {
+			return false
+		}
+	}
+	return true
+}
+
 func scoreRows[F entropy.Float](c *Calc, tv *traceView[F], b *scoredBuilder, onReject func(int, *Reject)) {
 	for i := range tv.tok.Len() {
 		chosen, offs, values, rej := tv.row(i)

@@ -364,3 +364,167 @@ func BenchmarkOperator(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*256*400)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// BenchmarkCheck is HTTP ingest's validation of valid traces, beside
+// BenchmarkOperator's scoring of the same batch.
+func BenchmarkCheck(b *testing.B) {
+	mem := memory.NewGoAllocator()
+	rec := profile.Synthetic(mem, profile.SynthConfig{Traces: 256, Steps: 400, K: 20, Seed: 1})
+	defer rec.Release()
+	cfg := profile.DefaultConfig()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if err := profile.Check(cfg, rec, func(int, *profile.Reject) { b.Fatal("rejected a valid trace") }); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(n*256*400)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// checkTrace is one row for TestCheckAgreesWithScore; nil chosen or steps is
+// a null list, a nil step a null step.
+type checkTrace struct {
+	chosen []float64
+	steps  [][]float64
+}
+
+// traceLists builds a trace.v1 batch with only the required columns, its
+// logprobs as float32 or float64.
+func traceLists(t *testing.T, mem memory.Allocator, f64 bool, rows []checkTrace) arrow.RecordBatch {
+	t.Helper()
+	s := schemas.Trace
+	if f64 {
+		s = schemas.Trace64
+	}
+	fields := []arrow.Field{
+		s.Field(schemas.MustIndex(s, schemas.ColTraceID)),
+		s.Field(schemas.MustIndex(s, schemas.ColTokenLogprob)),
+		s.Field(schemas.MustIndex(s, schemas.ColTopLogprobs)),
+	}
+	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, nil))
+	defer b.Release()
+	ids := b.Field(0).(*array.StringBuilder)
+	tok, top := b.Field(1).(*array.ListBuilder), b.Field(2).(*array.ListBuilder)
+	inner := top.ValueBuilder().(*array.ListBuilder)
+	appendF := func(vb array.Builder, v float64) {
+		if f64 {
+			vb.(*array.Float64Builder).Append(v)
+		} else {
+			vb.(*array.Float32Builder).Append(float32(v))
+		}
+	}
+	for i, r := range rows {
+		ids.Append("t" + strconv.Itoa(i))
+		if r.chosen == nil {
+			tok.AppendNull()
+		} else {
+			tok.Append(true)
+			for _, v := range r.chosen {
+				appendF(tok.ValueBuilder(), v)
+			}
+		}
+		if r.steps == nil {
+			top.AppendNull()
+			continue
+		}
+		top.Append(true)
+		for _, st := range r.steps {
+			if st == nil {
+				inner.AppendNull()
+				continue
+			}
+			inner.Append(true)
+			for _, v := range st {
+				appendF(inner.ValueBuilder(), v)
+			}
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+// Check (HTTP ingest's validation) rejects exactly the rows the operator
+// rejects, with the same reason and detail.
+func TestCheckAgreesWithScore(t *testing.T) {
+	nan, inf, ninf := math.NaN(), math.Inf(1), math.Inf(-1)
+	fixed := []checkTrace{
+		{[]float64{-0.1, -0.3}, [][]float64{{-0.1, -2.5}, {-0.3, -1.5}}},
+		{[]float64{}, [][]float64{}},
+		{nil, [][]float64{{-1}}},
+		{[]float64{-1}, nil},
+		{[]float64{-1, -1, -1, -1, -1}, [][]float64{{-1}, {-1}, {-1}, {-1}, {-1}}},
+		{[]float64{-1, -1}, [][]float64{{-1}}},
+		{[]float64{-1, -1, -1, -1}, [][]float64{{-1}, {-1}, {-1}, {0.7, -1}}},
+		{[]float64{-1, 0.5}, [][]float64{{-1}, {-1}}},
+		{[]float64{nan}, [][]float64{{-1}}},
+		{[]float64{-1}, [][]float64{{-1, nan}}},
+		{[]float64{-1}, [][]float64{{inf}}},
+		{[]float64{ninf, -1}, [][]float64{{-1}, {-1}}},
+		{[]float64{-1, -1}, [][]float64{{-1}, {}}},
+		{[]float64{-1, -1}, [][]float64{{-1}, nil}},
+		{[]float64{1e-7}, [][]float64{{1e-7, ninf, -9999}}},
+		{[]float64{-1, nan}, [][]float64{{0.9}, {-1}}},
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	bad := []float64{nan, inf, ninf, 0.5, 1e-7, -9999}
+	random := make([]checkTrace, 300)
+	for i := range random {
+		n := rng.IntN(5)
+		r := checkTrace{chosen: make([]float64, n), steps: make([][]float64, n)}
+		for s := range n {
+			r.chosen[s] = -rng.Float64() * 3
+			r.steps[s] = make([]float64, rng.IntN(4))
+			for k := range r.steps[s] {
+				r.steps[s][k] = -rng.Float64() * 5
+			}
+		}
+		for range rng.IntN(3) {
+			if n == 0 {
+				break
+			}
+			s := rng.IntN(n)
+			if rng.IntN(2) == 0 {
+				r.chosen[s] = bad[rng.IntN(len(bad))]
+			} else if len(r.steps[s]) > 0 {
+				r.steps[s][rng.IntN(len(r.steps[s]))] = bad[rng.IntN(len(bad))]
+			}
+		}
+		random[i] = r
+	}
+	cfg := profile.DefaultConfig()
+	cfg.MaxSteps = 4
+	type rej struct {
+		row            int
+		reason, detail string
+	}
+	for _, f64 := range []bool{false, true} {
+		for name, rows := range map[string][]checkTrace{"fixed": fixed, "random": random} {
+			t.Run(name+"/f64="+strconv.FormatBool(f64), func(t *testing.T) {
+				mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+				defer mem.AssertSize(t, 0)
+				in := traceLists(t, mem, f64, rows)
+				defer in.Release()
+				var want, got []rej
+				op, err := profile.New(cfg, mem, nil)
+				require.NoError(t, err)
+				out, err := op.Score(in, func(row int, r *profile.Reject) { want = append(want, rej{row, r.Reason, r.Detail}) })
+				require.NoError(t, err)
+				out.Release()
+				require.NoError(t, profile.Check(cfg, in, func(row int, r *profile.Reject) { got = append(got, rej{row, r.Reason, r.Detail}) }))
+				require.NotEmpty(t, want)
+				require.Less(t, len(want), len(rows), "some rows are valid")
+				require.Equal(t, want, got)
+			})
+		}
+	}
+	t.Run("wrong column types", func(t *testing.T) {
+		s := arrow.NewSchema([]arrow.Field{{Name: schemas.ColTokenLogprob, Type: arrow.BinaryTypes.String},
+			{Name: schemas.ColTopLogprobs, Type: arrow.BinaryTypes.String}}, nil)
+		b := array.NewRecordBuilder(memory.NewGoAllocator(), s)
+		defer b.Release()
+		rec := b.NewRecordBatch()
+		defer rec.Release()
+		require.ErrorContains(t, profile.Check(cfg, rec, func(int, *profile.Reject) {}), "token_logprob")
+	})
+}

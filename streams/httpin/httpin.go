@@ -2,15 +2,17 @@
 // responses (one JSON object, a JSON array of them, or JSON Lines) and the
 // handler converts them to trace.v1 batches and produces them to the traces
 // topic. It answers 202 once the broker has acknowledged every row, 400 with
-// the reasons when a body holds anything it cannot convert (nothing is
-// produced then), 401 without the configured bearer token, 413 over the size
-// limit (compressed or not; Content-Encoding gzip is accepted), 415 for other
-// encodings, and 429 when the topic cannot keep up (too many requests in flight, or
-// the broker does not acknowledge within the produce timeout).
+// the reasons when a body holds anything it cannot convert or that the
+// profile operator would reject (nothing is produced then), 401 without the
+// configured bearer token, 413 over the size limit (compressed or not;
+// Content-Encoding gzip is accepted), 415 for other encodings, and 429 when
+// the topic cannot keep up (too many requests in flight, or the broker does
+// not acknowledge within the produce timeout).
 package httpin
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/subtle"
@@ -21,14 +23,17 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams/ingest"
@@ -77,6 +82,12 @@ type Config struct {
 	// request. Default 1ms (the stream's 5ms halved the throughput of a
 	// client posting one response at a time).
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
+	// Profile is what the stream's profile operator accepts: a response it
+	// would reject (no_logprobs, empty, nan_logprob, positive_logprob,
+	// too_long) is refused with 400 rather than produced and dead-lettered.
+	// The command sets it from its top-level profile section. Default
+	// profile.DefaultConfig().
+	Profile profile.Config `yaml:"-"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -92,6 +103,7 @@ func DefaultConfig() Config {
 		BodyTimeout:    30 * time.Second,
 		ProduceTimeout: 10 * time.Second,
 		BatchTimeout:   time.Millisecond,
+		Profile:        profile.DefaultConfig(),
 	}
 }
 
@@ -115,7 +127,7 @@ func (c Config) Validate() error {
 	case c.BatchTimeout <= 0:
 		return fmt.Errorf("http.batch_timeout %v: want > 0 (e.g. 1ms)", c.BatchTimeout)
 	}
-	return nil
+	return c.Profile.Validate()
 }
 
 // Handler serves the ingest path.
@@ -175,7 +187,8 @@ type Reply struct {
 	Rejects  []Reject `json:"rejects,omitempty"`
 }
 
-// Reject is one response of the body that could not be converted.
+// Reject is one response of the body that could not be converted, or that
+// the profile operator would reject.
 type Reject struct {
 	Line   int64  `json:"line"`
 	ID     string `json:"id,omitempty"`
@@ -267,7 +280,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, rj := range rejects {
 			h.rejects.WithLabelValues(rj.Reason).Inc()
 		}
-		h.reply(w, http.StatusBadRequest, Reply{Error: fmt.Sprintf("%d responses cannot be read; nothing was produced, fix them and resend", len(rejects)), Rejects: rejects})
+		h.reply(w, http.StatusBadRequest, Reply{Error: fmt.Sprintf("%d responses cannot be read or scored; nothing was produced, fix them and resend", len(rejects)), Rejects: rejects})
 		return
 	}
 	var msgs []kafka.Message
@@ -421,11 +434,22 @@ func toLines(body []byte) ([]byte, error) {
 	return io.ReadAll(ingest.Framed(bytes.NewReader(body)))
 }
 
+// convert reads the lines into trace.v1 batches. rejects lists, by line,
+// the lines the reader could not convert and the rows the profile operator
+// would reject (checked on the built batches by the operator's own rules).
 func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {
 	rd := ingest.NewReader(bytes.NewReader(lines), h.icfg, h.mem)
 	defer rd.Release()
 	var recs []arrow.RecordBatch
 	var rejects []Reject
+	var ids *array.String
+	onReject := func(row int, r *profile.Reject) {
+		rj := Reject{Line: rd.RowLines()[row], Reason: r.Reason, Detail: r.Detail}
+		if ids != nil && ids.IsValid(row) {
+			rj.ID = strings.Clone(ids.Value(row)) // outlives the batch
+		}
+		rejects = append(rejects, rj)
+	}
 	for {
 		rec, err := rd.Next()
 		for _, rj := range rd.Rejects() {
@@ -439,11 +463,16 @@ func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {
 			rejects = append(rejects, Reject{Line: rj.Line, ID: rj.ID, Reason: rj.Reason, Detail: d})
 		}
 		if errors.Is(err, io.EOF) {
+			slices.SortStableFunc(rejects, func(a, b Reject) int { return cmp.Compare(a.Line, b.Line) })
 			return recs, rejects, nil
 		}
 		if err != nil {
 			return recs, rejects, err
 		}
 		recs = append(recs, rec)
+		ids, _ = rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		if err := profile.Check(h.cfg.Profile, rec, onReject); err != nil {
+			return recs, rejects, err
+		}
 	}
 }

@@ -230,6 +230,78 @@ func TestRejects(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
 }
 
+// unscorable is a response whose choice carries the given logprobs content
+// steps, or no logprobs at all when content is "".
+func unscorable(id, content string) string {
+	logprobs := "null"
+	if content != "" {
+		logprobs = `{"content":[` + content + `]}`
+	}
+	return `{"id":"` + id + `","model":"m","choices":[{"index":0,"finish_reason":"stop","logprobs":` + logprobs + `}]}`
+}
+
+// Responses that can be read but never scored get 400 at once, with the
+// profile operator's reason and detail, and nothing of the body is produced,
+// as for a line that cannot be read.
+func TestRejectsUnscorable(t *testing.T) {
+	url, h := server(t, "http-unscorable", nil)
+	step := func(lp, alt string) string {
+		return `{"token":"a","logprob":` + lp + `,"top_logprobs":[{"token":"a","logprob":` + alt + `},{"token":"b","logprob":-2.5}]}`
+	}
+	body := strings.Join([]string{
+		response("good-1"),
+		unscorable("nolp", ""),
+		`{"id":"empty","model":"m","choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[]}}]}`,
+		unscorable("nan", step("-0.1", "-0.1")+","+step("NaN", "-0.2")),
+		response("good-2"),
+		unscorable("pos", step("-0.1", "-0.1")+","+step("-0.2", "-0.2")+","+step("-0.3", "-0.3")+","+step("-0.4", "0.5")),
+		`{"id": "broken", `,
+	}, "\n") + "\n"
+	code, r := post(t, url, "", strings.NewReader(body))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, r.Error, "nothing was produced")
+	require.Zero(t, r.Accepted)
+	type rej struct {
+		Line       int64
+		ID, Reason string
+	}
+	var got []rej
+	for _, rj := range r.Rejects {
+		got = append(got, rej{rj.Line, rj.ID, rj.Reason})
+		require.NotEmpty(t, rj.Detail, rj.ID)
+	}
+	require.Equal(t, []rej{
+		{2, "nolp", schemas.ReasonNoLogprobs},
+		{3, "empty", schemas.ReasonEmpty},
+		{4, "nan", schemas.ReasonNaNLogprob},
+		{6, "pos", schemas.ReasonPositiveLogprob},
+		{7, "broken", schemas.ReasonMalformedJSON},
+	}, got)
+	require.Equal(t, "step 2: chosen-token logprob is NaN", r.Rejects[2].Detail)
+	require.Equal(t, "step 4, alternative 1: logprob 0.5 is positive", r.Rejects[3].Detail)
+	require.Contains(t, r.Rejects[0].Detail, "top_logprobs")
+	require.Equal(t, 1.0, testutil.ToFloat64(h.rejects.WithLabelValues(schemas.ReasonPositiveLogprob)))
+
+	// One unscorable response alone, sent as one JSON object.
+	code, r = post(t, url, "", strings.NewReader(unscorable("nolp-alone", "")))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, Reject{Line: 1, ID: "nolp-alone", Reason: schemas.ReasonNoLogprobs, Detail: r.Rejects[0].Detail}, r.Rejects[0])
+
+	// The operator's bounds are the stream's: max_steps.
+	url2, _ := server(t, "http-unscorable-long", func(c *Config) { c.Profile.MaxSteps = 1 })
+	code, r = post(t, url2, "", strings.NewReader(response("long")))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonTooLong, r.Rejects[0].Reason)
+
+	// Nothing of the rejected bodies reached the topic: the next accepted
+	// response is the first record.
+	code, r = post(t, url, "", strings.NewReader(response("after")))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, []string{"after"}, consumed(t, "http-unscorable", 1))
+}
+
 func TestGzip(t *testing.T) {
 	url, _ := server(t, "http-gzip", func(c *Config) { c.MaxBodyBytes = 4096 })
 	gz := func(s string) *bytes.Buffer {

@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,7 +142,8 @@ type Runner struct {
 	stats stats
 	ready atomic.Bool
 
-	sinkMu sync.Mutex
+	sinkMu  sync.Mutex
+	rejects *rejectLog
 
 	// killed is the crash switch of the tests: stop at once, commit nothing.
 	killed atomic.Bool
@@ -159,7 +162,7 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, fmt.Errorf("registering stream metrics: %w", err)
 	}
-	return &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m}, nil
+	return &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log)}, nil
 }
 
 // Ready reports whether the stream is consuming and its sink is accepting
@@ -186,8 +189,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("building operator chain: %w", err)
 		}
-		workers[i] = &worker{r: r, ops: ops, in: make(chan kafka.Message, r.cfg.QueueDepth),
+		w := &worker{r: r, ops: ops, in: make(chan kafka.Message, r.cfg.QueueDepth),
 			asm: map[int]*profile.Assembler{}, last: map[int]int64{}, waiting: map[int]string{}}
+		w.onReject = w.addDetail
+		workers[i] = w
 	}
 	points := make(chan kafka.Message, r.cfg.Workers*(r.cfg.QueueDepth+2))
 
@@ -384,6 +389,23 @@ type worker struct {
 	pendRows  int64
 	pendSince time.Time
 	waiting   map[int]string // partition -> topic
+
+	// Why the profile operator rejected rows of the message in process, by
+	// row index over it, ascending; reused. onReject (w.addDetail, bound
+	// once) appends to it, at row detailBase + its row.
+	details    []rowDetail
+	detailBase int
+	onReject   func(row int, r *profile.Reject)
+}
+
+// rowDetail is one row's reject reason and detail.
+type rowDetail struct {
+	row            int
+	reason, detail string
+}
+
+func (w *worker) addDetail(row int, r *profile.Reject) {
+	w.details = append(w.details, rowDetail{w.detailBase + row, r.Reason, r.Detail})
 }
 
 func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
@@ -602,7 +624,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		return w.deadLetter(ctx, []kafka.Message{w.dlq(m.Key, m.Value, m.Headers, schemas.ReasonWrongSchema, err.Error(), src, -1)})
 	}
 	w.r.m.open.Set(float64(a.Open()))
-	return w.emit(ctx, out, src)
+	return w.emit(ctx, out, src, false)
 }
 
 func (w *worker) assembler(partition int) (*profile.Assembler, error) {
@@ -618,8 +640,9 @@ func (w *worker) assembler(partition int) (*profile.Assembler, error) {
 }
 
 // emit sends assembler output on: rejected traces to the dead-letter topic,
-// complete ones through the chain to the sink. It releases out.
-func (w *worker) emit(ctx context.Context, out profile.Assembled, src string) error {
+// complete ones through the chain to the sink. expired says that out comes
+// from Expire (the timeout), not from Add (the bounds). It releases out.
+func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, expired bool) error {
 	defer out.Release()
 	if len(out.Rejected) > 0 {
 		held := w.remnants(ctx, out)
@@ -628,7 +651,7 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string) er
 		for _, rec := range out.Rejected {
 			for row := 0; row < int(rec.NumRows()); row++ {
 				if !held[i] {
-					dl = append(dl, w.rowDLQ(rec, row, out.Reasons[i], "", src))
+					dl = append(dl, w.rowDLQ(rec, row, out.Reasons[i], w.assembleDetail(out.Reasons[i], expired), src))
 				}
 				i++
 			}
@@ -700,6 +723,20 @@ func (w *worker) remnants(ctx context.Context, out profile.Assembled) map[int]bo
 	return held
 }
 
+// assembleDetail says why the assembler gave up on a trace.
+func (w *worker) assembleDetail(reason string, expired bool) string {
+	c := w.r.cfg.Assemble
+	switch {
+	case reason == schemas.ReasonTooLong:
+		return fmt.Sprintf("its chunks hold more than stream.assemble.max_steps (%d) steps", c.MaxSteps)
+	case reason == schemas.ReasonIncomplete && expired:
+		return fmt.Sprintf("the chunks did not all arrive (seq 0 to the final one) within stream.assemble.timeout (%v) of the latest; send all chunks of a trace with the key trace_id", c.Timeout)
+	case reason == schemas.ReasonIncomplete:
+		return fmt.Sprintf("given up before all chunks arrived: the partition held more than stream.assemble.max_open (%d) open traces or max_held_steps (%d) steps, and this one was idle the longest", c.MaxOpen, c.MaxHeldSteps)
+	}
+	return ""
+}
+
 // expire emits timed-out chunked traces of every partition and moves their
 // commit points on.
 func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error {
@@ -715,7 +752,7 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 			out.Release()
 			continue
 		}
-		if err := w.emit(ctx, out, w.r.parts.Source.Topic()+"/"+strconv.Itoa(p)); err != nil {
+		if err := w.emit(ctx, out, w.r.parts.Source.Topic()+"/"+strconv.Itoa(p), true); err != nil {
 			return err
 		}
 		w.waiting[p] = w.r.parts.Source.Topic()
@@ -738,11 +775,14 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 			}
 		}
 	}
+	w.details = w.details[:0]
 	for _, op := range w.ops {
 		t := time.Now()
 		var next []arrow.RecordBatch
+		base := 0
 		for _, b := range cur {
-			outs, err := op.Process(ctx, b)
+			outs, err := w.apply(ctx, op, b, base)
+			base += int(b.NumRows())
 			if err != nil {
 				for _, o := range next {
 					o.Release()
@@ -768,12 +808,25 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 	t := time.Now()
 	var dl []kafka.Message
 	base := 0
+	details := w.details
 	for _, b := range cur {
 		if st, ok := statusColumn(b); ok {
 			for i := 0; i < st.Len(); i++ {
-				if s := st.Value(i); s != schemas.StatusOK {
-					dl = append(dl, w.rowDLQ(in, base+i, s, "", src))
+				s := st.Value(i)
+				if s == schemas.StatusOK {
+					continue
 				}
+				row := base + i
+				for len(details) > 0 && details[0].row < row {
+					details = details[1:]
+				}
+				var detail string
+				if len(details) > 0 && details[0].row == row && details[0].reason == s {
+					detail = details[0].detail
+				} else {
+					detail = statusDetail(b, i, s)
+				}
+				dl = append(dl, w.rowDLQ(in, row, s, detail, src))
 			}
 		}
 		base += int(b.NumRows())
@@ -793,6 +846,62 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 	}
 	return nil
 }
+
+// apply runs op on b, whose first row is row base of the message's rows.
+// The profile operator is called through Score, which also says why it
+// rejects a row (Process drops that); the callback runs for rejected rows
+// only, so ok rows cost nothing more.
+func (w *worker) apply(ctx context.Context, op streams.Operator, b arrow.RecordBatch, base int) ([]arrow.RecordBatch, error) {
+	p, ok := op.(*profile.Operator)
+	if !ok {
+		return op.Process(ctx, b)
+	}
+	w.detailBase = base
+	out, err := p.Score(b, w.onReject)
+	if err != nil {
+		return nil, err
+	}
+	return []arrow.RecordBatch{out}, nil
+}
+
+// statusDetail describes a non-ok status that an operator set without a
+// detail, from the scored row i of b: the model that has no estimator
+// (unknown_model), the features that are not finite (bad_feature).
+func statusDetail(b arrow.RecordBatch, i int, status string) string {
+	sc := b.Schema()
+	switch status {
+	case schemas.ReasonUnknownModel:
+		if idx := sc.FieldIndices(schemas.ColModel); len(idx) > 0 {
+			if m, ok := b.Column(idx[0]).(*array.String); ok && m.IsValid(i) {
+				return fmt.Sprintf("no estimator for model %q: the estimator set has no artifact for it and no fallback applies; train one with entrowatch train", m.Value(i))
+			}
+		}
+	case schemas.ReasonBadFeature:
+		var bad []string
+		for _, name := range featureNames {
+			idx := sc.FieldIndices(name)
+			if len(idx) == 0 {
+				continue
+			}
+			c, ok := b.Column(idx[0]).(*array.Float64)
+			if !ok {
+				continue
+			}
+			if c.IsNull(i) {
+				bad = append(bad, name+" is null")
+			} else if v := c.Value(i); math.IsNaN(v) || math.IsInf(v, 0) {
+				bad = append(bad, fmt.Sprintf("%s is %v", name, v))
+			}
+		}
+		if len(bad) > 0 {
+			return strings.Join(bad, ", ")
+		}
+		return "the estimator's prediction is NaN for finite features"
+	}
+	return ""
+}
+
+var featureNames = append(append([]string{}, schemas.ProfileFeatures...), schemas.Baselines...)
 
 func statusColumn(b arrow.RecordBatch) (*array.String, bool) {
 	idx := b.Schema().FieldIndices(schemas.ColStatus)
@@ -896,13 +1005,27 @@ func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	for _, m := range msgs {
-		reason := ""
+		var reason, detail, src string
+		row := false
 		for _, h := range m.Headers {
-			if h.Key == HeaderReason {
+			switch h.Key {
+			case HeaderReason:
 				reason = string(h.Value)
+			case HeaderError:
+				detail = string(h.Value)
+			case HeaderSource:
+				src = string(h.Value)
+			case HeaderRow:
+				row = true
 			}
 		}
+		var id string
+		if row {
+			id = string(m.Key)
+		}
+		w.r.rejects.note(now, reason, id, detail, src)
 		w.r.m.dead.WithLabelValues(reason).Inc()
 		w.r.stats.add(func(s *Stats) {
 			if s.DeadLettered == nil {
@@ -951,4 +1074,65 @@ func (w *worker) flush(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// rejectLog logs dead-lettered records at WARN (reason, trace_id for rows,
+// detail, source), at most rejectLogLimit per reason per rejectLogWindow;
+// the others are only counted (entrowatch_stream_dead_letter_total), and the
+// first record of a reason in a new window says how many of the last one
+// went unlogged. Shared by the workers.
+type rejectLog struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	by  map[string]*rejectWindow
+}
+
+type rejectWindow struct {
+	start           time.Time
+	logged, skipped int
+}
+
+const (
+	rejectLogLimit  = 10
+	rejectLogWindow = time.Minute
+)
+
+func newRejectLog(log *slog.Logger) *rejectLog {
+	return &rejectLog{log: log, by: map[string]*rejectWindow{}}
+}
+
+// note logs one dead-lettered record unless its reason used up its window.
+func (l *rejectLog) note(now time.Time, reason, traceID, detail, src string) {
+	l.mu.Lock()
+	w := l.by[reason]
+	if w == nil {
+		w = &rejectWindow{start: now}
+		l.by[reason] = w
+	}
+	skipped := 0
+	if now.Sub(w.start) >= rejectLogWindow {
+		skipped = w.skipped
+		*w = rejectWindow{start: now}
+	}
+	logIt := w.logged < rejectLogLimit
+	if logIt {
+		w.logged++
+	} else {
+		w.skipped++
+	}
+	l.mu.Unlock()
+	if skipped > 0 {
+		l.log.Warn("dead-lettered records not logged (over the limit per reason per minute; see entrowatch_stream_dead_letter_total)",
+			"reason", reason, "count", skipped, "limit", rejectLogLimit)
+	}
+	if !logIt {
+		return
+	}
+	args := make([]any, 0, 8)
+	args = append(args, "reason", reason)
+	if traceID != "" {
+		args = append(args, "trace_id", traceID)
+	}
+	args = append(args, "detail", detail, "source", src)
+	l.log.Warn("dead-lettered", args...)
 }

@@ -115,11 +115,13 @@ func producer(t *testing.T, topic string) *kafka.Producer {
 }
 
 // row describes one test trace: steps steps of 20 alternatives, optionally
-// with a NaN chosen logprob, optionally a chunk (seq, final).
+// with a NaN chosen logprob at step 1 or a positive logprob (0.5) as step 4's
+// first alternative, optionally a chunk (seq, final).
 type row struct {
 	id    string
 	steps int
 	nan   bool
+	pos   bool
 	seq   int32
 	chunk bool // seq/final as given; otherwise a whole response
 	final bool
@@ -164,7 +166,11 @@ func traceBatch(t testing.TB, mem memory.Allocator, rows ...row) arrow.RecordBat
 				for s := 0; s < r.steps; s++ {
 					sb.Append(true)
 					for k := 0; k < 20; k++ {
-						vb.Append(float32(-0.1 - 0.01*float32(s%7) - float32(k)))
+						v := float32(-0.1 - 0.01*float32(s%7) - float32(k))
+						if r.pos && s == 3 && k == 0 {
+							v = 0.5
+						}
+						vb.Append(v)
 					}
 				}
 			default:
@@ -726,6 +732,7 @@ func TestChunks(t *testing.T) {
 	require.Equal(t, schemas.StatusOK, sink.status["c-1"])
 	require.False(t, sink.has("c-2"))
 	require.Equal(t, schemas.ReasonIncomplete, header(recs[0], HeaderReason))
+	require.Contains(t, header(recs[0], HeaderError), "stream.assemble.timeout (300ms)")
 	require.Equal(t, "c-2", string(recs[0].Key))
 	rec, err := ipc.Decode(recs[0].Value, memory.NewGoAllocator())
 	require.NoError(t, err)
@@ -1027,4 +1034,94 @@ func TestPartitionsAdded(t *testing.T) {
 		require.Positive(t, e, "partition %d got records", part)
 	}
 	require.Equal(t, end, committed)
+}
+
+// TestDeadLetterDetail: a row the profile operator rejects is dead-lettered
+// with the operator's detail in entrowatch.error, as `entrowatch score`
+// reports it.
+func TestDeadLetterDetail(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("detail")
+	topics(t, 1, topic, dead)
+	p := producer(t, topic)
+	rec := traceBatch(t, memory.NewGoAllocator(), row{id: "ok-1", steps: 5}, row{id: "pos-1", steps: 5, pos: true},
+		row{id: "ok-2", steps: 5}, row{id: "nan-1", steps: 5, nan: true})
+	msgs, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
+	rec.Release()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Produce(ctx, msgs...))
+
+	sink := newMemSink()
+	rp := startReplica(t, topic, group, dead, sink, mem, nil)
+	recs := readAll(t, dead, 2)
+	rp.stop(t)
+
+	got := map[string][3]string{}
+	for _, m := range recs {
+		got[string(m.Key)] = [3]string{header(m, HeaderReason), header(m, HeaderError), header(m, HeaderRow)}
+	}
+	require.Equal(t, map[string][3]string{
+		"pos-1": {schemas.ReasonPositiveLogprob, "step 4, alternative 1: logprob 0.5 is positive", "1"},
+		"nan-1": {schemas.ReasonNaNLogprob, "step 1: chosen-token logprob is NaN", "3"},
+	}, got)
+	require.Equal(t, schemas.StatusOK, sink.status["ok-2"])
+}
+
+// Statuses that operators after profile set without a detail get one from
+// the row.
+func TestDeadLetterStatusDetail(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	b := array.NewRecordBuilder(mem, schemas.Scored)
+	defer b.Release()
+	for i, f := range schemas.Scored.Fields() {
+		switch {
+		case f.Name == schemas.ColModel:
+			b.Field(i).(*array.StringBuilder).Append("llama-x")
+		case f.Name == "nll_mean":
+			b.Field(i).(*array.Float64Builder).Append(math.Inf(1))
+		case f.Name == "margin_mean":
+			b.Field(i).(*array.Float64Builder).Append(math.NaN())
+		case f.Type.ID() == arrow.FLOAT64 && !f.Nullable:
+			b.Field(i).(*array.Float64Builder).Append(0.5)
+		case f.Nullable:
+			b.Field(i).AppendNull()
+		default:
+			b.Field(i).AppendEmptyValue()
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	require.Equal(t, `no estimator for model "llama-x": the estimator set has no artifact for it and no fallback applies; train one with entrowatch train`,
+		statusDetail(rec, 0, schemas.ReasonUnknownModel))
+	require.Equal(t, "nll_mean is +Inf, margin_mean is NaN", statusDetail(rec, 0, schemas.ReasonBadFeature))
+	require.Empty(t, statusDetail(rec, 0, "something_else"))
+}
+
+// Dead-lettered records are logged with their trace id, at most
+// rejectLogLimit per reason per minute; the next window says how many were
+// left out.
+func TestDeadLetterLogLimit(t *testing.T) {
+	var buf bytes.Buffer
+	l := newRejectLog(slog.New(slog.NewTextHandler(&buf, nil)))
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for i := range rejectLogLimit + 5 {
+		l.note(t0.Add(time.Duration(i)*time.Second), schemas.ReasonNaNLogprob, fmt.Sprintf("nan-%d", i), "step 1: chosen-token logprob is NaN", "traces/0@7")
+	}
+	l.note(t0.Add(30*time.Second), schemas.ReasonCorruptIPC, "", "not an arrow stream", "traces/0@8")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, rejectLogLimit+1, "the limit is per reason")
+	require.Contains(t, lines[0], "level=WARN")
+	require.Contains(t, lines[0], "reason=nan_logprob trace_id=nan-0")
+	require.Contains(t, lines[0], `detail="step 1: chosen-token logprob is NaN" source=traces/0@7`)
+	require.NotContains(t, lines[rejectLogLimit], "trace_id", "no trace id for a whole message")
+
+	buf.Reset()
+	l.note(t0.Add(rejectLogWindow), schemas.ReasonNaNLogprob, "nan-late", "d", "s")
+	lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2)
+	require.Contains(t, lines[0], "reason=nan_logprob count=5")
+	require.Contains(t, lines[1], "trace_id=nan-late")
 }
