@@ -28,8 +28,10 @@ const labelsSynopsis = `requests|import --clickhouse DSN [flags]
       accuracy, wide interval, high volume) and, for each, --per-domain
       responses from labeling_candidates (most uncertain first, stratified by
       p_correct, never ones already labelled or requested), records them in
-      label_requests and writes them: JSON Lines to FILE (CSV when FILE ends in
-      .csv, "-" for stdout) or one JSON message per request to the topic.
+      label_requests and writes them: to FILE as JSON Lines (.jsonl, .json,
+      .ndjson; "-" for stdout) or CSV (.csv), by its extension, written whole
+      or not at all; or one JSON message per request to the topic. When
+      nothing can be requested it says why and writes no file.
 
   labels import (--in FILE | --topic T --brokers H:P,.. [--group G] [--follow]) [--source NAME]
       Stores labels (label.v1: trace_id, correct, source, ts) in the labels
@@ -70,7 +72,7 @@ func runLabels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("labels requests", "--clickhouse DSN (--out FILE | --topic T --brokers H:P,..) [flags]", stderr)
 	chf := addClickHouseFlags(fs)
-	out := fs.String("out", "", "file to write the requests to: .jsonl/.json (JSON Lines) or .csv; \"-\" for stdout")
+	out := fs.String("out", "", "file to write the requests to: .jsonl/.json/.ndjson (JSON Lines) or .csv; \"-\" for stdout")
 	topic := fs.String("topic", "", "Kafka topic to publish the requests to (one JSON message each)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
 	kf := addKafkaFlags(fs, "kafka-")
@@ -91,43 +93,70 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *batch == "" {
 		*batch = now.Format("20060102T150405Z")
 	}
-	// Open the destination first: a request is recorded only when it can be delivered.
-	var w io.Writer
-	var closeOut func() error
+	// Check the destination first: a request is recorded only when it can be
+	// delivered. The file is written beside --out and renamed into place once
+	// complete, so a failed run leaves no empty or partial file (and keeps a
+	// previous one).
+	var format string
+	var tmp string
+	commit := func(bool) error { return nil }
 	if *out != "" {
-		if *out == "-" {
-			w, closeOut = stdout, func() error { return nil }
-		} else {
-			f, err := os.Create(*out)
-			if err != nil {
-				return fmt.Errorf("--out: %w", err)
-			}
-			w, closeOut = f, f.Close
+		if format, err = requestsFormat(*out); err != nil {
+			return err
+		}
+		if tmp, commit, err = atomicPath(*out); err != nil {
+			return fmt.Errorf("--out: %w", err)
 		}
 	}
+	written := false
+	defer func() {
+		if !written {
+			commit(false)
+		}
+	}()
 	conn, err := clickhouse.Open(ctx, cfg)
 	if err != nil {
-		if closeOut != nil {
-			closeOut()
-		}
 		return err
 	}
 	defer conn.Close()
-	reqs, err := clickhouse.RequestLabels(ctx, conn, cfg.DatabaseName(), *domains, *perDomain, *batch, now)
-	if err != nil {
-		if closeOut != nil {
-			closeOut()
+	db := cfg.DatabaseName()
+	kcfg := kf.config(*brokers, "entrowatch-labels")
+	if *topic != "" {
+		// Publishing nothing creates and checks the topic: a wrong address or
+		// password fails here, before any request is recorded.
+		if err := clickhouse.PublishRequests(ctx, kcfg, *topic, nil); err != nil {
+			return err
 		}
+	}
+	reqs, err := clickhouse.RequestLabels(ctx, conn, db, *domains, *perDomain, *batch, now)
+	if err != nil {
 		return err
 	}
+	if len(reqs) == 0 {
+		why := "the labeling queue is empty"
+		if st, err := clickhouse.LabelQueueState(ctx, conn, db); err == nil {
+			why = st.Reason(db)
+		}
+		dest := "no file written"
+		if *topic != "" {
+			dest = "nothing published to " + *topic
+		} else if *out == "-" {
+			dest = "nothing written"
+		}
+		fmt.Fprintf(stderr, "labels requests: nothing to request: %s; %s\n", why, dest)
+		return nil
+	}
 	if *topic != "" {
-		if err := clickhouse.PublishRequests(ctx, kf.config(*brokers, "entrowatch-labels"), *topic, reqs); err != nil {
+		if err := clickhouse.PublishRequests(ctx, kcfg, *topic, reqs); err != nil {
 			return fmt.Errorf("%w (the requests are recorded in label_requests with batch %s)", err, *batch)
 		}
 	} else {
-		werr := writeRequests(w, *out, reqs)
-		if err := errors.Join(werr, closeOut()); err != nil {
+		if err := writeRequestsFile(tmp, stdout, format, reqs); err != nil {
 			return fmt.Errorf("writing %s: %w (the requests are recorded in label_requests with batch %s)", *out, err, *batch)
+		}
+		written = true
+		if err := commit(true); err != nil {
+			return fmt.Errorf("%w (the requests are recorded in label_requests with batch %s)", err, *batch)
 		}
 	}
 	doms := map[string]bool{}
@@ -138,9 +167,40 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	return nil
 }
 
-func writeRequests(w io.Writer, name string, reqs []clickhouse.LabelRequest) error {
+// requestsFormat is the format labels requests writes to path, by its
+// extension: "csv" or "jsonl" ("-" is JSON Lines).
+func requestsFormat(path string) (string, error) {
+	if path == "-" {
+		return "jsonl", nil
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".csv":
+		return "csv", nil
+	case ".jsonl", ".json", ".ndjson":
+		return "jsonl", nil
+	}
+	return "", fmt.Errorf("--out %s: labels requests writes JSON Lines (.jsonl, .json, .ndjson) or CSV (.csv), chosen by the extension; name the file accordingly, or \"-\" for JSON Lines on stdout", path)
+}
+
+// writeRequestsFile writes reqs to path ("-": stdout) in format.
+func writeRequestsFile(path string, stdout io.Writer, format string, reqs []clickhouse.LabelRequest) error {
+	if path == "-" {
+		return writeRequests(stdout, format, reqs)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = writeRequests(f, format, reqs)
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
+func writeRequests(w io.Writer, format string, reqs []clickhouse.LabelRequest) error {
 	bw := bufio.NewWriter(w)
-	if strings.EqualFold(filepath.Ext(name), ".csv") {
+	if format == "csv" {
 		cw := csv.NewWriter(bw)
 		_ = cw.Write([]string{"trace_id", "model", "domain", "p_correct", "uncertainty", "stratum", "stratum_rank", "priority", "ts", "prompt", "batch"})
 		for _, r := range reqs {

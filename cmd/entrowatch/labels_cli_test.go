@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,4 +104,81 @@ func TestLabelsOverSASL(t *testing.T) {
 	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wonderland")
 	_, stderr, code = runCLI(t, append([]string{"alarms", "--clickhouse", dsn, "--topic", "alarms", "--once"}, sasl...)...)
 	require.Equal(t, 0, code, stderr)
+}
+
+// labels requests --out writes the file whole or not at all: no empty file
+// when the server cannot be reached or nothing is left to request (and the
+// reason is said), a previous batch file kept, and a name whose extension
+// names no format it writes refused before anything is recorded.
+func TestLabelsRequestsOut(t *testing.T) {
+	dir := t.TempDir()
+	noFiles := func(t *testing.T) {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		require.Empty(t, names, "nothing may be left in the output directory")
+	}
+
+	_, stderr, code := runCLI(t, "labels", "requests", "--clickhouse", "clickhouse://127.0.0.1:1/default", "--out", filepath.Join(dir, "batch.txt"))
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "writes JSON Lines (.jsonl, .json, .ndjson) or CSV (.csv)")
+	noFiles(t)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := l.Addr().String()
+	l.Close()
+	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", "clickhouse://"+closed+"/default", "--out", filepath.Join(dir, "batch.jsonl"))
+	require.Equal(t, 1, code, stderr)
+	noFiles(t)
+
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	ctx := context.Background()
+	lc := clickhouse.DefaultLocalConfig()
+	lc.Dir = t.TempDir()
+	srv, err := clickhouse.StartLocal(ctx, lc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer srv.Stop()
+	dsn := srv.DSN()
+	_, stderr, code = runCLI(t, "migrate", "--clickhouse", dsn)
+	require.Equal(t, 0, code, stderr)
+	out := filepath.Join(dir, "batch.csv")
+
+	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", out)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "nothing to request: default.scored holds no responses yet; no file written")
+	noFiles(t)
+
+	cfg := clickhouse.DefaultConfig()
+	cfg.DSN = dsn
+	conn, err := clickhouse.Open(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
+SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + number, 'm1', 'd', 0.5 + number / 100, 'ok' FROM system.numbers LIMIT 8`))
+
+	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", out, "--batch", "b1")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "8 responses from 1 domains (batch b1)")
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, 9, strings.Count(string(b), "\n"), "CSV header and 8 requests:\n%s", b)
+	require.True(t, strings.HasPrefix(string(b), "trace_id,model,domain,"), "%s", b)
+
+	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", out, "--batch", "b2")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "nothing to request: every one of the 8 responses in the queue lookback")
+	require.Contains(t, stderr, "already labelled (0) or requested (8)")
+	again, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, b, again, "the previous batch file is kept")
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "no temporary file left")
 }

@@ -84,6 +84,50 @@ LIMIT %[3]d BY model, domain`, db, domains, perDomain)
 	return out, nil
 }
 
+// QueueState counts what the labeling queue draws from; it says why
+// RequestLabels found nothing.
+type QueueState struct {
+	Rows      uint64 // responses in scored (deduplicated)
+	Scored    uint64 // of them, valid with a p_correct (scored_ok)
+	Lookback  uint64 // of those, within LookbackS before the newest response
+	Labelled  uint64 // of the lookback, labelled (labels table or the trace's correct)
+	Requested uint64 // of the lookback, requested and not labelled
+	LookbackS uint64 // alarm_settings.queue_lookback_s
+}
+
+// Open is how many responses of the lookback could be requested.
+func (s QueueState) Open() uint64 { return s.Lookback - s.Labelled - s.Requested }
+
+// Reason says, for an operator, why nothing can be requested (when Open is
+// 0) or what there is.
+func (s QueueState) Reason(db string) string {
+	switch {
+	case s.Rows == 0:
+		return fmt.Sprintf("%s.scored holds no responses yet", db)
+	case s.Scored == 0:
+		return fmt.Sprintf("none of the %d responses in %s.scored is valid with a p_correct; only estimated responses are queued (configure an estimator: entrowatch run's estimator key)", s.Rows, db)
+	case s.Open() == 0:
+		return fmt.Sprintf("every one of the %d responses in the queue lookback (the %d s before the newest response, alarm_settings.queue_lookback_s) is already labelled (%d) or requested (%d); import labels, or wait for new traffic",
+			s.Lookback, s.LookbackS, s.Labelled, s.Requested)
+	}
+	return fmt.Sprintf("%d of the %d responses in the queue lookback are open", s.Open(), s.Lookback)
+}
+
+// LabelQueueState reads QueueState from db.
+func LabelQueueState(ctx context.Context, conn driver.Conn, db string) (QueueState, error) {
+	var s QueueState
+	q := fmt.Sprintf(`SELECT
+    (SELECT count() FROM %[1]s.scored FINAL),
+    (SELECT count() FROM %[1]s.scored_ok),
+    toUInt64(count()), toUInt64(countIf(labelled = 1)), toUInt64(countIf(labelled = 0 AND requested = 1)),
+    toUInt64((SELECT argMax(queue_lookback_s, updated_at) FROM %[1]s.alarm_settings))
+FROM %[1]s.label_status`, db)
+	if err := conn.QueryRow(ctx, q).Scan(&s.Rows, &s.Scored, &s.Lookback, &s.Labelled, &s.Requested, &s.LookbackS); err != nil {
+		return s, fmt.Errorf("labels requests: reading the queue state of %s: %w", db, err)
+	}
+	return s, nil
+}
+
 // Label is label.v1: the ground truth for one trace.
 type Label struct {
 	TraceID string    `json:"trace_id"`
@@ -125,7 +169,7 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 
 // ReadLabels parses labels from CSV (header with trace_id and correct;
 // source and ts optional) or JSON Lines (objects with the same keys). correct
-// is true/false/1/0; ts is RFC 3339 or Unix milliseconds, default now;
+// is one of correctValues (any case); ts is RFC 3339 or Unix milliseconds, default now;
 // source defaults to defaultSource. Errors name the line.
 func ReadLabels(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
 	br := bufio.NewReader(r)
@@ -206,6 +250,9 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) ([]Label, e
 	}
 }
 
+// correctValues is what a label's correct may be, for error messages.
+const correctValues = "true, false, 1, 0, yes or no (any case)"
+
 func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (Label, error) {
 	if id == "" {
 		return Label{}, errors.New("empty trace_id")
@@ -218,8 +265,10 @@ func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (La
 	case "true", "1", "yes":
 		l.Correct = true
 	case "false", "0", "no":
+	case "", "null":
+		return Label{}, fmt.Errorf("trace %s: correct is missing; want %s", id, correctValues)
 	default:
-		return Label{}, fmt.Errorf("trace %s: correct is %q, want true/false/1/0", id, correct)
+		return Label{}, fmt.Errorf("trace %s: correct is %q; want %s", id, correct, correctValues)
 	}
 	if ts != "" && ts != "null" {
 		if ms, err := strconv.ParseInt(ts, 10, 64); err == nil {

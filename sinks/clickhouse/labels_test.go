@@ -294,7 +294,16 @@ func TestReadLabels(t *testing.T) {
 			{TraceID: "a", Correct: true, Source: "s", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 			{TraceID: "b", Correct: false, Source: "import", TS: now},
 		}, ""},
-		{"bad_correct", "trace_id,correct\na,maybe\n", nil, "line 2: trace a: correct is \"maybe\""},
+		{"yes_no", "trace_id,correct\na,Yes\nb,NO\n", []Label{
+			{TraceID: "a", Correct: true, Source: "import", TS: now},
+			{TraceID: "b", Correct: false, Source: "import", TS: now},
+		}, ""},
+		{"bad_correct", "trace_id,correct\na,maybe\n", nil, "line 2: trace a: correct is \"maybe\"; want true, false, 1, 0, yes or no"},
+		{"csv_correct_empty", "trace_id,correct\na,\n", nil, "line 2: trace a: correct is missing; want true, false, 1, 0, yes or no"},
+		{"csv_short_row", "trace_id,source,correct\na,human\n", nil, "line 2: trace a: correct is missing"},
+		{"json_no_correct", `{"trace_id":"a","source":"s"}`, nil, "line 1: trace a: correct is missing; want true, false, 1, 0, yes or no"},
+		{"json_null_correct", `{"trace_id":"a","correct":null}`, nil, "line 1: trace a: correct is missing"},
+		{"json_bad_correct", `{"trace_id":"a","correct":2}`, nil, "line 1: trace a: correct is \"2\"; want true"},
 		{"no_header", "a,1\n", nil, "lacks trace_id"},
 		{"bad_json", "{\"trace_id\":\n", nil, "line 1: not a JSON object"},
 		{"empty_id", `{"trace_id":"","correct":true}`, nil, "line 1: empty trace_id"},
@@ -309,4 +318,44 @@ func TestReadLabels(t *testing.T) {
 			require.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// LabelQueueState says why labels requests finds nothing: no rows, no
+// estimated rows, or every response of the lookback labelled or requested.
+func TestLabelQueueState(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	db := cfg.Database
+	state := func() QueueState {
+		t.Helper()
+		s, err := LabelQueueState(ctx, conn, db)
+		require.NoError(t, err)
+		return s
+	}
+	s := state()
+	require.Equal(t, QueueState{LookbackS: 86400}, s)
+	require.Equal(t, db+".scored holds no responses yet", s.Reason(db))
+
+	write(t, cfg, []row{{id: "nop", ts: t0, domain: "X", p: -1, correct: -1, clusterID: 1}})
+	s = state()
+	require.Equal(t, uint64(1), s.Rows)
+	require.Zero(t, s.Scored)
+	require.Contains(t, s.Reason(db), "none of the 1 responses in "+db+".scored is valid with a p_correct")
+
+	var rows []row
+	for i := range 6 {
+		rows = append(rows, row{id: fmt.Sprintf("r%d", i), ts: t0.Add(time.Duration(i) * time.Second), domain: "X", p: 0.5, correct: -1, clusterID: 1})
+	}
+	rows[0].correct = 1 // labelled by the trace
+	write(t, cfg, rows)
+	require.Equal(t, uint64(5), state().Open())
+	reqs, err := RequestLabels(ctx, conn, db, 5, 50, "b1", t0)
+	require.NoError(t, err)
+	require.Len(t, reqs, 5)
+	again, err := RequestLabels(ctx, conn, db, 5, 50, "b2", t0)
+	require.NoError(t, err)
+	require.Empty(t, again)
+	s = state()
+	require.Equal(t, QueueState{Rows: 7, Scored: 6, Lookback: 6, Labelled: 1, Requested: 5, LookbackS: 86400}, s)
+	require.Equal(t, "every one of the 6 responses in the queue lookback (the 86400 s before the newest response, alarm_settings.queue_lookback_s) is already labelled (1) or requested (5); import labels, or wait for new traffic", s.Reason(db))
 }
