@@ -114,7 +114,7 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 		lo, hi := offs[tb], offs[tb+1]
 		return p, badAlt(c, tb, values[lo:hi], why)
 	case nc < n:
-		return p, c.badChosen(nc, float64(chosen[nc]))
+		return p, badChosen(nc, chosen[nc])
 	}
 	var sum float64
 	hmax := math.Inf(-1)
@@ -163,11 +163,13 @@ func validChosen(l, maxLogprob float64) bool {
 	return l <= maxLogprob && l >= -math.MaxFloat64
 }
 
-func (c *Calc) badChosen(t int, l float64) *Reject {
-	if l != l || math.IsInf(l, 0) {
-		return &Reject{schemas.ReasonNaNLogprob, fmt.Sprintf("step %d: chosen-token logprob is %v", t+1, l)}
+// badChosen explains an invalid chosen-token logprob. Values print in their
+// own precision (a float32 0.7 as 0.7, not 0.699999988079071).
+func badChosen[F entropy.Float](t int, v F) *Reject {
+	if l := float64(v); l != l || math.IsInf(l, 0) {
+		return &Reject{schemas.ReasonNaNLogprob, fmt.Sprintf("step %d: chosen-token logprob is %v", t+1, v)}
 	}
-	return &Reject{schemas.ReasonPositiveLogprob, fmt.Sprintf("step %d: chosen-token logprob %v is positive", t+1, l)}
+	return &Reject{schemas.ReasonPositiveLogprob, fmt.Sprintf("step %d: chosen-token logprob %v is positive", t+1, v)}
 }
 
 func badAlt[F entropy.Float](c *Calc, t int, alts []F, bad entropy.Bad) *Reject {
@@ -175,9 +177,9 @@ func badAlt[F entropy.Float](c *Calc, t int, alts []F, bad entropy.Bad) *Reject 
 		l := float64(v)
 		if !(l <= c.maxLogprob) {
 			if bad == entropy.NaN {
-				return &Reject{schemas.ReasonNaNLogprob, fmt.Sprintf("step %d, alternative %d: logprob is %v", t+1, i+1, l)}
+				return &Reject{schemas.ReasonNaNLogprob, fmt.Sprintf("step %d, alternative %d: logprob is %v", t+1, i+1, v)}
 			}
-			return &Reject{schemas.ReasonPositiveLogprob, fmt.Sprintf("step %d, alternative %d: logprob %v is positive", t+1, i+1, l)}
+			return &Reject{schemas.ReasonPositiveLogprob, fmt.Sprintf("step %d, alternative %d: logprob %v is positive", t+1, i+1, v)}
 		}
 	}
 	return &Reject{schemas.ReasonNaNLogprob, fmt.Sprintf("step %d: invalid logprob", t+1)}

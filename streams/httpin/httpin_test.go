@@ -254,7 +254,7 @@ func TestRejectsUnscorable(t *testing.T) {
 		`{"id":"empty","model":"m","choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[]}}]}`,
 		unscorable("nan", step("-0.1", "-0.1")+","+step("NaN", "-0.2")),
 		response("good-2"),
-		unscorable("pos", step("-0.1", "-0.1")+","+step("-0.2", "-0.2")+","+step("-0.3", "-0.3")+","+step("-0.4", "0.5")),
+		unscorable("pos", step("-0.1", "-0.1")+","+step("-0.2", "-0.2")+","+step("-0.3", "-0.3")+","+step("-0.4", "0.7")),
 		`{"id": "broken", `,
 	}, "\n") + "\n"
 	code, r := post(t, url, "", strings.NewReader(body))
@@ -278,7 +278,7 @@ func TestRejectsUnscorable(t *testing.T) {
 		{7, "broken", schemas.ReasonMalformedJSON},
 	}, got)
 	require.Equal(t, "step 2: chosen-token logprob is NaN", r.Rejects[2].Detail)
-	require.Equal(t, "step 4, alternative 1: logprob 0.5 is positive", r.Rejects[3].Detail)
+	require.Equal(t, "step 4, alternative 1: logprob 0.7 is positive", r.Rejects[3].Detail)
 	require.Contains(t, r.Rejects[0].Detail, "top_logprobs")
 	require.Equal(t, 1.0, testutil.ToFloat64(h.rejects.WithLabelValues(schemas.ReasonPositiveLogprob)))
 
