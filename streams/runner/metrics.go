@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ type metrics struct {
 	fetchErrs  prometheus.Counter
 	sinkErrs   prometheus.Counter
 	lag        *prometheus.GaugeVec
+	uncommit   *prometheus.GaugeVec
 	open       prometheus.Gauge
 	latency    prometheus.Histogram
 	stage      *prometheus.CounterVec
@@ -48,6 +50,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Sink writes that failed (retried with backoff).", ConstLabels: cl}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_lag_messages",
 			Help: "Messages behind the partition's high watermark at the last fetch from it.", ConstLabels: cl}, []string{"partition"}),
+		uncommit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_uncommitted_messages",
+			Help: "Messages fetched from the partition but not yet committed (processing, waiting for the sink, or held by a failing sink).", ConstLabels: cl}, []string{"partition"}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
 			Help: "Chunked traces waiting for more chunks.", ConstLabels: cl}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "entrowatch_stream_message_seconds",
@@ -56,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -100,4 +104,45 @@ func (s *stats) snapshot() Stats {
 		out.Stages[k] = v
 	}
 	return out
+}
+
+// offsetTracker follows, per partition, the last fetched and the last committed
+// offset, for the uncommitted-messages gauge.
+type offsetTracker struct {
+	mu        sync.Mutex
+	fetched   map[int]int64
+	committed map[int]int64 // next offset to consume, as committed
+	gauge     *prometheus.GaugeVec
+}
+
+func newOffsets(g *prometheus.GaugeVec) *offsetTracker {
+	return &offsetTracker{fetched: map[int]int64{}, committed: map[int]int64{}, gauge: g}
+}
+
+// fetchedAt records a fetched message; before the first commit seen, the
+// first fetched offset is the baseline.
+func (o *offsetTracker) fetchedAt(partition int, offset int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.committed[partition]; !ok {
+		o.committed[partition] = offset
+	}
+	o.fetched[partition] = offset
+	o.set(partition)
+}
+
+// committedAt records a commit of everything up to offset.
+func (o *offsetTracker) committedAt(partition int, offset int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.committed[partition] = offset + 1
+	o.set(partition)
+}
+
+func (o *offsetTracker) set(partition int) {
+	f, ok := o.fetched[partition]
+	if !ok {
+		return
+	}
+	o.gauge.WithLabelValues(strconv.Itoa(partition)).Set(float64(max(0, f+1-o.committed[partition])))
 }

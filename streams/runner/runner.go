@@ -144,6 +144,7 @@ type Runner struct {
 
 	sinkMu  sync.Mutex
 	rejects *rejectLog
+	offs    *offsetTracker
 
 	// killed is the crash switch of the tests: stop at once, commit nothing.
 	killed atomic.Bool
@@ -162,7 +163,7 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, fmt.Errorf("registering stream metrics: %w", err)
 	}
-	return &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log)}, nil
+	return &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log), offs: newOffsets(m.uncommit)}, nil
 }
 
 // Ready reports whether the stream is consuming and its sink is accepting
@@ -299,6 +300,7 @@ func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
 		wait = r.cfg.SinkBackoffMin
 		r.m.messages.Inc()
 		r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+		r.offs.fetchedAt(m.Partition, m.Offset)
 		w := workers[m.Partition%len(workers)]
 		select {
 		case w.in <- m:
@@ -331,6 +333,9 @@ func (r *Runner) commitLoop(hard context.Context, points <-chan kafka.Message) e
 		if err := r.parts.Source.Commit(ctx, msgs...); err != nil {
 			r.m.commitErrs.Inc()
 			return err
+		}
+		for _, m := range msgs {
+			r.offs.committedAt(m.Partition, m.Offset)
 		}
 		clear(pending)
 		r.m.commits.Inc()

@@ -20,6 +20,7 @@ import (
 	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -668,6 +669,8 @@ func TestSinkOutage(t *testing.T) {
 	rp := startReplica(t, topic, group, dead, sink, mem, nil)
 	waitFor(t, "the sink to go down", func() bool { return sink.failures.Load() >= 5 })
 	require.False(t, rp.r.Ready(), "not ready while the sink fails")
+	uncommitted := func() float64 { return testutil.ToFloat64(rp.r.m.uncommit.WithLabelValues("0")) }
+	require.GreaterOrEqual(t, uncommitted(), 1.0, "the message the sink refuses is fetched and not committed")
 	// During the outage: nothing committed past what was written, and the
 	// stream stops taking messages (bounded memory).
 	for range 3 {
@@ -683,6 +686,7 @@ func TestSinkOutage(t *testing.T) {
 	}
 	sink.down.Store(false)
 	waitFor(t, "all traces after the sink came back", func() bool { return sink.unique() == len(want) })
+	waitFor(t, "everything committed", func() bool { return uncommitted() == 0 })
 	rp.stop(t)
 	for _, id := range want {
 		require.True(t, sink.has(id), "trace %s lost in the outage", id)
