@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -45,6 +46,16 @@ type Config struct {
 	// MinSessionTimeout is the smallest consumer-group session timeout the
 	// broker accepts. Default 6s, Kafka's default; tests lower it.
 	MinSessionTimeout time.Duration `yaml:"min_session_timeout"`
+	// Retention drops record batches older than this, consumed or not
+	// (Kafka's log.retention.ms). Default 24h; 0 keeps them forever.
+	Retention time.Duration `yaml:"retention"`
+	// RetentionBytes bounds each partition: the oldest batches beyond it are
+	// dropped, consumed or not (Kafka's log.retention.bytes). Default 1 GiB;
+	// 0 = no bound. With the defaults the broker's memory or disk stays
+	// bounded under endless traffic.
+	RetentionBytes int64 `yaml:"retention_bytes"`
+	// RetentionCheck is how often retention is applied. Default 1m.
+	RetentionCheck time.Duration `yaml:"retention_check"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -54,6 +65,9 @@ func DefaultConfig() Config {
 		Partitions:        4,
 		MaxMessageBytes:   1048588,
 		MinSessionTimeout: 6 * time.Second,
+		Retention:         24 * time.Hour,
+		RetentionBytes:    1 << 30,
+		RetentionCheck:    time.Minute,
 	}
 }
 
@@ -71,6 +85,12 @@ func (c Config) Validate() error {
 	if c.MinSessionTimeout < 0 {
 		return fmt.Errorf("broker.min_session_timeout %v: want >= 0", c.MinSessionTimeout)
 	}
+	if c.Retention < 0 || c.RetentionBytes < 0 {
+		return fmt.Errorf("broker.retention %v, broker.retention_bytes %d: want >= 0 (0 = unbounded)", c.Retention, c.RetentionBytes)
+	}
+	if (c.Retention > 0 || c.RetentionBytes > 0) && c.RetentionCheck <= 0 {
+		return fmt.Errorf("broker.retention_check %v: want > 0 when a retention is set", c.RetentionCheck)
+	}
 	return nil
 }
 
@@ -79,6 +99,9 @@ func (c Config) Validate() error {
 type Broker struct {
 	c    *kfake.Cluster
 	addr string
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
 }
 
 // Start starts the broker and returns once it accepts connections.
@@ -104,7 +127,11 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.GroupMinSessionTimeout(cfg.MinSessionTimeout),
-		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(cfg.MaxMessageBytes)}),
+		kfake.BrokerConfigs(map[string]string{
+			"message.max.bytes":   strconv.Itoa(cfg.MaxMessageBytes),
+			"log.retention.ms":    strconv.FormatInt(retentionOrNone(cfg.Retention.Milliseconds()), 10),
+			"log.retention.bytes": strconv.FormatInt(retentionOrNone(cfg.RetentionBytes), 10),
+		}),
 		kfake.WithLogger(logger{log}),
 	}
 	if cfg.DataDir != "" && !cfg.InMemory {
@@ -122,9 +149,41 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		c.Close()
 		return nil, errors.New("embedded broker started without a listener")
 	}
-	b := &Broker{c: c, addr: addrs[0]}
-	log.Info("embedded broker started", "addr", b.addr, "data_dir", cfg.DataDir, "partitions", cfg.Partitions)
+	b := &Broker{c: c, addr: addrs[0], stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg.Retention > 0 || cfg.RetentionBytes > 0 {
+		// kfake applies retention only when asked (or for topics with
+		// their own retention settings).
+		go func() {
+			defer close(b.done)
+			t := time.NewTicker(cfg.RetentionCheck)
+			defer t.Stop()
+			for {
+				select {
+				case <-b.stop:
+					return
+				case <-t.C:
+					c.ApplyRetention()
+				}
+			}
+		}()
+	} else {
+		close(b.done)
+	}
+	dataDir := cfg.DataDir
+	if cfg.InMemory || dataDir == "" {
+		dataDir = "(in memory)"
+	}
+	log.Info("embedded broker started", "addr", b.addr, "data_dir", dataDir, "partitions", cfg.Partitions,
+		"retention", cfg.Retention, "retention_bytes_per_partition", cfg.RetentionBytes)
 	return b, nil
+}
+
+// retentionOrNone maps 0 (unbounded here) to Kafka's -1.
+func retentionOrNone(v int64) int64 {
+	if v <= 0 {
+		return -1
+	}
+	return v
 }
 
 // Addr returns the host:port clients connect to.
@@ -134,7 +193,11 @@ func (b *Broker) Addr() string { return b.addr }
 // context is accepted for symmetry with the other components; kfake's close
 // does not block on clients.
 func (b *Broker) Close(context.Context) error {
-	b.c.Close()
+	b.once.Do(func() {
+		close(b.stop)
+		<-b.done
+		b.c.Close()
+	})
 	return nil
 }
 

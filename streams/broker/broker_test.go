@@ -59,3 +59,40 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestRetention: batches beyond the size bound are dropped, so the broker's
+// memory or disk stays bounded under endless traffic.
+func TestRetention(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Topics = []string{"bounded"}
+	cfg.Partitions = 1
+	cfg.RetentionBytes = 4096
+	cfg.RetentionCheck = 20 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := Start(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer b.Close(ctx)
+	tr := &kafkago.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafkago.Writer{Addr: kafkago.TCP(b.Addr()), Topic: "bounded", RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, Transport: tr}
+	for i := range 20 {
+		require.NoError(t, w.WriteMessages(ctx, kafkago.Message{Value: make([]byte, 1000+i)}))
+	}
+	require.NoError(t, w.Close())
+	conn, err := kafkago.DialLeader(ctx, "tcp", b.Addr(), "bounded", 0)
+	require.NoError(t, err)
+	defer conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	var first int64
+	for time.Now().Before(deadline) {
+		if first, err = conn.ReadFirstOffset(); err == nil && first > 10 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Greater(t, first, int64(10), "the oldest batches beyond 4 KiB were not dropped")
+	last, err := conn.ReadLastOffset()
+	require.NoError(t, err)
+	require.EqualValues(t, 20, last, "the newest are kept")
+}
