@@ -16,18 +16,21 @@ endif
 CHDB_LIB_PATH ?= $(CURDIR)/.cache/npm/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so
 export CHDB_LIB_PATH
 
-.PHONY: help build test unit fuzz vet bench demo deps clean
+.PHONY: help build test unit fuzz vet bench demo deps deps-server clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/entrowatch
 	$(BUILDENV) $(GO) build -trimpath -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/entrowatch
 
-deps: ## install what tests and the demo need (apt: clickhouse; npm: chDB library)
+deps: ## install what the tests need (apt: clickhouse, gcc; npm: chDB library)
 	bash scripts/deps.sh
 
-vet:
+deps-server: ## install what the demo and run need (apt: clickhouse-server, clickhouse-client)
+	bash scripts/deps.sh server
+
+vet: ## go vet ./...
 	$(GO) vet ./...
 
 unit: ## go test -race ./... (integration tests start their own broker and clickhouse-server); the SIMD kernels too
@@ -48,8 +51,8 @@ bench: build ## Go benchmarks of the hot paths (fast build) and entrowatch bench
 	$(BUILDENV) $(GO) test -run='^$$' -bench='Profile|Operator' -benchmem ./operators/profile/
 	./$(BIN) bench operators
 
-demo: deps build ## the whole loop on bundled real traces
+demo: deps-server build ## the whole loop on bundled real traces
 	./$(BIN) demo
 
-clean:
+clean: ## remove bin/ and .cache/ (the chDB library)
 	rm -rf bin .cache

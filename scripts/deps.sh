@@ -4,8 +4,11 @@
 #        when missing (cgo, for the race detector that `make unit` runs)
 #   npm: @chdb/lib-linux-x64-gnu (libchdb.so, current ClickHouse as a library) into .cache/npm
 # Go modules are fetched by the go command itself. Safe to run twice.
+# `deps.sh server` installs only the ClickHouse packages (what `make demo` needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_server=false
+if [ "${1:-}" = server ]; then only_server=true; fi
 
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
@@ -13,13 +16,14 @@ if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 need_apt=()
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need_apt+=(clickhouse-client)
-command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+$only_server || command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing with apt: ${need_apt[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+if $only_server; then exit 0; fi
 lib=.cache/npm/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so
 if [ ! -f "$lib" ]; then
   if command -v npm >/dev/null 2>&1; then

@@ -68,6 +68,9 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for _, e := range evs {
 			_ = enc.Encode(e)
 		}
+		if err == nil {
+			fmt.Fprintf(stderr, "alarms: %d new events published\n", len(evs))
+		}
 		return err
 	}
 	fmt.Fprintf(stderr, "alarms: polling every %s; Ctrl-C stops\n", dc.Interval)

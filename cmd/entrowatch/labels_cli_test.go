@@ -104,6 +104,7 @@ func TestLabelsOverSASL(t *testing.T) {
 	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wonderland")
 	_, stderr, code = runCLI(t, append([]string{"alarms", "--clickhouse", dsn, "--topic", "alarms", "--once"}, sasl...)...)
 	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "alarms: 0 new events published", "a quiet poll says so")
 }
 
 // labels requests --out writes the file whole or not at all: no empty file
