@@ -70,19 +70,11 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := def.Validate(); err != nil {
 		return fmt.Errorf("invalid settings: %w", err)
 	}
-	if sameFile(*in, *out) {
-		return fmt.Errorf("--out %s is the input: writing it would destroy the prompts being read", *out)
-	}
-	tmp, commit, err := atomicPath(*out) // fails now, not after the fit, when --out cannot be written
+	tmp, commit, err := artifactOutput(*in, *out, "the input")
 	if err != nil {
 		return err
 	}
-	saved := false
-	defer func() {
-		if !saved {
-			commit(false)
-		}
-	}()
+	defer commit(false) // no-op once committed
 	var old *clustertag.Model
 	if *prev != "" {
 		var err error
@@ -159,7 +151,6 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := m.Save(tmp); err != nil {
 		return err
 	}
-	saved = true
 	if err := commit(true); err != nil {
 		return err
 	}

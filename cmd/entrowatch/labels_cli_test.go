@@ -50,18 +50,10 @@ func TestLabelsFileOrTopic(t *testing.T) {
 // from $ENTROWATCH_KAFKA_PASSWORD: requests out, labels in, a wrong password
 // refused.
 func TestLabelsOverSASL(t *testing.T) {
-	if _, err := clickhouse.FindServerBinary(); err != nil {
-		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
-	}
+	dsn := migratedServer(t)
 	ctx := context.Background()
-	lc := clickhouse.DefaultLocalConfig()
-	lc.Dir = t.TempDir()
-	srv, err := clickhouse.StartLocal(ctx, lc, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer srv.Stop()
-	dsn := srv.DSN()
-	_, stderr, code := runCLI(t, "migrate", "--clickhouse", dsn)
-	require.Equal(t, 0, code, stderr)
+	var stderr string
+	var code int
 
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "alice", "wonderland"),
 		kfake.SeedTopics(1, "labels"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
@@ -137,18 +129,8 @@ func TestLabelsRequestsOut(t *testing.T) {
 	require.Equal(t, 1, code, stderr)
 	noFiles(t)
 
-	if _, err := clickhouse.FindServerBinary(); err != nil {
-		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
-	}
+	dsn := migratedServer(t)
 	ctx := context.Background()
-	lc := clickhouse.DefaultLocalConfig()
-	lc.Dir = t.TempDir()
-	srv, err := clickhouse.StartLocal(ctx, lc, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer srv.Stop()
-	dsn := srv.DSN()
-	_, stderr, code = runCLI(t, "migrate", "--clickhouse", dsn)
-	require.Equal(t, 0, code, stderr)
 	out := filepath.Join(dir, "batch.csv")
 
 	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", out)
@@ -182,4 +164,22 @@ SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') +
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Len(t, ents, 1, "no temporary file left")
+}
+
+// migratedServer starts a managed clickhouse-server for t (skipping t when
+// none is installed), applies the migrations with entrowatch migrate and
+// returns its DSN.
+func migratedServer(t *testing.T) string {
+	t.Helper()
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	lc := clickhouse.DefaultLocalConfig()
+	lc.Dir = t.TempDir()
+	srv, err := clickhouse.StartLocal(context.Background(), lc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Stop() })
+	_, stderr, code := runCLI(t, "migrate", "--clickhouse", srv.DSN())
+	require.Equal(t, 0, code, stderr)
+	return srv.DSN()
 }

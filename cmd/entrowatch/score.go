@@ -120,52 +120,6 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// sameFile reports whether a and b name one existing file.
-func sameFile(a, b string) bool {
-	if a == "-" || b == "-" {
-		return false
-	}
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
-}
-
-// atomicPath returns a temporary path next to path to write to, and a commit
-// function that renames it into place (ok) or removes it (not ok); "-" is
-// written directly. Output that appears only complete never leaves a
-// truncated file that looks like a result, and never clobbers a previous
-// result with a failed run.
-func atomicPath(path string) (tmp string, commit func(ok bool) error, err error) {
-	if path == "-" {
-		return path, func(bool) error { return nil }, nil
-	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return "", nil, fmt.Errorf("cannot write %s: directory %s does not exist", path, filepath.Clean(dir))
-	}
-	f, err := os.CreateTemp(dir, "."+base+".*.partial")
-	if err != nil {
-		return "", nil, fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	tmp = f.Name()
-	f.Close()
-	os.Chmod(tmp, 0o644) // as os.Create would leave it, not CreateTemp's 0600
-	return tmp, func(ok bool) error {
-		if !ok {
-			os.Remove(tmp)
-			return nil
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("writing %s: %w", path, err)
-		}
-		return nil
-	}, nil
-}
-
 // scoreSource yields trace batches and says where each row came from.
 type scoreSource interface {
 	next() (arrow.RecordBatch, error)

@@ -65,19 +65,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (see entrowatch train -h)", err)
 	}
-	if sameFile(*in, *out) {
-		return fmt.Errorf("--out %s is the input table: writing it would destroy the training data", *out)
-	}
-	tmp, commit, err := atomicPath(*out) // fails now, not after the training, when --out cannot be written
+	tmp, commit, err := artifactOutput(*in, *out, "the input table")
 	if err != nil {
 		return err
 	}
-	saved := false
-	defer func() {
-		if !saved {
-			commit(false)
-		}
-	}()
+	defer commit(false) // no-op once committed
 	tbl, err := estimate.ReadTable(*in, featureList(*feats))
 	if err != nil {
 		return err
@@ -141,7 +133,6 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := set.Save(tmp); err != nil {
 		return fmt.Errorf("writing the estimator: %w", err)
 	}
-	saved = true
 	if err := commit(true); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -69,20 +70,16 @@ func TestCSV(t *testing.T) {
 func TestArrowRoundTripAndSchemaCheck(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	traces := profile.Synthetic(mem, profile.SynthConfig{Traces: 7, Steps: 5, K: 4, Seed: 1, Model: "m"})
+	scored, traces := scoredBatch(t, mem, 7, 5, 1)
 	defer traces.Release()
-	op, err := profile.New(profile.DefaultConfig(), mem, nil)
-	require.NoError(t, err)
-	out, err := op.Process(context.Background(), traces)
-	require.NoError(t, err)
-	defer out[0].Release()
+	defer scored.Release()
 
 	path := filepath.Join(t.TempDir(), "out.arrow")
 	s, err := file.New(file.Config{Path: path}, mem)
 	require.NoError(t, err)
 	require.Error(t, s.Write(context.Background(), traces), "a trace.v1 batch is not scored.v1")
-	require.NoError(t, s.Write(context.Background(), out[0]))
-	require.NoError(t, s.Write(context.Background(), out[0]))
+	require.NoError(t, s.Write(context.Background(), scored))
+	require.NoError(t, s.Write(context.Background(), scored))
 	require.NoError(t, s.Close(context.Background()))
 
 	f, err := os.Open(path)
@@ -131,20 +128,16 @@ func TestConfig(t *testing.T) {
 func TestWriteIsDurable(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	traces := profile.Synthetic(mem, profile.SynthConfig{Traces: 3, Steps: 5, K: 4, Seed: 2, Model: "m"})
+	scored, traces := scoredBatch(t, mem, 3, 5, 2)
 	defer traces.Release()
-	op, err := profile.New(profile.DefaultConfig(), mem, nil)
-	require.NoError(t, err)
-	out, err := op.Process(context.Background(), traces)
-	require.NoError(t, err)
-	defer out[0].Release()
+	defer scored.Release()
 	for _, name := range []string{"out.arrow", "out.csv"} {
 		path := filepath.Join(t.TempDir(), name)
 		s, err := file.New(file.Config{Path: path}, mem)
 		require.NoError(t, err)
 		before, err := os.Stat(path)
 		require.NoError(t, err)
-		require.NoError(t, s.Write(context.Background(), out[0]))
+		require.NoError(t, s.Write(context.Background(), scored))
 		after, err := os.Stat(path)
 		require.NoError(t, err)
 		require.Greater(t, after.Size(), before.Size(), "%s: rows must be in the file when Write returns", name)
@@ -158,20 +151,16 @@ func TestWriteIsDurable(t *testing.T) {
 func TestGzipCSV(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	traces := profile.Synthetic(mem, profile.SynthConfig{Traces: 5, Steps: 6, K: 4, Seed: 3, Model: "m"})
+	scored, traces := scoredBatch(t, mem, 5, 6, 3)
 	defer traces.Release()
-	op, err := profile.New(profile.DefaultConfig(), mem, nil)
-	require.NoError(t, err)
-	out, err := op.Process(context.Background(), traces)
-	require.NoError(t, err)
-	defer out[0].Release()
+	defer scored.Release()
 
 	dir := t.TempDir()
 	write := func(path string, buffered bool) {
 		s, err := file.New(file.Config{Path: path, Buffered: buffered}, mem)
 		require.NoError(t, err)
-		require.NoError(t, s.Write(context.Background(), out[0]))
-		require.NoError(t, s.Write(context.Background(), out[0]))
+		require.NoError(t, s.Write(context.Background(), scored))
+		require.NoError(t, s.Write(context.Background(), scored))
 		require.NoError(t, s.Close(context.Background()))
 	}
 	plain := filepath.Join(dir, "out.csv")
@@ -191,4 +180,17 @@ func TestGzipCSV(t *testing.T) {
 		f.Close()
 		require.Equal(t, string(want), string(got))
 	}
+}
+
+// scoredBatch profiles n synthetic traces of the given steps: the scored.v1
+// batch the sink writes, and the trace.v1 batch it came from.
+func scoredBatch(t *testing.T, mem memory.Allocator, n, steps int, seed uint64) (scored, traces arrow.RecordBatch) {
+	t.Helper()
+	traces = profile.Synthetic(mem, profile.SynthConfig{Traces: n, Steps: steps, K: 4, Seed: seed, Model: "m"})
+	op, err := profile.New(profile.DefaultConfig(), mem, nil)
+	require.NoError(t, err)
+	out, err := op.Process(context.Background(), traces)
+	require.NoError(t, err)
+	require.Len(t, out, 1)
+	return out[0], traces
 }

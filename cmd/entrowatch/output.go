@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// sameFile reports whether a and b name one existing file.
+func sameFile(a, b string) bool {
+	if a == "-" || b == "-" {
+		return false
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// atomicPath returns a temporary path next to path to write to, and a commit
+// function that renames it into place (ok) or removes it (not ok); "-" is
+// written directly. Output that appears only complete never leaves a
+// truncated file that looks like a result, and never clobbers a previous
+// result with a failed run.
+func atomicPath(path string) (tmp string, commit func(ok bool) error, err error) {
+	if path == "-" {
+		return path, func(bool) error { return nil }, nil
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", nil, fmt.Errorf("cannot write %s: directory %s does not exist", path, filepath.Clean(dir))
+	}
+	f, err := os.CreateTemp(dir, "."+base+".*.partial")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	tmp = f.Name()
+	f.Close()
+	os.Chmod(tmp, 0o644) // as os.Create would leave it, not CreateTemp's 0600
+	done := false
+	return tmp, func(ok bool) error {
+		if done { // the first call decides; a deferred commit(false) after commit(true) is a no-op
+			return nil
+		}
+		done = true
+		if !ok {
+			os.Remove(tmp)
+			return nil
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		return nil
+	}, nil
+}
+
+// artifactOutput prepares writing out, an artifact made from in, before the
+// work: out may not be in (named inputIs in the error), and an unwritable
+// out fails now, not after minutes of fitting. Write to tmp, then
+// commit(true); defer commit(false) for the error paths.
+func artifactOutput(in, out, inputIs string) (tmp string, commit func(ok bool) error, err error) {
+	if sameFile(in, out) {
+		return "", nil, fmt.Errorf("--out %s is %s: writing it would destroy what is being read", out, inputIs)
+	}
+	return atomicPath(out)
+}
