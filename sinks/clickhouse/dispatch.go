@@ -201,13 +201,15 @@ func (d *Dispatcher) Poll(ctx context.Context) ([]AlarmEvent, error) {
 	for i := range evs {
 		evs[i].ID = fmt.Sprintf("%s#%d:%s", evs[i].key(), evs[i].Episode, evs[i].Status)
 	}
-	if err := d.publish(ctx, evs); err != nil {
-		return nil, err
+	n, perr := d.publish(ctx, evs)
+	// Record what reached every destination, also when a later event
+	// failed: only the rest is sent again at the next poll.
+	if n > 0 {
+		if err := d.record(ctx, evs[:n]); err != nil {
+			return evs[:n], errors.Join(perr, fmt.Errorf("alarms: published %d events but recording their state failed (they may be sent again): %w", n, err))
+		}
 	}
-	if err := d.record(ctx, evs); err != nil {
-		return evs, fmt.Errorf("alarms: published %d events but recording their state failed (they may be sent again): %w", len(evs), err)
-	}
-	return evs, nil
+	return evs[:n], perr
 }
 
 type check struct {
@@ -257,7 +259,9 @@ FROM `+d.db+`.alarm_state GROUP BY kind, model, domain, feature`)
 	return out, rows.Err()
 }
 
-func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) error {
+// publish sends evs to the topic, then one by one to the webhook, and
+// returns how many (a prefix of evs) reached every destination.
+func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) (int, error) {
 	if d.writer != nil {
 		msgs := make([]kafka.Message, len(evs))
 		for i, e := range evs {
@@ -266,17 +270,17 @@ func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) error {
 				Headers: []kafka.Header{{Key: "entrowatch.schema", Value: []byte("alarm.v1")}}}
 		}
 		if err := d.writer.Produce(ctx, msgs...); err != nil {
-			return fmt.Errorf("alarms: %d events: %w", len(evs), err)
+			return 0, fmt.Errorf("alarms: %d events: %w", len(evs), err)
 		}
 	}
 	if d.cfg.WebhookURL != "" {
-		for _, e := range evs {
+		for i, e := range evs {
 			if err := d.post(ctx, e); err != nil {
-				return err
+				return i, err
 			}
 		}
 	}
-	return nil
+	return len(evs), nil
 }
 
 // post sends one event to the webhook, retrying 5xx, 429 and network errors

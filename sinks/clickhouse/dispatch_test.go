@@ -104,6 +104,68 @@ func TestDispatcherEpisodes(t *testing.T) {
 	require.Greater(t, got[0].N, uint64(0))
 }
 
+// TestDispatcherPartialWebhookFailure: when the webhook refuses an event,
+// the events before it are recorded as sent; the next poll sends only the
+// rest (to the topic too), not everything again.
+func TestDispatcherPartialWebhookFailure(t *testing.T) {
+	cfg, _ := migrated(t)
+	ctx := context.Background()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "alarms"))
+	require.NoError(t, err)
+	defer cluster.Close()
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 2 { // the second event of the first poll is refused for good
+			http.Error(w, "bad event", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	dcfg := DefaultDispatchConfig()
+	dcfg.Kafka.Brokers, dcfg.Topic, dcfg.WebhookURL = cluster.ListenAddrs(), "alarms", srv.URL
+	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
+	require.NoError(t, err)
+	defer d.Close()
+	shift := func(h int, r *row, rng *rand.Rand) {
+		if h >= 46 && h < 48 {
+			r.p -= 0.3
+		}
+	}
+	write(t, cfg, traffic{hours: 48, perHour: 200, seed: 1, shift: shift}.rows())
+
+	first, err := d.Poll(ctx)
+	require.Error(t, err)
+	require.Len(t, first, 1, "the event before the refused one reached both destinations")
+	second, err := d.Poll(ctx)
+	require.NoError(t, err)
+	require.Len(t, second, 1, "only the refused event is sent again")
+	require.ElementsMatch(t, []string{"accuracy_drop/m1/A/#1:firing", "cusum/m1/A/#1:firing"}, ids(append(first, second...)))
+	third, err := d.Poll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, third)
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cluster.ListenAddrs(), Topic: "alarms", Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var onTopic []AlarmEvent
+	for len(onTopic) < 3 {
+		m, err := r.ReadMessage(rctx)
+		require.NoError(t, err)
+		var e AlarmEvent
+		require.NoError(t, json.Unmarshal(m.Value, &e))
+		onTopic = append(onTopic, e)
+	}
+	// 2 from the first poll, the refused one again: 3, not 4.
+	require.Equal(t, second[0].ID, onTopic[2].ID)
+	mu.Lock()
+	require.Equal(t, 3, calls)
+	mu.Unlock()
+}
+
 func ids(evs []AlarmEvent) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
