@@ -35,6 +35,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	fuzzing := flag.Lookup("test.fuzz").Value.String() != "" || flag.Lookup("test.fuzzworker").Value.String() == "true"
 	code := func() int {
+		removeStale(filepath.Join(os.TempDir(), "entrowatch-ch-*"), 6*time.Hour)
 		dir, err := os.MkdirTemp("", "entrowatch-ch-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -64,6 +65,17 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// removeStale removes what a killed test run left (its deferred cleanup
+// never ran): directories matching pattern untouched for longer than age.
+func removeStale(pattern string, age time.Duration) {
+	old, _ := filepath.Glob(pattern)
+	for _, d := range old {
+		if st, err := os.Stat(d); err == nil && st.IsDir() && time.Since(st.ModTime()) > age {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // needServer skips t without a server and returns a config for a fresh,
