@@ -18,17 +18,18 @@ type command struct {
 
 // commands lists the subcommands; each lives in the file of its name.
 var commands = map[string]command{
-	"score":   {"score responses offline: JSONL or Arrow in, CSV or Arrow out", runScore},
-	"train":   {"train and calibrate an estimator of P(correct)", runTrain},
-	"eval":    {"evaluate estimators with the leave-domains-out protocol", runEval},
-	"cluster": {"fit or report topic clusters of prompts (cluster fit|report)", runCluster},
-	"run":     {"run the stream processor (embedded broker when unconfigured)", runRun},
-	"ingest":  {"convert responses to trace.v1 batches and produce them to Kafka", runIngest},
-	"migrate": {"create or upgrade the ClickHouse schema", runMigrate},
-	"alarms":  {"dispatch drift alarms from ClickHouse to Kafka and webhooks", runAlarms},
-	"labels":  {"export labeling requests, import labels (labels requests|import)", runLabels},
-	"bench":   {"measure throughput (bench operators|pipeline)", runBench},
-	"demo":    {"the whole loop on bundled real traces", runDemo},
+	"score":       {"score responses offline: JSONL or Arrow in, CSV or Arrow out", runScore},
+	"train":       {"train and calibrate an estimator of P(correct)", runTrain},
+	"eval":        {"evaluate estimators with the leave-domains-out protocol", runEval},
+	"cluster":     {"fit or report topic clusters of prompts (cluster fit|report)", runCluster},
+	"run":         {"run the stream processor (embedded broker when unconfigured)", runRun},
+	"ingest":      {"convert responses to trace.v1 batches and produce them to Kafka", runIngest},
+	"migrate":     {"create or upgrade the ClickHouse schema", runMigrate},
+	"alarms":      {"dispatch drift alarms from ClickHouse to Kafka and webhooks", runAlarms},
+	"labels":      {"export labeling requests, import labels (labels requests|import)", runLabels},
+	"deadletters": {"list (and requeue) what the stream dead-lettered, with the reasons", runDeadletters},
+	"bench":       {"measure throughput (bench operators|pipeline)", runBench},
+	"demo":        {"the whole loop on bundled real traces", runDemo},
 }
 
 // errUsage marks errors whose message is the usage already printed.
@@ -104,9 +105,9 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-11s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintf(w, "  %-8s %s\n", "version", "print the version")
+	fmt.Fprintf(w, "  %-11s %s\n", "version", "print the version")
 	fmt.Fprintln(w, "\nA first look, on the bundled real traces: entrowatch demo")
 	fmt.Fprintln(w, "Offline: entrowatch score --in responses.jsonl.gz --out profiles.csv")
 	fmt.Fprintln(w, "Docs: README.md and docs/ in the source tree.")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -126,4 +127,71 @@ func TestPrintConfigHidesSecrets(t *testing.T) {
 	require.NotContains(t, out, "hunter2")
 	require.Contains(t, out, "bob:xxxxx@127.0.0.1:9000/db")
 	require.Contains(t, out, "data_dir: "+filepath.Join(dir, "broker"))
+}
+
+// TestDeadlettersCommand: entrowatch deadletters lists what the stream
+// dead-lettered with reason, detail and trace id, filters by reason, stops
+// at --max, and requeues the records' bytes to another topic.
+func TestDeadlettersCommand(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "fx.csv")
+	_, errs, code := runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", table, "--quiet")
+	require.Equal(t, 0, code, errs)
+	est := filepath.Join(dir, "only.json")
+	_, errs, code = runCLI(t, "train", "--in", table, "--out", est, "--features", "mean,std", "--transfer=false", "--model", "fixture-model")
+	require.Equal(t, 0, code, errs)
+
+	brokerAddr := freeAddr(t)
+	cfg := strings.Replace(fileRunConfig(dir, brokerAddr, filepath.Join(dir, "out.csv"), freeAddr(t), "traces"),
+		"  topics: [traces]\n", "  topics: [traces, requeued]\n", 1) + "estimator: " + est + "\n"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, cfg)
+	waitLog(t, runErr, "stream running")
+	_, errs, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", brokerAddr)
+	require.Equal(t, 0, code, errs)
+	_, errs, code = runCLI(t, "ingest", "--in", renameModel(t, "other-llm"), "--brokers", brokerAddr)
+	require.Equal(t, 0, code, errs)
+
+	// 4 invalid responses + 33 of a model the estimator does not know.
+	var out string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		out, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr)
+		if code == 0 && strings.Count(out, "\n") >= 37 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Equal(t, 37, strings.Count(out, "\n"), errs)
+	require.Contains(t, errs, "37 records from traces.dead (empty 1, nan_logprob 1, no_logprobs 1, positive_logprob 1, unknown_model 33)")
+
+	out, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr, "--reason", "positive_logprob")
+	require.Equal(t, 0, code, errs)
+	var d deadLetter
+	require.NoError(t, json.Unmarshal([]byte(out), &d))
+	require.Equal(t, "positive_logprob", d.Reason)
+	require.Equal(t, "fx-200", d.TraceID)
+	require.Contains(t, d.Detail, "is positive")
+	require.Contains(t, d.Source, "traces/")
+	require.NotNil(t, d.Row)
+	require.Greater(t, d.Bytes, 0)
+
+	out, _, code = runCLI(t, "deadletters", "--brokers", brokerAddr, "--max", "2")
+	require.Equal(t, 0, code)
+	require.Equal(t, 2, strings.Count(out, "\n"))
+
+	_, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr, "--reason", "unknown_model", "--requeue", "requeued")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "33 requeued to requeued")
+	out, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr, "--topic", "requeued")
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, 33, strings.Count(out, "\n"))
+	require.NotContains(t, out, `"reason":"unknown_model"`, "the dead-letter headers are not requeued")
+
+	_, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr, "--topic", "nosuch")
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "nosuch")
+	cancel()
+	stopped(t, done, runErr)
 }

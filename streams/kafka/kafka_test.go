@@ -218,3 +218,52 @@ func TestCheckTopic(t *testing.T) {
 	require.NotErrorIs(t, err, ErrUnknownTopic)
 	require.NotContains(t, err.Error(), "wrong")
 }
+
+// ReadTopic reads every partition to the end it had at the start, or with
+// follow keeps reading until its context ends; it commits nothing.
+func TestReadTopic(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic = "t"
+	p, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	defer p.Close()
+	for i := range 30 {
+		require.NoError(t, p.Produce(ctx, Message{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(i))}))
+	}
+	read := func() map[string]bool {
+		got := map[string]bool{}
+		require.NoError(t, ReadTopic(ctx, conn, "t", false, func(m Message) error {
+			got[string(m.Value)] = true
+			return nil
+		}))
+		return got
+	}
+	require.Len(t, read(), 30)
+	require.Len(t, read(), 30, "nothing was committed: a second read sees everything again")
+
+	fctx, fcancel := context.WithCancel(ctx)
+	seen := make(chan string, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- ReadTopic(fctx, conn, "t", true, func(m Message) error {
+			seen <- string(m.Value)
+			return nil
+		})
+	}()
+	require.NoError(t, p.Produce(ctx, Message{Key: []byte("late"), Value: []byte("late")}))
+	for v := range seen {
+		if v == "late" {
+			break
+		}
+	}
+	fcancel()
+	require.NoError(t, <-done)
+	require.ErrorIs(t, ReadTopic(ctx, conn, "absent", false, func(Message) error { return nil }), ErrUnknownTopic)
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/entrowatch/entrowatch/streams/kafka"
+	"github.com/entrowatch/entrowatch/streams/runner"
+)
+
+const deadlettersSynopsis = `[--brokers H:P,..] [--topic traces.dead] [--reason R,..] [--follow] [--max N] [--requeue TOPIC]
+
+Lists what the stream dead-lettered, one JSON object per record on stdout:
+partition, offset, time, reason, detail (the entrowatch.error header), source
+(topic/partition@offset of the message it came from), row, trace_id and the
+size of the attached bytes. It reads the topic from its first retained offset
+without a consumer group, so nothing is committed and the stream is not
+disturbed; it stops at the end (--follow waits for more). A summary by reason
+goes to stderr.
+
+--requeue TOPIC produces the listed records' bytes (a trace.v1 row or the
+original message) back to TOPIC, usually the source topic "traces", once the
+cause is fixed: e.g. --reason unknown_model after the estimator learned the
+model. Records without bytes (a row over the message limit) are skipped and
+counted.
+
+Examples:
+  entrowatch deadletters
+  entrowatch deadletters --reason nan_logprob,positive_logprob --max 20
+  entrowatch deadletters --reason unknown_model --requeue traces`
+
+// deadLetter is one listed record.
+type deadLetter struct {
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Time      time.Time `json:"time"`
+	Reason    string    `json:"reason"`
+	Detail    string    `json:"detail,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	Row       *int      `json:"row,omitempty"`
+	TraceID   string    `json:"trace_id,omitempty"`
+	Bytes     int       `json:"bytes"`
+}
+
+func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("deadletters", deadlettersSynopsis, stderr)
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated bootstrap brokers; the default is entrowatch run's embedded broker")
+	topic := fs.String("topic", "traces.dead", "dead-letter topic (the stream's dead_letter.topic)")
+	reasons := fs.String("reason", "", "only these reasons, comma-separated (default: all)")
+	follow := fs.Bool("follow", false, "keep waiting for new records until Ctrl-C")
+	maxN := fs.Int("max", 0, "stop after this many listed records (0 = no limit)")
+	requeue := fs.String("requeue", "", "produce the listed records' bytes to this topic (e.g. traces)")
+	kf := addKafkaFlags(fs, "")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *maxN < 0 {
+		fmt.Fprintln(stderr, "--max: want 0 (no limit) or more")
+		fs.Usage()
+		return errUsage
+	}
+	if *requeue != "" && *requeue == *topic {
+		return fmt.Errorf("--requeue %s is the dead-letter topic itself", *requeue)
+	}
+	want := map[string]bool{}
+	for _, r := range featureList(*reasons) {
+		want[r] = true
+	}
+	conn := kf.config(*brokers, "entrowatch-deadletters")
+	var p *kafka.Producer
+	if *requeue != "" {
+		if err := kafka.CheckTopic(ctx, conn, *requeue); err != nil {
+			return fmt.Errorf("--requeue: %w", err)
+		}
+		pcfg := kafka.DefaultProducerConfig()
+		pcfg.Topic = *requeue
+		pcfg.BatchTimeout = time.Millisecond
+		var err error
+		if p, err = kafka.NewProducer(conn, pcfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))); err != nil {
+			return err
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	byReason := map[string]int64{}
+	var listed, requeued, noBytes int64
+	errEnough := errors.New("enough")
+	err := kafka.ReadTopic(ctx, conn, *topic, *follow, func(m kafka.Message) error {
+		d := deadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time.UTC(), Bytes: len(m.Value)}
+		for _, h := range m.Headers {
+			switch h.Key {
+			case runner.HeaderReason:
+				d.Reason = string(h.Value)
+			case runner.HeaderError:
+				d.Detail = string(h.Value)
+			case runner.HeaderSource:
+				d.Source = string(h.Value)
+			case runner.HeaderRow:
+				if n, err := strconv.Atoi(string(h.Value)); err == nil {
+					d.Row = &n
+				}
+			}
+		}
+		if d.Row != nil {
+			d.TraceID = string(m.Key)
+		}
+		if len(want) > 0 && !want[d.Reason] {
+			return nil
+		}
+		if err := enc.Encode(d); err != nil {
+			return err
+		}
+		listed++
+		byReason[d.Reason]++
+		if p != nil {
+			if len(m.Value) == 0 {
+				noBytes++
+			} else {
+				// The stream's own headers (schema, chunking) go back with the
+				// bytes; the dead-letter ones do not.
+				var hs []kafka.Header
+				for _, h := range m.Headers {
+					switch h.Key {
+					case runner.HeaderReason, runner.HeaderError, runner.HeaderSource, runner.HeaderRow:
+					default:
+						hs = append(hs, h)
+					}
+				}
+				if err := p.Produce(ctx, kafka.Message{Key: m.Key, Value: m.Value, Headers: hs}); err != nil {
+					return fmt.Errorf("requeueing to %s after %d records: %w", *requeue, requeued, err)
+				}
+				requeued++
+			}
+		}
+		if *maxN > 0 && listed >= int64(*maxN) {
+			return errEnough
+		}
+		return nil
+	})
+	if p != nil {
+		err = errors.Join(err, p.Close())
+	}
+	if errors.Is(err, errEnough) {
+		err = nil
+	}
+	fmt.Fprintf(stderr, "deadletters: %d records from %s", listed, *topic)
+	if listed > 0 {
+		fmt.Fprintf(stderr, " (%s)", reasonsText(byReason))
+	}
+	if p != nil {
+		fmt.Fprintf(stderr, "; %d requeued to %s", requeued, *requeue)
+		if noBytes > 0 {
+			fmt.Fprintf(stderr, ", %d without bytes skipped", noBytes)
+		}
+	}
+	fmt.Fprintln(stderr)
+	return err
+}
