@@ -148,6 +148,12 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 	if errors.Is(err, errEnough) {
 		err = nil
 	}
+	if err != nil && listed == 0 && requeued == 0 {
+		if *brokers == "127.0.0.1:9092" && !errors.Is(err, kafka.ErrUnknownTopic) {
+			return fmt.Errorf("%w (is entrowatch run up? its embedded broker listens on 127.0.0.1:9092; --brokers names another)", err)
+		}
+		return err
+	}
 	fmt.Fprintf(stderr, "deadletters: %d records from %s", listed, *topic)
 	if listed > 0 {
 		fmt.Fprintf(stderr, " (%s)", reasonsText(byReason))
