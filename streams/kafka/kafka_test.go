@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -266,4 +267,39 @@ func TestReadTopic(t *testing.T) {
 	fcancel()
 	require.NoError(t, <-done)
 	require.ErrorIs(t, ReadTopic(ctx, conn, "absent", false, func(Message) error { return nil }), ErrUnknownTopic)
+}
+
+// After fn returns an error, ReadTopic calls it no more, also for messages
+// other partitions fetched meanwhile.
+func TestReadTopicStopsAtFirstError(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "s"))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic = "s"
+	p, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	defer p.Close()
+	var msgs []Message
+	for i := range 400 {
+		msgs = append(msgs, Message{Key: []byte(fmt.Sprint(i)), Value: []byte("v")})
+	}
+	require.NoError(t, p.Produce(ctx, msgs...))
+	stop := errors.New("stop")
+	for range 5 {
+		calls := 0
+		err := ReadTopic(ctx, conn, "s", false, func(Message) error {
+			calls++
+			if calls == 2 {
+				return stop
+			}
+			return nil
+		})
+		require.ErrorIs(t, err, stop)
+		require.Equal(t, 2, calls)
+	}
 }

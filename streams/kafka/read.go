@@ -62,6 +62,7 @@ func ReadTopic(ctx context.Context, conn Config, topic string, follow bool, fn f
 		mu       sync.Mutex
 		wg       sync.WaitGroup
 		firstErr error
+		stopped  bool // under mu: no more calls to fn
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -94,7 +95,13 @@ func ReadTopic(ctx context.Context, conn Config, topic string, follow bool, fn f
 					return
 				}
 				mu.Lock()
-				err = fn(m)
+				if stopped { // another partition's fn failed or said stop: call fn no more
+					mu.Unlock()
+					return
+				}
+				if err = fn(m); err != nil {
+					stopped = true
+				}
 				mu.Unlock()
 				if err != nil {
 					fail(err)
