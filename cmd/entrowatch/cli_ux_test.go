@@ -179,7 +179,7 @@ func TestTrainOneModelHasFallback(t *testing.T) {
 	require.Empty(t, set.Fallback)
 	_, errs, code = runCLI(t, "score", "--in", other, "--out", filepath.Join(dir, "none.csv"), "--estimator", only)
 	require.Equal(t, 1, code, "no row could be estimated")
-	require.Contains(t, errs, `reject line 1 id="fx-0" reason=unknown_model: `+only+` has no estimator for model "other-llm"`)
+	require.Contains(t, errs, `reject line 1 id="fx-0" reason=unknown_model: no estimator for model "other-llm" and no fallback applies`)
 	require.Contains(t, errs, "reject line 20 ")
 	require.NotContains(t, errs, "reject line 22 ", "at most 20 lines per reason")
 	require.Contains(t, errs, "further unknown_model rejections are counted in the summary")

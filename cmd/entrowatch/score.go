@@ -206,7 +206,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 				scored.Release()
 				return err
 			}
-			n, err := writeScored(ctx, scored, chain, sink, rep, src.rowLabel, o.estimator)
+			n, err := writeScored(ctx, scored, chain, sink, rep, src.rowLabel)
 			if err != nil {
 				return err
 			}
@@ -263,7 +263,7 @@ func scoreChain(o scoreOptions, mem memory.Allocator, log *slog.Logger) ([]strea
 // rows in order, one output row per input row, so a row's offset over the
 // output batches is its input row.
 func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.Operator, sink *file.Sink, rep *rejectReport,
-	rowLabel func(row int) (int64, string), estimator string) (int64, error) {
+	rowLabel func(row int) (int64, string)) (int64, error) {
 	inRows := scored.NumRows()
 	recs := []arrow.RecordBatch{scored}
 	for _, op := range chain {
@@ -288,7 +288,6 @@ func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.
 	for _, r := range recs {
 		status := r.Column(schemas.MustIndex(r.Schema(), schemas.ColStatus)).(*array.String)
 		ids := r.Column(schemas.MustIndex(r.Schema(), schemas.ColTraceID)).(*array.String)
-		models := r.Column(schemas.MustIndex(r.Schema(), schemas.ColModel)).(*array.String)
 		n := int(r.NumRows())
 		for lo := 0; lo < n; {
 			if st := status.Value(lo); st != schemas.StatusOK {
@@ -300,7 +299,11 @@ func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.
 					if outRows == inRows {
 						line, where = rowLabel(int(offset) + lo)
 					}
-					if err := rep.add(line, where, ids.Value(lo), st, chainRejectDetail(st, models.Value(lo), estimator)); err != nil {
+					detail := schemas.StatusDetail(r, lo, st)
+					if detail == "" {
+						detail = "rejected by the estimator or the topic tagger"
+					}
+					if err := rep.add(line, where, ids.Value(lo), st, detail); err != nil {
 						return written, err
 					}
 				}
@@ -323,18 +326,6 @@ func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.
 		offset += int64(n)
 	}
 	return written, nil
-}
-
-// chainRejectDetail explains a status set after profiling.
-func chainRejectDetail(status, model, estimator string) string {
-	switch status {
-	case schemas.ReasonUnknownModel:
-		return fmt.Sprintf("%s has no estimator for model %q and no fallback; train one with this model's rows "+
-			"(entrowatch train without --model writes a fallback for unknown models)", estimator, model)
-	case schemas.ReasonBadFeature:
-		return "a feature the estimator uses is NaN, infinite or missing"
-	}
-	return "rejected by the estimator or the topic tagger"
 }
 
 func releaseAll(recs []arrow.RecordBatch) {

@@ -49,13 +49,7 @@ func TestDispatcherEpisodes(t *testing.T) {
 	require.NoError(t, err)
 	defer d.Close()
 
-	// Accuracy of domain A drops in hours 46-47.
-	shift := func(h int, r *row, rng *rand.Rand) {
-		if h >= 46 && h < 48 {
-			r.p -= 0.3
-		}
-	}
-	write(t, cfg, traffic{hours: 48, perHour: 200, seed: 1, shift: shift}.rows())
+	write(t, cfg, dropTraffic(48))
 
 	evs, err := d.Poll(ctx)
 	require.NoError(t, err)
@@ -75,7 +69,7 @@ func TestDispatcherEpisodes(t *testing.T) {
 
 	// Traffic recovers for six more hours: the accuracy drop resolves (CUSUM
 	// keeps its memory longer).
-	write(t, cfg, traffic{hours: 54, perHour: 200, seed: 1, shift: shift}.rows()[48*400:])
+	write(t, cfg, dropTraffic(54)[48*400:])
 	res, err := d.Poll(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []string{"accuracy_drop/m1/A/#1:resolved"}, ids(res))
@@ -129,12 +123,7 @@ func TestDispatcherPartialWebhookFailure(t *testing.T) {
 	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
 	require.NoError(t, err)
 	defer d.Close()
-	shift := func(h int, r *row, rng *rand.Rand) {
-		if h >= 46 && h < 48 {
-			r.p -= 0.3
-		}
-	}
-	write(t, cfg, traffic{hours: 48, perHour: 200, seed: 1, shift: shift}.rows())
+	write(t, cfg, dropTraffic(48))
 
 	first, err := d.Poll(ctx)
 	require.Error(t, err)
@@ -164,6 +153,17 @@ func TestDispatcherPartialWebhookFailure(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, 3, calls)
 	mu.Unlock()
+}
+
+// dropTraffic is the given hours of model m1's traffic in which the accuracy
+// of domain A drops in hours 46-47 (an accuracy_drop and a CUSUM episode).
+func dropTraffic(hours int) []row {
+	shift := func(h int, r *row, rng *rand.Rand) {
+		if h >= 46 && h < 48 {
+			r.p -= 0.3
+		}
+	}
+	return traffic{hours: hours, perHour: 200, seed: 1, shift: shift}.rows()
 }
 
 func ids(evs []AlarmEvent) []string {

@@ -223,18 +223,7 @@ func TestCheckTopic(t *testing.T) {
 // ReadTopic reads every partition to the end it had at the start, or with
 // follow keeps reading until its context ends; it commits nothing.
 func TestReadTopic(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "t"))
-	require.NoError(t, err)
-	defer c.Close()
-	conn := DefaultConfig()
-	conn.Brokers = c.ListenAddrs()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pcfg := DefaultProducerConfig()
-	pcfg.Topic = "t"
-	p, err := NewProducer(conn, pcfg, quiet)
-	require.NoError(t, err)
-	defer p.Close()
+	ctx, conn, p := seededTopic(t, "t", 3)
 	for i := range 30 {
 		require.NoError(t, p.Produce(ctx, Message{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(i))}))
 	}
@@ -272,18 +261,7 @@ func TestReadTopic(t *testing.T) {
 // After fn returns an error, ReadTopic calls it no more, also for messages
 // other partitions fetched meanwhile.
 func TestReadTopicStopsAtFirstError(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "s"))
-	require.NoError(t, err)
-	defer c.Close()
-	conn := DefaultConfig()
-	conn.Brokers = c.ListenAddrs()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pcfg := DefaultProducerConfig()
-	pcfg.Topic = "s"
-	p, err := NewProducer(conn, pcfg, quiet)
-	require.NoError(t, err)
-	defer p.Close()
+	ctx, conn, p := seededTopic(t, "s", 4)
 	var msgs []Message
 	for i := range 400 {
 		msgs = append(msgs, Message{Key: []byte(fmt.Sprint(i)), Value: []byte("v")})
@@ -302,4 +280,24 @@ func TestReadTopicStopsAtFirstError(t *testing.T) {
 		require.ErrorIs(t, err, stop)
 		require.Equal(t, 2, calls)
 	}
+}
+
+// seededTopic starts a kfake cluster with topic of the given partitions and
+// returns a context bounded for the test, the connection and a producer to
+// the topic; all are closed when t ends.
+func seededTopic(t *testing.T, topic string, partitions int32) (context.Context, Config, *Producer) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic = topic
+	p, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return ctx, conn, p
 }

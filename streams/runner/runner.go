@@ -16,9 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -829,7 +827,7 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 				if len(details) > 0 && details[0].row == row && details[0].reason == s {
 					detail = details[0].detail
 				} else {
-					detail = statusDetail(b, i, s)
+					detail = schemas.StatusDetail(b, i, s)
 				}
 				dl = append(dl, w.rowDLQ(in, row, s, detail, src))
 			}
@@ -868,45 +866,6 @@ func (w *worker) apply(ctx context.Context, op streams.Operator, b arrow.RecordB
 	}
 	return []arrow.RecordBatch{out}, nil
 }
-
-// statusDetail describes a non-ok status that an operator set without a
-// detail, from the scored row i of b: the model that has no estimator
-// (unknown_model), the features that are not finite (bad_feature).
-func statusDetail(b arrow.RecordBatch, i int, status string) string {
-	sc := b.Schema()
-	switch status {
-	case schemas.ReasonUnknownModel:
-		if idx := sc.FieldIndices(schemas.ColModel); len(idx) > 0 {
-			if m, ok := b.Column(idx[0]).(*array.String); ok && m.IsValid(i) {
-				return fmt.Sprintf("no estimator for model %q: the estimator set has no artifact for it and no fallback applies; train one with entrowatch train", m.Value(i))
-			}
-		}
-	case schemas.ReasonBadFeature:
-		var bad []string
-		for _, name := range featureNames {
-			idx := sc.FieldIndices(name)
-			if len(idx) == 0 {
-				continue
-			}
-			c, ok := b.Column(idx[0]).(*array.Float64)
-			if !ok {
-				continue
-			}
-			if c.IsNull(i) {
-				bad = append(bad, name+" is null")
-			} else if v := c.Value(i); math.IsNaN(v) || math.IsInf(v, 0) {
-				bad = append(bad, fmt.Sprintf("%s is %v", name, v))
-			}
-		}
-		if len(bad) > 0 {
-			return strings.Join(bad, ", ")
-		}
-		return "the estimator's prediction is NaN for finite features"
-	}
-	return ""
-}
-
-var featureNames = append(append([]string{}, schemas.ProfileFeatures...), schemas.Baselines...)
 
 func statusColumn(b arrow.RecordBatch) (*array.String, bool) {
 	idx := b.Schema().FieldIndices(schemas.ColStatus)
