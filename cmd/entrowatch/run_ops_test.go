@@ -54,6 +54,7 @@ func TestRunOneProcessPerDataDir(t *testing.T) {
 	defer cancel()
 	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, freeAddr(t), filepath.Join(dir, "a.csv"), metrics, "traces"))
 	waitLog(t, runErr, "stream running")
+	require.Contains(t, runErr.String(), "no estimator configured: p_correct stays null", "a run without an estimator says what that means")
 
 	other := t.TempDir()
 	_, errs, code := runCLI(t, "run", "--config", writeFile(t, other, fileRunConfig(dir, freeAddr(t), filepath.Join(other, "b.csv"), freeAddr(t), "traces")))
@@ -148,6 +149,9 @@ func TestDeadlettersCommand(t *testing.T) {
 	defer cancel()
 	runErr, done := startRun(t, ctx, dir, cfg)
 	waitLog(t, runErr, "stream running")
+	require.Contains(t, runErr.String(), "estimator loaded")
+	require.Contains(t, runErr.String(), "models=fixture-model fallback=\"\"")
+	require.NotContains(t, runErr.String(), "no estimator configured")
 	_, errs, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", brokerAddr)
 	require.Equal(t, 0, code, errs)
 	_, errs, code = runCLI(t, "ingest", "--in", renameModel(t, "other-llm"), "--brokers", brokerAddr)
