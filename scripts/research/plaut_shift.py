@@ -153,13 +153,25 @@ def meta_correction(models, alphas=(0.01, 1)):
             est[r.index] = np.clip(r.iso + reg.predict(np.c_[r[F].values, r.iso.values]), 0, 1)
         print('meta-learned correction, alpha %g: %.4f' % (alpha, med(est)))
 
+def lr_on(transform):
+    """Parametric calibration on a transform of the confidence: logit (Platt on the logit) or
+    beta calibration (Kull et al. 2017: logistic regression on log c and -log(1 - c))."""
+    from sklearn.linear_model import LogisticRegression
+    def fit(tr):
+        m = LogisticRegression(C=1.0).fit(transform(tr.confidence.values), tr.correct.values)
+        return lambda d: m.predict_proba(transform(d.confidence.values))[:, 1].mean()
+    return fit
+LOGIT = lambda c: np.log(np.clip(c, 1e-6, 1 - 1e-6) / np.clip(1 - c, 1e-6, 1))[:, None]
+BETA = lambda c: np.c_[np.log(np.clip(c, 1e-6, 1)), -np.log(np.clip(1 - c, 1e-6, 1))]
+
 if __name__ == '__main__':
     cq = chance_iso(floor_q(0.005))
     M = {'iso (reference)': iso, 'doc': doc, 'iso+doc (offset)': blend(iso, doc), 'atc': atc,
          'prior-shift EM': em_shift, 'chance-norm q0.005': cq, 'chance-norm q0.01': chance_iso(floor_q(0.01)),
          'chance-norm oracle 1/K': chance_iso(lambda d: ORACLE[d.domain.iloc[0]]), 'iso+chance-norm': blend(iso, cq),
          'iso+atc': blend(iso, atc), 'iso+training accuracy': blend(iso, const),
-         'nearest training domain': mix(0), 'domain-similarity mix tau 0.05': mix(0.05), 'domain-similarity mix tau 0.2': mix(0.2)}
+         'nearest training domain': mix(0), 'domain-similarity mix tau 0.05': mix(0.05), 'domain-similarity mix tau 0.2': mix(0.2),
+         'logistic on logit(confidence)': lr_on(LOGIT), 'beta calibration': lr_on(BETA)}
     run(M, DEV)
     # Phrasing consistency: isotonic on the mean confidence over the two phrasings of a question.
     # Measured on development and then, once, on the held-out LLMs (docs/estimator.md).
