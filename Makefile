@@ -16,7 +16,7 @@ endif
 CHDB_LIB_PATH ?= $(CURDIR)/.cache/npm/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so
 export CHDB_LIB_PATH
 
-.PHONY: help build test unit fuzz vet bench demo deps deps-server clean
+.PHONY: help build test unit fuzz vet lint bench demo deps deps-server clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ deps-server: ## install what the demo and run need (apt: clickhouse-server, clic
 vet: ## go vet ./...
 	$(GO) vet ./...
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint: ## staticcheck ./... (dead code, never-used values, error-string style); built on first use
+	$(GO) run $(STATICCHECK) ./...
+
 unit: ## go test -race ./... (integration tests start their own broker and clickhouse-server); the SIMD kernels too
 	$(GO) test -race -count=1 -timeout 20m ./...
 	GOEXPERIMENT=simd $(GO) vet ./operators/...
@@ -45,7 +49,7 @@ fuzz: ## run every fuzz target briefly (FUZZTIME each)
 	    echo "fuzz $$pkg $$t"; $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME) $$pkg; \
 	  done; done
 
-test: deps vet build unit fuzz ## everything CI runs
+test: deps vet lint build unit fuzz ## everything CI runs
 
 bench: build ## Go benchmarks of the hot paths (fast build) and entrowatch bench operators
 	$(BUILDENV) $(GO) test -run='^$$' -bench='Profile|Operator' -benchmem ./operators/profile/

@@ -605,7 +605,7 @@ func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Pro
 	next := 0
 	var lastSend time.Time
 	for next < len(evs) {
-		until := len(evs)
+		var until int
 		if speed > 0 {
 			simNow := simStart.Add(time.Duration(float64(time.Since(start)) * speed))
 			until = next

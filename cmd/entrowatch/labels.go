@@ -288,7 +288,7 @@ func fileOrTopic(fs *flag.FlagSet, stderr io.Writer, fileFlag, file, topic, brok
 		return errUsage
 	}
 	if topic != "" && brokers == "" {
-		return fmt.Errorf("--topic %s needs --brokers host:port,...", topic)
+		return fmt.Errorf("--topic %s needs --brokers HOST:PORT[,HOST:PORT]", topic)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ func TestExpMatchesMathExp(t *testing.T) {
 			t.Fatalf("Exp(%.17g) = %.17g, math.Exp = %.17g, relative error %.3g", x, got, want, rel)
 		}
 	}
-	for _, x := range []float64{0, -0.0, 1e-300, -1e-300, 1e-4, 1, 0.9999, -1, -math.Ln2, -20, -100, -707.9, -708, -708.1, -9999, math.Inf(-1)} {
+	for _, x := range []float64{0, math.Copysign(0, -1), 1e-300, -1e-300, 1e-4, 1, 0.9999, -1, -math.Ln2, -20, -100, -707.9, -708, -708.1, -9999, math.Inf(-1)} {
 		check(x)
 	}
 	for range 200000 {

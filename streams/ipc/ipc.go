@@ -231,8 +231,6 @@ type FileReader struct {
 	stream *ipc.Reader
 	file   *ipc.FileReader
 	next   int
-	cur    arrow.RecordBatch
-	err    error
 }
 
 // OpenFile opens path and checks that its schema is trace.v1.
