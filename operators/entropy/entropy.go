@@ -14,7 +14,8 @@
 // experimental simd/archsimd), the package also has an AVX-512 kernel that
 // Steps uses when the CPU has AVX-512 (checked at run time, falling back to
 // the portable loop otherwise). Its results are within 1e-12 of the portable
-// ones (steps_test.go checks it); it is 2-3x faster. The fast binary:
+// ones (the package's tests check it on random traces); it is 2-3x faster.
+// The fast binary:
 //
 //	GOEXPERIMENT=simd GOAMD64=v3 go build ./cmd/entrowatch
 package entropy

@@ -104,10 +104,14 @@ type Assembler struct {
 	doneNext int
 }
 
-// NewAssembler returns an empty assembler.
+// NewAssembler returns an empty assembler. A nil mem means
+// memory.DefaultAllocator.
 func NewAssembler(cfg AssemblerConfig, mem memory.Allocator) (*Assembler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
 	}
 	return &Assembler{
 		cfg:      cfg,

@@ -60,20 +60,42 @@ type Calc struct {
 	h          []float64
 }
 
-// NewCalc returns a Calc for cfg, which must be valid.
-func NewCalc(cfg Config) *Calc {
-	return &Calc{maxSteps: cfg.MaxSteps, maxLogprob: cfg.MaxLogprob}
+// NewCalc returns a Calc for cfg. An invalid cfg (see Config.Validate; the
+// zero Config is invalid) is an error: start from DefaultConfig.
+func NewCalc(cfg Config) (*Calc, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w (start from profile.DefaultConfig())", err)
+	}
+	return &Calc{maxSteps: cfg.MaxSteps, maxLogprob: cfg.MaxLogprob}, nil
 }
 
-// Trace computes the profile of one response whose logprobs are float32.
+// Trace computes the profile of one response whose logprobs are float32; it
+// is Compute for float32.
 func (c *Calc) Trace(chosen []float32, offs []int32, values []float32) (Profile, *Reject) {
 	return Compute(c, chosen, offs, values)
 }
 
 // Compute computes the profile of one response. chosen holds the chosen
 // token's logprob per step; step t's alternatives are values[offs[t]:offs[t+1]],
-// so len(offs) == len(chosen)+1. It returns a *Reject for invalid input.
+// so len(offs) == len(chosen)+1 (offsets into the whole value buffer, as
+// Arrow list offsets are, need not start at 0). It returns a *Reject for
+// invalid input, also step_mismatch for an offset outside values. The
+// profile is computed without allocating once c's buffer fits the trace.
 func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Profile, *Reject) {
+	if len(offs) == len(chosen)+1 {
+		// One pass over the offsets, a fraction of a percent of the kernel's
+		// time; the operator, whose offsets Arrow already bounds, skips it.
+		for t, o := range offs {
+			if uint(int(o)) > uint(len(values)) {
+				return Profile{}, &Reject{schemas.ReasonMismatch, fmt.Sprintf("offs[%d] = %d is outside the %d values of top_logprobs", t, o, len(values))}
+			}
+		}
+	}
+	return compute(c, chosen, offs, values)
+}
+
+// compute is Compute for offsets known to lie within values.
+func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Profile, *Reject) {
 	var p Profile
 	n := len(chosen)
 	switch {

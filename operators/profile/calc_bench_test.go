@@ -40,7 +40,7 @@ func BenchmarkCalcCPU(b *testing.B) {
 			chosen := tok.ListValues().(*array.Float32).Float32Values()
 			offs := inner.Offsets()
 			vals := inner.ListValues().(*array.Float32).Float32Values()
-			calc := profile.NewCalc(profile.DefaultConfig())
+			calc := newCalc(b, profile.DefaultConfig())
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			b.SetBytes(int64(steps * 21 * 4))

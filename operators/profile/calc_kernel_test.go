@@ -81,7 +81,7 @@ func reference(chosen []float64, steps [][]float64) profile.Profile {
 // short and long trajectories and k from 1 to 21, in float64 and float32.
 func TestComputeMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	calc := profile.NewCalc(profile.DefaultConfig())
+	calc := newCalc(t, profile.DefaultConfig())
 	for trial := range 300 {
 		n := 1 + rng.IntN(600)
 		k := 1 + rng.IntN(21)

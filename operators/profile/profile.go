@@ -1,6 +1,15 @@
 // Package profile turns decoding traces (trace.v1) into scored rows
 // (scored.v1): per response, the 11-number profile of its truncated-entropy
-// trajectory and the white-box baselines, exactly as DESIGN.md defines them.
+// trajectory and the white-box baselines. The definitions, with the formulas
+// and the reference implementation they are tested against, are in the
+// README of the repository, section "The entropy profile (exact
+// definitions)"; the column order is schemas.ProfileFeatures and
+// schemas.Baselines.
+//
+// The operator profiles whole responses. Producers that stream a response
+// as several chunk rows (same trace_id, seq 0, 1, ..., final on the last)
+// must have them joined by an Assembler first, as the stream and entrowatch
+// score do; the operator gives a chunk row status incomplete.
 //
 // The operator reads the list value buffers of the Arrow batch directly and
 // passes every other column through without copying.
@@ -48,28 +57,40 @@ func (c Config) Validate() error {
 
 // Operator computes scored.v1 rows from trace.v1 rows, one for one, in order.
 // Invalid traces become rows whose status is the reject reason, with zero
-// features. Not safe for concurrent use: the stream runs one per worker.
+// features. Every row must be a whole response (seq 0 and final true, or no
+// seq/final columns): a chunk row (final false, or seq above 0) becomes a row
+// with status incomplete, since its profile would be that of a fragment.
+// Join chunks with an Assembler before the operator. Not safe for concurrent
+// use: the stream runs one per worker.
 type Operator struct {
 	calc *Calc
 	mem  memory.Allocator
 	log  *slog.Logger
 }
 
-// New returns a profile operator.
+// New returns a profile operator. An invalid cfg is an error; a nil mem means
+// memory.DefaultAllocator, a nil log discards.
 func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) {
-	if err := cfg.Validate(); err != nil {
+	calc, err := NewCalc(cfg)
+	if err != nil {
 		return nil, err
+	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Operator{calc: NewCalc(cfg), mem: mem, log: log}, nil
+	return &Operator{calc: calc, mem: mem, log: log}, nil
 }
 
 // Name implements streams.Operator.
 func (o *Operator) Name() string { return "profile" }
 
 // Process implements streams.Operator: one scored.v1 batch per trace.v1 batch.
+// It does not release in; the returned batch belongs to the caller, who
+// releases it (it shares in's pass-through columns, which stay valid after in
+// is released).
 func (o *Operator) Process(_ context.Context, in arrow.RecordBatch) ([]arrow.RecordBatch, error) {
 	out, err := o.Score(in, nil)
 	if err != nil {
@@ -79,21 +100,63 @@ func (o *Operator) Process(_ context.Context, in arrow.RecordBatch) ([]arrow.Rec
 }
 
 // Score is Process for callers that want each rejection's detail: onReject,
-// when not nil, is called with the row index and why it was rejected.
+// when not nil, is called with the row index and why it was rejected; the
+// *Reject is valid during the call only. Score does not release in; the
+// returned scored.v1 batch belongs to the caller, who must Release it. It
+// holds references to in's pass-through columns (trace_id, model, ...), not
+// copies, so it stays valid after in is released.
 func (o *Operator) Score(in arrow.RecordBatch, onReject func(row int, r *Reject)) (arrow.RecordBatch, error) {
 	lists, err := logprobLists(in)
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)
 	}
+	ch := newChunkCols(in)
 	b := newScoredBuilder(o.mem, int(in.NumRows()))
 	defer b.release()
 	switch lists[0].ListValues().DataType().ID() {
 	case arrow.FLOAT32:
-		scoreRows(o.calc, newTraceView[float32](lists), b, onReject)
+		scoreRows(o.calc, newTraceView[float32](lists), ch, b, onReject)
 	default:
-		scoreRows(o.calc, newTraceView[float64](lists), b, onReject)
+		scoreRows(o.calc, newTraceView[float64](lists), ch, b, onReject)
 	}
 	return b.finish(in)
+}
+
+// chunkCols reads the seq and final columns of a trace.v1 batch, when it
+// has them, to tell chunk rows from whole responses as the Assembler does
+// (a null seq is 0, a null final is true).
+type chunkCols struct {
+	seqs   *array.Int32
+	finals *array.Boolean
+}
+
+func newChunkCols(in arrow.RecordBatch) chunkCols {
+	var c chunkCols
+	s := in.Schema()
+	if i := s.FieldIndices(schemas.ColSeq); len(i) > 0 {
+		c.seqs, _ = in.Column(i[0]).(*array.Int32)
+	}
+	if i := s.FieldIndices(schemas.ColFinal); len(i) > 0 {
+		c.finals, _ = in.Column(i[0]).(*array.Boolean)
+	}
+	return c
+}
+
+// reject returns the incomplete reject of row i when it is a chunk.
+func (c chunkCols) reject(i int) *Reject {
+	var seq int32
+	final := true
+	if c.seqs != nil && c.seqs.IsValid(i) {
+		seq = c.seqs.Value(i)
+	}
+	if c.finals != nil && c.finals.IsValid(i) {
+		final = c.finals.Value(i)
+	}
+	if seq == 0 && final {
+		return nil
+	}
+	return &Reject{schemas.ReasonIncomplete, fmt.Sprintf("chunk row (seq %d, final %v) of a streamed trace: "+
+		"the profile operator scores whole responses; join the chunks with profile.Assembler first", seq, final)}
 }
 
 // Check calls onReject, in row order, for every row of the trace.v1 batch in
@@ -101,30 +164,39 @@ func (o *Operator) Score(in arrow.RecordBatch, onReject func(row int, r *Reject)
 // detail, without computing the profiles of the others. It is for callers
 // that refuse traces before producing them (HTTP ingest). A scan decides
 // whether a row is valid; the Reject of an invalid one comes from Compute,
-// the operator's own code. It returns an error when in's logprob columns are
-// not those of trace.v1. Safe for concurrent use; cfg must be valid.
+// the operator's own code. It returns an error when cfg is invalid or when
+// in's logprob columns are not those of trace.v1. Safe for concurrent use.
 func Check(cfg Config, in arrow.RecordBatch, onReject func(row int, r *Reject)) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w (start from profile.DefaultConfig())", err)
+	}
 	lists, err := logprobLists(in)
 	if err != nil {
 		return fmt.Errorf("profile: %w", err)
 	}
+	ch := newChunkCols(in)
 	if lists[0].ListValues().DataType().ID() == arrow.FLOAT32 {
-		checkRows(cfg, newTraceView[float32](lists), onReject)
+		checkRows(cfg, newTraceView[float32](lists), ch, onReject)
 	} else {
-		checkRows(cfg, newTraceView[float64](lists), onReject)
+		checkRows(cfg, newTraceView[float64](lists), ch, onReject)
 	}
 	return nil
 }
 
-func checkRows[F entropy.Float](cfg Config, tv *traceView[F], onReject func(int, *Reject)) {
+func checkRows[F entropy.Float](cfg Config, tv *traceView[F], ch chunkCols, onReject func(int, *Reject)) {
 	var c *Calc // only for rejected rows: its buffer is not shared
 	for i := range tv.tok.Len() {
+		rej := ch.reject(i)
+		if rej != nil {
+			onReject(i, rej)
+			continue
+		}
 		chosen, offs, values, rej := tv.row(i)
 		if rej == nil && !valid(cfg, chosen, offs, values) {
 			if c == nil {
-				c = NewCalc(cfg)
+				c = &Calc{maxSteps: cfg.MaxSteps, maxLogprob: cfg.MaxLogprob} // cfg was validated
 			}
-			_, rej = Compute(c, chosen, offs, values)
+			_, rej = compute(c, chosen, offs, values)
 		}
 		if rej != nil {
 			onReject(i, rej)
@@ -160,12 +232,19 @@ func valid[F entropy.Float](cfg Config, chosen []F, offs []int32, values []F) bo
 	return true
 }
 
-func scoreRows[F entropy.Float](c *Calc, tv *traceView[F], b *scoredBuilder, onReject func(int, *Reject)) {
+func scoreRows[F entropy.Float](c *Calc, tv *traceView[F], ch chunkCols, b *scoredBuilder, onReject func(int, *Reject)) {
 	for i := range tv.tok.Len() {
-		chosen, offs, values, rej := tv.row(i)
-		var p Profile
+		var (
+			chosen, values []F
+			offs           []int32
+			p              Profile
+		)
+		rej := ch.reject(i)
 		if rej == nil {
-			p, rej = Compute(c, chosen, offs, values)
+			chosen, offs, values, rej = tv.row(i)
+		}
+		if rej == nil {
+			p, rej = compute(c, chosen, offs, values)
 		}
 		if rej != nil {
 			if onReject != nil {

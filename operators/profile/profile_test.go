@@ -114,7 +114,7 @@ func computeSteps(t *testing.T, chosen []float64, steps [][]float64) (profile.Pr
 		vals = append(vals, s...)
 		offs = append(offs, int32(len(vals)))
 	}
-	return profile.Compute(profile.NewCalc(profile.DefaultConfig()), chosen, offs, vals)
+	return profile.Compute(newCalc(t, profile.DefaultConfig()), chosen, offs, vals)
 }
 
 func TestEntropyProperties(t *testing.T) {
@@ -161,7 +161,7 @@ func TestEntropyProperties(t *testing.T) {
 // around the sort/select switch.
 func TestQuantilesMatchSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	calc := profile.NewCalc(profile.DefaultConfig())
+	calc := newCalc(t, profile.DefaultConfig())
 	for trial := range 400 {
 		n := 1 + rng.IntN(300)
 		if trial%4 == 0 {
@@ -224,7 +224,7 @@ func TestQuantilesMatchSort(t *testing.T) {
 func TestRejects(t *testing.T) {
 	cfg := profile.DefaultConfig()
 	cfg.MaxSteps = 3
-	calc := profile.NewCalc(cfg)
+	calc := newCalc(t, cfg)
 	for _, tc := range []struct {
 		name   string
 		chosen []float64
@@ -307,7 +307,7 @@ func TestZeroAllocationsPerTrace(t *testing.T) {
 	chosen := tok.ListValues().(*array.Float32).Float32Values()[:400]
 	offs := inner.Offsets()[:401]
 	vals := inner.ListValues().(*array.Float32).Float32Values()
-	calc := profile.NewCalc(profile.DefaultConfig())
+	calc := newCalc(t, profile.DefaultConfig())
 	calc.Trace(chosen, offs, vals) // warm the buffers
 	allocs := testing.AllocsPerRun(50, func() {
 		if _, rej := calc.Trace(chosen, offs, vals); rej != nil {
@@ -332,7 +332,7 @@ func BenchmarkProfile(b *testing.B) {
 			chosen := tok.ListValues().(*array.Float32).Float32Values()
 			offs := inner.Offsets()
 			vals := inner.ListValues().(*array.Float32).Float32Values()
-			calc := profile.NewCalc(profile.DefaultConfig())
+			calc := newCalc(b, profile.DefaultConfig())
 			b.SetBytes(int64(steps * 21 * 4))
 			b.ReportAllocs()
 			i := 0

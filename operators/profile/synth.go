@@ -23,7 +23,12 @@ type SynthConfig struct {
 // Synthetic builds a trace.v1 batch of plausible decoding traces: per step, a
 // softmax over random logits with a random temperature, sorted, top K kept,
 // the chosen token drawn from the top few. For benchmarks and load tests.
+// The batch is allocated from mem (nil means memory.DefaultAllocator) and
+// belongs to the caller, who must Release it.
 func Synthetic(mem memory.Allocator, cfg SynthConfig) arrow.RecordBatch {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eed))
 	b := array.NewRecordBuilder(mem, schemas.Trace)
 	defer b.Release()

@@ -33,9 +33,11 @@ type Config struct {
 	Format string `yaml:"format"`
 	// Gzip compresses the file. Default: when Path ends in .gz.
 	Gzip bool `yaml:"gzip"`
-	// CSVEstimate adds p_correct (and estimator_version) to CSV output.
+	// CSVEstimate adds the p_correct column to CSV output (the Arrow format
+	// always carries p_correct and estimator_version). Default false.
 	CSVEstimate bool `yaml:"csv_estimate"`
-	// CSVClusters adds cluster_id and cluster_label to CSV output.
+	// CSVClusters adds cluster_id and cluster_label to CSV output. Default
+	// false.
 	CSVClusters bool `yaml:"csv_clusters"`
 	// Buffered lets Write return before the rows reach the disk: they are
 	// flushed when the buffer fills and on Close. For offline scoring, where
@@ -66,21 +68,29 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Sink writes scored.v1 batches to one file.
+// ErrClosed is wrapped by the error of Write on a closed Sink.
+var ErrClosed = errors.New("file sink is closed")
+
+// Sink writes scored.v1 batches to one file. Not safe for concurrent use.
 type Sink struct {
-	cfg  Config
-	f    *os.File
-	gz   *gzip.Writer // between bw and f when compressing
-	bw   *bufio.Writer
-	ipcw *ipc.Writer
-	csv  *csvWriter
-	rows int64
+	cfg    Config
+	f      *os.File
+	gz     *gzip.Writer // between bw and f when compressing
+	bw     *bufio.Writer
+	ipcw   *ipc.Writer
+	csv    *csvWriter
+	rows   int64
+	closed bool
 }
 
-// New creates (truncates) the file.
+// New creates (truncates) the file. A nil mem means memory.DefaultAllocator
+// (the Arrow format encodes through it; CSV does not allocate Arrow memory).
 func New(cfg Config, mem memory.Allocator) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
 	}
 	f := os.Stdout
 	if cfg.Path != "-" {
@@ -106,11 +116,17 @@ func New(cfg Config, mem memory.Allocator) (*Sink, error) {
 	return s, nil
 }
 
-// Rows returns the number of rows written.
+// Rows returns the number of rows Write accepted. In CSV that includes the
+// rows not written because their status is not ok.
 func (s *Sink) Rows() int64 { return s.rows }
 
-// Write implements streams.Sink.
+// Write implements streams.Sink. It does not release rec and keeps no
+// reference to it. After Close it returns an error wrapping ErrClosed and
+// writes nothing.
 func (s *Sink) Write(_ context.Context, rec arrow.RecordBatch) error {
+	if s.closed {
+		return fmt.Errorf("file sink %s: %w: Write after Close; make a new sink with file.New", s.cfg.Path, ErrClosed)
+	}
 	if !rec.Schema().Equal(schemas.Scored) {
 		return fmt.Errorf("file sink %s: batch schema is not scored.v1", s.cfg.Path)
 	}
@@ -147,8 +163,14 @@ func (s *Sink) sync() error {
 	return s.f.Sync()
 }
 
-// Close implements streams.Sink: it ends the IPC stream, flushes and syncs.
+// Close implements streams.Sink: it ends the IPC stream, flushes, syncs and
+// closes the file (not standard output). Calling it again does nothing and
+// returns nil.
 func (s *Sink) Close(context.Context) error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	var errs []error
 	if s.ipcw != nil {
 		errs = append(errs, s.ipcw.Close())

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -193,4 +194,50 @@ func scoredBatch(t *testing.T, mem memory.Allocator, n, steps int, seed uint64) 
 	require.NoError(t, err)
 	require.Len(t, out, 1)
 	return out[0], traces
+}
+
+// TestWriteAfterClose: a closed sink refuses writes with ErrClosed instead
+// of counting rows it never writes (buffered CSV) or failing with a nil
+// pointer (Arrow); Close is idempotent.
+func TestWriteAfterClose(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	scored, traces := scoredBatch(t, mem, 3, 5, 4)
+	defer traces.Release()
+	defer scored.Release()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		buffered bool
+	}{{"out.csv", true}, {"out.csv", false}, {"out.arrow", true}, {"out.arrow", false}, {"out.csv.gz", true}} {
+		t.Run(tc.name+"/buffered="+strconv.FormatBool(tc.buffered), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), tc.name)
+			s, err := file.New(file.Config{Path: path, Buffered: tc.buffered}, mem)
+			require.NoError(t, err)
+			require.NoError(t, s.Write(ctx, scored))
+			require.NoError(t, s.Close(ctx))
+			before, err := os.ReadFile(path)
+			require.NoError(t, err)
+
+			err = s.Write(ctx, scored)
+			require.ErrorIs(t, err, file.ErrClosed)
+			require.ErrorContains(t, err, "Write after Close")
+			require.EqualValues(t, 3, s.Rows(), "a refused write counts no rows")
+			require.NoError(t, s.Close(ctx), "Close again is a no-op")
+			after, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, before, after)
+		})
+	}
+}
+
+// TestNilAllocator: a nil allocator means memory.DefaultAllocator.
+func TestNilAllocator(t *testing.T) {
+	scored, traces := scoredBatch(t, memory.DefaultAllocator, 2, 3, 5)
+	defer traces.Release()
+	defer scored.Release()
+	s, err := file.New(file.Config{Path: filepath.Join(t.TempDir(), "out.arrow")}, nil)
+	require.NoError(t, err)
+	require.NotPanics(t, func() { require.NoError(t, s.Write(context.Background(), scored)) })
+	require.NoError(t, s.Close(context.Background()))
 }

@@ -104,10 +104,14 @@ type Broker struct {
 	once sync.Once
 }
 
-// Start starts the broker and returns once it accepts connections.
+// Start starts the broker and returns once it accepts connections. A nil log
+// discards. The caller owns the broker and must Close it.
 func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	host, portStr, _ := net.SplitHostPort(cfg.Listen)
 	port, err := strconv.Atoi(portStr)

@@ -96,3 +96,18 @@ func TestRetention(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 20, last, "the newest are kept")
 }
+
+// TestNilLogger: a nil logger discards; Start neither crashes nor leaks the
+// listener and the retention goroutine (goleak checks at the end).
+func TestNilLogger(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.RetentionCheck = 10 * time.Millisecond
+	var b *Broker
+	require.NotPanics(t, func() {
+		var err error
+		b, err = Start(cfg, nil)
+		require.NoError(t, err)
+	})
+	require.NotEmpty(t, b.Addr())
+	require.NoError(t, b.Close(context.Background()))
+}

@@ -8,10 +8,15 @@
 //   - vLLM's variants: 21 alternatives (the sampled token appended), -9999 for
 //     -inf, fewer alternatives than requested, and Python's NaN/Infinity literals.
 //
-// Streamed responses (chat.completion.chunk objects, with or without the
-// server-sent-events framing) are joined by id into one response (stream.go).
+// Streamed responses (chat.completion.chunk objects, or legacy text_completion
+// chunks with an explicit "finish_reason": null, with or without the
+// server-sent-events framing) are joined by id, in input order, into one
+// response, which becomes a row once every choice has its finish_reason. A
+// stream still open at the end of the input is rejected as incomplete.
 // OpenAI's Responses API objects (object "response") and their streamed
-// response.completed events are read too (responses.go).
+// response.completed events are read too; the delta events are skipped. The
+// README of the repository ("Inputs it understands") lists the shapes with
+// examples.
 //
 // Extra top-level fields are kept: domain, prompt, attributes (object of
 // strings), correct (label), provider, logprobs_mode, temperature and top_p
@@ -57,7 +62,11 @@ type Config struct {
 	// malformed_json and skipped. Default 64 MiB.
 	MaxLineBytes int `yaml:"max_line_bytes"`
 	// Float64 stores logprobs as float64 (schemas.Trace64) instead of trace.v1's
-	// float32, so that features match the returned digits exactly. Default false.
+	// float32. Default false: float32 is what trace.v1 carries on the wire
+	// (Kafka), and rounding the returned digits to float32 moves the features
+	// by up to about 5e-8 relative. Set it for exact offline scoring (as
+	// entrowatch score does): the features then match a float64 computation
+	// on the returned digits to within about 1e-14 relative.
 	Float64 bool `yaml:"float64"`
 	// Provider is the provider written when a response names none. Default "openai".
 	Provider string `yaml:"provider"`
@@ -70,7 +79,8 @@ type Config struct {
 	MaxOpenStreams int `yaml:"max_open_streams"`
 }
 
-// DefaultConfig returns the documented defaults.
+// DefaultConfig returns the documented defaults. Its logprobs are float32
+// (trace.v1); set Float64 for exact offline scoring.
 func DefaultConfig() Config {
 	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs", MaxOpenStreams: 10000}
 }
@@ -91,10 +101,19 @@ func (c Config) Validate() error {
 
 // Reject is a line that could not be turned into a row.
 type Reject struct {
-	Line   int64  // 1-based line number in the input
-	ID     string // response id when it could be read
-	Reason string // schemas.ReasonMalformedJSON, ReasonIncomplete for a streamed response cut off, or a reason the response itself shows (see reasonError)
-	Err    error  // what was wrong, for people
+	Line int64  // 1-based line number in the input
+	ID   string // response id when it could be read
+	// Reason is one of:
+	//   - schemas.ReasonMalformedJSON: the line is not a JSON object of a
+	//     known shape, is longer than MaxLineBytes, lacks "id" or "choices",
+	//     or carries a label ("correct") that is not a boolean;
+	//   - schemas.ReasonIncomplete: a streamed response whose finish_reason
+	//     never came before the input ended, or pushed out by MaxOpenStreams;
+	//   - schemas.ReasonNaNLogprob: a legacy completion made with echo=true,
+	//     whose logprobs begin with the prompt's first token (null).
+	// Every other problem with logprobs is left to the profile operator.
+	Reason string
+	Err    error // what was wrong, for people
 }
 
 // reasonError is a response that parses but cannot be scored for a reason
@@ -115,9 +134,13 @@ func reasonOf(err error) string {
 	return schemas.ReasonMalformedJSON
 }
 
-// Reader turns JSON Lines into trace.v1 batches.
+// Reader turns JSON Lines into trace.v1 batches: schemas.Trace (float32
+// logprobs, as on the wire) by default, schemas.Trace64 with Config.Float64,
+// which is the one to use for exact offline scoring. Every row is a whole
+// response: seq 0, final true. Not safe for concurrent use.
 type Reader struct {
 	cfg      Config
+	err      error // sticky: an invalid Config, or use after Release
 	lr       *lineReader
 	b        *builder
 	line     int64
@@ -128,19 +151,44 @@ type Reader struct {
 	streams  map[string]*openStream // streamed responses being joined, by id
 }
 
-// NewReader reads responses from r. cfg must be valid (see Validate).
+// NewReader reads responses from r. An invalid cfg (see Validate) is
+// reported by the first call to Next, and by every one after it; start from
+// DefaultConfig. A nil mem means memory.DefaultAllocator. Call Release when
+// done with the reader.
 func NewReader(r io.Reader, cfg Config, mem memory.Allocator) *Reader {
-	return &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64)}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	rd := &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64)}
+	if err := cfg.Validate(); err != nil {
+		rd.err = fmt.Errorf("ingest: invalid reader config: %w (start from ingest.DefaultConfig() and change the fields you need)", err)
+	}
+	return rd
 }
 
+var errReleased = errors.New("ingest: Next called after Release: the reader's buffers are freed; make a new Reader with NewReader")
+
 // Schema is the schema of the batches Next returns.
-func (r *Reader) Schema() *arrow.Schema { return r.b.schema }
+func (r *Reader) Schema() *arrow.Schema {
+	if r.cfg.Float64 {
+		return schemas.Trace64
+	}
+	return schemas.Trace
+}
 
 // Next returns the next batch of up to BatchRows rows, or io.EOF. Rejects and
 // RowLines describe the lines consumed by this call.
+//
+// The batch belongs to the caller, who must Release it; it does not depend on
+// the Reader and stays valid after later calls to Next and after
+// Reader.Release. An error other than io.EOF (a read error, an invalid
+// Config, use after Release) comes with a nil batch.
 func (r *Reader) Next() (arrow.RecordBatch, error) {
 	r.rejects = r.rejects[:0]
 	r.rowLines = r.rowLines[:0]
+	if r.err != nil {
+		return nil, r.err
+	}
 	for !r.done && r.b.rows < r.cfg.BatchRows {
 		raw, err := r.lr.next()
 		if errors.Is(err, io.EOF) {
@@ -182,8 +230,17 @@ func (r *Reader) RowLines() []int64 { return r.rowLines }
 // Lines returns the number of lines read so far.
 func (r *Reader) Lines() int64 { return r.line }
 
-// Release frees the reader's builders.
-func (r *Reader) Release() { r.b.release() }
+// Release frees the reader's builders; batches Next returned are not
+// affected (their owners release them). Next after Release returns an error.
+// Release may be called more than once.
+func (r *Reader) Release() {
+	if r.b == nil {
+		return
+	}
+	r.b.release()
+	r.b = nil
+	r.err = errReleased
+}
 
 func (r *Reader) addLine(line []byte) *Reject {
 	line = r.sanitize(line)
@@ -419,7 +476,8 @@ func Open(path string) (io.ReadCloser, error) {
 }
 
 // Framed returns r as JSON Lines: as is when it is JSON Lines, rewritten one
-// value per line when it is a JSON array or pretty-printed objects (reframe.go).
+// value per line when it is a JSON array or pretty-printed objects (detected
+// from the first bytes).
 func Framed(r io.Reader) io.Reader {
 	br, ok := r.(*bufio.Reader)
 	if !ok {

@@ -374,3 +374,63 @@ func TestLegacyEcho(t *testing.T) {
 	require.Equal(t, "N", rows[0].id)
 	require.True(t, math.IsNaN(rows[0].chosen[1]))
 }
+
+// TestInvalidConfigIsReportedByNext: NewReader keeps its signature, so an
+// invalid Config (here the zero value, BatchRows 0) is Next's error, every
+// time, instead of empty batches for ever.
+func TestInvalidConfigIsReportedByNext(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	r := ingest.NewReader(strings.NewReader(chat+"\n"), ingest.Config{}, mem)
+	defer r.Release()
+	for range 3 {
+		rec, err := r.Next()
+		require.Nil(t, rec)
+		require.ErrorContains(t, err, "ingest.batch_rows must be at least 1, got 0")
+		require.ErrorContains(t, err, "ingest.DefaultConfig()")
+		require.NotErrorIs(t, err, io.EOF)
+	}
+	require.True(t, r.Schema().Equal(schemas.Trace))
+}
+
+// TestNextAfterRelease: reading a released reader is an error, not a panic,
+// and Release may be called twice.
+func TestNextAfterRelease(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	r := ingest.NewReader(strings.NewReader(chat+"\n"+chat+"\n"), ingest.DefaultConfig(), mem)
+	r.Release()
+	require.NotPanics(t, func() {
+		rec, err := r.Next()
+		require.Nil(t, rec)
+		require.ErrorContains(t, err, "after Release")
+	})
+	require.NotPanics(t, r.Release)
+}
+
+// TestBatchOutlivesReader: a batch from Next belongs to the caller and
+// stays valid after Reader.Release.
+func TestBatchOutlivesReader(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	r := ingest.NewReader(strings.NewReader(chat+"\n"), ingest.DefaultConfig(), mem)
+	rec, err := r.Next()
+	require.NoError(t, err)
+	r.Release()
+	defer rec.Release()
+	require.Equal(t, "c1", toRows(rec)[0].id)
+}
+
+// TestNilAllocator: a nil allocator means memory.DefaultAllocator.
+func TestNilAllocator(t *testing.T) {
+	r := ingest.NewReader(strings.NewReader(chat+"\n"), ingest.DefaultConfig(), nil)
+	defer r.Release()
+	var rec arrow.RecordBatch
+	require.NotPanics(t, func() {
+		var err error
+		rec, err = r.Next()
+		require.NoError(t, err)
+	})
+	defer rec.Release()
+	require.EqualValues(t, 1, rec.NumRows())
+}

@@ -15,6 +15,7 @@ const HeaderSchema = schemas.MetaKey
 
 // Messages encodes rec as Arrow IPC messages of at most maxBytes each (rows
 // are split across messages as needed), each with the schema header and key.
+// The values are copies: rec is not released and not referenced afterwards.
 func Messages(rec arrow.RecordBatch, key []byte, maxBytes int) ([]Message, error) {
 	parts, err := ipc.Encode(rec, maxBytes)
 	if err != nil {
@@ -29,7 +30,9 @@ func Messages(rec arrow.RecordBatch, key []byte, maxBytes int) ([]Message, error
 }
 
 // ProduceBatch encodes rec into messages under the producer's message size
-// limit and produces them; it returns the number of messages.
+// limit and produces them; it returns the number of messages. It does not
+// release rec and keeps no reference to it once it returns (the messages hold
+// encoded copies): the caller still owns rec and releases it.
 func (p *Producer) ProduceBatch(ctx context.Context, rec arrow.RecordBatch, key []byte) (int, error) {
 	msgs, err := Messages(rec, key, p.cfg.MaxMessageBytes)
 	if err != nil {

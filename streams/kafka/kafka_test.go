@@ -301,3 +301,40 @@ func seededTopic(t *testing.T, topic string, partitions int32) (context.Context,
 	t.Cleanup(func() { p.Close() })
 	return ctx, conn, p
 }
+
+// TestNilLogger: a nil logger discards instead of crashing kafka-go's
+// goroutines when they log (the source logs as it joins its group, the
+// producer when a write fails).
+func TestNilLogger(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "nil-log"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic, pcfg.MaxAttempts = "absent", 2
+	bad, err := NewProducer(conn, pcfg, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, bad.Produce(ctx, Message{Value: []byte("v")}), ErrUnknownTopic)
+	require.NoError(t, bad.Close())
+
+	pcfg.Topic = "nil-log"
+	p, err := NewProducer(conn, pcfg, nil)
+	require.NoError(t, err)
+	defer p.Close()
+	require.NoError(t, p.Produce(ctx, Message{Value: []byte("v")}))
+	scfg := DefaultSourceConfig()
+	scfg.Topic, scfg.Group = "nil-log", "g-nil-log"
+	scfg.MaxWait, scfg.HeartbeatInterval, scfg.SessionTimeout = 50*time.Millisecond, 100*time.Millisecond, time.Second
+	scfg.JoinGroupBackoff, scfg.ReadBackoffMin, scfg.ReadBackoffMax = 100*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond
+	s, err := NewSource(conn, scfg, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	m, err := s.Fetch(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(m.Value))
+	require.NoError(t, s.Commit(ctx, m))
+}

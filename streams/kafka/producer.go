@@ -68,13 +68,16 @@ type Producer struct {
 	cfg ProducerConfig
 }
 
-// NewProducer connects lazily, on the first write.
+// NewProducer connects lazily, on the first write. A nil log discards.
 func NewProducer(conn Config, cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	if err := conn.Validate(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	t, err := conn.transport()
 	if err != nil {

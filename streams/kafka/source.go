@@ -111,13 +111,16 @@ type Source struct {
 	topic string
 }
 
-// NewSource joins the group lazily, on the first Fetch.
+// NewSource joins the group lazily, on the first Fetch. A nil log discards.
 func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	if err := conn.Validate(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	d, err := conn.dialer()
 	if err != nil {

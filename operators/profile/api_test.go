@@ -1,0 +1,89 @@
+package profile_test
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
+)
+
+// newCalc is profile.NewCalc for a configuration the test knows is valid.
+func newCalc(tb testing.TB, cfg profile.Config) *profile.Calc {
+	tb.Helper()
+	c, err := profile.NewCalc(cfg)
+	require.NoError(tb, err)
+	return c
+}
+
+// TestInvalidConfigIsAnError: NewCalc and Check validate like New, instead
+// of rejecting every trace as too_long against a maximum of 0.
+func TestInvalidConfigIsAnError(t *testing.T) {
+	_, err := profile.NewCalc(profile.Config{})
+	require.ErrorContains(t, err, "profile.max_steps must be at least 1, got 0")
+	require.ErrorContains(t, err, "profile.DefaultConfig()")
+	bad := profile.DefaultConfig()
+	bad.MaxLogprob = math.NaN()
+	_, err = profile.NewCalc(bad)
+	require.ErrorContains(t, err, "profile.max_logprob")
+
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	in := profile.Synthetic(mem, profile.SynthConfig{Traces: 2, Steps: 3, K: 4, Seed: 1, Model: "m"})
+	defer in.Release()
+	err = profile.Check(profile.Config{}, in, func(int, *profile.Reject) { t.Fatal("no row is checked with an invalid config") })
+	require.ErrorContains(t, err, "profile.max_steps")
+}
+
+// TestOffsetsOutsideValues: Compute and Calc.Trace check their offsets
+// against values and reject, rather than panic.
+func TestOffsetsOutsideValues(t *testing.T) {
+	calc := newCalc(t, profile.DefaultConfig())
+	for _, tc := range []struct {
+		name string
+		offs []int32
+	}{
+		{"past the end", []int32{0, 2, 5}},
+		{"a middle step past the end", []int32{0, 100, 3}},
+		{"negative", []int32{-1, 1, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NotPanics(t, func() {
+				_, rej := calc.Trace([]float32{-0.1, -0.2}, tc.offs, []float32{-0.1, -2, -0.2})
+				require.NotNil(t, rej)
+				require.Equal(t, schemas.ReasonMismatch, rej.Reason)
+				require.Contains(t, rej.Detail, "outside the 3 values")
+				_, rej = profile.Compute(calc, []float64{-0.1, -0.2}, tc.offs, []float64{-0.1, -2, -0.2})
+				require.NotNil(t, rej)
+				require.Equal(t, schemas.ReasonMismatch, rej.Reason)
+			})
+		})
+	}
+	// Offsets into a larger buffer, not starting at 0, are fine.
+	p, rej := calc.Trace([]float32{-0.1}, []int32{2, 4}, []float32{-5, -5, -0.1, -2.4})
+	require.Nil(t, rej)
+	require.Equal(t, 1, p.N)
+}
+
+// TestNilAllocator: New and Synthetic with a nil allocator use
+// memory.DefaultAllocator instead of panicking later.
+func TestNilAllocator(t *testing.T) {
+	in := profile.Synthetic(nil, profile.SynthConfig{Traces: 3, Steps: 5, K: 4, Seed: 2, Model: "m"})
+	defer in.Release()
+	op, err := profile.New(profile.DefaultConfig(), nil, nil)
+	require.NoError(t, err)
+	require.NotPanics(t, func() {
+		out, err := op.Process(context.Background(), in)
+		require.NoError(t, err)
+		defer out[0].Release()
+		status := out[0].Column(schemas.MustIndex(schemas.Scored, schemas.ColStatus)).(*array.String)
+		for i := range status.Len() {
+			require.Equal(t, schemas.StatusOK, status.Value(i))
+		}
+	})
+}
