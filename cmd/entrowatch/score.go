@@ -5,11 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -178,6 +181,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 
 	start := time.Now()
 	prog := newProgress(stderr, o.quiet)
+	dups := newDupIDs()
 	var read, written int64
 	runErr := func() error {
 		for {
@@ -194,6 +198,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 			read += rec.NumRows()
 			var pending []pendingReject
 			ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+			dups.add(ids)
 			scored, err := prof.Score(rec, func(row int, r *profile.Reject) {
 				line, label := src.rowLabel(row)
 				pending = append(pending, pendingReject{line, label, ids.Value(row), r.Reason, r.Detail})
@@ -217,6 +222,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 	closeErr := errors.Join(sink.Close(ctx), rep.close())
 	if runErr == nil && closeErr == nil {
 		rep.summary(stderr, read, written, time.Since(start))
+		dups.warn(stderr, o.in)
 	}
 	ok := runErr == nil && closeErr == nil && (written > 0 || o.out == "-")
 	if err := commit(ok); err != nil {
@@ -348,6 +354,10 @@ func openScoreSource(path string, maxSteps int, mem memory.Allocator) (scoreSour
 	}
 	cfg := ingest.DefaultConfig()
 	cfg.Float64 = true // features from the returned digits, not float32 roundings
+	// A streamed response longer than --max-steps is rejected while it is
+	// joined, its steps dropped, instead of being held until it finishes.
+	cfg.MaxSteps = maxSteps
+	cfg.MaxHeldSteps = max(cfg.MaxHeldSteps, maxSteps)
 	return &jsonSource{f: f, r: ingest.NewReader(f, cfg, mem)}, nil
 }
 
@@ -523,6 +533,56 @@ func (s *arrowSource) close() error {
 	}
 	s.queue = nil
 	return s.r.Close()
+}
+
+// dupIDs counts the responses whose trace id came before in the input: each
+// copy is scored and written on its own, which a CSV reader may not expect
+// (and the ClickHouse sink would merge). It keeps a 64-bit hash per distinct
+// id, about 40 bytes each, for one input; two ids share a hash, reporting a
+// false repeat, with probability about n²/2^65 (1e-7 at 2 million ids).
+type dupIDs struct {
+	seed  maphash.Seed
+	seen  map[uint64]struct{}
+	n     int64
+	first []string // the first few repeated ids, for the warning
+	more  bool     // other ids repeat too
+}
+
+func newDupIDs() *dupIDs { return &dupIDs{seed: maphash.MakeSeed(), seen: map[uint64]struct{}{}} }
+
+func (d *dupIDs) add(ids *array.String) {
+	for i := range ids.Len() {
+		h := maphash.String(d.seed, ids.Value(i))
+		if _, ok := d.seen[h]; !ok {
+			d.seen[h] = struct{}{}
+			continue
+		}
+		d.n++
+		switch id := ids.Value(i); {
+		case slices.Contains(d.first, id):
+		case len(d.first) < 3:
+			d.first = append(d.first, id)
+		default:
+			d.more = true
+		}
+	}
+}
+
+// warn prints a warning line when some trace ids repeat.
+func (d *dupIDs) warn(w io.Writer, in string) {
+	if d.n == 0 {
+		return
+	}
+	quoted := make([]string, len(d.first))
+	for i, id := range d.first {
+		quoted[i] = strconv.Quote(id)
+	}
+	more := ""
+	if d.more {
+		more = ", ..."
+	}
+	fmt.Fprintf(w, "warning: %d responses repeat a trace id that came before in %s (%s%s): each copy is scored and written as a row of its own; "+
+		"remove the repeats, or give each response its own id\n", d.n, in, strings.Join(quoted, ", "), more)
 }
 
 type pendingReject struct {

@@ -384,3 +384,69 @@ func TestScoreArrowChunks(t *testing.T) {
 		}
 	}
 }
+
+// scoreLine is a scorable chat response with id.
+func scoreLine(id string) string {
+	return `{"id":"` + id + `","created":1760000000,"model":"m","choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[` +
+		`{"logprob":-0.1,"top_logprobs":[{"logprob":-0.1},{"logprob":-2.5}]},{"logprob":-0.7,"top_logprobs":[{"logprob":-0.7},{"logprob":-0.9}]}]}}]}`
+}
+
+// Responses after the end of a JSON array are scored, not dropped.
+func TestScoreReadsPastTheArray(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.json")
+	data := "[" + scoreLine("r1") + "," + scoreLine("r2") + "]\n[" + scoreLine("r3") + "," + scoreLine("r4") + "]\n" + scoreLine("r5") + "\n"
+	require.NoError(t, os.WriteFile(in, []byte(data), 0o644))
+	out := filepath.Join(dir, "out.csv")
+	_, stderr, code := runCLI(t, "score", "--in", in, "--out", out)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "scored 5 responses")
+	require.Contains(t, stderr, "5 written, 0 rejected")
+	require.Len(t, readCSV(t, out), 5)
+}
+
+// Repeated trace ids are counted in a warning after the summary.
+func TestScoreWarnsRepeatedIDs(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	lines := []string{scoreLine("a"), scoreLine("b"), scoreLine("a"), scoreLine("c"), scoreLine("a"), scoreLine("b")}
+	require.NoError(t, os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	_, stderr, code := runCLI(t, "score", "--in", in, "--out", filepath.Join(dir, "out.csv"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "6 written, 0 rejected")
+	require.Contains(t, stderr, `warning: 3 responses repeat a trace id that came before in `+in+` ("a", "b")`)
+
+	require.NoError(t, os.WriteFile(in, []byte(strings.Join(lines[:2], "\n")+"\n"), 0o644))
+	_, stderr, code = runCLI(t, "score", "--in", in, "--out", filepath.Join(dir, "out2.csv"))
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "warning")
+}
+
+// --max-steps bounds a streamed response while its chunks are joined: it is
+// rejected as too_long by the reader, and the rest is scored.
+func TestScoreMaxStepsStreamed(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	chunk := func(id, finish string) string {
+		fin := "null"
+		if finish != "" {
+			fin = `"` + finish + `"`
+		}
+		return `data: {"id":"` + id + `","object":"chat.completion.chunk","created":1760000000,"model":"m","choices":[{"index":0,` +
+			`"logprobs":{"content":[{"logprob":-0.5,"top_logprobs":[{"logprob":-0.5},{"logprob":-1}]}]},"finish_reason":` + fin + `}]}`
+	}
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, chunk("long", ""), chunk("forever", ""))
+		if i < 2 {
+			lines = append(lines, chunk("short", ""))
+		}
+	}
+	lines = append(lines, chunk("long", "stop"), chunk("short", "stop"))
+	require.NoError(t, os.WriteFile(in, []byte(strings.Join(lines, "\n\n")+"\n"), 0o644))
+	_, stderr, code := runCLI(t, "score", "--max-steps", "4", "--in", in, "--out", filepath.Join(dir, "out.csv"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "1 written, 2 rejected (too_long 2)")
+	require.Contains(t, stderr, `id="long" reason=too_long: streamed response (6 chat.completion.chunk objects, lines 1-25): choice 0 has more than 4 steps`)
+	require.Contains(t, stderr, `id="forever" reason=too_long`)
+}

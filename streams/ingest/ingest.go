@@ -77,12 +77,25 @@ type Config struct {
 	// objects) being joined at once; beyond it the one that started first is
 	// rejected as incomplete. Default 10000.
 	MaxOpenStreams int `yaml:"max_open_streams"`
+	// MaxSteps is the most steps a choice of a streamed response may gather:
+	// once it has more, its steps are dropped, its further chunks ignored,
+	// and it is rejected as too_long. Set it to the profile's max_steps (the
+	// longest trajectory scored; whole responses are left to the profile).
+	// Default 32768, as profile's.
+	MaxSteps int `yaml:"max_steps"`
+	// MaxHeldSteps bounds the logprobs held over all open streams, in steps
+	// of 21 logprobs (a chosen token and 20 alternatives; a step with more
+	// alternatives counts as more than one); beyond it the streams that
+	// started first are rejected as incomplete. At least MaxSteps. Default
+	// 1000000 (about 170 MB).
+	MaxHeldSteps int `yaml:"max_held_steps"`
 }
 
 // DefaultConfig returns the documented defaults. Its logprobs are float32
 // (trace.v1); set Float64 for exact offline scoring.
 func DefaultConfig() Config {
-	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs", MaxOpenStreams: 10000}
+	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs", MaxOpenStreams: 10000,
+		MaxSteps: 32768, MaxHeldSteps: 1000000}
 }
 
 // Validate reports a configuration that cannot work.
@@ -96,6 +109,12 @@ func (c Config) Validate() error {
 	if c.MaxOpenStreams < 1 {
 		return fmt.Errorf("ingest.max_open_streams must be at least 1, got %d", c.MaxOpenStreams)
 	}
+	if c.MaxSteps < 1 {
+		return fmt.Errorf("ingest.max_steps must be at least 1, got %d", c.MaxSteps)
+	}
+	if c.MaxHeldSteps < c.MaxSteps {
+		return fmt.Errorf("ingest.max_held_steps must be at least max_steps (%d), got %d", c.MaxSteps, c.MaxHeldSteps)
+	}
 	return nil
 }
 
@@ -106,9 +125,14 @@ type Reject struct {
 	// Reason is one of:
 	//   - schemas.ReasonMalformedJSON: the line is not a JSON object of a
 	//     known shape, is longer than MaxLineBytes, lacks "id" or "choices",
-	//     or carries a label ("correct") that is not a boolean;
+	//     repeats a choice index, has a "created" that is not a time between
+	//     2000 and 2100 in Unix seconds or milliseconds, or carries a label
+	//     ("correct") that is not a boolean;
 	//   - schemas.ReasonIncomplete: a streamed response whose finish_reason
-	//     never came before the input ended, or pushed out by MaxOpenStreams;
+	//     never came before the input ended, or pushed out by MaxOpenStreams
+	//     or MaxHeldSteps;
+	//   - schemas.ReasonTooLong: a choice of a streamed response with more
+	//     than MaxSteps steps;
 	//   - schemas.ReasonNaNLogprob: a legacy completion made with echo=true,
 	//     whose logprobs begin with the prompt's first token (null).
 	// Every other problem with logprobs is left to the profile operator.
@@ -149,6 +173,9 @@ type Reader struct {
 	done     bool
 	scratch  []byte
 	streams  map[string]*openStream // streamed responses being joined, by id
+	oldest   *openStream            // the open streams in the order they started, oldest first
+	newest   *openStream
+	held     int // logprobs held by the open streams
 }
 
 // NewReader reads responses from r. An invalid cfg (see Validate) is
@@ -243,10 +270,13 @@ func (r *Reader) Release() {
 }
 
 func (r *Reader) addLine(line []byte) *Reject {
-	line = r.sanitize(line)
+	line, sanitized := r.sanitize(line)
 	var resp response
 	if err := json.Unmarshal(line, &resp); err != nil {
 		return &Reject{Line: r.line, ID: peekID(line), Reason: schemas.ReasonMalformedJSON, Err: jsonError(err)}
+	}
+	if sanitized {
+		resp.unsentinel()
 	}
 	if carried, isEvent, err := resp.streamEvent(); isEvent {
 		if err != nil {
@@ -330,20 +360,33 @@ func (l *lineReader) next() ([]byte, error) {
 
 // Python's json module writes NaN, Infinity and -Infinity as bare literals,
 // which are not JSON; vLLM and many logging pipelines emit them. sanitize
-// replaces them, outside strings, with numeric sentinels no logprob can take,
-// which decodeFloat maps back.
+// replaces them, outside strings, with numeric sentinels, which unsentinel
+// maps back after decoding, in lines sanitize changed only. A number in
+// such a line that equals a sentinel is moved one unit in the last place
+// towards zero, so that no value the input holds is taken for a sentinel
+// (7.0e307 stays a positive logprob, -8.0e307 a finite one).
 const (
 	nanSentinel    = 7.0e307
 	posInfSentinel = 8.0e307
 	negInfSentinel = -8.0e307
 )
 
-func (r *Reader) sanitize(line []byte) []byte {
+// numberByte marks the bytes of a JSON number.
+var numberByte = func() (t [256]bool) {
+	for _, c := range []byte("0123456789+-.eE") {
+		t[c] = true
+	}
+	return t
+}()
+
+// sanitize returns line with Python's literals replaced, and whether it
+// replaced any. The result is valid until the next call.
+func (r *Reader) sanitize(line []byte) ([]byte, bool) {
 	if !bytes.Contains(line, []byte("NaN")) && !bytes.Contains(line, []byte("Infinity")) {
-		return line
+		return line, false
 	}
 	out := r.scratch[:0]
-	inStr, esc := false, false
+	inStr, esc, replaced := false, false, false
 	for i := 0; i < len(line); i++ {
 		c := line[i]
 		if inStr {
@@ -364,20 +407,47 @@ func (r *Reader) sanitize(line []byte) []byte {
 		case bytes.HasPrefix(line[i:], []byte("NaN")):
 			out = append(out, "7.0e307"...)
 			i += 2
+			replaced = true
 			continue
 		case bytes.HasPrefix(line[i:], []byte("-Infinity")):
 			out = append(out, "-8.0e307"...)
 			i += 8
+			replaced = true
 			continue
 		case bytes.HasPrefix(line[i:], []byte("Infinity")):
 			out = append(out, "8.0e307"...)
 			i += 7
+			replaced = true
+			continue
+		case c == '-' || c >= '0' && c <= '9':
+			j := i + 1
+			for j < len(line) && numberByte[line[j]] {
+				j++
+			}
+			out = appendNumber(out, line[i:j])
+			i = j - 1
 			continue
 		}
 		out = append(out, c)
 	}
 	r.scratch = out
-	return out
+	return out, replaced
+}
+
+// appendNumber appends a number of the input, moved off the sentinels.
+func appendNumber(out, num []byte) []byte {
+	if len(num) < len("7e307") || bytes.IndexAny(num, "eE") < 0 && len(num) < 300 {
+		return append(out, num...) // far too small to be a sentinel
+	}
+	v, err := strconv.ParseFloat(string(num), 64)
+	if err != nil || v != nanSentinel && v != posInfSentinel && v != negInfSentinel {
+		return append(out, num...)
+	}
+	return strconv.AppendFloat(out, math.Nextafter(v, 0), 'g', -1, 64)
+}
+
+func isSentinel(v float64) bool {
+	return v == nanSentinel || v == posInfSentinel || v == negInfSentinel
 }
 
 func decodeFloat(v float64) float64 {
@@ -392,6 +462,98 @@ func decodeFloat(v float64) float64 {
 	return v
 }
 
+// unsentinel maps the sentinels sanitize wrote back to NaN and ±Inf, in
+// every number field that is read.
+func (resp *response) unsentinel() {
+	for _, p := range []*float64{resp.Temperature, resp.TopP} {
+		unsentinelPtr(p)
+	}
+	if s := resp.Sampling; s != nil {
+		unsentinelPtr(s.Temperature)
+		unsentinelPtr(s.TopP)
+	}
+	for _, ch := range resp.Choices {
+		lp := ch.Logprobs
+		if lp == nil {
+			continue
+		}
+		unsentinelSteps(lp.Content)
+		unsentinelSteps(lp.Refusal)
+		if lp.TokenLogprobs != nil {
+			for _, p := range *lp.TokenLogprobs {
+				unsentinelPtr(p)
+			}
+		}
+		for _, m := range lp.TopLogprobs {
+			for k, v := range m {
+				m[k] = decodeFloat(v)
+			}
+		}
+	}
+	for _, item := range resp.Output {
+		for _, part := range item.Content {
+			unsentinelSteps(part.Logprobs)
+		}
+	}
+	for _, n := range []*json.Number{&resp.Created, &resp.CreatedAt} {
+		if v, err := n.Float64(); err == nil && isSentinel(v) {
+			*n = json.Number(strconv.FormatFloat(decodeFloat(v), 'g', -1, 64)) // "NaN", "+Inf": rejected as times
+		}
+	}
+	unsentinelAny(resp.Attributes)
+	unsentinelAny(resp.Metadata)
+	if resp.Response != nil {
+		resp.Response.unsentinel()
+	}
+}
+
+func unsentinelPtr(p *float64) {
+	if p != nil {
+		*p = decodeFloat(*p)
+	}
+}
+
+func unsentinelSteps(steps *[]step) {
+	if steps == nil {
+		return
+	}
+	for _, st := range *steps {
+		unsentinelPtr(st.Logprob)
+		for _, a := range st.TopLogprobs {
+			unsentinelPtr(a.Logprob)
+		}
+	}
+}
+
+// unsentinelAny puts Python's literal, as text, where an attribute held one.
+func unsentinelAny(v any) {
+	lit := func(x any) any {
+		f, ok := x.(float64)
+		if !ok || !isSentinel(f) {
+			return x
+		}
+		switch {
+		case f == nanSentinel:
+			return "NaN"
+		case f == posInfSentinel:
+			return "Infinity"
+		}
+		return "-Infinity"
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = lit(e)
+			unsentinelAny(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = lit(e)
+			unsentinelAny(e)
+		}
+	}
+}
+
 func jsonError(err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
@@ -399,6 +561,10 @@ func jsonError(err error) error {
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
+		if te.Field == "" && te.Type == reflect.TypeFor[response]() {
+			return fmt.Errorf("got JSON %s, want a response object: each line (or element of a JSON array) must be one "+
+				"OpenAI-compatible response object {\"id\": ..., \"choices\": [...]}", te.Value)
+		}
 		return fmt.Errorf("field %s: got JSON %s, want %s", te.Field, te.Value, jsonKind(te.Type))
 	}
 	return err
@@ -477,14 +643,18 @@ func Open(path string) (io.ReadCloser, error) {
 
 // Framed returns r as JSON Lines: as is when it is JSON Lines, rewritten one
 // value per line when it is a JSON array or pretty-printed objects (detected
-// from the first bytes).
+// from the first bytes). What follows the array (more arrays, objects) is
+// read too, a value per line.
 func Framed(r io.Reader) io.Reader {
 	br, ok := r.(*bufio.Reader)
 	if !ok {
 		br = bufio.NewReaderSize(r, 1<<20)
 	}
-	if mode := detectFraming(br); mode != framedLines {
-		return newReframer(br, mode)
+	if bom, _ := br.Peek(3); string(bom) == "\ufeff" {
+		br.Discard(3) // a byte-order mark some editors write: not part of the JSON
+	}
+	if detectFraming(br) != framedLines {
+		return newReframer(br)
 	}
 	return br
 }
@@ -539,6 +709,8 @@ type response struct {
 	Metadata          map[string]any     `json:"metadata"`
 	Type              string             `json:"type"`     // stream events
 	Response          *response          `json:"response"` // in response.completed events
+
+	multi bool // name rows <id>/<index> even for one choice (a streamed response some of whose choices were rejected)
 }
 
 // optString is a JSON string that tells an explicit null (set, value nil)
@@ -571,6 +743,8 @@ type choice struct {
 	Index    int       `json:"index"`
 	Finish   optString `json:"finish_reason"`
 	Logprobs *logprobs `json:"logprobs"`
+
+	joined *joinedSteps // the steps of a streamed choice (stream.go), instead of Logprobs
 }
 
 type logprobs struct {
@@ -590,6 +764,27 @@ type step struct {
 
 type alt struct {
 	Logprob *float64 `json:"logprob"`
+}
+
+// The times "created" may hold: Unix seconds, or milliseconds, from
+// 2000-01-01 to 2100-01-01. The ranges do not overlap (milliseconds of that
+// century would be seconds after the year 31000), so either is read without
+// a hint; anything else is more likely a mistake than a time.
+const (
+	minCreated = 946684800  // 2000-01-01T00:00:00Z
+	maxCreated = 4102444800 // 2100-01-01T00:00:00Z
+)
+
+// createdMillis reads "created" as milliseconds since the epoch.
+func createdMillis(n json.Number) (int64, error) {
+	v, err := n.Float64()
+	switch {
+	case err == nil && v >= minCreated && v < maxCreated:
+		return int64(math.Round(v * 1000)), nil
+	case err == nil && v >= minCreated*1000 && v < maxCreated*1000:
+		return int64(math.Round(v)), nil
+	}
+	return 0, fmt.Errorf(`"created" is %s: created must be Unix seconds (or milliseconds) between 2000-01-01 and 2100-01-01, e.g. 1760000000`, n)
 }
 
 // row is one trace.v1 row before it is appended to the builder.
@@ -636,11 +831,11 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 		return nil, errors.New(`no "id": every response needs an id (the idempotency key)`)
 	}
 	if resp.Created != "" {
-		sec, err := resp.Created.Float64()
+		ms, err := createdMillis(resp.Created)
 		if err != nil {
-			return nil, fmt.Errorf(`"created" is %q, want unix seconds`, resp.Created)
+			return nil, err
 		}
-		base.ts = int64(sec * 1000)
+		base.ts = ms
 	} else {
 		base.ts = time.Now().UnixMilli()
 	}
@@ -667,11 +862,20 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 	}
 	base.correct = c
 
+	if len(resp.Choices) > 1 {
+		seen := make(map[int]bool, len(resp.Choices))
+		for _, ch := range resp.Choices {
+			if seen[ch.Index] {
+				return nil, fmt.Errorf(`"choices" hold "index": %d twice: each choice needs its own index (its row is named <id>/<index>)`, ch.Index)
+			}
+			seen[ch.Index] = true
+		}
+	}
 	rows := make([]row, 0, len(resp.Choices))
 	for _, ch := range resp.Choices {
 		r := base
 		r.traceID = resp.ID
-		if len(resp.Choices) > 1 {
+		if len(resp.Choices) > 1 || resp.multi {
 			r.traceID = resp.ID + "/" + strconv.Itoa(ch.Index)
 		}
 		if ch.Finish.value != nil {
@@ -686,6 +890,9 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 }
 
 func (ch *choice) steps(r *row) error {
+	if ch.joined != nil {
+		return ch.joined.steps(r)
+	}
 	lp := ch.Logprobs
 	switch {
 	case lp == nil || (lp.Content == nil && lp.Refusal == nil && lp.TokenLogprobs == nil):
@@ -710,8 +917,7 @@ func (ch *choice) steps(r *row) error {
 		if len(tl) > 0 && tl[0] == nil && lp.TopLogprobs[0] == nil {
 			// The first token of a text has no logprob: the prompt's own first
 			// token, which echo=true puts in front of the generated ones.
-			return &reasonError{schemas.ReasonNaNLogprob, errors.New("legacy logprobs start with a null token_logprob and null top_logprobs: " +
-				"the response was made with echo=true, so its logprobs begin with the prompt's tokens; request the completion without echo")}
+			return errEcho()
 		}
 		r.chosen = make([]float64, len(tl))
 		r.top = make([][]float64, len(tl))
@@ -720,7 +926,7 @@ func (ch *choice) steps(r *row) error {
 			m := lp.TopLogprobs[t]
 			alts := make([]float64, 0, len(m))
 			for _, v := range m {
-				alts = append(alts, decodeFloat(v))
+				alts = append(alts, v)
 			}
 			// Go's map order is random: without a fixed order the features'
 			// last bits would change from run to run. Most probable first.
@@ -729,6 +935,12 @@ func (ch *choice) steps(r *row) error {
 		}
 	}
 	return nil
+}
+
+// errEcho is the error of legacy logprobs that begin with the prompt's.
+func errEcho() error {
+	return &reasonError{schemas.ReasonNaNLogprob, errors.New("legacy logprobs start with a null token_logprob and null top_logprobs: " +
+		"the response was made with echo=true, so its logprobs begin with the prompt's tokens; request the completion without echo")}
 }
 
 func derefSteps(s *[]step) []step {
@@ -743,7 +955,7 @@ func valueOf(p *float64) float64 {
 	if p == nil {
 		return math.NaN()
 	}
-	return decodeFloat(*p)
+	return *p
 }
 
 func or(a, b string) string {
@@ -896,13 +1108,13 @@ func (b *builder) append(r *row) {
 		} else {
 			tv := tok.ValueBuilder().(*array.Float32Builder)
 			for _, v := range r.chosen {
-				tv.Append(float32(v))
+				tv.Append(logprob32(v))
 			}
 			iv := inner.ValueBuilder().(*array.Float32Builder)
 			for _, alts := range r.top {
 				inner.Append(true)
 				for _, v := range alts {
-					iv.Append(float32(v))
+					iv.Append(logprob32(v))
 				}
 			}
 		}
@@ -916,4 +1128,19 @@ func (b *builder) append(r *row) {
 	} else {
 		cb.Append(*r.correct)
 	}
+}
+
+// logprob32 rounds a logprob to float32 without changing how the profile
+// judges it: a finite value beyond float32's range is clamped to the largest
+// float32 of its sign instead of becoming ±Inf (nan_logprob). A positive one
+// stays a positive_logprob; a negative one (a probability of 0, e.g. -1e39)
+// stays finite and accepted, as in float64.
+func logprob32(v float64) float32 {
+	switch {
+	case v > math.MaxFloat32 && !math.IsInf(v, 1):
+		return math.MaxFloat32
+	case v < -math.MaxFloat32 && !math.IsInf(v, -1):
+		return -math.MaxFloat32
+	}
+	return float32(v)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 )
@@ -433,4 +434,122 @@ func TestNilAllocator(t *testing.T) {
 	})
 	defer rec.Release()
 	require.EqualValues(t, 1, rec.NumRows())
+}
+
+// oneStep is a chat response of one step: chosen logprob and alternatives as
+// JSON text; extra is spliced into the object.
+func oneStep(id, chosen, alts, extra string) string {
+	return `{"id":"` + id + `","created":1760000000,"model":"m",` + extra + `"choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[` +
+		`{"logprob":` + chosen + `,"top_logprobs":[` + alts + `]}]}}]}`
+}
+
+// A logprob is judged the same whether it is stored as float32 (the stream,
+// HTTP) or float64 (score): values beyond float32's range do not become
+// ±Inf, and a number of the input is never taken for one of the sentinels
+// that stand for Python's NaN and Infinity.
+func TestLogprobRangeSameInBothWidths(t *testing.T) {
+	input := strings.Join([]string{
+		oneStep("pos-chosen", "1e39", `{"logprob":-1}`, ""),
+		oneStep("neg-chosen", "-1e39", `{"logprob":-1e39},{"logprob":-1}`, ""),
+		oneStep("sentinel-nan", "7.0e307", `{"logprob":-1}`, ""),
+		oneStep("sentinel-neg", "-8.0e307", `{"logprob":-Infinity},{"logprob":-1}`, `"temperature":NaN,`),
+		oneStep("sentinel-pos", "-1", `{"logprob":8e307},{"logprob":-1}`, `"top_p":Infinity,`),
+		oneStep("nan", "NaN", `{"logprob":-1}`, ""),
+		oneStep("pos-alt", "-1", `{"logprob":1e39}`, ""),
+		oneStep("inf-alt", "-1", `{"logprob":Infinity}`, ""),
+	}, "\n")
+	want := map[string]string{
+		"pos-chosen":   schemas.ReasonPositiveLogprob,
+		"neg-chosen":   "",
+		"sentinel-nan": schemas.ReasonPositiveLogprob,
+		"sentinel-neg": "",
+		"sentinel-pos": schemas.ReasonPositiveLogprob,
+		"nan":          schemas.ReasonNaNLogprob,
+		"pos-alt":      schemas.ReasonPositiveLogprob,
+		"inf-alt":      schemas.ReasonNaNLogprob,
+	}
+	for _, f64 := range []bool{false, true} {
+		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		cfg := ingest.DefaultConfig()
+		cfg.Float64 = f64
+		r := ingest.NewReader(strings.NewReader(input), cfg, mem)
+		rec, err := r.Next()
+		require.NoError(t, err)
+		require.Empty(t, r.Rejects())
+		got := map[string]string{}
+		ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		for i := range ids.Len() {
+			got[ids.Value(i)] = ""
+		}
+		require.NoError(t, profile.Check(profile.DefaultConfig(), rec, func(row int, rj *profile.Reject) {
+			got[ids.Value(row)] = rj.Reason
+		}))
+		require.Equal(t, want, got, "float64 %v", f64)
+		rows := toRows(rec)
+		require.True(t, math.IsNaN(float64(rows[3].temperature)), "NaN stays NaN")
+		require.Equal(t, math.Inf(-1), rows[3].top[0][0], "-Infinity stays -Inf")
+		require.False(t, math.IsInf(rows[3].chosen[0], 0), "a genuine -8.0e307 stays finite")
+		require.Less(t, rows[3].chosen[0], -3e38)
+		rec.Release()
+		r.Release()
+		mem.AssertSize(t, 0)
+	}
+}
+
+// Choices that repeat an index would make two rows of one trace id.
+func TestDuplicateChoiceIndex(t *testing.T) {
+	two := func(a, b string) string {
+		c := `"finish_reason":"stop","logprobs":{"content":[` + stepFour + `]}`
+		return `{"id":"d","created":1760000000,"choices":[{` + a + c + `},{` + b + c + `}]}`
+	}
+	rows, rej := readAll(t, two(`"index":0,`, `"index":0,`)+"\n"+two(``, ``)+"\n"+two(`"index":0,`, `"index":1,`), false)
+	require.Len(t, rows, 2)
+	require.Equal(t, "d/0", rows[0].id)
+	require.Equal(t, "d/1", rows[1].id)
+	require.Len(t, rej, 2)
+	for _, r := range rej {
+		require.Equal(t, schemas.ReasonMalformedJSON, r.Reason)
+		require.ErrorContains(t, r.Err, `"index": 0 twice`)
+	}
+}
+
+// "created" is Unix seconds or milliseconds of this century; anything else is
+// rejected rather than stored as a time no view shows (or an overflow).
+func TestCreated(t *testing.T) {
+	for _, tc := range []struct {
+		created string
+		ms      int64 // 0: rejected
+	}{
+		{"1760000000", 1760000000000},
+		{"1760000000.25", 1760000000250},
+		{"1795585100000", 1795585100000},
+		{"946684800", 946684800000},
+		{"946684799", 0},
+		{"4102444800", 0},
+		{"1e300", 0},
+		{"-1e18", 0},
+		{"0", 0},
+		{"9.2e18", 0},
+		{"NaN", 0},
+	} {
+		t.Run(tc.created, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			line := strings.Replace(chat, `"created":1760000000`, `"created":`+tc.created, 1)
+			r := ingest.NewReader(strings.NewReader(line), ingest.DefaultConfig(), mem)
+			defer r.Release()
+			rec, err := r.Next()
+			if tc.ms == 0 {
+				require.ErrorIs(t, err, io.EOF)
+				require.Len(t, r.Rejects(), 1)
+				require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects()[0].Reason)
+				require.ErrorContains(t, r.Rejects()[0].Err, `"created" is `+tc.created+": created must be Unix seconds")
+				return
+			}
+			require.NoError(t, err)
+			defer rec.Release()
+			ts := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTS)).(*array.Timestamp)
+			require.Equal(t, arrow.Timestamp(tc.ms), ts.Value(0))
+		})
+	}
 }

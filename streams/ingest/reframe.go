@@ -13,6 +13,13 @@ import (
 // (a report's "line N" is then the N-th response). Streaming, in constant
 // memory: a reframer tracks strings and nesting and rewrites only separators
 // and layout whitespace.
+//
+// Whatever follows a top-level value is read too: arrays one after another
+// ("[...][...]", as appending to a file of arrays gives), objects after an
+// array, one per line or pretty-printed. A top-level "[" opens an array whose
+// elements are values; between top-level values, commas are skipped and a
+// newline ends anything that is not an object or array (it becomes a line of
+// its own, which the Reader rejects as malformed_json). Nothing is dropped.
 
 // reframeMode says how the input is framed.
 type reframeMode int
@@ -43,24 +50,22 @@ func detectFraming(br *bufio.Reader) reframeMode {
 	return framedLines
 }
 
-// reframer rewrites an array or a sequence of JSON values as JSON Lines.
+// reframer rewrites arrays and sequences of JSON values as JSON Lines.
 type reframer struct {
-	src    io.Reader
-	mode   reframeMode
-	in     []byte
-	out    []byte
-	next   int // out[next:] is still to be read
-	depth  int
-	inStr  bool
-	esc    bool
-	opened bool // array: the "[" was consumed
-	closed bool // array: the "]" was consumed
-	empty  bool // nothing of the current value written yet
-	err    error
+	src     io.Reader
+	in      []byte
+	out     []byte
+	next    int // out[next:] is still to be read
+	depth   int // nesting inside the current value
+	inStr   bool
+	esc     bool
+	inArray bool // inside a top-level array: its elements are the values
+	empty   bool // nothing of the current value written yet
+	err     error
 }
 
-func newReframer(src io.Reader, mode reframeMode) *reframer {
-	return &reframer{src: src, mode: mode, in: make([]byte, 64<<10), empty: true}
+func newReframer(src io.Reader) *reframer {
+	return &reframer{src: src, in: make([]byte, 64<<10), empty: true}
 }
 
 func (r *reframer) Read(p []byte) (int, error) {
@@ -124,16 +129,6 @@ func (r *reframer) feed(b []byte) {
 			continue
 		}
 		c := b[i]
-		if r.mode == framedArray && !r.opened {
-			if c == '[' {
-				r.opened = true
-			}
-			i++
-			continue // whitespace (or a byte-order mark) before the array
-		}
-		if r.closed {
-			return // after the array's "]"
-		}
 		if !structural[c] { // numbers, true, false, null: copied as a run
 			j := i + 1
 			for j < len(b) && !structural[b[j]] {
@@ -144,34 +139,86 @@ func (r *reframer) feed(b []byte) {
 			continue
 		}
 		i++
-		switch c {
-		case '"':
-			r.inStr = true
+		switch {
+		case r.depth > 0:
+			r.inValue(c)
+		case r.inArray:
+			r.inArrayTop(c)
+		default:
+			r.atTop(c)
+		}
+	}
+}
+
+// inValue handles a structural byte inside an object or array value.
+func (r *reframer) inValue(c byte) {
+	switch c {
+	case '"':
+		r.inStr = true
+		r.put(c)
+	case '{', '[':
+		r.depth++
+		r.put(c)
+	case '}', ']':
+		r.depth--
+		r.put(c)
+		if r.depth == 0 && !r.inArray {
+			r.endValue() // a top-level object or array is complete
+		}
+	case ',':
+		r.put(c)
+	default: // layout whitespace: one space inside a value
+		r.put(' ')
+	}
+}
+
+// inArrayTop handles a structural byte between the elements of a top-level array.
+func (r *reframer) inArrayTop(c byte) {
+	switch c {
+	case '"':
+		r.inStr = true
+		r.put(c)
+	case '{', '[':
+		r.depth++
+		r.put(c)
+	case ',':
+		r.endValue()
+	case ']':
+		r.endValue()
+		r.inArray = false
+	case '}': // stray: part of a malformed element
+		r.put(c)
+	default: // layout whitespace: none between elements
+		if !r.empty {
+			r.put(' ')
+		}
+	}
+}
+
+// atTop handles a structural byte between top-level values.
+func (r *reframer) atTop(c byte) {
+	switch c {
+	case '"':
+		r.inStr = true
+		r.put(c)
+	case '{':
+		r.endValue() // after a scalar on the same line: a value of its own
+		r.depth++
+		r.put(c)
+	case '[':
+		r.endValue()
+		r.inArray = true
+	case ',':
+		if !r.empty {
 			r.put(c)
-		case '{', '[':
-			r.depth++
-			r.put(c)
-		case '}', ']':
-			if r.mode == framedArray && r.depth == 0 && c == ']' {
-				r.endValue()
-				r.closed = true
-				continue
-			}
-			r.depth--
-			r.put(c)
-			if r.mode == framedValues && r.depth == 0 {
-				r.endValue()
-			}
-		case ',':
-			if r.mode == framedArray && r.depth == 0 {
-				r.endValue()
-				continue
-			}
-			r.put(c)
-		default: // layout whitespace: one space inside a value, none between values
-			if !r.empty {
-				r.put(' ')
-			}
+		} // else a separator between top-level values: {...},{...} or [...],[...]
+	case '\n':
+		r.endValue() // ends a scalar or other text between values
+	case '}', ']': // stray: a malformed value
+		r.put(c)
+	default:
+		if !r.empty {
+			r.put(' ')
 		}
 	}
 }

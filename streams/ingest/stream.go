@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/entrowatch/entrowatch/schemas"
 )
@@ -22,8 +23,12 @@ import (
 // joins the chunks of one id, in input order, into one response: it becomes
 // a row when every choice seen has its finish_reason. Streams of different
 // ids may interleave. A stream still open at the end of the input, or pushed
-// out by MaxOpenStreams, is rejected as incomplete. A chunk without choices
-// (the usage chunk of stream_options.include_usage) adds nothing.
+// out by MaxOpenStreams or MaxHeldSteps (the one that started first goes), is
+// rejected as incomplete. A choice that grows past MaxSteps steps is rejected
+// as too_long: its steps are dropped at once and its further chunks add
+// nothing, so an endless stream holds at most MaxSteps steps. A chunk
+// without choices (the usage chunk of stream_options.include_usage) adds
+// nothing.
 
 const (
 	chunkObject  = "chat.completion.chunk"
@@ -54,21 +59,95 @@ func (r *Reader) isChunk(resp *response) bool {
 
 // openStream gathers the chunks of one streamed response.
 type openStream struct {
+	id                  string
 	firstLine, lastLine int64
 	chunks              int
 	object              string
 	resp                response // top-level fields, first value wins
 	choices             map[int]*streamChoice
+	held                int         // logprobs held by its choices
+	older, newer        *openStream // the Reader's list of open streams, in the order they started
 }
 
 type streamChoice struct {
-	finish   *string
-	content  []step
-	logprobs bool // some chunk carried logprobs.content
-	// legacy completions: token_logprobs and top_logprobs
-	tokenLogprobs []*float64
-	topLogprobs   []map[string]float64
-	legacy        bool
+	finish *string
+	joinedSteps
+	tooLong bool // more than MaxSteps steps: its steps were dropped, its further chunks are ignored
+}
+
+// joinedSteps are the logprobs of a streamed choice, decoded and flat:
+// step t's alternatives are alts[ends[t-1]:ends[t]] (ends[-1] = 0).
+type joinedSteps struct {
+	logprobs bool // some chunk carried logprobs.content or .refusal
+	legacy   bool // some chunk carried token_logprobs
+	chosen   []float64
+	alts     []float64
+	ends     []int
+	// legacy completions: whether the first token_logprob and the first
+	// top_logprobs were null (echo=true)
+	nullToken, nullTop bool
+}
+
+// add appends the steps of one chunk.
+func (j *joinedSteps) add(lp *logprobs) {
+	if lp.Content != nil || lp.Refusal != nil {
+		j.logprobs = true
+		for _, steps := range []*[]step{lp.Content, lp.Refusal} {
+			for _, st := range derefSteps(steps) {
+				j.chosen = append(j.chosen, valueOf(st.Logprob))
+				for _, a := range st.TopLogprobs {
+					j.alts = append(j.alts, valueOf(a.Logprob))
+				}
+				j.ends = append(j.ends, len(j.alts))
+			}
+		}
+	}
+	if lp.TokenLogprobs != nil {
+		if !j.legacy {
+			j.nullToken = len(*lp.TokenLogprobs) > 0 && (*lp.TokenLogprobs)[0] == nil
+			j.nullTop = len(lp.TopLogprobs) > 0 && lp.TopLogprobs[0] == nil
+		}
+		j.legacy = true
+		for _, v := range *lp.TokenLogprobs {
+			j.chosen = append(j.chosen, valueOf(v))
+		}
+		for _, m := range lp.TopLogprobs {
+			from := len(j.alts)
+			for _, v := range m {
+				j.alts = append(j.alts, v)
+			}
+			// Most probable first, as for whole legacy responses.
+			slices.SortFunc(j.alts[from:], func(a, b float64) int { return cmp.Compare(b, a) })
+			j.ends = append(j.ends, len(j.alts))
+		}
+	}
+}
+
+// numSteps is the number of steps gathered.
+func (j *joinedSteps) numSteps() int { return max(len(j.chosen), len(j.ends)) }
+
+// values is the number of logprobs held.
+func (j *joinedSteps) values() int { return len(j.chosen) + len(j.alts) }
+
+// steps fills r with the joined steps, as choice.steps does for a whole response.
+func (j *joinedSteps) steps(r *row) error {
+	switch {
+	case !j.logprobs && !j.legacy:
+		r.noLogprobs = true
+		return nil
+	case len(j.chosen) != len(j.ends):
+		return fmt.Errorf("legacy logprobs: %d token_logprobs but %d top_logprobs", len(j.chosen), len(j.ends))
+	case j.legacy && !j.logprobs && j.nullToken && j.nullTop:
+		return errEcho()
+	}
+	r.chosen = j.chosen
+	r.top = make([][]float64, len(j.ends))
+	from := 0
+	for t, end := range j.ends {
+		r.top[t] = j.alts[from:end:end]
+		from = end
+	}
+	return nil
 }
 
 // sseData unwraps a server-sent-events line: the payload of a data: line,
@@ -105,10 +184,11 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 	s := r.streams[c.ID]
 	if s == nil {
 		if len(r.streams) >= r.cfg.MaxOpenStreams {
-			r.rejectOldestStream()
+			r.rejectStream(r.oldest, fmt.Sprintf("more than %d streamed responses open at once (ingest max_open_streams)", r.cfg.MaxOpenStreams))
 		}
-		s = &openStream{firstLine: r.line, object: c.Object, resp: response{ID: c.ID}, choices: map[int]*streamChoice{}}
+		s = &openStream{id: c.ID, firstLine: r.line, object: c.Object, resp: response{ID: c.ID}, choices: map[int]*streamChoice{}}
 		r.streams[c.ID] = s
+		r.link(s)
 	}
 	s.lastLine = r.line
 	s.chunks++
@@ -119,16 +199,15 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 			sc = &streamChoice{}
 			s.choices[ch.Index] = sc
 		}
-		if lp := ch.Logprobs; lp != nil {
-			if lp.Content != nil || lp.Refusal != nil {
-				sc.logprobs = true
-				sc.content = append(append(sc.content, derefSteps(lp.Content)...), derefSteps(lp.Refusal)...)
+		if lp := ch.Logprobs; lp != nil && !sc.tooLong {
+			held := sc.values()
+			sc.add(lp)
+			if sc.numSteps() > r.cfg.MaxSteps {
+				sc.tooLong = true
+				sc.joinedSteps = joinedSteps{} // its steps are not needed to reject it
 			}
-			if lp.TokenLogprobs != nil {
-				sc.legacy = true
-				sc.tokenLogprobs = append(sc.tokenLogprobs, *lp.TokenLogprobs...)
-				sc.topLogprobs = append(sc.topLogprobs, lp.TopLogprobs...)
-			}
+			s.held += sc.values() - held
+			r.held += sc.values() - held
 		}
 		if f := ch.Finish.value; f != nil && *f != "" {
 			sc.finish = f
@@ -136,29 +215,46 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 	}
 	for _, sc := range s.choices {
 		if sc.finish == nil {
+			for r.held > r.cfg.MaxHeldSteps*valuesPerStep && r.oldest != nil {
+				r.rejectStream(r.oldest, fmt.Sprintf("the open streamed responses held more than %d steps of logprobs (ingest max_held_steps), and this one started first",
+					r.cfg.MaxHeldSteps))
+			}
 			return nil, nil
 		}
 	}
-	delete(r.streams, c.ID)
+	r.closeStream(s)
 	resp := s.resp
+	resp.multi = len(s.choices) > 1
 	for _, i := range slices.Sorted(maps.Keys(s.choices)) {
 		sc := s.choices[i]
-		ch := choice{Index: i, Finish: optString{set: true, value: sc.finish}}
-		switch {
-		case sc.logprobs:
-			content := sc.content
-			ch.Logprobs = &logprobs{Content: &content}
-		case sc.legacy:
-			tl := sc.tokenLogprobs
-			ch.Logprobs = &logprobs{TokenLogprobs: &tl, TopLogprobs: sc.topLogprobs}
+		if sc.tooLong {
+			id := c.ID
+			if resp.multi {
+				id += "/" + strconv.Itoa(i)
+			}
+			r.rejects = append(r.rejects, Reject{Line: r.line, ID: id, Reason: schemas.ReasonTooLong,
+				Err: fmt.Errorf("streamed response (%d %s objects, lines %d-%d): %s", s.chunks, s.object, s.firstLine, s.lastLine, r.tooLong(i))})
+			continue
 		}
-		resp.Choices = append(resp.Choices, ch)
+		resp.Choices = append(resp.Choices, choice{Index: i, Finish: optString{set: true, value: sc.finish}, joined: &sc.joinedSteps})
+	}
+	if len(resp.Choices) == 0 {
+		return nil, nil
 	}
 	rows, err := resp.toRows(r.cfg)
 	if err != nil {
 		return nil, &Reject{Line: r.line, ID: c.ID, Reason: reasonOf(err), Err: err}
 	}
 	return rows, nil
+}
+
+// valuesPerStep is what a step of MaxHeldSteps holds: the chosen token's
+// logprob and 20 alternatives.
+const valuesPerStep = 21
+
+func (r *Reader) tooLong(choice int) string {
+	return fmt.Sprintf("choice %d has more than %d steps (ingest max_steps; entrowatch score --max-steps); its steps were dropped unscored",
+		choice, r.cfg.MaxSteps)
 }
 
 // merge takes c's top-level fields that s does not have yet.
@@ -198,32 +294,54 @@ func setString(dst *string, v string) {
 	}
 }
 
-// rejectOldestStream rejects, as incomplete, the open stream that started first.
-func (r *Reader) rejectOldestStream() {
-	var oldest string
-	for id, s := range r.streams {
-		if oldest == "" || s.firstLine < r.streams[oldest].firstLine {
-			oldest = id
-		}
+// link appends s to the list of open streams (it started last).
+func (r *Reader) link(s *openStream) {
+	s.older = r.newest
+	if r.newest != nil {
+		r.newest.newer = s
+	} else {
+		r.oldest = s
 	}
-	r.rejectStream(oldest, fmt.Sprintf("more than %d streamed responses open at once (ingest max_open_streams)", r.cfg.MaxOpenStreams))
+	r.newest = s
+}
+
+// closeStream forgets s: it is complete or rejected.
+func (r *Reader) closeStream(s *openStream) {
+	delete(r.streams, s.id)
+	if s.older != nil {
+		s.older.newer = s.newer
+	} else {
+		r.oldest = s.newer
+	}
+	if s.newer != nil {
+		s.newer.older = s.older
+	} else {
+		r.newest = s.older
+	}
+	s.older, s.newer = nil, nil
+	r.held -= s.held
 }
 
 // rejectOpenStreams rejects every stream still open, oldest first (at the end
 // of the input).
 func (r *Reader) rejectOpenStreams() {
-	ids := slices.SortedFunc(maps.Keys(r.streams), func(a, b string) int {
-		return cmp.Compare(r.streams[a].firstLine, r.streams[b].firstLine)
-	})
-	for _, id := range ids {
-		r.rejectStream(id, "the input ended")
+	for r.oldest != nil {
+		r.rejectStream(r.oldest, "the input ended")
 	}
 }
 
-func (r *Reader) rejectStream(id, why string) {
-	s := r.streams[id]
-	delete(r.streams, id)
-	r.rejects = append(r.rejects, Reject{Line: s.lastLine, ID: id, Reason: schemas.ReasonIncomplete,
-		Err: fmt.Errorf("streamed response (%d %s objects, lines %d-%d) has no finish_reason: %s before its last chunk",
-			s.chunks, s.object, s.firstLine, s.lastLine, why)})
+// rejectStream rejects s, which is open: as too_long when a choice of it
+// grew past MaxSteps, else as incomplete.
+func (r *Reader) rejectStream(s *openStream, why string) {
+	r.closeStream(s)
+	what := fmt.Sprintf("streamed response (%d %s objects, lines %d-%d)", s.chunks, s.object, s.firstLine, s.lastLine)
+	for _, i := range slices.Sorted(maps.Keys(s.choices)) {
+		if s.choices[i].tooLong {
+			r.rejects = append(r.rejects, Reject{Line: s.lastLine, ID: s.id, Reason: schemas.ReasonTooLong,
+				Err: fmt.Errorf("%s: %s; nor did it finish: %s before its last chunk", what, r.tooLong(i), why)})
+			return
+		}
+	}
+	r.rejects = append(r.rejects, Reject{Line: s.lastLine, ID: s.id, Reason: schemas.ReasonIncomplete,
+		Err: fmt.Errorf("%s has no finish_reason: %s before its last chunk", what, why)})
 }

@@ -220,3 +220,102 @@ func TestStreamedLegacyCompletions(t *testing.T) {
 	require.Equal(t, schemas.ReasonIncomplete, rej[0].Reason)
 	require.ErrorContains(t, rej[0].Err, "1 text_completion objects")
 }
+
+// Beyond max_open_streams the stream that started first is pushed out, also
+// when it received a chunk since (first seen, not least recently used), and
+// at the end of the input the open streams are rejected in the order they
+// started.
+func TestStreamEvictionOrder(t *testing.T) {
+	cfg := ingest.DefaultConfig()
+	cfg.MaxOpenStreams = 3
+	input := strings.Join([]string{
+		chunk("a", 0, stepFour, "", ""),    // 1
+		chunk("b", 0, stepFour, "", ""),    // 2
+		chunk("c", 0, stepFour, "", ""),    // 3
+		chunk("a", 0, stepDot, "", ""),     // 4: a is still the oldest
+		chunk("d", 0, stepFour, "", ""),    // 5: a pushed out
+		chunk("b", 0, stepDot, "stop", ""), // 6: b done
+		chunk("e", 0, stepFour, "", ""),    // 7
+		chunk("f", 0, stepFour, "", ""),    // 8: c pushed out
+		chunk("d", 0, stepDot, "", ""),     // 9
+	}, "\n")
+	rows, _, rej := readWith(t, input, cfg)
+	require.Len(t, rows, 1)
+	require.Equal(t, "b", rows[0].id)
+	var got []string
+	for _, r := range rej {
+		require.Equal(t, schemas.ReasonIncomplete, r.Reason)
+		got = append(got, fmt.Sprintf("%s@%d", r.ID, r.Line))
+	}
+	require.Equal(t, []string{"a@4", "c@3", "d@9", "e@7", "f@8"}, got)
+	require.ErrorContains(t, rej[0].Err, "max_open_streams")
+	require.ErrorContains(t, rej[1].Err, "max_open_streams")
+	require.ErrorContains(t, rej[2].Err, "the input ended")
+}
+
+// A choice that grows past max_steps is rejected as too_long, once, with its
+// steps dropped (memory stays bounded while its chunks keep coming); the
+// other choices of the response are rows.
+func TestStreamTooLong(t *testing.T) {
+	cfg := ingest.DefaultConfig()
+	cfg.MaxSteps = 2
+	lines := []string{
+		chunk("long", 0, stepFour, "", ""),
+		chunk("n", 0, stepFour, "", ""),
+		chunk("n", 1, stepFour, "", ""),
+	}
+	for range 5 {
+		lines = append(lines, chunk("long", 0, stepDot, "", ""), chunk("n", 0, stepDot, "", ""))
+	}
+	lines = append(lines,
+		chunk("long", 0, "", "length", ""), // 14
+		chunk("n", 0, "", "stop", ""),
+		chunk("n", 1, stepDot, "stop", ""), // 16
+		chunk("cut", 0, stepFour+","+stepDot+","+stepDot, "", ""),
+		chunk("cut", 0, stepDot, "", ""),
+	)
+	rows, rowLines, rej := readWith(t, strings.Join(lines, "\n"), cfg)
+	require.Len(t, rows, 1)
+	require.Equal(t, "n/1", rows[0].id, "named as one of several choices")
+	require.Equal(t, []float64{-0.01, -0.5}, rows[0].chosen)
+	require.Equal(t, []int64{16}, rowLines)
+	require.Len(t, rej, 3, "one reject per response or choice, not per chunk")
+	require.Equal(t, ingest.Reject{Line: 14, ID: "long", Reason: schemas.ReasonTooLong, Err: rej[0].Err}, rej[0])
+	require.ErrorContains(t, rej[0].Err, "choice 0 has more than 2 steps (ingest max_steps")
+	require.Equal(t, ingest.Reject{Line: 16, ID: "n/0", Reason: schemas.ReasonTooLong, Err: rej[1].Err}, rej[1])
+	require.Equal(t, "cut", rej[2].ID)
+	require.Equal(t, schemas.ReasonTooLong, rej[2].Reason, "a stream cut off after it grew too long")
+	require.ErrorContains(t, rej[2].Err, "the input ended")
+
+	cfg = ingest.DefaultConfig()
+	cfg.MaxSteps = 0
+	require.ErrorContains(t, cfg.Validate(), "max_steps")
+	cfg = ingest.DefaultConfig()
+	cfg.MaxHeldSteps = cfg.MaxSteps - 1
+	require.ErrorContains(t, cfg.Validate(), "max_held_steps")
+}
+
+// The logprobs held over all open streams are bounded by max_held_steps:
+// beyond it the stream that started first is rejected as incomplete.
+func TestStreamHeldStepsBounded(t *testing.T) {
+	cfg := ingest.DefaultConfig()
+	cfg.MaxSteps, cfg.MaxHeldSteps = 1, 1 // 21 logprobs
+	var alts []string
+	for i := range 20 {
+		alts = append(alts, fmt.Sprintf(`{"logprob":%d}`, -i-1))
+	}
+	big := `{"logprob":-1,"top_logprobs":[` + strings.Join(alts, ",") + `]}` // 21 logprobs
+	input := strings.Join([]string{
+		chunk("a", 0, big, "", ""),
+		chunk("b", 0, stepFour, "", ""), // 3 more: a goes
+		chunk("b", 0, "", "stop", ""),
+		chunk("c", 0, big, "stop", ""), // held and done at once
+	}, "\n")
+	rows, _, rej := readWith(t, input, cfg)
+	require.Len(t, rows, 2)
+	require.Equal(t, "b", rows[0].id)
+	require.Equal(t, "c", rows[1].id)
+	require.Len(t, rej, 1)
+	require.Equal(t, ingest.Reject{Line: 1, ID: "a", Reason: schemas.ReasonIncomplete, Err: rej[0].Err}, rej[0])
+	require.ErrorContains(t, rej[0].Err, "max_held_steps")
+}
