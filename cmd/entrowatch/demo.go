@@ -521,19 +521,10 @@ func demoTrain(ctx context.Context, p *demoPool, mem memory.Allocator, log *slog
 	if rj := rd.Rejects(); len(rj) > 0 {
 		return nil, fmt.Errorf("training data: line %d (%s): %s: %v", rj[0].Line, rj[0].ID, rj[0].Reason, rj[0].Err)
 	}
-	set := &estimate.Set{Models: map[string]*estimate.Model{}}
-	for _, name := range p.Models {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rows := tbl.Subset(tbl.Where(func(i int) bool { return tbl.Model[i] == name }))
-		m, err := estimate.Fit(rows, name, estimate.DefaultTrainConfig())
-		if err != nil {
-			return nil, fmt.Errorf("training %s: %w", name, err)
-		}
-		set.Models[name] = m
+	set, err := estimate.Train(ctx, tbl, estimate.DefaultTrainConfig(), estimate.TrainOptions{Models: p.Models})
+	if err != nil {
+		return nil, fmt.Errorf("training: %w", err)
 	}
-	set.Seal()
 	return set, nil
 }
 

@@ -162,3 +162,19 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// Both commands that read a labelled table say which flag picks the features
+// when the table lacks one (the library error names no flags).
+func TestMissingFeatureNamesTheFlag(t *testing.T) {
+	in := labelled(t) // has confidence, not the profile features
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"train", "--in", in, "--out", filepath.Join(dir, "e.json")},
+		{"eval", "--in", in, "--report", filepath.Join(dir, "r")},
+	} {
+		_, stderr, code := runCLI(t, args...)
+		require.Equal(t, 1, code, stderr)
+		require.Contains(t, stderr, `column "mean" missing`, args[0])
+		require.Contains(t, stderr, "choose features with --features", args[0])
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -59,6 +60,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	features := featureList(*feats)
 	tbl, err := estimate.ReadTable(*in, features)
+	if errors.Is(err, estimate.ErrMissingFeature) {
+		return fmt.Errorf("%w (choose features with --features)", err)
+	}
 	if err != nil {
 		return err
 	}

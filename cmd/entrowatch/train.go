@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/entrowatch/entrowatch/operators/estimate"
@@ -42,7 +42,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ensemble := fs.Int("ensemble", def.Ensemble, "average single-feature models on the N candidate features that best separate right from wrong within each training domain (0 = one model on the features kept by --screen)")
 	screen := fs.Int("screen", def.Screen, "with --ensemble 0: keep the N best-separating candidate features (0 = keep all)")
 	offset := fs.Bool("offset", def.Offset, "blend in a shifted probability feature when one of the features is a probability (e.g. confidence)")
-	calOn := fs.String("calibrate-on", def.CalibrateOn, "fit the calibration on the final model's training scores (train) or on out-of-fold scores (oof)")
+	calOn := fs.String("calibrate-on", def.CalibrateOn, "fit the calibration on the final model's training scores (train) or on out-of-fold scores (oof) (default: train for logreg, oof for forest and mlp)")
 	hyper := fs.Float64("hyper", 0, "fix the family's hyper-parameter (logreg C, forest depth, mlp alpha); 0 = choose by cross-validation")
 	folds := fs.Int("folds", def.Folds, "cross-validation folds for hyper-parameters and calibration")
 	transfer := fs.Bool("transfer", true, "measure the error to expect on new domains: refit once per training domain without it and estimate it (leave-one-domain-out)")
@@ -57,11 +57,6 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := def
 	cfg.Family, cfg.Calibration, cfg.Balance, cfg.Screen, cfg.Folds = *family, *cal, *balance, *screen, *folds
 	cfg.Ensemble, cfg.Offset, cfg.CalibrateOn, cfg.Hyper = *ensemble, *offset, *calOn, *hyper
-	calOnSet := false
-	fs.Visit(func(f *flag.Flag) { calOnSet = calOnSet || f.Name == "calibrate-on" })
-	if !calOnSet && cfg.Family != estimate.FamilyLogreg {
-		cfg.CalibrateOn = "oof" // flexible families overfit their training scores
-	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (see entrowatch train -h)", err)
 	}
@@ -71,64 +66,23 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer commit(false) // no-op once committed
 	tbl, err := estimate.ReadTable(*in, featureList(*feats))
+	if errors.Is(err, estimate.ErrMissingFeature) {
+		return fmt.Errorf("%w (choose features with --features)", err)
+	}
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "train: %d rows, %s, candidate features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
-	set := &estimate.Set{Models: map[string]*estimate.Model{}}
-	names := tbl.Models()
+	opts := estimate.TrainOptions{Transfer: *transfer, Progress: stderr}
 	if *model != "" {
-		found := false
-		for _, n := range names {
-			found = found || n == *model
-		}
-		if !found {
+		if names := tbl.Models(); !slices.Contains(names, *model) {
 			return fmt.Errorf("--model %q: no rows of that model in %s (models: %s)", *model, *in, strings.Join(names, ","))
 		}
-		names = []string{*model}
+		opts.Models = []string{*model}
 	}
-	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rows := tbl.Subset(tbl.Where(func(i int) bool { return tbl.Model[i] == name }))
-		fmt.Fprintf(stderr, "train: %s (%d rows)\n", name, rows.N())
-		m, err := estimate.Fit(rows, name, cfg)
-		if err != nil {
-			if errors.Is(err, estimate.ErrOneClass) && len(names) > 1 {
-				fmt.Fprintf(stderr, "train: skipping %s: %v\n", name, err)
-				continue
-			}
-			return err
-		}
-		if *transfer {
-			if err := measureTransfer(ctx, stderr, rows, m, cfg); err != nil {
-				return err
-			}
-		}
-		set.Models[name] = m
-	}
-	if *model == "" && len(names) > 1 {
-		fmt.Fprintf(stderr, "train: pooled fallback (%d rows)\n", tbl.N())
-		m, err := estimate.Fit(tbl, estimate.FallbackKey, cfg)
-		if err != nil {
-			return err
-		}
-		if *transfer {
-			if err := measureTransfer(ctx, stderr, tbl, m, cfg); err != nil {
-				return err
-			}
-		}
-		set.Models[estimate.FallbackKey] = m
-		set.Fallback = estimate.FallbackKey
-	}
-	if *model == "" && len(names) == 1 && set.Models[names[0]] != nil {
-		// The pooled model of one LLM is that LLM's model: it serves
-		// unknown models too, as the pooled one does when there are several.
-		set.Fallback = names[0]
-	}
-	if len(set.Models) == 0 {
-		return fmt.Errorf("%s: no model could be trained", *in)
+	set, err := estimate.Train(ctx, tbl, cfg, opts)
+	if err != nil {
+		return err
 	}
 	if err := set.Save(tmp); err != nil {
 		return fmt.Errorf("writing the estimator: %w", err)
@@ -157,24 +111,6 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-// measureTransfer refits m's training without each of its domains in turn
-// and records the left-out estimates in m.Metrics.Transfer.
-func measureTransfer(ctx context.Context, stderr io.Writer, rows *estimate.Table, m *estimate.Model, cfg estimate.TrainConfig) error {
-	if len(m.TrainDomains) < 2 {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "train: %s: leave-one-domain-out over %d domains\n", m.Model, len(m.TrainDomains))
-	tr, err := estimate.MeasureTransfer(rows, m.Model, cfg)
-	if err != nil {
-		return fmt.Errorf("model %s: %w", m.Model, err)
-	}
-	m.Metrics.Transfer = tr
-	return nil
 }
 
 func printTrainReport(w io.Writer, set *estimate.Set) {

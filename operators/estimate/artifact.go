@@ -20,12 +20,19 @@ const Format = "entrowatch.estimator.v1"
 const FallbackKey = "*"
 
 // Set is the estimator file: one Model per LLM model, plus optionally a pooled
-// fallback, versioned by a content hash over everything else.
+// fallback, versioned by a content hash over everything else. Train builds
+// one; by hand, store each Model under its name, set Fallback, and Seal (or
+// Save) it.
 type Set struct {
-	Format   string            `json:"format"`
-	Version  string            `json:"version"`  // content hash of the set (models included)
-	Fallback string            `json:"fallback"` // key used for unknown models; "" = none
-	Models   map[string]*Model `json:"models"`   // by LLM model name (FallbackKey for the pooled one)
+	Format  string `json:"format"`  // Format, set by Seal
+	Version string `json:"version"` // content hash of the set (models included), set by Seal
+	// Fallback is the key of the model used for LLM models without their own;
+	// "" = none (their rows get status unknown_model).
+	Fallback string `json:"fallback"`
+	// Models maps an LLM model name to its Model. The key must be the
+	// model's name, Models[k].Model == k (the name given to Fit), and the
+	// pooled model's key and name is FallbackKey.
+	Models map[string]*Model `json:"models"`
 }
 
 // Model is one trained estimator of P(correct) for one LLM model.
@@ -139,14 +146,21 @@ func (m *Model) calibrate(s float64) float64 {
 	return sigmoid(s)
 }
 
-// Validate checks that the model is complete and consistent.
+// Validate checks that the model is complete and consistent: that Predict
+// can use it without reading outside its parameters.
 func (m *Model) Validate() error {
+	if m == nil {
+		return errors.New("model is nil")
+	}
 	d := len(m.Features)
 	if d == 0 {
 		return fmt.Errorf("model %q: no features", m.Model)
 	}
 	if len(m.Members) > 0 {
 		for i, mm := range m.Members {
+			if mm == nil {
+				return fmt.Errorf("model %q: member %d is nil", m.Model, i)
+			}
 			if len(mm.Inputs) != len(mm.Features) || len(mm.Members) > 0 {
 				return fmt.Errorf("model %q: member %d must map each of its features to an input", m.Model, i)
 			}
@@ -225,7 +239,9 @@ func hash(v any) string {
 	return "sha256:" + hex.EncodeToString(s[:8])
 }
 
-// Seal computes the model's and the set's content hashes.
+// Seal computes the model's and the set's content hashes and sets Format.
+// Call it after building or changing a set; Train, Parse and Load return
+// sealed sets, and Marshal and Save seal before writing.
 func (s *Set) Seal() {
 	s.Format = Format
 	for _, m := range s.Models {
@@ -236,33 +252,56 @@ func (s *Set) Seal() {
 	s.Version = hash(s)
 }
 
-// Validate checks the set and every model in it, including the hashes.
+// Validate checks the set's structure: at least one model, each valid
+// (Model.Validate) and stored under its own name (Models[k].Model == k), and
+// a fallback that is "" or one of the keys. It neither needs nor checks the
+// content hashes, so it works before Seal; Parse and Load check them too.
 func (s *Set) Validate() error {
-	if s.Format != Format {
-		if strings.HasPrefix(s.Format, "entrowatch.clusters.") {
-			return errors.New("this is a topic-cluster file (entrowatch cluster fit), not an estimator: pass it with --clusters; an estimator comes from entrowatch train")
-		}
-		return fmt.Errorf("format %q, want %q (an estimator written by entrowatch train)", s.Format, Format)
-	}
 	if len(s.Models) == 0 {
-		return fmt.Errorf("no models in the estimator set")
+		return errors.New("no models in the estimator set: add at least one (estimate.Train, or Fit stored under its name)")
 	}
 	if s.Fallback != "" && s.Models[s.Fallback] == nil {
-		return fmt.Errorf("fallback %q names no model in the set", s.Fallback)
+		return fmt.Errorf("fallback %q names no model in the set (have %s): set Fallback to one of the keys, or \"\" for none",
+			s.Fallback, strings.Join(s.keys(), ","))
 	}
-	for k, m := range s.Models {
+	for _, k := range s.keys() {
+		m := s.Models[k]
+		if m == nil {
+			return fmt.Errorf("model stored under %q is nil: remove the key or store a trained model", k)
+		}
 		if k != m.Model {
-			return fmt.Errorf("model stored under %q is named %q", k, m.Model)
+			return fmt.Errorf("model stored under %q is named %q: store each model under its name (Models[m.Model] = m; "+
+				"a pooled model is named FallbackKey, %q, when it is fitted)", k, m.Model, FallbackKey)
 		}
 		if err := m.Validate(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// keys are the set's model keys, sorted (errors then name the same model
+// on every run).
+func (s *Set) keys() []string {
+	ks := make([]string, 0, len(s.Models))
+	for k := range s.Models {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// checkSealed reports a set whose versions are missing or no longer match
+// its content; advice says what to do about it.
+func (s *Set) checkSealed(advice string) error {
+	for _, k := range s.keys() {
+		m := s.Models[k]
 		v := m.Version
 		m.Version = ""
 		h := hash(m)
 		m.Version = v
 		if h != v {
-			return fmt.Errorf("model %q: version %s does not match its content (%s): the file was edited; retrain or restore it", k, v, h)
+			return fmt.Errorf("model %q: version %s does not match its content (%s): %s", k, v, h, advice)
 		}
 	}
 	v := s.Version
@@ -270,9 +309,21 @@ func (s *Set) Validate() error {
 	h := hash(s)
 	s.Version = v
 	if h != v {
-		return fmt.Errorf("set version %s does not match its content (%s): the file was edited; retrain or restore it", v, h)
+		return fmt.Errorf("set version %s does not match its content (%s): %s", v, h, advice)
 	}
 	return nil
+}
+
+// checkFormat refuses a file that is not an estimator set.
+func (s *Set) checkFormat() error {
+	if s.Format == Format {
+		return nil
+	}
+	if strings.HasPrefix(s.Format, "entrowatch.clusters.") {
+		return errors.New("this is a topic-cluster file (entrowatch cluster fit), not an estimator: it is read by the clustertag operator " +
+			"(--clusters on the command line); an estimator comes from entrowatch train or estimate.Train")
+	}
+	return fmt.Errorf("format %q, want %q (an estimator written by entrowatch train or Set.Save)", s.Format, Format)
 }
 
 // For returns the model for an LLM model name, the fallback when it has none,
@@ -287,8 +338,12 @@ func (s *Set) For(model string) *Model {
 	return nil
 }
 
-// Marshal returns the sealed set as indented JSON.
+// Marshal seals the set and returns it as indented JSON. It refuses a set
+// that Parse would reject (see Validate), leaving it unchanged.
 func (s *Set) Marshal() ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("estimator set not written: %w", err)
+	}
 	s.Seal()
 	b, err := json.MarshalIndent(s, "", " ")
 	if err != nil {
@@ -297,7 +352,8 @@ func (s *Set) Marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Save writes the sealed set to path.
+// Save seals the set and writes it to path; like Marshal, it refuses a set
+// that Load would reject.
 func (s *Set) Save(path string) error {
 	b, err := s.Marshal()
 	if err != nil {
@@ -306,19 +362,27 @@ func (s *Set) Save(path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// Parse decodes and validates an estimator set.
+// Parse decodes an estimator set and checks its format, structure
+// (Validate) and content hashes: a set edited after it was written is
+// refused.
 func Parse(b []byte) (*Set, error) {
 	var s Set
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("not an estimator JSON file: %w", err)
 	}
+	if err := s.checkFormat(); err != nil {
+		return nil, err
+	}
 	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.checkSealed("the file was edited; retrain or restore it"); err != nil {
 		return nil, err
 	}
 	return &s, nil
 }
 
-// Load reads and validates an estimator set from path.
+// Load reads an estimator set from path and checks it as Parse does.
 func Load(path string) (*Set, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

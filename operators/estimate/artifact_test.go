@@ -90,10 +90,13 @@ func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"not json", "nope", "not an estimator JSON"},
 		{"wrong format", `{"format":"other"}`, "format"},
-		{"cluster file", `{"format":"entrowatch.clusters.v1","clusters":[]}`, "topic-cluster file (entrowatch cluster fit), not an estimator: pass it with --clusters"},
+		{"cluster file", `{"format":"entrowatch.clusters.v1","clusters":[]}`, "topic-cluster file (entrowatch cluster fit), not an estimator: it is read by the clustertag operator"},
 		{"empty", `{"format":"entrowatch.estimator.v1","models":{}}`, "no models"},
 		{"bad fallback", `{"format":"entrowatch.estimator.v1","fallback":"x","models":{"a":{"model":"a"}}}`, "fallback"},
 		{"incomplete model", `{"format":"entrowatch.estimator.v1","models":{"a":{"model":"a"}}}`, "no features"},
+		{"null model", `{"format":"entrowatch.estimator.v1","models":{"a":null}}`, `model stored under "a" is nil`},
+		{"null member", `{"format":"entrowatch.estimator.v1","models":{"a":{"model":"a","features":["x"],"members":[null]}}}`, "member 0 is nil"},
+		{"no format", `{"models":{"a":{"model":"a"}}}`, `format "", want "entrowatch.estimator.v1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))

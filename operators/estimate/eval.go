@@ -82,8 +82,10 @@ type FeatureAUC struct {
 // by default is reported as well.
 const DefaultName = "default"
 
-// Methods returns every method eval knows for the features of t, by name.
-// sk_* reproduce the scikit-learn reference (ref-eval.py) exactly.
+// Methods returns every method Evaluate knows for a table with these
+// features (the screenN and ensembleN methods need more than N of them);
+// firstIsProb (see FirstIsProbability) adds raw_mean. sk_* reproduce the
+// scikit-learn reference protocol exactly (docs/estimator.md, Fidelity).
 func Methods(features []string, firstIsProb bool) []Method {
 	var ms []Method
 	sk := func(name string, bal bool, cal string) Method {
@@ -137,7 +139,7 @@ func Methods(features []string, firstIsProb bool) []Method {
 
 // DefaultMethods returns the methods run when none are named: the references,
 // the logistic calibrations, ATC, raw mean and the default. The tree ensemble
-// and the MLP are many times slower; name them with --methods.
+// and the MLP are many times slower; name them in EvalConfig.Methods.
 func DefaultMethods() []string {
 	return []string{"sk_platt", "sk_platt_balanced", "sk_isotonic", "logreg_platt", "logreg_isotonic",
 		"logreg_none", "screen1_isotonic_train", "atc", "raw_mean", DefaultName}
@@ -154,9 +156,10 @@ func fitMethod(name string, cfg TrainConfig) Method {
 	}}
 }
 
-// fitReference is ref-eval.py's platt / platt_balanced / isotonic: scikit-learn
-// LogisticRegression(C=1) on standardised features, its own probabilities or an
-// in-sample isotonic map of its decision function.
+// fitReference is the scikit-learn reference's platt / platt_balanced /
+// isotonic (docs/estimator.md): LogisticRegression(C=1) on standardised
+// features, its own probabilities or an in-sample isotonic map of its
+// decision function.
 func fitReference(tr *Table, balance bool, cal string) (Predictor, error) {
 	d := tr.D()
 	mean, scale := standardise(tr)
@@ -262,6 +265,9 @@ type job struct {
 // training set of k domains, fit each method on those domains and estimate
 // every domain's accuracy.
 func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	all := Methods(t.Features, FirstIsProbability(t))
 	names := cfg.Methods

@@ -23,11 +23,13 @@ import (
 
 // Config configures the estimate operator.
 type Config struct {
-	// Path of the estimator JSON written by `entrowatch train`. Ignored when
-	// Set is given.
+	// Path of the estimator JSON written by `entrowatch train` or Set.Save.
+	// Ignored when Set is given.
 	Path string `yaml:"path"`
-	// Set is an already loaded estimator set (see Load); it takes precedence
-	// over Path.
+	// Set is an estimator set already in memory (from Train, Load or Parse,
+	// or built by hand and sealed); it takes precedence over Path. It must
+	// pass Set.Validate and be sealed (Set.Seal) after its last change: each
+	// row's estimator_version is its model's content hash.
 	Set *Set `yaml:"-"`
 	// Strict disables the set's fallback: rows of a model without its own
 	// artifact get status unknown_model. Default false (use the fallback when
@@ -38,10 +40,23 @@ type Config struct {
 // DefaultConfig returns the defaults: no estimator yet, fallback allowed.
 func DefaultConfig() Config { return Config{} }
 
-// Validate checks that an estimator is named.
+// Validate checks that an estimator is named and, when Set is given, that it
+// is valid and sealed.
 func (c Config) Validate() error {
 	if c.Set == nil && c.Path == "" {
-		return errors.New("estimate: no estimator given (set the path of an estimator JSON written by entrowatch train)")
+		return errors.New("estimate: no estimator given (set Path to an estimator JSON written by entrowatch train or Set.Save, or Set to a set from Train or Load)")
+	}
+	if c.Set == nil {
+		return nil
+	}
+	if err := c.Set.Validate(); err != nil {
+		return fmt.Errorf("estimate: Config.Set: %w", err)
+	}
+	if c.Set.Version == "" {
+		return errors.New("estimate: Config.Set is not sealed (no version to write to estimator_version): call its Seal method after building it")
+	}
+	if err := c.Set.checkSealed("the set changed after Seal: call Seal again"); err != nil {
+		return fmt.Errorf("estimate: Config.Set: %w", err)
 	}
 	return nil
 }
@@ -71,8 +86,9 @@ type Operator struct {
 	warned map[string]bool             // unknown models already logged (bounded)
 }
 
-// New builds the operator; it loads cfg.Path unless cfg.Set is given, and
-// checks that every artifact's features are scored.v1 columns.
+// New builds the operator; it loads cfg.Path unless cfg.Set is given, checks
+// the set (see Config.Validate), and checks that every model's features are
+// float64 columns of scored.v1.
 func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -35,6 +35,53 @@ type Table struct {
 	Skipped map[string]int
 }
 
+// Validate checks that t is a table Fit can learn from: at least one
+// feature, no feature named twice or named after a key column or the label,
+// at least one row, X, Y, Model and Domain of matching lengths (len(X) =
+// N*D), labels 0 or 1 and finite features. ReadTable and AppendScored build
+// valid tables (once they hold a row).
+func (t *Table) Validate() error {
+	if t == nil {
+		return errors.New("no table (nil): build one with ReadTable, ReadCSV or AppendScored")
+	}
+	if t.D() == 0 {
+		return errors.New("table has no features: set Table.Features to the names of the columns X holds (AppendScored and ReadTable use the 11 profile features when none are named)")
+	}
+	if err := checkFeatures(t.Features); err != nil {
+		return fmt.Errorf("table: %w", err)
+	}
+	if err := t.checkLengths(); err != nil {
+		return err
+	}
+	if t.N() == 0 {
+		return errors.New("table has no rows: add labelled rows (ReadTable, ReadCSV, AppendScored) before fitting")
+	}
+	for i, y := range t.Y {
+		if y != 0 && y != 1 {
+			return fmt.Errorf("table row %d: label %g, want 1 (correct) or 0 (incorrect)", i, y)
+		}
+	}
+	for k, v := range t.X {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("table row %d: feature %s is %g: leave out rows with non-finite features (ReadTable and AppendScored skip them)",
+				k/t.D(), t.Features[k%t.D()], v)
+		}
+	}
+	return nil
+}
+
+// checkLengths checks that X, Y, Model and Domain describe the same rows.
+func (t *Table) checkLengths() error {
+	n, d := t.N(), t.D()
+	if len(t.Model) != n || len(t.Domain) != n {
+		return fmt.Errorf("table has %d labels (Y) but %d Model and %d Domain values: give every row its LLM model and domain", n, len(t.Model), len(t.Domain))
+	}
+	if len(t.X) != n*d {
+		return fmt.Errorf("table has %d values in X, want %d rows x %d features = %d (X is row-major, one value per feature per row)", len(t.X), n, d, n*d)
+	}
+	return nil
+}
+
 // N is the number of rows.
 func (t *Table) N() int { return len(t.Y) }
 
@@ -110,6 +157,17 @@ func distinct(v []string) []string {
 	return out
 }
 
+// ErrMissingFeature is matched (errors.Is) by the error of ReadTable,
+// ReadCSV and AppendScored when a requested feature is not a column of the
+// input: ask for features the input has (nil = the 11 profile features).
+var ErrMissingFeature = errors.New("feature column missing")
+
+// missingFeature is err, also matching ErrMissingFeature; its text is err's.
+type missingFeature struct{ err error }
+
+func (e missingFeature) Error() string   { return e.err.Error() }
+func (e missingFeature) Unwrap() []error { return []error{e.err, ErrMissingFeature} }
+
 // NoDomain is the domain of rows that carry none.
 const NoDomain = "(none)"
 
@@ -117,7 +175,8 @@ const NoDomain = "(none)"
 // domain, correct and the feature columns, or an Arrow IPC file/stream of
 // scored.v1 rows. features nil means the 11 profile features. Rows without a
 // label, with a non-finite feature or (Arrow) a status other than "ok" are
-// skipped and counted in Table.Skipped.
+// skipped and counted in Table.Skipped. A feature the input lacks is an
+// error matching ErrMissingFeature.
 func ReadTable(path string, features []string) (*Table, error) {
 	if len(features) == 0 {
 		features = schemas.ProfileFeatures
@@ -218,7 +277,7 @@ func checkFeatures(features []string) error {
 }
 
 // ReadCSV reads a labelled CSV with a header naming model, domain, correct and
-// the features.
+// the features (a missing feature column: ErrMissingFeature).
 func ReadCSV(r io.Reader, features []string) (*Table, error) {
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
@@ -252,7 +311,7 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 	fi := make([]int, len(features))
 	for j, f := range features {
 		if fi[j], err = need(f); err != nil {
-			return nil, fmt.Errorf("%w (choose features with --features)", err)
+			return nil, missingFeature{err}
 		}
 	}
 	t := &Table{Features: features, Skipped: map[string]int{}}
@@ -359,9 +418,22 @@ func readArrowStream(r io.Reader, features []string) (*Table, error) {
 }
 
 // AppendScored adds the labelled rows with status "ok" and finite features of
-// a scored.v1 batch to t (t.Features names the columns read); other rows are
-// counted in t.Skipped. It does not retain rec.
+// a scored.v1 batch to t; other rows are counted in t.Skipped. t.Features
+// names the columns read; when it is empty (a new Table{}), it becomes the
+// 11 profile features, as in ReadTable. It does not retain rec.
 func (t *Table) AppendScored(rec arrow.RecordBatch) error {
+	if t.D() == 0 {
+		if len(t.X) > 0 {
+			return errors.New("table holds values in X but names no features: set Table.Features")
+		}
+		t.Features = slices.Clone(schemas.ProfileFeatures)
+	}
+	if err := checkFeatures(t.Features); err != nil {
+		return fmt.Errorf("table: %w", err)
+	}
+	if err := t.checkLengths(); err != nil {
+		return err
+	}
 	if t.Skipped == nil {
 		t.Skipped = map[string]int{}
 	}
@@ -408,7 +480,7 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 	for j, f := range t.Features {
 		i, err := schemas.Index(s, f)
 		if err != nil {
-			return fmt.Errorf("feature %q: %w", f, err)
+			return missingFeature{fmt.Errorf("feature %q: %w", f, err)}
 		}
 		if cols[j], ok = rec.Column(i).(*array.Float64); !ok {
 			return fmt.Errorf("feature %q is %s, want float64", f, rec.Column(i).DataType())

@@ -20,25 +20,29 @@ const (
 	CalNone     = "none"
 )
 
-// TrainConfig selects how a model is fitted.
+// TrainConfig selects how a model is fitted. The defaults named on the
+// fields are DefaultTrainConfig's; the zero value is not valid (Family,
+// Calibration and Folds must be set).
 type TrainConfig struct {
 	Family      string // logreg (default) | forest | mlp
 	Calibration string // isotonic (default) | platt | none
 	Balance     bool   // weight classes to equal total weight (default false)
 	Folds       int    // cross-validation folds for hyper-parameters and calibration (default 5)
-	// Screen keeps the Screen features whose correctness AUROC, measured
-	// inside each training domain and averaged over domains, is furthest from
-	// 0.5; 0 keeps them all. Default 2: signals that separate right from wrong
-	// within a domain transfer to new domains better than the full profile,
-	// which also learns how the training domains differ (see docs/estimator.md).
+	// Screen, used when Ensemble is 0, keeps the Screen features whose
+	// correctness AUROC, measured inside each training domain and averaged
+	// over domains, is furthest from 0.5; 0 keeps them all. Default 0.
+	// Signals that separate right from wrong within a domain transfer to new
+	// domains better than the full profile, which also learns how the
+	// training domains differ (measured in docs/estimator.md).
 	Screen int
 	Seed   uint64 // fold assignment and MLP initialisation (default 1)
-	// CalibrateOn is "oof" (fit the calibration map on out-of-fold scores)
-	// or "train" (on the final model's scores of the training rows). Default
-	// "train" for the default logistic regression: with few parameters its
-	// in-sample scores do not overfit, while out-of-fold scores mix the
-	// slightly different scales of the fold models (measured in
-	// docs/estimator.md). Use "oof" for forest and mlp.
+	// CalibrateOn is "oof" (fit the calibration map on out-of-fold scores),
+	// "train" (on the final model's scores of the training rows), or "" for
+	// the family's default (the default): "train" for logreg, whose few
+	// parameters do not overfit their in-sample scores while out-of-fold
+	// scores mix the slightly different scales of the fold models, and
+	// "oof" for forest and mlp, which do overfit them (measured in
+	// docs/estimator.md).
 	CalibrateOn string
 	// Offset blends the calibrated probability half and half with a shifted
 	// probability feature, x - (mean(x) - accuracy) on the training rows,
@@ -64,7 +68,18 @@ type TrainConfig struct {
 
 // DefaultTrainConfig is the method `entrowatch train` uses unless told otherwise.
 func DefaultTrainConfig() TrainConfig {
-	return TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Seed: 1, CalibrateOn: "train", Ensemble: 3}
+	return TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Seed: 1, Ensemble: 3}
+}
+
+// calibrateOn is CalibrateOn, the family's default when empty.
+func (c TrainConfig) calibrateOn() string {
+	if c.CalibrateOn != "" {
+		return c.CalibrateOn
+	}
+	if c.Family == FamilyLogreg {
+		return "train"
+	}
+	return "oof"
 }
 
 // Validate checks the configuration.
@@ -100,17 +115,25 @@ func (c TrainConfig) Validate() error {
 // ErrOneClass is returned when training rows are all correct or all wrong.
 var ErrOneClass = errors.New("training rows are all correct or all incorrect: nothing to learn; add rows of the other class")
 
-// Fit trains one model on t (rows of one LLM, or pooled) and names it name.
+// Fit trains one model on t (rows of one LLM, or pooled over several) and
+// names it name (Model.Model): the LLM model name, or FallbackKey for a
+// pooled model. A Set stores a model under its name. It refuses an invalid
+// table (Table.Validate) and, with ErrOneClass, rows of a single class.
 func Fit(t *Table, name string, cfg TrainConfig) (*Model, error) {
+	if err := t.Validate(); err != nil {
+		return nil, fmt.Errorf("model %q: %w", name, err)
+	}
 	m, _, err := fit(t, name, cfg)
 	return m, err
 }
 
-// fit is Fit that also returns the cross-fitted out-of-fold probabilities.
+// fit is Fit, on a valid table, that also returns the cross-fitted
+// out-of-fold probabilities.
 func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
+	cfg.CalibrateOn = cfg.calibrateOn()
 	pos := 0
 	for _, y := range t.Y {
 		if y > 0.5 {

@@ -24,7 +24,11 @@ type Transfer struct {
 // MeasureTransfer fits one model per training domain of t without that
 // domain and returns the left-out estimates; nil when t has fewer than two
 // domains. Domains whose complement has one class only are skipped (listed).
+// name and cfg are those of the model being measured (see Fit).
 func MeasureTransfer(t *Table, name string, cfg TrainConfig) (*Transfer, error) {
+	if err := t.Validate(); err != nil {
+		return nil, fmt.Errorf("model %q: %w", name, err)
+	}
 	domains := t.Domains()
 	if len(domains) < 2 {
 		return nil, nil
