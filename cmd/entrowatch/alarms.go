@@ -20,7 +20,9 @@ alarm starts firing (a new episode) and once when it resolves, as JSON to a
 Kafka topic (acks from all replicas) and/or POSTed to a webhook (retried on
 5xx, 429 and network errors). The dispatch state lives in the alarm_state table,
 so a restarted dispatcher does not announce an episode twice. Events are
-also printed on stdout, one JSON object per line.
+also printed on stdout, one JSON object per line. An alarm's state is that
+of its latest evaluated window (one with min_n responses and a baseline);
+a younger window with fewer responses changes nothing.
 
 --list prints the alarms firing now and exits. Thresholds and windows are the
 alarm_settings table (see docs/clickhouse.md).
@@ -95,39 +97,28 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 }
 
+// listAlarms prints the alarm keys whose current state (the latest
+// evaluated window, clickhouse.CurrentAlarms) is firing.
 func listAlarms(ctx context.Context, cfg clickhouse.Config, stdout io.Writer) error {
 	conn, err := clickhouse.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	rows, err := conn.Query(ctx, `SELECT kind, model, domain, feature, max(window_start), argMax(firing, window_start),
-    argMax(value, window_start), argMax(baseline, window_start), argMax(statistic, window_start), argMax(threshold, window_start), argMax(n, window_start)
-FROM alarm_checks GROUP BY kind, model, domain, feature ORDER BY kind, model, domain, feature`)
+	cs, err := clickhouse.CurrentAlarms(ctx, conn, cfg.DatabaseName())
 	if err != nil {
-		return fmt.Errorf("reading alarm_checks (did you run entrowatch migrate?): %w", err)
+		return fmt.Errorf("%w (did you run entrowatch migrate?)", err)
 	}
-	defer rows.Close()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tMODEL\tDOMAIN\tFEATURE\tWINDOW\tVALUE\tBASELINE\tSTATISTIC\tTHRESHOLD\tN")
 	firing := 0
-	for rows.Next() {
-		var kind, model, domain, feature string
-		var ws time.Time
-		var f uint8
-		var v, b, s, th float64
-		var n uint64
-		if err := rows.Scan(&kind, &model, &domain, &feature, &ws, &f, &v, &b, &s, &th, &n); err != nil {
-			return err
-		}
-		if f != 1 {
+	for _, c := range cs {
+		if !c.Firing {
 			continue
 		}
 		firing++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%d\n", kind, model, domain, feature, ws.UTC().Format(time.RFC3339), v, b, s, th, n)
-	}
-	if err := rows.Err(); err != nil {
-		return err
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%d\n", c.Kind, c.Model, c.Domain, c.Feature,
+			c.WindowStart.UTC().Format(time.RFC3339), c.Value, c.Baseline, c.Statistic, c.Threshold, c.N)
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d alarms firing\n", firing)

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/internal/chdb"
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // openChdb opens chDB (current ClickHouse as a library, see internal/chdb)
@@ -78,11 +79,25 @@ func TestSameAnswersOnChdb(t *testing.T) {
 	}
 	write(t, cfg, rows)
 	write(t, cfg, rows[:500]) // redelivery
+	// Rows after newest: a rejected one three days ahead, a valid one three
+	// days after now. Neither may move newest (migration 010).
+	write(t, cfg, []row{
+		{id: "rejected-future", ts: rows[len(rows)-1].ts.Add(72 * time.Hour), domain: "A", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonPositiveLogprob},
+		{id: "ok-future", ts: time.Now().Add(72 * time.Hour), domain: "A", p: 0.2, correct: -1, clusterID: 1, cluster: "c"},
+	})
 	var labels []Label
 	for i := 0; i < len(rows); i += 7 {
 		labels = append(labels, Label{TraceID: rows[i].id, Correct: i%2 == 0, Source: "human", TS: rows[i].ts.Add(time.Hour)})
+		if i%3 == 0 { // a second opinion at the same ts: the later one wins (migration 009)
+			labels = append(labels, Label{TraceID: rows[i].id, Correct: i%2 != 0, Source: "review", TS: rows[i].ts.Add(time.Hour)})
+		}
 	}
 	require.NoError(t, InsertLabels(ctx, conn, db, labels))
+	var older []Label // labels older than those stored, inserted after them: they lose
+	for i := 0; i < len(rows); i += 21 {
+		older = append(older, Label{TraceID: rows[i].id, Correct: true, Source: "stale", TS: rows[i].ts})
+	}
+	require.NoError(t, InsertLabels(ctx, conn, db, older))
 	_, err := RequestLabels(ctx, conn, db, 2, 25, "b1", t0)
 	require.NoError(t, err)
 
@@ -108,6 +123,8 @@ func TestSameAnswersOnChdb(t *testing.T) {
 	}
 
 	queries := []struct{ name, q string }{
+		{"newest", "SELECT * FROM {db}.newest"},
+		{"labels_latest", "SELECT * FROM {db}.labels_latest ORDER BY trace_id"},
 		{"accuracy", "SELECT * FROM {db}.accuracy ORDER BY model, domain, window_s, window_start"},
 		{"accuracy_by_attribute", "SELECT * FROM {db}.accuracy_by_attribute ORDER BY model, domain, attr_key, attr_value, window_s, window_start"},
 		{"accuracy_rolling", "SELECT * FROM {db}.accuracy_rolling ORDER BY model, domain, window_s"},
@@ -123,16 +140,27 @@ func TestSameAnswersOnChdb(t *testing.T) {
 	// The data fires every alarm kind, so the comparison covers them all.
 	kinds := httpQuery(t, "SELECT DISTINCT kind FROM "+db+".alarms ORDER BY kind FORMAT TabSeparated")
 	require.Equal(t, "accuracy_drop\ncalibration_gap\ncusum\npsi\nunclustered_surge\n", kinds)
-	for _, q := range queries {
-		t.Run(q.name, func(t *testing.T) {
-			sql := Expand(q.q, db)
-			old := httpQuery(t, sql+" FORMAT TabSeparated")
-			cur, err := ch.Exec(sql)
-			require.NoError(t, err, "chDB: %s", sql)
-			require.NotEmpty(t, strings.TrimSpace(old), "the data must exercise %s", q.name)
-			sameTSV(t, old, cur)
-		})
+	require.Equal(t, fmt.Sprint(rows[len(rows)-1].ts.Unix())+"\n", httpQuery(t, "SELECT newest_ts FROM "+db+".newest FORMAT TabSeparated"))
+	compare := func(t *testing.T) {
+		for _, q := range queries {
+			t.Run(q.name, func(t *testing.T) {
+				sql := Expand(q.q, db)
+				old := httpQuery(t, sql+" FORMAT TabSeparated")
+				cur, err := ch.Exec(sql)
+				require.NoError(t, err, "chDB: %s", sql)
+				require.NotEmpty(t, strings.TrimSpace(old), "the data must exercise %s", q.name)
+				sameTSV(t, old, cur)
+			})
+		}
 	}
+	compare(t)
+	// Merged labels answer as before, on both (migration 009).
+	before := httpQuery(t, "SELECT * FROM "+db+".labels_latest ORDER BY trace_id FORMAT TabSeparated")
+	httpQuery(t, "OPTIMIZE TABLE "+db+".labels FINAL")
+	_, err = ch.Exec("OPTIMIZE TABLE " + db + ".labels FINAL")
+	require.NoError(t, err)
+	require.Equal(t, before, httpQuery(t, "SELECT * FROM "+db+".labels_latest ORDER BY trace_id FORMAT TabSeparated"))
+	t.Run("merged", compare)
 }
 
 func must(s string, err error) string {

@@ -218,24 +218,57 @@ type check struct {
 }
 
 func (d *Dispatcher) latestChecks(ctx context.Context) (map[string]check, error) {
-	rows, err := d.conn.Query(ctx, `SELECT kind, model, domain, feature, max(window_start), argMax(firing, window_start),
-    argMax(n, window_start), argMax(value, window_start), argMax(baseline, window_start),
-    argMax(statistic, window_start), argMax(threshold, window_start)
-FROM `+d.db+`.alarm_checks GROUP BY kind, model, domain, feature`)
+	cs, err := CurrentAlarms(ctx, d.conn, d.db)
 	if err != nil {
-		return nil, fmt.Errorf("alarms: reading %s.alarm_checks: %w", d.db, err)
+		return nil, fmt.Errorf("alarms: %w", err)
+	}
+	out := make(map[string]check, len(cs))
+	for _, c := range cs {
+		e := AlarmEvent{Kind: c.Kind, Model: c.Model, Domain: c.Domain, Feature: c.Feature, WindowStart: c.WindowStart,
+			N: c.N, Value: c.Value, Baseline: c.Baseline, Statistic: c.Statistic, Threshold: c.Threshold}
+		out[e.key()] = check{event: e, firing: c.Firing}
+	}
+	return out, nil
+}
+
+// AlarmCheck is the state of one alarm key (kind, model, domain, feature):
+// its latest evaluated window in alarm_checks.
+type AlarmCheck struct {
+	Kind, Model, Domain, Feature string
+	WindowStart                  time.Time
+	N                            uint64
+	Value, Baseline, Statistic   float64 // Baseline 0 for psi, which has none
+	Threshold                    float64
+	Firing                       bool
+}
+
+// CurrentAlarms returns the state of every alarm key of db's alarm_checks,
+// ordered by key: that of its latest evaluated window (evaluated = 1: the
+// window and its baseline held min_n responses; see docs/clickhouse.md). A
+// window too young or too thin to be judged leaves the state of the window
+// before it, so a partial newest window neither resolves nor hides an alarm.
+// A key without an evaluated window in the lookback is absent.
+func CurrentAlarms(ctx context.Context, conn driver.Conn, db string) ([]AlarmCheck, error) {
+	rows, err := conn.Query(ctx, `SELECT kind, model, domain, feature, max(window_start), argMax(firing, window_start),
+    argMax(n, window_start), argMax(value, window_start), argMax(ifNull(baseline, 0), window_start),
+    argMax(ifNull(statistic, 0), window_start), argMax(ifNull(threshold, 0), window_start)
+FROM `+db+`.alarm_checks
+WHERE evaluated = 1
+GROUP BY kind, model, domain, feature
+ORDER BY kind, model, domain, feature`)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s.alarm_checks: %w", db, err)
 	}
 	defer rows.Close()
-	out := map[string]check{}
+	var out []AlarmCheck
 	for rows.Next() {
-		var c check
+		var c AlarmCheck
 		var f uint8
-		e := &c.event
-		if err := rows.Scan(&e.Kind, &e.Model, &e.Domain, &e.Feature, &e.WindowStart, &f, &e.N, &e.Value, &e.Baseline, &e.Statistic, &e.Threshold); err != nil {
-			return nil, fmt.Errorf("alarms: %w", err)
+		if err := rows.Scan(&c.Kind, &c.Model, &c.Domain, &c.Feature, &c.WindowStart, &f, &c.N, &c.Value, &c.Baseline, &c.Statistic, &c.Threshold); err != nil {
+			return nil, fmt.Errorf("reading %s.alarm_checks: %w", db, err)
 		}
-		c.firing = f == 1
-		out[e.key()] = c
+		c.Firing = f == 1
+		out = append(out, c)
 	}
 	return out, rows.Err()
 }

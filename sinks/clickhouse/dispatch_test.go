@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -153,6 +154,64 @@ func TestDispatcherPartialWebhookFailure(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, 3, calls)
 	mu.Unlock()
+}
+
+// TestDispatcherPartialWindow: an alarm's state is that of its latest
+// evaluated window (min_n responses and a baseline); a newer window with
+// fewer responses changes nothing. Domain A's accuracy drops by 0.4 from
+// hour 47 on and the newest window, hour 48, holds 40 responses (min_n is
+// 50): the drop is announced from hour 47 (before, the partial window hid
+// it). 15 more responses make hour 48 evaluable, still firing: nothing new.
+// One response at the start of hour 49 is not a recovery: nothing resolves
+// (before, it resolved both alarms).
+func TestDispatcherPartialWindow(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer hook.Close()
+	dcfg := DefaultDispatchConfig()
+	dcfg.WebhookURL = hook.URL
+	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
+	require.NoError(t, err)
+	defer d.Close()
+
+	all := traffic{hours: 50, perHour: 200, seed: 1, shift: func(h int, r *row, rng *rand.Rand) {
+		if h >= 47 {
+			r.p -= 0.4
+		}
+	}}.rows()
+	hour := func(h int, dom string, from, to int) []row { // rows j in [from, to) of domain dom in hour h
+		base := h*400 + map[string]int{"A": 0, "B": 200}[dom]
+		return all[base+from : base+to]
+	}
+	write(t, cfg, append(append(all[:48*400:48*400], hour(48, "A", 0, 40)...), hour(48, "B", 0, 40)...))
+	evs, err := d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing", "cusum/m1/A/#1:firing"}, ids(evs))
+	require.Equal(t, t0.Add(47*time.Hour), evs[0].WindowStart, "announced from the newest evaluated window")
+
+	write(t, cfg, append(hour(48, "A", 40, 55), hour(48, "B", 40, 55)...))
+	evs, err = d.Poll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, evs)
+
+	write(t, cfg, hour(49, "A", 0, 1))
+	evs, err = d.Poll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, evs, "one response of a new window is no recovery")
+
+	cs, err := CurrentAlarms(ctx, conn, cfg.Database)
+	require.NoError(t, err)
+	var firing []string
+	for _, c := range cs {
+		if c.Firing {
+			firing = append(firing, fmt.Sprintf("%s/%s %s n=%d", c.Kind, c.Domain, c.WindowStart.Format("15:04"), c.N))
+		}
+	}
+	require.Equal(t, []string{"accuracy_drop/A 00:00 n=55", "cusum/A 00:00 n=55"}, firing, "the state of hour 48, evaluated at 55 responses")
+	var young uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".alarm_checks WHERE window_start = ? AND evaluated = 0", t0.Add(49*time.Hour)).Scan(&young))
+	require.NotZero(t, young, "hour 49 is checked but not evaluated")
 }
 
 // dropTraffic is the given hours of model m1's traffic in which the accuracy

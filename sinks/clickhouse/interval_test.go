@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -73,4 +74,54 @@ func TestIntervalsClipped(t *testing.T) {
 			require.InDelta(t, middle[0]+1.96*middle[1], middle[3], 1e-12)
 		})
 	}
+}
+
+// TestIntervalFloor: no view claims certainty it cannot have (migration
+// 010). Four responses at p = 1 (isotonic estimators give exactly 1) had
+// se 0, [1, 1]; the variance sum is now at least a(1-a), a = (sum p + 0.5) /
+// (n + 1) = 0.9: se = 0.3 / 4. 1000 responses at p = 0.004 whose 30 labels
+// are all 0 had a correction with no spread, [0, 0.004] around a truth of
+// about 0.028; the labels' variance is now at least y(1-y), y = 0.5 / 31.
+func TestIntervalFloor(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	db := cfg.Database
+	var rows []row
+	var labels []Label
+	for i := range 4 {
+		rows = append(rows, row{id: fmt.Sprintf("sure-%d", i), ts: t0.Add(time.Duration(i) * time.Minute), domain: "sure", attrs: map[string]string{"tenant": "t1"}, p: 1, correct: -1, clusterID: 1, cluster: "c"})
+	}
+	for i := range 1000 {
+		id := fmt.Sprintf("rare-%04d", i)
+		rows = append(rows, row{id: id, ts: t0.Add(time.Duration(i) * 3 * time.Second), domain: "rare", p: 0.004, correct: -1, clusterID: 1, cluster: "c"})
+		if i%33 == 0 && len(labels) < 30 {
+			labels = append(labels, Label{TraceID: id, Correct: false, Source: "human", TS: t0.Add(time.Hour)})
+		}
+	}
+	write(t, cfg, rows)
+	require.NoError(t, InsertLabels(ctx, conn, db, labels))
+	require.Len(t, labels, 30)
+
+	for _, v := range []struct{ view, where string }{
+		{"accuracy", "window_s = 3600"},
+		{"accuracy_by_attribute", "window_s = 3600"},
+		{"accuracy_rolling", "window_s = 86400"},
+		{"labeling_queue", "1"},
+	} {
+		var n uint64
+		var se, lo, hi float64
+		require.NoError(t, conn.QueryRow(ctx, fmt.Sprintf("SELECT toUInt64(n), se, lo, hi FROM %s.%s WHERE domain = 'sure' AND %s", db, v.view, v.where)).Scan(&n, &se, &lo, &hi), v.view)
+		require.Equal(t, uint64(4), n, v.view)
+		require.InDelta(t, 0.3/4, se, 1e-12, v.view)
+		require.InDelta(t, 1-1.96*0.3/4, lo, 1e-12, v.view)
+		require.Equal(t, 1.0, hi, v.view)
+	}
+
+	var corrected, se, lo, hi float64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT corrected, se, lo, hi FROM "+db+".accuracy_corrected WHERE domain = 'rare'").Scan(&corrected, &se, &lo, &hi))
+	y := 0.5 / 31
+	require.InDelta(t, 0, corrected, 1e-12)
+	require.InDelta(t, math.Sqrt(y*(1-y)/30), se, 1e-12)
+	require.Equal(t, 0.0, lo)
+	require.Greater(t, hi, 0.028, "the interval holds what 30 zeros cannot rule out")
 }

@@ -136,7 +136,8 @@ type Label struct {
 	TS      time.Time `json:"ts"`
 }
 
-// InsertLabels stores labels; the newest label (by TS) of a trace wins, and
+// InsertLabels stores labels; the newest label (by TS) of a trace wins, of
+// labels with one TS the later in labels (see LabelVersion), and
 // re-importing the same labels changes nothing.
 func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Label) error {
 	if len(labels) == 0 {
@@ -146,17 +147,17 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 	if err != nil {
 		return err
 	}
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".labels ("+schemas.ClickHouseColumnList(cols)+")")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".labels ("+schemas.ClickHouseColumnList(cols)+", version)")
 	if err != nil {
 		return fmt.Errorf("labels import: %w", err)
 	}
-	for _, l := range labels {
+	for i, l := range labels {
 		var c uint8
 		if l.Correct {
 			c = 1
 		}
 		ms := l.TS.UnixMilli()
-		if err := b.Append(l.TraceID, c, l.Source, time.Unix(ms/1000, 0).UTC(), uint16(ms%1000)); err != nil {
+		if err := b.Append(l.TraceID, c, l.Source, time.Unix(ms/1000, 0).UTC(), uint16(ms%1000), LabelVersion(l.TS, i, l.Correct)); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("labels import: %w", err)
 		}
@@ -165,6 +166,21 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 		return fmt.Errorf("labels import: inserting %d labels: %w", len(labels), err)
 	}
 	return nil
+}
+
+// LabelVersion is the labels table's version of the seq-th label of an
+// insert (migration 009): (ts in ms) * 2^21 + seq * 2 + correct. The label
+// with the largest version of a trace is its label, in labels_latest and
+// after merges alike: the newest ts wins, at an equal ts the later label of
+// one insert (a message, file or POST body: labels without a ts all get the
+// time they were read), then correct. seq beyond 2^20 - 1 counts as 2^20 - 1.
+func LabelVersion(ts time.Time, seq int, correct bool) uint64 {
+	const maxSeq = 1<<20 - 1
+	v := uint64(max(ts.UnixMilli(), 0))<<21 | uint64(min(max(seq, 0), maxSeq))<<1
+	if correct {
+		v |= 1
+	}
+	return v
 }
 
 // ReadLabels parses labels from CSV (header with trace_id and correct;

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,29 +38,41 @@ func TestCalibrationHandComputed(t *testing.T) {
 	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels))
 	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels)) // re-import
 
-	// Labelled: a(0.9,1) b(0.9,0) c(0.7,1) d(0.3,0) f(0.2,0); n = 5.
-	// estimated = 3.0/5 = 0.6, realised = 2/5 = 0.4, aee = 0.2.
-	// bins: 9: p 1.8 vs 1 -> 0.8; 7: 0.7 vs 1 -> 0.3; 3: 0.3 vs 0 -> 0.3;
-	// 2: 0.2 vs 0 -> 0.2; ece = 1.6/5 = 0.32; se = sqrt(.09+.09+.21+.21+.16)/5.
+	// Labelled: a(0.9,1) b(0.9,0) c(0.7,1) d(0.3,0) f(0.2,0); n = 5. Each
+	// p_correct bin counts with its responses (migration 010): bin 9 holds
+	// a, b (2 responses, 2 labels), bin 7 c, bin 3 d, bin 2 e and f (2
+	// responses, 1 label: f stands for e too). N = 6, coverage 1.
+	// estimated = (2*0.9 + 0.7 + 0.3 + 2*0.2)/6 = 3.2/6,
+	// realised = (2*0.5 + 1 + 0 + 2*0)/6 = 2/6, aee = 0.2.
+	// ece = (2*0.4 + 0.3 + 0.3 + 2*0.2)/6 = 0.3.
+	// se = sqrt(sum_b N_b^2 v_b / n_b^2)/N, v_b = max(sum p(1-p), a(1-a)),
+	// a = (sum p + 0.5)/(n_b + 1): bin 9: 4*max(.18, 2.3*.7/9)/4 = .18;
+	// bins 7 and 3: max(.21, .24) = .24 each; bin 2: 4*max(.16, .7*1.3/4) = .91.
 	var model, domain string
 	var n uint64
-	var est, real, aee, ece, se float64
-	require.NoError(t, conn.QueryRow(ctx, "SELECT model, domain, n, estimated, realised, aee, ece, se FROM "+cfg.Database+".calibration").
-		Scan(&model, &domain, &n, &est, &real, &aee, &ece, &se))
+	var est, real, aee, ece, se, cov float64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT model, domain, n, estimated, realised, aee, ece, se, coverage FROM "+cfg.Database+".calibration").
+		Scan(&model, &domain, &n, &est, &real, &aee, &ece, &se, &cov))
 	require.Equal(t, "X", domain)
 	require.Equal(t, uint64(5), n)
-	require.InDelta(t, 0.6, est, 1e-12)
-	require.InDelta(t, 0.4, real, 1e-12)
+	require.InDelta(t, 3.2/6, est, 1e-12)
+	require.InDelta(t, 2.0/6, real, 1e-12)
 	require.InDelta(t, 0.2, aee, 1e-12)
-	require.InDelta(t, 0.32, ece, 1e-12)
-	require.InDelta(t, math.Sqrt(0.76)/5, se, 1e-12)
+	require.InDelta(t, 0.3, ece, 1e-12)
+	require.InDelta(t, math.Sqrt(0.18+0.24+0.24+0.91)/6, se, 1e-12)
+	require.InDelta(t, 1, cov, 1e-12)
 
+	var bins uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".calibration_bins WHERE domain = 'X' AND bin = 2 AND n = 1 AND population = 2").Scan(&bins))
+	require.Equal(t, uint64(1), bins)
+
+	// Pooled over the model's domains (Y has no labels): the same bins.
 	var mAEE, mECE float64
 	var doms uint64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT domains, mean_aee, ece FROM "+cfg.Database+".calibration_models WHERE model = 'm1'").Scan(&doms, &mAEE, &mECE))
 	require.Equal(t, uint64(1), doms)
 	require.InDelta(t, 0.2, mAEE, 1e-12)
-	require.InDelta(t, 0.32, mECE, 1e-12)
+	require.InDelta(t, 0.3, mECE, 1e-12)
 }
 
 func TestLabelingQueue(t *testing.T) {
@@ -197,7 +210,7 @@ func TestAccuracyCorrected(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	var rows []row
 	var labels []Label
-	type agg struct{ n, sp, spq, nl, sd, sd2 float64 }
+	type agg struct{ n, sp, spq, nl, sy, sd, sd2 float64 }
 	want := map[string]*[10]agg{"shifted": {}, "unlabelled": {}}
 	truth := map[string]float64{}
 	for i := range 4000 {
@@ -217,6 +230,7 @@ func TestAccuracyCorrected(t *testing.T) {
 		if dom == "shifted" && rng.Float64() < 0.1 {
 			labels = append(labels, Label{TraceID: id, Correct: y == 1, Source: "t", TS: t0})
 			b.nl++
+			b.sy += y
 			b.sd += y - p
 			b.sd2 += (y - p) * (y - p)
 		}
@@ -233,25 +247,34 @@ func TestAccuracyCorrected(t *testing.T) {
 		var est, corr, se, lo, hi, cov float64
 		require.NoError(t, r.Scan(&dom, &n, &est, &nl, &corr, &se, &lo, &hi, &cov))
 		seen++
-		// The formula by hand.
-		var N, sp, corrSum, v, covN, nLab float64
+		// The formula by hand. A labelled bin's variance is at least that
+		// of its label rate smoothed by half a label each way; the
+		// unlabelled bins' sum p(1-p) at least a(1-a) of their smoothed
+		// accuracy (migration 010).
+		var N, sp, corrSum, v, covN, nLab, nU, spU, spqU float64
 		for _, b := range want[dom] {
 			N += b.n
 			sp += b.sp
 			nLab += b.nl
+			floor := (b.sy + 0.5) * (b.nl + 0.5 - b.sy) / ((b.nl + 1) * (b.nl + 1))
 			switch {
 			case b.nl >= 2:
 				corrSum += b.n * b.sd / b.nl
-				v += b.n * b.n * (b.sd2 - b.sd*b.sd/b.nl) / (b.nl - 1) / b.nl
+				v += b.n * b.n * math.Max((b.sd2-b.sd*b.sd/b.nl)/(b.nl-1), floor) / b.nl
 				covN += b.n
 			case b.nl == 1:
 				corrSum += b.n * b.sd
 				m := b.sp / b.n
-				v += b.n * b.n * m * (1 - m)
+				v += b.n * b.n * math.Max(m*(1-m), floor)
 				covN += b.n
 			default:
-				v += b.spq
+				nU += b.n
+				spU += b.sp
+				spqU += b.spq
 			}
+		}
+		if nU > 0 {
+			v += math.Max(spqU, (spU+0.5)*(nU+0.5-spU)/((nU+1)*(nU+1)))
 		}
 		require.Equal(t, uint64(N), n, dom)
 		require.Equal(t, uint64(nLab), nl, dom)
@@ -358,4 +381,132 @@ func TestLabelQueueState(t *testing.T) {
 	s = state()
 	require.Equal(t, QueueState{Rows: 7, Scored: 6, Lookback: 6, Labelled: 1, Requested: 5, LookbackS: 86400}, s)
 	require.Equal(t, "every one of the 6 responses in the queue lookback (the 86400 s before the newest response, alarm_settings.queue_lookback_s) is already labelled (1) or requested (5); import labels, or wait for new traffic", s.Reason(db))
+}
+
+// TestLabelVersions: a merge keeps the label labels_latest shows (migration
+// 009). A label inserted after a newer one (by ts) does not win, before or
+// after OPTIMIZE ... FINAL; two labels of one POST body without ts (one
+// receipt time) resolve to the later one, before and after the merge.
+// Before, merges kept the last inserted row: 1 became 0.
+func TestLabelVersions(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	db := cfg.Database
+	at := func(h int) time.Time { return t0.Add(time.Duration(h) * time.Hour) }
+	require.NoError(t, InsertLabels(ctx, conn, db, []Label{{TraceID: "late", Correct: true, Source: "a", TS: at(5)}}))
+	require.NoError(t, InsertLabels(ctx, conn, db, []Label{{TraceID: "late", Correct: false, Source: "b", TS: at(4)}}))
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	for _, body := range []string{
+		`{"trace_id":"body","correct":true}` + "\n" + `{"trace_id":"body","correct":false}`,
+		`{"trace_id":"body2","correct":false}` + "\n" + `{"trace_id":"body2","correct":true}`,
+	} {
+		ls, err := DecodeLabels([]byte(body), "api", mem)
+		require.NoError(t, err)
+		require.Equal(t, ls[0].TS, ls[1].TS, "labels without ts get one receipt time")
+		require.NoError(t, InsertLabels(ctx, conn, db, ls))
+	}
+	want := map[string]string{"late": "1 a", "body": "0 api", "body2": "1 api"}
+	latest := func() map[string]string {
+		t.Helper()
+		r, err := conn.Query(ctx, "SELECT trace_id, correct, source FROM "+db+".labels_latest")
+		require.NoError(t, err)
+		defer r.Close()
+		got := map[string]string{}
+		for r.Next() {
+			var id, src string
+			var c uint8
+			require.NoError(t, r.Scan(&id, &c, &src))
+			got[id] = fmt.Sprintf("%d %s", c, src)
+		}
+		require.NoError(t, r.Err())
+		return got
+	}
+	require.Equal(t, want, latest())
+	require.NoError(t, conn.Exec(ctx, "OPTIMIZE TABLE "+db+".labels FINAL"))
+	require.Equal(t, want, latest(), "a merge must not change a label")
+	var rows uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".labels").Scan(&rows))
+	require.Equal(t, uint64(3), rows, "the merge kept one row per trace")
+
+	// The version orders by ts, then position in the insert, then correct.
+	require.Less(t, LabelVersion(at(4), 9, true), LabelVersion(at(5), 0, false))
+	require.Less(t, LabelVersion(at(4), 0, true), LabelVersion(at(4), 1, false))
+	require.Less(t, LabelVersion(at(4), 1, false), LabelVersion(at(4), 1, true))
+	require.Equal(t, LabelVersion(at(4), 1<<20-1, true), LabelVersion(at(4), 1<<30, true))
+}
+
+// TestCalibrationWeighted: labels requested stratum by stratum (16, 17, 17)
+// from a domain whose responses are 1240, 168 and 32 in those strata. The
+// estimator is miscalibrated only in the small high stratum. Weighted by
+// the responses of each p_correct bin (migration 010), calibration and
+// calibration_gap compare the domain's accuracy (gap 0.012, no alarm);
+// unweighted, the 17 labels of 32 responses counted as much as the 16 of
+// 1240 (gap 0.21, a false calibration_gap alarm).
+func TestCalibrationWeighted(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	db := cfg.Database
+	strata := []struct {
+		responses, labels, correct int
+		p                          float64
+	}{{1240, 16, 2, 0.12}, {168, 17, 8, 0.5}, {32, 17, 5, 0.88}}
+	var rows []row
+	var labels []Label
+	i := 0
+	type bin struct{ N, n, sp, sy, sv float64 }
+	var bins []bin
+	for _, s := range strata {
+		b := bin{N: float64(s.responses), n: float64(s.labels)}
+		for j := range s.responses {
+			id := fmt.Sprintf("r%04d", i)
+			rows = append(rows, row{id: id, ts: t0.Add(time.Duration(i) * time.Minute), domain: "strat", p: s.p, correct: -1, clusterID: 1, cluster: "c"})
+			if j < s.labels {
+				labels = append(labels, Label{TraceID: id, Correct: j < s.correct, Source: "human", TS: t0.Add(48 * time.Hour)})
+				b.sp += s.p
+				b.sv += s.p * (1 - s.p)
+				if j < s.correct {
+					b.sy++
+				}
+			}
+			i++
+		}
+		bins = append(bins, b)
+	}
+	write(t, cfg, rows)
+	require.NoError(t, InsertLabels(ctx, conn, db, labels))
+
+	var N, est, rea, v, nl, sp, sy, sv float64
+	for _, b := range bins {
+		N += b.N
+		est += b.N * b.sp / b.n
+		rea += b.N * b.sy / b.n
+		v += b.N * b.N * math.Max(b.sv, (b.sp+0.5)*(b.n+0.5-b.sp)/((b.n+1)*(b.n+1))) / (b.n * b.n)
+		nl, sp, sy, sv = nl+b.n, sp+b.sp, sy+b.sy, sv+b.sv
+	}
+	est, rea = est/N, rea/N
+	se := math.Sqrt(v) / N
+	// Unweighted, the old views' answer, fires.
+	require.Greater(t, math.Abs(sp-sy)/nl, math.Max(3*math.Sqrt(sv)/nl, 0.05))
+
+	var n uint64
+	var gotEst, gotRea, aee, gotSE, cov float64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT n, estimated, realised, aee, se, coverage FROM "+db+".calibration").Scan(&n, &gotEst, &gotRea, &aee, &gotSE, &cov))
+	require.Equal(t, uint64(50), n)
+	require.InDelta(t, est, gotEst, 1e-12)
+	require.InDelta(t, rea, gotRea, 1e-12)
+	require.InDelta(t, 0.012, aee, 0.001)
+	require.InDelta(t, se, gotSE, 1e-12)
+	require.InDelta(t, 1, cov, 1e-12)
+
+	var value, baseline, threshold float64
+	var evaluated, fires uint8
+	require.NoError(t, conn.QueryRow(ctx, "SELECT n, value, baseline, assumeNotNull(threshold), evaluated, firing FROM "+db+".alarm_checks WHERE kind = 'calibration_gap'").
+		Scan(&n, &value, &baseline, &threshold, &evaluated, &fires))
+	require.Equal(t, uint64(50), n)
+	require.InDelta(t, est, value, 1e-12)
+	require.InDelta(t, rea, baseline, 1e-12)
+	require.InDelta(t, math.Max(3*se, 0.05), threshold, 1e-12)
+	require.Equal(t, uint8(1), evaluated)
+	require.Zero(t, fires, "no calibration_gap alarm: the estimator is off only where few responses are")
 }

@@ -1,8 +1,12 @@
 package clickhouse
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -40,4 +44,65 @@ func TestLoadMigrations(t *testing.T) {
 		require.Equal(t, uint32(i+1), m.Version, m.Name)
 		require.NotEmpty(t, m.Statements, m.Name)
 	}
+}
+
+// TestMigrateVersionsLabels: migration 009 replaces labels by a versioned
+// table and copies the labels a database at version 8 holds, on 18.16 and
+// on chDB: labels_latest answers as before (newest ts wins), the copied rows
+// carry versions, and an INSERT that lists only the label.v1 columns still
+// works (version DEFAULT).
+func TestMigrateVersionsLabels(t *testing.T) {
+	cfg := needServer(t)
+	ctx := context.Background()
+	conn, db, err := openServer(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	ms, err := Migrations()
+	require.NoError(t, err)
+	require.Equal(t, "009_label_versions.sql", ms[8].Name)
+	_, err = migrate(ctx, conn, db, ms[:8], nil)
+	require.NoError(t, err)
+
+	old := `INSERT INTO {db}.labels (trace_id, correct, source, ts, ts_ms) VALUES
+('a', 1, 'h', '2026-03-01 05:00:00', 0), ('a', 0, 'h', '2026-03-01 04:00:00', 0), ('b', 0, 'h', '2026-03-01 04:00:00', 250), ('c', 1, 'h', '2026-03-01 04:00:00', 0)`
+	added := `INSERT INTO {db}.labels (trace_id, correct, source, ts, ts_ms) VALUES ('c', 0, 'other', '2026-03-01 06:00:00', 0)`
+	const q = "SELECT trace_id, correct, source, labelled_at FROM {db}.labels_latest ORDER BY trace_id"
+	const want = "a\t1\th\t2026-03-01 05:00:00\nb\t0\th\t2026-03-01 04:00:00\nc\t0\tother\t2026-03-01 06:00:00\n"
+	// FINAL: current ClickHouse already collapses the copy at insert.
+	versions := "SELECT trace_id, version FROM {db}.labels FINAL ORDER BY trace_id"
+	wantVersions := fmt.Sprintf("a\t%d\nb\t%d\nc\t%d\n", LabelVersion(t0.Add(5*time.Hour), 0, true),
+		LabelVersion(t0.Add(4*time.Hour+250*time.Millisecond), 0, false), LabelVersion(t0.Add(6*time.Hour), 0, false))
+
+	httpQuery(t, Expand(old, db)) // the native protocol's Exec waits for data blocks after INSERT ... VALUES
+	_, err = migrate(ctx, conn, db, ms, nil)
+	require.NoError(t, err)
+	httpQuery(t, Expand(added, db))
+	require.Equal(t, want, httpQuery(t, Expand(q, db)+" FORMAT TabSeparated"))
+	require.Equal(t, wantVersions, httpQuery(t, Expand(versions, db)+" FORMAT TabSeparated"))
+	require.Equal(t, "0\n", httpQuery(t, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name LIKE 'labels_%version%'"), "no table left behind")
+
+	t.Run("chDB", func(t *testing.T) {
+		ch := openChdb(t)
+		run := func(q string) string {
+			t.Helper()
+			out, err := ch.Exec(Expand(q, db))
+			require.NoError(t, err, q)
+			return out
+		}
+		run("CREATE DATABASE " + db)
+		for _, m := range ms {
+			if m.Version == 9 {
+				// Without the setting, current ClickHouse collapses the old
+				// table's duplicates at insert, keeping the last inserted:
+				// the defect 009 fixes.
+				run(strings.Replace(old, " VALUES", " SETTINGS optimize_on_insert = 0 VALUES", 1))
+			}
+			for _, s := range m.Statements {
+				run(s)
+			}
+		}
+		run(added)
+		require.Equal(t, want, run(q))
+		require.Equal(t, wantVersions, run(versions))
+	})
 }

@@ -384,3 +384,27 @@ func TestSinkHeld(t *testing.T) {
 	_, err = s.Held(cctx, []streams.TraceRef{{ID: "a", Model: "m1"}})
 	require.Error(t, err)
 }
+
+// TestDedupScope pins what docs/clickhouse.md says is deduplicated: the
+// key is (model, hour of ts, trace_id), so a redelivered row (same ts) and a
+// client's retry that carries the same `created` count once, while a retry
+// without `created` (ts = the time ingest received it) that falls into
+// another hour counts twice. No view deduplicates across hours: that would
+// take a GROUP BY trace_id over the whole history.
+func TestDedupScope(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	r := row{id: "retry", ts: t0.Add(10*time.Hour + 58*time.Minute), domain: "X", p: 0.5, correct: -1, clusterID: 1, cluster: "c"}
+	write(t, cfg, []row{r})
+	write(t, cfg, []row{r})                                                                  // redelivery, or a retry with the same created
+	write(t, cfg, []row{func() row { r2 := r; r2.ts = r.ts.Add(time.Minute); return r2 }()}) // same hour: replaces it
+	count := func() uint64 {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".scored_ok WHERE trace_id = 'retry'").Scan(&n))
+		return n
+	}
+	require.Equal(t, uint64(1), count())
+	r.ts = t0.Add(11*time.Hour + time.Minute) // a retry without created, after the hour turned
+	write(t, cfg, []row{r})
+	require.Equal(t, uint64(2), count())
+}
