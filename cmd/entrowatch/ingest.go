@@ -116,6 +116,10 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 		if err != nil {
 			return err
 		}
+		if rec.NumRows() == 0 { // a run of rejected lines ended the read early
+			rec.Release()
+			continue
+		}
 		if rate > 0 {
 			// Send this batch when the schedule says so, stamped with its send times.
 			due := start.Add(time.Duration(float64(rows) / rate * float64(time.Second)))

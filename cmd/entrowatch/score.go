@@ -195,6 +195,13 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 			if err != nil {
 				return err
 			}
+			if rec.NumRows() == 0 { // a run of rejected lines ended the read early
+				rec.Release()
+				if err := rep.flush(src.rejects(), nil); err != nil {
+					return err
+				}
+				continue
+			}
 			read += rec.NumRows()
 			var pending []pendingReject
 			ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)

@@ -203,8 +203,16 @@ func (r *Reader) Schema() *arrow.Schema {
 	return schemas.Trace
 }
 
+// maxRejectsPerNext bounds the rejects one Next call gathers: a long run of
+// lines that are all rejected ends the call early (with a batch of fewer
+// rows, possibly none), so memory stays bounded by this many rejects rather
+// than by the input.
+const maxRejectsPerNext = 4096
+
 // Next returns the next batch of up to BatchRows rows, or io.EOF. Rejects and
-// RowLines describe the lines consumed by this call.
+// RowLines describe the lines consumed by this call. The batch may have fewer
+// rows, even none, when a run of more than 4096 rejected lines ended the call
+// early; callers release it like any other and call Next again.
 //
 // The batch belongs to the caller, who must Release it; it does not depend on
 // the Reader and stays valid after later calls to Next and after
@@ -216,7 +224,7 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	for !r.done && r.b.rows < r.cfg.BatchRows {
+	for !r.done && r.b.rows < r.cfg.BatchRows && len(r.rejects) < maxRejectsPerNext {
 		raw, err := r.lr.next()
 		if errors.Is(err, io.EOF) {
 			r.done = true

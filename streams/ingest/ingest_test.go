@@ -553,3 +553,33 @@ func TestCreated(t *testing.T) {
 		})
 	}
 }
+
+// TestRejectsPerNextBounded: a long run of rejected lines does not pile up
+// in one Next call (memory bounded by the cap, not the input); the rows after
+// it and every reject still come out.
+func TestRejectsPerNextBounded(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	const bad = 10000
+	in := strings.Repeat("{}\n", bad) + chat + "\n"
+	r := ingest.NewReader(strings.NewReader(in), ingest.DefaultConfig(), mem)
+	defer r.Release()
+	var rows, rejects, calls, most int
+	for {
+		rec, err := r.Next()
+		n := len(r.Rejects())
+		rejects += n
+		most = max(most, n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		calls++
+		rows += int(rec.NumRows())
+		rec.Release()
+	}
+	require.Equal(t, bad, rejects)
+	require.Equal(t, 1, rows)
+	require.LessOrEqual(t, most, 4096, "rejects gathered by one Next call")
+	require.GreaterOrEqual(t, calls, 3)
+}
