@@ -428,7 +428,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			}
 			closers = append(closers, lp.Close)
 		}
-		h, err := httpin.New(cfg.HTTP, cfg.Ingest, hp, lp, mem, log, reg)
+		h, err := httpin.New(cfg.HTTP, httpIngest(cfg.Ingest, cfg.Profile), hp, lp, mem, log, reg)
 		if err != nil {
 			return fail(err)
 		}
@@ -579,9 +579,16 @@ func listen(name, addr, key string) (net.Listener, error) {
 	return ln, nil
 }
 
+// newHTTPServer bounds what a client may hold without sending anything: 10 s
+// for the headers of a request (handlers bound their bodies: http.body_timeout)
+// and a minute for an idle keep-alive connection.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+}
+
 // serve serves h on ln until ctx is done, then shuts down gracefully.
 func serve(g *errgroup.Group, ctx context.Context, name string, ln net.Listener, h http.Handler, log *slog.Logger) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(h)
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("%s server: %w", name, err)
@@ -625,4 +632,13 @@ func reasonsText(m map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// httpIngest is the ingest configuration of the HTTP endpoint: a streamed
+// response is never cut short while its chunks are joined when the profile
+// operator would accept its length (profile.max_steps above ingest.max_steps).
+func httpIngest(in ingest.Config, prof profile.Config) ingest.Config {
+	in.MaxSteps = max(in.MaxSteps, prof.MaxSteps)
+	in.MaxHeldSteps = max(in.MaxHeldSteps, in.MaxSteps)
+	return in
 }

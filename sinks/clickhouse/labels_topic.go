@@ -32,14 +32,23 @@ func DecodeLabels(b []byte, source string, mem memory.Allocator) (labels []Label
 	if err := ewipc.CheckBounds(b); err != nil {
 		return nil, fmt.Errorf("neither JSON nor a valid Arrow IPC stream: %w", err)
 	}
+	// A corrupt length field must not make the reader allocate gigabytes:
+	// decoding may allocate what the message could plausibly decode to.
+	bounded := ewipc.NewBoundedAllocator(mem, ewipc.DecodeLimit(len(b)))
+	labels, err = decodeLabels(b, bounded)
+	if err != nil {
+		bounded.Reclaim() // what the reader abandoned when it failed
+	}
+	return labels, err
+}
+
+func decodeLabels(b []byte, mem memory.Allocator) (labels []Label, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			labels, err = nil, fmt.Errorf("corrupt Arrow IPC label batch: %v", r)
 		}
 	}()
-	// A corrupt length field must not make the reader allocate gigabytes:
-	// no buffer may exceed what the message could plausibly decode to.
-	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(&boundedAllocator{Allocator: mem, max: 16*len(b) + 1<<16}))
+	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem))
 	if err != nil {
 		return nil, fmt.Errorf("neither JSON nor an Arrow IPC stream: %w", err)
 	}
@@ -233,25 +242,4 @@ func PublishRequests(ctx context.Context, kc ewkafka.Config, topic string, reqs 
 		err = fmt.Errorf("labels requests: %d requests (brokers %s): %w", len(reqs), strings.Join(kc.Brokers, ","), err)
 	}
 	return errors.Join(err, p.Close())
-}
-
-// boundedAllocator refuses (panics, recovered by DecodeLabels) allocations
-// larger than max bytes.
-type boundedAllocator struct {
-	memory.Allocator
-	max int
-}
-
-func (a *boundedAllocator) Allocate(size int) []byte {
-	if size > a.max {
-		panic(fmt.Sprintf("buffer of %d bytes from a %d-byte message", size, a.max))
-	}
-	return a.Allocator.Allocate(size)
-}
-
-func (a *boundedAllocator) Reallocate(size int, b []byte) []byte {
-	if size > a.max {
-		panic(fmt.Sprintf("buffer of %d bytes from a %d-byte message", size, a.max))
-	}
-	return a.Allocator.Reallocate(size, b)
 }

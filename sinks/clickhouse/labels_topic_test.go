@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	ewipc "github.com/entrowatch/entrowatch/streams/ipc"
 	ewkafka "github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -230,4 +231,19 @@ func TestFollowLabels(t *testing.T) {
 	require.EqualValues(t, 1, stored.Load(), "a committed message was stored again")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// TestDecodeLabelsMemoryLimit: label batches are decoded through the shared
+// bounded allocator; one that needs more than its limit is an error, and
+// what the reader abandoned is reclaimed (the checked allocator ends at 0).
+func TestDecodeLabelsMemoryLimit(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	msg := labelIPC(t, mem, []string{"a", "b", "c"}, []bool{true, false, true})
+	bounded := ewipc.NewBoundedAllocator(mem, 16)
+	labels, err := decodeLabels(msg, bounded)
+	require.Nil(t, labels)
+	require.ErrorContains(t, err, "corrupt Arrow IPC label batch")
+	require.ErrorContains(t, err, "decoding memory limit")
+	bounded.Reclaim()
 }

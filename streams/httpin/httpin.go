@@ -4,10 +4,11 @@
 // topic. It answers 202 once the broker has acknowledged every row, 400 with
 // the reasons when a body holds anything it cannot convert or that the
 // profile operator would reject (nothing is produced then), 401 without the
-// configured bearer token, 413 over the size limit (compressed or not;
-// Content-Encoding gzip is accepted), 415 for other encodings, and 429 when
-// the topic cannot keep up (too many requests in flight, or the broker does
-// not acknowledge within the produce timeout).
+// configured bearer token, 408 when the body is too slow to arrive, 413 over
+// the size limit (compressed or not; Content-Encoding gzip is accepted), 415
+// for other encodings, and 429 when the topic cannot keep up (too many
+// requests in flight or bodies held, or the broker does not acknowledge
+// within the produce timeout).
 package httpin
 
 import (
@@ -27,11 +28,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
@@ -66,12 +69,13 @@ type Config struct {
 	// Default 16.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// QueueWait is how long a request beyond MaxInFlight waits for a slot
-	// before it gets 429. A waiting request has not read its body yet, so
-	// waiting costs a connection, not memory. 0 sheds at once. Default 1s.
+	// (or, while MaxInFlight x MaxBodyBytes of bodies are held, for room to
+	// read its own) before it gets 429. 0 sheds at once. Default 1s.
 	QueueWait time.Duration `yaml:"queue_wait"`
-	// BodyTimeout bounds how long a request holding a slot may take to send
-	// its body; a slower one gets 408 and frees the slot, so stalled
-	// clients cannot starve the others. Default 30s.
+	// BodyTimeout bounds how long a request may take to send its body after
+	// its headers; a slower one gets 408. Bodies are read before a request
+	// takes a slot, so a slow upload holds its connection and the bytes it
+	// sent, never a slot. Default 30s.
 	BodyTimeout time.Duration `yaml:"body_timeout"`
 	// ProduceTimeout is how long a request waits for the broker's
 	// acknowledgement before it gets 429. Default 10s.
@@ -139,10 +143,12 @@ type Handler struct {
 	mem     memory.Allocator
 	log     *slog.Logger
 	slots   chan struct{}
+	bodies  *semaphore.Weighted // bytes of request bodies held: MaxInFlight x MaxBodyBytes
 	reqs    *prometheus.CounterVec
 	rows    prometheus.Counter
 	rejects *prometheus.CounterVec
 	queued  prometheus.Gauge
+	held    prometheus.Gauge // bytes taken from bodies
 	labels  prometheus.Counter
 }
 
@@ -160,7 +166,8 @@ func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Alloc
 	}
 	h := &Handler{
 		cfg: cfg, icfg: icfg, p: p, lp: lp, mem: mem, log: log,
-		slots: make(chan struct{}, cfg.MaxInFlight),
+		slots:  make(chan struct{}, cfg.MaxInFlight),
+		bodies: semaphore.NewWeighted(int64(cfg.MaxInFlight) * cfg.MaxBodyBytes),
 		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_http_requests_total",
 			Help: "Ingest requests by HTTP status code."}, []string{"code"}),
 		rows: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_http_produced_rows_total",
@@ -171,8 +178,10 @@ func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Alloc
 			Help: "Requests waiting for an in-flight slot (http.max_in_flight, http.queue_wait)."}),
 		labels: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_http_labels_total",
 			Help: "Labels produced to the labels topic by the HTTP endpoint."}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_http_body_bytes",
+			Help: "Bytes of request bodies being received or processed (at most http.max_in_flight x http.max_body_bytes)."}),
 	}
-	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects, h.queued, h.labels} {
+	for _, c := range []prometheus.Collector{h.reqs, h.rows, h.rejects, h.queued, h.labels, h.held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering http metrics: %w", err)
 		}
@@ -182,10 +191,24 @@ func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Alloc
 
 // Reply is the JSON body of every answer.
 type Reply struct {
-	Accepted int      `json:"accepted"`
-	Error    string   `json:"error,omitempty"`
-	Rejects  []Reject `json:"rejects,omitempty"`
+	Accepted int    `json:"accepted"`
+	Error    string `json:"error,omitempty"`
+	// Rejects lists, by line, the first maxRejects responses of a refused
+	// body that cannot be read or scored.
+	Rejects []Reject `json:"rejects,omitempty"`
+	// Reasons counts all of them by reason; Truncated says Rejects lists
+	// only the first.
+	Reasons   map[string]int `json:"reasons,omitempty"`
+	Truncated bool           `json:"truncated,omitempty"`
 }
+
+// maxRejects bounds the rejects a reply lists, so that a small body of many
+// bad lines (5.6M lines of "{}" in a 16 KB gzip) cannot make the handler
+// hold and send a reject for each.
+const maxRejects = 100
+
+// maxDetail bounds the id and the detail of a listed reject, in bytes.
+const maxDetail = 512
 
 // Reject is one response of the body that could not be converted, or that
 // the profile operator would reject.
@@ -230,31 +253,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+	if enc != "" && enc != "identity" && enc != "gzip" {
+		h.reply(w, http.StatusUnsupportedMediaType, Reply{Error: errEncoding.Error()})
+		return
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		h.tooLarge(w)
+		return
+	}
+	// The body is read before the request takes a slot: a slow upload holds
+	// its connection and the bytes it sent, never a slot. The connection's
+	// read deadline bounds it (the server's ReadHeaderTimeout bounds the
+	// headers), and h.bodies the bytes of all bodies held at once.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	wire, held, err := h.readBody(r.Context(), http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	defer h.give(held)
+	if err != nil {
+		switch {
+		case errors.Is(err, errBusy):
+			h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("%d bytes of request bodies held already (http.max_in_flight x http.max_body_bytes) and none freed within %v; retry shortly",
+				int64(h.cfg.MaxInFlight)*h.cfg.MaxBodyBytes, h.cfg.QueueWait)})
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			h.reply(w, http.StatusRequestTimeout, Reply{Error: fmt.Sprintf("the body did not arrive within %v (http.body_timeout)", h.cfg.BodyTimeout)})
+		case errors.As(err, new(*http.MaxBytesError)):
+			h.tooLarge(w)
+		default:
+			h.reply(w, http.StatusBadRequest, Reply{Error: "reading body: " + err.Error()})
+		}
+		return
+	}
 	if !h.acquire(r.Context()) {
 		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("%d requests in flight already and no slot freed within %v; retry shortly", h.cfg.MaxInFlight, h.cfg.QueueWait)})
 		return
 	}
 	defer func() { <-h.slots }()
-	// The connection's read deadline bounds the body (the server's
-	// ReadHeaderTimeout bounds the headers).
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
-	body, err := h.readBody(w, r)
+	body, err := h.inflate(wire, enc)
 	if err != nil {
-		if errors.Is(err, errEncoding) {
-			h.reply(w, http.StatusUnsupportedMediaType, Reply{Error: err.Error()})
+		if errors.As(err, new(*http.MaxBytesError)) {
+			h.tooLarge(w)
 			return
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			w.Header().Set("Connection", "close")
-			h.reply(w, http.StatusRequestTimeout, Reply{Error: fmt.Sprintf("the body did not arrive within %v (http.body_timeout)", h.cfg.BodyTimeout)})
-			return
-		}
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf("body over %d bytes; split it into several requests", h.cfg.MaxBodyBytes)})
-			return
-		}
-		h.reply(w, http.StatusBadRequest, Reply{Error: "reading body: " + err.Error()})
+		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
 		return
 	}
 	lines, err := toLines(body)
@@ -266,7 +307,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveLabels(w, r, lines)
 		return
 	}
-	recs, rejects, err := h.convert(lines)
+	recs, rs, err := h.convert(lines)
 	defer func() {
 		for _, rec := range recs {
 			rec.Release()
@@ -276,11 +317,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
 		return
 	}
-	if len(rejects) > 0 {
-		for _, rj := range rejects {
-			h.rejects.WithLabelValues(rj.Reason).Inc()
+	if rs.n > 0 {
+		for reason, n := range rs.reasons {
+			h.rejects.WithLabelValues(reason).Add(float64(n))
 		}
-		h.reply(w, http.StatusBadRequest, Reply{Error: fmt.Sprintf("%d responses cannot be read or scored; nothing was produced, fix them and resend", len(rejects)), Rejects: rejects})
+		list := rs.sorted()
+		msg := fmt.Sprintf("%d responses cannot be read or scored; nothing was produced, fix them and resend", rs.n)
+		if rs.n > len(list) {
+			msg += fmt.Sprintf(" (rejects lists the first %d by line, reasons counts all)", len(list))
+		}
+		h.reply(w, http.StatusBadRequest, Reply{Error: msg, Rejects: list, Reasons: rs.reasons, Truncated: rs.n > len(list)})
 		return
 	}
 	var msgs []kafka.Message
@@ -385,31 +431,83 @@ func (h *Handler) acquire(ctx context.Context) bool {
 	}
 }
 
-var errEncoding = errors.New("unsupported Content-Encoding: send identity or gzip")
+var (
+	errEncoding = errors.New("unsupported Content-Encoding: send identity or gzip")
+	errBusy     = errors.New("no room for the body")
+)
 
-// readBody reads the body, gunzipping it for Content-Encoding: gzip. Both the
-// bytes on the wire and the decompressed bytes are bounded by MaxBodyBytes.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
-	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))) {
-	case "", "identity":
-		return io.ReadAll(body)
-	case "gzip":
-		zr, err := gzip.NewReader(body)
+func (h *Handler) tooLarge(w http.ResponseWriter) {
+	h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf("body over %d bytes; split it into several requests", h.cfg.MaxBodyBytes)})
+}
+
+// bodyChunk is how much of h.bodies a request takes ahead of each read.
+const bodyChunk = 32 << 10
+
+// readBody reads the body as it is on the wire, taking room from h.bodies
+// as the bytes arrive (a request that finds none within QueueWait fails
+// with errBusy). held is what it took, to be released once the request is
+// answered, also on error.
+func (h *Handler) readBody(ctx context.Context, body io.Reader) (b []byte, held int64, err error) {
+	for {
+		if err := h.take(ctx); err != nil {
+			return nil, held, err
+		}
+		held += bodyChunk
+		b = slices.Grow(b, bodyChunk)
+		n, err := body.Read(b[len(b) : len(b)+bodyChunk])
+		b = b[:len(b)+n]
+		h.give(int64(bodyChunk - n))
+		held -= int64(bodyChunk - n)
+		if errors.Is(err, io.EOF) {
+			return b, held, nil
+		}
 		if err != nil {
-			return nil, fmt.Errorf("gzip body: %w", err)
+			return nil, held, err
 		}
-		defer zr.Close()
-		b, err := io.ReadAll(io.LimitReader(zr, h.cfg.MaxBodyBytes+1))
-		if err != nil {
-			return nil, fmt.Errorf("gzip body: %w", err)
+	}
+}
+
+// take takes bodyChunk bytes from h.bodies, waiting up to QueueWait.
+func (h *Handler) take(ctx context.Context) error {
+	if !h.bodies.TryAcquire(bodyChunk) {
+		if h.cfg.QueueWait <= 0 {
+			return errBusy
 		}
-		if int64(len(b)) > h.cfg.MaxBodyBytes {
-			return nil, &http.MaxBytesError{Limit: h.cfg.MaxBodyBytes}
+		wait, cancel := context.WithTimeout(ctx, h.cfg.QueueWait)
+		defer cancel()
+		if h.bodies.Acquire(wait, bodyChunk) != nil {
+			return errBusy
 		}
+	}
+	h.held.Add(bodyChunk)
+	return nil
+}
+
+// give returns n bytes to h.bodies.
+func (h *Handler) give(n int64) {
+	h.bodies.Release(n)
+	h.held.Sub(float64(n))
+}
+
+// inflate gunzips a body sent with Content-Encoding: gzip; inflated, it is
+// bounded by MaxBodyBytes too.
+func (h *Handler) inflate(b []byte, enc string) ([]byte, error) {
+	if enc != "gzip" {
 		return b, nil
 	}
-	return nil, errEncoding
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("gzip body: %w", err)
+	}
+	defer zr.Close()
+	out, err := io.ReadAll(io.LimitReader(zr, h.cfg.MaxBodyBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("gzip body: %w", err)
+	}
+	if int64(len(out)) > h.cfg.MaxBodyBytes {
+		return nil, &http.MaxBytesError{Limit: h.cfg.MaxBodyBytes}
+	}
+	return out, nil
 }
 
 // toLines turns a body into JSON Lines: a single JSON object, whatever its
@@ -434,25 +532,91 @@ func toLines(body []byte) ([]byte, error) {
 	return io.ReadAll(ingest.Framed(bytes.NewReader(body)))
 }
 
-// convert reads the lines into trace.v1 batches. rejects lists, by line,
-// the lines the reader could not convert and the rows the profile operator
+// rejects gathers the rejected responses of a body: all of them counted by
+// reason, and the first maxRejects by line kept for the reply.
+type rejects struct {
+	n       int
+	reasons map[string]int
+	list    []Reject
+	cut     int64 // with list trimmed to maxRejects, the last line it lists
+}
+
+// count counts a reject and reports whether it may be listed; only then is
+// it worth building with keep.
+func (rs *rejects) count(line int64, reason string) bool {
+	rs.n++
+	if rs.reasons == nil {
+		rs.reasons = map[string]int{}
+	}
+	rs.reasons[reason]++
+	return rs.cut == 0 || line < rs.cut
+}
+
+func (rs *rejects) keep(rj Reject) {
+	rj.ID, rj.Detail = clip(rj.ID), clip(rj.Detail)
+	rs.list = append(rs.list, rj)
+	if len(rs.list) >= 2*maxRejects {
+		rs.sorted()
+	}
+}
+
+// sorted returns the first maxRejects rejects by line.
+func (rs *rejects) sorted() []Reject {
+	slices.SortStableFunc(rs.list, func(a, b Reject) int { return cmp.Compare(a.Line, b.Line) })
+	if len(rs.list) >= maxRejects {
+		clear(rs.list[maxRejects:])
+		rs.list = rs.list[:maxRejects]
+		rs.cut = rs.list[maxRejects-1].Line
+	}
+	return rs.list
+}
+
+// clip shortens s to at most maxDetail bytes, on a rune boundary.
+func clip(s string) string {
+	if len(s) <= maxDetail {
+		return s
+	}
+	i := maxDetail - len("…")
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
+}
+
+// convert reads the lines into trace.v1 batches. rs counts, by line, the
+// lines the reader could not convert and the rows the profile operator
 // would reject (checked on the built batches by the operator's own rules).
-func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {
+// A body with one reject is refused whole, so from the first on no batch is
+// kept: recs is then empty.
+func (h *Handler) convert(lines []byte) (recs []arrow.RecordBatch, rs rejects, err error) {
 	rd := ingest.NewReader(bytes.NewReader(lines), h.icfg, h.mem)
 	defer rd.Release()
-	var recs []arrow.RecordBatch
-	var rejects []Reject
+	defer func() {
+		if rs.n > 0 {
+			for _, rec := range recs {
+				rec.Release()
+			}
+			recs = nil
+		}
+	}()
 	var ids *array.String
 	onReject := func(row int, r *profile.Reject) {
-		rj := Reject{Line: rd.RowLines()[row], Reason: r.Reason, Detail: r.Detail}
+		line := rd.RowLines()[row]
+		if !rs.count(line, r.Reason) {
+			return
+		}
+		rj := Reject{Line: line, Reason: r.Reason, Detail: r.Detail}
 		if ids != nil && ids.IsValid(row) {
 			rj.ID = strings.Clone(ids.Value(row)) // outlives the batch
 		}
-		rejects = append(rejects, rj)
+		rs.keep(rj)
 	}
 	for {
 		rec, err := rd.Next()
 		for _, rj := range rd.Rejects() {
+			if !rs.count(rj.Line, rj.Reason) {
+				continue
+			}
 			d := ""
 			if rj.Err != nil {
 				d = rj.Err.Error()
@@ -460,19 +624,23 @@ func (h *Handler) convert(lines []byte) ([]arrow.RecordBatch, []Reject, error) {
 			if rj.Reason == schemas.ReasonIncomplete {
 				d += "; this endpoint keeps nothing between requests: post all of a stream's chunks in one body"
 			}
-			rejects = append(rejects, Reject{Line: rj.Line, ID: rj.ID, Reason: rj.Reason, Detail: d})
+			rs.keep(Reject{Line: rj.Line, ID: rj.ID, Reason: rj.Reason, Detail: d})
 		}
 		if errors.Is(err, io.EOF) {
-			slices.SortStableFunc(rejects, func(a, b Reject) int { return cmp.Compare(a.Line, b.Line) })
-			return recs, rejects, nil
+			return recs, rs, nil
 		}
 		if err != nil {
-			return recs, rejects, err
+			return recs, rs, err
 		}
-		recs = append(recs, rec)
 		ids, _ = rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
-		if err := profile.Check(h.cfg.Profile, rec, onReject); err != nil {
-			return recs, rejects, err
+		err = profile.Check(h.cfg.Profile, rec, onReject)
+		if rs.n > 0 {
+			rec.Release() // the body is refused: only the rejects matter now
+		} else {
+			recs = append(recs, rec)
+		}
+		if err != nil {
+			return recs, rs, err
 		}
 	}
 }

@@ -9,12 +9,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -344,40 +347,33 @@ func TestToken(t *testing.T) {
 }
 
 func TestTooManyInFlight(t *testing.T) {
-	// hold starts a request that takes the only slot while its body
-	// trickles in; release sends the rest and returns its status.
-	hold := func(t *testing.T, url string, h *Handler) func() int {
-		pr, pw := io.Pipe()
-		first := make(chan int, 1)
-		go func() {
-			code, _ := post(t, url, "", pr)
-			first <- code
-		}()
-		_, err := pw.Write([]byte(response("slow")[:10]))
-		require.NoError(t, err)
-		for len(h.slots) == 0 { // wait until the first handler holds the slot
-			time.Sleep(time.Millisecond)
+	// hold takes every slot, as requests being converted and produced do;
+	// release frees them.
+	hold := func(h *Handler) (release func()) {
+		for range cap(h.slots) {
+			h.slots <- struct{}{}
 		}
-		return func() int {
-			_, err := pw.Write([]byte(response("slow")[10:]))
-			require.NoError(t, err)
-			require.NoError(t, pw.Close())
-			return <-first
+		return func() {
+			for range cap(h.slots) {
+				<-h.slots
+			}
 		}
 	}
 	t.Run("shed after queue_wait", func(t *testing.T) {
 		url, h := server(t, "http-busy", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, 50*time.Millisecond })
-		release := hold(t, url, h)
+		release := hold(h)
 		start := time.Now()
 		code, r := post(t, url, "", strings.NewReader(response("fast")))
 		require.Equal(t, http.StatusTooManyRequests, code)
 		require.Contains(t, r.Error, "in flight")
 		require.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond, "answered before queue_wait")
-		require.Equal(t, http.StatusAccepted, release())
+		release()
+		code, r = post(t, url, "", strings.NewReader(response("later")))
+		require.Equal(t, http.StatusAccepted, code, r.Error)
 	})
 	t.Run("queued until a slot frees", func(t *testing.T) {
 		url, h := server(t, "http-queue", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, time.Minute })
-		release := hold(t, url, h)
+		release := hold(h)
 		second := make(chan int, 1)
 		go func() {
 			code, _ := post(t, url, "", strings.NewReader(response("queued")))
@@ -386,12 +382,12 @@ func TestTooManyInFlight(t *testing.T) {
 		for testutil.ToFloat64(h.queued) == 0 { // the second request waits for the slot
 			time.Sleep(time.Millisecond)
 		}
-		require.Equal(t, http.StatusAccepted, release())
+		release()
 		require.Equal(t, http.StatusAccepted, <-second)
 		require.Zero(t, testutil.ToFloat64(h.queued))
-		require.ElementsMatch(t, []string{"slow", "queued"}, consumed(t, "http-queue", 2))
+		require.Equal(t, []string{"queued"}, consumed(t, "http-queue", 1))
 	})
-	t.Run("a stalled body times out and frees the slot", func(t *testing.T) {
+	t.Run("a stalled body times out", func(t *testing.T) {
 		url, h := server(t, "http-stall", func(c *Config) { c.MaxInFlight, c.BodyTimeout = 1, 100*time.Millisecond })
 		pr, pw := io.Pipe()
 		defer pw.Close()
@@ -407,14 +403,140 @@ func TestTooManyInFlight(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, code, r.Error)
 		require.Equal(t, []string{"next"}, consumed(t, "http-stall", 1))
 		require.Len(t, h.slots, 0)
+		require.Zero(t, testutil.ToFloat64(h.held))
 	})
 	t.Run("queue_wait 0 sheds at once", func(t *testing.T) {
 		url, h := server(t, "http-shed", func(c *Config) { c.MaxInFlight, c.QueueWait = 1, 0 })
-		release := hold(t, url, h)
+		release := hold(h)
+		defer release()
 		code, _ := post(t, url, "", strings.NewReader(response("fast")))
 		require.Equal(t, http.StatusTooManyRequests, code)
-		require.Equal(t, http.StatusAccepted, release())
 	})
+}
+
+// slowUpload opens a connection to url and sends the headers of a POST of a
+// body of size bytes, then nothing yet: the slow client of the audit.
+// Closing the connection ends it.
+func slowUpload(t *testing.T, url string, size int) net.Conn {
+	t.Helper()
+	u, err := neturl.Parse(url)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", u.Path, u.Host, size)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestSlowUploadsHoldNoSlot: clients dribbling their bodies once held every
+// slot while they did, and a normal request got 429 after queue_wait.
+// Bodies are now read before a request takes a slot.
+func TestSlowUploadsHoldNoSlot(t *testing.T) {
+	_, h := server(t, "http-slow", func(c *Config) { c.MaxInFlight, c.QueueWait, c.BodyTimeout = 2, 200*time.Millisecond, time.Minute })
+	arrived := make(chan struct{}, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close) // after the slow connections are closed
+	url := srv.URL + h.cfg.Path
+	for range 2 * h.cfg.MaxInFlight {
+		slowUpload(t, url, 100000)
+		<-arrived // in the handler
+	}
+	code, r := post(t, url, "", strings.NewReader(response("normal")))
+	<-arrived
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, []string{"normal"}, consumed(t, "http-slow", 1))
+}
+
+// TestBodyBytesBounded: bodies being received are bounded in all by
+// max_in_flight x max_body_bytes; past that a request gets 429 after
+// queue_wait, and what the others held is given back.
+func TestBodyBytesBounded(t *testing.T) {
+	url, h := server(t, "http-bytes", func(c *Config) {
+		c.MaxInFlight, c.MaxBodyBytes, c.QueueWait, c.BodyTimeout = 1, 2*bodyChunk, 50*time.Millisecond, time.Minute
+	})
+	a, b := slowUpload(t, url, 60000), slowUpload(t, url, 60000)
+	for testutil.ToFloat64(h.held) < 2*bodyChunk {
+		time.Sleep(time.Millisecond)
+	}
+	code, r := post(t, url, "", strings.NewReader(response("third")))
+	require.Equal(t, http.StatusTooManyRequests, code)
+	require.Contains(t, r.Error, "bytes of request bodies")
+	a.Close()
+	b.Close()
+	for testutil.ToFloat64(h.held) > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	code, r = post(t, url, "", strings.NewReader(response("fourth")))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+}
+
+// TestManyRejects: a small gzip body of many bad lines (the audit's 16 KB
+// of 5.6M "{}" lines drove the server to 3.2 GB and a 580 MB answer) gets a
+// short answer: the first maxRejects by line, and counts of all.
+func TestManyRejects(t *testing.T) {
+	url, h := server(t, "http-many-rejects", nil)
+	const lines = 1 << 18
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(response("good") + "\n"))
+	_, _ = zw.Write(bytes.Repeat([]byte("{}\n"), lines))
+	require.NoError(t, zw.Close())
+	req, err := http.NewRequest(http.MethodPost, url, &gz)
+	require.NoError(t, err)
+	req.Header.Set("Content-Encoding", "gzip")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusBadRequest, res.StatusCode)
+	require.Less(t, len(raw), 64<<10, "answer of %d bytes", len(raw))
+	var r Reply
+	require.NoError(t, json.Unmarshal(raw, &r))
+	require.Len(t, r.Rejects, maxRejects)
+	require.True(t, r.Truncated)
+	require.Equal(t, map[string]int{schemas.ReasonMalformedJSON: lines}, r.Reasons)
+	require.EqualValues(t, 2, r.Rejects[0].Line)
+	require.EqualValues(t, maxRejects+1, r.Rejects[maxRejects-1].Line)
+	require.Contains(t, r.Error, fmt.Sprint(lines))
+	require.Equal(t, float64(lines), testutil.ToFloat64(h.rejects.WithLabelValues(schemas.ReasonMalformedJSON)))
+}
+
+// TestRejectsListed: the rejects kept are the first by line, whichever
+// check (the reader's or the profile operator's) found them, with ids and
+// details clipped.
+func TestRejectsListed(t *testing.T) {
+	var rs rejects
+	long := strings.Repeat("é", maxDetail)
+	for line := int64(3 * maxRejects); line > 0; line-- {
+		if rs.count(line, "r") {
+			rs.keep(Reject{Line: line, ID: long, Reason: "r", Detail: "d"})
+		}
+	}
+	list := rs.sorted()
+	require.Len(t, list, maxRejects)
+	require.EqualValues(t, 1, list[0].Line)
+	require.EqualValues(t, maxRejects, list[maxRejects-1].Line)
+	require.LessOrEqual(t, len(list[0].ID), maxDetail)
+	require.True(t, utf8.ValidString(list[0].ID))
+	require.Equal(t, 3*maxRejects, rs.n)
+}
+
+// TestNotAnObject: a JSON array of non-objects is refused element by
+// element with a detail that says what is wanted.
+func TestNotAnObject(t *testing.T) {
+	url, _ := server(t, "http-not-object", nil)
+	code, r := post(t, url, "", strings.NewReader("[1,2,3]"))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Len(t, r.Rejects, 3)
+	for _, rj := range r.Rejects {
+		require.Contains(t, rj.Detail, "response object")
+		require.NotContains(t, rj.Detail, "field :")
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -444,7 +444,7 @@ func (r *Reader) sanitize(line []byte) ([]byte, bool) {
 
 // appendNumber appends a number of the input, moved off the sentinels.
 func appendNumber(out, num []byte) []byte {
-	if len(num) < len("7e307") || bytes.IndexAny(num, "eE") < 0 && len(num) < 300 {
+	if len(num) < len("7e307") || !bytes.ContainsAny(num, "eE") && len(num) < 300 {
 		return append(out, num...) // far too small to be a sentinel
 	}
 	v, err := strconv.ParseFloat(string(num), 64)

@@ -13,8 +13,10 @@ import (
 // process dies of OOM, which no recover catches), so untrusted bytes from a
 // topic are checked here first. It reads only what arrow's reader reads:
 // Message, Schema, Field (recursively), KeyValue, DictionaryEncoding,
-// RecordBatch, DictionaryBatch.
+// RecordBatch, DictionaryBatch. It also checks what the bodies of record
+// batches claim (see checkBody), against the decoding limit for len(b) bytes.
 func checkBounds(b []byte) error {
+	limit := DecodeLimit(len(b))
 	pos := 0
 	for msg := 0; ; msg++ {
 		if len(b)-pos < 4 {
@@ -47,6 +49,9 @@ func checkBounds(b []byte) error {
 		if body < 0 || body > int64(len(b)-pos) {
 			return fmt.Errorf("message %d: body of %d bytes, %d present", msg, body, len(b)-pos)
 		}
+		if err := fb.checkBody(b[pos:pos+int(body)], limit); err != nil {
+			return fmt.Errorf("message %d: %w", msg, err)
+		}
 		pos += int(body)
 	}
 }
@@ -56,6 +61,7 @@ type fbuf struct {
 	b      []byte
 	depth  int
 	visits int // tables visited: offsets may form cycles, so work is bounded
+	batch  int // position of the message's RecordBatch table, 0 if none
 }
 
 var errFB = errors.New("flatbuffer out of bounds")
@@ -72,6 +78,13 @@ func (f *fbuf) u8(p int) (byte, error) {
 		return 0, errFB
 	}
 	return f.b[p], nil
+}
+
+func (f *fbuf) u64(p int) (uint64, error) {
+	if p < 0 || p+8 > len(f.b) {
+		return 0, errFB
+	}
+	return binary.LittleEndian.Uint64(f.b[p:]), nil
 }
 
 func (f *fbuf) u16(p int) (uint16, error) {
@@ -339,6 +352,7 @@ func (f *fbuf) recordBatch(t int) error {
 	if err != nil {
 		return err
 	}
+	f.batch = t
 	for _, i := range []int{1, 2} {
 		if p := rb(i); p != 0 {
 			if _, _, err := f.vector(p, 16); err != nil {
@@ -359,6 +373,178 @@ func (f *fbuf) recordBatch(t int) error {
 		if _, _, err := f.vector(p, 8); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkBody checks the body of a message whose metadata f checked: every
+// buffer of its record batch lies inside body, and, when the batch is
+// compressed, each buffer's uncompressed length (the int64 in front of it)
+// and their sum are at most limit, and every zstd frame declares a window of
+// at most max(2 x that length, minZstdWindow). arrow-go allocates the claimed
+// length, and its zstd decoder a ring of the declared window, before
+// decompressing a byte: a few forged bytes would otherwise cost gigabytes.
+func (f *fbuf) checkBody(body []byte, limit int) error {
+	if f.batch == 0 {
+		return nil
+	}
+	rb, err := f.table(f.batch)
+	if err != nil {
+		return err
+	}
+	codec := -1 // uncompressed
+	if p := rb(3); p != 0 {
+		t, err := f.deref(p)
+		if err != nil {
+			return err
+		}
+		c, err := f.table(t)
+		if err != nil {
+			return err
+		}
+		codec = 0 // LZ4_FRAME, the default
+		if p := c(0); p != 0 {
+			v, err := f.u8(p)
+			if err != nil {
+				return err
+			}
+			codec = int(v)
+		}
+	}
+	p := rb(2)
+	if p == 0 {
+		return nil
+	}
+	start, n, err := f.vector(p, 16)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for i := range n {
+		o, _ := f.u64(start + 16*i) // inside the vector checked above
+		l, _ := f.u64(start + 16*i + 8)
+		off, length := int64(o), int64(l)
+		if off < 0 || length < 0 || off > int64(len(body)) || length > int64(len(body))-off {
+			return fmt.Errorf("buffer %d (offset %d, %d bytes) lies outside the %d-byte body", i, off, length, len(body))
+		}
+		if codec < 0 || length == 0 {
+			continue
+		}
+		if length < 8 {
+			return fmt.Errorf("compressed buffer %d of %d bytes has no room for its uncompressed length", i, length)
+		}
+		buf := body[off : off+length]
+		claim := int64(binary.LittleEndian.Uint64(buf))
+		if claim == -1 {
+			continue // stored uncompressed
+		}
+		if claim < 0 {
+			return fmt.Errorf("compressed buffer %d claims a negative uncompressed length, %d", i, claim)
+		}
+		if claim > int64(limit)-total {
+			return fmt.Errorf("compressed buffer %d of %d bytes claims %d bytes uncompressed, after %d for the buffers before it; the limit for this message is %d (%w)",
+				i, length, claim, total, limit, ErrMemoryLimit)
+		}
+		total += claim
+		if codec == 1 { // ZSTD
+			if err := checkZstd(buf[8:], max(2*claim, minZstdWindow)); err != nil {
+				return fmt.Errorf("compressed buffer %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// minZstdWindow is the largest zstd window accepted whatever the buffer's
+// size: 8 MiB, the default window of klauspost/compress's streaming encoder.
+const minZstdWindow = 8 << 20
+
+// checkZstd walks the frames of a zstd buffer and checks that none declares
+// a window (or, for a single-segment frame, a content size) over maxWindow.
+func checkZstd(b []byte, maxWindow int64) error {
+	for frame := 0; len(b) > 0; frame++ {
+		if len(b) < 4 {
+			return fmt.Errorf("zstd frame %d: %d bytes, want a magic number", frame, len(b))
+		}
+		magic := binary.LittleEndian.Uint32(b)
+		if magic&0xFFFFFFF0 == 0x184D2A50 { // skippable frame
+			if len(b) < 8 || int64(binary.LittleEndian.Uint32(b[4:])) > int64(len(b)-8) {
+				return fmt.Errorf("zstd frame %d: truncated skippable frame", frame)
+			}
+			b = b[8+binary.LittleEndian.Uint32(b[4:]):]
+			continue
+		}
+		if magic != 0xFD2FB528 {
+			return fmt.Errorf("zstd frame %d: magic number %#x, want 0xfd2fb528", frame, magic)
+		}
+		if len(b) < 5 {
+			return fmt.Errorf("zstd frame %d: truncated header", frame)
+		}
+		fhd := b[4]
+		pos := 5
+		single := fhd&0x20 != 0
+		var window int64
+		if !single {
+			if len(b) <= pos {
+				return fmt.Errorf("zstd frame %d: truncated header", frame)
+			}
+			exp, mant := int64(b[pos]>>3), int64(b[pos]&7)
+			base := int64(1) << (10 + exp)
+			window = base + base/8*mant
+			pos++
+		}
+		pos += [4]int{0, 1, 2, 4}[fhd&3] // dictionary id
+		fcsLen := [4]int{0, 2, 4, 8}[fhd>>6]
+		if fcsLen == 0 && single {
+			fcsLen = 1
+		}
+		if len(b) < pos+fcsLen {
+			return fmt.Errorf("zstd frame %d: truncated header", frame)
+		}
+		var fcs uint64
+		for i := range fcsLen {
+			fcs |= uint64(b[pos+i]) << (8 * i)
+		}
+		if fcsLen == 2 {
+			fcs += 256
+		}
+		pos += fcsLen
+		if single {
+			if fcs > uint64(maxWindow) {
+				window = maxWindow + 1
+			} else {
+				window = int64(fcs)
+			}
+		}
+		if window > maxWindow {
+			return fmt.Errorf("zstd frame %d declares a window of %d bytes, over the %d its buffer may use", frame, window, maxWindow)
+		}
+		for last := false; !last; {
+			if len(b) < pos+3 {
+				return fmt.Errorf("zstd frame %d: truncated block header", frame)
+			}
+			h := int(b[pos]) | int(b[pos+1])<<8 | int(b[pos+2])<<16
+			pos += 3
+			last = h&1 != 0
+			switch size := h >> 3; (h >> 1) & 3 {
+			case 0, 2: // raw, compressed
+				pos += size
+			case 1: // RLE
+				pos++
+			default:
+				return fmt.Errorf("zstd frame %d: reserved block type", frame)
+			}
+			if pos > len(b) {
+				return fmt.Errorf("zstd frame %d: truncated block", frame)
+			}
+		}
+		if fhd&0x04 != 0 { // content checksum
+			pos += 4
+		}
+		if pos > len(b) {
+			return fmt.Errorf("zstd frame %d: truncated checksum", frame)
+		}
+		b = b[pos:]
 	}
 	return nil
 }

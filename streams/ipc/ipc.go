@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -80,30 +79,41 @@ func encodeOne(rec arrow.RecordBatch) ([]byte, error) {
 // Errors wrap ErrCorrupt.
 func CheckBounds(b []byte) error {
 	if err := checkBounds(b); err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return nil
 }
 
 // Decode reads one trace.v1 record batch (float32 or float64 logprobs) from
-// an Arrow IPC stream. Errors wrap ErrCorrupt or ErrSchema; it never panics.
-// The caller releases the batch.
-func Decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
+// an Arrow IPC stream. Errors wrap ErrCorrupt or ErrSchema; it never panics,
+// and allocates from mem at most DecodeLimit(len(b)) bytes (a message whose
+// compressed buffers claim more wraps ErrCorrupt and ErrMemoryLimit). The
+// caller releases the batch.
+func Decode(b []byte, mem memory.Allocator) (arrow.RecordBatch, error) {
+	if err := CheckBounds(b); err != nil {
+		return nil, err
+	}
+	bounded := NewBoundedAllocator(mem, DecodeLimit(len(b)))
+	rec, err := decode(b, bounded)
+	if err != nil {
+		bounded.Reclaim()
+	}
+	return rec, err
+}
+
+func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if rec != nil {
 				rec.Release()
 				rec = nil
 			}
-			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+			err = corrupt(r)
 		}
 	}()
-	if err := CheckBounds(b); err != nil {
-		return nil, err
-	}
 	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem), ipc.WithDelayReadSchema(false))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, corrupt(err)
 	}
 	defer rd.Release()
 	if err := CheckTrace(rd.Schema()); err != nil {
@@ -111,7 +121,7 @@ func Decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 	}
 	if !rd.Next() {
 		if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+			return nil, corrupt(err)
 		}
 		return nil, fmt.Errorf("%w: stream holds no record batch", ErrCorrupt)
 	}
@@ -123,13 +133,22 @@ func Decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 	}
 	if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
 		rec.Release()
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, corrupt(err)
 	}
 	if err := Validate(rec); err != nil {
 		rec.Release()
 		return nil, err
 	}
 	return rec, nil
+}
+
+// corrupt wraps an error or recovered panic from arrow-go's reader in
+// ErrCorrupt, keeping ErrMemoryLimit visible to errors.Is.
+func corrupt(v any) error {
+	if err, ok := v.(error); ok {
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return fmt.Errorf("%w: %v", ErrCorrupt, v)
 }
 
 // CheckTrace reports whether s can be read as trace.v1: the required columns
@@ -222,93 +241,4 @@ func validateArray(a arrow.Array) error {
 		}
 	}
 	return nil
-}
-
-// FileReader reads trace.v1 batches from an Arrow IPC file, in either the
-// stream format or the random-access file format.
-type FileReader struct {
-	f      *os.File
-	stream *ipc.Reader
-	file   *ipc.FileReader
-	next   int
-}
-
-// OpenFile opens path and checks that its schema is trace.v1.
-func OpenFile(path string, mem memory.Allocator) (*FileReader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	r := &FileReader{f: f}
-	magic := make([]byte, 6)
-	_, err = io.ReadFull(f, magic)
-	if err == nil && string(magic) == "ARROW1" {
-		r.file, err = ipc.NewFileReader(f, ipc.WithAllocator(mem))
-	} else if _, err = f.Seek(0, io.SeekStart); err == nil {
-		r.stream, err = ipc.NewReader(f, ipc.WithAllocator(mem))
-	}
-	if err == nil && r.file == nil && r.stream == nil {
-		err = errors.New("no Arrow IPC reader")
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w: %v", path, ErrCorrupt, err)
-	}
-	if err := CheckTrace(r.Schema()); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return r, nil
-}
-
-// Schema is the file's schema.
-func (r *FileReader) Schema() *arrow.Schema {
-	if r.file != nil {
-		return r.file.Schema()
-	}
-	return r.stream.Schema()
-}
-
-// Next returns the next validated batch, or io.EOF. The caller releases it.
-func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			rec, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, p)
-		}
-	}()
-	if r.file != nil {
-		if r.next >= r.file.NumRecords() {
-			return nil, io.EOF
-		}
-		rec, err = r.file.RecordBatch(r.next)
-		r.next++
-		if err != nil {
-			return nil, fmt.Errorf("%w: batch %d: %v", ErrCorrupt, r.next, err)
-		}
-	} else {
-		if !r.stream.Next() {
-			if err := r.stream.Err(); err != nil && !errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-			}
-			return nil, io.EOF
-		}
-		rec = r.stream.RecordBatch()
-	}
-	rec.Retain()
-	if err := Validate(rec); err != nil {
-		rec.Release()
-		return nil, err
-	}
-	return rec, nil
-}
-
-// Close releases the reader and closes the file.
-func (r *FileReader) Close() error {
-	if r.file != nil {
-		r.file.Close()
-	}
-	if r.stream != nil {
-		r.stream.Release()
-	}
-	return r.f.Close()
 }

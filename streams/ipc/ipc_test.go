@@ -110,10 +110,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"two batches", two.Bytes(), ipc.ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// Not a checked allocator: on some corrupt bodies arrow's reader
-			// recovers from its own panic and abandons a message buffer,
-			// which the Go allocator's garbage collection reclaims.
-			got, err := ipc.Decode(tc.data, memory.NewGoAllocator())
+			// On some corrupt bodies arrow's reader recovers from its own
+			// panic and abandons buffers; Decode reclaims them.
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			got, err := ipc.Decode(tc.data, mem)
 			if got != nil {
 				got.Release()
 			}
@@ -172,12 +173,17 @@ func TestOpenFileBothFormats(t *testing.T) {
 	require.ErrorIs(t, err, ipc.ErrCorrupt)
 }
 
-// FuzzDecode: arbitrary bytes from a topic never panic, and what decodes is
-// a valid trace.v1 batch the profile operator can read.
+// FuzzDecode: arbitrary bytes from a topic never panic nor leak, and what
+// decodes is a valid trace.v1 batch the profile operator can read.
 func FuzzDecode(f *testing.F) {
 	mem := memory.NewGoAllocator()
 	rec := synth(mem, 2, 3)
 	msgs, _ := ipc.Encode(rec, 1<<20)
+	for _, opt := range []arrowipc.Option{arrowipc.WithZstd(), arrowipc.WithLZ4()} {
+		b := compressed(f, rec, opt)
+		f.Add(b)
+		f.Add(forge(f, b, 0, 1<<40))
+	}
 	rec.Release()
 	f.Add(msgs[0])
 	f.Add(msgs[0][:len(msgs[0])-9])
@@ -187,6 +193,8 @@ func FuzzDecode(f *testing.F) {
 	}
 	op, _ := profile.New(profile.DefaultConfig(), mem, nil)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		mem := memory.NewCheckedAllocator(mem)
+		defer mem.AssertSize(t, 0)
 		got, err := ipc.Decode(data, mem)
 		if err != nil {
 			return
@@ -215,6 +223,8 @@ func TestDecodeEmptyLists(t *testing.T) {
 		case schemas.ColTokenLogprob, schemas.ColTopLogprobs:
 			b.Field(i).(*array.ListBuilder).Append(true) // zero steps
 			b.Field(i).(*array.ListBuilder).Append(true)
+		case schemas.ColFinal: // whole responses, not chunks
+			b.Field(i).(*array.BooleanBuilder).AppendValues([]bool{true, true}, nil)
 		default:
 			b.Field(i).AppendEmptyValues(2)
 		}
