@@ -100,9 +100,9 @@ func TestLabelingQueue(t *testing.T) {
 		order = append(order, d)
 	}
 	require.NoError(t, r.Err())
-	// priority = (1 - acc) * sqrt(sum p(1-p)): degraded 0.4*sqrt(400*.2) = 3.6,
-	// ok 0.22*sqrt(400*.17) = 1.8, tiny_bad 0.6*sqrt(10*.24) = 0.93,
-	// good 0.105*sqrt(400*.094) = 0.64.
+	// priority = (1 - acc) * sqrt(sum p(1-p)) / sqrt(1 + labelled): degraded
+	// 0.4*sqrt(400*.2)/sqrt(2) = 2.5, ok 0.22*sqrt(400*.17) = 1.8, tiny_bad
+	// 0.6*sqrt(10*.24) = 0.93, good 0.105*sqrt(400*.094) = 0.64.
 	require.Equal(t, []string{"degraded", "ok", "tiny_bad", "good"}, order)
 
 	reqs, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-1", t0)
@@ -132,6 +132,57 @@ func TestLabelingQueue(t *testing.T) {
 	for _, q := range again {
 		require.False(t, got[q.TraceID], "requested twice: %s", q.TraceID)
 	}
+}
+
+// TestLabelingQueueDiminishingReturns: labels lower a domain's priority as
+// 1 / sqrt(1 + labelled + requested), so a large domain gives way to a small
+// one of the same error rate after tens of labels, not after most of its
+// traffic (with the share of open responses, 30 labels of 1,000 lowered it
+// by 3% and it stayed first); a domain with nothing open is not queued.
+func TestLabelingQueueDiminishingReturns(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	var rows []row
+	add := func(dom string, n int) {
+		for i := range n {
+			rows = append(rows, row{id: fmt.Sprintf("%s-%04d", dom, i), ts: t0.Add(time.Duration(i) * time.Second), domain: dom, p: 0.5, correct: -1, clusterID: 1, cluster: "c"})
+		}
+	}
+	add("big", 1000)
+	add("small", 100)
+	add("done", 4)
+	write(t, cfg, rows)
+	queue := func() (order []string, prio map[string]float64) {
+		prio = map[string]float64{}
+		r, err := conn.Query(ctx, "SELECT domain, priority FROM "+cfg.Database+".labeling_queue")
+		require.NoError(t, err)
+		for r.Next() {
+			var d string
+			var p float64
+			require.NoError(t, r.Scan(&d, &p))
+			order = append(order, d)
+			prio[d] = p
+		}
+		require.NoError(t, r.Err())
+		return order, prio
+	}
+	order, prio := queue()
+	require.Equal(t, []string{"big", "small", "done"}, order)
+	require.InDelta(t, 0.5*math.Sqrt(1000*0.25), prio["big"], 1e-9)
+	require.InDelta(t, 0.5*math.Sqrt(100*0.25), prio["small"], 1e-9)
+
+	var labels []Label
+	for i := range 30 {
+		labels = append(labels, Label{TraceID: fmt.Sprintf("big-%04d", i), Correct: i%2 == 0, Source: "t", TS: t0})
+	}
+	for i := range 4 {
+		labels = append(labels, Label{TraceID: fmt.Sprintf("done-%04d", i), Correct: true, Source: "t", TS: t0})
+	}
+	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels))
+	order, prio = queue()
+	require.Equal(t, []string{"small", "big", "done"}, order)
+	require.InDelta(t, 0.5*math.Sqrt(1000*0.25)/math.Sqrt(31), prio["big"], 1e-9)
+	require.Zero(t, prio["done"], "nothing left to label")
 }
 
 // TestLabelingQueueDrift: a domain that was always hard and one whose
@@ -181,7 +232,7 @@ func TestLabelingQueueDrift(t *testing.T) {
 	require.Equal(t, []string{"degraded", "chronic"}, order)
 
 	base := func(v q) float64 { // the priority without the drift term
-		return (1 - v.acc) * v.se * float64(v.n) * float64(v.nOpen) / float64(v.n)
+		return (1 - v.acc) * v.se * float64(v.n) / math.Sqrt(float64(1+v.n-v.nOpen)) // nothing labelled or requested here
 	}
 	c, d := got["chronic"], got["degraded"]
 	// Without drift the chronic domain would come first: error rate 0.5 vs
