@@ -125,6 +125,7 @@ func TestSameAnswersOnChdb(t *testing.T) {
 	queries := []struct{ name, q string }{
 		{"newest", "SELECT * FROM {db}.newest"},
 		{"labels_latest", "SELECT * FROM {db}.labels_latest ORDER BY trace_id"},
+		{"status_counts", "SELECT model, domain, status, n, future FROM {db}.status_counts ORDER BY model, domain, status"},
 		{"accuracy", "SELECT * FROM {db}.accuracy ORDER BY model, domain, window_s, window_start"},
 		{"accuracy_by_attribute", "SELECT * FROM {db}.accuracy_by_attribute ORDER BY model, domain, attr_key, attr_value, window_s, window_start"},
 		{"accuracy_rolling", "SELECT * FROM {db}.accuracy_rolling ORDER BY model, domain, window_s"},

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // docFiles are the documents whose SQL TestDocumentedSQL runs, relative to
@@ -167,6 +169,11 @@ func docTraffic(now time.Time) []row {
 			}
 			out = append(out, r)
 		}
+	}
+	// A few responses the stream rejected or could not estimate (status_counts).
+	for i, status := range []string{schemas.ReasonPositiveLogprob, schemas.ReasonTooLong, schemas.ReasonUnknownModel} {
+		out = append(out, row{id: fmt.Sprintf("doc-bad-%d", i), ts: end.Add(-time.Duration(i) * time.Minute), model: "Qwen3-8B", domain: "A",
+			p: -1, correct: -1, clusterID: -2, status: status})
 	}
 	return out
 }

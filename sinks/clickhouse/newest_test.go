@@ -76,3 +76,44 @@ func TestNewestIgnoresFutureRows(t *testing.T) {
 	write(t, cfg, []row{{id: "ok-soon", ts: soon, domain: "A", p: 0.5, correct: -1, clusterID: 1, cluster: "c"}})
 	require.Equal(t, fmt.Sprint(soon.Unix()), strings.TrimSpace(httpQuery(t, "SELECT newest_ts FROM "+db+".newest")))
 }
+
+// TestStatusCounts: status_counts shows, per model x domain x status, the
+// rows of the trailing day the accuracy views leave out (rejected, not
+// estimated) next to the valid ones, and the rows dated after newest apart;
+// before any valid response the day ends at the server clock.
+func TestStatusCounts(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	counts := func() map[string][2]uint64 {
+		r, err := conn.Query(ctx, "SELECT domain, status, n, future FROM "+cfg.Database+".status_counts")
+		require.NoError(t, err)
+		got := map[string][2]uint64{}
+		for r.Next() {
+			var d, s string
+			var n, f uint64
+			require.NoError(t, r.Scan(&d, &s, &n, &f))
+			got[d+"/"+s] = [2]uint64{n, f}
+		}
+		require.NoError(t, r.Err())
+		return got
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	write(t, cfg, []row{
+		{id: "r1", ts: now.Add(-time.Hour), domain: "A", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonPositiveLogprob},
+		{id: "r2", ts: now.Add(72 * time.Hour), domain: "A", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonPositiveLogprob},
+	})
+	require.Equal(t, map[string][2]uint64{"A/positive_logprob": {1, 1}}, counts())
+
+	write(t, cfg, []row{
+		{id: "ok1", ts: now.Add(-2 * time.Hour), domain: "A", p: 0.7, correct: -1, clusterID: 1, cluster: "c"},
+		{id: "ok2", ts: now.Add(-30 * time.Hour), domain: "A", p: 0.7, correct: -1, clusterID: 1, cluster: "c"}, // over a day before newest
+		{id: "u1", ts: now.Add(-3 * time.Hour), domain: "B", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonUnknownModel},
+		{id: "u2", ts: now.Add(-4 * time.Hour), domain: "B", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonUnknownModel},
+	})
+	// newest is ok1 (2 h ago): r1 (1 h ago) is after it, as r2 is.
+	require.Equal(t, map[string][2]uint64{
+		"A/positive_logprob": {0, 2},
+		"A/ok":               {1, 0},
+		"B/unknown_model":    {2, 0},
+	}, counts())
+}
