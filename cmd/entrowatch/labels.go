@@ -26,8 +26,9 @@ const labelsSynopsis = `requests|import --clickhouse DSN [flags]
   labels requests (--out FILE | --topic T --brokers H:P,..) [--domains 5] [--per-domain 50] [--batch NAME]
       Takes the top --domains of the labeling_queue view (low estimated
       accuracy, wide interval, high volume) and, for each, --per-domain
-      responses from labeling_candidates (most uncertain first, stratified by
-      p_correct, never ones already labelled or requested), records them in
+      responses from labeling_candidates (stratified by p_correct, a random
+      sample within each stratum, never ones already labelled or requested:
+      what accuracy_corrected needs to be unbiased), records them in
       label_requests and writes them: to FILE as JSON Lines (.jsonl, .json,
       .ndjson; "-" for stdout) or CSV (.csv), by its extension, written whole
       or not at all; or one JSON message per request to the topic. When

@@ -46,7 +46,7 @@ func RequestLabels(ctx context.Context, conn driver.Conn, db string, domains, pe
 	q := fmt.Sprintf(`SELECT model, domain, toFloat64(priority), toUInt8(stratum), toUInt64(stratum_rank), trace_id, toFloat64(p_correct), toFloat64(uncertainty), ts, prompt
 FROM %[1]s.labeling_candidates
 WHERE (model, domain) IN (SELECT model, domain FROM %[1]s.labeling_queue WHERE n_open > 0 ORDER BY priority DESC, model, domain LIMIT %[2]d)
-ORDER BY priority DESC, model, domain, stratum_rank, uncertainty, trace_id
+ORDER BY priority DESC, model, domain, stratum_rank, stratum, trace_id
 LIMIT %[3]d BY model, domain`, db, domains, perDomain)
 	rows, err := conn.Query(ctx, q)
 	if err != nil {

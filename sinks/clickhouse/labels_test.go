@@ -113,7 +113,7 @@ func TestLabelingQueue(t *testing.T) {
 		require.NotEqual(t, "degraded-0010", q.TraceID, "labelled responses are not requested")
 	}
 	// Stratified: the first five requests cover the five strata present
-	// (p from 0.3 to 0.87: strata 1..4), each its most uncertain response.
+	// (p from 0.3 to 0.87: strata 1..4), each its first in the stratum's order.
 	seen := map[uint8]bool{}
 	for _, q := range reqs[:4] {
 		require.Equal(t, uint64(1), q.StratumRank)
@@ -183,6 +183,45 @@ func TestLabelingQueueDiminishingReturns(t *testing.T) {
 	require.Equal(t, []string{"small", "big", "done"}, order)
 	require.InDelta(t, 0.5*math.Sqrt(1000*0.25)/math.Sqrt(31), prio["big"], 1e-9)
 	require.Zero(t, prio["done"], "nothing left to label")
+}
+
+// TestCandidatesRandomWithinStratum: the responses requested from a stratum
+// are a random sample of it (what accuracy_corrected assumes of a bin's
+// labels), not its most uncertain ones: from one stratum with p spread evenly
+// over 0.2-0.4, 100 of 1,000 requests have a mean p near the stratum's 0.30
+// (most uncertain first gave 0.39), and the same list comes on every read.
+func TestCandidatesRandomWithinStratum(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	var rows []row
+	for i := range 1000 {
+		rows = append(rows, row{id: fmt.Sprintf("s-%04d", i), ts: t0.Add(time.Duration(i) * time.Second), domain: "S",
+			p: 0.2 + 0.2*float64(i)/1000, correct: -1, clusterID: 1, cluster: "c"})
+	}
+	write(t, cfg, rows)
+	var mean float64
+	var n int
+	first := func() []string {
+		r, err := conn.Query(ctx, "SELECT trace_id, p_correct FROM "+cfg.Database+".labeling_candidates ORDER BY stratum_rank LIMIT 100")
+		require.NoError(t, err)
+		var ids []string
+		mean, n = 0, 0
+		for r.Next() {
+			var id string
+			var p float64
+			require.NoError(t, r.Scan(&id, &p))
+			ids = append(ids, id)
+			mean += p
+			n++
+		}
+		require.NoError(t, r.Err())
+		return ids
+	}
+	ids := first()
+	require.Equal(t, 100, n)
+	mean /= float64(n)
+	require.InDelta(t, 0.30, mean, 0.03, "mean p of the first 100 candidates")
+	require.Equal(t, ids, first(), "the order is fixed")
 }
 
 // TestLabelingQueueDrift: a domain that was always hard and one whose

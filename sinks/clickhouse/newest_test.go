@@ -79,8 +79,8 @@ func TestNewestIgnoresFutureRows(t *testing.T) {
 
 // TestStatusCounts: status_counts shows, per model x domain x status, the
 // rows of the trailing day the accuracy views leave out (rejected, not
-// estimated) next to the valid ones, and the rows dated after newest apart;
-// before any valid response the day ends at the server clock.
+// estimated) next to the valid ones, and the rows dated in the future apart
+// (after the newest row of any status within the server clock's tolerance).
 func TestStatusCounts(t *testing.T) {
 	cfg, conn := migrated(t)
 	ctx := context.Background()
@@ -110,9 +110,11 @@ func TestStatusCounts(t *testing.T) {
 		{id: "u1", ts: now.Add(-3 * time.Hour), domain: "B", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonUnknownModel},
 		{id: "u2", ts: now.Add(-4 * time.Hour), domain: "B", p: -1, correct: -1, clusterID: -2, status: schemas.ReasonUnknownModel},
 	})
-	// newest is ok1 (2 h ago): r1 (1 h ago) is after it, as r2 is.
+	// The day ends at r1 (1 h ago), the newest row not in the future, though
+	// newest (valid rows only) is ok1, 2 h ago: traffic that is all rejected
+	// is current, not future. ok2 is over a day before.
 	require.Equal(t, map[string][2]uint64{
-		"A/positive_logprob": {0, 2},
+		"A/positive_logprob": {1, 1},
 		"A/ok":               {1, 0},
 		"B/unknown_model":    {2, 0},
 	}, counts())
