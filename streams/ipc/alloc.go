@@ -29,8 +29,13 @@ func DecodeLimit(size int) int {
 	if size > math.MaxInt/DecodeRatio {
 		return math.MaxInt
 	}
-	return max(MinDecodeBytes, DecodeRatio*size)
+	return max(decodeFloor, DecodeRatio*size)
 }
+
+// decodeFloor is MinDecodeBytes; fuzz tests lower it (SetDecodeFloor) so that
+// each input decodes in milliseconds rather than allocating 64 MiB per
+// mutated size claim.
+var decodeFloor = MinDecodeBytes
 
 // BoundedAllocator is a memory.Allocator for decoding untrusted Arrow IPC.
 // It refuses, before asking the allocator underneath, any allocation that

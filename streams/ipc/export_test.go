@@ -43,3 +43,11 @@ func CompressedPrefixes(b []byte) []int {
 	}
 	return out
 }
+
+// SetDecodeFloor sets the least decoding limit (MinDecodeBytes) for a fuzz
+// test and returns the function that restores it.
+func SetDecodeFloor(n int) (restore func()) {
+	old := decodeFloor
+	decodeFloor = n
+	return func() { decodeFloor = old }
+}

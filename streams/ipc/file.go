@@ -53,7 +53,7 @@ func newFileReader(f *os.File, mem memory.Allocator) (*FileReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	r := &FileReader{f: f, mem: NewBoundedAllocator(mem, MinDecodeBytes)}
+	r := &FileReader{f: f, mem: NewBoundedAllocator(mem, decodeFloor)}
 	r.msgs = &messages{r: br, left: left, mem: r.mem}
 	r.msgs.refs.Add(1)
 	r.rd, err = ipc.NewReaderFromMessageReader(r.msgs, ipc.WithAllocator(r.mem))

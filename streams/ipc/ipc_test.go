@@ -176,6 +176,7 @@ func TestOpenFileBothFormats(t *testing.T) {
 // FuzzDecode: arbitrary bytes from a topic never panic nor leak, and what
 // decodes is a valid trace.v1 batch the profile operator can read.
 func FuzzDecode(f *testing.F) {
+	defer ipc.SetDecodeFloor(1 << 20)() // 1 MiB per mutated size claim, not 64
 	mem := memory.NewGoAllocator()
 	rec := synth(mem, 2, 3)
 	msgs, _ := ipc.Encode(rec, 1<<20)

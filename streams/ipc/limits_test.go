@@ -230,6 +230,7 @@ func TestBoundedAllocator(t *testing.T) {
 // FuzzOpenFile: arbitrary file contents never panic, and the allocator
 // returns to zero once the reader is closed.
 func FuzzOpenFile(f *testing.F) {
+	defer ipc.SetDecodeFloor(1 << 20)() // 1 MiB per mutated size claim, not 64
 	src := synth(memory.NewGoAllocator(), 2, 3)
 	defer src.Release()
 	for _, opt := range []arrowipc.Option{arrowipc.WithZstd(), arrowipc.WithLZ4(), arrowipc.WithSchema(src.Schema())} {
