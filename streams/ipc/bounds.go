@@ -34,8 +34,11 @@ func checkBounds(b []byte) error {
 			n = binary.LittleEndian.Uint32(b[pos:])
 			pos += 4
 		}
-		if n == 0 {
-			return nil // end of stream
+		if n == 0 { // end of stream
+			if pos != len(b) {
+				return fmt.Errorf("message %d: %d bytes after the end-of-stream marker (concatenated streams, or garbage); send one Arrow IPC stream per message", msg, len(b)-pos)
+			}
+			return nil
 		}
 		if int64(n) > int64(len(b)-pos) {
 			return fmt.Errorf("message %d: metadata of %d bytes, %d present", msg, n, len(b)-pos)

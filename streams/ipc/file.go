@@ -151,7 +151,7 @@ func (r *FileReader) Close() error {
 // messages is an ipc.MessageReader over the messages of a file, which checks
 // each before arrow-go sees it and gives each its own allocation budget.
 type messages struct {
-	r    io.Reader
+	r    *bufio.Reader
 	left int64 // bytes of messages left; -1 if unknown
 	mem  *BoundedAllocator
 	msg  *ipc.Message // valid until the next call, as arrow-go's own reader
@@ -206,7 +206,13 @@ func (m *messages) Message() (*ipc.Message, error) {
 		}
 		n = binary.LittleEndian.Uint32(pre[:])
 	}
-	if n == 0 {
+	if n == 0 { // end of stream: nothing may follow but the file format's footer
+		if m.left > 0 {
+			return nil, fmt.Errorf("message %d: %d bytes after the end-of-stream marker (concatenated streams, or garbage); entrowatch reads one Arrow IPC stream per file", i, m.left)
+		}
+		if _, err := m.r.Peek(1); m.left < 0 && err == nil { // not a regular file: look
+			return nil, fmt.Errorf("message %d: data after the end-of-stream marker (concatenated streams, or garbage); entrowatch reads one Arrow IPC stream per input", i)
+		}
 		return nil, io.EOF
 	}
 	if n > maxMetadata || m.left >= 0 && int64(n) > m.left {

@@ -3,8 +3,10 @@ package ipc_test
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -260,4 +262,46 @@ func FuzzOpenFile(f *testing.F) {
 			rec.Release()
 		}
 	})
+}
+
+// TestDataAfterEndOfStream: what follows the end-of-stream marker (a second
+// stream, as `cat a.arrow b.arrow` makes, or garbage) is an error, on a topic
+// and in a file, not silently dropped (the second stream's rows were lost).
+func TestDataAfterEndOfStream(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	src := synth(memory.NewGoAllocator(), 2, 3)
+	defer src.Release()
+	one := compressed(t, src, arrowipc.WithSchema(src.Schema()))
+
+	rec, err := ipc.Decode(one, mem)
+	require.NoError(t, err)
+	rec.Release()
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{
+		"two streams":    append(append([]byte{}, one...), one...),
+		"garbage":        append(append([]byte{}, one...), "GARBAGE"...),
+		"one zero after": append(append([]byte{}, one...), 0),
+	} {
+		_, err := ipc.Decode(b, mem)
+		require.ErrorIs(t, err, ipc.ErrCorrupt, name)
+		require.ErrorContains(t, err, "after the end-of-stream marker", name)
+
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".arrow")
+		require.NoError(t, os.WriteFile(path, b, 0o644))
+		r, err := ipc.OpenFile(path, mem)
+		require.NoError(t, err, name) // the first stream's schema reads
+		var rows int64
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				require.NotErrorIs(t, err, io.EOF, name)
+				require.ErrorContains(t, err, "after the end-of-stream marker", name)
+				break
+			}
+			rows += rec.NumRows()
+			rec.Release()
+		}
+		require.NoError(t, r.Close())
+	}
 }
