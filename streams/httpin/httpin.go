@@ -440,46 +440,48 @@ func (h *Handler) tooLarge(w http.ResponseWriter) {
 	h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf("body over %d bytes; split it into several requests", h.cfg.MaxBodyBytes)})
 }
 
-// bodyChunk is how much of h.bodies a request takes ahead of each read.
-const bodyChunk = 32 << 10
+// readChunk is the size of the reads of a body. A connection waiting for
+// its body holds one such buffer and none of h.bodies.
+const readChunk = 8 << 10
 
 // readBody reads the body as it is on the wire, taking room from h.bodies
-// as the bytes arrive (a request that finds none within QueueWait fails
-// with errBusy). held is what it took, to be released once the request is
-// answered, also on error.
+// for the bytes that arrived, after they arrived (a request that finds none
+// within QueueWait fails with errBusy): connections that send little hold
+// little, however large the Content-Length they announce. held is what it
+// took, to be released once the request is answered, also on error.
 func (h *Handler) readBody(ctx context.Context, body io.Reader) (b []byte, held int64, err error) {
+	buf := make([]byte, readChunk)
 	for {
-		if err := h.take(ctx); err != nil {
-			return nil, held, err
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if err := h.take(ctx, int64(n)); err != nil {
+				return nil, held, err
+			}
+			held += int64(n)
+			b = append(b, buf[:n]...)
 		}
-		held += bodyChunk
-		b = slices.Grow(b, bodyChunk)
-		n, err := body.Read(b[len(b) : len(b)+bodyChunk])
-		b = b[:len(b)+n]
-		h.give(int64(bodyChunk - n))
-		held -= int64(bodyChunk - n)
-		if errors.Is(err, io.EOF) {
+		if errors.Is(rerr, io.EOF) {
 			return b, held, nil
 		}
-		if err != nil {
-			return nil, held, err
+		if rerr != nil {
+			return nil, held, rerr
 		}
 	}
 }
 
-// take takes bodyChunk bytes from h.bodies, waiting up to QueueWait.
-func (h *Handler) take(ctx context.Context) error {
-	if !h.bodies.TryAcquire(bodyChunk) {
+// take takes n bytes from h.bodies, waiting up to QueueWait.
+func (h *Handler) take(ctx context.Context, n int64) error {
+	if !h.bodies.TryAcquire(n) {
 		if h.cfg.QueueWait <= 0 {
 			return errBusy
 		}
 		wait, cancel := context.WithTimeout(ctx, h.cfg.QueueWait)
 		defer cancel()
-		if h.bodies.Acquire(wait, bodyChunk) != nil {
+		if h.bodies.Acquire(wait, n) != nil {
 			return errBusy
 		}
 	}
-	h.held.Add(bodyChunk)
+	h.held.Add(float64(n))
 	return nil
 }
 

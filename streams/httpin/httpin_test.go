@@ -456,10 +456,15 @@ func TestSlowUploadsHoldNoSlot(t *testing.T) {
 // queue_wait, and what the others held is given back.
 func TestBodyBytesBounded(t *testing.T) {
 	url, h := server(t, "http-bytes", func(c *Config) {
-		c.MaxInFlight, c.MaxBodyBytes, c.QueueWait, c.BodyTimeout = 1, 2*bodyChunk, 50*time.Millisecond, time.Minute
+		c.MaxInFlight, c.MaxBodyBytes, c.QueueWait, c.BodyTimeout = 1, 64<<10, 50*time.Millisecond, time.Minute
 	})
+	const sent = 32700 // of 60000 announced: two of them leave 136 bytes of the 64 KiB
 	a, b := slowUpload(t, url, 60000), slowUpload(t, url, 60000)
-	for testutil.ToFloat64(h.held) < 2*bodyChunk {
+	for _, c := range []net.Conn{a, b} {
+		_, err := c.Write(bytes.Repeat([]byte(" "), sent))
+		require.NoError(t, err)
+	}
+	for testutil.ToFloat64(h.held) < 2*sent {
 		time.Sleep(time.Millisecond)
 	}
 	code, r := post(t, url, "", strings.NewReader(response("third")))
@@ -472,6 +477,31 @@ func TestBodyBytesBounded(t *testing.T) {
 	}
 	code, r = post(t, url, "", strings.NewReader(response("fourth")))
 	require.Equal(t, http.StatusAccepted, code, r.Error)
+}
+
+// TestIdleUploadsHoldNoBudget: a connection that announces a body and sends
+// nothing holds none of the body budget (each once reserved 32 KiB ahead of
+// its read, so a few thousand idle connections locked every client out).
+func TestIdleUploadsHoldNoBudget(t *testing.T) {
+	_, h := server(t, "http-idle", func(c *Config) {
+		c.MaxInFlight, c.MaxBodyBytes, c.QueueWait, c.BodyTimeout = 2, 32<<10, 100*time.Millisecond, time.Minute
+	})
+	arrived := make(chan struct{}, 64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close) // after the idle connections are closed
+	url := srv.URL + h.cfg.Path
+	for range 20 {
+		slowUpload(t, url, 30000)
+		<-arrived // in the handler, waiting for its body
+	}
+	require.Zero(t, testutil.ToFloat64(h.held))
+	code, r := post(t, url, "", strings.NewReader(response("normal")))
+	<-arrived
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, []string{"normal"}, consumed(t, "http-idle", 1))
 }
 
 // TestManyRejects: a small gzip body of many bad lines (the audit's 16 KB
