@@ -240,7 +240,7 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading line %d: %w", r.line, err)
 		}
-		line, skip := sseData(bytes.TrimSpace(raw))
+		line, skip := sseData(trimLine(raw))
 		if skip || len(line) == 0 {
 			continue
 		}
@@ -1151,4 +1151,11 @@ func logprob32(v float64) float32 {
 		return -math.MaxFloat32
 	}
 	return float32(v)
+}
+
+// trimLine trims a line's surrounding whitespace and a byte-order mark at its
+// start: concatenated files (cat a.jsonl b.jsonl) carry one wherever a file
+// began, not only at the start of the input.
+func trimLine(raw []byte) []byte {
+	return bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(raw), []byte("\ufeff")))
 }

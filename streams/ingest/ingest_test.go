@@ -583,3 +583,17 @@ func TestRejectsPerNextBounded(t *testing.T) {
 	require.LessOrEqual(t, most, 4096, "rejects gathered by one Next call")
 	require.GreaterOrEqual(t, calls, 3)
 }
+
+// TestByteOrderMarkMidInput: a byte-order mark where a concatenated file
+// began (line 2 of JSON Lines, or before a second array) is skipped like the
+// one at the start of the input, not a malformed_json reject.
+func TestByteOrderMarkMidInput(t *testing.T) {
+	for name, in := range map[string]string{
+		"lines":  chat + "\n\ufeff" + chat + "\n",
+		"arrays": "[" + chat + "]\n\ufeff[" + chat + "]\n",
+	} {
+		rows, _, rejects := readFramed(t, in)
+		require.Empty(t, rejects, name)
+		require.Len(t, rows, 2, name)
+	}
+}
