@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,9 @@ import (
 // RecordBatch, DictionaryBatch. It also checks what the bodies of record
 // batches claim (see checkBody), against the decoding limit for len(b) bytes.
 func checkBounds(b []byte) error {
+	if bytes.HasPrefix(b, []byte("ARROW1")) {
+		return errors.New("an Arrow IPC file (it starts with ARROW1): send the IPC stream format, one stream per message (arrow's ipc.NewWriter, not NewFileWriter)")
+	}
 	limit := DecodeLimit(len(b))
 	pos := 0
 	for msg := 0; ; msg++ {

@@ -305,3 +305,18 @@ func TestDataAfterEndOfStream(t *testing.T) {
 		require.NoError(t, r.Close())
 	}
 }
+
+// TestDecodeFileFormat: an Arrow IPC file sent where a stream is expected
+// says so (it read as "metadata of 1330795073 bytes").
+func TestDecodeFileFormat(t *testing.T) {
+	src := synth(memory.NewGoAllocator(), 1, 3)
+	defer src.Release()
+	var buf bytes.Buffer
+	fw, err := arrowipc.NewFileWriter(&buf, arrowipc.WithSchema(src.Schema()))
+	require.NoError(t, err)
+	require.NoError(t, fw.Write(src))
+	require.NoError(t, fw.Close())
+	_, err = ipc.Decode(buf.Bytes(), memory.NewGoAllocator())
+	require.ErrorIs(t, err, ipc.ErrCorrupt)
+	require.ErrorContains(t, err, "send the IPC stream format")
+}
