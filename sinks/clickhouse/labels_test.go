@@ -185,6 +185,47 @@ func TestLabelingQueueDiminishingReturns(t *testing.T) {
 	require.Zero(t, prio["done"], "nothing left to label")
 }
 
+// TestLabelingQueueReadsLabels: where labels exist, the queue's error rate
+// is the label-corrected one: two domains estimated alike, one whose labels
+// say it is mostly wrong, rank apart (with the estimate's error rate they
+// tied, and the one whose labels agreed came first by name).
+func TestLabelingQueueReadsLabels(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	var rows []row
+	var labels []Label
+	for _, dom := range []string{"a-agrees", "b-wrong"} {
+		for i := range 200 {
+			id := fmt.Sprintf("%s-%03d", dom, i)
+			rows = append(rows, row{id: id, ts: t0.Add(time.Duration(i) * time.Second), domain: dom, p: 0.5, correct: -1, clusterID: 1, cluster: "c"})
+			if i < 20 {
+				labels = append(labels, Label{TraceID: id, Correct: dom == "a-agrees" && i%2 == 0, Source: "t", TS: t0})
+			}
+		}
+	}
+	write(t, cfg, rows)
+	require.NoError(t, InsertLabels(ctx, conn, cfg.Database, labels))
+	r, err := conn.Query(ctx, "SELECT domain, priority, corrected FROM "+cfg.Database+".labeling_queue")
+	require.NoError(t, err)
+	var order []string
+	prio, corr := map[string]float64{}, map[string]*float64{}
+	for r.Next() {
+		var d string
+		var p float64
+		var c *float64
+		require.NoError(t, r.Scan(&d, &p, &c))
+		order, prio[d], corr[d] = append(order, d), p, c
+	}
+	require.NoError(t, r.Err())
+	require.Equal(t, []string{"b-wrong", "a-agrees"}, order)
+	require.NotNil(t, corr["b-wrong"])
+	require.InDelta(t, 0, *corr["b-wrong"], 1e-9) // 0.5 + (0 - 0.5): every label wrong
+	require.InDelta(t, 0.5, *corr["a-agrees"], 1e-9)
+	base := math.Sqrt(200*0.25) / math.Sqrt(21) // sqrt(var) / sqrt(1 + labelled)
+	require.InDelta(t, 1.0*base, prio["b-wrong"], 1e-9)
+	require.InDelta(t, 0.5*base, prio["a-agrees"], 1e-9)
+}
+
 // TestCandidatesRandomWithinStratum: the responses requested from a stratum
 // are a random sample of it (what accuracy_corrected assumes of a bin's
 // labels), not its most uncertain ones: from one stratum with p spread evenly
