@@ -106,3 +106,35 @@ func TestMigrateVersionsLabels(t *testing.T) {
 		require.Equal(t, wantVersions, run(versions))
 	})
 }
+
+// TestMigrateResumes: a migration that stopped part way resumes after its
+// last statement that succeeded. 009 renames labels and then copies the old
+// rows: stopped after the rename, running it again from the start failed
+// ("labels_unversioned already exists") and left the labels in a table no
+// view read.
+func TestMigrateResumes(t *testing.T) {
+	cfg := needServer(t)
+	ctx := context.Background()
+	conn, db, err := openServer(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	ms, err := Migrations()
+	require.NoError(t, err)
+	_, err = migrate(ctx, conn, db, ms[:8], nil)
+	require.NoError(t, err)
+	httpQuery(t, Expand("INSERT INTO {db}.labels (trace_id, correct, source, ts, ts_ms) VALUES ('a', 1, 'h', '2026-03-01 05:00:00', 0), ('b', 0, 'h', '2026-03-01 04:00:00', 0)", db))
+
+	// 009 stops right after its rename (statement 3), as if the server died.
+	m9 := ms[8]
+	require.Contains(t, m9.Statements[2], "RENAME TABLE")
+	stopped := m9
+	stopped.Statements = append(append([]string{}, m9.Statements[:3]...), "SELECT throwIf(1, 'server went away')")
+	_, err = migrate(ctx, conn, db, append(append([]Migration{}, ms[:8]...), stopped), nil)
+	require.ErrorContains(t, err, "009_label_versions.sql statement 4")
+
+	res, err := migrate(ctx, conn, db, ms, nil)
+	require.NoError(t, err)
+	require.Equal(t, "009_label_versions.sql", res.Applied[0])
+	require.Equal(t, "a\t1\nb\t0\n", httpQuery(t, Expand("SELECT trace_id, correct FROM {db}.labels_latest ORDER BY trace_id FORMAT TabSeparated", db)))
+	require.Equal(t, "0\n", httpQuery(t, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name LIKE 'labels_%version%'"), "no table left behind")
+}
