@@ -305,6 +305,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		if httpLn, err = listen("ingest", cfg.HTTP.Listen, "http.listen"); err != nil {
 			return err
 		}
+		httpLn = limitListener(httpLn, cfg.HTTP.MaxConnections)
 		closers = append(closers, func() error { httpLn.Close(); return nil })
 	}
 	if cfg.Estimator == "" {

@@ -68,6 +68,11 @@ type Config struct {
 	// MaxInFlight bounds the requests being converted and produced at once.
 	// Default 16.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxConnections bounds the open connections to the endpoint; beyond it
+	// new ones wait to be accepted (in the kernel's backlog) until one
+	// closes, so that connections that send nothing cannot grow memory
+	// without bound (about 20 KB each). Default 16384.
+	MaxConnections int `yaml:"max_connections"`
 	// QueueWait is how long a request beyond MaxInFlight waits for a slot
 	// (or, while MaxInFlight x MaxBodyBytes of bodies are held, for room to
 	// read its own) before it gets 429. 0 sheds at once. Default 1s.
@@ -103,6 +108,7 @@ func DefaultConfig() Config {
 		TokenEnv:       "ENTROWATCH_HTTP_TOKEN",
 		MaxBodyBytes:   16 << 20,
 		MaxInFlight:    16,
+		MaxConnections: 16384,
 		QueueWait:      time.Second,
 		BodyTimeout:    30 * time.Second,
 		ProduceTimeout: 10 * time.Second,
@@ -122,6 +128,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("http.max_body_bytes %d: want >= 1024", c.MaxBodyBytes)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("http.max_in_flight %d: want >= 1", c.MaxInFlight)
+	case c.MaxConnections < c.MaxInFlight:
+		return fmt.Errorf("http.max_connections %d: want >= http.max_in_flight (%d)", c.MaxConnections, c.MaxInFlight)
 	case c.QueueWait < 0:
 		return fmt.Errorf("http.queue_wait %v: want >= 0", c.QueueWait)
 	case c.BodyTimeout <= 0:
