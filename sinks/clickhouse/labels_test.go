@@ -641,3 +641,64 @@ func TestCalibrationWeighted(t *testing.T) {
 	require.Equal(t, uint8(1), evaluated)
 	require.Zero(t, fires, "no calibration_gap alarm: the estimator is off only where few responses are")
 }
+
+// TestLabelingQueueSparseDrift: a domain with fewer than min_n (50)
+// responses an hour gets the drift boost too: its recent period widens to the
+// newest windows that hold min_n responses. Without that, drop_z was 0 for
+// it and the drop did not move it up the queue.
+func TestLabelingQueueSparseDrift(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	var rows []row
+	add := func(dom string, hours, perHour int, p func(h, i int) float64) {
+		for h := range hours {
+			for i := range perHour {
+				rows = append(rows, row{id: fmt.Sprintf("%s-%02d-%03d", dom, h, i), ts: t0.Add(time.Duration(h)*time.Hour + time.Duration(i)*time.Hour/time.Duration(perHour)),
+					domain: dom, p: p(h, i), correct: -1, clusterID: 1, cluster: "c"})
+			}
+		}
+	}
+	// busy: 100 an hour, p 0.45..0.55 all day. sparse: 20 an hour, p
+	// 0.75..0.85 for 21 hours, 0.15..0.25 in the newest three.
+	add("busy", 24, 100, func(h, i int) float64 { return 0.45 + 0.1*float64(i%10)/9 })
+	add("sparse", 24, 20, func(h, i int) float64 {
+		if h >= 21 {
+			return 0.15 + 0.1*float64(i%10)/9
+		}
+		return 0.75 + 0.1*float64(i%10)/9
+	})
+	write(t, cfg, rows)
+
+	type q struct {
+		n, nRecent, windows uint64
+		acc, prio, dropZ    float64
+		recentAcc, baseAcc  *float64
+	}
+	got := map[string]q{}
+	var order []string
+	r, err := conn.Query(ctx, "SELECT domain, n, n_recent, toUInt64(recent_windows), accuracy, priority, drop_z, recent_accuracy, baseline_accuracy FROM "+cfg.Database+".labeling_queue")
+	require.NoError(t, err)
+	for r.Next() {
+		var d string
+		var v q
+		require.NoError(t, r.Scan(&d, &v.n, &v.nRecent, &v.windows, &v.acc, &v.prio, &v.dropZ, &v.recentAcc, &v.baseAcc))
+		got[d] = v
+		order = append(order, d)
+	}
+	require.NoError(t, r.Err())
+	b, s := got["busy"], got["sparse"]
+	// busy holds min_n in the newest hour: its recent period stays one window.
+	require.Equal(t, uint64(1), b.windows)
+	require.Equal(t, uint64(100), b.nRecent)
+	require.InDelta(t, 0, b.dropZ, 1e-9)
+	// sparse needs three hours for 50 responses (20, 40, 60).
+	require.Equal(t, uint64(3), s.windows)
+	require.Equal(t, uint64(60), s.nRecent)
+	require.InDelta(t, 0.2, *s.recentAcc, 1e-9)
+	require.InDelta(t, 0.8, *s.baseAcc, 1e-9)
+	// drop 0.6 with se about sqrt(60*0.16/60^2 + 420*0.159/420^2) = 0.055.
+	require.InDelta(t, 0.6/math.Sqrt(60*0.16/3600+0.159/420), s.dropZ, 0.05*s.dropZ)
+	// The boost puts the sparse domain first although busy has the higher
+	// error rate over the day (0.5 vs 0.275) and five times the responses.
+	require.Equal(t, []string{"sparse", "busy"}, order)
+}
