@@ -193,8 +193,9 @@ func TestPSILowVolume(t *testing.T) {
 // TestAlarmChecksWithoutBaseline: in the first window of the traffic there
 // is no baseline to compare with (migration 010): accuracy_drop's and
 // unclustered_surge's baseline and statistic are NULL (they were 0, which
-// reads as a baseline accuracy of 0), psi's threshold is NULL (it was nan
-// or inf), and none of them is evaluated (cusum's reference period is this
+// reads as a baseline accuracy of 0), psi's baseline, statistic and
+// threshold are NULL (the threshold was nan or inf, baseline 0 until
+// migration 012), and none of them is evaluated (cusum's reference period is this
 // window: it has a baseline, but is not evaluated in it). No threshold
 // anywhere is nan or inf.
 func TestAlarmChecksWithoutBaseline(t *testing.T) {
@@ -202,7 +203,7 @@ func TestAlarmChecksWithoutBaseline(t *testing.T) {
 	write(t, cfg, traffic{hours: 3, perHour: 200, seed: 1}.rows())
 	q := "SELECT kind, isNull(baseline), isNull(statistic), isNull(threshold), evaluated FROM " + cfg.Database +
 		".alarm_checks WHERE window_start = toDateTime('2026-03-01 00:00:00', 'UTC') AND domain IN ('A', '') AND feature IN ('', 'mean') ORDER BY kind FORMAT TabSeparated"
-	require.Equal(t, "accuracy_drop\t1\t1\t0\t0\ncusum\t0\t0\t0\t0\npsi\t0\t0\t1\t0\nunclustered_surge\t1\t1\t0\t0\n", httpQuery(t, q))
+	require.Equal(t, "accuracy_drop\t1\t1\t0\t0\ncusum\t0\t0\t0\t0\npsi\t1\t1\t1\t0\nunclustered_surge\t1\t1\t0\t0\n", httpQuery(t, q))
 	require.Equal(t, "0\n", httpQuery(t, "SELECT count() FROM "+cfg.Database+".alarm_checks WHERE isNaN(threshold) OR isInfinite(threshold)"))
 	// The second window has one of 200 responses: evaluated.
 	require.Equal(t, "1\n", httpQuery(t, "SELECT min(evaluated) FROM "+cfg.Database+".alarm_checks WHERE kind = 'accuracy_drop' AND window_start = toDateTime('2026-03-01 01:00:00', 'UTC')"))

@@ -1,4 +1,5 @@
--- 012: the labeling queue's drift term for sparse domains.
+-- 012: the labeling queue's drift term for sparse domains, and psi's
+-- baseline NULL without baseline windows.
 --
 -- Until now a domain's recent period was the newest alarm window (window_s,
 -- ending at newest) for every domain, and drop_z needed min_n responses in
@@ -6,6 +7,9 @@
 -- got the drift boost however far it fell. Now the recent period is the
 -- newest window, widened by whole windows back from newest until it holds
 -- min_n of the domain's responses; busy domains are unchanged.
+--
+-- alarm_psi gave baseline 0 and a statistic where a window has no baseline
+-- windows at all; the other kinds give NULL there, and so does psi now.
 
 DROP TABLE IF EXISTS {db}.labeling_queue;
 
@@ -97,3 +101,53 @@ ANY LEFT JOIN
     FROM {db}.accuracy_corrected
 ) AS c USING model, domain
 ORDER BY priority DESC, model, domain;
+
+DROP TABLE IF EXISTS {db}.alarm_psi;
+
+-- psi: population stability index of the entropy features mean, q50 and max
+-- (histograms with psi_bin_width-nat bins, +0.5 smoothing) of a window
+-- against the baseline_windows before it. Fires above psi_threshold plus what
+-- sampling alone rarely exceeds: (bins - 1 + 2 sqrt(2 (bins - 1))) * (1/n + 1/n_baseline).
+-- baseline is 0 (the PSI of no change); baseline, statistic and threshold
+-- are NULL without a baseline. Evaluated as accuracy_drop.
+CREATE VIEW IF NOT EXISTS {db}.alarm_psi AS
+SELECT
+    'psi' AS kind, model, domain, feature,
+    toDateTime(target, 'UTC') AS window_start,
+    n, psi AS value, if(n_baseline > 0, toFloat64(0), NULL) AS baseline, if(n_baseline > 0, psi, NULL) AS statistic,
+    if(n_baseline > 0, thr + ((k - 1) + 2 * sqrt(2 * (k - 1))) * (1 / n + 1 / n_baseline), NULL) AS threshold,
+    toUInt8(n >= min_n_ AND n_baseline >= min_n_) AS evaluated,
+    toUInt8(evaluated = 1 AND ifNull(psi > threshold, 0) = 1) AS firing
+FROM
+(
+    SELECT
+        model, domain, feature, target, n, n_baseline, thr, min_n_, k, cur, ref,
+        arraySum((a, b, na, nb, kk) -> ((a + 0.5) / (na + 0.5 * kk) - (b + 0.5) / (nb + 0.5 * kk))
+            * log(((a + 0.5) / (na + 0.5 * kk)) / ((b + 0.5) / (nb + 0.5 * kk))),
+            cur, ref, arrayResize([n], k, n), arrayResize([n_baseline], k, n_baseline), arrayResize([k], k, k)) AS psi
+    FROM
+    (
+        SELECT
+            model, domain, feature, target,
+            groupArray(c_cur) AS cur, groupArray(c_ref) AS ref,
+            arraySum(cur) AS n, arraySum(ref) AS n_baseline, length(cur) AS k,
+            any(psi_threshold_) AS thr, any(min_n_) AS min_n_
+        FROM
+        (
+            SELECT
+                model, domain, feature, target, bin,
+                sumIf(rows, i = 0) AS c_cur, sumIf(rows, i > 0) AS c_ref,
+                any(psi_threshold) AS psi_threshold_, any(min_n) AS min_n_
+            FROM
+            (
+                SELECT model, domain, feature, bin, rows, psi_threshold, min_n, i, bucket + i * window_s AS target
+                FROM {db}.alarm_bins
+                ARRAY JOIN range(baseline_windows + 1) AS i
+                WHERE target <= newest_bucket AND target + lookback_windows * window_s >= newest_bucket
+            )
+            GROUP BY model, domain, feature, target, bin
+        )
+        GROUP BY model, domain, feature, target
+    )
+    WHERE n > 0
+);
