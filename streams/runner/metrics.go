@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	messages   prometheus.Counter
 	rows       prometheus.Counter
+	empty      prometheus.Counter
 	sinkRows   prometheus.Counter
 	dead       *prometheus.CounterVec
 	remnants   prometheus.Counter
@@ -34,6 +35,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Kafka messages consumed.", ConstLabels: cl}),
 		rows: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_rows_total",
 			Help: "trace.v1 rows decoded from consumed messages (chunks count one each).", ConstLabels: cl}),
+		empty: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_empty_messages_total",
+			Help: "Messages holding a trace.v1 record batch of zero rows: nothing to score, consumed and committed.", ConstLabels: cl}),
 		sinkRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_sink_rows_total",
 			Help: "scored rows the sink confirmed.", ConstLabels: cl}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_total",
@@ -60,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

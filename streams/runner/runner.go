@@ -613,6 +613,13 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	}
 	w.r.m.rows.Add(float64(rec.NumRows()))
 	w.r.stats.add(func(s *Stats) { s.Messages++; s.Bytes += int64(len(m.Value)); s.Rows += rec.NumRows() })
+	if rec.NumRows() == 0 {
+		// Valid, but nothing to score (a producer flushing an empty batch):
+		// counted, not dead-lettered, so heartbeats do not flood the topic.
+		rec.Release()
+		w.r.m.empty.Inc()
+		return nil
+	}
 
 	t = time.Now()
 	a, err := w.assembler(m.Partition)

@@ -585,6 +585,11 @@ func TestPoison(t *testing.T) {
 
 	corrupt := []byte("this is not an arrow ipc stream")
 	truncated := append([]byte(nil), goodMsgs[0].Value[:len(goodMsgs[0].Value)/2]...)
+	zero := traceBatch(t, gmem)
+	zeroMsgs, err := ipc.Encode(zero, p.MaxMessageBytes())
+	zero.Release()
+	require.NoError(t, err)
+	require.Len(t, zeroMsgs, 1)
 	after := traceBatch(t, gmem, row{id: "ok-3", steps: 3})
 	afterMsgs, err := kafka.Messages(after, nil, p.MaxMessageBytes())
 	after.Release()
@@ -596,6 +601,7 @@ func TestPoison(t *testing.T) {
 		goodMsgs[0],
 		{Value: truncated, Key: []byte("trunc")},
 		{Value: nil},
+		{Value: zeroMsgs[0]},
 		afterMsgs[0],
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -606,6 +612,9 @@ func TestPoison(t *testing.T) {
 	rp := startReplica(t, topic, group, dead, sink, mem, func(_ *Config, pc *profile.Config) { pc.MaxSteps = 100 })
 	waitFor(t, "the good traces after the poison", func() bool { return sink.has("ok-3") })
 	rp.stop(t)
+	// A batch of zero rows is valid and holds nothing: counted, not
+	// dead-lettered (readAll below finds exactly the 7 poison records).
+	require.Equal(t, 1.0, testutil.ToFloat64(rp.r.m.empty))
 
 	for _, id := range []string{"ok-1", "ok-2", "ok-3"} {
 		require.Equal(t, schemas.StatusOK, sink.status[id])
