@@ -169,13 +169,21 @@ func (v *demoView) refresh(ctx context.Context, produced, written int64) error {
 	if err != nil {
 		return err
 	}
+	// The stream goes on while the views are read: an alarm is seen at the
+	// newest response after the alarms were read, not at now, which is older
+	// than the data the alarm may already reflect (under load an alarm on the
+	// 12:00 window was reported as seen at 11:43).
+	seen, err := v.newest(ctx)
+	if err != nil {
+		return err
+	}
 	if v.firstWin == nil {
 		v.firstWin = map[alarmKey]time.Time{}
 	}
 	firing := map[string][]string{} // by model/domain: the kinds firing in the newest two windows
 	for _, a := range al {
 		if _, ok := v.firstSeen[a.alarmKey]; !ok {
-			v.firstSeen[a.alarmKey] = now
+			v.firstSeen[a.alarmKey] = seen
 			v.firstWin[a.alarmKey] = a.Window
 		}
 		k := a.Model + "/" + a.Domain
