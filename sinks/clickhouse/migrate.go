@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +90,26 @@ func SplitStatements(sql string) []string {
 // Expand replaces {db} in a statement by the database name.
 func Expand(stmt, db string) string { return strings.ReplaceAll(stmt, "{db}", db) }
 
+// superseded are migration files that builds from main once applied and
+// that were rewritten before a release (their views folded into other
+// files): a database that holds one of them is upgraded by applying the
+// current file of that version again, each view dropped before it is
+// created (the database may hold another definition under the same name),
+// and a superseded version beyond the newest one shipped is ignored: what it
+// created is defined by the shipped files. Only files that create views and
+// nothing else may be listed: recreating a view loses no data.
+// testdata/superseded holds each of them (TestMigrateFromSuperseded).
+var superseded = map[string]string{ // sha256 -> file name (commit that applied it)
+	"c277e2994b1a1b3bf021bbe38a328bbc29d84b152a42c2c832a1c983ac7e82b9": "010_newest_state_weights.sql (543ae59 to 4474858)",
+	"1992622e1b9e3cebcb7e647ef2c3045866b4eae988a0a7402aafb9daecd3d85c": "011_queue_returns.sql (e16260f)",
+	"51ed24f10cb69dbcb53aae7cbd1f2044a7e83f4190b877e939f68120274ec952": "012_status_counts.sql (101add5)",
+	"5caf6f869d65883e698074080c7bb71273573a1a20cdfb06a26ac40a42f7137e": "013_random_candidates.sql (5324909)",
+	"9b3c60068cc80f4afde23c1f51f7a9e7b82d34afc9e84f3fd5dde55cb0a3f7a9": "014_queue_corrected.sql (4474858)",
+}
+
+// createView matches a statement that creates a view, capturing its name.
+var createView = regexp.MustCompile(`^CREATE VIEW IF NOT EXISTS (\{db\}\.[A-Za-z0-9_]+) AS`)
+
 // MigrateResult says what Migrate did.
 type MigrateResult struct {
 	Database string
@@ -126,8 +147,8 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 			return res, fmt.Errorf("migrate %s: %w", db, err)
 		}
 	}
-	applied := map[uint32]string{}
-	rows, err := conn.Query(ctx, "SELECT version, any(checksum) FROM "+db+".schema_migrations GROUP BY version")
+	applied := map[uint32][]string{} // version -> checksums applied (more than one after a superseded file)
+	rows, err := conn.Query(ctx, "SELECT version, checksum FROM "+db+".schema_migrations")
 	if err != nil {
 		return res, fmt.Errorf("migrate %s: reading applied versions: %w", db, err)
 	}
@@ -138,19 +159,28 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 			rows.Close()
 			return res, err
 		}
-		applied[v] = sum
+		applied[v] = append(applied[v], sum)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return res, err
 	}
 	for _, m := range ms {
-		if sum, ok := applied[m.Version]; ok {
-			if sum != m.Checksum {
-				return res, fmt.Errorf("migrate %s: %s changed after it was applied; restore it and put the change in a new migration file", db, m.Name)
+		recreate := false // the version holds a superseded file: recreate its views
+		if sums, ok := applied[m.Version]; ok {
+			if slices.Contains(sums, m.Checksum) {
+				res.Version = max(res.Version, m.Version)
+				continue
 			}
-			res.Version = max(res.Version, m.Version)
-			continue
+			for _, sum := range sums {
+				if _, ok := superseded[sum]; !ok {
+					return res, fmt.Errorf("migrate %s: %s changed after it was applied (the database holds version %d from a file with checksum %.12s, this build's has %.12s): a database migrated by another build of entrowatch needs a build whose migrations agree with it (the same release or a newer one); if you edited the file, restore it and put the change in a new migration file", db, m.Name, m.Version, sum, m.Checksum)
+				}
+			}
+			recreate = true
+			if log != nil {
+				log.Info("migration superseded: applying the current file again", "database", db, "migration", m.Name, "applied", superseded[sums[0]])
+			}
 		}
 		// A migration that stopped part way (the server or the connection
 		// went away) resumes after its last statement that succeeded: not
@@ -165,6 +195,11 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 		for i, stmt := range m.Statements {
 			if uint32(i+1) <= done {
 				continue
+			}
+			if v := createView.FindStringSubmatch(stmt); recreate && v != nil {
+				if err := conn.Exec(ctx, Expand("DROP TABLE IF EXISTS "+v[1], db)); err != nil {
+					return res, fmt.Errorf("migrate %s: %s statement %d: dropping the superseded view: %w", db, m.Name, i+1, err)
+				}
 			}
 			if err := conn.Exec(ctx, Expand(stmt, db)); err != nil {
 				return res, fmt.Errorf("migrate %s: %s statement %d: %w (entrowatch migrate resumes here once the cause is fixed)", db, m.Name, i+1, err)

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -137,4 +138,74 @@ func TestMigrateResumes(t *testing.T) {
 	require.Equal(t, "009_label_versions.sql", res.Applied[0])
 	require.Equal(t, "a\t1\nb\t0\n", httpQuery(t, Expand("SELECT trace_id, correct FROM {db}.labels_latest ORDER BY trace_id FORMAT TabSeparated", db)))
 	require.Equal(t, "0\n", httpQuery(t, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name LIKE 'labels_%version%'"), "no table left behind")
+}
+
+// TestMigrateFromSuperseded: a database migrated by a build from main whose
+// migrations 010-014 were later folded into 010 and 011 (and 012 reused for
+// another change) upgrades to the shipped migrations: every view ends up as
+// a fresh database defines it, the data stays, and migrating again applies
+// nothing. Before, migrate refused: "010_newest_state_weights.sql changed
+// after it was applied", and the operator had no way out.
+func TestMigrateFromSuperseded(t *testing.T) {
+	old, err := loadMigrations(os.DirFS("testdata/superseded"))
+	require.NoError(t, err)
+	require.Len(t, old, len(superseded))
+	for _, m := range old {
+		require.Contains(t, superseded, m.Checksum, m.Name)
+		require.True(t, strings.HasPrefix(superseded[m.Checksum], m.Name), m.Name)
+		for _, s := range m.Statements {
+			require.Regexp(t, `^(DROP TABLE IF EXISTS \{db\}\.\w+|CREATE VIEW IF NOT EXISTS \{db\}\.\w+ AS)`, s, "superseded files may only hold views: %s", m.Name)
+		}
+	}
+
+	cfg := needServer(t)
+	ctx := context.Background()
+	conn, db, err := openServer(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	shipped, err := Migrations()
+	require.NoError(t, err)
+	require.Equal(t, "009_label_versions.sql", shipped[8].Name)
+	history := append(append([]Migration(nil), shipped[:9]...), old...)
+	_, err = migrate(ctx, conn, db, history, nil)
+	require.NoError(t, err)
+	rows := traffic{hours: 2, perHour: 100, seed: 3}.rows()
+	write(t, cfg, rows)
+
+	res, err := migrate(ctx, conn, db, shipped, nil)
+	require.NoError(t, err)
+	var names []string
+	for _, m := range shipped[9:] {
+		names = append(names, m.Name)
+	}
+	require.Equal(t, names, res.Applied)
+	res, err = migrate(ctx, conn, db, shipped, nil)
+	require.NoError(t, err)
+	require.Empty(t, res.Applied, "a second run applies nothing")
+	require.Equal(t, shipped[len(shipped)-1].Version, res.Version)
+
+	// Every object is defined as on a fresh database.
+	fresh := needServer(t)
+	_, err = Migrate(ctx, fresh, nil)
+	require.NoError(t, err)
+	defs := func(database string) map[string]string {
+		out := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(httpQuery(t, "SELECT name FROM system.tables WHERE database = '"+database+"' AND name NOT LIKE 'schema_migration%' ORDER BY name FORMAT TabSeparated")), "\n") {
+			out[line] = strings.ReplaceAll(httpQuery(t, "SHOW CREATE TABLE "+database+"."+line+" FORMAT TabSeparated"), database+".", "{db}.")
+		}
+		return out
+	}
+	want, got := defs(fresh.Database), defs(db)
+	require.Equal(t, len(want), len(got))
+	for name, def := range want {
+		require.Equal(t, def, got[name], name)
+	}
+	require.Equal(t, fmt.Sprintf("%d\n", len(rows)), httpQuery(t, "SELECT count() FROM "+db+".scored"), "the data stays")
+	require.NotEmpty(t, strings.TrimSpace(httpQuery(t, "SELECT recent_windows FROM "+db+".labeling_queue FORMAT TabSeparated")))
+
+	// A file applied by no known build is still refused.
+	changed := append([]Migration(nil), shipped...)
+	changed[len(changed)-1].Checksum = "0123456789ab"
+	_, err = migrate(ctx, conn, db, changed, nil)
+	require.ErrorContains(t, err, "changed after it was applied")
 }
