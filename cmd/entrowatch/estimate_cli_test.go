@@ -178,3 +178,80 @@ func TestMissingFeatureNamesTheFlag(t *testing.T) {
 		require.Contains(t, stderr, "choose features with --features", args[0])
 	}
 }
+
+// TestTrainCLITooFewRows: an LLM with a handful of labelled rows gets no
+// model of its own; stderr warns, the report says so and names the flags
+// that lower the minimum. With the minimum lowered, the report says why the
+// left-out column is missing.
+func TestTrainCLITooFewRows(t *testing.T) {
+	b, err := os.ReadFile(labelled(t))
+	require.NoError(t, err)
+	in := filepath.Join(t.TempDir(), "tiny.csv")
+	extra := "tiny3,arc,p,0.9,1\ntiny3,arc,p,0.8,1\ntiny3,mmlu,p,0.2,0\none,arc,p,0.9,1\none,arc,p,0.1,0\n"
+	require.NoError(t, os.WriteFile(in, append(b, extra...), 0o644))
+	out := filepath.Join(t.TempDir(), "est.json")
+
+	stdout, stderr, code := runCLI(t, "train", "--in", in, "--out", out, "--features", "confidence")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "train: warning: tiny3 gets no model of its own: too few labelled rows: 3 rows (2 correct, 1 incorrect), "+
+		"under the minimum of 50 rows and 10 of each class; its rows will be scored by the pooled fallback (*)")
+	require.Contains(t, stdout, "model tiny3: no model of its own: too few labelled rows: 3 rows (2 correct, 1 incorrect), "+
+		"under the minimum of 50 rows and 10 of each class (--min-rows, --min-class); its rows are estimated with the pooled model (*)")
+	require.Contains(t, stdout, "model one: no model of its own: too few labelled rows: 2 rows")
+	set, err := estimate.Load(out)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"llm-a", "llm-b", estimate.FallbackKey}, keys(set.Models))
+
+	stdout, stderr, code = runCLI(t, "train", "--in", in, "--out", out, "--features", "confidence", "--min-rows", "1", "--min-class", "1")
+	require.Equal(t, 0, code, stderr)
+	set, err = estimate.Load(out)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"llm-a", "llm-b", "one", "tiny3", estimate.FallbackKey}, keys(set.Models))
+	report := func(model string) string {
+		_, rest, ok := strings.Cut(stdout, "model "+model+":")
+		require.True(t, ok, model)
+		next, _, _ := strings.Cut(rest, "\nmodel ")
+		return next
+	}
+	require.Contains(t, report("tiny3"), "no error to expect on a domain not trained on: leaving out any one domain leaves rows of one class only")
+	require.Contains(t, report("one"), "no error to expect on a domain not trained on: it was trained on one domain")
+	require.Contains(t, report("llm-a"), "expect an error of about")
+
+	_, stderr, code = runCLI(t, "train", "--in", in, "--out", out, "--features", "confidence", "--min-rows", "0")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "--min-rows 0, --min-class 10: want at least 1 (1 = no minimum)")
+}
+
+// TestTrainScoreIntegerFeature: train accepts n_tokens (an integer column)
+// and score --estimator scores with it (before: "not a float64 feature").
+func TestTrainScoreIntegerFeature(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "fx.csv")
+	_, errs, code := runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", table, "--quiet")
+	require.Equal(t, 0, code, errs)
+	est := filepath.Join(dir, "est.json")
+	_, errs, code = runCLI(t, "train", "--in", table, "--out", est, "--features", "n_tokens,mean", "--ensemble", "0", "--transfer=false")
+	require.Equal(t, 0, code, errs)
+	set, err := estimate.Load(est)
+	require.NoError(t, err)
+	require.Contains(t, set.Models["fixture-model"].Features, "n_tokens")
+
+	scored := filepath.Join(dir, "scored.csv")
+	_, errs, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", scored, "--estimator", est)
+	require.Equal(t, 0, code, errs)
+	rows := readCSV(t, scored)
+	require.Len(t, rows, 33)
+	for _, r := range rows {
+		require.NotEmpty(t, r["p_correct"], r["id"])
+	}
+}
+
+// TestTrainHelpLabels: the help names every label spelling a CSV may use,
+// and what the default ensemble is.
+func TestTrainHelpLabels(t *testing.T) {
+	stdout, stderr, code := runCLI(t, "train", "-h")
+	require.Equal(t, 0, code, stderr)
+	help := stdout + stderr
+	require.Contains(t, help, "correct (1/0, true/false,\nt/f or yes/no; empty = unlabelled, skipped)")
+	require.Contains(t, help, "--ensemble 0 fits one model of the family on all kept features")
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/entrowatch/entrowatch/operators/clustertag"
+	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/sinks/file"
@@ -37,11 +38,15 @@ baselines and, with --estimator, P(correct).
   --in   OpenAI chat-completion JSON Lines (gzip or plain; "-" is stdin), legacy
          completions, vLLM variants, Responses API objects and streamed responses
          (chunk objects or raw server-sent events) included; or an Arrow IPC
-         file of trace.v1 (chunk rows are reassembled as in the stream).
+         file of trace.v1 (chunk rows are reassembled as in the stream). A
+         "correct" field (true/false, 1/0, or "yes"/"no", "t"/"f", "1"/"0"
+         as strings, as in a labelled CSV) becomes the correct column.
   --out  .csv or .csv.gz (id, model, domain, correct, n_tokens, the 11 profile
          features, the 7 baselines, then p_correct / cluster_id / cluster_label
          when given) or .arrow (Arrow IPC stream, schema scored.v1); "-" is CSV
          on stdout. The file appears only when scoring succeeds.
+  --estimator  rows of an LLM model it has no model for are scored by its
+         fallback; the summary counts them per model.
 
 Rejected responses (malformed_json, no_logprobs, empty, nan_logprob,
 positive_logprob, too_long, unknown_model, ...) are reported on stderr with
@@ -167,14 +172,32 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 	}
 	sinkCfg := file.Config{Path: tmp, Format: format, Gzip: strings.HasSuffix(strings.ToLower(o.out), ".gz"),
 		CSVEstimate: o.estimator != "", CSVClusters: o.clusters != "", Buffered: true}
-	sink, err := file.New(sinkCfg, mem)
-	if err != nil {
-		commit(false)
-		return err
+	var sink *file.Sink
+	if o.out != "-" {
+		if sink, err = file.New(sinkCfg, mem); err != nil {
+			commit(false)
+			return err
+		}
+	}
+	// Standard output gets the sink (and the CSV header) with the first row
+	// to write, so that a run that scores nothing writes nothing there.
+	openSink := func() (*file.Sink, error) {
+		if sink == nil {
+			var err error
+			sink, err = file.New(sinkCfg, mem)
+			return sink, err
+		}
+		return sink, nil
+	}
+	closeSink := func() error {
+		if sink == nil {
+			return nil
+		}
+		return sink.Close(ctx)
 	}
 	rep, err := newRejectReport(o, stderr)
 	if err != nil {
-		sink.Close(ctx)
+		closeSink()
 		commit(false)
 		return err
 	}
@@ -218,7 +241,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 				scored.Release()
 				return err
 			}
-			n, err := writeScored(ctx, scored, chain, sink, rep, src.rowLabel)
+			n, err := writeScored(ctx, scored, chain, openSink, rep, src.rowLabel)
 			if err != nil {
 				return err
 			}
@@ -226,9 +249,10 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 			prog.update(read, written, rep.total)
 		}
 	}()
-	closeErr := errors.Join(sink.Close(ctx), rep.close())
+	closeErr := errors.Join(closeSink(), rep.close())
 	if runErr == nil && closeErr == nil {
 		rep.summary(stderr, read, written, time.Since(start))
+		fallbackSummary(stderr, chain)
 		dups.warn(stderr, o.in)
 	}
 	ok := runErr == nil && closeErr == nil && (written > 0 || o.out == "-")
@@ -237,15 +261,59 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 	}
 	switch {
 	case runErr != nil:
-		return fmt.Errorf("%w (nothing written to %s)", errors.Join(runErr, closeErr), o.out)
+		return fmt.Errorf("%w (%s)", errors.Join(runErr, closeErr), notWritten(o.out, written))
 	case closeErr != nil:
 		return closeErr
 	case written == 0 && read+rep.fromSource == 0:
-		return fmt.Errorf("%s holds no responses; nothing written to %s", o.in, o.out)
+		return fmt.Errorf("%s holds no responses; %s", o.in, notWritten(o.out, 0))
 	case written == 0:
-		return fmt.Errorf("none of the %d responses could be scored (their reasons are in the summary above); nothing written to %s", read+rep.fromSource, o.out)
+		return fmt.Errorf("none of the %d responses could be scored (their reasons are in the summary above); %s", read+rep.fromSource, notWritten(o.out, 0))
 	}
 	return nil
+}
+
+// notWritten says what a failed run left in out: nothing in a file (it
+// appears only complete); on standard output, the rows written before the
+// failure, if any.
+func notWritten(out string, written int64) string {
+	switch {
+	case out != "-":
+		return "nothing written to " + out
+	case written == 0:
+		return "nothing written to standard output"
+	}
+	return fmt.Sprintf("the %d rows already written to standard output are incomplete", written)
+}
+
+// fallbackSummary prints, per LLM model without a model of its own in the
+// estimator, how many rows its fallback scored: their p_correct comes from
+// a model trained on other LLMs' rows (or another LLM's), which CSV output
+// does not show (Arrow output has each row's estimator_version).
+func fallbackSummary(w io.Writer, chain []streams.Operator) {
+	for _, op := range chain {
+		e, ok := op.(*estimate.Operator)
+		if !ok {
+			continue
+		}
+		rows := e.FallbackRows()
+		names := make([]string, 0, len(rows))
+		for k := range rows {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		_, fallback := e.Models()
+		for _, name := range names {
+			fmt.Fprintf(w, "estimator: %d rows of model %s scored by the fallback, %s: the estimator has no model of %s's own "+
+				"(train one on its labelled rows with entrowatch train)\n", rows[name], name, fallbackName(fallback), name)
+		}
+		var named int64
+		for _, n := range rows {
+			named += n
+		}
+		if rest := e.Stats().Fallback - named; rest > 0 {
+			fmt.Fprintf(w, "estimator: %d more rows of other models scored by the fallback, %s\n", rest, fallbackName(fallback))
+		}
+	}
 }
 
 // scoreChain returns the operators after profile: estimate and clustertag
@@ -275,7 +343,7 @@ func scoreChain(o scoreOptions, mem memory.Allocator, log *slog.Logger) ([]strea
 // rowLabel locates a row of the scored batch in the input; the operators keep
 // rows in order, one output row per input row, so a row's offset over the
 // output batches is its input row.
-func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.Operator, sink *file.Sink, rep *rejectReport,
+func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.Operator, openSink func() (*file.Sink, error), rep *rejectReport,
 	rowLabel func(row int) (int64, string)) (int64, error) {
 	inRows := scored.NumRows()
 	recs := []arrow.RecordBatch{scored}
@@ -327,8 +395,12 @@ func writeScored(ctx context.Context, scored arrow.RecordBatch, chain []streams.
 			for hi < n && status.Value(hi) == schemas.StatusOK {
 				hi++
 			}
+			sink, err := openSink()
+			if err != nil {
+				return written, err
+			}
 			part := r.NewSlice(int64(lo), int64(hi))
-			err := sink.Write(ctx, part)
+			err = sink.Write(ctx, part)
 			part.Release()
 			if err != nil {
 				return written, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -449,4 +450,95 @@ func TestScoreMaxStepsStreamed(t *testing.T) {
 	require.Contains(t, stderr, "1 written, 2 rejected (too_long 2)")
 	require.Contains(t, stderr, `id="long" reason=too_long: streamed response (6 chat.completion.chunk objects, lines 1-25): choice 0 has more than 4 steps`)
 	require.Contains(t, stderr, `id="forever" reason=too_long`)
+}
+
+// captureStdout runs f with os.Stdout (where --out - writes) redirected and
+// returns what it wrote.
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	old := os.Stdout
+	os.Stdout = w
+	defer func() { os.Stdout = old }()
+	done := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- b
+	}()
+	f()
+	os.Stdout = old
+	require.NoError(t, w.Close())
+	return string(<-done)
+}
+
+// oneResponse is a minimal chat completion with a label field set to
+// correct (raw JSON).
+func oneResponse(id, correct string) string {
+	return `{"id":"` + id + `","model":"m","correct":` + correct + `,"choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[` +
+		`{"token":"4","logprob":-0.01,"top_logprobs":[{"token":"4","logprob":-0.01},{"token":"5","logprob":-4.6}]},` +
+		`{"token":".","logprob":-0.5,"top_logprobs":[{"token":".","logprob":-0.5},{"token":"!","logprob":-1.0}]}]}}]}` + "\n"
+}
+
+// TestScoreLabelSpellings: a "correct" string field takes the spellings of a
+// labelled CSV's correct column (before, "yes" rejected the response as
+// malformed_json while "true" was read).
+func TestScoreLabelSpellings(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "y.jsonl")
+	body := oneResponse("a", `"yes"`) + oneResponse("b", `"No"`) + oneResponse("c", `"t"`) + oneResponse("d", `"F"`) +
+		oneResponse("e", `"true"`) + oneResponse("f", `0`) + oneResponse("g", `""`) + oneResponse("h", `null`)
+	require.NoError(t, os.WriteFile(in, []byte(body), 0o644))
+	out := filepath.Join(dir, "y.csv")
+	_, stderr, code := runCLI(t, "score", "--in", in, "--out", out)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "8 written, 0 rejected")
+	got := map[string]string{}
+	for _, r := range readCSV(t, out) {
+		got[r["id"]] = r["correct"]
+	}
+	require.Equal(t, map[string]string{"a": "1", "b": "0", "c": "1", "d": "0", "e": "1", "f": "0", "g": "", "h": ""}, got)
+}
+
+// TestScoreNothingScoredToStdout: when nothing can be scored, --out - writes
+// nothing to standard output, as the error says (before, the CSV header was
+// written there); when rows are scored, the CSV goes there as before.
+func TestScoreNothingScoredToStdout(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	require.NoError(t, os.WriteFile(bad, []byte(oneResponse("a", `"maybe"`)), 0o644))
+	var stderr string
+	var code int
+	written := captureStdout(t, func() { _, stderr, code = runCLI(t, "score", "--in", bad, "--out", "-") })
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "nothing written to standard output")
+	require.Empty(t, written)
+
+	good := filepath.Join(dir, "good.jsonl")
+	require.NoError(t, os.WriteFile(good, []byte(oneResponse("a", "true")), 0o644))
+	written = captureStdout(t, func() { _, stderr, code = runCLI(t, "score", "--in", good, "--out", "-") })
+	require.Equal(t, 0, code, stderr)
+	lines := strings.Split(strings.TrimSpace(written), "\n")
+	require.Len(t, lines, 2, written)
+	require.True(t, strings.HasPrefix(lines[0], "id,model,domain,correct,n_tokens,"), lines[0])
+	require.True(t, strings.HasPrefix(lines[1], "a,m,"), lines[1])
+}
+
+// TestScoreFallbackSummary: rows scored by the estimator's fallback are
+// counted per LLM model on stderr (CSV output has no estimator_version).
+func TestScoreFallbackSummary(t *testing.T) {
+	dir := t.TempDir()
+	est := filepath.Join(dir, "est.json")
+	_, stderr, code := runCLI(t, "train", "--in", fixtures+"valid.expected.csv", "--out", est, "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+	out := filepath.Join(dir, "own.csv")
+	_, stderr, code = runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", out, "--estimator", est)
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "scored by the fallback", "fixture-model has its own model")
+
+	other := renameModel(t, "other-llm")
+	_, stderr, code = runCLI(t, "score", "--in", other, "--out", filepath.Join(dir, "other.csv"), "--estimator", est, "--quiet")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "estimator: 33 rows of model other-llm scored by the fallback, model fixture-model: "+
+		"the estimator has no model of other-llm's own (train one on its labelled rows with entrowatch train)\n")
 }

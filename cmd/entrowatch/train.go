@@ -11,16 +11,26 @@ import (
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
-const trainSynopsis = `--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME]
+const trainSynopsis = `--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME] [--min-rows N] [--min-class N]
 
 Trains the estimator of P(correct) that entrowatch score --estimator and the
 stream use: one model per LLM model in the table, plus a fallback for models
-it has not seen (the pooled model; with a single LLM, that LLM's model).
-LABELED is a CSV (.gz ok) with columns model, domain, correct (1/0) and the
-feature columns, as entrowatch score writes for responses that carry a
-"correct" field, or scored Arrow IPC. The report on stdout gives, per model,
-out-of-fold AUROC, Brier and ECE, and per domain the estimated and true
-accuracy, with the error to expect on a domain not trained on.
+it has not seen (the pooled model; with a single LLM, that LLM's model). An
+LLM with fewer labelled rows than --min-rows, or fewer than --min-class
+correct or incorrect ones, gets no model of its own: the pooled fallback
+scores its rows.
+LABELED is a CSV (.gz ok) with columns model, domain, correct (1/0, true/false,
+t/f or yes/no; empty = unlabelled, skipped) and the feature columns, as
+entrowatch score writes for responses that carry a "correct" field, or scored
+Arrow IPC. A header that names a column twice is refused. The report on
+stdout gives, per model, out-of-fold AUROC, Brier and ECE, and per domain the
+estimated and true accuracy, with the error to expect on a domain not trained
+on.
+
+By default (--ensemble 3) each model is the average of up to 3 single-feature
+models on the best-separating candidate features, whatever --family says;
+--ensemble 0 fits one model of the family on all kept features (as eval's
+logreg_*, forest_* and mlp_* methods do).
 
 Examples:
   entrowatch score --in labelled.jsonl.gz --out labelled.csv
@@ -45,12 +55,19 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	calOn := fs.String("calibrate-on", def.CalibrateOn, "fit the calibration on the final model's training scores (train) or on out-of-fold scores (oof) (default: train for logreg, oof for forest and mlp)")
 	hyper := fs.Float64("hyper", 0, "fix the family's hyper-parameter (logreg C, forest depth, mlp alpha); 0 = choose by cross-validation")
 	folds := fs.Int("folds", def.Folds, "cross-validation folds for hyper-parameters and calibration")
+	minRows := fs.Int("min-rows", estimate.DefaultMinRows, "fewest labelled rows for an LLM's own model; LLMs with fewer are scored by the pooled fallback (1 = no minimum)")
+	minClass := fs.Int("min-class", estimate.DefaultMinPerClass, "fewest correct and fewest incorrect rows for an LLM's own model; LLMs with fewer are scored by the pooled fallback (1 = no minimum)")
 	transfer := fs.Bool("transfer", true, "measure the error to expect on new domains: refit once per training domain without it and estimate it (leave-one-domain-out)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *in == "" || *out == "" {
 		fmt.Fprintln(stderr, "--in and --out are required")
+		fs.Usage()
+		return errUsage
+	}
+	if *minRows < 1 || *minClass < 1 {
+		fmt.Fprintf(stderr, "--min-rows %d, --min-class %d: want at least 1 (1 = no minimum)\n", *minRows, *minClass)
 		fs.Usage()
 		return errUsage
 	}
@@ -73,7 +90,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stderr, "train: %d rows, %s, candidate features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
-	opts := estimate.TrainOptions{Transfer: *transfer, Progress: stderr}
+	opts := estimate.TrainOptions{Transfer: *transfer, Progress: stderr, MinRows: *minRows, MinPerClass: *minClass}
 	if *model != "" {
 		if names := tbl.Models(); !slices.Contains(names, *model) {
 			return fmt.Errorf("--model %q: no rows of that model in %s (models: %s)", *model, *in, strings.Join(names, ","))
@@ -90,8 +107,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := commit(true); err != nil {
 		return err
 	}
-	printTrainReport(stdout, set)
+	printTrainReport(stdout, set, *transfer)
 	if set.Fallback != "" {
+		printLeftToFallback(stdout, tbl, set, opts)
 		fmt.Fprintf(stdout, "models not in the table are estimated with %s\n", fallbackName(set.Fallback))
 	}
 	fmt.Fprintf(stdout, "wrote %s (version %s)\n", *out, set.Version)
@@ -113,7 +131,35 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-func printTrainReport(w io.Writer, set *estimate.Set) {
+// printLeftToFallback lists the LLM models of the table that got no model
+// of their own, and why.
+func printLeftToFallback(w io.Writer, tbl *estimate.Table, set *estimate.Set, opts estimate.TrainOptions) {
+	rows, pos := map[string]int{}, map[string]int{}
+	for i, m := range tbl.Model {
+		rows[m]++
+		if tbl.Y[i] > 0.5 {
+			pos[m]++
+		}
+	}
+	for _, name := range tbl.Models() {
+		if set.Models[name] != nil {
+			continue
+		}
+		why := "no model of its own"
+		switch err := opts.CheckRows(rows[name], pos[name]); {
+		case errors.Is(err, estimate.ErrOneClass):
+			why = fmt.Sprintf("no model of its own: its %d rows are all of one class", rows[name])
+		case errors.Is(err, estimate.ErrTooFewRows):
+			why = fmt.Sprintf("no model of its own: %v (--min-rows, --min-class)", err)
+		}
+		fmt.Fprintf(w, "model %s: %s; its rows are estimated with %s\n", name, why, fallbackName(set.Fallback))
+	}
+}
+
+// printTrainReport prints each model's report; transfer says whether the
+// leave-one-domain-out figures were asked for, so that a model without them
+// says why.
+func printTrainReport(w io.Writer, set *estimate.Set, transfer bool) {
 	for _, name := range sortedModelKeys(set) {
 		m := set.Models[name]
 		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, m.Hyper,
@@ -136,11 +182,17 @@ func printTrainReport(w io.Writer, set *estimate.Set) {
 			}
 			fmt.Fprintln(w)
 		}
-		if tr != nil {
+		switch {
+		case tr != nil:
 			fmt.Fprintf(w, "  on a domain not trained on, expect an error of about %.3f (leave-one-domain-out mean |estimated - true|, max %.3f)\n", tr.AEE, tr.MaxAE)
 			if len(tr.Skipped) > 0 {
 				fmt.Fprintf(w, "  not left out (the other domains have one class only): %s\n", strings.Join(tr.Skipped, ","))
 			}
+		case !transfer:
+		case len(m.TrainDomains) < 2:
+			fmt.Fprintf(w, "  no error to expect on a domain not trained on: it was trained on one domain, and leaving one out needs two or more\n")
+		default:
+			fmt.Fprintf(w, "  no error to expect on a domain not trained on: leaving out any one domain leaves rows of one class only, nothing to fit\n")
 		}
 	}
 }

@@ -64,6 +64,7 @@ func (c Config) Validate() error {
 // Stats counts the rows an Operator has seen.
 type Stats struct {
 	Estimated    int64 // rows that received p_correct
+	Fallback     int64 // of Estimated, rows of a model without its own artifact, scored by the set's fallback
 	UnknownModel int64 // rows whose model has no artifact (status unknown_model)
 	BadFeature   int64 // rows with a NaN or Inf feature (status bad_feature)
 	Passed       int64 // rows that arrived with a status other than ok
@@ -83,12 +84,22 @@ type Operator struct {
 	status *array.StringBuilder
 	x, z   []float64
 	cols   map[*Model][]*array.Float64 // feature columns of the current batch
+	byCol  map[int]*array.Float64      // the current batch's columns read so far, as float64 (released after the batch)
 	warned map[string]bool             // unknown models already logged (bounded)
+	// fellBack counts, per LLM model, the rows scored by the fallback
+	// (at most maxFallbackNames models are named).
+	fellBack map[string]int64
 }
+
+// maxFallbackNames bounds the models FallbackRows names; Stats.Fallback
+// counts every row.
+const maxFallbackNames = 1000
 
 // New builds the operator; it loads cfg.Path unless cfg.Set is given, checks
 // the set (see Config.Validate), and checks that every model's features are
-// float64 columns of scored.v1.
+// numeric columns of scored.v1 that exist when the operator runs: float64, or
+// integer (n_tokens) or float32, read as float64; not p_correct or the
+// cluster columns, which are written by the estimator or after it.
 func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -107,8 +118,11 @@ func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) 
 			if err != nil {
 				return nil, fmt.Errorf("estimate: model %q uses feature %q, which scored rows do not carry: %w", name, f, err)
 			}
-			if schemas.Scored.Field(i).Type.ID() != arrow.FLOAT64 {
-				return nil, fmt.Errorf("estimate: model %q uses column %q, which is not a float64 feature", name, f)
+			if why := notFeature(f); why != "" {
+				return nil, fmt.Errorf("estimate: model %q uses column %q, which %s; retrain without it (entrowatch train --features)", name, f, why)
+			}
+			if t := schemas.Scored.Field(i).Type; !numericType(t) {
+				return nil, fmt.Errorf("estimate: model %q uses column %q, which is %s, not a number; retrain without it (entrowatch train --features)", name, f, t)
 			}
 		}
 		width = max(width, len(m.Features))
@@ -118,7 +132,8 @@ func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) 
 	}
 	return &Operator{set: set, strict: cfg.Strict, mem: mem, log: log,
 		p: array.NewFloat64Builder(mem), ver: array.NewStringBuilder(mem), status: array.NewStringBuilder(mem),
-		x: make([]float64, width), z: make([]float64, width), cols: map[*Model][]*array.Float64{}, warned: map[string]bool{}}, nil
+		x: make([]float64, width), z: make([]float64, width), cols: map[*Model][]*array.Float64{}, byCol: map[int]*array.Float64{},
+		warned: map[string]bool{}, fellBack: map[string]int64{}}, nil
 }
 
 // Name implements streams.Operator.
@@ -126,6 +141,18 @@ func (o *Operator) Name() string { return "estimate" }
 
 // Stats returns the running counts.
 func (o *Operator) Stats() Stats { return o.stats }
+
+// FallbackRows returns, per LLM model without an artifact of its own, how
+// many rows the set's fallback scored (a copy; at most 1000 models are
+// named, Stats.Fallback counts them all). Empty with Config.Strict or when
+// every row's model has its own artifact.
+func (o *Operator) FallbackRows() map[string]int64 {
+	out := make(map[string]int64, len(o.fellBack))
+	for k, v := range o.fellBack {
+		out[k] = v
+	}
+	return out
+}
 
 // Models lists the LLM models of the loaded set (sorted; the pooled fallback
 // key "*" included) and the fallback key ("" when none).
@@ -147,14 +174,27 @@ func (o *Operator) Close() {
 	o.status.Release()
 }
 
-func (o *Operator) model(name string) *Model {
+// model returns the model that scores rows of LLM model name, and whether
+// it is the fallback.
+func (o *Operator) model(name string) (*Model, bool) {
 	if m := o.set.Models[name]; m != nil {
-		return m
+		return m, false
 	}
 	if !o.strict && o.set.Fallback != "" {
-		return o.set.Models[o.set.Fallback]
+		return o.set.Models[o.set.Fallback], true
 	}
-	return nil
+	return nil, false
+}
+
+// fallBack records n rows of LLM model name scored by the fallback.
+func (o *Operator) fallBack(name string, n int64) {
+	if n == 0 {
+		return
+	}
+	o.stats.Fallback += n
+	if _, ok := o.fellBack[name]; ok || len(o.fellBack) < maxFallbackNames {
+		o.fellBack[strings.Clone(name)] += n
+	}
 }
 
 // Process implements streams.Operator: the output reuses every input column
@@ -190,6 +230,7 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		return nil, errors.New("estimate: input is not scored.v1: model and status must be utf8")
 	}
 	clear(o.cols)
+	defer o.releaseColumns()
 	n := int(in.NumRows())
 	o.p.Reserve(n)
 	o.ver.Reserve(n)
@@ -198,7 +239,8 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 	o.ver.ReserveData(n * len(o.set.Version))
 	var lastName string
 	var last *Model
-	haveLast := false
+	haveLast, lastFallback := false, false
+	var fallbackRun int64 // rows of lastName scored by the fallback, not yet counted
 	for r := range n {
 		st := status.Value(r)
 		if st != schemas.StatusOK {
@@ -210,7 +252,10 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		}
 		name := models.Value(r)
 		if !haveLast || name != lastName {
-			last, lastName, haveLast = o.model(name), name, true
+			o.fallBack(lastName, fallbackRun)
+			fallbackRun = 0
+			last, lastFallback = o.model(name)
+			lastName, haveLast = name, true
 			if last == nil && !o.warned[name] && len(o.warned) < 100 {
 				o.warned[strings.Clone(name)] = true
 				o.log.Warn("no estimator for model; its rows get status unknown_model", "model", name, "estimator", o.set.Version)
@@ -226,7 +271,7 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		}
 		cols, ok := o.cols[m]
 		if !ok {
-			if cols, err = featureColumns(in, m); err != nil {
+			if cols, err = o.featureColumns(in, m); err != nil {
 				o.reset()
 				return nil, err
 			}
@@ -257,7 +302,11 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		o.ver.Append(m.Version)
 		o.status.Append(schemas.StatusOK)
 		o.stats.Estimated++
+		if lastFallback {
+			fallbackRun++
+		}
 	}
+	o.fallBack(lastName, fallbackRun)
 	cols := make([]arrow.Array, in.NumCols())
 	copy(cols, in.Columns())
 	pa, va, sa := o.p.NewArray(), o.ver.NewArray(), o.status.NewArray()
@@ -275,18 +324,31 @@ func (o *Operator) reset() {
 	o.status.NewArray().Release()
 }
 
-func featureColumns(in arrow.RecordBatch, m *Model) ([]*array.Float64, error) {
+// featureColumns returns m's feature columns of in as float64 (integer
+// columns converted once per batch; releaseColumns frees them).
+func (o *Operator) featureColumns(in arrow.RecordBatch, m *Model) ([]*array.Float64, error) {
 	cols := make([]*array.Float64, len(m.Features))
 	for j, f := range m.Features {
 		i, err := schemas.Index(in.Schema(), f)
 		if err != nil {
 			return nil, fmt.Errorf("estimate: model %q needs feature %q: %w", m.Model, f, err)
 		}
-		c, ok := in.Column(i).(*array.Float64)
+		c, ok := o.byCol[i]
 		if !ok {
-			return nil, fmt.Errorf("estimate: feature %q is %s, want float64", f, in.Column(i).DataType())
+			if c, err = asFloat64(o.mem, in.Column(i)); err != nil {
+				return nil, fmt.Errorf("estimate: feature %q: %w", f, err)
+			}
+			o.byCol[i] = c
 		}
 		cols[j] = c
 	}
 	return cols, nil
+}
+
+// releaseColumns releases the current batch's feature columns.
+func (o *Operator) releaseColumns() {
+	for i, c := range o.byCol {
+		c.Release()
+		delete(o.byCol, i)
+	}
 }

@@ -173,10 +173,13 @@ const NoDomain = "(none)"
 
 // ReadTable reads a labelled table: a CSV (gzip allowed) with columns model,
 // domain, correct and the feature columns, or an Arrow IPC file/stream of
-// scored.v1 rows. features nil means the 11 profile features. Rows without a
-// label, with a non-finite feature or (Arrow) a status other than "ok" are
-// skipped and counted in Table.Skipped. A feature the input lacks is an
-// error matching ErrMissingFeature.
+// scored.v1 rows. features nil means the 11 profile features; integer
+// feature columns (n_tokens) are read as float64. Rows without a label, with
+// a non-finite feature or (Arrow) a status other than "ok" are skipped and
+// counted in Table.Skipped. A feature the input lacks is an error matching
+// ErrMissingFeature; a column named twice, an empty file and a feature the
+// estimator could not read when scoring (p_correct, the cluster columns) are
+// errors too.
 func ReadTable(path string, features []string) (*Table, error) {
 	if len(features) == 0 {
 		features = schemas.ProfileFeatures
@@ -257,16 +260,14 @@ func SkippedText(skipped map[string]int) string {
 }
 
 // checkFeatures refuses feature lists that cannot be meant: a column named
-// twice, or one of the table's own key columns (the label would predict
-// itself perfectly).
+// twice, one of the table's own key columns (the label would predict itself
+// perfectly), or a column the estimator writes or that is written after it
+// runs (an artifact that reads it could not score a row).
 func checkFeatures(features []string) error {
 	seen := map[string]bool{}
 	for _, f := range features {
-		switch f {
-		case schemas.ColCorrect:
-			return fmt.Errorf("feature %q is the label: a model fed the answer predicts it perfectly and estimates nothing", f)
-		case schemas.ColModel, schemas.ColDomain, "id", schemas.ColTraceID:
-			return fmt.Errorf("feature %q is a key column, not a numeric feature", f)
+		if why := notFeature(f); why != "" {
+			return fmt.Errorf("feature %q %s", f, why)
 		}
 		if seen[f] {
 			return fmt.Errorf("feature %q is listed twice", f)
@@ -276,18 +277,49 @@ func checkFeatures(features []string) error {
 	return nil
 }
 
+// notFeature says why column f cannot be a feature, or "".
+func notFeature(f string) string {
+	switch f {
+	case schemas.ColCorrect:
+		return "is the label: a model fed the answer predicts it perfectly and estimates nothing"
+	case schemas.ColModel, schemas.ColDomain, "id", schemas.ColTraceID:
+		return "is a key column, not a numeric feature"
+	case schemas.ColPCorrect, schemas.ColEstimatorVersion, schemas.ColStatus:
+		return "is written by the estimator: it cannot read it; choose feature columns (e.g. the profile features)"
+	case schemas.ColClusterID, schemas.ColClusterLabel, schemas.ColClusterDistance:
+		return "is written by the topic tagger, which runs after the estimator: the estimator cannot read it"
+	}
+	return ""
+}
+
 // ReadCSV reads a labelled CSV with a header naming model, domain, correct and
-// the features (a missing feature column: ErrMissingFeature).
+// the features (a missing feature column: ErrMissingFeature). A header that
+// names a column twice is refused: which of the two is meant cannot be told.
+// Errors give the line of the file (a quoted field may span lines).
 func ReadCSV(r io.Reader, features []string) (*Table, error) {
+	if err := checkFeatures(features); err != nil {
+		return nil, err
+	}
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
 	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, errors.New("the file is empty: a labelled table is a CSV whose header line names model, domain, correct and the feature columns, then one row per response")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the CSV header: %w", err)
 	}
+	header = slices.Clone(header) // ReuseRecord: the next Read overwrites it
 	col := map[string]int{}
 	for i, h := range header {
-		col[strings.TrimSpace(h)] = i
+		name := strings.TrimSpace(h)
+		if i == 0 {
+			name = strings.TrimPrefix(name, "\ufeff") // a byte-order mark, as spreadsheets write
+		}
+		if j, ok := col[name]; ok && name != "" {
+			return nil, fmt.Errorf("column %q appears twice in the CSV header (columns %d and %d): it is not clear which one to read; rename or drop one", name, j+1, i+1)
+		}
+		col[name] = i
 	}
 	need := func(name string) (int, error) {
 		i, ok := col[name]
@@ -324,18 +356,19 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		intern[s] = s
 		return s
 	}
+	line := func(field int) int { l, _ := cr.FieldPos(field); return l }
 	row := make([]float64, len(features))
-	for line := 2; ; line++ {
+	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return nil, fmt.Errorf("reading the CSV: %w", err) // a csv.ParseError names its line
 		}
 		y, ok, err := parseLabel(rec[ci])
 		if err != nil {
-			return nil, fmt.Errorf("line %d: column correct: %w", line, err)
+			return nil, fmt.Errorf("line %d: column correct: %w", line(ci), err)
 		}
 		if !ok {
 			t.Skipped["no label"]++
@@ -345,7 +378,7 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		for j, k := range fi {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rec[k]), 64)
 			if err != nil && rec[k] != "" {
-				return nil, fmt.Errorf("line %d: feature %s: %q is not a number", line, features[j], rec[k])
+				return nil, fmt.Errorf("line %d: feature %s: %q is not a number", line(k), features[j], rec[k])
 			}
 			if rec[k] == "" || math.IsNaN(v) || math.IsInf(v, 0) {
 				bad = true
@@ -368,6 +401,11 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 	return t, nil
 }
 
+// parseLabel reads a label of column correct: 1/0, true/false, t/f or
+// yes/no (also 1.0/0.0), case-insensitive, blanks trimmed; empty means
+// unlabelled. The JSON Lines reader of entrowatch score (streams/ingest,
+// field "correct") accepts the same spellings as strings, besides JSON
+// true/false, 1/0 and null.
 func parseLabel(s string) (float64, bool, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "":
@@ -377,7 +415,7 @@ func parseLabel(s string) (float64, bool, error) {
 	case "0", "false", "f", "0.0", "no":
 		return 0, true, nil
 	}
-	return 0, false, fmt.Errorf("%q is not a label (want 1/0 or true/false, empty for unlabelled)", s)
+	return 0, false, fmt.Errorf("%q is not a label (want 1/0, true/false, t/f or yes/no; empty for unlabelled)", s)
 }
 
 func readArrowFile(r *bytes.Reader, features []string) (*Table, error) {
@@ -419,8 +457,10 @@ func readArrowStream(r io.Reader, features []string) (*Table, error) {
 
 // AppendScored adds the labelled rows with status "ok" and finite features of
 // a scored.v1 batch to t; other rows are counted in t.Skipped. t.Features
-// names the columns read; when it is empty (a new Table{}), it becomes the
-// 11 profile features, as in ReadTable. It does not retain rec.
+// names the columns read (float64, or integer or float32 read as float64);
+// when it is empty (a new Table{}), it becomes the 11 profile features, as in
+// ReadTable. A batch whose schema names a column twice is refused. It does
+// not retain rec.
 func (t *Table) AppendScored(rec arrow.RecordBatch) error {
 	if t.D() == 0 {
 		if len(t.X) > 0 {
@@ -440,9 +480,13 @@ func (t *Table) AppendScored(rec arrow.RecordBatch) error {
 	return appendBatch(t, rec)
 }
 
-// appendBatch adds the labelled "ok" rows of a scored.v1 batch.
+// appendBatch adds the labelled "ok" rows of a scored.v1 batch. Integer and
+// float32 feature columns (n_tokens) are read as float64.
 func appendBatch(t *Table, rec arrow.RecordBatch) error {
 	s := rec.Schema()
+	if err := uniqueFields(s); err != nil {
+		return err
+	}
 	str := func(name string) (*array.String, error) {
 		i, err := schemas.Index(s, name)
 		if err != nil {
@@ -477,13 +521,20 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		return fmt.Errorf("column correct is %s, want bool", rec.Column(ci).DataType())
 	}
 	cols := make([]*array.Float64, len(t.Features))
+	defer func() {
+		for _, c := range cols {
+			if c != nil {
+				c.Release()
+			}
+		}
+	}()
 	for j, f := range t.Features {
 		i, err := schemas.Index(s, f)
 		if err != nil {
 			return missingFeature{fmt.Errorf("feature %q: %w", f, err)}
 		}
-		if cols[j], ok = rec.Column(i).(*array.Float64); !ok {
-			return fmt.Errorf("feature %q is %s, want float64", f, rec.Column(i).DataType())
+		if cols[j], err = asFloat64(memory.DefaultAllocator, rec.Column(i)); err != nil {
+			return fmt.Errorf("feature %q: %w", f, err)
 		}
 	}
 	for r := range int(rec.NumRows()) {
@@ -522,6 +573,72 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		t.Domain = append(t.Domain, d)
 	}
 	return nil
+}
+
+// uniqueFields refuses a schema that names a column twice: which of the two
+// is meant cannot be told.
+func uniqueFields(s *arrow.Schema) error {
+	for i, f := range s.Fields() {
+		if idx := s.FieldIndices(f.Name); len(idx) > 1 && idx[0] == i {
+			return fmt.Errorf("column %q appears twice in the Arrow schema (fields %d and %d): it is not clear which one to read; rename or drop one", f.Name, idx[0], idx[1])
+		}
+	}
+	return nil
+}
+
+// asFloat64 returns a numeric column (float64, float32 or integer, e.g.
+// scored.v1's n_tokens) as float64 values with the same nulls. The caller
+// releases the result: a float64 column is a, retained; other types are
+// converted into a new array allocated from mem.
+func asFloat64(mem memory.Allocator, a arrow.Array) (*array.Float64, error) {
+	switch c := a.(type) {
+	case *array.Float64:
+		c.Retain()
+		return c, nil
+	case *array.Float32:
+		return castFloat64(mem, c, c.Float32Values()), nil
+	case *array.Int8:
+		return castFloat64(mem, c, c.Int8Values()), nil
+	case *array.Int16:
+		return castFloat64(mem, c, c.Int16Values()), nil
+	case *array.Int32:
+		return castFloat64(mem, c, c.Int32Values()), nil
+	case *array.Int64:
+		return castFloat64(mem, c, c.Int64Values()), nil
+	case *array.Uint8:
+		return castFloat64(mem, c, c.Uint8Values()), nil
+	case *array.Uint16:
+		return castFloat64(mem, c, c.Uint16Values()), nil
+	case *array.Uint32:
+		return castFloat64(mem, c, c.Uint32Values()), nil
+	case *array.Uint64:
+		return castFloat64(mem, c, c.Uint64Values()), nil
+	}
+	return nil, fmt.Errorf("column is %s, want a number (float64, float32 or an integer)", a.DataType())
+}
+
+// numericType reports whether asFloat64 reads columns of type t.
+func numericType(t arrow.DataType) bool {
+	switch t.ID() {
+	case arrow.FLOAT64, arrow.FLOAT32, arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64,
+		arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64:
+		return true
+	}
+	return false
+}
+
+func castFloat64[T int8 | int16 | int32 | int64 | uint8 | uint16 | uint32 | uint64 | float32](mem memory.Allocator, a arrow.Array, v []T) *array.Float64 {
+	b := array.NewFloat64Builder(mem)
+	defer b.Release()
+	b.Reserve(len(v))
+	for i, x := range v {
+		if a.IsNull(i) {
+			b.UnsafeAppendBoolToBitmap(false)
+		} else {
+			b.UnsafeAppend(float64(x))
+		}
+	}
+	return b.NewFloat64Array()
 }
 
 // isJSONStart reports a text that starts, after blanks and a byte-order

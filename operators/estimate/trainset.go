@@ -10,14 +10,27 @@ import (
 )
 
 // TrainOptions selects which models Train fits; TrainConfig says how each one
-// is fitted. The zero value trains every LLM model of the table plus a
-// fallback, silently, without the transfer measurement.
+// is fitted. The zero value trains every LLM model of the table that has
+// the default minimum of rows, plus a fallback, silently, without the
+// transfer measurement.
 type TrainOptions struct {
 	// Models, when not empty, fits only these LLM models and no fallback:
 	// rows of other LLM models then get status unknown_model. Each must have
 	// rows of both classes in the table. Default: every model of the table,
 	// plus a fallback.
 	Models []string
+	// MinRows and MinPerClass are the fewest labelled rows, and the fewest
+	// correct and incorrect rows, an LLM model needs for a model of its own
+	// when a pooled fallback is trained: an LLM with fewer is left to the
+	// fallback (with a warning to Progress), which is fitted on more rows
+	// than a handful and estimates its rows better. Where there is nothing to
+	// fall back on (a table of one LLM, whose model is the fallback; the
+	// pooled model itself; the LLMs named in Models) a model under the
+	// minimum is still trained, with a warning. 0 means the default,
+	// DefaultMinRows (50) and DefaultMinPerClass (10: two rows of each class
+	// per fold of the default 5-fold cross-validation); 1 turns the minimum
+	// off.
+	MinRows, MinPerClass int
 	// Transfer measures each model's error on a domain it was not trained
 	// on (Metrics.Transfer, see MeasureTransfer) when it has two or more
 	// training domains; it refits once per domain. Default false
@@ -28,12 +41,55 @@ type TrainOptions struct {
 	Progress io.Writer
 }
 
-// Validate checks that the model names are usable as Set keys.
+// Defaults of TrainOptions.MinRows and MinPerClass.
+const (
+	DefaultMinRows     = 50
+	DefaultMinPerClass = 10
+)
+
+// ErrTooFewRows is matched (errors.Is) by CheckRows's error for an LLM model
+// with fewer labelled rows than TrainOptions asks for a model of its own.
+var ErrTooFewRows = errors.New("too few labelled rows")
+
+// Validate checks that the model names are usable as Set keys and that the
+// minimums are not negative.
 func (o TrainOptions) Validate() error {
 	for i, name := range o.Models {
 		if slices.Contains(o.Models[:i], name) {
 			return fmt.Errorf("model %q is listed twice in TrainOptions.Models", name)
 		}
+	}
+	if o.MinRows < 0 || o.MinPerClass < 0 {
+		return fmt.Errorf("TrainOptions.MinRows = %d, MinPerClass = %d: want >= 0 (0 = the defaults %d and %d, 1 = no minimum)",
+			o.MinRows, o.MinPerClass, DefaultMinRows, DefaultMinPerClass)
+	}
+	return nil
+}
+
+// minimums are MinRows and MinPerClass with the defaults applied.
+func (o TrainOptions) minimums() (rows, perClass int) {
+	rows, perClass = o.MinRows, o.MinPerClass
+	if rows == 0 {
+		rows = DefaultMinRows
+	}
+	if perClass == 0 {
+		perClass = DefaultMinPerClass
+	}
+	return rows, perClass
+}
+
+// CheckRows says whether rows labelled rows, positives of them correct, are
+// enough for a model of their own: nil, an error matching ErrOneClass (one
+// class only), or one matching ErrTooFewRows that gives the counts and the
+// minimum.
+func (o TrainOptions) CheckRows(rows, positives int) error {
+	if positives == 0 || positives == rows {
+		return ErrOneClass
+	}
+	minRows, minClass := o.minimums()
+	if rows < minRows || positives < minClass || rows-positives < minClass {
+		return fmt.Errorf("%w: %d rows (%d correct, %d incorrect), under the minimum of %d rows and %d of each class",
+			ErrTooFewRows, rows, positives, rows-positives, minRows, minClass)
 	}
 	return nil
 }
@@ -42,13 +98,15 @@ func (o TrainOptions) Validate() error {
 // Config.Set or Save).
 //
 // By default it fits one model per LLM model of t (Table.Models) on that
-// model's rows; a model whose rows are all of one class is skipped (the
-// reason goes to Progress). When t holds several LLM models it also fits a
-// pooled model on all rows, stored under FallbackKey and used as the
-// fallback for LLM models the set does not know; when t holds one, that
-// model is the fallback (the pooled model would be the same). With
-// opts.Models it fits only those, every one must succeed, and the set has no
-// fallback.
+// model's rows. When t holds several LLM models it also fits a pooled model
+// on all rows, stored under FallbackKey and used as the fallback for LLM
+// models the set does not know; an LLM model whose rows are all of one class,
+// or fewer than opts.MinRows / MinPerClass, gets no model of its own and is
+// scored by that fallback (the reason goes to Progress). When t holds one
+// LLM model, that model is the fallback (the pooled model would be the same).
+// With opts.Models it fits only those, every one must succeed, and the set
+// has no fallback. A model under the minimum that is trained because nothing
+// else could score its rows gets a warning on Progress.
 //
 // Train checks ctx between fits.
 func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*Set, error) {
@@ -86,6 +144,13 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 		}
 		rows := t.Subset(t.Where(func(i int) bool { return t.Model[i] == name }))
 		fmt.Fprintf(progress, "train: %s (%d rows)\n", name, rows.N())
+		if err := opts.CheckRows(rows.N(), positives(rows.Y)); errors.Is(err, ErrTooFewRows) {
+			if pooled {
+				fmt.Fprintf(progress, "train: warning: %s gets no model of its own: %v; its rows will be scored by the pooled fallback (%s)\n", name, err, FallbackKey)
+				continue
+			}
+			fmt.Fprintf(progress, "train: warning: %s: %v; trained anyway, as there is no other model to score its rows, but its estimates are unreliable: add labelled rows\n", name, err)
+		}
 		m, err := Fit(rows, name, cfg)
 		if err != nil {
 			if errors.Is(err, ErrOneClass) && pooled {
@@ -107,6 +172,9 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 			return nil, err
 		}
 		fmt.Fprintf(progress, "train: pooled fallback (%d rows)\n", t.N())
+		if err := opts.CheckRows(t.N(), positives(t.Y)); errors.Is(err, ErrTooFewRows) {
+			fmt.Fprintf(progress, "train: warning: pooled fallback: %v; trained anyway, but its estimates are unreliable: add labelled rows\n", err)
+		}
 		m, err := Fit(t, FallbackKey, cfg)
 		if err != nil {
 			return nil, err
@@ -125,6 +193,17 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 	}
 	set.Seal()
 	return set, nil
+}
+
+// positives counts the correct rows.
+func positives(y []float64) int {
+	n := 0
+	for _, v := range y {
+		if v > 0.5 {
+			n++
+		}
+	}
+	return n
 }
 
 // measureTransfer records in m.Metrics.Transfer the estimates of refits of

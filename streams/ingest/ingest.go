@@ -127,7 +127,8 @@ type Reject struct {
 	//     known shape, is longer than MaxLineBytes, lacks "id" or "choices",
 	//     repeats a choice index, has a "created" that is not a time between
 	//     2000 and 2100 in Unix seconds or milliseconds, or carries a label
-	//     ("correct") that is not a boolean;
+	//     ("correct") that is not one (true/false, 1/0, or a string such as
+	//     "yes"/"no": the spellings a labelled CSV's correct column takes);
 	//   - schemas.ReasonIncomplete: a streamed response whose finish_reason
 	//     never came before the input ended, or pushed out by MaxOpenStreams
 	//     or MaxHeldSteps;
@@ -1015,19 +1016,33 @@ func textOf(raw json.RawMessage) (*string, error) {
 	return &s, nil
 }
 
-// boolOf reads a label: true/false, 1/0, "true"/"false"/"1"/"0", or null.
+// boolOf reads a label ("correct"): JSON true/false or 1/0 (1.0/0.0), or a
+// string spelled as the correct column of a labelled CSV (operators/estimate
+// ReadCSV): "1"/"0", "true"/"false", "t"/"f", "yes"/"no", "1.0"/"0.0",
+// case-insensitive, blanks trimmed. null, an absent field and an empty
+// string are no label.
 func boolOf(raw json.RawMessage) (*bool, error) {
+	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
+	s := string(raw)
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("%s is not a label: %w", raw, err)
+		}
+		if s = strings.TrimSpace(s); s == "" {
+			return nil, nil
+		}
+	}
 	var v bool
-	switch string(bytes.Trim(raw, `"`)) {
-	case "true", "1", "1.0", "True":
+	switch strings.ToLower(s) {
+	case "true", "t", "yes", "1", "1.0":
 		v = true
-	case "false", "0", "0.0", "False":
+	case "false", "f", "no", "0", "0.0":
 		v = false
 	default:
-		return nil, fmt.Errorf("%s is not a label; want true/false or 1/0", raw)
+		return nil, fmt.Errorf(`%s is not a label; want true/false, 1/0, or one of the strings "true"/"false", "t"/"f", "yes"/"no", "1"/"0" (null or "" for unlabelled)`, raw)
 	}
 	return &v, nil
 }
