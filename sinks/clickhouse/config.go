@@ -14,10 +14,12 @@ package clickhouse
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -40,11 +42,20 @@ type Config struct {
 	// certificate verification (test setups only).
 	TLS           bool `yaml:"tls"`
 	TLSSkipVerify bool `yaml:"tls_skip_verify"`
+	// TLSCAFile is a PEM file of the certificate authorities to trust
+	// (a private CA) instead of the system's; it implies TLS.
+	TLSCAFile string `yaml:"tls_ca_file"`
 	// Compression of inserted blocks: "lz4" (default), "zstd" or "none"
 	// ("none" saves CPU on a local server).
 	Compression string `yaml:"compression"`
 	// DialTimeout bounds connecting; default 10s.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// ReadTimeout bounds the wait for any answer of the server to a query
+	// or insert; default 60s (the DSN's read_timeout when set there). A
+	// server that hangs is then an error that is retried and counted, not
+	// a silent stall (clickhouse-go's own default is 5 min). Raise it for
+	// heavy analytical queries on large tables.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// Retries is how often a failed insert is retried; default 5. Backoff
 	// starts at RetryBackoff (default 200ms) and doubles up to MaxBackoff
 	// (default 10s).
@@ -61,6 +72,7 @@ func DefaultConfig() Config {
 	return Config{
 		DSN:          "clickhouse://127.0.0.1:9000/default",
 		DialTimeout:  10 * time.Second,
+		ReadTimeout:  60 * time.Second,
 		Retries:      5,
 		RetryBackoff: 200 * time.Millisecond,
 		MaxBackoff:   10 * time.Second,
@@ -96,6 +108,9 @@ func (c Config) Validate() error {
 	if c.Retries < 0 {
 		return fmt.Errorf("clickhouse: retries %d < 0", c.Retries)
 	}
+	if c.ReadTimeout < 0 || c.DialTimeout < 0 {
+		return fmt.Errorf("clickhouse: dial_timeout %v, read_timeout %v: want > 0 (0 = default)", c.DialTimeout, c.ReadTimeout)
+	}
 	return nil
 }
 
@@ -103,6 +118,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = d.DialTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = d.ReadTimeout
 	}
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = d.RetryBackoff
@@ -122,6 +140,7 @@ func (c Config) options() (*ch.Options, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
+	d := DefaultConfig()
 	o, err := ch.ParseDSN(c.DSN)
 	if err != nil {
 		return nil, err
@@ -139,13 +158,27 @@ func (c Config) options() (*ch.Options, error) {
 	if c.Password != "" {
 		o.Auth.Password = c.Password
 	}
-	if c.TLS || c.TLSSkipVerify {
+	if c.TLS || c.TLSSkipVerify || c.TLSCAFile != "" {
 		if o.TLS == nil {
 			o.TLS = &tls.Config{}
 		}
 		o.TLS.InsecureSkipVerify = c.TLSSkipVerify
 	}
+	if c.TLSCAFile != "" {
+		pem, err := os.ReadFile(c.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse: tls_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("clickhouse: tls_ca_file %s: no PEM certificate in it", c.TLSCAFile)
+		}
+		o.TLS.RootCAs = pool
+	}
 	o.DialTimeout = c.DialTimeout
+	if c.ReadTimeout != d.ReadTimeout || !dsnHas(c.DSN, "read_timeout") {
+		o.ReadTimeout = c.ReadTimeout
+	}
 	switch c.Compression {
 	case "", "lz4":
 		o.Compression = &ch.Compression{Method: ch.CompressionLZ4}
@@ -303,4 +336,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// dsnHas reports whether the DSN's query sets key.
+func dsnHas(dsn, key string) bool {
+	u, err := url.Parse(dsn)
+	return err == nil && u.Query().Has(key)
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -124,6 +125,9 @@ type MigrateResult struct {
 // it again applies nothing. It refuses to run when an applied file has
 // changed.
 func Migrate(ctx context.Context, cfg Config, log *slog.Logger) (MigrateResult, error) {
+	// A migration may copy a large table (009): the read timeout that turns
+	// a hung server into an error must not cut it short.
+	cfg.ReadTimeout = max(cfg.ReadTimeout, 30*time.Minute)
 	conn, db, err := openServer(ctx, cfg)
 	if err != nil {
 		return MigrateResult{}, err
