@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
@@ -27,8 +28,9 @@ $ENTROWATCH_CLICKHOUSE_PASSWORD.`
 // chFlags are the ClickHouse connection flags shared by migrate, alarms and
 // labels.
 type chFlags struct {
-	dsn, database, user *string
-	tls, skipVerify     *bool
+	dsn, database, user, caFile *string
+	tls, skipVerify             *bool
+	readTimeout                 *time.Duration
 }
 
 func addClickHouseFlags(fs *flag.FlagSet) chFlags {
@@ -38,6 +40,9 @@ func addClickHouseFlags(fs *flag.FlagSet) chFlags {
 		user:       fs.String("user", "", "user (overrides the DSN's); password from $ENTROWATCH_CLICKHOUSE_PASSWORD"),
 		tls:        fs.Bool("tls", false, "connect with TLS (as secure=true in the DSN)"),
 		skipVerify: fs.Bool("tls-skip-verify", false, "with TLS, do not verify the server certificate (tests only)"),
+		caFile:     fs.String("tls-ca", "", "PEM `file` of a private CA to trust (implies --tls)"),
+		readTimeout: fs.Duration("read-timeout", 5*time.Minute,
+			"how long to wait for an answer of the server before giving up (the views over large tables can take minutes)"),
 	}
 }
 
@@ -50,7 +55,12 @@ func (f chFlags) config(fs *flag.FlagSet) (clickhouse.Config, error) {
 	}
 	c := clickhouse.DefaultConfig()
 	c.DSN, c.Database, c.User = *f.dsn, *f.database, *f.user
-	c.TLS, c.TLSSkipVerify = *f.tls, *f.skipVerify
+	c.TLS, c.TLSSkipVerify, c.TLSCAFile = *f.tls, *f.skipVerify, *f.caFile
+	c.ReadTimeout = *f.readTimeout
+	if c.ReadTimeout <= 0 {
+		fmt.Fprintf(fs.Output(), "--read-timeout %v: want > 0\n", c.ReadTimeout)
+		return c, errUsage
+	}
 	c.Password = os.Getenv("ENTROWATCH_CLICKHOUSE_PASSWORD")
 	if err := c.Validate(); err != nil {
 		return c, err

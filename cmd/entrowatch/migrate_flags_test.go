@@ -1,0 +1,26 @@
+package main
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestClickHouseConnFlags: migrate, alarms and labels share --tls-ca and
+// --read-timeout; bad values are refused before connecting.
+func TestClickHouseConnFlags(t *testing.T) {
+	_, errOut, code := runCLI(t, "migrate", "--clickhouse", "clickhouse://127.0.0.1:1/db", "--read-timeout", "0s")
+	require.Equal(t, 2, code, errOut)
+	require.Contains(t, errOut, "--read-timeout 0s: want > 0")
+
+	missing := filepath.Join(t.TempDir(), "ca.pem")
+	_, errOut, code = runCLI(t, "migrate", "--clickhouse", "clickhouse://127.0.0.1:1/db", "--tls-ca", missing)
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "tls_ca_file")
+	require.Contains(t, errOut, "ca.pem")
+
+	out, errOut, _ := runCLI(t, "labels", "requests", "-h")
+	require.Contains(t, out+errOut, "-read-timeout")
+	require.Contains(t, out+errOut, "-tls-ca")
+}
