@@ -145,6 +145,7 @@ type LabelFeed interface {
 type FollowCounters struct {
 	Stored  func(n int) // labels stored
 	Dropped func()      // messages that hold no labels, skipped
+	Errors  func()      // failed inserts (each retried until it succeeds)
 }
 
 // FollowLabels stores the labels of feed in the labels table until ctx ends,
@@ -188,6 +189,9 @@ func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db, sou
 		for err == nil {
 			if err = InsertLabels(ctx, conn, db, labels); err == nil {
 				break
+			}
+			if c.Errors != nil {
+				c.Errors()
 			}
 			log.Warn("labels: insert failed; retrying", "err", err, "labels", len(labels), "retry_in", backoff)
 			if !wait() {

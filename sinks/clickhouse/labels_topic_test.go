@@ -247,3 +247,38 @@ func TestDecodeLabelsMemoryLimit(t *testing.T) {
 	require.ErrorContains(t, err, "decoding memory limit")
 	bounded.Reclaim()
 }
+
+// oneMessage is a LabelFeed of one message, then nothing.
+type oneMessage struct {
+	m    kafka.Message
+	sent bool
+}
+
+func (f *oneMessage) Fetch(ctx context.Context) (kafka.Message, error) {
+	if !f.sent {
+		f.sent = true
+		return f.m, nil
+	}
+	<-ctx.Done()
+	return kafka.Message{}, ctx.Err()
+}
+
+func (f *oneMessage) Commit(context.Context, ...kafka.Message) error { return nil }
+
+// TestFollowLabelsCountsErrors: a failing insert is counted (run exports it
+// as entrowatch_labels_insert_errors_total), not only logged, and retried.
+func TestFollowLabelsCountsErrors(t *testing.T) {
+	_, conn := migrated(t)
+	var errs, stored atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	feed := &oneMessage{m: kafka.Message{Value: []byte(`{"trace_id":"e1","correct":true}`)}}
+	go func() {
+		done <- FollowLabels(ctx, feed, conn, "no_such_database", "kafka", memory.NewGoAllocator(), slog.New(slog.DiscardHandler),
+			FollowCounters{Stored: func(n int) { stored.Add(int64(n)) }, Errors: func() { errs.Add(1) }})
+	}()
+	require.Eventually(t, func() bool { return errs.Load() >= 1 }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.Zero(t, stored.Load())
+}
