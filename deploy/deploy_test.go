@@ -574,3 +574,31 @@ func TestDashboardQueriesRunOnChdb(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, ran, 6)
 }
+
+// TestDockerignore: the image's build context (the repository root) leaves
+// out the build cache, git history, binaries and local data (the development
+// tree's .cache alone was 534 MB), and keeps what the build needs.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile("../.dockerignore")
+	require.NoError(t, err, "the repository root needs a .dockerignore")
+	var pats []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			pats = append(pats, l)
+		}
+	}
+	ignored := func(p string) bool {
+		for _, pat := range pats {
+			if ok, _ := filepath.Match(pat, p); ok || strings.HasPrefix(p, pat+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range []string{".git/HEAD", ".cache/go-build/x", "bin/entrowatch", "entrowatch", "profile.test", ".entrowatch/broker/x"} {
+		require.True(t, ignored(p), "%s should not be sent to the build", p)
+	}
+	for _, p := range []string{"go.mod", "go.sum", "cmd/entrowatch/main.go", "deploy/clickhouse/001_tables.sql", "operators/profile/profile.go"} {
+		require.False(t, ignored(p), "%s is needed by the build", p)
+	}
+}
