@@ -602,3 +602,41 @@ func TestDockerignore(t *testing.T) {
 		require.False(t, ignored(p), "%s is needed by the build", p)
 	}
 }
+
+// TestAlertRules: every rule of deploy/prometheus/alerts.yml is complete and
+// names only metrics the replicas export (with the labels it groups by).
+func TestAlertRules(t *testing.T) {
+	docs := load(t, "prometheus")
+	rules := docs[filepath.Join("prometheus", "alerts.yml")]
+	require.Len(t, rules, 1)
+	var metrics []byte
+	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go"} {
+		b, err := os.ReadFile(filepath.Join("..", src))
+		require.NoError(t, err)
+		metrics = append(metrics, b...)
+	}
+	metric := regexp.MustCompile(`\bentrowatch_\w+`)
+	n := 0
+	for _, g := range list(rules[0].v, "groups") {
+		for _, r := range list(g, "rules") {
+			name := str(r, "alert")
+			require.NotEmpty(t, name)
+			expr := str(r, "expr")
+			require.NotEmpty(t, str(r, "for"), name)
+			require.Contains(t, []string{"warning", "critical"}, str(r, "labels", "severity"), name)
+			require.NotEmpty(t, str(r, "annotations", "summary"), name)
+			require.NotEmpty(t, str(r, "annotations", "description"), name)
+			ms := metric.FindAllString(expr, -1)
+			require.NotEmpty(t, ms, name)
+			for _, m := range ms {
+				require.Contains(t, string(metrics), `"`+m+`"`, "%s: metric %s is not exported", name, m)
+				if strings.HasPrefix(m, "entrowatch_stream_") && strings.Contains(expr, "by (topic") {
+					require.Contains(t, string(metrics), `prometheus.Labels{"topic": topic}`, "%s groups by topic", name)
+				}
+			}
+			require.Equal(t, strings.Count(expr, "("), strings.Count(expr, ")"), "%s: unbalanced parentheses", name)
+			n++
+		}
+	}
+	require.GreaterOrEqual(t, n, 5)
+}
