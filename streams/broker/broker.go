@@ -135,6 +135,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 			"message.max.bytes":   strconv.Itoa(cfg.MaxMessageBytes),
 			"log.retention.ms":    strconv.FormatInt(retentionOrNone(cfg.Retention.Milliseconds()), 10),
 			"log.retention.bytes": strconv.FormatInt(retentionOrNone(cfg.RetentionBytes), 10),
+			"log.segment.bytes":   strconv.FormatInt(segmentBytes(cfg.RetentionBytes), 10),
 		}),
 		kfake.WithLogger(logger{log}),
 	}
@@ -180,6 +181,19 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	log.Info("embedded broker started", "addr", b.addr, "data_dir", dataDir, "partitions", cfg.Partitions,
 		"retention", cfg.Retention, "retention_bytes_per_partition", cfg.RetentionBytes)
 	return b, nil
+}
+
+// segmentBytes is the size at which a partition's log rolls to a new
+// segment file. Retention deletes whole segments only, so a partition holds
+// up to retention_bytes plus one segment on disk: Kafka's 100 MiB segments
+// would leave a 2 MB bound at 100 MB. An eighth of the bound, between 1 MiB
+// and 100 MiB, keeps the overshoot at an eighth.
+func segmentBytes(retention int64) int64 {
+	const lo, hi = 1 << 20, 100 << 20
+	if retention <= 0 {
+		return hi
+	}
+	return min(max(retention/8, lo), hi)
 }
 
 // retentionOrNone maps 0 (unbounded here) to Kafka's -1.

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -110,4 +112,49 @@ func TestNilLogger(t *testing.T) {
 	})
 	require.NotEmpty(t, b.Addr())
 	require.NoError(t, b.Close(context.Background()))
+}
+
+// TestRetentionOnDisk: with a data dir the size bound holds on disk too.
+// Retention deletes whole segments, and kfake's 100 MiB default segment kept
+// every byte of a partition bounded at 2 MB (14.7 MB in an audit); segments
+// of an eighth of the bound keep it near the bound.
+func TestRetentionOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	cfg.Topics = []string{"bounded"}
+	cfg.Partitions = 1
+	cfg.Retention = 0
+	cfg.RetentionBytes = 2 << 20
+	cfg.RetentionCheck = 20 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := Start(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer b.Close(ctx)
+	tr := &kafkago.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafkago.Writer{Addr: kafkago.TCP(b.Addr()), Topic: "bounded", RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, Transport: tr}
+	value := make([]byte, 100<<10)
+	for range 100 { // 10 MB
+		require.NoError(t, w.WriteMessages(ctx, kafkago.Message{Value: value}))
+	}
+	require.NoError(t, w.Close())
+	size := func() int64 {
+		var n int64
+		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				if fi, err := d.Info(); err == nil {
+					n += fi.Size()
+				}
+			}
+			return nil
+		})
+		return n
+	}
+	require.Eventually(t, func() bool { return size() < 4<<20 }, 10*time.Second, 20*time.Millisecond,
+		"10 MB produced, bound 2 MiB: the data dir should shrink below 4 MiB, holds %d bytes", size())
+	require.Equal(t, int64(1<<20), segmentBytes(1<<20))
+	require.Equal(t, int64(100<<20), segmentBytes(0))
+	require.Equal(t, int64(100<<20), segmentBytes(1<<40))
 }
