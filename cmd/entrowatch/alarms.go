@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,17 +13,25 @@ import (
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
-const alarmsSynopsis = `--clickhouse DSN [--topic T --brokers H:P,..] [--webhook URL] [--interval 30s] [--once] | --list
+const alarmsSynopsis = `--clickhouse DSN (--webhook URL | --topic T --brokers H:P,.. | both) [--interval 30s] [--once]
+       entrowatch alarms --clickhouse DSN --list
 
 Dispatches drift alarms: polls the alarm_checks view (accuracy_drop, psi,
 cusum, calibration_gap, unclustered_surge) and publishes an event once when an
 alarm starts firing (a new episode) and once when it resolves, as JSON to a
 Kafka topic (acks from all replicas) and/or POSTed to a webhook (retried on
-5xx, 429 and network errors). The dispatch state lives in the alarm_state table,
-so a restarted dispatcher does not announce an episode twice. Events are
-also printed on stdout, one JSON object per line. An alarm's state is that
-of its latest evaluated window (one with min_n responses and a baseline);
-a younger window with fewer responses changes nothing.
+5xx, 429 and network errors). One destination is required. The dispatch state
+lives in the alarm_state table, so a restarted dispatcher does not announce an
+episode twice. Events are also printed on stdout, one JSON object per line. An
+alarm's state is that of its latest evaluated window (one with min_n responses
+and a baseline); a younger window with fewer responses changes nothing.
+
+An event that does not reach every destination (the webhook refuses it or
+stays unreachable) does not hold back the others: they are published and
+recorded, the failure is reported on stderr, and the event is sent again at
+the next poll or --once run: by the same process only to the destinations it
+missed, after a restart to all (with the same id, to deduplicate by). --once
+exits with status 1 when an event was not delivered.
 
 --list prints the alarms firing now and exits. Thresholds and windows are the
 alarm_settings table (see docs/clickhouse.md).
@@ -36,14 +45,19 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	chf := addClickHouseFlags(fs)
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic (e.g. 127.0.0.1:9092)")
 	topic := fs.String("topic", "", "Kafka topic to publish alarm events to")
-	kf := addKafkaFlags(fs, "kafka-")
+	kf := addKafkaFlags(fs, kafkaBesideClickHouse)
 	webhook := fs.String("webhook", "", "URL to POST each alarm event to (JSON)")
 	retries := fs.Int("webhook-retries", clickhouse.DefaultDispatchConfig().WebhookRetries, "retries of a failed webhook POST")
 	interval := fs.Duration("interval", clickhouse.DefaultDispatchConfig().Interval, "time between polls")
 	once := fs.Bool("once", false, "poll once, publish, and exit")
 	list := fs.Bool("list", false, "print the alarms firing now and exit (no publishing)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := kf.parse(args); err != nil {
 		return err
+	}
+	if !*list && *topic == "" && *webhook == "" {
+		fmt.Fprintln(stderr, "no destination: give --webhook URL and/or --topic T --brokers H:P,.. (or --list to print the alarms firing now)")
+		fs.Usage()
+		return errUsage
 	}
 	cfg, err := chf.config(fs)
 	if err != nil {
@@ -70,8 +84,12 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for _, e := range evs {
 			_ = enc.Encode(e)
 		}
-		if err == nil {
+		var ue *clickhouse.UndeliveredError
+		switch {
+		case err == nil:
 			fmt.Fprintf(stderr, "alarms: %d new events published\n", len(evs))
+		case errors.As(err, &ue):
+			fmt.Fprintf(stderr, "alarms: %d new events published, %d not delivered (the next run sends them again)\n", len(evs), len(ue.Events))
 		}
 		return err
 	}
@@ -84,7 +102,7 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return nil
 		}
 		if err != nil {
-			log.Error("alarm poll failed; retrying at the next interval", "err", err)
+			log.Error("alarm poll failed; retrying at the next interval", "published", len(evs), "err", err)
 		}
 		for _, e := range evs {
 			_ = enc.Encode(e)

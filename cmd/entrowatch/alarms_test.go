@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -34,4 +38,78 @@ FROM system.numbers LIMIT 4820`))
 	require.Contains(t, stdout, "accuracy_drop  m1     A")
 	require.Contains(t, stdout, "2026-03-02T23:00:00Z", "the window of hour 47, the newest one evaluated")
 	require.Contains(t, stdout, "cusum")
+}
+
+// alarms --once delivers every event the webhook accepts although it
+// refuses another one (500, after its retries): the accepted ones are printed
+// and recorded, the refused one is reported and the exit status is 1; the
+// next run delivers it, and only it. Before, the refusal aborted the poll and
+// the events after it waited for a later run.
+func TestAlarmsOnceWebhookRefusesOne(t *testing.T) {
+	dsn := migratedServer(t)
+	ctx := context.Background()
+	cfg := clickhouse.DefaultConfig()
+	cfg.DSN = dsn
+	conn, err := clickhouse.Open(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	// Domains A and B both drop in hour 47: four alarms (accuracy_drop and
+	// cusum of each).
+	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
+SELECT concat(dom, toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number % 100 * 30, 'm1', dom,
+    if(intDiv(number, 100) >= 47, 0.3, 0.8) + number % 5 / 50, 'ok'
+FROM system.numbers ARRAY JOIN ['A', 'B'] AS dom LIMIT 9600`))
+
+	var mu sync.Mutex
+	refuse := true
+	var hooked []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e clickhouse.AlarmEvent
+		if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if refuse && e.ID == "cusum/m1/A/#1:firing" {
+			http.Error(w, "cannot store this one", http.StatusInternalServerError)
+			return
+		}
+		hooked = append(hooked, e.ID)
+	}))
+	defer hook.Close()
+
+	args := []string{"alarms", "--clickhouse", dsn, "--webhook", hook.URL, "--webhook-retries", "0", "--once"}
+	stdout, stderr, code := runCLI(t, args...)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "alarms: 3 new events published, 1 not delivered (the next run sends them again)")
+	require.Contains(t, stderr, "cusum/m1/A/#1:firing")
+	require.Contains(t, stderr, "500 Internal Server Error: cannot store this one")
+	require.Equal(t, 3, strings.Count(stdout, "\n"), stdout)
+	require.NotContains(t, stdout, "cusum/m1/A/#1:firing")
+	mu.Lock()
+	require.ElementsMatch(t, []string{"accuracy_drop/m1/A/#1:firing", "accuracy_drop/m1/B/#1:firing", "cusum/m1/B/#1:firing"}, hooked)
+	refuse = false
+	mu.Unlock()
+
+	stdout, stderr, code = runCLI(t, args...)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "alarms: 1 new events published")
+	require.Contains(t, stdout, `"id":"cusum/m1/A/#1:firing"`)
+	require.Equal(t, 1, strings.Count(stdout, "\n"), stdout)
+	mu.Lock()
+	require.Len(t, hooked, 4, "nothing announced twice")
+	mu.Unlock()
+}
+
+// alarms without a destination is a usage error, and the usage says one is
+// required.
+func TestAlarmsNeedsDestination(t *testing.T) {
+	_, stderr, code := runCLI(t, "alarms", "--clickhouse", "clickhouse://127.0.0.1:1", "--once")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "no destination: give --webhook URL and/or --topic T --brokers H:P,..")
+	out, _, code := runCLI(t, "alarms", "-h")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "Usage: entrowatch alarms --clickhouse DSN (--webhook URL | --topic T --brokers H:P,.. | both)")
+	require.Contains(t, out, "One destination is required")
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 	"github.com/entrowatch/entrowatch/streams/runner"
 )
@@ -24,16 +27,38 @@ without a consumer group, so nothing is committed and the stream is not
 disturbed; it stops at the end (--follow waits for more). A summary by reason
 goes to stderr.
 
+Kafka with TLS or SASL: --kafka-tls, --kafka-tls-ca FILE, --kafka-sasl MECH,
+--kafka-sasl-user USER (password from $ENTROWATCH_KAFKA_PASSWORD), as in
+every command; the older --tls, --tls-ca, --sasl, --sasl-user still work.
+
+--reason takes the reasons the stream dead-letters with: corrupt_ipc,
+wrong_schema, empty, no_logprobs, nan_logprob, positive_logprob, too_long,
+step_mismatch, incomplete, unknown_model, bad_feature; another is refused.
+
 --requeue TOPIC produces the listed records' bytes (a trace.v1 row or the
 original message) back to TOPIC, usually the source topic "traces", once the
 cause is fixed: e.g. --reason unknown_model after the estimator learned the
 model. Records without bytes (a row over the message limit) are skipped and
-counted.
+counted. It reads the records that are in the topic when it starts, so a
+record that fails again is dead-lettered anew but not requeued again by the
+same run; --requeue cannot be combined with --follow, which would feed every
+record that still fails back to TOPIC endlessly (run --requeue again once the
+cause is fixed).
 
 Examples:
   entrowatch deadletters
   entrowatch deadletters --reason nan_logprob,positive_logprob --max 20
   entrowatch deadletters --reason unknown_model --requeue traces`
+
+// deadLetterReasons are the reasons the stream dead-letters with (the
+// entrowatch.reason header), in the order of docs/streams.md and of
+// deadlettersSynopsis.
+var deadLetterReasons = []string{
+	schemas.ReasonCorruptIPC, schemas.ReasonWrongSchema,
+	schemas.ReasonEmpty, schemas.ReasonNoLogprobs, schemas.ReasonNaNLogprob, schemas.ReasonPositiveLogprob,
+	schemas.ReasonTooLong, schemas.ReasonMismatch, schemas.ReasonIncomplete,
+	schemas.ReasonUnknownModel, schemas.ReasonBadFeature,
+}
 
 // deadLetter is one listed record.
 type deadLetter struct {
@@ -52,16 +77,22 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("deadletters", deadlettersSynopsis, stderr)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated bootstrap brokers; the default is entrowatch run's embedded broker")
 	topic := fs.String("topic", "traces.dead", "dead-letter topic (the stream's dead_letter.topic)")
-	reasons := fs.String("reason", "", "only these reasons, comma-separated (default: all)")
-	follow := fs.Bool("follow", false, "keep waiting for new records until Ctrl-C")
+	reasons := fs.String("reason", "", "only these reasons, comma-separated (default: all; the list is in the text above)")
+	follow := fs.Bool("follow", false, "keep waiting for new records until Ctrl-C (not with --requeue)")
 	maxN := fs.Int("max", 0, "stop after this many listed records (0 = no limit)")
-	requeue := fs.String("requeue", "", "produce the listed records' bytes to this topic (e.g. traces)")
-	kf := addKafkaFlags(fs, "")
-	if err := parseFlags(fs, args); err != nil {
+	requeue := fs.String("requeue", "", "produce the listed records' bytes to this topic (e.g. traces); not with --follow")
+	kf := addKafkaFlags(fs, kafkaPlain)
+	if err := kf.parse(args); err != nil {
 		return err
 	}
 	if *maxN < 0 {
 		fmt.Fprintln(stderr, "--max: want 0 (no limit) or more")
+		fs.Usage()
+		return errUsage
+	}
+	if *follow && *requeue != "" {
+		fmt.Fprintln(stderr, "--follow and --requeue cannot be combined: every record that fails again would be requeued again, endlessly; "+
+			"requeue without --follow (it takes the records in the topic now) and run it again once more causes are fixed")
 		fs.Usage()
 		return errUsage
 	}
@@ -70,6 +101,11 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	want := map[string]bool{}
 	for _, r := range featureList(*reasons) {
+		if !slices.Contains(deadLetterReasons, r) {
+			fmt.Fprintf(stderr, "--reason %s: unknown reason %q; the stream dead-letters with %s\n", *reasons, r, strings.Join(deadLetterReasons, ", "))
+			fs.Usage()
+			return errUsage
+		}
 		want[r] = true
 	}
 	conn := kf.config(*brokers, "entrowatch-deadletters")

@@ -30,8 +30,10 @@ demos and load tests.
 
 Lines that cannot be read are reported on stderr (line number, id, reason; at
 most 20 per reason) and skipped; the summary counts them. The exit status is 1
-when nothing could be produced. TLS and SASL: --tls, --tls-ca, --sasl,
---sasl-user; the SASL password is read from $ENTROWATCH_KAFKA_PASSWORD.`
+when nothing could be produced. TLS and SASL: --kafka-tls, --kafka-tls-ca,
+--kafka-sasl, --kafka-sasl-user, as in every command (the older --tls,
+--tls-ca, --sasl, --sasl-user still work); the SASL password is read from
+$ENTROWATCH_KAFKA_PASSWORD.`
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ingest", ingestSynopsis, stderr)
@@ -40,8 +42,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	topic := fs.String("topic", "traces", "topic to produce to")
 	rate := fs.Float64("rate", 0, "responses per second, event times spread accordingly; 0 = as fast as possible")
 	batchRows := fs.Int("batch-rows", ingest.DefaultConfig().BatchRows, "responses per record batch (split further to fit the message limit)")
-	kf := addKafkaFlags(fs, "")
-	if err := parseFlags(fs, args); err != nil {
+	kf := addKafkaFlags(fs, kafkaPlain)
+	if err := kf.parse(args); err != nil {
 		return err
 	}
 	if *in == "" {

@@ -76,11 +76,11 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	out := fs.String("out", "", "file to write the requests to: .jsonl/.json/.ndjson (JSON Lines) or .csv; \"-\" for stdout")
 	topic := fs.String("topic", "", "Kafka topic to publish the requests to (one JSON message each)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
-	kf := addKafkaFlags(fs, "kafka-")
+	kf := addKafkaFlags(fs, kafkaBesideClickHouse)
 	domains := fs.Int("domains", 5, "how many domains of the labeling queue to take, highest priority first")
 	perDomain := fs.Int("per-domain", 50, "responses to request per domain")
 	batch := fs.String("batch", "", "name of this request batch (default: the time, e.g. 20260301T120000Z)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := kf.parse(args); err != nil {
 		return err
 	}
 	if err := fileOrTopic(fs, stderr, "out", *out, *topic, *brokers); err != nil {
@@ -231,12 +231,12 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	in := fs.String("in", "", "labels file: CSV with header trace_id,correct[,source,ts] or JSON Lines; \"-\" for stdin")
 	topic := fs.String("topic", "", "Kafka topic of labels (label.v1 Arrow IPC or JSON messages)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
-	kf := addKafkaFlags(fs, "kafka-")
+	kf := addKafkaFlags(fs, kafkaBesideClickHouse)
 	group := fs.String("group", "entrowatch-labels", "consumer group for --topic (offsets committed after storing)")
 	follow := fs.Bool("follow", false, "with --topic, keep importing until interrupted")
 	idle := fs.Duration("idle", 5*time.Second, "with --topic and without --follow, stop after this long without messages")
 	source := fs.String("source", "import", "source recorded for labels that name none")
-	if err := parseFlags(fs, args); err != nil {
+	if err := kf.parse(args); err != nil {
 		return err
 	}
 	if err := fileOrTopic(fs, stderr, "in", *in, *topic, *brokers); err != nil {

@@ -82,7 +82,9 @@ func (e AlarmEvent) key() string { return e.Kind + "/" + e.Model + "/" + e.Domai
 // Dispatcher turns the alarm_checks view into events: once when an alarm key
 // starts firing, once when it resolves. Its state (episode, firing or not)
 // lives in the alarm_state table, so restarts and several dispatchers in
-// turn do not re-announce an episode.
+// turn do not re-announce an episode. An event is recorded there once it
+// reached every destination; until then each poll computes it again and
+// sends it to the destinations it has not reached yet.
 type Dispatcher struct {
 	conn   driver.Conn
 	db     string
@@ -91,7 +93,37 @@ type Dispatcher struct {
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time
+	// sent holds, for the events not recorded yet, the destinations they
+	// reached (sentTopic, sentWebhook): a retry goes only to the others.
+	// It lives in this process only, so an event pending when the process
+	// ends goes to every destination again (its id is the same).
+	sent map[string]uint8
 }
+
+// Destinations of an event, in Dispatcher.sent.
+const (
+	sentTopic uint8 = 1 << iota
+	sentWebhook
+)
+
+// UndeliveredError is Poll's error when some events did not reach every
+// destination. They are not recorded in alarm_state, so the next poll sends
+// them again, to the destinations they missed; the other events of the poll
+// were delivered and recorded.
+type UndeliveredError struct {
+	Events []AlarmEvent
+	Err    error // why, one error per failure
+}
+
+func (e *UndeliveredError) Error() string {
+	ids := make([]string, len(e.Events))
+	for i, ev := range e.Events {
+		ids[i] = ev.ID
+	}
+	return fmt.Sprintf("alarms: %d events not delivered, sent again at the next poll (%s): %v", len(e.Events), strings.Join(ids, ", "), e.Err)
+}
+
+func (e *UndeliveredError) Unwrap() error { return e.Err }
 
 // NewDispatcher connects to ClickHouse (migrated) and prepares the outputs.
 func NewDispatcher(ctx context.Context, chCfg Config, cfg DispatchConfig, log *slog.Logger) (*Dispatcher, error) {
@@ -114,7 +146,7 @@ func NewDispatcher(ctx context.Context, chCfg Config, cfg DispatchConfig, log *s
 	}
 	o, _ := chCfg.options()
 	disp := &Dispatcher{conn: conn, db: o.Auth.Database, cfg: cfg, log: log, now: time.Now,
-		client: &http.Client{Timeout: cfg.WebhookTimeout}}
+		client: &http.Client{Timeout: cfg.WebhookTimeout}, sent: map[string]uint8{}}
 	if err := conn.Exec(ctx, "SELECT 1 FROM "+disp.db+".alarm_state LIMIT 0"); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("alarms: %s.alarm_state: %w; run `entrowatch migrate --clickhouse DSN` first", disp.db, err)
@@ -148,7 +180,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			d.log.Error("alarm poll failed; retrying at the next interval", "err", err)
+			d.log.Error("alarm poll failed; retrying at the next interval", "published", len(evs), "err", err)
 		case len(evs) > 0:
 			d.log.Info("alarm events published", "events", len(evs))
 		}
@@ -165,7 +197,11 @@ type alarmState struct {
 	episode uint32
 }
 
-// Poll runs one dispatch cycle and returns the events it published.
+// Poll runs one dispatch cycle and returns the events it published: those
+// that reached every destination and are recorded in alarm_state. Events
+// that did not are returned in an *UndeliveredError and sent again at the
+// next poll (while the alarm is still in that state); one failing event
+// does not hold back the others.
 func (d *Dispatcher) Poll(ctx context.Context) ([]AlarmEvent, error) {
 	latest, err := d.latestChecks(ctx)
 	if err != nil {
@@ -195,21 +231,40 @@ func (d *Dispatcher) Poll(ctx context.Context) ([]AlarmEvent, error) {
 			evs = append(evs, AlarmEvent{Status: "resolved", Kind: parts[0], Model: parts[1], Domain: parts[2], Feature: parts[3], Episode: st.episode, WindowStart: now, At: now})
 		}
 	}
+	pending := make(map[string]bool, len(evs))
+	for i := range evs {
+		evs[i].ID = fmt.Sprintf("%s#%d:%s", evs[i].key(), evs[i].Episode, evs[i].Status)
+		pending[evs[i].ID] = true
+	}
+	for id := range d.sent { // the alarm changed state again before its event got through
+		if !pending[id] {
+			delete(d.sent, id)
+		}
+	}
 	if len(evs) == 0 {
 		return nil, nil
 	}
-	for i := range evs {
-		evs[i].ID = fmt.Sprintf("%s#%d:%s", evs[i].key(), evs[i].Episode, evs[i].Status)
-	}
-	n, perr := d.publish(ctx, evs)
-	// Record what reached every destination, also when a later event
-	// failed: only the rest is sent again at the next poll.
-	if n > 0 {
-		if err := d.record(ctx, evs[:n]); err != nil {
-			return evs[:n], errors.Join(perr, fmt.Errorf("alarms: published %d events but recording their state failed (they may be sent again): %w", n, err))
+	delivered, failed, perr := d.publish(ctx, evs)
+	// Record what reached every destination, also when other events failed:
+	// only those are sent again at the next poll.
+	if len(delivered) > 0 {
+		if err := d.record(ctx, delivered); err != nil {
+			// Still in d.sent: the next poll records them without sending
+			// them again (a restarted dispatcher would send them again).
+			err = fmt.Errorf("alarms: published %d events but recording their state failed: %w", len(delivered), err)
+			if perr != nil {
+				err = errors.Join(&UndeliveredError{Events: failed, Err: perr}, err)
+			}
+			return delivered, err
+		}
+		for _, e := range delivered {
+			delete(d.sent, e.ID)
 		}
 	}
-	return evs[:n], perr
+	if len(failed) > 0 {
+		return delivered, &UndeliveredError{Events: failed, Err: perr}
+	}
+	return delivered, nil
 }
 
 type check struct {
@@ -292,37 +347,80 @@ FROM `+d.db+`.alarm_state GROUP BY kind, model, domain, feature`)
 	return out, rows.Err()
 }
 
-// publish sends evs to the topic, then one by one to the webhook, and
-// returns how many (a prefix of evs) reached every destination.
-func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) (int, error) {
+// publish sends evs to the destinations each has not reached yet (d.sent):
+// to the topic in one produce, then one by one to the webhook. It returns
+// the events that reached every destination and those that did not, with
+// the errors. A failed event does not stop the others: once one has used up
+// its webhook retries, the rest are posted once each, so that a webhook
+// that is down costs one round of retries per poll, not one per event.
+func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) (delivered, failed []AlarmEvent, err error) {
+	var all uint8
+	var errs []error
 	if d.writer != nil {
-		msgs := make([]kafka.Message, len(evs))
-		for i, e := range evs {
+		all |= sentTopic
+		var msgs []kafka.Message
+		var ids []string
+		for _, e := range evs {
+			if d.sent[e.ID]&sentTopic != 0 {
+				continue
+			}
 			b, _ := json.Marshal(e)
-			msgs[i] = kafka.Message{Key: []byte(e.key()), Value: b,
-				Headers: []kafka.Header{{Key: "entrowatch.schema", Value: []byte("alarm.v1")}}}
+			msgs = append(msgs, kafka.Message{Key: []byte(e.key()), Value: b,
+				Headers: []kafka.Header{{Key: "entrowatch.schema", Value: []byte("alarm.v1")}}})
+			ids = append(ids, e.ID)
 		}
-		if err := d.writer.Produce(ctx, msgs...); err != nil {
-			return 0, fmt.Errorf("alarms: %d events: %w", len(evs), err)
-		}
-	}
-	if d.cfg.WebhookURL != "" {
-		for i, e := range evs {
-			if err := d.post(ctx, e); err != nil {
-				return i, err
+		if len(msgs) > 0 {
+			if err := d.writer.Produce(ctx, msgs...); err != nil {
+				errs = append(errs, fmt.Errorf("alarms: topic %s: %d events: %w", d.cfg.Topic, len(msgs), err))
+			} else {
+				for _, id := range ids {
+					d.sent[id] |= sentTopic
+				}
 			}
 		}
 	}
-	return len(evs), nil
+	if d.cfg.WebhookURL != "" {
+		all |= sentWebhook
+		retries := d.cfg.WebhookRetries
+		for _, e := range evs {
+			if d.sent[e.ID]&sentWebhook != 0 {
+				continue
+			}
+			if ctx.Err() != nil {
+				errs = append(errs, fmt.Errorf("alarms: webhook %s: event %s: %w", d.cfg.WebhookURL, e.ID, ctx.Err()))
+				continue
+			}
+			if err := d.post(ctx, e, retries); err != nil {
+				errs = append(errs, err)
+				if !errors.Is(err, errRejected) { // the webhook is in trouble, not just this event
+					retries = 0
+				}
+				continue
+			}
+			d.sent[e.ID] |= sentWebhook
+		}
+	}
+	for _, e := range evs {
+		if d.sent[e.ID] == all {
+			delivered = append(delivered, e)
+		} else {
+			failed = append(failed, e)
+		}
+	}
+	return delivered, failed, errors.Join(errs...)
 }
 
+// errRejected marks a webhook's refusal of one event (a 4xx other than
+// 429), which is not retried within the poll.
+var errRejected = errors.New("rejected")
+
 // post sends one event to the webhook, retrying 5xx, 429 and network errors
-// with exponential backoff.
-func (d *Dispatcher) post(ctx context.Context, e AlarmEvent) error {
+// up to retries times with exponential backoff.
+func (d *Dispatcher) post(ctx context.Context, e AlarmEvent, retries int) error {
 	body, _ := json.Marshal(e)
 	backoff := 500 * time.Millisecond
 	var last error
-	for attempt := 0; attempt <= d.cfg.WebhookRetries; attempt++ {
+	for attempt := 0; attempt <= retries; attempt++ {
 		if attempt > 0 {
 			if err := sleep(ctx, backoff); err != nil {
 				return err
@@ -347,10 +445,10 @@ func (d *Dispatcher) post(ctx context.Context, e AlarmEvent) error {
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 			last = fmt.Errorf("status %s: %s", resp.Status, bytes.TrimSpace(msg))
 		default:
-			return fmt.Errorf("alarms: webhook %s rejected event %s: %s: %s", d.cfg.WebhookURL, e.ID, resp.Status, bytes.TrimSpace(msg))
+			return fmt.Errorf("alarms: webhook %s %w event %s: %s: %s", d.cfg.WebhookURL, errRejected, e.ID, resp.Status, bytes.TrimSpace(msg))
 		}
 	}
-	return fmt.Errorf("alarms: webhook %s: event %s not accepted after %d attempts: %w", d.cfg.WebhookURL, e.ID, d.cfg.WebhookRetries+1, last)
+	return fmt.Errorf("alarms: webhook %s: event %s not accepted after %d attempts: %w", d.cfg.WebhookURL, e.ID, retries+1, last)
 }
 
 func (d *Dispatcher) record(ctx context.Context, evs []AlarmEvent) error {

@@ -99,9 +99,12 @@ func TestDispatcherEpisodes(t *testing.T) {
 	require.Greater(t, got[0].N, uint64(0))
 }
 
-// TestDispatcherPartialWebhookFailure: when the webhook refuses an event,
-// the events before it are recorded as sent; the next poll sends only the
-// rest (to the topic too), not everything again.
+// TestDispatcherPartialWebhookFailure: an event the webhook refuses (500,
+// after its retries) does not hold back the others of the poll: they reach
+// both destinations and are recorded; the refused one is reported in an
+// UndeliveredError, not recorded, and sent again at the next poll, to the
+// webhook only (the topic has it already). Domains A and B both drop: four
+// events; the webhook refuses the accuracy drop of A until told otherwise.
 func TestDispatcherPartialWebhookFailure(t *testing.T) {
 	cfg, _ := migrated(t)
 	ctx := context.Background()
@@ -109,51 +112,124 @@ func TestDispatcherPartialWebhookFailure(t *testing.T) {
 	require.NoError(t, err)
 	defer cluster.Close()
 	var mu sync.Mutex
-	calls := 0
+	refuse := true
+	var hooked []AlarmEvent
+	posts := map[string]int{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e AlarmEvent
+		b, _ := io.ReadAll(r.Body)
+		if json.Unmarshal(b, &e) != nil {
+			http.Error(w, "not an event", http.StatusBadRequest)
+			return
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		calls++
-		if calls == 2 { // the second event of the first poll is refused for good
-			http.Error(w, "bad event", http.StatusBadRequest)
+		posts[e.ID]++
+		if refuse && e.ID == "accuracy_drop/m1/A/#1:firing" {
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return
 		}
+		hooked = append(hooked, e)
 	}))
 	defer srv.Close()
 	dcfg := DefaultDispatchConfig()
-	dcfg.Kafka.Brokers, dcfg.Topic, dcfg.WebhookURL = cluster.ListenAddrs(), "alarms", srv.URL
+	dcfg.Kafka.Brokers, dcfg.Topic, dcfg.WebhookURL, dcfg.WebhookRetries = cluster.ListenAddrs(), "alarms", srv.URL, 1
 	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
 	require.NoError(t, err)
 	defer d.Close()
-	write(t, cfg, dropTraffic(48))
+	rows := dropTraffic(48)
+	for i := range rows {
+		if h := rows[i].ts.Sub(t0) / time.Hour; rows[i].domain == "B" && h >= 46 {
+			rows[i].p -= 0.3
+		}
+	}
+	write(t, cfg, rows)
 
 	first, err := d.Poll(ctx)
-	require.Error(t, err)
-	require.Len(t, first, 1, "the event before the refused one reached both destinations")
+	var ue *UndeliveredError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing"}, ids(ue.Events))
+	require.ErrorContains(t, err, "500 Internal Server Error: boom")
+	require.Equal(t, []string{"accuracy_drop/m1/B/#1:firing", "cusum/m1/A/#1:firing", "cusum/m1/B/#1:firing"}, ids(first),
+		"the other events were delivered")
+	mu.Lock()
+	require.Equal(t, 2, posts["accuracy_drop/m1/A/#1:firing"], "one retry (webhook_retries 1)")
+	require.Equal(t, ids(first), ids(hooked))
+	refuse = false
+	mu.Unlock()
+	require.Equal(t, int64(4), topicEnd(t, cluster, "alarms"), "every event reached the topic once")
+
+	// The next poll sends the failed event and nothing delivered already.
 	second, err := d.Poll(ctx)
 	require.NoError(t, err)
-	require.Len(t, second, 1, "only the refused event is sent again")
-	require.ElementsMatch(t, []string{"accuracy_drop/m1/A/#1:firing", "cusum/m1/A/#1:firing"}, ids(append(first, second...)))
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing"}, ids(second), "the failed event is sent again")
 	third, err := d.Poll(ctx)
 	require.NoError(t, err)
-	require.Empty(t, third)
-
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cluster.ListenAddrs(), Topic: "alarms", Partition: 0, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var onTopic []AlarmEvent
-	for len(onTopic) < 3 {
-		m, err := r.ReadMessage(rctx)
-		require.NoError(t, err)
-		var e AlarmEvent
-		require.NoError(t, json.Unmarshal(m.Value, &e))
-		onTopic = append(onTopic, e)
-	}
-	// 2 from the first poll, the refused one again: 3, not 4.
-	require.Equal(t, second[0].ID, onTopic[2].ID)
+	require.Empty(t, third, "and recorded")
 	mu.Lock()
-	require.Equal(t, 3, calls)
+	require.Len(t, hooked, 4)
+	require.Equal(t, 3, posts["accuracy_drop/m1/A/#1:firing"])
 	mu.Unlock()
+	require.Equal(t, int64(4), topicEnd(t, cluster, "alarms"), "the retry went to the webhook only")
+}
+
+// TestDispatcherUndeliveredAfterRestart: an event that failed is recorded by
+// no one, so a new dispatcher (the next alarms --once run) sends it, and
+// only it, again.
+func TestDispatcherUndeliveredAfterRestart(t *testing.T) {
+	cfg, _ := migrated(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	refuse := true
+	var hooked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e AlarmEvent
+		b, _ := io.ReadAll(r.Body)
+		require.NoError(t, json.Unmarshal(b, &e))
+		mu.Lock()
+		defer mu.Unlock()
+		if refuse && e.Kind == "cusum" {
+			http.Error(w, "no cusum here", http.StatusUnprocessableEntity)
+			return
+		}
+		hooked = append(hooked, e.ID)
+	}))
+	defer srv.Close()
+	dcfg := DefaultDispatchConfig()
+	dcfg.WebhookURL = srv.URL
+	write(t, cfg, dropTraffic(48))
+
+	d, err := NewDispatcher(ctx, cfg, dcfg, nil)
+	require.NoError(t, err)
+	first, err := d.Poll(ctx)
+	require.ErrorContains(t, err, "rejected event cusum/m1/A/#1:firing: 422")
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing"}, ids(first))
+	require.NoError(t, d.Close())
+
+	mu.Lock()
+	refuse = false
+	mu.Unlock()
+	d2, err := NewDispatcher(ctx, cfg, dcfg, nil)
+	require.NoError(t, err)
+	defer d2.Close()
+	second, err := d2.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"cusum/m1/A/#1:firing"}, ids(second))
+	mu.Lock()
+	require.Equal(t, []string{"accuracy_drop/m1/A/#1:firing", "cusum/m1/A/#1:firing"}, hooked)
+	mu.Unlock()
+}
+
+// topicEnd is the end offset of partition 0 of topic: the number of
+// messages produced to it.
+func topicEnd(t *testing.T, cluster *kfake.Cluster, topic string) int64 {
+	t.Helper()
+	conn, err := kafka.DialLeader(context.Background(), "tcp", cluster.ListenAddrs()[0], topic, 0)
+	require.NoError(t, err)
+	defer conn.Close()
+	end, err := conn.ReadLastOffset()
+	require.NoError(t, err)
+	return end
 }
 
 // TestDispatcherPartialWindow: an alarm's state is that of its latest

@@ -6,9 +6,10 @@
 // profile operator would reject (nothing is produced then), 401 without the
 // configured bearer token, 408 when the body is too slow to arrive, 413 over
 // the size limit (compressed or not; Content-Encoding gzip is accepted), 415
-// for other encodings, and 429 when the topic cannot keep up (too many
+// for other encodings, 429 when the topic cannot keep up (too many
 // requests in flight or bodies held, or the broker does not acknowledge
-// within the produce timeout).
+// within the produce timeout), and 503 when producing fails outright; both
+// carry Retry-After.
 package httpin
 
 import (
@@ -227,11 +228,23 @@ type Reject struct {
 	Detail string `json:"detail"`
 }
 
+// Retry-After, in seconds, of the answers a client should retry: 429 when
+// the endpoint is busy (a slot or the broker's acknowledgement is a moment
+// away), 503 when producing failed outright (the broker is unreachable or
+// refused), which takes longer to heal.
+const (
+	retryAfterBusy        = "1"
+	retryAfterUnavailable = "5"
+)
+
 func (h *Handler) reply(w http.ResponseWriter, code int, r Reply) {
 	h.reqs.WithLabelValues(strconv.Itoa(code)).Inc()
 	w.Header().Set("Content-Type", "application/json")
-	if code == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
+	switch code {
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", retryAfterBusy)
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(r)
@@ -254,7 +267,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.cfg.Token != "" {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearer(r.Header.Get("Authorization"))
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.cfg.Token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="entrowatch"`)
 			h.reply(w, http.StatusUnauthorized, Reply{Error: "missing or wrong bearer token (Authorization: Bearer ...)"})
@@ -437,6 +450,18 @@ func (h *Handler) acquire(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme. The scheme is case-insensitive and separated from the token by one
+// or more spaces (RFC 7235 section 2.1, RFC 6750 section 2.1).
+func bearer(auth string) (string, bool) {
+	scheme, token, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimLeft(token, " ")
+	return token, token != ""
 }
 
 var (

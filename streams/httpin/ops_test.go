@@ -1,0 +1,113 @@
+package httpin
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+// postAuth posts body with the Authorization header auth as given and
+// returns the status code.
+func postAuth(t *testing.T, url, auth, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	require.NoError(t, err)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// TestBearerSchemeCaseInsensitive: the auth scheme is case-insensitive (RFC
+// 7235 section 2.1) and may be followed by several spaces; the token itself
+// is compared exactly.
+func TestBearerSchemeCaseInsensitive(t *testing.T) {
+	url, _ := server(t, "http-auth-scheme", func(c *Config) { c.Token = "s3cret" })
+	for auth, want := range map[string]int{
+		"Bearer s3cret":   http.StatusAccepted,
+		"bearer s3cret":   http.StatusAccepted,
+		"BEARER s3cret":   http.StatusAccepted,
+		"bEaReR s3cret":   http.StatusAccepted,
+		"Bearer   s3cret": http.StatusAccepted,
+		"bearer S3CRET":   http.StatusUnauthorized, // the token is case-sensitive
+		"Bearers3cret":    http.StatusUnauthorized,
+		"Bearer":          http.StatusUnauthorized,
+		"Bearer ":         http.StatusUnauthorized,
+		"Basic s3cret":    http.StatusUnauthorized,
+		"s3cret":          http.StatusUnauthorized,
+		"Bearer s3cret x": http.StatusUnauthorized,
+	} {
+		require.Equal(t, want, postAuth(t, url, auth, response("x")), "Authorization: %q", auth)
+	}
+}
+
+func TestBearer(t *testing.T) {
+	for in, want := range map[string]string{"Bearer a": "a", "bearer  a": "a", "BEARER a b": "a b"} {
+		got, ok := bearer(in)
+		require.True(t, ok, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "Bearer", "Bearer ", "Bearer   ", "Basic a", "Bearera", "Token a"} {
+		_, ok := bearer(in)
+		require.False(t, ok, in)
+	}
+}
+
+// TestUnavailableRetryAfter: when producing fails outright (the brokers
+// cannot be reached) the answer is 503 with Retry-After, so that clients and
+// proxies back off instead of retrying at once; 429 carries it too.
+func TestUnavailableRetryAfter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now: connections are refused
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{dead}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "http-unreachable"
+	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer p.Close()
+	cfg := DefaultConfig()
+	cfg.LabelsTopic = ""
+	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ProduceTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+cfg.Path, strings.NewReader(response("x")))
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	require.Equal(t, retryAfterUnavailable, res.Header.Get("Retry-After"))
+
+	// 429 (no slot within queue_wait) says when to retry as well.
+	cfg.QueueWait = 0
+	h2, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	for range cap(h2.slots) {
+		h2.slots <- struct{}{}
+	}
+	rec := httptest.NewRecorder()
+	h2.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(response("x"))))
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
+	require.Equal(t, retryAfterBusy, rec.Header().Get("Retry-After"))
+}
