@@ -267,7 +267,7 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) ([]Label, e
 }
 
 // correctValues is what a label's correct may be, for error messages.
-const correctValues = "true, false, 1, 0, yes or no (any case)"
+const correctValues = "true/false, t/f, yes/no or 1/0 (any case; the spellings train's CSV takes)"
 
 func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (Label, error) {
 	if id == "" {
@@ -278,9 +278,9 @@ func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (La
 		l.Source = defaultSource
 	}
 	switch strings.ToLower(correct) {
-	case "true", "1", "yes":
+	case "true", "t", "yes", "1", "1.0":
 		l.Correct = true
-	case "false", "0", "no":
+	case "false", "f", "no", "0", "0.0":
 	case "", "null":
 		return Label{}, fmt.Errorf("trace %s: correct is missing; want %s", id, correctValues)
 	default:
