@@ -2,13 +2,16 @@ package deploy
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
@@ -150,4 +153,65 @@ func TestDocsNameRealConfigKeys(t *testing.T) {
 		}
 	}
 	require.Positive(t, checked, "no config keys found in the documents: is the pattern right?")
+}
+
+// k8sDoc reads the first YAML document of a file under deploy/k8s.
+func k8sDoc(t *testing.T, name string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("k8s", name))
+	require.NoError(t, err)
+	var v map[string]any
+	require.NoError(t, yaml.Unmarshal(b, &v))
+	return v
+}
+
+func dig(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[k]
+		case int:
+			l, _ := v.([]any)
+			if k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+// TestKubernetesShutdownAndMemory: GOMEMLIMIT was 100% of the memory limit
+// (the GC only works hard once the pod is at the OOM killer's limit); the
+// grace period must cover http.shutdown_delay, ingest's shutdown (10s) and
+// stream.drain_timeout; the readiness probe that puts a replica in the
+// ingest Service is /readyz/ingest (ingest needs Kafka, not ClickHouse).
+func TestKubernetesShutdownAndMemory(t *testing.T) {
+	dep := k8sDoc(t, "deployment.yaml")
+	c := dig(dep, "spec", "template", "spec", "containers", 0)
+	limit := fmt.Sprint(dig(c, "resources", "limits", "memory"))
+	require.Equal(t, "1Gi", limit, "the GOMEMLIMIT check below assumes 1Gi")
+	var memlimit string
+	for _, e := range dig(c, "env").([]any) {
+		if dig(e, "name") == "GOMEMLIMIT" {
+			memlimit = fmt.Sprint(dig(e, "value"))
+		}
+	}
+	mib, ok := strings.CutSuffix(memlimit, "MiB")
+	require.True(t, ok, "GOMEMLIMIT %q: want NMiB", memlimit)
+	n, err := strconv.Atoi(mib)
+	require.NoError(t, err)
+	require.InDelta(t, 0.85, float64(n)/1024, 0.05, "GOMEMLIMIT at 80-90%% of limits.memory")
+	require.Equal(t, "/readyz/ingest", dig(c, "readinessProbe", "httpGet", "path"))
+
+	cm := k8sDoc(t, "configmap.yaml")
+	var cfg map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(fmt.Sprint(dig(cm, "data", "entrowatch.yaml"))), &cfg))
+	delay, err := time.ParseDuration(fmt.Sprint(dig(cfg, "http", "shutdown_delay")))
+	require.NoError(t, err, "http.shutdown_delay in the ConfigMap")
+	drain, err := time.ParseDuration(fmt.Sprint(dig(cfg, "stream", "drain_timeout")))
+	require.NoError(t, err, "stream.drain_timeout in the ConfigMap")
+	grace := time.Duration(dig(dep, "spec", "template", "spec", "terminationGracePeriodSeconds").(int)) * time.Second
+	require.Greater(t, grace, delay+10*time.Second+drain, "grace period must exceed shutdown_delay + ingest shutdown (10s) + drain_timeout")
 }

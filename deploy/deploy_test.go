@@ -218,7 +218,7 @@ func checkPod(t *testing.T, objs map[string]doc, file string, pod any, serving b
 		require.Equal(t, true, get(pod, "spec", "securityContext", "runAsNonRoot"), "%s: runAsNonRoot", file)
 		if serving {
 			ports := containerPorts(c)
-			for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"} {
+			for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz/ingest", "startupProbe": "/healthz"} {
 				p := get(c, probe, "httpGet")
 				require.NotNil(t, p, "%s/%s: %s", file, name, probe)
 				require.Equal(t, path, str(p, "path"), "%s/%s: %s path", file, name, probe)

@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	chgo "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,8 +50,9 @@ Without --config (or with kafka.brokers empty) it starts the embedded broker on
 clickhouse-server under data_dir/clickhouse (or the server clickhouse.conn.dsn
 names); when no server is installed it writes Arrow IPC files under data_dir
 instead, with a warning. sink: file or sink: clickhouse picks one explicitly.
-SIGTERM or Ctrl-C drains in-flight work, flushes the sink and commits within
-stream.drain_timeout. See deploy/entrowatch.yaml for every setting and
+SIGTERM or Ctrl-C: /readyz answers 503, HTTP ingest keeps serving for
+http.shutdown_delay, then stops, and the stream drains in-flight work, flushes
+the sink and commits within stream.drain_timeout. See deploy/entrowatch.yaml for every setting and
 docs/streams.md for the guarantees.`
 
 // runConfig is the file read by entrowatch run. Every section has documented
@@ -101,7 +104,7 @@ type runConfig struct {
 	// ClickHouse configures the ClickHouse sink (sink: clickhouse).
 	ClickHouse runClickHouse `yaml:"clickhouse"`
 	// HTTP is the ingest endpoint; off unless http.listen is set.
-	HTTP httpin.Config `yaml:"http"`
+	HTTP runHTTP `yaml:"http"`
 	// Ingest tunes the JSON adapter behind the HTTP endpoint.
 	Ingest ingest.Config `yaml:"ingest"`
 	// Metrics serves /metrics, /healthz and /readyz; "" turns it off.
@@ -110,6 +113,22 @@ type runConfig struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"metrics"`
 }
+
+// runHTTP is the http section: the ingest endpoint's settings and how it
+// stops.
+type runHTTP struct {
+	httpin.Config `yaml:",inline"`
+	// ShutdownDelay is how long, after SIGTERM, HTTP ingest keeps serving
+	// while /readyz and /readyz/ingest answer 503, so that load balancers
+	// (a Kubernetes Service) stop sending before the listener closes; then
+	// ingest finishes its requests in flight and the stream drains. Only
+	// with http.listen set. Default 5s.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
+}
+
+// ingestShutdownTimeout bounds how long HTTP ingest waits for its requests
+// in flight at shutdown (after http.shutdown_delay, before the drain).
+const ingestShutdownTimeout = 10 * time.Second
 
 // runClickHouse is the ClickHouse sink section.
 type runClickHouse struct {
@@ -139,7 +158,7 @@ func defaultRunConfig() runConfig {
 		Profile:      profile.DefaultConfig(),
 		Sink:         "auto",
 		ClickHouse:   runClickHouse{Conn: clickhouse.DefaultConfig(), PasswordEnv: "ENTROWATCH_CLICKHOUSE_PASSWORD", Migrate: true},
-		HTTP:         httpin.DefaultConfig(),
+		HTTP:         runHTTP{Config: httpin.DefaultConfig(), ShutdownDelay: 5 * time.Second},
 		Ingest:       ingest.DefaultConfig(),
 	}
 	c.Broker.Listen = "127.0.0.1:9092"
@@ -200,8 +219,19 @@ func (c *runConfig) validate() error {
 		errs = append(errs, fmt.Errorf("partitions %d: want >= 1", c.Partitions))
 	}
 	errs = append(errs, c.Source.Validate(), c.DeadLetter.Validate(), c.Stream.Validate(), c.Profile.Validate(), c.Ingest.Validate())
+	// The stream produces its dead letters to dead_letter.topic: the source
+	// topic would feed every bad message back to itself, for ever.
+	if c.DeadLetter.Topic == c.Source.Topic {
+		errs = append(errs, fmt.Errorf("dead_letter.topic must differ from source.topic (both %q): dead letters would be consumed again and dead-lettered again, for ever; leave dead_letter.topic out for %q", c.Source.Topic, c.Source.Topic+".dead"))
+	}
+	if c.LabelsTopic != "" && (c.LabelsTopic == c.Source.Topic || c.LabelsTopic == c.DeadLetter.Topic) {
+		errs = append(errs, fmt.Errorf("labels_topic %q must differ from source.topic and dead_letter.topic: labels are not traces", c.LabelsTopic))
+	}
 	if c.HTTP.Listen != "" {
 		errs = append(errs, c.HTTP.Validate())
+		if c.HTTP.ShutdownDelay < 0 {
+			errs = append(errs, fmt.Errorf("http.shutdown_delay %v: want >= 0", c.HTTP.ShutdownDelay))
+		}
 	}
 	switch c.Sink {
 	case "file", "auto":
@@ -257,19 +287,81 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return yaml.NewEncoder(stdout).Encode(cfg)
 	}
 	lv, _ := parseLevel(cfg.LogLevel)
-	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})
-	if cfg.LogFormat == "json" {
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
-	}
-	log := slog.New(h)
-	return run(ctx, cfg, log)
+	return run(ctx, cfg, slog.New(logHandler(stderr, cfg.LogFormat, lv)))
 }
 
-// run wires the components. Start order: broker, topics, sink, dead-letter
-// producer, source, runner, HTTP servers. Stop order (on ctx done): the HTTP
-// ingest stops accepting and finishes its requests while the runner drains
-// (finishes in-flight messages, writes the sink, commits); then producers and
-// source close, the sink closes (flush + sync), and the broker goes last.
+// logHandler writes text or JSON log lines at level and above. Durations are
+// written as strings ("24h0m0s"), also in JSON, where slog would write
+// nanoseconds (86400000000000).
+func logHandler(w io.Writer, format string, level slog.Level) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
+	if format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
+}
+
+// retryDebug records a component's own retries at DEBUG: the stream retries
+// the sink's failed writes and logs each of its attempts at WARN, so the
+// sink's inner retries of the same write would say the same thing five
+// times more.
+type retryDebug struct{ slog.Handler }
+
+func (h retryDebug) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		r.Level = slog.LevelDebug
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h retryDebug) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelWarn {
+		l = slog.LevelDebug
+	}
+	return h.Handler.Enabled(ctx, l)
+}
+
+func (h retryDebug) WithAttrs(as []slog.Attr) slog.Handler {
+	return retryDebug{h.Handler.WithAttrs(as)}
+}
+func (h retryDebug) WithGroup(n string) slog.Handler { return retryDebug{h.Handler.WithGroup(n)} }
+
+// exposedWithoutToken says whether HTTP ingest at listen accepts requests
+// from other hosts (not a loopback address) with no bearer token.
+func exposedWithoutToken(listen string, token kafka.Secret) bool {
+	if listen == "" || token != "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
+// run wires the components. Start order: metrics (/healthz answers, /readyz
+// says "starting"), broker, topics, HTTP ingest (it needs only Kafka), sink
+// (retried while unreachable), dead-letter producer, source, runner.
+//
+// Stop order (on ctx done, i.e. SIGTERM): /readyz and /readyz/ingest answer
+// 503 at once; HTTP ingest keeps serving for http.shutdown_delay so that load
+// balancers stop sending first, then stops accepting and finishes its
+// requests in flight; then the runner drains (finishes in-flight messages,
+// writes the sink, commits). Then producers and source close, the sink
+// closes (flush + sync), the broker closes, and the metrics server (it
+// answered 503 all along the drain) stops last.
 func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	mem := memory.NewGoAllocator()
 	reg := prometheus.NewRegistry()
@@ -307,10 +399,53 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 		httpLn = limitListener(httpLn, cfg.HTTP.MaxConnections)
 		closers = append(closers, func() error { httpLn.Close(); return nil })
+		if exposedWithoutToken(cfg.HTTP.Listen, cfg.HTTP.Token) {
+			log.Warn("HTTP ingest listens beyond this host without a bearer token: anyone who reaches it can produce traces and labels; export a token in the variable named by http.token_env, or listen on 127.0.0.1",
+				"listen", cfg.HTTP.Listen, "token_env", cfg.HTTP.TokenEnv)
+		}
 	}
 	if cfg.Estimator == "" {
 		log.Warn("no estimator configured: p_correct stays null, so the accuracy views, accuracy alarms, the labeling queue and calibration stay empty; " +
 			"train one with entrowatch train and set estimator: FILE (profiles are stored meanwhile; re-ingest to estimate them)")
+	}
+
+	// Health: the stream's (/readyz) and HTTP ingest's (/readyz/ingest).
+	var (
+		stream   atomic.Pointer[runner.Runner]
+		draining atomic.Bool
+		kafkaOK  atomic.Bool // the brokers answer for the source topic (ingest's produce path)
+	)
+	if cfg.Metrics.Listen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			r := stream.Load()
+			switch {
+			case draining.Load():
+				http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
+			case r == nil:
+				http.Error(w, "not ready: starting (connecting to the sink)", http.StatusServiceUnavailable)
+			case !r.Ready():
+				http.Error(w, "not ready: the sink is failing or fetching from Kafka keeps failing", http.StatusServiceUnavailable)
+			default:
+				fmt.Fprintln(w, "ready")
+			}
+		})
+		mux.HandleFunc("/readyz/ingest", func(w http.ResponseWriter, _ *http.Request) {
+			switch {
+			case cfg.HTTP.Listen == "":
+				http.Error(w, "not ready: HTTP ingest is off (http.listen is empty)", http.StatusServiceUnavailable)
+			case draining.Load():
+				http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
+			case !kafkaOK.Load():
+				http.Error(w, "not ready: Kafka does not answer for topic "+cfg.Source.Topic, http.StatusServiceUnavailable)
+			default:
+				fmt.Fprintln(w, "ready")
+			}
+		})
+		ms := startServer("metrics", metricsLn, mux, log)
+		closers = append(closers, func() error { return ms.shutdown(closeCtx, ingestShutdownTimeout) })
 	}
 
 	if len(cfg.Kafka.Brokers) == 0 {
@@ -330,24 +465,91 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, topics...)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("%w (set create_topics: false when the topics exist and this user may not create topics)", err)
+			return fmt.Errorf("create_topics: creating %s on %s: %w (when the topics exist and this user may not create topics, set create_topics: false)",
+				strings.Join(topics, ", "), strings.Join(cfg.Kafka.Brokers, ","), err)
 		}
 	}
 
-	sink, where, err := newRunSink(ctx, cfg, mem, log, &closers)
-	if err != nil {
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(sctx)
+	// streamCtx ends the stream; the shutdown sequence below cancels it
+	// once HTTP ingest has stopped.
+	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopStream()
+	fail := func(err error) error { // stop what already started
+		stop()
+		_ = g.Wait()
 		return err
+	}
+	var ingest *server
+	if cfg.HTTP.Listen != "" {
+		pcfg := kafka.DefaultProducerConfig()
+		pcfg.Topic = cfg.Source.Topic
+		pcfg.BatchTimeout = cfg.HTTP.BatchTimeout
+		hp, err := kafka.NewProducer(cfg.Kafka, pcfg, log)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, hp.Close)
+		var lp *kafka.Producer
+		hc := cfg.HTTP.Config
+		hc.LabelsTopic = cfg.LabelsTopic
+		hc.Profile = cfg.Profile // the endpoint refuses what the stream would dead-letter
+		if cfg.LabelsTopic != "" {
+			lcfg := pcfg
+			lcfg.Topic = cfg.LabelsTopic
+			if lp, err = kafka.NewProducer(cfg.Kafka, lcfg, log); err != nil {
+				return fail(err)
+			}
+			closers = append(closers, lp.Close)
+		}
+		h, err := httpin.New(hc, httpIngest(cfg.Ingest, cfg.Profile), hp, lp, mem, log, reg)
+		if err != nil {
+			return fail(err)
+		}
+		ingest = startServer("ingest", httpLn, h, log)
+		g.Go(ingest.wait)
+		g.Go(func() error { watchKafka(gctx, cfg, &kafkaOK, log); return nil })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		draining.Store(true)
+		signalled := ctx.Err() != nil // not a component failing
+		if ingest != nil && signalled && cfg.HTTP.ShutdownDelay > 0 {
+			log.Info("shutting down: /readyz and /readyz/ingest answer 503; HTTP ingest keeps serving for http.shutdown_delay so that load balancers stop sending first",
+				"shutdown_delay", cfg.HTTP.ShutdownDelay)
+			time.Sleep(cfg.HTTP.ShutdownDelay)
+		} else {
+			log.Info("shutting down: /readyz answers 503")
+		}
+		var err error
+		if ingest != nil {
+			log.Info("HTTP ingest stops accepting and finishes its requests in flight", "timeout", ingestShutdownTimeout)
+			err = ingest.shutdown(closeCtx, ingestShutdownTimeout)
+		}
+		stopStream() // the runner drains
+		return err
+	})
+
+	sink, where, err := newRunSink(gctx, cfg, mem, log, &closers)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the stream started", "err", err)
+			return fail(nil)
+		}
+		return fail(err)
 	}
 	closers = append(closers, func() error { return sink.Close(closeCtx) })
 
 	dlq, err := kafka.NewProducer(cfg.Kafka, cfg.DeadLetter, log)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	closers = append(closers, dlq.Close)
 	src, err := kafka.NewSource(cfg.Kafka, cfg.Source, log)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	closers = append(closers, src.Close)
 
@@ -375,7 +577,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	ops, err := chain() // fail before joining the group
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	for _, op := range ops {
 		if e, ok := op.(*estimate.Operator); ok {
@@ -385,62 +587,16 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, reg)
 	if err != nil {
-		return err
+		return fail(err)
 	}
+	stream.Store(r)
 
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	g, gctx := errgroup.WithContext(sctx)
-	fail := func(err error) error { // stop what already started
-		stop()
-		_ = g.Wait()
-		return err
-	}
-	if cfg.Metrics.Listen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !r.Ready() {
-				http.Error(w, "not ready: starting, draining or the sink is failing", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ready")
-		})
-		serve(g, gctx, "metrics", metricsLn, mux, log)
-	}
-	if cfg.HTTP.Listen != "" {
-		pcfg := kafka.DefaultProducerConfig()
-		pcfg.Topic = cfg.Source.Topic
-		pcfg.BatchTimeout = cfg.HTTP.BatchTimeout
-		hp, err := kafka.NewProducer(cfg.Kafka, pcfg, log)
-		if err != nil {
-			return fail(err)
-		}
-		closers = append(closers, hp.Close)
-		var lp *kafka.Producer
-		cfg.HTTP.LabelsTopic = cfg.LabelsTopic
-		cfg.HTTP.Profile = cfg.Profile // the endpoint refuses what the stream would dead-letter
-		if cfg.LabelsTopic != "" {
-			lcfg := pcfg
-			lcfg.Topic = cfg.LabelsTopic
-			if lp, err = kafka.NewProducer(cfg.Kafka, lcfg, log); err != nil {
-				return fail(err)
-			}
-			closers = append(closers, lp.Close)
-		}
-		h, err := httpin.New(cfg.HTTP, httpIngest(cfg.Ingest, cfg.Profile), hp, lp, mem, log, reg)
-		if err != nil {
-			return fail(err)
-		}
-		serve(g, gctx, "ingest", httpLn, h, log)
-	}
 	g.Go(func() error {
 		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
 		for {
 			select {
-			case <-gctx.Done():
+			case <-streamCtx.Done():
 				return nil
 			case <-t.C:
 				st := r.Stats()
@@ -451,18 +607,48 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	log.Info("stream running", "brokers", strings.Join(cfg.Kafka.Brokers, ","), "topic", cfg.Source.Topic,
 		"group", cfg.Source.Group, "dead_letter", cfg.DeadLetter.Topic, "sink", where, "metrics", cfg.Metrics.Listen, "http", cfg.HTTP.Listen)
 	if cs, ok := sink.(*clickhouse.Sink); ok && cfg.LabelsTopic != "" {
-		if err := followLabels(g, gctx, cfg, cs, mem, log, reg); err != nil {
+		if err := followLabels(g, streamCtx, cfg, cs, mem, log, reg); err != nil {
 			return fail(err)
 		}
 	} else if cfg.LabelsTopic != "" && cfg.HTTP.Listen != "" {
 		log.Warn("labels posted to the ingest endpoint are kept in their topic but not stored: only the ClickHouse sink has a labels table (entrowatch labels import --topic stores them later)",
 			"topic", cfg.LabelsTopic, "path", cfg.HTTP.LabelsPath)
 	}
-	g.Go(func() error { return r.Run(gctx) })
+	g.Go(func() error { return r.Run(streamCtx) })
 	err = g.Wait()
 	st := r.Stats()
 	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", countsText(st.DeadLettered), "commits", st.Commits)
 	return err
+}
+
+// watchKafka checks every few seconds that the brokers answer for the
+// source topic, the produce path of HTTP ingest, until ctx is done, and
+// logs the changes.
+func watchKafka(ctx context.Context, cfg runConfig, ok *atomic.Bool, log *slog.Logger) {
+	const every = 5 * time.Second
+	first := true
+	for {
+		cctx, cancel := context.WithTimeout(ctx, every)
+		err := kafka.CheckTopic(cctx, cfg.Kafka, cfg.Source.Topic)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch was := ok.Swap(err == nil); {
+		case err != nil && (was || first):
+			log.Warn("HTTP ingest not ready: Kafka does not answer for the topic it produces to", "topic", cfg.Source.Topic, "err", err)
+		case err == nil && !was && !first:
+			log.Info("HTTP ingest ready again: Kafka answers", "topic", cfg.Source.Topic)
+		}
+		first = false
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // followLabels stores the labels topic's labels through the ClickHouse sink's
@@ -543,18 +729,61 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 			log.Info("managed clickhouse-server ready (its ports stay the same across restarts while free)", "dsn", cc.DSN,
 				"query_with", fmt.Sprintf("clickhouse-client --port %d", srv.TCPPort()), "dir", srv.Dir())
 		}
-		if cfg.ClickHouse.Migrate {
-			if _, err := clickhouse.Migrate(ctx, cc, log); err != nil {
-				return nil, "", err
-			}
-		}
-		s, err := clickhouse.NewSink(ctx, cc, log)
+		s, err := connectClickHouse(ctx, cfg, cc, log)
 		if err != nil {
 			return nil, "", err
 		}
 		return s, redactDSN(cc.DSN), nil
 	}
 	return nil, "", fmt.Errorf("sink %q: want file or clickhouse", cfg.Sink)
+}
+
+// connectClickHouse migrates (when configured) and opens the sink. While
+// the server cannot be reached it retries with stream.sink_backoff_min..max
+// and logs each attempt (readiness stays 503, HTTP ingest serves), until ctx
+// ends: at start a ClickHouse outage is what it is mid-stream, not a crash
+// loop. An error the server answered (wrong password, unknown database,
+// missing table: run entrowatch migrate) ends it at once.
+func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config, log *slog.Logger) (*clickhouse.Sink, error) {
+	wait := cfg.Stream.SinkBackoffMin
+	for attempt := 1; ; attempt++ {
+		s, err := func() (*clickhouse.Sink, error) {
+			if cfg.ClickHouse.Migrate {
+				if _, err := clickhouse.Migrate(ctx, cc, log); err != nil {
+					return nil, err
+				}
+			}
+			// The stream retries failed writes and logs each attempt: the
+			// sink's own retries of one write go to DEBUG.
+			return clickhouse.NewSink(ctx, cc, slog.New(retryDebug{log.Handler()}))
+		}()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("clickhouse reachable", "attempts", attempt)
+			}
+			return s, nil
+		}
+		if ctx.Err() != nil || answered(err) {
+			return nil, err
+		}
+		log.Warn("clickhouse not reachable; retrying (/readyz answers 503 meanwhile)", "attempt", attempt, "backoff", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("waiting for clickhouse: %w (last error: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait = min(2*wait, cfg.Stream.SinkBackoffMax)
+	}
+}
+
+// answered reports an error the ClickHouse server itself returned (an
+// exception: authentication, unknown database or table...): retrying the
+// same connection cannot fix it.
+func answered(err error) bool {
+	var ex *chgo.Exception
+	return errors.As(err, &ex)
 }
 
 // redactDSN hides the password of a DSN for logs.
@@ -587,22 +816,46 @@ func newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 }
 
-// serve serves h on ln until ctx is done, then shuts down gracefully.
-func serve(g *errgroup.Group, ctx context.Context, name string, ln net.Listener, h http.Handler, log *slog.Logger) {
-	srv := newHTTPServer(h)
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("%s server: %w", name, err)
+// server is one HTTP server of run.
+type server struct {
+	name string
+	srv  *http.Server
+	done chan error
+}
+
+// startServer serves h on ln until shutdown.
+func startServer(name string, ln net.Listener, h http.Handler, log *slog.Logger) *server {
+	s := &server{name: name, srv: newHTTPServer(h), done: make(chan error, 1)}
+	go func() {
+		err := s.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else if err != nil {
+			err = fmt.Errorf("%s server: %w", name, err)
 		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+		s.done <- err
+	}()
 	log.Info(name+" server listening", "addr", ln.Addr().String())
+	return s
+}
+
+// wait returns when the server stopped serving.
+func (s *server) wait() error {
+	err := <-s.done
+	s.done <- err // for shutdown
+	return err
+}
+
+// shutdown closes the listener and waits up to timeout for the requests in
+// flight to finish.
+func (s *server) shutdown(ctx context.Context, timeout time.Duration) error {
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		s.srv.Close()
+		return fmt.Errorf("%s server: shutdown: %w", s.name, err)
+	}
+	return s.wait()
 }
 
 // countsText renders counts by reason for a log line: "0", or

@@ -180,6 +180,8 @@ metrics:
 	code, reply = post(`{"trace_id": "L3", "correct": "perhaps"}`)
 	require.Equal(t, http.StatusBadRequest, code, reply)
 
+	// HTTP ingest serves before the sink is connected (it needs only Kafka).
+	waitLog(t, runErr, "stream running")
 	dsn := regexp.MustCompile(`sink=(clickhouse://\S+)`).FindStringSubmatch(runErr.String())
 	require.NotNil(t, dsn, runErr.String())
 	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn[1]})

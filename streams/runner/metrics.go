@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		sinkErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_sink_errors_total",
 			Help: "Sink writes that failed (retried with backoff).", ConstLabels: cl}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_lag_messages",
-			Help: "Messages behind the partition's high watermark at the last fetch from it.", ConstLabels: cl}, []string{"partition"}),
+			Help: "Messages behind the partition's high watermark: refreshed from the broker every stream.lag_interval, fetching or not (it grows while a failing sink holds the stream), and at every fetch; series of partitions no longer assigned are deleted.", ConstLabels: cl}, []string{"partition"}),
 		uncommit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_uncommitted_messages",
 			Help: "Messages fetched from the partition but not yet committed (processing, waiting for the sink, or held by a failing sink).", ConstLabels: cl}, []string{"partition"}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
@@ -140,6 +140,23 @@ func (o *offsetTracker) committedAt(partition int, offset int64) {
 	defer o.mu.Unlock()
 	o.committed[partition] = offset + 1
 	o.set(partition)
+}
+
+// position is the next offset to fetch from partition, once one was fetched.
+func (o *offsetTracker) position(partition int) (int64, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f, ok := o.fetched[partition]
+	return f + 1, ok
+}
+
+// forget drops a revoked partition and its uncommitted series.
+func (o *offsetTracker) forget(partition int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.fetched, partition)
+	delete(o.committed, partition)
+	o.gauge.DeleteLabelValues(strconv.Itoa(partition))
 }
 
 func (o *offsetTracker) set(partition int) {

@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +74,11 @@ type Config struct {
 	// ExpireInterval is how often open chunked traces are checked against
 	// the assemble timeout. Default 1s.
 	ExpireInterval time.Duration `yaml:"expire_interval"`
+	// LagInterval is how often the lag gauges are refreshed from the
+	// broker's high watermarks of the assigned partitions, fetching or not
+	// (so lag grows while a failing sink holds the fetching), and the series
+	// of partitions no longer assigned are deleted. Default 5s.
+	LagInterval time.Duration `yaml:"lag_interval"`
 	// Assemble bounds chunk reassembly (see profile.AssemblerConfig).
 	Assemble profile.AssemblerConfig `yaml:"assemble"`
 }
@@ -88,6 +95,7 @@ func DefaultConfig() Config {
 		SinkBatchRows:  1000,
 		SinkBatchWait:  200 * time.Millisecond,
 		ExpireInterval: time.Second,
+		LagInterval:    5 * time.Second,
 		Assemble:       profile.DefaultAssemblerConfig(),
 	}
 }
@@ -111,6 +119,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream.sink_batch_wait %v: want > 0 when sink_batch_rows is set", c.SinkBatchWait)
 	case c.ExpireInterval <= 0:
 		return fmt.Errorf("stream.expire_interval %v: want > 0", c.ExpireInterval)
+	case c.LagInterval <= 0:
+		return fmt.Errorf("stream.lag_interval %v: want > 0", c.LagInterval)
 	}
 	return c.Assemble.Validate()
 }
@@ -128,6 +138,13 @@ type Parts struct {
 	// Sink receives the chain's output; the runner calls Write from one
 	// goroutine at a time.
 	Sink streams.Sink
+	// Watermarks, when set, returns the partitions of the source topic
+	// assigned to this member now, each with its high watermark (the offset
+	// the next produced message gets). The runner calls it every
+	// LagInterval, independent of fetching: it refreshes the lag gauges,
+	// deletes the series of partitions no longer assigned and logs
+	// assignment changes. Without it the lag is set per fetched message.
+	Watermarks func(ctx context.Context) (map[int]int64, error)
 }
 
 // Runner is one stream replica. Run it once.
@@ -139,6 +156,12 @@ type Runner struct {
 	m     *metrics
 	stats stats
 	ready atomic.Bool
+	fetch fetchHealth
+
+	// assigned is the assignment Watermarks last reported (nil: unknown).
+	assignMu sync.Mutex
+	assigned map[int]bool
+	seen     map[int]bool // partitions fetched from since assigned, for the log
 
 	sinkMu  sync.Mutex
 	rejects *rejectLog
@@ -161,12 +184,50 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, fmt.Errorf("registering stream metrics: %w", err)
 	}
-	return &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log), offs: newOffsets(m.uncommit)}, nil
+	r := &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log), offs: newOffsets(m.uncommit), seen: map[int]bool{}}
+	// Errors come at least every SinkBackoffMax while the consumer fails.
+	r.fetch.failWindow = max(30*time.Second, 3*cfg.SinkBackoffMax)
+	return r, nil
 }
 
-// Ready reports whether the stream is consuming and its sink is accepting
-// writes (for /readyz).
-func (r *Runner) Ready() bool { return r.ready.Load() }
+// Ready reports whether the stream is consuming, its fetches from Kafka do
+// not fail persistently and its sink is accepting writes (for /readyz).
+func (r *Runner) Ready() bool { return r.ready.Load() && !r.fetch.failing(time.Now()) }
+
+// fetchHealth follows consecutive fetch errors. Fetching fails persistently
+// once fetchFailStreak fetches in a row failed and the latest failure is
+// recent (within failWindow): an idle but healthy topic returns neither
+// messages nor errors, so without new errors readiness comes back.
+type fetchHealth struct {
+	mu         sync.Mutex
+	streak     int
+	last       time.Time
+	failWindow time.Duration
+}
+
+const fetchFailStreak = 3
+
+func (f *fetchHealth) failed(now time.Time) (streak int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.streak++
+	f.last = now
+	return f.streak
+}
+
+// ok records a successful fetch and returns the failures it ended.
+func (f *fetchHealth) ok() (streak int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	streak, f.streak = f.streak, 0
+	return streak
+}
+
+func (f *fetchHealth) failing(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.streak >= fetchFailStreak && now.Sub(f.last) < f.failWindow
+}
 
 // Stats returns a snapshot of the counters.
 func (r *Runner) Stats() Stats { return r.stats.snapshot() }
@@ -207,12 +268,19 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	commitDone := make(chan error, 1)
 	go func() { commitDone <- r.commitLoop(hard, points) }()
+	lagCtx, stopLag := context.WithCancel(hard)
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); r.lagLoop(lagCtx) }()
 
 	r.ready.Store(true)
-	fetchErr := r.fetch(ctx, hard, workers)
+	fetchErr := r.fetchLoop(ctx, hard, workers)
 	r.ready.Store(false)
 	if fetchErr != nil {
 		abort(fetchErr)
+	}
+	if !r.killed.Load() {
+		r.log.Info("draining: fetching stopped; finishing the messages in flight, writing them to the sink and committing",
+			"drain_timeout", r.cfg.DrainTimeout.String())
 	}
 	for _, w := range workers {
 		close(w.in)
@@ -231,6 +299,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	close(points)
 	commitErr := <-commitDone
 	drain.Stop()
+	stopLag()
+	<-lagDone
 
 	if r.killed.Load() {
 		return nil
@@ -268,7 +338,7 @@ func (r *Runner) kill() {
 // unreachable, rebalances) are reported by the consumer while it keeps
 // retrying on its own: they are logged and fetching goes on; only a closed
 // source ends the stream.
-func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
+func (r *Runner) fetchLoop(ctx, hard context.Context, workers []*worker) error {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(hard, cancel)
@@ -284,7 +354,11 @@ func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
 				return err
 			}
 			r.m.fetchErrs.Inc()
-			r.log.Warn("fetch failed, the consumer retries", "err", err, "backoff", wait)
+			if n := r.fetch.failed(time.Now()); n == fetchFailStreak {
+				r.log.Error("fetching keeps failing: not ready until a fetch succeeds (is Kafka reachable at kafka.brokers?)", "err", err, "failures", n)
+			} else {
+				r.log.Warn("fetch failed, the consumer retries", "err", err, "backoff", wait.String())
+			}
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -296,9 +370,11 @@ func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
 			continue
 		}
 		wait = r.cfg.SinkBackoffMin
+		if n := r.fetch.ok(); n >= fetchFailStreak {
+			r.log.Info("fetching recovered", "failures", n)
+		}
 		r.m.messages.Inc()
-		r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
-		r.offs.fetchedAt(m.Partition, m.Offset)
+		r.fetched(m)
 		w := workers[m.Partition%len(workers)]
 		select {
 		case w.in <- m:
@@ -306,6 +382,114 @@ func (r *Runner) fetch(ctx, hard context.Context, workers []*worker) error {
 			return nil
 		}
 	}
+}
+
+// fetched records a fetched message: the partition's position, its lag at
+// this fetch (unless the partition is known to be revoked: a message the
+// consumer still held from before a rebalance), and an INFO line for the
+// first message of a partition since it was assigned.
+func (r *Runner) fetched(m kafka.Message) {
+	r.assignMu.Lock()
+	revoked := r.assigned != nil && !r.assigned[m.Partition]
+	first := !r.seen[m.Partition]
+	r.seen[m.Partition] = true
+	r.assignMu.Unlock()
+	if first {
+		r.log.Info("consuming partition", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset)
+	}
+	if revoked {
+		return
+	}
+	r.offs.fetchedAt(m.Partition, m.Offset)
+	r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+}
+
+// lagLoop refreshes the lag gauges from Parts.Watermarks every LagInterval
+// until ctx is done, whether or not messages are being fetched.
+func (r *Runner) lagLoop(ctx context.Context) {
+	if r.parts.Watermarks == nil {
+		return
+	}
+	t := time.NewTicker(r.cfg.LagInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		wctx, cancel := context.WithTimeout(ctx, max(r.cfg.LagInterval, time.Second))
+		hw, err := r.parts.Watermarks(wctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing { // once per outage, the fetch errors say the rest
+				r.log.Warn("reading the partitions' high watermarks failed; the lag gauges are stale until it works", "err", err)
+			}
+			failing = true
+		default:
+			if failing {
+				r.log.Info("reading the partitions' high watermarks works again")
+			}
+			failing = false
+			r.refreshLag(hw)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refreshLag sets the lag of every assigned partition from its high
+// watermark and the position this member fetched it to, and deletes the
+// lag and uncommitted series of partitions no longer assigned.
+func (r *Runner) refreshLag(hw map[int]int64) {
+	r.assignMu.Lock()
+	prev := r.assigned
+	r.assigned = make(map[int]bool, len(hw))
+	var added, revoked []int
+	for p := range hw {
+		r.assigned[p] = true
+		if !prev[p] {
+			added = append(added, p)
+		}
+	}
+	for p := range prev {
+		if !r.assigned[p] {
+			revoked = append(revoked, p)
+			delete(r.seen, p)
+		}
+	}
+	r.assignMu.Unlock()
+	topic := r.parts.Source.Topic()
+	if len(revoked) > 0 {
+		slices.Sort(revoked)
+		r.log.Info("partitions revoked (rebalance): their lag and uncommitted series are deleted", "topic", topic, "partitions", partitionList(revoked))
+		for _, p := range revoked {
+			r.m.lag.DeleteLabelValues(strconv.Itoa(p))
+			r.offs.forget(p)
+		}
+	}
+	if len(added) > 0 {
+		slices.Sort(added)
+		r.log.Info("partitions assigned", "topic", topic, "partitions", partitionList(added), "assigned", len(hw))
+	}
+	for p, high := range hw {
+		next, ok := r.offs.position(p)
+		if !ok {
+			continue // not fetched yet: the first fetch sets it
+		}
+		r.m.lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(0, high-next)))
+	}
+}
+
+// partitionList renders partitions for a log line: "0,3,7".
+func partitionList(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
 }
 
 // commitLoop commits the highest confirmed offset per partition every

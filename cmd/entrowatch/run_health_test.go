@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+// get returns the status code and body of GET url (0 when unreachable).
+func get(url string) (int, string) {
+	res, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// postResponses posts the golden responses (gzip) to HTTP ingest at addr.
+func postResponses(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	body, err := os.ReadFile(fixtures + "valid.jsonl.gz")
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/responses", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Encoding", "gzip")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// waitStatus polls url until it answers code.
+func waitStatus(t *testing.T, url string, code int, runErr *syncWriter) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second) // a guard against hanging, not a speed assertion
+	for {
+		c, body := get(url)
+		if c == code {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d %s, want %d\n%s", url, c, body, code, runErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRunWaitsForClickHouse: with ClickHouse unreachable at start, run used
+// to exit within milliseconds (a crash loop in Kubernetes, and no HTTP
+// ingest). Now it retries with a line per attempt, /healthz answers, /readyz
+// says 503 while /readyz/ingest says 200 and ingest accepts responses (it
+// needs only Kafka); a stop during the wait is clean. Ingest on 0.0.0.0
+// without a token is warned about.
+func TestRunWaitsForClickHouse(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr, metrics := freeAddr(t), freeAddr(t)
+	_, port, _ := strings.Cut(httpAddr, ":")
+	cfg := fmt.Sprintf(`data_dir: %s
+broker:
+  listen: %s
+sink: clickhouse
+clickhouse:
+  conn:
+    dsn: clickhouse://%s/default
+http:
+  listen: 0.0.0.0:%s
+  token_env: ENTROWATCH_TEST_NO_SUCH_TOKEN
+  shutdown_delay: 0s
+metrics:
+  listen: %s
+stream:
+  sink_backoff_min: 10ms
+  sink_backoff_max: 50ms
+`, dir, freeAddr(t), freeAddr(t), port, metrics)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, cfg)
+	waitLog(t, runErr, "attempt=3")
+	require.Contains(t, runErr.String(), "clickhouse not reachable; retrying")
+	require.Contains(t, runErr.String(), "HTTP ingest listens beyond this host without a bearer token")
+	select {
+	case code := <-done:
+		t.Fatalf("run exited (%d) while ClickHouse was unreachable:\n%s", code, runErr.String())
+	default:
+	}
+
+	code, _ := get("http://" + metrics + "/healthz")
+	require.Equal(t, http.StatusOK, code, "alive while waiting for the sink")
+	code, body := get("http://" + metrics + "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "starting")
+	waitStatus(t, "http://"+metrics+"/readyz/ingest", http.StatusOK, runErr)
+	code, body = postResponses(t, httpAddr)
+	require.Equal(t, http.StatusAccepted, code, body)
+
+	cancel()
+	stopped(t, done, runErr)
+	require.Contains(t, runErr.String(), "stopped before the stream started")
+}
+
+// TestRunClickHouseAnswerFailsFast: an error the server answers (here an
+// unknown database) is not retried: run fails at once and says what to do.
+func TestRunClickHouseAnswerFailsFast(t *testing.T) {
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	ctx := context.Background()
+	lc := clickhouse.DefaultLocalConfig()
+	lc.Dir = filepath.Join(t.TempDir(), "ch")
+	srv, err := clickhouse.StartLocal(ctx, lc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer srv.Stop()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`data_dir: %s
+broker:
+  listen: %s
+sink: clickhouse
+clickhouse:
+  migrate: false
+  conn:
+    dsn: clickhouse://127.0.0.1:%d/nosuch
+metrics:
+  listen: ""
+`, dir, freeAddr(t), srv.TCPPort())
+	_, errs, code := runCLI(t, "run", "--config", writeFile(t, dir, cfg))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, "nosuch")
+	require.NotContains(t, errs, "retrying")
+}
+
+// TestRunShutdownKeepsServing: on SIGTERM /readyz and /readyz/ingest answer
+// 503 at once while HTTP ingest and /metrics keep serving for
+// http.shutdown_delay (they used to close at once: connection refused on
+// every rollout); a response accepted then is still consumed and written;
+// the drain is logged before "stream stopped".
+func TestRunShutdownKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr, metrics := freeAddr(t), freeAddr(t)
+	out := filepath.Join(dir, "scored.csv")
+	cfg := fmt.Sprintf(`data_dir: %s
+broker:
+  listen: %s
+sink: file
+file:
+  path: %s
+http:
+  listen: %s
+  shutdown_delay: 3s
+metrics:
+  listen: %s
+stream:
+  commit_interval: 0s
+`, dir, freeAddr(t), out, httpAddr, metrics)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, cfg)
+	waitLog(t, runErr, "stream running")
+	waitStatus(t, "http://"+metrics+"/readyz", http.StatusOK, runErr)
+	waitStatus(t, "http://"+metrics+"/readyz/ingest", http.StatusOK, runErr)
+	require.NotContains(t, runErr.String(), "without a bearer token", "127.0.0.1 is not exposed")
+
+	cancel()
+	waitLog(t, runErr, "shutting down")
+	code, body := get("http://" + metrics + "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, "draining")
+	code, _ = get("http://" + metrics + "/readyz/ingest")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	code, body = postResponses(t, httpAddr)
+	require.Equal(t, http.StatusAccepted, code, "ingest keeps serving during http.shutdown_delay: %s", body)
+	code, _ = get("http://" + metrics + "/metrics")
+	require.Equal(t, http.StatusOK, code)
+
+	stopped(t, done, runErr)
+	logs := runErr.String()
+	require.Contains(t, logs, "draining")
+	require.Less(t, strings.Index(logs, "draining"), strings.Index(logs, "stream stopped"))
+	require.Len(t, readCSV(t, out), 33, "the responses accepted during the delay were consumed and written")
+}
+
+// TestRunConfigDeadLetterTopic: a dead-letter topic equal to the source
+// topic fed every bad message back to the stream, for ever.
+func TestRunConfigDeadLetterTopic(t *testing.T) {
+	for name, c := range map[string]struct{ yaml, want string }{
+		"dead letters": {"dead_letter:\n  topic: traces\n", "dead_letter.topic must differ from source.topic"},
+		"moved source": {"source:\n  topic: in\ndead_letter:\n  topic: in\n", "dead_letter.topic must differ from source.topic"},
+		"labels":       {"labels_topic: traces\n", "labels_topic \"traces\" must differ"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\n"+c.yaml), func(string) string { return "" })
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+	dir := t.TempDir()
+	c, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\n"), func(string) string { return "" })
+	require.NoError(t, err)
+	require.Equal(t, "traces.dead", c.DeadLetter.Topic)
+	require.Equal(t, 5*time.Second, c.HTTP.ShutdownDelay)
+}
+
+// TestRunLogDurations: JSON log lines carried durations as nanoseconds
+// ("retention":86400000000000).
+func TestRunLogDurations(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b bytes.Buffer
+		slog.New(logHandler(&b, format, slog.LevelInfo)).Info("broker", "retention", 24*time.Hour)
+		require.Contains(t, b.String(), "24h0m0s", format)
+		require.NotContains(t, b.String(), "86400000000000", format)
+	}
+}
+
+// TestRunSinkRetryLogDebug: the sink's inner retries of one write were
+// logged at WARN under each WARN of the stream's own retry (5 lines per
+// attempt); they go to DEBUG, other levels stay.
+func TestRunSinkRetryLogDebug(t *testing.T) {
+	var b bytes.Buffer
+	log := slog.New(retryDebug{logHandler(&b, "text", slog.LevelInfo)}).With("sink", "clickhouse")
+	log.Warn("clickhouse insert failed; retrying")
+	log.Error("broken")
+	require.NotContains(t, b.String(), "retrying")
+	require.Contains(t, b.String(), "level=ERROR")
+	b.Reset()
+	log = slog.New(retryDebug{logHandler(&b, "text", slog.LevelDebug)})
+	log.Warn("clickhouse insert failed; retrying")
+	require.Contains(t, b.String(), "level=DEBUG")
+}
+
+func TestHTTPExposedWithoutToken(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"0.0.0.0:8080": true, ":8080": true, "[::]:8080": true, "10.0.0.5:8080": true, "ingest.local:8080": true,
+		"127.0.0.1:8080": false, "localhost:8080": false, "[::1]:8080": false, "": false,
+	} {
+		require.Equal(t, want, exposedWithoutToken(addr, ""), addr)
+	}
+	require.False(t, exposedWithoutToken("0.0.0.0:8080", kafka.Secret("t")))
+}
