@@ -585,7 +585,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			log.Info("estimator loaded", "file", cfg.Estimator, "version", e.Version(), "models", strings.Join(names, ","), "fallback", fb)
 		}
 	}
-	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink}, mem, log, reg)
+	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink, Watermarks: src.Watermarks}, mem, log, reg)
 	if err != nil {
 		return fail(err)
 	}
@@ -672,7 +672,9 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 		Help: "Labels from the labels topic stored in ClickHouse."})
 	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_dropped_messages_total",
 		Help: "Messages of the labels topic that held no labels (logged and skipped)."})
-	for _, c := range []prometheus.Collector{stored, dropped} {
+	insertErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_insert_errors_total",
+		Help: "Failed inserts of labels into ClickHouse (each retried until it succeeds; nothing is committed meanwhile)."})
+	for _, c := range []prometheus.Collector{stored, dropped, insertErrs} {
 		if err := reg.Register(c); err != nil {
 			src.Close()
 			return err
@@ -681,7 +683,7 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	g.Go(func() error {
 		defer src.Close()
 		return cs.FollowLabels(ctx, src, mem, log, clickhouse.FollowCounters{
-			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc})
+			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc, Errors: insertErrs.Inc})
 	})
 	log.Info("storing labels", "topic", cfg.LabelsTopic, "group", sc.Group)
 	return nil

@@ -338,3 +338,77 @@ func TestNilLogger(t *testing.T) {
 	require.Equal(t, "v", string(m.Value))
 	require.NoError(t, s.Commit(ctx, m))
 }
+
+// TestWatermarks: a Source reports the partitions the group assigned to it
+// and their high watermarks, without fetching; a second member takes some of
+// them over and each reports only its own.
+func TestWatermarks(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "wm"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	conn := DefaultConfig()
+	conn.Brokers = c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pcfg := DefaultProducerConfig()
+	pcfg.Topic = "wm"
+	p, err := NewProducer(conn, pcfg, quiet)
+	require.NoError(t, err)
+	defer p.Close()
+	for i := range 40 {
+		require.NoError(t, p.Produce(ctx, Message{Key: []byte(fmt.Sprint("k", i)), Value: []byte("v")}))
+	}
+	source := func() *Source {
+		scfg := DefaultSourceConfig()
+		scfg.Topic, scfg.Group = "wm", "g-wm"
+		scfg.MaxWait, scfg.HeartbeatInterval, scfg.SessionTimeout = 50*time.Millisecond, 100*time.Millisecond, time.Second
+		scfg.RebalanceTimeout = time.Second
+		scfg.JoinGroupBackoff, scfg.ReadBackoffMin, scfg.ReadBackoffMax = 100*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond
+		s, err := NewSource(conn, scfg, quiet)
+		require.NoError(t, err)
+		return s
+	}
+	a := source()
+	defer a.Close()
+	var wm map[int]int64
+	require.Eventually(t, func() bool { // the reader joins in the background
+		wm, err = a.Watermarks(ctx)
+		return err == nil && len(wm) == 4
+	}, 20*time.Second, 50*time.Millisecond, "the only member holds every partition")
+	var total int64
+	for _, hw := range wm {
+		total += hw
+	}
+	require.EqualValues(t, 40, total, "high watermarks add up to what was produced")
+
+	b := source()
+	defer b.Close()
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := a.Fetch(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := b.Fetch(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	require.Eventually(t, func() bool {
+		wa, err1 := a.Watermarks(ctx)
+		wb, err2 := b.Watermarks(ctx)
+		if err1 != nil || err2 != nil || len(wa) == 0 || len(wb) == 0 || len(wa)+len(wb) != 4 {
+			return false
+		}
+		for p := range wa {
+			if _, both := wb[p]; both {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "two members split the partitions")
+	cancel()
+}

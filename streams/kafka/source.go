@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,6 +111,13 @@ func (c SourceConfig) Validate() error {
 type Source struct {
 	r     *kafkago.Reader
 	topic string
+	group string
+	// clientID is unique to this Source (the configured client_id plus a
+	// random suffix), so that Watermarks can find its own member among the
+	// group's.
+	clientID string
+	admin    *kafkago.Client
+	done     func()
 }
 
 // NewSource joins the group lazily, on the first Fetch. A nil log discards.
@@ -123,6 +132,15 @@ func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error)
 		log = slog.New(slog.DiscardHandler)
 	}
 	d, err := conn.dialer()
+	if err != nil {
+		return nil, err
+	}
+	var suffix [4]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return nil, err
+	}
+	d.ClientID = conn.ClientID + "-" + hex.EncodeToString(suffix[:])
+	admin, done, err := conn.client()
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +176,55 @@ func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error)
 			}
 		}),
 	})
-	return &Source{r: r, topic: cfg.Topic}, nil
+	return &Source{r: r, topic: cfg.Topic, group: cfg.Group, clientID: d.ClientID, admin: admin, done: done}, nil
+}
+
+// Watermarks returns the partitions of the topic assigned to this member of
+// the group now (none before it joined, or while the group rebalances),
+// each with its high watermark: the offset the next produced message gets.
+// It asks the group coordinator (DescribeGroups) and the partition leaders
+// (ListOffsets), so it answers whether or not messages are being fetched:
+// the lag it gives grows while a stalled replica fetches nothing.
+func (s *Source) Watermarks(ctx context.Context) (map[int]int64, error) {
+	g, err := s.admin.DescribeGroups(ctx, &kafkago.DescribeGroupsRequest{GroupIDs: []string{s.group}})
+	if err != nil {
+		return nil, fmt.Errorf("describing group %s: %w", s.group, err)
+	}
+	var parts []int
+	for _, grp := range g.Groups {
+		if grp.Error != nil {
+			return nil, fmt.Errorf("describing group %s: %w", s.group, grp.Error)
+		}
+		for _, m := range grp.Members {
+			if m.ClientID != s.clientID {
+				continue
+			}
+			for _, t := range m.MemberAssignments.Topics {
+				if t.Topic == s.topic {
+					parts = append(parts, t.Partitions...)
+				}
+			}
+		}
+	}
+	out := make(map[int]int64, len(parts))
+	if len(parts) == 0 {
+		return out, nil
+	}
+	reqs := make([]kafkago.OffsetRequest, len(parts))
+	for i, p := range parts {
+		reqs[i] = kafkago.LastOffsetOf(p)
+	}
+	lo, err := s.admin.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{s.topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("listing the offsets of %s: %w", s.topic, err)
+	}
+	for _, po := range lo.Topics[s.topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("listing the offsets of %s partition %d: %w", s.topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.LastOffset
+	}
+	return out, nil
 }
 
 // Topic returns the consumed topic.
@@ -188,6 +254,7 @@ func (s *Source) Commit(ctx context.Context, msgs ...Message) error {
 // Close leaves the group and stops fetching. Offsets not yet committed are
 // not committed: the next owner of the partition sees those messages again.
 func (s *Source) Close() error {
+	defer s.done()
 	if err := s.r.Close(); err != nil {
 		return fmt.Errorf("closing source %s: %w", s.topic, err)
 	}

@@ -385,20 +385,23 @@ func (r *Runner) fetchLoop(ctx, hard context.Context, workers []*worker) error {
 }
 
 // fetched records a fetched message: the partition's position, its lag at
-// this fetch (unless the partition is known to be revoked: a message the
-// consumer still held from before a rebalance), and an INFO line for the
-// first message of a partition since it was assigned.
+// this fetch, and an INFO line for the first message of a partition since it
+// was assigned. A partition the last Watermarks call did not list counts as
+// assigned from now on: the refresh may have run before this member joined
+// or before a rebalance gave it the partition, and without its position the
+// lag of a partition that stalls right after would never show. A message
+// the consumer still held from before a rebalance re-adds its partition
+// until the next refresh removes it again.
 func (r *Runner) fetched(m kafka.Message) {
 	r.assignMu.Lock()
-	revoked := r.assigned != nil && !r.assigned[m.Partition]
+	if r.assigned != nil {
+		r.assigned[m.Partition] = true
+	}
 	first := !r.seen[m.Partition]
 	r.seen[m.Partition] = true
 	r.assignMu.Unlock()
 	if first {
 		r.log.Info("consuming partition", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset)
-	}
-	if revoked {
-		return
 	}
 	r.offs.fetchedAt(m.Partition, m.Offset)
 	r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
