@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -13,7 +14,7 @@ import (
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
-const evalSynopsis = `--in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..]
+const evalSynopsis = `--in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..|all]
 
 Measures how well each method estimates a domain's accuracy on domains it was
 not trained on (the Entropy Sentinel protocol): for every LLM model and every
@@ -23,7 +24,9 @@ Spearman correlation of estimated and true accuracy over all domains. The
 table printed at the end gives each method's median over all training sets;
 DIR gets results.csv (one row per model, training set and method),
 summary.md (medians per method, k and model), feature_auroc.csv and SVG plots.
-"default" is the method entrowatch train uses.
+"default" is the method entrowatch train uses. The training sets are counted
+first: a model with more than --max-training-sets of them is refused (every k
+of 24 domains is 16.8 million sets; k = 1..3 of 57 is 30,913).
 
 Examples:
   entrowatch eval --in profiles.csv --report eval-report
@@ -38,6 +41,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ks := fs.String("k", "", "training-set sizes in domains: a list (1,2,3) or a range (1..3) (default 1..n-1 per model)")
 	methods := fs.String("methods", "", "comma-separated methods, or \"all\" (default: "+strings.Join(estimate.DefaultMethods(), ",")+"; forest_* and mlp_* are slower)")
 	workers := fs.Int("workers", 0, "training sets fitted in parallel (default: GOMAXPROCS)")
+	maxSets := fs.Int("max-training-sets", estimate.DefaultMaxTrainingSets, "refuse a model with more training sets than this (the sum over k of C(domains, k))")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -46,10 +50,16 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.Usage()
 		return errUsage
 	}
-	cfg := estimate.EvalConfig{Workers: *workers, Progress: stderr}
+	if *maxSets < 1 {
+		fmt.Fprintf(stderr, "--max-training-sets %d: want a positive number\n", *maxSets)
+		fs.Usage()
+		return errUsage
+	}
+	cfg := estimate.EvalConfig{Workers: *workers, Progress: stderr, MaxTrainingSets: *maxSets}
+	var kl []int
 	if *ks != "" {
 		var err error
-		if cfg.Ks, err = parseKs(*ks); err != nil {
+		if kl, err = parseKs(*ks); err != nil {
 			fmt.Fprintln(stderr, err)
 			fs.Usage()
 			return errUsage
@@ -66,21 +76,44 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *methods == "all" {
-		for _, m := range estimate.Methods(tbl.Features, true) {
-			cfg.Methods = append(cfg.Methods, m.Name)
-		}
-		cfg.Methods = dropRawMean(cfg.Methods, tbl)
-	} else {
-		cfg.Methods = featureList(*methods)
-	}
+	cfg.Methods = featureList(*methods)
 	fmt.Fprintf(stderr, "eval: %d rows, %s, features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	if kl != nil {
+		var note string
+		if cfg.Ks, note, err = estimate.KsFor(tbl, kl); err != nil {
+			return fmt.Errorf("--k %s: %w", *ks, err)
+		}
+		if note != "" {
+			fmt.Fprintf(stderr, "eval: --k %s: %s\n", *ks, note)
+		}
+	}
 	rep, err := estimate.Evaluate(ctx, tbl, cfg)
-	if err != nil {
+	var tooMany *estimate.TooManyTrainingSetsError
+	var stopped *estimate.InterruptedError
+	switch {
+	case errors.As(err, &tooMany):
+		msg := fmt.Sprintf("model %s has %s training sets (k = %s of its %d domains), more than --max-training-sets %d allows", tooMany.Model, tooMany.Sets, tooMany.Ks, tooMany.Domains, tooMany.Limit)
+		if tooMany.SuggestK > 0 {
+			msg += fmt.Sprintf("; use --k 1..%d (%s for this model", tooMany.SuggestK, plural(int(tooMany.SuggestSets), "training set"))
+			if tooMany.SuggestK == 3 {
+				msg += ", the paper's protocol"
+			}
+			msg += ")"
+		}
+		return errors.New(msg + ", or raise --max-training-sets")
+	case errors.As(err, &stopped):
+		return fmt.Errorf("%v; no report written", stopped)
+	case err != nil:
 		return err
+	}
+	if len(rep.NotApplicable) > 0 {
+		fmt.Fprintf(stderr, "eval: methods left out, not applicable to these features: %s\n", strings.Join(rep.NotApplicable, "; "))
 	}
 	if len(rep.SkippedK) > 0 {
 		fmt.Fprintf(stderr, "eval: skipped, k not below the model's domain count: %s\n", strings.Join(rep.SkippedK, "; "))
+	}
+	for _, m := range slices.Sorted(maps.Keys(rep.Unevaluated)) {
+		fmt.Fprintf(stderr, "eval: model %s not evaluated: %s\n", m, rep.Unevaluated[m])
 	}
 	if len(rep.Results) == 0 {
 		return fmt.Errorf("%s: no training set had both correct and incorrect rows, or every model has a single domain: nothing to evaluate", *in)
@@ -98,8 +131,14 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
+// maxK caps the ranges of --k: "1..100000000" is read as 1..100000 (then
+// estimate.KsFor cuts it at the table's domain count), not a list of 10^8.
+// A larger k needs a model with more than 100,000 domains, hence at least as
+// many training sets: twice the default --max-training-sets.
+const maxK = 100000
+
 // parseKs reads --k: numbers and ranges separated by commas ("1,2,3",
-// "1..3", "1-3", "1..2,4"), sorted, each once.
+// "1..3", "1-3", "1..2,4"), sorted, each once; a range ends at maxK at most.
 func parseKs(s string) ([]int, error) {
 	bad := fmt.Errorf("--k %q: want positive integers or ranges separated by commas, e.g. 1,2,3 or 1..3", s)
 	var ks []int
@@ -119,7 +158,7 @@ func parseKs(s string) ([]int, error) {
 				return nil, bad
 			}
 		}
-		for k := a; k <= b; k++ {
+		for k := a; k <= min(b, max(a, maxK)); k++ {
 			ks = append(ks, k)
 		}
 	}
@@ -151,19 +190,6 @@ func trainingSets(rep *estimate.Report) int {
 		seen[r.Model+"\x00"+strings.Join(r.TrainDomains, ",")] = true
 	}
 	return len(seen)
-}
-
-func dropRawMean(ms []string, t *estimate.Table) []string {
-	if estimate.FirstIsProbability(t) {
-		return ms
-	}
-	out := ms[:0]
-	for _, m := range ms {
-		if m != "raw_mean" {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 func sortedByAEE(med map[string][2]float64) []string {

@@ -2,12 +2,16 @@ package estimate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math"
+	"math/big"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,10 +29,18 @@ type Method struct {
 
 // EvalConfig configures the leave-domains-out protocol.
 type EvalConfig struct {
-	Ks      []int    // training-set sizes; nil = 1..n-1 per model
-	Methods []string // method names; nil = DefaultMethods
-	Workers int      // parallel training sets; 0 = GOMAXPROCS
-	// Progress, when set, receives a line per finished model and a running count.
+	Ks []int // training-set sizes; nil = 1..n-1 per model
+	// Methods are method names; nil = DefaultMethods, "all" alone = every
+	// method. Those of DefaultMethods or "all" that do not apply to the
+	// features are left out and listed in Report.NotApplicable.
+	Methods []string
+	Workers int // parallel training sets; 0 = GOMAXPROCS
+	// MaxTrainingSets caps one model's training sets (the sum over k of
+	// C(domains, k)), counted before any is built; 0 = DefaultMaxTrainingSets.
+	// Above it Evaluate returns a *TooManyTrainingSetsError.
+	MaxTrainingSets int
+	// Progress, when set, receives the number of training sets and fits at
+	// the start, a running count every few seconds and a last count at the end.
 	Progress io.Writer
 }
 
@@ -40,7 +52,6 @@ type Result struct {
 	Method       string
 	AEE          float64 // mean |estimated - true| over held-out domains
 	Rho          float64 // Spearman(estimated, true) over all domains; NaN when undefined
-	Estimates    map[string]float64
 }
 
 // Report is everything eval measured.
@@ -50,12 +61,20 @@ type Report struct {
 	Rows        map[string]map[string]int     // model -> domain -> rows
 	Reliability map[string]*Reliability       // method -> pooled held-out reliability
 	FeatureAUC  []FeatureAUC
-	Features    []string
-	Wall        time.Duration
-	Fits        int
-	// SkippedK lists the asked-for k that a model cannot use (k must be
-	// below its domain count), as "model: k=4 (4 domains)".
+	// HeldOut is each domain's estimate averaged over the training sets
+	// that left it out: model -> method -> domain.
+	HeldOut  map[string]map[string]map[string]float64
+	Features []string
+	Wall     time.Duration
+	Fits     int
+	// SkippedK lists, per model, the asked-for k it cannot use (k must be
+	// below its domain count), as "model: k=4..6 (4 domains)".
 	SkippedK []string
+	// NotApplicable lists the default (or "all") methods left out because
+	// they do not apply to these features, as "raw_mean: why".
+	NotApplicable []string
+	// Unevaluated gives, per model without any result, the reason.
+	Unevaluated map[string]string
 }
 
 // Reliability accumulates predicted vs observed frequency in 10 bins.
@@ -256,48 +275,94 @@ func FirstIsProbability(t *Table) bool {
 }
 
 type job struct {
+	seq   int
 	model string
-	rows  *Table // this model's rows
+	rows  *Table   // this model's rows
+	doms  []string // rows.Domains()
 	train []string
+}
+
+// DefaultMaxTrainingSets is EvalConfig.MaxTrainingSets when unset: one
+// model's training sets at k = 1..3 of MMLU's 57 subjects (30,913) fit under it;
+// every k of 24 domains (16.8 million) does not.
+const DefaultMaxTrainingSets = 50000
+
+// TooManyTrainingSetsError is Evaluate's refusal, before building any training
+// set, of a model whose asked-for k give more than EvalConfig.MaxTrainingSets.
+type TooManyTrainingSetsError struct {
+	Model   string
+	Domains int
+	Ks      string // the k that model can use, e.g. "1..23"
+	Sets    string // the count, in decimal (it can exceed int64)
+	Limit   int
+	// SuggestK is the largest k <= 3 such that k = 1..SuggestK stays within
+	// Limit for every model (0: none does), giving SuggestSets for Model.
+	SuggestK    int
+	SuggestSets int64
+}
+
+func (e *TooManyTrainingSetsError) Error() string {
+	msg := fmt.Sprintf("model %s: %s training sets (k = %s of its %d domains), more than the limit of %d per model",
+		e.Model, e.Sets, e.Ks, e.Domains, e.Limit)
+	if e.SuggestK > 0 {
+		msg += fmt.Sprintf("; k = 1..%d gives %s", e.SuggestK, plural(int(e.SuggestSets), "training set"))
+	}
+	return msg
+}
+
+// InterruptedError is returned when ctx ends before every training set is
+// fitted; it unwraps to the context's error.
+type InterruptedError struct {
+	Done, Total int
+	Err         error
+}
+
+func (e *InterruptedError) Error() string {
+	return fmt.Sprintf("interrupted after %d of %s", e.Done, plural(e.Total, "training set"))
+}
+
+func (e *InterruptedError) Unwrap() error { return e.Err }
+
+// progressEvery is how often a long evaluation reports on Progress.
+const progressEvery = 5 * time.Second
+
+// plan is one model's training sets of one size.
+type plan struct {
+	model string
+	rows  *Table
+	doms  []string
+	k     int
 }
 
 // Evaluate runs the leave-domains-out protocol on t: for every model and every
 // training set of k domains, fit each method on those domains and estimate
-// every domain's accuracy.
+// every domain's accuracy. Training sets are counted before any is built and
+// generated one at a time, so memory does not grow with their number.
 func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	all := Methods(t.Features, FirstIsProbability(t))
-	names := cfg.Methods
-	if names == nil {
-		names = DefaultMethods()
+	methods, notApplicable, err := selectMethods(t, cfg.Methods)
+	if err != nil {
+		return nil, err
 	}
-	var methods []Method
-	for _, n := range names {
-		found := false
-		for _, m := range all {
-			if m.Name == n {
-				methods = append(methods, m)
-				found = true
-			}
-		}
-		if !found {
-			if cfg.Methods == nil {
-				continue // raw_mean and screen1 need a probability, several features
-			}
-			var have []string
-			for _, m := range all {
-				have = append(have, m.Name)
-			}
-			return nil, fmt.Errorf("method %q is not available for these features (have %s)", n, strings.Join(have, ","))
-		}
+	limit := cfg.MaxTrainingSets
+	if limit <= 0 {
+		limit = DefaultMaxTrainingSets
+	}
+	var ks []int
+	if cfg.Ks != nil {
+		ks = slices.Compact(slices.Sorted(slices.Values(cfg.Ks)))
 	}
 	rep := &Report{True: map[string]map[string]float64{}, Rows: map[string]map[string]int{},
-		Reliability: map[string]*Reliability{}, Features: t.Features}
-	var jobs []job
+		Reliability: map[string]*Reliability{}, Features: t.Features, NotApplicable: notApplicable,
+		HeldOut: map[string]map[string]map[string]float64{}, Unevaluated: map[string]string{}}
+	var plans []plan
+	var tooMany *TooManyTrainingSetsError
+	total := 0
 	maxDomains := 0
+	perModel := map[string]int{}
 	for _, model := range t.Models() {
 		rows := t.Subset(t.Where(func(i int) bool { return t.Model[i] == model }))
 		doms := rows.Domains()
@@ -310,77 +375,116 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 			rep.True[model][d] /= float64(n)
 		}
 		rep.FeatureAUC = append(rep.FeatureAUC, featureAUCs(model, rows)...)
-		ks := cfg.Ks
+		n := len(doms)
+		maxDomains = max(maxDomains, n)
+		var use, skip []int
 		if ks == nil {
-			for k := 1; k < len(doms); k++ {
-				ks = append(ks, k)
+			for k := 1; k < n; k++ {
+				use = append(use, k)
+			}
+		} else {
+			for _, k := range ks {
+				if k <= 0 || k >= n {
+					skip = append(skip, k)
+				} else {
+					use = append(use, k)
+				}
 			}
 		}
-		maxDomains = max(maxDomains, len(doms))
-		for _, k := range ks {
-			if k <= 0 || k >= len(doms) {
-				rep.SkippedK = append(rep.SkippedK, fmt.Sprintf("%s: k=%d (%d domains)", model, k, len(doms)))
-				continue
+		if len(skip) > 0 {
+			rep.SkippedK = append(rep.SkippedK, fmt.Sprintf("%s: k=%s (%s)", model, kText(skip), plural(n, "domain")))
+		}
+		sets := new(big.Int)
+		if ks == nil && n > 1 { // every k: 2^n - 2 (no empty or full set)
+			sets.Lsh(big.NewInt(1), uint(n)).Sub(sets, big.NewInt(2))
+		} else {
+			for _, k := range use {
+				sets.Add(sets, new(big.Int).Binomial(int64(n), int64(k)))
 			}
-			for _, train := range combinations(doms, k) {
-				jobs = append(jobs, job{model, rows, train})
+		}
+		if !sets.IsInt64() || sets.Int64() > int64(limit) {
+			if tooMany == nil {
+				tooMany = &TooManyTrainingSetsError{Model: model, Domains: n, Ks: kText(use), Sets: sets.String(), Limit: limit}
 			}
+			continue
+		}
+		perModel[model] = int(sets.Int64())
+		total += int(sets.Int64())
+		for _, k := range use {
+			plans = append(plans, plan{model, rows, doms, k})
+		}
+		switch {
+		case n < 2:
+			rep.Unevaluated[model] = fmt.Sprintf("it has a single domain (%s), so none can be held out", doms[0])
+		case len(use) == 0:
+			rep.Unevaluated[model] = fmt.Sprintf("no asked-for k is below its %s", plural(n, "domain"))
 		}
 	}
-	if len(jobs) == 0 && len(cfg.Ks) > 0 && maxDomains > 1 && slices.Min(cfg.Ks) >= maxDomains {
+	if tooMany != nil {
+		tooMany.SuggestK, tooMany.SuggestSets = suggestK(t, limit, tooMany.Model)
+		return nil, tooMany
+	}
+	if total == 0 && len(ks) > 0 && maxDomains > 1 && ks[0] >= maxDomains {
 		return nil, fmt.Errorf("k = %s leaves no domain to estimate: k must be below a model's domain count, and the most domains a model has here is %d (use k from 1 to %d)",
-			strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Ks)), ","), "[]"), maxDomains, maxDomains-1)
+			kText(ks), maxDomains, maxDomains-1)
 	}
 	workers := cfg.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.Progress != nil && total > 0 {
+		fmt.Fprintf(cfg.Progress, "eval: %s x %s = %d fits, %s\n", plural(total, "training set"),
+			plural(len(methods), "method"), total*len(methods), plural(workers, "worker"))
+	}
+
+	// Workers finish jobs in any order; results are merged in job order (the
+	// report does not depend on scheduling) and each job's estimates are
+	// dropped once merged.
 	type out struct {
-		res []Result
-		rel map[string]*Reliability
-		err error
+		done   bool
+		res    []Result
+		est    [][]float64 // per method, per domain of the model (rows.Domains order)
+		rel    map[string]*Reliability
+		single bool
+		err    error
 	}
-	outs := make([]out, len(jobs))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	done := 0
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				res, rel, err := runJob(jobs[i], methods, rep.True[jobs[i].model], rep.Rows[jobs[i].model])
-				outs[i] = out{res, rel, err}
-				mu.Lock()
-				done++
-				if cfg.Progress != nil && (done%10 == 0 || done == len(jobs)) {
-					fmt.Fprintf(cfg.Progress, "eval: %d/%d training sets (%s)\n", done, len(jobs), time.Since(start).Round(time.Second))
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	var err error
-feed:
-	for i := range jobs {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			err = ctx.Err()
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err != nil {
-		return nil, err
-	}
-	for _, o := range outs {
-		if o.err != nil {
-			return nil, o.err
+	pending := map[int]*out{}
+	merged := 0
+	single := map[string]int{}
+	heldSum := map[string]map[string][]float64{} // model -> method -> per domain
+	heldCnt := map[string][]int{}
+	merge := func(j job, o *out) {
+		if o.single {
+			single[j.model]++
+			return
 		}
 		rep.Results = append(rep.Results, o.res...)
+		doms := j.doms
+		if heldSum[j.model] == nil {
+			heldSum[j.model] = map[string][]float64{}
+			heldCnt[j.model] = make([]int, len(doms))
+		}
+		in := map[string]bool{}
+		for _, d := range j.train {
+			in[d] = true
+		}
+		for di, d := range doms {
+			if !in[d] {
+				heldCnt[j.model][di]++
+			}
+		}
+		for mi, m := range methods {
+			s := heldSum[j.model][m.Name]
+			if s == nil {
+				s = make([]float64, len(doms))
+				heldSum[j.model][m.Name] = s
+			}
+			for di, d := range doms {
+				if !in[d] {
+					s[di] += o.est[mi][di]
+				}
+			}
+		}
 		for m, r := range o.rel {
 			acc := rep.Reliability[m]
 			if acc == nil {
@@ -394,12 +498,289 @@ feed:
 			}
 		}
 	}
-	rep.Fits = len(jobs) * len(methods)
+	jobsOf := map[int]job{}
+	next := make(chan job)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	done := 0
+	lastReport := start
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range next {
+				res, est, rel, one, err := runJob(ctx, j, methods, rep.True[j.model], rep.Rows[j.model])
+				mu.Lock()
+				if err != nil && firstErr == nil && ctx.Err() == nil {
+					firstErr = err
+				}
+				pending[j.seq] = &out{true, res, est, rel, one, err}
+				for o := pending[merged]; o != nil && o.done; o = pending[merged] {
+					if o.err == nil {
+						merge(jobsOf[merged], o)
+					}
+					delete(pending, merged)
+					delete(jobsOf, merged)
+					merged++
+				}
+				if err == nil {
+					done++
+				}
+				if cfg.Progress != nil && (done == total || time.Since(lastReport) >= progressEvery) {
+					lastReport = time.Now()
+					el := time.Since(start)
+					left := ""
+					if done < total && done > 0 {
+						left = fmt.Sprintf(", about %s left", (el * time.Duration(total-done) / time.Duration(done)).Round(time.Second))
+					}
+					fmt.Fprintf(cfg.Progress, "eval: %d/%d training sets (%s%s)\n", done, total, el.Round(time.Second), left)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	seq := 0
+feed:
+	for _, p := range plans {
+		for train := range combinations(p.doms, p.k) {
+			j := job{seq, p.model, p.rows, p.doms, train}
+			mu.Lock()
+			stop := firstErr != nil
+			if !stop {
+				jobsOf[seq] = j
+			}
+			mu.Unlock()
+			if stop {
+				break feed
+			}
+			select {
+			case next <- j:
+				seq++
+			case <-ctx.Done():
+				break feed
+			}
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &InterruptedError{Done: done, Total: total, Err: err}
+	}
+	for model, sums := range heldSum {
+		rep.HeldOut[model] = map[string]map[string]float64{}
+		doms := sortedKeys(rep.True[model])
+		for m, s := range sums {
+			est := map[string]float64{}
+			for di, d := range doms {
+				if c := heldCnt[model][di]; c > 0 {
+					est[d] = s[di] / float64(c)
+				}
+			}
+			rep.HeldOut[model][m] = est
+		}
+	}
+	for model, n := range perModel {
+		if _, ok := rep.Unevaluated[model]; ok || n == 0 || single[model] < n {
+			continue
+		}
+		switch acc := accuracyOf(rep, model); acc {
+		case 0, 1:
+			word := map[float64]string{0: "wrong", 1: "correct"}[acc]
+			rep.Unevaluated[model] = fmt.Sprintf("all its rows are %s, so no training set has both classes", word)
+		default:
+			rep.Unevaluated[model] = fmt.Sprintf("each of its %s has rows of a single class (only correct or only wrong)", plural(n, "training set"))
+		}
+	}
+	rep.Fits = (total - sumValues(single)) * len(methods)
 	rep.Wall = time.Since(start)
 	return rep, nil
 }
 
-func runJob(j job, methods []Method, truth map[string]float64, count map[string]int) ([]Result, map[string]*Reliability, error) {
+func sumValues(m map[string]int) int {
+	s := 0
+	for _, v := range m {
+		s += v
+	}
+	return s
+}
+
+func accuracyOf(rep *Report, model string) float64 {
+	var pos, n float64
+	for d, a := range rep.True[model] {
+		c := float64(rep.Rows[model][d])
+		pos += a * c
+		n += c
+	}
+	return pos / n
+}
+
+// suggestK returns the largest k <= 3 such that k = 1..k stays within limit
+// for every model of t, and the count it gives for model.
+func suggestK(t *Table, limit int, model string) (int, int64) {
+	doms := map[string]map[string]bool{}
+	for i, m := range t.Model {
+		if doms[m] == nil {
+			doms[m] = map[string]bool{}
+		}
+		doms[m][t.Domain[i]] = true
+	}
+	count := func(n, hi int) int64 {
+		var s int64
+		for k := 1; k <= hi && k < n; k++ {
+			s += new(big.Int).Binomial(int64(n), int64(k)).Int64()
+		}
+		return s
+	}
+	for hi := 3; hi >= 1; hi-- {
+		ok := true
+		for _, d := range doms {
+			if count(len(d), hi) > int64(limit) {
+				ok = false
+			}
+		}
+		if ok {
+			return hi, count(len(doms[model]), hi)
+		}
+	}
+	return 0, 0
+}
+
+// selectMethods resolves names (nil: DefaultMethods; "all": every method) to
+// methods. A default or "all" method that does not apply to t's features is
+// left out with a reason; a named one is an error.
+func selectMethods(t *Table, names []string) ([]Method, []string, error) {
+	all := Methods(t.Features, FirstIsProbability(t))
+	implicit := names == nil
+	if implicit {
+		names = DefaultMethods()
+	}
+	if len(names) == 1 && names[0] == "all" {
+		implicit, names = true, nil
+		for _, m := range Methods(t.Features, true) {
+			names = append(names, m.Name)
+		}
+	}
+	var methods []Method
+	var notApplicable []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		i := slices.IndexFunc(all, func(m Method) bool { return m.Name == n })
+		if i >= 0 {
+			methods = append(methods, all[i])
+			continue
+		}
+		why := notApplicableReason(n, t)
+		switch {
+		case why != "" && implicit:
+			notApplicable = append(notApplicable, n+": "+why)
+		case why != "":
+			return nil, nil, fmt.Errorf("method %q does not apply to these features: %s", n, why)
+		default:
+			var have []string
+			for _, m := range all {
+				have = append(have, m.Name)
+			}
+			return nil, nil, fmt.Errorf("method %q is not available for these features (have %s)", n, strings.Join(have, ","))
+		}
+	}
+	return methods, notApplicable, nil
+}
+
+// notApplicableReason says why a method Methods knows by name is missing for
+// t's features, or "" when the name is unknown.
+func notApplicableReason(name string, t *Table) string {
+	nf := len(t.Features)
+	var k int
+	var rest string
+	switch {
+	case name == "raw_mean":
+		return fmt.Sprintf("the first feature, %s, is not a probability of being right (that needs every value in [0,1] and a higher mean on correct rows)", t.Features[0])
+	case strings.HasPrefix(name, "screen"):
+		if _, err := fmt.Sscanf(name, "screen%d_%s", &k, &rest); err == nil && k >= nf {
+			return fmt.Sprintf("screening to %d needs more than %s (have %d)", k, plural(k, "feature"), nf)
+		}
+	case strings.HasPrefix(name, "ensemble"):
+		if _, err := fmt.Sscanf(strings.TrimSuffix(name, "_offset"), "ensemble%d", &k); err == nil && k > nf {
+			return fmt.Sprintf("an ensemble of %d needs at least %s (have %d)", k, plural(k, "feature"), nf)
+		}
+	}
+	return ""
+}
+
+// KsFor returns the asked-for ks that can matter for t, sorted and each
+// once. A k must be below a model's domain count: when some k reach past the
+// largest domain count, every k from that count up is left out and note says
+// so once (k = 1..1000 is not 996 skip messages per model); otherwise
+// Evaluate lists the k each model cannot use (Report.SkippedK). An error when
+// no k is left.
+func KsFor(t *Table, ks []int) (use []int, note string, err error) {
+	doms := map[string]map[string]bool{}
+	most := 0
+	for i, m := range t.Model {
+		if doms[m] == nil {
+			doms[m] = map[string]bool{}
+		}
+		doms[m][t.Domain[i]] = true
+		most = max(most, len(doms[m]))
+	}
+	use = slices.Compact(slices.Sorted(slices.Values(ks)))
+	if len(use) > 0 && use[len(use)-1] > most {
+		use = slices.DeleteFunc(use, func(k int) bool { return k >= most })
+		note = fmt.Sprintf("k from %d up left out: no model has more than %s, and k must leave one to estimate", most, plural(most, "domain"))
+	}
+	if len(use) == 0 {
+		if most < 2 {
+			return nil, "", errors.New("every model has a single domain: there is nothing to hold out")
+		}
+		return nil, "", fmt.Errorf("no k leaves a domain to estimate: k must be below a model's domain count, and the most domains a model has here is %d (use k from 1 to %d)", most, most-1)
+	}
+	return use, note, nil
+}
+
+// plural says "1 domain", "3 domains".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// kText writes a set of k compactly: "1..3,5".
+func kText(ks []int) string {
+	s := slices.Clone(ks)
+	slices.Sort(s)
+	s = slices.Compact(s)
+	var parts []string
+	for i := 0; i < len(s); {
+		j := i
+		for j+1 < len(s) && s[j+1] == s[j]+1 {
+			j++
+		}
+		switch {
+		case j == i:
+			parts = append(parts, strconv.Itoa(s[i]))
+		case j == i+1:
+			parts = append(parts, strconv.Itoa(s[i]), strconv.Itoa(s[j]))
+		default:
+			parts = append(parts, fmt.Sprintf("%d..%d", s[i], s[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}
+
+// runJob fits every method on j's training domains and estimates every
+// domain: per method a Result and the estimates in j.doms order. single
+// reports a training set of one class (skipped, as the reference does).
+func runJob(ctx context.Context, j job, methods []Method, truth map[string]float64, count map[string]int) (res []Result, est [][]float64, rel map[string]*Reliability, single bool, err error) {
 	in := map[string]bool{}
 	for _, d := range j.train {
 		in[d] = true
@@ -410,43 +791,48 @@ func runJob(j job, methods []Method, truth map[string]float64, count map[string]
 		pos += y
 	}
 	if pos == 0 || pos == float64(tr.N()) {
-		return nil, nil, nil // nothing to learn from a single class, as the reference
+		return nil, nil, nil, true, nil
 	}
-	doms := j.rows.Domains()
-	rel := map[string]*Reliability{}
-	var res []Result
+	index := make(map[string]int, len(j.doms))
+	for i, d := range j.doms {
+		index[d] = i
+	}
+	rel = map[string]*Reliability{}
 	for _, m := range methods {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, nil, false, err
+		}
 		pred, err := m.Fit(tr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("method %s on %s %v: %w", m.Name, j.model, j.train, err)
+			return nil, nil, nil, false, fmt.Errorf("method %s on %s %v: %w", m.Name, j.model, j.train, err)
 		}
-		sum := map[string]float64{}
+		sum := make([]float64, len(j.doms))
 		r := &Reliability{}
 		for i := range j.rows.N() {
 			p := pred(j.rows.Row(i))
 			d := j.rows.Domain[i]
-			sum[d] += p
+			sum[index[d]] += p
 			if !in[d] {
 				r.add(p, j.rows.Y[i])
 			}
 		}
 		rel[m.Name] = r
-		est := map[string]float64{}
-		var e, a []float64
+		e := make([]float64, len(j.doms))
+		a := make([]float64, len(j.doms))
 		var aee float64
-		for _, d := range doms {
-			est[d] = sum[d] / float64(count[d])
-			e = append(e, est[d])
-			a = append(a, truth[d])
+		for di, d := range j.doms {
+			e[di] = sum[di] / float64(count[d])
+			a[di] = truth[d]
 			if !in[d] {
-				aee += math.Abs(est[d] - truth[d])
+				aee += math.Abs(e[di] - a[di])
 			}
 		}
-		aee /= float64(len(doms) - len(j.train))
+		aee /= float64(len(j.doms) - len(j.train))
 		res = append(res, Result{Model: j.model, K: len(j.train), TrainDomains: j.train, Method: m.Name,
-			AEE: aee, Rho: Spearman(e, a), Estimates: est})
+			AEE: aee, Rho: Spearman(e, a)})
+		est = append(est, e)
 	}
-	return res, rel, nil
+	return res, est, rel, false, nil
 }
 
 func featureAUCs(model string, rows *Table) []FeatureAUC {
@@ -466,19 +852,37 @@ func featureAUCs(model string, rows *Table) []FeatureAUC {
 	return out
 }
 
-// combinations returns every k-subset of v in lexicographic order.
-func combinations(v []string, k int) [][]string {
-	var out [][]string
-	var rec func(start int, cur []string)
-	rec = func(start int, cur []string) {
-		if len(cur) == k {
-			out = append(out, append([]string(nil), cur...))
+// combinations yields every k-subset of v in lexicographic order, one at a
+// time (a fresh slice each), so C(len(v), k) need not fit in memory.
+func combinations(v []string, k int) iter.Seq[[]string] {
+	return func(yield func([]string) bool) {
+		n := len(v)
+		if k <= 0 || k > n {
 			return
 		}
-		for i := start; i < len(v); i++ {
-			rec(i+1, append(cur, v[i]))
+		idx := make([]int, k)
+		for i := range idx {
+			idx[i] = i
+		}
+		for {
+			c := make([]string, k)
+			for i, x := range idx {
+				c[i] = v[x]
+			}
+			if !yield(c) {
+				return
+			}
+			i := k - 1
+			for i >= 0 && idx[i] == n-k+i {
+				i--
+			}
+			if i < 0 {
+				return
+			}
+			idx[i]++
+			for j := i + 1; j < k; j++ {
+				idx[j] = idx[j-1] + 1
+			}
 		}
 	}
-	rec(0, nil)
-	return out
 }

@@ -2,8 +2,10 @@ package estimate
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,8 +75,19 @@ func TestEvaluateErrors(t *testing.T) {
 }
 
 func TestCombinations(t *testing.T) {
-	require.Equal(t, [][]string{{"a", "b"}, {"a", "c"}, {"b", "c"}}, combinations([]string{"a", "b", "c"}, 2))
-	require.Len(t, combinations([]string{"a", "b", "c", "d", "e"}, 2), 10)
+	require.Equal(t, [][]string{{"a", "b"}, {"a", "c"}, {"b", "c"}}, slices.Collect(combinations([]string{"a", "b", "c"}, 2)))
+	require.Len(t, slices.Collect(combinations([]string{"a", "b", "c", "d", "e"}, 2)), 10)
+	require.Equal(t, [][]string{{"a", "b", "c"}}, slices.Collect(combinations([]string{"a", "b", "c"}, 3)))
+	require.Empty(t, slices.Collect(combinations([]string{"a", "b"}, 3)))
+	// Lazy: the first of C(40, 20) = 1.4e11 subsets comes at once.
+	v := make([]string, 40)
+	for i := range v {
+		v[i] = fmt.Sprint(i)
+	}
+	for c := range combinations(v, 20) {
+		require.Equal(t, v[:20], c)
+		break
+	}
 }
 
 func TestMetrics(t *testing.T) {

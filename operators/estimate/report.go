@@ -126,6 +126,22 @@ func methodOrder(rep *Report) []string {
 	return ms
 }
 
+// mdCell makes s safe inside a markdown table cell: a "|" would end the cell
+// and a line break the row.
+func mdCell(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// pairCell writes "AEE (rho)", or "n/a" when the method has no result there.
+func pairCell(v [2]float64, ok bool) string {
+	if !ok {
+		return "n/a"
+	}
+	return f3(v[0]) + " (" + f3(v[1]) + ")"
+}
+
 func f3(v float64) string {
 	if math.IsNaN(v) {
 		return "n/a"
@@ -150,10 +166,27 @@ func Summary(rep *Report) string {
 	fmt.Fprintf(&b, "# entrowatch eval\n\nLeave-domains-out: for each model and each training set of k domains, fit on those domains and estimate every domain's accuracy; AEE = mean |estimated - true| over the held-out domains, rho = Spearman(estimated, true) over all domains. Medians over training sets.\n\n")
 	fmt.Fprintf(&b, "Features: %s. Models: %d. Training sets x methods: %d fits in %s.\n\n", strings.Join(rep.Features, ","), len(models), rep.Fits, rep.Wall.Round(1e7))
 	fmt.Fprintf(&b, "`%s` is the method `entrowatch train` uses by default; `sk_*` reproduce the scikit-learn reference (ref-eval.py).\n\n", DefaultName)
+	if len(rep.NotApplicable) > 0 {
+		b.WriteString("Methods left out, not applicable to these features:\n\n")
+		for _, n := range rep.NotApplicable {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+		b.WriteString("\n")
+	}
+	if len(rep.Unevaluated) > 0 {
+		b.WriteString("Models not evaluated (n/a below):\n\n")
+		for _, mo := range sortedKeys(rep.Unevaluated) {
+			fmt.Fprintf(&b, "- %s: %s\n", mo, rep.Unevaluated[mo])
+		}
+		b.WriteString("\n")
+	}
+	if len(rep.SkippedK) > 0 {
+		fmt.Fprintf(&b, "k skipped, not below the model's domain count: %s.\n\n", strings.Join(rep.SkippedK, "; "))
+	}
 	b.WriteString("## Median AEE and rho per method\n\n| method | AEE | rho |\n|---|---|---|\n")
 	all := Medians(rep, nil)
 	for _, m := range ms {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", m, f3(all[m][0]), f3(all[m][1]))
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCell(m), f3(all[m][0]), f3(all[m][1]))
 	}
 	b.WriteString("\n## Median AEE (rho) per k\n\n| method |")
 	for _, k := range kl {
@@ -165,16 +198,16 @@ func Summary(rep *Report) string {
 		perK[k] = Medians(rep, func(r Result) bool { return r.K == k })
 	}
 	for _, m := range ms {
-		fmt.Fprintf(&b, "| %s |", m)
+		fmt.Fprintf(&b, "| %s |", mdCell(m))
 		for _, k := range kl {
-			v := perK[k][m]
-			fmt.Fprintf(&b, " %s (%s) |", f3(v[0]), f3(v[1]))
+			v, ok := perK[k][m]
+			fmt.Fprintf(&b, " %s |", pairCell(v, ok))
 		}
 		b.WriteString("\n")
 	}
 	b.WriteString("\n## Median AEE (rho) per model\n\n| method |")
 	for _, mo := range models {
-		fmt.Fprintf(&b, " %s |", mo)
+		fmt.Fprintf(&b, " %s |", mdCell(mo))
 	}
 	b.WriteString("\n|---|" + strings.Repeat("---|", len(models)) + "\n")
 	perM := map[string]map[string][2]float64{}
@@ -182,27 +215,28 @@ func Summary(rep *Report) string {
 		perM[mo] = Medians(rep, func(r Result) bool { return r.Model == mo })
 	}
 	for _, m := range ms {
-		fmt.Fprintf(&b, "| %s |", m)
+		fmt.Fprintf(&b, "| %s |", mdCell(m))
 		for _, mo := range models {
-			fmt.Fprintf(&b, " %s (%s) |", f3(perM[mo][m][0]), f3(perM[mo][m][1]))
+			v, ok := perM[mo][m]
+			fmt.Fprintf(&b, " %s |", pairCell(v, ok))
 		}
 		b.WriteString("\n")
 	}
 	b.WriteString("\n## Accuracy per model and domain\n\n| model | domain | rows | accuracy |\n|---|---|---|---|\n")
 	for _, mo := range models {
 		for _, d := range sortedKeys(rep.True[mo]) {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s |\n", mo, d, rep.Rows[mo][d], f3(rep.True[mo][d]))
+			fmt.Fprintf(&b, "| %s | %s | %d | %s |\n", mdCell(mo), mdCell(d), rep.Rows[mo][d], f3(rep.True[mo][d]))
 		}
 	}
 	b.WriteString("\n## Feature AUROC for predicting correctness, per model and domain\n\n")
 	b.WriteString("0.5 = no signal; below 0.5 the feature is higher on wrong answers (entropy-like). Full table: feature_auroc.csv.\n\n| model | domain |")
 	for _, f := range rep.Features {
-		fmt.Fprintf(&b, " %s |", f)
+		fmt.Fprintf(&b, " %s |", mdCell(f))
 	}
 	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(rep.Features)) + "\n")
 	for i := 0; i < len(rep.FeatureAUC); i += len(rep.Features) {
 		a := rep.FeatureAUC[i]
-		fmt.Fprintf(&b, "| %s | %s |", a.Model, a.Domain)
+		fmt.Fprintf(&b, "| %s | %s |", mdCell(a.Model), mdCell(a.Domain))
 		for _, x := range rep.FeatureAUC[i : i+len(rep.Features)] {
 			fmt.Fprintf(&b, " %s |", f3(x.AUROC))
 		}
