@@ -255,3 +255,23 @@ func TestTrainHelpLabels(t *testing.T) {
 	require.Contains(t, help, "correct (1/0, true/false,\nt/f or yes/no; empty = unlabelled, skipped)")
 	require.Contains(t, help, "--ensemble 0 fits one model of the family on all kept features")
 }
+
+// TestEvalCLILimits: the eval command's bounds reach the user as messages:
+// a huge --k range is cut to what the domains allow, said once; too many
+// training sets are refused naming the count and the flags.
+func TestEvalCLILimits(t *testing.T) {
+	in := labelled(t) // 2 models x 3 domains
+	dir := t.TempDir()
+	_, stderr, code := runCLI(t, "eval", "--in", in, "--report", filepath.Join(dir, "r1"), "--features", "confidence", "--k=1..100000000")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "k from 3 up left out")
+	require.Equal(t, 1, strings.Count(stderr, "k from"), stderr)
+
+	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(dir, "r2"), "--features", "confidence", "--max-training-sets", "2")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "has 6 training sets (k = 1,2 of its 3 domains), more than --max-training-sets 2 allows; pass a smaller --k or raise --max-training-sets")
+
+	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(dir, "r3"), "--features", "confidence", "--max-training-sets", "0")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "--max-training-sets 0: want a positive number")
+}

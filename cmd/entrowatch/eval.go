@@ -98,9 +98,11 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if tooMany.SuggestK == 3 {
 				msg += ", the paper's protocol"
 			}
-			msg += ")"
+			msg += "), or raise --max-training-sets"
+		} else {
+			msg += "; pass a smaller --k or raise --max-training-sets"
 		}
-		return errors.New(msg + ", or raise --max-training-sets")
+		return errors.New(msg)
 	case errors.As(err, &stopped):
 		return fmt.Errorf("%v; no report written", stopped)
 	case err != nil:
