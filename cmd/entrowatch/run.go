@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -180,7 +182,7 @@ func loadRunConfig(path string, getenv func(string) string) (runConfig, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-			return c, fmt.Errorf("config %s: %w (see deploy/entrowatch.yaml for the keys)", path, err)
+			return c, fmt.Errorf("config %s: %w (see deploy/entrowatch.yaml for the keys)", path, explainYAML(b, err))
 		}
 	}
 	if c.DeadLetter.Topic == "" {
@@ -232,6 +234,14 @@ func (c *runConfig) validate() error {
 		if c.HTTP.ShutdownDelay < 0 {
 			errs = append(errs, fmt.Errorf("http.shutdown_delay %v: want >= 0", c.HTTP.ShutdownDelay))
 		}
+	}
+	for _, a := range []struct{ key, addr string }{{"http.listen", c.HTTP.Listen}, {"metrics.listen", c.Metrics.Listen}} {
+		if err := checkListenAddr(a.addr); a.addr != "" && err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.key, a.addr, err))
+		}
+	}
+	if c.HTTP.Listen != "" && c.HTTP.Listen == c.Metrics.Listen {
+		errs = append(errs, fmt.Errorf("http.listen and metrics.listen are both %q: give them different ports", c.HTTP.Listen))
 	}
 	switch c.Sink {
 	case "file", "auto":
@@ -897,4 +907,93 @@ func httpIngest(in ingest.Config, prof profile.Config) ingest.Config {
 	in.MaxSteps = max(in.MaxSteps, prof.MaxSteps)
 	in.MaxHeldSteps = max(in.MaxHeldSteps, in.MaxSteps)
 	return in
+}
+
+// yamlLine matches one message of a yaml.TypeError.
+var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// explainYAML names the key of each type error in a config file (yaml.v3
+// gives the line and Go's type: "line 12: cannot unmarshal !!int `30` into
+// time.Duration") and says what a duration or a number looks like.
+func explainYAML(src []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(src, &root) != nil {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		sub := yamlLine.FindStringSubmatch(m)
+		if sub == nil {
+			msgs = append(msgs, m)
+			continue
+		}
+		line, _ := strconv.Atoi(sub[1])
+		msg := "line " + sub[1]
+		if key := yamlKeyAt(&root, line, ""); key != "" {
+			msg += ", " + key
+		}
+		msg += ": " + sub[2]
+		switch {
+		case strings.Contains(sub[2], "time.Duration"):
+			msg += " (a duration needs a unit: 30s, 5m, 1h)"
+		case strings.Contains(sub[2], "into int") || strings.Contains(sub[2], "into uint") || strings.Contains(sub[2], "into float"):
+			msg += " (want a number)"
+		case strings.Contains(sub[2], "into bool"):
+			msg += " (want true or false)"
+		}
+		msgs = append(msgs, msg)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// yamlKeyAt returns the dotted key whose value starts at line, or "".
+func yamlKeyAt(n *yaml.Node, line int, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := yamlKeyAt(c, line, prefix); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			name := key.Value
+			if prefix != "" {
+				name = prefix + "." + name
+			}
+			if val.Line == line && val.Kind == yaml.ScalarNode {
+				return name
+			}
+			if k := yamlKeyAt(val, line, name); k != "" {
+				return k
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if c.Line == line && c.Kind == yaml.ScalarNode {
+				return fmt.Sprintf("%s[%d]", prefix, i)
+			}
+			if k := yamlKeyAt(c, line, fmt.Sprintf("%s[%d]", prefix, i)); k != "" {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// checkListenAddr checks a host:port to listen on before anything starts.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, e.g. 0.0.0.0:8080 (%w)", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q: want a number from 0 to 65535", port)
+	}
+	return nil
 }

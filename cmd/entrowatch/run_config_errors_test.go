@@ -1,0 +1,38 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRunConfigTypeErrors: a value of the wrong type names its key and says
+// what the key takes; yaml alone gave the line and a Go type
+// ("cannot unmarshal !!int `30` into time.Duration").
+func TestRunConfigTypeErrors(t *testing.T) {
+	dir := t.TempDir()
+	env := func(string) string { return "" }
+	_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nstream:\n  drain_timeout: 30\n"), env)
+	require.ErrorContains(t, err, "line 3, stream.drain_timeout: cannot unmarshal !!int `30` into time.Duration (a duration needs a unit: 30s, 5m, 1h)")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  partitions: many\n"), env)
+	require.ErrorContains(t, err, "broker.partitions")
+	require.ErrorContains(t, err, "(want a number)")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nkafka:\n  brokers: [a:1, [x]]\n"), env)
+	require.Error(t, err)
+}
+
+// TestRunConfigListenAddrs: bad listen addresses are config errors naming
+// the key, found before anything starts (the ingest server reported
+// "address 99999: invalid port" without the key).
+func TestRunConfigListenAddrs(t *testing.T) {
+	dir := t.TempDir()
+	env := func(string) string { return "" }
+	_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nhttp:\n  listen: 127.0.0.1:99999\n"), env)
+	require.ErrorContains(t, err, `http.listen "127.0.0.1:99999": port "99999": want a number from 0 to 65535`)
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nmetrics:\n  listen: 9464\n"), env)
+	require.ErrorContains(t, err, `metrics.listen "9464": want host:port`)
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nhttp:\n  listen: 127.0.0.1:9000\nmetrics:\n  listen: 127.0.0.1:9000\n"), env)
+	require.ErrorContains(t, err, "http.listen and metrics.listen are both")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nhttp:\n  listen: 0.0.0.0:8080\nmetrics:\n  listen: 127.0.0.1:9464\n"), env)
+	require.NoError(t, err)
+}
