@@ -272,7 +272,7 @@ func parseLevel(s string) (slog.Level, error) {
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", runSynopsis, stderr)
 	cfgPath := fs.String("config", "", "YAML config file (see deploy/entrowatch.yaml); none: embedded broker and the auto sink (managed local ClickHouse, else Arrow files)")
-	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML and exit (secrets are never printed)")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML and exit, after reading the files it names (estimator, clusters, TLS): exit 1 when one is missing or malformed (secrets are never printed)")
 	level := fs.String("log-level", "", "override log_level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -294,7 +294,14 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if cfg.ClickHouse.Conn.DSN != "" {
 			cfg.ClickHouse.Conn.DSN = redactDSN(cfg.ClickHouse.Conn.DSN)
 		}
-		return yaml.NewEncoder(stdout).Encode(cfg)
+		if err := yaml.NewEncoder(stdout).Encode(cfg); err != nil {
+			return err
+		}
+		// A preflight too: the files the configuration names are read.
+		return preflight(cfg)
+	}
+	if err := preflight(cfg); err != nil {
+		return err
 	}
 	lv, _ := parseLevel(cfg.LogLevel)
 	return run(ctx, cfg, slog.New(logHandler(stderr, cfg.LogFormat, lv)))

@@ -36,3 +36,24 @@ func TestRunConfigListenAddrs(t *testing.T) {
 	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nhttp:\n  listen: 0.0.0.0:8080\nmetrics:\n  listen: 127.0.0.1:9464\n"), env)
 	require.NoError(t, err)
 }
+
+// TestRunPreflight: the files the config names are read before anything
+// starts, and --print-config reports them too (a preflight check): a
+// missing estimator came only after a managed ClickHouse had started and
+// been migrated; a missing Kafka CA file with a hint about create_topics.
+func TestRunPreflight(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "data_dir: "+dir+"/d\nsink: auto\nestimator: "+dir+"/missing.json\nkafka:\n  brokers: [127.0.0.1:1]\n  tls:\n    enabled: true\n    ca_file: "+dir+"/ca.pem\n")
+	out, stderr, code := runCLI(t, "run", "--config", cfg, "--print-config")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, out, "estimator:", "the config is printed first")
+	require.Contains(t, stderr, "estimator: ")
+	require.Contains(t, stderr, "missing.json")
+	require.Contains(t, stderr, "kafka.tls.ca_file")
+	require.NotContains(t, stderr, "create_topics")
+
+	_, stderr, code = runCLI(t, "run", "--config", cfg)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "missing.json")
+	require.NotContains(t, stderr, "clickhouse", "nothing started")
+}

@@ -343,3 +343,13 @@ func dsnHas(dsn, key string) bool {
 	u, err := url.Parse(dsn)
 	return err == nil && u.Query().Has(key)
 }
+
+// CheckFiles reads the files the configuration names (tls_ca_file), so that
+// a missing or malformed one is reported before anything connects.
+func (c Config) CheckFiles() error {
+	if c.TLSCAFile == "" {
+		return nil
+	}
+	_, err := c.options()
+	return err
+}

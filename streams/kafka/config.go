@@ -212,3 +212,11 @@ func (c Config) transport() (*kafkago.Transport, error) {
 		MetadataTTL: 10 * time.Second,
 	}, nil
 }
+
+// CheckFiles reads the files the configuration names (the TLS CA bundle,
+// client certificate and key), so that a missing or malformed one is
+// reported before anything connects, naming its key.
+func (c Config) CheckFiles() error {
+	_, err := c.tlsConfig()
+	return err
+}
