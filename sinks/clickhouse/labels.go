@@ -214,7 +214,7 @@ func readLabelsJSON(r io.Reader, defaultSource string, now time.Time) ([]Label, 
 		if err := json.Unmarshal(b, &v); err != nil {
 			return nil, fmt.Errorf("line %d: not a JSON object: %w", line, err)
 		}
-		l, err := makeLabel(v.TraceID, strings.Trim(string(v.Correct), `"`), v.Source, strings.Trim(string(v.TS), `"`), defaultSource, now)
+		l, err := makeLabel(v.TraceID, jsonText(v.Correct), v.Source, jsonText(v.TS), defaultSource, now)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
@@ -235,7 +235,11 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) ([]Label, e
 	}
 	idx := map[string]int{}
 	for i, h := range header {
-		idx[strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))] = i
+		name := strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
+		if j, dup := idx[name]; dup && name != "" {
+			return nil, fmt.Errorf("line 1: column %q appears twice in the header (columns %d and %d): it is not clear which one to read; rename or drop one", name, j+1, i+1)
+		}
+		idx[name] = i
 	}
 	if _, ok := idx[schemas.ColTraceID]; !ok {
 		return nil, fmt.Errorf("line 1: header %v lacks trace_id (need trace_id,correct[,source,ts])", header)
@@ -250,20 +254,32 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) ([]Label, e
 		return ""
 	}
 	var out []Label
-	for line := 2; ; line++ {
+	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
 			return out, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return nil, err // csv.ParseError names its line
 		}
 		l, err := makeLabel(get(rec, schemas.ColTraceID), get(rec, schemas.ColCorrect), get(rec, schemas.ColSource), get(rec, schemas.ColTS), defaultSource, now)
 		if err != nil {
+			line, _ := cr.FieldPos(0) // the record's first line, counting lines inside quoted fields
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		out = append(out, l)
 	}
+}
+
+// jsonText is a JSON value as the text makeLabel reads: a string decoded
+// (escapes resolved, blanks trimmed), a number or literal as written, null
+// and absent as "".
+func jsonText(raw json.RawMessage) string {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return strings.TrimSpace(str)
+	}
+	return strings.TrimSpace(string(raw))
 }
 
 // correctValues is what a label's correct may be, for error messages.
@@ -277,7 +293,7 @@ func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (La
 	if l.Source == "" {
 		l.Source = defaultSource
 	}
-	switch strings.ToLower(correct) {
+	switch strings.ToLower(strings.TrimSpace(correct)) {
 	case "true", "t", "yes", "1", "1.0":
 		l.Correct = true
 	case "false", "f", "no", "0", "0.0":

@@ -458,6 +458,13 @@ func TestReadLabels(t *testing.T) {
 			{TraceID: "c", Correct: true, Source: "import", TS: now},
 			{TraceID: "d", Correct: false, Source: "import", TS: now},
 		}, ""},
+		{"json_strings", `{"trace_id":"a","correct":" yes "}` + "\n" + `{"trace_id":"b","correct":"y\u0065s"}` + "\n" + `{"trace_id":"c","correct":"F","ts":"2026-01-01T00:00:00Z"}`, []Label{
+			{TraceID: "a", Correct: true, Source: "import", TS: now},
+			{TraceID: "b", Correct: true, Source: "import", TS: now},
+			{TraceID: "c", Correct: false, Source: "import", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		}, ""},
+		{"csv_duplicate_header", "trace_id,correct,correct\nz1,1,0\n", nil, `line 1: column "correct" appears twice in the header (columns 2 and 3)`},
+		{"csv_multiline_line_numbers", "trace_id,correct,source\na,1,\"x\ny\nz\"\nb,maybe,s\n", nil, `line 5: trace b: correct is "maybe"`},
 		{"bad_correct", "trace_id,correct\na,maybe\n", nil, "line 2: trace a: correct is \"maybe\"; want true/false, t/f, yes/no or 1/0"},
 		{"csv_correct_empty", "trace_id,correct\na,\n", nil, "line 2: trace a: correct is missing; want true/false, t/f, yes/no or 1/0"},
 		{"csv_short_row", "trace_id,source,correct\na,human\n", nil, "line 2: trace a: correct is missing"},
