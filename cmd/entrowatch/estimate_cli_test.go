@@ -275,3 +275,112 @@ func TestEvalCLILimits(t *testing.T) {
 	require.Equal(t, 2, code, stderr)
 	require.Contains(t, stderr, "--max-training-sets 0: want a positive number")
 }
+
+// TestTrainInterrupted: Ctrl-C says so, as eval and score do (it printed
+// "context canceled"), and leaves no file, partial or not.
+func TestTrainInterrupted(t *testing.T) {
+	in := labelled(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "est.json")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	err := runTrain(ctx, []string{"--in", in, "--out", out, "--features", "confidence"}, &stdout, &stderr)
+	require.EqualError(t, err, "interrupted; no estimator written to "+out)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, entries, "no estimator and no partial file")
+}
+
+// TestTrainReportEdgeCases: a model whose folds cannot hold both classes
+// prints n/a, not AUROC 0.000; a model short of one class only names
+// --min-class.
+func TestTrainReportEdgeCases(t *testing.T) {
+	dir := t.TempDir()
+	three := filepath.Join(dir, "three.csv")
+	require.NoError(t, os.WriteFile(three, []byte("model,domain,confidence,correct\nm,a,0.9,1\nm,a,0.8,1\nm,b,0.2,0\n"), 0o644))
+	stdout, stderr, code := runCLI(t, "train", "--in", three, "--out", filepath.Join(dir, "e.json"), "--features", "confidence")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "  out-of-fold: AUROC n/a  Brier n/a  ECE n/a (2 correct and 1 incorrect rows: too few for each of the 3 folds to hold both classes)\n")
+	require.Contains(t, stdout, "  a                          2       n/a  1.000\n")
+	require.NotContains(t, stdout, "AUROC 0.000")
+
+	b, err := os.ReadFile(labelled(t))
+	require.NoError(t, err)
+	var extra strings.Builder
+	for i := range 60 {
+		y := 1
+		if i < 5 {
+			y = 0
+		}
+		fmt.Fprintf(&extra, "few,arc,p,0.%d,%d\n", i%10, y)
+	}
+	in := filepath.Join(dir, "few.csv")
+	require.NoError(t, os.WriteFile(in, append(b, extra.String()...), 0o644))
+	stdout, stderr, code = runCLI(t, "train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--features", "confidence", "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "too few labelled rows: 60 rows (55 correct, 5 incorrect), under the minimum of 10 incorrect;")
+	require.Contains(t, stdout, "model few: no model of its own: too few labelled rows: 60 rows (55 correct, 5 incorrect), "+
+		"under the minimum of 10 incorrect (--min-class); its rows are estimated with the pooled model (*)\n")
+}
+
+// TestEvalUsageAndWorkers: the usage line names every flag, as the docs'
+// does; --workers is capped, saying so, and a negative one refused.
+func TestEvalUsageAndWorkers(t *testing.T) {
+	stdout, stderr, code := runCLI(t, "eval", "-h")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout+stderr, "entrowatch eval --in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..|all] [--workers N] [--max-training-sets N]\n")
+
+	in := labelled(t)
+	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence", "--k", "1", "--methods", "sk_platt", "--workers", "1000")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "eval: 6 training sets x 1 method = 6 fits, 6 workers (1000 asked for: at most one per training set)\n")
+
+	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--workers", "-2")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "--workers -2: want a positive number (0 = GOMAXPROCS)")
+}
+
+// TestEvalTiesAndNaN: stdout lists tied methods in summary.md's order and
+// writes an undefined rho as n/a, as summary.md does (it printed NaN).
+func TestEvalTiesAndNaN(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("model,domain,confidence,correct\n")
+	for i := range 600 {
+		fmt.Fprintf(&b, "m,%s,0.5,%d\n", []string{"arc", "mmlu", "wino"}[i%3], (i/3)%2)
+	}
+	in := filepath.Join(t.TempDir(), "flat.csv")
+	require.NoError(t, os.WriteFile(in, []byte(b.String()), 0o644))
+	dir := filepath.Join(t.TempDir(), "r")
+	stdout, stderr, code := runCLI(t, "eval", "--in", in, "--report", dir, "--features", "confidence", "--k", "1", "--methods", "sk_isotonic,default,sk_platt")
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, " NaN")
+	var order []string
+	for _, l := range strings.Split(stdout, "\n")[2:] {
+		if f := strings.Fields(l); len(f) == 3 {
+			require.Equal(t, "n/a", f[2], l)
+			order = append(order, f[0])
+		}
+	}
+	require.Equal(t, []string{"default", "sk_isotonic", "sk_platt"}, order)
+	sum, err := os.ReadFile(filepath.Join(dir, "summary.md"))
+	require.NoError(t, err)
+	s := string(sum)
+	require.Less(t, strings.Index(s, "| default | "), strings.Index(s, "| sk_isotonic | "))
+	require.Less(t, strings.Index(s, "| sk_isotonic | "), strings.Index(s, "| sk_platt | "))
+}
+
+// TestEvalNumberedMethods: screenN and ensembleN work for N beyond the
+// few that "all" runs.
+func TestEvalNumberedMethods(t *testing.T) {
+	in := labelled(t)
+	stdout, stderr, code := runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence,confidence2", "--k", "1", "--methods", "ensemble1")
+	require.Equal(t, 1, code, stdout)
+	require.Contains(t, stderr, `column "confidence2" missing`)
+	stdout, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence", "--k", "1", "--methods", "ensemble1,screen0_isotonic_oof")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "ensemble1 ")
+	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence", "--k", "1", "--methods", "ensemble4")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, `method "ensemble4" does not apply to these features: an ensemble of 4 single-feature models needs as many features (have 1; ensemble1 uses them all)`)
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
-const evalSynopsis = `--in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..|all]
+const evalSynopsis = `--in LABELED --report DIR [--features a,b,..] [--k 1,2,3] [--methods m1,m2,..|all] [--workers N] [--max-training-sets N]
 
 Measures how well each method estimates a domain's accuracy on domains it was
 not trained on (the Entropy Sentinel protocol): for every LLM model and every
@@ -40,13 +40,18 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	feats := fs.String("features", "", "comma-separated feature columns; the first one drives ATC and raw_mean (default: the 11 profile features)")
 	ks := fs.String("k", "", "training-set sizes in domains: a list (1,2,3) or a range (1..3) (default 1..n-1 per model)")
 	methods := fs.String("methods", "", "comma-separated methods, or \"all\" (default: "+strings.Join(estimate.DefaultMethods(), ",")+"; forest_* and mlp_* are slower)")
-	workers := fs.Int("workers", 0, "training sets fitted in parallel (default: GOMAXPROCS)")
+	workers := fs.Int("workers", 0, "training sets fitted in parallel (default: GOMAXPROCS; at most 4 per CPU and one per training set)")
 	maxSets := fs.Int("max-training-sets", estimate.DefaultMaxTrainingSets, "refuse a model with more training sets than this (the sum over k of C(domains, k))")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *in == "" || *dir == "" {
 		fmt.Fprintln(stderr, "--in and --report are required")
+		fs.Usage()
+		return errUsage
+	}
+	if *workers < 0 {
+		fmt.Fprintf(stderr, "--workers %d: want a positive number (0 = GOMAXPROCS)\n", *workers)
 		fs.Usage()
 		return errUsage
 	}
@@ -126,8 +131,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	med := estimate.Medians(rep, nil)
 	fmt.Fprintf(stdout, "median over %d training sets, AEE on held-out domains (lower is better):\n", trainingSets(rep))
 	fmt.Fprintf(stdout, "%-22s %7s %7s\n", "method", "AEE", "rho")
-	for _, m := range sortedByAEE(med) {
-		fmt.Fprintf(stdout, "%-22s %7.3f %7.3f\n", m, med[m][0], med[m][1])
+	for _, m := range estimate.Ranked(med) {
+		fmt.Fprintf(stdout, "%-22s %7s %7s\n", m, estimate.F3(med[m][0]), estimate.F3(med[m][1]))
 	}
 	fmt.Fprintf(stdout, "%d fits in %s; report in %s\n", rep.Fits, rep.Wall.Round(1e7), *dir)
 	return nil
@@ -192,21 +197,6 @@ func trainingSets(rep *estimate.Report) int {
 		seen[r.Model+"\x00"+strings.Join(r.TrainDomains, ",")] = true
 	}
 	return len(seen)
-}
-
-func sortedByAEE(med map[string][2]float64) []string {
-	var ms []string
-	for m := range med {
-		ms = append(ms, m)
-	}
-	for i := range ms {
-		for j := i + 1; j < len(ms); j++ {
-			if med[ms[j]][0] < med[ms[i]][0] || (med[ms[j]][0] == med[ms[i]][0] && ms[j] < ms[i]) {
-				ms[i], ms[j] = ms[j], ms[i]
-			}
-		}
-	}
-	return ms
 }
 
 func featureList(s string) []string {

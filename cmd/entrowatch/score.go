@@ -303,8 +303,12 @@ func fallbackSummary(w io.Writer, chain []streams.Operator) {
 		slices.Sort(names)
 		_, fallback := e.Models()
 		for _, name := range names {
-			fmt.Fprintf(w, "estimator: %d rows of model %s scored by the fallback, %s: the estimator has no model of %s's own "+
-				"(train one on its labelled rows with entrowatch train)\n", rows[name], name, fallbackName(fallback), name)
+			why := fmt.Sprintf("the estimator has no model of %s's own and records no reason (%s was not in its training table, "+
+				"or an older entrowatch train left it out); to give it one, train on labelled rows of %s", name, name, name)
+			if left := e.LeftOut(name); left != "" {
+				why = fmt.Sprintf("entrowatch train left %s out: %s; to give it a model of its own, add labelled rows of it and retrain", name, left)
+			}
+			fmt.Fprintf(w, "estimator: %d rows of model %s scored by the fallback, %s: %s\n", rows[name], name, fallbackName(fallback), why)
 		}
 		var named int64
 		for _, n := range rows {

@@ -540,5 +540,25 @@ func TestScoreFallbackSummary(t *testing.T) {
 	_, stderr, code = runCLI(t, "score", "--in", other, "--out", filepath.Join(dir, "other.csv"), "--estimator", est, "--quiet")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "estimator: 33 rows of model other-llm scored by the fallback, model fixture-model: "+
-		"the estimator has no model of other-llm's own (train one on its labelled rows with entrowatch train)\n")
+		"the estimator has no model of other-llm's own and records no reason (other-llm was not in its training table, "+
+		"or an older entrowatch train left it out); to give it one, train on labelled rows of other-llm\n")
+	require.NotContains(t, stderr, "train one on its labelled rows", "not the advice for an LLM train left out")
+
+	// An LLM that train left out for too few rows: score gives train's reason.
+	b, err := os.ReadFile(fixtures + "valid.expected.csv")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	table := lines
+	for _, l := range lines[1:4] {
+		table = append(table, strings.Replace(l, ",fixture-model,", ",other-llm,", 1))
+	}
+	in := filepath.Join(dir, "with-few.csv")
+	require.NoError(t, os.WriteFile(in, []byte(strings.Join(table, "\n")+"\n"), 0o644))
+	_, stderr, code = runCLI(t, "train", "--in", in, "--out", est, "--transfer=false", "--min-rows", "20", "--min-class", "2")
+	require.Equal(t, 0, code, stderr)
+	_, stderr, code = runCLI(t, "score", "--in", other, "--out", filepath.Join(dir, "other2.csv"), "--estimator", est, "--quiet")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "estimator: 33 rows of model other-llm scored by the fallback, the pooled model (*): "+
+		"entrowatch train left other-llm out: too few labelled rows: 3 rows (")
+	require.Contains(t, stderr, "under the minimum of 20 rows and 2 correct; to give it a model of its own, add labelled rows of it and retrain\n")
 }

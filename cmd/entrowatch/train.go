@@ -98,6 +98,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.Models = []string{*model}
 	}
 	set, err := estimate.Train(ctx, tbl, cfg, opts)
+	if ctx.Err() != nil {
+		// Ctrl-C: the deferred commit(false) removes the partial file; an
+		// earlier --out is left as it was.
+		return fmt.Errorf("interrupted; no estimator written to %s", *out)
+	}
 	if err != nil {
 		return err
 	}
@@ -146,11 +151,19 @@ func printLeftToFallback(w io.Writer, tbl *estimate.Table, set *estimate.Set, op
 			continue
 		}
 		why := "no model of its own"
+		var few *estimate.TooFewRowsError
 		switch err := opts.CheckRows(rows[name], pos[name]); {
 		case errors.Is(err, estimate.ErrOneClass):
 			why = fmt.Sprintf("no model of its own: its %d rows are all of one class", rows[name])
-		case errors.Is(err, estimate.ErrTooFewRows):
-			why = fmt.Sprintf("no model of its own: %v (--min-rows, --min-class)", err)
+		case errors.As(err, &few):
+			var flags []string
+			if few.RowsShort() {
+				flags = append(flags, "--min-rows")
+			}
+			if few.ClassShort() {
+				flags = append(flags, "--min-class")
+			}
+			why = fmt.Sprintf("no model of its own: %v (%s)", err, strings.Join(flags, ", "))
 		}
 		fmt.Fprintf(w, "model %s: %s; its rows are estimated with %s\n", name, why, fallbackName(set.Fallback))
 	}
@@ -164,7 +177,11 @@ func printTrainReport(w io.Writer, set *estimate.Set, transfer bool) {
 		m := set.Models[name]
 		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, m.Hyper,
 			strings.Join(m.Features, ","), m.Rows, float64(m.Positives)/float64(m.Rows))
-		fmt.Fprintf(w, "  out-of-fold: AUROC %.3f  Brier %.4f  ECE %.4f\n", m.Metrics.AUROC, m.Metrics.Brier, m.Metrics.ECE)
+		if why := m.Metrics.Unmeasured; why != "" {
+			fmt.Fprintf(w, "  out-of-fold: AUROC n/a  Brier n/a  ECE n/a (%s)\n", why)
+		} else {
+			fmt.Fprintf(w, "  out-of-fold: AUROC %.3f  Brier %.4f  ECE %.4f\n", m.Metrics.AUROC, m.Metrics.Brier, m.Metrics.ECE)
+		}
 		tr := m.Metrics.Transfer
 		held := map[string]float64{}
 		if tr != nil {
@@ -176,7 +193,11 @@ func printTrainReport(w io.Writer, set *estimate.Set, transfer bool) {
 			fmt.Fprintf(w, "  %-20s %7s %9s %6s\n", "domain", "rows", "estimated", "true")
 		}
 		for _, d := range m.Metrics.Domains {
-			fmt.Fprintf(w, "  %-20s %7d %9.3f %6.3f", d.Domain, d.Rows, d.Estimated, d.True)
+			if m.Metrics.Unmeasured != "" {
+				fmt.Fprintf(w, "  %-20s %7d %9s %6.3f", d.Domain, d.Rows, "n/a", d.True)
+			} else {
+				fmt.Fprintf(w, "  %-20s %7d %9.3f %6.3f", d.Domain, d.Rows, d.Estimated, d.True)
+			}
 			if e, ok := held[d.Domain]; ok {
 				fmt.Fprintf(w, " %10.3f", e)
 			}

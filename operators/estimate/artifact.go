@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -33,6 +34,12 @@ type Set struct {
 	// model's name, Models[k].Model == k (the name given to Fit), and the
 	// pooled model's key and name is FallbackKey.
 	Models map[string]*Model `json:"models"`
+	// Skipped gives, per LLM model of the training table that Train left to
+	// the fallback, the reason (e.g. "too few labelled rows: 3 rows (2
+	// correct, 1 incorrect), under the minimum of 50 rows and 10 of each
+	// class"). Omitted when no LLM was left out, so sets without it keep
+	// their bytes and hashes; sets written before it existed have none.
+	Skipped map[string]string `json:"skipped,omitempty"`
 }
 
 // Model is one trained estimator of P(correct) for one LLM model.
@@ -73,6 +80,11 @@ type Metrics struct {
 	// Transfer, when measured (two or more training domains), is the error
 	// to expect on a domain the model was not trained on.
 	Transfer *Transfer `json:"transfer,omitempty"`
+	// Unmeasured, when set, says why AUROC, Brier, ECE and the domains'
+	// Estimated mean nothing: too few rows of a class for every
+	// cross-validation fold to hold both (e.g. 3 rows in 3 folds). The
+	// numbers are kept as computed; the report prints n/a.
+	Unmeasured string `json:"unmeasured,omitempty"`
 }
 
 // DomainMetric compares estimated with true accuracy on one training domain.
@@ -263,6 +275,11 @@ func (s *Set) Validate() error {
 	if s.Fallback != "" && s.Models[s.Fallback] == nil {
 		return fmt.Errorf("fallback %q names no model in the set (have %s): set Fallback to one of the keys, or \"\" for none",
 			s.Fallback, strings.Join(s.keys(), ","))
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Skipped)) {
+		if s.Models[k] != nil {
+			return fmt.Errorf("model %q is listed as skipped but has a model in the set: remove it from skipped", k)
+		}
 	}
 	for _, k := range s.keys() {
 		m := s.Models[k]

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"math"
 	"math/big"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -34,7 +35,10 @@ type EvalConfig struct {
 	// method. Those of DefaultMethods or "all" that do not apply to the
 	// features are left out and listed in Report.NotApplicable.
 	Methods []string
-	Workers int // parallel training sets; 0 = GOMAXPROCS
+	// Workers is the number of training sets fitted in parallel; 0 =
+	// GOMAXPROCS. It is cut to the number of training sets and to 4 per CPU
+	// (the Progress line says so).
+	Workers int
 	// MaxTrainingSets caps one model's training sets (the sum over k of
 	// C(domains, k)), counted before any is built; 0 = DefaultMaxTrainingSets.
 	// Above it Evaluate returns a *TooManyTrainingSetsError.
@@ -124,13 +128,7 @@ func Methods(features []string, firstIsProb bool) []Method {
 		if k < len(features) {
 			for _, off := range []bool{false, true} {
 				for _, on := range []string{"train", "oof"} {
-					cfg := DefaultTrainConfig()
-					cfg.Ensemble, cfg.Screen, cfg.Offset, cfg.CalibrateOn = 0, k, off, on
-					name := fmt.Sprintf("screen%d_isotonic_%s", k, on)
-					if off {
-						name += "_offset"
-					}
-					ms = append(ms, fitMethod(name, cfg))
+					ms = append(ms, screenMethod(k, on, off))
 				}
 			}
 		}
@@ -138,13 +136,7 @@ func Methods(features []string, firstIsProb bool) []Method {
 	for _, k := range []int{2, 3, 5} {
 		if k <= len(features) {
 			for _, off := range []bool{false, true} {
-				cfg := DefaultTrainConfig()
-				cfg.Ensemble, cfg.Offset = k, off
-				name := fmt.Sprintf("ensemble%d", k)
-				if off {
-					name += "_offset"
-				}
-				ms = append(ms, fitMethod(name, cfg))
+				ms = append(ms, ensembleMethod(k, off))
 			}
 		}
 	}
@@ -154,6 +146,65 @@ func Methods(features []string, firstIsProb bool) []Method {
 	}
 	ms = append(ms, fitMethod(DefaultName, DefaultTrainConfig()))
 	return ms
+}
+
+// screenMethod is screenK_isotonic_{on}[_offset]: one logistic model on the
+// k best-screened features (0 = all), isotonic calibration fitted on the
+// training ("train") or out-of-fold ("oof") scores.
+func screenMethod(k int, on string, offset bool) Method {
+	cfg := DefaultTrainConfig()
+	cfg.Ensemble, cfg.Screen, cfg.Offset, cfg.CalibrateOn = 0, k, offset, on
+	name := fmt.Sprintf("screen%d_isotonic_%s", k, on)
+	if offset {
+		name += "_offset"
+	}
+	return fitMethod(name, cfg)
+}
+
+// ensembleMethod is ensembleK[_offset]: the default's ensemble with k members.
+func ensembleMethod(k int, offset bool) Method {
+	cfg := DefaultTrainConfig()
+	cfg.Ensemble, cfg.Offset = k, offset
+	name := fmt.Sprintf("ensemble%d", k)
+	if offset {
+		name += "_offset"
+	}
+	return fitMethod(name, cfg)
+}
+
+var (
+	screenName   = regexp.MustCompile(`^screen(\d+)_isotonic_(train|oof)(_offset)?$`)
+	ensembleName = regexp.MustCompile(`^ensemble(\d+)(_offset)?$`)
+)
+
+// numbered resolves screenN_isotonic_{train,oof}[_offset] and
+// ensembleN[_offset] for any N that makes sense with nf features (screen: N
+// below nf, 0 = all; ensemble: 1 to nf): the method, or why N does not.
+// ok is false when name has neither form.
+func numbered(name string, nf int) (m Method, why string, ok bool) {
+	if g := screenName.FindStringSubmatch(name); g != nil {
+		k, err := strconv.Atoi(g[1])
+		switch {
+		case (err != nil || k >= nf) && nf == 1:
+			return Method{}, fmt.Sprintf("with 1 feature there is nothing to screen: screen0_isotonic_%s%s is the same model", g[2], g[3]), true
+		case err != nil || k >= nf:
+			return Method{}, fmt.Sprintf("screening to %s of %d features keeps them all, as screen0_isotonic_%s%s does (N goes from 0, all, to %d)",
+				g[1], nf, g[2], g[3], nf-1), true
+		}
+		return screenMethod(k, g[2], g[3] != ""), "", true
+	}
+	if g := ensembleName.FindStringSubmatch(name); g != nil {
+		k, err := strconv.Atoi(g[1])
+		switch {
+		case err == nil && k == 0:
+			return Method{}, "", false // no such method: the list of names says N starts at 1
+		case err != nil || k > nf:
+			return Method{}, fmt.Sprintf("an ensemble of %s single-feature models needs as many features (have %d; ensemble%d%s uses them all)",
+				g[1], nf, nf, g[2]), true
+		}
+		return ensembleMethod(k, g[2] != ""), "", true
+	}
+	return Method{}, "", false
 }
 
 // DefaultMethods returns the methods run when none are named: the references,
@@ -428,13 +479,10 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 		return nil, fmt.Errorf("k = %s leaves no domain to estimate: k must be below a model's domain count, and the most domains a model has here is %d (use k from 1 to %d)",
 			kText(ks), maxDomains, maxDomains-1)
 	}
-	workers := cfg.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	workers, capped := evalWorkers(cfg.Workers, total, runtime.NumCPU())
 	if cfg.Progress != nil && total > 0 {
-		fmt.Fprintf(cfg.Progress, "eval: %s x %s = %d fits, %s\n", plural(total, "training set"),
-			plural(len(methods), "method"), total*len(methods), plural(workers, "worker"))
+		fmt.Fprintf(cfg.Progress, "eval: %s x %s = %d fits, %s%s\n", plural(total, "training set"),
+			plural(len(methods), "method"), total*len(methods), plural(workers, "worker"), capped)
 	}
 
 	// Workers finish jobs in any order; results are merged in job order (the
@@ -600,6 +648,28 @@ feed:
 	return rep, nil
 }
 
+// evalWorkers is the worker count for asked (0: GOMAXPROCS) with total
+// training sets on cpus CPUs: at most one per training set and 4 per CPU
+// (the fits are CPU-bound; more only hold more memory). note says why a
+// larger ask was cut, e.g. " (1000 asked for: at most 4 per CPU, 2 CPUs)".
+func evalWorkers(asked, total, cpus int) (n int, note string) {
+	n = asked
+	if asked <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	limit, why := 4*cpus, fmt.Sprintf("at most 4 per CPU, %s", plural(cpus, "CPU"))
+	if total < limit {
+		limit, why = total, "at most one per training set"
+	}
+	if n <= limit || limit <= 0 {
+		return n, ""
+	}
+	if asked <= 0 {
+		return limit, ""
+	}
+	return limit, fmt.Sprintf(" (%d asked for: %s)", asked, why)
+}
+
 func sumValues(m map[string]int) int {
 	s := 0
 	for _, v := range m {
@@ -677,42 +747,34 @@ func selectMethods(t *Table, names []string) ([]Method, []string, error) {
 			methods = append(methods, all[i])
 			continue
 		}
-		why := notApplicableReason(n, t)
+		m, why, ok := numbered(n, len(t.Features))
+		if ok && why == "" {
+			methods = append(methods, m)
+			continue
+		}
+		if n == "raw_mean" {
+			why = fmt.Sprintf("the first feature, %s, is not a probability of being right (that needs every value in [0,1] and a higher mean on correct rows)", t.Features[0])
+		}
 		switch {
 		case why != "" && implicit:
 			notApplicable = append(notApplicable, n+": "+why)
 		case why != "":
 			return nil, nil, fmt.Errorf("method %q does not apply to these features: %s", n, why)
 		default:
-			var have []string
-			for _, m := range all {
-				have = append(have, m.Name)
-			}
-			return nil, nil, fmt.Errorf("method %q is not available for these features (have %s)", n, strings.Join(have, ","))
+			return nil, nil, fmt.Errorf("unknown method %q: the methods are %s", n, methodNames(len(t.Features)))
 		}
 	}
 	return methods, notApplicable, nil
 }
 
-// notApplicableReason says why a method Methods knows by name is missing for
-// t's features, or "" when the name is unknown.
-func notApplicableReason(name string, t *Table) string {
-	nf := len(t.Features)
-	var k int
-	var rest string
-	switch {
-	case name == "raw_mean":
-		return fmt.Sprintf("the first feature, %s, is not a probability of being right (that needs every value in [0,1] and a higher mean on correct rows)", t.Features[0])
-	case strings.HasPrefix(name, "screen"):
-		if _, err := fmt.Sscanf(name, "screen%d_%s", &k, &rest); err == nil && k >= nf {
-			return fmt.Sprintf("screening to %d needs more than %s (have %d)", k, plural(k, "feature"), nf)
-		}
-	case strings.HasPrefix(name, "ensemble"):
-		if _, err := fmt.Sscanf(strings.TrimSuffix(name, "_offset"), "ensemble%d", &k); err == nil && k > nf {
-			return fmt.Sprintf("an ensemble of %d needs at least %s (have %d)", k, plural(k, "feature"), nf)
-		}
+// methodNames lists every method name eval knows, for nf features.
+func methodNames(nf int) string {
+	screen := fmt.Sprintf("screenN_isotonic_train and screenN_isotonic_oof, each also with _offset (N from 0, all features, to %d)", nf-1)
+	if nf == 1 {
+		screen = "screen0_isotonic_train and screen0_isotonic_oof, each also with _offset (screening needs 2 or more features)"
 	}
-	return ""
+	return "sk_platt, sk_platt_balanced, sk_isotonic; logreg_, forest_ and mlp_ each with platt, isotonic or none; " + screen +
+		fmt.Sprintf("; ensembleN and ensembleN_offset (N from 1 to %d); atc; raw_mean (when the first feature is a probability of being right); %s; or all", nf, DefaultName)
 }
 
 // KsFor returns the asked-for ks that can matter for t, sorted and each

@@ -145,7 +145,7 @@ func TestNotApplicableMethods(t *testing.T) {
 	rep, err := Evaluate(context.Background(), tbl, EvalConfig{Ks: []int{1}, Methods: nil, Workers: 1})
 	require.NoError(t, err)
 	require.Equal(t, []string{
-		"screen1_isotonic_train: screening to 1 needs more than 1 feature (have 1)",
+		"screen1_isotonic_train: with 1 feature there is nothing to screen: screen0_isotonic_train is the same model",
 		"raw_mean: the first feature, a, is not a probability of being right (that needs every value in [0,1] and a higher mean on correct rows)",
 	}, rep.NotApplicable)
 	require.Contains(t, Summary(rep), "Methods left out, not applicable to these features:\n\n- screen1_isotonic_train: ")
@@ -154,7 +154,7 @@ func TestNotApplicableMethods(t *testing.T) {
 	require.EqualError(t, err, `method "raw_mean" does not apply to these features: the first feature, a, is not a probability of being right (that needs every value in [0,1] and a higher mean on correct rows)`)
 
 	_, err = Evaluate(context.Background(), tbl, EvalConfig{Ks: []int{1}, Methods: []string{"ensemble2"}})
-	require.EqualError(t, err, `method "ensemble2" does not apply to these features: an ensemble of 2 needs at least 2 features (have 1)`)
+	require.EqualError(t, err, `method "ensemble2" does not apply to these features: an ensemble of 2 single-feature models needs as many features (have 1; ensemble1 uses them all)`)
 
 	// "all" is every method these features allow; raw_mean is named as left out.
 	methods, notApplicable, err := selectMethods(tbl, []string{"all"})
@@ -269,7 +269,7 @@ func TestPlaceLabels(t *testing.T) {
 	for i := range 30 {
 		ls = append(ls, pointLabel{x: 100, y: 59.1, text: "d" + strconv.Itoa(i)})
 	}
-	out := placeLabels(ls, [][2]float64{{100, 59.1}, {110, 80}}, 400, 9)
+	out := placeLabels(ls, [][2]float64{{100, 59.1}, {110, 80}}, labelBox{0, 400, 0, 1000}, 9)
 	var ys []float64
 	for _, l := range out {
 		ys = append(ys, l.ty)
@@ -280,7 +280,7 @@ func TestPlaceLabels(t *testing.T) {
 	}
 	require.False(t, math.IsNaN(ys[0]))
 	// Near the right edge, a label goes left of its point.
-	out = placeLabels([]pointLabel{{x: 395, y: 50, text: "winogrande"}}, nil, 400, 9)
+	out = placeLabels([]pointLabel{{x: 395, y: 50, text: "winogrande"}}, nil, labelBox{0, 400, 0, 1000}, 9)
 	require.True(t, out[0].end)
 }
 

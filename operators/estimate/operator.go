@@ -164,6 +164,11 @@ func (o *Operator) Models() (names []string, fallback string) {
 	return names, o.set.Fallback
 }
 
+// LeftOut returns why training gave LLM model name no model of its own
+// (Set.Skipped), or "" when the set records no reason: the model was not in
+// the training table, or the set was written before reasons were recorded.
+func (o *Operator) LeftOut(name string) string { return o.set.Skipped[name] }
+
 // Version is the loaded set's version.
 func (o *Operator) Version() string { return o.set.Version }
 

@@ -112,17 +112,17 @@ func Medians(rep *Report, keep func(Result) bool) map[string][2]float64 {
 	return out
 }
 
-func methodOrder(rep *Report) []string {
-	var ms []string
-	seen := map[string]bool{}
-	for _, r := range rep.Results {
-		if !seen[r.Method] {
-			seen[r.Method] = true
-			ms = append(ms, r.Method)
-		}
-	}
-	med := Medians(rep, nil)
-	sort.SliceStable(ms, func(a, b int) bool { return med[ms[a]][0] < med[ms[b]][0] })
+func methodOrder(rep *Report) []string { return Ranked(Medians(rep, nil)) }
+
+// Ranked orders the methods of med (as Medians returns) by median AEE, best
+// first; ties by name, a NaN AEE last. summary.md and eval's table use it,
+// so both list tied methods alike.
+func Ranked(med map[string][2]float64) []string {
+	ms := sortedKeys(med)
+	sort.SliceStable(ms, func(a, b int) bool {
+		x, y := med[ms[a]][0], med[ms[b]][0]
+		return x < y || (!math.IsNaN(x) && math.IsNaN(y))
+	})
 	return ms
 }
 
@@ -139,10 +139,12 @@ func pairCell(v [2]float64, ok bool) string {
 	if !ok {
 		return "n/a"
 	}
-	return f3(v[0]) + " (" + f3(v[1]) + ")"
+	return F3(v[0]) + " (" + F3(v[1]) + ")"
 }
 
-func f3(v float64) string {
+// F3 writes v with 3 decimals, or "n/a" for NaN (a rho over domains of
+// equal estimates, for one), as summary.md and eval's table print it.
+func F3(v float64) string {
 	if math.IsNaN(v) {
 		return "n/a"
 	}
@@ -186,7 +188,7 @@ func Summary(rep *Report) string {
 	b.WriteString("## Median AEE and rho per method\n\n| method | AEE | rho |\n|---|---|---|\n")
 	all := Medians(rep, nil)
 	for _, m := range ms {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCell(m), f3(all[m][0]), f3(all[m][1]))
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCell(m), F3(all[m][0]), F3(all[m][1]))
 	}
 	b.WriteString("\n## Median AEE (rho) per k\n\n| method |")
 	for _, k := range kl {
@@ -225,7 +227,7 @@ func Summary(rep *Report) string {
 	b.WriteString("\n## Accuracy per model and domain\n\n| model | domain | rows | accuracy |\n|---|---|---|---|\n")
 	for _, mo := range models {
 		for _, d := range sortedKeys(rep.True[mo]) {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s |\n", mdCell(mo), mdCell(d), rep.Rows[mo][d], f3(rep.True[mo][d]))
+			fmt.Fprintf(&b, "| %s | %s | %d | %s |\n", mdCell(mo), mdCell(d), rep.Rows[mo][d], F3(rep.True[mo][d]))
 		}
 	}
 	b.WriteString("\n## Feature AUROC for predicting correctness, per model and domain\n\n")
@@ -238,7 +240,7 @@ func Summary(rep *Report) string {
 		a := rep.FeatureAUC[i]
 		fmt.Fprintf(&b, "| %s | %s |", mdCell(a.Model), mdCell(a.Domain))
 		for _, x := range rep.FeatureAUC[i : i+len(rep.Features)] {
-			fmt.Fprintf(&b, " %s |", f3(x.AUROC))
+			fmt.Fprintf(&b, " %s |", F3(x.AUROC))
 		}
 		b.WriteString("\n")
 	}

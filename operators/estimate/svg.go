@@ -118,20 +118,39 @@ func (l pointLabel) span(fs float64) (float64, float64) {
 	return l.tx, l.tx + w
 }
 
+// labelBox is the area labels must stay in (a panel, inset).
+type labelBox struct{ left, right, top, bottom float64 }
+
+// labelRoom is the side of a square panel that holds n labels of font size
+// fs stacked in one column (the worst case of placeLabels), never less than
+// least.
+func labelRoom(n int, fs, least float64) float64 {
+	return max(least, float64(n)*(fs+1)+fs+8)
+}
+
 // placeLabels puts each label beside its point, right of it unless that
-// passes right, and moves labels down until no two overlap (lines of height
-// fs+1 whose horizontal extents meet) and none covers a point of dots
-// (circles of radius 4).
-func placeLabels(ls []pointLabel, dots [][2]float64, right, fs float64) []pointLabel {
+// passes box.right (then left of it, or flush with the box when neither side
+// has room), and moves labels down until no two overlap (lines of height fs+1
+// whose horizontal extents meet) and none covers a point of dots (circles of
+// radius 4). Labels pushed past box.bottom are then moved up, above the
+// labels under them, so that every label stays inside box when it is tall
+// enough (labelRoom).
+func placeLabels(ls []pointLabel, dots [][2]float64, box labelBox, fs float64) []pointLabel {
+	h := fs + 1
+	top := box.top + fs - 1 // the highest baseline that keeps the text inside
 	for i := range ls {
 		l := &ls[i]
-		l.tx, l.ty = l.x+5, l.y-5
-		if l.tx+textWidth(l.text, fs) > right {
+		w := textWidth(l.text, fs)
+		l.tx, l.ty = l.x+5, max(top, min(box.bottom, l.y-5))
+		switch {
+		case l.tx+w <= box.right:
+		case l.x-5-w >= box.left:
 			l.tx, l.end = l.x-5, true
+		default:
+			l.tx = max(box.left, box.right-w)
 		}
 	}
 	sort.SliceStable(ls, func(a, b int) bool { return ls[a].ty < ls[b].ty })
-	h := fs + 1
 	// A label only moves down, by at least a pixel, so this ends.
 	for i := range ls {
 		for moved := true; moved; {
@@ -154,6 +173,25 @@ func placeLabels(ls []pointLabel, dots [][2]float64, right, fs float64) []pointL
 				}
 			}
 		}
+	}
+	// Back inside: from the bottom up, a label goes no lower than the box
+	// and above every label already placed under it that it would overlap.
+	// A label only moves up here, so this ends too.
+	sort.SliceStable(ls, func(a, b int) bool { return ls[a].ty > ls[b].ty })
+	for i := range ls {
+		ls[i].ty = min(ls[i].ty, box.bottom)
+		for moved := true; moved; {
+			moved = false
+			a0, a1 := ls[i].span(fs)
+			for j := range i {
+				b0, b1 := ls[j].span(fs)
+				if a0 < b1 && b0 < a1 && math.Abs(ls[i].ty-ls[j].ty) < h-1e-6 {
+					ls[i].ty = ls[j].ty - h
+					moved = true
+				}
+			}
+		}
+		ls[i].ty = max(ls[i].ty, top) // only when the box is too short for them all
 	}
 	return ls
 }
@@ -182,24 +220,45 @@ func estimatesSVG(rep *Report) string {
 	models := sortedKeys(rep.True)
 	ms := plotted(rep)
 	names := legendNames(ms, func(a, b string) bool { return sameHeldOut(rep, a, b) })
-	const pw, ph, pad = 260.0, 260.0, 40.0
+	const pad = 40.0
 	const fs = 9.0 // domain label font size
+	const title = "Estimated vs true accuracy per held-out domain (mean over training sets)"
+	most := 0
+	for _, model := range models {
+		most = max(most, len(rep.True[model]))
+	}
+	// Square panels, grown when their labels could not all fit in 260 px.
+	pw := labelRoom(most, fs, 260)
+	ph := pw
 	cols := min(4, max(1, len(models)))
 	rows := (len(models) + cols - 1) / cols
-	W := float64(cols)*(pw+pad) + pad + 40
-	H := float64(rows)*(ph+pad+20) + pad + 55
+	// Wide enough for the title, whatever the number of panels; the legend
+	// wraps onto more lines when it is wider still.
+	W := max(float64(cols)*(pw+pad)+pad+40, textWidth(title, 14)+2*pad)
+	type entry struct{ x, y float64 }
+	legend := make([]entry, len(ms))
+	lx, ly := pad, 32.0
+	for i := range ms {
+		w := 8 + textWidth(names[i], 11)
+		if lx > pad && lx+w > W-pad {
+			lx, ly = pad, ly+18
+		}
+		legend[i] = entry{lx, ly}
+		lx += w + 24
+	}
+	top := ly + 43 // the panels' top: 75 with a legend of one line
+	H := top + float64(rows)*(ph+pad+20) + 20
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="18" font-size="14">Estimated vs true accuracy per held-out domain (mean over training sets)</text>`+"\n", pad)
-	lx := pad
+	fmt.Fprintf(&b, `<text x="%.0f" y="18" font-size="14">%s</text>`+"\n", pad, title)
 	for i, m := range ms {
-		fmt.Fprintf(&b, `<circle cx="%.0f" cy="32" r="4" fill="%s"/><text x="%.0f" y="36">%s</text>`+"\n", lx, methodColor(m), lx+8, html.EscapeString(names[i]))
-		lx += 8 + textWidth(names[i], 11) + 24
+		e := legend[i]
+		fmt.Fprintf(&b, `<circle cx="%.0f" cy="%.0f" r="4" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", e.x, e.y, methodColor(m), e.x+8, e.y+4, html.EscapeString(names[i]))
 	}
 	for mi, model := range models {
 		x0 := pad + float64(mi%cols)*(pw+pad)
-		y0 := 75 + float64(mi/cols)*(ph+pad+20)
+		y0 := top + float64(mi/cols)*(ph+pad+20)
 		px := func(v float64) float64 { return x0 + v*pw }
 		py := func(v float64) float64 { return y0 + (1-v)*ph }
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`+"\n", x0, y0, pw, ph)
@@ -232,12 +291,13 @@ func estimatesSVG(rep *Report) string {
 				}
 			}
 		}
-		for _, l := range placeLabels(labels, dots, x0+pw, fs) {
+		for _, l := range placeLabels(labels, dots, labelBox{x0 + 2, x0 + pw - 2, y0 + 2, y0 + ph - 3}, fs) {
 			anchor := ""
 			if l.end {
 				anchor = ` text-anchor="end"`
 			}
-			if math.Abs(l.ty-(l.y-5)) > 1 { // moved: a leader line back to its point
+			beside := math.Abs(l.tx-(l.x+5)) < 1 || math.Abs(l.tx-(l.x-5)) < 1
+			if math.Abs(l.ty-(l.y-5)) > 1 || !beside { // moved: a leader line back to its point
 				fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#aaa" stroke-width="0.5"/>`+"\n", l.x, l.y, l.tx, l.ty-3)
 			}
 			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#444" font-size="%.0f"%s>%s</text>`+"\n", l.tx, l.ty, fs, anchor, html.EscapeString(l.text))
@@ -256,8 +316,12 @@ func reliabilitySVG(rep *Report) string {
 	const S, pad = 420.0, 60.0
 	px := func(v float64) float64 { return pad + v*S }
 	py := func(v float64) float64 { return pad + (1-v)*S }
+	W := S + 2*pad + 240 // the legend's column is wider when a name needs it
+	for _, n := range names {
+		W = max(W, S+pad+32+textWidth(n, 12)+20)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", S+2*pad+240, S+2*pad)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, S+2*pad)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="%.0f" y="25" font-size="14">Reliability on held-out domains (all models and training sets pooled)</text>`+"\n", pad)
 	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`+"\n", pad, pad, S, S)

@@ -324,6 +324,10 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 	need := func(name string) (int, error) {
 		i, ok := col[name]
 		if !ok {
+			if sep := otherSeparator(header, name); sep != "" {
+				return 0, fmt.Errorf("column %q missing from the CSV header (have %s): the header is separated by %s, but a labelled table must be comma-separated; "+
+					"convert the file to commas", name, strings.Join(header, ","), sep)
+			}
 			return 0, fmt.Errorf("column %q missing from the CSV header (have %s); a labelled table needs model, domain, correct and the feature columns", name, strings.Join(header, ","))
 		}
 		return i, nil
@@ -376,11 +380,14 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		}
 		bad := false
 		for j, k := range fi {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rec[k]), 64)
-			if err != nil && rec[k] != "" {
+			field := strings.TrimSpace(rec[k])
+			v, err := strconv.ParseFloat(field, 64)
+			// A number too large for a float64 (1e400) comes back as ±Inf
+			// with ErrRange: skipped as non-finite, like "inf".
+			if err != nil && field != "" && !errors.Is(err, strconv.ErrRange) {
 				return nil, fmt.Errorf("line %d: feature %s: %q is not a number", line(k), features[j], rec[k])
 			}
-			if rec[k] == "" || math.IsNaN(v) || math.IsInf(v, 0) {
+			if field == "" || math.IsNaN(v) || math.IsInf(v, 0) {
 				bad = true
 			}
 			row[j] = v
@@ -399,6 +406,22 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		t.Domain = append(t.Domain, in(d))
 	}
 	return t, nil
+}
+
+// otherSeparator names the separator, semicolons or tabs, of a header that
+// holds column name only when split by it (a spreadsheet export not
+// separated by commas), or "".
+func otherSeparator(header []string, name string) string {
+	for _, sep := range []struct{ char, name string }{{";", "semicolons"}, {"\t", "tabs"}} {
+		for _, h := range header {
+			for _, f := range strings.Split(h, sep.char) {
+				if strings.Contains(h, sep.char) && strings.TrimSpace(strings.TrimPrefix(f, "\ufeff")) == name {
+					return sep.name
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // parseLabel reads a label of column correct: 1/0, true/false, t/f or

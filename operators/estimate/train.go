@@ -237,7 +237,19 @@ func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 		}
 	}
 	m.Metrics = measure(p, t.Y, t.Domain)
+	m.Metrics.Unmeasured = unmeasurable(t.N(), pos, cfg.Folds)
 	return m, p, nil
+}
+
+// unmeasurable says why out-of-fold metrics of n rows, pos of them correct,
+// in folds cross-validation folds mean nothing (a fold without one of the
+// classes), or "".
+func unmeasurable(n, pos, folds int) string {
+	k := min(folds, n)
+	if min(pos, n-pos) < k {
+		return fmt.Sprintf("%d correct and %d incorrect rows: too few for each of the %d folds to hold both classes", pos, n-pos, k)
+	}
+	return ""
 }
 
 // fitEnsemble averages single-feature models on the best-screened features.
@@ -288,6 +300,7 @@ func fitEnsemble(t *Table, name string, cfg TrainConfig, pos int) (*Model, []flo
 		return m, nil, nil
 	}
 	m.Metrics = measure(p, t.Y, t.Domain)
+	m.Metrics.Unmeasured = unmeasurable(t.N(), pos, cfg.Folds)
 	return m, p, nil
 }
 

@@ -80,19 +80,57 @@ func (o TrainOptions) minimums() (rows, perClass int) {
 
 // CheckRows says whether rows labelled rows, positives of them correct, are
 // enough for a model of their own: nil, an error matching ErrOneClass (one
-// class only), or one matching ErrTooFewRows that gives the counts and the
-// minimum.
+// class only), or a *TooFewRowsError (matching ErrTooFewRows) that gives the
+// counts and the minimums missed.
 func (o TrainOptions) CheckRows(rows, positives int) error {
 	if positives == 0 || positives == rows {
 		return ErrOneClass
 	}
 	minRows, minClass := o.minimums()
 	if rows < minRows || positives < minClass || rows-positives < minClass {
-		return fmt.Errorf("%w: %d rows (%d correct, %d incorrect), under the minimum of %d rows and %d of each class",
-			ErrTooFewRows, rows, positives, rows-positives, minRows, minClass)
+		return &TooFewRowsError{Rows: rows, Positives: positives, MinRows: minRows, MinPerClass: minClass}
 	}
 	return nil
 }
+
+// TooFewRowsError is CheckRows's refusal of an LLM model with fewer labelled
+// rows, or fewer of a class, than TrainOptions asks for a model of its own.
+// It matches ErrTooFewRows.
+type TooFewRowsError struct {
+	Rows, Positives      int // labelled rows, and how many are correct
+	MinRows, MinPerClass int // the minimums applied (defaults filled in)
+}
+
+// RowsShort and ClassShort say which minimum was missed: MinRows, or
+// MinPerClass for the correct or the incorrect rows.
+func (e *TooFewRowsError) RowsShort() bool { return e.Rows < e.MinRows }
+
+// ClassShort: see RowsShort.
+func (e *TooFewRowsError) ClassShort() bool {
+	return e.Positives < e.MinPerClass || e.Rows-e.Positives < e.MinPerClass
+}
+
+// Error names only the minimums missed, e.g. "too few labelled rows: 60 rows
+// (55 correct, 5 incorrect), under the minimum of 10 incorrect".
+func (e *TooFewRowsError) Error() string {
+	neg := e.Rows - e.Positives
+	var missed []string
+	if e.RowsShort() {
+		missed = append(missed, fmt.Sprintf("%d rows", e.MinRows))
+	}
+	switch {
+	case e.Positives < e.MinPerClass && neg < e.MinPerClass:
+		missed = append(missed, fmt.Sprintf("%d of each class", e.MinPerClass))
+	case e.Positives < e.MinPerClass:
+		missed = append(missed, fmt.Sprintf("%d correct", e.MinPerClass))
+	case neg < e.MinPerClass:
+		missed = append(missed, fmt.Sprintf("%d incorrect", e.MinPerClass))
+	}
+	return fmt.Sprintf("%v: %d rows (%d correct, %d incorrect), under the minimum of %s",
+		ErrTooFewRows, e.Rows, e.Positives, neg, strings.Join(missed, " and "))
+}
+
+func (e *TooFewRowsError) Unwrap() error { return ErrTooFewRows }
 
 // Train fits an estimator set on t with cfg and returns it sealed (ready for
 // Config.Set or Save).
@@ -147,6 +185,7 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 		if err := opts.CheckRows(rows.N(), positives(rows.Y)); errors.Is(err, ErrTooFewRows) {
 			if pooled {
 				fmt.Fprintf(progress, "train: warning: %s gets no model of its own: %v; its rows will be scored by the pooled fallback (%s)\n", name, err, FallbackKey)
+				set.skip(name, err.Error())
 				continue
 			}
 			fmt.Fprintf(progress, "train: warning: %s: %v; trained anyway, as there is no other model to score its rows, but its estimates are unreliable: add labelled rows\n", name, err)
@@ -155,6 +194,7 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 		if err != nil {
 			if errors.Is(err, ErrOneClass) && pooled {
 				fmt.Fprintf(progress, "train: skipping %s: %v\n", name, err)
+				set.skip(name, fmt.Sprintf("its %d labelled rows are all of one class", rows.N()))
 				continue
 			}
 			return nil, err
@@ -193,6 +233,14 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 	}
 	set.Seal()
 	return set, nil
+}
+
+// skip records why LLM model name got no model of its own.
+func (s *Set) skip(name, why string) {
+	if s.Skipped == nil {
+		s.Skipped = map[string]string{}
+	}
+	s.Skipped[name] = why
 }
 
 // positives counts the correct rows.
