@@ -169,7 +169,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 			sinkClosers[i]()
 		}
 	}()
-	sink, where, err := newRunSink(ctx, sinkCfg, mem, log, &sinkClosers)
+	sink, where, err := newRunSink(ctx, sinkCfg, mem, log, &sinkClosers, nil)
 	if err != nil {
 		return err
 	}

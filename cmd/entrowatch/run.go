@@ -549,7 +549,10 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		return err
 	})
 
-	sink, where, err := newRunSink(gctx, cfg, mem, log, &closers)
+	connectErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_sink_connect_errors_total",
+		Help: "Failed attempts to reach the sink (ClickHouse) at start; the stream's metrics exist only once it is reached."})
+	reg.MustRegister(connectErrs)
+	sink, where, err := newRunSink(gctx, cfg, mem, log, &closers, connectErrs.Inc)
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before the stream started", "err", err)
@@ -708,7 +711,7 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 
 // newRunSink opens the configured sink; what it starts besides (a managed
 // ClickHouse server) is appended to closers. Adding a sink is one case here.
-func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error) (streams.Sink, string, error) {
+func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error, onConnectErr func()) (streams.Sink, string, error) {
 	if cfg.Sink == "auto" {
 		cfg.Sink = "file"
 		if _, err := clickhouse.FindServerBinary(); cfg.ClickHouse.Conn.DSN != "" || err == nil {
@@ -748,7 +751,7 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 			log.Info("managed clickhouse-server ready (its ports stay the same across restarts while free)", "dsn", cc.DSN,
 				"query_with", fmt.Sprintf("clickhouse-client --port %d", srv.TCPPort()), "dir", srv.Dir())
 		}
-		s, err := connectClickHouse(ctx, cfg, cc, log)
+		s, err := connectClickHouse(ctx, cfg, cc, log, onConnectErr)
 		if err != nil {
 			return nil, "", err
 		}
@@ -763,7 +766,7 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 // ends: at start a ClickHouse outage is what it is mid-stream, not a crash
 // loop. An error the server answered (wrong password, unknown database,
 // missing table: run entrowatch migrate) ends it at once.
-func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config, log *slog.Logger) (*clickhouse.Sink, error) {
+func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config, log *slog.Logger, onErr func()) (*clickhouse.Sink, error) {
 	wait := cfg.Stream.SinkBackoffMin
 	for attempt := 1; ; attempt++ {
 		s, err := func() (*clickhouse.Sink, error) {
@@ -784,6 +787,9 @@ func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config,
 		}
 		if ctx.Err() != nil || answered(err) {
 			return nil, err
+		}
+		if onErr != nil {
+			onErr()
 		}
 		log.Warn("clickhouse not reachable; retrying (/readyz answers 503 meanwhile)", "attempt", attempt, "backoff", wait, "err", err)
 		t := time.NewTimer(wait)

@@ -107,6 +107,10 @@ stream:
 	code, body := get("http://" + metrics + "/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "starting")
+	// The stream's metrics exist once the sink is reached; meanwhile the
+	// failed attempts are counted, so an alert sees the outage.
+	_, body = get("http://" + metrics + "/metrics")
+	require.Regexp(t, `entrowatch_sink_connect_errors_total [1-9]`, body)
 	waitStatus(t, "http://"+metrics+"/readyz/ingest", http.StatusOK, runErr)
 	code, body = postResponses(t, httpAddr)
 	require.Equal(t, http.StatusAccepted, code, body)

@@ -214,6 +214,12 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
+		var ex *ch.Exception
+		if errors.As(err, &ex) {
+			// The server answered (wrong password, unknown database): it
+			// runs and the address is right; its message says what is wrong.
+			return nil, fmt.Errorf("clickhouse: %v (database %s): %w", o.Addr, o.Auth.Database, err)
+		}
 		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; %s", o.Addr, o.Auth.Database, err, pingAdvice(c.DSN))
 	}
 	return conn, nil

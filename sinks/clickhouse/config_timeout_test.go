@@ -120,3 +120,15 @@ func TestConnOptions(t *testing.T) {
 	_, err = Config{DSN: "clickhouse://127.0.0.1:9440/db", TLSCAFile: bad}.options()
 	require.ErrorContains(t, err, "no PEM certificate")
 }
+
+// TestOpenAnsweredErrorNoAdvice: an error the server answered (unknown
+// database) is reported as is, without "is the server running and the DSN
+// right?", which sent operators looking at the wrong thing.
+func TestOpenAnsweredErrorNoAdvice(t *testing.T) {
+	cfg := needServer(t)
+	cfg.Database = "no_such_database_here"
+	_, err := Open(context.Background(), cfg)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "no_such_database_here")
+	require.NotContains(t, err.Error(), "is the server running")
+}

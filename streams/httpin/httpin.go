@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -159,7 +160,15 @@ type Handler struct {
 	queued  prometheus.Gauge
 	held    prometheus.Gauge // bytes taken from bodies
 	labels  prometheus.Counter
+	// failLog limits "produce failed" lines to one per failLogEvery: in a
+	// Kafka outage every request fails, and the lines would flood the log.
+	failMu    sync.Mutex
+	failLast  time.Time
+	failQuiet int // failures not logged since failLast
 }
+
+// failLogEvery is the least time between two "produce failed" log lines.
+const failLogEvery = 10 * time.Second
 
 // New returns the handler; metrics are registered on reg. p produces to the
 // traces topic, lp to cfg.LabelsTopic (nil when that is "").
@@ -383,7 +392,7 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 	case ctx.Err() != nil && r.Context().Err() == nil:
 		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("topic %s did not acknowledge within %v; retry later", p.Topic(), h.cfg.ProduceTimeout)})
 	default:
-		h.log.Warn("http ingest produce failed", "topic", p.Topic(), "err", err)
+		h.logProduceFailed(p.Topic(), err)
 		h.reply(w, http.StatusServiceUnavailable, Reply{Error: fmt.Sprintf("producing to topic %s failed; retry later", p.Topic())})
 	}
 	return false
@@ -678,4 +687,20 @@ func (h *Handler) convert(lines []byte) (recs []arrow.RecordBatch, rs rejects, e
 			return recs, rs, err
 		}
 	}
+}
+
+// logProduceFailed logs a failed produce, at most once per failLogEvery,
+// with the number of failures not logged since the last line.
+func (h *Handler) logProduceFailed(topic string, err error) {
+	h.failMu.Lock()
+	now := time.Now()
+	if now.Sub(h.failLast) < failLogEvery {
+		h.failQuiet++
+		h.failMu.Unlock()
+		return
+	}
+	quiet := h.failQuiet
+	h.failLast, h.failQuiet = now, 0
+	h.failMu.Unlock()
+	h.log.Warn("http ingest produce failed (answered 503)", "topic", topic, "err", err, "not_logged_since_last", quiet)
 }

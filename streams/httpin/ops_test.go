@@ -1,13 +1,16 @@
 package httpin
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,4 +113,20 @@ func TestUnavailableRetryAfter(t *testing.T) {
 	h2.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(response("x"))))
 	require.Equal(t, http.StatusTooManyRequests, rec.Code)
 	require.Equal(t, retryAfterBusy, rec.Header().Get("Retry-After"))
+}
+
+// TestProduceFailedLogLimited: in a Kafka outage every request fails; the
+// WARN line comes at most once per failLogEvery, with the count of the
+// failures not logged (50 requests logged 50 lines).
+func TestProduceFailedLogLimited(t *testing.T) {
+	var buf bytes.Buffer
+	h := &Handler{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	for range 50 {
+		h.logProduceFailed("traces", errors.New("dial tcp: connection refused"))
+	}
+	require.Equal(t, 1, strings.Count(buf.String(), "produce failed"), buf.String())
+	h.failLast = time.Now().Add(-failLogEvery)
+	h.logProduceFailed("traces", errors.New("dial tcp: connection refused"))
+	require.Equal(t, 2, strings.Count(buf.String(), "produce failed"))
+	require.Contains(t, buf.String(), "not_logged_since_last=49")
 }

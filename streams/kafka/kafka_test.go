@@ -370,16 +370,24 @@ func TestWatermarks(t *testing.T) {
 	}
 	a := source()
 	defer a.Close()
-	var wm map[int]int64
+	var wm map[int]PartitionOffsets
 	require.Eventually(t, func() bool { // the reader joins in the background
 		wm, err = a.Watermarks(ctx)
 		return err == nil && len(wm) == 4
 	}, 20*time.Second, 50*time.Millisecond, "the only member holds every partition")
 	var total int64
-	for _, hw := range wm {
-		total += hw
+	for _, o := range wm {
+		total += o.High
+		require.Zero(t, o.Next, "nothing committed, start_offset earliest: the log start")
 	}
 	require.EqualValues(t, 40, total, "high watermarks add up to what was produced")
+	// Committed offsets are where an unfetched partition's lag counts from.
+	m, err := a.Fetch(ctx)
+	require.NoError(t, err)
+	require.NoError(t, a.Commit(ctx, m))
+	wm, err = a.Watermarks(ctx)
+	require.NoError(t, err)
+	require.Equal(t, m.Offset+1, wm[m.Partition].Next)
 
 	b := source()
 	defer b.Close()

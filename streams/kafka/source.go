@@ -115,9 +115,10 @@ type Source struct {
 	// clientID is unique to this Source (the configured client_id plus a
 	// random suffix), so that Watermarks can find its own member among the
 	// group's.
-	clientID string
-	admin    *kafkago.Client
-	done     func()
+	clientID    string
+	startLatest bool
+	admin       *kafkago.Client
+	done        func()
 }
 
 // NewSource joins the group lazily, on the first Fetch. A nil log discards.
@@ -176,16 +177,26 @@ func NewSource(conn Config, cfg SourceConfig, log *slog.Logger) (*Source, error)
 			}
 		}),
 	})
-	return &Source{r: r, topic: cfg.Topic, group: cfg.Group, clientID: d.ClientID, admin: admin, done: done}, nil
+	return &Source{r: r, topic: cfg.Topic, group: cfg.Group, clientID: d.ClientID, startLatest: cfg.StartOffset == "latest", admin: admin, done: done}, nil
+}
+
+// PartitionOffsets is where an assigned partition stands.
+type PartitionOffsets struct {
+	High int64 // high watermark: the offset the next produced message gets
+	// Next is the offset the group consumes next when this member has not
+	// fetched from the partition yet: the committed offset, else (a new
+	// group) the log start with start_offset earliest, the end with latest.
+	Next int64
 }
 
 // Watermarks returns the partitions of the topic assigned to this member of
 // the group now (none before it joined, or while the group rebalances),
-// each with its high watermark: the offset the next produced message gets.
-// It asks the group coordinator (DescribeGroups) and the partition leaders
+// each with its high watermark and the group's next offset. It asks the
+// group coordinator (DescribeGroups, OffsetFetch) and the partition leaders
 // (ListOffsets), so it answers whether or not messages are being fetched:
-// the lag it gives grows while a stalled replica fetches nothing.
-func (s *Source) Watermarks(ctx context.Context) (map[int]int64, error) {
+// the lag it gives grows while a stalled replica fetches nothing, also for a
+// partition it has not fetched from since it was assigned.
+func (s *Source) Watermarks(ctx context.Context) (map[int]PartitionOffsets, error) {
 	g, err := s.admin.DescribeGroups(ctx, &kafkago.DescribeGroupsRequest{GroupIDs: []string{s.group}})
 	if err != nil {
 		return nil, fmt.Errorf("describing group %s: %w", s.group, err)
@@ -206,23 +217,46 @@ func (s *Source) Watermarks(ctx context.Context) (map[int]int64, error) {
 			}
 		}
 	}
-	out := make(map[int]int64, len(parts))
+	out := make(map[int]PartitionOffsets, len(parts))
 	if len(parts) == 0 {
 		return out, nil
 	}
-	reqs := make([]kafkago.OffsetRequest, len(parts))
-	for i, p := range parts {
-		reqs[i] = kafkago.LastOffsetOf(p)
+	reqs := make([]kafkago.OffsetRequest, 0, 2*len(parts))
+	for _, p := range parts {
+		reqs = append(reqs, kafkago.FirstOffsetOf(p), kafkago.LastOffsetOf(p))
 	}
 	lo, err := s.admin.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{s.topic: reqs}})
 	if err != nil {
 		return nil, fmt.Errorf("listing the offsets of %s: %w", s.topic, err)
 	}
+	first := map[int]int64{}
 	for _, po := range lo.Topics[s.topic] {
 		if po.Error != nil {
 			return nil, fmt.Errorf("listing the offsets of %s partition %d: %w", s.topic, po.Partition, po.Error)
 		}
-		out[po.Partition] = po.LastOffset
+		next := po.FirstOffset
+		if s.startLatest {
+			next = po.LastOffset
+		}
+		out[po.Partition] = PartitionOffsets{High: po.LastOffset, Next: next}
+		first[po.Partition] = po.FirstOffset
+	}
+	of, err := s.admin.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{s.topic: parts}})
+	if err == nil && of.Error != nil {
+		err = of.Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the committed offsets of group %s: %w", s.group, err)
+	}
+	for _, p := range of.Topics[s.topic] {
+		o, ok := out[p.Partition]
+		if !ok || p.Error != nil || p.CommittedOffset < 0 {
+			continue // nothing committed: Next stays the start offset
+		}
+		// A committed offset below the log start (retention deleted what
+		// was never consumed) resumes at the log start.
+		o.Next = max(p.CommittedOffset, first[p.Partition])
+		out[p.Partition] = o
 	}
 	return out, nil
 }

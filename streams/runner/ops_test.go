@@ -41,7 +41,7 @@ func (l *logBuf) String() string {
 // startOps starts a replica like startReplica, with parts.Watermarks = wm,
 // logging to the returned buffer, on the Kafka at c.
 func startOps(t *testing.T, c kafka.Config, topic, group, dead string, sink streams.Sink, mem memory.Allocator,
-	wm func(context.Context) (map[int]int64, error), tune func(*Config)) (*replica, *logBuf) {
+	wm func(context.Context) (map[int]kafka.PartitionOffsets, error), tune func(*Config)) (*replica, *logBuf) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.CommitInterval = 20 * time.Millisecond
@@ -75,7 +75,7 @@ func startOps(t *testing.T, c kafka.Config, topic, group, dead string, sink stre
 }
 
 // highWatermarks asks the test broker for the end of partitions 0..n-1.
-func highWatermarks(ctx context.Context, topic string, parts []int) (map[int]int64, error) {
+func highWatermarks(ctx context.Context, topic string, parts []int) (map[int]kafka.PartitionOffsets, error) {
 	tr := &kafkago.Transport{}
 	defer tr.CloseIdleConnections()
 	c := &kafkago.Client{Addr: kafkago.TCP(testBroker.Addr()), Transport: tr}
@@ -87,12 +87,12 @@ func highWatermarks(ctx context.Context, topic string, parts []int) (map[int]int
 	if err != nil {
 		return nil, err
 	}
-	out := map[int]int64{}
+	out := map[int]kafka.PartitionOffsets{}
 	for _, po := range res.Topics[topic] {
 		if po.Error != nil {
 			return nil, po.Error
 		}
-		out[po.Partition] = po.LastOffset
+		out[po.Partition] = kafka.PartitionOffsets{High: po.LastOffset, Next: po.LastOffset} // Next: unknown here
 	}
 	return out, nil
 }
@@ -114,7 +114,7 @@ func TestLagGrowsDuringSinkOutage(t *testing.T) {
 	sink.down.Store(true)
 	var assigned atomic.Value
 	assigned.Store([]int{0})
-	wm := func(ctx context.Context) (map[int]int64, error) {
+	wm := func(ctx context.Context) (map[int]kafka.PartitionOffsets, error) {
 		return highWatermarks(ctx, topic, assigned.Load().([]int))
 	}
 	rp, logs := startOps(t, conn(), topic, group, dead, sink, mem, wm, nil)

@@ -140,11 +140,12 @@ type Parts struct {
 	Sink streams.Sink
 	// Watermarks, when set, returns the partitions of the source topic
 	// assigned to this member now, each with its high watermark (the offset
-	// the next produced message gets). The runner calls it every
+	// the next produced message gets) and the group's next offset (used for
+	// a partition this member has not fetched from yet). The runner calls it every
 	// LagInterval, independent of fetching: it refreshes the lag gauges,
 	// deletes the series of partitions no longer assigned and logs
 	// assignment changes. Without it the lag is set per fetched message.
-	Watermarks func(ctx context.Context) (map[int]int64, error)
+	Watermarks func(ctx context.Context) (map[int]kafka.PartitionOffsets, error)
 }
 
 // Runner is one stream replica. Run it once.
@@ -444,9 +445,11 @@ func (r *Runner) lagLoop(ctx context.Context) {
 }
 
 // refreshLag sets the lag of every assigned partition from its high
-// watermark and the position this member fetched it to, and deletes the
-// lag and uncommitted series of partitions no longer assigned.
-func (r *Runner) refreshLag(hw map[int]int64) {
+// watermark and the position this member fetched it to (the group's next
+// offset before the first fetch: a partition taken over while the stream is
+// held, or after a restart during a sink outage, has a lag too), and deletes
+// the lag and uncommitted series of partitions no longer assigned.
+func (r *Runner) refreshLag(hw map[int]kafka.PartitionOffsets) {
 	r.assignMu.Lock()
 	prev := r.assigned
 	r.assigned = make(map[int]bool, len(hw))
@@ -477,12 +480,12 @@ func (r *Runner) refreshLag(hw map[int]int64) {
 		slices.Sort(added)
 		r.log.Info("partitions assigned", "topic", topic, "partitions", partitionList(added), "assigned", len(hw))
 	}
-	for p, high := range hw {
+	for p, o := range hw {
 		next, ok := r.offs.position(p)
 		if !ok {
-			continue // not fetched yet: the first fetch sets it
+			next = o.Next // not fetched since assigned: where the group stands
 		}
-		r.m.lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(0, high-next)))
+		r.m.lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(0, o.High-next)))
 	}
 }
 
