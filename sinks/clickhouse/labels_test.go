@@ -274,12 +274,7 @@ func TestLabelingQueueDrift(t *testing.T) {
 	ctx := context.Background()
 	var rows []row
 	add := func(dom string, hours, perHour int, p func(h, i int) float64) {
-		for h := range hours {
-			for i := range perHour {
-				rows = append(rows, row{id: fmt.Sprintf("%s-%02d-%03d", dom, h, i), ts: t0.Add(time.Duration(h)*time.Hour + time.Duration(i)*time.Hour/time.Duration(perHour)),
-					domain: dom, p: p(h, i), correct: -1, clusterID: 1, cluster: "c"})
-			}
-		}
+		rows = append(rows, hourlyRows(dom, hours, perHour, p)...)
 	}
 	// 24 hours x 100 responses. chronic: p 0.45..0.55 all day (mean 0.5).
 	// degraded: p 0.75..0.85 for 23 hours, 0.45..0.55 in the newest hour.
@@ -664,12 +659,7 @@ func TestLabelingQueueSparseDrift(t *testing.T) {
 	ctx := context.Background()
 	var rows []row
 	add := func(dom string, hours, perHour int, p func(h, i int) float64) {
-		for h := range hours {
-			for i := range perHour {
-				rows = append(rows, row{id: fmt.Sprintf("%s-%02d-%03d", dom, h, i), ts: t0.Add(time.Duration(h)*time.Hour + time.Duration(i)*time.Hour/time.Duration(perHour)),
-					domain: dom, p: p(h, i), correct: -1, clusterID: 1, cluster: "c"})
-			}
-		}
+		rows = append(rows, hourlyRows(dom, hours, perHour, p)...)
 	}
 	// busy: 100 an hour, p 0.45..0.55 all day. sparse: 20 an hour, p
 	// 0.75..0.85 for 21 hours, 0.15..0.25 in the newest three.
@@ -714,4 +704,17 @@ func TestLabelingQueueSparseDrift(t *testing.T) {
 	// The boost puts the sparse domain first although busy has the higher
 	// error rate over the day (0.5 vs 0.275) and five times the responses.
 	require.Equal(t, []string{"sparse", "busy"}, order)
+}
+
+// hourlyRows is perHour unlabelled responses of domain dom an hour, spread
+// evenly over each of hours hours from t0, with p_correct p(hour, i).
+func hourlyRows(dom string, hours, perHour int, p func(h, i int) float64) []row {
+	var rows []row
+	for h := range hours {
+		for i := range perHour {
+			rows = append(rows, row{id: fmt.Sprintf("%s-%02d-%03d", dom, h, i), ts: t0.Add(time.Duration(h)*time.Hour + time.Duration(i)*time.Hour/time.Duration(perHour)),
+				domain: dom, p: p(h, i), correct: -1, clusterID: 1, cluster: "c"})
+		}
+	}
+	return rows
 }
