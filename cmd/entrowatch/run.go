@@ -431,6 +431,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		stream   atomic.Pointer[runner.Runner]
 		draining atomic.Bool
 		kafkaOK  atomic.Bool // the brokers answer for the source topic (ingest's produce path)
+		kafkaBad atomic.Bool // the last check found they do not (false before the first check)
 	)
 	if cfg.Metrics.Listen != "" {
 		mux := http.NewServeMux()
@@ -525,9 +526,10 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		if err != nil {
 			return fail(err)
 		}
+		h.FailFast(kafkaBad.Load)
 		ingest = startServer("ingest", httpLn, h, log)
 		g.Go(ingest.wait)
-		g.Go(func() error { watchKafka(gctx, cfg, &kafkaOK, log); return nil })
+		g.Go(func() error { watchKafka(gctx, cfg, &kafkaOK, &kafkaBad, log); return nil })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -644,7 +646,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 // watchKafka checks every few seconds that the brokers answer for the
 // source topic, the produce path of HTTP ingest, until ctx is done, and
 // logs the changes.
-func watchKafka(ctx context.Context, cfg runConfig, ok *atomic.Bool, log *slog.Logger) {
+func watchKafka(ctx context.Context, cfg runConfig, ok, bad *atomic.Bool, log *slog.Logger) {
 	const every = 5 * time.Second
 	first := true
 	for {
@@ -654,6 +656,7 @@ func watchKafka(ctx context.Context, cfg runConfig, ok *atomic.Bool, log *slog.L
 		if ctx.Err() != nil {
 			return
 		}
+		bad.Store(err != nil)
 		switch was := ok.Swap(err == nil); {
 		case err != nil && (was || first):
 			log.Warn("HTTP ingest not ready: Kafka does not answer for the topic it produces to", "topic", cfg.Source.Topic, "err", err)

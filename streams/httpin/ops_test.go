@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,4 +130,42 @@ func TestProduceFailedLogLimited(t *testing.T) {
 	h.logProduceFailed("traces", errors.New("dial tcp: connection refused"))
 	require.Equal(t, 2, strings.Count(buf.String(), "produce failed"))
 	require.Contains(t, buf.String(), "not_logged_since_last=49")
+}
+
+// TestFailFast: while the brokers are known not to answer, a request gets
+// 503 with Retry-After at once, without a produce that would take seconds to
+// fail and hold an in-flight slot; once they answer again it is produced.
+func TestFailFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadAddr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{deadAddr}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "http-failfast"
+	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer p.Close()
+	cfg := DefaultConfig()
+	cfg.LabelsTopic = ""
+	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	var down atomic.Bool
+	down.Store(true)
+	h.FailFast(down.Load)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(response("x"))))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Equal(t, retryAfterUnavailable, rec.Header().Get("Retry-After"))
+	require.Contains(t, rec.Body.String(), "Kafka does not answer")
+	require.Len(t, h.slots, 0, "no in-flight slot taken")
+	// Authentication still comes first: no hint to an unauthenticated client.
+	cfg.Token = "secret"
+	h2, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	h2.FailFast(down.Load)
+	rec = httptest.NewRecorder()
+	h2.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(response("x"))))
+	require.Equal(t, http.StatusUnauthorized, rec.Code)
 }
