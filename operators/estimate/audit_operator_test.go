@@ -1,7 +1,10 @@
 package estimate
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -96,4 +99,31 @@ func TestOperatorFallbackRows(t *testing.T) {
 	require.NoError(t, err)
 	out[0].Release()
 	require.Empty(t, strict.FallbackRows())
+}
+
+// TestOperatorWarnsFallback: in a stream, rows of an LLM without a model of
+// its own were scored by the fallback without a word (entrowatch score says
+// so in its summary; run said nothing). The operator warns once per LLM.
+func TestOperatorWarnsFallback(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	var buf bytes.Buffer
+	op, err := New(Config{Set: testSet(t, true)}, mem, slog.New(slog.NewTextHandler(&buf, nil)))
+	require.NoError(t, err)
+	defer op.Close()
+	in := scoredBatch(t, mem, []scoredRow{
+		{"llm-a", schemas.StatusOK, 1, 0.2, 0},
+		{"llm-b", schemas.StatusOK, 1, 0.2, 0},
+		{"llm-a", schemas.StatusOK, 1, 0.2, 0},
+		{"llm-b", schemas.StatusOK, 0, 0.2, 0},
+	})
+	defer in.Release()
+	for range 2 {
+		out, err := op.Process(context.Background(), in)
+		require.NoError(t, err)
+		out[0].Release()
+	}
+	require.Equal(t, 1, strings.Count(buf.String(), "scored by the estimator's fallback"), buf.String())
+	require.Contains(t, buf.String(), "model=llm-b")
+	require.NotContains(t, buf.String(), "model=llm-a")
 }

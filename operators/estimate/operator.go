@@ -261,9 +261,18 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 			fallbackRun = 0
 			last, lastFallback = o.model(name)
 			lastName, haveLast = name, true
-			if last == nil && !o.warned[name] && len(o.warned) < 100 {
-				o.warned[strings.Clone(name)] = true
-				o.log.Warn("no estimator for model; its rows get status unknown_model", "model", name, "estimator", o.set.Version)
+			if !o.warned[name] && len(o.warned) < 100 {
+				switch {
+				case last == nil:
+					o.warned[strings.Clone(name)] = true
+					o.log.Warn("no estimator for model; its rows get status unknown_model", "model", name, "estimator", o.set.Version)
+				case lastFallback:
+					// Scored, but by a model trained on other LLMs: the
+					// estimate may be far off (an estimator is per LLM).
+					o.warned[strings.Clone(name)] = true
+					o.log.Warn("no model of its own for this LLM: its rows are scored by the estimator's fallback, trained on other LLMs, and may be far off; train one on labelled rows of it (entrowatch train)",
+						"model", name, "fallback", o.set.Fallback, "estimator", o.set.Version)
+				}
 			}
 		}
 		m := last
