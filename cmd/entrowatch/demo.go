@@ -39,7 +39,7 @@ parameter model answering 8 task families of very different difficulty):
 
  1. trains an estimator of P(correct) on 40% of the prompts of every domain;
  2. starts the embedded Kafka-protocol broker, a managed local clickhouse-server
-    (needs clickhouse-server; make deps installs it) and one stream replica
+    (needs clickhouse-server; make deps-server installs it) and one stream replica
     (profile -> estimate -> ClickHouse);
  3. replays the other prompts as live traffic over a simulated day in which one
     domain degrades: from --degrade-at on, a new tenant sends (--surge - 1)
@@ -194,7 +194,7 @@ func demo(ctx context.Context, c demoConfig, stdout, stderr io.Writer) (err erro
 		srv, err := clickhouse.StartLocal(ctx, lc, log)
 		if err != nil {
 			if errors.Is(err, clickhouse.ErrNoServerBinary) {
-				return fmt.Errorf("%w; `make deps` installs it (apt), or point --clickhouse at a running server", err)
+				return fmt.Errorf("%w; `make deps-server` installs it (apt), or point --clickhouse at a running server", err)
 			}
 			return err
 		}

@@ -131,7 +131,7 @@ func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	margins, tb, why := entropy.Steps(values, offs[:nc+1], h[:nc], c.maxLogprob)
 	switch {
 	case why == entropy.Empty:
-		return p, &Reject{schemas.ReasonNoLogprobs, fmt.Sprintf("step %d has no top_logprobs", tb+1)}
+		return p, &Reject{schemas.ReasonNoLogprobs, fmt.Sprintf("step %d has no top_logprobs (request logprobs with top_logprobs=20)", tb+1)}
 	case why != entropy.OK:
 		lo, hi := offs[tb], offs[tb+1]
 		return p, badAlt(c, tb, values[lo:hi], why)
