@@ -360,6 +360,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		list := rs.sorted()
 		msg := fmt.Sprintf("%d responses cannot be read or scored; nothing was produced, fix them and resend", rs.n)
+		if rs.n == 1 {
+			msg = "1 response cannot be read or scored; nothing was produced, fix it and resend"
+		}
 		if rs.n > len(list) {
 			msg += fmt.Sprintf(" (rejects lists the first %d by line, reasons counts all)", len(list))
 		}

@@ -169,3 +169,23 @@ func TestFailFast(t *testing.T) {
 	h2.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(response("x"))))
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
 }
+
+// TestRejectMessageSingular: one bad response reads "1 response cannot be
+// read", not "1 responses".
+func TestRejectMessageSingular(t *testing.T) {
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{"127.0.0.1:1"}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "http-singular"
+	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer p.Close()
+	cfg := DefaultConfig()
+	cfg.LabelsTopic = ""
+	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(`{"id":"x","model":"m","choices":[{"index":0}]}`)))
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), "1 response cannot be read or scored")
+}
