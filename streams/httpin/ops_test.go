@@ -75,21 +75,9 @@ func TestBearer(t *testing.T) {
 // cannot be reached) the answer is 503 with Retry-After, so that clients and
 // proxies back off instead of retrying at once; 429 carries it too.
 func TestUnavailableRetryAfter(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	dead := ln.Addr().String()
-	require.NoError(t, ln.Close()) // nothing listens there now: connections are refused
-	conn := kafka.DefaultConfig()
-	conn.Brokers = []string{dead}
-	pcfg := kafka.DefaultProducerConfig()
-	pcfg.Topic = "http-unreachable"
-	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer p.Close()
+	p := unreachableProducer(t, "http-unreachable")
 	cfg := DefaultConfig()
-	cfg.LabelsTopic = ""
-	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	require.NoError(t, err)
+	h := newTestHandler(t, cfg, p)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
@@ -105,8 +93,7 @@ func TestUnavailableRetryAfter(t *testing.T) {
 
 	// 429 (no slot within queue_wait) says when to retry as well.
 	cfg.QueueWait = 0
-	h2, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	require.NoError(t, err)
+	h2 := newTestHandler(t, cfg, p)
 	for range cap(h2.slots) {
 		h2.slots <- struct{}{}
 	}
@@ -136,21 +123,9 @@ func TestProduceFailedLogLimited(t *testing.T) {
 // 503 with Retry-After at once, without a produce that would take seconds to
 // fail and hold an in-flight slot; once they answer again it is produced.
 func TestFailFast(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	deadAddr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	conn := kafka.DefaultConfig()
-	conn.Brokers = []string{deadAddr}
-	pcfg := kafka.DefaultProducerConfig()
-	pcfg.Topic = "http-failfast"
-	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer p.Close()
+	p := unreachableProducer(t, "http-failfast")
 	cfg := DefaultConfig()
-	cfg.LabelsTopic = ""
-	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	require.NoError(t, err)
+	h := newTestHandler(t, cfg, p)
 	var down atomic.Bool
 	down.Store(true)
 	h.FailFast(down.Load)
@@ -162,8 +137,7 @@ func TestFailFast(t *testing.T) {
 	require.Len(t, h.slots, 0, "no in-flight slot taken")
 	// Authentication still comes first: no hint to an unauthenticated client.
 	cfg.Token = "secret"
-	h2, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	require.NoError(t, err)
+	h2 := newTestHandler(t, cfg, p)
 	h2.FailFast(down.Load)
 	rec = httptest.NewRecorder()
 	h2.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(response("x"))))
@@ -173,19 +147,37 @@ func TestFailFast(t *testing.T) {
 // TestRejectMessageSingular: one bad response reads "1 response cannot be
 // read", not "1 responses".
 func TestRejectMessageSingular(t *testing.T) {
-	conn := kafka.DefaultConfig()
-	conn.Brokers = []string{"127.0.0.1:1"}
-	pcfg := kafka.DefaultProducerConfig()
-	pcfg.Topic = "http-singular"
-	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer p.Close()
 	cfg := DefaultConfig()
-	cfg.LabelsTopic = ""
-	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	require.NoError(t, err)
+	h := newTestHandler(t, cfg, unreachableProducer(t, "http-singular"))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(`{"id":"x","model":"m","choices":[{"index":0}]}`)))
 	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
 	require.Contains(t, rec.Body.String(), "1 response cannot be read or scored")
+}
+
+// unreachableProducer produces to topic on an address where nothing listens
+// (connections are refused); the test closes it.
+func unreachableProducer(t *testing.T, topic string) *kafka.Producer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{dead}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = topic
+	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// newTestHandler is a handler of cfg producing through p, without labels.
+func newTestHandler(t *testing.T, cfg Config, p *kafka.Producer) *Handler {
+	t.Helper()
+	cfg.LabelsTopic = ""
+	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	return h
 }
