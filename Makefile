@@ -1,7 +1,7 @@
 # entrowatch — build, test, demo. `make help` lists the targets.
 GO        ?= go
 BIN       := bin/entrowatch
-FUZZTIME  ?= 3s
+FUZZTIME  ?= 8s
 # Minimising each new interesting input is capped: Go's default (60s) spends the
 # whole fuzz time shrinking one input derived from the multi-KB seeds.
 FUZZMINIMIZETIME ?= 1s
