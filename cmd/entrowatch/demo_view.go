@@ -251,7 +251,7 @@ func (v *demoView) frame(b *strings.Builder, now time.Time, produced, written in
 		fmt.Fprintf(b, "  %-15s %s/%s%s window %s: %s\n", a.Kind, a.Model, a.Domain, featureSuffix(a.Feature),
 			a.Window.Format("15:04"), alarmText(a))
 	}
-	b.WriteString("\nlabeling queue (labeling_queue view, top 5):\n")
+	b.WriteString("\nlabeling queue (labeling_queue view: the last 3 hours, top 5):\n")
 	if len(q) == 0 {
 		b.WriteString("  empty\n")
 	}
