@@ -563,6 +563,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		return fail(err)
 	}
 	closers = append(closers, func() error { return sink.Close(closeCtx) })
+	if cs, ok := sink.(*clickhouse.Sink); ok {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "entrowatch_sink_insert_retries_total",
+			Help: "ClickHouse inserts that failed and were retried (a hung server shows here after clickhouse.conn.read_timeout; entrowatch_stream_sink_errors_total counts the writes that failed after every retry)."},
+			func() float64 { return float64(cs.Retries()) }))
+	}
 
 	dlq, err := kafka.NewProducer(cfg.Kafka, cfg.DeadLetter, log)
 	if err != nil {

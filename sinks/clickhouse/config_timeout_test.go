@@ -9,15 +9,15 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/internal/freezeproxy"
 )
 
 // TestReadTimeout: a server that stops answering on an open connection
@@ -27,44 +27,10 @@ func TestReadTimeout(t *testing.T) {
 	cfg := needServer(t)
 	u, err := url.Parse(cfg.DSN)
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	proxy, err := freezeproxy.Start(u.Host)
 	require.NoError(t, err)
-	defer ln.Close()
-	var frozen atomic.Bool
-	pipe := func(dst, src net.Conn) {
-		defer dst.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			for frozen.Load() {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", u.Host)
-			if err != nil {
-				c.Close()
-				return
-			}
-			go pipe(s, c)
-			go pipe(c, s)
-		}
-	}()
-	cfg.DSN = "clickhouse://" + ln.Addr().String() + "/default"
+	defer proxy.Close()
+	cfg.DSN = "clickhouse://" + proxy.Addr() + "/default"
 	cfg.Database = "default"
 	cfg.ReadTimeout = 300 * time.Millisecond
 	ctx := context.Background()
@@ -72,8 +38,8 @@ func TestReadTimeout(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Close()
 	require.NoError(t, conn.Exec(ctx, "SELECT 1"))
-	frozen.Store(true)
-	defer frozen.Store(false)
+	proxy.Freeze()
+	defer proxy.Thaw()
 	done := make(chan error, 1)
 	go func() { done <- conn.Exec(ctx, "SELECT 2") }()
 	select {
