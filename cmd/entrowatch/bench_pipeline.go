@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/kafka"
@@ -47,7 +48,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	clusters := fs.String("clusters", "", "topic-cluster artifact: add the clustertag operator to the chain")
 	concurrent := fs.Bool("concurrent", false, "produce while consuming and time both (default: produce first, time the consume side)")
 	sinkKind := fs.String("sink", "file", "where scored rows go: file (Arrow IPC in a temp dir) or clickhouse")
-	chDSN := fs.String("clickhouse", "", "with --sink clickhouse: clickhouse://host:9000/db of a server to use (default: a managed local clickhouse-server in a temp dir)")
+	chDSN := fs.String("clickhouse", "", "with --sink clickhouse: clickhouse://host:9000 of a server to use; the rows go to a database of their own (entrowatch_bench_<time>), dropped at the end (default: a managed local clickhouse-server in a temp dir)")
 	fetchBytes := fs.Int("fetch-max-bytes", kafka.DefaultSourceConfig().MaxBytes, "largest fetch response (source.max_bytes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -169,6 +170,16 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 			sinkClosers[i]()
 		}
 	}()
+	if *sinkKind == "clickhouse" && *chDSN != "" {
+		// The synthetic rows go to a database of their own, dropped at the
+		// end: never into the server's real scored table.
+		db := "entrowatch_bench_" + time.Now().UTC().Format("20060102T150405")
+		fmt.Fprintf(stderr, "synthetic rows go to database %s (dropped at the end), not to %s.scored\n", db, sinkCfg.ClickHouse.Conn.DatabaseName())
+		sinkCfg.ClickHouse.Conn.Database = db
+		sinkClosers = append(sinkClosers, func() error {
+			return dropBenchDatabase(sinkCfg.ClickHouse.Conn, db, stderr)
+		})
+	}
 	sink, where, err := newRunSink(ctx, sinkCfg, mem, log, &sinkClosers, nil)
 	if err != nil {
 		return err
@@ -315,4 +326,22 @@ func loadAvg() string {
 		return "?"
 	}
 	return f[0]
+}
+
+// dropBenchDatabase drops the database bench pipeline wrote into.
+func dropBenchDatabase(cc clickhouse.Config, db string, stderr io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cc.Database = "default"
+	conn, err := clickhouse.Open(ctx, cc)
+	if err == nil {
+		defer conn.Close()
+		err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dropping the bench database %s: %v (drop it by hand)\n", db, err)
+		return err
+	}
+	fmt.Fprintf(stderr, "dropped the bench database %s\n", db)
+	return nil
 }

@@ -763,7 +763,11 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 		if err != nil {
 			return nil, "", err
 		}
-		return s, redactDSN(cc.DSN), nil
+		where := redactDSN(cc.DSN)
+		if cc.Database != "" {
+			where += " (database " + cc.Database + ")"
+		}
+		return s, where, nil
 	}
 	return nil, "", fmt.Errorf("sink %q: want file or clickhouse", cfg.Sink)
 }
