@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/operators/entropy"
 	"github.com/entrowatch/entrowatch/operators/profile"
 )
 
@@ -82,8 +83,8 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 		recs[i] = profile.Synthetic(mem, profile.SynthConfig{Traces: *batch, Steps: *steps, K: *k, Seed: uint64(i + 1), Model: "bench"})
 		defer recs[i].Release()
 	}
-	fmt.Fprintf(stderr, "bench operators: %d workers, batches of %d traces x %d steps x %d logprobs, %s (GOMAXPROCS %d)\n",
-		*workers, *batch, *steps, *k, *dur, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(stderr, "bench operators: %d workers, batches of %d traces x %d steps x %d logprobs, %s (GOMAXPROCS %d, %s entropy kernel, load average %s)\n",
+		*workers, *batch, *steps, *k, *dur, runtime.GOMAXPROCS(0), entropy.Kernel(), loadAvg())
 
 	run := func(d time.Duration) (int64, time.Duration, error) {
 		var mu sync.Mutex

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/operators/entropy"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
@@ -44,4 +45,14 @@ func TestBenchPipelineOwnDatabase(t *testing.T) {
 	require.Zero(t, n, "no synthetic row in the real table")
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name LIKE 'entrowatch_bench_%'").Scan(&n))
 	require.Zero(t, n, "the bench database is dropped")
+}
+
+// TestBenchOperatorsSaysKernel: bench operators did not say which entropy
+// kernel the binary runs (the vector one is 2.5x the portable one) nor the
+// load, so two runs could not be compared.
+func TestBenchOperatorsSaysKernel(t *testing.T) {
+	_, errs, code := runCLI(t, "bench", "operators", "--duration", "50ms", "--batch", "8", "--steps", "10")
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, `\((GOMAXPROCS \d+), (avx512|portable) entropy kernel, load average (\d+\.\d+|\?)\)`, errs)
+	require.Contains(t, errs, entropy.Kernel()+" entropy kernel")
 }

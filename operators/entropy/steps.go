@@ -42,3 +42,12 @@ func stepsScalar[F Float](values []F, offs []int32, h []float64, maxLogprob floa
 	}
 	return margins, n, OK
 }
+
+// Kernel names the entropy kernel this binary runs: "avx512" (built with
+// GOEXPERIMENT=simd on amd64, on a CPU with AVX-512) or "portable".
+func Kernel() string {
+	if useVector {
+		return "avx512"
+	}
+	return "portable"
+}
