@@ -459,7 +459,7 @@ type labelRound struct {
 // truth the demo kept aside (entrowatch labels import) and reads the
 // calibration view for that domain.
 func (v *demoView) label(ctx context.Context, truth map[string]bool, perDomain int, now time.Time) (*labelRound, error) {
-	reqs, err := clickhouse.RequestLabels(ctx, v.db, v.database, 1, perDomain, "demo", now)
+	reqs, err := clickhouse.RequestLabels(ctx, v.db, v.database, 1, perDomain, "demo", now, clickhouse.DefaultRequestExpiry)
 	if err != nil {
 		return nil, err
 	}

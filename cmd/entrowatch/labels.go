@@ -23,7 +23,7 @@ import (
 
 const labelsSynopsis = `requests|import --clickhouse DSN [flags]
 
-  labels requests (--out FILE | --topic T --brokers H:P,..) [--domains 5] [--per-domain 50] [--batch NAME]
+  labels requests (--out FILE | --topic T --brokers H:P,..) [--domains 5] [--per-domain 50] [--batch NAME] [--expire-after 168h]
       Takes the top --domains of the labeling_queue view (low estimated
       accuracy, wide interval, high volume) and, for each, --per-domain
       responses from labeling_candidates (stratified by p_correct, a random
@@ -31,18 +31,29 @@ const labelsSynopsis = `requests|import --clickhouse DSN [flags]
       what accuracy_corrected needs to be unbiased), records them in
       label_requests and writes them: to FILE as JSON Lines (.jsonl, .json,
       .ndjson; "-" for stdout) or CSV (.csv), by its extension, written whole
-      or not at all; or one JSON message per request to the topic. When
-      nothing can be requested it says why and writes no file.
+      or not at all; or one JSON message per request to the topic. Fields:
+      trace_id, model, domain, p_correct, uncertainty, stratum, stratum_rank,
+      priority, response_ts (the response's time), prompt, batch, expires_at;
+      a labeler adds correct and the file goes back through labels import.
+      A request keeps its response out of the queue until expires_at
+      (--expire-after, 7 days); an unlabelled response is open again after.
+      When nothing can be requested it says why and writes no file.
 
   labels import (--in FILE | --topic T --brokers H:P,.. [--group G] [--follow]) [--source NAME]
       Stores labels (label.v1: trace_id, correct, source, ts) in the labels
-      table; the newest label of a trace wins and re-importing is harmless.
-      FILE: CSV with a header (trace_id,correct[,source,ts]) or JSON Lines;
-      "-" for stdin. Topic messages: label.v1 Arrow IPC streams or JSON
-      objects; offsets are committed after the labels are stored. Without
-      --follow the import stops when the topic has been idle for --idle, or
-      with an error at a message that holds no labels; with --follow it runs
-      as entrowatch run does: such a message is logged and skipped, and a
+      table; the newest label of a trace wins. ts is RFC 3339 or Unix
+      seconds or milliseconds, from 2000 to 2100; a label without one gets
+      the time it is stored, except that from FILE one whose trace_id,
+      correct and source are stored already is skipped: importing a file
+      again changes nothing. It says how many labels match no response in
+      scored yet (they apply when it arrives).
+      FILE: CSV with a header (trace_id,correct[,source,ts]; other columns
+      are ignored) or JSON Lines; "-" for stdin. Topic messages: label.v1
+      Arrow IPC streams or JSON objects; offsets are committed after the
+      labels are stored. Without --follow the import stops when the topic
+      has been idle for --idle, or with an error at a message that holds no
+      labels (or a label with a ts out of range); with --follow it runs as
+      entrowatch run does: such a message is logged and skipped, and a
       failing insert is retried.
       entrowatch run with the ClickHouse sink already stores its labels_topic
       (where POST /v1/labels goes); this command is for other topics and files.
@@ -79,7 +90,8 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	kf := addKafkaFlags(fs, kafkaBesideClickHouse)
 	domains := fs.Int("domains", 5, "how many domains of the labeling queue to take, highest priority first")
 	perDomain := fs.Int("per-domain", 50, "responses to request per domain")
-	batch := fs.String("batch", "", "name of this request batch (default: the time, e.g. 20260301T120000Z)")
+	expireAfter := fs.Duration("expire-after", clickhouse.DefaultRequestExpiry, "how long a request keeps its response out of the labeling queue; after it, an unlabelled response may be requested again (e.g. 72h)")
+	batch := fs.String("batch", "", "name of this request batch (default: the time to the millisecond, e.g. 20260301T120000.123Z, with -2, -3, .. appended when label_requests holds it)")
 	if err := kf.parse(args); err != nil {
 		return err
 	}
@@ -91,9 +103,6 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	now := time.Now().UTC()
-	if *batch == "" {
-		*batch = now.Format("20060102T150405Z")
-	}
 	// Check the destination first: a request is recorded only when it can be
 	// delivered. The file is written beside --out and renamed into place once
 	// complete, so a failed run leaves no empty or partial file (and keeps a
@@ -129,7 +138,12 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 	}
-	reqs, err := clickhouse.RequestLabels(ctx, conn, db, *domains, *perDomain, *batch, now)
+	if *batch == "" {
+		if *batch, err = clickhouse.BatchName(ctx, conn, db, now); err != nil {
+			return err
+		}
+	}
+	reqs, err := clickhouse.RequestLabels(ctx, conn, db, *domains, *perDomain, *batch, now, *expireAfter)
 	if err != nil {
 		return err
 	}
@@ -203,10 +217,10 @@ func writeRequests(w io.Writer, format string, reqs []clickhouse.LabelRequest) e
 	bw := bufio.NewWriter(w)
 	if format == "csv" {
 		cw := csv.NewWriter(bw)
-		_ = cw.Write([]string{"trace_id", "model", "domain", "p_correct", "uncertainty", "stratum", "stratum_rank", "priority", "ts", "prompt", "batch"})
+		_ = cw.Write([]string{"trace_id", "model", "domain", "p_correct", "uncertainty", "stratum", "stratum_rank", "priority", "response_ts", "prompt", "batch", "expires_at"})
 		for _, r := range reqs {
 			_ = cw.Write([]string{r.TraceID, r.Model, r.Domain, ftoa(r.PCorrect), ftoa(r.Uncertainty), strconv.Itoa(int(r.Stratum)),
-				strconv.FormatUint(r.StratumRank, 10), ftoa(r.Priority), r.TS.UTC().Format(time.RFC3339), r.Prompt, r.Batch})
+				strconv.FormatUint(r.StratumRank, 10), ftoa(r.Priority), r.ResponseTS.UTC().Format(time.RFC3339), r.Prompt, r.Batch, r.ExpiresAt.UTC().Format(time.RFC3339)})
 		}
 		cw.Flush()
 		if err := cw.Error(); err != nil {
@@ -262,14 +276,25 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 			defer f.Close()
 			r = f
 		}
-		labels, err := clickhouse.ReadLabels(r, *source, time.Now())
+		// A zero now leaves the labels without ts undated: ImportLabels
+		// skips those already stored and dates the others.
+		labels, err := clickhouse.ReadLabels(r, *source, time.Time{})
 		if err != nil {
 			return fmt.Errorf("reading labels from %s: %w", *in, err)
 		}
-		if err := clickhouse.InsertLabels(ctx, conn, db, labels); err != nil {
+		res, err := clickhouse.ImportLabels(ctx, conn, db, labels, time.Now())
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "labels import: %d labels stored\n", len(labels))
+		msg := fmt.Sprintf("labels import: %d labels stored", res.Stored)
+		if res.Unscored > 0 {
+			msg += fmt.Sprintf(" (%d match no response in scored yet: they apply when it arrives)", res.Unscored)
+		}
+		if res.Skipped > 0 {
+			msg += fmt.Sprintf("; %d skipped: they have no ts and their trace_id, correct and source are stored already "+
+				"(importing a file again changes nothing; give a ts to store a label again as the newest)", res.Skipped)
+		}
+		fmt.Fprintln(stderr, msg)
 		return nil
 	}
 

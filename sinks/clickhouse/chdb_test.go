@@ -98,7 +98,7 @@ func TestSameAnswersOnChdb(t *testing.T) {
 		older = append(older, Label{TraceID: rows[i].id, Correct: true, Source: "stale", TS: rows[i].ts})
 	}
 	require.NoError(t, InsertLabels(ctx, conn, db, older))
-	_, err := RequestLabels(ctx, conn, db, 2, 25, "b1", t0)
+	_, err := RequestLabels(ctx, conn, db, 2, 25, "b1", time.Now(), DefaultRequestExpiry)
 	require.NoError(t, err)
 
 	// Same schema on chDB, through the same migration files.

@@ -206,7 +206,7 @@ func TestDocumentedSQL(t *testing.T) {
 	ctx := context.Background()
 	db := cfg.Database
 	write(t, cfg, docTraffic(time.Now().UTC()))
-	_, err := RequestLabels(ctx, conn, db, 1, 10, "docs", time.Now().UTC())
+	_, err := RequestLabels(ctx, conn, db, 1, 10, "docs", time.Now().UTC(), DefaultRequestExpiry)
 	require.NoError(t, err)
 	firing, err := dbQuery(db, "SELECT count() FROM alarms")
 	require.NoError(t, err)

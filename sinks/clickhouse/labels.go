@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -29,20 +30,29 @@ type LabelRequest struct {
 	Uncertainty float64   `json:"uncertainty"` // |p_correct - 0.5|, smaller is more uncertain
 	Stratum     uint8     `json:"stratum"`     // p_correct fifth, 0..4
 	StratumRank uint64    `json:"stratum_rank"`
-	Priority    float64   `json:"priority"` // the domain's labeling_queue priority
-	TS          time.Time `json:"ts"`
+	Priority    float64   `json:"priority"`    // the domain's labeling_queue priority
+	ResponseTS  time.Time `json:"response_ts"` // the response's time; not "ts", which labels import reads as the label's
 	Prompt      string    `json:"prompt,omitempty"`
 	Batch       string    `json:"batch"`
+	ExpiresAt   time.Time `json:"expires_at"` // when the request lapses and the response may be requested again
 }
+
+// DefaultRequestExpiry is how long a label request keeps its response out
+// of the labeling queue (label_requests.expires_at, migration 013).
+const DefaultRequestExpiry = 7 * 24 * time.Hour
 
 // RequestLabels takes up to perDomain responses from each of the top
 // domains of labeling_queue (those with open responses), in
 // labeling_candidates order, records them in label_requests so later calls
 // skip them, and returns them.
-func RequestLabels(ctx context.Context, conn driver.Conn, db string, domains, perDomain int, batch string, now time.Time) ([]LabelRequest, error) {
+func RequestLabels(ctx context.Context, conn driver.Conn, db string, domains, perDomain int, batch string, now time.Time, expireAfter time.Duration) ([]LabelRequest, error) {
 	if domains <= 0 || perDomain <= 0 {
 		return nil, fmt.Errorf("labels requests: domains (%d) and per-domain (%d) must be positive", domains, perDomain)
 	}
+	if expireAfter <= 0 {
+		return nil, fmt.Errorf("labels requests: expire-after %v must be positive", expireAfter)
+	}
+	expires := now.Add(expireAfter).UTC().Truncate(time.Second)
 	q := fmt.Sprintf(`SELECT model, domain, toFloat64(priority), toUInt8(stratum), toUInt64(stratum_rank), trace_id, toFloat64(p_correct), toFloat64(uncertainty), ts, prompt
 FROM %[1]s.labeling_candidates
 WHERE (model, domain) IN (SELECT model, domain FROM %[1]s.labeling_queue WHERE n_open > 0 ORDER BY priority DESC, model, domain LIMIT %[2]d)
@@ -56,10 +66,10 @@ LIMIT %[3]d BY model, domain`, db, domains, perDomain)
 	var out []LabelRequest
 	for rows.Next() {
 		var r LabelRequest
-		if err := rows.Scan(&r.Model, &r.Domain, &r.Priority, &r.Stratum, &r.StratumRank, &r.TraceID, &r.PCorrect, &r.Uncertainty, &r.TS, &r.Prompt); err != nil {
+		if err := rows.Scan(&r.Model, &r.Domain, &r.Priority, &r.Stratum, &r.StratumRank, &r.TraceID, &r.PCorrect, &r.Uncertainty, &r.ResponseTS, &r.Prompt); err != nil {
 			return nil, fmt.Errorf("labels requests: %w", err)
 		}
-		r.Batch = batch
+		r.Batch, r.ExpiresAt = batch, expires
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -68,12 +78,12 @@ LIMIT %[3]d BY model, domain`, db, domains, perDomain)
 	if len(out) == 0 {
 		return nil, nil
 	}
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".label_requests (trace_id, model, domain, requested_at, batch)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".label_requests (trace_id, model, domain, requested_at, batch, expires_at)")
 	if err != nil {
 		return nil, fmt.Errorf("labels requests: recording: %w", err)
 	}
 	for _, r := range out {
-		if err := b.Append(r.TraceID, r.Model, r.Domain, now.UTC(), batch); err != nil {
+		if err := b.Append(r.TraceID, r.Model, r.Domain, now.UTC(), batch, expires); err != nil {
 			_ = b.Abort()
 			return nil, fmt.Errorf("labels requests: recording: %w", err)
 		}
@@ -82,6 +92,26 @@ LIMIT %[3]d BY model, domain`, db, domains, perDomain)
 		return nil, fmt.Errorf("labels requests: recording: %w", err)
 	}
 	return out, nil
+}
+
+// BatchName is a name for a request batch made at now that label_requests
+// does not hold yet: the time to the millisecond (20260301T120000.123Z),
+// with -2, -3, .. appended while that is taken.
+func BatchName(ctx context.Context, conn driver.Conn, db string, now time.Time) (string, error) {
+	base := now.UTC().Format("20060102T150405.000Z")
+	for i := 1; ; i++ {
+		name := base
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".label_requests WHERE batch = ?", name).Scan(&n); err != nil {
+			return "", fmt.Errorf("labels requests: naming the batch: %w", err)
+		}
+		if n == 0 {
+			return name, nil
+		}
+	}
 }
 
 // QueueState counts what the labeling queue draws from; it says why
@@ -168,6 +198,139 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 	return nil
 }
 
+// Imported is what ImportLabels did.
+type Imported struct {
+	Stored   int // labels inserted
+	Skipped  int // labels without ts whose trace_id, correct and source were stored before
+	Unscored int // of the stored labels, those whose trace_id matches no response in scored yet
+}
+
+// ImportLabels stores labels read from a file (by ReadLabels with a zero
+// now) so that importing the file again changes nothing. Labels with a ts
+// are stored as they are: the same file gives the same versions. A label
+// without one (a zero TS) is skipped when the labels table holds its
+// trace_id, correct and source already (any version a merge has not yet
+// replaced by a newer label of the trace); the others get now. Stored labels
+// whose trace matches no response in scored are counted, not refused: a
+// label may arrive before its response. Nothing is stored when a query
+// fails. Each query reads at most idChunkIDs trace ids.
+func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Label, now time.Time) (Imported, error) {
+	var res Imported
+	var undated []string
+	for _, l := range labels {
+		if l.TS.IsZero() {
+			undated = append(undated, l.TraceID)
+		}
+	}
+	type key struct {
+		id, source string
+		correct    bool
+	}
+	stored := map[key]bool{}
+	err := forIDChunks(undated, func(chunk ch.GroupSet) error {
+		rows, err := conn.Query(ctx, "SELECT DISTINCT trace_id, correct, source FROM "+db+".labels WHERE trace_id IN ?", chunk)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k key
+			var c uint8
+			if err := rows.Scan(&k.id, &c, &k.source); err != nil {
+				return err
+			}
+			k.correct = c == 1
+			stored[k] = true
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return res, fmt.Errorf("labels import: reading the stored labels of %s: %w", db, err)
+	}
+	keep := make([]Label, 0, len(labels))
+	for _, l := range labels {
+		if l.TS.IsZero() {
+			if stored[key{l.TraceID, l.Source, l.Correct}] {
+				res.Skipped++
+				continue
+			}
+			l.TS = now.UTC()
+		}
+		keep = append(keep, l)
+	}
+	ids := make([]string, len(keep))
+	for i, l := range keep {
+		ids[i] = l.TraceID
+	}
+	scored := map[string]bool{}
+	err = forIDChunks(ids, func(chunk ch.GroupSet) error {
+		rows, err := conn.Query(ctx, "SELECT DISTINCT trace_id FROM "+db+".scored WHERE trace_id IN ?", chunk)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			scored[id] = true
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return res, fmt.Errorf("labels import: reading the responses of %s.scored: %w", db, err)
+	}
+	for _, id := range ids {
+		if !scored[id] {
+			res.Unscored++
+		}
+	}
+	if err := InsertLabels(ctx, conn, db, keep); err != nil {
+		return res, err
+	}
+	res.Stored = len(keep)
+	return res, nil
+}
+
+// idChunkIDs and idChunkBytes bound the trace ids of one IN list: ClickHouse
+// refuses a query over max_query_size (256 KiB by default), and a file may
+// hold 100,000 labels.
+const (
+	idChunkIDs   = 2000
+	idChunkBytes = 64 << 10 // quoted, as the driver sends them
+)
+
+// forIDChunks calls fn with the distinct ids, a chunk at a time.
+func forIDChunks(ids []string, fn func(ch.GroupSet) error) error {
+	seen := make(map[string]bool, len(ids))
+	var chunk []any
+	size := 0
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		err := fn(ch.GroupSet{Value: chunk})
+		chunk, size = nil, 0
+		return err
+	}
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		n := 2*len(id) + 4 // every byte escaped at worst, quotes and ", "
+		if len(chunk) == idChunkIDs || (len(chunk) > 0 && size+n > idChunkBytes) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		chunk = append(chunk, id)
+		size += n
+	}
+	return flush()
+}
+
 // LabelVersion is the labels table's version of the seq-th label of an
 // insert (migration 009): (ts in ms) * 2^21 + seq * 2 + correct. The label
 // with the largest version of a trace is its label, in labels_latest and
@@ -184,9 +347,11 @@ func LabelVersion(ts time.Time, seq int, correct bool) uint64 {
 }
 
 // ReadLabels parses labels from CSV (header with trace_id and correct;
-// source and ts optional) or JSON Lines (objects with the same keys). correct
-// is one of correctValues (any case); ts is RFC 3339 or Unix milliseconds, default now;
-// source defaults to defaultSource. Errors name the line.
+// source and ts optional; other columns ignored) or JSON Lines (objects with
+// the same keys). correct is one of correctValues (any case); ts is RFC 3339
+// or Unix seconds or milliseconds, from 2000 to 2100 (see labelTS), default
+// now (the zero time when now is zero: ImportLabels stamps those); source
+// defaults to defaultSource. Errors name the line.
 func ReadLabels(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
 	br := bufio.NewReader(r)
 	head, _ := br.Peek(512)
@@ -303,15 +468,37 @@ func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (La
 		return Label{}, fmt.Errorf("trace %s: correct is %q; want %s", id, correct, correctValues)
 	}
 	if ts != "" && ts != "null" {
-		if ms, err := strconv.ParseInt(ts, 10, 64); err == nil {
-			l.TS = time.UnixMilli(ms).UTC()
-		} else if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-			l.TS = t.UTC()
-		} else {
-			return Label{}, fmt.Errorf("trace %s: ts %q is neither RFC 3339 nor Unix milliseconds", id, ts)
+		t, err := labelTS(ts)
+		if err != nil {
+			return Label{}, fmt.Errorf("trace %s: %w", id, err)
 		}
+		l.TS = t
 	}
 	return l, nil
+}
+
+// tsForms is what a label's ts may be, for error messages.
+const tsForms = "want RFC 3339 (e.g. 2026-03-01T12:00:00Z) or Unix seconds or milliseconds, " + schemas.EpochRange + ", or no ts (the time the label is read)"
+
+// labelTS reads a label's ts: RFC 3339, or Unix seconds or milliseconds
+// (told apart by their range, as a response's created is), all in the range
+// of schemas.InEpochRange. Outside it ClickHouse's DateTime would wrap the
+// time (2200 stored as 2063, winning over every later label; -1000 as 1970).
+func labelTS(ts string) (time.Time, error) {
+	if v, err := strconv.ParseFloat(ts, 64); err == nil {
+		if ms, ok := schemas.EpochMillis(v); ok {
+			return time.UnixMilli(ms).UTC(), nil
+		}
+		return time.Time{}, fmt.Errorf("ts %s is out of range: %s", ts, tsForms)
+	}
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("ts %q is not a time: %s", ts, tsForms)
+	}
+	if !schemas.InEpochRange(t) {
+		return time.Time{}, fmt.Errorf("ts %s is out of range: %s", ts, tsForms)
+	}
+	return t.UTC(), nil
 }
 
 // LabelsFromRecord reads a label.v1 batch.
@@ -357,7 +544,11 @@ func LabelsFromRecord(rec arrow.RecordBatch) ([]Label, error) {
 		if ids.Value(i) == "" {
 			return nil, fmt.Errorf("label batch row %d: empty trace_id", i)
 		}
-		out = append(out, Label{TraceID: ids.Value(i), Correct: corr.Value(i), Source: srcs.Value(i), TS: tss.Value(i).ToTime(unit).UTC()})
+		ts := tss.Value(i).ToTime(unit).UTC()
+		if !schemas.InEpochRange(ts) {
+			return nil, fmt.Errorf("label batch row %d: trace %s: ts %s is not %s (a producer's unit or clock is wrong)", i, ids.Value(i), ts.Format(time.RFC3339Nano), schemas.EpochRange)
+		}
+		out = append(out, Label{TraceID: ids.Value(i), Correct: corr.Value(i), Source: srcs.Value(i), TS: ts})
 	}
 	return out, nil
 }

@@ -1,16 +1,29 @@
 package clickhouse
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // The calibration view against a hand-computed example (see the comments).
@@ -105,7 +118,7 @@ func TestLabelingQueue(t *testing.T) {
 	// 0.6*sqrt(10*.24) = 0.93, good 0.105*sqrt(400*.094) = 0.64.
 	require.Equal(t, []string{"degraded", "ok", "tiny_bad", "good"}, order)
 
-	reqs, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-1", t0)
+	reqs, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-1", time.Now(), DefaultRequestExpiry)
 	require.NoError(t, err)
 	require.Len(t, reqs, 20)
 	for i, q := range reqs[:10] {
@@ -123,7 +136,7 @@ func TestLabelingQueue(t *testing.T) {
 	require.Equal(t, "ok", reqs[10].Domain)
 
 	// Requested responses are not requested again.
-	again, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-2", t0)
+	again, err := RequestLabels(ctx, conn, cfg.Database, 2, 10, "batch-2", time.Now(), DefaultRequestExpiry)
 	require.NoError(t, err)
 	got := map[string]bool{}
 	for _, q := range reqs {
@@ -511,10 +524,10 @@ func TestLabelQueueState(t *testing.T) {
 	rows[0].correct = 1 // labelled by the trace
 	write(t, cfg, rows)
 	require.Equal(t, uint64(5), state().Open())
-	reqs, err := RequestLabels(ctx, conn, db, 5, 50, "b1", t0)
+	reqs, err := RequestLabels(ctx, conn, db, 5, 50, "b1", time.Now(), DefaultRequestExpiry)
 	require.NoError(t, err)
 	require.Len(t, reqs, 5)
-	again, err := RequestLabels(ctx, conn, db, 5, 50, "b2", t0)
+	again, err := RequestLabels(ctx, conn, db, 5, 50, "b2", time.Now(), DefaultRequestExpiry)
 	require.NoError(t, err)
 	require.Empty(t, again)
 	s = state()
@@ -717,4 +730,281 @@ func hourlyRows(dom string, hours, perHour int, p func(h, i int) float64) []row 
 		}
 	}
 	return rows
+}
+
+// A label's ts is RFC 3339 or Unix seconds or milliseconds (told apart by
+// their range, as a response's created is), from 2000 to 2100. Before, a
+// whole number was always milliseconds (seconds landed in 1970) and nothing
+// was checked: 2200 was stored wrapped as 2063 and beat every later label.
+func TestReadLabelsTS(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	jan1 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name, in string
+		want     time.Time
+		err      string
+	}{
+		{"csv_seconds", "trace_id,correct,ts\na,1,1767225600\n", jan1, ""},
+		{"csv_milliseconds", "trace_id,correct,ts\na,1,1767225600000\n", jan1, ""},
+		{"csv_fractional_seconds", "trace_id,correct,ts\na,1,1767225600.5\n", jan1.Add(500 * time.Millisecond), ""},
+		{"json_seconds", `{"trace_id":"a","correct":1,"ts":1767225600}`, jan1, ""},
+		{"json_seconds_string", `{"trace_id":"a","correct":1,"ts":"1767225600"}`, jan1, ""},
+		{"rfc3339_offset", "trace_id,correct,ts\na,1,2026-01-01T01:00:00+01:00\n", jan1, ""},
+		{"first_instant", "trace_id,correct,ts\na,1,2000-01-01T00:00:00Z\n", time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), ""},
+		{"rfc3339_2200", "trace_id,correct,ts\na,1,2026-01-01T00:00:00Z\nz,1,2200-01-01T00:00:00Z\n", time.Time{},
+			"line 3: trace z: ts 2200-01-01T00:00:00Z is out of range: want RFC 3339 (e.g. 2026-03-01T12:00:00Z) or Unix seconds or milliseconds, between 2000-01-01 and 2100-01-01"},
+		{"rfc3339_2100", "trace_id,correct,ts\nz,1,2100-01-01T00:00:00Z\n", time.Time{}, "line 2: trace z: ts 2100-01-01T00:00:00Z is out of range"},
+		{"rfc3339_1999", `{"trace_id":"z","correct":1,"ts":"1999-12-31T23:59:59Z"}`, time.Time{}, "line 1: trace z: ts 1999-12-31T23:59:59Z is out of range"},
+		{"negative", "trace_id,correct,ts\nz,0,-1000\n", time.Time{}, "line 2: trace z: ts -1000 is out of range: want RFC 3339"},
+		{"zero", `{"trace_id":"z","correct":1,"ts":0}`, time.Time{}, "line 1: trace z: ts 0 is out of range"},
+		{"milliseconds_2200", `{"trace_id":"z","correct":1,"ts":7258118400000}`, time.Time{}, "line 1: trace z: ts 7258118400000 is out of range"},
+		{"between_ranges", `{"trace_id":"z","correct":1,"ts":5000000000}`, time.Time{}, "line 1: trace z: ts 5000000000 is out of range"},
+		{"not_a_time", `{"trace_id":"z","correct":1,"ts":"yesterday"}`, time.Time{}, `line 1: trace z: ts "yesterday" is not a time: want RFC 3339`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ReadLabels(strings.NewReader(tc.in), "import", now)
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			require.Equal(t, tc.want, got[0].TS)
+		})
+	}
+}
+
+// A file made by labels requests, with correct filled in, imports: the
+// other columns are ignored, and response_ts is not read as the label's ts.
+// With a zero now, labels without ts keep a zero TS for ImportLabels.
+func TestReadLabelsRequestsFile(t *testing.T) {
+	csvIn := "trace_id,model,domain,p_correct,uncertainty,stratum,stratum_rank,priority,response_ts,prompt,batch,correct\n" +
+		"r1,m1,d,0.5,0,2,1,0.3,2026-03-01T00:00:00Z,\"2+2?\",b1,yes\n"
+	jsonIn := `{"trace_id":"r1","model":"m1","domain":"d","p_correct":0.5,"uncertainty":0,"stratum":2,"stratum_rank":1,"priority":0.3,"response_ts":"2026-03-01T00:00:00Z","prompt":"2+2?","batch":"b1","correct":true}`
+	for _, in := range []string{csvIn, jsonIn} {
+		got, err := ReadLabels(strings.NewReader(in), "import", time.Time{})
+		require.NoError(t, err)
+		require.Equal(t, []Label{{TraceID: "r1", Correct: true, Source: "import"}}, got)
+	}
+}
+
+// labelBatch is a label.v1 Arrow IPC message of one label at ts (ms).
+func labelBatch(t testing.TB, mem memory.Allocator, id string, ms int64) []byte {
+	t.Helper()
+	b := array.NewRecordBuilder(mem, schemas.Label)
+	defer b.Release()
+	b.Field(0).(*array.StringBuilder).Append(id)
+	b.Field(1).(*array.BooleanBuilder).Append(true)
+	b.Field(2).(*array.StringBuilder).Append("annotator")
+	b.Field(3).(*array.TimestampBuilder).Append(arrow.Timestamp(ms))
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schemas.Label), ipc.WithAllocator(mem))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+	return buf.Bytes()
+}
+
+// feed is a LabelFeed of msgs, then nothing.
+type feed struct {
+	msgs []kafka.Message
+}
+
+func (f *feed) Fetch(ctx context.Context) (kafka.Message, error) {
+	if len(f.msgs) > 0 {
+		m := f.msgs[0]
+		f.msgs = f.msgs[1:]
+		return m, nil
+	}
+	<-ctx.Done()
+	return kafka.Message{}, ctx.Err()
+}
+
+func (f *feed) Commit(context.Context, ...kafka.Message) error { return nil }
+
+// An Arrow label batch whose ts lies outside 2000..2100 is a message that
+// holds no labels, as one with an empty trace_id is: DecodeLabels names the
+// row, FollowLabels logs, counts and skips it (the topic goes on), and
+// nothing is stored wrapped. Before, 2200-01-01 was stored as 2063.
+func TestLabelBatchTSRange(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	for _, at := range []time.Time{time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(-1, 0), time.Unix(1767225600, 0)} {
+		ms := at.UnixMilli()
+		if at.Year() == 2026 {
+			ms = at.Unix() // seconds in a millisecond column: 1970
+		}
+		_, err := DecodeLabels(labelBatch(t, mem, "w", ms), "kafka", mem)
+		require.ErrorContains(t, err, "label batch row 0: trace w: ts ", at)
+		require.ErrorContains(t, err, "is not between 2000-01-01 and 2100-01-01", at)
+	}
+	ok, err := DecodeLabels(labelBatch(t, mem, "ok", t0.UnixMilli()), "kafka", mem)
+	require.NoError(t, err)
+	require.Equal(t, []Label{{TraceID: "ok", Correct: true, Source: "annotator", TS: t0}}, ok)
+
+	f := &feed{msgs: []kafka.Message{
+		{Offset: 0, Value: labelBatch(t, mem, "w", time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())},
+		{Offset: 1, Value: labelBatch(t, mem, "w", t0.UnixMilli())},
+	}}
+	var stored, dropped atomic.Int64
+	var log bytes.Buffer
+	var mu sync.Mutex
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- FollowLabels(fctx, f, conn, cfg.Database, "kafka", mem, slog.New(slog.NewTextHandler(lockedWriter{&mu, &log}, nil)),
+			FollowCounters{Stored: func(n int) { stored.Add(int64(n)) }, Dropped: func() { dropped.Add(1) }})
+	}()
+	require.Eventually(t, func() bool { return stored.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.EqualValues(t, 1, dropped.Load())
+	mu.Lock()
+	require.Contains(t, log.String(), "ts 2200-01-01T00:00:00Z is not between 2000-01-01 and 2100-01-01")
+	mu.Unlock()
+	var n uint64
+	var ts time.Time
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(), max(ts) FROM "+cfg.Database+".labels").Scan(&n, &ts))
+	require.EqualValues(t, 1, n, "only the label in range is stored")
+	require.Equal(t, t0, ts.UTC())
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// latestLabels is labels_latest of db: trace_id -> "correct source".
+func latestLabels(t *testing.T, conn driver.Conn, db string) map[string]string {
+	t.Helper()
+	r, err := conn.Query(context.Background(), "SELECT trace_id, correct, source FROM "+db+".labels_latest")
+	require.NoError(t, err)
+	defer r.Close()
+	got := map[string]string{}
+	for r.Next() {
+		var id, src string
+		var c uint8
+		require.NoError(t, r.Scan(&id, &c, &src))
+		got[id] = fmt.Sprintf("%d %s", c, src)
+	}
+	require.NoError(t, r.Err())
+	return got
+}
+
+// Importing a file again changes nothing: a label without ts whose
+// trace_id, correct and source are stored already is skipped (file A
+// (b1, 1), then B (b1, 0, review), then A again: b1 stays 0; before, A's
+// label got the new import time and b1 went back to 1). Labels with a ts
+// are stored again with their version, which changes nothing either; a
+// label without ts that differs (another source) is stored as the newest.
+// Labels of traces that match no response in scored are stored and counted.
+func TestImportLabelsAgain(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	db := cfg.Database
+	write(t, cfg, []row{{id: "b1", ts: t0, domain: "X", p: 0.5, correct: -1}, {id: "b2", ts: t0, domain: "X", p: 0.5, correct: -1}})
+	read := func(in string) []Label {
+		t.Helper()
+		ls, err := ReadLabels(strings.NewReader(in), "import", time.Time{})
+		require.NoError(t, err)
+		return ls
+	}
+	fileA := read("trace_id,correct,ts\nb1,1,\nb2,1,2026-03-01T01:00:00Z\nx9,0,\n")
+	fileB := read("trace_id,correct,source\nb1,0,review\n")
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+
+	res, err := ImportLabels(ctx, conn, db, fileA, at(120))
+	require.NoError(t, err)
+	require.Equal(t, Imported{Stored: 3, Unscored: 1}, res, "x9 matches no response")
+	res, err = ImportLabels(ctx, conn, db, fileB, at(130))
+	require.NoError(t, err)
+	require.Equal(t, Imported{Stored: 1}, res)
+	want := map[string]string{"b1": "0 review", "b2": "1 import", "x9": "0 import"}
+	require.Equal(t, want, latestLabels(t, conn, db))
+
+	res, err = ImportLabels(ctx, conn, db, fileA, at(140))
+	require.NoError(t, err)
+	require.Equal(t, want, latestLabels(t, conn, db), "importing A again must not undo B")
+	require.Equal(t, Imported{Stored: 1, Skipped: 2}, res, "b1 and x9 skipped, b2 (with its ts) stored again")
+
+	// A new answer without ts (another source) is stored as the newest.
+	res, err = ImportLabels(ctx, conn, db, read("trace_id,correct,source\nb1,1,second-review\n"), at(150))
+	require.NoError(t, err)
+	require.Equal(t, Imported{Stored: 1}, res)
+	require.Equal(t, "1 second-review", latestLabels(t, conn, db)["b1"])
+}
+
+// ImportLabels reads the stored labels and responses in bounded chunks: a
+// file of 4,500 labels (more than two chunks, ids long enough for the byte
+// bound to split them too) imports, and importing it again skips them all.
+func TestImportLabelsChunks(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	long := strings.Repeat("x", 100)
+	var in strings.Builder
+	in.WriteString("trace_id,correct\n")
+	for i := range 4500 {
+		fmt.Fprintf(&in, "%s'%d,%d\n", long, i, i%2)
+	}
+	write(t, cfg, []row{{id: long + "'7", ts: t0, domain: "X", p: 0.5, correct: -1}})
+	ls, err := ReadLabels(strings.NewReader(in.String()), "import", time.Time{})
+	require.NoError(t, err)
+	res, err := ImportLabels(ctx, conn, cfg.Database, ls, t0.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, Imported{Stored: 4500, Unscored: 4499}, res)
+	res, err = ImportLabels(ctx, conn, cfg.Database, ls, t0.Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, Imported{Skipped: 4500}, res)
+
+	var chunks [][]any
+	ids := []string{"a", "b", "a", strings.Repeat("y", idChunkBytes), "c"}
+	for i := range idChunkIDs + 1 {
+		ids = append(ids, fmt.Sprint(i))
+	}
+	require.NoError(t, forIDChunks(ids, func(c ch.GroupSet) error { chunks = append(chunks, c.Value); return nil }))
+	var n int
+	for _, c := range chunks {
+		require.LessOrEqual(t, len(c), idChunkIDs)
+		n += len(c)
+	}
+	require.Equal(t, len(ids)-1, n, "every distinct id once")
+	require.Equal(t, []any{"a", "b"}, chunks[0], "the long id starts a chunk of its own")
+	require.Len(t, chunks[1], 1)
+}
+
+// Two request batches made in one second (one millisecond, even) get
+// different names. Before, the name was the time to the second: two runs of
+// labels requests in one second wrote one batch name.
+func TestBatchName(t *testing.T) {
+	cfg, conn := migrated(t)
+	ctx := context.Background()
+	db := cfg.Database
+	var rows []row
+	for i := range 4 {
+		rows = append(rows, row{id: fmt.Sprintf("n%d", i), ts: t0.Add(time.Duration(i) * time.Second), domain: "X", p: 0.5, correct: -1, clusterID: 1})
+	}
+	write(t, cfg, rows)
+	now := time.Date(2026, 11, 25, 10, 35, 11, 123e6, time.UTC)
+	var names []string
+	for range 3 {
+		name, err := BatchName(ctx, conn, db, now)
+		require.NoError(t, err)
+		reqs, err := RequestLabels(ctx, conn, db, 1, 1, name, now, DefaultRequestExpiry)
+		require.NoError(t, err)
+		require.Len(t, reqs, 1)
+		names = append(names, name)
+	}
+	require.Equal(t, []string{"20261125T103511.123Z", "20261125T103511.123Z-2", "20261125T103511.123Z-3"}, names)
+	var batches uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT uniqExact(batch) FROM "+db+".label_requests").Scan(&batches))
+	require.EqualValues(t, 3, batches)
 }

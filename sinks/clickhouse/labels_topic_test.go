@@ -75,7 +75,7 @@ func TestLabelsThroughTopics(t *testing.T) {
 		rows = append(rows, row{id: "q" + string(rune('a'+i%26)) + string(rune('a'+i/26)), ts: t0.Add(time.Duration(i) * time.Second), domain: "d", p: float64(i%10) / 10, correct: -1, clusterID: 1, cluster: "c"})
 	}
 	write(t, cfg, rows)
-	reqs, err := RequestLabels(ctx, conn, cfg.Database, 1, 5, "b", t0)
+	reqs, err := RequestLabels(ctx, conn, cfg.Database, 1, 5, "b", time.Now(), DefaultRequestExpiry)
 	require.NoError(t, err)
 	require.Len(t, reqs, 5)
 	require.NoError(t, PublishRequests(ctx, kc, "requests", reqs))

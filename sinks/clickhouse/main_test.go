@@ -122,18 +122,19 @@ func migrated(t testing.TB) (Config, driver.Conn) {
 
 // row is one scored response for test batches.
 type row struct {
-	id        string
-	ts        time.Time
-	model     string
-	domain    string // "" = null
-	attrs     map[string]string
-	p         float64 // < 0 = null
-	correct   int     // -1 null, 0, 1
-	clusterID int32   // -2 = null
-	cluster   string
-	status    string // "" = ok
-	mean, max float64
-	q50       float64
+	id          string
+	ts          time.Time
+	model       string
+	domain      string // "" = null, unless emptyDomain
+	emptyDomain bool   // domain is '' (a caller that sent "domain": "")
+	attrs       map[string]string
+	p           float64 // < 0 = null
+	correct     int     // -1 null, 0, 1
+	clusterID   int32   // -2 = null
+	cluster     string
+	status      string // "" = ok
+	mean, max   float64
+	q50         float64
 }
 
 // batch builds a scored.v1 record from rows with schemas.Scored builders.
@@ -155,7 +156,7 @@ func batch(t testing.TB, mem memory.Allocator, rows []row) arrow.RecordBatch {
 		f(schemas.ColLogprobsMode).(*array.StringBuilder).Append("raw_logprobs")
 		f(schemas.ColTemperature).(*array.Float32Builder).Append(0.7)
 		f(schemas.ColTopP).(*array.Float32Builder).Append(1)
-		if r.domain == "" {
+		if r.domain == "" && !r.emptyDomain {
 			f(schemas.ColDomain).AppendNull()
 		} else {
 			f(schemas.ColDomain).(*array.StringBuilder).Append(r.domain)

@@ -419,7 +419,7 @@ func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []by
 	ls, err := clickhouse.ReadLabels(bytes.NewReader(lines), "http", time.Now())
 	if err != nil {
 		h.reply(w, http.StatusBadRequest, Reply{Error: "labels: " + err.Error() + "; nothing was produced, fix them and resend " +
-			`(JSON objects {"trace_id": "...", "correct": true|false, "source": "...", "ts": RFC 3339 or Unix ms}, one, an array or JSON Lines)`})
+			`(JSON objects {"trace_id": "...", "correct": true|false, "source": "...", "ts": RFC 3339 or Unix seconds or ms, 2000 to 2100}, one, an array or JSON Lines)`})
 		return
 	}
 	if len(ls) == 0 {

@@ -636,3 +636,35 @@ func TestLabels(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 	require.NotContains(t, r.Error, "labels to")
 }
+
+// A label's ts over HTTP is checked as labels import checks it: Unix seconds
+// are seconds, and a time outside 2000..2100 gets 400 naming the trace and
+// the accepted forms, nothing produced. Before, seconds were read as
+// milliseconds (1970) and 2200 or -1000 were accepted, to be stored wrapped.
+func TestLabelTimes(t *testing.T) {
+	url, _ := server(t, "http-label-ts", nil)
+	lurl := strings.TrimSuffix(url, "/v1/responses") + "/v1/labels"
+	for _, tc := range []struct{ body, err string }{
+		{`{"trace_id": "z1", "correct": true, "ts": "2200-01-01T00:00:00Z"}`, "line 1: trace z1: ts 2200-01-01T00:00:00Z is out of range: want RFC 3339"},
+		{`{"trace_id": "z2", "correct": true, "ts": -1000}`, "line 1: trace z2: ts -1000 is out of range"},
+		{`{"trace_id": "z3", "correct": true, "ts": 7258118400000}`, "line 1: trace z3: ts 7258118400000 is out of range"},
+	} {
+		code, r := post(t, lurl, "", strings.NewReader(tc.body))
+		require.Equal(t, http.StatusBadRequest, code, tc.body)
+		require.Contains(t, r.Error, tc.err)
+		require.Contains(t, r.Error, "Unix seconds or milliseconds, between 2000-01-01 and 2100-01-01")
+	}
+	code, r := post(t, lurl, "", strings.NewReader(`{"trace_id": "s", "correct": true, "ts": 1795000000}`))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+
+	rd := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{testBroker.Addr()}, Topic: "http-label-ts-labels", MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := rd.ReadMessage(ctx)
+	require.NoError(t, err)
+	ls, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
+	require.NoError(t, err)
+	require.Equal(t, []clickhouse.Label{{TraceID: "s", Correct: true, Source: "http", TS: time.Unix(1795000000, 0).UTC()}}, ls,
+		"the only message: the wrong labels produced nothing")
+}

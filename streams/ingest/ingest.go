@@ -775,23 +775,13 @@ type alt struct {
 	Logprob *float64 `json:"logprob"`
 }
 
-// The times "created" may hold: Unix seconds, or milliseconds, from
-// 2000-01-01 to 2100-01-01. The ranges do not overlap (milliseconds of that
-// century would be seconds after the year 31000), so either is read without
-// a hint; anything else is more likely a mistake than a time.
-const (
-	minCreated = 946684800  // 2000-01-01T00:00:00Z
-	maxCreated = 4102444800 // 2100-01-01T00:00:00Z
-)
-
-// createdMillis reads "created" as milliseconds since the epoch.
+// createdMillis reads "created" (Unix seconds or milliseconds, see
+// schemas.EpochMillis) as milliseconds since the epoch.
 func createdMillis(n json.Number) (int64, error) {
-	v, err := n.Float64()
-	switch {
-	case err == nil && v >= minCreated && v < maxCreated:
-		return int64(math.Round(v * 1000)), nil
-	case err == nil && v >= minCreated*1000 && v < maxCreated*1000:
-		return int64(math.Round(v)), nil
+	if v, err := n.Float64(); err == nil {
+		if ms, ok := schemas.EpochMillis(v); ok {
+			return ms, nil
+		}
 	}
 	return 0, fmt.Errorf(`"created" is %s: created must be Unix seconds (or milliseconds) between 2000-01-01 and 2100-01-01, e.g. 1760000000`, n)
 }
