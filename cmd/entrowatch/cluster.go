@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/entrowatch/entrowatch/operators/clustertag"
@@ -33,7 +37,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("cluster fit", "--in PROMPTS --out clusters.json [--k N|auto] [--previous old.json]", stderr)
+	fs := newFlags("cluster fit", "--in PROMPTS --out clusters.json [--k N|auto] [--previous old.json [--relabel]]", stderr)
 	def := clustertag.DefaultFitConfig()
 	in := fs.String("in", "", "prompts: OpenAI JSON Lines with a top-level \"prompt\" (.jsonl, .json), CSV with a prompt column (.csv), or one prompt per line; .gz ok (required)")
 	out := fs.String("out", "", "artifact to write, e.g. clusters.json (required)")
@@ -49,7 +53,8 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.BoolVar(&def.Vector.Shapes, "shapes", def.Vector.Shapes, "add one token for numbers and one per math symbol (= + * / ^ \\ $ % < >)")
 	emb := fs.String("embedding", "auto", "cluster on the input's embedding column/field: auto (when every prompt has one), yes, no")
 	prev := fs.String("previous", "", "previous artifact: new clusters take the ids of the most similar old ones (Hungarian matching of centroids)")
-	minSim := fs.Float64("min-similarity", clustertag.DefaultMinSimilarity, "with --previous: centroid similarity below which a cluster is a new topic with a fresh id")
+	minSim := fs.Float64("min-similarity", clustertag.DefaultMinSimilarity, "with --previous: centroid similarity (0 to 1) below which a cluster is a new topic with a fresh id")
+	relabel := fs.Bool("relabel", false, "with --previous: name matched clusters from the new fit's terms instead of keeping their previous labels (domains, labels and baselines in ClickHouse are keyed by label text)")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -58,6 +63,12 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "cluster fit: --in and --out are required")
 		fs.Usage()
 		return errUsage
+	}
+	if *prev == "" && (flagSet(fs, "min-similarity") || *relabel) {
+		return errors.New("--min-similarity and --relabel apply to --previous: give the artifact the refit replaces")
+	}
+	if !(*minSim >= 0 && *minSim <= 1) {
+		return fmt.Errorf("--min-similarity %g: want a cosine similarity from 0 to 1 (default %g)", *minSim, clustertag.DefaultMinSimilarity)
 	}
 	def.Seed = *seed
 	if *kFlag != "auto" {
@@ -78,7 +89,7 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var old *clustertag.Model
 	if *prev != "" {
 		var err error
-		if old, err = clustertag.Load(*prev); err != nil {
+		if old, err = clustertag.LoadPrevious(*prev); err != nil {
 			return fmt.Errorf("--previous: %w", err)
 		}
 	}
@@ -95,6 +106,7 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if docs.Skipped > 0 {
 		fmt.Fprintf(stderr, "cluster fit: %d of %d records in %s have no prompt and were skipped\n", docs.Skipped, docs.Skipped+len(docs.Docs), *in)
 	}
+	warnLongLines(stderr, "cluster fit", *in, docs)
 	progress("read %d prompts from %s", len(docs.Docs), *in)
 	prompts := make([]string, len(docs.Docs))
 	for i, d := range docs.Docs {
@@ -135,15 +147,19 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "cluster fit: warning: %s\n", w)
 	}
 	if old != nil {
-		lin, err := m.Carry(old, *minSim)
+		lin, err := m.Carry(old, *minSim, *relabel)
 		if err != nil {
 			return fmt.Errorf("--previous %s: %w", *prev, err)
 		}
 		fmt.Fprintf(stderr, "cluster ids mapped onto %s (%s):\n", *prev, old.Version)
 		for i, mt := range lin.Matches {
-			if mt.Old >= 0 {
-				fmt.Fprintf(stderr, "  cluster %d %q keeps id %d (centroid similarity %.2f)\n", mt.ID, m.Clusters[i].Label, mt.Old, mt.Similarity)
-			} else {
+			c := m.Clusters[i]
+			switch {
+			case mt.Old >= 0 && *relabel && c.Label != mt.OldLabel:
+				fmt.Fprintf(stderr, "  cluster %d %q keeps id %d, relabelled from %q (centroid similarity %.2f)\n", mt.ID, c.Label, mt.Old, mt.OldLabel, mt.Similarity)
+			case mt.Old >= 0:
+				fmt.Fprintf(stderr, "  cluster %d %q keeps id %d and its label (centroid similarity %.2f; top terms now %s)\n", mt.ID, c.Label, mt.Old, mt.Similarity, strings.Join(c.TopTerms, "/"))
+			default:
 				fmt.Fprintf(stderr, "  cluster %d %q is new (best similarity %.2f < %.2f)\n", mt.ID, m.Clusters[i].Label, mt.Similarity, *minSim)
 			}
 		}
@@ -159,6 +175,22 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		how = "k chosen by " + m.Selection.Method
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s, %d clusters (%s space, %s), %d prompts\n", *out, m.Version, len(m.Clusters), m.Space, how, m.Fit.Prompts)
+	if len(m.Selection.Scores) > 0 {
+		ks := slices.Sorted(maps.Keys(m.Selection.Scores))
+		var b strings.Builder
+		for _, k := range ks {
+			mark := ""
+			if k == m.Selection.K {
+				mark = "*"
+			}
+			fmt.Fprintf(&b, " %d:%.3f%s", k, m.Selection.Scores[k], mark)
+		}
+		what := m.Selection.Method
+		if what == clustertag.CriterionStability {
+			what += " (mean adjusted Rand index between restarts)"
+		}
+		fmt.Fprintf(stdout, "  %s per k:%s\n", what, b.String())
+	}
 	for _, c := range m.Clusters {
 		fmt.Fprintf(stdout, "  %3d  %-40s %5d prompts  threshold %.3f\n", c.ID, c.Label, c.Size, c.Threshold)
 	}
@@ -186,6 +218,7 @@ func runClusterReport(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return fmt.Errorf("reading prompts: %w", err)
 	}
+	warnLongLines(stderr, "cluster report", *in, docs)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -194,4 +227,21 @@ func runClusterReport(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("%s with %s: %w", *in, *path, err)
 	}
 	return r.WriteText(stdout)
+}
+
+// warnLongLines says which lines of path were skipped for being longer than
+// clustertag.MaxLineBytes.
+func warnLongLines(stderr io.Writer, cmd, path string, docs *clustertag.Docs) {
+	if len(docs.TooLong) == 0 {
+		return
+	}
+	var lines []string
+	for _, l := range docs.TooLong[:min(len(docs.TooLong), 5)] {
+		lines = append(lines, strconv.Itoa(l))
+	}
+	if len(docs.TooLong) > 5 {
+		lines = append(lines, "...")
+	}
+	fmt.Fprintf(stderr, "%s: warning: skipped %d line(s) of %s longer than %d MiB (line %s): a prompt that long is not a question to cluster; check the file\n",
+		cmd, len(docs.TooLong), path, clustertag.MaxLineBytes>>20, strings.Join(lines, ", "))
 }

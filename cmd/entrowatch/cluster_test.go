@@ -8,9 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/operators/clustertag"
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // clusterPrompts writes 60 prompts on three topics, with their domains.
@@ -54,6 +57,7 @@ func TestClusterFitReport(t *testing.T) {
 	stdout, stderr, code := runCLI(t, "cluster", "fit", "--in", jsonlPath, "--out", out, "--k", "auto", "--k-max", "6", "--restarts", "3")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "3 clusters")
+	require.Regexp(t, `stability \(mean adjusted Rand index between restarts\) per k: 3:1\.000\* 4:[0-9.]+ 5:[0-9.]+ 6:[0-9.]+\n`, stdout, "the score of every k tried")
 	require.Contains(t, stderr, "picked k=3 (highest stability", "progress on stderr")
 	m, err := clustertag.Load(out)
 	require.NoError(t, err)
@@ -234,4 +238,145 @@ func TestMigrateHTTPAddress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterFitChatPrompts: cluster fit reads a prompt given as chat
+// messages as score does (the contents joined by newlines); it failed at
+// line 1 with "cannot unmarshal array".
+func TestClusterFitChatPrompts(t *testing.T) {
+	dir := t.TempDir()
+	csvPath, _ := clusterPrompts(t, dir)
+	docs, err := clustertag.ReadFile(csvPath)
+	require.NoError(t, err)
+	var b strings.Builder
+	for i, d := range docs.Docs {
+		msgs := fmt.Sprintf(`[{"role":"system","content":"Answer the exam question."},{"role":"user","content":%q}]`, d.Prompt)
+		if i%2 == 1 {
+			msgs = fmt.Sprintf("%q", d.Prompt) // a plain string beside
+		}
+		line := scoreLine(fmt.Sprintf("r%d", i))
+		b.WriteString(strings.Replace(line, `"model":"m",`, `"model":"m","prompt":`+msgs+`,`, 1) + "\n")
+	}
+	in := filepath.Join(dir, "chat.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(b.String()), 0o644))
+
+	out := filepath.Join(dir, "clusters.json")
+	stdout, stderr, code := runCLI(t, "cluster", "fit", "--in", in, "--out", out, "--k", "3", "--restarts", "2", "--quiet")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "3 clusters")
+
+	// The prompts cluster fit reads are those score writes.
+	got, err := clustertag.ReadFile(in)
+	require.NoError(t, err)
+	scored := filepath.Join(dir, "scored.arrow")
+	_, stderr, code = runCLI(t, "score", "--in", in, "--out", scored)
+	require.Equal(t, 0, code, stderr)
+	f, err := os.Open(scored)
+	require.NoError(t, err)
+	defer f.Close()
+	rd, err := arrowipc.NewReader(f)
+	require.NoError(t, err)
+	defer rd.Release()
+	var want []string
+	for rd.Next() {
+		p := rd.RecordBatch().Column(schemas.MustIndex(schemas.Scored, schemas.ColPrompt)).(*array.String)
+		for i := range p.Len() {
+			want = append(want, p.Value(i))
+		}
+	}
+	require.Len(t, got.Docs, len(want))
+	for i, d := range got.Docs {
+		require.Equal(t, want[i], d.Prompt)
+	}
+	require.Equal(t, "Answer the exam question.\n"+docs.Docs[0].Prompt, got.Docs[0].Prompt)
+}
+
+// TestClusterRefitKeepsLabels: cluster fit --previous keeps the labels of
+// the clusters it matches (ClickHouse keys domains by label text) and says
+// so; --relabel names them afresh and is recorded in the artifact.
+func TestClusterRefitKeepsLabels(t *testing.T) {
+	dir := t.TempDir()
+	csvPath, _ := clusterPrompts(t, dir)
+	old := filepath.Join(dir, "old.json")
+	_, stderr, code := runCLI(t, "cluster", "fit", "--in", csvPath, "--out", old, "--k", "3", "--quiet")
+	require.Equal(t, 0, code, stderr)
+	m, err := clustertag.Load(old)
+	require.NoError(t, err)
+	label := map[int]string{}
+	for _, c := range m.Clusters {
+		label[c.ID] = c.Label
+	}
+
+	refit := filepath.Join(dir, "new.json")
+	_, stderr, code = runCLI(t, "cluster", "fit", "--in", csvPath, "--out", refit, "--k", "3", "--seed", "7", "--quiet", "--previous", old)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "and its label (centroid similarity")
+	m2, err := clustertag.Load(refit)
+	require.NoError(t, err)
+	require.False(t, m2.Previous.Relabel)
+	for _, c := range m2.Clusters {
+		require.Equal(t, label[c.ID], c.Label)
+	}
+
+	_, stderr, code = runCLI(t, "cluster", "fit", "--in", csvPath, "--out", refit, "--k", "3", "--seed", "7", "--quiet", "--previous", old, "--relabel")
+	require.Equal(t, 0, code, stderr)
+	m3, err := clustertag.Load(refit)
+	require.NoError(t, err)
+	require.True(t, m3.Previous.Relabel)
+	for _, c := range m3.Clusters {
+		require.Equal(t, strings.Join(c.TopTerms, "/"), c.Label)
+	}
+}
+
+// TestClusterFitClearErrors: errors that misled. hello/world/hello asked for
+// --k N, N <= 2, and --k 2 then said "nothing to cluster"; prompts sharing
+// only words found in all of them got "no term occurs in at least 2"; a
+// line over the limit aborted with "bufio.Scanner: token too long" and no
+// line number; --min-similarity 2 was accepted.
+func TestClusterFitClearErrors(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "c.json")
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+		return p
+	}
+	hw := write("hw.txt", "hello\nworld\nhello\n")
+	_, auto, code := runCLI(t, "cluster", "fit", "--in", hw, "--out", out, "--quiet")
+	require.Equal(t, 1, code)
+	_, two, code := runCLI(t, "cluster", "fit", "--in", hw, "--out", out, "--quiet", "--k", "2")
+	require.Equal(t, 1, code)
+	require.Equal(t, auto, two)
+	require.Contains(t, auto, "after vectorising, the 3 prompts are 1 distinct point")
+
+	same := write("same.txt", "apple banana\napple banana\nbanana apple\napple banana cherry\n")
+	_, stderr, code := runCLI(t, "cluster", "fit", "--in", same, "--out", out, "--quiet", "--k", "2")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "every term found in at least 2 of the 4 prompts is in more than 50% of them (max_df), as apple, banana")
+
+	csvPath, _ := clusterPrompts(t, dir)
+	_, stderr, code = runCLI(t, "cluster", "fit", "--in", csvPath, "--out", out, "--quiet", "--k", "3")
+	require.Equal(t, 0, code, stderr)
+	for _, tc := range []struct{ args, want []string }{
+		{[]string{"--previous", out, "--min-similarity", "2"}, []string{"--min-similarity 2: want a cosine similarity from 0 to 1"}},
+		{[]string{"--previous", out, "--min-similarity", "-0.1"}, []string{"--min-similarity -0.1"}},
+		{[]string{"--min-similarity", "0.7"}, []string{"apply to --previous"}},
+		{[]string{"--relabel"}, []string{"apply to --previous"}},
+	} {
+		_, stderr, code = runCLI(t, append([]string{"cluster", "fit", "--in", csvPath, "--out", filepath.Join(dir, "x.json"), "--quiet", "--k", "3"}, tc.args...)...)
+		require.Equal(t, 1, code, stderr)
+		for _, w := range tc.want {
+			require.Contains(t, stderr, w)
+		}
+	}
+
+	// A prompt line over clustertag.MaxLineBytes is skipped and named.
+	var b strings.Builder
+	b.WriteString("court judge verdict\ncourt judge appeal\n")
+	b.WriteString(strings.Repeat("x", clustertag.MaxLineBytes+1))
+	b.WriteString("\nplanet orbit comet\nplanet orbit galaxy\n")
+	long := write("long.txt", b.String())
+	_, stderr, code = runCLI(t, "cluster", "fit", "--in", long, "--out", out, "--quiet", "--k", "2")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "cluster fit: warning: skipped 1 line(s) of "+long+" longer than 64 MiB (line 3)")
 }

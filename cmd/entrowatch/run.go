@@ -95,6 +95,10 @@ type runConfig struct {
 	// Clusters is a topic-cluster artifact (entrowatch cluster fit); ""
 	// leaves the cluster columns null. Default "".
 	Clusters string `yaml:"clusters"`
+	// ClustersDomainFrom is the domain the estimates are sliced by when
+	// Clusters is set: caller, cluster or caller_else_cluster (docs/clusters.md).
+	// Default caller_else_cluster.
+	ClustersDomainFrom clusterDomainFrom `yaml:"clusters_domain_from"`
 	// Sink is "file" (Arrow IPC files under data_dir), "clickhouse" (the
 	// scored table; a managed local server unless clickhouse.conn.dsn is set)
 	// or "auto": clickhouse when a DSN is set or clickhouse-server is
@@ -594,7 +598,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			ops = append(ops, op)
 		}
 		if cfg.Clusters != "" {
-			op, err := newClusterOperator(cfg.Clusters, "", mem, log)
+			op, err := newClusterOperator(cfg.Clusters, string(cfg.ClustersDomainFrom), mem, log)
 			if err != nil {
 				return nil, fmt.Errorf("clusters %s: %w", cfg.Clusters, err)
 			}

@@ -16,7 +16,17 @@ import (
 )
 
 // Format names the artifact layout; Load refuses any other.
-const Format = "entrowatch.clusters.v1"
+//
+// v2 (this version) measures cluster_distance in the TF-IDF space of the
+// whole prompt (terms outside the vocabulary and the LSA subspace count),
+// sets thresholds on prompts the fit did not see (cross-fitting), and splits
+// CJK text into character bigrams. v1 artifacts cannot tag correctly under
+// these rules (their thresholds were measured otherwise): Load refuses them,
+// LoadPrevious reads them so that a refit can keep their ids and labels.
+const Format = "entrowatch.clusters.v2"
+
+// formatV1 is the previous layout, readable only as a --previous artifact.
+const formatV1 = "entrowatch.clusters.v1"
 
 // Model is a fitted set of topic clusters: the artifact `cluster fit` writes
 // and the clustertag operator loads. Its Version is a content hash.
@@ -33,6 +43,11 @@ type Model struct {
 	// and inverse document frequency per term.
 	Buckets []uint32 `json:"buckets,omitempty"`
 	IDF     floats   `json:"idf,omitempty"`
+	// OOVIDF weighs the terms of a tagged prompt that are not in the
+	// vocabulary (tfidf and lsa): the idf of a term no training prompt had,
+	// ln(1+n) + 1. They count in the prompt's norm, so a prompt made mostly of
+	// words the fit never saw is far from every cluster.
+	OOVIDF float32 `json:"oov_idf,omitempty"`
 	// Projection maps a term vector to the latent space (lsa): one row of
 	// Dim values per vocabulary term.
 	Projection floats    `json:"projection,omitempty"`
@@ -58,7 +73,8 @@ type Cluster struct {
 	Label    string   `json:"label"`
 	Size     int      `json:"size"` // training prompts assigned
 	TopTerms []string `json:"top_terms,omitempty"`
-	// Threshold is the cosine distance beyond which a prompt is unclustered.
+	// Threshold is the cosine distance beyond which a prompt is unclustered
+	// (see FitInfo.Thresholds for how it was set).
 	Threshold float32 `json:"threshold"`
 	Centroid  floats  `json:"centroid"`
 }
@@ -78,12 +94,20 @@ type FitInfo struct {
 	Restarts          int     `json:"restarts"`
 	Seed              uint64  `json:"seed"`
 	ThresholdQuantile float64 `json:"threshold_quantile"`
+	// Thresholds says which distances the quantile was taken of: "cross-fit"
+	// (each training prompt's distance under a model fitted on the other
+	// folds, as for a prompt never seen) or "training" (the fitted model's own
+	// distances: small inputs and embeddings).
+	Thresholds string `json:"thresholds,omitempty"`
 }
 
 // Lineage maps the clusters of a new fit onto those of the previous artifact.
 type Lineage struct {
 	Version string    `json:"version"`
 	Matches []IDMatch `json:"matches"`
+	// Relabel is true when matched clusters were named afresh instead of
+	// keeping their previous labels (cluster fit --relabel).
+	Relabel bool `json:"relabel,omitempty"`
 }
 
 // IDMatch says that new cluster (by fit order) took the id of an old one,
@@ -92,6 +116,8 @@ type IDMatch struct {
 	ID         int     `json:"id"`
 	Old        int     `json:"old"` // -1: no old cluster was similar enough
 	Similarity float64 `json:"similarity"`
+	// OldLabel is the matched old cluster's label (kept unless Relabel).
+	OldLabel string `json:"old_label,omitempty"`
 }
 
 // floats marshals as base64 of little-endian float32, compact and exact.
@@ -186,14 +212,28 @@ func (m *Model) Save(path string) error {
 // ErrArtifact marks an artifact that cannot be used.
 var ErrArtifact = errors.New("invalid cluster artifact")
 
-// Load reads and checks an artifact written by Save.
+// Load reads and checks an artifact written by Save, for tagging.
 func Load(path string) (*Model, error) {
+	return load(path, false)
+}
+
+// LoadPrevious reads an artifact to carry its ids and labels over to a refit
+// (cluster fit --previous): it also accepts the v1 format, whose thresholds
+// and distances Load refuses but whose centroids and labels are still good.
+func LoadPrevious(path string) (*Model, error) {
+	return load(path, true)
+}
+
+func load(path string, previous bool) (*Model, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading cluster artifact: %w (fit one with: entrowatch cluster fit --in PROMPTS --out %s)", err, path)
 	}
-	m, err := Decode(b)
+	m, err := decode(b, previous)
 	if err != nil {
+		if errors.Is(err, errFormatV1) {
+			return nil, fmt.Errorf("cluster artifact %s: %w; refit it, keeping its cluster ids and labels: entrowatch cluster fit --in PROMPTS --out NEW.json --previous %s", path, err, path)
+		}
 		if estimatorArtifact(b) {
 			return nil, fmt.Errorf("%w: %s is an estimator artifact (entrowatch train); pass it with --estimator", ErrArtifact, path)
 		}
@@ -220,12 +260,30 @@ func estimatorArtifact(b []byte) bool {
 	return top.Format == "" && len(top.Models) > 0 && top.Models[0] == '{' && top.Clusters == nil
 }
 
-// Decode parses and checks an artifact.
+// errFormatV1 marks a v1 artifact given where only the current format will do.
+var errFormatV1 = errors.New("format " + formatV1 + " was written by an older entrowatch: its unclustered thresholds were measured on another scale than today's cluster_distance, so it would tag wrongly")
+
+// Decode parses and checks an artifact: the current format, with a version
+// that matches its content.
 func Decode(b []byte) (*Model, error) {
+	return decode(b, false)
+}
+
+func decode(b []byte, previous bool) (*Model, error) {
 	var m Model
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrArtifact, err)
+	}
+	switch {
+	case m.Format == formatV1 && !previous:
+		return nil, fmt.Errorf("%w: %w", ErrArtifact, errFormatV1)
+	case m.Format != Format && m.Format != formatV1:
+		return nil, fmt.Errorf("%w: %v", ErrArtifact, m.check())
+	case m.Version == "":
+		// Without a version there is nothing to check the content against: a
+		// hand edit would go unnoticed.
+		return nil, fmt.Errorf("%w: no \"version\" (the content hash written by entrowatch cluster fit): the file was edited or is not a cluster artifact; refit it", ErrArtifact)
 	}
 	if err := m.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrArtifact, err)
@@ -233,9 +291,10 @@ func Decode(b []byte) (*Model, error) {
 	return &m, nil
 }
 
-// check verifies the artifact's internal consistency and its content hash.
+// check verifies the artifact's internal consistency and, when it has a
+// Version, its content hash (a Model fresh from Fit has none yet).
 func (m *Model) check() error {
-	if m.Format != Format {
+	if m.Format != Format && m.Format != formatV1 {
 		return fmt.Errorf("format %q, want %q (written by another version of entrowatch?)", m.Format, Format)
 	}
 	if m.Dim < 1 {
@@ -263,6 +322,9 @@ func (m *Model) check() error {
 		if m.Space == SpaceLSA && len(m.Projection) != len(m.Buckets)*m.Dim {
 			return fmt.Errorf("lsa space: projection has %d values, want %d", len(m.Projection), len(m.Buckets)*m.Dim)
 		}
+		if m.Format == Format && !(m.OOVIDF > 0) {
+			return fmt.Errorf("oov_idf %g: want > 0", m.OOVIDF)
+		}
 	case SpaceEmbedding:
 	default:
 		return fmt.Errorf("unknown space %q", m.Space)
@@ -279,6 +341,9 @@ func (m *Model) check() error {
 		if c.ID >= m.NextID {
 			return fmt.Errorf("cluster id %d not below next_id %d", c.ID, m.NextID)
 		}
+		if !(c.Threshold >= -thresholdSlack && c.Threshold <= 2) { // v1 kept rounding below 0
+			return fmt.Errorf("cluster %d: threshold %g outside [0, 2]", c.ID, c.Threshold)
+		}
 	}
 	if m.Version != "" {
 		v, err := m.contentHash()
@@ -286,7 +351,7 @@ func (m *Model) check() error {
 			return err
 		}
 		if v != m.Version {
-			return fmt.Errorf("content hash %s does not match version %s: the file was edited or damaged; refit it", v, m.Version)
+			return fmt.Errorf("content hash %s does not match version %s: the file was edited or damaged; refit it (labels are changed with cluster fit --previous, not by editing)", v, m.Version)
 		}
 	}
 	return nil

@@ -27,6 +27,57 @@ type Docs struct {
 	HasDomain  bool // the input has a domain field or column
 	Embeddings bool // every doc carries an embedding
 	Skipped    int  // JSONL lines or CSV rows without a prompt (and without an embedding)
+	// TooLong are the numbers of the lines (JSONL, text) longer than
+	// MaxLineBytes, skipped.
+	TooLong []int
+}
+
+// MaxLineBytes bounds one line of JSONL or text input (as ingest's
+// max_line_bytes does for score); longer lines are skipped and counted.
+const MaxLineBytes = 64 << 20
+
+// eachLine calls fn with every line of r (without its line ending) and its
+// number, and returns the numbers of the lines longer than max bytes, which
+// it skips without holding more than max bytes of them.
+func eachLine(r io.Reader, max int, fn func(line int, b []byte) error) ([]int, error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	var long []int
+	var buf []byte
+	for line := 1; ; line++ {
+		buf = buf[:0]
+		over, eof := false, false
+		for {
+			chunk, err := br.ReadSlice('\n')
+			if !over {
+				if len(buf)+len(bytes.TrimRight(chunk, "\r\n")) > max {
+					over, buf = true, buf[:0]
+				} else {
+					buf = append(buf, chunk...)
+				}
+			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				eof = true
+			} else if err != nil {
+				return long, fmt.Errorf("line %d: %w", line, err)
+			}
+			break
+		}
+		switch {
+		case over:
+			long = append(long, line)
+		case eof && len(buf) == 0:
+		default:
+			if err := fn(line, bytes.TrimRight(buf, "\r\n")); err != nil {
+				return long, err
+			}
+		}
+		if eof {
+			return long, nil
+		}
+	}
 }
 
 // Input formats.
@@ -77,46 +128,76 @@ func ReadFile(path string) (*Docs, error) {
 func Read(r io.Reader, format string) (*Docs, error) {
 	switch format {
 	case FormatJSONL:
-		return readJSONL(r)
+		return readJSONL(r, MaxLineBytes)
 	case FormatCSV:
 		return readCSV(r)
 	case FormatText:
-		return readText(r)
+		return readText(r, MaxLineBytes)
 	}
 	return nil, fmt.Errorf("unknown input format %q (want jsonl, csv or text)", format)
 }
 
 // jsonDoc holds the only fields of an OpenAI response line we read.
 type jsonDoc struct {
-	Prompt    *string   `json:"prompt"`
-	Domain    *string   `json:"domain"`
-	Embedding []float32 `json:"embedding"`
+	Prompt    json.RawMessage `json:"prompt"`
+	Domain    *string         `json:"domain"`
+	Embedding []float32       `json:"embedding"`
 }
 
-func readJSONL(r io.Reader) (*Docs, error) {
+// promptText reads a prompt field as `entrowatch score` and ingest do
+// (streams/ingest textOf, unexported there): a string as is, chat messages
+// ([{"role": .., "content": ".."}]) as their contents joined by newlines,
+// anything else as compact JSON text. Absent or null is "".
+func promptText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, nil
+	}
+	var msgs []struct {
+		Content string `json:"content"`
+	}
+	if json.Unmarshal(raw, &msgs) == nil {
+		var b strings.Builder
+		for i, m := range msgs {
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(m.Content)
+		}
+		return b.String(), nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+func readJSONL(r io.Reader, maxLine int) (*Docs, error) {
 	out := &Docs{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	line := 0
-	withEmb := 0
-	for sc.Scan() {
-		line++
-		b := bytes.TrimSpace(sc.Bytes())
+	lines, withEmb := 0, 0
+	long, err := eachLine(r, maxLine, func(line int, b []byte) error {
+		lines = line
+		b = bytes.TrimSpace(b)
 		if len(b) == 0 {
-			continue
+			return nil
 		}
 		var j jsonDoc
 		if err := json.Unmarshal(b, &j); err != nil {
-			return nil, fmt.Errorf("line %d: not a JSON object: %v", line, err)
+			return fmt.Errorf("line %d: not a JSON object: %v", line, err)
 		}
-		if (j.Prompt == nil || *j.Prompt == "") && len(j.Embedding) == 0 {
+		prompt, err := promptText(j.Prompt)
+		if err != nil {
+			return fmt.Errorf("line %d: \"prompt\": %v", line, err)
+		}
+		if prompt == "" && len(j.Embedding) == 0 {
 			out.Skipped++
-			continue
+			return nil
 		}
-		d := Doc{Embedding: j.Embedding}
-		if j.Prompt != nil {
-			d.Prompt = *j.Prompt
-		}
+		d := Doc{Prompt: prompt, Embedding: j.Embedding}
 		if j.Domain != nil {
 			d.Domain = *j.Domain
 			out.HasDomain = true
@@ -125,12 +206,17 @@ func readJSONL(r io.Reader) (*Docs, error) {
 			withEmb++
 		}
 		out.Docs = append(out.Docs, d)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("line %d: %w", line+1, err)
+		return nil
+	})
+	out.TooLong = long
+	if err != nil {
+		return nil, err
 	}
 	if len(out.Docs) == 0 {
-		return nil, fmt.Errorf("no line has a \"prompt\" (or \"embedding\") field (%d lines): cluster fit needs the prompts; add a top-level \"prompt\" string to each line", line)
+		if len(long) > 0 {
+			return nil, fmt.Errorf("every line with content is longer than %d bytes (%d lines skipped, the first line %d)", maxLine, len(long), long[0])
+		}
+		return nil, fmt.Errorf("no line has a \"prompt\" (or \"embedding\") field (%d lines): cluster fit needs the prompts; add a top-level \"prompt\" (a string or chat messages) to each line", lines)
 	}
 	out.Embeddings = withEmb == len(out.Docs)
 	return out, nil
@@ -210,19 +296,22 @@ func parseVector(s string) ([]float32, error) {
 	return out, nil
 }
 
-func readText(r io.Reader) (*Docs, error) {
+func readText(r io.Reader, maxLine int) (*Docs, error) {
 	out := &Docs{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		if s := strings.TrimSpace(sc.Text()); s != "" {
+	long, err := eachLine(r, maxLine, func(_ int, b []byte) error {
+		if s := strings.TrimSpace(string(b)); s != "" {
 			out.Docs = append(out.Docs, Doc{Prompt: s})
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	out.TooLong = long
+	if err != nil {
 		return nil, err
 	}
 	if len(out.Docs) == 0 {
+		if len(long) > 0 {
+			return nil, fmt.Errorf("every line with content is longer than %d bytes (%d lines skipped, the first line %d)", maxLine, len(long), long[0])
+		}
 		return nil, errors.New("no non-empty line: want one prompt per line")
 	}
 	return out, nil

@@ -25,6 +25,9 @@ func TestRead(t *testing.T) {
 			[]string{"p1", "p2"}, true, false, 1, ""},
 		{"jsonl embeddings", FormatJSONL, `{"prompt":"p1","embedding":[1,0]}` + "\n" + `{"embedding":[0,1]}`,
 			[]string{"p1", ""}, false, true, 0, ""},
+		{"jsonl chat messages", FormatJSONL, `{"prompt":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}` + "\n" +
+			`{"prompt":{"text":"odd"}}` + "\n" + `{"prompt":null}` + "\n" + `{"prompt":[]}`,
+			[]string{"be brief\nhi", `{"text":"odd"}`}, false, false, 2, ""},
 		{"jsonl malformed", FormatJSONL, `{"prompt":"p1"}` + "\n" + `{"prompt":`, nil, false, false, 0, "line 2: not a JSON object"},
 		{"jsonl no prompt", FormatJSONL, `{"id":"a"}`, nil, false, false, 0, `no line has a "prompt"`},
 		{"csv", FormatCSV, "Domain,Prompt\nlaw,\"a, b\"\neco,\n", []string{"a, b"}, true, false, 1, ""},
@@ -58,8 +61,13 @@ func TestRead(t *testing.T) {
 }
 
 func TestTinyInputs(t *testing.T) {
+	// Two different prompts but one point after vectorising ("planet" and
+	// "orbit" are in one prompt only): the error says so, and does not
+	// suggest a k that then fails.
 	_, err := Fit(context.Background(), []string{"court judge", "court judge", "planet orbit"}, DefaultFitConfig(), nil)
-	require.ErrorContains(t, err, "too few to choose k")
+	require.ErrorContains(t, err, "after vectorising, the 3 prompts are 1 distinct point (1 with no term found in at least 2 prompts were left out")
+	_, err = Fit(context.Background(), []string{"court judge", "court judge", "planet orbit", "planet orbit"}, DefaultFitConfig(), nil)
+	require.ErrorContains(t, err, "2 distinct prompts after vectorising (prompts with the same vocabulary terms count as one, those without any are left out) are too few to choose k in [3, 20]: give k explicitly (--k N, N <= 2)")
 	cfg := DefaultFitConfig()
 	cfg.K = 2
 	m, err := Fit(context.Background(), []string{"court judge", "court judge", "planet orbit", "planet orbit"}, cfg, nil)
@@ -68,11 +76,13 @@ func TestTinyInputs(t *testing.T) {
 	// Identical prompts leave nothing to cluster.
 	_, err = Fit(context.Background(), []string{"court judge", "court judge", "court judge"}, cfg, nil)
 	require.ErrorContains(t, err, "the prompts are all the same: nothing to cluster")
-	// A term in every prompt is dropped (max_df).
+	// A term in every prompt is dropped (max_df): the error says so.
 	_, err = Fit(context.Background(), []string{"court judge", "court judge planet", "court judge"}, cfg, nil)
-	require.ErrorContains(t, err, "no term occurs")
+	require.ErrorContains(t, err, "every term found in at least 2 of the 3 prompts is in more than 50% of them (max_df), as court, judge")
+	_, err = Fit(context.Background(), []string{"court judge", "planet orbit"}, cfg, nil)
+	require.ErrorContains(t, err, "no term occurs in at least 2 of the 2 prompts (min_df): the prompts share no words")
 	_, err = Fit(context.Background(), []string{"a", "b"}, cfg, nil)
-	require.ErrorContains(t, err, "no term occurs in at least 2")
+	require.ErrorContains(t, err, "none of the 2 prompts has a word to cluster on")
 
 	// k above the distinct prompts: refused, not fitted as repeated clusters.
 	cfg.K = 3
@@ -167,4 +177,49 @@ func TestOperatorEmbeddings(t *testing.T) {
 	defer plain.Release()
 	_, err = op.Process(context.Background(), plain)
 	require.ErrorContains(t, err, `no "embedding" column`)
+}
+
+// TestHelloWorld: fit on hello/world/hello said "give --k N, N <= 2", and
+// --k 2 then said "nothing to cluster"; both now say the same.
+func TestHelloWorld(t *testing.T) {
+	prompts := []string{"hello", "world", "hello"}
+	_, errAuto := Fit(context.Background(), prompts, DefaultFitConfig(), nil)
+	cfg := DefaultFitConfig()
+	cfg.K = 2
+	_, errTwo := Fit(context.Background(), prompts, cfg, nil)
+	require.Error(t, errAuto)
+	require.Equal(t, errAuto.Error(), errTwo.Error())
+	require.Contains(t, errAuto.Error(), "nothing to cluster")
+	require.NotContains(t, errAuto.Error(), "--k N")
+}
+
+// TestLongLines: a line above the limit is skipped and named, not a raw
+// "bufio.Scanner: token too long" for the whole input.
+func TestLongLines(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	for _, tc := range []struct {
+		name string
+		read func(string) (*Docs, error)
+		in   string
+	}{
+		{"jsonl", func(s string) (*Docs, error) { return readJSONL(strings.NewReader(s), 64) },
+			`{"prompt":"a b"}` + "\n" + `{"prompt":"` + long + `"}` + "\r\n" + `{"prompt":"c d"}` + "\n" + long},
+		{"text", func(s string) (*Docs, error) { return readText(strings.NewReader(s), 64) },
+			"a b\n" + long + "\r\nc d\n" + long},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := tc.read(tc.in)
+			require.NoError(t, err)
+			require.Equal(t, []int{2, 4}, d.TooLong)
+			require.Len(t, d.Docs, 2)
+			require.Equal(t, "c d", d.Docs[1].Prompt)
+			_, err = tc.read(long + "\n\n" + long)
+			require.ErrorContains(t, err, "every line with content is longer than 64 bytes (2 lines skipped, the first line 1)")
+		})
+	}
+	// At the limit (line ending excluded) a line is kept.
+	d, err := readText(strings.NewReader(strings.Repeat("y", 64)+"\r\n"), 64)
+	require.NoError(t, err)
+	require.Empty(t, d.TooLong)
+	require.Len(t, d.Docs, 1)
 }

@@ -15,9 +15,14 @@ const DefaultMinSimilarity = 0.5
 // vocabulary; the embedding itself for embedding models), and new and old
 // clusters are paired one to one maximising total similarity (Hungarian
 // method). A pair below minSim is not a match: that new cluster gets a fresh
-// id from prev's next_id, so an old id is never given to another topic. It
-// records the mapping in m.Previous and returns it.
-func (m *Model) Carry(prev *Model, minSim float64) (*Lineage, error) {
+// id from prev's next_id, so an old id is never given to another topic.
+//
+// A matched cluster also keeps its old label, unless relabel: domains,
+// collected labels, baselines and queue counts are keyed by the label text,
+// and a refit that renamed "demand/price/curve" to "price/market/firm" would
+// orphan them. Its TopTerms are the new fit's. It records the mapping in
+// m.Previous and returns it.
+func (m *Model) Carry(prev *Model, minSim float64, relabel bool) (*Lineage, error) {
 	if (m.Space == SpaceEmbedding) != (prev.Space == SpaceEmbedding) {
 		return nil, fmt.Errorf("cannot map cluster ids: the new artifact clusters %s vectors, the previous one %s vectors", m.Space, prev.Space)
 	}
@@ -40,13 +45,18 @@ func (m *Model) Carry(prev *Model, minSim float64) (*Lineage, error) {
 	for _, c := range prev.Clusters {
 		next = max(next, c.ID+1)
 	}
-	lin := &Lineage{Version: prev.Version}
+	lin := &Lineage{Version: prev.Version, Relabel: relabel}
+	keep := map[int]string{}
 	for i := range m.Clusters {
 		match := IDMatch{Old: -1}
 		if j := pair[i]; j >= 0 {
 			match.Similarity = sim[i][j]
 			if sim[i][j] >= minSim {
 				match.Old = prev.Clusters[j].ID
+				match.OldLabel = prev.Clusters[j].Label
+				if !relabel {
+					keep[i] = prev.Clusters[j].Label
+				}
 			}
 		}
 		if match.Old >= 0 {
@@ -59,7 +69,7 @@ func (m *Model) Carry(prev *Model, minSim float64) (*Lineage, error) {
 		lin.Matches = append(lin.Matches, match)
 	}
 	m.NextID = next
-	nameClusters(m.Clusters)
+	nameClusters(m.Clusters, keep)
 	m.Previous = lin
 	m.Version = ""
 	return lin, nil

@@ -124,6 +124,7 @@ type termSpace struct {
 	idf     []float32 // per row
 	names   []string  // per row: a surface form, for labels
 	x       *csr      // training prompts, unit rows over the vocabulary
+	oovIDF  float32   // idf of a term no prompt had: ln(1+n) + 1
 }
 
 // buildTerms hashes the prompts, keeps terms by document frequency and
@@ -149,14 +150,14 @@ func buildTerms(docs []string, cfg FitConfig) (*termSpace, error) {
 	}
 	n := len(docs)
 	maxDF := int(math.Floor(cfg.MaxDF * float64(n)))
-	ts := &termSpace{}
+	ts := &termSpace{oovIDF: float32(math.Log(float64(1+n)) + 1)}
 	for b, c := range df {
 		if c >= cfg.MinDF && c <= max(maxDF, cfg.MinDF) {
 			ts.buckets = append(ts.buckets, b)
 		}
 	}
 	if len(ts.buckets) == 0 {
-		return nil, fmt.Errorf("no term occurs in at least %d of the %d prompts: too few or too different prompts to cluster", cfg.MinDF, n)
+		return nil, noVocabulary(df, name, n, cfg)
 	}
 	slices.Sort(ts.buckets)
 	row := map[uint32]int32{}
@@ -188,16 +189,43 @@ func buildTerms(docs []string, cfg FitConfig) (*termSpace, error) {
 	return ts, nil
 }
 
-// dropEmpty removes the rows without any vocabulary term and returns how
-// many it removed.
-func (ts *termSpace) dropEmpty() int {
+// noVocabulary says why no term was kept: the prompts have no words to
+// cluster on, share none, or share only words found in too many of them.
+func noVocabulary(df map[uint32]int, name map[uint32]string, n int, cfg FitConfig) error {
+	if len(df) == 0 {
+		return fmt.Errorf("none of the %d prompts has a word to cluster on (stop words and words of fewer than %d letters are left out)", n, cfg.Vector.MinLen)
+	}
+	var common []string
+	for b, c := range df {
+		if c >= cfg.MinDF {
+			common = append(common, name[b])
+		}
+	}
+	if len(common) == 0 {
+		return fmt.Errorf("no term occurs in at least %d of the %d prompts (min_df): the prompts share no words; fit on more prompts", cfg.MinDF, n)
+	}
+	slices.Sort(common)
+	more := ""
+	if len(common) > 5 {
+		common, more = common[:5], ", ..."
+	}
+	return fmt.Errorf("every term found in at least %d of the %d prompts is in more than %.0f%% of them (max_df), as %s%s: words common to (nearly) all prompts cannot tell topics apart; fit on prompts of more than one topic",
+		cfg.MinDF, n, 100*cfg.MaxDF, strings.Join(common, ", "), more)
+}
+
+// dropEmpty removes the rows without any vocabulary term and returns
+// their indices (nil when there are none).
+func (ts *termSpace) dropEmpty() map[int]bool {
 	x := ts.x
 	out := &csr{ptr: []int{0}, dim: x.dim, idx: x.idx[:0], val: x.val[:0]}
-	dropped := 0
+	var dropped map[int]bool
 	for i := 0; i < x.rows(); i++ {
 		idx, val := x.row(i)
 		if len(idx) == 0 {
-			dropped++
+			if dropped == nil {
+				dropped = map[int]bool{}
+			}
+			dropped[i] = true
 			continue
 		}
 		// In place: the kept rows only move towards the front.
@@ -234,34 +262,75 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 		return nil, fmt.Errorf("%d prompts: need at least 2 to cluster", len(prompts))
 	}
 	values, hint := promptValues(prompts)
-	if err := checkK(cfg, values, "prompts", hint); err != nil {
-		return nil, err
+	// Before vectorising only what the raw prompts settle: all the same, a
+	// fixed k above their number, or ids. Whether --k auto has room is
+	// decided on the vectors (fewer distinct points than prompts: "hello",
+	// "world", "hello" is one point, "world" having no term in 2 prompts),
+	// so that the k it suggests can be fitted.
+	if values < 2 || cfg.K > values || hint != "" {
+		if err := checkK(cfg, values, "prompts", hint); err != nil {
+			return nil, err
+		}
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
 	if len(prompts) > cfg.MaxPrompts {
 		progress.printf("using a random sample of %d of the %d prompts (max_prompts)", cfg.MaxPrompts, len(prompts))
 		prompts = samplePrompts(prompts, cfg.MaxPrompts, rng)
 	}
+	f, err := fitText(ctx, prompts, cfg, hint, rng, progress)
+	if err != nil {
+		return nil, err
+	}
+	m := f.m
+	if err := m.setThresholds(ctx, f.kept, cfg, rng, progress); err != nil {
+		return nil, err
+	}
+	m.Warnings = fitWarnings(m, f.distinct, "prompts", f.names, cfg.MinDF, hint)
+	return m, nil
+}
+
+// textFit is a model fitted on prompts, before its thresholds are set.
+type textFit struct {
+	m        *Model
+	kept     []string // the prompts clustered: those with a vocabulary term
+	distinct int      // different term vectors among them
+	names    []string // the vocabulary's surface forms
+}
+
+// fitText vectorises the prompts and clusters them: vocabulary, LSA,
+// k-means, labels. Thresholds are left to setThresholds.
+func fitText(ctx context.Context, prompts []string, cfg FitConfig, hint string, rng *rand.Rand, progress Progress) (*textFit, error) {
 	progress.printf("vectorising %d prompts", len(prompts))
 	ts, err := buildTerms(prompts, cfg)
 	if err != nil {
 		return nil, err
 	}
 	progress.printf("vocabulary: %d terms found in at least %d prompts", len(ts.buckets), cfg.MinDF)
-	if empty := ts.dropEmpty(); empty > 0 {
+	kept := prompts
+	if empty := ts.dropEmpty(); len(empty) > 0 {
 		// Prompts without a vocabulary term have no direction; they would
 		// all land in one cluster and widen its threshold. Tagging calls
 		// them unclustered.
-		progress.printf("%d prompts without any vocabulary term left out (they will be tagged unclustered)", empty)
+		progress.printf("%d prompts without any vocabulary term left out (they will be tagged unclustered)", len(empty))
 		if ts.x.rows() < 2 {
 			return nil, fmt.Errorf("only %d of %d prompts share terms with others: too few to cluster", ts.x.rows(), len(prompts))
 		}
+		kept = make([]string, 0, ts.x.rows())
+		for i, p := range prompts {
+			if !empty[i] {
+				kept = append(kept, p)
+			}
+		}
 	}
 	distinct := distinctRows(ts.x)
+	if distinct < 2 && hint == "" {
+		return nil, fmt.Errorf("after vectorising, the %d prompts are %d distinct point (%d with no term found in at least %d prompts were left out, the others have the same terms): nothing to cluster; fit on more prompts, of more than one topic",
+			len(prompts), distinct, len(prompts)-len(kept), cfg.MinDF)
+	}
 	if err := checkK(cfg, distinct, "prompts after vectorising (prompts with the same vocabulary terms count as one, those without any are left out)", hint); err != nil {
 		return nil, err
 	}
-	m := &Model{Format: Format, Vector: cfg.Vector, Buckets: ts.buckets, IDF: ts.idf}
+	m := &Model{Format: Format, Vector: cfg.Vector, Buckets: ts.buckets, IDF: ts.idf, OOVIDF: ts.oovIDF}
 	space := ts.x
 	if cfg.LSA > 0 && cfg.LSA < min(ts.x.dim, ts.x.rows()) {
 		progress.printf("LSA: truncated SVD to %d dimensions", cfg.LSA)
@@ -283,8 +352,89 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	m.Clusters = describe(res, ts, cfg)
 	m.NextID = len(m.Clusters)
 	m.Fit = FitInfo{Prompts: ts.x.rows(), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
-	m.Warnings = fitWarnings(m, distinct, "prompts", ts.names, cfg.MinDF, hint)
-	return m, nil
+	return &textFit{m: m, kept: kept, distinct: distinct, names: ts.names}, nil
+}
+
+// crossFitFolds is the number of folds thresholds are cross-fitted on, and
+// crossFitMin the fewest prompts per fold for which that is done.
+const (
+	crossFitFolds = 5
+	crossFitMin   = 10
+)
+
+// setThresholds sets each cluster's threshold at the ThresholdQuantile of
+// the distances of its prompts as the tagger measures them for a prompt the
+// fit has not seen. The fitted model's own distances are optimistic: the
+// vocabulary, the LSA subspace and the centroids were all shaped by those
+// very prompts, so new prompts of the same topics would be unclustered far
+// more often than the quantile says. Each prompt's distance is therefore
+// taken under a model fitted (same settings and k, fewer restarts) on the
+// other folds, and counted for its cluster in the full model. Too few
+// prompts, or a fold that cannot be fitted, fall back to the model's own
+// distances.
+func (m *Model) setThresholds(ctx context.Context, prompts []string, cfg FitConfig, rng *rand.Rand, progress Progress) error {
+	t := m.NewTagger()
+	k := len(m.Clusters)
+	near := make([]int, len(prompts))
+	own := make([]float32, len(prompts))
+	for i, p := range prompts {
+		_, own[i] = t.Tag(p)
+		near[i] = t.nearestIndex()
+	}
+	dists := make([][]float64, k)
+	how := "cross-fit"
+	if len(prompts) < crossFitFolds*crossFitMin {
+		how = "training"
+	} else {
+		progress.printf("thresholds: distances of held-out prompts, %d-fold cross-fitting", crossFitFolds)
+		fcfg := cfg
+		fcfg.K = k
+		fcfg.Restarts = min(cfg.Restarts, 3)
+		var train []string
+		var held []int
+		for f := 0; f < crossFitFolds && how == "cross-fit"; f++ {
+			train, held = train[:0], held[:0]
+			for i, p := range prompts {
+				if i%crossFitFolds == f {
+					held = append(held, i)
+				} else {
+					train = append(train, p)
+				}
+			}
+			ff, err := fitText(ctx, train, fcfg, "", rng, nil)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				progress.printf("thresholds: fold %d cannot be fitted (%v); using the model's own distances", f+1, err)
+				how = "training"
+				break
+			}
+			ft := ff.m.NewTagger()
+			for _, i := range held {
+				_, d := ft.Tag(prompts[i])
+				if ft.nearestIndex() == Unclustered || near[i] == Unclustered {
+					// No term of the fold's vocabulary: tagged unclustered
+					// whatever the threshold, so it says nothing about it.
+					continue
+				}
+				dists[near[i]] = append(dists[near[i]], float64(d))
+			}
+		}
+	}
+	for c := range dists {
+		if how == "training" || len(dists[c]) == 0 {
+			dists[c] = dists[c][:0]
+			for i, n := range near {
+				if n == c {
+					dists[c] = append(dists[c], float64(own[i]))
+				}
+			}
+		}
+		m.Clusters[c].Threshold = threshold(dists[c], cfg.ThresholdQuantile)
+	}
+	m.Fit.Thresholds = how
+	return nil
 }
 
 func samplePrompts(p []string, n int, rng *rand.Rand) []string {
@@ -336,8 +486,15 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 		}
 	}
 	m.Clusters = describe(res, ts, cfg)
+	dists := make([][]float64, res.k)
+	for i, c := range res.assign {
+		dists[c] = append(dists[c], 1-float64(res.sim[i]))
+	}
+	for c := range m.Clusters {
+		m.Clusters[c].Threshold = threshold(dists[c], cfg.ThresholdQuantile)
+	}
 	m.NextID = len(m.Clusters)
-	m.Fit = FitInfo{Prompts: len(vecs), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile}
+	m.Fit = FitInfo{Prompts: len(vecs), Objective: res.objective, Restarts: cfg.Restarts, Seed: cfg.Seed, ThresholdQuantile: cfg.ThresholdQuantile, Thresholds: "training"}
 	m.Warnings = fitWarnings(m, distinct, "embeddings", nil, cfg.MinDF, "")
 	return m, nil
 }
@@ -414,32 +571,37 @@ func agreement(runs []kmeansResult) float64 {
 	return sum / float64(pairs)
 }
 
-// describe turns a k-means result into clusters: size, threshold, label.
+// describe turns a k-means result into clusters: size, centroid, label (the
+// caller sets the thresholds).
 func describe(res kmeansResult, ts *termSpace, cfg FitConfig) []Cluster {
 	dim := len(res.centroids) / res.k
 	out := make([]Cluster, res.k)
-	dists := make([][]float64, res.k)
-	for i, c := range res.assign {
-		dists[c] = append(dists[c], 1-float64(res.sim[i]))
+	for _, c := range res.assign {
+		out[c].Size++
 	}
 	for c := range out {
 		out[c].ID = c
-		out[c].Size = len(dists[c])
 		out[c].Centroid = slices.Clone(res.centroids[c*dim : (c+1)*dim])
-		out[c].Threshold = float32(quantile(dists[c], cfg.ThresholdQuantile))
 	}
 	if ts != nil {
 		labelClusters(out, res.assign, ts, cfg.TopTerms)
 	}
-	nameClusters(out)
+	nameClusters(out, nil)
 	return out
 }
 
 // nameClusters sets each label from the top terms ("cluster-ID" without
-// them) and appends "#ID" to labels that would otherwise repeat.
-func nameClusters(cl []Cluster) {
+// them) and appends "#ID" to labels that would otherwise repeat. Clusters in
+// keep (by index) get the label given there instead, unchanged; a new label
+// that repeats a kept one gets the "#ID".
+func nameClusters(cl []Cluster, keep map[int]string) {
 	seen := map[string]int{}
 	for c := range cl {
+		if l, ok := keep[c]; ok {
+			cl[c].Label = l
+			seen[l] += 2 // a kept label never changes: the new one must yield
+			continue
+		}
 		cl[c].Label = strings.Join(cl[c].TopTerms, "/")
 		if cl[c].Label == "" {
 			cl[c].Label = fmt.Sprintf("cluster-%d", cl[c].ID)
@@ -447,10 +609,16 @@ func nameClusters(cl []Cluster) {
 		seen[cl[c].Label]++
 	}
 	for c := range cl {
-		if seen[cl[c].Label] > 1 {
+		if _, ok := keep[c]; !ok && seen[cl[c].Label] > 1 {
 			cl[c].Label = fmt.Sprintf("%s#%d", cl[c].Label, cl[c].ID)
 		}
 	}
+}
+
+// threshold is the q-quantile of the distances, kept in [0, 2] (rounding
+// puts the distance of a prompt identical to its centroid slightly below 0).
+func threshold(dists []float64, q float64) float32 {
+	return float32(min(2, max(0, quantile(dists, q))))
 }
 
 func quantile(v []float64, q float64) float64 {
@@ -546,7 +714,10 @@ var genericWords = func() map[string]bool {
 		second type types primary main important describe described description result results factor factors occur occurs
 		occurred containing contain contains number numbers value values consider considered include includes including
 		following true false likely best correct incorrect answer question statement statements way ways part parts kind
-		kinds form forms case cases called different same certain person people new old make makes made`) {
+		kinds form forms case cases called different same certain person people new old make makes made
+		based basis found name names named feature features ago suppose supposed point points common commonly
+		approximately usually often typically generally according among regarding concerning concern concerns
+		several various involve involves involved situation situations follows`) {
 		m[w] = true
 	}
 	return m

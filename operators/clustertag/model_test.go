@@ -2,9 +2,12 @@ package clustertag
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -145,7 +148,7 @@ func TestArtifactRoundTripAndCarry(t *testing.T) {
 		require.ErrorIs(t, err, ErrArtifact)
 		require.ErrorContains(t, err, est+" is an estimator artifact (entrowatch train); pass it with --estimator")
 		other := filepath.Join(dir, "v2.json")
-		require.NoError(t, os.WriteFile(other, []byte(replaceOnce(string(raw(t, path)), Format, "entrowatch.clusters.v2")), 0o644))
+		require.NoError(t, os.WriteFile(other, []byte(replaceOnce(string(raw(t, path)), Format, "entrowatch.clusters.v9")), 0o644))
 		_, err = Load(other)
 		require.ErrorContains(t, err, "written by another version of entrowatch")
 	})
@@ -158,7 +161,7 @@ func TestArtifactRoundTripAndCarry(t *testing.T) {
 		cfg2.Seed = 99
 		m2, err := Fit(context.Background(), p2, cfg2, nil)
 		require.NoError(t, err)
-		lin, err := m2.Carry(got, DefaultMinSimilarity)
+		lin, err := m2.Carry(got, DefaultMinSimilarity, false)
 		require.NoError(t, err)
 		require.Equal(t, got.Version, lin.Version)
 		require.NoError(t, m2.Seal())
@@ -188,7 +191,7 @@ func TestArtifactRoundTripAndCarry(t *testing.T) {
 		require.NoError(t, m1.Seal())
 		m3, err := Fit(context.Background(), prompts, cfg, nil)
 		require.NoError(t, err)
-		lin, err := m3.Carry(m1, DefaultMinSimilarity)
+		lin, err := m3.Carry(m1, DefaultMinSimilarity, false)
 		require.NoError(t, err)
 		var fresh []int
 		kept := map[int]bool{}
@@ -286,4 +289,173 @@ func TestClusterWarnings(t *testing.T) {
 	fit, err := Fit(context.Background(), prompts, cfg, nil)
 	require.NoError(t, err)
 	require.Empty(t, fit.Warnings)
+}
+
+// TestCarryKeepsLabels: a refit with --previous keeps each matched cluster's
+// label (domains, collected labels, baselines and queue counts are keyed by
+// it); the new top terms are still recorded; relabel names them afresh; a
+// new cluster whose label would repeat a kept one gets "#id".
+func TestCarryKeepsLabels(t *testing.T) {
+	prompts, _ := synthPrompts(30, 4)
+	cfg := quietConfig()
+	cfg.K = 3
+	fit := func(p []string, k int, seed uint64) *Model {
+		c := cfg
+		c.K, c.Seed = k, seed
+		m, err := Fit(context.Background(), p, c, nil)
+		require.NoError(t, err)
+		return m
+	}
+	old := fit(prompts[:60], 2, 1) // the first two topics
+	for c := range old.Clusters {
+		old.Clusters[c].Label = fmt.Sprintf("topic %d of the old fit", old.Clusters[c].ID)
+	}
+	require.NoError(t, old.Seal())
+	p2, _ := synthPrompts(30, 5)
+
+	m := fit(p2, 3, 9)
+	lin, err := m.Carry(old, DefaultMinSimilarity, false)
+	require.NoError(t, err)
+	require.False(t, lin.Relabel)
+	oldLabel := map[int]string{}
+	for _, c := range old.Clusters {
+		oldLabel[c.ID] = c.Label
+	}
+	fresh := 0
+	for i, mt := range lin.Matches {
+		c := m.Clusters[i]
+		require.Len(t, c.TopTerms, 3)
+		if mt.Old < 0 {
+			fresh++
+			require.Equal(t, strings.Join(c.TopTerms, "/"), strings.TrimSuffix(c.Label, fmt.Sprintf("#%d", c.ID)))
+			continue
+		}
+		require.Equal(t, oldLabel[mt.Old], c.Label, "cluster %d keeps its label", c.ID)
+		require.Equal(t, oldLabel[mt.Old], mt.OldLabel)
+	}
+	require.Equal(t, 1, fresh)
+
+	m = fit(p2, 3, 9)
+	lin, err = m.Carry(old, DefaultMinSimilarity, true)
+	require.NoError(t, err)
+	require.True(t, lin.Relabel)
+	for _, c := range m.Clusters {
+		require.Equal(t, strings.Join(c.TopTerms, "/"), c.Label, "relabel: named from the new fit's terms")
+	}
+}
+
+// TestNameClustersKeep: a new label equal to a kept one yields ("#id"); the
+// kept label never changes.
+func TestNameClustersKeep(t *testing.T) {
+	cl := []Cluster{{ID: 4, TopTerms: []string{"a", "b"}}, {ID: 7, TopTerms: []string{"c"}}, {ID: 9, TopTerms: []string{"d"}}}
+	nameClusters(cl, map[int]string{1: "a/b"})
+	require.Equal(t, []string{"a/b#4", "a/b", "d"}, []string{cl[0].Label, cl[1].Label, cl[2].Label})
+}
+
+// TestKChoiceWarning: --k auto warns when the stability of the chosen k is
+// not clearly above that of a non-adjacent k (flat scores); a clear peak,
+// or a tie with a neighbouring k only, does not.
+func TestKChoiceWarning(t *testing.T) {
+	flat := map[int]float64{3: 0.26, 4: 0.33, 5: 0.36, 6: 0.36, 7: 0.34, 18: 0.386, 19: 0.37, 20: 0.389}
+	w := kChoiceWarning(Selection{Method: CriterionStability, K: 20, Scores: flat})
+	require.Contains(t, w, "--k auto picked k=20 with stability 0.389, not clearly above k=18's 0.386")
+	require.Contains(t, w, "every k from 3 to 20 scored 0.260-0.389")
+	require.Contains(t, w, "unreliable")
+	require.Contains(t, w, "e.g. --k 5, the smallest k within 0.05 of the best")
+
+	peak := map[int]float64{3: 0.36, 4: 0.65, 5: 0.63, 6: 0.45, 20: 0.46}
+	require.Empty(t, kChoiceWarning(Selection{Method: CriterionStability, K: 4, Scores: peak}), "a tie with k=5 only")
+	require.Empty(t, kChoiceWarning(Selection{Method: "fixed", K: 4}))
+
+	// End to end: prompts from one pool of words have no topics; the
+	// restarts agree about equally little at every k.
+	var prompts []string
+	words := strings.Fields("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu amber basil cedar dune ember fern grove heath iris jade kelp lotus moss")
+	rng := rand.New(rand.NewPCG(3, 3))
+	for i := 0; i < 200; i++ {
+		var p []string
+		for j := 0; j < 6; j++ {
+			p = append(p, words[rng.IntN(len(words))])
+		}
+		prompts = append(prompts, strings.Join(p, " "))
+	}
+	cfg := quietConfig()
+	cfg.KMax = 10
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	require.Len(t, m.Selection.Scores, 8)
+	require.Contains(t, strings.Join(m.Warnings, "\n"), "the choice of k is unreliable", "scores: %v", m.Selection.Scores)
+
+	topics, _ := synthPrompts(40, 1)
+	m, err = Fit(context.Background(), topics, cfg, nil)
+	require.NoError(t, err)
+	require.Empty(t, m.Warnings, "three clear topics: scores %v", m.Selection.Scores)
+}
+
+// TestArtifactWithoutVersion: deleting "version" bypassed the content
+// check, so a hand-edited label and threshold were loaded.
+func TestArtifactWithoutVersion(t *testing.T) {
+	prompts, _ := synthPrompts(20, 4)
+	cfg := quietConfig()
+	cfg.K = 3
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "clusters.json")
+	require.NoError(t, m.Save(path))
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(raw(t, path), &doc))
+	cl := doc["clusters"].([]any)[0].(map[string]any)
+	cl["label"], cl["threshold"] = "edited", 0.99
+	for name, version := range map[string]any{"missing": nil, "empty": "", "wrong": "sha256:0123456789abcdef", "not a hash": "v1"} {
+		t.Run(name, func(t *testing.T) {
+			if version == nil {
+				delete(doc, "version")
+			} else {
+				doc["version"] = version
+			}
+			b, err := json.Marshal(doc)
+			require.NoError(t, err)
+			bad := filepath.Join(dir, "edited.json")
+			require.NoError(t, os.WriteFile(bad, b, 0o644))
+			_, err = Load(bad)
+			require.ErrorIs(t, err, ErrArtifact)
+			if version == nil || version == "" {
+				require.ErrorContains(t, err, `no "version"`)
+			} else {
+				require.ErrorContains(t, err, "does not match version")
+			}
+			_, err = LoadPrevious(bad)
+			require.ErrorIs(t, err, ErrArtifact)
+		})
+	}
+}
+
+// TestArtifactV1: a v1 artifact measured its thresholds on another scale: it
+// is refused for tagging with a message saying how to refit, and read as a
+// --previous artifact so that the refit keeps its ids and labels.
+func TestArtifactV1(t *testing.T) {
+	prompts, _ := synthPrompts(20, 4)
+	cfg := quietConfig()
+	cfg.K = 3
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	m.Format, m.OOVIDF, m.Fit.Thresholds = formatV1, 0, ""
+	require.NoError(t, m.Seal())
+	path := filepath.Join(t.TempDir(), "v1.json")
+	require.NoError(t, m.Save(path))
+	_, err = Load(path)
+	require.ErrorIs(t, err, ErrArtifact)
+	require.ErrorContains(t, err, "format entrowatch.clusters.v1 was written by an older entrowatch")
+	require.ErrorContains(t, err, "--previous "+path)
+	prev, err := LoadPrevious(path)
+	require.NoError(t, err)
+	m2, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	lin, err := m2.Carry(prev, DefaultMinSimilarity, false)
+	require.NoError(t, err)
+	for i, mt := range lin.Matches {
+		require.GreaterOrEqual(t, mt.Old, 0)
+		require.Equal(t, mt.OldLabel, m2.Clusters[i].Label)
+	}
 }

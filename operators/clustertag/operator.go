@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -26,9 +27,9 @@ import (
 
 // Domain sources for the domain column (Config.DomainFrom).
 const (
-	DomainFromCaller            = "caller"              // keep the caller's domain, even when null
+	DomainFromCaller            = "caller"              // keep the caller's domain, even when null (an empty or blank one becomes null)
 	DomainFromCluster           = "cluster"             // overwrite domain with the cluster label
-	DomainFromCallerElseCluster = "caller_else_cluster" // fill a null domain with the cluster label
+	DomainFromCallerElseCluster = "caller_else_cluster" // fill a null, empty or blank domain with the cluster label
 )
 
 // ColEmbedding is the optional list<float32> column an embedding-space model
@@ -43,9 +44,9 @@ type Config struct {
 	// Model is an already loaded artifact; it takes precedence over Path.
 	Model *Model `yaml:"-"`
 	// DomainFrom says which domain the estimates are sliced by: caller,
-	// cluster or caller_else_cluster. Default caller_else_cluster (a null
-	// domain is filled with the cluster label; a caller's domain is kept and
-	// the cluster columns are filled beside it).
+	// cluster or caller_else_cluster. Default caller_else_cluster (a null,
+	// empty or blank domain is filled with the cluster label; a caller's
+	// domain is kept and the cluster columns are filled beside it).
 	DomainFrom string `yaml:"domain_from"`
 }
 
@@ -176,7 +177,15 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 	o.ids.Reserve(n)
 	o.labels.Reserve(n)
 	o.dist.Reserve(n)
+	// A caller's domain that is empty or blank is no domain: a client that
+	// sends "" must not put all its traffic in one slice. caller leaves the
+	// column alone unless it holds such a value, which becomes null.
 	fillDomain := o.domainFrom != DomainFromCaller
+	if !fillDomain {
+		for i := 0; i < n && !fillDomain; i++ {
+			fillDomain = domain.IsValid(i) && blank(domain.Value(i))
+		}
+	}
 	if fillDomain {
 		o.domain.Reserve(n)
 	}
@@ -221,9 +230,12 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		}
 		o.labels.Append(label)
 		if fillDomain {
-			if o.domainFrom == DomainFromCallerElseCluster && domain.IsValid(i) {
+			switch {
+			case o.domainFrom != DomainFromCluster && domain.IsValid(i) && !blank(domain.Value(i)):
 				o.domain.Append(domain.Value(i))
-			} else {
+			case o.domainFrom == DomainFromCaller:
+				o.domain.AppendNull()
+			default:
 				o.domain.Append(label)
 				o.stats.DomainSet++
 			}
@@ -249,6 +261,9 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 	}
 	return []arrow.RecordBatch{rec}, nil
 }
+
+// blank reports whether a caller's domain is empty or only white space.
+func blank(s string) bool { return strings.TrimSpace(s) == "" }
 
 // discard empties the builders after an interrupted batch.
 func (o *Operator) discard() {

@@ -45,7 +45,9 @@ func scoredBatch(t *testing.T, mem memory.Allocator, prompts, domains []*string)
 
 func sp(s string) *string { return &s }
 
-const lawPrompt = "The judge and the jury heard the plaintiff's appeal of the verdict: was the contract void, and the defendant liable in tort?"
+// lawPrompt is on the first synthetic topic; all but one of its words
+// ("heard") are in that topic's vocabulary, so it is within the threshold.
+const lawPrompt = "The judge and the jury heard the plaintiff's appeal of the verdict: was the contract evidence of negligence, and the defendant's testimony a tort?"
 
 func TestOperator(t *testing.T) {
 	prompts, _ := synthPrompts(30, 8)
@@ -139,4 +141,53 @@ func TestOperatorErrors(t *testing.T) {
 	defer rec.Release()
 	_, err = op.Process(context.Background(), rec)
 	require.ErrorContains(t, err, "cluster_id")
+}
+
+// TestOperatorBlankDomain: a caller's domain of "" or white space is no
+// domain. caller_else_cluster filled only null, so clients sending "" put all
+// their traffic in one slice named "".
+func TestOperatorBlankDomain(t *testing.T) {
+	prompts, _ := synthPrompts(30, 8)
+	cfg := quietConfig()
+	cfg.K = 3
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	c, _ := m.NewTagger().Tag(lawPrompt)
+	require.NotEqual(t, Unclustered, c)
+	law := m.Clusters[c].Label
+
+	in := []*string{sp(lawPrompt), sp(lawPrompt), sp(lawPrompt), sp(lawPrompt), sp(lawPrompt)}
+	dom := []*string{sp(""), sp("  "), sp("\t\n"), sp("legal"), nil}
+	for _, tc := range []struct {
+		from      string
+		want      []*string
+		domainSet int64
+	}{
+		{DomainFromCallerElseCluster, []*string{sp(law), sp(law), sp(law), sp("legal"), sp(law)}, 4},
+		{DomainFromCaller, []*string{nil, nil, nil, sp("legal"), nil}, 0},
+		{DomainFromCluster, []*string{sp(law), sp(law), sp(law), sp(law), sp(law)}, 5},
+	} {
+		t.Run(tc.from, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			op, err := New(Config{Model: m, DomainFrom: tc.from}, mem, nil)
+			require.NoError(t, err)
+			rec := scoredBatch(t, mem, in, dom)
+			defer rec.Release()
+			out, err := op.Process(context.Background(), rec)
+			require.NoError(t, err)
+			got := out[0]
+			defer got.Release()
+			domains := got.Column(schemas.MustIndex(schemas.Scored, schemas.ColDomain)).(*array.String)
+			for i, w := range tc.want {
+				if w == nil {
+					require.True(t, domains.IsNull(i), "row %d: %q, want null", i, domains.Value(i))
+				} else {
+					require.True(t, domains.IsValid(i), "row %d", i)
+					require.Equal(t, *w, domains.Value(i), "row %d", i)
+				}
+			}
+			require.Equal(t, tc.domainSet, op.Stats().DomainSet)
+		})
+	}
 }

@@ -1,8 +1,10 @@
 package clustertag
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -14,6 +16,9 @@ type Report struct {
 	NoPrompt    int // empty prompts (tagged -1 without distance)
 	Unclustered int // tagged -1: beyond every threshold or no known term
 	Clusters    []ClusterReport
+	// UnclusteredExamples are a few of the unclustered prompts (those with
+	// a prompt), spread evenly over the input.
+	UnclusteredExamples []UnclusteredExample
 	// With known domains: agreement of the tags (unclustered as one more
 	// cluster) with the domains; Nearest* ignore the thresholds.
 	HasDomain                 bool
@@ -30,11 +35,19 @@ type ClusterReport struct {
 	Size      int      // prompts of this input tagged with it
 	TopDomain string   // most frequent domain among them (with domains)
 	TopShare  float64  // its share
-	Examples  []string // first few prompts
+	Examples  []string // the prompts nearest its centroid, nearest first
 }
 
-// Summarize tags docs with m and reports sizes, examples and, when the docs
-// carry domains, purity and adjusted Rand index.
+// UnclusteredExample is an unclustered prompt and its nearest cluster.
+type UnclusteredExample struct {
+	Prompt   string
+	Nearest  string  // label of the nearest cluster, "" without a known term
+	Distance float32 // to the nearest centroid (1 without a known term)
+}
+
+// Summarize tags docs with m and reports sizes, examples (per cluster the
+// prompts nearest its centroid; a few unclustered ones, spread over the
+// input) and, when the docs carry domains, purity and adjusted Rand index.
 func Summarize(m *Model, docs *Docs, examples int) (*Report, error) {
 	t := m.NewTagger()
 	r := &Report{Version: m.Version, Prompts: len(docs.Docs), HasDomain: docs.HasDomain}
@@ -43,16 +56,23 @@ func Summarize(m *Model, docs *Docs, examples int) (*Report, error) {
 		r.Clusters[c] = ClusterReport{ID: cl.ID, Label: cl.Label, FitSize: cl.Size}
 	}
 	domCount := make([]map[string]int, len(m.Clusters))
+	type member struct {
+		doc, near int
+		dist      float32
+	}
+	members := make([][]member, len(m.Clusters))
+	var unclustered []member
 	var truth, pred, nearest []string
-	for _, d := range docs.Docs {
+	for i, d := range docs.Docs {
 		var c int
+		var dist float32
 		var err error
 		switch {
 		case m.Space == SpaceEmbedding:
 			if len(d.Embedding) == 0 {
 				return nil, fmt.Errorf("the artifact clusters embeddings but a prompt has no embedding")
 			}
-			c, _, err = t.TagVector(d.Embedding)
+			c, dist, err = t.TagVector(d.Embedding)
 			if err != nil {
 				return nil, err
 			}
@@ -61,17 +81,18 @@ func Summarize(m *Model, docs *Docs, examples int) (*Report, error) {
 			c = Unclustered
 			t.last = Unclustered
 		default:
-			c, _ = t.Tag(d.Prompt)
+			c, dist = t.Tag(d.Prompt)
 		}
 		near := t.nearestIndex()
 		if c == Unclustered {
 			r.Unclustered++
+			if d.Prompt != "" {
+				unclustered = append(unclustered, member{i, near, dist})
+			}
 		} else {
 			cr := &r.Clusters[c]
 			cr.Size++
-			if len(cr.Examples) < examples {
-				cr.Examples = append(cr.Examples, d.Prompt)
-			}
+			members[c] = append(members[c], member{i, near, dist})
 			if docs.HasDomain {
 				if domCount[c] == nil {
 					domCount[c] = map[string]int{}
@@ -83,6 +104,22 @@ func Summarize(m *Model, docs *Docs, examples int) (*Report, error) {
 			truth = append(truth, d.Domain)
 			pred = append(pred, fmt.Sprint(c))
 			nearest = append(nearest, fmt.Sprint(near))
+		}
+	}
+	for c, ms := range members {
+		slices.SortStableFunc(ms, func(a, b member) int { return cmp.Compare(a.dist, b.dist) })
+		for _, x := range ms[:min(examples, len(ms))] {
+			r.Clusters[c].Examples = append(r.Clusters[c].Examples, docs.Docs[x.doc].Prompt)
+		}
+	}
+	if n := min(examples, len(unclustered)); n > 0 {
+		for q := range n {
+			x := unclustered[q*len(unclustered)/n]
+			ex := UnclusteredExample{Prompt: docs.Docs[x.doc].Prompt, Distance: x.dist}
+			if x.near != Unclustered {
+				ex.Nearest = m.Clusters[x.near].Label
+			}
+			r.UnclusteredExamples = append(r.UnclusteredExamples, ex)
 		}
 	}
 	if docs.HasDomain && len(truth) > 0 {
@@ -137,6 +174,16 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("\n")
 		for _, e := range c.Examples {
 			fmt.Fprintf(&b, "  - %s\n", clip(e, 110))
+		}
+	}
+	if len(r.UnclusteredExamples) > 0 {
+		b.WriteString("\nunclustered, for example:\n")
+		for _, e := range r.UnclusteredExamples {
+			how := "no term the model knows"
+			if e.Nearest != "" {
+				how = fmt.Sprintf("nearest %q at distance %.3f", e.Nearest, e.Distance)
+			}
+			fmt.Fprintf(&b, "  - %s  (%s)\n", clip(e.Prompt, 100), how)
 		}
 	}
 	_, err := io.WriteString(w, b.String())

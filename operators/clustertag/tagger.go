@@ -1,6 +1,9 @@
 package clustertag
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Unclustered is the cluster id of a prompt beyond every cluster's threshold,
 // without a known term, or null.
@@ -21,6 +24,7 @@ type Tagger struct {
 	h       *hasher
 	rowOf   []int32 // hash bucket -> vocabulary row, -1 when not in the vocabulary
 	cent    []float32
+	norm    []float32 // lsa: length of each centroid mapped back to term space
 	thresh  []float32
 	buckets []uint32
 	terms   []uint32
@@ -50,6 +54,24 @@ func (m *Model) NewTagger() *Tagger {
 			t.rowOf[b] = int32(i)
 		}
 	}
+	if m.Space == SpaceLSA {
+		// |P·c|: 1 when the projection's columns are orthonormal, less when
+		// the SVD left a column empty.
+		t.norm = make([]float32, k)
+		for c := range k {
+			cent := t.cent[c*m.Dim : (c+1)*m.Dim]
+			var ss float64
+			for r := range len(m.Buckets) {
+				row := m.Projection[r*m.Dim : (r+1)*m.Dim]
+				var s float64
+				for j, x := range row {
+					s += float64(x) * float64(cent[j])
+				}
+				ss += s * s
+			}
+			t.norm[c] = float32(math.Sqrt(ss))
+		}
+	}
 	return t
 }
 
@@ -59,22 +81,30 @@ func (t *Tagger) Model() *Model { return t.m }
 // Tag returns the index into Model().Clusters of prompt's cluster, or
 // Unclustered, and the cosine distance to the nearest centroid (1 when the
 // prompt has no known term). It does not allocate once its buffers have grown.
+//
+// The cosine is taken in the TF-IDF space of the whole prompt: its terms
+// outside the vocabulary (weighted by the model's OOVIDF) and, for LSA, the
+// part of its vector outside the latent subspace count in its norm. A prompt
+// on a topic the fit never saw has most of its weight there, so it is far
+// from every centroid even when its projection points at one.
 func (t *Tagger) Tag(prompt string) (int, float32) {
 	if t.h == nil {
 		return Unclustered, 1
 	}
 	t.buckets = t.h.appendBuckets(t.buckets[:0], prompt)
 	t.terms, t.counts = termCounts(t.buckets, t.terms, t.counts)
-	// Keep the known terms, weight them, normalise.
+	// Keep the known terms and weight them; unknown terms only add to the norm.
 	t.rows = t.rows[:0]
 	w := t.counts[:0]
-	var ss float32
+	var ss, oov float32
 	for q, b := range t.terms {
+		tf := tfWeight(t.counts[q], t.m.Vector.Sublinear)
 		r := t.rowOf[b]
 		if r < 0 {
+			oov += tf * tf
 			continue
 		}
-		v := tfWeight(t.counts[q], t.m.Vector.Sublinear) * t.m.IDF[r]
+		v := tf * t.m.IDF[r]
 		t.rows = append(t.rows, r)
 		w = append(w, v)
 		ss += v * v
@@ -83,6 +113,7 @@ func (t *Tagger) Tag(prompt string) (int, float32) {
 		t.last = Unclustered
 		return Unclustered, 1
 	}
+	norm := sqrt32(ss + oov*t.m.OOVIDF*t.m.OOVIDF)
 	dim := t.m.Dim
 	if t.m.Space == SpaceTFIDF {
 		// The norm does not change the argmax; divide once at the end.
@@ -93,7 +124,7 @@ func (t *Tagger) Tag(prompt string) (int, float32) {
 				best, bestDot = c, d
 			}
 		}
-		return t.decide(best, bestDot/sqrt32(ss))
+		return t.decide(best, bestDot/norm)
 	}
 	acc := t.acc
 	clear(acc)
@@ -105,7 +136,22 @@ func (t *Tagger) Tag(prompt string) (int, float32) {
 			acc[c] += v * row[c]
 		}
 	}
-	return t.nearest(acc)
+	// x·(P·c) = (Pᵀx)·c: the term-space cosine, from the projection alone.
+	best, bestCos := 0, float32(-2)
+	for c := range t.thresh {
+		if t.norm[c] == 0 {
+			continue
+		}
+		cent := t.cent[c*dim : (c+1)*dim]
+		var d float32
+		for i, x := range acc {
+			d += x * cent[i]
+		}
+		if d /= t.norm[c]; d > bestCos {
+			best, bestCos = c, d
+		}
+	}
+	return t.decide(best, bestCos/norm)
 }
 
 // TagVector assigns an embedding (embedding-space models only).

@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // VectorConfig says how a prompt becomes a term vector. It is part of the
@@ -22,7 +24,9 @@ type VectorConfig struct {
 	Stem bool `json:"stem"`
 	// Sublinear uses 1+ln(tf) instead of tf. Default true.
 	Sublinear bool `json:"sublinear_tf"`
-	// MinLen drops words shorter than this many bytes. Default 2.
+	// MinLen drops words shorter than this many characters (runes, so "у"
+	// is one). Default 2. CJK text is split into character bigrams instead
+	// (see appendBuckets), to which it does not apply.
 	MinLen int `json:"min_len"`
 	// Shapes adds a token for every number (all numbers share it) and for
 	// every math symbol (= + * / ^ \\ $ % < >), signals of quantitative
@@ -101,18 +105,123 @@ func lower(c byte) byte {
 	return c
 }
 
-// isWord reports whether c belongs to a word: ASCII letters and digits, and
-// every byte of a multi-byte UTF-8 sequence (so non-English words stay whole).
-func isWord(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+// isASCIIWord reports whether the ASCII byte c belongs to a word.
+func isASCIIWord(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// hashWord is FNV-1a over the lower-cased bytes s[i:j].
+// isWordRune reports whether the non-ASCII rune r belongs to a word: a
+// letter, digit or combining mark outside the CJK scripts. Other symbols
+// ("–", "÷", "€", emoji) separate words.
+func isWordRune(r rune) bool {
+	return (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)) && !isCJK(r)
+}
+
+// isCJK reports whether r is Han, Hiragana, Katakana or Hangul: scripts
+// written without spaces between words, tokenised as character bigrams.
+// The Katakana-Hiragana prolonged sound mark (ー, script Common) counts too.
+func isCJK(r rune) bool {
+	return r >= 0x1100 && (unicode.Is(unicode.Han, r) || unicode.Is(unicode.Hiragana, r) ||
+		unicode.Is(unicode.Katakana, r) || unicode.Is(unicode.Hangul, r) || r == 0x30FC)
+}
+
+// Token kinds returned by nextToken.
+const (
+	tokEnd    = iota
+	tokWord   // a run of word characters; n counts its runes
+	tokCJK    // two adjacent CJK characters, or one standing alone
+	tokSymbol // an ASCII math symbol (Shapes only)
+)
+
+// nextToken finds the next token of text at or after i: its kind, its bytes
+// [start, end), its length in runes n (words) and where to continue. Words
+// are runs of letters, digits and marks; a run of CJK characters yields one
+// token per adjacent pair (the standard bigram tokenisation of unspaced
+// text, as Lucene's CJK analyser does), a lone CJK character itself.
+func nextToken(text string, i int, shapes bool) (kind, start, end, n, next int) {
+	l := len(text)
+	for i < l {
+		c := text[i]
+		if c < utf8.RuneSelf {
+			if isASCIIWord(c) {
+				return scanWord(text, i)
+			}
+			if shapes && isSymbol(c) {
+				return tokSymbol, i, i + 1, 1, i + 1
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if isCJK(r) {
+			if i+size < l {
+				if r2, size2 := utf8.DecodeRuneInString(text[i+size:]); isCJK(r2) {
+					return tokCJK, i, i + size + size2, 2, i + size
+				}
+			}
+			if p, _ := utf8.DecodeLastRuneInString(text[:i]); i == 0 || !isCJK(p) {
+				return tokCJK, i, i + size, 1, i + size
+			}
+			i += size // the last of a run, already in its bigram
+			continue
+		}
+		if isWordRune(r) {
+			return scanWord(text, i)
+		}
+		i += size
+	}
+	return tokEnd, l, l, 0, l
+}
+
+// scanWord reads the word that starts at i.
+func scanWord(text string, i int) (kind, start, end, n, next int) {
+	j := i
+	for j < len(text) && isASCIIWord(text[j]) {
+		j++
+	}
+	n = j - i
+	for j < len(text) {
+		c := text[j]
+		if c < utf8.RuneSelf {
+			if !isASCIIWord(c) {
+				break
+			}
+			j++
+			n++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(text[j:])
+		if !isWordRune(r) {
+			break
+		}
+		j += size
+		n++
+	}
+	return tokWord, i, j, n, j
+}
+
+// hashWord is FNV-1a over the lower-cased UTF-8 of s[i:j].
 func hashWord(s string, i, j int) uint64 {
 	h := uint64(fnvOffset)
-	for ; i < j; i++ {
+	for ; i < j && s[i] < utf8.RuneSelf; i++ {
 		h ^= uint64(lower(s[i]))
 		h *= fnvPrime
+	}
+	for i < j {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			h ^= uint64(lower(c))
+			h *= fnvPrime
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:j])
+		var b [utf8.UTFMax]byte
+		for _, x := range b[:utf8.EncodeRune(b[:], unicode.ToLower(r))] {
+			h ^= uint64(x)
+			h *= fnvPrime
+		}
+		i += size
 	}
 	return h
 }
@@ -183,35 +292,29 @@ func mix(h uint64) uint64 {
 func (h *hasher) appendBuckets(dst []uint32, text string) []uint32 {
 	var prev uint64
 	havePrev := false
-	n := len(text)
-	for i := 0; i < n; {
-		for i < n && !isWord(text[i]) {
-			if h.cfg.Shapes && isSymbol(text[i]) {
-				dst = append(dst, uint32(mix(uint64(text[i])^shapeSalt)&h.mask))
+	for i := 0; ; {
+		kind, start, end, n, next := nextToken(text, i, h.cfg.Shapes)
+		i = next
+		switch kind {
+		case tokEnd:
+			return dst
+		case tokSymbol:
+			dst = append(dst, uint32(mix(uint64(text[start])^shapeSalt)&h.mask))
+			continue
+		case tokWord:
+			if h.cfg.Shapes && isNumber(text, start, end) {
+				dst = append(dst, uint32(mix(numberToken)&h.mask))
+				continue
 			}
-			i++
-		}
-		j := i
-		for j < n && isWord(text[j]) {
-			j++
-		}
-		if j == i {
-			break
-		}
-		start, end := i, j
-		i = j
-		if h.cfg.Shapes && isNumber(text, start, end) {
-			dst = append(dst, uint32(mix(numberToken)&h.mask))
-			continue
-		}
-		if end-start < h.cfg.MinLen {
-			continue
-		}
-		if h.stop != nil && h.stop.has(hashWord(text, start, end)) {
-			continue
-		}
-		if h.cfg.Stem {
-			end = stemEnd(text, start, end)
+			if n < h.cfg.MinLen {
+				continue
+			}
+			if h.stop != nil && h.stop.has(hashWord(text, start, end)) {
+				continue
+			}
+			if h.cfg.Stem {
+				end = stemEnd(text, start, end)
+			}
 		}
 		w := mix(hashWord(text, start, end))
 		dst = append(dst, uint32(w&h.mask))
@@ -222,7 +325,6 @@ func (h *hasher) appendBuckets(dst []uint32, text string) []uint32 {
 			prev, havePrev = w, true
 		}
 	}
-	return dst
 }
 
 // termCounts sorts buckets in place and collapses runs into (bucket, count).
@@ -242,6 +344,9 @@ func termCounts(buckets []uint32, terms []uint32, counts []float32) ([]uint32, [
 }
 
 func tfWeight(c float32, sublinear bool) float32 {
+	if c == 1 {
+		return 1
+	}
 	if sublinear {
 		return 1 + float32(math.Log(float64(c)))
 	}
@@ -270,35 +375,29 @@ var stopWords = []string{
 func (h *hasher) surfaces(text string, fn func(bucket uint32, surface string)) {
 	var prev uint64
 	prevWord := ""
-	n := len(text)
-	for i := 0; i < n; {
-		for i < n && !isWord(text[i]) {
-			if h.cfg.Shapes && isSymbol(text[i]) {
-				fn(uint32(mix(uint64(text[i])^shapeSalt)&h.mask), text[i:i+1])
+	for i := 0; ; {
+		kind, start, end, n, next := nextToken(text, i, h.cfg.Shapes)
+		i = next
+		switch kind {
+		case tokEnd:
+			return
+		case tokSymbol:
+			fn(uint32(mix(uint64(text[start])^shapeSalt)&h.mask), text[start:end])
+			continue
+		case tokWord:
+			if h.cfg.Shapes && isNumber(text, start, end) {
+				fn(uint32(mix(numberToken)&h.mask), "<number>")
+				continue
 			}
-			i++
-		}
-		j := i
-		for j < n && isWord(text[j]) {
-			j++
-		}
-		if j == i {
-			break
-		}
-		start, end := i, j
-		i = j
-		if h.cfg.Shapes && isNumber(text, start, end) {
-			fn(uint32(mix(numberToken)&h.mask), "<number>")
-			continue
-		}
-		if end-start < h.cfg.MinLen {
-			continue
-		}
-		if h.stop != nil && h.stop.has(hashWord(text, start, end)) {
-			continue
+			if n < h.cfg.MinLen {
+				continue
+			}
+			if h.stop != nil && h.stop.has(hashWord(text, start, end)) {
+				continue
+			}
 		}
 		word := strings.ToLower(text[start:end])
-		if h.cfg.Stem {
+		if kind == tokWord && h.cfg.Stem {
 			end = stemEnd(text, start, end)
 		}
 		w := mix(hashWord(text, start, end))

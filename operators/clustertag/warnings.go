@@ -146,5 +146,68 @@ func fitWarnings(m *Model, distinct int, what string, vocab []string, minDF int,
 	if empty > 0 {
 		out = append(out, fmt.Sprintf("%d of the %d clusters have no training prompts: k is too large for these %s", empty, k, what))
 	}
+	if w := kChoiceWarning(m.Selection); w != "" {
+		out = append(out, w)
+	}
+	return out
+}
+
+// stabilityMargin is how far (in adjusted Rand index) the stability of the
+// k that --k auto picks must rise above that of every k but its neighbours
+// for the choice to be trusted. A single k's stability moves by about 0.03
+// from seed to seed on prompts-dev; adjacent k often score alike when the
+// topics are there (4 and 5), which does not make the scale of k doubtful.
+const stabilityMargin = 0.05
+
+// kChoiceWarning says when the stability criterion did not clearly pick k:
+// another k, not adjacent to the chosen one, scored within stabilityMargin
+// of it (flat scores: the restarts agree about as little at every k, and the
+// largest k often wins by noise). It suggests the smallest k that scored
+// within the margin of the best.
+func kChoiceWarning(sel Selection) string {
+	if sel.Method != CriterionStability || len(sel.Scores) < 3 {
+		return ""
+	}
+	best := sel.Scores[sel.K]
+	rival, rivalK := math.Inf(-1), 0
+	low, high := math.Inf(1), math.Inf(-1)
+	smallest := sel.K
+	for k, s := range sel.Scores {
+		low, high = min(low, s), max(high, s)
+		if k != sel.K && (k < sel.K-1 || k > sel.K+1) && (s > rival || s == rival && k < rivalK) {
+			rival, rivalK = s, k
+		}
+		if s >= best-stabilityMargin && k < smallest {
+			smallest = k
+		}
+	}
+	if best-rival >= stabilityMargin {
+		return ""
+	}
+	w := fmt.Sprintf("--k auto picked k=%d with stability %.3f, not clearly above k=%d's %.3f (less than %.2f apart; every k from %d to %d scored %.3f-%.3f): the choice of k is unreliable for these prompts; give --k N",
+		sel.K, best, rivalK, rival, stabilityMargin, minKey(sel.Scores), maxKey(sel.Scores), low, high)
+	if smallest < sel.K {
+		w += fmt.Sprintf(", e.g. --k %d, the smallest k within %.2f of the best", smallest, stabilityMargin)
+	}
+	return w
+}
+
+func minKey(m map[int]float64) int {
+	first, out := true, 0
+	for k := range m {
+		if first || k < out {
+			first, out = false, k
+		}
+	}
+	return out
+}
+
+func maxKey(m map[int]float64) int {
+	first, out := true, 0
+	for k := range m {
+		if first || k > out {
+			first, out = false, k
+		}
+	}
 	return out
 }
