@@ -28,12 +28,18 @@ limit, waiting for every broker acknowledgement (acks=all).
 time (ts) to when it is sent, so that a file of past traffic looks live: for
 demos and load tests.
 
-Lines that cannot be read are reported on stderr (line number, id, reason; at
-most 20 per reason) and skipped; the summary counts them. The exit status is 1
-when nothing could be produced. TLS and SASL: --kafka-tls, --kafka-tls-ca,
---kafka-sasl, --kafka-sasl-user, as in every command (the older --tls,
---tls-ca, --sasl, --sasl-user still work); the SASL password is read from
-$ENTROWATCH_KAFKA_PASSWORD.`
+A response too large for one message (1000000 bytes: about 11,000 steps of 20
+alternatives) is sent as chunk rows keyed by its id, which the stream joins
+again (up to its stream.assemble.max_steps, 32768 by default).
+
+Lines that cannot be read or sent are reported on stderr (line number, id,
+reason; at most 20 per reason) and skipped; the summary counts them: a line
+over 64 MiB, or a response whose prompt and attributes alone fill a message,
+is too_long. The exit status is 1 when nothing could be produced.
+
+TLS and SASL: --kafka-tls, --kafka-tls-ca, --kafka-sasl, --kafka-sasl-user,
+as in every command (the older --tls, --tls-ca, --sasl, --sasl-user still
+work); the SASL password is read from $ENTROWATCH_KAFKA_PASSWORD.`
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ingest", ingestSynopsis, stderr)
@@ -96,21 +102,24 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 	}
 	var rows, msgs, rejected int64
 	byReason := map[string]int64{}
+	reject := func(rj ingest.Reject) {
+		rejected++
+		byReason[rj.Reason]++
+		switch n := byReason[rj.Reason]; {
+		case n <= rejectLinesPerReason:
+			fmt.Fprintf(stderr, "line %d", rj.Line)
+			if rj.ID != "" {
+				fmt.Fprintf(stderr, " (%s)", rj.ID)
+			}
+			fmt.Fprintf(stderr, ": %s: %v\n", rj.Reason, rj.Err)
+		case n == rejectLinesPerReason+1:
+			fmt.Fprintf(stderr, "further %s lines are counted in the summary, not printed (entrowatch score --rejects FILE lists every one)\n", rj.Reason)
+		}
+	}
 	for {
 		rec, err := rd.Next()
 		for _, rj := range rd.Rejects() {
-			rejected++
-			byReason[rj.Reason]++
-			switch n := byReason[rj.Reason]; {
-			case n <= rejectLinesPerReason:
-				fmt.Fprintf(stderr, "line %d", rj.Line)
-				if rj.ID != "" {
-					fmt.Fprintf(stderr, " (%s)", rj.ID)
-				}
-				fmt.Fprintf(stderr, ": %s: %v\n", rj.Reason, rj.Err)
-			case n == rejectLinesPerReason+1:
-				fmt.Fprintf(stderr, "further %s lines are counted in the summary, not printed (entrowatch score --rejects FILE lists every one)\n", rj.Reason)
-			}
+			reject(rj)
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -140,17 +149,45 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 			}
 			rec = stamped
 		}
-		n, err := p.ProduceBatch(ctx, rec, nil)
+		// A response over the message limit goes as chunk rows; one that
+		// cannot (its per-row columns alone fill a message) is rejected as
+		// too_long, and the rest of the batch is sent.
+		out, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
 		size := rec.NumRows()
-		rec.Release()
-		if err != nil {
-			if errors.Is(err, kafka.ErrUnknownTopic) {
-				return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+		if tl := (*kafka.TooLargeError)(nil); errors.As(err, &tl) {
+			lines := rd.RowLines()
+			ids, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+			for _, r := range tl.Rows {
+				rj := ingest.Reject{Reason: schemas.ReasonTooLong, Err: fmt.Errorf(
+					"the response (%d steps) encodes to %d bytes, over the message limit of %d, and cannot be sent as chunks either: %s; skipped",
+					r.Steps, r.Bytes, tl.Limit, r.Why)}
+				if r.Row < len(lines) {
+					rj.Line = lines[r.Row]
+				}
+				if ids != nil {
+					rj.ID = ids.Value(r.Row)
+				}
+				reject(rj)
 			}
-			return fmt.Errorf("after %d responses were acknowledged: %w (is the broker running? entrowatch run starts one on 127.0.0.1:9092)", rows, err)
+			size -= int64(len(tl.Rows))
+		} else if err != nil {
+			rec.Release()
+			return fmt.Errorf("after %d responses were acknowledged: encoding the next %d: %w", rows, size, err)
+		}
+		rec.Release()
+		if len(out) > 0 {
+			if err := p.Produce(ctx, out...); err != nil {
+				switch {
+				case errors.Is(err, kafka.ErrUnknownTopic):
+					return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+				case kafka.IsMessageTooLarge(err):
+					return fmt.Errorf("after %d responses were acknowledged: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", rows, err, p.MaxMessageBytes())
+				}
+				return fmt.Errorf("after %d responses were acknowledged: %w (is the broker running? entrowatch run starts one on 127.0.0.1:9092)", rows, err)
+			}
 		}
 		rows += size
-		msgs += int64(n)
+		msgs += int64(len(out))
 		if time.Since(lastReport) > every {
 			lastReport = time.Now()
 			fmt.Fprintf(stderr, "%sproduced %d responses (%.0f/s), %d rejected%s", lead, rows, float64(rows)/time.Since(start).Seconds(), rejected, tail)

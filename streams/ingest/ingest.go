@@ -59,7 +59,8 @@ type Config struct {
 	// BatchRows is the number of responses per record batch. Default 1024.
 	BatchRows int `yaml:"batch_rows"`
 	// MaxLineBytes bounds one JSON line; longer lines are rejected as
-	// malformed_json and skipped. Default 64 MiB.
+	// too_long and skipped, unread (a line that long holds tens of
+	// thousands of steps, or a giant prompt). Default 64 MiB.
 	MaxLineBytes int `yaml:"max_line_bytes"`
 	// Float64 stores logprobs as float64 (schemas.Trace64) instead of trace.v1's
 	// float32. Default false: float32 is what trace.v1 carries on the wire
@@ -124,7 +125,7 @@ type Reject struct {
 	ID   string // response id when it could be read
 	// Reason is one of:
 	//   - schemas.ReasonMalformedJSON: the line is not a JSON object of a
-	//     known shape, is longer than MaxLineBytes, lacks "id" or "choices",
+	//     known shape, lacks "id" or "choices",
 	//     repeats a choice index, has a "created" that is not a time between
 	//     2000 and 2100 in Unix seconds or milliseconds, or carries a label
 	//     ("correct") that is not one (true/false, 1/0, or a string such as
@@ -132,8 +133,8 @@ type Reject struct {
 	//   - schemas.ReasonIncomplete: a streamed response whose finish_reason
 	//     never came before the input ended, or pushed out by MaxOpenStreams
 	//     or MaxHeldSteps;
-	//   - schemas.ReasonTooLong: a choice of a streamed response with more
-	//     than MaxSteps steps;
+	//   - schemas.ReasonTooLong: a line longer than MaxLineBytes, or a choice
+	//     of a streamed response with more than MaxSteps steps;
 	//   - schemas.ReasonNaNLogprob: a legacy completion made with echo=true,
 	//     whose logprobs begin with the prompt's first token (null).
 	// Every other problem with logprobs is left to the profile operator.
@@ -234,7 +235,7 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		}
 		r.line++
 		if errors.Is(err, errLineTooLong) {
-			r.rejects = append(r.rejects, Reject{Line: r.line, ID: peekID(raw), Reason: schemas.ReasonMalformedJSON,
+			r.rejects = append(r.rejects, Reject{Line: r.line, ID: peekID(raw), Reason: schemas.ReasonTooLong,
 				Err: fmt.Errorf("line longer than %d bytes (ingest max_line_bytes); skipped", r.cfg.MaxLineBytes)})
 			continue
 		}

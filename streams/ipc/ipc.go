@@ -29,22 +29,38 @@ var (
 // the batch by rows where needed. A single row over maxBytes is ErrTooLarge.
 func Encode(rec arrow.RecordBatch, maxBytes int) ([][]byte, error) {
 	var out [][]byte
-	err := encodeInto(&out, rec, maxBytes)
+	err := Split(rec, maxBytes, func(b []byte) error {
+		out = append(out, b)
+		return nil
+	}, nil)
 	return out, err
 }
 
-func encodeInto(out *[][]byte, rec arrow.RecordBatch, maxBytes int) error {
+// Split frames rec as Encode does and hands the streams to emit, in row
+// order. A single row that alone encodes to more than maxBytes goes to large
+// instead: its index in rec, the row as a one-row slice of rec (released
+// when large returns; large may retain it) and its encoded size. With a nil
+// large such a row is ErrTooLarge. Split stops at the first error of emit or
+// large and returns it.
+func Split(rec arrow.RecordBatch, maxBytes int, emit func([]byte) error, large func(i int64, row arrow.RecordBatch, size int) error) error {
+	return split(rec, 0, maxBytes, emit, large)
+}
+
+// split is Split of rec, which starts at row base of the caller's batch.
+func split(rec arrow.RecordBatch, base int64, maxBytes int, emit func([]byte) error, large func(int64, arrow.RecordBatch, int) error) error {
 	b, err := encodeOne(rec)
 	if err != nil {
 		return err
 	}
 	if len(b) <= maxBytes {
-		*out = append(*out, b)
-		return nil
+		return emit(b)
 	}
 	n := rec.NumRows()
 	if n <= 1 {
-		return fmt.Errorf("%w: one row encodes to %d bytes, limit %d", ErrTooLarge, len(b), maxBytes)
+		if large == nil || n == 0 {
+			return fmt.Errorf("%w: one row encodes to %d bytes, limit %d", ErrTooLarge, len(b), maxBytes)
+		}
+		return large(base, rec, len(b))
 	}
 	// Split proportionally to the overshoot, so a batch 3x too large becomes
 	// about three messages instead of a cascade of halvings.
@@ -52,7 +68,7 @@ func encodeInto(out *[][]byte, rec arrow.RecordBatch, maxBytes int) error {
 	step := max(1, n/parts)
 	for lo := int64(0); lo < n; lo += step {
 		part := rec.NewSlice(lo, min(n, lo+step))
-		err := encodeInto(out, part, maxBytes)
+		err := split(part, base+lo, maxBytes, emit, large)
 		part.Release()
 		if err != nil {
 			return err

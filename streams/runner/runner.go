@@ -37,12 +37,15 @@ import (
 
 // Dead-letter headers. The value of a dead-letter record is the original
 // message (whole-message failures) or the trace.v1 row as its own Arrow IPC
-// stream (row failures).
+// stream (row failures); when that does not fit the dead-letter producer's
+// max_message_bytes, the value is empty, HeaderOriginalBytes says how large
+// it was and HeaderError why it is missing.
 const (
-	HeaderReason = "entrowatch.reason" // a schemas reason, e.g. "corrupt_ipc", "nan_logprob"
-	HeaderError  = "entrowatch.error"  // detail, when there is one
-	HeaderSource = "entrowatch.source" // topic/partition@offset of the message it came from
-	HeaderRow    = "entrowatch.row"    // row index within that message's batch, for row failures
+	HeaderReason        = "entrowatch.reason"         // a schemas reason, e.g. "corrupt_ipc", "nan_logprob"
+	HeaderError         = "entrowatch.error"          // detail, when there is one
+	HeaderSource        = "entrowatch.source"         // topic/partition@offset of the message it came from
+	HeaderRow           = "entrowatch.row"            // row index within that message's batch, for row failures
+	HeaderOriginalBytes = "entrowatch.original_bytes" // size of the original message or row left out of the value
 )
 
 // Config configures the stream.
@@ -1090,7 +1093,8 @@ func (w *worker) write(ctx context.Context, b arrow.RecordBatch) error {
 	})
 }
 
-// retry calls f until it succeeds or ctx is done, backing off between tries.
+// retry calls f until it succeeds, fails with a *permanentError or ctx is
+// done, backing off between tries.
 func (w *worker) retry(ctx context.Context, what string, f func() error) error {
 	wait := w.r.cfg.SinkBackoffMin
 	for attempt := 1; ; attempt++ {
@@ -1104,6 +1108,9 @@ func (w *worker) retry(ctx context.Context, what string, f func() error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if pe := (*permanentError)(nil); errors.As(err, &pe) {
+			return fmt.Errorf("%s: %w", what, pe.err)
+		}
 		w.r.log.Warn(what+" failed, retrying", "err", err, "attempt", attempt, "backoff", wait)
 		t := time.NewTimer(wait)
 		select {
@@ -1116,12 +1123,14 @@ func (w *worker) retry(ctx context.Context, what string, f func() error) error {
 	}
 }
 
-// dlq builds one dead-letter record.
+// dlq builds one dead-letter record. A record over the dead-letter
+// producer's max_message_bytes goes without value (see bare): the producer
+// would refuse it for ever.
 func (w *worker) dlq(key, value []byte, headers []kafka.Header, reason, detail, src string, row int) kafka.Message {
 	h := make([]kafka.Header, 0, len(headers)+4)
 	for _, x := range headers {
 		switch x.Key {
-		case HeaderReason, HeaderError, HeaderSource, HeaderRow:
+		case HeaderReason, HeaderError, HeaderSource, HeaderRow, HeaderOriginalBytes:
 		default:
 			h = append(h, x)
 		}
@@ -1133,11 +1142,92 @@ func (w *worker) dlq(key, value []byte, headers []kafka.Header, reason, detail, 
 	if row >= 0 {
 		h = append(h, kafka.Header{Key: HeaderRow, Value: []byte(strconv.Itoa(row))})
 	}
-	return kafka.Message{Key: key, Value: value, Headers: h}
+	m := kafka.Message{Key: key, Value: value, Headers: h}
+	limit := w.r.parts.DeadLetter.MaxMessageBytes()
+	why := fmt.Sprintf("over the dead-letter max_message_bytes (%d)", limit)
+	if recordSize(m) > limit && len(m.Value) > 0 {
+		m = bare(m, len(m.Value), why, false)
+	}
+	if recordSize(m) > limit {
+		m = bare(m, 0, why, true)
+	}
+	return m
+}
+
+// bare returns m without its value, the original message or row of size
+// bytes (0: none was attached): HeaderOriginalBytes holds the size and
+// HeaderError says why it is missing. With keyToo the key and the original
+// message's headers go as well; what is left is the reason, the detail, the
+// source, the row and the size.
+func bare(m kafka.Message, size int, why string, keyToo bool) kafka.Message {
+	what := "message"
+	var detail string
+	h := make([]kafka.Header, 0, len(m.Headers)+1)
+	for _, x := range m.Headers {
+		switch x.Key {
+		case HeaderError:
+			detail = string(x.Value)
+			continue
+		case HeaderOriginalBytes:
+			if size > 0 {
+				continue
+			}
+		case HeaderRow:
+			what = "row"
+		case HeaderReason, HeaderSource:
+		default:
+			if keyToo {
+				continue
+			}
+		}
+		h = append(h, x)
+	}
+	var notes []string
+	if detail != "" {
+		notes = append(notes, detail)
+	}
+	if size > 0 {
+		notes = append(notes, fmt.Sprintf("original %s of %d bytes not attached: %s", what, size, why))
+		h = append(h, kafka.Header{Key: HeaderOriginalBytes, Value: []byte(strconv.Itoa(size))})
+	}
+	key := m.Key
+	if keyToo {
+		key = nil
+		notes = append(notes, "key and headers of the original left out: "+why)
+	}
+	h = append(h, kafka.Header{Key: HeaderError, Value: []byte(strings.Join(notes, "; "))})
+	return kafka.Message{Key: key, Headers: h}
+}
+
+// hasOriginal reports whether m carries a key or headers of the original
+// message, which bare can still leave out.
+func hasOriginal(m kafka.Message) bool {
+	if len(m.Key) > 0 {
+		return true
+	}
+	for _, x := range m.Headers {
+		switch x.Key {
+		case HeaderReason, HeaderError, HeaderSource, HeaderRow, HeaderOriginalBytes:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// recordSize is what m adds to a produce request, near enough: the key, the
+// value and the headers.
+func recordSize(m kafka.Message) int {
+	n := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // rowDLQ dead-letters row i of the trace.v1 batch rec as its own IPC stream,
-// keyed by trace_id.
+// keyed by trace_id. A row over the dead-letter producer's max_message_bytes
+// goes without its bytes (it is not cut into chunks: one record per row).
 func (w *worker) rowDLQ(rec arrow.RecordBatch, i int, reason, detail, src string) kafka.Message {
 	var key []byte
 	if idx := rec.Schema().FieldIndices(schemas.ColTraceID); len(idx) > 0 {
@@ -1147,21 +1237,72 @@ func (w *worker) rowDLQ(rec arrow.RecordBatch, i int, reason, detail, src string
 	}
 	row := rec.NewSlice(int64(i), int64(i+1))
 	defer row.Release()
-	msgs, err := kafka.Messages(row, key, w.r.parts.DeadLetter.MaxMessageBytes())
-	if err != nil || len(msgs) != 1 {
-		// The row alone is over the message limit: keep the reason and the
-		// trace_id, say why the bytes are missing.
+	limit := w.r.parts.DeadLetter.MaxMessageBytes()
+	var value []byte
+	size := 0
+	err := ipc.Split(row, limit, func(b []byte) error {
+		value = b
+		return nil
+	}, func(_ int64, _ arrow.RecordBatch, n int) error {
+		size = n
+		return nil
+	})
+	switch {
+	case err != nil:
 		return w.dlq(key, nil, nil, reason, fmt.Sprintf("%s; original row not attached: %v", detail, err), src, i)
+	case value == nil:
+		m := w.dlq(key, nil, nil, reason, detail, src, i)
+		return bare(m, size, fmt.Sprintf("it encodes to more than the dead-letter max_message_bytes (%d)", limit), false)
 	}
-	return w.dlq(key, msgs[0].Value, msgs[0].Headers, reason, detail, src, i)
+	return w.dlq(key, value, []kafka.Header{{Key: kafka.HeaderSchema, Value: []byte(schemas.NameOf(rec.Schema()))}}, reason, detail, src, i)
 }
 
+// permanentError ends retry at once: trying again cannot succeed.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// deadLetter produces msgs to the dead-letter topic, retrying while that
+// fails. A record the brokers refuse as too large (the topic's
+// max.message.bytes below dead_letter.max_message_bytes) cannot succeed
+// later: the records are then produced one by one, the refused ones without
+// their value; one refused even so stops the stream with an error rather
+// than stalling it.
 func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	dl := w.r.parts.DeadLetter
 	err := w.retry(ctx, "dead-letter produce", func() error {
-		return w.r.parts.DeadLetter.Produce(ctx, msgs...)
+		err := dl.Produce(ctx, msgs...)
+		if err == nil || !kafka.IsMessageTooLarge(err) {
+			return err
+		}
+		w.r.log.Warn("the dead-letter topic refuses records as too large; producing them one by one, the refused ones without the original bytes",
+			"topic", dl.Topic(), "records", len(msgs), "err", err)
+		const why = "the dead-letter topic refused it as too large (see its max.message.bytes)"
+		for i := range msgs {
+			for {
+				err := dl.Produce(ctx, msgs[i])
+				switch {
+				case err == nil:
+				case !kafka.IsMessageTooLarge(err):
+					return err
+				case len(msgs[i].Value) > 0:
+					msgs[i] = bare(msgs[i], len(msgs[i].Value), why, false)
+					continue
+				case hasOriginal(msgs[i]):
+					msgs[i] = bare(msgs[i], 0, why, true)
+					continue
+				default:
+					return &permanentError{fmt.Errorf("dead-letter topic %s refuses a record of %d bytes as too large, even without the original's bytes, key and headers; "+
+						"raise the topic's max.message.bytes: %w", dl.Topic(), recordSize(msgs[i]), err)}
+				}
+				break
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
