@@ -12,6 +12,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // Doc is one prompt read for fitting or reporting.
@@ -145,35 +147,10 @@ type jsonDoc struct {
 }
 
 // promptText reads a prompt field as `entrowatch score` and ingest do
-// (streams/ingest textOf, unexported there): a string as is, chat messages
-// ([{"role": .., "content": ".."}]) as their contents joined by newlines,
-// anything else as compact JSON text. Absent or null is "".
+// (schemas.PromptText); absent or null is "".
 func promptText(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s, nil
-	}
-	var msgs []struct {
-		Content string `json:"content"`
-	}
-	if json.Unmarshal(raw, &msgs) == nil {
-		var b strings.Builder
-		for i, m := range msgs {
-			if i > 0 {
-				b.WriteByte('\n')
-			}
-			b.WriteString(m.Content)
-		}
-		return b.String(), nil
-	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return "", err
-	}
-	return b.String(), nil
+	s, _, err := schemas.PromptText(raw)
+	return s, err
 }
 
 func readJSONL(r io.Reader, maxLine int) (*Docs, error) {

@@ -975,35 +975,12 @@ func pick(top *float64, s *sampling, f func(*sampling) *float64) *float64 {
 	return nil
 }
 
-// textOf reads a prompt: a string as is, chat messages as their contents
-// joined by newlines, anything else as compact JSON text.
+// textOf reads a prompt (schemas.PromptText); nil when absent or null.
 func textOf(raw json.RawMessage) (*string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return &s, nil
-	}
-	var msgs []struct {
-		Content string `json:"content"`
-	}
-	if json.Unmarshal(raw, &msgs) == nil {
-		var b bytes.Buffer
-		for i, m := range msgs {
-			if i > 0 {
-				b.WriteByte('\n')
-			}
-			b.WriteString(m.Content)
-		}
-		s = b.String()
-		return &s, nil
-	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
+	s, ok, err := schemas.PromptText(raw)
+	if !ok || err != nil {
 		return nil, err
 	}
-	s = b.String()
 	return &s, nil
 }
 
