@@ -264,19 +264,7 @@ func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 	}
 	scored := map[string]bool{}
 	err = forIDChunks(ids, func(chunk ch.GroupSet) error {
-		rows, err := conn.Query(ctx, "SELECT DISTINCT trace_id FROM "+db+".scored WHERE trace_id IN ?", chunk)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			scored[id] = true
-		}
-		return rows.Err()
+		return collectIDs(ctx, conn, scored, "SELECT DISTINCT trace_id FROM "+db+".scored WHERE trace_id IN ?", chunk)
 	})
 	if err != nil {
 		return res, fmt.Errorf("labels import: reading the responses of %s.scored: %w", db, err)

@@ -214,7 +214,7 @@ func (s *Sink) Held(ctx context.Context, refs []streams.TraceRef) (map[string]bo
 				q += " AND ts >= ? AND ts <= ?"
 				args = append(args, g.lo.Add(-heldSlack).UTC(), g.hi.Add(heldSlack).UTC())
 			}
-			if err := s.collect(ctx, held, q, args...); err != nil {
+			if err := collectIDs(ctx, s.conn, held, q, args...); err != nil {
 				return nil, fmt.Errorf("clickhouse sink: looking up %d traces: %w", len(part), err)
 			}
 		}
@@ -225,9 +225,9 @@ func (s *Sink) Held(ctx context.Context, refs []streams.TraceRef) (map[string]bo
 // heldChunk is the most ids one Held query names.
 const heldChunk = 500
 
-// collect adds the trace_id column of a query's rows to held.
-func (s *Sink) collect(ctx context.Context, held map[string]bool, q string, args ...any) error {
-	rows, err := s.conn.Query(ctx, q, args...)
+// collectIDs adds the first (string) column of a query's rows to ids.
+func collectIDs(ctx context.Context, conn driver.Conn, ids map[string]bool, q string, args ...any) error {
+	rows, err := conn.Query(ctx, q, args...)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func (s *Sink) collect(ctx context.Context, held map[string]bool, q string, args
 		if err := rows.Scan(&id); err != nil {
 			return err
 		}
-		held[id] = true
+		ids[id] = true
 	}
 	return rows.Err()
 }
