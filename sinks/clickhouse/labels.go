@@ -208,9 +208,9 @@ type Imported struct {
 // ImportLabels stores labels read from a file (by ReadLabels with a zero
 // now) so that importing the file again changes nothing. Labels with a ts
 // are stored as they are: the same file gives the same versions. A label
-// without one (a zero TS) is skipped when the labels table holds its
-// trace_id, correct and source already (any version a merge has not yet
-// replaced by a newer label of the trace); the others get now. Stored labels
+// without one (a zero TS) is skipped when the trace has had a label with
+// its correct and source (label_seen, migration 014, which merges of
+// labels do not thin out); the others get now. Stored labels
 // whose trace matches no response in scored are counted, not refused: a
 // label may arrive before its response. Nothing is stored when a query
 // fails. Each query reads at most idChunkIDs trace ids.
@@ -228,7 +228,7 @@ func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 	}
 	stored := map[key]bool{}
 	err := forIDChunks(undated, func(chunk ch.GroupSet) error {
-		rows, err := conn.Query(ctx, "SELECT DISTINCT trace_id, correct, source FROM "+db+".labels WHERE trace_id IN ?", chunk)
+		rows, err := conn.Query(ctx, "SELECT DISTINCT trace_id, correct, source FROM "+db+".label_seen WHERE trace_id IN ?", chunk)
 		if err != nil {
 			return err
 		}
