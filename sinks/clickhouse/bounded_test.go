@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -39,9 +40,19 @@ func TestRecentViewsReadRecentRows(t *testing.T) {
 		var n uint64
 		require.NoError(t, conn.QueryRow(qctx, "SELECT count() FROM "+db+"."+view).Scan(&n), view)
 		require.NotZero(t, n, view)
-		require.NoError(t, conn.Exec(ctx, "SYSTEM FLUSH LOGS"))
+		// The server logs a query once it finished sending it: flush until
+		// its entry is there.
 		var read uint64
-		require.NoError(t, conn.QueryRow(ctx, "SELECT toUInt64(read_rows) FROM system.query_log WHERE query_id = ? AND type = 2", id).Scan(&read), view)
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			require.NoError(t, conn.Exec(ctx, "SYSTEM FLUSH LOGS"))
+			err := conn.QueryRow(ctx, "SELECT toUInt64(read_rows) FROM system.query_log WHERE query_id = ? AND type = 2", id).Scan(&read)
+			if err == nil {
+				break
+			}
+			require.ErrorIs(t, err, sql.ErrNoRows, view)
+			require.True(t, time.Now().Before(deadline), "%s: no query_log entry for query %s", view, id)
+			time.Sleep(100 * time.Millisecond)
+		}
 		// accuracy_rolling joins newest, which reads the ts and status
 		// columns of every row once; the others read none of the old rows.
 		limit := uint64(old / 2)
