@@ -21,8 +21,9 @@ const deadlettersSynopsis = `[--brokers H:P,..] [--topic traces.dead] [--reason 
 
 Lists what the stream dead-lettered, one JSON object per record on stdout:
 partition, offset, time, reason, detail (the entrowatch.error header), source
-(topic/partition@offset of the message it came from), row, trace_id and the
-size of the attached bytes. It reads the topic from its first retained offset
+(topic/partition@offset of the message it came from), row, trace_id, the
+size of the attached bytes and, for a message or row too large to attach,
+original_bytes (its size; bytes is then 0). It reads the topic from its first retained offset
 without a consumer group, so nothing is committed and the stream is not
 disturbed; it stops at the end (--follow waits for more). A summary by reason
 goes to stderr.
@@ -71,6 +72,9 @@ type deadLetter struct {
 	Row       *int      `json:"row,omitempty"`
 	TraceID   string    `json:"trace_id,omitempty"`
 	Bytes     int       `json:"bytes"`
+	// OriginalBytes is the size of a message or row left out of the record
+	// because it was over the dead-letter topic's message limit.
+	OriginalBytes *int `json:"original_bytes,omitempty"`
 }
 
 func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -140,6 +144,10 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 				if n, err := strconv.Atoi(string(h.Value)); err == nil {
 					d.Row = &n
 				}
+			case runner.HeaderOriginalBytes:
+				if n, err := strconv.Atoi(string(h.Value)); err == nil {
+					d.OriginalBytes = &n
+				}
 			}
 		}
 		if d.Row != nil {
@@ -162,7 +170,7 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 				var hs []kafka.Header
 				for _, h := range m.Headers {
 					switch h.Key {
-					case runner.HeaderReason, runner.HeaderError, runner.HeaderSource, runner.HeaderRow:
+					case runner.HeaderReason, runner.HeaderError, runner.HeaderSource, runner.HeaderRow, runner.HeaderOriginalBytes:
 					default:
 						hs = append(hs, h)
 					}

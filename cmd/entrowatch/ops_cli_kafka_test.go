@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/entrowatch/entrowatch/streams/kafka"
+	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
 // TestDeadlettersFollowRequeueRefused: --follow with --requeue would put
@@ -138,4 +141,55 @@ func TestCLIKafkaFlagSpellingsReachSASL(t *testing.T) {
 		require.Equal(t, 0, code, errb.String())
 		require.Contains(t, errb.String(), "0 records from traces.dead", sasl)
 	}
+}
+
+// TestDeadlettersOriginalBytes: a record the stream dead-lettered without
+// its bytes (over the dead-letter message limit) is listed with the size of
+// what was left out, and --requeue skips and counts it rather than producing
+// an empty message.
+func TestDeadlettersOriginalBytes(t *testing.T) {
+	ctx := context.Background()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "traces.dead", "traces"))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kc := kafka.DefaultConfig()
+	kc.Brokers = cluster.ListenAddrs()
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "traces.dead"
+	p, err := kafka.NewProducer(kc, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NoError(t, p.Produce(ctx, kafka.Message{Headers: []kafka.Header{
+		{Key: runner.HeaderReason, Value: []byte("corrupt_ipc")},
+		{Key: runner.HeaderError, Value: []byte("original message of 1040000 bytes not attached")},
+		{Key: runner.HeaderSource, Value: []byte("traces/0@7")},
+		{Key: runner.HeaderOriginalBytes, Value: []byte("1040000")},
+	}}))
+	require.NoError(t, p.Produce(ctx, kafka.Message{Value: []byte("garbage"), Headers: []kafka.Header{
+		{Key: runner.HeaderReason, Value: []byte("corrupt_ipc")},
+		{Key: runner.HeaderSource, Value: []byte("traces/0@8")},
+	}}))
+	require.NoError(t, p.Close())
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+
+	out, errs, code := runCLI(t, "deadletters", "--brokers", brokers)
+	require.Equal(t, 0, code, errs)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2, out)
+	var big, small deadLetter
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &big))
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &small))
+	require.Equal(t, 0, big.Bytes)
+	require.NotNil(t, big.OriginalBytes, lines[0])
+	require.Equal(t, 1040000, *big.OriginalBytes)
+	require.Contains(t, lines[0], `"original_bytes":1040000`)
+	require.Equal(t, 7, small.Bytes)
+	require.NotContains(t, lines[1], "original_bytes", "only records without their bytes carry it")
+
+	_, errs, code = runCLI(t, "deadletters", "--brokers", brokers, "--requeue", "traces")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "1 requeued to traces, 1 without bytes skipped")
+	out, errs, code = runCLI(t, "deadletters", "--brokers", brokers, "--topic", "traces")
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, 1, strings.Count(out, "\n"), out)
+	require.NotContains(t, out, "original_bytes")
 }
