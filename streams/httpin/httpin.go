@@ -344,12 +344,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveLabels(w, r, lines)
 		return
 	}
-	recs, rs, err := h.convert(lines)
-	defer func() {
-		for _, rec := range recs {
-			rec.Release()
-		}
-	}()
+	msgs, n, rs, err := h.convert(lines)
 	if err != nil {
 		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
 		return
@@ -368,17 +363,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.reply(w, http.StatusBadRequest, Reply{Error: msg, Rejects: list, Reasons: rs.reasons, Truncated: rs.n > len(list)})
 		return
-	}
-	var msgs []kafka.Message
-	n := 0
-	for _, rec := range recs {
-		m, err := kafka.Messages(rec, nil, h.p.MaxMessageBytes())
-		if err != nil {
-			h.reply(w, http.StatusBadRequest, Reply{Error: "a response is larger than the topic's message limit: " + err.Error()})
-			return
-		}
-		msgs = append(msgs, m...)
-		n += int(rec.NumRows())
 	}
 	if n == 0 {
 		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one JSON response, a JSON array of them, or JSON Lines"})
@@ -637,20 +621,20 @@ func clip(s string) string {
 	return s[:i] + "…"
 }
 
-// convert reads the lines into trace.v1 batches. rs counts, by line, the
-// lines the reader could not convert and the rows the profile operator
-// would reject (checked on the built batches by the operator's own rules).
-// A body with one reject is refused whole, so from the first on no batch is
-// kept: recs is then empty.
-func (h *Handler) convert(lines []byte) (recs []arrow.RecordBatch, rs rejects, err error) {
+// convert reads the lines into trace.v1 batches and encodes them as the
+// messages to produce (n responses; a response over the message limit goes
+// as chunks). rs counts, by line, the lines the reader could not convert,
+// the rows the profile operator would reject (checked on the built batches
+// by the operator's own rules) and the rows too large to send even as
+// chunks (too_long, the reason `entrowatch ingest` gives them). A body with
+// one reject is refused whole, so from the first on no message is kept:
+// msgs is then empty.
+func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects, err error) {
 	rd := ingest.NewReader(bytes.NewReader(lines), h.icfg, h.mem)
 	defer rd.Release()
 	defer func() {
 		if rs.n > 0 {
-			for _, rec := range recs {
-				rec.Release()
-			}
-			recs = nil
+			msgs, n = nil, 0
 		}
 	}()
 	var ids *array.String
@@ -681,22 +665,54 @@ func (h *Handler) convert(lines []byte) (recs []arrow.RecordBatch, rs rejects, e
 			rs.keep(Reject{Line: rj.Line, ID: rj.ID, Reason: rj.Reason, Detail: d})
 		}
 		if errors.Is(err, io.EOF) {
-			return recs, rs, nil
+			return msgs, n, rs, nil
 		}
 		if err != nil {
-			return recs, rs, err
+			return msgs, n, rs, err
 		}
 		ids, _ = rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
 		err = profile.Check(h.cfg.Profile, rec, onReject)
-		if rs.n > 0 {
-			rec.Release() // the body is refused: only the rejects matter now
-		} else {
-			recs = append(recs, rec)
+		if err == nil && rs.n == 0 {
+			// Only a body without rejects so far is produced; the rest are
+			// read for their rejects alone.
+			err = h.encode(rec, rd.RowLines(), ids, &msgs, &n, &rs)
 		}
+		rec.Release()
 		if err != nil {
-			return recs, rs, err
+			return msgs, n, rs, err
 		}
 	}
+}
+
+// encode appends rec's messages to msgs and its rows to n; a row too large
+// to send even as chunks is a too_long reject, with its line and id.
+func (h *Handler) encode(rec arrow.RecordBatch, lines []int64, ids *array.String, msgs *[]kafka.Message, n *int, rs *rejects) error {
+	out, err := kafka.Messages(rec, nil, h.p.MaxMessageBytes())
+	if tl := (*kafka.TooLargeError)(nil); errors.As(err, &tl) {
+		for _, r := range tl.Rows {
+			var line int64
+			if r.Row < len(lines) {
+				line = lines[r.Row]
+			}
+			if !rs.count(line, schemas.ReasonTooLong) {
+				continue
+			}
+			rj := Reject{Line: line, Reason: schemas.ReasonTooLong, Detail: fmt.Sprintf(
+				"the response (%d steps) encodes to %d bytes, over the topic's message limit of %d, and cannot be sent as chunks either: %s",
+				r.Steps, r.Bytes, tl.Limit, r.Why)}
+			if ids != nil && ids.IsValid(r.Row) {
+				rj.ID = strings.Clone(ids.Value(r.Row))
+			}
+			rs.keep(rj)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("encoding the responses: %w", err)
+	}
+	*msgs = append(*msgs, out...)
+	*n += int(rec.NumRows())
+	return nil
 }
 
 // logProduceFailed logs a failed produce, at most once per failLogEvery,

@@ -668,3 +668,52 @@ func TestLabelTimes(t *testing.T) {
 	require.Equal(t, []clickhouse.Label{{TraceID: "s", Correct: true, Source: "http", TS: time.Unix(1795000000, 0).UTC()}}, ls,
 		"the only message: the wrong labels produced nothing")
 }
+
+// longResponse is a response of n steps, each with 20 alternatives.
+func longResponse(id string, n int) string {
+	var b strings.Builder
+	b.WriteString(`{"id":"` + id + `","model":"m","choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"token":"t","logprob":-0.1,"top_logprobs":[`)
+		for j := range 20 {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"token":"a%d","logprob":-%d.5}`, j, j)
+		}
+		b.WriteString(`]}`)
+	}
+	b.WriteString(`]}}]}`)
+	return b.String()
+}
+
+// TestTooLargeForChunks: a response over the topic's message limit is sent
+// as chunks and accepted; one that cannot be sent even as chunks (its prompt
+// alone fills a message) is a too_long reject with its line and id, like
+// any other reject, and the body is refused whole. Before, the body got a
+// bare error string, no rejects and no reasons, and the rejects metric did
+// not count it.
+func TestTooLargeForChunks(t *testing.T) {
+	url, h := server(t, "http-large", nil)
+	long := longResponse("long", 12000)
+	require.Greater(t, len(long), 1<<20)
+	code, r := post(t, url, "", strings.NewReader(response("small")+"\n"+long+"\n"))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, 2, r.Accepted)
+
+	huge := strings.Replace(response("huge"), `"model":"m",`, `"model":"m","prompt":"`+strings.Repeat("p", 1100000)+`",`, 1)
+	code, r = post(t, url, "", strings.NewReader(response("ok")+"\n"+huge+"\n"+response("ok2")+"\n"))
+	require.Equal(t, http.StatusBadRequest, code, r.Error)
+	require.Zero(t, r.Accepted)
+	require.Contains(t, r.Error, "1 response cannot be read or scored; nothing was produced")
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonTooLong, r.Rejects[0].Reason)
+	require.EqualValues(t, 2, r.Rejects[0].Line)
+	require.Equal(t, "huge", r.Rejects[0].ID)
+	require.Contains(t, r.Rejects[0].Detail, "cannot be sent as chunks either: its per-row columns alone")
+	require.Equal(t, map[string]int{schemas.ReasonTooLong: 1}, r.Reasons)
+	require.Equal(t, 1.0, testutil.ToFloat64(h.rejects.WithLabelValues(schemas.ReasonTooLong)))
+}
