@@ -16,6 +16,7 @@ type metrics struct {
 	empty      prometheus.Counter
 	sinkRows   prometheus.Counter
 	dead       *prometheus.CounterVec
+	deadErrs   prometheus.Counter
 	remnants   prometheus.Counter
 	commits    prometheus.Counter
 	commitErrs prometheus.Counter
@@ -41,6 +42,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "scored rows the sink confirmed.", ConstLabels: cl}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_total",
 			Help: "Messages or rows produced to the dead-letter topic, by reason.", ConstLabels: cl}, []string{"reason"}),
+		deadErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_errors_total",
+			Help: "Dead-letter produces that failed (retried with backoff while the partition waits; /readyz says not ready until one succeeds).", ConstLabels: cl}),
 		remnants: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_remnants_total",
 			Help: "Chunked traces that would have been dead-lettered as incomplete but that the sink already holds (chunks delivered again after a restart).", ConstLabels: cl}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commits_total",
@@ -63,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadErrs, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

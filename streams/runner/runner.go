@@ -160,7 +160,10 @@ type Runner struct {
 	m     *metrics
 	stats stats
 	ready atomic.Bool
-	fetch fetchHealth
+	// dlqFailing counts the workers whose dead-letter produce is failing
+	// and being retried.
+	dlqFailing atomic.Int32
+	fetch      fetchHealth
 
 	// assigned is the assignment Watermarks last reported (nil: unknown).
 	assignMu sync.Mutex
@@ -195,8 +198,11 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 }
 
 // Ready reports whether the stream is consuming, its fetches from Kafka do
-// not fail persistently and its sink is accepting writes (for /readyz).
-func (r *Runner) Ready() bool { return r.ready.Load() && !r.fetch.failing(time.Now()) }
+// not fail persistently, its sink is accepting writes and no dead-letter
+// produce is failing (for /readyz).
+func (r *Runner) Ready() bool {
+	return r.ready.Load() && r.dlqFailing.Load() == 0 && !r.fetch.failing(time.Now())
+}
 
 // fetchHealth follows consecutive fetch errors. Fetching fails persistently
 // once fetchFailStreak fetches in a row failed and the latest failure is
@@ -1274,10 +1280,27 @@ func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
 		return nil
 	}
 	dl := w.r.parts.DeadLetter
+	failing := false
+	defer func() {
+		if failing {
+			w.r.dlqFailing.Add(-1)
+		}
+	}()
+	fail := func(err error) error {
+		w.r.m.deadErrs.Inc()
+		if !failing {
+			failing = true
+			w.r.dlqFailing.Add(1)
+		}
+		return err
+	}
 	err := w.retry(ctx, "dead-letter produce", func() error {
 		err := dl.Produce(ctx, msgs...)
-		if err == nil || !kafka.IsMessageTooLarge(err) {
-			return err
+		if err == nil {
+			return nil
+		}
+		if !kafka.IsMessageTooLarge(err) {
+			return fail(err)
 		}
 		w.r.log.Warn("the dead-letter topic refuses records as too large; producing them one by one, the refused ones without the original bytes",
 			"topic", dl.Topic(), "records", len(msgs), "err", err)
@@ -1288,7 +1311,7 @@ func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
 				switch {
 				case err == nil:
 				case !kafka.IsMessageTooLarge(err):
-					return err
+					return fail(err)
 				case len(msgs[i].Value) > 0:
 					msgs[i] = bare(msgs[i], len(msgs[i].Value), why, false)
 					continue
