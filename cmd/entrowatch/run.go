@@ -743,6 +743,9 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 				return nil, "", fmt.Errorf("file sink directory: %w", err)
 			}
 		}
+		// A fixed path keeps what earlier runs wrote there: their offsets
+		// are committed, so those rows would never come back.
+		fc.Append = true
 		s, err := file.New(fc, mem)
 		if err != nil {
 			return nil, "", err

@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // fileRunConfig is a run config with the embedded broker at brokerAddr and
@@ -198,4 +203,84 @@ func TestDeadlettersCommand(t *testing.T) {
 	require.Contains(t, errs, "nosuch")
 	cancel()
 	stopped(t, done, runErr)
+}
+
+// TestRunFileSinkKeepsRows: `entrowatch run` with a fixed file.path, stopped
+// and started again, keeps the rows of the first run (their offsets are
+// committed, so they would never come back) and adds the second run's, in
+// CSV and in Arrow. Before, each start truncated the file.
+func TestRunFileSinkKeepsRows(t *testing.T) {
+	produced := regexp.MustCompile(`produced (\d+) responses`)
+	for _, name := range []string{"scored.csv", "scored.arrow"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, name)
+			broker, metrics := freeAddr(t), freeAddr(t)
+			cfg := fileRunConfig(dir, broker, out, metrics, "traces")
+			ids := func() []string {
+				if strings.HasSuffix(name, ".arrow") {
+					f, err := os.Open(out)
+					require.NoError(t, err)
+					defer f.Close()
+					r, err := ipc.NewReader(f)
+					require.NoError(t, err, "one Arrow stream")
+					defer r.Release()
+					var ids []string
+					for r.Next() {
+						rec := r.RecordBatch()
+						id := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+						model := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColModel)).(*array.String)
+						for j := 0; j < id.Len(); j++ {
+							ids = append(ids, id.Value(j), model.Value(j))
+						}
+					}
+					require.NoError(t, r.Err(), "the file reads to its end")
+					return ids
+				}
+				b, err := os.ReadFile(out)
+				require.NoError(t, err)
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				require.True(t, strings.HasPrefix(lines[0], "id,model,"), "one header, first")
+				var ids []string
+				for _, l := range lines[1:] {
+					require.False(t, strings.HasPrefix(l, "id,model,"), "one header only")
+					ids = append(ids, strings.SplitN(l, ",", 3)[:2]...)
+				}
+				return ids
+			}
+			var first []string
+			for i, in := range []string{fixtures + "valid.jsonl.gz", renameModel(t, "other-llm")} {
+				ctx, cancel := context.WithCancel(context.Background())
+				runErr, done := startRun(t, ctx, dir, cfg)
+				waitLog(t, runErr, "stream running")
+				stdout, errs, code := runCLI(t, "ingest", "--in", in, "--brokers", broker)
+				require.Equal(t, 0, code, errs)
+				m := produced.FindStringSubmatch(stdout)
+				require.NotNil(t, m, stdout)
+				want := regexp.MustCompile(`entrowatch_stream_sink_rows_total\{[^}]*\} ` + m[1] + `\n`)
+				deadline := time.Now().Add(60 * time.Second) // a guard against hanging, not a speed assertion
+				for {
+					_, body := get("http://" + metrics + "/metrics")
+					if want.MatchString(body) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the sink never took the %s rows:\n%s", m[1], runErr.String())
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				cancel()
+				stopped(t, done, runErr)
+				got := ids()
+				if i == 0 {
+					first = got
+					require.NotEmpty(t, first)
+					continue
+				}
+				require.Len(t, got, 2*len(first), "the second run adds as many rows as the first:\n%s", runErr.String())
+				require.Equal(t, first, got[:len(first)], "the first run's rows are kept, first")
+				require.Contains(t, got, "other-llm")
+			}
+		})
+	}
 }

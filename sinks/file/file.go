@@ -5,10 +5,12 @@ package file
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +46,16 @@ type Config struct {
 	// nothing is committed per write. Default false: every Write flushes and
 	// fsyncs, as at-least-once delivery needs.
 	Buffered bool `yaml:"-"`
+	// Append keeps what an existing file at Path holds and writes after it,
+	// as the stream needs across restarts (its offsets were committed for
+	// those rows): CSV goes on after the last whole line, under the same
+	// header (another header is refused), an Arrow IPC stream goes on after
+	// its last whole record batch (its end-of-stream marker and any
+	// message a crash cut short are cut off). Gzip: CSV adds a gzip member
+	// (readers such as gzip -d, zcat and Go's gzip read them as one file);
+	// an existing compressed Arrow stream is refused. Default false: New
+	// truncates the file.
+	Append bool `yaml:"-"`
 }
 
 // Validate reports a configuration that cannot work.
@@ -83,8 +95,9 @@ type Sink struct {
 	closed bool
 }
 
-// New creates (truncates) the file. A nil mem means memory.DefaultAllocator
-// (the Arrow format encodes through it; CSV does not allocate Arrow memory).
+// New creates (truncates) the file, or with cfg.Append opens it to write
+// after what it holds. A nil mem means memory.DefaultAllocator (the Arrow
+// format encodes through it; CSV does not allocate Arrow memory).
 func New(cfg Config, mem memory.Allocator) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -93,9 +106,15 @@ func New(cfg Config, mem memory.Allocator) (*Sink, error) {
 		mem = memory.DefaultAllocator
 	}
 	f := os.Stdout
+	var kept int64 // bytes of an existing file written after (Append)
 	if cfg.Path != "-" {
 		var err error
-		if f, err = os.Create(cfg.Path); err != nil {
+		if cfg.Append {
+			f, kept, err = openAppend(cfg)
+		} else {
+			f, err = os.Create(cfg.Path)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("file sink: %w", err)
 		}
 	}
@@ -106,14 +125,196 @@ func New(cfg Config, mem memory.Allocator) (*Sink, error) {
 	}
 	if cfg.Format == "csv" {
 		s.csv = newCSVWriter(s.bw, cfg)
-		if err := s.csv.header(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("file sink %s: %w", cfg.Path, err)
+		if kept == 0 {
+			if err := s.csv.header(); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("file sink %s: %w", cfg.Path, err)
+			}
 		}
 	} else {
-		s.ipcw = ipc.NewWriter(s.bw, ipc.WithSchema(schemas.Scored), ipc.WithAllocator(mem))
+		var w io.Writer = s.bw
+		if kept > 0 {
+			// The file holds the schema already: the writer's own schema
+			// message is dropped, its batches follow the existing ones.
+			w = &skipWriter{w: s.bw, skip: schemaMessageBytes(mem)}
+		}
+		s.ipcw = ipc.NewWriter(w, ipc.WithSchema(schemas.Scored), ipc.WithAllocator(mem))
 	}
 	return s, nil
+}
+
+// openAppend opens cfg.Path for writing after its content, creating it
+// when missing. It returns the bytes kept: 0 for a new or empty file (the
+// caller then writes the header or schema as for a new file).
+func openAppend(cfg Config) (*os.File, int64, error) {
+	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, 0, err
+	}
+	keep, err := appendOffset(f, cfg)
+	if err == nil {
+		err = f.Truncate(keep)
+	}
+	if err == nil {
+		_, err = f.Seek(keep, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: %w", cfg.Path, err)
+	}
+	return f, keep, nil
+}
+
+// appendOffset checks that f holds what this sink writes with cfg and
+// returns where to go on writing: after the last whole CSV line or Arrow
+// record batch (an end-of-stream marker or a part a crash cut short is
+// written over), or 0 for an empty file.
+func appendOffset(f *os.File, cfg Config) (int64, error) {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return 0, err
+	}
+	move := "; move it away or choose another file.path"
+	if cfg.Gzip {
+		if cfg.Format != "csv" {
+			return 0, errors.New("exists, and a compressed Arrow stream cannot be written after" + move + " (or leave file.path empty for a new file per run)")
+		}
+		// A new gzip member follows the existing ones; they must read whole.
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return 0, fmt.Errorf("exists but is not gzip (%v)%s", err, move)
+		}
+		text, err := io.ReadAll(zr)
+		if err != nil {
+			return 0, fmt.Errorf("exists but does not read to its end (%v: cut short by a crash?); a member written after it would be unreadable%s", err, move)
+		}
+		if err := checkCSVHeader(text, cfg); err != nil {
+			return 0, fmt.Errorf("%w%s", err, move)
+		}
+		if len(text) > 0 && text[len(text)-1] != '\n' {
+			return 0, errors.New("ends in a cut-short line inside its compressed data" + move)
+		}
+		return st.Size(), nil
+	}
+	if cfg.Format == "csv" {
+		text, err := io.ReadAll(f)
+		if err != nil {
+			return 0, err
+		}
+		if strings.HasPrefix(strings.Join(CSVHeader(cfg), ",")+"\n", string(text)) {
+			return 0, nil // a header a crash cut short: start over
+		}
+		if err := checkCSVHeader(text, cfg); err != nil {
+			return 0, fmt.Errorf("%w%s", err, move)
+		}
+		// A line a crash cut short is written over.
+		return int64(bytes.LastIndexByte(text, '\n') + 1), nil
+	}
+	return arrowAppendOffset(f, move)
+}
+
+// checkCSVHeader reports whether text starts with the header cfg writes.
+func checkCSVHeader(text []byte, cfg Config) error {
+	want := strings.Join(CSVHeader(cfg), ",")
+	first, _, whole := bytes.Cut(text, []byte("\n"))
+	if !whole || string(first) != want {
+		got := string(first)
+		if len(got) > 200 {
+			got = got[:200] + "..."
+		}
+		return fmt.Errorf("exists with other columns than this sink writes (csv_estimate and csv_clusters change them): its first line is %q, want %q", got, want)
+	}
+	return nil
+}
+
+// arrowAppendOffset reads the IPC stream in f and returns the end of its
+// last whole record batch: a schema equal to scored.v1 must come first.
+func arrowAppendOffset(f *os.File, move string) (int64, error) {
+	cr := &countReader{r: bufio.NewReaderSize(f, 1<<20)}
+	mr := ipc.NewMessageReader(cr)
+	defer mr.Release()
+	msg, err := mr.Message()
+	if err != nil || msg.Type() != ipc.MessageSchema {
+		// A schema message a crash cut short is written over.
+		head := make([]byte, 64<<10)
+		n, _ := f.ReadAt(head, 0)
+		if st, err := f.Stat(); err == nil && st.Size() == int64(n) && bytes.HasPrefix(schemaStream(nil), head[:n]) {
+			return 0, nil
+		}
+		return 0, errors.New("exists but is not an Arrow IPC stream" + move)
+	}
+	r, err := ipc.NewReader(io.NewSectionReader(f, 0, cr.n)) // f's offset stays with cr
+	if err != nil {
+		return 0, fmt.Errorf("exists but its schema does not read (%v)%s", err, move)
+	}
+	same := r.Schema().Equal(schemas.Scored)
+	r.Release()
+	if !same {
+		return 0, errors.New("exists with another schema than scored.v1" + move)
+	}
+	end := cr.n
+	for {
+		msg, err := mr.Message()
+		if err != nil { // the end-of-stream marker, the end of the file, or a message cut short
+			return end, nil
+		}
+		if msg.Type() != ipc.MessageRecordBatch {
+			return 0, fmt.Errorf("exists and holds a %v message, which this sink does not write%s", msg.Type(), move)
+		}
+		end = cr.n
+	}
+}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// schemaStream is a scored.v1 IPC stream of no batches: the schema message
+// an ipc.Writer puts first, then the 8-byte end-of-stream marker.
+func schemaStream(mem memory.Allocator) []byte {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	var b bytes.Buffer
+	w := ipc.NewWriter(&b, ipc.WithSchema(schemas.Scored), ipc.WithAllocator(mem))
+	if err := w.Close(); err != nil {
+		panic(err) // writing to memory
+	}
+	return b.Bytes()
+}
+
+// schemaMessageBytes is the size of the schema message an ipc.Writer puts
+// first in a scored.v1 stream.
+func schemaMessageBytes(mem memory.Allocator) int64 { return int64(len(schemaStream(mem))) - 8 }
+
+// skipWriter drops the first skip bytes written through it.
+type skipWriter struct {
+	w    io.Writer
+	skip int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if s.skip > 0 {
+		d := min(s.skip, int64(len(p)))
+		s.skip -= d
+		p = p[d:]
+	}
+	if len(p) == 0 {
+		return n, nil
+	}
+	if _, err := s.w.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // Rows returns the number of rows Write accepted. In CSV that includes the
