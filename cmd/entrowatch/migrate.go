@@ -34,6 +34,14 @@ type chFlags struct {
 }
 
 func addClickHouseFlags(fs *flag.FlagSet) chFlags {
+	readHelp := "how long to wait for an answer of the server before giving up (the views over large tables can take minutes)"
+	readDefault := 5 * time.Minute
+	if fs.Name() == "entrowatch migrate" {
+		// clickhouse.Migrate waits at least this long: a migration may copy
+		// a large table.
+		readDefault = clickhouse.MigrateMinReadTimeout
+		readHelp = fmt.Sprintf("how long to wait for an answer of the server before giving up; at least %v, since a migration may copy a large table", clickhouse.MigrateMinReadTimeout)
+	}
 	return chFlags{
 		dsn:        fs.String("clickhouse", "", "ClickHouse DSN, clickhouse://[user@]host:9000[/database] (required)"),
 		database:   fs.String("database", "", "database (overrides the DSN's; default \"default\")"),
@@ -41,8 +49,7 @@ func addClickHouseFlags(fs *flag.FlagSet) chFlags {
 		tls:        fs.Bool("tls", false, "connect with TLS (as secure=true in the DSN)"),
 		skipVerify: fs.Bool("tls-skip-verify", false, "with TLS, do not verify the server certificate (tests only)"),
 		caFile:     fs.String("tls-ca", "", "PEM `file` of a private CA to trust (implies --tls)"),
-		readTimeout: fs.Duration("read-timeout", 5*time.Minute,
-			"how long to wait for an answer of the server before giving up (the views over large tables can take minutes)"),
+		readTimeout: fs.Duration("read-timeout", readDefault, readHelp),
 	}
 }
 

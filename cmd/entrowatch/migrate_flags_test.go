@@ -23,4 +23,10 @@ func TestClickHouseConnFlags(t *testing.T) {
 	out, errOut, _ := runCLI(t, "labels", "requests", "-h")
 	require.Contains(t, out+errOut, "-read-timeout")
 	require.Contains(t, out+errOut, "-tls-ca")
+	require.Contains(t, out+errOut, "(default 5m0s)")
+
+	// migrate's help gives the timeout it uses: a migration may copy a large
+	// table, so it waits at least 30 minutes (it said 5m, which it ignored).
+	out, errOut, _ = runCLI(t, "migrate", "-h")
+	require.Contains(t, out+errOut, "at least 30m0s, since a migration may copy a large table (default 30m0s)")
 }

@@ -965,7 +965,19 @@ func explainYAML(src []byte, err error) error {
 		}
 		line, _ := strconv.Atoi(sub[1])
 		msg := "line " + sub[1]
-		if key := yamlKeyAt(&root, line, ""); key != "" {
+		key := yamlKeyAt(&root, line, "")
+		if u := unknownField.FindStringSubmatch(sub[2]); u != nil {
+			if key == "" {
+				key = u[1]
+			}
+			msg += ": unknown key " + key
+			if near := nearestKey(key, u[1]); near != "" {
+				msg += " (did you mean " + strings.TrimSuffix(key, u[1]) + near + "?)"
+			}
+			msgs = append(msgs, msg)
+			continue
+		}
+		if key != "" {
 			msg += ", " + key
 		}
 		msg += ": " + sub[2]
@@ -980,6 +992,59 @@ func explainYAML(src []byte, err error) error {
 		msgs = append(msgs, msg)
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// unknownField matches yaml's error for a key that the config does not have.
+var unknownField = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+
+// nearestKey returns the config key next to the unknown one at the dotted
+// path key that is closest to name in spelling (at most a third of its
+// letters changed), or "".
+func nearestKey(key, name string) string {
+	b, err := yaml.Marshal(defaultRunConfig())
+	if err != nil {
+		return ""
+	}
+	var tree map[string]any
+	if yaml.Unmarshal(b, &tree) != nil {
+		return ""
+	}
+	parts := strings.Split(key, ".")
+	for _, p := range parts[:len(parts)-1] {
+		sub, ok := tree[p].(map[string]any)
+		if !ok {
+			return ""
+		}
+		tree = sub
+	}
+	best, bestD := "", len(name)/3+1
+	for k := range tree {
+		if d := editDistance(k, name); d < bestD || (d == bestD && best != "" && k < best) {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // yamlKeyAt returns the dotted key whose value starts at line, or "".

@@ -21,6 +21,21 @@ func TestRunConfigTypeErrors(t *testing.T) {
 	require.Error(t, err)
 }
 
+// TestRunConfigUnknownKeys: a misspelt key is named with its section and
+// the key it was probably meant to be; yaml alone said "field estimater not
+// found in type main.runConfig".
+func TestRunConfigUnknownKeys(t *testing.T) {
+	dir := t.TempDir()
+	env := func(string) string { return "" }
+	_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nestimater: x.json\nfile:\n  csv_estimat: true\nstream:\n  bogus: 1\n"), env)
+	require.ErrorContains(t, err, "line 2: unknown key estimater (did you mean estimator?)")
+	require.ErrorContains(t, err, "line 4: unknown key file.csv_estimat (did you mean file.csv_estimate?)")
+	require.ErrorContains(t, err, "line 6: unknown key stream.bogus (see deploy/entrowatch.yaml for the keys)")
+	require.NotContains(t, err.Error(), "main.runConfig")
+	require.Equal(t, 0, editDistance("kafka", "kafka"))
+	require.Equal(t, 3, editDistance("kitten", "sitting"))
+}
+
 // TestRunConfigListenAddrs: bad listen addresses are config errors naming
 // the key, found before anything starts (the ingest server reported
 // "address 99999: invalid port" without the key).

@@ -118,6 +118,10 @@ type MigrateResult struct {
 	Version  uint32   // newest applied version after the run
 }
 
+// MigrateMinReadTimeout is the least read timeout Migrate uses, whatever
+// cfg says: a migration may copy a large table (009).
+const MigrateMinReadTimeout = 30 * time.Minute
+
 // Migrate creates the database of cfg when missing and applies the pending
 // migrations in order, recording each in {db}.schema_migrations and each
 // statement of one in {db}.schema_migration_steps, so that a migration that
@@ -127,7 +131,7 @@ type MigrateResult struct {
 func Migrate(ctx context.Context, cfg Config, log *slog.Logger) (MigrateResult, error) {
 	// A migration may copy a large table (009): the read timeout that turns
 	// a hung server into an error must not cut it short.
-	cfg.ReadTimeout = max(cfg.ReadTimeout, 30*time.Minute)
+	cfg.ReadTimeout = max(cfg.ReadTimeout, MigrateMinReadTimeout)
 	conn, db, err := openServer(ctx, cfg)
 	if err != nil {
 		return MigrateResult{}, err
