@@ -43,12 +43,12 @@ func addClickHouseFlags(fs *flag.FlagSet) chFlags {
 		readHelp = fmt.Sprintf("how long to wait for an answer of the server before giving up; at least %v, since a migration may copy a large table", clickhouse.MigrateMinReadTimeout)
 	}
 	return chFlags{
-		dsn:        fs.String("clickhouse", "", "ClickHouse DSN, clickhouse://[user@]host:9000[/database] (required)"),
-		database:   fs.String("database", "", "database (overrides the DSN's; default \"default\")"),
-		user:       fs.String("user", "", "user (overrides the DSN's); password from $ENTROWATCH_CLICKHOUSE_PASSWORD"),
-		tls:        fs.Bool("tls", false, "connect with TLS (as secure=true in the DSN)"),
-		skipVerify: fs.Bool("tls-skip-verify", false, "with TLS, do not verify the server certificate (tests only)"),
-		caFile:     fs.String("tls-ca", "", "PEM `file` of a private CA to trust (implies --tls)"),
+		dsn:         fs.String("clickhouse", "", "ClickHouse DSN, clickhouse://[user@]host:9000[/database] (required)"),
+		database:    fs.String("database", "", "database (overrides the DSN's; default \"default\")"),
+		user:        fs.String("user", "", "user (overrides the DSN's); password from $ENTROWATCH_CLICKHOUSE_PASSWORD"),
+		tls:         fs.Bool("tls", false, "connect with TLS (as secure=true in the DSN)"),
+		skipVerify:  fs.Bool("tls-skip-verify", false, "with TLS, do not verify the server certificate (tests only)"),
+		caFile:      fs.String("tls-ca", "", "PEM `file` of a private CA to trust (implies --tls)"),
 		readTimeout: fs.Duration("read-timeout", readDefault, readHelp),
 	}
 }
