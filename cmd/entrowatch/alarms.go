@@ -72,6 +72,9 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := dc.Validate(); err != nil {
 		return err
 	}
+	if err := checkSchema(ctx, cfg); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := clickhouse.NewDispatcher(ctx, cfg, dc, log)
 	if err != nil {
@@ -123,9 +126,12 @@ func listAlarms(ctx context.Context, cfg clickhouse.Config, stdout io.Writer) er
 		return err
 	}
 	defer conn.Close()
+	if err := clickhouse.CheckSchema(ctx, conn, cfg.DatabaseName()); err != nil {
+		return err
+	}
 	cs, err := clickhouse.CurrentAlarms(ctx, conn, cfg.DatabaseName())
 	if err != nil {
-		return fmt.Errorf("%w (did you run entrowatch migrate?)", err)
+		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tMODEL\tDOMAIN\tFEATURE\tWINDOW\tVALUE\tBASELINE\tSTATISTIC\tTHRESHOLD\tN")
@@ -141,4 +147,15 @@ func listAlarms(ctx context.Context, cfg clickhouse.Config, stdout io.Writer) er
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d alarms firing\n", firing)
 	return nil
+}
+
+// checkSchema connects to cfg's server and checks its database holds this
+// build's migrations (clickhouse.CheckSchema).
+func checkSchema(ctx context.Context, cfg clickhouse.Config) error {
+	conn, err := clickhouse.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return clickhouse.CheckSchema(ctx, conn, cfg.DatabaseName())
 }

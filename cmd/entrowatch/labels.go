@@ -128,6 +128,10 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
+	if err := clickhouse.CheckSchema(ctx, conn, cfg.DatabaseName()); err != nil {
+		conn.Close()
+		return err
+	}
 	defer conn.Close()
 	db := cfg.DatabaseName()
 	kcfg := kf.config(*brokers, "entrowatch-labels")
@@ -262,6 +266,10 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	conn, err := clickhouse.Open(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := clickhouse.CheckSchema(ctx, conn, cfg.DatabaseName()); err != nil {
+		conn.Close()
 		return err
 	}
 	defer conn.Close()

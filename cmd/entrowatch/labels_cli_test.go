@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -182,4 +183,53 @@ func migratedServer(t *testing.T) string {
 	_, stderr, code := runCLI(t, "migrate", "--clickhouse", srv.DSN())
 	require.Equal(t, 0, code, stderr)
 	return srv.DSN()
+}
+
+// TestCommandsNeedMigratedSchema: labels and alarms against a database
+// without the entrowatch schema, or behind this build's migrations, say to
+// run entrowatch migrate; labels said only "Database nodb doesn't exist".
+func TestCommandsNeedMigratedSchema(t *testing.T) {
+	dsn := migratedServer(t)
+	noDB := strings.TrimSuffix(dsn, "/default") + "/nodb"
+	require.NotEqual(t, dsn, noDB, dsn)
+	file := filepath.Join(t.TempDir(), "labels.csv")
+	require.NoError(t, os.WriteFile(file, []byte("trace_id,correct\nx,1\n"), 0o644))
+	for _, args := range [][]string{
+		{"labels", "requests", "--clickhouse", noDB, "--out", filepath.Join(t.TempDir(), "r.csv")},
+		{"labels", "import", "--clickhouse", noDB, "--in", file},
+		{"alarms", "--clickhouse", noDB, "--list"},
+		{"alarms", "--clickhouse", noDB, "--once", "--webhook", "http://127.0.0.1:1/"},
+	} {
+		_, stderr, code := runCLI(t, args...)
+		require.Equal(t, 1, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "database nodb has no entrowatch tables", args)
+		require.Contains(t, stderr, "run entrowatch migrate --clickhouse DSN first", args)
+	}
+
+	// A database migrated by an older build: the newest migration missing.
+	ctx := context.Background()
+	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn})
+	require.NoError(t, err)
+	defer conn.Close()
+	ms, err := clickhouse.Migrations()
+	require.NoError(t, err)
+	last := ms[len(ms)-1]
+	require.NoError(t, conn.Exec(ctx, fmt.Sprintf("ALTER TABLE default.schema_migrations DELETE WHERE version = %d", last.Version)))
+	deadline := time.Now().Add(30 * time.Second) // mutations run in the background
+	for {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM default.schema_migrations WHERE version = %d", last.Version)).Scan(&n))
+		if n == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the delete never ran")
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, stderr, code := runCLI(t, "labels", "import", "--clickhouse", dsn, "--in", file)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, fmt.Sprintf("is at migration %d and this build needs %d", last.Version-1, last.Version))
+	_, stderr, code = runCLI(t, "migrate", "--clickhouse", dsn)
+	require.Equal(t, 0, code, stderr)
+	_, stderr, code = runCLI(t, "labels", "import", "--clickhouse", dsn, "--in", file)
+	require.Equal(t, 0, code, stderr)
 }

@@ -218,6 +218,9 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 		if errors.As(err, &ex) {
 			// The server answered (wrong password, unknown database): it
 			// runs and the address is right; its message says what is wrong.
+			if ex.Code == 81 { // UNKNOWN_DATABASE
+				return nil, fmt.Errorf("clickhouse: %v: database %s has no entrowatch tables (%w): %w --clickhouse DSN first (it creates the database)", o.Addr, o.Auth.Database, err, ErrNotMigrated)
+			}
 			return nil, fmt.Errorf("clickhouse: %v (database %s): %w", o.Addr, o.Auth.Database, err)
 		}
 		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; %s", o.Addr, o.Auth.Database, err, pingAdvice(c.DSN))

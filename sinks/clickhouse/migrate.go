@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	chsql "github.com/entrowatch/entrowatch/deploy/clickhouse"
 )
@@ -116,6 +118,39 @@ type MigrateResult struct {
 	Database string
 	Applied  []string // names applied by this run
 	Version  uint32   // newest applied version after the run
+}
+
+// ErrNotMigrated is wrapped by CheckSchema's error for a database that
+// lacks migrations of this build.
+var ErrNotMigrated = errors.New("run entrowatch migrate")
+
+// CheckSchema reports whether db holds every migration of this build, for
+// the commands that read its views and tables: a database or schema that is
+// missing, or one migrated by an older build, gives an error wrapping
+// ErrNotMigrated that says so. A database a newer build migrated passes.
+func CheckSchema(ctx context.Context, conn driver.Conn, db string) error {
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	var applied uint32
+	var n uint64
+	err = conn.QueryRow(ctx, "SELECT toUInt32(max(version)), count() FROM "+db+".schema_migrations").Scan(&applied, &n)
+	var ex *proto.Exception
+	if errors.As(err, &ex) && (ex.Code == 60 || ex.Code == 81) { // UNKNOWN_TABLE, UNKNOWN_DATABASE
+		return fmt.Errorf("database %s has no entrowatch tables (%s): %w --clickhouse DSN first", db, ex.Message, ErrNotMigrated)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the migrations applied to %s: %w", db, err)
+	}
+	want := ms[len(ms)-1].Version
+	if n == 0 {
+		return fmt.Errorf("database %s has no entrowatch migration applied: %w --clickhouse DSN first", db, ErrNotMigrated)
+	}
+	if applied < want {
+		return fmt.Errorf("database %s is at migration %d and this build needs %d (%s): %w --clickhouse DSN to apply the rest", db, applied, want, ms[len(ms)-1].Name, ErrNotMigrated)
+	}
+	return nil
 }
 
 // MigrateMinReadTimeout is the least read timeout Migrate uses, whatever
