@@ -42,6 +42,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -616,6 +617,10 @@ func peekID(line []byte) string {
 	return ""
 }
 
+// artifactFormat matches the start of an artifact entrowatch writes (train,
+// cluster fit), capturing its format.
+var artifactFormat = regexp.MustCompile(`^\s*\{\s*"format"\s*:\s*"(entrowatch\.[a-z]+\.v[0-9]+)"`)
+
 // Open opens a file for NewReader, decompressing gzip (by content, not name)
 // and turning a JSON array or pretty-printed objects into JSON Lines. "-" is
 // standard input.
@@ -639,6 +644,15 @@ func Open(path string) (io.ReadCloser, error) {
 		}
 	}
 	br := bufio.NewReaderSize(f, 1<<20)
+	head, _ := br.Peek(512)
+	if m := artifactFormat.FindSubmatch(head); m != nil {
+		f.Close()
+		flag := "--estimator"
+		if bytes.Contains(m[1], []byte(".clusters.")) {
+			flag = "--clusters"
+		}
+		return nil, fmt.Errorf("%s is an entrowatch artifact (format %s), not responses: give it with %s, and responses with --in", path, m[1], flag)
+	}
 	magic, _ := br.Peek(2)
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)

@@ -257,6 +257,14 @@ func TestOpenDetectsGzip(t *testing.T) {
 	require.NoError(t, os.WriteFile(table, []byte("model,domain,correct\n"), 0o644))
 	_, err = ingest.Open(table)
 	require.ErrorContains(t, err, "is a table, not responses")
+	// An artifact given as input says which flag takes it (it was one
+	// malformed_json line: no "choices").
+	for format, flag := range map[string]string{"entrowatch.estimator.v1": "--estimator", "entrowatch.clusters.v2": "--clusters"} {
+		art := filepath.Join(dir, "artifact.json")
+		require.NoError(t, os.WriteFile(art, []byte("{\n \"format\": \""+format+"\",\n \"version\": \"sha256:0\"\n}\n"), 0o644))
+		_, err = ingest.Open(art)
+		require.ErrorContains(t, err, "is an entrowatch artifact (format "+format+"), not responses: give it with "+flag)
+	}
 	// A truncated gzip file says so instead of a bare "unexpected EOF".
 	var big bytes.Buffer
 	zw = gzip.NewWriter(&big)
