@@ -233,3 +233,29 @@ func TestCommandsNeedMigratedSchema(t *testing.T) {
 	_, stderr, code = runCLI(t, "labels", "import", "--clickhouse", dsn, "--in", file)
 	require.Equal(t, 0, code, stderr)
 }
+
+// TestManagedServerHTTPPort: the managed server logs its tcp_port and its
+// http_port on one line; a DSN with the HTTP port only timed out ("is the
+// server running and the DSN right?"), and an http:// DSN with it was
+// answered with a native DSN that kept the HTTP port.
+func TestManagedServerHTTPPort(t *testing.T) {
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	lc := clickhouse.DefaultLocalConfig()
+	lc.Dir = t.TempDir()
+	srv, err := clickhouse.StartLocal(context.Background(), lc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Stop() })
+	addr := fmt.Sprintf("127.0.0.1:%d", srv.HTTPPort())
+
+	_, stderr, code := runCLI(t, "alarms", "--list", "--read-timeout", "2s", "--clickhouse", "clickhouse://"+addr+"/default")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, addr+" answers ClickHouse's HTTP /ping: it is the server's HTTP port")
+	require.Contains(t, stderr, "give the server's tcp_port")
+
+	_, stderr, code = runCLI(t, "alarms", "--list", "--clickhouse", "http://"+addr+"/default")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "give clickhouse://127.0.0.1:9000/default")
+	require.NotContains(t, stderr, "give clickhouse://"+addr)
+}

@@ -17,7 +17,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"regexp"
@@ -223,7 +225,7 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 			}
 			return nil, fmt.Errorf("clickhouse: %v (database %s): %w", o.Addr, o.Auth.Database, err)
 		}
-		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; %s", o.Addr, o.Auth.Database, err, pingAdvice(c.DSN))
+		return nil, fmt.Errorf("clickhouse: ping %v (database %s): %w; %s", o.Addr, o.Auth.Database, err, pingAdvice(ctx, c.DSN, o.Addr))
 	}
 	return conn, nil
 }
@@ -246,7 +248,7 @@ func openServer(ctx context.Context, c Config) (driver.Conn, string, error) {
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, "", fmt.Errorf("clickhouse: ping %v: %w; %s", o.Addr, err, pingAdvice(c.DSN))
+		return nil, "", fmt.Errorf("clickhouse: ping %v: %w; %s", o.Addr, err, pingAdvice(ctx, c.DSN, o.Addr))
 	}
 	return conn, db, nil
 }
@@ -296,11 +298,37 @@ func hintSuffix(dsn string) string {
 }
 
 // pingAdvice says what to check when the server does not answer a ping.
-func pingAdvice(dsn string) string {
+// An address whose port answers ClickHouse's HTTP /ping is an HTTP port
+// given for the native one (the managed server logs both): a native
+// handshake with it only times out.
+func pingAdvice(ctx context.Context, dsn string, addrs []string) string {
 	if h := protocolHint(dsn); h != "" {
 		return h
 	}
+	for _, a := range addrs {
+		if answersHTTPPing(ctx, a) {
+			return fmt.Sprintf("%s answers ClickHouse's HTTP /ping: it is the server's HTTP port, and entrowatch speaks the native protocol: give the server's tcp_port (9000 by default; `entrowatch run` logs it as tcp_port and in query_with)", a)
+		}
+	}
 	return "is the server running and the DSN right?"
+}
+
+// answersHTTPPing reports whether addr answers GET /ping with ClickHouse's
+// "Ok." within a second.
+func answersHTTPPing(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/ping", nil)
+	if err != nil {
+		return false
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 16))
+	return res.StatusCode == http.StatusOK && strings.TrimSpace(string(b)) == "Ok."
 }
 
 // nativeDSN rewrites u as a native-protocol DSN: scheme clickhouse, an HTTP
@@ -313,7 +341,9 @@ func nativeDSN(u *url.URL, tls bool) string {
 	}
 	if p, ok := httpPorts[port]; ok {
 		port = p
-	} else if port == "" {
+	} else if port == "" || u.Scheme == "http" || u.Scheme == "https" {
+		// Another port of the HTTP interface says nothing of the native
+		// one: the default is the best guess.
 		port = "9000"
 		if tls {
 			port = "9440"
