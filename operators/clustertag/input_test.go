@@ -88,6 +88,11 @@ func TestTinyInputs(t *testing.T) {
 	cfg.K = 3
 	_, err = Fit(context.Background(), []string{"court judge", "court judge", "planet orbit", "planet orbit"}, cfg, nil)
 	require.ErrorContains(t, err, "k=3 is more than the 2 distinct prompts")
+	// Only what can be fitted is suggested: --k auto cannot choose among
+	// 2 points, and 2 points do not leave 5 per cluster.
+	require.ErrorContains(t, err, ": give a k of at most 2")
+	require.NotContains(t, err.Error(), "--k auto")
+	require.NotContains(t, err.Error(), "distinct per cluster")
 	// Same terms after vectorising count as one.
 	cfg.K = 4
 	_, err = Fit(context.Background(), []string{"court judge", "Court, judge!", "court judge", "planet orbit", "planet orbit", "recipe oven", "recipe oven"}, cfg, nil)

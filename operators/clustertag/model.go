@@ -268,7 +268,11 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 	// "world", "hello" is one point, "world" having no term in 2 prompts),
 	// so that the k it suggests can be fitted.
 	if values < 2 || cfg.K > values || hint != "" {
-		if err := checkK(cfg, values, "prompts", hint); err != nil {
+		what := "prompts"
+		if values >= 2 && cfg.K > values {
+			what = "prompts (counted as written; after vectorising, prompts with the same vocabulary terms count as one)"
+		}
+		if err := checkK(cfg, values, what, hint); err != nil {
 			return nil, err
 		}
 	}

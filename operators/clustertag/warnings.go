@@ -70,8 +70,18 @@ func checkK(cfg FitConfig, d int, what, hint string) error {
 		return errors.New(msg)
 	}
 	if cfg.K > d {
-		return fmt.Errorf("%s: give --k auto (k in [%d, %d] by %s), or a k of at most %d (%d distinct per cluster)",
-			msg, cfg.KMin, cfg.KMax, cfg.Criterion, suggestK(d), minPerCluster)
+		// Offer only what can be fitted: --k auto needs d-1 >= KMin.
+		var ways []string
+		if d-1 >= cfg.KMin {
+			ways = append(ways, fmt.Sprintf("--k auto (k in [%d, %d] by %s)", cfg.KMin, cfg.KMax, cfg.Criterion))
+		}
+		k := suggestK(d)
+		if d >= 2*minPerCluster {
+			ways = append(ways, fmt.Sprintf("a k of at most %d (%d distinct per cluster)", k, minPerCluster))
+		} else {
+			ways = append(ways, fmt.Sprintf("a k of at most %d", k))
+		}
+		return fmt.Errorf("%s: give %s", msg, strings.Join(ways, ", or "))
 	}
 	return fmt.Errorf("%s: give k explicitly (--k N, N <= %d)", msg, d)
 }
