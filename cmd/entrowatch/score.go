@@ -30,7 +30,7 @@ import (
 	"github.com/entrowatch/entrowatch/streams/ipc"
 )
 
-const scoreSynopsis = `--in PATH --out PATH [--estimator FILE] [--clusters FILE [--domain-from W]] [--strict] [--max-steps N] [--rejects FILE]
+const scoreSynopsis = `--in PATH --out PATH [--estimator FILE] [--clusters FILE [--domain-from W]] [--strict] [--max-steps N] [--rejects FILE] [--quiet]
 
 Scores LLM responses offline: per response, the entropy profile, the white-box
 baselines and, with --estimator, P(correct).
