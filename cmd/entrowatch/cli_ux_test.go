@@ -4,10 +4,12 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -224,6 +226,21 @@ func TestParseKs(t *testing.T) {
 		_, err := parseKs(in)
 		require.Error(t, err, in)
 	}
+	// The largest int: k++ wrapped past it and the range never ended.
+	done := make(chan []int, 1)
+	go func() {
+		ks, _ := parseKs("9223372036854775807")
+		done <- ks
+	}()
+	select {
+	case ks := <-done:
+		require.Equal(t, []int{math.MaxInt}, ks)
+	case <-time.After(10 * time.Second): // a guard against hanging, not a speed assertion
+		t.Fatal("parseKs(MaxInt) did not return")
+	}
+	ks, err := parseKs("9223372036854775806..9223372036854775807")
+	require.NoError(t, err)
+	require.Equal(t, []int{math.MaxInt - 1}, ks, "a range starting above maxK yields its start only")
 }
 
 func TestCountsText(t *testing.T) {

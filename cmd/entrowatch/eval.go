@@ -165,8 +165,13 @@ func parseKs(s string) ([]int, error) {
 				return nil, bad
 			}
 		}
-		for k := a; k <= min(b, max(a, maxK)); k++ {
+		// Stop at the end rather than after it: k++ past math.MaxInt
+		// wraps, and "--k 9223372036854775807" looped until memory ran out.
+		for k, end := a, min(b, max(a, maxK)); ; k++ {
 			ks = append(ks, k)
+			if k >= end {
+				break
+			}
 		}
 	}
 	slices.Sort(ks)

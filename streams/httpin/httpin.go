@@ -119,6 +119,13 @@ func DefaultConfig() Config {
 	}
 }
 
+// The upper bounds of MaxBodyBytes and MaxInFlight keep their product, the
+// body budget, far from overflowing int64.
+const (
+	maxBodyBytesLimit = 1 << 30
+	maxInFlightLimit  = 4096
+)
+
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	switch {
@@ -126,10 +133,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("http.path %q: want an absolute URL path like /v1/responses", c.Path)
 	case c.LabelsTopic != "" && (!strings.HasPrefix(c.LabelsPath, "/") || c.LabelsPath == c.Path):
 		return fmt.Errorf("http.labels_path %q: want an absolute URL path like /v1/labels, other than http.path", c.LabelsPath)
-	case c.MaxBodyBytes < 1024:
-		return fmt.Errorf("http.max_body_bytes %d: want >= 1024", c.MaxBodyBytes)
-	case c.MaxInFlight < 1:
-		return fmt.Errorf("http.max_in_flight %d: want >= 1", c.MaxInFlight)
+	case c.MaxBodyBytes < 1024 || c.MaxBodyBytes > maxBodyBytesLimit:
+		return fmt.Errorf("http.max_body_bytes %d: want 1024 to %d (1 GiB); a body is held in memory whole, about 3.5 times over while decoded", c.MaxBodyBytes, int64(maxBodyBytesLimit))
+	case c.MaxInFlight < 1 || c.MaxInFlight > maxInFlightLimit:
+		return fmt.Errorf("http.max_in_flight %d: want 1 to %d", c.MaxInFlight, maxInFlightLimit)
 	case c.MaxConnections < c.MaxInFlight:
 		return fmt.Errorf("http.max_connections %d: want >= http.max_in_flight (%d)", c.MaxConnections, c.MaxInFlight)
 	case c.QueueWait < 0:

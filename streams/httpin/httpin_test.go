@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -574,6 +575,20 @@ func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
 	c.Path = "v1"
 	require.ErrorContains(t, c.Validate(), "http.path")
+	// Sizes whose product, the body budget, overflowed int64: the endpoint
+	// panicked at start ("semaphore: size < 0") after the config passed.
+	c = DefaultConfig()
+	c.MaxBodyBytes = math.MaxInt64
+	require.ErrorContains(t, c.Validate(), "http.max_body_bytes 9223372036854775807: want 1024 to 1073741824")
+	c = DefaultConfig()
+	c.MaxInFlight = math.MaxInt
+	require.ErrorContains(t, c.Validate(), "http.max_in_flight")
+	c = DefaultConfig()
+	c.MaxBodyBytes, c.MaxInFlight, c.MaxConnections = maxBodyBytesLimit, maxInFlightLimit, maxInFlightLimit
+	c.LabelsTopic = ""
+	require.NoError(t, c.Validate())
+	_, err := New(c, ingest.DefaultConfig(), nil, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err, "the largest sizes allowed start")
 }
 
 // Labels posted to /v1/labels reach the labels topic in the form
