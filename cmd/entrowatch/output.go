@@ -16,6 +16,17 @@ func sameFile(a, b string) bool {
 	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
+// samePath reports whether a and b name the same path once made absolute
+// (the files need not exist yet); "-" is never the same as anything.
+func samePath(a, b string) bool {
+	if a == "-" || b == "-" || a == "" || b == "" {
+		return false
+	}
+	aa, err1 := filepath.Abs(a)
+	ab, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == ab
+}
+
 // atomicPath returns a temporary path next to path to write to, and a commit
 // function that renames it into place (ok) or removes it (not ok); "-" is
 // written directly. Output that appears only complete never leaves a

@@ -76,7 +76,7 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.clusters, "clusters", "", "topic-cluster artifact (entrowatch cluster fit) to add cluster_id, cluster_label")
 	fs.StringVar(&o.domainFrom, "domain-from", clustertag.DomainFromCallerElseCluster,
 		"with --clusters, the domain written: caller (as given), cluster (the cluster label) or caller_else_cluster (the label where the caller gave none)")
-	fs.StringVar(&o.rejects, "rejects", "", "write rejected responses as JSON Lines (line, id, reason, detail) to this file")
+	fs.StringVar(&o.rejects, "rejects", "", "write rejected responses as JSON Lines (line, id, reason, detail) to this file (\"-\": standard output, when --out is a file)")
 	fs.BoolVar(&o.strict, "strict", false, "stop at the first rejected response with an error")
 	fs.IntVar(&o.maxSteps, "max-steps", profile.DefaultConfig().MaxSteps, "longest trajectory accepted; longer ones are rejected as too_long")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line, no rejection lines; the summary only")
@@ -156,6 +156,14 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 			return fmt.Errorf("%s %s is the input file: writing it would destroy the responses being read", p.flag, p.path)
 		}
 	}
+	if o.rejects != "" {
+		switch {
+		case o.rejects == "-" && o.out == "-":
+			return errors.New("--rejects - and --out - would both write to standard output; give --rejects a file")
+		case o.rejects != "-" && (samePath(o.rejects, o.out) || sameFile(o.rejects, o.out)):
+			return fmt.Errorf("--rejects %s is the --out file: the scored rows would replace the rejects (or the other way round); give two files", o.rejects)
+		}
+	}
 	src, err := openScoreSource(o.in, o.maxSteps, mem)
 	if err != nil {
 		return err
@@ -195,7 +203,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 		}
 		return sink.Close(ctx)
 	}
-	rep, err := newRejectReport(o, stderr)
+	rep, err := newRejectReport(o, stdout, stderr)
 	if err != nil {
 		closeSink()
 		commit(false)
@@ -696,7 +704,7 @@ type rejectReport struct {
 	strict   bool
 	quiet    bool
 	w        io.Writer
-	f        *os.File
+	f        io.WriteCloser // --rejects; nil without it
 	byReason map[string]int64
 	total    int64
 	// fromSource counts responses the reader rejected before scoring
@@ -705,9 +713,13 @@ type rejectReport struct {
 	seen       map[string]bool // trace_id+reason already reported by profile
 }
 
-func newRejectReport(o scoreOptions, stderr io.Writer) (*rejectReport, error) {
+func newRejectReport(o scoreOptions, stdout, stderr io.Writer) (*rejectReport, error) {
 	r := &rejectReport{strict: o.strict, quiet: o.quiet, w: stderr, byReason: map[string]int64{}, seen: map[string]bool{}}
-	if o.rejects != "" {
+	switch o.rejects {
+	case "":
+	case "-":
+		r.f = nopCloser{stdout}
+	default:
 		f, err := os.Create(o.rejects)
 		if err != nil {
 			return nil, fmt.Errorf("--rejects: %w", err)
@@ -798,3 +810,8 @@ func (p *progress) update(read, written, rejected int64) {
 	rate := float64(read) / now.Sub(p.start).Seconds()
 	fmt.Fprintf(p.w, "progress: %d responses read, %d written, %d rejected (%.0f responses/s)\n", read, written, rejected, rate)
 }
+
+// nopCloser is standard output as the --rejects file: Close leaves it open.
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

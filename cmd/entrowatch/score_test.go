@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"io"
 	"math"
 	"os"
@@ -561,4 +562,44 @@ func TestScoreFallbackSummary(t *testing.T) {
 	require.Contains(t, stderr, "estimator: 33 rows of model other-llm scored by the fallback, the pooled model (*): "+
 		"entrowatch train left other-llm out: too few labelled rows: 3 rows (")
 	require.Contains(t, stderr, "under the minimum of 20 rows and 2 correct; to give it a model of its own, add labelled rows of it and retrain\n")
+}
+
+// TestScoreRejectsPaths: --rejects naming the --out file lost every reject
+// without a word (the summary counted 16, the file held the 7 scored rows),
+// and --rejects - created a file named "-". Now the first is refused and
+// "-" is standard output, refused when --out is standard output too.
+func TestScoreRejectsPaths(t *testing.T) {
+	dir := t.TempDir()
+	in := fixtures + "invalid.jsonl"
+	same := filepath.Join(dir, "same.csv")
+	_, stderr, code := runCLI(t, "score", "--in", in, "--out", same, "--rejects", same)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "--rejects "+same+" is the --out file")
+	require.NoFileExists(t, same)
+	// The same file written two ways is the same file.
+	_, stderr, code = runCLI(t, "score", "--in", in, "--out", same, "--rejects", filepath.Join(dir, ".", "same.csv"))
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "is the --out file")
+
+	_, stderr, code = runCLI(t, "score", "--in", in, "--out", "-", "--rejects", "-")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "would both write to standard output")
+
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	t.Chdir(dir)
+	stdout, stderr, code := runCLI(t, "score", "--in", filepath.Join(wd, in), "--out", filepath.Join(dir, "out.csv"), "--rejects", "-")
+	require.NotEqual(t, 2, code, stderr)
+	require.NoFileExists(t, filepath.Join(dir, "-"))
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	require.NotEmpty(t, lines)
+	for _, l := range lines {
+		var rj struct {
+			Line   int    `json:"line"`
+			Reason string `json:"reason"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(l), &rj), l)
+		require.NotEmpty(t, rj.Reason, l)
+	}
+	require.Contains(t, stderr, strconv.Itoa(len(lines))+" rejected")
 }
