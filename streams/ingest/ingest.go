@@ -576,6 +576,15 @@ func jsonError(err error) error {
 			return fmt.Errorf("got JSON %s, want a response object: each line (or element of a JSON array) must be one "+
 				"OpenAI-compatible response object {\"id\": ..., \"choices\": [...]}", te.Value)
 		}
+		if te.Type == reflect.TypeFor[json.Number]() {
+			// Only created and created_at are numbers kept as text; the
+			// decoder does not always say which.
+			f := te.Field
+			if f == "" {
+				f = "created"
+			}
+			return fmt.Errorf("field %s: got JSON %s, want a number: Unix seconds (or milliseconds), e.g. 1760000000", f, te.Value)
+		}
 		return fmt.Errorf("field %s: got JSON %s, want %s", te.Field, te.Value, jsonKind(te.Type))
 	}
 	return err

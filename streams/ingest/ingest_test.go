@@ -562,6 +562,29 @@ func TestCreated(t *testing.T) {
 	}
 }
 
+// TestCreatedWrongType: a "created" that is not a number names the field
+// and says what it takes; it said "field : got JSON string "yesterday",
+// want a string".
+func TestCreatedWrongType(t *testing.T) {
+	for _, tc := range []struct{ field, value, got string }{
+		{"created", `"yesterday"`, `string "yesterday"`},
+		{"created", "true", "bool"},
+		{"created", "[1]", "array"},
+	} {
+		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		line := strings.Replace(chat, `"created":1760000000`, `"`+tc.field+`":`+tc.value, 1)
+		require.NotEqual(t, chat, line)
+		r := ingest.NewReader(strings.NewReader(line), ingest.DefaultConfig(), mem)
+		_, err := r.Next()
+		require.ErrorIs(t, err, io.EOF)
+		require.Len(t, r.Rejects(), 1)
+		require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects()[0].Reason)
+		require.EqualError(t, r.Rejects()[0].Err, "field "+tc.field+": got JSON "+tc.got+", want a number: Unix seconds (or milliseconds), e.g. 1760000000")
+		r.Release()
+		mem.AssertSize(t, 0)
+	}
+}
+
 // TestRejectsPerNextBounded: a long run of rejected lines does not pile up
 // in one Next call (memory bounded by the cap, not the input); the rows after
 // it and every reject still come out.
