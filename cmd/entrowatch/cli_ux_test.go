@@ -268,4 +268,14 @@ func TestIngestNothingReadable(t *testing.T) {
 	_, errs, code = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1")
 	require.Equal(t, 1, code, errs)
 	require.Contains(t, errs, "the input holds no responses")
+
+	// --rate NaN passed as "no pacing"; +Inf too.
+	for _, r := range []string{"NaN", "+Inf", "-1"} {
+		_, errs, code = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", "--rate", r)
+		require.Equal(t, 1, code, errs)
+		require.Contains(t, errs, "want a positive number of responses per second", r)
+	}
+	// Responses produced to the dead-letter topic are never scored.
+	_, errs, _ = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", "--topic", "traces.dead")
+	require.Contains(t, errs, "--topic traces.dead looks like a dead-letter topic")
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -57,8 +59,11 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return errUsage
 	}
-	if *rate < 0 {
+	if !(*rate >= 0) || math.IsInf(*rate, 1) { // NaN too
 		return fmt.Errorf("--rate %v: want a positive number of responses per second, or 0 for no pacing", *rate)
+	}
+	if strings.HasSuffix(*topic, ".dead") {
+		fmt.Fprintf(stderr, "ingest: warning: --topic %s looks like a dead-letter topic (run's dead_letter.topic is <source topic>.dead): responses produced there are not scored; to send dead letters back, use entrowatch deadletters --requeue\n", *topic)
 	}
 	conn := kf.config(*brokers, "entrowatch-ingest")
 	icfg := ingest.DefaultConfig()
