@@ -94,6 +94,10 @@ func Compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	return compute(c, chosen, offs, values)
 }
 
+// MaxAlternatives is the most alternatives a step may have: the top 20, and
+// the sampled token that vLLM appends when it is not among them.
+const MaxAlternatives = 21
+
 // compute is Compute for offsets known to lie within values.
 func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Profile, *Reject) {
 	var p Profile
@@ -105,6 +109,14 @@ func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 		return p, &Reject{schemas.ReasonTooLong, fmt.Sprintf("%d steps, more than the maximum %d", n, c.maxSteps)}
 	case len(offs) != n+1:
 		return p, &Reject{schemas.ReasonMismatch, fmt.Sprintf("%d chosen-token logprobs but %d steps of top_logprobs", n, len(offs)-1)}
+	}
+	// The profile is defined on the top-20 alternatives (21 when vLLM
+	// appends the sampled token): an entropy over 50 or 100,000 is another
+	// quantity, and the estimator would read it as a very uncertain answer.
+	for t := range n {
+		if k := offs[t+1] - offs[t]; k > MaxAlternatives {
+			return p, &Reject{schemas.ReasonTooLong, fmt.Sprintf("step %d has %d alternatives, more than the %d the profile is defined on (request top_logprobs=20)", t+1, k, MaxAlternatives)}
+		}
 	}
 	if cap(c.h) < n {
 		c.h = make([]float64, n, max(n, 2*cap(c.h)))

@@ -257,6 +257,25 @@ func TestRejects(t *testing.T) {
 		_, rej := profile.Compute(calc, []float64{1e-7}, []int32{0, 2}, []float64{1e-7, -12})
 		require.Nil(t, rej)
 	})
+	// More alternatives than the top 20 plus the sampled token: the entropy
+	// of 50 alternatives was scored as if it were the profile's.
+	alts := func(k int) []float64 {
+		s := make([]float64, k)
+		for i := range s {
+			s[i] = -float64(i) - 0.5
+		}
+		return s
+	}
+	t.Run("21 alternatives are accepted", func(t *testing.T) {
+		_, rej := computeSteps(t, []float64{-0.5, -0.5}, [][]float64{alts(20), alts(profile.MaxAlternatives)})
+		require.Nil(t, rej)
+	})
+	t.Run("22 alternatives are too many", func(t *testing.T) {
+		_, rej := computeSteps(t, []float64{-0.5, -0.5}, [][]float64{alts(20), alts(profile.MaxAlternatives + 1)})
+		require.NotNil(t, rej)
+		require.Equal(t, schemas.ReasonTooLong, rej.Reason)
+		require.Equal(t, "step 2 has 22 alternatives, more than the 21 the profile is defined on (request top_logprobs=20)", rej.Detail)
+	})
 }
 
 func TestOperatorRejectRowsAndPassThrough(t *testing.T) {
