@@ -352,6 +352,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msgs, n, rs, err := h.convert(lines)
+	if errors.Is(err, errExpanded) {
+		h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: err.Error()})
+		return
+	}
 	if err != nil {
 		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
 		return
@@ -719,8 +723,24 @@ func (h *Handler) encode(rec arrow.RecordBatch, lines []int64, ids *array.String
 	}
 	*msgs = append(*msgs, out...)
 	*n += int(rec.NumRows())
+	var size int64
+	for _, m := range *msgs {
+		size += int64(len(m.Value))
+	}
+	if limit := expandFactor * h.cfg.MaxBodyBytes; size > limit {
+		*msgs = nil
+		return fmt.Errorf("%w: the responses encode to more than %d bytes (%d x http.max_body_bytes) once each choice carries its own copy of the prompt and attributes; send fewer choices or shorter prompts per request", errExpanded, limit, expandFactor)
+	}
 	return nil
 }
+
+// expandFactor bounds what a body's messages may take against the body:
+// trace.v1 is smaller than the JSON it comes from, unless many choices
+// repeat one prompt.
+const expandFactor = 4
+
+// errExpanded is a body whose messages would be far larger than the body.
+var errExpanded = errors.New("body too large once decoded")
 
 // logProduceFailed logs a failed produce, at most once per failLogEvery,
 // with the number of failures not logged since the last line.

@@ -732,3 +732,48 @@ func TestTooLargeForChunks(t *testing.T) {
 	require.Equal(t, map[string]int{schemas.ReasonTooLong: 1}, r.Reasons)
 	require.Equal(t, 1.0, testutil.ToFloat64(h.rejects.WithLabelValues(schemas.ReasonTooLong)))
 }
+
+// choices is a response with n one-step choices and the given prompt.
+func choices(id string, n int, prompt string) string {
+	var b strings.Builder
+	b.WriteString(`{"id":"` + id + `","model":"m","prompt":"` + prompt + `","choices":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"index":%d,"finish_reason":"stop","logprobs":{"content":[{"token":"a","logprob":-0.1,"top_logprobs":[{"token":"a","logprob":-0.1}]}]}}`, i)
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// TestBodyExpansionBounded: a 270 KB body (1,500 choices, a 100 KB prompt,
+// which every choice's row repeats) took `run` to 1.48 GB and got 202. Now
+// more than ingest.max_choices is a too_long reject, and a body whose
+// messages would exceed 4 x http.max_body_bytes gets 413, nothing produced.
+func TestBodyExpansionBounded(t *testing.T) {
+	url, h := server(t, "http-expand", func(c *Config) { c.MaxBodyBytes = 1 << 20 })
+	prompt := strings.Repeat("p", 100000)
+	code, r := post(t, url, "", strings.NewReader(choices("amp", 1500, prompt)))
+	require.Equal(t, http.StatusBadRequest, code, r.Error)
+	require.Len(t, r.Rejects, 1)
+	require.Equal(t, schemas.ReasonTooLong, r.Rejects[0].Reason)
+	require.Contains(t, r.Rejects[0].Detail, "1500 choices, more than the maximum 128 (ingest.max_choices)")
+
+	// 128 choices each: allowed per response, but 4 such responses are 51
+	// MB of messages from a 0.4 MB body.
+	var body strings.Builder
+	for i := range 4 {
+		body.WriteString(choices(fmt.Sprintf("wide-%d", i), 128, prompt) + "\n")
+	}
+	require.Less(t, body.Len(), 1<<20)
+	code, r = post(t, url, "", strings.NewReader(body.String()))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, r.Error)
+	require.Contains(t, r.Error, "the responses encode to more than 4194304 bytes (4 x http.max_body_bytes)")
+	require.Zero(t, testutil.ToFloat64(h.rows), "nothing produced")
+
+	// One such response fits.
+	code, r = post(t, url, "", strings.NewReader(choices("one-wide", 20, prompt)))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, 20, r.Accepted)
+}

@@ -91,13 +91,20 @@ type Config struct {
 	// started first are rejected as incomplete. At least MaxSteps. Default
 	// 1000000 (about 170 MB).
 	MaxHeldSteps int `yaml:"max_held_steps"`
+	// MaxChoices is the most choices one response may have: each becomes a
+	// row carrying the response's prompt and attributes, so a small body of
+	// many choices and a long prompt would grow a thousandfold in memory.
+	// A response with more, or whose rows would hold more than
+	// MaxLineBytes in all, is rejected as too_long. Default 128 (the most
+	// OpenAI's n allows).
+	MaxChoices int `yaml:"max_choices"`
 }
 
 // DefaultConfig returns the documented defaults. Its logprobs are float32
 // (trace.v1); set Float64 for exact offline scoring.
 func DefaultConfig() Config {
 	return Config{BatchRows: 1024, MaxLineBytes: 64 << 20, Provider: "openai", LogprobsMode: "raw_logprobs", MaxOpenStreams: 10000,
-		MaxSteps: 32768, MaxHeldSteps: 1000000}
+		MaxSteps: 32768, MaxHeldSteps: 1000000, MaxChoices: 128}
 }
 
 // Validate reports a configuration that cannot work.
@@ -116,6 +123,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeldSteps < c.MaxSteps {
 		return fmt.Errorf("ingest.max_held_steps must be at least max_steps (%d), got %d", c.MaxSteps, c.MaxHeldSteps)
+	}
+	if c.MaxChoices < 1 {
+		return fmt.Errorf("ingest.max_choices must be at least 1, got %d", c.MaxChoices)
 	}
 	return nil
 }
@@ -179,6 +189,8 @@ type Reader struct {
 	oldest   *openStream            // the open streams in the order they started, oldest first
 	newest   *openStream
 	held     int // logprobs held by the open streams
+	// batchBytes estimates what the batch being built holds (row.bytes).
+	batchBytes int
 }
 
 // NewReader reads responses from r. An invalid cfg (see Validate) is
@@ -227,7 +239,8 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	for !r.done && r.b.rows < r.cfg.BatchRows && len(r.rejects) < maxRejectsPerNext {
+	r.batchBytes = 0
+	for !r.done && r.b.rows < r.cfg.BatchRows && r.batchBytes < maxBatchBytes && len(r.rejects) < maxRejectsPerNext {
 		raw, err := r.lr.next()
 		if errors.Is(err, io.EOF) {
 			r.done = true
@@ -312,10 +325,15 @@ func (r *Reader) addLine(line []byte) *Reject {
 	}
 	for i := range rows {
 		r.b.append(&rows[i])
+		r.batchBytes += rows[i].bytes()
 		r.rowLines = append(r.rowLines, r.line)
 	}
 	return nil
 }
+
+// maxBatchBytes ends a batch early when its rows hold this much: BatchRows
+// rows of long prompts would otherwise be gigabytes.
+const maxBatchBytes = 32 << 20
 
 var errLineTooLong = errors.New("line too long")
 
@@ -830,6 +848,31 @@ type row struct {
 	top          [][]float64
 }
 
+// sharedBytes is the size of what every row of a response repeats: prompt,
+// attributes, domain, model and the other per-response strings.
+func (r *row) sharedBytes() int {
+	n := len(r.model) + len(r.provider) + len(r.logprobsMode) + 64
+	if r.prompt != nil {
+		n += len(*r.prompt)
+	}
+	if r.domain != nil {
+		n += len(*r.domain)
+	}
+	for i := range r.attrKeys {
+		n += len(r.attrKeys[i]) + len(r.attrVals[i])
+	}
+	return n
+}
+
+// bytes estimates what the row takes in a batch being built.
+func (r *row) bytes() int {
+	n := r.sharedBytes() + len(r.traceID) + len(r.finish) + 8*len(r.chosen)
+	for _, t := range r.top {
+		n += 8 * len(t)
+	}
+	return n
+}
+
 func (resp *response) toRows(cfg Config) ([]row, error) {
 	if resp.Object == responseObject {
 		ch, err := resp.asChoice()
@@ -885,6 +928,12 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 	}
 	base.correct = c
 
+	if n := len(resp.Choices); n > cfg.MaxChoices {
+		return nil, &reasonError{schemas.ReasonTooLong, fmt.Errorf("%d choices, more than the maximum %d (ingest.max_choices)", n, cfg.MaxChoices)}
+	} else if shared := base.sharedBytes(); n > 1 && int64(n)*int64(shared) > int64(cfg.MaxLineBytes) {
+		return nil, &reasonError{schemas.ReasonTooLong, fmt.Errorf("%d choices, each a row carrying the prompt and attributes (%d bytes): %d bytes in all, over ingest.max_line_bytes (%d)",
+			n, shared, int64(n)*int64(shared), cfg.MaxLineBytes)}
+	}
 	if len(resp.Choices) > 1 {
 		seen := make(map[int]bool, len(resp.Choices))
 		for _, ch := range resp.Choices {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -627,4 +628,75 @@ func TestByteOrderMarkMidInput(t *testing.T) {
 		require.Empty(t, rejects, name)
 		require.Len(t, rows, 2, name)
 	}
+}
+
+// multiChoice is a response with n one-step choices and the given prompt.
+func multiChoice(id string, n int, prompt string) string {
+	var b strings.Builder
+	b.WriteString(`{"id":"` + id + `","model":"m","prompt":"` + prompt + `","choices":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"index":%d,"finish_reason":"stop","logprobs":{"content":[{"token":"a","logprob":-0.1,"top_logprobs":[{"token":"a","logprob":-0.1}]}]}}`, i)
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// TestChoicesBounded: each choice is a row carrying the response's prompt,
+// so a 270 KB body of 1,500 choices and a 100 KB prompt took `run` to 1.5
+// GB. More than max_choices choices, or rows that would hold more than
+// max_line_bytes in all, are too_long; a batch ends early once its rows
+// hold 32 MiB.
+func TestChoicesBounded(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	cfg := ingest.DefaultConfig()
+	cfg.MaxLineBytes = 1 << 20
+	prompt := strings.Repeat("p", 400<<10)
+	in := strings.Join([]string{
+		multiChoice("ok-128", 128, "short"),
+		multiChoice("many", 129, "short"),
+		multiChoice("wide", 3, prompt), // 3 x 400 KB over the 1 MiB bound
+		multiChoice("ok-2", 2, prompt),
+	}, "\n")
+	r := ingest.NewReader(strings.NewReader(in), cfg, mem)
+	defer r.Release()
+	rec, err := r.Next()
+	require.NoError(t, err)
+	require.EqualValues(t, 130, rec.NumRows())
+	rec.Release()
+	rj := r.Rejects()
+	require.Len(t, rj, 2)
+	require.Equal(t, schemas.ReasonTooLong, rj[0].Reason)
+	require.Equal(t, "many", rj[0].ID)
+	require.EqualError(t, rj[0].Err, "129 choices, more than the maximum 128 (ingest.max_choices)")
+	require.Equal(t, schemas.ReasonTooLong, rj[1].Reason)
+	require.Equal(t, "wide", rj[1].ID)
+	require.ErrorContains(t, rj[1].Err, "3 choices, each a row carrying the prompt and attributes")
+	_, err = r.Next()
+	require.ErrorIs(t, err, io.EOF)
+
+	// A batch ends once its rows hold 32 MiB, not only at batch_rows.
+	cfg = ingest.DefaultConfig()
+	big := strings.Repeat("q", 6<<20)
+	var lines []string
+	for i := range 8 {
+		lines = append(lines, multiChoice(fmt.Sprintf("big-%d", i), 1, big))
+	}
+	r2 := ingest.NewReader(strings.NewReader(strings.Join(lines, "\n")), cfg, mem)
+	defer r2.Release()
+	var sizes []int64
+	for {
+		rec, err := r2.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		sizes = append(sizes, rec.NumRows())
+		rec.Release()
+	}
+	require.Equal(t, []int64{6, 2}, sizes, "6 rows of 6 MiB pass 32 MiB")
+	require.Error(t, ingest.Config{BatchRows: 1, MaxLineBytes: 1024, MaxOpenStreams: 1, MaxSteps: 1, MaxHeldSteps: 1}.Validate(), "max_choices 0")
 }
