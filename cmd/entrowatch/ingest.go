@@ -84,7 +84,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	src, err := ingest.Open(*in)
+	src, err := ingest.OpenContext(ctx, *in)
 	if err != nil {
 		p.Close()
 		return err

@@ -164,7 +164,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 			return fmt.Errorf("--rejects %s is the --out file: the scored rows would replace the rejects (or the other way round); give two files", o.rejects)
 		}
 	}
-	src, err := openScoreSource(o.in, o.maxSteps, mem)
+	src, err := openScoreSource(ctx, o.in, o.maxSteps, mem)
 	if err != nil {
 		return err
 	}
@@ -431,7 +431,7 @@ func releaseAll(recs []arrow.RecordBatch) {
 	}
 }
 
-func openScoreSource(path string, maxSteps int, mem memory.Allocator) (scoreSource, error) {
+func openScoreSource(ctx context.Context, path string, maxSteps int, mem memory.Allocator) (scoreSource, error) {
 	if isArrowPath(path) {
 		r, err := ipc.OpenFile(path, mem)
 		if err != nil {
@@ -439,7 +439,7 @@ func openScoreSource(path string, maxSteps int, mem memory.Allocator) (scoreSour
 		}
 		return &arrowSource{r: r, maxSteps: maxSteps, mem: mem}, nil
 	}
-	f, err := ingest.Open(path)
+	f, err := ingest.OpenContext(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("opening input: %w", err)
 	}
@@ -460,8 +460,8 @@ func isArrowPath(path string) bool {
 	case ".jsonl", ".json", ".gz", ".ndjson":
 		return false
 	}
-	if path == "-" {
-		return false
+	if st, err := os.Stat(path); path == "-" || err != nil || !st.Mode().IsRegular() {
+		return false // sniffing a pipe would take its first bytes away
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -34,6 +34,7 @@ import (
 	"bytes"
 	"cmp"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	json "github.com/goccy/go-json"
@@ -651,7 +652,12 @@ var artifactFormat = regexp.MustCompile(`^\s*\{\s*"format"\s*:\s*"(entrowatch\.[
 // Open opens a file for NewReader, decompressing gzip (by content, not name)
 // and turning a JSON array or pretty-printed objects into JSON Lines. "-" is
 // standard input.
-func Open(path string) (io.ReadCloser, error) {
+func Open(path string) (io.ReadCloser, error) { return OpenContext(context.Background(), path) }
+
+// OpenContext is Open whose reads end once ctx is done (Ctrl-C, SIGTERM):
+// from then on a read fails with ErrInterrupted, also one waiting for
+// standard input or a pipe (see interruptible).
+func OpenContext(ctx context.Context, path string) (io.ReadCloser, error) {
 	var f *os.File
 	if path == "-" {
 		f = os.Stdin
@@ -670,26 +676,32 @@ func Open(path string) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("%s is a directory: give a file of responses", path)
 		}
 	}
-	br := bufio.NewReaderSize(f, 1<<20)
-	head, _ := br.Peek(512)
-	if m := artifactFormat.FindSubmatch(head); m != nil {
-		f.Close()
-		flag := "--estimator"
-		if bytes.Contains(m[1], []byte(".clusters.")) {
-			flag = "--clusters"
+	st, err := f.Stat()
+	regular := path != "-" && err == nil && st.Mode().IsRegular()
+	src := interruptible(ctx, regular, f)
+	br := bufio.NewReaderSize(src, 1<<20)
+	if regular {
+		// Not on a pipe: a live stream of short lines would wait for 512 bytes.
+		head, _ := br.Peek(512)
+		if m := artifactFormat.FindSubmatch(head); m != nil {
+			src.Close()
+			flag := "--estimator"
+			if bytes.Contains(m[1], []byte(".clusters.")) {
+				flag = "--clusters"
+			}
+			return nil, fmt.Errorf("%s is an entrowatch artifact (format %s), not responses: give it with %s, and responses with --in", path, m[1], flag)
 		}
-		return nil, fmt.Errorf("%s is an entrowatch artifact (format %s), not responses: give it with %s, and responses with --in", path, m[1], flag)
 	}
 	magic, _ := br.Peek(2)
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			f.Close()
+			src.Close()
 			return nil, fmt.Errorf("%s: gzip: %w", path, err)
 		}
-		return readCloser{Framed(gzipErrors{zr, path}), func() error { return errors.Join(zr.Close(), f.Close()) }}, nil
+		return readCloser{Framed(gzipErrors{zr, path}), func() error { return errors.Join(zr.Close(), src.Close()) }}, nil
 	}
-	return readCloser{Framed(br), f.Close}, nil
+	return readCloser{Framed(br), src.Close}, nil
 }
 
 // Framed returns r as JSON Lines: as is when it is JSON Lines, rewritten one
