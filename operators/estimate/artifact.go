@@ -109,19 +109,33 @@ func (m *Model) score(z []float64) float64 {
 }
 
 // Predict returns P(correct) for raw features x (in Features order), using z
-// (len >= len(Features)) as scratch space. It allocates nothing.
+// (len >= len(Features)) as scratch space. It allocates nothing. The model
+// must pass Validate. The result is in [0,1], or NaN (from a NaN or
+// infinite feature; callers treat it as a bad row).
 func (m *Model) Predict(x, z []float64) float64 {
 	if len(m.Members) > 0 {
 		s := 0.0
 		for _, mm := range m.Members {
 			s += mm.Predict(x, z)
 		}
-		return s / float64(len(m.Members))
+		return clamp01(s / float64(len(m.Members)))
 	}
 	for j := range m.Features {
-		z[j] = (m.input(x, j) - m.Mean[j]) / m.Scale[j]
+		z[j] = zscore(m.input(x, j), m.Mean[j], m.Scale[j])
 	}
-	return m.blend(m.calibrate(m.score(z[:len(m.Features)])), x)
+	// A valid model's calibration and blend stay in [0,1]; the clamp also
+	// absorbs rounding at the ends, and keeps NaN.
+	return clamp01(m.blend(m.calibrate(m.score(z[:len(m.Features)])), x))
+}
+
+// zscore standardises x: (x - mean) / scale, also when x - mean overflows
+// (x and mean of opposite signs, both near the largest float64).
+func zscore(x, mean, scale float64) float64 {
+	z := (x - mean) / scale
+	if math.IsInf(z, 0) && !math.IsInf(x, 0) {
+		return (x/2 - mean/2) / (scale / 2)
+	}
+	return z
 }
 
 // Offset is the shifted-probability blend (see TrainConfig.Offset):
@@ -142,7 +156,7 @@ func (m *Model) blend(p float64, x []float64) float64 {
 
 // input is feature j of this model from the caller's row x.
 func (m *Model) input(x []float64, j int) float64 {
-	if m.Inputs != nil {
+	if len(m.Inputs) > 0 {
 		return x[m.Inputs[j]]
 	}
 	return x[j]
@@ -159,109 +173,321 @@ func (m *Model) calibrate(s float64) float64 {
 }
 
 // Validate checks that the model is complete and consistent: that Predict
-// can use it without reading outside its parameters.
+// can use it without reading outside its parameters or the caller's row,
+// and that it returns a probability. Every number Predict reads must be
+// finite; the features are distinct column names a model can read (not the
+// label, a key column or a column written by the estimator or after it;
+// the operator, New, also checks that scored rows carry them); Mean and
+// Scale give each feature a finite mean and a positive scale; the family's
+// parameters have one weight per feature, and tree nodes point at features
+// and children that exist; the calibration is a map into [0,1] (isotonic:
+// sorted knots, non-decreasing values in [0,1]); an offset reads one of the
+// features. A top-level model reads the caller's row in Features order and
+// has no Inputs. An ensemble (Members) holds no parameters of its own; each
+// member is a single model whose Inputs point, one per member feature, at
+// the ensemble's feature of the same name.
 func (m *Model) Validate() error {
 	if m == nil {
 		return errors.New("model is nil")
 	}
-	d := len(m.Features)
-	if d == 0 {
-		return fmt.Errorf("model %q: no features", m.Model)
+	where := fmt.Sprintf("model %q", m.Model)
+	if len(m.Inputs) > 0 {
+		return fmt.Errorf("%s: inputs %v given, but only the members of an ensemble read inputs (indices into the ensemble's features): "+
+			"remove inputs, or retrain (entrowatch train)", where, m.Inputs)
 	}
-	if len(m.Members) > 0 {
-		for i, mm := range m.Members {
-			if mm == nil {
-				return fmt.Errorf("model %q: member %d is nil", m.Model, i)
-			}
-			if len(mm.Inputs) != len(mm.Features) || len(mm.Members) > 0 {
-				return fmt.Errorf("model %q: member %d must map each of its features to an input", m.Model, i)
-			}
-			for _, in := range mm.Inputs {
-				if in < 0 || in >= d {
-					return fmt.Errorf("model %q: member %d reads input %d of %d", m.Model, i, in, d)
-				}
-			}
-			if err := mm.Validate(); err != nil {
-				return err
-			}
-		}
+	if err := m.validate(where); err != nil {
+		return err
+	}
+	if len(m.Members) == 0 {
 		return nil
 	}
-	if len(m.Mean) != d || len(m.Scale) != d {
-		return fmt.Errorf("model %q: %d features but %d means and %d scales", m.Model, d, len(m.Mean), len(m.Scale))
+	if err := m.noOwnParameters(where); err != nil {
+		return err
 	}
-	for j, s := range m.Scale {
-		if !(s > 0) || math.IsInf(s, 0) || math.IsNaN(m.Mean[j]) {
-			return fmt.Errorf("model %q: feature %s has scale %g, want a positive number", m.Model, m.Features[j], s)
+	for i, mm := range m.Members {
+		if mm == nil {
+			return fmt.Errorf("%s: member %d is nil", where, i)
 		}
-	}
-	switch m.Family {
-	case FamilyLogreg:
-		if m.Logreg == nil || len(m.Logreg.W) != d {
-			return fmt.Errorf("model %q: logreg parameters missing or not %d weights", m.Model, d)
+		mwhere := fmt.Sprintf("%s, member %d", where, i)
+		if len(mm.Members) > 0 {
+			return fmt.Errorf("%s: has members of its own: an ensemble's members must be single models", mwhere)
 		}
-	case FamilyForest:
-		if m.Forest == nil {
-			return fmt.Errorf("model %q: forest parameters missing", m.Model)
+		if len(mm.Features) > len(m.Features) {
+			return fmt.Errorf("%s: %d features, more than the model's %d: a member reads some of the model's features",
+				mwhere, len(mm.Features), len(m.Features))
 		}
-		for t, tr := range m.Forest.Trees {
-			n := len(tr.Feature)
-			if n == 0 || len(tr.Thresh) != n || len(tr.Left) != n || len(tr.Right) != n || len(tr.Value) != n {
-				return fmt.Errorf("model %q: tree %d has inconsistent arrays", m.Model, t)
+		if len(mm.Inputs) != len(mm.Features) {
+			return fmt.Errorf("%s: %d features but %d inputs: a member must map each of its features to an input (one of the model's %d features)",
+				mwhere, len(mm.Features), len(mm.Inputs), len(m.Features))
+		}
+		for j, in := range mm.Inputs {
+			if in < 0 || in >= len(m.Features) {
+				return fmt.Errorf("%s: inputs[%d] reads input %d, outside the model's %d features (0..%d)",
+					mwhere, j, in, len(m.Features), len(m.Features)-1)
 			}
-			for i, f := range tr.Feature {
-				if f >= d || (f >= 0 && (tr.Left[i] <= i || tr.Left[i] >= n || tr.Right[i] <= i || tr.Right[i] >= n)) {
-					return fmt.Errorf("model %q: tree %d node %d points outside the tree", m.Model, t, i)
-				}
+			if mm.Features[j] != m.Features[in] {
+				return fmt.Errorf("%s: features[%d] is %q but inputs[%d] = %d reads the model's feature %q: "+
+					"a member's features must be the model's features its inputs point at", mwhere, j, mm.Features[j], j, in, m.Features[in])
 			}
 		}
-	case FamilyMLP:
-		if m.MLP == nil || m.MLP.Hidden <= 0 || len(m.MLP.W1) != m.MLP.Hidden*d || len(m.MLP.B1) != m.MLP.Hidden || len(m.MLP.W2) != m.MLP.Hidden {
-			return fmt.Errorf("model %q: mlp parameters missing or of the wrong shape", m.Model)
+		if err := mm.validate(mwhere); err != nil {
+			return err
 		}
-	default:
-		return fmt.Errorf("model %q: unknown family %q (want logreg, forest or mlp)", m.Model, m.Family)
-	}
-	if o := m.Offset; o != nil && (o.Feature < 0 || o.Feature >= d || o.Weight < 0 || o.Weight > 1) {
-		return fmt.Errorf("model %q: offset feature %d or weight %g out of range", m.Model, o.Feature, o.Weight)
-	}
-	switch m.Calibration {
-	case CalPlatt:
-		if m.Platt == nil {
-			return fmt.Errorf("model %q: platt calibration missing", m.Model)
-		}
-	case CalIsotonic:
-		if m.Isotonic == nil || len(m.Isotonic.X) != len(m.Isotonic.Y) || len(m.Isotonic.X) == 0 || !slices.IsSorted(m.Isotonic.X) {
-			return fmt.Errorf("model %q: isotonic calibration missing or unsorted", m.Model)
-		}
-	case CalNone:
-	default:
-		return fmt.Errorf("model %q: unknown calibration %q (want platt, isotonic or none)", m.Model, m.Calibration)
 	}
 	return nil
 }
 
-// hash returns the content hash of v with its version field cleared by clear.
-func hash(v any) string {
+// validate checks m's features and, unless m is an ensemble, its
+// parameters; where names m in errors ("model "x"", "model "x", member 2").
+func (m *Model) validate(where string) error {
+	d := len(m.Features)
+	if d == 0 {
+		return fmt.Errorf("%s: no features", where)
+	}
+	for j, f := range m.Features {
+		if strings.TrimSpace(f) == "" {
+			return fmt.Errorf("%s: features[%d] is empty: name the column it reads", where, j)
+		}
+		if why := notFeature(f); why != "" {
+			return fmt.Errorf("%s: uses column %q, which %s; retrain without it (entrowatch train --features)", where, f, why)
+		}
+		if slices.Contains(m.Features[:j], f) {
+			return fmt.Errorf("%s: feature %q is listed twice", where, f)
+		}
+	}
+	if len(m.Members) > 0 {
+		return nil
+	}
+	if len(m.Mean) != d || len(m.Scale) != d {
+		return fmt.Errorf("%s: %d features but %d means and %d scales", where, d, len(m.Mean), len(m.Scale))
+	}
+	for j, s := range m.Scale {
+		if !finite(m.Mean[j]) {
+			return fmt.Errorf("%s: feature %s has mean %g, want a finite number", where, m.Features[j], m.Mean[j])
+		}
+		if !(s > 0) || math.IsInf(s, 0) {
+			return fmt.Errorf("%s: feature %s has scale %g, want a positive number", where, m.Features[j], s)
+		}
+	}
+	if err := m.validateFamily(where); err != nil {
+		return err
+	}
+	if o := m.Offset; o != nil {
+		if o.Feature < 0 || o.Feature >= d {
+			return fmt.Errorf("%s: offset reads feature %d, outside its %d features (0..%d)", where, o.Feature, d, d-1)
+		}
+		if !(o.Weight >= 0 && o.Weight <= 1) {
+			return fmt.Errorf("%s: offset weight %g, want a number in [0,1]", where, o.Weight)
+		}
+		if !finite(o.Bias) {
+			return fmt.Errorf("%s: offset bias %g, want a finite number", where, o.Bias)
+		}
+	}
+	return m.validateCalibration(where)
+}
+
+// validateFamily checks the family's parameters, and that no other family's
+// are present (score uses the first it finds).
+func (m *Model) validateFamily(where string) error {
+	d := len(m.Features)
+	var other []string
+	switch m.Family {
+	case FamilyLogreg:
+		if m.Logreg == nil || len(m.Logreg.W) != d {
+			return fmt.Errorf("%s: logreg parameters missing or not %d weights", where, d)
+		}
+		if err := allFinite(where, "logreg w", m.Logreg.W); err != nil {
+			return err
+		}
+		if !finite(m.Logreg.B) || !finite(m.Logreg.C) {
+			return fmt.Errorf("%s: logreg b = %g, c = %g, want finite numbers", where, m.Logreg.B, m.Logreg.C)
+		}
+		other = present(param{FamilyForest, m.Forest != nil}, param{FamilyMLP, m.MLP != nil})
+	case FamilyForest:
+		f := m.Forest
+		if f == nil {
+			return fmt.Errorf("%s: forest parameters missing", where)
+		}
+		if !finite(f.Base) || !finite(f.Rate) {
+			return fmt.Errorf("%s: forest base %g, rate %g, want finite numbers", where, f.Base, f.Rate)
+		}
+		for t, tr := range f.Trees {
+			n := len(tr.Feature)
+			if n == 0 || len(tr.Thresh) != n || len(tr.Left) != n || len(tr.Right) != n || len(tr.Value) != n {
+				return fmt.Errorf("%s: tree %d has inconsistent arrays", where, t)
+			}
+			for i, fe := range tr.Feature {
+				if fe < -1 || fe >= d {
+					return fmt.Errorf("%s: tree %d node %d reads feature %d, outside its %d features (-1 marks a leaf)", where, t, i, fe, d)
+				}
+				if fe >= 0 && (tr.Left[i] <= i || tr.Left[i] >= n || tr.Right[i] <= i || tr.Right[i] >= n) {
+					return fmt.Errorf("%s: tree %d node %d points outside the tree", where, t, i)
+				}
+				if !finite(tr.Thresh[i]) || !finite(tr.Value[i]) {
+					return fmt.Errorf("%s: tree %d node %d has threshold %g, value %g, want finite numbers", where, t, i, tr.Thresh[i], tr.Value[i])
+				}
+			}
+		}
+		other = present(param{FamilyLogreg, m.Logreg != nil}, param{FamilyMLP, m.MLP != nil})
+	case FamilyMLP:
+		p := m.MLP
+		if p == nil || p.Hidden <= 0 || len(p.W1) != p.Hidden*d || len(p.B1) != p.Hidden || len(p.W2) != p.Hidden {
+			return fmt.Errorf("%s: mlp parameters missing or of the wrong shape", where)
+		}
+		for _, a := range []struct {
+			name string
+			v    []float64
+		}{{"mlp w1", p.W1}, {"mlp b1", p.B1}, {"mlp w2", p.W2}, {"mlp b2", []float64{p.B2}}, {"mlp alpha", []float64{p.Alpha}}} {
+			if err := allFinite(where, a.name, a.v); err != nil {
+				return err
+			}
+		}
+		other = present(param{FamilyLogreg, m.Logreg != nil}, param{FamilyForest, m.Forest != nil})
+	default:
+		return fmt.Errorf("%s: unknown family %q (want logreg, forest or mlp)", where, m.Family)
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%s: family %s, but %s parameters are given too: remove them", where, m.Family, strings.Join(other, " and "))
+	}
+	return nil
+}
+
+// validateCalibration checks that the calibration maps any score into [0,1]
+// and that no other calibration's parameters are present (calibrate uses
+// the first it finds).
+func (m *Model) validateCalibration(where string) error {
+	var other []string
+	switch m.Calibration {
+	case CalPlatt:
+		if m.Platt == nil {
+			return fmt.Errorf("%s: platt calibration missing", where)
+		}
+		if !finite(m.Platt.A) || !finite(m.Platt.B) {
+			return fmt.Errorf("%s: platt a = %g, b = %g, want finite numbers", where, m.Platt.A, m.Platt.B)
+		}
+		other = present(param{CalIsotonic, m.Isotonic != nil})
+	case CalIsotonic:
+		iso := m.Isotonic
+		if iso == nil || len(iso.X) != len(iso.Y) || len(iso.X) == 0 {
+			return fmt.Errorf("%s: isotonic calibration missing, empty, or with different numbers of x and y", where)
+		}
+		for i, x := range iso.X {
+			if !finite(x) {
+				return fmt.Errorf("%s: isotonic x[%d] is %g, want a finite number", where, i, x)
+			}
+			if i > 0 && x < iso.X[i-1] {
+				return fmt.Errorf("%s: isotonic x[%d] = %g is below x[%d] = %g: the knots must be sorted", where, i, x, i-1, iso.X[i-1])
+			}
+		}
+		for i, y := range iso.Y {
+			if !(y >= 0 && y <= 1) {
+				return fmt.Errorf("%s: isotonic y[%d] = %g is not a probability in [0,1]", where, i, y)
+			}
+			if i > 0 && y < iso.Y[i-1] {
+				return fmt.Errorf("%s: isotonic y[%d] = %g is below y[%d] = %g: the map must be non-decreasing", where, i, y, i-1, iso.Y[i-1])
+			}
+		}
+		other = present(param{CalPlatt, m.Platt != nil})
+	case CalNone:
+		other = present(param{CalPlatt, m.Platt != nil}, param{CalIsotonic, m.Isotonic != nil})
+	default:
+		return fmt.Errorf("%s: unknown calibration %q (want platt, isotonic or none)", where, m.Calibration)
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%s: calibration %s, but %s parameters are given too: remove them", where, m.Calibration, strings.Join(other, " and "))
+	}
+	return nil
+}
+
+// noOwnParameters refuses an ensemble that also carries parameters of a
+// single model: Predict averages the members and would ignore them.
+func (m *Model) noOwnParameters(where string) error {
+	own := present(param{"mean", m.Mean != nil}, param{"scale", m.Scale != nil},
+		param{"logreg", m.Logreg != nil}, param{"forest", m.Forest != nil}, param{"mlp", m.MLP != nil},
+		param{"platt", m.Platt != nil}, param{"isotonic", m.Isotonic != nil}, param{"offset", m.Offset != nil})
+	if len(own) > 0 {
+		return fmt.Errorf("%s: an ensemble (members) takes its parameters from its members, but it also has %s: remove them",
+			where, strings.Join(own, ", "))
+	}
+	return nil
+}
+
+// param is a parameter block of a model and whether it is set.
+type param struct {
+	name string
+	set  bool
+}
+
+// present names the parameter blocks that are set.
+func present(ps ...param) []string {
+	var out []string
+	for _, p := range ps {
+		if p.set {
+			out = append(out, p.name)
+		}
+	}
+	return out
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// allFinite reports the first value of field that is NaN or infinite.
+func allFinite(where, field string, v []float64) error {
+	for i, x := range v {
+		if !finite(x) {
+			return fmt.Errorf("%s: %s[%d] is %g, want a finite number", where, field, i, x)
+		}
+	}
+	return nil
+}
+
+// hash returns the content hash of v (its JSON encoding), or an error for
+// what JSON cannot hold: a NaN or infinite number.
+func hash(v any) (string, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		panic(err) // plain structs of numbers and strings always marshal
+		return "", fmt.Errorf("no content hash: %w (a NaN or infinite number cannot be written: "+
+			"Validate names the parameter; retrain, or fix the set by hand)", err)
 	}
 	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:8])
+	return "sha256:" + hex.EncodeToString(s[:8]), nil
 }
 
 // Seal computes the model's and the set's content hashes and sets Format.
 // Call it after building or changing a set; Train, Parse and Load return
-// sealed sets, and Marshal and Save seal before writing.
-func (s *Set) Seal() {
-	s.Format = Format
-	for _, m := range s.Models {
-		m.Version = ""
-		m.Version = hash(m)
+// sealed sets, and Marshal and Save seal before writing. It fails, leaving
+// the set unchanged, on a nil model or a number JSON cannot hold (NaN, Inf).
+func (s *Set) Seal() error {
+	old := make(map[string]string, len(s.Models)) // the models' versions before
+	sealed := make(map[string]string, len(s.Models))
+	for _, k := range s.keys() {
+		m := s.Models[k]
+		if m == nil {
+			return fmt.Errorf("model stored under %q is nil: remove the key or store a trained model", k)
+		}
+		old[k], m.Version = m.Version, ""
+		h, err := hash(m)
+		m.Version = old[k]
+		if err != nil {
+			return fmt.Errorf("model %q: %w", k, err)
+		}
+		sealed[k] = h
 	}
-	s.Version = ""
-	s.Version = hash(s)
+	format, version := s.Format, s.Version
+	for k, m := range s.Models {
+		m.Version = sealed[k]
+	}
+	s.Format, s.Version = Format, ""
+	h, err := hash(s)
+	if err != nil { // not reached: the models, the only numbers, hashed
+		for k, m := range s.Models {
+			m.Version = old[k]
+		}
+		s.Format, s.Version = format, version
+		return fmt.Errorf("estimator set: %w", err)
+	}
+	s.Version = h
+	return nil
 }
 
 // Validate checks the set's structure: at least one model, each valid
@@ -315,16 +541,22 @@ func (s *Set) checkSealed(advice string) error {
 		m := s.Models[k]
 		v := m.Version
 		m.Version = ""
-		h := hash(m)
+		h, err := hash(m)
 		m.Version = v
+		if err != nil {
+			return fmt.Errorf("model %q: %w", k, err)
+		}
 		if h != v {
 			return fmt.Errorf("model %q: version %s does not match its content (%s): %s", k, v, h, advice)
 		}
 	}
 	v := s.Version
 	s.Version = ""
-	h := hash(s)
+	h, err := hash(s)
 	s.Version = v
+	if err != nil {
+		return fmt.Errorf("estimator set: %w", err)
+	}
 	if h != v {
 		return fmt.Errorf("set version %s does not match its content (%s): %s", v, h, advice)
 	}
@@ -361,7 +593,9 @@ func (s *Set) Marshal() ([]byte, error) {
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("estimator set not written: %w", err)
 	}
-	s.Seal()
+	if err := s.Seal(); err != nil {
+		return nil, fmt.Errorf("estimator set not written: %w", err)
+	}
 	b, err := json.MarshalIndent(s, "", " ")
 	if err != nil {
 		return nil, err

@@ -236,7 +236,7 @@ func fitReference(tr *Table, balance bool, cal string) (Predictor, error) {
 	z := make([]float64, len(tr.X))
 	for i := range tr.N() {
 		for j := range d {
-			z[i*d+j] = (tr.X[i*d+j] - mean[j]) / scale[j]
+			z[i*d+j] = zscore(tr.X[i*d+j], mean[j], scale[j])
 		}
 	}
 	var w []float64

@@ -126,6 +126,9 @@ func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) 
 			}
 		}
 		width = max(width, len(m.Features))
+		for _, mm := range m.Members {
+			width = max(width, len(mm.Features)) // at most len(m.Features) in a valid set; z must hold them all
+		}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -303,7 +306,7 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 		var p float64
 		if !bad {
 			p = m.Predict(x, o.z)
-			bad = math.IsNaN(p)
+			bad = !(p >= 0 && p <= 1) // NaN (from a feature Predict cannot use); never a p_correct outside [0,1]
 		}
 		if bad {
 			o.p.AppendNull()

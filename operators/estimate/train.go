@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // Families and calibrations.
@@ -159,7 +160,7 @@ func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 	z := make([]float64, len(t.X))
 	for i := range t.N() {
 		for j := range d {
-			z[i*d+j] = (t.X[i*d+j] - mean[j]) / scale[j]
+			z[i*d+j] = zscore(t.X[i*d+j], mean[j], scale[j])
 		}
 	}
 	var w []float64
@@ -186,6 +187,11 @@ func fit(t *Table, name string, cfg TrainConfig) (*Model, []float64, error) {
 			best, bestLoss = h, l
 			bestOOF = append(bestOOF[:0], oof...)
 		}
+	}
+	if len(grid) > 0 && bestOOF == nil {
+		return nil, nil, fmt.Errorf("model %q: the cross-validated loss is not a number for any of the %d hyper-parameters tried: "+
+			"the values of a feature (%s) are too extreme to fit; leave out that feature or its extreme rows",
+			name, len(grid), strings.Join(t.Features, ", "))
 	}
 	m := &Model{Model: name, Features: append([]string(nil), t.Features...), Mean: mean, Scale: scale,
 		Family: cfg.Family, Calibration: cfg.Calibration, Balance: cfg.Balance, Hyper: hyperName(cfg.Family, best),
@@ -413,13 +419,32 @@ func screenStrength(t *Table, k int) ([]string, []float64) {
 	return out, str
 }
 
+// standardise returns each feature's mean and standard deviation over t's
+// rows (scale 1 for a constant feature, as scikit-learn's StandardScaler).
+//
+// Finite but extreme values (a perplexity of 1e160 from a degenerate
+// answer) are kept, not skipped: dropping them would drop exactly the rows
+// a model most needs to see, and they are valid numbers. So that the sums
+// and squares cannot overflow to Inf, each column is first divided by the
+// power of two just above its largest magnitude (when that is above 1),
+// and the mean and scale multiplied back: they are then finite for any
+// finite column, and as powers of two scale exactly, ordinary columns get
+// the same bits as the plain formula.
 func standardise(t *Table) (mean, scale []float64) {
 	d, n := t.D(), float64(t.N())
 	mean = make([]float64, d)
 	scale = make([]float64, d)
+	exp := make([]int, d) // the columns' scale, 2^exp[j]
 	for i := range t.N() {
 		for j, v := range t.Row(i) {
-			mean[j] += v
+			if _, e := math.Frexp(v); e > exp[j] {
+				exp[j] = e
+			}
+		}
+	}
+	for i := range t.N() {
+		for j, v := range t.Row(i) {
+			mean[j] += math.Ldexp(v, -exp[j])
 		}
 	}
 	for j := range mean {
@@ -427,11 +452,13 @@ func standardise(t *Table) (mean, scale []float64) {
 	}
 	for i := range t.N() {
 		for j, v := range t.Row(i) {
-			scale[j] += (v - mean[j]) * (v - mean[j])
+			dv := math.Ldexp(v, -exp[j]) - mean[j]
+			scale[j] += dv * dv
 		}
 	}
 	for j := range scale {
-		scale[j] = math.Sqrt(scale[j] / n)
+		mean[j] = math.Ldexp(mean[j], exp[j])
+		scale[j] = math.Ldexp(math.Sqrt(scale[j]/n), exp[j])
 		if scale[j] < 1e-12 {
 			scale[j] = 1 // constant feature, as scikit-learn's StandardScaler
 		}

@@ -231,7 +231,15 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 		// unknown models too, as the pooled one does when there are several.
 		set.Fallback = names[0]
 	}
-	set.Seal()
+	// Train's own models are valid; checking here turns a parameter that
+	// went NaN or infinite in fitting into an error that names it, instead
+	// of an artifact that every reader refuses.
+	if err := set.Validate(); err != nil {
+		return nil, fmt.Errorf("trained estimator is not usable: %w", err)
+	}
+	if err := set.Seal(); err != nil {
+		return nil, fmt.Errorf("sealing the trained estimator: %w", err)
+	}
 	return set, nil
 }
 

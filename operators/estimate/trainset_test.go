@@ -157,11 +157,11 @@ func TestCalibrateOnFamilyDefault(t *testing.T) {
 			cfg.CalibrateOn = want
 			same, err := Fit(tbl, "m", cfg)
 			require.NoError(t, err)
-			require.Equal(t, hash(same), hash(got))
+			require.Equal(t, mustHash(t, same), mustHash(t, got))
 			cfg.CalibrateOn = map[string]string{"train": "oof", "oof": "train"}[want]
 			other, err := Fit(tbl, "m", cfg)
 			require.NoError(t, err)
-			require.NotEqual(t, hash(other), hash(got), "the choice matters on these rows")
+			require.NotEqual(t, mustHash(t, other), mustHash(t, got), "the choice matters on these rows")
 		})
 	}
 }
