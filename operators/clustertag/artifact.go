@@ -173,12 +173,16 @@ func (m *Model) Seal() error {
 	return nil
 }
 
-// Save writes the artifact as JSON, atomically (temp file + rename).
+// Save writes the artifact as JSON, atomically (temp file + rename). It
+// refuses a Model that Load would refuse.
 func (m *Model) Save(path string) error {
 	if m.Version == "" {
 		if err := m.Seal(); err != nil {
 			return err
 		}
+	}
+	if err := m.check(); err != nil {
+		return fmt.Errorf("writing cluster artifact %s: %w: %v", path, ErrArtifact, err)
 	}
 	b, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
@@ -292,7 +296,11 @@ func decode(b []byte, previous bool) (*Model, error) {
 }
 
 // check verifies the artifact's internal consistency and, when it has a
-// Version, its content hash (a Model fresh from Fit has none yet).
+// Version, its content hash (a Model fresh from Fit has none yet). The hash
+// only shows that the file is as its writer left it: a writer that reseals
+// what it wrote (or a Model built in memory) can hold anything, so every
+// field tagging reads is checked here, the lengths and ranges it indexes by
+// included, and the tagger can rely on them.
 func (m *Model) check() error {
 	if m.Format != Format && m.Format != formatV1 {
 		return fmt.Errorf("format %q, want %q (written by another version of entrowatch?)", m.Format, Format)
@@ -303,46 +311,50 @@ func (m *Model) check() error {
 	if len(m.Clusters) == 0 {
 		return errors.New("no clusters")
 	}
-	switch m.Space {
-	case SpaceTFIDF, SpaceLSA:
-		if m.Vector.HashBits < 8 || m.Vector.HashBits > 24 {
-			return fmt.Errorf("hash_bits %d out of range", m.Vector.HashBits)
-		}
-		if len(m.IDF) != len(m.Buckets) || len(m.Buckets) == 0 {
-			return fmt.Errorf("%d buckets but %d idf values", len(m.Buckets), len(m.IDF))
-		}
-		for _, b := range m.Buckets {
-			if b >= 1<<uint(m.Vector.HashBits) {
-				return fmt.Errorf("bucket %d out of range for hash_bits %d", b, m.Vector.HashBits)
-			}
-		}
-		if m.Space == SpaceTFIDF && m.Dim != len(m.Buckets) {
-			return fmt.Errorf("tfidf space: dim %d but %d terms", m.Dim, len(m.Buckets))
-		}
-		if m.Space == SpaceLSA && len(m.Projection) != len(m.Buckets)*m.Dim {
-			return fmt.Errorf("lsa space: projection has %d values, want %d", len(m.Projection), len(m.Buckets)*m.Dim)
-		}
-		if m.Format == Format && !(m.OOVIDF > 0) {
-			return fmt.Errorf("oov_idf %g: want > 0", m.OOVIDF)
-		}
-	case SpaceEmbedding:
-	default:
-		return fmt.Errorf("unknown space %q", m.Space)
+	if err := m.checkSpace(); err != nil {
+		return err
 	}
-	ids := map[int]bool{}
-	for _, c := range m.Clusters {
-		if len(c.Centroid) != m.Dim {
-			return fmt.Errorf("cluster %d: centroid has %d values, want %d", c.ID, len(c.Centroid), m.Dim)
+	if m.NextID < 0 || m.NextID > math.MaxInt32 {
+		return fmt.Errorf("next_id %d out of range [0, %d]", m.NextID, math.MaxInt32)
+	}
+	ids := make(map[int]int, len(m.Clusters))       // id -> index
+	labels := make(map[string]int, len(m.Clusters)) // label -> id
+	for i, c := range m.Clusters {
+		if c.ID < 0 || c.ID >= m.NextID {
+			return fmt.Errorf("cluster %d: id out of range [0, next_id %d)", c.ID, m.NextID)
 		}
-		if c.ID < 0 || ids[c.ID] {
-			return fmt.Errorf("cluster id %d negative or repeated", c.ID)
+		if j, ok := ids[c.ID]; ok {
+			return fmt.Errorf("cluster %d: id repeated (clusters %d and %d of the list)", c.ID, j+1, i+1)
 		}
-		ids[c.ID] = true
-		if c.ID >= m.NextID {
-			return fmt.Errorf("cluster id %d not below next_id %d", c.ID, m.NextID)
+		ids[c.ID] = i
+		switch {
+		case strings.TrimSpace(c.Label) == "":
+			return fmt.Errorf("cluster %d: label %q is blank", c.ID, c.Label)
+		case strings.EqualFold(strings.TrimSpace(c.Label), UnclusteredLabel):
+			return fmt.Errorf("cluster %d: label %q is reserved for prompts in no cluster", c.ID, c.Label)
 		}
-		if !(c.Threshold >= -thresholdSlack && c.Threshold <= 2) { // v1 kept rounding below 0
+		if id, ok := labels[c.Label]; ok {
+			return fmt.Errorf("cluster %d: label %q repeats cluster %d's (tags and domains are keyed by label)", c.ID, c.Label, id)
+		}
+		labels[c.Label] = c.ID
+		if c.Size < 0 {
+			return fmt.Errorf("cluster %d: size %d is negative", c.ID, c.Size)
+		}
+		if !(c.Threshold >= -thresholdSlack && c.Threshold <= 2) { // v1 kept rounding below 0; NaN too
 			return fmt.Errorf("cluster %d: threshold %g outside [0, 2]", c.ID, c.Threshold)
+		}
+		if len(c.Centroid) != m.Dim {
+			return fmt.Errorf("cluster %d: centroid has %d values, want %d (dim)", c.ID, len(c.Centroid), m.Dim)
+		}
+		if j := firstNonFinite(c.Centroid); j >= 0 {
+			return fmt.Errorf("cluster %d: centroid value %d is %g", c.ID, j, c.Centroid[j])
+		}
+		var ss float64
+		for _, x := range c.Centroid {
+			ss += float64(x) * float64(x)
+		}
+		if n := math.Sqrt(ss); n > 1+centroidSlack {
+			return fmt.Errorf("cluster %d: centroid norm %.4g, want a unit vector", c.ID, n)
 		}
 	}
 	if m.Version != "" {
@@ -355,4 +367,87 @@ func (m *Model) check() error {
 		}
 	}
 	return nil
+}
+
+// centroidSlack absorbs the float32 rounding of a unit centroid's norm.
+const centroidSlack = 1e-3
+
+// maxProjection bounds the values of the LSA projection, whose columns are
+// unit vectors (values at most 1; 16 leaves room for the rounding of a
+// near-degenerate singular vector). A larger value overflowed the float32
+// arithmetic of tagging and left every prompt unclustered.
+const maxProjection = 16
+
+// maxIDF bounds idf and oov_idf: ln(1+n)+1 for n training prompts is below
+// 45 for any n an int holds. A larger weight overflowed the float32 norm of
+// a prompt and tagged it into a cluster at distance NaN.
+const maxIDF = 64
+
+// checkSpace checks the vectoriser of the artifact's space: the vocabulary's
+// buckets, idf and projection, and their sizes against dim.
+func (m *Model) checkSpace() error {
+	switch m.Space {
+	case SpaceTFIDF, SpaceLSA:
+	case SpaceEmbedding:
+		if len(m.Buckets)+len(m.IDF)+len(m.Projection) > 0 || m.OOVIDF != 0 {
+			return fmt.Errorf("embedding space: %d buckets, %d idf values, %d projection values and oov_idf %g, want none", len(m.Buckets), len(m.IDF), len(m.Projection), m.OOVIDF)
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown space %q", m.Space)
+	}
+	if m.Vector.HashBits < minHashBits || m.Vector.HashBits > maxHashBits {
+		return fmt.Errorf("hash_bits %d out of range [%d, %d]", m.Vector.HashBits, minHashBits, maxHashBits)
+	}
+	if len(m.IDF) != len(m.Buckets) || len(m.Buckets) == 0 {
+		return fmt.Errorf("%d buckets but %d idf values", len(m.Buckets), len(m.IDF))
+	}
+	for i, b := range m.Buckets {
+		if b >= 1<<uint(m.Vector.HashBits) {
+			return fmt.Errorf("bucket %d out of range for hash_bits %d", b, m.Vector.HashBits)
+		}
+		if i > 0 && b <= m.Buckets[i-1] {
+			return fmt.Errorf("buckets not strictly increasing: %d after %d (term %d)", b, m.Buckets[i-1], i)
+		}
+	}
+	for i, w := range m.IDF {
+		if !(w > 0 && w <= maxIDF) { // NaN too
+			return fmt.Errorf("idf value %d (bucket %d) is %g, want a weight in (0, %d]", i, m.Buckets[i], w, maxIDF)
+		}
+	}
+	// v1 had no oov_idf (0); it is read only to carry ids over.
+	if w := m.OOVIDF; !(w > 0 && w <= maxIDF) && !(w == 0 && m.Format == formatV1) {
+		return fmt.Errorf("oov_idf %g: want a weight in (0, %d]", w, maxIDF)
+	}
+	switch m.Space {
+	case SpaceTFIDF:
+		if m.Dim != len(m.Buckets) {
+			return fmt.Errorf("tfidf space: dim %d but %d terms", m.Dim, len(m.Buckets))
+		}
+		if len(m.Projection) != 0 {
+			return fmt.Errorf("tfidf space: %d projection values, want none", len(m.Projection))
+		}
+	case SpaceLSA:
+		// By division: len(Buckets)*Dim can overflow for a crafted dim.
+		if len(m.Projection)%m.Dim != 0 || len(m.Projection)/m.Dim != len(m.Buckets) {
+			return fmt.Errorf("lsa space: projection has %d values, want %d terms × %d (dim)", len(m.Projection), len(m.Buckets), m.Dim)
+		}
+		for j, x := range m.Projection {
+			if !(x >= -maxProjection && x <= maxProjection) { // NaN too
+				return fmt.Errorf("lsa space: projection value %d (term %d, dimension %d) is %g, want one in [-%d, %d]", j, j/m.Dim, j%m.Dim, x, maxProjection, maxProjection)
+			}
+		}
+	}
+	return nil
+}
+
+// firstNonFinite returns the index of the first NaN or infinite value of v,
+// or -1.
+func firstNonFinite(v []float32) int {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return i
+		}
+	}
+	return -1
 }

@@ -33,15 +33,18 @@ type FitConfig struct {
 	MaxDF float64
 	// LSA is the number of latent dimensions (truncated SVD) the TF-IDF
 	// vectors are projected on before clustering; 0 clusters the TF-IDF
-	// vectors themselves. Default 50.
+	// vectors themselves. Default 50, at most 1000.
 	LSA int
-	// PowerIters of the randomized SVD. Default 4.
+	// PowerIters of the randomized SVD. Default 4, at most 20.
 	PowerIters int
-	// K is the number of clusters; 0 picks it (see Criterion). Default 0.
+	// K is the number of clusters; 0 picks it (see Criterion). Default 0,
+	// at most 1000.
 	K int
 	// KMin and KMax bound the automatic choice of k. Default 3 and 20: the
 	// stability criterion favours k = 2, since nearly any bisection of the
-	// prompts is reproducible; set KMin to 2 to allow it.
+	// prompts is reproducible; set KMin to 2 to allow it. KMax is at most
+	// 1000, and a fit tries no k that leaves fewer than 5 distinct points per
+	// cluster on average (the k for which a fixed --k warns), KMin excepted.
 	KMin, KMax int
 	// Criterion picks k when K is 0: "stability" (default) takes the k whose
 	// k-means restarts agree most with each other (mean pairwise adjusted
@@ -49,23 +52,24 @@ type FitConfig struct {
 	// highest mean silhouette (cosine distance) on a sample.
 	Criterion string
 	// Restarts of k-means per k; the restart with the highest objective
-	// (sum of cosine similarities) wins. Default 10.
+	// (sum of cosine similarities) wins. Default 10, at most 100.
 	Restarts int
-	// MaxIter bounds the Lloyd iterations of one k-means run. Default 100.
+	// MaxIter bounds the Lloyd iterations of one k-means run. Default 100,
+	// at most 10000.
 	MaxIter int
 	// Seed makes fits reproducible. Default 1.
 	Seed uint64
 	// MaxPrompts caps the prompts a fit uses; beyond it a random sample of
-	// this size is used. Default 20000.
+	// this size is used. Default 20000, at most 100000.
 	MaxPrompts int
 	// SilhouetteSample is how many prompts the silhouette used to pick k is
-	// computed on. Default 2000.
+	// computed on. Default 2000, from 10 to 5000.
 	SilhouetteSample int
 	// ThresholdQuantile sets each cluster's distance threshold at this
 	// quantile of its members' distances; prompts beyond it are unclustered.
 	// Default 0.95.
 	ThresholdQuantile float64
-	// TopTerms is how many terms name a cluster. Default 3.
+	// TopTerms is how many terms name a cluster. Default 3, from 1 to 10.
 	TopTerms int
 }
 
@@ -78,33 +82,73 @@ func DefaultFitConfig() FitConfig {
 	}
 }
 
-// Validate reports the first setting out of range.
+// Upper bounds of the FitConfig counts and sizes. Each drives an allocation
+// or a loop of the fit, so an unbounded value (--restarts 1000000000) ran the
+// process out of memory or time instead of being refused. They sit well above
+// any setting that helps a fit (the defaults are 10 to 100 times smaller).
+const (
+	// maxClusters bounds K and KMax: more clusters than a person can read
+	// are not topics, and k-means holds k centroids of the vocabulary's size
+	// per run (1,000 × 50,000 terms is 200 MB).
+	maxClusters = 1000
+	// maxRestarts bounds Restarts: the stability criterion keeps every
+	// restart's assignment and compares all pairs of them (4,950 pairs at 100).
+	maxRestarts = 100
+	// maxIterations bounds MaxIter; Lloyd iterations converge in tens.
+	maxIterations = 10000
+	// maxLSA bounds LSA: the artifact stores vocabulary × LSA floats (50,000
+	// terms × 1,000 is 200 MB) and the SVD's work grows with its square.
+	maxLSA = 1000
+	// maxPowerIters bounds PowerIters; 4 to 7 suffice (Halko et al. 2011).
+	maxPowerIters = 20
+	// maxPrompts bounds MaxPrompts: five times the default sample.
+	maxPrompts = 100000
+	// maxSilhouetteSample bounds SilhouetteSample: the sample's pairwise
+	// distances are held in memory (100 MB at 5,000) and scanned once per k.
+	maxSilhouetteSample = 5000
+	// maxTopTerms bounds TopTerms: a label is the top terms joined by "/".
+	maxTopTerms = 10
+	// minHashBits and maxHashBits bound Vector.HashBits: the tagger holds
+	// one int32 per bucket (64 MB at 24 bits).
+	minHashBits, maxHashBits = 8, 24
+)
+
+// Validate reports the first setting out of range. Every count or size that
+// drives an allocation or a loop has an upper bound (the max constants).
 func (c FitConfig) Validate() error {
 	switch {
-	case c.Vector.HashBits < 8 || c.Vector.HashBits > 24:
-		return fmt.Errorf("hash_bits %d out of range [8, 24]", c.Vector.HashBits)
+	case c.Vector.HashBits < minHashBits || c.Vector.HashBits > maxHashBits:
+		return fmt.Errorf("hash_bits %d out of range [%d, %d]", c.Vector.HashBits, minHashBits, maxHashBits)
 	case c.MinDF < 1:
 		return fmt.Errorf("min_df %d must be at least 1", c.MinDF)
-	case c.MaxDF <= 0 || c.MaxDF > 1:
+	case !(c.MaxDF > 0 && c.MaxDF <= 1): // NaN too
 		return fmt.Errorf("max_df %g must be in (0, 1]", c.MaxDF)
-	case c.LSA < 0:
-		return fmt.Errorf("lsa %d must be >= 0", c.LSA)
-	case c.K < 0 || c.K == 1:
-		return fmt.Errorf("k %d must be 0 (auto) or at least 2", c.K)
+	case c.LSA < 0 || c.LSA > maxLSA:
+		return fmt.Errorf("lsa %d out of range [0, %d] (0 clusters the TF-IDF vectors without LSA)", c.LSA, maxLSA)
+	case c.PowerIters < 0 || c.PowerIters > maxPowerIters:
+		return fmt.Errorf("power_iters %d out of range [0, %d]", c.PowerIters, maxPowerIters)
+	case c.K < 0 || c.K == 1 || c.K > maxClusters:
+		return fmt.Errorf("k %d out of range: want 0 (auto) or a number of clusters in [2, %d]", c.K, maxClusters)
+	case c.KMax > maxClusters:
+		return fmt.Errorf("k_max %d out of range: --k auto tries at most k=%d", c.KMax, maxClusters)
 	case c.K == 0 && (c.KMin < 2 || c.KMax < c.KMin):
-		return fmt.Errorf("k range [%d, %d] invalid: need 2 <= k_min <= k_max", c.KMin, c.KMax)
-	case c.Restarts < 1 || c.MaxIter < 1:
-		return errors.New("restarts and max_iter must be at least 1")
-	case c.ThresholdQuantile <= 0 || c.ThresholdQuantile > 1:
+		return fmt.Errorf("k range [%d, %d] invalid: need 2 <= k_min <= k_max <= %d", c.KMin, c.KMax, maxClusters)
+	case c.Restarts < 1 || c.Restarts > maxRestarts:
+		return fmt.Errorf("restarts %d out of range [1, %d]", c.Restarts, maxRestarts)
+	case c.MaxIter < 1 || c.MaxIter > maxIterations:
+		return fmt.Errorf("max_iter %d out of range [1, %d]", c.MaxIter, maxIterations)
+	case !(c.ThresholdQuantile > 0 && c.ThresholdQuantile <= 1): // NaN too
 		return fmt.Errorf("threshold_quantile %g must be in (0, 1]", c.ThresholdQuantile)
-	case c.SilhouetteSample < 10:
-		return fmt.Errorf("silhouette_sample %d must be at least 10", c.SilhouetteSample)
+	case c.SilhouetteSample < 10 || c.SilhouetteSample > maxSilhouetteSample:
+		return fmt.Errorf("silhouette_sample %d out of range [10, %d]", c.SilhouetteSample, maxSilhouetteSample)
 	case c.K == 0 && c.Criterion != CriterionStability && c.Criterion != CriterionSilhouette:
 		return fmt.Errorf("criterion %q unknown (want stability or silhouette)", c.Criterion)
 	case c.K == 0 && c.Criterion == CriterionStability && c.Restarts < 2:
 		return errors.New("the stability criterion compares restarts: restarts must be at least 2")
-	case c.MaxPrompts < 2:
-		return fmt.Errorf("max_prompts %d must be at least 2", c.MaxPrompts)
+	case c.MaxPrompts < 2 || c.MaxPrompts > maxPrompts:
+		return fmt.Errorf("max_prompts %d out of range [2, %d] (beyond it a random sample is fitted)", c.MaxPrompts, maxPrompts)
+	case c.TopTerms < 1 || c.TopTerms > maxTopTerms:
+		return fmt.Errorf("top_terms %d out of range [1, %d]", c.TopTerms, maxTopTerms)
 	}
 	return nil
 }
@@ -466,6 +510,9 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 		if len(v) != dim {
 			return nil, fmt.Errorf("embedding %d has %d dimensions, the first has %d: all embeddings must have the same size", i+1, len(v), dim)
 		}
+		if j := firstNonFinite(v); j >= 0 {
+			return nil, fmt.Errorf("embedding %d: value %d is %g: want finite numbers", i+1, j+1, v[j])
+		}
 		start := len(data)
 		data = append(data, v...)
 		if normalize(data[start:]) == 0 {
@@ -504,8 +551,9 @@ func FitEmbeddings(ctx context.Context, vecs [][]float32, prompts []string, cfg 
 }
 
 // cluster runs k-means for the configured k, or picks k in [KMin, KMax]
-// by the configured criterion; distinct is the number of different rows of
-// x, which bounds k (checkK has rejected a k above it).
+// (clamped to what the data supports, see autoKMax) by the configured
+// criterion; distinct is the number of different rows of x, which bounds k
+// (checkK has rejected a k above it).
 func cluster(ctx context.Context, x *csr, distinct int, cfg FitConfig, rng *rand.Rand, progress Progress) (kmeansResult, Selection, error) {
 	n := x.rows()
 	if cfg.K > 0 {
@@ -526,9 +574,18 @@ func cluster(ctx context.Context, x *csr, distinct int, cfg FitConfig, rng *rand
 		dist = pairwiseDistances(x, sample)
 		sel.Sample = len(sample)
 	}
+	hi := autoKMax(cfg, distinct)
+	switch {
+	case hi < cfg.KMax && distinct/minPerCluster < cfg.KMin:
+		progress.printf("k range [%d, %d] clamped to k=%d (k_min): the %d distinct points leave fewer than %d per cluster at every k in it", cfg.KMin, cfg.KMax, hi, distinct, minPerCluster)
+	case hi < cfg.KMax:
+		progress.printf("k range [%d, %d] clamped to [%d, %d]: a larger k would leave fewer than %d of the %d distinct points per cluster", cfg.KMin, cfg.KMax, cfg.KMin, hi, minPerCluster, distinct)
+	}
 	var best kmeansResult
 	bestScore := math.Inf(-1)
-	for k := cfg.KMin; k <= min(cfg.KMax, distinct-1); k++ {
+	for k := cfg.KMin; k <= hi; k++ {
+		// The criteria need every restart's assignment but only the top
+		// restart's centroids (k × dim each): the others are dropped.
 		runs := make([]kmeansResult, cfg.Restarts)
 		top := 0
 		for r := range runs {
@@ -537,8 +594,12 @@ func cluster(ctx context.Context, x *csr, distinct int, cfg FitConfig, rng *rand
 				return kmeansResult{}, Selection{}, err
 			}
 			runs[r] = res
-			if res.objective > runs[top].objective {
+			switch {
+			case res.objective > runs[top].objective:
+				runs[top].centroids, runs[top].sim = nil, nil
 				top = r
+			case r != top:
+				runs[r].centroids, runs[r].sim = nil, nil
 			}
 		}
 		var s float64
@@ -556,6 +617,16 @@ func cluster(ctx context.Context, x *csr, distinct int, cfg FitConfig, rng *rand
 	sel.K = best.k
 	progress.printf("picked k=%d (highest %s %.4f)", best.k, cfg.Criterion, bestScore)
 	return best, sel, nil
+}
+
+// autoKMax is the largest k that --k auto tries on distinct points: KMax,
+// lowered to distinct/minPerCluster, the largest k a fixed --k fits without
+// the warning that its clusters are too small to be topics (trying every k
+// below distinct turned 400 prompts into 391 clusters of one). It is never
+// below KMin, which the user asked for and a fixed k of KMin fits too, with
+// that warning; checkK has ensured that KMin is below distinct.
+func autoKMax(cfg FitConfig, distinct int) int {
+	return min(cfg.KMax, distinct-1, max(cfg.KMin, distinct/minPerCluster))
 }
 
 // agreement is the mean adjusted Rand index over all pairs of restarts: how
@@ -595,9 +666,10 @@ func describe(res kmeansResult, ts *termSpace, cfg FitConfig) []Cluster {
 }
 
 // nameClusters sets each label from the top terms ("cluster-ID" without
-// them) and appends "#ID" to labels that would otherwise repeat. Clusters in
-// keep (by index) get the label given there instead, unchanged; a new label
-// that repeats a kept one gets the "#ID".
+// them) and appends "#ID" to labels that would otherwise repeat or be
+// "unclustered" (the label of prompts in no cluster). Clusters in keep (by
+// index) get the label given there instead, unchanged; a new label that
+// repeats a kept one gets the "#ID".
 func nameClusters(cl []Cluster, keep map[int]string) {
 	seen := map[string]int{}
 	for c := range cl {
@@ -611,6 +683,9 @@ func nameClusters(cl []Cluster, keep map[int]string) {
 			cl[c].Label = fmt.Sprintf("cluster-%d", cl[c].ID)
 		}
 		seen[cl[c].Label]++
+		if strings.EqualFold(cl[c].Label, UnclusteredLabel) {
+			seen[cl[c].Label]++ // reserved for prompts in no cluster: always "#ID"
+		}
 	}
 	for c := range cl {
 		if _, ok := keep[c]; !ok && seen[cl[c].Label] > 1 {

@@ -167,15 +167,20 @@ func (t *Tagger) TagVector(v []float32) (int, float32, error) {
 	return id, d, nil
 }
 
-// nearest normalises acc and picks the most similar centroid.
+// nearest normalises acc and picks the most similar centroid. A zero vector,
+// or one with a NaN or infinite value, is unclustered at distance 1.
 func (t *Tagger) nearest(acc []float32) (int, float32) {
-	var ss float32
+	var ss float64 // float64: the squares of large float32 values overflow float32
 	for _, x := range acc {
-		ss += x * x
+		ss += float64(x) * float64(x)
 	}
-	if ss == 0 {
+	if !(ss > 0) || math.IsInf(ss, 1) { // NaN too
 		t.last = Unclustered
 		return Unclustered, 1
+	}
+	inv := 1 / math.Sqrt(ss)
+	for i, x := range acc {
+		acc[i] = float32(float64(x) * inv)
 	}
 	dim := t.m.Dim
 	best, bestDot := 0, float32(-2)
@@ -189,7 +194,7 @@ func (t *Tagger) nearest(acc []float32) (int, float32) {
 			best, bestDot = c, d
 		}
 	}
-	return t.decide(best, bestDot/sqrt32(ss))
+	return t.decide(best, bestDot)
 }
 
 // nearestIndex is the nearest cluster of the last Tag call, whether or not

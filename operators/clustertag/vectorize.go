@@ -12,7 +12,8 @@ import (
 // artifact: the tagger must vectorise exactly as the fit did.
 type VectorConfig struct {
 	// HashBits is log2 of the number of hash buckets words and bigrams fall
-	// into. Default 18 (262,144 buckets; collisions are rare below ~50k terms).
+	// into, from 8 to 24. Default 18 (262,144 buckets; collisions are rare
+	// below ~50k terms).
 	HashBits int `json:"hash_bits"`
 	// Bigrams adds adjacent word pairs (after stop-word removal). Default
 	// false: on prompts-dev they did not raise the adjusted Rand index (see

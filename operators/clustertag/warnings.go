@@ -72,8 +72,10 @@ func checkK(cfg FitConfig, d int, what, hint string) error {
 	if cfg.K > d {
 		// Offer only what can be fitted: --k auto needs d-1 >= KMin.
 		var ways []string
-		if d-1 >= cfg.KMin {
-			ways = append(ways, fmt.Sprintf("--k auto (k in [%d, %d] by %s)", cfg.KMin, cfg.KMax, cfg.Criterion))
+		if hi := autoKMax(cfg, d); hi > cfg.KMin {
+			ways = append(ways, fmt.Sprintf("--k auto (k in [%d, %d] by %s)", cfg.KMin, hi, cfg.Criterion))
+		} else if d-1 >= cfg.KMin {
+			ways = append(ways, fmt.Sprintf("--k auto (here only k=%d, k_min)", cfg.KMin))
 		}
 		k := suggestK(d)
 		if d >= 2*minPerCluster {
