@@ -68,6 +68,12 @@ const (
 	NumBaselines = 7
 )
 
+// MaxTraceIDBytes is the longest response id (trace_id) ingest accepts,
+// and the longest a label may name: ids of providers are tens of bytes,
+// and a label must fit a Kafka message and a ClickHouse query with many
+// others.
+const MaxTraceIDBytes = 1024
+
 // Status values of a scored row. StatusOK rows carry valid features; every other
 // value is a reason for the dead-letter topic and the rejection summary.
 const (

@@ -438,9 +438,18 @@ func jsonText(raw json.RawMessage) string {
 // correctValues is what a label's correct may be, for error messages.
 const correctValues = "true/false, t/f, yes/no or 1/0 (any case; the spellings train's CSV takes)"
 
+// maxSourceBytes bounds a label's source (a reviewer, a team, a tool).
+const maxSourceBytes = 256
+
 func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (Label, error) {
 	if id == "" {
 		return Label{}, errors.New("empty trace_id")
+	}
+	if len(id) > schemas.MaxTraceIDBytes {
+		return Label{}, fmt.Errorf("trace_id %.40q... of %d bytes, more than the %d a response id may have (entrowatch ingest refuses longer ones)", id, len(id), schemas.MaxTraceIDBytes)
+	}
+	if len(source) > maxSourceBytes {
+		return Label{}, fmt.Errorf("trace %s: source of %d bytes, more than %d", id, len(source), maxSourceBytes)
 	}
 	l := Label{TraceID: id, Source: source, TS: now.UTC()}
 	if l.Source == "" {

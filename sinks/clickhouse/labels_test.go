@@ -452,6 +452,11 @@ func TestReadLabels(t *testing.T) {
 			{TraceID: "b", Correct: false, Source: "import", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 		}, ""},
 		{"csv_minimal", "correct,trace_id\n1,x\n", []Label{{TraceID: "x", Correct: true, Source: "import", TS: now}}, ""},
+		// A trace_id longer than any response id failed a whole import with
+		// ClickHouse's "Max query size exceeded".
+		{"id_longest", "trace_id,correct\n" + strings.Repeat("i", 1024) + ",1\n", []Label{{TraceID: strings.Repeat("i", 1024), Correct: true, Source: "import", TS: now}}, ""},
+		{"id_too_long", "trace_id,correct\n" + strings.Repeat("i", 200000) + ",1\n", nil, "bytes, more than the 1024 a response id may have"},
+		{"source_too_long", "trace_id,correct,source\na,1," + strings.Repeat("s", 300) + "\n", nil, "source of 300 bytes, more than 256"},
 		{"jsonl", `{"trace_id":"a","correct":true,"source":"s","ts":"2026-01-01T00:00:00Z"}` + "\n\n" + `{"trace_id":"b","correct":0}` + "\n", []Label{
 			{TraceID: "a", Correct: true, Source: "s", TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 			{TraceID: "b", Correct: false, Source: "import", TS: now},

@@ -422,19 +422,26 @@ func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []by
 		return
 	}
 	n := len(ls)
+	// Messages of at most labelsPerMessage labels and half the message
+	// limit (a label is at most a few KB: trace_id and source are bounded).
 	var msgs []kafka.Message
-	for len(ls) > 0 {
-		k := min(len(ls), labelsPerMessage)
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		for _, l := range ls[:k] {
-			if err := enc.Encode(l); err != nil {
-				h.reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
-				return
-			}
+	limit := h.lp.MaxMessageBytes() / 2
+	var buf bytes.Buffer
+	k := 0
+	for i, l := range ls {
+		b, err := json.Marshal(l)
+		if err != nil {
+			h.reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
 		}
-		msgs = append(msgs, kafka.Message{Value: buf.Bytes()})
-		ls = ls[k:]
+		buf.Write(b)
+		buf.WriteByte('\n')
+		k++
+		if i == len(ls)-1 || k == labelsPerMessage || buf.Len() >= limit {
+			msgs = append(msgs, kafka.Message{Value: bytes.Clone(buf.Bytes())})
+			buf.Reset()
+			k = 0
+		}
 	}
 	if h.produce(w, r, h.lp, msgs) {
 		h.labels.Add(float64(n))

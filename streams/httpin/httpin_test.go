@@ -777,3 +777,41 @@ func TestBodyExpansionBounded(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, r.Error)
 	require.Equal(t, 20, r.Accepted)
 }
+
+// TestLabelsLongIDs: 2,000 labels of 1 KB ids made a 2 MB message, which
+// the topic refused, and the client got 503 "retry later" for ever; a 2 MB
+// trace_id did too. Messages are now cut at half the message limit, and an
+// id longer than any response's is 400.
+func TestLabelsLongIDs(t *testing.T) {
+	url, _ := server(t, "http-labels-long", nil)
+	lurl := strings.TrimSuffix(url, "/v1/responses") + "/v1/labels"
+	var body strings.Builder
+	const n = 3000
+	for i := range n {
+		fmt.Fprintf(&body, `{"trace_id": "%s-%04d", "correct": true}`+"\n", strings.Repeat("x", schemas.MaxTraceIDBytes-5), i)
+	}
+	code, r := post(t, lurl, "", strings.NewReader(body.String()))
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+	require.Equal(t, n, r.Accepted)
+
+	rd := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{testBroker.Addr()}, Topic: "http-labels-long-labels", MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, msgs := 0, 0
+	for got < n {
+		m, err := rd.ReadMessage(ctx)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(m.Value), kafka.DefaultProducerConfig().MaxMessageBytes)
+		ls, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
+		require.NoError(t, err)
+		got += len(ls)
+		msgs++
+	}
+	require.Equal(t, n, got)
+	require.Greater(t, msgs, 2, "cut by size, not only by count")
+
+	code, r = post(t, lurl, "", strings.NewReader(`{"trace_id": "`+strings.Repeat("y", 2<<20)+`", "correct": true}`))
+	require.Equal(t, http.StatusBadRequest, code, r.Error)
+	require.Contains(t, r.Error, "bytes, more than the 1024 a response id may have")
+}

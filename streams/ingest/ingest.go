@@ -908,6 +908,9 @@ func (resp *response) toRows(cfg Config) ([]row, error) {
 	if resp.ID == "" {
 		return nil, errors.New(`no "id": every response needs an id (the idempotency key)`)
 	}
+	if len(resp.ID) > schemas.MaxTraceIDBytes {
+		return nil, fmt.Errorf(`"id" of %d bytes, more than the maximum %d: ids name responses in labels and queries`, len(resp.ID), schemas.MaxTraceIDBytes)
+	}
 	if resp.Created != "" {
 		ms, err := createdMillis(resp.Created)
 		if err != nil {

@@ -586,6 +586,24 @@ func TestCreatedWrongType(t *testing.T) {
 	}
 }
 
+// TestLongID: an id longer than MaxTraceIDBytes is malformed_json; it was
+// accepted up to the message limit, and no label could name it.
+func TestLongID(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	ok := strings.Replace(chat, `"id":"c1"`, `"id":"`+strings.Repeat("a", schemas.MaxTraceIDBytes)+`"`, 1)
+	long := strings.Replace(chat, `"id":"c1"`, `"id":"`+strings.Repeat("b", schemas.MaxTraceIDBytes+1)+`"`, 1)
+	r := ingest.NewReader(strings.NewReader(ok+"\n"+long+"\n"), ingest.DefaultConfig(), mem)
+	defer r.Release()
+	rec, err := r.Next()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rec.NumRows())
+	rec.Release()
+	require.Len(t, r.Rejects(), 1)
+	require.Equal(t, schemas.ReasonMalformedJSON, r.Rejects()[0].Reason)
+	require.EqualError(t, r.Rejects()[0].Err, `"id" of 1025 bytes, more than the maximum 1024: ids name responses in labels and queries`)
+}
+
 // TestRejectsPerNextBounded: a long run of rejected lines does not pile up
 // in one Next call (memory bounded by the cap, not the input); the rows after
 // it and every reject still come out.
