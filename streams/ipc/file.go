@@ -139,6 +139,10 @@ func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
 		rec.Release()
 		return nil, err
 	}
+	if err := checkIDs(rec); err != nil {
+		rec.Release()
+		return nil, err
+	}
 	return rec, nil
 }
 

@@ -155,7 +155,30 @@ func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 		rec.Release()
 		return nil, err
 	}
+	if err := checkIDs(rec); err != nil {
+		rec.Release()
+		return nil, err
+	}
 	return rec, nil
+}
+
+// checkIDs reports a trace_id that is null or empty: trace.v1 declares the
+// column non-nullable, and the id is the idempotency key (rows without one
+// were stored under "" and deduplicated into one). Errors wrap ErrSchema.
+func checkIDs(rec arrow.RecordBatch) error {
+	ids, ok := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+	if !ok {
+		return nil // CheckTrace checked the type
+	}
+	for i := range ids.Len() {
+		switch {
+		case ids.IsNull(i):
+			return fmt.Errorf("%w: column %q is null at row %d of %d; trace.v1 requires an id on every row (the idempotency key)", ErrSchema, schemas.ColTraceID, i, ids.Len())
+		case ids.ValueLen(i) == 0:
+			return fmt.Errorf("%w: column %q is empty at row %d of %d; trace.v1 requires an id on every row (the idempotency key)", ErrSchema, schemas.ColTraceID, i, ids.Len())
+		}
+	}
+	return nil
 }
 
 // corrupt wraps an error or recovered panic from arrow-go's reader in

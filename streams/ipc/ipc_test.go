@@ -246,3 +246,62 @@ func TestDecodeEmptyLists(t *testing.T) {
 	require.Equal(t, schemas.ReasonEmpty, st.Value(0))
 	require.Equal(t, schemas.ReasonEmpty, st.Value(1))
 }
+
+// withIDs is rec with its trace_id column replaced (nil: a null id).
+func withIDs(t *testing.T, mem memory.Allocator, rec arrow.RecordBatch, ids []*string) arrow.RecordBatch {
+	t.Helper()
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	for _, id := range ids {
+		if id == nil {
+			b.AppendNull()
+		} else {
+			b.Append(*id)
+		}
+	}
+	col := b.NewArray()
+	defer col.Release()
+	cols := append([]arrow.Array(nil), rec.Columns()...)
+	cols[schemas.MustIndex(rec.Schema(), schemas.ColTraceID)] = col
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows())
+}
+
+// TestDecodeRequiresIDs: a null or empty trace_id was decoded and stored
+// under "" (every such row deduplicated into one); the message is now
+// wrong_schema, from Kafka and from a file.
+func TestDecodeRequiresIDs(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := synth(mem, 3, 4)
+	defer rec.Release()
+	a, empty := "a", ""
+	for _, tc := range []struct {
+		ids  []*string
+		want string
+	}{
+		{[]*string{&a, nil, &a}, `column "trace_id" is null at row 1 of 3`},
+		{[]*string{&a, &a, &empty}, `column "trace_id" is empty at row 2 of 3`},
+	} {
+		bad := withIDs(t, mem, rec, tc.ids)
+		msgs, err := ipc.Encode(bad, 1<<20)
+		require.NoError(t, err)
+		_, err = ipc.Decode(msgs[0], mem)
+		require.ErrorIs(t, err, ipc.ErrSchema)
+		require.ErrorContains(t, err, tc.want)
+
+		path := filepath.Join(t.TempDir(), "bad.arrow")
+		f, err := os.Create(path)
+		require.NoError(t, err)
+		w := arrowipc.NewWriter(f, arrowipc.WithSchema(bad.Schema()), arrowipc.WithAllocator(mem))
+		require.NoError(t, w.Write(bad))
+		require.NoError(t, w.Close())
+		require.NoError(t, f.Close())
+		bad.Release()
+		r, err := ipc.OpenFile(path, mem)
+		require.NoError(t, err)
+		_, err = r.Next()
+		require.ErrorIs(t, err, ipc.ErrSchema)
+		require.ErrorContains(t, err, tc.want)
+		require.NoError(t, r.Close())
+	}
+}
