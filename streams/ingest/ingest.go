@@ -713,8 +713,13 @@ func Framed(r io.Reader) io.Reader {
 	if !ok {
 		br = bufio.NewReaderSize(r, 1<<20)
 	}
-	if bom, _ := br.Peek(3); string(bom) == "\ufeff" {
-		br.Discard(3) // a byte-order mark some editors write: not part of the JSON
+	// A byte-order mark some editors write is not part of the JSON. Three
+	// bytes are waited for only when the first is the mark's: a live stream
+	// that sent "[\n" is not held.
+	if b, _ := br.Peek(1); len(b) == 1 && b[0] == 0xef {
+		if bom, _ := br.Peek(3); string(bom) == "\ufeff" {
+			br.Discard(3)
+		}
 	}
 	if detectFraming(br) != framedLines {
 		return newReframer(br)

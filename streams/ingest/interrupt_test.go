@@ -95,3 +95,34 @@ func TestOpenContextInterrupts(t *testing.T) {
 		require.True(t, errors.Is(err, ingest.ErrInterrupted), "%v", err)
 	})
 }
+
+// TestFramedLiveStream: the framing of a pipe is decided once its first line
+// has arrived; it waited for 64 KiB (or the end) before the first byte.
+func TestFramedLiveStream(t *testing.T) {
+	for _, tc := range []struct{ first, want string }{
+		{`{"id":"a","choices":[]}` + "\n", `{"id":"a","choices":[]}` + "\n"},
+		{"[\n", ""},
+	} {
+		pr, pw := io.Pipe()
+		go func() { _, _ = pw.Write([]byte(tc.first)) }() // and then waits, open
+		got := make(chan string, 1)
+		go func() {
+			br := bufio.NewReader(ingest.Framed(pr))
+			if tc.want == "" {
+				got <- "framed" // an array: nothing to read until its first element ends
+				return
+			}
+			line, _ := br.ReadString('\n')
+			got <- line
+		}()
+		select {
+		case line := <-got:
+			if tc.want != "" {
+				require.Equal(t, tc.want, line)
+			}
+		case <-time.After(20 * time.Second): // a guard against hanging, not a speed assertion
+			t.Fatalf("%q: nothing came out of a live stream", tc.first)
+		}
+		pw.Close()
+	}
+}

@@ -31,23 +31,39 @@ const (
 )
 
 // detectFraming peeks at the start of br: an array, pretty-printed objects
-// (a first line that is a lone "{"), or JSON Lines.
+// (a first line that is a lone "{"), or JSON Lines. It reads only as far as
+// it needs (the first non-blank byte and, for an object, its first line; at
+// most 64 KiB), so that a live stream on a pipe is framed as soon as its
+// first line arrives, not once 64 KiB have.
 func detectFraming(br *bufio.Reader) reframeMode {
-	head, _ := br.Peek(64 << 10)
-	t := bytes.TrimLeft(head, " \t\r\n\ufeff")
-	switch {
-	case len(t) > 0 && t[0] == '[':
-		return framedArray
-	case len(t) > 0 && t[0] == '{':
-		first := t
-		if i := bytes.IndexByte(t, '\n'); i >= 0 {
-			first = t[:i]
+	const most = 64 << 10
+	for n := 1; ; {
+		head, err := br.Peek(n)
+		t := bytes.TrimLeft(head, " \t\r\n\ufeff")
+		nl := -1
+		if len(t) > 0 {
+			nl = bytes.IndexByte(t, '\n')
 		}
-		if string(bytes.TrimSpace(first)) == "{" {
-			return framedValues
+		switch {
+		case len(t) > 0 && t[0] == '[':
+			return framedArray
+		case len(t) > 0 && t[0] != '{':
+			return framedLines
+		case len(t) > 0 && (nl >= 0 || err != nil || len(head) >= most):
+			first := t
+			if nl >= 0 {
+				first = t[:nl]
+			}
+			if string(bytes.TrimSpace(first)) == "{" {
+				return framedValues
+			}
+			return framedLines
+		case err != nil || len(head) >= most:
+			return framedLines
 		}
+		// What is buffered already, else one byte more (one read).
+		n = min(max(br.Buffered(), len(head)+1), most)
 	}
-	return framedLines
 }
 
 // reframer rewrites arrays and sequences of JSON values as JSON Lines.
