@@ -172,14 +172,7 @@ SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') +
 // returns its DSN.
 func migratedServer(t *testing.T) string {
 	t.Helper()
-	if _, err := clickhouse.FindServerBinary(); err != nil {
-		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
-	}
-	lc := clickhouse.DefaultLocalConfig()
-	lc.Dir = t.TempDir()
-	srv, err := clickhouse.StartLocal(context.Background(), lc, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Stop() })
+	srv := localServer(t)
 	_, stderr, code := runCLI(t, "migrate", "--clickhouse", srv.DSN())
 	require.Equal(t, 0, code, stderr)
 	return srv.DSN()
@@ -239,14 +232,7 @@ func TestCommandsNeedMigratedSchema(t *testing.T) {
 // server running and the DSN right?"), and an http:// DSN with it was
 // answered with a native DSN that kept the HTTP port.
 func TestManagedServerHTTPPort(t *testing.T) {
-	if _, err := clickhouse.FindServerBinary(); err != nil {
-		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
-	}
-	lc := clickhouse.DefaultLocalConfig()
-	lc.Dir = t.TempDir()
-	srv, err := clickhouse.StartLocal(context.Background(), lc, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Stop() })
+	srv := localServer(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", srv.HTTPPort())
 
 	_, stderr, code := runCLI(t, "alarms", "--list", "--read-timeout", "2s", "--clickhouse", "clickhouse://"+addr+"/default")
@@ -258,4 +244,19 @@ func TestManagedServerHTTPPort(t *testing.T) {
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "give clickhouse://127.0.0.1:9000/default")
 	require.NotContains(t, stderr, "give clickhouse://"+addr)
+}
+
+// localServer starts a managed clickhouse-server for the test, or skips the
+// test when none is installed.
+func localServer(t *testing.T) *clickhouse.Server {
+	t.Helper()
+	if _, err := clickhouse.FindServerBinary(); err != nil {
+		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
+	}
+	lc := clickhouse.DefaultLocalConfig()
+	lc.Dir = t.TempDir()
+	srv, err := clickhouse.StartLocal(context.Background(), lc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Stop() })
+	return srv
 }
