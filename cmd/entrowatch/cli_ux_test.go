@@ -270,12 +270,23 @@ func TestIngestNothingReadable(t *testing.T) {
 	require.Contains(t, errs, "the input holds no responses")
 
 	// --rate NaN passed as "no pacing"; +Inf too.
-	for _, r := range []string{"NaN", "+Inf", "-1"} {
+	for _, r := range []string{"NaN", "+Inf", "-1", "1e-12"} { // 1e-12 overflowed the schedule: sent at once, stamped in year 0
 		_, errs, code = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", "--rate", r)
 		require.Equal(t, 1, code, errs)
-		require.Contains(t, errs, "want a positive number of responses per second", r)
+		require.Contains(t, errs, "want a number of responses per second from 0.001 (one every 1000 s) up", r)
 	}
 	// Responses produced to the dead-letter topic are never scored.
 	_, errs, _ = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", "--topic", "traces.dead")
 	require.Contains(t, errs, "--topic traces.dead looks like a dead-letter topic")
+}
+
+// TestSendTime: the replay schedule of --rate is start + i/rate, and one
+// beyond ten years is an error rather than an overflowed duration.
+func TestSendTime(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	got, err := sendTime(start, 3, 2)
+	require.NoError(t, err)
+	require.Equal(t, start.Add(1500*time.Millisecond), got)
+	_, err = sendTime(start, 1<<40, minRate)
+	require.ErrorContains(t, err, "more than ten years")
 }

@@ -59,8 +59,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return errUsage
 	}
-	if !(*rate >= 0) || math.IsInf(*rate, 1) { // NaN too
-		return fmt.Errorf("--rate %v: want a positive number of responses per second, or 0 for no pacing", *rate)
+	if !(*rate >= 0) || math.IsInf(*rate, 1) || (*rate > 0 && *rate < minRate) { // NaN too
+		return fmt.Errorf("--rate %v: want a number of responses per second from %v (one every 1000 s) up, or 0 for no pacing", *rate, minRate)
 	}
 	if strings.HasSuffix(*topic, ".dead") {
 		fmt.Fprintf(stderr, "ingest: warning: --topic %s looks like a dead-letter topic (run's dead_letter.topic is <source topic>.dead): responses produced there are not scored; to send dead letters back, use entrowatch deadletters --requeue\n", *topic)
@@ -138,7 +138,11 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 		}
 		if rate > 0 {
 			// Send this batch when the schedule says so, stamped with its send times.
-			due := start.Add(time.Duration(float64(rows) / rate * float64(time.Second)))
+			due, err := sendTime(start, rows, rate)
+			if err != nil {
+				rec.Release()
+				return err
+			}
 			if d := time.Until(due); d > 0 {
 				select {
 				case <-time.After(d):
@@ -219,6 +223,20 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 
 // restamp returns rec with ts set to the send time of each row under rate:
 // row i of the whole replay is stamped start + i/rate.
+// minRate is the slowest --rate: one response every 1000 s.
+const minRate = 0.001
+
+// sendTime is when response i of a replay at rate is due: start + i/rate.
+// A schedule beyond ten years is refused: the conversion to a duration
+// overflowed (--rate 1e-12 sent at once, stamped in year 0).
+func sendTime(start time.Time, i int64, rate float64) (time.Time, error) {
+	secs := float64(i) / rate
+	if secs > 10*365*24*3600 {
+		return time.Time{}, fmt.Errorf("--rate %v: response %d would be sent %.3g s after the start, more than ten years; give a higher rate", rate, i+1, secs)
+	}
+	return start.Add(time.Duration(secs * float64(time.Second))), nil
+}
+
 func restamp(rec arrow.RecordBatch, mem memory.Allocator, start time.Time, first int64, rate float64) (arrow.RecordBatch, error) {
 	idx, err := schemas.Index(rec.Schema(), schemas.ColTS)
 	if err != nil {
@@ -227,7 +245,10 @@ func restamp(rec arrow.RecordBatch, mem memory.Allocator, start time.Time, first
 	tb := array.NewTimestampBuilder(mem, rec.Schema().Field(idx).Type.(*arrow.TimestampType))
 	defer tb.Release()
 	for i := int64(0); i < rec.NumRows(); i++ {
-		t := start.Add(time.Duration(float64(first+i) / rate * float64(time.Second)))
+		t, err := sendTime(start, first+i, rate)
+		if err != nil {
+			return nil, err
+		}
 		tb.Append(arrow.Timestamp(t.UnixMilli()))
 	}
 	ts := tb.NewArray()

@@ -17,14 +17,39 @@ func sameFile(a, b string) bool {
 }
 
 // samePath reports whether a and b name the same path once made absolute
-// (the files need not exist yet); "-" is never the same as anything.
+// and their symbolic links followed, also to files that do not exist yet (a
+// dangling link is where a write would land); "-" is never the same as
+// anything.
 func samePath(a, b string) bool {
 	if a == "-" || b == "-" || a == "" || b == "" {
 		return false
 	}
-	aa, err1 := filepath.Abs(a)
-	ab, err2 := filepath.Abs(b)
-	return err1 == nil && err2 == nil && aa == ab
+	return resolvePath(a) == resolvePath(b)
+}
+
+// resolvePath is path made absolute with its links followed as far as they
+// lead (at most 40, as the kernel), whether or not the target exists.
+func resolvePath(path string) string {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	for range 40 {
+		dir, base := filepath.Split(p)
+		if d, err := filepath.EvalSymlinks(dir); err == nil {
+			dir = d
+		}
+		p = filepath.Join(dir, base)
+		target, err := os.Readlink(p)
+		if err != nil {
+			return p // not a link (or missing): where a write lands
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(dir, target)
+		}
+		p = target
+	}
+	return p
 }
 
 // atomicPath returns a temporary path next to path to write to, and a commit

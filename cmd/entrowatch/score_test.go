@@ -581,6 +581,17 @@ func TestScoreRejectsPaths(t *testing.T) {
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "is the --out file")
 
+	// A link to the other file, which does not exist yet: the write through
+	// the link lands on it (the 33 scored rows were lost).
+	link := filepath.Join(dir, "link.csv")
+	require.NoError(t, os.Symlink("same.csv", link))
+	_, stderr, code = runCLI(t, "score", "--in", in, "--out", link, "--rejects", same)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "is the --out file")
+	_, stderr, code = runCLI(t, "score", "--in", in, "--out", same, "--rejects", link)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "is the --out file")
+
 	_, stderr, code = runCLI(t, "score", "--in", in, "--out", "-", "--rejects", "-")
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "would both write to standard output")

@@ -162,9 +162,11 @@ func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 	return rec, nil
 }
 
-// checkIDs reports a trace_id that is null or empty: trace.v1 declares the
-// column non-nullable, and the id is the idempotency key (rows without one
-// were stored under "" and deduplicated into one). Errors wrap ErrSchema.
+// checkIDs reports a trace_id that is null, empty or longer than
+// schemas.MaxTraceIDBytes: trace.v1 declares the column non-nullable, the id
+// is the idempotency key (rows without one were stored under "" and
+// deduplicated into one), and labels name at most that many bytes. Errors
+// wrap ErrSchema.
 func checkIDs(rec arrow.RecordBatch) error {
 	ids, ok := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
 	if !ok {
@@ -176,6 +178,8 @@ func checkIDs(rec arrow.RecordBatch) error {
 			return fmt.Errorf("%w: column %q is null at row %d of %d; trace.v1 requires an id on every row (the idempotency key)", ErrSchema, schemas.ColTraceID, i, ids.Len())
 		case ids.ValueLen(i) == 0:
 			return fmt.Errorf("%w: column %q is empty at row %d of %d; trace.v1 requires an id on every row (the idempotency key)", ErrSchema, schemas.ColTraceID, i, ids.Len())
+		case ids.ValueLen(i) > schemas.MaxTraceIDBytes:
+			return fmt.Errorf("%w: column %q holds %d bytes at row %d of %d, more than the %d an id may have (no label could name it)", ErrSchema, schemas.ColTraceID, ids.ValueLen(i), i, ids.Len(), schemas.MaxTraceIDBytes)
 		}
 	}
 	return nil

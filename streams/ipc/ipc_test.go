@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -274,13 +275,14 @@ func TestDecodeRequiresIDs(t *testing.T) {
 	defer mem.AssertSize(t, 0)
 	rec := synth(mem, 3, 4)
 	defer rec.Release()
-	a, empty := "a", ""
+	a, empty, long := "a", "", strings.Repeat("x", schemas.MaxTraceIDBytes+1)
 	for _, tc := range []struct {
 		ids  []*string
 		want string
 	}{
 		{[]*string{&a, nil, &a}, `column "trace_id" is null at row 1 of 3`},
 		{[]*string{&a, &a, &empty}, `column "trace_id" is empty at row 2 of 3`},
+		{[]*string{&long, &a, &a}, `column "trace_id" holds 1025 bytes at row 0 of 3, more than the 1024`},
 	} {
 		bad := withIDs(t, mem, rec, tc.ids)
 		msgs, err := ipc.Encode(bad, 1<<20)
