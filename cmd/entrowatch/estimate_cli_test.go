@@ -270,6 +270,13 @@ func TestEvalCLILimits(t *testing.T) {
 	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(dir, "r2"), "--features", "confidence", "--max-training-sets", "2")
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "has 6 training sets (k = 1,2 of its 3 domains), more than --max-training-sets 2 allows; pass a smaller --k or raise --max-training-sets")
+	require.NoDirExists(t, filepath.Join(dir, "r2"), "a failed run leaves no empty report directory it made")
+	// One that existed stays.
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "mine"), 0o755))
+	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(dir, "mine"), "--features", "confidence", "--k", "9223372036854775807")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "no k leaves a domain to estimate")
+	require.DirExists(t, filepath.Join(dir, "mine"))
 
 	_, stderr, code = runCLI(t, "eval", "--in", in, "--report", filepath.Join(dir, "r3"), "--features", "confidence", "--max-training-sets", "0")
 	require.Equal(t, 2, code, stderr)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -33,7 +34,7 @@ Examples:
   entrowatch eval --in plaut.csv.gz --report r --features confidence --k 1..3`
 
 // runEval runs the leave-domains-out protocol and writes a report directory.
-func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("eval", evalSynopsis, stderr)
 	in := fs.String("in", "", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required)")
 	dir := fs.String("report", "", "directory for results.csv, summary.md, feature_auroc.csv and the SVG plots (required)")
@@ -70,9 +71,15 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return errUsage
 		}
 	}
-	if err := reportDirWritable(*dir); err != nil {
+	created, err := reportDirWritable(*dir)
+	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil && created {
+			os.Remove(*dir) // only if still empty: a failed run leaves no empty report directory
+		}
+	}()
 	features := featureList(*feats)
 	tbl, err := estimate.ReadTable(*in, features)
 	if errors.Is(err, estimate.ErrMissingFeature) {
@@ -179,20 +186,23 @@ func parseKs(s string) ([]int, error) {
 }
 
 // reportDirWritable creates dir (or checks that it is a directory) and
-// proves it writable before minutes of fitting, not after.
-func reportDirWritable(dir string) error {
-	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
-		return fmt.Errorf("--report %s is a file; give a directory (it is created if missing)", dir)
+// proves it writable before minutes of fitting, not after. created says it
+// did not exist.
+func reportDirWritable(dir string) (created bool, err error) {
+	st, err := os.Stat(dir)
+	if err == nil && !st.IsDir() {
+		return false, fmt.Errorf("--report %s is a file; give a directory (it is created if missing)", dir)
 	}
+	created = errors.Is(err, fs.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("--report: %w", err)
+		return false, fmt.Errorf("--report: %w", err)
 	}
 	f, err := os.CreateTemp(dir, ".write-test-*")
 	if err != nil {
-		return fmt.Errorf("--report %s is not writable: %w", dir, err)
+		return created, fmt.Errorf("--report %s is not writable: %w", dir, err)
 	}
 	f.Close()
-	return os.Remove(f.Name())
+	return created, os.Remove(f.Name())
 }
 
 // trainingSets counts the distinct (model, training set) pairs evaluated.
