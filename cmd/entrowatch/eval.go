@@ -126,6 +126,14 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if len(rep.SkippedK) > 0 {
 		fmt.Fprintf(stderr, "eval: skipped, k not below the model's domain count: %s\n", strings.Join(rep.SkippedK, "; "))
 	}
+	if n := len(rep.SingleClass); n > 0 {
+		list := rep.SingleClass[:min(n, 10)]
+		more := ""
+		if n > len(list) {
+			more = fmt.Sprintf(", and %d more (all in summary.md)", n-len(list))
+		}
+		fmt.Fprintf(stderr, "eval: %s left out, their rows all correct or all wrong (nothing to fit): %s%s\n", plural(n, "training set"), strings.Join(list, "; "), more)
+	}
 	for _, m := range slices.Sorted(maps.Keys(rep.Unevaluated)) {
 		fmt.Fprintf(stderr, "eval: model %s not evaluated: %s\n", m, rep.Unevaluated[m])
 	}

@@ -79,6 +79,10 @@ type Report struct {
 	NotApplicable []string
 	// Unevaluated gives, per model without any result, the reason.
 	Unevaluated map[string]string
+	// SingleClass lists, per model that has results, the training sets left
+	// out because their rows are all correct or all wrong (no estimator can
+	// be fitted on them), as "model: dom1+dom2"; sorted.
+	SingleClass []string
 }
 
 // Reliability accumulates predicted vs observed frequency in 10 bins.
@@ -501,9 +505,11 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	single := map[string]int{}
 	heldSum := map[string]map[string][]float64{} // model -> method -> per domain
 	heldCnt := map[string][]int{}
+	singleSets := map[string][]string{} // model -> the training sets of one class
 	merge := func(j job, o *out) {
 		if o.single {
 			single[j.model]++
+			singleSets[j.model] = append(singleSets[j.model], strings.Join(j.train, "+"))
 			return
 		}
 		rep.Results = append(rep.Results, o.res...)
@@ -632,6 +638,11 @@ feed:
 		}
 	}
 	for model, n := range perModel {
+		if _, ok := rep.Unevaluated[model]; !ok && single[model] > 0 && single[model] < n {
+			for _, s := range singleSets[model] {
+				rep.SingleClass = append(rep.SingleClass, model+": "+s)
+			}
+		}
 		if _, ok := rep.Unevaluated[model]; ok || n == 0 || single[model] < n {
 			continue
 		}
@@ -643,6 +654,7 @@ feed:
 			rep.Unevaluated[model] = fmt.Sprintf("each of its %s has rows of a single class (only correct or only wrong)", plural(n, "training set"))
 		}
 	}
+	sort.Strings(rep.SingleClass)
 	rep.Fits = (total - sumValues(single)) * len(methods)
 	rep.Wall = time.Since(start)
 	return rep, nil

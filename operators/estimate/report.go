@@ -131,6 +131,8 @@ func Ranked(med map[string][2]float64) []string {
 func mdCell(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	s = strings.ReplaceAll(s, "|", `\|`)
+	// A name like "<b>&amp;" is text, not HTML, when the file is rendered.
+	s = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 	return strings.Join(strings.Fields(s), " ")
 }
 
@@ -184,6 +186,13 @@ func Summary(rep *Report) string {
 	}
 	if len(rep.SkippedK) > 0 {
 		fmt.Fprintf(&b, "k skipped, not below the model's domain count: %s.\n\n", strings.Join(rep.SkippedK, "; "))
+	}
+	if len(rep.SingleClass) > 0 {
+		fmt.Fprintf(&b, "Training sets left out, their rows all correct or all wrong (no estimator can be fitted on one class; the medians are over the others): %d.\n\n", len(rep.SingleClass))
+		for _, s := range rep.SingleClass {
+			fmt.Fprintf(&b, "- %s\n", mdCell(s))
+		}
+		b.WriteString("\n")
 	}
 	b.WriteString("## Median AEE and rho per method\n\n| method | AEE | rho |\n|---|---|---|\n")
 	all := Medians(rep, nil)
