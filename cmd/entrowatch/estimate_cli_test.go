@@ -420,3 +420,20 @@ func TestEvalSingleClassSets(t *testing.T) {
 	require.Contains(t, string(sum), "&lt;b&gt;mixed&lt;/b&gt;")
 	require.NotContains(t, string(sum), "<b>")
 }
+
+// TestTrainReportSettings: the report's first line said "ensemble of 3"
+// whatever --balance said, and "ensemble of 6" for --ensemble 20 without
+// saying why.
+func TestTrainReportSettings(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "fx.csv")
+	_, errs, code := runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", table, "--quiet")
+	require.Equal(t, 0, code, errs)
+	out, errs, code := runCLI(t, "train", "--in", table, "--out", filepath.Join(dir, "b.json"), "--balance", "--transfer=false", "--min-rows", "10", "--min-class", "2")
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, `logreg\+isotonic ensemble of \d+(?: \(of \d+ candidates: [^)]*\))?, C=1 each, classes balanced, features `, out)
+	out, errs, code = runCLI(t, "train", "--in", table, "--out", filepath.Join(dir, "h.json"), "--ensemble", "0", "--hyper", "0.01", "--transfer=false", "--min-rows", "10", "--min-class", "2")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "logreg+isotonic C=0.01, features ")
+	require.NotContains(t, out, "balanced")
+}

@@ -112,7 +112,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := commit(true); err != nil {
 		return err
 	}
-	printTrainReport(stdout, set, *transfer)
+	printTrainReport(stdout, set, *transfer, *ensemble)
 	if set.Fallback != "" {
 		printLeftToFallback(stdout, tbl, set, opts)
 		fmt.Fprintf(stdout, "models not in the table are estimated with %s\n", fallbackName(set.Fallback))
@@ -169,13 +169,35 @@ func printLeftToFallback(w io.Writer, tbl *estimate.Table, set *estimate.Set, op
 	}
 }
 
+// settingsText names a model's hyper-parameters as trained: the ensemble's
+// size (and why it is smaller than asked), its members' C, class balancing.
+func settingsText(m *estimate.Model, ensemble int) string {
+	s := m.Hyper
+	if n := len(m.Members); n > 0 {
+		avail := len(m.Candidates) // the features screened, when some were left out
+		if avail == 0 {
+			avail = len(m.Features)
+		}
+		if c := min(ensemble, avail); c > n {
+			s += fmt.Sprintf(" (of %d candidates: those whose signal is under half the strongest's are left out)", c)
+		}
+		if h := m.Members[0].Hyper; h != "" {
+			s += ", " + h + " each"
+		}
+	}
+	if m.Balance {
+		s += ", classes balanced"
+	}
+	return s
+}
+
 // printTrainReport prints each model's report; transfer says whether the
 // leave-one-domain-out figures were asked for, so that a model without them
 // says why.
-func printTrainReport(w io.Writer, set *estimate.Set, transfer bool) {
+func printTrainReport(w io.Writer, set *estimate.Set, transfer bool, ensemble int) {
 	for _, name := range sortedModelKeys(set) {
 		m := set.Models[name]
-		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, m.Hyper,
+		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, settingsText(m, ensemble),
 			strings.Join(m.Features, ","), m.Rows, float64(m.Positives)/float64(m.Rows))
 		if why := m.Metrics.Unmeasured; why != "" {
 			fmt.Fprintf(w, "  out-of-fold: AUROC n/a  Brier n/a  ECE n/a (%s)\n", why)
