@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -161,6 +162,32 @@ func distinct(v []string) []string {
 // ReadCSV and AppendScored when a requested feature is not a column of the
 // input: ask for features the input has (nil = the 11 profile features).
 var ErrMissingFeature = errors.New("feature column missing")
+
+// withCase adds to err the columns that differ from the missing names only
+// in case ("Mean" for mean): names are case-sensitive.
+func withCase(err error, names []string, col map[string]int) error {
+	var hints []string
+	for _, name := range names {
+		for _, c := range slices.Sorted(maps.Keys(col)) {
+			if c != name && strings.EqualFold(c, name) {
+				hints = append(hints, fmt.Sprintf("%q for %q", c, name))
+			}
+		}
+	}
+	if len(hints) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (did you mean %s? column names are case-sensitive)", err, strings.Join(hints, ", "))
+}
+
+// quoteAll quotes each name, joined by commas.
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
 
 // missingFeature is err, also matching ErrMissingFeature; its text is err's.
 type missingFeature struct{ err error }
@@ -345,10 +372,20 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		return nil, err
 	}
 	fi := make([]int, len(features))
+	var missing []string
 	for j, f := range features {
-		if fi[j], err = need(f); err != nil {
-			return nil, missingFeature{err}
+		var ok bool
+		if fi[j], ok = col[f]; !ok {
+			missing = append(missing, f)
 		}
+	}
+	switch {
+	case len(missing) == 1:
+		_, err := need(missing[0])
+		return nil, missingFeature{withCase(err, missing, col)}
+	case len(missing) > 1:
+		// Every one at once, not one per run.
+		return nil, missingFeature{withCase(fmt.Errorf("feature columns %s missing from the CSV header (have %s)", quoteAll(missing), strings.Join(header, ",")), missing, col)}
 	}
 	t := &Table{Features: features, Skipped: map[string]int{}}
 	intern := map[string]string{}
