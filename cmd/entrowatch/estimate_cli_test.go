@@ -90,7 +90,7 @@ func TestTrainCLIErrors(t *testing.T) {
 		{"positional", []string{"--in", in, "--out", out, "extra"}, ""},
 		{"bad family", []string{"--in", in, "--out", out, "--family", "svm"}, `family "svm"`},
 		{"bad calibration", []string{"--in", in, "--out", out, "--calibration", "beta"}, `calibration "beta"`},
-		{"default features missing", []string{"--in", in, "--out", out}, `column "mean" missing`},
+		{"default features missing", []string{"--in", in, "--out", out}, `feature columns "mean", "std", "max"`},
 		{"unknown feature", []string{"--in", in, "--out", out, "--features", "confidence,nope"}, `column "nope" missing`},
 		{"unknown model", []string{"--in", in, "--out", out, "--features", "confidence", "--model", "gpt"}, `--model "gpt"`},
 		{"missing file", []string{"--in", in + ".missing", "--out", out}, "no such file"},
@@ -174,7 +174,7 @@ func TestMissingFeatureNamesTheFlag(t *testing.T) {
 	} {
 		_, stderr, code := runCLI(t, args...)
 		require.Equal(t, 1, code, stderr)
-		require.Contains(t, stderr, `column "mean" missing`, args[0])
+		require.Contains(t, stderr, `feature columns "mean", "std", "max"`, args[0])
 		require.Contains(t, stderr, "choose features with --features", args[0])
 	}
 }
