@@ -12,6 +12,7 @@ import (
 )
 
 const trainSynopsis = `--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME] [--min-rows N] [--min-class N]
+       [--ensemble N] [--screen N] [--offset] [--calibrate-on oof|train] [--hyper X] [--folds N] [--transfer=false]
 
 Trains the estimator of P(correct) that entrowatch score --estimator and the
 stream use: one model per LLM model in the table, plus a fallback for models

@@ -273,7 +273,7 @@ func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.R
 					// Scored, but by a model trained on other LLMs: the
 					// estimate may be far off (an estimator is per LLM).
 					o.warned[strings.Clone(name)] = true
-					o.log.Warn("no model of its own for this LLM: its rows are scored by the estimator's fallback, trained on other LLMs, and may be far off; train one on labelled rows of it (entrowatch train)",
+					o.log.Warn("no model of its own for this LLM: its rows are scored by the estimator's fallback, trained on the pooled rows of the training table (mostly or only other LLMs), and may be far off; train one on labelled rows of it (entrowatch train)",
 						"model", name, "fallback", o.set.Fallback, "estimator", o.set.Version)
 				}
 			}
