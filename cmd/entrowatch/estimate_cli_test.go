@@ -437,3 +437,33 @@ func TestTrainReportSettings(t *testing.T) {
 	require.Contains(t, out, "logreg+isotonic C=0.01, features ")
 	require.NotContains(t, out, "balanced")
 }
+
+// TestTrainReportFewRows: a 3-row domain's error was the report's headline
+// maximum with no warning; long domain names pushed the numbers out of
+// their columns.
+func TestTrainReportFewRows(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("model,domain,correct,mean\n")
+	long := "a_domain_name_of_thirty_chars"
+	for i := range 400 {
+		dom := []string{"alpha", long}[i%2]
+		c := (i / 2) % 3 % 2
+		fmt.Fprintf(&b, "m,%s,%d,%.3f\n", dom, c, 1.5-float64(c)+0.01*float64(i%17))
+	}
+	b.WriteString("m,tiny,1,1.4\nm,tiny,1,1.45\nm,tiny,0,0.5\n")
+	in := filepath.Join(t.TempDir(), "few.csv")
+	require.NoError(t, os.WriteFile(in, []byte(b.String()), 0o644))
+	out, errs, code := runCLI(t, "train", "--in", in, "--out", filepath.Join(t.TempDir(), "e.json"), "--features", "mean")
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, `\n  tiny +3\* `, out)
+	require.Contains(t, out, "* fewer than 30 rows: the true accuracy itself is uncertain by up to +-0.57 (95%)")
+	// Every row of the table has its rows column at the same place.
+	var at []int
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 4 && (f[0] == "alpha" || f[0] == long || f[0] == "tiny") {
+			at = append(at, strings.Index(l, f[1])+len(f[1]))
+		}
+	}
+	require.Len(t, at, 3, out)
+	require.Equal(t, at[0], at[1], out)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 
@@ -192,6 +193,19 @@ func settingsText(m *estimate.Model, ensemble int) string {
 	return s
 }
 
+// fewRows is the row count under which the report marks a domain: its true
+// accuracy is uncertain by more than +-0.18.
+const fewRows = 30
+
+// minRowsOf is the fewest rows of a domain (1 at least).
+func minRowsOf(ds []estimate.DomainMetric) int {
+	n := math.MaxInt
+	for _, d := range ds {
+		n = min(n, d.Rows)
+	}
+	return max(n, 1)
+}
+
 // printTrainReport prints each model's report; transfer says whether the
 // leave-one-domain-out figures were asked for, so that a model without them
 // says why.
@@ -207,28 +221,49 @@ func printTrainReport(w io.Writer, set *estimate.Set, transfer bool, ensemble in
 		}
 		tr := m.Metrics.Transfer
 		held := map[string]float64{}
+		width := 20 // the domain column, wider for longer names
+		rows, truth := map[string]int{}, map[string]float64{}
+		for _, d := range m.Metrics.Domains {
+			width = max(width, len(d.Domain))
+			rows[d.Domain], truth[d.Domain] = d.Rows, d.True
+		}
 		if tr != nil {
 			for _, d := range tr.Domains {
 				held[d.Domain] = d.Estimated
 			}
-			fmt.Fprintf(w, "  %-20s %7s %9s %6s %10s\n", "domain", "rows", "estimated", "true", "left out")
+			fmt.Fprintf(w, "  %-*s %7s %9s %6s %10s\n", width, "domain", "rows", "estimated", "true", "left out")
 		} else {
-			fmt.Fprintf(w, "  %-20s %7s %9s %6s\n", "domain", "rows", "estimated", "true")
+			fmt.Fprintf(w, "  %-*s %7s %9s %6s\n", width, "domain", "rows", "estimated", "true")
 		}
+		few := 0
 		for _, d := range m.Metrics.Domains {
+			mark := " "
+			if d.Rows < fewRows {
+				mark, few = "*", few+1
+			}
 			if m.Metrics.Unmeasured != "" {
-				fmt.Fprintf(w, "  %-20s %7d %9s %6.3f", d.Domain, d.Rows, "n/a", d.True)
+				fmt.Fprintf(w, "  %-*s %6d%s %9s %6.3f", width, d.Domain, d.Rows, mark, "n/a", d.True)
 			} else {
-				fmt.Fprintf(w, "  %-20s %7d %9.3f %6.3f", d.Domain, d.Rows, d.Estimated, d.True)
+				fmt.Fprintf(w, "  %-*s %6d%s %9.3f %6.3f", width, d.Domain, d.Rows, mark, d.Estimated, d.True)
 			}
 			if e, ok := held[d.Domain]; ok {
 				fmt.Fprintf(w, " %10.3f", e)
 			}
 			fmt.Fprintln(w)
 		}
+		if few > 0 {
+			fmt.Fprintf(w, "  * fewer than %d rows: the true accuracy itself is uncertain by up to +-%.2f (95%%), so read its errors with care\n",
+				fewRows, 1.96*math.Sqrt(0.25/float64(minRowsOf(m.Metrics.Domains))))
+		}
 		switch {
 		case tr != nil:
-			fmt.Fprintf(w, "  on a domain not trained on, expect an error of about %.3f (leave-one-domain-out mean |estimated - true|, max %.3f)\n", tr.AEE, tr.MaxAE)
+			worst := ""
+			for _, d := range tr.Domains {
+				if n, ok := rows[d.Domain]; ok && n < fewRows && math.Abs(math.Abs(d.Estimated-truth[d.Domain])-tr.MaxAE) < 1e-12 {
+					worst = fmt.Sprintf(", on %s of %d rows", d.Domain, n)
+				}
+			}
+			fmt.Fprintf(w, "  on a domain not trained on, expect an error of about %.3f (leave-one-domain-out mean |estimated - true|, max %.3f%s)\n", tr.AEE, tr.MaxAE, worst)
 			if len(tr.Skipped) > 0 {
 				fmt.Fprintf(w, "  not left out (the other domains have one class only): %s\n", strings.Join(tr.Skipped, ","))
 			}
