@@ -467,3 +467,21 @@ func TestTrainReportFewRows(t *testing.T) {
 	require.Len(t, at, 3, out)
 	require.Equal(t, at[0], at[1], out)
 }
+
+// TestEvalTableAligned: method names longer than 22 characters pushed their
+// numbers out of the AEE and rho columns.
+func TestEvalTableAligned(t *testing.T) {
+	in := labelled(t)
+	out, errs, code := runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence", "--k", "1",
+		"--methods", "default,screen0_isotonic_train_offset")
+	require.Equal(t, 0, code, errs)
+	var ends []int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "default ") || strings.HasPrefix(l, "screen0_isotonic_train_offset ") || strings.HasPrefix(l, "method ") {
+			ends = append(ends, len(l))
+		}
+	}
+	require.Len(t, ends, 3, out)
+	require.Equal(t, ends[0], ends[1], out)
+	require.Equal(t, ends[1], ends[2], out)
+}

@@ -145,9 +145,14 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	}
 	med := estimate.Medians(rep, nil)
 	fmt.Fprintf(stdout, "median over %d training sets, AEE on held-out domains (lower is better):\n", trainingSets(rep))
-	fmt.Fprintf(stdout, "%-22s %7s %7s\n", "method", "AEE", "rho")
-	for _, m := range estimate.Ranked(med) {
-		fmt.Fprintf(stdout, "%-22s %7s %7s\n", m, estimate.F3(med[m][0]), estimate.F3(med[m][1]))
+	ranked := estimate.Ranked(med)
+	width := 22 // wider for long method names (screen3_isotonic_train_offset)
+	for _, m := range ranked {
+		width = max(width, len(m))
+	}
+	fmt.Fprintf(stdout, "%-*s %7s %7s\n", width, "method", "AEE", "rho")
+	for _, m := range ranked {
+		fmt.Fprintf(stdout, "%-*s %7s %7s\n", width, m, estimate.F3(med[m][0]), estimate.F3(med[m][1]))
 	}
 	fmt.Fprintf(stdout, "%d fits in %s; report in %s\n", rep.Fits, rep.Wall.Round(1e7), *dir)
 	return nil
