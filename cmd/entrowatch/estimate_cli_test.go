@@ -485,3 +485,18 @@ func TestEvalTableAligned(t *testing.T) {
 	require.Equal(t, ends[0], ends[1], out)
 	require.Equal(t, ends[1], ends[2], out)
 }
+
+// TestEvalPlusInDomain: results.csv joins a training set's domains with +,
+// so a domain named "x+y" is warned about.
+func TestEvalPlusInDomain(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("model,domain,confidence,correct\n")
+	for i := range 300 {
+		fmt.Fprintf(&b, "m,%s,%.2f,%d\n", []string{"x+y", "z", "w"}[i%3], 0.3+0.4*float64((i/3)%2), (i/3)%2)
+	}
+	in := filepath.Join(t.TempDir(), "plus.csv")
+	require.NoError(t, os.WriteFile(in, []byte(b.String()), 0o644))
+	_, errs, code := runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence", "--k", "1", "--methods", "default")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, `eval: warning: domain names with a + ("x+y") make results.csv's train_domains ambiguous`)
+}

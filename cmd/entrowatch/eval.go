@@ -88,6 +88,15 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
+	var plus []string
+	for _, d := range tbl.Domains() {
+		if strings.Contains(d, "+") {
+			plus = append(plus, strconv.Quote(d))
+		}
+	}
+	if len(plus) > 0 {
+		fmt.Fprintf(stderr, "eval: warning: domain names with a + (%s) make results.csv's train_domains ambiguous: it joins a training set's domains with +\n", strings.Join(plus, ", "))
+	}
 	cfg.Methods = featureList(*methods)
 	fmt.Fprintf(stderr, "eval: %d rows, %s, features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
 	if kl != nil {
