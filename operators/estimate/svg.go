@@ -99,8 +99,35 @@ func sameReliability(rep *Report, a, b string) bool {
 	return true
 }
 
+// charWidths holds the advance widths, in em, of the printable ASCII
+// characters (from ' ' to '~') in DejaVu Sans, the sans-serif of Linux
+// renderers and the widest of the common ones (Arial, Helvetica and Liberation
+// Sans are narrower), rounded up to the hundredth: narrow i l . , ' | ;
+// (0.28 to 0.34), lower case mostly 0.55 to 0.64, digits 0.64, capitals 0.56
+// to 0.79 (I and J 0.30), and the wide m, w, M, W (0.98, 0.82, 0.87, 0.99).
+var charWidths = [95]float64{
+	0.32, 0.41, 0.46, 0.84, 0.64, 0.96, 0.78, 0.28, 0.40, 0.40, 0.50, 0.84, 0.32, 0.37, 0.32, 0.34, //  !"#$%&'()*+,-./
+	0.64, 0.64, 0.64, 0.64, 0.64, 0.64, 0.64, 0.64, 0.64, 0.64, 0.34, 0.34, 0.84, 0.84, 0.84, 0.54, // 0-9 :;<=>?
+	1.00, 0.69, 0.69, 0.70, 0.78, 0.64, 0.58, 0.78, 0.76, 0.30, 0.30, 0.66, 0.56, 0.87, 0.75, 0.79, // @A-O
+	0.61, 0.79, 0.70, 0.64, 0.62, 0.74, 0.69, 0.99, 0.69, 0.62, 0.69, 0.40, 0.34, 0.40, 0.84, 0.50, // P-Z [\]^_
+	0.50, 0.62, 0.64, 0.55, 0.64, 0.62, 0.36, 0.64, 0.64, 0.28, 0.28, 0.58, 0.28, 0.98, 0.64, 0.62, // `a-o
+	0.64, 0.64, 0.42, 0.53, 0.40, 0.64, 0.60, 0.82, 0.60, 0.60, 0.53, 0.64, 0.34, 0.64, 0.84, // p-z {|}~
+}
+
 // textWidth estimates the width of s in pixels at font size px (sans-serif).
-func textWidth(s string, px float64) float64 { return 0.58 * px * float64(len([]rune(s))) }
+// It errs on the wide side: the width of each character from charWidths (1 em
+// outside printable ASCII, as wide as a CJK character), plus 3%.
+func textWidth(s string, px float64) float64 {
+	em := 0.0
+	for _, r := range s {
+		if r >= ' ' && r <= '~' {
+			em += charWidths[r-' ']
+		} else {
+			em++
+		}
+	}
+	return 1.03 * em * px
+}
 
 // pointLabel is a text label for the point (x, y).
 type pointLabel struct {
@@ -118,82 +145,141 @@ func (l pointLabel) span(fs float64) (float64, float64) {
 	return l.tx, l.tx + w
 }
 
-// labelBox is the area labels must stay in (a panel, inset).
+// labelBox is the area labels must stay in (a panel, inset): their text
+// between left and right, their baselines between top+fs-1 and bottom.
 type labelBox struct{ left, right, top, bottom float64 }
 
+// A label's text reaches fs-1 above its baseline (ascenders are 0.76 em) and
+// fs/4 below it (descenders and the underscore, 0.24 em); labels on lines
+// fs+1 apart do not meet.
+const (
+	dotRadius = 4.0  // of the plotted points
+	labelGap  = 3.0  // the least space between two labels on one line
+	dotGap    = 1.0  // the least space between a label and a dot beside or under it
+	tolerance = 1e-6 // floating-point slack: labels exactly fs+1 apart do not overlap
+)
+
 // labelRoom is the side of a square panel that holds n labels of font size
-// fs stacked in one column (the worst case of placeLabels), never less than
-// least.
+// fs stacked in one column, never less than least: the panel estimatesSVG
+// starts from (it grows when dots leave too little room).
 func labelRoom(n int, fs, least float64) float64 {
 	return max(least, float64(n)*(fs+1)+fs+8)
 }
 
-// placeLabels puts each label beside its point, right of it unless that
-// passes box.right (then left of it, or flush with the box when neither side
-// has room), and moves labels down until no two overlap (lines of height fs+1
-// whose horizontal extents meet) and none covers a point of dots (circles of
-// radius 4). Labels pushed past box.bottom are then moved up, above the
-// labels under them, so that every label stays inside box when it is tall
-// enough (labelRoom).
+// placeLabels is placeLabelsOK without its verdict.
 func placeLabels(ls []pointLabel, dots [][2]float64, box labelBox, fs float64) []pointLabel {
-	h := fs + 1
+	out, _ := placeLabelsOK(ls, dots, box, fs)
+	return out
+}
+
+// placeLabelsOK puts each label beside its point: right of it unless that
+// passes box.right, then left of it, then flush with the box's right or left
+// edge, and at the baseline nearest to 5 px above the point (below on a
+// tie) where the label is inside box and meets neither a label already placed
+// (lines of height fs+1 that come within labelGap of each other) nor a dot
+// (circles of radius dotRadius, kept dotGap away at the side). Labels are
+// placed from the top down; each takes the first side with such a place. ok
+// is false when some label had none on any side: it is then put where it
+// meets no other label, dots allowed, or failing that at its first side's
+// wanted baseline; a bigger box (labelRoom, and more when dots crowd) gives
+// every label a place.
+func placeLabelsOK(ls []pointLabel, dots [][2]float64, box labelBox, fs float64) ([]pointLabel, bool) {
 	top := box.top + fs - 1 // the highest baseline that keeps the text inside
+	want := func(l pointLabel) float64 { return max(top, min(box.bottom, l.y-5)) }
+	sort.SliceStable(ls, func(a, b int) bool { return want(ls[a]) < want(ls[b]) })
+	ok := true
 	for i := range ls {
 		l := &ls[i]
 		w := textWidth(l.text, fs)
-		l.tx, l.ty = l.x+5, max(top, min(box.bottom, l.y-5))
-		switch {
-		case l.tx+w <= box.right:
-		case l.x-5-w >= box.left:
-			l.tx, l.end = l.x-5, true
-		default:
-			l.tx = max(box.left, box.right-w)
+		type side struct {
+			tx  float64
+			end bool
 		}
-	}
-	sort.SliceStable(ls, func(a, b int) bool { return ls[a].ty < ls[b].ty })
-	// A label only moves down, by at least a pixel, so this ends.
-	for i := range ls {
-		for moved := true; moved; {
-			moved = false
-			a0, a1 := ls[i].span(fs)
-			for j := range i {
-				b0, b1 := ls[j].span(fs)
-				// The tolerance keeps ty_j+h, which can come back as a hair
-				// under h, from counting as an overlap again (a loop).
-				if a0 < b1 && b0 < a1 && math.Abs(ls[i].ty-ls[j].ty) < h-1e-6 {
-					ls[i].ty = ls[j].ty + h
-					moved = true
+		var sides []side
+		if l.x+5+w <= box.right {
+			sides = append(sides, side{l.x + 5, false})
+		}
+		if l.x-5-w >= box.left {
+			sides = append(sides, side{l.x - 5, true})
+		}
+		sides = append(sides, side{max(box.left, box.right-w), false})
+		if box.left+w <= box.right && box.left != box.right-w {
+			sides = append(sides, side{box.left, false})
+		}
+		if w > box.right-box.left {
+			ok = false // it cannot fit, wherever it goes
+		}
+		placed := false
+		for _, withDots := range []bool{true, false} {
+			for _, s := range sides {
+				l.tx, l.end = s.tx, s.end
+				if ty, found := freeBaseline(ls[:i], *l, dots, withDots, want(*l), top, box.bottom, fs); found {
+					l.ty, placed = ty, true
+					break
 				}
 			}
-			for _, d := range dots {
-				top := ls[i].ty - fs + 1
-				if a0 < d[0]+4 && d[0]-4 < a1 && top < d[1]+4 && d[1]-4 < ls[i].ty {
-					ls[i].ty = max(ls[i].ty+1, d[1]+4+fs-1)
-					moved = true
-				}
+			if placed {
+				break
+			}
+			ok = false
+		}
+		if !placed {
+			l.tx, l.end, l.ty = sides[0].tx, sides[0].end, want(*l)
+		}
+	}
+	return ls, ok
+}
+
+// freeBaseline returns the baseline between lo and hi nearest to want (the
+// lower one on a tie) at which l, at its anchor l.tx, meets none of the
+// labels placed and, when withDots, none of dots; found is false when there
+// is none.
+func freeBaseline(placed []pointLabel, l pointLabel, dots [][2]float64, withDots bool, want, lo, hi, fs float64) (ty float64, found bool) {
+	if lo > hi {
+		return 0, false
+	}
+	h := fs + 1
+	a0, a1 := l.span(fs)
+	// The baselines each obstacle rules out, open intervals.
+	var blocked [][2]float64
+	for _, p := range placed {
+		b0, b1 := p.span(fs)
+		if a0 < b1+labelGap-tolerance && b0 < a1+labelGap-tolerance {
+			blocked = append(blocked, [2]float64{p.ty - h, p.ty + h})
+		}
+	}
+	if withDots {
+		for _, d := range dots {
+			if a0 < d[0]+dotRadius+dotGap-tolerance && d[0]-dotRadius-dotGap < a1-tolerance {
+				blocked = append(blocked, [2]float64{d[1] - dotRadius - dotGap - fs/4, d[1] + dotRadius + fs - 1})
 			}
 		}
 	}
-	// Back inside: from the bottom up, a label goes no lower than the box
-	// and above every label already placed under it that it would overlap.
-	// A label only moves up here, so this ends too.
-	sort.SliceStable(ls, func(a, b int) bool { return ls[a].ty > ls[b].ty })
-	for i := range ls {
-		ls[i].ty = min(ls[i].ty, box.bottom)
-		for moved := true; moved; {
-			moved = false
-			a0, a1 := ls[i].span(fs)
-			for j := range i {
-				b0, b1 := ls[j].span(fs)
-				if a0 < b1 && b0 < a1 && math.Abs(ls[i].ty-ls[j].ty) < h-1e-6 {
-					ls[i].ty = ls[j].ty - h
-					moved = true
-				}
-			}
+	sort.Slice(blocked, func(i, j int) bool { return blocked[i][0] < blocked[j][0] })
+	// Merged into disjoint intervals; their ends are free (within the
+	// tolerance).
+	var merged [][2]float64
+	for _, b := range blocked {
+		if n := len(merged); n > 0 && b[0] < merged[n-1][1]-tolerance {
+			merged[n-1][1] = max(merged[n-1][1], b[1])
+			continue
 		}
-		ls[i].ty = max(ls[i].ty, top) // only when the box is too short for them all
+		merged = append(merged, b)
 	}
-	return ls
+	want = max(lo, min(hi, want))
+	for _, m := range merged {
+		if m[0]+tolerance < want && want < m[1]-tolerance { // ruled out: the nearer free end
+			up, down := m[0], m[1]
+			switch {
+			case down <= hi && (up < lo || down-want <= want-up):
+				return down, true
+			case up >= lo:
+				return up, true
+			}
+			return 0, false
+		}
+	}
+	return want, true
 }
 
 // wrap breaks s into lines of at most n characters at spaces.
@@ -213,9 +299,31 @@ func wrap(s string, n int) []string {
 	return append(lines, cur)
 }
 
+// panelLabels places the domain labels of model's panel, a square of side s
+// with its top left corner at (0, 0), clear of each other and of the dots of
+// every method in ms (the first is labelled); ok is false when some label
+// found no such place (placeLabelsOK).
+func panelLabels(rep *Report, model string, ms []string, s, fs float64) ([]pointLabel, bool) {
+	var labels []pointLabel
+	var dots [][2]float64
+	for k, meth := range ms {
+		est := rep.HeldOut[model][meth]
+		for _, d := range sortedKeys(est) {
+			x, y := rep.True[model][d]*s, (1-clamp01(est[d]))*s
+			dots = append(dots, [2]float64{x, y})
+			if k == 0 {
+				labels = append(labels, pointLabel{x: x, y: y, text: d})
+			}
+		}
+	}
+	return placeLabelsOK(labels, dots, labelBox{2, s - 2, 2, s - 3}, fs)
+}
+
 // estimatesSVG draws one panel per model: true accuracy (x) against the
 // estimate (y) of each held-out domain, averaged over the training sets that
-// left the domain out. Domain labels are moved apart where they would overlap.
+// left the domain out. Domain labels are moved apart (with a leader line)
+// where they would overlap each other or cover a dot, and stay inside their
+// panel.
 func estimatesSVG(rep *Report) string {
 	models := sortedKeys(rep.True)
 	ms := plotted(rep)
@@ -223,12 +331,33 @@ func estimatesSVG(rep *Report) string {
 	const pad = 40.0
 	const fs = 9.0 // domain label font size
 	const title = "Estimated vs true accuracy per held-out domain (mean over training sets)"
-	most := 0
+	most, widest := 0, 0.0
 	for _, model := range models {
 		most = max(most, len(rep.True[model]))
+		for d := range rep.True[model] {
+			widest = max(widest, textWidth(d, fs))
+		}
 	}
-	// Square panels, grown when their labels could not all fit in 260 px.
-	pw := labelRoom(most, fs, 260)
+	// Square panels of 260 px, grown when their labels could not all fit in
+	// one column, or the widest across, and then while some label finds no
+	// place clear of the others and of the dots (which spread out as the
+	// panel grows).
+	pw := max(labelRoom(most, fs, 260), math.Ceil(widest)+10)
+	var placed map[string][]pointLabel
+	for try := 0; ; try++ {
+		placed = map[string][]pointLabel{}
+		ok := true
+		for _, model := range models {
+			if _, skip := rep.Unevaluated[model]; !skip {
+				ls, good := panelLabels(rep, model, ms, pw, fs)
+				placed[model], ok = ls, ok && good
+			}
+		}
+		if ok || try == 6 { // at most 3.8 times as big: the labels then go where they can
+			break
+		}
+		pw = math.Ceil(1.25 * pw)
+	}
 	ph := pw
 	cols := min(4, max(1, len(models)))
 	rows := (len(models) + cols - 1) / cols
@@ -276,8 +405,6 @@ func estimatesSVG(rep *Report) string {
 			}
 			continue
 		}
-		var labels []pointLabel
-		var dots [][2]float64
 		for k := len(ms) - 1; k >= 0; k-- { // the first method last, on top
 			meth := ms[k]
 			est := rep.HeldOut[model][meth]
@@ -285,22 +412,21 @@ func estimatesSVG(rep *Report) string {
 				e, t := est[d], rep.True[model][d]
 				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s" fill-opacity="0.8"><title>%s %s: true %.3f, estimated %.3f</title></circle>`+"\n",
 					px(t), py(clamp01(e)), methodColor(meth), html.EscapeString(meth), html.EscapeString(d), t, e)
-				dots = append(dots, [2]float64{px(t), py(clamp01(e))})
-				if k == 0 {
-					labels = append(labels, pointLabel{x: px(t), y: py(clamp01(e)), text: d})
-				}
 			}
 		}
-		for _, l := range placeLabels(labels, dots, labelBox{x0 + 2, x0 + pw - 2, y0 + 2, y0 + ph - 3}, fs) {
+		ls := placed[model]
+		for _, l := range ls { // the leader lines first, under every label
+			beside := math.Abs(l.tx-(l.x+5)) < 1 || math.Abs(l.tx-(l.x-5)) < 1
+			if math.Abs(l.ty-(l.y-5)) > 1 || !beside { // moved: a leader line back to its point
+				fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#aaa" stroke-width="0.5"/>`+"\n", x0+l.x, y0+l.y, x0+l.tx, y0+l.ty-3)
+			}
+		}
+		for _, l := range ls {
 			anchor := ""
 			if l.end {
 				anchor = ` text-anchor="end"`
 			}
-			beside := math.Abs(l.tx-(l.x+5)) < 1 || math.Abs(l.tx-(l.x-5)) < 1
-			if math.Abs(l.ty-(l.y-5)) > 1 || !beside { // moved: a leader line back to its point
-				fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#aaa" stroke-width="0.5"/>`+"\n", l.x, l.y, l.tx, l.ty-3)
-			}
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#444" font-size="%.0f"%s>%s</text>`+"\n", l.tx, l.ty, fs, anchor, html.EscapeString(l.text))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#444" font-size="%.0f"%s>%s</text>`+"\n", x0+l.tx, y0+l.ty, fs, anchor, html.EscapeString(l.text))
 		}
 	}
 	b.WriteString("</svg>\n")
