@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -57,10 +58,7 @@ func TestAppendArrow(t *testing.T) {
 	defer second.Release()
 	dir := t.TempDir()
 	write := func(path string, appendTo bool) {
-		s, err := file.New(file.Config{Path: path, Append: appendTo}, mem)
-		require.NoError(t, err)
-		require.NoError(t, s.Write(context.Background(), second))
-		require.NoError(t, s.Close(context.Background()))
+		writeBatches(t, file.Config{Path: path, Append: appendTo}, mem, second)
 	}
 
 	// Closed, then appended to twice.
@@ -177,10 +175,7 @@ func TestAppendCSV(t *testing.T) {
 	defer scored.Release()
 	dir := t.TempDir()
 	write := func(path string, appendTo bool) {
-		s, err := file.New(file.Config{Path: path, Append: appendTo, CSVEstimate: true}, mem)
-		require.NoError(t, err)
-		require.NoError(t, s.Write(context.Background(), scored))
-		require.NoError(t, s.Close(context.Background()))
+		writeBatches(t, file.Config{Path: path, Append: appendTo, CSVEstimate: true}, mem, scored)
 	}
 	once := filepath.Join(dir, "once.csv")
 	write(once, false)
@@ -220,4 +215,15 @@ func TestAppendCSV(t *testing.T) {
 	text, err := io.ReadAll(zr)
 	require.NoError(t, err)
 	require.Equal(t, header+"\n"+rows+rows, string(text))
+}
+
+// writeBatches writes recs with a sink made from cfg and closes it.
+func writeBatches(t *testing.T, cfg file.Config, mem memory.Allocator, recs ...arrow.RecordBatch) {
+	t.Helper()
+	s, err := file.New(cfg, mem)
+	require.NoError(t, err)
+	for _, rec := range recs {
+		require.NoError(t, s.Write(context.Background(), rec))
+	}
+	require.NoError(t, s.Close(context.Background()))
 }

@@ -158,11 +158,7 @@ func TestGzipCSV(t *testing.T) {
 
 	dir := t.TempDir()
 	write := func(path string, buffered bool) {
-		s, err := file.New(file.Config{Path: path, Buffered: buffered}, mem)
-		require.NoError(t, err)
-		require.NoError(t, s.Write(context.Background(), scored))
-		require.NoError(t, s.Write(context.Background(), scored))
-		require.NoError(t, s.Close(context.Background()))
+		writeBatches(t, file.Config{Path: path, Buffered: buffered}, mem, scored, scored)
 	}
 	plain := filepath.Join(dir, "out.csv")
 	write(plain, true)
