@@ -309,7 +309,7 @@ func TestTrainReportEdgeCases(t *testing.T) {
 	stdout, stderr, code := runCLI(t, "train", "--in", three, "--out", filepath.Join(dir, "e.json"), "--features", "confidence")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "  out-of-fold: AUROC n/a  Brier n/a  ECE n/a (2 correct and 1 incorrect rows: too few for each of the 3 folds to hold both classes)\n")
-	require.Contains(t, stdout, "  a                          2       n/a  1.000\n")
+	require.Contains(t, stdout, "  a                         2*       n/a  1.000\n")
 	require.NotContains(t, stdout, "AUROC 0.000")
 
 	b, err := os.ReadFile(labelled(t))
