@@ -34,6 +34,13 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// HealthReporter is implemented by sinks that know before a write fails
+// that they cannot write now (a ClickHouse insert being retried): the
+// stream's readiness (/readyz) follows Healthy.
+type HealthReporter interface {
+	Healthy() bool
+}
+
 // Holder is implemented by sinks that can tell which traces they already
 // hold. The stream asks before it dead-letters a chunked trace as incomplete:
 // after a restart, the last chunks of a trace that was completed and written

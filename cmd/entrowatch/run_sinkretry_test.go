@@ -78,6 +78,10 @@ metrics:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Not ready from the first failed attempt: /readyz said 200 until every
+	// retry had failed (about 6 minutes with the default read_timeout).
+	waitStatus(t, "http://"+metrics+"/readyz", http.StatusServiceUnavailable, runErr)
+	require.Contains(t, runErr.String(), "level=ERROR msg=\"clickhouse insert failed; retrying, and not ready until an insert succeeds\"")
 
 	proxy.Thaw()
 	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: srv.DSN()})
@@ -95,6 +99,7 @@ metrics:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	waitStatus(t, "http://"+metrics+"/readyz", http.StatusOK, runErr)
 	cancel()
 	stopped(t, done, runErr)
 }

@@ -31,11 +31,15 @@ type Sink struct {
 
 	rows    atomic.Int64
 	retries atomic.Int64
+	// failing is set by a failed insert attempt and cleared by a successful
+	// one: the server is down or hung while an insert is being retried.
+	failing atomic.Bool
 }
 
 var (
-	_ streams.Sink   = (*Sink)(nil)
-	_ streams.Holder = (*Sink)(nil)
+	_ streams.Sink           = (*Sink)(nil)
+	_ streams.Holder         = (*Sink)(nil)
+	_ streams.HealthReporter = (*Sink)(nil)
 )
 
 // ErrSchema is returned by Write for a batch that is not scored.v1.
@@ -68,6 +72,13 @@ func NewSink(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 // Rows is the number of rows written so far; Retries the insert retries.
 func (s *Sink) Rows() int64    { return s.rows.Load() }
 func (s *Sink) Retries() int64 { return s.retries.Load() }
+
+// Healthy reports whether the last insert attempt succeeded (true before
+// the first). While an insert is retried it is false: a hung server makes
+// each attempt wait read_timeout, and the stream, which learns of a failed
+// write only when every retry has failed, would otherwise say ready for
+// minutes (streams.HealthReporter).
+func (s *Sink) Healthy() bool { return !s.failing.Load() }
 
 // Write inserts rec. nil means the rows are stored. Large batches are split
 // into up to InsertParallelism INSERTs that run concurrently. Transient
@@ -110,6 +121,9 @@ func (s *Sink) insertRetrying(ctx context.Context, rec arrow.RecordBatch) error 
 		err = s.send(ctx, data)
 		if err == nil {
 			s.rows.Add(rec.NumRows())
+			if s.failing.Swap(false) {
+				s.log.Info("clickhouse insert succeeded again", "table", s.table, "attempts", attempt+1)
+			}
 			return nil
 		}
 		if ctx.Err() != nil || permanent(err) || attempt >= s.cfg.Retries {
@@ -117,7 +131,13 @@ func (s *Sink) insertRetrying(ctx context.Context, rec arrow.RecordBatch) error 
 		}
 		s.retries.Add(1)
 		wait := s.cfg.backoff(attempt + 1)
-		s.log.Warn("clickhouse insert failed; retrying", "table", s.table, "rows", rec.NumRows(), "attempt", attempt+1, "wait", wait, "err", err)
+		if !s.failing.Swap(true) {
+			// The first failure of a streak is an error (the stream logs a
+			// write only once every retry failed); the retries are warnings.
+			s.log.Error("clickhouse insert failed; retrying, and not ready until an insert succeeds", "table", s.table, "rows", rec.NumRows(), "wait", wait, "err", err)
+		} else {
+			s.log.Warn("clickhouse insert failed; retrying", "table", s.table, "rows", rec.NumRows(), "attempt", attempt+1, "wait", wait, "err", err)
+		}
 		if err := sleep(ctx, wait); err != nil {
 			return fmt.Errorf("clickhouse sink: inserting into %s: %w", s.table, err)
 		}

@@ -201,6 +201,9 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 // not fail persistently, its sink is accepting writes and no dead-letter
 // produce is failing (for /readyz).
 func (r *Runner) Ready() bool {
+	if h, ok := r.parts.Sink.(streams.HealthReporter); ok && !h.Healthy() {
+		return false
+	}
 	return r.ready.Load() && r.dlqFailing.Load() == 0 && !r.fetch.failing(time.Now())
 }
 
