@@ -108,6 +108,9 @@ func StartLocal(ctx context.Context, cfg LocalConfig, log *slog.Logger) (*Server
 			return nil, fmt.Errorf("clickhouse local: creating %s: %w", dir, err)
 		}
 	}
+	if err := stopLeftover(dir, cfg.StopTimeout, log); err != nil {
+		return nil, err
+	}
 	ports, err := choosePorts(dir, cfg.TCPPort, cfg.HTTPPort)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse local: finding free ports: %w", err)
@@ -407,4 +410,58 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// stopLeftover stops a clickhouse-server still running on dir from an
+// earlier start whose parent died (kill -9 of entrowatch run): it holds the
+// data directory's lock, so a new server exits at once ("Another server
+// instance in same directory is already running"). The parent's death sent
+// it SIGTERM, so it is usually on its way out: it gets wait to exit, then
+// SIGKILL (a stopped or hung one never exits). Only a process whose command
+// line names dir's config.xml is touched: the caller owns dir (run holds the
+// data_dir lock), so such a process is a leftover. Where /proc is missing
+// this does nothing.
+func stopLeftover(dir string, wait time.Duration, log *slog.Logger) error {
+	b, err := os.ReadFile(filepath.Join(dir, "data", "status"))
+	if err != nil {
+		return nil
+	}
+	var pid int
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PID: "); ok {
+			pid, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if pid <= 0 || pid == os.Getpid() {
+		return nil
+	}
+	ours := func() bool {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.Contains(string(cmdline), filepath.Join(dir, "config.xml"))
+	}
+	if !ours() {
+		return nil
+	}
+	log.Warn("a clickhouse-server left by an earlier run still holds the data directory; stopping it", "pid", pid, "dir", dir)
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return nil
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(wait)
+	for ours() {
+		if time.Now().After(deadline) {
+			_ = p.Signal(syscall.SIGKILL)
+			deadline = time.Now().Add(wait)
+			for ours() {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("clickhouse local: the clickhouse-server left by an earlier run (pid %d) still holds %s after SIGKILL; stop it and start again", pid, dir)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }

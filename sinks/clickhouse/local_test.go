@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,4 +51,37 @@ func TestLocalSupervisedAndPortsKept(t *testing.T) {
 	require.NoError(t, err)
 	defer third.Stop()
 	require.Equal(t, dsn, third.DSN(), "a new start reuses the previous ports when free")
+}
+
+// TestLocalStopsLeftover: after kill -9 of entrowatch run, its managed
+// server lives on for a while (or for ever, when it was stopped or hung)
+// and holds the data directory: an immediate restart failed with "server
+// exited during start" ("Another server instance in same directory is
+// already running"). The new start stops the leftover, waiting StopTimeout
+// for it and then killing it, and starts on the same directory.
+func TestLocalStopsLeftover(t *testing.T) {
+	if testServer == nil {
+		t.Skip(skipReason)
+	}
+	dir := filepath.Join(t.TempDir(), "server")
+	ctx := context.Background()
+	cfg := LocalConfig{Dir: dir, StopTimeout: time.Second}
+	first, err := StartLocal(ctx, cfg, nil)
+	require.NoError(t, err)
+	defer first.Stop()
+	// A hung leftover: SIGTERM is not enough, it has to be killed.
+	require.NoError(t, first.cmd.Process.Signal(syscall.SIGSTOP))
+	second, err := StartLocal(ctx, cfg, nil)
+	require.NoError(t, err, "the leftover holding the directory is stopped")
+	defer second.Stop()
+	select {
+	case <-first.done:
+	case <-time.After(30 * time.Second): // a guard against hanging, not a speed assertion
+		t.Fatal("the leftover server still runs")
+	}
+	c := DefaultConfig()
+	c.DSN = second.DSN()
+	conn, err := Open(ctx, c)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
 }
