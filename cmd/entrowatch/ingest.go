@@ -28,7 +28,9 @@ limit, waiting for every broker acknowledgement (acks=all).
 
 --rate N replays at N responses per second and rewrites each response's event
 time (ts) to when it is sent, so that a file of past traffic looks live: for
-demos and load tests.
+demos and load tests. Replaying the same file again stamps new times, and
+ClickHouse deduplicates a response only within its hour: resend a file
+without --rate, or only the part not acknowledged.
 
 A response too large for one message (1000000 bytes: about 11,000 steps of 20
 alternatives) is sent as chunk rows keyed by its id, which the stream joins
