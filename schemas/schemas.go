@@ -83,6 +83,7 @@ const (
 	ReasonPositiveLogprob = "positive_logprob" // a logprob above 0 (beyond rounding)
 	ReasonNaNLogprob      = "nan_logprob"      // NaN or +/-Inf where a logprob belongs (-Inf in top_logprobs is allowed)
 	ReasonMalformedJSON   = "malformed_json"   // a line that is not a JSON object of the expected shape
+	ReasonFailedRequest   = "failed_request"   // an API error instead of a response (a failed request in a batch output file)
 	ReasonTooLong         = "too_long"         // more steps than the configured maximum
 	ReasonMismatch        = "step_mismatch"    // token_logprob and top_logprobs disagree on the number of steps
 	ReasonIncomplete      = "incomplete"       // chunked trace whose final chunk never arrived

@@ -36,8 +36,10 @@ Scores LLM responses offline: per response, the entropy profile, the white-box
 baselines and, with --estimator, P(correct).
 
   --in   OpenAI chat-completion JSON Lines (gzip or plain; "-" is stdin), legacy
-         completions, vLLM variants, Responses API objects and streamed responses
-         (chunk objects or raw server-sent events) included; or an Arrow IPC
+         completions, vLLM variants, Responses API objects, streamed responses
+         (chunk objects or raw server-sent events) and batch output files
+         (OpenAI Batch API, vLLM run-batch: rows named by custom_id)
+         included; or an Arrow IPC
          file of trace.v1 (chunk rows are reassembled as in the stream). A
          "correct" field (true/false, 1/0, or "yes"/"no", "t"/"f", "1"/"0"
          as strings, as in a labelled CSV) becomes the correct column.
@@ -48,8 +50,8 @@ baselines and, with --estimator, P(correct).
   --estimator  rows of an LLM model it has no model for are scored by its
          fallback; the summary counts them per model.
 
-Rejected responses (malformed_json, no_logprobs, empty, nan_logprob,
-positive_logprob, too_long, unknown_model, ...) are reported on stderr with
+Rejected responses (malformed_json, failed_request, no_logprobs, empty,
+nan_logprob, positive_logprob, too_long, unknown_model, ...) are reported on stderr with
 their line number and counted in the summary; --rejects writes them to a JSON
 Lines file. The exit status is 1 when no response could be scored.
 

@@ -14,7 +14,10 @@
 // response, which becomes a row once every choice has its finish_reason. A
 // stream still open at the end of the input is rejected as incomplete.
 // OpenAI's Responses API objects (object "response") and their streamed
-// response.completed events are read too; the delta events are skipped. The
+// response.completed events are read too; the delta events are skipped.
+// Batch output files (OpenAI's Batch API, vLLM's run-batch) are unwrapped:
+// the row is the body's, named by custom_id; a failed request, like any
+// API error object, is rejected as failed_request (batch.go). The
 // README of the repository ("Inputs it understands") lists the shapes with
 // examples.
 //
@@ -142,6 +145,9 @@ type Reject struct {
 	//     2000 and 2100 in Unix seconds or milliseconds, or carries a label
 	//     ("correct") that is not one (true/false, 1/0, or a string such as
 	//     "yes"/"no": the spellings a labelled CSV's correct column takes);
+	//   - schemas.ReasonFailedRequest: an API error instead of a response (a
+	//     batch output line with an error or a status other than 200, a
+	//     logged {"error": ...}, a failed Responses API response);
 	//   - schemas.ReasonIncomplete: a streamed response whose finish_reason
 	//     never came before the input ended, or pushed out by MaxOpenStreams
 	//     or MaxHeldSteps;
@@ -303,6 +309,12 @@ func (r *Reader) addLine(line []byte) *Reject {
 	if sanitized {
 		resp.unsentinel()
 	}
+	if body, isBatch, err := resp.batchOutput(); isBatch {
+		if err != nil {
+			return &Reject{Line: r.line, ID: *resp.CustomID, Reason: reasonOf(err), Err: err}
+		}
+		resp = *body
+	}
 	if carried, isEvent, err := resp.streamEvent(); isEvent {
 		if err != nil {
 			return &Reject{Line: r.line, Reason: schemas.ReasonMalformedJSON, Err: err}
@@ -311,6 +323,9 @@ func (r *Reader) addLine(line []byte) *Reject {
 			return nil // a delta or progress event of a streamed Responses API response
 		}
 		resp = *carried
+	}
+	if msg, failed := resp.failed(); failed {
+		return &Reject{Line: r.line, ID: resp.ID, Reason: schemas.ReasonFailedRequest, Err: fmt.Errorf("an API error, not a response: %s", msg)}
 	}
 	var rows []row
 	if r.isChunk(&resp) {
@@ -534,6 +549,9 @@ func (resp *response) unsentinel() {
 	unsentinelAny(resp.Metadata)
 	if resp.Response != nil {
 		resp.Response.unsentinel()
+	}
+	if resp.Body != nil {
+		resp.Body.unsentinel()
 	}
 }
 
@@ -776,7 +794,13 @@ type response struct {
 	IncompleteDetails *incompleteDetails `json:"incomplete_details"`
 	Metadata          map[string]any     `json:"metadata"`
 	Type              string             `json:"type"`     // stream events
-	Response          *response          `json:"response"` // in response.completed events
+	Response          *response          `json:"response"` // in response.completed events; a batch output line's response (batch.go)
+	Error             json.RawMessage    `json:"error"`    // an API error (batch.go)
+
+	// Batch output files (batch.go)
+	CustomID   *string   `json:"custom_id"`
+	StatusCode *int      `json:"status_code"`
+	Body       *response `json:"body"`
 
 	multi bool // name rows <id>/<index> even for one choice (a streamed response some of whose choices were rejected)
 }
