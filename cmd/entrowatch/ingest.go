@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"time"
 
@@ -19,12 +20,17 @@ import (
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
-const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N]
+const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N] [--idle-flush D]
 
 Converts OpenAI/vLLM responses (JSON Lines, .gz ok; "-" is stdin; streamed
 responses as chunk objects or raw server-sent events) to trace.v1
 batches and produces them to Kafka as Arrow IPC messages under the message size
 limit, waiting for every broker acknowledgement (acks=all).
+
+Responses are sent in batches of --batch-rows; from a pipe, FIFO or terminal
+(tail -f log | entrowatch ingest --in -) what was read is sent whenever the
+input pauses for --idle-flush (200ms), so responses do not wait for a full
+batch. A regular file (also as stdin) is read in full batches.
 
 --rate N replays at N responses per second and rewrites each response's event
 time (ts) to when it is sent, so that a file of past traffic looks live: for
@@ -52,6 +58,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	topic := fs.String("topic", "traces", "topic to produce to")
 	rate := fs.Float64("rate", 0, "responses per second, event times spread accordingly; 0 = as fast as possible")
 	batchRows := fs.Int("batch-rows", ingest.DefaultConfig().BatchRows, "responses per record batch (split further to fit the message limit)")
+	idleFlush := fs.Duration("idle-flush", 200*time.Millisecond, "send the responses read so far when a pipe, FIFO or terminal input pauses this long (tail -f log | entrowatch ingest --in -); 0 = only full batches")
 	kf := addKafkaFlags(fs, kafkaPlain)
 	if err := kf.parse(args); err != nil {
 		return err
@@ -70,6 +77,12 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	conn := kf.config(*brokers, "entrowatch-ingest")
 	icfg := ingest.DefaultConfig()
 	icfg.BatchRows = *batchRows
+	if *idleFlush < 0 {
+		return fmt.Errorf("--idle-flush %v: want a duration, 0 (off) or more, e.g. 200ms", *idleFlush)
+	}
+	if liveInput(*in) {
+		icfg.FlushIdle = *idleFlush
+	}
 	if *rate > 0 {
 		icfg.BatchRows = max(1, min(*batchRows, int(*rate/20))) // about 20 sends per second
 	}
@@ -259,4 +272,19 @@ func restamp(rec arrow.RecordBatch, mem memory.Allocator, start time.Time, first
 	copy(cols, rec.Columns())
 	cols[idx] = ts
 	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows()), nil
+}
+
+// liveInput reports whether path ("-": standard input) may pause between
+// lines: a pipe, FIFO, terminal or socket rather than a regular file, which
+// is read in full batches (reading it through FlushIdle's goroutine only
+// costs time).
+func liveInput(path string) bool {
+	var st os.FileInfo
+	var err error
+	if path == "-" {
+		st, err = os.Stdin.Stat()
+	} else {
+		st, err = os.Stat(path)
+	}
+	return err != nil || !st.Mode().IsRegular()
 }

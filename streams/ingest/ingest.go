@@ -102,6 +102,14 @@ type Config struct {
 	// MaxLineBytes in all, is rejected as too_long. Default 128 (the most
 	// OpenAI's n allows).
 	MaxChoices int `yaml:"max_choices"`
+	// FlushIdle ends a batch early, holding what was read, when the input
+	// has given nothing more for this long: a live pipe (tail -f | entrowatch
+	// ingest --in -) then sends its responses as they come instead of
+	// waiting for BatchRows of them. The input is then read by a goroutine,
+	// which a read blocked on standard input keeps until the process ends.
+	// 0 (the default): batches end at BatchRows, at the batch size limit, or
+	// at the end of the input.
+	FlushIdle time.Duration `yaml:"-"`
 }
 
 // DefaultConfig returns the documented defaults. Its logprobs are float32
@@ -130,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxChoices < 1 {
 		return fmt.Errorf("ingest.max_choices must be at least 1, got %d", c.MaxChoices)
+	}
+	if c.FlushIdle < 0 {
+		return fmt.Errorf("the idle flush time must be 0 (off) or positive, got %v", c.FlushIdle)
 	}
 	return nil
 }
@@ -208,6 +219,9 @@ func NewReader(r io.Reader, cfg Config, mem memory.Allocator) *Reader {
 	if mem == nil {
 		mem = memory.DefaultAllocator
 	}
+	if cfg.FlushIdle > 0 {
+		r = newIdleReader(r, cfg.FlushIdle)
+	}
 	rd := &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64)}
 	if err := cfg.Validate(); err != nil {
 		rd.err = fmt.Errorf("ingest: invalid reader config: %w (start from ingest.DefaultConfig() and change the fields you need)", err)
@@ -249,6 +263,12 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 	r.batchBytes = 0
 	for !r.done && r.b.rows < r.cfg.BatchRows && r.batchBytes < maxBatchBytes && len(r.rejects) < maxRejectsPerNext {
 		raw, err := r.lr.next()
+		if errors.Is(err, errIdle) {
+			if r.b.rows > 0 || len(r.rejects) > 0 {
+				break // the input paused: hand over what was read (Config.FlushIdle)
+			}
+			continue
+		}
 		if errors.Is(err, io.EOF) {
 			r.done = true
 			r.rejectOpenStreams()
@@ -359,6 +379,9 @@ type lineReader struct {
 	br  *bufio.Reader
 	max int
 	buf []byte
+	// resume: the last call returned errIdle in the middle of a line, whose
+	// start buf holds (tooLong: it was already too long).
+	resume, tooLong bool
 }
 
 func newLineReader(r io.Reader, max int) *lineReader {
@@ -368,14 +391,20 @@ func newLineReader(r io.Reader, max int) *lineReader {
 // next returns the next line without its newline. The slice is valid until
 // the next call. At a too-long line it returns the line's first bytes and
 // errLineTooLong.
+//
+// errIdle (from an idleReader) comes with no line: the part of a line read
+// so far is kept, and the next call goes on with it.
 func (l *lineReader) next() ([]byte, error) {
-	l.buf = l.buf[:0]
-	tooLong := false
+	if !l.resume {
+		l.buf = l.buf[:0]
+		l.tooLong = false
+	}
+	l.resume = false
 	for {
 		frag, err := l.br.ReadSlice('\n')
-		if !tooLong {
+		if !l.tooLong {
 			if len(l.buf)+len(frag) > l.max+1 {
-				tooLong = true
+				l.tooLong = true
 				l.buf = append(l.buf, frag[:min(len(frag), 256)]...)
 			} else {
 				l.buf = append(l.buf, frag...)
@@ -384,13 +413,16 @@ func (l *lineReader) next() ([]byte, error) {
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
+		case errors.Is(err, errIdle):
+			l.resume = true
+			return nil, errIdle
 		case err == nil:
-			if tooLong {
+			if l.tooLong {
 				return l.buf, errLineTooLong
 			}
 			return l.buf[:len(l.buf)-1], nil
 		case errors.Is(err, io.EOF):
-			if tooLong {
+			if l.tooLong {
 				return l.buf, errLineTooLong
 			}
 			if len(l.buf) == 0 {

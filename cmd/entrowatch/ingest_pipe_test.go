@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/streams/broker"
+	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/ipc"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+)
+
+// TestIngestLivePipe: `tail -f log | entrowatch ingest --in -` sends each
+// response when the pipe pauses, while the pipe is still open; before,
+// responses waited until 1,024 of them had arrived (or the pipe closed).
+func TestIngestLivePipe(t *testing.T) {
+	bcfg := broker.DefaultConfig()
+	bcfg.Partitions = 1
+	bcfg.Topics = []string{"traces"}
+	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer b.Close(context.Background())
+
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{b.Addr()}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "traces"
+	pcfg.BatchTimeout = time.Millisecond
+	p, err := kafka.NewProducer(conn, pcfg, nil)
+	require.NoError(t, err)
+	defer p.Close()
+
+	lines := fixtureLines(t)
+	pr, pw := io.Pipe()
+	cfg := ingest.DefaultConfig()
+	cfg.FlushIdle = 50 * time.Millisecond
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- ingestAll(context.Background(), pr, p, cfg, 0, &stdout, &stderr) }()
+
+	rd := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{b.Addr()}, Topic: "traces", Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	// rows waits for n more rows on the topic (a guard against hanging, not a speed assertion)
+	rows := func(n int) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		got := 0
+		for got < n {
+			m, err := rd.ReadMessage(ctx)
+			require.NoError(t, err, "only %d of %d responses on the topic while the pipe is open", got, n)
+			rec, err := ipc.Decode(m.Value, memory.NewGoAllocator())
+			require.NoError(t, err)
+			got += int(rec.NumRows())
+			rec.Release()
+		}
+		return got
+	}
+
+	_, err = pw.Write(append(bytes.Join(lines[:3], []byte("\n")), '\n'))
+	require.NoError(t, err)
+	require.Equal(t, 3, rows(3))
+	_, err = pw.Write(append(lines[3], '\n'))
+	require.NoError(t, err)
+	require.Equal(t, 1, rows(1))
+
+	require.NoError(t, pw.Close())
+	require.NoError(t, <-done)
+	require.True(t, strings.HasPrefix(stdout.String(), "produced 4 responses"), stdout.String())
+}
+
+// TestIngestIdleFlushFlag: the flag is documented and a negative one refused.
+func TestIngestIdleFlushFlag(t *testing.T) {
+	_, stderr, code := runCLI(t, "ingest", "--in", "x.jsonl", "--idle-flush", "-1s")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "--idle-flush -1s: want a duration")
+	help, _, code := runCLI(t, "ingest", "-h")
+	require.Equal(t, 0, code)
+	require.Contains(t, help, "-idle-flush duration")
+}
+
+// TestLiveInput: pipes and FIFOs pause, regular files are read in full
+// batches.
+func TestLiveInput(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "in.jsonl")
+	require.NoError(t, os.WriteFile(file, []byte("{}\n"), 0o644))
+	require.False(t, liveInput(file))
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	require.True(t, liveInput(fifo))
+}
