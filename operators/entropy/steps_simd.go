@@ -213,7 +213,9 @@ func stepsVec32(values []float32, offs []int32, h []float64, maxLogprob float64)
 				}
 				// As fold, with p = 0 in the lanes not kept.
 				keep := archsimd.Mask64x8FromBits(x.Greater(ld(cMin)).ToBits() & live)
-				x = x.Max(ld(cMin))
+				// x too: a lane past the step holds whatever follows it in
+				// the buffer (the next response's values), and 0 x +Inf is NaN.
+				x = x.Max(ld(cMin)).Masked(keep)
 				p := exp8(x).Masked(keep)
 				acc, top1, top2 = p.MulAdd(x, acc), top1.Max(p), top2.Max(top1.Min(p))
 			}
@@ -286,7 +288,9 @@ func stepsVec64(values []float64, offs []int32, h []float64, maxLogprob float64)
 				}
 				// As fold, with p = 0 in the lanes not kept.
 				keep := archsimd.Mask64x8FromBits(x.Greater(ld(cMin)).ToBits() & live)
-				x = x.Max(ld(cMin))
+				// x too: a lane past the step holds whatever follows it in
+				// the buffer (the next response's values), and 0 x +Inf is NaN.
+				x = x.Max(ld(cMin)).Masked(keep)
 				p := exp8(x).Masked(keep)
 				acc, top1, top2 = p.MulAdd(x, acc), top1.Max(p), top2.Max(top1.Min(p))
 			}

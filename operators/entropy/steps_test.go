@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -84,11 +85,14 @@ func vec64(values []float64, offs []int32, h []float64, maxLogprob float64) (flo
 func checkSteps(t *testing.T, what string, hv, hs []float64, mv, ms float64) {
 	t.Helper()
 	for i := range hs {
+		if math.IsNaN(hv[i]) != math.IsNaN(hs[i]) { // a NaN difference passes the comparison below
+			t.Fatalf("%s: step %d: H = %.17g, scalar %.17g", what, i, hv[i], hs[i])
+		}
 		if d := math.Abs(hv[i] - hs[i]); d > 1e-12*math.Max(math.Abs(hs[i]), math.Abs(hv[i])) && d > 1e-300 {
 			t.Fatalf("%s: step %d: H = %.17g, scalar %.17g (diff %.3g)", what, i, hv[i], hs[i], d)
 		}
 	}
-	if d := math.Abs(mv - ms); d > 1e-15*float64(len(hs)) {
+	if d := math.Abs(mv - ms); d > 1e-15*float64(len(hs)) || math.IsNaN(mv) != math.IsNaN(ms) {
 		t.Fatalf("%s: margin sum = %.17g, scalar %.17g (diff %.3g)", what, mv, ms, d)
 	}
 }
@@ -131,6 +135,46 @@ func TestVectorMatchesScalar(t *testing.T) {
 				t.Fatalf("k=%d trial %d float32: vector (%d, %d), scalar (%d, %d)", k, trial, bv, wv, bs, ws)
 			}
 			checkSteps(t, "float32", hv, hs, mv, ms)
+		}
+	}
+}
+
+// TestVectorIgnoresValuesPastStep: the kernels read a step's last partial
+// vector whole when the buffer goes on (in a batch, with the next
+// response's values), so whatever follows, even +Inf or NaN of a response
+// that will be rejected, must not reach the step's entropy. Before, a +Inf
+// there made the last step's H NaN (0 x +Inf in the masked lanes), and the
+// response before a rejected one was written with NaN features.
+func TestVectorIgnoresValuesPastStep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	tails := []float64{math.Inf(1), math.NaN(), math.Inf(-1), 0.5, 800, 1e39, NoProb}
+	for k := 1; k <= 33; k++ {
+		for trial := range 40 {
+			n := 1 + rng.IntN(4)
+			steps := make([][]float64, n)
+			for i := range steps {
+				steps[i] = randomAlts(rng, k-rng.IntN(min(k, 3)))
+			}
+			offs, vals := trace(steps)
+			hs, hv := make([]float64, n), make([]float64, n)
+			ms, _, _ := stepsScalar(vals, offs, hs, 1e-4)
+			tail := tails[trial%len(tails)]
+			for range 8 {
+				vals = append(vals, tail)
+			}
+			mv, bv, wv := vec64(vals, offs, hv, 1e-4)
+			if bv != n || wv != OK {
+				t.Fatalf("k=%d trial %d float64, %v after the trace: stopped at step %d (%d)", k, trial, tail, bv, wv)
+			}
+			checkSteps(t, "float64 followed by "+strconv.FormatFloat(tail, 'g', -1, 64), hv, hs, mv, ms)
+
+			v32 := to32(vals)
+			ms, _, _ = stepsScalar(v32, offs, hs, 1e-4)
+			mv, bv, wv = vec32(v32, offs, hv, 1e-4)
+			if bv != n || wv != OK {
+				t.Fatalf("k=%d trial %d float32, %v after the trace: stopped at step %d (%d)", k, trial, tail, bv, wv)
+			}
+			checkSteps(t, "float32 followed by "+strconv.FormatFloat(tail, 'g', -1, 64), hv, hs, mv, ms)
 		}
 	}
 }
