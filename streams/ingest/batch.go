@@ -145,3 +145,22 @@ func clip(s string) string {
 	}
 	return strings.ToValidUTF8(s[:max], "") + "..."
 }
+
+// filterEvent reports whether resp is an event of Azure OpenAI's content
+// filter rather than a response or a chunk of one: the prompt filter's
+// results before a stream ("choices": [] and prompt_filter_results), or an
+// annotation of the asynchronous filter (every choice carries only
+// content_filter_offsets: no delta, no logprobs, no finish_reason). Such an
+// annotation may carry the stream's own id after its last chunk: it must
+// not open the stream again.
+func (resp *response) filterEvent() bool {
+	if len(resp.Choices) == 0 {
+		return len(resp.PromptFilterResults) > 0 && resp.Output == nil
+	}
+	for _, ch := range resp.Choices {
+		if len(ch.ContentFilterOffsets) == 0 || ch.Logprobs != nil || len(ch.Delta) > 0 || ch.Finish.value != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -207,6 +207,7 @@ type Reader struct {
 	oldest   *openStream            // the open streams in the order they started, oldest first
 	newest   *openStream
 	held     int // logprobs held by the open streams
+	finished finished
 	// batchBytes estimates what the batch being built holds (row.bytes).
 	batchBytes int
 }
@@ -329,6 +330,9 @@ func (r *Reader) addLine(line []byte) *Reject {
 	if sanitized {
 		resp.unsentinel()
 	}
+	if resp.filterEvent() {
+		return nil // Azure's content-filter results: no response of their own
+	}
 	if body, isBatch, err := resp.batchOutput(); isBatch {
 		if err != nil {
 			return &Reject{Line: r.line, ID: *resp.CustomID, Reason: reasonOf(err), Err: err}
@@ -337,7 +341,7 @@ func (r *Reader) addLine(line []byte) *Reject {
 	}
 	if carried, isEvent, err := resp.streamEvent(); isEvent {
 		if err != nil {
-			return &Reject{Line: r.line, Reason: schemas.ReasonMalformedJSON, Err: err}
+			return &Reject{Line: r.line, Reason: reasonOf(err), Err: err}
 		}
 		if carried == nil {
 			return nil // a delta or progress event of a streamed Responses API response
@@ -828,6 +832,11 @@ type response struct {
 	Type              string             `json:"type"`     // stream events
 	Response          *response          `json:"response"` // in response.completed events; a batch output line's response (batch.go)
 	Error             json.RawMessage    `json:"error"`    // an API error (batch.go)
+	Message           string             `json:"message"`  // of a Responses API "error" event
+	Code              json.RawMessage    `json:"code"`     // of a Responses API "error" event
+
+	// Azure OpenAI's content filter: an event before a stream's chunks
+	PromptFilterResults json.RawMessage `json:"prompt_filter_results"`
 
 	// Batch output files (batch.go)
 	CustomID   *string   `json:"custom_id"`
@@ -867,6 +876,10 @@ type choice struct {
 	Index    int       `json:"index"`
 	Finish   optString `json:"finish_reason"`
 	Logprobs *logprobs `json:"logprobs"`
+	// Azure OpenAI's asynchronous content filter annotates a stream with
+	// chunks of its own: offsets, no delta, no logprobs.
+	ContentFilterOffsets json.RawMessage `json:"content_filter_offsets"`
+	Delta                json.RawMessage `json:"delta"`
 
 	joined *joinedSteps // the steps of a streamed choice (stream.go), instead of Logprobs
 }
@@ -1059,6 +1072,9 @@ func (ch *choice) steps(r *row) error {
 		}
 	default:
 		tl := *lp.TokenLogprobs
+		if len(lp.TopLogprobs) == 0 && len(tl) > 0 {
+			return errNoLegacyTop()
+		}
 		if len(lp.TopLogprobs) != len(tl) {
 			return fmt.Errorf("legacy logprobs: %d token_logprobs but %d top_logprobs", len(tl), len(lp.TopLogprobs))
 		}
@@ -1086,6 +1102,14 @@ func (ch *choice) steps(r *row) error {
 }
 
 // errEcho is the error of legacy logprobs that begin with the prompt's.
+// errNoLegacyTop: a legacy completion whose logprobs have token_logprobs
+// but top_logprobs null or absent, as when it was requested without
+// alternatives.
+func errNoLegacyTop() error {
+	return &reasonError{schemas.ReasonNoLogprobs, errors.New(
+		"legacy logprobs without top_logprobs: request alternatives (legacy completions: logprobs=N gives N per step; OpenAI allows 5, vLLM 20)")}
+}
+
 func errEcho() error {
 	return &reasonError{schemas.ReasonNaNLogprob, errors.New("legacy logprobs start with a null token_logprob and null top_logprobs: " +
 		"the response was made with echo=true, so its logprobs begin with the prompt's tokens; request the completion without echo")}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // OpenAI's Responses API (POST /v1/responses, object "response"). With
@@ -40,10 +42,12 @@ type incompleteDetails struct {
 // streamEvent reports whether resp is a Responses API stream event, and the
 // response it carries, if any; a final event without its response is an error.
 func (resp *response) streamEvent() (carried *response, isEvent bool, err error) {
-	if !strings.HasPrefix(resp.Type, "response.") {
+	if !strings.HasPrefix(resp.Type, "response.") && resp.Type != "error" {
 		return nil, false, nil
 	}
 	switch resp.Type {
+	case "error": // the Responses API's stream error event
+		return nil, true, &reasonError{schemas.ReasonFailedRequest, fmt.Errorf("an error event of a streamed response, no response to score: %s", eventError(resp))}
 	case "response.completed", "response.incomplete", "response.failed":
 		if resp.Response == nil {
 			return nil, true, fmt.Errorf(`%s event without its "response"`, resp.Type)
@@ -97,4 +101,19 @@ func (resp *response) adoptResponsesFields() {
 	if p := bytes.TrimSpace(resp.Prompt); len(p) > 0 && p[0] == '{' {
 		resp.Prompt = nil
 	}
+}
+
+// eventError is the code and message of an "error" event.
+func eventError(resp *response) string {
+	parts := []string{}
+	if c := strings.Trim(string(bytes.TrimSpace(resp.Code)), `"`); c != "" && c != "null" {
+		parts = append(parts, c)
+	}
+	if resp.Message != "" {
+		parts = append(parts, resp.Message)
+	}
+	if len(parts) == 0 {
+		return "no message"
+	}
+	return clip(strings.Join(parts, ": "))
 }

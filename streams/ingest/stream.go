@@ -28,7 +28,9 @@ import (
 // as too_long: its steps are dropped at once and its further chunks add
 // nothing, so an endless stream holds at most MaxSteps steps. A chunk
 // without choices (the usage chunk of stream_options.include_usage) adds
-// nothing.
+// nothing; Azure OpenAI's content-filter events are skipped before
+// they reach a stream (filterEvent). A choice that opens a completed stream
+// again is named <id>/<index> (finished).
 
 const (
 	chunkObject  = "chat.completion.chunk"
@@ -67,6 +69,40 @@ type openStream struct {
 	choices             map[int]*streamChoice
 	held                int         // logprobs held by its choices
 	older, newer        *openStream // the Reader's list of open streams, in the order they started
+	// earlier are the choice indices of a stream of the same id that
+	// completed before this one opened (see finished).
+	earlier map[int]bool
+}
+
+// finished remembers the choice indices of the last MaxOpenStreams streams
+// that completed. With n > 1 a choice may finish before another's first
+// chunk comes (a one-token answer): the stream completes with the choices
+// seen, and the later choice opens it again. Such a choice, with an index
+// not seen before, is named <id>/<index> like every choice of a response
+// with several; a stream of the same id repeating an index it had (the same
+// response logged twice) keeps the id, as a repeat.
+type finished struct {
+	choices map[string]map[int]bool
+	order   []string // ring of the ids in choices, oldest at next
+	next    int
+}
+
+func (f *finished) add(id string, idx map[int]bool, most int) {
+	if f.choices == nil {
+		f.choices = map[string]map[int]bool{}
+	}
+	if old, ok := f.choices[id]; ok {
+		maps.Copy(old, idx)
+		return
+	}
+	if len(f.order) < most {
+		f.order = append(f.order, id)
+	} else {
+		delete(f.choices, f.order[f.next])
+		f.order[f.next] = id
+		f.next = (f.next + 1) % most
+	}
+	f.choices[id] = maps.Clone(idx)
 }
 
 type streamChoice struct {
@@ -135,6 +171,8 @@ func (j *joinedSteps) steps(r *row) error {
 	case !j.logprobs && !j.legacy:
 		r.noLogprobs = true
 		return nil
+	case j.legacy && !j.logprobs && len(j.ends) == 0 && len(j.chosen) > 0:
+		return errNoLegacyTop()
 	case len(j.chosen) != len(j.ends):
 		return fmt.Errorf("legacy logprobs: %d token_logprobs but %d top_logprobs", len(j.chosen), len(j.ends))
 	case j.legacy && !j.logprobs && j.nullToken && j.nullTop:
@@ -186,7 +224,8 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 		if len(r.streams) >= r.cfg.MaxOpenStreams {
 			r.rejectStream(r.oldest, fmt.Sprintf("more than %d streamed responses open at once (ingest max_open_streams)", r.cfg.MaxOpenStreams))
 		}
-		s = &openStream{id: c.ID, firstLine: r.line, object: c.Object, resp: response{ID: c.ID}, choices: map[int]*streamChoice{}}
+		s = &openStream{id: c.ID, firstLine: r.line, object: c.Object, resp: response{ID: c.ID}, choices: map[int]*streamChoice{},
+			earlier: r.finished.choices[c.ID]}
 		r.streams[c.ID] = s
 		r.link(s)
 	}
@@ -224,7 +263,12 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 	}
 	r.closeStream(s)
 	resp := s.resp
-	resp.multi = len(s.choices) > 1
+	resp.multi = len(s.choices) > 1 || s.laterChoices()
+	idx := make(map[int]bool, len(s.choices))
+	for i := range s.choices {
+		idx[i] = true
+	}
+	r.finished.add(s.id, idx, r.cfg.MaxOpenStreams)
 	for _, i := range slices.Sorted(maps.Keys(s.choices)) {
 		sc := s.choices[i]
 		if sc.tooLong {
@@ -246,6 +290,20 @@ func (r *Reader) addChunk(c *response) ([]row, *Reject) {
 		return nil, &Reject{Line: r.line, ID: c.ID, Reason: reasonOf(err), Err: err}
 	}
 	return rows, nil
+}
+
+// laterChoices reports whether s holds choices of a response whose other
+// choices completed before s opened: none of its indices was seen then.
+func (s *openStream) laterChoices() bool {
+	if len(s.earlier) == 0 {
+		return false
+	}
+	for i := range s.choices {
+		if s.earlier[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // valuesPerStep is what a step of MaxHeldSteps holds: the chosen token's
