@@ -207,6 +207,7 @@ type Reader struct {
 	oldest   *openStream            // the open streams in the order they started, oldest first
 	newest   *openStream
 	held     int // logprobs held by the open streams
+	pretty   prettyObject
 	finished finished
 	// batchBytes estimates what the batch being built holds (row.bytes).
 	batchBytes int
@@ -264,6 +265,9 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 	r.batchBytes = 0
 	for !r.done && r.b.rows < r.cfg.BatchRows && r.batchBytes < maxBatchBytes && len(r.rejects) < maxRejectsPerNext {
 		raw, err := r.lr.next()
+		if errors.Is(err, io.EOF) && r.pretty.on {
+			r.endPretty() // the input ended inside an object: it is reported, as malformed_json
+		}
 		if errors.Is(err, errIdle) {
 			if r.b.rows > 0 || len(r.rejects) > 0 {
 				break // the input paused: hand over what was read (Config.FlushIdle)
@@ -284,8 +288,17 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading line %d: %w", r.line, err)
 		}
+		if r.pretty.on {
+			r.gatherPretty(trimLine(raw))
+			continue
+		}
 		line, skip := sseData(trimLine(raw))
 		if skip || len(line) == 0 {
+			continue
+		}
+		if len(line) == 1 && line[0] == '{' {
+			r.pretty = prettyObject{on: true, start: r.line}
+			r.gatherPretty(line)
 			continue
 		}
 		if err := r.addLine(line); err != nil {

@@ -298,6 +298,9 @@ func FuzzReader(f *testing.F) {
 		`data: {"type":"response.completed","response":` + respAPI("r2", "completed", "") + "}\n"))
 	f.Add([]byte("data: " + chunk("s", 0, stepFour, "", "") + "\n\ndata: " + chunk("s", 1, stepDot, "", "") + "\n\ndata: " +
 		chunk("s", 0, "", "stop", "") + "\n\nevent: x\ndata: " + chunk("s", 1, "", "length", "") + "\n\ndata: [DONE]\n"))
+	// a batch output line, an Azure filter event, a pretty object in JSON Lines
+	f.Add([]byte(`{"id":"b","custom_id":"c","response":{"status_code":200,"body":` + chat + `},"error":null}` + "\n" +
+		`{"choices":[],"id":"","prompt_filter_results":[]}` + "\n" + chat + "\n{\n\"id\": \"p\",\n\"choices\": []\n}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 		defer mem.AssertSize(t, 0)
