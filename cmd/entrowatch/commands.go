@@ -6,8 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/entrowatch/entrowatch/operators/clustertag"
+	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
 // command is one subcommand of the binary.
@@ -52,7 +56,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		// "entrowatch help score" is "entrowatch score -h"; "help cluster fit" too.
 		args = append(append([]string{}, args[1:]...), "-h")
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "entrowatch", version)
+		// What an upgrade needs to know besides the commit: the schema
+		// version it migrates to, the artifact formats it reads, Go.
+		fmt.Fprintf(stdout, "entrowatch %s\nschema: ClickHouse migrations 001-%03d\nartifacts: %s, %s\n%s\n",
+			version, lastMigration(), estimate.Format, clustertag.Format, runtime.Version())
 		return 0
 	}
 	cmd, ok := commands[args[0]]

@@ -88,7 +88,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		for _, m := range ms {
-			fmt.Fprintf(stdout, "%03d %s (%d statements)\n", m.Version, m.Name, len(m.Statements))
+			fmt.Fprintf(stdout, "%03d %s (%s, sha256 %s)\n", m.Version, m.Name, plural(len(m.Statements), "statement"), m.Checksum)
 		}
 		return nil
 	}
@@ -101,10 +101,16 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if len(res.Applied) == 0 {
+	switch {
+	case res.Newer > 0:
+		fmt.Fprintf(stdout, "database %s: at version %d, migrated by a newer entrowatch (this build's migrations end at %d): nothing to apply; "+
+			"this build runs against it with its own migrations' columns and views (docs/deploy.md, Upgrades and rollback)\n", res.Database, res.Newer, res.Version)
+	case len(res.Applied) == 0:
 		fmt.Fprintf(stdout, "database %s: up to date at version %d\n", res.Database, res.Version)
-		return nil
+	case res.From == 0:
+		fmt.Fprintf(stdout, "database %s: applied %s; now at version %d\n", res.Database, strings.Join(res.Applied, ", "), res.Version)
+	default:
+		fmt.Fprintf(stdout, "database %s: was at version %d; applied %s; now at version %d\n", res.Database, res.From, strings.Join(res.Applied, ", "), res.Version)
 	}
-	fmt.Fprintf(stdout, "database %s: applied %s; now at version %d\n", res.Database, strings.Join(res.Applied, ", "), res.Version)
 	return nil
 }

@@ -789,10 +789,26 @@ func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config,
 	wait := cfg.Stream.SinkBackoffMin
 	for attempt := 1; ; attempt++ {
 		s, err := func() (*clickhouse.Sink, error) {
+			var newer uint32
 			if cfg.ClickHouse.Migrate {
-				if _, err := clickhouse.Migrate(ctx, cc, log); err != nil {
+				res, err := clickhouse.Migrate(ctx, cc, log)
+				if err != nil {
 					return nil, err
 				}
+				newer = res.Newer
+			} else {
+				// Replicas leave migrating to a job: one that did not run
+				// (or not yet) is an error that says so, not a start on a
+				// schema this build does not know (labels then failed for
+				// ever while /readyz said ready).
+				var err error
+				if newer, err = clickhouse.CheckSchemaAt(ctx, cc); err != nil {
+					return nil, err
+				}
+			}
+			if newer > 0 {
+				log.Warn("the database was migrated by a newer entrowatch: this build writes and reads it with its own migrations' columns and views (see docs/deploy.md, Upgrades and rollback)",
+					"database_version", newer, "build_version", lastMigration())
 			}
 			// The stream retries failed writes and logs each attempt: the
 			// sink's own retries of one write go to DEBUG.
@@ -804,7 +820,7 @@ func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config,
 			}
 			return s, nil
 		}
-		if ctx.Err() != nil || answered(err) {
+		if ctx.Err() != nil || answered(err) || errors.Is(err, clickhouse.ErrNotMigrated) {
 			return nil, err
 		}
 		if onErr != nil {
@@ -1093,4 +1109,13 @@ func checkListenAddr(addr string) error {
 		return fmt.Errorf("port %q: want a number from 0 to 65535", port)
 	}
 	return nil
+}
+
+// lastMigration is the version of this build's newest schema migration.
+func lastMigration() uint32 {
+	ms, err := clickhouse.Migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].Version
 }

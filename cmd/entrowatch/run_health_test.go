@@ -148,6 +148,33 @@ metrics:
 	require.Equal(t, 1, code, errs)
 	require.Contains(t, errs, "nosuch")
 	require.NotContains(t, errs, "retrying")
+
+	// A database the migrate job has not migrated: with clickhouse.migrate
+	// off, run started on it without a word and labels failed for ever
+	// ("No such column version") while /readyz said ready.
+	// The database an older build migrated (001-008): its tables are there.
+	exec := func(q string) {
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/", srv.HTTPPort()), "text/plain", strings.NewReader(q))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", q, b)
+	}
+	ms, err := clickhouse.Migrations()
+	require.NoError(t, err)
+	exec("CREATE DATABASE old")
+	exec("CREATE TABLE old.schema_migrations (version UInt32, name String, checksum String, applied_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY version")
+	for _, m := range ms[:8] {
+		for _, st := range m.Statements {
+			exec(clickhouse.Expand(st, "old"))
+		}
+		exec(fmt.Sprintf("INSERT INTO old.schema_migrations (version, name, checksum) VALUES (%d, '%s', '%s')", m.Version, m.Name, m.Checksum))
+	}
+	_, errs, code = runCLI(t, "run", "--config", writeFile(t, t.TempDir(), strings.Replace(cfg, "/nosuch", "/old", 1)))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, "database old is at migration 8 and this build needs")
+	require.Contains(t, errs, "run entrowatch migrate")
+	require.NotContains(t, errs, "retrying")
 }
 
 // TestRunShutdownKeepsServing: on SIGTERM /readyz and /readyz/ingest answer

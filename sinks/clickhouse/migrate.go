@@ -118,6 +118,10 @@ type MigrateResult struct {
 	Database string
 	Applied  []string // names applied by this run
 	Version  uint32   // newest applied version after the run
+	From     uint32   // newest version of this build's the database held before the run (0: none)
+	// Newer is the newest version the database holds when a newer build of
+	// entrowatch migrated it beyond this build's last migration, else 0.
+	Newer uint32
 }
 
 // ErrNotMigrated is wrapped by CheckSchema's error for a database that
@@ -129,28 +133,49 @@ var ErrNotMigrated = errors.New("run entrowatch migrate")
 // missing, or one migrated by an older build, gives an error wrapping
 // ErrNotMigrated that says so. A database a newer build migrated passes.
 func CheckSchema(ctx context.Context, conn driver.Conn, db string) error {
+	_, err := checkMigrations(ctx, conn, db)
+	return err
+}
+
+// CheckSchemaAt is CheckSchema on the server and database of cfg, for
+// `run` with clickhouse.migrate off. newer is the database's newest
+// migration when a newer build of entrowatch took it beyond this build's
+// last one, else 0.
+func CheckSchemaAt(ctx context.Context, cfg Config) (newer uint32, err error) {
+	conn, db, err := openServer(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	return checkMigrations(ctx, conn, db)
+}
+
+func checkMigrations(ctx context.Context, conn driver.Conn, db string) (uint32, error) {
 	ms, err := Migrations()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var applied uint32
 	var n uint64
 	err = conn.QueryRow(ctx, "SELECT toUInt32(max(version)), count() FROM "+db+".schema_migrations").Scan(&applied, &n)
 	var ex *proto.Exception
 	if errors.As(err, &ex) && (ex.Code == 60 || ex.Code == 81) { // UNKNOWN_TABLE, UNKNOWN_DATABASE
-		return fmt.Errorf("database %s has no entrowatch tables (%s): %w --clickhouse DSN first", db, ex.Message, ErrNotMigrated)
+		return 0, fmt.Errorf("database %s has no entrowatch tables (%s): %w --clickhouse DSN first", db, ex.Message, ErrNotMigrated)
 	}
 	if err != nil {
-		return fmt.Errorf("reading the migrations applied to %s: %w", db, err)
+		return 0, fmt.Errorf("reading the migrations applied to %s: %w", db, err)
 	}
 	want := ms[len(ms)-1].Version
 	if n == 0 {
-		return fmt.Errorf("database %s has no entrowatch migration applied: %w --clickhouse DSN first", db, ErrNotMigrated)
+		return 0, fmt.Errorf("database %s has no entrowatch migration applied: %w --clickhouse DSN first", db, ErrNotMigrated)
 	}
 	if applied < want {
-		return fmt.Errorf("database %s is at migration %d and this build needs %d (%s): %w --clickhouse DSN to apply the rest", db, applied, want, ms[len(ms)-1].Name, ErrNotMigrated)
+		return 0, fmt.Errorf("database %s is at migration %d and this build needs %d (%s): %w --clickhouse DSN to apply the rest", db, applied, want, ms[len(ms)-1].Name, ErrNotMigrated)
 	}
-	return nil
+	if applied > want {
+		return applied, nil
+	}
+	return 0, nil
 }
 
 // MigrateMinReadTimeout is the least read timeout Migrate uses, whatever
@@ -208,6 +233,14 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 	if err := rows.Err(); err != nil {
 		return res, err
 	}
+	last := ms[len(ms)-1].Version
+	for v := range applied {
+		if v > last {
+			res.Newer = max(res.Newer, v)
+		} else {
+			res.From = max(res.From, v)
+		}
+	}
 	for _, m := range ms {
 		recreate := false // the version holds a superseded file: recreate its views
 		if sums, ok := applied[m.Version]; ok {
@@ -244,8 +277,19 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 					return res, fmt.Errorf("migrate %s: %s statement %d: dropping the superseded view: %w", db, m.Name, i+1, err)
 				}
 			}
+			if err := guardName(ctx, conn, db, stmt); err != nil {
+				return res, fmt.Errorf("migrate %s: %s statement %d: %w", db, m.Name, i+1, err)
+			}
 			if err := conn.Exec(ctx, Expand(stmt, db)); err != nil {
-				return res, fmt.Errorf("migrate %s: %s statement %d: %w (entrowatch migrate resumes here once the cause is fixed)", db, m.Name, i+1, err)
+				// The server may have done a statement whose success never
+				// reached us (the connection or this process went away):
+				// one that cannot run twice then fails. Done is done.
+				if done, cerr := alreadyDone(ctx, conn, db, stmt); cerr != nil || !done {
+					return res, fmt.Errorf("migrate %s: %s statement %d: %w (entrowatch migrate resumes here once the cause is fixed)", db, m.Name, i+1, err)
+				}
+				if log != nil {
+					log.Info("migration statement found done", "database", db, "migration", m.Name, "statement", i+1, "err", err)
+				}
 			}
 			if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migration_steps (version, checksum, statement) SELECT ?, ?, ?", m.Version, m.Checksum, uint32(i+1)); err != nil {
 				return res, fmt.Errorf("migrate %s: recording %s statement %d: %w", db, m.Name, i+1, err)
@@ -261,4 +305,106 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 		res.Version = max(res.Version, m.Version)
 	}
 	return res, nil
+}
+
+var (
+	dropTable  = regexp.MustCompile(`^DROP TABLE IF EXISTS \{db\}\.([A-Za-z0-9_]+)$`)
+	renameStmt = regexp.MustCompile(`^RENAME TABLE (.+)$`)
+	renamePair = regexp.MustCompile(`^\{db\}\.([A-Za-z0-9_]+) TO \{db\}\.([A-Za-z0-9_]+)$`)
+	addColumn  = regexp.MustCompile(`^ALTER TABLE \{db\}\.([A-Za-z0-9_]+) ADD COLUMN ([A-Za-z0-9_]+) `)
+)
+
+// droppedTables are the tables (not views) a migration drops on purpose:
+// 009's copy of the labels it replaced.
+var droppedTables = map[string]bool{"labels_unversioned": true}
+
+// guardName refuses a statement that would destroy or hide an object of
+// the user's that happens to carry a name entrowatch uses: migrations drop
+// and recreate views, and a table of that name (not entrowatch's) would be
+// dropped with its rows, or kept in place of the view without a word.
+func guardName(ctx context.Context, conn driver.Conn, db, stmt string) error {
+	name, what := "", ""
+	if m := dropTable.FindStringSubmatch(stmt); m != nil && !droppedTables[m[1]] {
+		name, what = m[1], "drops it, to create entrowatch's view of that name"
+	} else if m := createView.FindStringSubmatch(stmt); m != nil {
+		name, what = strings.TrimPrefix(m[1], "{db}."), "creates entrowatch's view of that name, and would leave your table in its place"
+	}
+	if name == "" {
+		return nil
+	}
+	engine, err := tableEngine(ctx, conn, db, name)
+	if err != nil || engine == "" || engine == "View" || engine == "MaterializedView" {
+		return err
+	}
+	return fmt.Errorf("database %s holds a table %s (engine %s) that no entrowatch migration created; this migration %s: "+
+		"rename yours (RENAME TABLE %s.%s TO %s.%s_yours) and run entrowatch migrate again", db, name, engine, what, db, name, db, name)
+}
+
+// tableEngine is the engine of db.name, or "" when there is none.
+func tableEngine(ctx context.Context, conn driver.Conn, db, name string) (string, error) {
+	var n uint64
+	var engine string
+	if err := conn.QueryRow(ctx, "SELECT count(), any(engine) FROM system.tables WHERE database = ? AND name = ?", db, name).Scan(&n, &engine); err != nil {
+		return "", fmt.Errorf("looking up %s.%s: %w", db, name, err)
+	}
+	if n == 0 {
+		return "", nil
+	}
+	return engine, nil
+}
+
+// alreadyDone reports whether the effect of a statement that cannot run
+// twice is in the database: a RENAME whose targets exist and whose sources
+// (those not also targets) do not, or exist empty (created again by the
+// statement before, which is then undone), an ADD COLUMN whose column
+// exists.
+func alreadyDone(ctx context.Context, conn driver.Conn, db, stmt string) (bool, error) {
+	exists := func(name string) (bool, error) {
+		e, err := tableEngine(ctx, conn, db, name)
+		return e != "", err
+	}
+	if m := renameStmt.FindStringSubmatch(stmt); m != nil {
+		targets := map[string]bool{}
+		var pairs [][2]string
+		for _, p := range strings.Split(m[1], ",") {
+			pm := renamePair.FindStringSubmatch(strings.TrimSpace(p))
+			if pm == nil {
+				return false, nil
+			}
+			pairs = append(pairs, [2]string{pm[1], pm[2]})
+			targets[pm[2]] = true
+		}
+		// A source that is not also a target may exist again, empty: the
+		// CREATE TABLE IF NOT EXISTS before the rename (009's) ran again.
+		var recreated []string
+		for _, p := range pairs {
+			if ok, err := exists(p[1]); err != nil || !ok {
+				return false, err
+			}
+			if !targets[p[0]] {
+				if ok, err := exists(p[0]); err != nil || !ok {
+					continue
+				}
+				var n uint64
+				if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+p[0]).Scan(&n); err != nil || n > 0 {
+					return false, err
+				}
+				recreated = append(recreated, p[0])
+			}
+		}
+		for _, name := range recreated {
+			if err := conn.Exec(ctx, "DROP TABLE "+db+"."+name); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	if m := addColumn.FindStringSubmatch(stmt); m != nil {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, m[1], m[2]).Scan(&n); err != nil {
+			return false, err
+		}
+		return n > 0, nil
+	}
+	return false, nil
 }
