@@ -12,17 +12,21 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/entrowatch/entrowatch/operators/entropy"
 	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 const benchSynopsis = `operators|pipeline [flags]
 
   operators  entropy + profile + baselines through the profile operator over
              synthetic traces (default 400 steps x 20 logprobs), on --workers
-             goroutines (default 1: one core). Prints "tokens/s: N" and "traces/s: N".
+             goroutines (default 1: one core). Prints "tokens/s: N" and "traces/s: N"
+             of the traces the profile scored; a shape it rejects (--k above 21,
+             --steps above its max_steps, 32768) is refused.
   pipeline   the full chain through the embedded Kafka broker (see entrowatch bench pipeline -h).`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -65,8 +69,8 @@ func startCPUProfile(path string) (stop func(), err error) {
 
 func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench operators", "[--steps N] [--k N] [--batch N] [--duration D] [--workers N]", stderr)
-	steps := fs.Int("steps", 400, "steps per synthetic trace")
-	k := fs.Int("k", 20, "logprobs per step")
+	steps := fs.Int("steps", 400, fmt.Sprintf("steps per synthetic trace (at most the profile's max_steps, %d)", profile.DefaultConfig().MaxSteps))
+	k := fs.Int("k", 20, fmt.Sprintf("logprobs per step (at most %d)", profile.MaxAlternatives))
 	batch := fs.Int("batch", 256, "traces per record batch")
 	dur := fs.Duration("duration", 5*time.Second, "how long to measure (after a short warm-up)")
 	workers := fs.Int("workers", 1, "goroutines, each with its own operator (1 = one core)")
@@ -75,6 +79,13 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if *steps < 1 || *k < 1 || *batch < 1 || *workers < 1 || *dur <= 0 {
 		return fmt.Errorf("--steps, --k, --batch, --workers and --duration must be positive")
+	}
+	// A shape the profile rejects would measure how fast traces are
+	// rejected, not scored: refuse it before building the batches (40,000
+	// steps x 256 traces is gigabytes).
+	pcfg := profile.DefaultConfig()
+	if err := benchShape(*steps, *k, pcfg); err != nil {
+		return err
 	}
 	mem := memory.NewGoAllocator()
 	// A few distinct batches so that caches see realistic traffic.
@@ -86,9 +97,34 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stderr, "bench operators: %d workers, batches of %d traces x %d steps x %d logprobs, %s (GOMAXPROCS %d, %s entropy kernel, load average %s)\n",
 		*workers, *batch, *steps, *k, *dur, runtime.GOMAXPROCS(0), entropy.Kernel(), loadAvg())
 
+	// Any other shape whose traces the profile rejects (none today: the
+	// synthetic traces are valid) is refused as well, or its rejected traces
+	// are left out of the figures.
+	var total, rejected int
+	var firstRej string
+	for _, rec := range recs {
+		total += int(rec.NumRows())
+		if err := profile.Check(pcfg, rec, func(_ int, r *profile.Reject) {
+			if rejected == 0 {
+				firstRej = r.Error()
+			}
+			rejected++
+		}); err != nil {
+			return err
+		}
+	}
+	switch {
+	case rejected == total:
+		return fmt.Errorf("the profile rejects every synthetic trace of %d steps x %d logprobs (%s): no throughput to measure", *steps, *k, firstRej)
+	case rejected > 0:
+		fmt.Fprintf(stderr, "bench operators: the profile rejects %d of the %d synthetic traces (%s); only the scored ones are counted\n", rejected, total, firstRej)
+	}
+
+	// run counts the traces the profile scored (status ok), not the rows it
+	// returned: a rejected trace costs a fraction of a scored one.
 	run := func(d time.Duration) (int64, time.Duration, error) {
 		var mu sync.Mutex
-		var traces int64
+		var traces, processed int64
 		var firstErr error
 		var wg sync.WaitGroup
 		start := time.Now()
@@ -97,18 +133,20 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				op, err := profile.New(profile.DefaultConfig(), mem, nil)
-				var n int64
+				op, err := profile.New(pcfg, mem, nil)
+				var n, rows int64
 				for i := w; err == nil && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 					var out []arrow.RecordBatch
 					out, err = op.Process(ctx, recs[i%len(recs)])
 					for _, o := range out {
+						n += scoredOK(o) // rejected rows are not throughput
+						rows += o.NumRows()
 						o.Release()
 					}
-					n += int64(*batch)
 				}
 				mu.Lock()
 				traces += n
+				processed += rows
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
@@ -116,6 +154,9 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 			}()
 		}
 		wg.Wait()
+		if firstErr == nil && processed > 0 && traces == 0 {
+			firstErr = fmt.Errorf("the profile rejected all %d traces of %d steps x %d logprobs it was given: no throughput to measure", processed, *steps, *k)
+		}
 		return traces, time.Since(start), firstErr
 	}
 	if _, _, err := run(min(*dur/5, time.Second)); err != nil {
@@ -132,4 +173,34 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stdout, "tokens/s: %.0f\n", tps*float64(*steps))
 	fmt.Fprintf(stdout, "traces/s: %.0f\n", tps)
 	return nil
+}
+
+// benchShape refuses a synthetic shape whose every trace the profile would
+// reject (status too_long), naming the limit.
+func benchShape(steps, k int, cfg profile.Config) error {
+	if k > profile.MaxAlternatives {
+		return fmt.Errorf("--k %d: the profile is defined on at most %d alternatives per step (the top 20, plus the sampled token vLLM appends); "+
+			"every trace would be rejected as %s and no throughput measured (use --k %d or less)", k, profile.MaxAlternatives, schemas.ReasonTooLong, profile.MaxAlternatives)
+	}
+	if steps > cfg.MaxSteps {
+		return fmt.Errorf("--steps %d: more than the profile's max_steps (%d); "+
+			"every trace would be rejected as %s and no throughput measured (use --steps %d or less)", steps, cfg.MaxSteps, schemas.ReasonTooLong, cfg.MaxSteps)
+	}
+	return nil
+}
+
+// scoredOK counts the rows of a scored.v1 batch whose status is ok: those
+// the profile scored.
+func scoredOK(rec arrow.RecordBatch) int64 {
+	st, ok := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColStatus)).(*array.String)
+	if !ok {
+		return 0
+	}
+	var n int64
+	for i := range st.Len() {
+		if st.IsValid(i) && st.Value(i) == schemas.StatusOK {
+			n++
+		}
+	}
+	return n
 }

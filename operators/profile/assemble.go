@@ -25,8 +25,9 @@ type AssemblerConfig struct {
 	// past it is emitted at once as too_long. Default 32768 (as profile's).
 	MaxSteps int `yaml:"max_steps"`
 	// MaxHeldSteps bounds the steps held over all open traces (each step
-	// holds up to 21 logprobs, about 90 bytes); beyond it the traces idle the
-	// longest are emitted as incomplete. Default 1000000 (about 90 MB).
+	// holds up to 21 logprobs, about 90 bytes as float32, twice that when the
+	// chunks are float64); beyond it the traces idle the longest are emitted
+	// as incomplete. Default 1000000 (about 90 MB of float32 chunks).
 	MaxHeldSteps int `yaml:"max_held_steps"`
 	// Remember is how many completed trace ids are kept to drop chunks that
 	// arrive again after their trace was emitted (redelivery). Default 65536.
@@ -60,7 +61,11 @@ func (c AssemblerConfig) Validate() error {
 }
 
 // Assembled is what one call to the Assembler emits. All batches are trace.v1
-// and belong to the caller, who releases them (Release does it).
+// and belong to the caller, who releases them (Release does it). A
+// reassembled trace keeps the precision of its chunks: float32 chunks give a
+// schemas.Trace row, float64 (schemas.Trace64) chunks a schemas.Trace64 row,
+// so that it is scored exactly as the same response sent as one row. (A trace
+// whose chunks mix the two is float64: widening float32 is exact.)
 type Assembled struct {
 	// Complete holds whole responses: rows that were never chunked (seq 0
 	// and final), passed through as slices of the input, and reassembled
@@ -149,13 +154,21 @@ type pending struct {
 	metaSeq  int32
 	meta     rowMeta
 	chunks   map[int32]chunk
+	wide     bool // some chunk came as float64: the trace is built as Trace64
 }
 
 type chunk struct {
 	tok  []float32
-	offs []int32 // len(tok)+1 offsets into vals, starting at 0
+	offs []int32 // steps+1 offsets into vals (or vals64), starting at 0
 	vals []float32
+	// tok64 and vals64 hold the logprobs instead of tok and vals when the
+	// chunk came as float64: they are kept at full precision, not narrowed.
+	tok64, vals64 []float64
+	wide          bool // the chunk came as float64
 }
+
+// steps is the number of steps the chunk holds.
+func (c *chunk) steps() int { return len(c.offs) - 1 }
 
 type rowMeta struct {
 	ts                    int64
@@ -214,13 +227,19 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 		}
 	}
 	flushRun(n)
-	if len(done) > 0 {
-		rec, err := a.build(done, true)
+	// One batch per run of traces of the same precision, in completion order.
+	for len(done) > 0 {
+		j := 1
+		for j < len(done) && done[j].wide == done[0].wide {
+			j++
+		}
+		rec, err := a.build(done[:j], true)
 		if err != nil {
 			out.Release()
 			return Assembled{}, err
 		}
 		out.Complete = append(out.Complete, rec)
+		done = done[j:]
 	}
 	// Bound the open set: the traces idle the longest go first.
 	for len(a.open) > a.cfg.MaxOpen || a.held > a.cfg.MaxHeldSteps {
@@ -313,8 +332,9 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 	p.last = now
 	c := v.chunk(i)
 	p.chunks[seq] = c
-	p.steps += len(c.tok)
-	a.held += len(c.tok)
+	p.steps += c.steps()
+	a.held += c.steps()
+	p.wide = p.wide || c.wide
 	if seq < p.metaSeq {
 		ts := p.meta.ts
 		p.meta = v.meta(i)
@@ -346,11 +366,18 @@ func (p *pending) complete() bool {
 }
 
 // build writes the traces as trace.v1 rows, steps in seq order; final says
-// whether they are complete.
+// whether they are complete. The rows are schemas.Trace64 when ps[0] is wide
+// (the caller passes traces of one precision; a float32 chunk of a wide
+// trace is widened, exactly), schemas.Trace otherwise.
 func (a *Assembler) build(ps []*pending, final bool) (arrow.RecordBatch, error) {
-	b := array.NewRecordBuilder(a.mem, schemas.Trace)
+	wide := ps[0].wide
+	schema := schemas.Trace
+	if wide {
+		schema = schemas.Trace64
+	}
+	b := array.NewRecordBuilder(a.mem, schema)
 	defer b.Release()
-	col := func(name string) array.Builder { return b.Field(schemas.MustIndex(schemas.Trace, name)) }
+	col := func(name string) array.Builder { return b.Field(schemas.MustIndex(schema, name)) }
 	str := func(name string, s string) { col(name).(*array.StringBuilder).Append(s) }
 	nstr := func(name string, s *string) {
 		if s == nil {
@@ -360,10 +387,17 @@ func (a *Assembler) build(ps []*pending, final bool) (arrow.RecordBatch, error) 
 		}
 	}
 	tokB := col(schemas.ColTokenLogprob).(*array.ListBuilder)
-	tokV := tokB.ValueBuilder().(*array.Float32Builder)
 	topB := col(schemas.ColTopLogprobs).(*array.ListBuilder)
 	stepB := topB.ValueBuilder().(*array.ListBuilder)
-	altV := stepB.ValueBuilder().(*array.Float32Builder)
+	var tokV, altV *array.Float32Builder
+	var tokV64, altV64 *array.Float64Builder
+	if wide {
+		tokV64 = tokB.ValueBuilder().(*array.Float64Builder)
+		altV64 = stepB.ValueBuilder().(*array.Float64Builder)
+	} else {
+		tokV = tokB.ValueBuilder().(*array.Float32Builder)
+		altV = stepB.ValueBuilder().(*array.Float32Builder)
+	}
 	attrB := col(schemas.ColAttributes).(*array.MapBuilder)
 	for _, p := range ps {
 		m := &p.meta
@@ -390,10 +424,29 @@ func (a *Assembler) build(ps []*pending, final bool) (arrow.RecordBatch, error) 
 		sortInt32(seqs)
 		for _, s := range seqs {
 			c := p.chunks[s]
-			tokV.AppendValues(c.tok, nil)
-			for t := range c.tok {
+			switch {
+			case !wide:
+				tokV.AppendValues(c.tok, nil)
+			case c.wide:
+				tokV64.AppendValues(c.tok64, nil)
+			default:
+				for _, x := range c.tok {
+					tokV64.Append(float64(x))
+				}
+			}
+			for t := range c.steps() {
 				stepB.Append(true)
-				altV.AppendValues(c.vals[c.offs[t]:c.offs[t+1]], nil)
+				lo, hi := c.offs[t], c.offs[t+1]
+				switch {
+				case !wide:
+					altV.AppendValues(c.vals[lo:hi], nil)
+				case c.wide:
+					altV64.AppendValues(c.vals64[lo:hi], nil)
+				default:
+					for _, x := range c.vals[lo:hi] {
+						altV64.Append(float64(x))
+					}
+				}
 			}
 		}
 		str(schemas.ColFinishReason, m.finish)
@@ -431,8 +484,8 @@ type chunkView struct {
 	tok                 *array.List
 	top                 *array.List
 	step                *array.List
-	// The logprob values are float32 (trace.v1) or float64 (Trace64); the
-	// assembled trace is trace.v1, so float64 chunks are narrowed.
+	// The logprob values are float32 (trace.v1) or float64 (Trace64); a
+	// chunk keeps its values in their own type (see chunk).
 	tokV, alts     *array.Float32
 	tokV64, alts64 *array.Float64
 	listErr        error // why chunk rows cannot be read, when they cannot
@@ -487,17 +540,6 @@ func newChunkView(in arrow.RecordBatch) (*chunkView, error) {
 		v.listErr = fmt.Errorf("assembling chunks: column %s missing or not a list of lists of floats", schemas.ColTopLogprobs)
 	}
 	return v, nil
-}
-
-// floats appends a[lo:hi] of whichever of f32 and f64 is set, as float32.
-func floats(dst []float32, f32 *array.Float32, f64 *array.Float64, lo, hi int64) []float32 {
-	if f32 != nil {
-		return append(dst, f32.Float32Values()[lo:hi]...)
-	}
-	for _, x := range f64.Float64Values()[lo:hi] {
-		dst = append(dst, float32(x))
-	}
-	return dst
 }
 
 func (v *chunkView) seq(i int) int32 {
@@ -576,26 +618,54 @@ func (v *chunkView) meta(i int) rowMeta {
 	return m
 }
 
-// chunk copies the per-step lists of row i. A null list is an empty chunk.
+// chunk copies the per-step lists of row i. Float64 values are kept as they
+// are, not narrowed to float32: when either list of the batch is float64 the
+// chunk is wide and holds both lists as float64 (widening float32 is exact).
+// A null list is an empty chunk.
 func (v *chunkView) chunk(i int) chunk {
-	var c chunk
+	c := chunk{wide: v.tokV64 != nil || v.alts64 != nil}
+	n := 0
 	if v.tok.IsValid(i) {
 		lo, hi := v.tok.ValueOffsets(i)
-		c.tok = floats(nil, v.tokV, v.tokV64, lo, hi)
+		if c.wide {
+			c.tok64 = appendFloat64s(nil, v.tokV, v.tokV64, lo, hi)
+		} else {
+			c.tok = append([]float32(nil), v.tokV.Float32Values()[lo:hi]...)
+		}
+		n = int(hi - lo)
 	}
-	c.offs = make([]int32, 1, len(c.tok)+1)
+	c.offs = make([]int32, 1, n+1)
+	nv := 0
 	if v.top.IsValid(i) {
 		lo, hi := v.top.ValueOffsets(i)
-		for s := lo; s < hi && int(s-lo) < len(c.tok); s++ {
+		for s := lo; s < hi && int(s-lo) < n; s++ {
 			if v.step.IsValid(int(s)) {
 				a, b := v.step.ValueOffsets(int(s))
-				c.vals = floats(c.vals, v.alts, v.alts64, a, b)
+				if c.wide {
+					c.vals64 = appendFloat64s(c.vals64, v.alts, v.alts64, a, b)
+					nv = len(c.vals64)
+				} else {
+					c.vals = append(c.vals, v.alts.Float32Values()[a:b]...)
+					nv = len(c.vals)
+				}
 			}
-			c.offs = append(c.offs, int32(len(c.vals)))
+			c.offs = append(c.offs, int32(nv))
 		}
 	}
-	for len(c.offs) < len(c.tok)+1 { // fewer step lists than tokens: empty alternatives
-		c.offs = append(c.offs, int32(len(c.vals)))
+	for len(c.offs) < n+1 { // fewer step lists than tokens: empty alternatives
+		c.offs = append(c.offs, int32(nv))
 	}
 	return c
+}
+
+// appendFloat64s appends a[lo:hi] of whichever of f32 and f64 is set, as
+// float64 (exact for float32).
+func appendFloat64s(dst []float64, f32 *array.Float32, f64 *array.Float64, lo, hi int64) []float64 {
+	if f64 != nil {
+		return append(dst, f64.Float64Values()[lo:hi]...)
+	}
+	for _, x := range f32.Float32Values()[lo:hi] {
+		dst = append(dst, float64(x))
+	}
+	return dst
 }

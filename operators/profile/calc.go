@@ -126,7 +126,11 @@ func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 	// Reject reasons follow step order, and within a step: chosen token,
 	// missing alternatives, invalid alternative. The chosen tokens are checked
 	// first, the entropy kernel then runs on the steps before the first bad one.
-	var nllSum, lmin float64
+	// lmin, the smallest chosen logprob, starts at +Inf, not 0: when every
+	// chosen logprob is positive (rounding noise up to maxLogprob) nll_max is
+	// negative, -min_t l_t, as its definition says, not clamped at 0.
+	var nllSum float64
+	lmin := math.Inf(1)
 	nc := n
 	for t, v := range chosen {
 		l := float64(v)
@@ -139,7 +143,7 @@ func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 			lmin = l
 		}
 	}
-	nllMax := 0 - lmin // +0, not -0, when no token had a negative logprob
+	nllMax := 0 - lmin // -lmin, but +0, not -0, when the smallest is ±0
 	margins, tb, why := entropy.Steps(values, offs[:nc+1], h[:nc], c.maxLogprob)
 	switch {
 	case why == entropy.Empty:
