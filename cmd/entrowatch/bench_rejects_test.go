@@ -68,3 +68,17 @@ func TestBenchScoredOK(t *testing.T) {
 	require.Equal(t, int64(5), score(profile.MaxAlternatives))
 	require.Equal(t, int64(0), score(profile.MaxAlternatives+1))
 }
+
+// TestBenchPipelineRefusesRejectedShapes: bench pipeline timed the
+// dead-letter path for a shape the profile rejects (--k 22: 671,201
+// tokens/s of traces that were all dead-lettered); it refuses it before
+// starting the broker.
+func TestBenchPipelineRefusesRejectedShapes(t *testing.T) {
+	for _, args := range [][]string{{"--k", "22"}, {"--steps", "40000"}} {
+		stdout, stderr, code := runCLI(t, append([]string{"bench", "pipeline", "--traces", "10"}, args...)...)
+		require.Equal(t, 1, code, "%v: %s", args, stderr)
+		require.NotContains(t, stdout, "tokens/s")
+		require.NotContains(t, stdout, "producing")
+		require.Contains(t, stderr, "too_long")
+	}
+}
