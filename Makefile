@@ -27,7 +27,7 @@ help: ## list targets
 build: ## build bin/entrowatch
 	$(BUILDENV) $(GO) build -trimpath -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/entrowatch
 
-deps: ## install what the tests need (apt: clickhouse, gcc; npm: chDB library)
+deps: ## install what the tests need (apt: clickhouse, gcc, prometheus for promtool; npm: chDB library)
 	bash scripts/deps.sh
 
 deps-server: ## install what the demo and run need (apt: clickhouse-server, clickhouse-client)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what entrowatch's tests and demo need on Debian/Ubuntu:
 #   apt: clickhouse-server, clickhouse-client (ClickHouse 18.16 on Debian 12); gcc and libc6-dev
-#        when missing (cgo, for the race detector that `make unit` runs)
+#        when missing (cgo, for the race detector that `make unit` runs); prometheus for
+#        promtool (the alert rules' unit tests)
 #   npm: @chdb/lib-linux-x64-gnu (libchdb.so, current ClickHouse as a library) into .cache/npm
 # Go modules are fetched by the go command itself. Safe to run twice.
 # `deps.sh server` installs only the ClickHouse packages (what `make demo` needs).
@@ -17,6 +18,8 @@ need_apt=()
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need_apt+=(clickhouse-client)
 $only_server || command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# promtool (Debian's prometheus package) runs the alert rules' unit tests
+$only_server || command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing with apt: ${need_apt[*]}"
   $sudo apt-get update -qq

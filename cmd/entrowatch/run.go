@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -430,42 +432,66 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			"train one with entrowatch train and set estimator: FILE (profiles are stored meanwhile; re-ingest to estimate them)")
 	}
 
-	// Health: the stream's (/readyz) and HTTP ingest's (/readyz/ingest).
+	// Health: the stream's (/readyz) and HTTP ingest's (/readyz/ingest),
+	// each "" when ready, else why not; entrowatch_ready{component} says
+	// the same to Prometheus, which cannot probe an endpoint itself.
 	var (
 		stream   atomic.Pointer[runner.Runner]
 		draining atomic.Bool
 		kafkaOK  atomic.Bool // the brokers answer for the source topic (ingest's produce path)
 		kafkaBad atomic.Bool // the last check found they do not (false before the first check)
 	)
+	streamUnready := func() string {
+		r := stream.Load()
+		switch {
+		case draining.Load():
+			return "draining"
+		case r == nil:
+			return "starting (connecting to the sink)"
+		}
+		return r.Unready()
+	}
+	ingestUnready := func() string {
+		switch {
+		case cfg.HTTP.Listen == "":
+			return "HTTP ingest is off (http.listen is empty)"
+		case draining.Load():
+			return "draining"
+		case !kafkaOK.Load():
+			return "Kafka does not answer for topic " + cfg.Source.Topic
+		}
+		return ""
+	}
+	readyGauge := func(component string, unready func() string) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "entrowatch_ready",
+			Help:        "1 while the component is ready, 0 while not: the stream as /readyz answers, HTTP ingest (only with http.listen set) as /readyz/ingest answers; their bodies say why not.",
+			ConstLabels: prometheus.Labels{"component": component}},
+			func() float64 {
+				if unready() == "" {
+					return 1
+				}
+				return 0
+			})
+	}
+	reg.MustRegister(readyGauge("stream", streamUnready))
+	if cfg.HTTP.Listen != "" {
+		reg.MustRegister(readyGauge("ingest", ingestUnready))
+	}
 	if cfg.Metrics.Listen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			r := stream.Load()
-			switch {
-			case draining.Load():
-				http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
-			case r == nil:
-				http.Error(w, "not ready: starting (connecting to the sink)", http.StatusServiceUnavailable)
-			case !r.Ready():
-				http.Error(w, "not ready: the sink is failing or fetching from Kafka keeps failing", http.StatusServiceUnavailable)
-			default:
+		readyz := func(unready func() string) http.HandlerFunc {
+			return func(w http.ResponseWriter, _ *http.Request) {
+				if why := unready(); why != "" {
+					http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+					return
+				}
 				fmt.Fprintln(w, "ready")
 			}
-		})
-		mux.HandleFunc("/readyz/ingest", func(w http.ResponseWriter, _ *http.Request) {
-			switch {
-			case cfg.HTTP.Listen == "":
-				http.Error(w, "not ready: HTTP ingest is off (http.listen is empty)", http.StatusServiceUnavailable)
-			case draining.Load():
-				http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
-			case !kafkaOK.Load():
-				http.Error(w, "not ready: Kafka does not answer for topic "+cfg.Source.Topic, http.StatusServiceUnavailable)
-			default:
-				fmt.Fprintln(w, "ready")
-			}
-		})
+		}
+		mux.HandleFunc("/readyz", readyz(streamUnready))
+		mux.HandleFunc("/readyz/ingest", readyz(ingestUnready))
 		ms := startServer("metrics", metricsLn, mux, log)
 		closers = append(closers, func() error { return ms.shutdown(closeCtx, ingestShutdownTimeout) })
 	}
@@ -584,28 +610,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	closers = append(closers, src.Close)
 
-	chain := func() ([]streams.Operator, error) {
-		p, err := profile.New(cfg.Profile, mem, log)
-		if err != nil {
-			return nil, err
-		}
-		ops := []streams.Operator{p}
-		if cfg.Estimator != "" {
-			op, err := newEstimateOperator(cfg.Estimator, mem, log)
-			if err != nil {
-				return nil, fmt.Errorf("estimator %s: %w", cfg.Estimator, err)
-			}
-			ops = append(ops, op)
-		}
-		if cfg.Clusters != "" {
-			op, err := newClusterOperator(cfg.Clusters, string(cfg.ClustersDomainFrom), mem, log)
-			if err != nil {
-				return nil, fmt.Errorf("clusters %s: %w", cfg.Clusters, err)
-			}
-			ops = append(ops, op)
-		}
-		return ops, nil
-	}
+	chain := runChain(cfg, mem, log)
 	ops, err := chain() // fail before joining the group
 	if err != nil {
 		return fail(err)
@@ -625,13 +630,13 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	g.Go(func() error {
 		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
+		p := progressLog{log: log, json: cfg.LogFormat == "json"}
 		for {
 			select {
 			case <-streamCtx.Done():
 				return nil
 			case <-t.C:
-				st := r.Stats()
-				log.Info("stream progress", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", countsText(st.DeadLettered))
+				p.tick(r.Stats())
 			}
 		}
 	})
@@ -648,8 +653,137 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	g.Go(func() error { return r.Run(streamCtx) })
 	err = g.Wait()
 	st := r.Stats()
-	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, "dead_lettered", countsText(st.DeadLettered), "commits", st.Commits)
+	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows,
+		deadLetteredAttr(st.DeadLettered, cfg.LogFormat == "json"), "commits", st.Commits)
 	return err
+}
+
+// runChain returns the builder of the stream's operator chain, called once
+// per worker: profile, then estimate and clustertag when configured. The
+// estimate operators of all workers share one logger that says a warning
+// about a model once (each worker's operator warned once per model).
+func runChain(cfg runConfig, mem memory.Allocator, log *slog.Logger) func() ([]streams.Operator, error) {
+	estLog := slog.New(oncePerModel{Handler: log.Handler(), seen: &onceSet{m: map[string]bool{}}})
+	return func() ([]streams.Operator, error) {
+		p, err := profile.New(cfg.Profile, mem, log)
+		if err != nil {
+			return nil, err
+		}
+		ops := []streams.Operator{p}
+		if cfg.Estimator != "" {
+			op, err := newEstimateOperator(cfg.Estimator, mem, estLog)
+			if err != nil {
+				return nil, fmt.Errorf("estimator %s: %w", cfg.Estimator, err)
+			}
+			ops = append(ops, op)
+		}
+		if cfg.Clusters != "" {
+			op, err := newClusterOperator(cfg.Clusters, string(cfg.ClustersDomainFrom), mem, log)
+			if err != nil {
+				return nil, fmt.Errorf("clusters %s: %w", cfg.Clusters, err)
+			}
+			ops = append(ops, op)
+		}
+		return ops, nil
+	}
+}
+
+// oncePerModel passes a warning that names a model (the attribute "model")
+// once per message and model, whichever logger of the handler's copies
+// writes it; other records pass.
+type oncePerModel struct {
+	slog.Handler
+	seen *onceSet
+}
+
+// onceSet is the warnings oncePerModel passed, up to maxOnce of them
+// (beyond, every warning passes: the operators bound theirs too).
+type onceSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+const maxOnce = 10000
+
+// first records key and reports whether it is new.
+func (s *onceSet) first(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[key] {
+		return false
+	}
+	if len(s.m) < maxOnce {
+		s.m[key] = true
+	}
+	return true
+}
+
+func (h oncePerModel) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		model, named := "", false
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "model" {
+				model, named = a.Value.String(), true
+				return false
+			}
+			return true
+		})
+		if named && !h.seen.first(r.Message+"\x00"+model) {
+			return nil
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h oncePerModel) WithAttrs(as []slog.Attr) slog.Handler {
+	return oncePerModel{h.Handler.WithAttrs(as), h.seen}
+}
+
+func (h oncePerModel) WithGroup(n string) slog.Handler {
+	return oncePerModel{h.Handler.WithGroup(n), h.seen}
+}
+
+// progressLog writes the "stream progress" line at each tick, unless
+// nothing changed since the line before (an idle replica wrote the same
+// line every 30 s).
+type progressLog struct {
+	log    *slog.Logger
+	json   bool // log_format json: the dead-letter counts as an object
+	last   runner.Stats
+	logged bool
+}
+
+func (p *progressLog) tick(st runner.Stats) {
+	if p.logged && st.Messages == p.last.Messages && st.Rows == p.last.Rows && st.SinkRows == p.last.SinkRows &&
+		maps.Equal(st.DeadLettered, p.last.DeadLettered) {
+		return
+	}
+	p.last, p.logged = st, true
+	p.log.Info("stream progress", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows, deadLetteredAttr(st.DeadLettered, p.json))
+}
+
+// deadLetteredAttr is the dead-letter counts by reason of a log line:
+// dead_lettered="3 (empty 1, nan_logprob 2)" in text, and in JSON an object
+// that log pipelines can aggregate:
+// "dead_lettered":{"total":3,"by_reason":{"empty":1,"nan_logprob":2}}.
+func deadLetteredAttr(m map[string]int64, json bool) slog.Attr {
+	if !json {
+		return slog.String("dead_lettered", countsText(m))
+	}
+	var total int64
+	reasons := make([]string, 0, len(m))
+	for k, v := range m {
+		total += v
+		if v > 0 {
+			reasons = append(reasons, k)
+		}
+	}
+	slices.Sort(reasons)
+	by := make([]any, len(reasons))
+	for i, k := range reasons {
+		by[i] = slog.Int64(k, m[k])
+	}
+	return slog.Group("dead_lettered", slog.Int64("total", total), slog.Group("by_reason", by...))
 }
 
 // watchKafka checks every few seconds that the brokers answer for the

@@ -111,7 +111,11 @@ stream:
 	// failed attempts are counted, so an alert sees the outage.
 	_, body = get("http://" + metrics + "/metrics")
 	require.Regexp(t, `entrowatch_sink_connect_errors_total [1-9]`, body)
+	// ... and so is readiness, which an alert rule sees only as a metric.
+	require.Contains(t, body, `entrowatch_ready{component="stream"} 0`)
 	waitStatus(t, "http://"+metrics+"/readyz/ingest", http.StatusOK, runErr)
+	_, body = get("http://" + metrics + "/metrics")
+	require.Contains(t, body, `entrowatch_ready{component="ingest"} 1`)
 	code, body = postResponses(t, httpAddr)
 	require.Equal(t, http.StatusAccepted, code, body)
 

@@ -214,7 +214,32 @@ func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Alloc
 			return nil, fmt.Errorf("registering http metrics: %w", err)
 		}
 	}
+	// The series of every code and reason the endpoint answers with exist
+	// from the start, at 0: one born between two scrapes loses its first
+	// burst to rate() and increase().
+	for _, code := range answerCodes {
+		h.reqs.WithLabelValues(strconv.Itoa(code))
+	}
+	for _, reason := range rejectReasons {
+		h.rejects.WithLabelValues(reason)
+	}
 	return h, nil
+}
+
+// answerCodes are the HTTP status codes the endpoint answers with.
+var answerCodes = []int{
+	http.StatusAccepted, http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound,
+	http.StatusMethodNotAllowed, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge,
+	http.StatusUnsupportedMediaType, http.StatusTooManyRequests, http.StatusInternalServerError,
+	http.StatusServiceUnavailable,
+}
+
+// rejectReasons are the reasons a response of a body is refused for: the
+// converter's and the profile operator's.
+var rejectReasons = []string{
+	schemas.ReasonMalformedJSON, schemas.ReasonFailedRequest, schemas.ReasonIncomplete, schemas.ReasonTooLong,
+	schemas.ReasonEmpty, schemas.ReasonNoLogprobs, schemas.ReasonNaNLogprob, schemas.ReasonPositiveLogprob,
+	schemas.ReasonMismatch,
 }
 
 // Reply is the JSON body of every answer.

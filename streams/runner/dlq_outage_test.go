@@ -70,6 +70,11 @@ func TestDeadLetterOutage(t *testing.T) {
 	errs := func() float64 { return testutil.ToFloat64(r.m.deadErrs) }
 	waitFor(t, "dead-letter produce failures", func() bool { return errs() >= 3 })
 	require.False(t, r.Ready(), "not ready while dead-lettering fails")
+	// /readyz says which topic: it said "the sink is failing or fetching
+	// from Kafka keeps failing", and the on-call checked ClickHouse.
+	require.Contains(t, r.Unready(), "producing to the dead-letter topic "+dead+" fails")
+	require.NotContains(t, r.Unready(), "sink")
+	require.NotContains(t, r.Unready(), "fetching")
 	require.Contains(t, buf.String(), "dead-letter produce failed, retrying")
 	committed, _ := offsets(t, topic, group, 1)
 	require.Less(t, committed[0], int64(2), "the message being dead-lettered is not committed")
@@ -82,6 +87,7 @@ func TestDeadLetterOutage(t *testing.T) {
 	})
 	waitFor(t, "the trace after the dead-lettered one", func() bool { return sink.has("ok-2") })
 	require.True(t, r.Ready(), "ready again once dead-lettering succeeds")
+	require.Empty(t, r.Unready())
 	require.Contains(t, buf.String(), "dead-letter produce recovered")
 	after := errs()
 	cancel()

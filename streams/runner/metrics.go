@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 // metrics are the runner's Prometheus series, registered on the registry
@@ -16,6 +18,7 @@ type metrics struct {
 	empty      prometheus.Counter
 	sinkRows   prometheus.Counter
 	dead       *prometheus.CounterVec
+	deadMsgs   *prometheus.CounterVec
 	deadErrs   prometheus.Counter
 	remnants   prometheus.Counter
 	commits    prometheus.Counter
@@ -41,7 +44,9 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		sinkRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_sink_rows_total",
 			Help: "scored rows the sink confirmed.", ConstLabels: cl}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_total",
-			Help: "Messages or rows produced to the dead-letter topic, by reason.", ConstLabels: cl}, []string{"reason"}),
+			Help: "Records produced to the dead-letter topic, by reason: one per message that could not be decoded (corrupt_ipc, wrong_schema: see entrowatch_stream_dead_letter_messages_total), one per rejected row (the other reasons).", ConstLabels: cl}, []string{"reason"}),
+		deadMsgs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_messages_total",
+			Help: "Messages dead-lettered whole because they could not be decoded (corrupt_ipc, wrong_schema), by reason: the responses they carry are unknown and not in entrowatch_stream_rows_total; compare with entrowatch_stream_messages_total.", ConstLabels: cl}, []string{"reason"}),
 		deadErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_errors_total",
 			Help: "Dead-letter produces that failed (retried with backoff while the partition waits; /readyz says not ready until one succeeds).", ConstLabels: cl}),
 		remnants: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_remnants_total",
@@ -61,18 +66,45 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
 			Help: "Chunked traces waiting for more chunks.", ConstLabels: cl}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "entrowatch_stream_message_seconds",
-			Help: "Time to process one message: decode, assemble, operators, dead-letter (batched sink writes are timed in stage_seconds).", ConstLabels: cl,
+			Help: "Time to process one message: decode, assemble, operators, dead letters of its rejected rows (batched sink writes, and the dead letters of messages that could not be decoded, batched likewise, are timed in stage_seconds).", ConstLabels: cl,
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadErrs, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	// Every known series exists from the start, at 0: a series born between
+	// two scrapes loses its first burst to rate() and increase().
+	for _, r := range deadLetterReasons {
+		m.dead.WithLabelValues(r)
+	}
+	for _, r := range messageReasons {
+		m.deadMsgs.WithLabelValues(r)
+	}
+	for _, s := range fixedStages {
+		m.stage.WithLabelValues(s)
+	}
 	return m, nil
 }
+
+// deadLetterReasons are the reasons the stream dead-letters with;
+// messageReasons those of whole messages that could not be decoded.
+var (
+	deadLetterReasons = []string{
+		schemas.ReasonCorruptIPC, schemas.ReasonWrongSchema,
+		schemas.ReasonEmpty, schemas.ReasonNoLogprobs, schemas.ReasonNaNLogprob, schemas.ReasonPositiveLogprob,
+		schemas.ReasonTooLong, schemas.ReasonMismatch, schemas.ReasonIncomplete,
+		schemas.ReasonUnknownModel, schemas.ReasonBadFeature,
+	}
+	messageReasons = []string{schemas.ReasonCorruptIPC, schemas.ReasonWrongSchema}
+)
+
+// fixedStages are the stages of stage_seconds besides the operators' (whose
+// series Run creates from their names).
+var fixedStages = []string{"decode", "assemble", "dead_letter", "sink", "sink_lookup"}
 
 // Stats is a snapshot of what the runner did, for benchmarks and tests.
 type Stats struct {

@@ -72,7 +72,10 @@ type Config struct {
 	// message's rows at once. Default 1000.
 	SinkBatchRows int `yaml:"sink_batch_rows"`
 	// SinkBatchWait bounds how long rows wait for a batch to fill.
-	// Default 200ms.
+	// Default 200ms. The dead letters of messages that cannot be decoded
+	// are batched the same way (at most SinkBatchRows of them or 8 MiB),
+	// and their offsets committed once the dead-letter topic acknowledged
+	// them.
 	SinkBatchWait time.Duration `yaml:"sink_batch_wait"`
 	// ExpireInterval is how often open chunked traces are checked against
 	// the assemble timeout. Default 1s.
@@ -161,9 +164,10 @@ type Runner struct {
 	stats stats
 	ready atomic.Bool
 	// dlqFailing counts the workers whose dead-letter produce is failing
-	// and being retried.
-	dlqFailing atomic.Int32
-	fetch      fetchHealth
+	// and being retried; sinkFailing says the last sink write failed.
+	dlqFailing  atomic.Int32
+	sinkFailing atomic.Bool
+	fetch       fetchHealth
 
 	// assigned is the assignment Watermarks last reported (nil: unknown).
 	assignMu sync.Mutex
@@ -200,11 +204,26 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 // Ready reports whether the stream is consuming, its fetches from Kafka do
 // not fail persistently, its sink is accepting writes and no dead-letter
 // produce is failing (for /readyz).
-func (r *Runner) Ready() bool {
-	if h, ok := r.parts.Sink.(streams.HealthReporter); ok && !h.Healthy() {
-		return false
+func (r *Runner) Ready() bool { return r.Unready() == "" }
+
+// Unready says why the stream is not ready, "" when it is: each of the
+// causes that hold, for the body of /readyz.
+func (r *Runner) Unready() string {
+	var why []string
+	if h, ok := r.parts.Sink.(streams.HealthReporter); (ok && !h.Healthy()) || r.sinkFailing.Load() {
+		why = append(why, "writes to the sink fail and are retried (see the log: sink write failed)")
 	}
-	return r.ready.Load() && r.dlqFailing.Load() == 0 && !r.fetch.failing(time.Now())
+	if r.dlqFailing.Load() > 0 {
+		why = append(why, "producing to the dead-letter topic "+r.parts.DeadLetter.Topic()+
+			" fails and is retried (does the topic exist? check its ACLs and max.message.bytes; see the log: dead-letter produce failed)")
+	}
+	if r.fetch.failing(time.Now()) {
+		why = append(why, "fetching from Kafka keeps failing (is Kafka reachable at kafka.brokers?)")
+	}
+	if len(why) == 0 && !r.ready.Load() {
+		why = append(why, "the stream is not consuming (starting or stopping)")
+	}
+	return strings.Join(why, "; ")
 }
 
 // fetchHealth follows consecutive fetch errors. Fetching fails persistently
@@ -266,6 +285,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			asm: map[int]*profile.Assembler{}, last: map[int]int64{}, waiting: map[int]string{}}
 		w.onReject = w.addDetail
 		workers[i] = w
+	}
+	for _, op := range workers[0].ops {
+		r.m.stage.WithLabelValues(op.Name())
 	}
 	points := make(chan kafka.Message, r.cfg.Workers*(r.cfg.QueueDepth+2))
 
@@ -588,10 +610,14 @@ type worker struct {
 	asm  map[int]*profile.Assembler
 	last map[int]int64 // last offset handled per partition
 
-	// Output waiting for one batched sink write, and the partitions whose
-	// commit points wait for it.
+	// Output waiting for one batched sink write, the dead letters of
+	// messages that could not be decoded waiting to be produced with it
+	// (pendSince is when the oldest of either came), and the partitions
+	// whose commit points wait for them.
 	pend      []arrow.RecordBatch
 	pendRows  int64
+	pendDL    []kafka.Message
+	pendBytes int // of pendDL
 	pendSince time.Time
 	waiting   map[int]string // partition -> topic
 
@@ -671,19 +697,47 @@ func (w *worker) run(hard context.Context, points chan<- kafka.Message) error {
 
 func (w *worker) batching() bool { return w.r.cfg.SinkBatchRows > 1 }
 
-// maybeFlush writes the pending output when the batch is full (or batching
-// is off), and then offers the waiting commit points. With nothing pending
-// the commit points go at once.
+// maxPendingDLBytes bounds the bytes of the dead letters of undecodable
+// messages that wait for a batch (each is the whole message, up to the
+// dead-letter max_message_bytes).
+const maxPendingDLBytes = 8 << 20
+
+// maybeFlush writes the pending output and dead letters when the batch is
+// full (or batching is off), and then offers the waiting commit points.
+// With nothing pending the commit points go at once.
 func (w *worker) maybeFlush(ctx context.Context, points chan<- kafka.Message) error {
-	if len(w.pend) == 0 || !w.batching() || w.pendRows >= int64(w.r.cfg.SinkBatchRows) {
+	full := w.pendRows >= int64(w.r.cfg.SinkBatchRows) || len(w.pendDL) >= w.r.cfg.SinkBatchRows || w.pendBytes >= maxPendingDLBytes
+	if (len(w.pend) == 0 && len(w.pendDL) == 0) || !w.batching() || full {
 		return w.flushSink(ctx, points)
 	}
 	return nil
 }
 
-// flushSink writes the pending output as one batch, then offers the commit
-// points of the partitions that waited for it.
+// queueDeadLetter holds the dead letter of a whole message (one that could
+// not be decoded) for the next flush, which produces it before it offers
+// the commit points: a run of such messages is produced in one request,
+// not one acknowledged produce each, and nothing is committed before the
+// dead-letter topic acknowledged it.
+func (w *worker) queueDeadLetter(m kafka.Message) {
+	w.pendDL = append(w.pendDL, m)
+	w.pendBytes += recordSize(m)
+	if w.pendSince.IsZero() {
+		w.pendSince = time.Now()
+	}
+}
+
+// flushSink produces the pending dead letters, writes the pending output as
+// one batch, then offers the commit points of the partitions that waited
+// for them.
 func (w *worker) flushSink(ctx context.Context, points chan<- kafka.Message) error {
+	if len(w.pendDL) > 0 {
+		if err := w.flushDeadLetters(ctx); err != nil {
+			return err
+		}
+		if len(w.pend) == 0 {
+			w.pendSince = time.Time{}
+		}
+	}
 	if len(w.pend) > 0 {
 		t := time.Now()
 		recs, err := concatBatches(w.pend, w.r.mem)
@@ -716,6 +770,7 @@ func (w *worker) dropPending() {
 		b.Release()
 	}
 	w.pend, w.pendRows, w.pendSince = w.pend[:0], 0, time.Time{}
+	w.pendDL, w.pendBytes = nil, 0
 }
 
 // concatBatches joins runs of batches with equal schemas into single
@@ -802,6 +857,7 @@ func (w *worker) stage(name string, since time.Time) {
 // A nil return means everything it held is durable or dead-lettered.
 func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	w.last[m.Partition] = m.Offset
+	w.r.stats.add(func(s *Stats) { s.Messages++; s.Bytes += int64(len(m.Value)) })
 	src := m.Topic + "/" + strconv.Itoa(m.Partition) + "@" + strconv.FormatInt(m.Offset, 10)
 	t := time.Now()
 	rec, err := ipc.Decode(m.Value, w.r.mem)
@@ -811,10 +867,11 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		if errors.Is(err, ipc.ErrSchema) {
 			reason = schemas.ReasonWrongSchema
 		}
-		return w.deadLetter(ctx, []kafka.Message{w.dlq(m.Key, m.Value, m.Headers, reason, err.Error(), src, -1)})
+		w.queueDeadLetter(w.dlq(m.Key, m.Value, m.Headers, reason, err.Error(), src, -1))
+		return nil
 	}
 	w.r.m.rows.Add(float64(rec.NumRows()))
-	w.r.stats.add(func(s *Stats) { s.Messages++; s.Bytes += int64(len(m.Value)); s.Rows += rec.NumRows() })
+	w.r.stats.add(func(s *Stats) { s.Rows += rec.NumRows() })
 	if rec.NumRows() == 0 {
 		// Valid, but nothing to score (a producer flushing an empty batch):
 		// counted, not dead-lettered, so heartbeats do not flood the topic.
@@ -833,7 +890,8 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	rec.Release()
 	w.stage("assemble", t)
 	if err != nil {
-		return w.deadLetter(ctx, []kafka.Message{w.dlq(m.Key, m.Value, m.Headers, schemas.ReasonWrongSchema, err.Error(), src, -1)})
+		w.queueDeadLetter(w.dlq(m.Key, m.Value, m.Headers, schemas.ReasonWrongSchema, err.Error(), src, -1))
+		return nil
 	}
 	w.r.m.open.Set(float64(a.Open()))
 	return w.emit(ctx, out, src, false)
@@ -868,7 +926,7 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, ex
 				i++
 			}
 		}
-		if err := w.deadLetter(ctx, dl); err != nil {
+		if err := w.deadLetterTimed(ctx, dl); err != nil {
 			return err
 		}
 	}
@@ -1043,7 +1101,7 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 		}
 		base += int(b.NumRows())
 	}
-	if err := w.deadLetter(ctx, dl); err != nil {
+	if err := w.deadLetters(ctx, dl); err != nil {
 		return err
 	}
 	w.stage("dead_letter", t)
@@ -1092,9 +1150,11 @@ func (w *worker) write(ctx context.Context, b arrow.RecordBatch) error {
 		defer w.r.sinkMu.Unlock()
 		if err := w.r.parts.Sink.Write(ctx, b); err != nil {
 			w.r.m.sinkErrs.Inc()
+			w.r.sinkFailing.Store(true)
 			w.r.ready.Store(false)
 			return err
 		}
+		w.r.sinkFailing.Store(false)
 		w.r.ready.Store(true)
 		w.r.m.sinkRows.Add(float64(b.NumRows()))
 		w.r.stats.add(func(s *Stats) { s.SinkRows += b.NumRows() })
@@ -1272,6 +1332,42 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
+// deadLetterTimed is deadLetters timed as the dead_letter stage.
+func (w *worker) deadLetterTimed(ctx context.Context, msgs []kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	defer w.stage("dead_letter", time.Now())
+	return w.deadLetters(ctx, msgs)
+}
+
+// deadLetters produces msgs with deadLetter, after the pending dead letters
+// of whole messages (queueDeadLetter), so that the dead-letter topic keeps
+// the order of the source; nothing when msgs is empty (those wait for their
+// batch).
+func (w *worker) deadLetters(ctx context.Context, msgs []kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if len(w.pendDL) > 0 {
+		msgs = append(w.pendDL, msgs...)
+		w.pendDL, w.pendBytes = nil, 0
+	}
+	return w.deadLetter(ctx, msgs)
+}
+
+// flushDeadLetters produces the pending dead letters of whole messages,
+// timed as the dead_letter stage.
+func (w *worker) flushDeadLetters(ctx context.Context) error {
+	if len(w.pendDL) == 0 {
+		return nil
+	}
+	defer w.stage("dead_letter", time.Now())
+	msgs := w.pendDL
+	w.pendDL, w.pendBytes = nil, 0
+	return w.deadLetter(ctx, msgs)
+}
+
 // deadLetter produces msgs to the dead-letter topic, retrying while that
 // fails. A record the brokers refuse as too large (the topic's
 // max.message.bytes below dead_letter.max_message_bytes) cannot succeed
@@ -1355,6 +1451,9 @@ func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
 		}
 		w.r.rejects.note(now, reason, id, detail, src)
 		w.r.m.dead.WithLabelValues(reason).Inc()
+		if !row { // the whole message
+			w.r.m.deadMsgs.WithLabelValues(reason).Inc()
+		}
 		w.r.stats.add(func(s *Stats) {
 			if s.DeadLettered == nil {
 				s.DeadLettered = map[string]int64{}
