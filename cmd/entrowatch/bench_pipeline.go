@@ -185,7 +185,7 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return dropBenchDatabase(sinkCfg.ClickHouse.Conn, db, stderr)
 		})
 	}
-	sink, where, err := newRunSink(ctx, sinkCfg, mem, log, &sinkClosers, nil)
+	sink, where, err := newRunSink(ctx, sinkCfg, mem, log, &sinkClosers, runSinkHooks{})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -389,6 +390,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	mem := memory.NewGoAllocator()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Which build each replica runs (after a rollout, or a rollback).
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_build_info",
+		Help: "1, labelled with the build (version), the schema migrations it carries (schema) and the Go version."}, []string{"version", "schema", "goversion"})
+	buildInfo.WithLabelValues(version, fmt.Sprintf("%03d", lastMigration()), runtime.Version()).Set(1)
+	reg.MustRegister(buildInfo)
 	closeCtx := context.WithoutCancel(ctx)
 	var closers []func() error // run in reverse order on return
 	defer func() {
@@ -584,7 +590,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	connectErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_sink_connect_errors_total",
 		Help: "Failed attempts to reach the sink (ClickHouse) at start; the stream's metrics exist only once it is reached."})
 	reg.MustRegister(connectErrs)
-	sink, where, err := newRunSink(gctx, cfg, mem, log, &closers, connectErrs.Inc)
+	sink, where, err := newRunSink(gctx, cfg, mem, log, &closers, runSinkHooks{connectErr: connectErrs.Inc, managed: func(sup *clickhouse.Supervisor) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "entrowatch_clickhouse_managed_exits_total",
+			Help: "Times the managed clickhouse-server exited on its own and was started again (killed, crashed, out of memory): a crash loop shows here."},
+			func() float64 { return float64(sup.Exits()) }))
+	}})
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before the stream started", "err", err)
@@ -857,7 +867,15 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 
 // newRunSink opens the configured sink; what it starts besides (a managed
 // ClickHouse server) is appended to closers. Adding a sink is one case here.
-func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error, onConnectErr func()) (streams.Sink, string, error) {
+// runSinkHooks tell run about the sink newRunSink opens: connectErr on each
+// failed attempt to reach ClickHouse at start, managed with the supervisor of
+// a managed clickhouse-server. Either may be nil.
+type runSinkHooks struct {
+	connectErr func()
+	managed    func(*clickhouse.Supervisor)
+}
+
+func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error, hooks runSinkHooks) (streams.Sink, string, error) {
 	if cfg.Sink == "auto" {
 		cfg.Sink = "file"
 		if _, err := clickhouse.FindServerBinary(); cfg.ClickHouse.Conn.DSN != "" || err == nil {
@@ -896,11 +914,14 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 			}
 			sup := clickhouse.Supervise(srv, lc, log) // restarted on the same ports if it dies
 			*closers = append(*closers, sup.Stop)
+			if hooks.managed != nil {
+				hooks.managed(sup)
+			}
 			cc.DSN = srv.DSN()
 			log.Info("managed clickhouse-server ready (its ports stay the same across restarts while free)", "dsn", cc.DSN,
 				"query_with", fmt.Sprintf("clickhouse-client --port %d", srv.TCPPort()), "dir", srv.Dir())
 		}
-		s, err := connectClickHouse(ctx, cfg, cc, log, onConnectErr)
+		s, err := connectClickHouse(ctx, cfg, cc, log, hooks.connectErr)
 		if err != nil {
 			return nil, "", err
 		}

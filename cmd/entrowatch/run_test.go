@@ -145,7 +145,7 @@ func TestRunStoresHTTPLabels(t *testing.T) {
 		t.Skip("clickhouse-server is not installed (make deps installs it): ", err)
 	}
 	dir := t.TempDir()
-	httpAddr := freeAddr(t)
+	httpAddr, metrics := freeAddr(t), freeAddr(t)
 	cfg := fmt.Sprintf(`data_dir: %s
 broker:
   listen: %s
@@ -153,8 +153,8 @@ sink: clickhouse
 http:
   listen: %s
 metrics:
-  listen: ""
-`, dir, freeAddr(t), httpAddr)
+  listen: %s
+`, dir, freeAddr(t), httpAddr, metrics)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	runErr, done := startRun(t, ctx, dir, cfg)
@@ -182,6 +182,10 @@ metrics:
 
 	// HTTP ingest serves before the sink is connected (it needs only Kafka).
 	waitLog(t, runErr, "stream running")
+	// A crash loop of the managed server, and which build runs, are metrics.
+	_, body := get("http://" + metrics + "/metrics")
+	require.Contains(t, body, "entrowatch_clickhouse_managed_exits_total 0")
+	require.Regexp(t, `entrowatch_build_info\{goversion="go[^"]+",schema="\d{3}",version="[^"]+"\} 1`, body)
 	dsn := regexp.MustCompile(`sink=(clickhouse://\S+)`).FindStringSubmatch(runErr.String())
 	require.NotNil(t, dsn, runErr.String())
 	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn[1]})

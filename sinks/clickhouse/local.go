@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -313,13 +314,18 @@ func portFree(port int) bool {
 // own (killed, crashed, out of memory), it is started again on the same
 // ports, so clients reconnect to the same address.
 type Supervisor struct {
-	cfg  LocalConfig
-	log  *slog.Logger
-	mu   sync.Mutex
-	cur  *Server
-	stop chan struct{}
-	done chan struct{}
+	cfg   LocalConfig
+	log   *slog.Logger
+	mu    sync.Mutex
+	cur   *Server
+	stop  chan struct{}
+	done  chan struct{}
+	exits atomic.Int64
 }
+
+// Exits is the number of times the server exited on its own (and was
+// started again), for a metric: a crash loop shows there.
+func (v *Supervisor) Exits() int64 { return v.exits.Load() }
 
 // Supervise watches s, started from cfg, until Stop.
 func Supervise(s *Server, cfg LocalConfig, log *slog.Logger) *Supervisor {
@@ -349,6 +355,7 @@ func (v *Supervisor) loop() {
 			return
 		case <-cur.Done():
 		}
+		v.exits.Add(1)
 		v.log.Error("managed clickhouse-server exited on its own; starting it again on the same ports",
 			"exit", cur.ExitErr(), "log", filepath.Join(cur.dir, "log"), "tcp_port", cur.tcpPort)
 		for {

@@ -34,6 +34,7 @@ func TestLocalSupervisedAndPortsKept(t *testing.T) {
 	}
 	second := sup.Server()
 	require.NotSame(t, first, second, "the server was not started again")
+	require.EqualValues(t, 1, sup.Exits(), "the exit is counted (entrowatch_clickhouse_managed_exits_total)")
 	require.Equal(t, dsn, second.DSN())
 	c := DefaultConfig()
 	c.DSN = second.DSN()
