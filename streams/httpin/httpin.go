@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -41,6 +42,7 @@ import (
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
+	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
@@ -175,6 +177,10 @@ type Handler struct {
 	failMu    sync.Mutex
 	failLast  time.Time
 	failQuiet int // failures not logged since failLast
+	// refused logs the bodies refused with 400 for their responses, at
+	// most streams.RejectLogLimit per reason per minute: a producer that
+	// breaks (stops asking for logprobs) was only seen by its own client.
+	refused *streams.RejectLog
 }
 
 // failLogEvery is the least time between two "produce failed" log lines.
@@ -194,6 +200,8 @@ func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Alloc
 	}
 	h := &Handler{
 		cfg: cfg, icfg: icfg, p: p, lp: lp, mem: mem, log: log,
+		refused: streams.NewRejectLog(log, "http ingest refused a request (400): nothing of it was produced",
+			"http ingest refusals not logged (over the limit per reason per minute; see entrowatch_http_rejects_total)"),
 		slots:  make(chan struct{}, cfg.MaxInFlight),
 		bodies: semaphore.NewWeighted(int64(cfg.MaxInFlight) * cfg.MaxBodyBytes),
 		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_http_requests_total",
@@ -396,6 +404,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if rs.n > len(list) {
 			msg += fmt.Sprintf(" (rejects lists the first %d by line, reasons counts all)", len(list))
+		}
+		now := time.Now()
+		for _, reason := range slices.Sorted(maps.Keys(rs.reasons)) {
+			args := []any{"responses", rs.reasons[reason], "of", rs.n, "remote", r.RemoteAddr}
+			if i := slices.IndexFunc(list, func(rj Reject) bool { return rj.Reason == reason }); i >= 0 {
+				args = append(args, "first_line", list[i].Line, "first_id", list[i].ID, "detail", list[i].Detail)
+			}
+			h.refused.Note(now, reason, args...)
 		}
 		h.reply(w, http.StatusBadRequest, Reply{Error: msg, Rejects: list, Reasons: rs.reasons, Truncated: rs.n > len(list)})
 		return

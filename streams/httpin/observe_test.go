@@ -1,12 +1,15 @@
 package httpin
 
 import (
+	"bytes"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -15,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 )
 
@@ -53,4 +57,32 @@ func TestSeriesExistBeforeFirstRequest(t *testing.T) {
 		require.True(t, ok, "http.%s: add it to answerCodes and to this test", m[1])
 		require.True(t, slices.Contains(answerCodes, code), "http.%s is not in answerCodes", m[1])
 	}
+}
+
+// TestRefusedRequestsLogged: a body refused with 400 for its responses is
+// logged (reason, count, the first one's line, id and detail, the client),
+// at most streams.RejectLogLimit per reason per minute. A producer that broke
+// (stopped asking for logprobs) lost all of its traffic and only its own
+// client saw why: run's log had no line.
+func TestRefusedRequestsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.LabelsTopic = ""
+	h, err := New(cfg, ingest.DefaultConfig(), nil, nil, memory.NewGoAllocator(), slog.New(slog.NewTextHandler(&buf, nil)), prometheus.NewRegistry())
+	require.NoError(t, err)
+	body := `{"id":"nolp-1","model":"m","choices":[{"index":0,"finish_reason":"stop"}]}` + "\n" +
+		`{"id":"nolp-2","model":"m","choices":[{"index":0,"finish_reason":"stop"}]}` + "\n{not json\n"
+	for range streams.RejectLogLimit + 3 {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, cfg.Path, strings.NewReader(body))
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2*streams.RejectLogLimit, "per reason, at most the limit a minute:\n%s", buf.String())
+	require.Contains(t, lines[0], "level=WARN")
+	require.Contains(t, lines[0], "reason=malformed_json responses=1 of=3")
+	require.Contains(t, lines[1], "reason=no_logprobs responses=2 of=3")
+	require.Contains(t, lines[1], "first_line=1 first_id=nolp-1")
+	require.Contains(t, lines[1], "remote=192.0.2.1:1234")
 }

@@ -1503,63 +1503,28 @@ func (w *worker) flush(ctx context.Context) error {
 	return nil
 }
 
-// rejectLog logs dead-lettered records at WARN (reason, trace_id for rows,
-// detail, source), at most rejectLogLimit per reason per rejectLogWindow;
-// the others are only counted (entrowatch_stream_dead_letter_total), and the
-// first record of a reason in a new window says how many of the last one
-// went unlogged. Shared by the workers.
-type rejectLog struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	by  map[string]*rejectWindow
-}
-
-type rejectWindow struct {
-	start           time.Time
-	logged, skipped int
-}
+// rejectLog logs dead-lettered records (reason, trace_id for rows, detail,
+// source) through a streams.RejectLog: at most rejectLogLimit per reason per
+// rejectLogWindow, the others only counted
+// (entrowatch_stream_dead_letter_total). Shared by the workers.
+type rejectLog struct{ *streams.RejectLog }
 
 const (
-	rejectLogLimit  = 10
-	rejectLogWindow = time.Minute
+	rejectLogLimit  = streams.RejectLogLimit
+	rejectLogWindow = streams.RejectLogWindow
 )
 
 func newRejectLog(log *slog.Logger) *rejectLog {
-	return &rejectLog{log: log, by: map[string]*rejectWindow{}}
+	return &rejectLog{streams.NewRejectLog(log, "dead-lettered",
+		"dead-lettered records not logged (over the limit per reason per minute; see entrowatch_stream_dead_letter_total)")}
 }
 
 // note logs one dead-lettered record unless its reason used up its window.
 func (l *rejectLog) note(now time.Time, reason, traceID, detail, src string) {
-	l.mu.Lock()
-	w := l.by[reason]
-	if w == nil {
-		w = &rejectWindow{start: now}
-		l.by[reason] = w
-	}
-	skipped := 0
-	if now.Sub(w.start) >= rejectLogWindow {
-		skipped = w.skipped
-		*w = rejectWindow{start: now}
-	}
-	logIt := w.logged < rejectLogLimit
-	if logIt {
-		w.logged++
-	} else {
-		w.skipped++
-	}
-	l.mu.Unlock()
-	if skipped > 0 {
-		l.log.Warn("dead-lettered records not logged (over the limit per reason per minute; see entrowatch_stream_dead_letter_total)",
-			"reason", reason, "count", skipped, "limit", rejectLogLimit)
-	}
-	if !logIt {
-		return
-	}
-	args := make([]any, 0, 8)
-	args = append(args, "reason", reason)
+	args := make([]any, 0, 6)
 	if traceID != "" {
 		args = append(args, "trace_id", traceID)
 	}
 	args = append(args, "detail", detail, "source", src)
-	l.log.Warn("dead-lettered", args...)
+	l.Note(now, reason, args...)
 }
