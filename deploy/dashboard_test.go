@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"errors"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/entrowatch/entrowatch/internal/chdb"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
@@ -28,24 +26,9 @@ func TestDashboardCountsTracesOnce(t *testing.T) {
 		}
 	}
 
-	ch, err := chdb.Open(t.TempDir())
-	if errors.Is(err, chdb.ErrNoLibrary) {
-		t.Skip(err)
-	}
-	require.NoError(t, err)
-	defer ch.Close()
 	const db = "dashboard_once"
-	_, err = ch.Exec("CREATE DATABASE " + db)
-	require.NoError(t, err)
-	ms, err := clickhouse.Migrations()
-	require.NoError(t, err)
-	for _, m := range ms {
-		for i, s := range m.Statements {
-			_, err := ch.Exec(clickhouse.Expand(s, db))
-			require.NoError(t, err, "chDB: %s statement %d", m.Name, i+1)
-		}
-	}
-	_, err = ch.Exec("SYSTEM STOP MERGES " + db + ".scored")
+	ch := migratedChdb(t, db)
+	_, err := ch.Exec("SYSTEM STOP MERGES " + db + ".scored")
 	require.NoError(t, err)
 	for range 2 { // the same traces again: a redelivery, or a file sent twice
 		_, err = ch.Exec(clickhouse.Expand(chdbTraffic, db))

@@ -539,24 +539,9 @@ FROM numbers(2880)`
 // (current ClickHouse as a library), migrated with the same files, over
 // chdbTraffic: the dashboard must work on current servers, not only on 18.16.
 func TestDashboardQueriesRunOnChdb(t *testing.T) {
-	ch, err := chdb.Open(t.TempDir())
-	if errors.Is(err, chdb.ErrNoLibrary) {
-		t.Skip(err)
-	}
-	require.NoError(t, err)
-	defer ch.Close()
 	const db = "dashboard_check"
-	_, err = ch.Exec("CREATE DATABASE " + db)
-	require.NoError(t, err)
-	ms, err := clickhouse.Migrations()
-	require.NoError(t, err)
-	for _, m := range ms {
-		for i, s := range m.Statements {
-			_, err := ch.Exec(clickhouse.Expand(s, db))
-			require.NoError(t, err, "chDB: %s statement %d:\n%s", m.Name, i+1, s)
-		}
-	}
-	_, err = ch.Exec(clickhouse.Expand(chdbTraffic, db))
+	ch := migratedChdb(t, db)
+	_, err := ch.Exec(clickhouse.Expand(chdbTraffic, db))
 	require.NoError(t, err)
 	firing, err := ch.Exec("SELECT count() FROM " + db + ".alarms")
 	require.NoError(t, err)
@@ -654,4 +639,28 @@ func TestAlertRules(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, n, 5)
 	require.Positive(t, ups, "a rule must notice replicas that are down or missing (%s): the others are computed from their own series", up)
+}
+
+// migratedChdb opens chDB (skipping the test without the library) with
+// database db created and every migration applied, as entrowatch migrate
+// does on a server.
+func migratedChdb(t *testing.T, db string) *chdb.DB {
+	t.Helper()
+	ch, err := chdb.Open(t.TempDir())
+	if errors.Is(err, chdb.ErrNoLibrary) {
+		t.Skip(err)
+	}
+	require.NoError(t, err)
+	t.Cleanup(ch.Close)
+	_, err = ch.Exec("CREATE DATABASE " + db)
+	require.NoError(t, err)
+	ms, err := clickhouse.Migrations()
+	require.NoError(t, err)
+	for _, m := range ms {
+		for i, s := range m.Statements {
+			_, err := ch.Exec(clickhouse.Expand(s, db))
+			require.NoError(t, err, "chDB: %s statement %d:\n%s", m.Name, i+1, s)
+		}
+	}
+	return ch
 }
