@@ -418,7 +418,7 @@ func TestDashboardNamesExistingViewsAndMetrics(t *testing.T) {
 		require.True(t, objs[want], "migrations create no %s", want)
 	}
 	var metrics []byte
-	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go"} {
+	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go", "cmd/entrowatch/alarms.go"} {
 		b, err := os.ReadFile(filepath.Join("..", src))
 		require.NoError(t, err)
 		metrics = append(metrics, b...)
@@ -599,7 +599,7 @@ func TestAlertRules(t *testing.T) {
 	rules := docs[filepath.Join("prometheus", "alerts.yml")]
 	require.Len(t, rules, 1)
 	var metrics []byte
-	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go"} {
+	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go", "cmd/entrowatch/alarms.go"} {
 		b, err := os.ReadFile(filepath.Join("..", src))
 		require.NoError(t, err)
 		metrics = append(metrics, b...)

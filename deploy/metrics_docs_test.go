@@ -17,7 +17,7 @@ func exportedMetrics(t *testing.T) []string {
 	t.Helper()
 	name := regexp.MustCompile(`Name: *"(entrowatch_\w+)"`)
 	seen := map[string]bool{}
-	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go"} {
+	for _, src := range []string{"streams/runner/metrics.go", "streams/httpin/httpin.go", "cmd/entrowatch/run.go", "cmd/entrowatch/alarms.go"} {
 		b, err := os.ReadFile(filepath.Join("..", src))
 		require.NoError(t, err)
 		for _, m := range name.FindAllStringSubmatch(string(b), -1) {

@@ -7,13 +7,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
-const alarmsSynopsis = `--clickhouse DSN (--webhook URL | --topic T --brokers H:P,.. | both) [--interval 30s] [--once]
+const alarmsSynopsis = `--clickhouse DSN (--webhook URL | --topic T --brokers H:P,.. | both) [--interval 30s] [--once] [--metrics ADDR]
        entrowatch alarms --clickhouse DSN --list
 
 Dispatches drift alarms: polls the alarm_checks view (accuracy_drop, psi,
@@ -33,6 +39,12 @@ the next poll or --once run: by the same process only to the destinations it
 missed, after a restart to all (with the same id, to deduplicate by). --once
 exits with status 1 when an event was not delivered.
 
+--metrics ADDR serves, while polling, Prometheus /metrics (polls, failed
+polls, events published, time of the last successful poll), /healthz and
+/readyz (503 when no poll succeeded for 3 intervals): the dispatcher is what
+pages on accuracy drift, so its own death or a failing webhook must show
+(deploy/prometheus/alerts.yml: EntrowatchAlarmsStale).
+
 --list prints the alarms firing now and exits. Thresholds and windows are the
 alarm_settings table (see docs/clickhouse.md).
 
@@ -51,6 +63,7 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	interval := fs.Duration("interval", clickhouse.DefaultDispatchConfig().Interval, "time between polls")
 	once := fs.Bool("once", false, "poll once, publish, and exit")
 	list := fs.Bool("list", false, "print the alarms firing now and exit (no publishing)")
+	metricsAddr := fs.String("metrics", "", "while polling, serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9465); \"\" = off")
 	if err := kf.parse(args); err != nil {
 		return err
 	}
@@ -96,6 +109,16 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
+	am := newAlarmMetrics(dc.Interval)
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics %s: %w", *metricsAddr, err)
+		}
+		ms := startServer("metrics", ln, am.handler(), log)
+		defer ms.shutdown(context.WithoutCancel(ctx), 5*time.Second)
+		log.Info("alarms: metrics on http://" + ln.Addr().String() + "/metrics")
+	}
 	fmt.Fprintf(stderr, "alarms: polling every %s; Ctrl-C stops\n", dc.Interval)
 	t := time.NewTicker(dc.Interval)
 	defer t.Stop()
@@ -104,6 +127,7 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if ctx.Err() != nil {
 			return nil
 		}
+		am.observe(time.Now(), len(evs), err)
 		if err != nil {
 			log.Error("alarm poll failed; retrying at the next interval", "published", len(evs), "err", err)
 		}
@@ -158,4 +182,61 @@ func checkSchema(ctx context.Context, cfg clickhouse.Config) error {
 	}
 	defer conn.Close()
 	return clickhouse.CheckSchema(ctx, conn, cfg.DatabaseName())
+}
+
+// alarmMetrics are the dispatcher's own metrics (alarms --metrics).
+type alarmMetrics struct {
+	reg                 *prometheus.Registry
+	interval            time.Duration
+	polls, errs, events prometheus.Counter
+	last                prometheus.Gauge
+	lastOK              atomic.Int64 // unix nanoseconds of the last successful poll; read by /readyz
+	started             time.Time
+}
+
+func newAlarmMetrics(interval time.Duration) *alarmMetrics {
+	m := &alarmMetrics{reg: prometheus.NewRegistry(), interval: interval, started: time.Now(),
+		polls: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_alarms_polls_total",
+			Help: "Polls of the alarm_checks view by entrowatch alarms."}),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_alarms_poll_errors_total",
+			Help: "Polls that failed (ClickHouse unreachable, an event not delivered to every destination); retried at the next interval."}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_alarms_events_total",
+			Help: "Alarm events (an episode starting or resolving) published."}),
+		last: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_alarms_last_success_timestamp_seconds",
+			Help: "Unix time of the last poll that succeeded (0 before the first)."}),
+	}
+	m.reg.MustRegister(m.polls, m.errs, m.events, m.last)
+	return m
+}
+
+// observe counts one poll that published events events and ended with err.
+func (m *alarmMetrics) observe(now time.Time, events int, err error) {
+	m.polls.Inc()
+	m.events.Add(float64(events))
+	if err != nil {
+		m.errs.Inc()
+		return
+	}
+	m.lastOK.Store(now.UnixNano())
+	m.last.Set(float64(now.UnixMilli()) / 1000)
+}
+
+// handler serves /metrics, /healthz and /readyz: ready while a poll
+// succeeded within 3 intervals (from the start, the first 3 intervals).
+func (m *alarmMetrics) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		since := m.started
+		if ns := m.lastOK.Load(); ns != 0 {
+			since = time.Unix(0, ns)
+		}
+		if age := time.Since(since); age > 3*m.interval {
+			http.Error(w, fmt.Sprintf("not ready: no poll succeeded for %v (3 intervals); see the log: alarm poll failed", age.Round(time.Second)), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
 }

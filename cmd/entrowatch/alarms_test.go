@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
@@ -112,4 +116,73 @@ func TestAlarmsNeedsDestination(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "Usage: entrowatch alarms --clickhouse DSN (--webhook URL | --topic T --brokers H:P,.. | both)")
 	require.Contains(t, out, "One destination is required")
+}
+
+// TestAlarmsMetrics: alarms --metrics shows the dispatcher's own health to
+// Prometheus: polls, failed polls (here a webhook refusing every event, so
+// each poll fails), events published, the time of the last successful poll,
+// and /readyz 503 when no poll succeeded for 3 intervals. The dispatcher,
+// which pages on accuracy drift, had no metrics: its death or a dead webhook
+// went unseen.
+func TestAlarmsMetrics(t *testing.T) {
+	dsn := migratedServer(t)
+	ctx := context.Background()
+	cfg := clickhouse.DefaultConfig()
+	cfg.DSN = dsn
+	conn, err := clickhouse.Open(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
+SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number % 100 * 30, 'm1', 'A',
+    if(intDiv(number, 100) >= 47, 0.3, 0.8) + number % 5 / 50, 'ok'
+FROM system.numbers LIMIT 4800`))
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusInternalServerError)
+	}))
+	defer hook.Close()
+
+	addr := freeAddr(t)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var stdout bytes.Buffer
+	stderr := &syncWriter{b: &strings.Builder{}}
+	go func() {
+		done <- dispatch(cctx, []string{"alarms", "--clickhouse", dsn, "--webhook", hook.URL, "--webhook-retries", "0",
+			"--interval", "200ms", "--metrics", addr}, &stdout, stderr)
+	}()
+	var body string
+	deadline := time.Now().Add(30 * time.Second) // a guard against hanging, not a speed assertion
+	for time.Now().Before(deadline) {
+		if _, body = get("http://" + addr + "/metrics"); strings.Contains(body, "entrowatch_alarms_poll_errors_total 3") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Contains(t, body, "entrowatch_alarms_poll_errors_total 3", body)
+	require.Regexp(t, `entrowatch_alarms_polls_total [3-9]`, body)
+	require.Contains(t, body, "entrowatch_alarms_last_success_timestamp_seconds 0")
+	for time.Now().Before(deadline) {
+		if code, _ := get("http://" + addr + "/readyz"); code == http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, why := get("http://" + addr + "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, "no poll succeeded for 3 intervals")
+	require.Contains(t, why, "no poll succeeded")
+	cancel()
+	require.Equal(t, 0, <-done)
+}
+
+// TestAlarmMetricsSuccess: a successful poll sets the time of the last
+// success and counts the events.
+func TestAlarmMetricsSuccess(t *testing.T) {
+	m := newAlarmMetrics(time.Minute)
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	m.observe(now, 2, nil)
+	m.observe(now.Add(time.Minute), 0, errors.New("clickhouse: connection refused"))
+	require.Equal(t, 2.0, testutil.ToFloat64(m.polls))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.errs))
+	require.Equal(t, 2.0, testutil.ToFloat64(m.events))
+	require.Equal(t, float64(now.Unix()), testutil.ToFloat64(m.last))
 }
