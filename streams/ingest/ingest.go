@@ -288,8 +288,7 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading line %d: %w", r.line, err)
 		}
-		if r.pretty.on {
-			r.gatherPretty(trimLine(raw))
+		if r.pretty.on && r.gatherPretty(trimLine(raw)) {
 			continue
 		}
 		line, skip := sseData(trimLine(raw))

@@ -65,3 +65,40 @@ func TestPrettyObjectBounded(t *testing.T) {
 	require.Equal(t, int64(1), rejects[0].Line)
 	require.Contains(t, rejects[0].Err.Error(), "a pretty-printed object (from line 1) longer than 1024 bytes")
 }
+
+// TestPrettyObjectInterrupted: a "{" whose object never closes does not
+// swallow the responses after it. A stray "{" line, or a pretty-printed
+// object cut short (a writer that died mid-json.dumps), is one
+// malformed_json reject at its first line, and the JSON Lines records after
+// it are read. Before, every line after it joined the object until 64 MiB:
+// 1,749 of tinylm-dev's 4,800 responses lost behind one stray "{", and a
+// live pipe sent nothing.
+func TestPrettyObjectInterrupted(t *testing.T) {
+	cut := strings.Join(strings.Split(pretty("cut"), "\n")[:6], "\n") // inside "choices": [ {
+	for name, tc := range map[string]struct {
+		input  string
+		ids    []string
+		reject int64
+	}{
+		"stray brace":            {chatLine("a") + "{\n" + chatLine("b") + chatLine("c"), []string{"a", "b", "c"}, 2},
+		"object cut short":       {chatLine("a") + cut + "\n" + chatLine("b") + chatLine("c"), []string{"a", "b", "c"}, 2},
+		"brace where a key goes": {chatLine("a") + "{\n  \"id\": \"x\",\n" + pretty("p") + "\n" + chatLine("c"), []string{"a", "p", "c"}, 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rows, rejects := readAll(t, tc.input, false)
+			var ids []string
+			for _, r := range rows {
+				ids = append(ids, r.id)
+			}
+			require.Equal(t, tc.ids, ids)
+			require.Len(t, rejects, 1, "%+v", rejects)
+			require.Equal(t, tc.reject, rejects[0].Line)
+			require.Equal(t, schemas.ReasonMalformedJSON, rejects[0].Reason)
+			require.Contains(t, rejects[0].Err.Error(), `opens an object (a lone "{") that does not close before line`)
+		})
+	}
+	// A pretty object holding an empty object on a line of its own is whole.
+	rows, rejects := readAll(t, "{\n  \"id\": \"e\",\n  \"model\": \"m\",\n  \"attributes\":\n  {},\n  \"choices\": [{\"index\": 0, \"finish_reason\": \"stop\", \"logprobs\": {\"content\": [{\"logprob\": -0.1, \"top_logprobs\": [{\"logprob\": -0.1}]}]}}]\n}\n", false)
+	require.Empty(t, rejects)
+	require.Len(t, rows, 1)
+}
