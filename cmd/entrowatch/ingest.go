@@ -29,8 +29,9 @@ limit, waiting for every broker acknowledgement (acks=all).
 
 Responses are sent in batches of --batch-rows; from a pipe, FIFO or terminal
 (tail -f log | entrowatch ingest --in -) what was read is sent whenever the
-input pauses for --idle-flush (200ms), so responses do not wait for a full
-batch. A regular file (also as stdin) is read in full batches.
+input pauses for --idle-flush (200ms), and at least every 5 x --idle-flush
+(1s) while it keeps coming, so responses do not wait for a full batch. A
+regular file (also as stdin) is read in full batches.
 
 --rate N replays at N responses per second and rewrites each response's event
 time (ts) to when it is sent, so that a file of past traffic looks live: for

@@ -16,7 +16,8 @@ var errIdle = errors.New("input idle")
 // idleReader reads r in a goroutine so that a Read can stop waiting: a live
 // pipe (tail -f | entrowatch ingest --in -) gives lines one by one, and
 // without it the rows read would wait for a full batch. It reports idleness
-// once per pause, then waits without a timer until input comes. The
+// once per pause, then waits without a timer until input comes; input that
+// never pauses is handed over every idleMaxWaits idle times. The
 // goroutine ends at the end of r or its first error; one blocked in a read
 // of standard input ends with the process (as with OpenContext's pipes).
 type idleReader struct {
@@ -29,7 +30,14 @@ type idleReader struct {
 	err   error           // the goroutine's final error, returned once cur is empty
 	ended bool            // the goroutine has returned
 	fresh bool            // data was returned since the last errIdle
+	since time.Time       // when the first data since the last errIdle was returned
 }
+
+// idleMaxWaits bounds how long input that never pauses (a trickle of one
+// line every 150 ms, with FlushIdle 200 ms) is held: after this many idle
+// times since the first data of a batch, the next read reports errIdle
+// as a pause would.
+const idleMaxWaits = 5
 
 type readResult struct {
 	b   []byte
@@ -59,6 +67,10 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 	if len(ir.cur) == 0 {
 		if ir.ended {
 			return 0, ir.err
+		}
+		if ir.fresh && time.Since(ir.since) >= idleMaxWaits*ir.idle {
+			ir.fresh = false // held long enough: hand over what was read
+			return 0, errIdle
 		}
 		ir.start.Do(func() { go ir.loop() })
 		var res readResult
@@ -90,6 +102,8 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 	if len(ir.cur) == 0 && !ir.ended {
 		ir.more <- struct{}{}
 	}
-	ir.fresh = true
+	if !ir.fresh {
+		ir.fresh, ir.since = true, time.Now()
+	}
 	return n, nil
 }

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +139,35 @@ func TestFlushIdleRefusesNegative(t *testing.T) {
 	cfg := ingest.DefaultConfig()
 	cfg.FlushIdle = -time.Second
 	require.ErrorContains(t, cfg.Validate(), "idle flush time")
+}
+
+// TestFlushIdleTrickle: input that never pauses for FlushIdle (a line every
+// 30 ms against 50 ms) is still handed over, within idleMaxWaits idle times;
+// it waited for BatchRows lines or the end of the pipe.
+func TestFlushIdleTrickle(t *testing.T) {
+	pr, pw := io.Pipe()
+	cfg := ingest.DefaultConfig()
+	cfg.FlushIdle = 50 * time.Millisecond
+	rd := ingest.NewReader(pr, cfg, memory.NewGoAllocator())
+	defer rd.Release()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				pw.Close()
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			if _, err := io.WriteString(pw, chatLine("t"+strconv.Itoa(i))); err != nil {
+				return
+			}
+		}
+	}()
+	rec, err := nextWithin(t, rd)
+	require.NoError(t, err)
+	require.NotZero(t, rec.NumRows())
+	require.Less(t, rec.NumRows(), int64(cfg.BatchRows))
+	rec.Release()
 }

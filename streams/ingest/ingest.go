@@ -105,7 +105,8 @@ type Config struct {
 	// FlushIdle ends a batch early, holding what was read, when the input
 	// has given nothing more for this long: a live pipe (tail -f | entrowatch
 	// ingest --in -) then sends its responses as they come instead of
-	// waiting for BatchRows of them. The input is then read by a goroutine,
+	// waiting for BatchRows of them; input that never pauses is handed over
+	// at least every 5 x FlushIdle. The input is then read by a goroutine,
 	// which a read blocked on standard input keeps until the process ends.
 	// 0 (the default): batches end at BatchRows, at the batch size limit, or
 	// at the end of the input.
