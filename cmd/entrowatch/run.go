@@ -865,8 +865,6 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	return nil
 }
 
-// newRunSink opens the configured sink; what it starts besides (a managed
-// ClickHouse server) is appended to closers. Adding a sink is one case here.
 // runSinkHooks tell run about the sink newRunSink opens: connectErr on each
 // failed attempt to reach ClickHouse at start, managed with the supervisor of
 // a managed clickhouse-server. Either may be nil.
@@ -875,6 +873,8 @@ type runSinkHooks struct {
 	managed    func(*clickhouse.Supervisor)
 }
 
+// newRunSink opens the configured sink; what it starts besides (a managed
+// ClickHouse server) is appended to closers. Adding a sink is one case here.
 func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *slog.Logger, closers *[]func() error, hooks runSinkHooks) (streams.Sink, string, error) {
 	if cfg.Sink == "auto" {
 		cfg.Sink = "file"
