@@ -850,7 +850,12 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 		Help: "Messages of the labels topic that held no labels (logged and skipped)."})
 	insertErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_insert_errors_total",
 		Help: "Failed inserts of labels into ClickHouse (each retried until it succeeds; nothing is committed meanwhile)."})
-	for _, c := range []prometheus.Collector{stored, dropped, insertErrs} {
+	// The labels consumer's lag: labels not yet stored and committed
+	// (assigned partitions' high watermark minus the group's committed
+	// offset), refreshed every stream.lag_interval like the stream's.
+	lag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_labels_lag_messages",
+		Help: "Messages of the labels topic not yet stored and committed by this replica's labels consumer (its partitions' high watermark minus the group's committed offset)."})
+	for _, c := range []prometheus.Collector{stored, dropped, insertErrs, lag} {
 		if err := reg.Register(c); err != nil {
 			src.Close()
 			return err
@@ -860,6 +865,26 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 		defer src.Close()
 		return cs.FollowLabels(ctx, src, mem, log, clickhouse.FollowCounters{
 			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc, Errors: insertErrs.Inc})
+	})
+	g.Go(func() error {
+		t := time.NewTicker(cfg.Stream.LagInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			w, err := src.Watermarks(ctx)
+			if err != nil {
+				continue // a rebalance or an outage: the next tick tries again
+			}
+			var n int64
+			for _, p := range w {
+				n += max(0, p.High-p.Next)
+			}
+			lag.Set(float64(n))
+		}
 	})
 	log.Info("storing labels", "topic", cfg.LabelsTopic, "group", sc.Group)
 	return nil

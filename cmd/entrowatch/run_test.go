@@ -209,6 +209,15 @@ metrics:
 		time.Sleep(200 * time.Millisecond)
 	}
 	require.Equal(t, []string{"L1/1/http", "L2/0/review"}, got, runErr.String())
+	// The labels consumer's lag is a metric: 0 once the labels are stored
+	// and committed (refreshed every stream.lag_interval, 5 s).
+	for time.Now().Before(deadline.Add(30 * time.Second)) {
+		if _, body = get("http://" + metrics + "/metrics"); strings.Contains(body, "entrowatch_labels_lag_messages 0") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Contains(t, body, "entrowatch_labels_lag_messages 0")
 	cancel()
 	stopped(t, done, runErr)
 	require.Contains(t, runErr.String(), "storing labels")
