@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,16 +25,7 @@ import (
 // the list read the newest window and said "0 alarms firing").
 func TestAlarmsListPartialWindow(t *testing.T) {
 	dsn := migratedServer(t)
-	ctx := context.Background()
-	cfg := clickhouse.DefaultConfig()
-	cfg.DSN = dsn
-	conn, err := clickhouse.Open(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
-SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number % 100 * 30, 'm1', 'A',
-    if(intDiv(number, 100) >= 47, 0.3, 0.8) + number % 5 / 50, 'ok'
-FROM system.numbers LIMIT 4820`))
+	dropOfA(t, dsn, 4820)
 
 	stdout, stderr, code := runCLI(t, "alarms", "--clickhouse", dsn, "--list")
 	require.Equal(t, 0, code, stderr)
@@ -126,16 +118,8 @@ func TestAlarmsNeedsDestination(t *testing.T) {
 // went unseen.
 func TestAlarmsMetrics(t *testing.T) {
 	dsn := migratedServer(t)
+	dropOfA(t, dsn, 4800)
 	ctx := context.Background()
-	cfg := clickhouse.DefaultConfig()
-	cfg.DSN = dsn
-	conn, err := clickhouse.Open(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
-SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number % 100 * 30, 'm1', 'A',
-    if(intDiv(number, 100) >= 47, 0.3, 0.8) + number % 5 / 50, 'ok'
-FROM system.numbers LIMIT 4800`))
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "down", http.StatusInternalServerError)
 	}))
@@ -185,4 +169,21 @@ func TestAlarmMetricsSuccess(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(m.errs))
 	require.Equal(t, 2.0, testutil.ToFloat64(m.events))
 	require.Equal(t, float64(now.Unix()), testutil.ToFloat64(m.last))
+}
+
+// dropOfA stores n responses of model m1, domain A, 100 an hour from
+// 2026-03-01 00:00 UTC, whose accuracy falls from about 0.8 to 0.3 in hour
+// 47: accuracy_drop and cusum fire there.
+func dropOfA(t *testing.T, dsn string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	cfg := clickhouse.DefaultConfig()
+	cfg.DSN = dsn
+	conn, err := clickhouse.Open(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.Exec(ctx, fmt.Sprintf(`INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
+SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number %% 100 * 30, 'm1', 'A',
+    if(intDiv(number, 100) >= 47, 0.3, 0.8) + number %% 5 / 50, 'ok'
+FROM system.numbers LIMIT %d`, n)))
 }

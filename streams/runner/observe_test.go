@@ -46,10 +46,7 @@ func TestUndecodableMessages(t *testing.T) {
 	topics(t, 1, topic, dead)
 	p := producer(t, topic)
 	const n = 40
-	msgs := make([]kafka.Message, n)
-	for i := range msgs {
-		msgs[i] = kafka.Message{Key: fmt.Appendf(nil, "g%d", i), Value: fmt.Appendf(nil, "not arrow %d", i)}
-	}
+	msgs := garbage(n)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	require.NoError(t, p.Produce(ctx, msgs...))
@@ -101,10 +98,7 @@ func BenchmarkUndecodable(b *testing.B) {
 	require.NoError(b, err)
 	defer p.Close()
 	const per = 10000
-	msgs := make([]kafka.Message, per)
-	for i := range msgs {
-		msgs[i] = kafka.Message{Key: fmt.Appendf(nil, "g%d", i), Value: fmt.Appendf(nil, "not arrow %d", i)}
-	}
+	msgs := garbage(per)
 
 	cfg := DefaultConfig()
 	src, err := kafka.NewSource(conn(), sourceConfig(topic, group), testLog(nil))
@@ -153,10 +147,7 @@ func TestUndecodableBatchAtLeastOnce(t *testing.T) {
 	topics(t, 1, topic, dead)
 	p := producer(t, topic)
 	const n = 30
-	msgs := make([]kafka.Message, n)
-	for i := range msgs {
-		msgs[i] = kafka.Message{Key: fmt.Appendf(nil, "g%d", i), Value: fmt.Appendf(nil, "not arrow %d", i)}
-	}
+	msgs := garbage(n)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	require.NoError(t, p.Produce(ctx, msgs...))
@@ -183,4 +174,14 @@ func TestUndecodableBatchAtLeastOnce(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("not arrow %d", i), string(m.Value), "in order, with the original bytes")
 		require.Equal(t, schemas.ReasonCorruptIPC, header(m, HeaderReason))
 	}
+}
+
+// garbage returns n messages that are not Arrow IPC ("not arrow <i>",
+// keyed g<i>): each is dead-lettered whole, as corrupt_ipc.
+func garbage(n int) []kafka.Message {
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Key: fmt.Appendf(nil, "g%d", i), Value: fmt.Appendf(nil, "not arrow %d", i)}
+	}
+	return msgs
 }
