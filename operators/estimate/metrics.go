@@ -40,7 +40,8 @@ func AUROC(score, y []float64) float64 {
 func Brier(p, y []float64) float64 {
 	s := 0.0
 	for i, v := range p {
-		s += (v - y[i]) * (v - y[i])
+		d := v - y[i]
+		s += float64(d * d) // unfused: the artifact's bits do not depend on GOAMD64
 	}
 	return s / float64(len(p))
 }
