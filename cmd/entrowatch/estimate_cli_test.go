@@ -431,7 +431,7 @@ func TestTrainReportSettings(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	out, errs, code := runCLI(t, "train", "--in", table, "--out", filepath.Join(dir, "b.json"), "--balance", "--transfer=false", "--min-rows", "10", "--min-class", "2")
 	require.Equal(t, 0, code, errs)
-	require.Regexp(t, `logreg\+isotonic ensemble of \d+(?: \(of \d+ candidates: [^)]*\))?, C=1 each, classes balanced, features `, out)
+	require.Regexp(t, `logreg\+isotonic ensemble of \d+(?: \(of \d+ candidates: [^)]*\))?, C=1 each(?:, average recalibrated)?, classes balanced, features `, out)
 	out, errs, code = runCLI(t, "train", "--in", table, "--out", filepath.Join(dir, "h.json"), "--ensemble", "0", "--hyper", "0.01", "--transfer=false", "--min-rows", "10", "--min-class", "2")
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, out, "logreg+isotonic C=0.01, features ")

@@ -21,7 +21,7 @@ import (
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
-const labelsSynopsis = `requests|import --clickhouse DSN [flags]
+const labelsSynopsis = `requests|import|export --clickhouse DSN [flags]
 
   labels requests (--out FILE | --topic T --brokers H:P,..) [--domains 5] [--per-domain 50] [--batch NAME] [--expire-after 168h]
       Takes the top --domains of the labeling_queue view (low estimated
@@ -58,6 +58,14 @@ const labelsSynopsis = `requests|import --clickhouse DSN [flags]
       entrowatch run with the ClickHouse sink already stores its labels_topic
       (where POST /v1/labels goes); this command is for other topics and files.
 
+  labels export --out FILE.csv [--model NAME] [--since 720h] [--labels-only]
+      Writes the labelled valid responses of scored, one row per trace,
+      as the table entrowatch train reads: id, model, domain, correct (the
+      newest label in the labels table, else the correct field the
+      response arrived with; --labels-only: labels table only),
+      label_source, ts, p_correct, estimator_version, n_tokens and the 18
+      features. Written whole or not at all; nothing to export is an error.
+
   Kafka with TLS or SASL: --kafka-tls, --kafka-tls-ca FILE, --kafka-sasl MECH,
   --kafka-sasl-user USER (password from $ENTROWATCH_KAFKA_PASSWORD); --tls is
   ClickHouse's. The topic is checked (and for requests created when missing)
@@ -76,8 +84,10 @@ func runLabels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return runLabelRequests(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runLabelImport(ctx, args[1:], stdout, stderr)
+	case "export":
+		return runLabelExport(ctx, args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "labels: unknown subcommand %q (want requests or import)\n", args[0])
+	fmt.Fprintf(stderr, "labels: unknown subcommand %q (want requests, import or export)\n", args[0])
 	return errUsage
 }
 

@@ -10,10 +10,11 @@ import (
 	"strings"
 
 	"github.com/entrowatch/entrowatch/operators/estimate"
+	"github.com/entrowatch/entrowatch/schemas"
 )
 
 const trainSynopsis = `--in LABELED --out estimator.json [--features a,b,..] [--family logreg|forest|mlp] [--calibration platt|isotonic|none] [--balance] [--model NAME] [--min-rows N] [--min-class N]
-       [--ensemble N] [--screen N] [--offset] [--calibrate-on oof|train] [--hyper X] [--folds N] [--transfer=false]
+       [--ensemble N] [--recalibrate=false] [--screen N] [--offset] [--calibrate-on oof|train] [--hyper X] [--folds N] [--transfer=false]
 
 Trains the estimator of P(correct) that entrowatch score --estimator and the
 stream use: one model per LLM model in the table, plus a fallback for models
@@ -53,6 +54,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	model := fs.String("model", "", "train only for this LLM model, with no fallback: other models' rows are rejected as unknown_model (default: one model per model value plus a fallback)")
 	ensemble := fs.Int("ensemble", def.Ensemble, "average single-feature models on the N candidate features that best separate right from wrong within each training domain (0 = one model on the features kept by --screen)")
 	screen := fs.Int("screen", def.Screen, "with --ensemble 0: keep the N best-separating candidate features (0 = keep all)")
+	recal := fs.Bool("recalibrate", def.Recalibrate, "with --ensemble of 2 or more: map the members' average to P(correct) by isotonic regression on the training rows (false = the plain average, which shrinks toward the training accuracy when several features carry signal)")
 	offset := fs.Bool("offset", def.Offset, "blend in a shifted probability feature when one of the features is a probability (e.g. confidence)")
 	calOn := fs.String("calibrate-on", def.CalibrateOn, "fit the calibration on the final model's training scores (train) or on out-of-fold scores (oof) (default: train for logreg, oof for forest and mlp)")
 	hyper := fs.Float64("hyper", 0, "fix the family's hyper-parameter (logreg C, forest depth, mlp alpha); 0 = choose by cross-validation")
@@ -73,9 +75,13 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
+	if *screen != 0 && *ensemble != 0 {
+		fmt.Fprintf(stderr, "--screen %d applies to one model (--ensemble 0); the ensemble (--ensemble %d) keeps its own best-screened features: drop --screen, or add --ensemble 0\n", *screen, *ensemble)
+		return errUsage
+	}
 	cfg := def
 	cfg.Family, cfg.Calibration, cfg.Balance, cfg.Screen, cfg.Folds = *family, *cal, *balance, *screen, *folds
-	cfg.Ensemble, cfg.Offset, cfg.CalibrateOn, cfg.Hyper = *ensemble, *offset, *calOn, *hyper
+	cfg.Ensemble, cfg.Offset, cfg.CalibrateOn, cfg.Hyper, cfg.Recalibrate = *ensemble, *offset, *calOn, *hyper, *recal
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (see entrowatch train -h)", err)
 	}
@@ -115,12 +121,43 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	printTrainReport(stdout, set, *transfer, *ensemble)
+	printTrainNotes(stderr, set, cfg)
 	if set.Fallback != "" {
 		printLeftToFallback(stdout, tbl, set, opts)
 		fmt.Fprintf(stdout, "models not in the table are estimated with %s\n", fallbackName(set.Fallback))
 	}
 	fmt.Fprintf(stdout, "wrote %s (version %s)\n", *out, set.Version)
 	return nil
+}
+
+// printTrainNotes says what a user may not expect of set: an --offset that
+// found no probability feature to apply to, and features the stream does
+// not carry (the estimator then serves eval and experiments only).
+func printTrainNotes(w io.Writer, set *estimate.Set, cfg estimate.TrainConfig) {
+	if cfg.Offset {
+		applied := false
+		for _, m := range set.Models {
+			applied = applied || m.Offset != nil
+			for _, mm := range m.Members {
+				applied = applied || mm.Offset != nil
+			}
+		}
+		if !applied {
+			fmt.Fprintln(w, "note: --offset applied to no model: no kept feature is a probability of being right (all values in [0,1], higher on correct rows)")
+		}
+	}
+	var foreign []string
+	for _, name := range sortedModelKeys(set) {
+		for _, f := range set.Models[name].Features {
+			if _, err := schemas.Index(schemas.Scored, f); err != nil && !slices.Contains(foreign, f) {
+				foreign = append(foreign, f)
+			}
+		}
+	}
+	if len(foreign) > 0 {
+		fmt.Fprintf(w, "note: features %s are not columns of scored responses (the 11 profile features and 7 baselines): "+
+			"entrowatch score --estimator and run cannot use this estimator; it serves eval and your own code\n", strings.Join(foreign, ", "))
+	}
 }
 
 func fallbackName(key string) string {
@@ -185,6 +222,9 @@ func settingsText(m *estimate.Model, ensemble int) string {
 		}
 		if h := m.Members[0].Hyper; h != "" {
 			s += ", " + h + " each"
+		}
+		if m.Recalibration != nil {
+			s += ", average recalibrated"
 		}
 	}
 	if m.Balance {

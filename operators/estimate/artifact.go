@@ -61,6 +61,12 @@ type Model struct {
 	// the inputs Inputs (indices into this model's Features).
 	Members []*Model `json:"members,omitempty"`
 	Inputs  []int    `json:"inputs,omitempty"`
+	// Recalibration, on an ensemble only, maps the members' average to
+	// P(correct) (isotonic, fitted on the training rows): the plain average
+	// of calibrated single-feature models is not calibrated when several of
+	// them carry signal, it shrinks toward the training accuracy. Absent in
+	// ensembles trained before it existed, which keep their average.
+	Recalibration *Isotonic `json:"recalibration,omitempty"`
 	// Candidates are the features offered to training before screening.
 	Candidates   []string `json:"candidates,omitempty"`
 	Balance      bool     `json:"balance"`
@@ -118,7 +124,11 @@ func (m *Model) Predict(x, z []float64) float64 {
 		for _, mm := range m.Members {
 			s += mm.Predict(x, z)
 		}
-		return clamp01(s / float64(len(m.Members)))
+		s /= float64(len(m.Members))
+		if m.Recalibration != nil && !math.IsNaN(s) {
+			s = m.Recalibration.Predict(s)
+		}
+		return clamp01(s)
 	}
 	for j := range m.Features {
 		z[j] = zscore(m.input(x, j), m.Mean[j], m.Scale[j])
@@ -199,7 +209,15 @@ func (m *Model) Validate() error {
 		return err
 	}
 	if len(m.Members) == 0 {
+		if m.Recalibration != nil {
+			return fmt.Errorf("%s: has a recalibration, which maps an ensemble's average: a single model has none (its calibration is platt or isotonic): remove it", where)
+		}
 		return nil
+	}
+	if m.Recalibration != nil {
+		if err := validIsotonic(m.Recalibration, where+": recalibration"); err != nil {
+			return err
+		}
 	}
 	if err := m.noOwnParameters(where); err != nil {
 		return err
@@ -211,6 +229,9 @@ func (m *Model) Validate() error {
 		mwhere := fmt.Sprintf("%s, member %d", where, i)
 		if len(mm.Members) > 0 {
 			return fmt.Errorf("%s: has members of its own: an ensemble's members must be single models", mwhere)
+		}
+		if mm.Recalibration != nil {
+			return fmt.Errorf("%s: has a recalibration, which maps an ensemble's average, not a member's: remove it", mwhere)
 		}
 		if len(mm.Features) > len(m.Features) {
 			return fmt.Errorf("%s: %d features, more than the model's %d: a member reads some of the model's features",
@@ -367,25 +388,8 @@ func (m *Model) validateCalibration(where string) error {
 		}
 		other = present(param{CalIsotonic, m.Isotonic != nil})
 	case CalIsotonic:
-		iso := m.Isotonic
-		if iso == nil || len(iso.X) != len(iso.Y) || len(iso.X) == 0 {
-			return fmt.Errorf("%s: isotonic calibration missing, empty, or with different numbers of x and y", where)
-		}
-		for i, x := range iso.X {
-			if !finite(x) {
-				return fmt.Errorf("%s: isotonic x[%d] is %g, want a finite number", where, i, x)
-			}
-			if i > 0 && x < iso.X[i-1] {
-				return fmt.Errorf("%s: isotonic x[%d] = %g is below x[%d] = %g: the knots must be sorted", where, i, x, i-1, iso.X[i-1])
-			}
-		}
-		for i, y := range iso.Y {
-			if !(y >= 0 && y <= 1) {
-				return fmt.Errorf("%s: isotonic y[%d] = %g is not a probability in [0,1]", where, i, y)
-			}
-			if i > 0 && y < iso.Y[i-1] {
-				return fmt.Errorf("%s: isotonic y[%d] = %g is below y[%d] = %g: the map must be non-decreasing", where, i, y, i-1, iso.Y[i-1])
-			}
+		if err := validIsotonic(m.Isotonic, where); err != nil {
+			return err
 		}
 		other = present(param{CalPlatt, m.Platt != nil})
 	case CalNone:
@@ -395,6 +399,31 @@ func (m *Model) validateCalibration(where string) error {
 	}
 	if len(other) > 0 {
 		return fmt.Errorf("%s: calibration %s, but %s parameters are given too: remove them", where, m.Calibration, strings.Join(other, " and "))
+	}
+	return nil
+}
+
+// validIsotonic checks an isotonic map: as many finite, sorted knots as
+// values, the values non-decreasing probabilities.
+func validIsotonic(iso *Isotonic, where string) error {
+	if iso == nil || len(iso.X) != len(iso.Y) || len(iso.X) == 0 {
+		return fmt.Errorf("%s: isotonic calibration missing, empty, or with different numbers of x and y", where)
+	}
+	for i, x := range iso.X {
+		if !finite(x) {
+			return fmt.Errorf("%s: isotonic x[%d] is %g, want a finite number", where, i, x)
+		}
+		if i > 0 && x < iso.X[i-1] {
+			return fmt.Errorf("%s: isotonic x[%d] = %g is below x[%d] = %g: the knots must be sorted", where, i, x, i-1, iso.X[i-1])
+		}
+	}
+	for i, y := range iso.Y {
+		if !(y >= 0 && y <= 1) {
+			return fmt.Errorf("%s: isotonic y[%d] = %g is not a probability in [0,1]", where, i, y)
+		}
+		if i > 0 && y < iso.Y[i-1] {
+			return fmt.Errorf("%s: isotonic y[%d] = %g is below y[%d] = %g: the map must be non-decreasing", where, i, y, i-1, iso.Y[i-1])
+		}
 	}
 	return nil
 }

@@ -53,8 +53,9 @@ func TestEnsembleArtifact(t *testing.T) {
 	got, err := Parse(b)
 	require.NoError(t, err)
 	z := make([]float64, 2)
+	require.NotNil(t, m.Recalibration, "the default recalibrates an ensemble of 2")
 	for i := range 20 {
-		want := (m.Members[0].Predict(tbl.Row(i), z) + m.Members[1].Predict(tbl.Row(i), z)) / 2
+		want := m.Recalibration.Predict((m.Members[0].Predict(tbl.Row(i), z) + m.Members[1].Predict(tbl.Row(i), z)) / 2)
 		require.InDelta(t, want, got.Models["llm"].Predict(tbl.Row(i), z), 1e-15)
 	}
 	got.Models["llm"].Members[0].Inputs = []int{5}

@@ -117,7 +117,7 @@ func TestNumberedMethods(t *testing.T) {
 		"screen6_isotonic_oof":    `as screen0_isotonic_oof does`,
 		"ensemble7":               `method "ensemble7" does not apply to these features: an ensemble of 7 single-feature models needs as many features (have 6; ensemble6 uses them all)`,
 		"ensemble0":               `unknown method "ensemble0": the methods are `,
-		"nope":                    `ensembleN and ensembleN_offset (N from 1 to 6)`,
+		"nope":                    `ensembleN, ensembleN_offset, ensembleN_avg and ensembleN_offset_avg (N from 1 to 6)`,
 	} {
 		_, _, err := selectMethods(tbl, []string{name})
 		require.ErrorContains(t, err, want, name)

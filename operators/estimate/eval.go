@@ -140,7 +140,7 @@ func Methods(features []string, firstIsProb bool) []Method {
 	for _, k := range []int{2, 3, 5} {
 		if k <= len(features) {
 			for _, off := range []bool{false, true} {
-				ms = append(ms, ensembleMethod(k, off))
+				ms = append(ms, ensembleMethod(k, off, false), ensembleMethod(k, off, true))
 			}
 		}
 	}
@@ -165,20 +165,26 @@ func screenMethod(k int, on string, offset bool) Method {
 	return fitMethod(name, cfg)
 }
 
-// ensembleMethod is ensembleK[_offset]: the default's ensemble with k members.
-func ensembleMethod(k int, offset bool) Method {
+// ensembleMethod is ensembleK[_offset][_avg]: the default's ensemble with k
+// members (recalibrated, as the default).
+// With avg, the members' plain average, not recalibrated (the default
+// before recalibration).
+func ensembleMethod(k int, offset, avg bool) Method {
 	cfg := DefaultTrainConfig()
-	cfg.Ensemble, cfg.Offset = k, offset
+	cfg.Ensemble, cfg.Offset, cfg.Recalibrate = k, offset, !avg
 	name := fmt.Sprintf("ensemble%d", k)
 	if offset {
 		name += "_offset"
+	}
+	if avg {
+		name += "_avg"
 	}
 	return fitMethod(name, cfg)
 }
 
 var (
 	screenName   = regexp.MustCompile(`^screen(\d+)_isotonic_(train|oof)(_offset)?$`)
-	ensembleName = regexp.MustCompile(`^ensemble(\d+)(_offset)?$`)
+	ensembleName = regexp.MustCompile(`^ensemble(\d+)(_offset)?(_avg)?$`)
 )
 
 // numbered resolves screenN_isotonic_{train,oof}[_offset] and
@@ -204,9 +210,9 @@ func numbered(name string, nf int) (m Method, why string, ok bool) {
 			return Method{}, "", false // no such method: the list of names says N starts at 1
 		case err != nil || k > nf:
 			return Method{}, fmt.Sprintf("an ensemble of %s single-feature models needs as many features (have %d; ensemble%d%s uses them all)",
-				g[1], nf, nf, g[2]), true
+				g[1], nf, nf, g[2]+g[3]), true
 		}
-		return ensembleMethod(k, g[2] != ""), "", true
+		return ensembleMethod(k, g[2] != "", g[3] != ""), "", true
 	}
 	return Method{}, "", false
 }
@@ -786,7 +792,7 @@ func methodNames(nf int) string {
 		screen = "screen0_isotonic_train and screen0_isotonic_oof, each also with _offset (screening needs 2 or more features)"
 	}
 	return "sk_platt, sk_platt_balanced, sk_isotonic; logreg_, forest_ and mlp_ each with platt, isotonic or none; " + screen +
-		fmt.Sprintf("; ensembleN and ensembleN_offset (N from 1 to %d); atc; raw_mean (when the first feature is a probability of being right); %s; or all", nf, DefaultName)
+		fmt.Sprintf("; ensembleN, ensembleN_offset, ensembleN_avg and ensembleN_offset_avg (N from 1 to %d); atc; raw_mean (when the first feature is a probability of being right); %s; or all", nf, DefaultName)
 }
 
 // KsFor returns the asked-for ks that can matter for t, sorted and each

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +57,12 @@ type TrainConfig struct {
 	// family and calibration) on the Ensemble features ranked first by the
 	// within-domain AUROC of Screen; Screen is then ignored. Default 3.
 	Ensemble int
+	// Recalibrate, with Ensemble, fits an isotonic map from the members'
+	// average to correctness on the training rows (Model.Recalibration):
+	// the plain average of calibrated single-feature models shrinks toward
+	// the training accuracy when several of them carry signal. An ensemble of
+	// one member needs none and gets none.
+	Recalibrate bool
 	// Hyper fixes the family's hyper-parameter (C, depth or alpha); 0 chooses
 	// it by cross-validation over a small grid.
 	Hyper float64
@@ -69,7 +76,7 @@ type TrainConfig struct {
 
 // DefaultTrainConfig is the method `entrowatch train` uses unless told otherwise.
 func DefaultTrainConfig() TrainConfig {
-	return TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Seed: 1, Ensemble: 3}
+	return TrainConfig{Family: FamilyLogreg, Calibration: CalIsotonic, Folds: 5, Seed: 1, Ensemble: 3, Recalibrate: true}
 }
 
 // calibrateOn is CalibrateOn, the family's default when empty.
@@ -104,8 +111,13 @@ func (c TrainConfig) Validate() error {
 	if c.Ensemble < 0 {
 		return fmt.Errorf("ensemble = %d: want 0 (one model) or more (that many single-feature models)", c.Ensemble)
 	}
-	if c.Hyper < 0 || math.IsNaN(c.Hyper) {
+	if c.Hyper < 0 || math.IsNaN(c.Hyper) || math.IsInf(c.Hyper, 0) {
 		return fmt.Errorf("hyper = %g: want > 0, or 0 to choose by cross-validation", c.Hyper)
+	}
+	if c.Family == FamilyForest && c.Hyper != 0 && (c.Hyper != math.Trunc(c.Hyper) || c.Hyper > 16) {
+		// A depth of 0.5 was cut to 0: trees without a split, the same
+		// probability for every row.
+		return fmt.Errorf("hyper = %g: a forest's hyper-parameter is its tree depth, a whole number from 1 to 16 (0 chooses 2 or 3 by cross-validation)", c.Hyper)
 	}
 	if c.Screen < 0 {
 		return fmt.Errorf("screen = %d, want >= 0", c.Screen)
@@ -302,8 +314,54 @@ func fitEnsemble(t *Table, name string, cfg TrainConfig, pos int) (*Model, []flo
 			p[i] += v / float64(len(keep))
 		}
 	}
+	var w []float64
+	if cfg.Balance {
+		w = balanceWeights(t.Y)
+	}
+	if cfg.Recalibrate && len(keep) > 1 {
+		sub, err := t.Select(keep)
+		if err != nil {
+			return nil, nil, err
+		}
+		avg := make([]float64, t.N())
+		z := make([]float64, len(keep))
+		for i := range avg {
+			for _, mm := range m.Members {
+				avg[i] += mm.Predict(sub.Row(i), z)
+			}
+			avg[i] /= float64(len(keep))
+		}
+		m.Recalibration = fitIsotonic(avg, t.Y, w)
+	}
 	if cfg.predictOnly {
 		return m, nil, nil
+	}
+	if m.Recalibration != nil {
+		// Cross-fitted as the members' calibration is: each fold's average
+		// mapped by a recalibration fitted on the other folds' averages.
+		folds := foldsOf(t.N(), cfg.Folds, cfg.Seed)
+		q := make([]float64, len(p))
+		for f := range slices.Max(folds) + 1 {
+			var s, y, ww []float64
+			for i, g := range folds {
+				if g != f {
+					s, y = append(s, p[i]), append(y, t.Y[i])
+					if w != nil {
+						ww = append(ww, w[i])
+					}
+				}
+			}
+			iso := fitIsotonic(s, y, ww)
+			for i, g := range folds {
+				if g == f {
+					q[i] = p[i]
+					if len(s) > 0 {
+						q[i] = iso.Predict(p[i])
+					}
+				}
+			}
+		}
+		p = q
 	}
 	m.Metrics = measure(p, t.Y, t.Domain)
 	m.Metrics.Unmeasured = unmeasurable(t.N(), pos, cfg.Folds)

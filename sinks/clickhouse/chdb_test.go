@@ -137,6 +137,7 @@ func TestSameAnswersOnChdb(t *testing.T) {
 		{"calibration_bins", "SELECT * FROM {db}.calibration_bins ORDER BY model, domain, bin"},
 		{"calibration_models", "SELECT * FROM {db}.calibration_models ORDER BY model"},
 		{"accuracy_corrected", "SELECT * FROM {db}.accuracy_corrected ORDER BY model, domain"},
+		{"labels export", func() string { q, _ := exportSQL("{db}", ExportFilter{}); return q }()},
 	}
 	// The data fires every alarm kind, so the comparison covers them all.
 	kinds := httpQuery(t, "SELECT DISTINCT kind FROM "+db+".alarms ORDER BY kind FORMAT TabSeparated")

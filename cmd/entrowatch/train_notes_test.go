@@ -1,0 +1,55 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestTrainRefusesIgnoredSettings: settings that were silently ignored or
+// silently broke the model are refused, naming what to do (an estuser audit:
+// --hyper 0.5 with a forest wrote trees of depth 0, one probability for
+// every row; --screen with the default ensemble changed nothing), and train
+// notes what a user would not expect of the file it wrote.
+func TestTrainRefusesIgnoredSettings(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "t.csv")
+	var b strings.Builder
+	b.WriteString("model,domain,correct,f1,mean,max\n")
+	for i := range 200 {
+		c := i%3 != 0
+		v := "0.2"
+		if c {
+			v = "0.9"
+		}
+		b.WriteString("m,d" + string(rune('a'+i%2)) + "," + map[bool]string{true: "1", false: "0"}[c] + "," + v + "," + v + ",1" + v + "\n")
+	}
+	require.NoError(t, os.WriteFile(table, []byte(b.String()), 0o644))
+	out := filepath.Join(dir, "e.json")
+
+	_, stderr, code := runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--family", "forest", "--hyper", "0.5", "--transfer=false")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "a forest's hyper-parameter is its tree depth, a whole number from 1 to 16")
+	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--screen", "1", "--transfer=false")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "--screen 1 applies to one model (--ensemble 0)")
+	_, err := os.Stat(out)
+	require.True(t, os.IsNotExist(err), "nothing written")
+
+	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "f1", "--offset", "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "note: features f1 are not columns of scored responses")
+	require.NotContains(t, stderr, "--offset applied to no model", "f1 is a probability of being right: the offset applies")
+	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--offset", "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "not columns of scored responses")
+	require.NotContains(t, stderr, "--offset applied to no model")
+	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "max", "--offset", "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "note: --offset applied to no model: no kept feature is a probability of being right")
+	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--screen", "1", "--ensemble", "0", "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+}
