@@ -9,9 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,11 +30,13 @@ Dispatches drift alarms: polls the alarm_checks view (accuracy_drop, psi,
 cusum, calibration_gap, unclustered_surge) and publishes an event once when an
 alarm starts firing (a new episode) and once when it resolves, as JSON to a
 Kafka topic (acks from all replicas) and/or POSTed to a webhook (retried on
-5xx, 429 and network errors). One destination is required. The dispatch state
-lives in the alarm_state table, so a restarted dispatcher does not announce an
-episode twice. Events are also printed on stdout, one JSON object per line. An
-alarm's state is that of its latest evaluated window (one with min_n responses
-and a baseline); a younger window with fewer responses changes nothing.
+5xx, 429 and network errors; a redirect is an error, not followed; messages
+name the webhook by scheme://host:port only). One destination is required.
+The dispatch state lives in the alarm_state table, so a restarted dispatcher
+does not announce an episode twice. Events are also printed on stdout, one
+JSON object per line. An alarm's state is that of its latest evaluated window
+(one with min_n responses and a baseline); a younger window with fewer
+responses changes nothing.
 
 An event that does not reach every destination (the webhook refuses it or
 stays unreachable) does not hold back the others: they are published and
@@ -165,12 +171,24 @@ func listAlarms(ctx context.Context, cfg clickhouse.Config, stdout io.Writer) er
 			continue
 		}
 		firing++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%d\n", c.Kind, c.Model, c.Domain, c.Feature,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%d\n", printable(c.Kind), printable(c.Model), printable(c.Domain), printable(c.Feature),
 			c.WindowStart.UTC().Format(time.RFC3339), c.Value, c.Baseline, c.Statistic, c.Threshold, c.N)
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d alarms firing\n", firing)
 	return nil
+}
+
+// printable is a tenant string (model, domain) for a terminal: s, or s
+// quoted as a Go string when it holds control characters (an escape
+// sequence, a newline that would forge a table row, a tab that would shift
+// the columns), invalid UTF-8, or starts with a quote (which a quoted value
+// would be mistaken for).
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 || strings.HasPrefix(s, `"`) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // checkSchema connects to cfg's server and checks its database holds this

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -186,4 +187,103 @@ func dropOfA(t *testing.T, dsn string, n int) {
 SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number %% 100 * 30, 'm1', 'A',
     if(intDiv(number, 100) >= 47, 0.3, 0.8) + number %% 5 / 50, 'ok'
 FROM system.numbers LIMIT %d`, n)))
+}
+
+// TestAlarmsTenantTextAndWebhookSecrets: what alarms prints comes from
+// tenants (model, domain) and from the webhook (its reply), and the webhook
+// URL is a secret. A domain with an escape sequence and a newline is quoted
+// in --list (it coloured the terminal and forged a table row) and
+// percent-encoded in event ids; a webhook reply with control characters is
+// quoted; errors on stderr, with --once and in the polling log (alarm poll
+// failed), name the webhook as scheme://host:port/… (they printed its
+// credentials, path token and query).
+func TestAlarmsTenantTextAndWebhookSecrets(t *testing.T) {
+	dsn := migratedServer(t)
+	ctx := context.Background()
+	cfg := clickhouse.DefaultConfig()
+	cfg.DSN = dsn
+	conn, err := clickhouse.Open(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close()
+	evil := "\x1b[31mRED\x1b[0m\nFAKE-ROW"
+	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
+SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + intDiv(number, 100) * 3600 + number % 100 * 30, 'esc-model', ?,
+    if(intDiv(number, 100) >= 47, 0.3, 0.8) + number % 5 / 50, 'ok'
+FROM system.numbers LIMIT 4800`, evil))
+
+	t.Run("list", func(t *testing.T) {
+		stdout, stderr, code := runCLI(t, "alarms", "--clickhouse", dsn, "--list")
+		require.Equal(t, 0, code, stderr)
+		require.NotContains(t, stdout, "\x1b")
+		require.NotContains(t, stdout, "\nFAKE-ROW")
+		require.Contains(t, stdout, `esc-model  "\x1b[31mRED\x1b[0m\nFAKE-ROW"  `)
+		require.Contains(t, stdout, "2 alarms firing")
+	})
+
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, "bad\n\x1b[31mFAKE LOG LINE level=ERROR msg=pwned\n"+strings.Repeat("A", 100))
+	}))
+	defer hook.Close()
+	host := strings.TrimPrefix(hook.URL, "http://")
+	webhook := "http://user:HookPass@" + host + "/services/T0/B0/HOOKSECRET123?token=HOOKSECRET456"
+	rejected := "alarms: webhook http://" + host + "/… rejected event accuracy_drop/esc-model/%1B[31mRED%1B[0m%0AFAKE-ROW/#1:firing: 400 Bad Request: "
+	noSecrets := func(t *testing.T, stderr string) {
+		t.Helper()
+		for _, s := range []string{"HookPass", "HOOKSECRET", "services", "token", "\x1b", "\nFAKE"} {
+			require.NotContains(t, stderr, s)
+		}
+	}
+
+	t.Run("once", func(t *testing.T) {
+		_, stderr, code := runCLI(t, "alarms", "--clickhouse", dsn, "--webhook", webhook, "--once")
+		require.Equal(t, 1, code, stderr)
+		require.Contains(t, stderr, rejected+`"bad\n\x1b[31mFAKE LOG LINE`)
+		noSecrets(t, stderr)
+	})
+
+	t.Run("polling", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stderr := &syncWriter{b: &strings.Builder{}}
+		done := make(chan int, 1)
+		go func() {
+			done <- dispatch(cctx, []string{"alarms", "--clickhouse", dsn, "--webhook", webhook, "--interval", "200ms"}, io.Discard, stderr)
+		}()
+		deadline := time.Now().Add(30 * time.Second) // a guard against hanging, not a speed assertion
+		for time.Now().Before(deadline) && !strings.Contains(stderr.String(), "alarm poll failed") {
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		require.Equal(t, 0, <-done)
+		require.Contains(t, stderr.String(), "alarm poll failed")
+		require.Contains(t, stderr.String(), rejected) // in the log's quoted err="..."
+		noSecrets(t, stderr.String())
+	})
+}
+
+// TestCommandsHideDSNPassword: a ClickHouse DSN that does not parse is
+// reported with its password masked, by alarms, migrate and run
+// --print-config (the deploy pipeline's preflight, whose output lands in CI
+// logs). Before, the DSN was echoed as given.
+func TestCommandsHideDSNPassword(t *testing.T) {
+	dir := t.TempDir()
+	for _, dsn := range []string{
+		"clickhouse://ew:S3cretPW_xyz@127.0.0.1:9000/ewdb?dial_timeout=zz",
+		"clickhouse://ew:S3cretPW_xyz@127.0.0.1:abc/ewdb",
+		"clickhouse://ew:S3cret/PW_xyz@127.0.0.1:9000/ewdb",
+	} {
+		cfg := writeFile(t, dir, fmt.Sprintf("data_dir: %s\nsink: clickhouse\nclickhouse:\n  conn:\n    dsn: %q\n", dir, dsn))
+		for _, args := range [][]string{
+			{"alarms", "--clickhouse", dsn, "--list"},
+			{"alarms", "--clickhouse", dsn, "--once", "--webhook", "http://127.0.0.1:1/"},
+			{"migrate", "--clickhouse", dsn},
+			{"run", "--config", cfg, "--print-config"},
+		} {
+			stdout, stderr, code := runCLI(t, args...)
+			require.Equal(t, 1, code, "%v: %s", args, stderr)
+			require.Contains(t, stderr, `clickhouse: DSN "clickhouse://ew:xxxxx@127.0.0.1:`, args)
+			require.NotContains(t, stdout+stderr, "S3cret", args)
+		}
+	}
 }

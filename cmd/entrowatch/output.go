@@ -1,9 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // sameFile reports whether a and b name one existing file.
@@ -68,13 +72,24 @@ func atomicPath(path string) (tmp string, commit func(ok bool) error, err error)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return "", nil, fmt.Errorf("cannot write %s: directory %s does not exist", path, filepath.Clean(dir))
 	}
-	f, err := os.CreateTemp(dir, "."+base+".*.partial")
+	f, err := createTemp(dir, "."+base+".", ".partial")
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	tmp = f.Name()
+	// A result never ends up more open than the file it replaces.
+	if old, err := os.Lstat(path); err == nil && old.Mode().IsRegular() {
+		st, err := f.Stat()
+		if err == nil && st.Mode().Perm()&^old.Mode().Perm() != 0 {
+			err = f.Chmod(st.Mode().Perm() & old.Mode().Perm())
+		}
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+			return "", nil, fmt.Errorf("cannot write %s: %w", path, err)
+		}
+	}
 	f.Close()
-	os.Chmod(tmp, 0o644) // as os.Create would leave it, not CreateTemp's 0600
 	done := false
 	return tmp, func(ok bool) error {
 		if done { // the first call decides; a deferred commit(false) after commit(true) is a no-op
@@ -91,6 +106,21 @@ func atomicPath(path string) (tmp string, commit func(ok bool) error, err error)
 		}
 		return nil
 	}, nil
+}
+
+// createTemp creates a new file in dir named prefix + a random number +
+// suffix, as os.CreateTemp does, but with the mode os.Create gives: 0666
+// less the process's umask (applied by the kernel), not CreateTemp's 0600,
+// so that an operator's umask 077 keeps prompts in label requests private.
+func createTemp(dir, prefix, suffix string) (*os.File, error) {
+	for range 10000 {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10)+suffix)
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, prefix+"*"+suffix), Err: fs.ErrExist}
 }
 
 // artifactOutput prepares writing out, an artifact made from in, before the

@@ -85,19 +85,52 @@ func DefaultConfig() Config {
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// redactDSN is dsn for messages, with its credentials replaced by xxxxx:
+// the userinfo's password and the password and http_proxy query parameters.
+// It works on the raw string, so it also hides them in a DSN that does not
+// parse (an unescaped "/", "@" or "?" in the password, a bad port), masking
+// too much rather than too little when the DSN is malformed.
+func redactDSN(dsn string) string {
+	s := dsn
+	if q := strings.IndexByte(s, '?'); q >= 0 {
+		segs := strings.Split(s[q+1:], "&")
+		for i, seg := range segs {
+			key, _, ok := strings.Cut(seg, "=")
+			if k, err := url.QueryUnescape(key); err == nil {
+				key = k
+			}
+			if key = strings.ToLower(key); ok && (key == "password" || key == "http_proxy") {
+				segs[i] = seg[:strings.IndexByte(seg, '=')+1] + "xxxxx"
+			}
+		}
+		s = s[:q+1] + strings.Join(segs, "&")
+	}
+	from := 0
+	if i := strings.Index(s, "://"); i >= 0 {
+		from = i + len("://")
+	}
+	// The last "@": a password can hold an unescaped "@".
+	if at := strings.LastIndexByte(s[from:], '@'); at >= 0 {
+		if colon := strings.IndexByte(s[from:from+at], ':'); colon >= 0 {
+			s = s[:from+colon+1] + "xxxxx" + s[from+at:]
+		}
+	}
+	return s
+}
+
 // Validate reports the first bad field.
 func (c Config) Validate() error {
 	if c.DSN == "" {
 		return errors.New("clickhouse: empty DSN; give clickhouse://host:9000/database")
 	}
 	if u, err := url.Parse(c.DSN); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
-		return fmt.Errorf("clickhouse: DSN %q: %s", u.Redacted(), protocolHint(c.DSN))
+		return fmt.Errorf("clickhouse: DSN %q: %s", redactDSN(c.DSN), protocolHint(c.DSN))
 	}
 	if _, err := ch.ParseDSN(c.DSN); err != nil {
 		if h := protocolHint(c.DSN); h != "" {
-			return fmt.Errorf("clickhouse: DSN %q: %w; %s", c.DSN, err, h)
+			return fmt.Errorf("clickhouse: DSN %q: %w; %s", redactDSN(c.DSN), err, h)
 		}
-		return fmt.Errorf("clickhouse: DSN %q: %w (expected clickhouse://[user:password@]host:port[/database])", c.DSN, err)
+		return fmt.Errorf("clickhouse: DSN %q: %w (expected clickhouse://[user:password@]host:port[/database])", redactDSN(c.DSN), err)
 	}
 	if c.Database != "" && !identRE.MatchString(c.Database) {
 		return fmt.Errorf("clickhouse: database name %q: use letters, digits and _", c.Database)

@@ -9,8 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
@@ -22,10 +27,12 @@ import (
 // (with Brokers) or WebhookURL must be set.
 type DispatchConfig struct {
 	// Kafka and Topic: Kafka destination of alarm events (JSON, keyed by
-	// the alarm key). Default none.
+	// the alarm key as in the event id). Default none.
 	Kafka ewkafka.Config
 	Topic string
-	// WebhookURL receives each event as a JSON POST. Default none.
+	// WebhookURL receives each event as a JSON POST; redirects are not
+	// followed (a 3xx is an error). Errors name it as scheme://host[:port]
+	// only: its path, query and credentials are often a secret. Default none.
 	WebhookURL string
 	// WebhookRetries is how often a failed POST is retried (5xx, 429,
 	// network errors); default 5, backoff from 500ms doubling to 30s.
@@ -49,8 +56,14 @@ func (c DispatchConfig) Validate() error {
 	if c.Topic != "" && len(c.Kafka.Brokers) == 0 {
 		return fmt.Errorf("alarms: topic %q needs brokers (host:port,...)", c.Topic)
 	}
-	if c.WebhookURL != "" && !strings.HasPrefix(c.WebhookURL, "http://") && !strings.HasPrefix(c.WebhookURL, "https://") {
-		return fmt.Errorf("alarms: webhook %q: want an http:// or https:// URL", c.WebhookURL)
+	if c.WebhookURL != "" {
+		if !strings.HasPrefix(c.WebhookURL, "http://") && !strings.HasPrefix(c.WebhookURL, "https://") {
+			return fmt.Errorf("alarms: webhook %s: want an http:// or https:// URL", hookName(c.WebhookURL))
+		}
+		if u, err := url.Parse(c.WebhookURL); err != nil || u.Host == "" {
+			// The parse error would quote the URL, secrets and all.
+			return fmt.Errorf("alarms: webhook %s: not a valid URL (want http(s)://host[:port]/path, with reserved characters in the path, query and credentials percent-encoded)", hookName(c.WebhookURL))
+		}
 	}
 	if c.WebhookRetries < 0 || c.Interval < 0 {
 		return errors.New("alarms: webhook retries and interval must not be negative")
@@ -61,7 +74,7 @@ func (c DispatchConfig) Validate() error {
 // AlarmEvent is what the dispatcher publishes: an alarm key that started
 // firing (a new episode) or resolved.
 type AlarmEvent struct {
-	ID          string    `json:"id"`     // kind/model/domain/feature#episode:status, unique per event
+	ID          string    `json:"id"`     // the alarm key (alarmKey.String) + "#episode:status", unique per event
 	Status      string    `json:"status"` // "firing" or "resolved"
 	Kind        string    `json:"kind"`   // accuracy_drop, psi, cusum, calibration_gap, unclustered_surge
 	Model       string    `json:"model"`
@@ -77,7 +90,68 @@ type AlarmEvent struct {
 	At          time.Time `json:"at"`
 }
 
-func (e AlarmEvent) key() string { return e.Kind + "/" + e.Model + "/" + e.Domain + "/" + e.Feature }
+// alarmKey identifies an alarm. Model and domain are tenant strings that
+// may hold any character ("/" is common: meta-llama/Llama-3.1-8B), so maps
+// are keyed by the four fields, never by a string joined from them.
+type alarmKey struct{ kind, model, domain, feature string }
+
+func (e AlarmEvent) key() alarmKey { return alarmKey{e.Kind, e.Model, e.Domain, e.Feature} }
+
+// String is the key as events carry it (the id's start, the Kafka message
+// key): the four fields joined by "/", each with "%", "/", "#", control
+// characters and invalid UTF-8 percent-encoded (escapeKeyPart), so that two
+// keys never give one string and the string prints on one line.
+func (k alarmKey) String() string {
+	return escapeKeyPart(k.kind) + "/" + escapeKeyPart(k.model) + "/" + escapeKeyPart(k.domain) + "/" + escapeKeyPart(k.feature)
+}
+
+// escapeKeyPart percent-encodes (%XX per byte) "%", "/", "#", control
+// characters and the bytes of invalid UTF-8 in s; other characters stay.
+func escapeKeyPart(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == '%' || r == '/' || r == '#' || unicode.IsControl(r) || (r == utf8.RuneError && n == 1) {
+			for _, c := range []byte(s[i : i+n]) {
+				fmt.Fprintf(&b, "%%%02X", c)
+			}
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// quoteControl returns s, or s quoted as a Go string (strconv.Quote) when it
+// holds control characters or invalid UTF-8: text from elsewhere (a
+// webhook's reply) that reaches a terminal or a log line.
+func quoteControl(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+var schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]{0,15}://`)
+
+// hookName is how messages name a webhook: scheme://host[:port], plus "/…"
+// when the URL has more (credentials, a path, a query), which is often a
+// bearer secret (Slack's /services/T../B../XXXX, ?token=).
+func hookName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		if m := schemeRE.FindString(raw); m != "" {
+			return m + "…"
+		}
+		return "(URL not shown)"
+	}
+	name := u.Scheme + "://" + u.Host
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		name += "/…"
+	}
+	return name
+}
 
 // Dispatcher turns the alarm_checks view into events: once when an alarm key
 // starts firing, once when it resolves. Its state (episode, firing or not)
@@ -91,6 +165,7 @@ type Dispatcher struct {
 	cfg    DispatchConfig
 	writer *ewkafka.Producer
 	client *http.Client
+	hook   string // the webhook in messages (hookName)
 	log    *slog.Logger
 	now    func() time.Time
 	// sent holds, for the events not recorded yet, the destinations they
@@ -146,7 +221,8 @@ func NewDispatcher(ctx context.Context, chCfg Config, cfg DispatchConfig, log *s
 	}
 	o, _ := chCfg.options()
 	disp := &Dispatcher{conn: conn, db: o.Auth.Database, cfg: cfg, log: log, now: time.Now,
-		client: &http.Client{Timeout: cfg.WebhookTimeout}, sent: map[string]uint8{}}
+		client: &http.Client{Timeout: cfg.WebhookTimeout, CheckRedirect: noRedirects},
+		hook:   hookName(cfg.WebhookURL), sent: map[string]uint8{}}
 	if err := conn.Exec(ctx, "SELECT 1 FROM "+disp.db+".alarm_state LIMIT 0"); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("alarms: %s.alarm_state: %w; run `entrowatch migrate --clickhouse DSN` first", disp.db, err)
@@ -227,8 +303,7 @@ func (d *Dispatcher) Poll(ctx context.Context) ([]AlarmEvent, error) {
 	}
 	for k, st := range states { // firing keys with no evaluation left (no traffic in the lookback)
 		if _, ok := latest[k]; !ok && st.state == "firing" {
-			parts := strings.SplitN(k, "/", 4)
-			evs = append(evs, AlarmEvent{Status: "resolved", Kind: parts[0], Model: parts[1], Domain: parts[2], Feature: parts[3], Episode: st.episode, WindowStart: now, At: now})
+			evs = append(evs, AlarmEvent{Status: "resolved", Kind: k.kind, Model: k.model, Domain: k.domain, Feature: k.feature, Episode: st.episode, WindowStart: now, At: now})
 		}
 	}
 	pending := make(map[string]bool, len(evs))
@@ -272,12 +347,12 @@ type check struct {
 	firing bool
 }
 
-func (d *Dispatcher) latestChecks(ctx context.Context) (map[string]check, error) {
+func (d *Dispatcher) latestChecks(ctx context.Context) (map[alarmKey]check, error) {
 	cs, err := CurrentAlarms(ctx, d.conn, d.db)
 	if err != nil {
 		return nil, fmt.Errorf("alarms: %w", err)
 	}
-	out := make(map[string]check, len(cs))
+	out := make(map[alarmKey]check, len(cs))
 	for _, c := range cs {
 		e := AlarmEvent{Kind: c.Kind, Model: c.Model, Domain: c.Domain, Feature: c.Feature, WindowStart: c.WindowStart,
 			N: c.N, Value: c.Value, Baseline: c.Baseline, Statistic: c.Statistic, Threshold: c.Threshold}
@@ -328,21 +403,21 @@ ORDER BY kind, model, domain, feature`)
 	return out, rows.Err()
 }
 
-func (d *Dispatcher) states(ctx context.Context) (map[string]alarmState, error) {
+func (d *Dispatcher) states(ctx context.Context) (map[alarmKey]alarmState, error) {
 	rows, err := d.conn.Query(ctx, `SELECT kind, model, domain, feature, argMax(state, version), argMax(episode, version)
 FROM `+d.db+`.alarm_state GROUP BY kind, model, domain, feature`)
 	if err != nil {
 		return nil, fmt.Errorf("alarms: reading %s.alarm_state: %w", d.db, err)
 	}
 	defer rows.Close()
-	out := map[string]alarmState{}
+	out := map[alarmKey]alarmState{}
 	for rows.Next() {
-		var e AlarmEvent
+		var k alarmKey
 		var st alarmState
-		if err := rows.Scan(&e.Kind, &e.Model, &e.Domain, &e.Feature, &st.state, &st.episode); err != nil {
+		if err := rows.Scan(&k.kind, &k.model, &k.domain, &k.feature, &st.state, &st.episode); err != nil {
 			return nil, fmt.Errorf("alarms: %w", err)
 		}
-		out[e.key()] = st
+		out[k] = st
 	}
 	return out, rows.Err()
 }
@@ -365,7 +440,7 @@ func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) (delivered, 
 				continue
 			}
 			b, _ := json.Marshal(e)
-			msgs = append(msgs, kafka.Message{Key: []byte(e.key()), Value: b,
+			msgs = append(msgs, kafka.Message{Key: []byte(e.key().String()), Value: b,
 				Headers: []kafka.Header{{Key: "entrowatch.schema", Value: []byte("alarm.v1")}}})
 			ids = append(ids, e.ID)
 		}
@@ -387,7 +462,7 @@ func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) (delivered, 
 				continue
 			}
 			if ctx.Err() != nil {
-				errs = append(errs, fmt.Errorf("alarms: webhook %s: event %s: %w", d.cfg.WebhookURL, e.ID, ctx.Err()))
+				errs = append(errs, fmt.Errorf("alarms: webhook %s: event %s: %w", d.hook, e.ID, ctx.Err()))
 				continue
 			}
 			if err := d.post(ctx, e, retries); err != nil {
@@ -414,8 +489,14 @@ func (d *Dispatcher) publish(ctx context.Context, evs []AlarmEvent) (delivered, 
 // 429), which is not retried within the poll.
 var errRejected = errors.New("rejected")
 
+// noRedirects is the webhook client's CheckRedirect: a redirect is answered
+// as the 3xx it is, which post reports, rather than followed (re-POSTing the
+// event to wherever the Location says, internal addresses included).
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
 // post sends one event to the webhook, retrying 5xx, 429 and network errors
-// up to retries times with exponential backoff.
+// up to retries times with exponential backoff. Its errors name the webhook
+// by d.hook and quote the reply's body when it holds control characters.
 func (d *Dispatcher) post(ctx context.Context, e AlarmEvent, retries int) error {
 	body, _ := json.Marshal(e)
 	backoff := 500 * time.Millisecond
@@ -429,26 +510,40 @@ func (d *Dispatcher) post(ctx context.Context, e AlarmEvent, retries int) error 
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.cfg.WebhookURL, bytes.NewReader(body))
 		if err != nil {
-			return fmt.Errorf("alarms: webhook %s: %w", d.cfg.WebhookURL, err)
+			return fmt.Errorf("alarms: webhook %s: %w", d.hook, hideURL(err, d.hook))
 		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := d.client.Do(req)
 		if err != nil {
-			last = err
+			last = hideURL(err, d.hook)
 			continue
 		}
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
+		status, reply := quoteControl(resp.Status), quoteControl(string(bytes.TrimSpace(msg)))
 		switch {
 		case resp.StatusCode/100 == 2:
 			return nil
+		case resp.StatusCode/100 == 3:
+			// Not errRejected: every event would get the same answer.
+			return fmt.Errorf("alarms: webhook %s: event %s: %s: redirects are not followed; give the URL it redirects to as the webhook", d.hook, e.ID, status)
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			last = fmt.Errorf("status %s: %s", resp.Status, bytes.TrimSpace(msg))
+			last = fmt.Errorf("status %s: %s", status, reply)
 		default:
-			return fmt.Errorf("alarms: webhook %s %w event %s: %s: %s", d.cfg.WebhookURL, errRejected, e.ID, resp.Status, bytes.TrimSpace(msg))
+			return fmt.Errorf("alarms: webhook %s %w event %s: %s: %s", d.hook, errRejected, e.ID, status, reply)
 		}
 	}
-	return fmt.Errorf("alarms: webhook %s: event %s not accepted after %d attempts: %w", d.cfg.WebhookURL, e.ID, retries+1, last)
+	return fmt.Errorf("alarms: webhook %s: event %s not accepted after %d attempts: %w", d.hook, e.ID, retries+1, last)
+}
+
+// hideURL replaces the URL that net/http quotes in its errors (*url.Error:
+// Post "https://host/path?query": ...) by name.
+func hideURL(err error, name string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = name
+	}
+	return err
 }
 
 func (d *Dispatcher) record(ctx context.Context, evs []AlarmEvent) error {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,7 +92,8 @@ func TestDispatcherEpisodes(t *testing.T) {
 		require.NoError(t, err)
 		var e AlarmEvent
 		require.NoError(t, json.Unmarshal(m.Value, &e))
-		require.Equal(t, e.Kind+"/"+e.Model+"/"+e.Domain+"/"+e.Feature, string(m.Key))
+		require.Equal(t, e.key().String(), string(m.Key))
+		require.True(t, strings.HasPrefix(e.ID, string(m.Key)+"#"), "the key is the id before #: %s %s", m.Key, e.ID)
 		got = append(got, e)
 	}
 	require.Equal(t, ids(hooked), ids(got))
