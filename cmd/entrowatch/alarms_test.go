@@ -287,3 +287,16 @@ func TestCommandsHideDSNPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintConfigHidesQueryPassword: a DSN that parses but carries the
+// password as a query parameter is printed by run --print-config (and the
+// start-up log) with it masked; url.URL.Redacted left it in clear.
+func TestPrintConfigHidesQueryPassword(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, fmt.Sprintf("data_dir: %s\nsink: clickhouse\nclickhouse:\n  conn:\n    dsn: %q\n", dir,
+		"clickhouse://ew@127.0.0.1:9000/ewdb?password=S3cretQ&dial_timeout=2s"))
+	stdout, stderr, code := runCLI(t, "run", "--config", cfg, "--print-config")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "password=xxxxx&dial_timeout=2s")
+	require.NotContains(t, stdout+stderr, "S3cretQ")
+}

@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -1028,11 +1027,9 @@ func answered(err error) bool {
 
 // redactDSN hides the password of a DSN for logs.
 func redactDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "clickhouse"
-	}
-	return u.Redacted()
+	// The userinfo's password and the password query parameter alike
+	// (url.URL.Redacted leaves ?password= as it is).
+	return clickhouse.RedactDSN(dsn)
 }
 
 // listen binds addr for the named server; key is its config key, for the

@@ -85,6 +85,10 @@ func DefaultConfig() Config {
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// RedactDSN is dsn for messages and printed configuration, with its
+// credentials replaced by xxxxx (see redactDSN).
+func RedactDSN(dsn string) string { return redactDSN(dsn) }
+
 // redactDSN is dsn for messages, with its credentials replaced by xxxxx:
 // the userinfo's password and the password and http_proxy query parameters.
 // It works on the raw string, so it also hides them in a DSN that does not
