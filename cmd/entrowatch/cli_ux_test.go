@@ -117,7 +117,13 @@ func TestScoreOutputIsAtomic(t *testing.T) {
 	require.Equal(t, string(good), string(plain))
 	st, err := os.Stat(gz)
 	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+	ref := filepath.Join(t.TempDir(), "ref") // the mode os.Create gives under this process's umask
+	rf, err := os.Create(ref)
+	require.NoError(t, err)
+	require.NoError(t, rf.Close())
+	rst, err := os.Stat(ref)
+	require.NoError(t, err)
+	require.Equal(t, rst.Mode().Perm(), st.Mode().Perm())
 }
 
 // renameModel copies the JSON Lines fixture with every response's model

@@ -12,7 +12,7 @@ import (
 )
 
 // TestOutputPermUmask: output files (score CSVs, estimators, label
-// requests: anything written through atomicPath) get the mode os.Create
+// requests: anything written through atomicPath; cluster artifacts) get the mode os.Create
 // gives, 0666 less the umask; an operator's umask 077 keeps them private.
 // Before, they were forced to 0644. The umask is per process, so the files
 // are written by a child (this test binary, started by sh after `umask
@@ -29,7 +29,7 @@ func TestOutputPermUmask(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "--- PASS: TestOutputPermChild", "%s", out)
-	for _, name := range []string{"scored.csv", "est.json", "direct.txt"} {
+	for _, name := range []string{"scored.csv", "est.json", "direct.txt", "clusters.json"} {
 		st, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err, name)
 		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "%s under umask 077", name)
@@ -49,6 +49,9 @@ func TestOutputPermChild(t *testing.T) {
 	_, errs, code = runCLI(t, "train", "--in", scored, "--out", filepath.Join(dir, "est.json"), "--features", "mean,std", "--transfer=false")
 	require.Equal(t, 0, code, errs)
 	writeAtomic(t, filepath.Join(dir, "direct.txt"))
+	csvPath, _ := clusterPrompts(t, t.TempDir())
+	_, errs, code = runCLI(t, "cluster", "fit", "--in", csvPath, "--out", filepath.Join(dir, "clusters.json"), "--k", "3")
+	require.Equal(t, 0, code, errs)
 }
 
 // TestOutputPermKeepsStricterMode: a result replacing a file is never more

@@ -9,9 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -188,13 +191,8 @@ func (m *Model) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("encoding cluster artifact: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".clusters-*.json")
+	tmp, err := createTemp(filepath.Dir(path))
 	if err != nil {
-		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
 		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
 	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
@@ -211,6 +209,20 @@ func (m *Model) Save(path string) error {
 		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
 	}
 	return nil
+}
+
+// createTemp creates a new file .clusters-N.json in dir with the mode
+// os.Create gives, 0666 less the process's umask (os.CreateTemp's is 0600,
+// and forcing 0644 ignored an operator's umask 077).
+func createTemp(dir string) (*os.File, error) {
+	for range 10000 {
+		name := filepath.Join(dir, ".clusters-"+strconv.FormatUint(uint64(rand.Uint32()), 10)+".json")
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, ".clusters-*.json"), Err: fs.ErrExist}
 }
 
 // ErrArtifact marks an artifact that cannot be used.
