@@ -8,6 +8,9 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode"
+
+	"golang.org/x/text/width"
 
 	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/schemas"
@@ -233,6 +236,27 @@ func settingsText(m *estimate.Model, ensemble int) string {
 	return s
 }
 
+// displayWidth is how many terminal columns s takes: East Asian wide and
+// fullwidth characters (CJK, most emoji) two, combining marks none, others one.
+func displayWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		switch {
+		case unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r):
+		case width.LookupRune(r).Kind() == width.EastAsianWide || width.LookupRune(r).Kind() == width.EastAsianFullwidth:
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// padRight pads s with spaces to w terminal columns (displayWidth).
+func padRight(s string, w int) string {
+	return s + strings.Repeat(" ", max(0, w-displayWidth(s)))
+}
+
 // fewRows is the row count under which the report marks a domain: its true
 // accuracy is uncertain by more than +-0.18.
 const fewRows = 30
@@ -264,7 +288,7 @@ func printTrainReport(w io.Writer, set *estimate.Set, transfer bool, ensemble in
 		width := 20 // the domain column, wider for longer names
 		rows, truth := map[string]int{}, map[string]float64{}
 		for _, d := range m.Metrics.Domains {
-			width = max(width, len(d.Domain))
+			width = max(width, displayWidth(d.Domain))
 			rows[d.Domain], truth[d.Domain] = d.Rows, d.True
 		}
 		if tr != nil {
@@ -282,9 +306,9 @@ func printTrainReport(w io.Writer, set *estimate.Set, transfer bool, ensemble in
 				mark, few = "*", few+1
 			}
 			if m.Metrics.Unmeasured != "" {
-				fmt.Fprintf(w, "  %-*s %6d%s %9s %6.3f", width, d.Domain, d.Rows, mark, "n/a", d.True)
+				fmt.Fprintf(w, "  %s %6d%s %9s %6.3f", padRight(d.Domain, width), d.Rows, mark, "n/a", d.True)
 			} else {
-				fmt.Fprintf(w, "  %-*s %6d%s %9.3f %6.3f", width, d.Domain, d.Rows, mark, d.Estimated, d.True)
+				fmt.Fprintf(w, "  %s %6d%s %9.3f %6.3f", padRight(d.Domain, width), d.Rows, mark, d.Estimated, d.True)
 			}
 			if e, ok := held[d.Domain]; ok {
 				fmt.Fprintf(w, " %10.3f", e)

@@ -53,3 +53,44 @@ func TestTrainRefusesIgnoredSettings(t *testing.T) {
 	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--screen", "1", "--ensemble", "0", "--transfer=false")
 	require.Equal(t, 0, code, stderr)
 }
+
+// TestTrainReportWideDomains: domain names in CJK or with emoji keep the
+// report's columns aligned (padding counted runes, so each wide character
+// shifted the row by one column).
+func TestTrainReportWideDomains(t *testing.T) {
+	require.Equal(t, 4, displayWidth("数学"))
+	require.Equal(t, 8, displayWidth("emoji 🚀"))
+	require.Equal(t, 1, displayWidth("é")) // e + combining acute
+	require.Equal(t, 8, displayWidth("ελληνικά"))
+
+	dir := t.TempDir()
+	table := filepath.Join(dir, "t.csv")
+	var b strings.Builder
+	b.WriteString("model,domain,correct,mean\n")
+	domains := []string{"数学", "emoji 🚀", "plain", "ελληνικά"}
+	for i := range 400 {
+		c := i%3 != 0
+		v := "0.2"
+		if c {
+			v = "0.9"
+		}
+		b.WriteString("m," + domains[i%4] + "," + map[bool]string{true: "1", false: "0"}[c] + "," + v + "\n")
+	}
+	require.NoError(t, os.WriteFile(table, []byte(b.String()), 0o644))
+	out, stderr, code := runCLI(t, "train", "--in", table, "--out", filepath.Join(dir, "e.json"), "--features", "mean")
+	require.Equal(t, 0, code, stderr)
+	col := -1
+	for _, line := range strings.Split(out, "\n") {
+		for _, d := range append(domains, "domain") {
+			if strings.HasPrefix(line, "  "+d+" ") {
+				rest := strings.TrimLeft(line[len("  "+d):], " ")
+				at := displayWidth(line) - displayWidth(rest) // where the rows column starts
+				if col < 0 {
+					col = at
+				}
+				require.Equal(t, col, at, "row %q", line)
+			}
+		}
+	}
+	require.Greater(t, col, 0, out)
+}
