@@ -35,26 +35,44 @@ const labelsSynopsis = `requests|import|export --clickhouse DSN [flags]
       trace_id, model, domain, p_correct, uncertainty, stratum, stratum_rank,
       priority, response_ts (the response's time), prompt, batch, expires_at;
       a labeler adds correct and the file goes back through labels import.
+      In CSV a cell that starts with = + - @, a tab, a carriage return or
+      ' gets one ' in front, so that a spreadsheet shows it rather than
+      runs it as a formula (labels import removes it from trace_id).
       A request keeps its response out of the queue until expires_at
       (--expire-after, 7 days); an unlabelled response is open again after.
-      When nothing can be requested it says why and writes no file.
+      --batch NAME must be new: a name label_requests holds already is
+      refused. When nothing can be requested it says why, writes no file
+      and exits 0.
 
   labels import (--in FILE | --topic T --brokers H:P,.. [--group G] [--follow]) [--source NAME]
       Stores labels (label.v1: trace_id, correct, source, ts) in the labels
-      table; the newest label of a trace wins. ts is RFC 3339 or Unix
-      seconds or milliseconds, from 2000 to 2100; a label without one gets
-      the time it is stored, except that from FILE one whose trace_id,
-      correct and source are stored already is skipped: importing a file
-      again changes nothing. It says how many labels match no response in
-      scored yet (they apply when it arrives).
+      table; the newest label of a trace wins, and of the labels of one
+      trace in a file or message only the last (or newest by ts) is kept
+      (the output counts the duplicates). ts is RFC 3339 or Unix seconds or
+      milliseconds, from 2000 to 2100; a label without one gets the time it
+      is stored, except that from FILE one whose trace_id, correct and
+      source are stored already is skipped: importing a file again changes
+      nothing. (POST /v1/labels stamps every label without ts with the time
+      it arrives: send label files that may be sent again with --in, or
+      with ts.) A row whose correct is empty or null is not labelled yet:
+      skipped and counted. trace_id is matched byte for byte, as ingest
+      stores response ids: one with leading or trailing whitespace is
+      refused; in CSV one ' before = + - @ ', a tab or a carriage return
+      (what labels requests writes) is removed. It says how many labels
+      match no response in scored yet (they apply when it arrives).
       FILE: CSV with a header (trace_id,correct[,source,ts]; other columns
-      are ignored) or JSON Lines; "-" for stdin. Topic messages: label.v1
-      Arrow IPC streams or JSON objects; offsets are committed after the
-      labels are stored. Without --follow the import stops when the topic
-      has been idle for --idle, or with an error at a message that holds no
-      labels (or a label with a ts out of range); with --follow it runs as
-      entrowatch run does: such a message is logged and skipped, and a
-      failing insert is retried.
+      are ignored) or JSON: JSON Lines, an array, or objects one after
+      another, pretty-printed or not (in an array "line N" is the N-th
+      label); "-" for stdin. One invalid label fails the file: nothing is
+      stored, and the first invalid labels are listed with their lines.
+      Topic messages: label.v1
+      Arrow IPC streams or JSON; each message's valid labels are stored,
+      then its offset committed, and its invalid labels are refused one by
+      one. Without --follow the import reads until the topic has been idle
+      for --idle; then, when labels were refused or messages were not
+      labels, it lists the first (partition, offset, line or row, reason)
+      and exits 1. With --follow it runs as entrowatch run does: they are
+      logged, and a failing insert is retried.
       entrowatch run with the ClickHouse sink already stores its labels_topic
       (where POST /v1/labels goes); this command is for other topics and files.
 
@@ -101,12 +119,17 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	domains := fs.Int("domains", 5, "how many domains of the labeling queue to take, highest priority first")
 	perDomain := fs.Int("per-domain", 50, "responses to request per domain")
 	expireAfter := fs.Duration("expire-after", clickhouse.DefaultRequestExpiry, "how long a request keeps its response out of the labeling queue; after it, an unlabelled response may be requested again (e.g. 72h)")
-	batch := fs.String("batch", "", "name of this request batch (default: the time to the millisecond, e.g. 20260301T120000.123Z, with -2, -3, .. appended when label_requests holds it)")
+	batch := fs.String("batch", "", "name of this request batch, one label_requests does not hold yet (default: the time to the millisecond, e.g. 20260301T120000.123Z, with -2, -3, .. appended when label_requests holds it)")
 	if err := kf.parse(args); err != nil {
 		return err
 	}
 	if err := fileOrTopic(fs, stderr, "out", *out, *topic, *brokers); err != nil {
 		return err
+	}
+	if *domains <= 0 || *perDomain <= 0 || *expireAfter <= 0 {
+		fmt.Fprintf(stderr, "labels requests: --domains (%d), --per-domain (%d) and --expire-after (%v) must be positive\n", *domains, *perDomain, *expireAfter)
+		fs.Usage()
+		return errUsage
 	}
 	cfg, err := chf.config(fs)
 	if err != nil {
@@ -144,6 +167,17 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	defer conn.Close()
 	db := cfg.DatabaseName()
+	if *batch != "" {
+		// Another run's batch of that name would get these requests too,
+		// and the two could no longer be told apart.
+		n, err := clickhouse.BatchRequests(ctx, conn, db, *batch)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("--batch %s: %s.label_requests holds a batch of that name already (%d requests); give a new name, or leave --batch out for one made of the time", *batch, db, n)
+		}
+	}
 	kcfg := kf.config(*brokers, "entrowatch-labels")
 	if *topic != "" {
 		// Publishing nothing creates and checks the topic: a wrong address or
@@ -192,7 +226,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	for _, r := range reqs {
 		doms[r.Model+"/"+r.Domain] = true
 	}
-	fmt.Fprintf(stderr, "labels requests: %d responses from %d domains (batch %s)\n", len(reqs), len(doms), *batch)
+	fmt.Fprintf(stderr, "labels requests: %d responses from %s (batch %s)\n", len(reqs), plural(len(doms), "domain"), *batch)
 	return nil
 }
 
@@ -233,8 +267,12 @@ func writeRequests(w io.Writer, format string, reqs []clickhouse.LabelRequest) e
 		cw := csv.NewWriter(bw)
 		_ = cw.Write([]string{"trace_id", "model", "domain", "p_correct", "uncertainty", "stratum", "stratum_rank", "priority", "response_ts", "prompt", "batch", "expires_at"})
 		for _, r := range reqs {
-			_ = cw.Write([]string{r.TraceID, r.Model, r.Domain, ftoa(r.PCorrect), ftoa(r.Uncertainty), strconv.Itoa(int(r.Stratum)),
-				strconv.FormatUint(r.StratumRank, 10), ftoa(r.Priority), r.ResponseTS.UTC().Format(time.RFC3339), r.Prompt, r.Batch, r.ExpiresAt.UTC().Format(time.RFC3339)})
+			rec := []string{r.TraceID, r.Model, r.Domain, ftoa(r.PCorrect), ftoa(r.Uncertainty), strconv.Itoa(int(r.Stratum)),
+				strconv.FormatUint(r.StratumRank, 10), ftoa(r.Priority), r.ResponseTS.UTC().Format(time.RFC3339), r.Prompt, r.Batch, r.ExpiresAt.UTC().Format(time.RFC3339)}
+			for i, c := range rec {
+				rec[i] = clickhouse.SpreadsheetCell(c) // the file is for people, who open it in a spreadsheet
+			}
+			_ = cw.Write(rec)
 		}
 		cw.Flush()
 		if err := cw.Error(); err != nil {
@@ -256,7 +294,7 @@ func ftoa(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("labels import", "--clickhouse DSN (--in FILE | --topic T --brokers H:P,..) [flags]", stderr)
 	chf := addClickHouseFlags(fs)
-	in := fs.String("in", "", "labels file: CSV with header trace_id,correct[,source,ts] or JSON Lines; \"-\" for stdin")
+	in := fs.String("in", "", "labels file: CSV with header trace_id,correct[,source,ts], or JSON (JSON Lines, an array, or objects); \"-\" for stdin")
 	topic := fs.String("topic", "", "Kafka topic of labels (label.v1 Arrow IPC or JSON messages)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
 	kf := addKafkaFlags(fs, kafkaBesideClickHouse)
@@ -296,11 +334,14 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		// A zero now leaves the labels without ts undated: ImportLabels
 		// skips those already stored and dates the others.
-		labels, err := clickhouse.ReadLabels(r, *source, time.Time{})
-		if err != nil {
-			return fmt.Errorf("reading labels from %s: %w", *in, err)
+		rd, err := clickhouse.ReadLabels(r, *source, time.Time{})
+		if err == nil {
+			err = rd.Err()
 		}
-		res, err := clickhouse.ImportLabels(ctx, conn, db, labels, time.Now())
+		if err != nil {
+			return fmt.Errorf("reading labels from %s: %w; nothing was stored: fix the file (or delete the rows that are wrong) and import it again", *in, err)
+		}
+		res, err := clickhouse.ImportLabels(ctx, conn, db, rd.Labels, time.Now())
 		if err != nil {
 			return err
 		}
@@ -312,15 +353,40 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 			msg += fmt.Sprintf("; %d skipped: they have no ts and their trace_id, correct and source are stored already "+
 				"(importing a file again changes nothing; give a ts to store a label again as the newest)", res.Skipped)
 		}
+		msg += labelsLeftOut(rd.Unlabelled, res.Duplicates, "file")
 		fmt.Fprintln(stderr, msg)
 		return nil
 	}
 
-	n, err := clickhouse.ImportTopic(ctx, conn, db, clickhouse.TopicImport{Kafka: kf.config(*brokers, "entrowatch-labels"), Topic: *topic,
+	res, err := clickhouse.ImportTopic(ctx, conn, db, clickhouse.TopicImport{Kafka: kf.config(*brokers, "entrowatch-labels"), Topic: *topic,
 		Group: *group, Source: *source, Follow: *follow, Idle: *idle,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, memory.NewGoAllocator())
-	fmt.Fprintf(stderr, "labels import: %d labels stored from topic %s\n", n, *topic)
-	return err
+	if err != nil && res.Stored == 0 {
+		return err // nothing to report: the topic or the server could not be reached
+	}
+	msg := fmt.Sprintf("labels import: %d labels stored from topic %s", res.Stored, *topic)
+	msg += labelsLeftOut(res.Unlabelled, res.Duplicates, "message")
+	if *follow && (res.Refused > 0 || res.Dropped > 0) {
+		msg += fmt.Sprintf("; %d invalid labels refused and %d messages skipped (logged above)", res.Refused, res.Dropped)
+	}
+	fmt.Fprintln(stderr, msg)
+	if err != nil || *follow {
+		return err
+	}
+	return res.Err()
+}
+
+// labelsLeftOut is what an import's summary adds for the rows without
+// correct and the duplicate labels of a file or message it left out.
+func labelsLeftOut(unlabelled, duplicates int, of string) string {
+	var s string
+	if unlabelled > 0 {
+		s += fmt.Sprintf("; %d rows without correct skipped (unlabelled)", unlabelled)
+	}
+	if duplicates > 0 {
+		s += fmt.Sprintf("; %d duplicates collapsed (a trace labelled more than once in a %s keeps its last label, or its newest by ts)", duplicates, of)
+	}
+	return s
 }
 
 // fileOrTopic checks that exactly one of --<fileFlag> FILE and --topic T is

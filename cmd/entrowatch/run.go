@@ -846,7 +846,12 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	stored := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_stored_total",
 		Help: "Labels from the labels topic stored in ClickHouse."})
 	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_dropped_messages_total",
-		Help: "Messages of the labels topic that held no labels (logged and skipped)."})
+		Help: "Messages of the labels topic of which no label was stored: not labels, or no valid label (logged and skipped)."})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_labels_refused_total",
+		Help: "Invalid labels of labels topic messages, by reason (the field at fault, or malformed): logged with their offset and line or row, not stored; the message's valid labels are."}, []string{"reason"})
+	for _, r := range clickhouse.LabelRefusalReasons() {
+		refused.WithLabelValues(r) // every reason's series from the start, at 0
+	}
 	insertErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_labels_insert_errors_total",
 		Help: "Failed inserts of labels into ClickHouse (each retried until it succeeds; nothing is committed meanwhile)."})
 	// The labels consumer's lag: labels not yet stored and committed
@@ -854,7 +859,7 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	// offset), refreshed every stream.lag_interval like the stream's.
 	lag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_labels_lag_messages",
 		Help: "Messages of the labels topic not yet stored and committed by this replica's labels consumer (its partitions' high watermark minus the group's committed offset)."})
-	for _, c := range []prometheus.Collector{stored, dropped, insertErrs, lag} {
+	for _, c := range []prometheus.Collector{stored, dropped, refused, insertErrs, lag} {
 		if err := reg.Register(c); err != nil {
 			src.Close()
 			return err
@@ -863,7 +868,8 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	g.Go(func() error {
 		defer src.Close()
 		return cs.FollowLabels(ctx, src, mem, log, clickhouse.FollowCounters{
-			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc, Errors: insertErrs.Inc})
+			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc, Errors: insertErrs.Inc,
+			Refused: func(reason string, n int) { refused.WithLabelValues(reason).Add(float64(n)) }})
 	})
 	g.Go(func() error {
 		t := time.NewTicker(cfg.Stream.LagInterval)

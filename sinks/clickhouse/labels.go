@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/ingest"
 )
 
 // LabelRequest is one response to send to labelers.
@@ -104,14 +107,23 @@ func BatchName(ctx context.Context, conn driver.Conn, db string, now time.Time) 
 		if i > 1 {
 			name = fmt.Sprintf("%s-%d", base, i)
 		}
-		var n uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".label_requests WHERE batch = ?", name).Scan(&n); err != nil {
+		n, err := BatchRequests(ctx, conn, db, name)
+		if err != nil {
 			return "", fmt.Errorf("labels requests: naming the batch: %w", err)
 		}
 		if n == 0 {
 			return name, nil
 		}
 	}
+}
+
+// BatchRequests is how many requests label_requests holds under batch name.
+func BatchRequests(ctx context.Context, conn driver.Conn, db, name string) (uint64, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".label_requests WHERE batch = ?", name).Scan(&n); err != nil {
+		return 0, fmt.Errorf("reading batch %q of %s.label_requests: %w", name, db, err)
+	}
+	return n, nil
 }
 
 // QueueState counts what the labeling queue draws from; it says why
@@ -200,22 +212,27 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 
 // Imported is what ImportLabels did.
 type Imported struct {
-	Stored   int // labels inserted
-	Skipped  int // labels without ts whose trace_id, correct and source were stored before
-	Unscored int // of the stored labels, those whose trace_id matches no response in scored yet
+	Stored     int // labels inserted
+	Skipped    int // labels without ts whose trace_id, correct and source were stored before
+	Duplicates int // labels dropped because another label of their trace in the file wins (OnePerTrace)
+	Unscored   int // of the stored labels, those whose trace_id matches no response in scored yet
 }
 
 // ImportLabels stores labels read from a file (by ReadLabels with a zero
-// now) so that importing the file again changes nothing. Labels with a ts
-// are stored as they are: the same file gives the same versions. A label
-// without one (a zero TS) is skipped when the trace has had a label with
-// its correct and source (label_seen, migration 014, which merges of
-// labels do not thin out); the others get now. Stored labels
-// whose trace matches no response in scored are counted, not refused: a
-// label may arrive before its response. Nothing is stored when a query
-// fails. Each query reads at most idChunkIDs trace ids.
+// now) so that importing the file again changes nothing. Of the labels of
+// one trace, only the one that wins is kept first (OnePerTrace: the last,
+// or the newest by ts), so that a file that labels a trace twice ends with
+// its last label whatever is stored. Labels with a ts are stored as they
+// are: the same file gives the same versions. A label without one (a zero
+// TS) is skipped when the trace has had a label with its correct and source
+// (label_seen, migration 014, which merges of labels do not thin out); the
+// others get now. Stored labels whose trace matches no response in scored
+// are counted, not refused: a label may arrive before its response. Nothing
+// is stored when a query fails. Each query reads at most idChunkIDs trace
+// ids.
 func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Label, now time.Time) (Imported, error) {
 	var res Imported
+	labels, res.Duplicates = OnePerTrace(labels, now)
 	var undated []string
 	for _, l := range labels {
 		if l.TS.IsZero() {
@@ -334,94 +351,343 @@ func LabelVersion(ts time.Time, seq int, correct bool) uint64 {
 	return v
 }
 
+// LabelsRead is what ReadLabels and DecodeLabels read: the valid labels,
+// and what they left out, so that a reader that stores all or nothing (a
+// file import, an HTTP body) and one that stores what is valid (a topic
+// message) can say so.
+type LabelsRead struct {
+	Labels []Label
+	// Unlabelled counts the rows whose correct is empty, null or absent:
+	// not labelled yet (a request batch filled in part), skipped as
+	// train's CSV skips them.
+	Unlabelled int
+	// Duplicates counts the labels DecodeLabels dropped because another
+	// label of their trace in the message wins (OnePerTrace).
+	Duplicates int
+	// Refused counts the invalid labels, Reasons them by reason (see
+	// LabelRefusalReasons), and First lists the first maxRefusalsListed,
+	// each naming its line (or row) and what is wrong with it.
+	Refused int
+	Reasons map[string]int
+	First   []string
+}
+
+// maxRefusalsListed bounds LabelsRead.First.
+const maxRefusalsListed = 5
+
+// Reasons a label is refused for, the reason label of
+// entrowatch_labels_refused_total: the field at fault, or malformed for a
+// line that is not a label object at all.
+const (
+	RefusedTraceID   = "trace_id"
+	RefusedCorrect   = "correct"
+	RefusedSource    = "source"
+	RefusedTS        = "ts"
+	RefusedMalformed = "malformed"
+)
+
+// LabelRefusalReasons lists the reasons a label is refused for.
+func LabelRefusalReasons() []string {
+	return []string{RefusedTraceID, RefusedCorrect, RefusedSource, RefusedTS, RefusedMalformed}
+}
+
+// labelError is an invalid label: why, and the reason it is counted under.
+type labelError struct {
+	reason string
+	err    error
+}
+
+func (e *labelError) Error() string { return e.err.Error() }
+func (e *labelError) Unwrap() error { return e.err }
+
+func refusedf(reason, format string, args ...any) error {
+	return &labelError{reason: reason, err: fmt.Errorf(format, args...)}
+}
+
+// errUnlabelled is a row without correct.
+var errUnlabelled = errors.New("no correct")
+
+// add files what reading one label gave: the label, a row without
+// correct, or a refusal at where ("line 4", "label batch row 2").
+func (r *LabelsRead) add(l Label, err error, where string) {
+	switch {
+	case err == nil:
+		r.Labels = append(r.Labels, l)
+	case errors.Is(err, errUnlabelled):
+		r.Unlabelled++
+	default:
+		reason := RefusedMalformed
+		var le *labelError
+		if errors.As(err, &le) {
+			reason = le.reason
+		}
+		r.Refused++
+		if r.Reasons == nil {
+			r.Reasons = map[string]int{}
+		}
+		r.Reasons[reason]++
+		if len(r.First) < maxRefusalsListed {
+			r.First = append(r.First, where+": "+err.Error())
+		}
+	}
+}
+
+// Err is nil when no label was refused, else an error listing the first
+// refusals (each with its line) and counting the rest by reason: what
+// readers that store all or nothing report.
+func (r *LabelsRead) Err() error {
+	if r.Refused == 0 {
+		return nil
+	}
+	msg := strings.Join(r.First, "; ")
+	if more := r.Refused - len(r.First); more > 0 {
+		msg += fmt.Sprintf(" (and %d more; %d invalid labels in all: %s)", more, r.Refused, reasonCounts(r.Reasons))
+	}
+	return errors.New(msg)
+}
+
+// reasonCounts is "correct 3, ts 1": counts by reason, by name.
+func reasonCounts(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// OnePerTrace keeps, of the labels of each trace, the one that wins in the
+// labels table (the newest ts, to the millisecond; at an equal ts the later
+// one, see LabelVersion), a zero TS counting as now, in their order, and
+// returns how many it dropped. A file, body or message whose labels are cut
+// apart (a body into messages) or partly skipped (ImportLabels) so cannot
+// let an earlier label of a trace win over its last.
+func OnePerTrace(labels []Label, now time.Time) ([]Label, int) {
+	at := func(l Label) int64 {
+		if l.TS.IsZero() {
+			return now.UnixMilli()
+		}
+		return l.TS.UnixMilli()
+	}
+	win := make(map[string]int, len(labels))
+	for i, l := range labels {
+		if j, ok := win[l.TraceID]; !ok || at(l) >= at(labels[j]) {
+			win[l.TraceID] = i
+		}
+	}
+	if len(win) == len(labels) {
+		return labels, 0
+	}
+	out := make([]Label, 0, len(win))
+	for i, l := range labels {
+		if win[l.TraceID] == i {
+			out = append(out, l)
+		}
+	}
+	return out, len(labels) - len(out)
+}
+
+// maxLabelLine bounds a line of JSON labels.
+const maxLabelLine = 16 << 20
+
 // ReadLabels parses labels from CSV (header with trace_id and correct;
-// source and ts optional; other columns ignored) or JSON Lines (objects with
-// the same keys). correct is one of correctValues (any case); ts is RFC 3339
-// or Unix seconds or milliseconds, from 2000 to 2100 (see labelTS), default
-// now (the zero time when now is zero: ImportLabels stamps those); source
-// defaults to defaultSource. Errors name the line.
-func ReadLabels(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
-	br := bufio.NewReader(r)
+// source and ts optional; other columns ignored) or JSON: JSON Lines, a
+// JSON array or objects one after another, pretty-printed or not, with the
+// same keys (read as ingest reads responses: in an array or pretty-printed
+// objects "line N" is the N-th label). correct is one of correctValues (any
+// case); a row whose correct is empty, null or absent is unlabelled and
+// skipped (counted). ts is RFC 3339 or Unix seconds or milliseconds, from
+// 2000 to 2100 (see labelTS), default now (the zero time when now is zero:
+// ImportLabels stamps those); source defaults to defaultSource. trace_id is
+// taken byte for byte, as ingest takes a response's id: one that is empty,
+// longer than schemas.MaxTraceIDBytes or has leading or trailing whitespace
+// is refused; in CSV, one leading apostrophe before a character a
+// spreadsheet reads as a formula (or before another apostrophe) is removed
+// (SpreadsheetCell). Invalid labels are refused one by one, naming their
+// line, in the LabelsRead (see Err); the error is for input that cannot be
+// read as labels at all (a CSV without the header, a read error).
+func ReadLabels(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ := br.Peek(512)
-	if t := bytes.TrimLeft(head, " \t\r\n\ufeff"); len(t) > 0 && t[0] == '{' {
-		return readLabelsJSON(br, defaultSource, now)
+	if t := bytes.TrimLeft(head, " \t\r\n\ufeff"); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+		return readLabelsJSON(ingest.Framed(br), defaultSource, now)
 	}
 	return readLabelsCSV(br, defaultSource, now)
 }
 
-func readLabelsJSON(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 16<<20)
-	var out []Label
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
+func readLabelsJSON(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
+	var rd LabelsRead
+	br := bufio.NewReaderSize(r, 64<<10)
+	for line := 1; ; line++ {
+		b, tooLong, err := readLine(br, maxLabelLine)
+		where := fmt.Sprintf("line %d", line)
+		if tooLong {
+			rd.add(Label{}, refusedf(RefusedMalformed, "longer than %d MiB, the most a line of labels may hold", maxLabelLine>>20), where)
+		} else if b = bytes.TrimSpace(b); len(b) > 0 {
+			l, lerr := labelFromJSON(b, defaultSource, now)
+			rd.add(l, lerr, where)
 		}
-		var v struct {
-			TraceID string          `json:"trace_id"`
-			Correct json.RawMessage `json:"correct"`
-			Source  string          `json:"source"`
-			TS      json.RawMessage `json:"ts"`
+		if errors.Is(err, io.EOF) {
+			return rd, nil
 		}
-		if err := json.Unmarshal(b, &v); err != nil {
-			return nil, fmt.Errorf("line %d: not a JSON object: %w", line, err)
-		}
-		l, err := makeLabel(v.TraceID, jsonText(v.Correct), v.Source, jsonText(v.TS), defaultSource, now)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return rd, fmt.Errorf("%s: %w", where, err)
 		}
-		out = append(out, l)
 	}
-	return out, sc.Err()
 }
 
-func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) ([]Label, error) {
+// readLine reads a line of br, without its newline, valid until the next
+// read. A line over limit bytes is read to its end and reported too long,
+// not returned.
+func readLine(br *bufio.Reader, limit int) (line []byte, tooLong bool, err error) {
+	var buf []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if !tooLong {
+				buf = append(buf, frag...)
+				if len(buf) > limit {
+					tooLong, buf = true, nil
+				}
+			}
+			continue
+		}
+		if tooLong {
+			return nil, true, err
+		}
+		if buf != nil {
+			frag = append(buf, frag...)
+		}
+		frag = bytes.TrimSuffix(frag, []byte{'\n'})
+		if len(frag) > limit {
+			return nil, true, err
+		}
+		return frag, false, err
+	}
+}
+
+// labelFromJSON reads one JSON label object.
+func labelFromJSON(b []byte, defaultSource string, now time.Time) (Label, error) {
+	if b[0] != '{' {
+		return Label{}, refusedf(RefusedMalformed, `not a JSON object (a label is {"trace_id": "...", "correct": true, ...}): %s`, clipText(b))
+	}
+	var v struct {
+		TraceID json.RawMessage `json:"trace_id"`
+		Correct json.RawMessage `json:"correct"`
+		Source  json.RawMessage `json:"source"`
+		TS      json.RawMessage `json:"ts"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return Label{}, refusedf(RefusedMalformed, "not valid JSON: %v", err)
+	}
+	correct := jsonText(v.Correct)
+	if unlabelled(correct) {
+		return Label{}, errUnlabelled
+	}
+	id, ok := jsonString(v.TraceID)
+	if !ok {
+		return Label{}, refusedf(RefusedTraceID, "trace_id is %s; want a string", clipText(v.TraceID))
+	}
+	source, ok := jsonString(v.Source)
+	if !ok {
+		if err := checkTraceID(id); err != nil {
+			return Label{}, err
+		}
+		return Label{}, refusedf(RefusedSource, "trace %s: source is %s; want a string", id, clipText(v.Source))
+	}
+	return makeLabel(id, correct, source, jsonText(v.TS), defaultSource, now)
+}
+
+// jsonString is a JSON string's value, "" for null or absent; ok is false
+// for any other JSON value.
+func jsonString(raw json.RawMessage) (s string, ok bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", true
+	}
+	return s, json.Unmarshal(raw, &s) == nil
+}
+
+// clipText is b, or its start, for an error message.
+func clipText(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
+	var rd LabelsRead
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
 	header, err := cr.Read()
 	if err == io.EOF {
-		return nil, nil
+		return rd, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("line 1: %w", err)
+		return rd, fmt.Errorf("line 1: %w", err)
 	}
 	idx := map[string]int{}
 	for i, h := range header {
 		name := strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
 		if j, dup := idx[name]; dup && name != "" {
-			return nil, fmt.Errorf("line 1: column %q appears twice in the header (columns %d and %d): it is not clear which one to read; rename or drop one", name, j+1, i+1)
+			return rd, fmt.Errorf("line 1: column %q appears twice in the header (columns %d and %d): it is not clear which one to read; rename or drop one", name, j+1, i+1)
 		}
 		idx[name] = i
 	}
 	if _, ok := idx[schemas.ColTraceID]; !ok {
-		return nil, fmt.Errorf("line 1: header %v lacks trace_id (need trace_id,correct[,source,ts])", header)
+		return rd, fmt.Errorf("line 1: header %v lacks trace_id (need trace_id,correct[,source,ts])", header)
 	}
 	if _, ok := idx[schemas.ColCorrect]; !ok {
-		return nil, fmt.Errorf("line 1: header %v lacks correct (need trace_id,correct[,source,ts])", header)
+		return rd, fmt.Errorf("line 1: header %v lacks correct (need trace_id,correct[,source,ts])", header)
 	}
-	get := func(rec []string, name string) string {
+	cell := func(rec []string, name string) string {
 		if i, ok := idx[name]; ok && i < len(rec) {
-			return strings.TrimSpace(rec[i])
+			return rec[i]
 		}
 		return ""
 	}
-	var out []Label
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
-			return out, nil
+			return rd, nil
 		}
 		if err != nil {
-			return nil, err // csv.ParseError names its line
+			return rd, err // csv.ParseError names its line
 		}
-		l, err := makeLabel(get(rec, schemas.ColTraceID), get(rec, schemas.ColCorrect), get(rec, schemas.ColSource), get(rec, schemas.ColTS), defaultSource, now)
-		if err != nil {
-			line, _ := cr.FieldPos(0) // the record's first line, counting lines inside quoted fields
-			return nil, fmt.Errorf("line %d: %w", line, err)
-		}
-		out = append(out, l)
+		// trace_id byte for byte (but for the apostrophe SpreadsheetCell
+		// puts before a formula), the others trimmed.
+		l, err := makeLabel(unSpreadsheet(cell(rec, schemas.ColTraceID)), strings.TrimSpace(cell(rec, schemas.ColCorrect)),
+			strings.TrimSpace(cell(rec, schemas.ColSource)), strings.TrimSpace(cell(rec, schemas.ColTS)), defaultSource, now)
+		line, _ := cr.FieldPos(0) // the record's first line, counting lines inside quoted fields
+		rd.add(l, err, fmt.Sprintf("line %d", line))
 	}
+}
+
+// spreadsheetFirst are the first characters that make a spreadsheet read a
+// CSV cell as a formula (OWASP's list: = + - @, tab and carriage return),
+// and the apostrophe that SpreadsheetCell puts before them.
+const spreadsheetFirst = "=+-@\t\r'"
+
+// SpreadsheetCell is s as a CSV cell that a spreadsheet shows as text
+// rather than runs as a formula: one apostrophe is put before s when it
+// starts with = + - @, a tab, a carriage return or an apostrophe (the
+// last so that the apostrophe ReadLabels removes is always one put here).
+// Label request files are opened by people in spreadsheets, and their
+// trace ids, prompts and domains come from whoever sent the responses.
+func SpreadsheetCell(s string) string {
+	if s != "" && strings.IndexByte(spreadsheetFirst, s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
+}
+
+// unSpreadsheet undoes SpreadsheetCell: the apostrophe before one of
+// spreadsheetFirst is removed. An id of a CSV that starts with an
+// apostrophe followed by anything else is the id.
+func unSpreadsheet(s string) string {
+	if len(s) >= 2 && s[0] == '\'' && strings.IndexByte(spreadsheetFirst, s[1]) >= 0 {
+		return s[1:]
+	}
+	return s
 }
 
 // jsonText is a JSON value as the text makeLabel reads: a string decoded
@@ -435,39 +701,72 @@ func jsonText(raw json.RawMessage) string {
 	return strings.TrimSpace(string(raw))
 }
 
+// unlabelled reports whether a label's correct, as text, says the row has
+// no label yet.
+func unlabelled(correct string) bool {
+	return correct == "" || strings.EqualFold(correct, "null")
+}
+
 // correctValues is what a label's correct may be, for error messages.
-const correctValues = "true/false, t/f, yes/no or 1/0 (any case; the spellings train's CSV takes)"
+const correctValues = "true/false, t/f, yes/no or 1/0 (any case; the spellings train's CSV takes; empty for a row not labelled yet, skipped)"
 
 // maxSourceBytes bounds a label's source (a reviewer, a team, a tool).
 const maxSourceBytes = 256
 
-func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (Label, error) {
-	if id == "" {
-		return Label{}, errors.New("empty trace_id")
+// checkTraceID refuses a trace_id no response can have, or one that would
+// not match its response: ingest stores a response's id byte for byte, so a
+// label's surrounding whitespace is a mistake, not part of the id.
+func checkTraceID(id string) error {
+	switch {
+	case id == "":
+		return refusedf(RefusedTraceID, "empty trace_id")
+	case len(id) > schemas.MaxTraceIDBytes:
+		return refusedf(RefusedTraceID, "trace_id %.40q... of %d bytes, more than the %d a response id may have (entrowatch ingest refuses longer ones)", id, len(id), schemas.MaxTraceIDBytes)
+	case strings.TrimSpace(id) == "":
+		return refusedf(RefusedTraceID, "trace_id %q is only whitespace", id)
+	case strings.TrimSpace(id) != id:
+		return refusedf(RefusedTraceID, "trace_id %q has leading or trailing whitespace: labels join responses by their id byte for byte; remove it", id)
 	}
-	if len(id) > schemas.MaxTraceIDBytes {
-		return Label{}, fmt.Errorf("trace_id %.40q... of %d bytes, more than the %d a response id may have (entrowatch ingest refuses longer ones)", id, len(id), schemas.MaxTraceIDBytes)
+	return nil
+}
+
+// newLabel is a label of trace id from source (defaultSource when empty),
+// both checked.
+func newLabel(id, source, defaultSource string) (Label, error) {
+	if err := checkTraceID(id); err != nil {
+		return Label{}, err
 	}
 	if len(source) > maxSourceBytes {
-		return Label{}, fmt.Errorf("trace %s: source of %d bytes, more than %d", id, len(source), maxSourceBytes)
+		return Label{}, refusedf(RefusedSource, "trace %s: source of %d bytes, more than %d", id, len(source), maxSourceBytes)
 	}
-	l := Label{TraceID: id, Source: source, TS: now.UTC()}
-	if l.Source == "" {
-		l.Source = defaultSource
+	if source == "" {
+		source = defaultSource
 	}
-	switch strings.ToLower(strings.TrimSpace(correct)) {
+	return Label{TraceID: id, Source: source}, nil
+}
+
+// makeLabel reads a label from the text of its fields; it returns
+// errUnlabelled when correct is empty.
+func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (Label, error) {
+	if unlabelled(correct) {
+		return Label{}, errUnlabelled
+	}
+	l, err := newLabel(id, source, defaultSource)
+	if err != nil {
+		return Label{}, err
+	}
+	l.TS = now.UTC()
+	switch strings.ToLower(correct) {
 	case "true", "t", "yes", "1", "1.0":
 		l.Correct = true
 	case "false", "f", "no", "0", "0.0":
-	case "", "null":
-		return Label{}, fmt.Errorf("trace %s: correct is missing; want %s", id, correctValues)
 	default:
-		return Label{}, fmt.Errorf("trace %s: correct is %q; want %s", id, correct, correctValues)
+		return Label{}, refusedf(RefusedCorrect, "trace %s: correct is %q; want %s", id, correct, correctValues)
 	}
 	if ts != "" && ts != "null" {
 		t, err := labelTS(ts)
 		if err != nil {
-			return Label{}, fmt.Errorf("trace %s: %w", id, err)
+			return Label{}, &labelError{reason: RefusedTS, err: fmt.Errorf("trace %s: %w", id, err)}
 		}
 		l.TS = t
 	}
@@ -498,16 +797,15 @@ func labelTS(ts string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// LabelsFromRecord reads a label.v1 batch.
-func LabelsFromRecord(rec arrow.RecordBatch) ([]Label, error) {
+// labelsFromRecord adds the rows of a label.v1 batch to rd, each checked as
+// ReadLabels checks a line: a null correct is unlabelled; a null, empty or
+// whitespace-padded trace_id and a trace_id or source over their bounds are
+// refused; a null or empty source is defaultSource; a null ts is now, and
+// another outside 2000..2100 is refused. Rows are numbered from row0 (the
+// rows of the message's earlier batches). Strings are copied: the labels
+// outlive the batch.
+func labelsFromRecord(rec arrow.RecordBatch, defaultSource string, now time.Time, rd *LabelsRead, row0 int) error {
 	sc := rec.Schema()
-	col := func(name string) (arrow.Array, error) {
-		i, err := schemas.Index(sc, name)
-		if err != nil {
-			return nil, fmt.Errorf("label batch: %w", err)
-		}
-		return rec.Column(i), nil
-	}
 	var ids, srcs *array.String
 	var corr *array.Boolean
 	var tss *array.Timestamp
@@ -515,10 +813,11 @@ func LabelsFromRecord(rec arrow.RecordBatch) ([]Label, error) {
 		name string
 		dst  any
 	}{{schemas.ColTraceID, &ids}, {schemas.ColCorrect, &corr}, {schemas.ColSource, &srcs}, {schemas.ColTS, &tss}} {
-		a, err := col(c.name)
+		i, err := schemas.Index(sc, c.name)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("label batch: %w", err)
 		}
+		a := rec.Column(i)
 		ok := false
 		switch d := c.dst.(type) {
 		case **array.String:
@@ -529,23 +828,34 @@ func LabelsFromRecord(rec arrow.RecordBatch) ([]Label, error) {
 			*d, ok = a.(*array.Timestamp)
 		}
 		if !ok {
-			return nil, fmt.Errorf("label batch: column %s has type %s, want label.v1's", c.name, a.DataType())
+			return fmt.Errorf("label batch: column %s has type %s, want label.v1's", c.name, a.DataType())
 		}
 	}
 	unit := tss.DataType().(*arrow.TimestampType).Unit
-	out := make([]Label, 0, rec.NumRows())
 	for i := range int(rec.NumRows()) {
-		if ids.IsNull(i) || corr.IsNull(i) {
-			return nil, fmt.Errorf("label batch row %d: trace_id and correct must not be null", i)
+		where := fmt.Sprintf("label batch row %d", row0+i)
+		if corr.IsNull(i) {
+			rd.add(Label{}, errUnlabelled, where)
+			continue
 		}
-		if ids.Value(i) == "" {
-			return nil, fmt.Errorf("label batch row %d: empty trace_id", i)
+		var id, src string
+		if ids.IsValid(i) {
+			id = strings.Clone(ids.Value(i))
 		}
-		ts := tss.Value(i).ToTime(unit).UTC()
-		if !schemas.InEpochRange(ts) {
-			return nil, fmt.Errorf("label batch row %d: trace %s: ts %s is not %s (a producer's unit or clock is wrong)", i, ids.Value(i), ts.Format(time.RFC3339Nano), schemas.EpochRange)
+		if srcs.IsValid(i) {
+			src = strings.Clone(srcs.Value(i))
 		}
-		out = append(out, Label{TraceID: ids.Value(i), Correct: corr.Value(i), Source: srcs.Value(i), TS: ts})
+		l, err := newLabel(id, src, defaultSource)
+		if err == nil {
+			l.Correct, l.TS = corr.Value(i), now.UTC()
+			if tss.IsValid(i) {
+				l.TS = tss.Value(i).ToTime(unit).UTC()
+				if !schemas.InEpochRange(l.TS) {
+					err = refusedf(RefusedTS, "trace %s: ts %s is not %s (a producer's unit or clock is wrong; a null ts is the time the label is read)", id, l.TS.Format(time.RFC3339Nano), schemas.EpochRange)
+				}
+			}
+		}
+		rd.add(l, err, where)
 	}
-	return out, nil
+	return nil
 }

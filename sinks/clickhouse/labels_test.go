@@ -479,23 +479,22 @@ func TestReadLabels(t *testing.T) {
 		{"csv_duplicate_header", "trace_id,correct,correct\nz1,1,0\n", nil, `line 1: column "correct" appears twice in the header (columns 2 and 3)`},
 		{"csv_multiline_line_numbers", "trace_id,correct,source\na,1,\"x\ny\nz\"\nb,maybe,s\n", nil, `line 5: trace b: correct is "maybe"`},
 		{"bad_correct", "trace_id,correct\na,maybe\n", nil, "line 2: trace a: correct is \"maybe\"; want true/false, t/f, yes/no or 1/0"},
-		{"csv_correct_empty", "trace_id,correct\na,\n", nil, "line 2: trace a: correct is missing; want true/false, t/f, yes/no or 1/0"},
-		{"csv_short_row", "trace_id,source,correct\na,human\n", nil, "line 2: trace a: correct is missing"},
-		{"json_no_correct", `{"trace_id":"a","source":"s"}`, nil, "line 1: trace a: correct is missing; want true/false, t/f, yes/no or 1/0"},
-		{"json_null_correct", `{"trace_id":"a","correct":null}`, nil, "line 1: trace a: correct is missing"},
 		{"json_bad_correct", `{"trace_id":"a","correct":2}`, nil, "line 1: trace a: correct is \"2\"; want true"},
 		{"no_header", "a,1\n", nil, "lacks trace_id"},
-		{"bad_json", "{\"trace_id\":\n", nil, "line 1: not a JSON object"},
+		{"bad_json", "{\"trace_id\":\n", nil, "line 1: not valid JSON"},
 		{"empty_id", `{"trace_id":"","correct":true}`, nil, "line 1: empty trace_id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ReadLabels(strings.NewReader(tc.in), "import", now)
+			rd, err := ReadLabels(strings.NewReader(tc.in), "import", now)
+			if err == nil {
+				err = rd.Err()
+			}
 			if tc.err != "" {
 				require.ErrorContains(t, err, tc.err)
 				return
 			}
 			require.NoError(t, err)
-			require.Equal(t, tc.want, got)
+			require.Equal(t, tc.want, rd.Labels)
 		})
 	}
 }
@@ -558,12 +557,15 @@ func TestLabelVersions(t *testing.T) {
 		`{"trace_id":"body","correct":true}` + "\n" + `{"trace_id":"body","correct":false}`,
 		`{"trace_id":"body2","correct":false}` + "\n" + `{"trace_id":"body2","correct":true}`,
 	} {
-		ls, err := DecodeLabels([]byte(body), "api", mem)
+		rd, err := DecodeLabels([]byte(body), "api", mem)
 		require.NoError(t, err)
-		require.Equal(t, ls[0].TS, ls[1].TS, "labels without ts get one receipt time")
-		require.NoError(t, InsertLabels(ctx, conn, db, ls))
+		require.Len(t, rd.Labels, 1, "one label per trace: the message's last")
+		require.Equal(t, 1, rd.Duplicates)
+		require.NoError(t, InsertLabels(ctx, conn, db, rd.Labels))
 	}
-	want := map[string]string{"late": "1 a", "body": "0 api", "body2": "1 api"}
+	// Two labels of one insert with one ts: the later one wins.
+	require.NoError(t, InsertLabels(ctx, conn, db, []Label{{TraceID: "seq", Correct: true, Source: "api", TS: at(6)}, {TraceID: "seq", Correct: false, Source: "api", TS: at(6)}}))
+	want := map[string]string{"late": "1 a", "body": "0 api", "body2": "1 api", "seq": "0 api"}
 	latest := func() map[string]string {
 		t.Helper()
 		r, err := conn.Query(ctx, "SELECT trace_id, correct, source FROM "+db+".labels_latest")
@@ -584,7 +586,7 @@ func TestLabelVersions(t *testing.T) {
 	require.Equal(t, want, latest(), "a merge must not change a label")
 	var rows uint64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".labels").Scan(&rows))
-	require.Equal(t, uint64(3), rows, "the merge kept one row per trace")
+	require.Equal(t, uint64(4), rows, "the merge kept one row per trace")
 
 	// The version orders by ts, then position in the insert, then correct.
 	require.Less(t, LabelVersion(at(4), 9, true), LabelVersion(at(5), 0, false))
@@ -767,14 +769,15 @@ func TestReadLabelsTS(t *testing.T) {
 		{"not_a_time", `{"trace_id":"z","correct":1,"ts":"yesterday"}`, time.Time{}, `line 1: trace z: ts "yesterday" is not a time: want RFC 3339`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ReadLabels(strings.NewReader(tc.in), "import", now)
+			rd, err := ReadLabels(strings.NewReader(tc.in), "import", now)
+			require.NoError(t, err)
 			if tc.err != "" {
-				require.ErrorContains(t, err, tc.err)
+				require.ErrorContains(t, rd.Err(), tc.err)
 				return
 			}
-			require.NoError(t, err)
-			require.Len(t, got, 1)
-			require.Equal(t, tc.want, got[0].TS)
+			require.NoError(t, rd.Err())
+			require.Len(t, rd.Labels, 1)
+			require.Equal(t, tc.want, rd.Labels[0].TS)
 		})
 	}
 }
@@ -787,9 +790,9 @@ func TestReadLabelsRequestsFile(t *testing.T) {
 		"r1,m1,d,0.5,0,2,1,0.3,2026-03-01T00:00:00Z,\"2+2?\",b1,yes\n"
 	jsonIn := `{"trace_id":"r1","model":"m1","domain":"d","p_correct":0.5,"uncertainty":0,"stratum":2,"stratum_rank":1,"priority":0.3,"response_ts":"2026-03-01T00:00:00Z","prompt":"2+2?","batch":"b1","correct":true}`
 	for _, in := range []string{csvIn, jsonIn} {
-		got, err := ReadLabels(strings.NewReader(in), "import", time.Time{})
+		rd, err := ReadLabels(strings.NewReader(in), "import", time.Time{})
 		require.NoError(t, err)
-		require.Equal(t, []Label{{TraceID: "r1", Correct: true, Source: "import"}}, got)
+		require.Equal(t, LabelsRead{Labels: []Label{{TraceID: "r1", Correct: true, Source: "import"}}}, rd)
 	}
 }
 
@@ -828,10 +831,10 @@ func (f *feed) Fetch(ctx context.Context) (kafka.Message, error) {
 
 func (f *feed) Commit(context.Context, ...kafka.Message) error { return nil }
 
-// An Arrow label batch whose ts lies outside 2000..2100 is a message that
-// holds no labels, as one with an empty trace_id is: DecodeLabels names the
-// row, FollowLabels logs, counts and skips it (the topic goes on), and
-// nothing is stored wrapped. Before, 2200-01-01 was stored as 2063.
+// An Arrow label whose ts lies outside 2000..2100 is refused, as one with an
+// empty trace_id is: DecodeLabels names the row, FollowLabels logs, counts
+// and skips it (the topic goes on), and nothing is stored wrapped. Before,
+// 2200-01-01 was stored as 2063.
 func TestLabelBatchTSRange(t *testing.T) {
 	cfg, conn := migrated(t)
 	ctx := context.Background()
@@ -842,13 +845,16 @@ func TestLabelBatchTSRange(t *testing.T) {
 		if at.Year() == 2026 {
 			ms = at.Unix() // seconds in a millisecond column: 1970
 		}
-		_, err := DecodeLabels(labelBatch(t, mem, "w", ms), "kafka", mem)
-		require.ErrorContains(t, err, "label batch row 0: trace w: ts ", at)
-		require.ErrorContains(t, err, "is not between 2000-01-01 and 2100-01-01", at)
+		rd, err := DecodeLabels(labelBatch(t, mem, "w", ms), "kafka", mem)
+		require.NoError(t, err)
+		require.Empty(t, rd.Labels)
+		require.Equal(t, map[string]int{RefusedTS: 1}, rd.Reasons)
+		require.ErrorContains(t, rd.Err(), "label batch row 0: trace w: ts ", at)
+		require.ErrorContains(t, rd.Err(), "is not between 2000-01-01 and 2100-01-01", at)
 	}
 	ok, err := DecodeLabels(labelBatch(t, mem, "ok", t0.UnixMilli()), "kafka", mem)
 	require.NoError(t, err)
-	require.Equal(t, []Label{{TraceID: "ok", Correct: true, Source: "annotator", TS: t0}}, ok)
+	require.Equal(t, []Label{{TraceID: "ok", Correct: true, Source: "annotator", TS: t0}}, ok.Labels)
 
 	f := &feed{msgs: []kafka.Message{
 		{Offset: 0, Value: labelBatch(t, mem, "w", time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())},
@@ -919,9 +925,10 @@ func TestImportLabelsAgain(t *testing.T) {
 	write(t, cfg, []row{{id: "b1", ts: t0, domain: "X", p: 0.5, correct: -1}, {id: "b2", ts: t0, domain: "X", p: 0.5, correct: -1}})
 	read := func(in string) []Label {
 		t.Helper()
-		ls, err := ReadLabels(strings.NewReader(in), "import", time.Time{})
+		rd, err := ReadLabels(strings.NewReader(in), "import", time.Time{})
 		require.NoError(t, err)
-		return ls
+		require.NoError(t, rd.Err())
+		return rd.Labels
 	}
 	fileA := read("trace_id,correct,ts\nb1,1,\nb2,1,2026-03-01T01:00:00Z\nx9,0,\n")
 	fileB := read("trace_id,correct,source\nb1,0,review\n")
@@ -969,8 +976,10 @@ func TestImportLabelsChunks(t *testing.T) {
 		fmt.Fprintf(&in, "%s'%d,%d\n", long, i, i%2)
 	}
 	write(t, cfg, []row{{id: long + "'7", ts: t0, domain: "X", p: 0.5, correct: -1}})
-	ls, err := ReadLabels(strings.NewReader(in.String()), "import", time.Time{})
+	rd, err := ReadLabels(strings.NewReader(in.String()), "import", time.Time{})
 	require.NoError(t, err)
+	ls := rd.Labels
+	require.Len(t, ls, 4500)
 	res, err := ImportLabels(ctx, conn, cfg.Database, ls, t0.Add(time.Hour))
 	require.NoError(t, err)
 	require.Equal(t, Imported{Stored: 4500, Unscored: 4499}, res)

@@ -49,12 +49,12 @@ func TestDecodeLabels(t *testing.T) {
 	require.Equal(t, []Label{
 		{TraceID: "a", Correct: true, Source: "annotator", TS: t0.Add(time.Hour)},
 		{TraceID: "b", Correct: false, Source: "annotator", TS: t0.Add(time.Hour)},
-	}, got)
+	}, got.Labels)
 	_, err = DecodeLabels([]byte("\xff\xff\xff\xff garbage"), "x", mem)
 	require.Error(t, err)
 	js, err := DecodeLabels([]byte(`{"trace_id":"c","correct":1,"ts":"2026-03-01T00:00:00Z"}`), "x", mem)
 	require.NoError(t, err)
-	require.Equal(t, []Label{{TraceID: "c", Correct: true, Source: "x", TS: t0}}, js)
+	require.Equal(t, LabelsRead{Labels: []Label{{TraceID: "c", Correct: true, Source: "x", TS: t0}}}, js)
 }
 
 func TestLabelsThroughTopics(t *testing.T) {
@@ -101,40 +101,48 @@ func TestLabelsThroughTopics(t *testing.T) {
 		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[2].TraceID + `","correct":true}`)},
 	))
 	require.NoError(t, w.Close())
-	n, err := ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Source: "kafka", Idle: 2 * time.Second}, mem)
+	res, err := ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Source: "kafka", Idle: 2 * time.Second}, mem)
 	require.NoError(t, err)
-	require.Equal(t, 3, n)
+	require.Equal(t, TopicImported{Stored: 3}, res)
 	var stored uint64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".labels_latest").Scan(&stored))
 	require.Equal(t, uint64(3), stored)
 
 	// The group committed: a second import finds nothing new.
-	n, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: time.Second}, mem)
+	res, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: time.Second}, mem)
 	require.NoError(t, err)
-	require.Equal(t, 0, n)
+	require.Equal(t, TopicImported{}, res)
 
-	// Catching up, a message that holds no labels stops the import; following
+	// Catching up, a message that is not labels is counted and reported
+	// (TopicImported.Err), and the import goes on past it; following
 	// (--follow, a long-running importer), it is skipped as run skips it.
 	w = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "labels", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
 	require.NoError(t, w.WriteMessages(ctx, kafka.Message{Value: []byte("junk")},
 		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[3].TraceID + `","correct":false}`)}))
 	require.NoError(t, w.Close())
-	_, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: 2 * time.Second}, mem)
-	require.ErrorContains(t, err, "offset 2")
+	res, err = ImportTopic(ctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Idle: 2 * time.Second}, mem)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Stored)
+	require.Equal(t, 1, res.Unreadable)
+	require.ErrorContains(t, res.Err(), "1 messages are not labels, not stored: partition 0 offset 2: neither JSON nor a valid Arrow IPC stream")
+	w = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "labels", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
+	require.NoError(t, w.WriteMessages(ctx, kafka.Message{Value: []byte("junk")},
+		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[4].TraceID + `","correct":false}`)}))
+	require.NoError(t, w.Close())
 	fctx, cancel := context.WithCancel(ctx)
-	got := make(chan int, 1)
+	got := make(chan TopicImported, 1)
 	go func() {
-		n, err := ImportTopic(fctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Follow: true}, mem)
+		res, err := ImportTopic(fctx, conn, cfg.Database, TopicImport{Kafka: kc, Topic: "labels", Group: "g", Follow: true}, mem)
 		require.NoError(t, err)
-		got <- n
+		got <- res
 	}()
 	require.Eventually(t, func() bool {
 		var n uint64
 		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".labels_latest").Scan(&n))
-		return n == 4
+		return n == 5
 	}, 20*time.Second, 50*time.Millisecond)
 	cancel()
-	require.Equal(t, 1, <-got)
+	require.Equal(t, TopicImported{Stored: 1, Dropped: 1}, <-got)
 }
 
 // FuzzDecodeLabels: any message bytes give labels with trace ids or an
@@ -146,17 +154,25 @@ func FuzzDecodeLabels(f *testing.F) {
 	f.Add(labelIPC(f, mem, []string{"a", "b"}, []bool{true, false}))
 	f.Add([]byte(`{"trace_id":"a","correct":true}` + "\n" + `{"trace_id":"b","correct":"0","ts":1767225600000}`))
 	f.Add([]byte("trace_id,correct\na,1\n"))
+	f.Add([]byte(`[{"trace_id":"a","correct":true},{"trace_id":" b","correct":"x"},{"trace_id":"a","correct":null}]`))
+	f.Add([]byte("{\n  \"trace_id\": 5,\n  \"correct\": true\n}\n{\"trace_id\":\"c\",\"correct\":0,\"source\":7}"))
+	f.Add(labelRows(f, mem, arrowLabel{id: ptrTo("a"), correct: ptrTo(true)}, arrowLabel{id: ptrTo("  ")}, arrowLabel{correct: ptrTo(false), source: ptrTo("")}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-		labels, err := DecodeLabels(b, "fuzz", mem)
+		rd, err := DecodeLabels(b, "fuzz", mem)
 		if err != nil {
 			return
 		}
 		mem.AssertSize(t, 0)
-		for _, l := range labels {
-			if l.TraceID == "" {
-				t.Fatalf("label without trace_id from %q", b)
+		seen := map[string]bool{}
+		for _, l := range rd.Labels {
+			if checkTraceID(l.TraceID) != nil || len(l.Source) > maxSourceBytes || l.Source == "" || !schemas.InEpochRange(l.TS) || seen[l.TraceID] {
+				t.Fatalf("label %+v from %q: not what a label may be", l, b)
 			}
+			seen[l.TraceID] = true
+		}
+		if rd.Refused != len(rd.First) && len(rd.First) != maxRefusalsListed {
+			t.Fatalf("%d refused, %d listed", rd.Refused, len(rd.First))
 		}
 	})
 }
@@ -241,8 +257,8 @@ func TestDecodeLabelsMemoryLimit(t *testing.T) {
 	defer mem.AssertSize(t, 0)
 	msg := labelIPC(t, mem, []string{"a", "b", "c"}, []bool{true, false, true})
 	bounded := ewipc.NewBoundedAllocator(mem, 16)
-	labels, err := decodeLabels(msg, bounded)
-	require.Nil(t, labels)
+	rd, err := decodeLabels(msg, bounded, "kafka", time.Now())
+	require.Zero(t, rd)
 	require.ErrorContains(t, err, "corrupt Arrow IPC label batch")
 	require.ErrorContains(t, err, "decoding memory limit")
 	bounded.Reclaim()

@@ -261,6 +261,11 @@ type Reply struct {
 	// only the first.
 	Reasons   map[string]int `json:"reasons,omitempty"`
 	Truncated bool           `json:"truncated,omitempty"`
+	// Unlabelled counts the rows of a labels body without correct
+	// (skipped); Duplicates the labels of a trace that a later one of the
+	// body supersedes (not produced): Accepted counts the labels produced.
+	Unlabelled int `json:"unlabelled,omitempty"`
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // maxRejects bounds the rejects a reply lists, so that a small body of many
@@ -449,17 +454,30 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 const labelsPerMessage = 2000
 
 // serveLabels checks every label of the body as `labels import` will read
-// it, stamps the missing source ("http") and time (now), and produces them as
-// JSON Lines; nothing is produced when one label is wrong.
+// it, skips the rows without correct (unlabelled), keeps one label per
+// trace (the body's last, or its newest by ts), stamps the missing source
+// ("http") and time (now), and produces them as JSON Lines; nothing is
+// produced when one label is wrong. The body's labels are deduplicated
+// before they are cut into messages: the consumer numbers the labels of
+// each message from 0, so a trace labelled in two messages of one body
+// (one receipt time) could keep its first label.
 func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []byte) {
-	ls, err := clickhouse.ReadLabels(bytes.NewReader(lines), "http", time.Now())
+	rd, err := clickhouse.ReadLabels(bytes.NewReader(lines), "http", time.Now())
+	if err == nil {
+		err = rd.Err()
+	}
 	if err != nil {
 		h.reply(w, http.StatusBadRequest, Reply{Error: "labels: " + err.Error() + "; nothing was produced, fix them and resend " +
 			`(JSON objects {"trace_id": "...", "correct": true|false, "source": "...", "ts": RFC 3339 or Unix seconds or ms, 2000 to 2100}, one, an array or JSON Lines)`})
 		return
 	}
+	ls, dups := clickhouse.OnePerTrace(rd.Labels, time.Time{})
 	if len(ls) == 0 {
-		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one label, a JSON array of them, or JSON Lines"})
+		msg := "empty body: send one label, a JSON array of them, or JSON Lines"
+		if rd.Unlabelled > 0 {
+			msg = fmt.Sprintf("no labels: the %d rows of the body have no correct (unlabelled); nothing was produced", rd.Unlabelled)
+		}
+		h.reply(w, http.StatusBadRequest, Reply{Error: msg, Unlabelled: rd.Unlabelled})
 		return
 	}
 	n := len(ls)
@@ -486,7 +504,7 @@ func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []by
 	}
 	if h.produce(w, r, h.lp, msgs) {
 		h.labels.Add(float64(n))
-		h.reply(w, http.StatusAccepted, Reply{Accepted: n})
+		h.reply(w, http.StatusAccepted, Reply{Accepted: n, Unlabelled: rd.Unlabelled, Duplicates: dups})
 	}
 }
 
@@ -730,7 +748,17 @@ func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects
 			return msgs, n, rs, err
 		}
 		ids, _ = rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
-		err = profile.Check(h.cfg.Profile, rec, onReject)
+		var checked map[int]bool // rows Check rejected
+		err = profile.Check(h.cfg.Profile, rec, func(row int, r *profile.Reject) {
+			if checked == nil {
+				checked = map[int]bool{}
+			}
+			checked[row] = true
+			onReject(row, r)
+		})
+		if err == nil {
+			checkAlternatives(rec, checked, onReject)
+		}
 		if err == nil && rs.n == 0 {
 			// Only a body without rejects so far is produced; the rest are
 			// read for their rejects alone.
@@ -739,6 +767,35 @@ func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects
 		rec.Release()
 		if err != nil {
 			return msgs, n, rs, err
+		}
+	}
+}
+
+// checkAlternatives rejects as too_long, with the profile operator's
+// detail, the rows of rec (but those in skip) that have a step of more than
+// profile.MaxAlternatives alternatives: the stream's profile operator
+// dead-letters them, and profile.Check's scan lets them through.
+func checkAlternatives(rec arrow.RecordBatch, skip map[int]bool, onReject func(int, *profile.Reject)) {
+	top, ok := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTopLogprobs)).(*array.List)
+	if !ok {
+		return
+	}
+	steps, ok := top.ListValues().(*array.List)
+	if !ok {
+		return
+	}
+	for i := range top.Len() {
+		if skip[i] || top.IsNull(i) {
+			continue
+		}
+		s0, s1 := top.ValueOffsets(i)
+		for s := s0; s < s1; s++ {
+			a0, a1 := steps.ValueOffsets(int(s))
+			if k := a1 - a0; k > profile.MaxAlternatives {
+				onReject(i, &profile.Reject{Reason: schemas.ReasonTooLong, Detail: fmt.Sprintf(
+					"step %d has %d alternatives, more than the %d the profile is defined on (request top_logprobs=20)", s-s0+1, k, profile.MaxAlternatives)})
+				break
+			}
 		}
 	}
 }

@@ -626,9 +626,9 @@ func TestLabels(t *testing.T) {
 	for len(got) < 3 {
 		m, err := rd.ReadMessage(ctx)
 		require.NoError(t, err)
-		ls, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
+		rd, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
 		require.NoError(t, err)
-		got = append(got, ls...)
+		got = append(got, rd.Labels...)
 	}
 	require.Len(t, got, 3)
 	require.Equal(t, "a", got[0].TraceID)
@@ -678,9 +678,9 @@ func TestLabelTimes(t *testing.T) {
 	defer cancel()
 	m, err := rd.ReadMessage(ctx)
 	require.NoError(t, err)
-	ls, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
+	got, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
 	require.NoError(t, err)
-	require.Equal(t, []clickhouse.Label{{TraceID: "s", Correct: true, Source: "http", TS: time.Unix(1795000000, 0).UTC()}}, ls,
+	require.Equal(t, []clickhouse.Label{{TraceID: "s", Correct: true, Source: "http", TS: time.Unix(1795000000, 0).UTC()}}, got.Labels,
 		"the only message: the wrong labels produced nothing")
 }
 
@@ -803,9 +803,9 @@ func TestLabelsLongIDs(t *testing.T) {
 		m, err := rd.ReadMessage(ctx)
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(m.Value), kafka.DefaultProducerConfig().MaxMessageBytes)
-		ls, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
+		rd, err := clickhouse.DecodeLabels(m.Value, "import", memory.NewGoAllocator())
 		require.NoError(t, err)
-		got += len(ls)
+		got += len(rd.Labels)
 		msgs++
 	}
 	require.Equal(t, n, got)
