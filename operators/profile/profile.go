@@ -207,7 +207,7 @@ func checkRows[F entropy.Float](cfg Config, tv *traceView[F], ch chunkCols, onRe
 // valid reports whether Compute accepts a trace, by Compute's rules: 1 to
 // MaxSteps steps, as many chosen-token logprobs as steps of alternatives,
 // each chosen logprob finite and at most MaxLogprob (validChosen), every
-// step with at least one alternative and each alternative at most
+// step with 1 to MaxAlternatives alternatives and each alternative at most
 // MaxLogprob (-Inf allowed; entropy.StepOf's test).
 func valid[F entropy.Float](cfg Config, chosen []F, offs []int32, values []F) bool {
 	n := len(chosen)
@@ -220,7 +220,7 @@ func valid[F entropy.Float](cfg Config, chosen []F, offs []int32, values []F) bo
 		}
 	}
 	for t := range n {
-		if offs[t] >= offs[t+1] {
+		if offs[t] >= offs[t+1] || offs[t+1]-offs[t] > MaxAlternatives {
 			return false
 		}
 	}

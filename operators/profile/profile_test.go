@@ -463,6 +463,15 @@ func traceLists(t *testing.T, mem memory.Allocator, f64 bool, rows []checkTrace)
 	return b.NewRecordBatch()
 }
 
+// alternatives is a step of k alternatives, -1, -2, ...
+func alternatives(k int) []float64 {
+	a := make([]float64, k)
+	for i := range a {
+		a[i] = -float64(i + 1)
+	}
+	return a
+}
+
 // Check (HTTP ingest's validation) rejects exactly the rows the operator
 // rejects, with the same reason and detail.
 func TestCheckAgreesWithScore(t *testing.T) {
@@ -484,6 +493,8 @@ func TestCheckAgreesWithScore(t *testing.T) {
 		{[]float64{-1, -1}, [][]float64{{-1}, nil}},
 		{[]float64{1e-7}, [][]float64{{1e-7, ninf, -9999}}},
 		{[]float64{-1, nan}, [][]float64{{0.9}, {-1}}},
+		{[]float64{-1, -1}, [][]float64{{-1}, alternatives(profile.MaxAlternatives)}},     // the most a step may have
+		{[]float64{-1, -1}, [][]float64{{-1}, alternatives(profile.MaxAlternatives + 1)}}, // too_long; Check let it through
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	bad := []float64{nan, inf, ninf, 0.5, 1e-7, -9999}

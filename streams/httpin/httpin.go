@@ -748,17 +748,7 @@ func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects
 			return msgs, n, rs, err
 		}
 		ids, _ = rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
-		var checked map[int]bool // rows Check rejected
-		err = profile.Check(h.cfg.Profile, rec, func(row int, r *profile.Reject) {
-			if checked == nil {
-				checked = map[int]bool{}
-			}
-			checked[row] = true
-			onReject(row, r)
-		})
-		if err == nil {
-			checkAlternatives(rec, checked, onReject)
-		}
+		err = profile.Check(h.cfg.Profile, rec, onReject)
 		if err == nil && rs.n == 0 {
 			// Only a body without rejects so far is produced; the rest are
 			// read for their rejects alone.
@@ -767,35 +757,6 @@ func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects
 		rec.Release()
 		if err != nil {
 			return msgs, n, rs, err
-		}
-	}
-}
-
-// checkAlternatives rejects as too_long, with the profile operator's
-// detail, the rows of rec (but those in skip) that have a step of more than
-// profile.MaxAlternatives alternatives: the stream's profile operator
-// dead-letters them, and profile.Check's scan lets them through.
-func checkAlternatives(rec arrow.RecordBatch, skip map[int]bool, onReject func(int, *profile.Reject)) {
-	top, ok := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTopLogprobs)).(*array.List)
-	if !ok {
-		return
-	}
-	steps, ok := top.ListValues().(*array.List)
-	if !ok {
-		return
-	}
-	for i := range top.Len() {
-		if skip[i] || top.IsNull(i) {
-			continue
-		}
-		s0, s1 := top.ValueOffsets(i)
-		for s := s0; s < s1; s++ {
-			a0, a1 := steps.ValueOffsets(int(s))
-			if k := a1 - a0; k > profile.MaxAlternatives {
-				onReject(i, &profile.Reject{Reason: schemas.ReasonTooLong, Detail: fmt.Sprintf(
-					"step %d has %d alternatives, more than the %d the profile is defined on (request top_logprobs=20)", s-s0+1, k, profile.MaxAlternatives)})
-				break
-			}
 		}
 	}
 }
