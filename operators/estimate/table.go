@@ -509,7 +509,7 @@ func readArrowStream(r io.Reader, features []string) (*Table, error) {
 			return nil, fmt.Errorf("batch %d: %w", i, err)
 		}
 	}
-	if err := rr.Err(); err != nil && !errors.Is(err, io.EOF) {
+	if err := rr.Err(); err != nil { // nil at a clean end: an EOF inside a batch is a truncated file
 		return nil, err
 	}
 	return t, nil

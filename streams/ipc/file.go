@@ -122,13 +122,13 @@ func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
 			}
 			rec, err = nil, corrupt(p)
 		}
-		if err != nil && !errors.Is(err, io.EOF) {
+		if err != nil && err != io.EOF { // a corrupt batch may wrap io.EOF (a recovered panic)
 			r.err = err
 			r.mem.Reclaim() // what the failed batch abandoned
 		}
 	}()
 	if !r.rd.Next() {
-		if err := r.rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+		if err := r.rd.Err(); err != nil { // nil at a clean end; an EOF inside a message (a recovered panic wrapping io.EOF) is corruption
 			return nil, corrupt(err)
 		}
 		return nil, io.EOF

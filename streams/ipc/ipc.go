@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -136,7 +135,7 @@ func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 		return nil, err
 	}
 	if !rd.Next() {
-		if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+		if err := rd.Err(); err != nil { // nil at a clean end
 			return nil, corrupt(err)
 		}
 		return nil, fmt.Errorf("%w: stream holds no record batch", ErrCorrupt)
@@ -147,7 +146,7 @@ func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 		rec.Release()
 		return nil, fmt.Errorf("%w: stream holds more than one record batch; send one per message", ErrCorrupt)
 	}
-	if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+	if err := rd.Err(); err != nil { // nil at a clean end
 		rec.Release()
 		return nil, corrupt(err)
 	}
