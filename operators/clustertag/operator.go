@@ -110,6 +110,9 @@ func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) 
 	} else if err := m.check(); err != nil {
 		return nil, fmt.Errorf("clustertag: %w", err)
 	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

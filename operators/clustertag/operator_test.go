@@ -191,3 +191,21 @@ func TestOperatorBlankDomain(t *testing.T) {
 		})
 	}
 }
+
+// TestOperatorNilAllocator: a nil allocator means memory.DefaultAllocator
+// (README, "Use it from Go"); the first Process panicked inside arrow.
+func TestOperatorNilAllocator(t *testing.T) {
+	prompts, _ := synthPrompts(30, 8)
+	cfg := quietConfig()
+	cfg.K = 3
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	op, err := New(Config{Model: m}, nil, nil)
+	require.NoError(t, err)
+	rec := scoredBatch(t, memory.DefaultAllocator, []*string{sp(lawPrompt)}, []*string{nil})
+	defer rec.Release()
+	out, err := op.Process(context.Background(), rec)
+	require.NoError(t, err)
+	require.Len(t, out, 1)
+	out[0].Release()
+}

@@ -75,6 +75,7 @@ type Stats struct {
 type Operator struct {
 	set    *Set
 	strict bool
+	closed bool
 	mem    memory.Allocator
 	log    *slog.Logger
 	stats  Stats
@@ -130,6 +131,9 @@ func New(cfg Config, mem memory.Allocator, log *slog.Logger) (*Operator, error) 
 			width = max(width, len(mm.Features)) // at most len(m.Features) in a valid set; z must hold them all
 		}
 	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -175,8 +179,16 @@ func (o *Operator) LeftOut(name string) string { return o.set.Skipped[name] }
 // Version is the loaded set's version.
 func (o *Operator) Version() string { return o.set.Version }
 
-// Close releases the builders.
+// ErrClosed is wrapped by the error of Process on a closed Operator.
+var ErrClosed = errors.New("estimate operator is closed")
+
+// Close releases the builders. A second Close does nothing; Process after
+// Close returns an error wrapping ErrClosed.
 func (o *Operator) Close() {
+	if o.closed {
+		return
+	}
+	o.closed = true
 	o.p.Release()
 	o.ver.Release()
 	o.status.Release()
@@ -208,6 +220,12 @@ func (o *Operator) fallBack(name string, n int64) {
 // Process implements streams.Operator: the output reuses every input column
 // except p_correct, estimator_version and status.
 func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.RecordBatch, error) {
+	if o.closed {
+		return nil, fmt.Errorf("%w: Process after Close; make a new operator with estimate.New", ErrClosed)
+	}
+	if in == nil {
+		return nil, errors.New("estimate: Process of a nil batch")
+	}
 	s := in.Schema()
 	idx := func(name string) (int, error) {
 		i, err := schemas.Index(s, name)

@@ -198,6 +198,15 @@ func New(cfg Config, icfg ingest.Config, p, lp *kafka.Producer, mem memory.Alloc
 	if err := icfg.Validate(); err != nil {
 		return nil, err
 	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry() // metrics kept, not exported
+	}
 	h := &Handler{
 		cfg: cfg, icfg: icfg, p: p, lp: lp, mem: mem, log: log,
 		refused: streams.NewRejectLog(log, "http ingest refused a request (400): nothing of it was produced",

@@ -60,8 +60,12 @@ type BoundedAllocator struct {
 	gone  map[uintptr]struct{} // reclaimed: a late Free is not passed on
 }
 
-// NewBoundedAllocator allocates from mem at most limit bytes in all.
+// NewBoundedAllocator allocates from mem (nil: memory.DefaultAllocator) at
+// most limit bytes in all.
 func NewBoundedAllocator(mem memory.Allocator, limit int) *BoundedAllocator {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
 	return &BoundedAllocator{mem: mem, limit: limit, live: map[uintptr][]byte{}}
 }
 

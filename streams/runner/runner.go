@@ -191,6 +191,15 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 	if parts.Source == nil || parts.DeadLetter == nil || parts.Chain == nil || parts.Sink == nil {
 		return nil, errors.New("runner: source, dead-letter producer, chain and sink are all required")
 	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry() // metrics kept, not exported
+	}
 	m, err := newMetrics(reg, parts.Source.Topic())
 	if err != nil {
 		return nil, fmt.Errorf("registering stream metrics: %w", err)
