@@ -136,6 +136,9 @@ func (o *Operator) Model() *Model { return o.tagger.m }
 // Process implements streams.Operator: same rows, same order; the prompt
 // and all columns it does not fill are shared with in.
 func (o *Operator) Process(ctx context.Context, in arrow.RecordBatch) ([]arrow.RecordBatch, error) {
+	if in == nil {
+		return nil, errors.New("clustertag: Process of a nil batch")
+	}
 	s := in.Schema()
 	idx := func(name string) (int, error) {
 		i, err := schemas.Index(s, name)

@@ -209,3 +209,16 @@ func TestOperatorNilAllocator(t *testing.T) {
 	require.Len(t, out, 1)
 	out[0].Release()
 }
+
+// TestOperatorNilBatch: a nil batch is an error, not a panic.
+func TestOperatorNilBatch(t *testing.T) {
+	prompts, _ := synthPrompts(30, 8)
+	cfg := quietConfig()
+	cfg.K = 3
+	m, err := Fit(context.Background(), prompts, cfg, nil)
+	require.NoError(t, err)
+	op, err := New(Config{Model: m}, nil, nil)
+	require.NoError(t, err)
+	_, err = op.Process(context.Background(), nil)
+	require.ErrorContains(t, err, "nil batch")
+}

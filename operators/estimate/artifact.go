@@ -524,6 +524,9 @@ func (s *Set) Seal() error {
 // a fallback that is "" or one of the keys. It neither needs nor checks the
 // content hashes, so it works before Seal; Parse and Load check them too.
 func (s *Set) Validate() error {
+	if s == nil {
+		return errors.New("estimator set is nil: load one (estimate.Load) or train one (estimate.Train)")
+	}
 	if len(s.Models) == 0 {
 		return errors.New("no models in the estimator set: add at least one (estimate.Train, or Fit stored under its name)")
 	}

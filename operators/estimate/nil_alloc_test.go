@@ -30,3 +30,12 @@ func TestOperatorNilAllocatorAndClose(t *testing.T) {
 	_, err = op.Process(context.Background(), in)
 	require.ErrorIs(t, err, ErrClosed)
 }
+
+// TestNilSetAndBatch: a nil set fails Validate and a nil batch AppendScored,
+// with errors, not panics.
+func TestNilSetAndBatch(t *testing.T) {
+	var s *Set
+	require.ErrorContains(t, s.Validate(), "estimator set is nil")
+	var tbl Table
+	require.ErrorContains(t, tbl.AppendScored(nil), "nil batch")
+}

@@ -522,6 +522,9 @@ func readArrowStream(r io.Reader, features []string) (*Table, error) {
 // ReadTable. A batch whose schema names a column twice is refused. It does
 // not retain rec.
 func (t *Table) AppendScored(rec arrow.RecordBatch) error {
+	if rec == nil {
+		return errors.New("table: AppendScored of a nil batch")
+	}
 	if t.D() == 0 {
 		if len(t.X) > 0 {
 			return errors.New("table holds values in X but names no features: set Table.Features")

@@ -106,6 +106,9 @@ func (o *Operator) Process(_ context.Context, in arrow.RecordBatch) ([]arrow.Rec
 // holds references to in's pass-through columns (trace_id, model, ...), not
 // copies, so it stays valid after in is released.
 func (o *Operator) Score(in arrow.RecordBatch, onReject func(row int, r *Reject)) (arrow.RecordBatch, error) {
+	if in == nil {
+		return nil, errors.New("profile: Score of a nil batch")
+	}
 	lists, err := logprobLists(in)
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)

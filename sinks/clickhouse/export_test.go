@@ -89,3 +89,12 @@ func TestExportLabelled(t *testing.T) {
 	got, _ = export(ExportFilter{Since: t0.Add(time.Hour)})
 	require.Equal(t, []string{"m1 topic-3 f true human true"}, brief(got))
 }
+
+// TestSinkWriteNilBatch: a nil batch is an error, not a panic.
+func TestSinkWriteNilBatch(t *testing.T) {
+	cfg, _ := migrated(t)
+	s, err := NewSink(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	defer s.Close(context.Background())
+	require.ErrorContains(t, s.Write(context.Background(), nil), "nil batch")
+}

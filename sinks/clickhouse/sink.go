@@ -85,6 +85,9 @@ func (s *Sink) Healthy() bool { return !s.failing.Load() }
 // failures are retried with exponential backoff; a retried insert that had
 // partly landed leaves duplicates that the views collapse by trace_id.
 func (s *Sink) Write(ctx context.Context, rec arrow.RecordBatch) error {
+	if rec == nil {
+		return errors.New("clickhouse sink: Write of a nil batch")
+	}
 	n := rec.NumRows()
 	if n == 0 {
 		return nil

@@ -328,6 +328,9 @@ func (s *Sink) Write(_ context.Context, rec arrow.RecordBatch) error {
 	if s.closed {
 		return fmt.Errorf("file sink %s: %w: Write after Close; make a new sink with file.New", s.cfg.Path, ErrClosed)
 	}
+	if rec == nil {
+		return fmt.Errorf("file sink %s: Write of a nil batch", s.cfg.Path)
+	}
 	if !rec.Schema().Equal(schemas.Scored) {
 		return fmt.Errorf("file sink %s: batch schema is not scored.v1", s.cfg.Path)
 	}
