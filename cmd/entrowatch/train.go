@@ -133,7 +133,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// printTrainNotes says what a user may not expect of set: an --offset that
+// maxQuietECE is the out-of-fold ECE above which train says the model's
+// probabilities are not calibrated (the default's is 0.01-0.05 on tinylm).
+const maxQuietECE = 0.08
+
+// printTrainNotes says what a user may not expect of set: a model whose
+// out-of-fold calibration error is large, an --offset that
 // found no probability feature to apply to, and features the stream does
 // not carry (the estimator then serves eval and experiments only).
 func printTrainNotes(w io.Writer, set *estimate.Set, cfg estimate.TrainConfig) {
@@ -147,6 +152,15 @@ func printTrainNotes(w io.Writer, set *estimate.Set, cfg estimate.TrainConfig) {
 		}
 		if !applied {
 			fmt.Fprintln(w, "note: --offset applied to no model: no kept feature is a probability of being right (all values in [0,1], higher on correct rows)")
+		}
+	}
+	for _, name := range sortedModelKeys(set) {
+		// A domain's estimate is the mean p_correct of its rows: a model
+		// whose probabilities are off by this much on average misstates
+		// accuracy by about as much.
+		if m := set.Models[name].Metrics; m.Unmeasured == "" && m.ECE > maxQuietECE {
+			fmt.Fprintf(w, "note: model %s: out-of-fold ECE %.3f: its p_correct is off by about that much on average, and so are the accuracies estimated from it; "+
+				"the default method (logreg+isotonic ensemble, recalibrated) is calibrated on its training rows\n", name, m.ECE)
 		}
 	}
 	var foreign []string

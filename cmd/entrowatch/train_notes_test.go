@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,4 +96,34 @@ func TestTrainReportWideDomains(t *testing.T) {
 		}
 	}
 	require.Greater(t, col, 0, out)
+}
+
+// TestTrainNotesLargeECE: a model whose out-of-fold ECE is large gets a
+// note (an estuser audit: the plain ensemble average printed ECE 0.135 and
+// nothing else); the default, recalibrated, does not.
+func TestTrainNotesLargeECE(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "two.csv")
+	rng := rand.New(rand.NewPCG(3, 4))
+	var b strings.Builder
+	b.WriteString("model,domain,correct,mean,std\n")
+	shifts := [][2]float64{{0, 0}, {1, 0}, {-1, 0.5}, {0.5, -1}, {-1.5, 1}, {2, -0.5}}
+	for d, sh := range shifts {
+		for range 1000 {
+			x1, x2 := sh[0]+rng.NormFloat64(), sh[1]+rng.NormFloat64()
+			y := 0
+			if rng.Float64() < 1/(1+math.Exp(-(1.5*x1-x2-0.2))) {
+				y = 1
+			}
+			fmt.Fprintf(&b, "m,d%d,%d,%g,%g\n", d, y, x1, x2)
+		}
+	}
+	require.NoError(t, os.WriteFile(table, []byte(b.String()), 0o644))
+	out := filepath.Join(dir, "e.json")
+	_, stderr, code := runCLI(t, "train", "--in", table, "--out", out, "--features", "mean,std", "--transfer=false", "--recalibrate=false")
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `note: model m: out-of-fold ECE 0\.1\d\d: its p_correct is off`, stderr)
+	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "mean,std", "--transfer=false")
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "out-of-fold ECE")
 }
