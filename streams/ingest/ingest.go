@@ -222,12 +222,19 @@ func NewReader(r io.Reader, cfg Config, mem memory.Allocator) *Reader {
 	if mem == nil {
 		mem = memory.DefaultAllocator
 	}
+	nilReader := r == nil
+	if nilReader {
+		r = bytes.NewReader(nil) // Next reports the error before reading
+	}
 	if cfg.FlushIdle > 0 {
 		r = newIdleReader(r, cfg.FlushIdle)
 	}
 	rd := &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64)}
 	if err := cfg.Validate(); err != nil {
 		rd.err = fmt.Errorf("ingest: invalid reader config: %w (start from ingest.DefaultConfig() and change the fields you need)", err)
+	}
+	if nilReader {
+		rd.err = errors.New("ingest: NewReader of a nil io.Reader")
 	}
 	return rd
 }

@@ -42,6 +42,9 @@ func Encode(rec arrow.RecordBatch, maxBytes int) ([][]byte, error) {
 // large such a row is ErrTooLarge. Split stops at the first error of emit or
 // large and returns it.
 func Split(rec arrow.RecordBatch, maxBytes int, emit func([]byte) error, large func(i int64, row arrow.RecordBatch, size int) error) error {
+	if rec == nil {
+		return errors.New("ipc: encoding a nil batch")
+	}
 	return split(rec, 0, maxBytes, emit, large)
 }
 

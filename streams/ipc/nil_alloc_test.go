@@ -43,3 +43,9 @@ func TestNilAllocator(t *testing.T) {
 	_, err = ipc.OpenFile(path, nil)
 	require.Error(t, err)
 }
+
+// TestEncodeNilBatch: a nil batch is an error, not a panic.
+func TestEncodeNilBatch(t *testing.T) {
+	_, err := ipc.Encode(nil, 1<<20)
+	require.ErrorContains(t, err, "nil batch")
+}

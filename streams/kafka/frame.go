@@ -32,6 +32,9 @@ const HeaderSchema = schemas.MetaKey
 // *TooLargeError naming it, which wraps ipc.ErrTooLarge. Any other error
 // comes with no messages.
 func Messages(rec arrow.RecordBatch, key []byte, maxBytes int) ([]Message, error) {
+	if rec == nil {
+		return nil, errors.New("kafka: messages of a nil batch")
+	}
 	tag := []byte(schemas.NameOf(rec.Schema()))
 	var msgs []Message
 	var tooLarge *TooLargeError
