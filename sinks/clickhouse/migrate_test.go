@@ -9,6 +9,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
 )
 
@@ -53,16 +54,9 @@ func TestLoadMigrations(t *testing.T) {
 // carry versions, and an INSERT that lists only the label.v1 columns still
 // works (version DEFAULT).
 func TestMigrateVersionsLabels(t *testing.T) {
-	cfg := needServer(t)
 	ctx := context.Background()
-	conn, db, err := openServer(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	ms, err := Migrations()
-	require.NoError(t, err)
+	conn, db, ms := migratedTo(t, 8)
 	require.Equal(t, "009_label_versions.sql", ms[8].Name)
-	_, err = migrate(ctx, conn, db, ms[:8], nil)
-	require.NoError(t, err)
 
 	old := `INSERT INTO {db}.labels (trace_id, correct, source, ts, ts_ms) VALUES
 ('a', 1, 'h', '2026-03-01 05:00:00', 0), ('a', 0, 'h', '2026-03-01 04:00:00', 0), ('b', 0, 'h', '2026-03-01 04:00:00', 250), ('c', 1, 'h', '2026-03-01 04:00:00', 0)`
@@ -75,7 +69,7 @@ func TestMigrateVersionsLabels(t *testing.T) {
 		LabelVersion(t0.Add(4*time.Hour+250*time.Millisecond), 0, false), LabelVersion(t0.Add(6*time.Hour), 0, false))
 
 	httpQuery(t, Expand(old, db)) // the native protocol's Exec waits for data blocks after INSERT ... VALUES
-	_, err = migrate(ctx, conn, db, ms, nil)
+	_, err := migrate(ctx, conn, db, ms, nil)
 	require.NoError(t, err)
 	httpQuery(t, Expand(added, db))
 	require.Equal(t, want, httpQuery(t, Expand(q, db)+" FORMAT TabSeparated"))
@@ -114,15 +108,8 @@ func TestMigrateVersionsLabels(t *testing.T) {
 // ("labels_unversioned already exists") and left the labels in a table no
 // view read.
 func TestMigrateResumes(t *testing.T) {
-	cfg := needServer(t)
 	ctx := context.Background()
-	conn, db, err := openServer(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	ms, err := Migrations()
-	require.NoError(t, err)
-	_, err = migrate(ctx, conn, db, ms[:8], nil)
-	require.NoError(t, err)
+	conn, db, ms := migratedTo(t, 8)
 	httpQuery(t, Expand("INSERT INTO {db}.labels (trace_id, correct, source, ts, ts_ms) VALUES ('a', 1, 'h', '2026-03-01 05:00:00', 0), ('b', 0, 'h', '2026-03-01 04:00:00', 0)", db))
 
 	// 009 stops right after its rename (statement 3), as if the server died.
@@ -130,7 +117,7 @@ func TestMigrateResumes(t *testing.T) {
 	require.Contains(t, m9.Statements[2], "RENAME TABLE")
 	stopped := m9
 	stopped.Statements = append(append([]string{}, m9.Statements[:3]...), "SELECT throwIf(1, 'server went away')")
-	_, err = migrate(ctx, conn, db, append(append([]Migration{}, ms[:8]...), stopped), nil)
+	_, err := migrate(ctx, conn, db, append(append([]Migration{}, ms[:8]...), stopped), nil)
 	require.ErrorContains(t, err, "009_label_versions.sql statement 4")
 
 	res, err := migrate(ctx, conn, db, ms, nil)
@@ -208,4 +195,20 @@ func TestMigrateFromSuperseded(t *testing.T) {
 	changed[len(changed)-1].Checksum = "0123456789ab"
 	_, err = migrate(ctx, conn, db, changed, nil)
 	require.ErrorContains(t, err, "changed after it was applied")
+}
+
+// migratedTo opens a fresh test database (skipping t without a server),
+// applies the shipped migrations ms[:upTo] and returns the connection (closed
+// when t ends), the database and every shipped migration.
+func migratedTo(t *testing.T, upTo int) (driver.Conn, string, []Migration) {
+	t.Helper()
+	ctx := context.Background()
+	conn, db, err := openServer(ctx, needServer(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	ms, err := Migrations()
+	require.NoError(t, err)
+	_, err = migrate(ctx, conn, db, ms[:upTo], nil)
+	require.NoError(t, err)
+	return conn, db, ms
 }

@@ -14,15 +14,8 @@ import (
 // this name already exists", and the operator had no way on without
 // reading the SQL. Now such a statement is found done and migrate goes on.
 func TestMigrateFindsStatementDone(t *testing.T) {
-	cfg := needServer(t)
 	ctx := context.Background()
-	conn, db, err := openServer(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	ms, err := Migrations()
-	require.NoError(t, err)
-	_, err = migrate(ctx, conn, db, ms[:8], nil)
-	require.NoError(t, err)
+	conn, db, ms := migratedTo(t, 8)
 	httpQuery(t, Expand("INSERT INTO {db}.labels (trace_id, correct, source, ts, ts_ms) VALUES ('a', 1, 'h', '2026-03-01 05:00:00', 0), ('b', 0, 'h', '2026-03-01 04:00:00', 0)", db))
 
 	// 009's first three statements, the rename included, done but not recorded.
@@ -64,19 +57,12 @@ func TestMigrateFindsStatementDone(t *testing.T) {
 // to go on. Before, 011/013 dropped a user's status_counts table without a
 // word.
 func TestMigrateRefusesUserTable(t *testing.T) {
-	cfg := needServer(t)
 	ctx := context.Background()
-	conn, db, err := openServer(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	ms, err := Migrations()
-	require.NoError(t, err)
-	_, err = migrate(ctx, conn, db, ms[:10], nil)
-	require.NoError(t, err)
+	conn, db, ms := migratedTo(t, 10)
 	require.NoError(t, conn.Exec(ctx, "CREATE TABLE "+db+".status_counts (day Date, n UInt64) ENGINE = MergeTree ORDER BY day"))
 	httpQuery(t, "INSERT INTO "+db+".status_counts VALUES ('2026-11-01', 42)")
 
-	_, err = migrate(ctx, conn, db, ms, nil)
+	_, err := migrate(ctx, conn, db, ms, nil)
 	require.ErrorContains(t, err, "holds a table status_counts (engine MergeTree) that no entrowatch migration created")
 	require.ErrorContains(t, err, "RENAME TABLE "+db+".status_counts TO "+db+".status_counts_yours")
 	require.Equal(t, "42\n", httpQuery(t, "SELECT n FROM "+db+".status_counts FORMAT TabSeparated"), "the user's row is kept")

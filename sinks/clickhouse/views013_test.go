@@ -205,22 +205,15 @@ func TestRequestLabelsExpireAfter(t *testing.T) {
 // TestLabelSeenBackfill: migration 014 fills label_seen from the labels
 // stored before it, and its materialized view from every insert after.
 func TestLabelSeenBackfill(t *testing.T) {
-	cfg := needServer(t)
 	ctx := context.Background()
-	conn, db, err := openServer(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close()
-	ms, err := Migrations()
-	require.NoError(t, err)
+	conn, db, ms := migratedTo(t, 13)
 	require.Equal(t, "014_label_seen.sql", ms[13].Name)
-	_, err = migrate(ctx, conn, db, ms[:13], nil)
-	require.NoError(t, err)
 	require.NoError(t, InsertLabels(ctx, conn, db, []Label{
 		{TraceID: "a", Correct: true, Source: "import", TS: t0},
 		{TraceID: "a", Correct: false, Source: "review", TS: t0.Add(time.Minute)},
 	}))
 	require.NoError(t, conn.Exec(ctx, "OPTIMIZE TABLE "+db+".labels FINAL"))
-	_, err = migrate(ctx, conn, db, ms, nil)
+	_, err := migrate(ctx, conn, db, ms, nil)
 	require.NoError(t, err)
 	require.NoError(t, InsertLabels(ctx, conn, db, []Label{{TraceID: "b", Correct: true, Source: "thumbs", TS: t0}}))
 
