@@ -192,9 +192,10 @@ func TestOperatorBlankDomain(t *testing.T) {
 	}
 }
 
-// TestOperatorNilAllocator: a nil allocator means memory.DefaultAllocator
-// (README, "Use it from Go"); the first Process panicked inside arrow.
-func TestOperatorNilAllocator(t *testing.T) {
+// TestOperatorNilArgs: a nil allocator means memory.DefaultAllocator
+// (README, "Use it from Go"; the first Process panicked inside arrow), and a
+// nil batch is an error, not a panic.
+func TestOperatorNilArgs(t *testing.T) {
 	prompts, _ := synthPrompts(30, 8)
 	cfg := quietConfig()
 	cfg.K = 3
@@ -208,17 +209,6 @@ func TestOperatorNilAllocator(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, out, 1)
 	out[0].Release()
-}
-
-// TestOperatorNilBatch: a nil batch is an error, not a panic.
-func TestOperatorNilBatch(t *testing.T) {
-	prompts, _ := synthPrompts(30, 8)
-	cfg := quietConfig()
-	cfg.K = 3
-	m, err := Fit(context.Background(), prompts, cfg, nil)
-	require.NoError(t, err)
-	op, err := New(Config{Model: m}, nil, nil)
-	require.NoError(t, err)
 	_, err = op.Process(context.Background(), nil)
 	require.ErrorContains(t, err, "nil batch")
 }
