@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
+
+	"github.com/entrowatch/entrowatch/internal/atomicfile"
 )
 
 // sameFile reports whether a and b name one existing file.
@@ -72,7 +70,7 @@ func atomicPath(path string) (tmp string, commit func(ok bool) error, err error)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return "", nil, fmt.Errorf("cannot write %s: directory %s does not exist", path, filepath.Clean(dir))
 	}
-	f, err := createTemp(dir, "."+base+".", ".partial")
+	f, err := atomicfile.CreateTemp(dir, "."+base+".", ".partial")
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot write %s: %w", path, err)
 	}
@@ -106,21 +104,6 @@ func atomicPath(path string) (tmp string, commit func(ok bool) error, err error)
 		}
 		return nil
 	}, nil
-}
-
-// createTemp creates a new file in dir named prefix + a random number +
-// suffix, as os.CreateTemp does, but with the mode os.Create gives: 0666
-// less the process's umask (applied by the kernel), not CreateTemp's 0600,
-// so that an operator's umask 077 keeps prompts in label requests private.
-func createTemp(dir, prefix, suffix string) (*os.File, error) {
-	for range 10000 {
-		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10)+suffix)
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
-		if !errors.Is(err, fs.ErrExist) {
-			return f, err
-		}
-	}
-	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, prefix+"*"+suffix), Err: fs.ErrExist}
 }
 
 // artifactOutput prepares writing out, an artifact made from in, before the

@@ -9,13 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/entrowatch/entrowatch/internal/atomicfile"
 )
 
 // Format names the artifact layout; Load refuses any other.
@@ -191,38 +189,10 @@ func (m *Model) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("encoding cluster artifact: %w", err)
 	}
-	tmp, err := createTemp(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("writing cluster artifact %s: %w", path, err)
 	}
 	return nil
-}
-
-// createTemp creates a new file .clusters-N.json in dir with the mode
-// os.Create gives, 0666 less the process's umask (os.CreateTemp's is 0600,
-// and forcing 0644 ignored an operator's umask 077).
-func createTemp(dir string) (*os.File, error) {
-	for range 10000 {
-		name := filepath.Join(dir, ".clusters-"+strconv.FormatUint(uint64(rand.Uint32()), 10)+".json")
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
-		if !errors.Is(err, fs.ErrExist) {
-			return f, err
-		}
-	}
-	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, ".clusters-*.json"), Err: fs.ErrExist}
 }
 
 // ErrArtifact marks an artifact that cannot be used.

@@ -11,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/entrowatch/entrowatch/internal/atomicfile"
 )
 
 // Format names the artifact's JSON layout; readers reject other formats.
@@ -635,14 +637,16 @@ func (s *Set) Marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Save seals the set and writes it to path; like Marshal, it refuses a set
-// that Load would reject.
+// Save seals the set and writes it to path, whole or not at all (through a
+// temporary file renamed into place, so a failed write leaves the previous
+// artifact as it was); like Marshal, it refuses a set that Load would
+// reject.
 func (s *Set) Save(path string) error {
 	b, err := s.Marshal()
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o644)
+	return atomicfile.WriteFile(path, b)
 }
 
 // Parse decodes an estimator set and checks its format, structure
