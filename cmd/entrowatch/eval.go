@@ -247,8 +247,12 @@ func featureList(s string) []string {
 }
 
 func skippedNote(t *estimate.Table) string {
-	if len(t.Skipped) == 0 {
-		return ""
+	s := ""
+	if len(t.Skipped) > 0 {
+		s = " (skipped: " + estimate.SkippedText(t.Skipped) + ")"
 	}
-	return " (skipped: " + estimate.SkippedText(t.Skipped) + ")"
+	if t.Unterminated {
+		s += "; warning: the Arrow stream ends without its end-of-stream marker, as a file cut short between two batches does: if it was copied or written by a process that did not finish, rows are missing"
+	}
+	return s
 }

@@ -264,6 +264,9 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 		rep.summary(stderr, read, written, time.Since(start))
 		fallbackSummary(stderr, chain)
 		dups.warn(stderr, o.in)
+		if a, ok := src.(*arrowSource); ok && a.r.Unterminated() {
+			fmt.Fprintf(stderr, "warning: %s ends without the Arrow end-of-stream marker, as a stream file cut short between two batches does: if it was copied or written by a process that did not finish, traces are missing\n", o.in)
+		}
 	}
 	ok := runErr == nil && closeErr == nil && (written > 0 || o.out == "-")
 	if err := commit(ok); err != nil {

@@ -153,6 +153,7 @@ func TestScoreArrowRoundTrip(t *testing.T) {
 	scored := filepath.Join(dir, "scored.arrow")
 	_, stderr, code := runCLI(t, "score", "--in", traces, "--out", scored)
 	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "end-of-stream")
 	csvOut := filepath.Join(dir, "scored.csv")
 	_, stderr, code = runCLI(t, "score", "--in", traces, "--out", csvOut)
 	require.Equal(t, 0, code, stderr)
@@ -176,6 +177,19 @@ func TestScoreArrowRoundTrip(t *testing.T) {
 		}
 	}
 	require.Equal(t, 33, n)
+
+	// Either file without its end-of-stream marker (a copy cut short
+	// between batches looks the same) is read, with a warning.
+	for _, p := range []string{traces, scored} {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(p, b[:len(b)-8], 0o644))
+	}
+	_, stderr, code = runCLI(t, "score", "--in", traces, "--out", filepath.Join(dir, "again.csv"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "ends without the Arrow end-of-stream marker")
+	_, stderr, code = runCLI(t, "train", "--in", scored, "--out", filepath.Join(dir, "est.json"), "--min-rows", "2", "--min-class", "1")
+	require.Contains(t, stderr, "ends without its end-of-stream marker", "exit %d", code)
 }
 
 func TestScoreUsageErrors(t *testing.T) {

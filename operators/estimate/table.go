@@ -34,6 +34,11 @@ type Table struct {
 	// Skipped counts rows left out while reading, by reason (missing label,
 	// non-finite feature, status not ok).
 	Skipped map[string]int
+	// Unterminated is an Arrow stream that ended without its end-of-stream
+	// marker: allowed by the format, but also what a file cut short between
+	// two batches looks like, so rows may be missing (a cut inside a batch
+	// is an error).
+	Unterminated bool
 }
 
 // Validate checks that t is a table Fit can learn from: at least one
@@ -498,7 +503,8 @@ func readArrowFile(r *bytes.Reader, features []string) (*Table, error) {
 }
 
 func readArrowStream(r io.Reader, features []string) (*Table, error) {
-	rr, err := ipc.NewReader(r, ipc.WithAllocator(memory.DefaultAllocator))
+	er := &eofReader{r: r}
+	rr, err := ipc.NewReader(er, ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
 		return nil, fmt.Errorf("opening the Arrow stream: %w", err)
 	}
@@ -512,7 +518,24 @@ func readArrowStream(r io.Reader, features []string) (*Table, error) {
 	if err := rr.Err(); err != nil { // nil at a clean end: an EOF inside a batch is a truncated file
 		return nil, err
 	}
+	// arrow-go stops at the end-of-stream marker without reading further;
+	// it reached the end of the input only if the marker is missing.
+	t.Unterminated = er.eof
 	return t, nil
+}
+
+// eofReader records that its reader returned io.EOF.
+type eofReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.eof = true
+	}
+	return n, err
 }
 
 // AppendScored adds the labelled rows with status "ok" and finite features of

@@ -49,12 +49,14 @@ func OpenFile(path string, mem memory.Allocator) (*FileReader, error) {
 
 func newFileReader(f *os.File, mem memory.Allocator) (*FileReader, error) {
 	br := bufio.NewReaderSize(f, 64<<10)
+	head, _ := br.Peek(6)
+	fileFormat := string(head) == "ARROW1"
 	left, err := streamLength(f, br)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	r := &FileReader{f: f, mem: NewBoundedAllocator(mem, decodeFloor)}
-	r.msgs = &messages{r: br, left: left, mem: r.mem}
+	r.msgs = &messages{r: br, left: left, mem: r.mem, fileFormat: fileFormat}
 	r.msgs.refs.Add(1)
 	r.rd, err = ipc.NewReaderFromMessageReader(r.msgs, ipc.WithAllocator(r.mem))
 	if err != nil { // the reader released msgs
@@ -147,6 +149,15 @@ func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
 }
 
 // Close releases the reader and closes the file.
+// Unterminated reports, once Next has returned io.EOF, that the file is in
+// the stream format and ended without the end-of-stream marker. The Arrow
+// format allows a writer to close a stream without one, but it is also what
+// a stream file cut short between two batches looks like (a copy
+// interrupted, a writer that crashed): the batches read are whole, later
+// ones may be missing. (A cut inside a batch, or a file-format file missing
+// its footer, is an error from Next or OpenFile.)
+func (r *FileReader) Unterminated() bool { return r.msgs.unterminated && !r.msgs.fileFormat }
+
 func (r *FileReader) Close() error {
 	r.rd.Release()
 	return r.f.Close()
@@ -161,6 +172,10 @@ type messages struct {
 	msg  *ipc.Message // valid until the next call, as arrow-go's own reader
 	refs atomic.Int64
 	n    int // messages read
+	// fileFormat is the random-access format, whose footer says where the
+	// messages end; unterminated is a stream that ended without its
+	// end-of-stream marker.
+	fileFormat, unterminated bool
 }
 
 func (m *messages) Retain() { m.refs.Add(1) }
@@ -194,11 +209,13 @@ func (m *messages) Message() (*ipc.Message, error) {
 	i := m.n
 	m.n++
 	if m.left == 0 {
-		return nil, io.EOF // no end-of-stream marker
+		m.unterminated = true // no end-of-stream marker
+		return nil, io.EOF
 	}
 	var pre [4]byte
 	if err := m.read(pre[:]); err != nil {
 		if errors.Is(err, io.EOF) && m.left < 0 {
+			m.unterminated = true
 			return nil, io.EOF
 		}
 		return nil, fmt.Errorf("message %d: length prefix: %w", i, err)

@@ -3,9 +3,11 @@ package ipc_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -164,7 +166,37 @@ func TestOpenFileBothFormats(t *testing.T) {
 		require.Equal(t, rec.NumRows(), got.NumRows())
 		got.Release()
 		_, err = r.Next()
-		require.Error(t, err)
+		require.ErrorIs(t, err, io.EOF)
+		require.False(t, r.Unterminated(), p)
+		require.NoError(t, r.Close())
+	}
+
+	// A stream file cut between batches (here: its end-of-stream marker
+	// missing, as a writer that did not finish leaves it) reads its whole
+	// batches and says it is unterminated, from a regular file and from a
+	// pipe alike.
+	whole, err := os.ReadFile(streamPath)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}, whole[len(whole)-8:])
+	cut := filepath.Join(dir, "cut.arrows")
+	require.NoError(t, os.WriteFile(cut, whole[:len(whole)-8], 0o644))
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	go func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			_, _ = f.Write(whole[:len(whole)-8])
+			f.Close()
+		}
+	}()
+	for _, p := range []string{cut, fifo} {
+		r, err := ipc.OpenFile(p, mem)
+		require.NoError(t, err, p)
+		got, err := r.Next()
+		require.NoError(t, err, p)
+		got.Release()
+		_, err = r.Next()
+		require.ErrorIs(t, err, io.EOF, p)
+		require.True(t, r.Unterminated(), p)
 		require.NoError(t, r.Close())
 	}
 
