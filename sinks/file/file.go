@@ -59,9 +59,17 @@ type Config struct {
 }
 
 // Validate reports a configuration that cannot work.
-func (c *Config) Validate() error {
+func (c Config) Validate() error {
+	_, err := c.Resolved()
+	return err
+}
+
+// Resolved returns c with what its path implies filled in, as New uses it:
+// Gzip for a name ending in .gz, and an empty Format from the extension
+// (csv for .csv, else arrow). The error is Validate's.
+func (c Config) Resolved() (Config, error) {
 	if c.Path == "" {
-		return errors.New("file sink: path is empty")
+		return c, errors.New("file sink: path is empty")
 	}
 	lower := strings.ToLower(c.Path)
 	if strings.HasSuffix(lower, ".gz") && c.Path != "-" {
@@ -75,9 +83,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Format != "arrow" && c.Format != "csv" {
-		return fmt.Errorf("file sink: format %q, want arrow or csv", c.Format)
+		return c, fmt.Errorf("file sink: format %q, want arrow or csv", c.Format)
 	}
-	return nil
+	return c, nil
 }
 
 // ErrClosed is wrapped by the error of Write on a closed Sink.
@@ -99,7 +107,8 @@ type Sink struct {
 // after what it holds. A nil mem means memory.DefaultAllocator (the Arrow
 // format encodes through it; CSV does not allocate Arrow memory).
 func New(cfg Config, mem memory.Allocator) (*Sink, error) {
-	if err := cfg.Validate(); err != nil {
+	cfg, err := cfg.Resolved()
+	if err != nil {
 		return nil, err
 	}
 	if mem == nil {

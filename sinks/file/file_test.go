@@ -113,12 +113,15 @@ func TestConfig(t *testing.T) {
 		{file.Config{}, "", true},
 	} {
 		err := tc.cfg.Validate()
+		got, rerr := tc.cfg.Resolved()
+		require.Equal(t, err, rerr)
 		if tc.err {
 			require.Error(t, err)
 			continue
 		}
 		require.NoError(t, err)
-		require.Equal(t, tc.format, tc.cfg.Format)
+		require.Equal(t, tc.format, got.Format)
+		require.Equal(t, strings.HasSuffix(strings.ToLower(tc.cfg.Path), ".gz"), got.Gzip, tc.cfg.Path)
 	}
 	_, err := file.New(file.Config{Path: filepath.Join(t.TempDir(), "no", "such", "dir.csv")}, memory.NewGoAllocator())
 	require.Error(t, err)
