@@ -35,7 +35,10 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Freeze stops forwarding bytes (connections stay open); Thaw resumes.
 func (p *Proxy) Freeze() { p.frozen.Store(true) }
-func (p *Proxy) Thaw()   { p.frozen.Store(false) }
+
+// Thaw resumes forwarding after Freeze; bytes held back while frozen are
+// then delivered. Close thaws before closing.
+func (p *Proxy) Thaw() { p.frozen.Store(false) }
 
 // Close stops listening and closes every connection.
 func (p *Proxy) Close() error {

@@ -32,10 +32,16 @@ const formatV1 = "entrowatch.clusters.v1"
 // Model is a fitted set of topic clusters: the artifact `cluster fit` writes
 // and the clustertag operator loads. Its Version is a content hash.
 type Model struct {
-	Format  string `json:"format"`
+	// Format is the artifact layout, the Format constant for a fit of this
+	// version (LoadPrevious also reads the v1 layout).
+	Format string `json:"format"`
+	// Version is the content hash, "sha256:" and 16 hex digits, set by Seal
+	// (Save seals an unsealed Model); "" until then.
 	Version string `json:"version"`
 	// Space is tfidf, lsa or embedding (see the Space constants).
-	Space  string       `json:"space"`
+	Space string `json:"space"`
+	// Vector is how prompts are turned into terms (tfidf and lsa): the
+	// tagger must vectorise as the fit did. Zero in the embedding space.
 	Vector VectorConfig `json:"vector"`
 	// Dim is the size of the centroids: the vocabulary (tfidf), the latent
 	// dimensions (lsa) or the embedding size.
@@ -51,14 +57,17 @@ type Model struct {
 	OOVIDF float32 `json:"oov_idf,omitempty"`
 	// Projection maps a term vector to the latent space (lsa): one row of
 	// Dim values per vocabulary term.
-	Projection floats    `json:"projection,omitempty"`
-	Clusters   []Cluster `json:"clusters"`
+	Projection floats `json:"projection,omitempty"`
+	// Clusters are the topics, at least one, in fit order (not by ID).
+	Clusters []Cluster `json:"clusters"`
 	// NextID is the smallest cluster id never used by this artifact or its
 	// predecessors; a refit gives new topics ids from here, so an id is never
 	// reused for another topic.
-	NextID    int       `json:"next_id"`
+	NextID int `json:"next_id"`
+	// Selection records how the number of clusters was chosen.
 	Selection Selection `json:"k_selection"`
-	Fit       FitInfo   `json:"fit"`
+	// Fit records the settings and outcome of the k-means fit.
+	Fit FitInfo `json:"fit"`
 	// Previous records how cluster ids were carried over from the artifact
 	// this one was fitted after (nil for a first fit).
 	Previous *Lineage `json:"previous,omitempty"`
@@ -70,31 +79,45 @@ type Model struct {
 
 // Cluster is one topic.
 type Cluster struct {
-	ID       int      `json:"id"`
-	Label    string   `json:"label"`
-	Size     int      `json:"size"` // training prompts assigned
+	// ID identifies the topic across refits: in [0, Model.NextID), unique
+	// in the artifact, never reused for another topic (see Carry).
+	ID int `json:"id"`
+	// Label names the cluster in tags, domains and reports: the top terms
+	// joined by "/" ("cluster-ID" without any), with "#ID" appended when it
+	// would repeat another; a refit with --previous keeps the old label
+	// unless --relabel. Unique, not blank, never UnclusteredLabel.
+	Label string `json:"label"`
+	Size  int    `json:"size"` // training prompts assigned
+	// TopTerms are the cluster's most distinctive vocabulary terms (at most
+	// FitConfig.TopTerms), most distinctive first; empty when the fit had
+	// no prompt text (embeddings alone) or the cluster no members.
 	TopTerms []string `json:"top_terms,omitempty"`
 	// Threshold is the cosine distance beyond which a prompt is unclustered
 	// (see FitInfo.Thresholds for how it was set).
 	Threshold float32 `json:"threshold"`
-	Centroid  floats  `json:"centroid"`
+	// Centroid is the cluster's unit-length mean direction in the model's
+	// space, Dim values (stored as base64 of little-endian float32).
+	Centroid floats `json:"centroid"`
 }
 
 // Selection records how k was chosen.
 type Selection struct {
-	Method string          `json:"method"` // fixed or silhouette
-	K      int             `json:"k"`
-	Sample int             `json:"sample,omitempty"`
+	Method string `json:"method"`           // fixed, stability or silhouette
+	K      int    `json:"k"`                // the number of clusters fitted
+	Sample int    `json:"sample,omitempty"` // prompts the silhouette was computed on; 0 for other methods
+	// Scores maps each k tried to its criterion score (mean pairwise
+	// adjusted Rand index of the restarts for stability, mean silhouette
+	// for silhouette); the highest won. Empty for a fixed k.
 	Scores map[int]float64 `json:"scores,omitempty"`
 }
 
 // FitInfo records what the fit saw.
 type FitInfo struct {
-	Prompts           int     `json:"prompts"` // clustered: those with at least one vocabulary term
-	Objective         float64 `json:"objective"`
-	Restarts          int     `json:"restarts"`
-	Seed              uint64  `json:"seed"`
-	ThresholdQuantile float64 `json:"threshold_quantile"`
+	Prompts           int     `json:"prompts"`            // clustered: those with at least one vocabulary term
+	Objective         float64 `json:"objective"`          // sum of the prompts' cosine similarities to their centroids in the winning restart
+	Restarts          int     `json:"restarts"`           // k-means restarts per k (FitConfig.Restarts)
+	Seed              uint64  `json:"seed"`               // FitConfig.Seed
+	ThresholdQuantile float64 `json:"threshold_quantile"` // quantile of member distances each Threshold is set at
 	// Thresholds says which distances the quantile was taken of: "cross-fit"
 	// (each training prompt's distance under a model fitted on the other
 	// folds, as for a prompt never seen) or "training" (the fitted model's own
@@ -104,8 +127,8 @@ type FitInfo struct {
 
 // Lineage maps the clusters of a new fit onto those of the previous artifact.
 type Lineage struct {
-	Version string    `json:"version"`
-	Matches []IDMatch `json:"matches"`
+	Version string    `json:"version"` // the previous artifact's Version
+	Matches []IDMatch `json:"matches"` // one per new cluster, in the order of Model.Clusters
 	// Relabel is true when matched clusters were named afresh instead of
 	// keeping their previous labels (cluster fit --relabel).
 	Relabel bool `json:"relabel,omitempty"`
@@ -114,8 +137,12 @@ type Lineage struct {
 // IDMatch says that new cluster (by fit order) took the id of an old one,
 // or a fresh id when Old is -1.
 type IDMatch struct {
-	ID         int     `json:"id"`
-	Old        int     `json:"old"` // -1: no old cluster was similar enough
+	ID  int `json:"id"`  // the id the new cluster took: Old, or a fresh one
+	Old int `json:"old"` // -1: no old cluster was similar enough
+	// Similarity is the cosine similarity of the new centroid to that of
+	// the old cluster it was paired with (see Carry); 0 when it was paired
+	// with none. Below the minimum similarity (cluster fit --min-similarity,
+	// default DefaultMinSimilarity) the pair is no match and Old is -1.
 	Similarity float64 `json:"similarity"`
 	// OldLabel is the matched old cluster's label (kept unless Relabel).
 	OldLabel string `json:"old_label,omitempty"`

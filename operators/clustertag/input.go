@@ -18,17 +18,22 @@ import (
 
 // Doc is one prompt read for fitting or reporting.
 type Doc struct {
-	Prompt    string
-	Domain    string // "" when the input has none
+	// Prompt is the prompt text: a JSONL "prompt" (a string or chat
+	// messages, read as score reads it), the CSV prompt column or a trimmed
+	// text line. "" only when the doc has an Embedding.
+	Prompt string
+	Domain string // "" when the input has none
+	// Embedding is the JSONL "embedding" array or the parsed CSV embedding
+	// column; nil when the input gives none for this prompt.
 	Embedding []float32
 }
 
 // Docs is what ReadFile found.
 type Docs struct {
-	Docs       []Doc
-	HasDomain  bool // the input has a domain field or column
-	Embeddings bool // every doc carries an embedding
-	Skipped    int  // JSONL lines or CSV rows without a prompt (and without an embedding)
+	Docs       []Doc // in input order, at least one; skipped lines are not among them
+	HasDomain  bool  // the input has a domain field or column
+	Embeddings bool  // every doc carries an embedding
+	Skipped    int   // JSONL lines or CSV rows without a prompt (and without an embedding)
 	// TooLong are the numbers of the lines (JSONL, text) longer than
 	// MaxLineBytes, skipped.
 	TooLong []int

@@ -26,6 +26,9 @@ const (
 
 // FitConfig says how clusters are learnt. Defaults are on the fields.
 type FitConfig struct {
+	// Vector says how prompts become term vectors; Fit stores it in the
+	// artifact. FitEmbeddings uses it only to name clusters from prompts.
+	// Default DefaultVectorConfig().
 	Vector VectorConfig
 	// MinDF drops terms seen in fewer prompts. Default 2.
 	MinDF int

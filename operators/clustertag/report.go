@@ -11,26 +11,27 @@ import (
 
 // Report describes how a model partitions a set of prompts.
 type Report struct {
-	Version     string
-	Prompts     int
-	NoPrompt    int // empty prompts (tagged -1 without distance)
-	Unclustered int // tagged -1: beyond every threshold or no known term
-	Clusters    []ClusterReport
+	Version     string // the artifact's Version
+	Prompts     int    // docs in the input, those without a prompt included
+	NoPrompt    int    // empty prompts (tagged -1 without distance)
+	Unclustered int    // tagged -1: beyond every threshold or no known term
+	// Clusters has one entry per cluster of the artifact, in its order.
+	Clusters []ClusterReport
 	// UnclusteredExamples are a few of the unclustered prompts (those with
 	// a prompt), spread evenly over the input.
 	UnclusteredExamples []UnclusteredExample
 	// With known domains: agreement of the tags (unclustered as one more
 	// cluster) with the domains; Nearest* ignore the thresholds.
 	HasDomain                 bool
-	Domains                   int
-	ARI, Purity               float64
-	NearestARI, NearestPurity float64
+	Domains                   int     // distinct domains in the input
+	ARI, Purity               float64 // adjusted Rand index (1 identical, about 0 random) and purity (0 to 1)
+	NearestARI, NearestPurity float64 // the same, each prompt in its nearest cluster
 }
 
 // ClusterReport is one cluster's line of a Report.
 type ClusterReport struct {
-	ID        int
-	Label     string
+	ID        int      // Cluster.ID
+	Label     string   // Cluster.Label
 	FitSize   int      // training prompts
 	Size      int      // prompts of this input tagged with it
 	TopDomain string   // most frequent domain among them (with domains)

@@ -46,19 +46,23 @@ type Set struct {
 
 // Model is one trained estimator of P(correct) for one LLM model.
 type Model struct {
-	Model       string    `json:"model"`    // LLM model name, FallbackKey when pooled
-	Version     string    `json:"version"`  // content hash of this model
-	Features    []string  `json:"features"` // names and order of the inputs (scored.v1 columns)
-	Mean        []float64 `json:"mean"`     // standardisation: z = (x - mean) / scale
-	Scale       []float64 `json:"scale"`
-	Family      string    `json:"family"` // logreg | forest | mlp
-	Logreg      *Logreg   `json:"logreg,omitempty"`
-	Forest      *Forest   `json:"forest,omitempty"`
-	MLP         *MLP      `json:"mlp,omitempty"`
-	Calibration string    `json:"calibration"` // platt | isotonic | none
-	Platt       *Platt    `json:"platt,omitempty"`
-	Isotonic    *Isotonic `json:"isotonic,omitempty"`
-	Offset      *Offset   `json:"offset,omitempty"`
+	Model       string    `json:"model"`              // LLM model name, FallbackKey when pooled
+	Version     string    `json:"version"`            // content hash of this model
+	Features    []string  `json:"features"`           // names and order of the inputs (scored.v1 columns)
+	Mean        []float64 `json:"mean"`               // standardisation: z = (x - mean) / scale
+	Scale       []float64 `json:"scale"`              // standard deviation on the training rows (1 for a constant feature)
+	Family      string    `json:"family"`             // logreg | forest | mlp
+	Logreg      *Logreg   `json:"logreg,omitempty"`   // parameters when Family is logreg, else nil
+	Forest      *Forest   `json:"forest,omitempty"`   // parameters when Family is forest, else nil
+	MLP         *MLP      `json:"mlp,omitempty"`      // parameters when Family is mlp, else nil
+	Calibration string    `json:"calibration"`        // platt | isotonic | none
+	Platt       *Platt    `json:"platt,omitempty"`    // the map when Calibration is platt, else nil
+	Isotonic    *Isotonic `json:"isotonic,omitempty"` // the map when Calibration is isotonic, else nil
+	// Offset blends the calibrated probability with a shifted probability
+	// feature; nil unless trained with TrainConfig.Offset and one of the
+	// features is a probability (values in [0,1]) that tells correct rows
+	// from incorrect ones within the training domains.
+	Offset *Offset `json:"offset,omitempty"`
 	// Members, when present, make this model their average; each member reads
 	// the inputs Inputs (indices into this model's Features).
 	Members []*Model `json:"members,omitempty"`
@@ -71,20 +75,22 @@ type Model struct {
 	Recalibration *Isotonic `json:"recalibration,omitempty"`
 	// Candidates are the features offered to training before screening.
 	Candidates   []string `json:"candidates,omitempty"`
-	Balance      bool     `json:"balance"`
-	Hyper        string   `json:"hyper"` // chosen hyper-parameter, e.g. "C=1"
-	TrainDomains []string `json:"train_domains"`
-	Rows         int      `json:"rows"`
-	Positives    int      `json:"positives"`
-	Metrics      Metrics  `json:"metrics"`
+	Balance      bool     `json:"balance"`       // classes weighted to equal total weight in training (TrainConfig.Balance)
+	Hyper        string   `json:"hyper"`         // chosen hyper-parameter, e.g. "C=1"
+	TrainDomains []string `json:"train_domains"` // the training rows' distinct domains, sorted; nil on an ensemble's members
+	Rows         int      `json:"rows"`          // labelled training rows
+	Positives    int      `json:"positives"`     // how many of them are correct
+	// Metrics are measured on the training rows (see Metrics); zero on an
+	// ensemble's members, whose ensemble's Metrics measure it as a whole.
+	Metrics Metrics `json:"metrics"`
 }
 
 // Metrics are measured on out-of-fold predictions of the training data.
 type Metrics struct {
-	AUROC   float64        `json:"auroc"`
-	Brier   float64        `json:"brier"`
-	ECE     float64        `json:"ece"`
-	Domains []DomainMetric `json:"domains"`
+	AUROC   float64        `json:"auroc"`   // of P(correct) for telling correct rows from incorrect; 0.5 when a class is missing
+	Brier   float64        `json:"brier"`   // mean squared error of P(correct) against the labels (0 or 1): 0 is perfect
+	ECE     float64        `json:"ece"`     // expected calibration error over 10 equal-width bins, from 0 (calibrated) to 1
+	Domains []DomainMetric `json:"domains"` // one per training domain, sorted by name
 	// Transfer, when measured (two or more training domains), is the error
 	// to expect on a domain the model was not trained on.
 	Transfer *Transfer `json:"transfer,omitempty"`
@@ -97,10 +103,13 @@ type Metrics struct {
 
 // DomainMetric compares estimated with true accuracy on one training domain.
 type DomainMetric struct {
-	Domain    string  `json:"domain"`
-	Rows      int     `json:"rows"`
+	Domain string `json:"domain"`
+	Rows   int    `json:"rows"` // labelled rows of the domain
+	// Estimated is the mean P(correct) of the domain's rows: out-of-fold in
+	// Metrics.Domains, from the model fitted without the domain in
+	// Transfer.Domains.
 	Estimated float64 `json:"estimated"`
-	True      float64 `json:"true"`
+	True      float64 `json:"true"` // the share of the domain's rows that are correct
 }
 
 // score returns the family's uncalibrated log-odds for standardised z.
@@ -155,7 +164,7 @@ func zscore(x, mean, scale float64) float64 {
 type Offset struct {
 	Feature int     `json:"feature"` // index into Features
 	Bias    float64 `json:"bias"`    // mean(x) - accuracy on the training rows
-	Weight  float64 `json:"weight"`
+	Weight  float64 `json:"weight"`  // share of the shifted feature in the blend, in [0,1]; Fit uses 0.5
 }
 
 func (m *Model) blend(p float64, x []float64) float64 {

@@ -24,8 +24,8 @@ type Predictor func(x []float64) float64
 
 // Method fits a Predictor on training rows.
 type Method struct {
-	Name string
-	Fit  func(tr *Table) (Predictor, error)
+	Name string                             // as EvalConfig.Methods names it and Result.Method reports it, e.g. "logreg_isotonic"
+	Fit  func(tr *Table) (Predictor, error) // fits on the rows of one training set
 }
 
 // EvalConfig configures the leave-domains-out protocol.
@@ -50,27 +50,29 @@ type EvalConfig struct {
 
 // Result is one (model, training set, method) outcome.
 type Result struct {
-	Model        string
-	K            int
-	TrainDomains []string
-	Method       string
-	AEE          float64 // mean |estimated - true| over held-out domains
-	Rho          float64 // Spearman(estimated, true) over all domains; NaN when undefined
+	Model        string   // LLM model
+	K            int      // number of training domains, len(TrainDomains)
+	TrainDomains []string // the domains fitted on, sorted; the model's other domains are held out
+	Method       string   // Method.Name
+	AEE          float64  // mean |estimated - true| over held-out domains
+	Rho          float64  // Spearman(estimated, true) over all domains; NaN when undefined
 }
 
 // Report is everything eval measured.
 type Report struct {
+	// Results has one entry per method and training set with rows of both
+	// classes, by model, k and training set (lexicographic), then method.
 	Results     []Result
 	True        map[string]map[string]float64 // model -> domain -> accuracy
 	Rows        map[string]map[string]int     // model -> domain -> rows
 	Reliability map[string]*Reliability       // method -> pooled held-out reliability
-	FeatureAUC  []FeatureAUC
+	FeatureAUC  []FeatureAUC                  // per model, domain and feature, on all of the model's rows
 	// HeldOut is each domain's estimate averaged over the training sets
 	// that left it out: model -> method -> domain.
 	HeldOut  map[string]map[string]map[string]float64
-	Features []string
-	Wall     time.Duration
-	Fits     int
+	Features []string      // the table's feature columns, in its order
+	Wall     time.Duration // Evaluate's elapsed wall-clock time
+	Fits     int           // fits run: training sets with both classes × methods
 	// SkippedK lists, per model, the asked-for k it cannot use (k must be
 	// below its domain count), as "model: k=4..6 (4 domains)".
 	SkippedK []string
@@ -87,6 +89,10 @@ type Report struct {
 
 // Reliability accumulates predicted vs observed frequency in 10 bins.
 type Reliability struct {
+	// Per bin of P(correct) (bin b holds [b/10, (b+1)/10), the last also
+	// 1): the number of held-out rows, the sum of their P(correct) and the
+	// sum of their labels (1 correct, 0 not). SumP/Count is the mean
+	// estimate and SumY/Count the observed accuracy of a bin.
 	Count, SumP, SumY [10]float64
 }
 
@@ -101,7 +107,7 @@ func (r *Reliability) add(p, y float64) {
 // (model, domain); NaN when a class is missing.
 type FeatureAUC struct {
 	Model, Domain, Feature string
-	Rows                   int
+	Rows                   int // the model's rows in the domain
 	AUROC                  float64
 }
 
@@ -351,17 +357,19 @@ const DefaultMaxTrainingSets = 50000
 // TooManyTrainingSetsError is Evaluate's refusal, before building any training
 // set, of a model whose asked-for k give more than EvalConfig.MaxTrainingSets.
 type TooManyTrainingSetsError struct {
-	Model   string
-	Domains int
+	Model   string // the first model over the limit
+	Domains int    // its number of domains
 	Ks      string // the k that model can use, e.g. "1..23"
 	Sets    string // the count, in decimal (it can exceed int64)
-	Limit   int
+	Limit   int    // the limit applied: EvalConfig.MaxTrainingSets, or DefaultMaxTrainingSets when unset
 	// SuggestK is the largest k <= 3 such that k = 1..SuggestK stays within
 	// Limit for every model (0: none does), giving SuggestSets for Model.
 	SuggestK    int
 	SuggestSets int64
 }
 
+// Error gives the model, its count of training sets against the limit, and
+// the k = 1..SuggestK that would fit, when one does.
 func (e *TooManyTrainingSetsError) Error() string {
 	msg := fmt.Sprintf("model %s: %s training sets (k = %s of its %d domains), more than the limit of %d per model",
 		e.Model, e.Sets, e.Ks, e.Domains, e.Limit)
@@ -374,14 +382,16 @@ func (e *TooManyTrainingSetsError) Error() string {
 // InterruptedError is returned when ctx ends before every training set is
 // fitted; it unwraps to the context's error.
 type InterruptedError struct {
-	Done, Total int
-	Err         error
+	Done, Total int   // training sets fitted, of all those planned
+	Err         error // the context's error: context.Canceled or context.DeadlineExceeded
 }
 
+// Error says how many training sets were fitted before the interruption.
 func (e *InterruptedError) Error() string {
 	return fmt.Sprintf("interrupted after %d of %s", e.Done, plural(e.Total, "training set"))
 }
 
+// Unwrap returns Err, so that errors.Is matches the context's error.
 func (e *InterruptedError) Unwrap() error { return e.Err }
 
 // progressEvery is how often a long evaluation reports on Progress.

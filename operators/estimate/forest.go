@@ -8,20 +8,22 @@ import (
 // Forest is a gradient-boosted ensemble of shallow regression trees on the
 // log-odds scale (logistic loss, Newton leaves, histogram split search).
 type Forest struct {
-	Base  float64 `json:"base"` // initial log-odds
-	Rate  float64 `json:"rate"` // learning rate (already applied to leaf values)
-	Depth int     `json:"depth"`
-	Trees []Tree  `json:"trees"`
+	Base  float64 `json:"base"`  // initial log-odds
+	Rate  float64 `json:"rate"`  // learning rate (already applied to leaf values)
+	Depth int     `json:"depth"` // maximum depth of a tree (the hyper-parameter, "depth=N")
+	Trees []Tree  `json:"trees"` // one per boosting round; Score adds up their leaves
 }
 
 // Tree is one regression tree in flat arrays; node 0 is the root. A node with
 // Feature -1 is a leaf holding Value.
 type Tree struct {
-	Feature []int     `json:"feature"`
-	Thresh  []float64 `json:"thresh"` // go left when z[feature] <= thresh
-	Left    []int     `json:"left"`
-	Right   []int     `json:"right"`
-	Value   []float64 `json:"value"`
+	Feature []int     `json:"feature"` // per node: index into the model's Features of the split, -1 at a leaf
+	Thresh  []float64 `json:"thresh"`  // go left when z[feature] <= thresh
+	Left    []int     `json:"left"`    // per node: index of the left child, after the node's own; -1 at a leaf
+	Right   []int     `json:"right"`   // per node: index of the right child, after the node's own; -1 at a leaf
+	// Value is, per node, the log-odds a leaf adds to the score (learning
+	// rate applied); Score reads it at leaves only.
+	Value []float64 `json:"value"`
 }
 
 // Score returns the ensemble's log-odds for standardised features z.

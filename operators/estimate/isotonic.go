@@ -10,8 +10,8 @@ import (
 // between knots and clips outside them (scikit-learn's IsotonicRegression with
 // out_of_bounds="clip").
 type Isotonic struct {
-	X []float64 `json:"x"`
-	Y []float64 `json:"y"`
+	X []float64 `json:"x"` // knot scores: the family's log-odds, or the members' average for Model.Recalibration
+	Y []float64 `json:"y"` // P(correct) at each knot, non-decreasing, in [0,1]
 }
 
 // Predict maps a score to a probability.

@@ -13,9 +13,9 @@ import (
 // Its objective is scikit-learn's: sum_i w_i logloss_i + ||W||^2 / (2C),
 // the intercept unpenalised.
 type Logreg struct {
-	W []float64 `json:"w"`
-	B float64   `json:"b"`
-	C float64   `json:"c"`
+	W []float64 `json:"w"` // one weight per feature, on the standardised scale
+	B float64   `json:"b"` // intercept (log-odds at the training means)
+	C float64   `json:"c"` // inverse regularisation strength used in training (the hyper-parameter, "C=...")
 }
 
 // Score returns the log-odds for standardised features z.

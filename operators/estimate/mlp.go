@@ -11,12 +11,12 @@ import (
 // MLP is a one-hidden-layer perceptron (tanh units, logistic output) on
 // standardised features.
 type MLP struct {
-	Hidden int       `json:"hidden"`
-	W1     []float64 `json:"w1"` // Hidden x d, row-major
-	B1     []float64 `json:"b1"`
-	W2     []float64 `json:"w2"`
-	B2     float64   `json:"b2"`
-	Alpha  float64   `json:"alpha"` // L2 penalty used in training
+	Hidden int       `json:"hidden"` // number of hidden units (8 as Fit trains it)
+	W1     []float64 `json:"w1"`     // Hidden x d, row-major
+	B1     []float64 `json:"b1"`     // hidden-unit biases, Hidden values
+	W2     []float64 `json:"w2"`     // output weights, one per hidden unit
+	B2     float64   `json:"b2"`     // output bias (log-odds)
+	Alpha  float64   `json:"alpha"`  // L2 penalty used in training
 }
 
 // Score returns the log-odds for standardised features z; it allocates nothing.

@@ -130,6 +130,7 @@ func (e *TooFewRowsError) Error() string {
 		ErrTooFewRows, e.Rows, e.Positives, neg, strings.Join(missed, " and "))
 }
 
+// Unwrap returns ErrTooFewRows, so that errors.Is matches it.
 func (e *TooFewRowsError) Unwrap() error { return ErrTooFewRows }
 
 // Train fits an estimator set on t with cfg and returns it sealed (ready for

@@ -15,10 +15,10 @@ import (
 // more. In-domain metrics (Metrics.Domains) are near zero error by
 // construction; this is the figure to expect on new traffic.
 type Transfer struct {
-	AEE     float64        `json:"aee"`     // mean |estimated - true| over the left-out domains
-	MaxAE   float64        `json:"max_ae"`  // the largest of them
-	Domains []DomainMetric `json:"domains"` // each domain's estimate when it was left out
-	Skipped []string       `json:"skipped,omitempty"`
+	AEE     float64        `json:"aee"`               // mean |estimated - true| over the left-out domains
+	MaxAE   float64        `json:"max_ae"`            // the largest of them
+	Domains []DomainMetric `json:"domains"`           // each domain's estimate when it was left out
+	Skipped []string       `json:"skipped,omitempty"` // domains not measured: the other domains' rows are of one class
 }
 
 // MeasureTransfer fits one model per training domain of t without that

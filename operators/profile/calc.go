@@ -13,9 +13,9 @@ import (
 // Profile is one response's entropy profile and white-box baselines, in the
 // order of schemas.ProfileFeatures and schemas.Baselines.
 type Profile struct {
-	N         int
-	Features  [schemas.NumProfile]float64
-	Baselines [schemas.NumBaselines]float64
+	N         int                           // generated steps (tokens) profiled, at least 1; 0 when rejected
+	Features  [schemas.NumProfile]float64   // the entropy profile, indexed by FMean..FSea
+	Baselines [schemas.NumBaselines]float64 // the baselines, indexed by BNLLMean..BHTop5
 }
 
 // Indices into Profile.Features and Profile.Baselines.
@@ -50,6 +50,7 @@ type Reject struct {
 	Detail string
 }
 
+// Error returns the reason and the detail, as "reason: detail".
 func (r *Reject) Error() string { return r.Reason + ": " + r.Detail }
 
 // Calc computes profiles. It owns reusable buffers: zero allocations per trace

@@ -74,20 +74,41 @@ func (c DispatchConfig) Validate() error {
 // AlarmEvent is what the dispatcher publishes: an alarm key that started
 // firing (a new episode) or resolved.
 type AlarmEvent struct {
-	ID          string    `json:"id"`     // the alarm key (alarmKey.String) + "#episode:status", unique per event
-	Status      string    `json:"status"` // "firing" or "resolved"
-	Kind        string    `json:"kind"`   // accuracy_drop, psi, cusum, calibration_gap, unclustered_surge
-	Model       string    `json:"model"`
-	Domain      string    `json:"domain"`
-	Feature     string    `json:"feature,omitempty"`
-	Episode     uint32    `json:"episode"`
+	ID      string `json:"id"`                // the alarm key (alarmKey.String) + "#episode:status", unique per event
+	Status  string `json:"status"`            // "firing" or "resolved"
+	Kind    string `json:"kind"`              // accuracy_drop, psi, cusum, calibration_gap, unclustered_surge
+	Model   string `json:"model"`             // LLM model
+	Domain  string `json:"domain"`            // "" for unclustered_surge, which is per model
+	Feature string `json:"feature,omitempty"` // psi's entropy feature (mean, q50 or max); "" for the other kinds
+	// Episode numbers the key's firing episodes from 1: a firing event
+	// starts the next one, a resolved event carries the one it ends.
+	Episode uint32 `json:"episode"`
+	// WindowStart is the start of the key's latest evaluated window (UTC);
+	// for a key resolved because no evaluated window is left in the
+	// lookback, the poll's time, with N and the numbers below 0.
 	WindowStart time.Time `json:"window_start"`
-	N           uint64    `json:"n"`
-	Value       float64   `json:"value"`
-	Baseline    float64   `json:"baseline"`
-	Statistic   float64   `json:"statistic"`
-	Threshold   float64   `json:"threshold"`
-	At          time.Time `json:"at"`
+	N           uint64    `json:"n"` // responses in the window; labelled responses for calibration_gap
+	// Value, Baseline, Statistic and Threshold are the check's numbers as
+	// alarm_checks gives them; the key fires while Statistic > Threshold.
+	// Per kind, Value / Baseline / Statistic are:
+	//   - accuracy_drop: the window's estimated accuracy / the pooled
+	//     estimate of the baseline windows / Baseline - Value;
+	//   - psi: the PSI of the window against the baseline windows / 0 / the PSI;
+	//   - cusum: the window's estimated accuracy / the reference estimate /
+	//     the CUSUM S_t (Threshold is cusum_h);
+	//   - calibration_gap: estimated / realised accuracy of the labelled
+	//     responses of the lookback / |Value - Baseline|;
+	//   - unclustered_surge: the window's share of unclustered responses /
+	//     the baseline windows' share / Value - Baseline.
+	// Baseline, Statistic and Threshold are 0 where alarm_checks has NULL
+	// (no baseline).
+	Value     float64 `json:"value"`
+	Baseline  float64 `json:"baseline"`
+	Statistic float64 `json:"statistic"`
+	Threshold float64 `json:"threshold"`
+	// At is when the dispatcher saw the change: the poll's time, UTC, to
+	// the second.
+	At time.Time `json:"at"`
 }
 
 // alarmKey identifies an alarm. Model and domain are tenant strings that
@@ -186,10 +207,11 @@ const (
 // them again, to the destinations they missed; the other events of the poll
 // were delivered and recorded.
 type UndeliveredError struct {
-	Events []AlarmEvent
-	Err    error // why, one error per failure
+	Events []AlarmEvent // the events that missed a destination
+	Err    error        // why, one error per failure
 }
 
+// Error counts the undelivered events, lists their ids and gives Err.
 func (e *UndeliveredError) Error() string {
 	ids := make([]string, len(e.Events))
 	for i, ev := range e.Events {
@@ -198,6 +220,7 @@ func (e *UndeliveredError) Error() string {
 	return fmt.Sprintf("alarms: %d events not delivered, sent again at the next poll (%s): %v", len(e.Events), strings.Join(ids, ", "), e.Err)
 }
 
+// Unwrap returns Err, the failures joined by errors.Join.
 func (e *UndeliveredError) Unwrap() error { return e.Err }
 
 // NewDispatcher connects to ClickHouse (migrated) and prepares the outputs.
@@ -364,12 +387,12 @@ func (d *Dispatcher) latestChecks(ctx context.Context) (map[alarmKey]check, erro
 // AlarmCheck is the state of one alarm key (kind, model, domain, feature):
 // its latest evaluated window in alarm_checks.
 type AlarmCheck struct {
-	Kind, Model, Domain, Feature string
-	WindowStart                  time.Time
-	N                            uint64
-	Value, Baseline, Statistic   float64 // Baseline 0 for psi, which has none
-	Threshold                    float64
-	Firing                       bool
+	Kind, Model, Domain, Feature string    // the key, as in AlarmEvent
+	WindowStart                  time.Time // start of the latest evaluated window (UTC)
+	N                            uint64    // responses in it; labelled responses for calibration_gap
+	Value, Baseline, Statistic   float64   // Baseline 0 for psi, which has none
+	Threshold                    float64   // see AlarmEvent.Value for the four numbers of each kind; 0 where NULL
+	Firing                       bool      // that window fired: evaluated and Statistic > Threshold
 }
 
 // CurrentAlarms returns the state of every alarm key of db's alarm_checks,

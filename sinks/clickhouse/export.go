@@ -23,17 +23,21 @@ type ExportFilter struct {
 
 // ExportRow is one labelled response: what `entrowatch train` reads.
 type ExportRow struct {
+	// TraceID, Model and Domain identify the response; Domain is its
+	// effective domain: the caller's, else its cluster label ("" when it
+	// has neither).
 	TraceID, Model, Domain string
-	Correct                bool
+	Correct                bool // the label: the response was correct
 	// LabelSource is the source of the label in the labels table, or
 	// "response" for a label the response carried itself (FromLabels false).
 	LabelSource      string
-	FromLabels       bool
-	TS               time.Time
-	PCorrect         *float64 // nil when no estimator was deployed
-	EstimatorVersion string
-	NTokens          int32
-	Features         [schemas.NumProfile + schemas.NumBaselines]float64 // ProfileFeatures then Baselines
+	FromLabels       bool      // the label is the trace's newest in the labels table
+	TS               time.Time // the response's ts (UTC, whole seconds)
+	PCorrect         *float64  // nil when no estimator was deployed
+	EstimatorVersion string    // content hash of the estimator model that set PCorrect; "" without one
+	// NTokens is the number of tokens the response generated.
+	NTokens  int32
+	Features [schemas.NumProfile + schemas.NumBaselines]float64 // ProfileFeatures then Baselines
 }
 
 // ExportColumns are the CSV header of an export, in the order of ExportRow:
@@ -47,7 +51,7 @@ func ExportColumns() []string {
 
 // ExportStats is what ExportLabelled read.
 type ExportStats struct {
-	Rows       int
+	Rows       int            // rows passed to fn
 	FromLabels int            // labelled through the labels table (the newest label of the trace)
 	PerModel   map[string]int // rows per model
 	Domains    int            // distinct (model, domain) pairs

@@ -26,18 +26,22 @@ import (
 
 // LabelRequest is one response to send to labelers.
 type LabelRequest struct {
-	TraceID     string    `json:"trace_id"`
-	Model       string    `json:"model"`
-	Domain      string    `json:"domain"`
-	PCorrect    float64   `json:"p_correct"`
-	Uncertainty float64   `json:"uncertainty"` // |p_correct - 0.5|, smaller is more uncertain
-	Stratum     uint8     `json:"stratum"`     // p_correct fifth, 0..4
+	TraceID     string  `json:"trace_id"`
+	Model       string  `json:"model"`
+	Domain      string  `json:"domain"`      // the response's domain: the caller's, else its cluster label
+	PCorrect    float64 `json:"p_correct"`   // the response's estimated P(correct), 0 to 1
+	Uncertainty float64 `json:"uncertainty"` // |p_correct - 0.5|, smaller is more uncertain
+	Stratum     uint8   `json:"stratum"`     // p_correct fifth, 0..4
+	// StratumRank is the response's place, from 1, in a fixed pseudo-random
+	// order (by trace_id hash) of its domain's open responses of its
+	// stratum; requests take rank 1 of every stratum, then rank 2, ..., so
+	// that a batch covers the strata evenly.
 	StratumRank uint64    `json:"stratum_rank"`
-	Priority    float64   `json:"priority"`    // the domain's labeling_queue priority
-	ResponseTS  time.Time `json:"response_ts"` // the response's time; not "ts", which labels import reads as the label's
-	Prompt      string    `json:"prompt,omitempty"`
-	Batch       string    `json:"batch"`
-	ExpiresAt   time.Time `json:"expires_at"` // when the request lapses and the response may be requested again
+	Priority    float64   `json:"priority"`         // the domain's labeling_queue priority
+	ResponseTS  time.Time `json:"response_ts"`      // the response's time; not "ts", which labels import reads as the label's
+	Prompt      string    `json:"prompt,omitempty"` // the response's prompt; "" when it was stored without one
+	Batch       string    `json:"batch"`            // name of the request batch (RequestLabels's batch, e.g. from BatchName)
+	ExpiresAt   time.Time `json:"expires_at"`       // when the request lapses and the response may be requested again
 }
 
 // DefaultRequestExpiry is how long a label request keeps its response out
@@ -172,10 +176,17 @@ FROM %[1]s.label_status`, db)
 
 // Label is label.v1: the ground truth for one trace.
 type Label struct {
-	TraceID string    `json:"trace_id"`
-	Correct bool      `json:"correct"`
-	Source  string    `json:"source"`
-	TS      time.Time `json:"ts"`
+	TraceID string `json:"trace_id"` // the labelled response's id, byte for byte as ingest stored it
+	Correct bool   `json:"correct"`  // the response was correct
+	// Source says who or what gave the label (a reviewer, a team, a tool);
+	// readers fill in their default source when the input names none, and
+	// refuse one over 256 bytes.
+	Source string `json:"source"`
+	// TS is when the label was given: of a trace's labels the newest wins
+	// (see LabelVersion). Readers set it to the time of reading when the
+	// input has none, or leave it zero when given a zero now (ImportLabels
+	// then stamps it).
+	TS time.Time `json:"ts"`
 }
 
 // InsertLabels stores labels; the newest label (by TS) of a trace wins, of

@@ -89,12 +89,12 @@ func decodeLabels(b []byte, mem memory.Allocator, source string, now time.Time) 
 // TopicImport says where ImportTopic reads labels.
 type TopicImport struct {
 	Kafka  ewkafka.Config // brokers, TLS, SASL
-	Topic  string
-	Group  string        // consumer group; offsets are committed after the labels are stored
-	Source string        // source of labels that name none
-	Follow bool          // keep reading until ctx ends, as FollowLabels does (inserts retried)
-	Idle   time.Duration // without Follow, stop after this long without messages; default 5s
-	Log    *slog.Logger  // with Follow, where refused labels, skipped messages and retries are reported; nil discards
+	Topic  string         // the Kafka topic of label messages (see DecodeLabels)
+	Group  string         // consumer group; offsets are committed after the labels are stored
+	Source string         // source of labels that name none
+	Follow bool           // keep reading until ctx ends, as FollowLabels does (inserts retried)
+	Idle   time.Duration  // without Follow, stop after this long without messages; default 5s
+	Log    *slog.Logger   // with Follow, where refused labels, skipped messages and retries are reported; nil discards
 }
 
 // TopicImported is what ImportTopic did.

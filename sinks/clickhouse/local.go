@@ -179,7 +179,9 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 func (s *Server) DSN() string { return fmt.Sprintf("clickhouse://127.0.0.1:%d/default", s.tcpPort) }
 
 // TCPPort and HTTPPort are the ports the server listens on (127.0.0.1 only).
-func (s *Server) TCPPort() int  { return s.tcpPort }
+func (s *Server) TCPPort() int { return s.tcpPort }
+
+// HTTPPort is the server's HTTP interface port (127.0.0.1 only); see TCPPort.
 func (s *Server) HTTPPort() int { return s.httpPort }
 
 // Dir is the server's directory.

@@ -23,7 +23,7 @@ import (
 
 // Migration is one versioned SQL file.
 type Migration struct {
-	Version    uint32
+	Version    uint32   // the file name's number, e.g. 1 for 001_tables.sql
 	Name       string   // file name, e.g. "001_tables.sql"
 	Checksum   string   // sha256 of the file
 	Statements []string // with {db} still in place
@@ -115,7 +115,7 @@ var createView = regexp.MustCompile(`^CREATE VIEW IF NOT EXISTS (\{db\}\.[A-Za-z
 
 // MigrateResult says what Migrate did.
 type MigrateResult struct {
-	Database string
+	Database string   // the database migrated (created when missing)
 	Applied  []string // names applied by this run
 	Version  uint32   // newest applied version after the run
 	From     uint32   // newest version of this build's the database held before the run (0: none)

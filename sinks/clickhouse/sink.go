@@ -70,7 +70,10 @@ func NewSink(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 }
 
 // Rows is the number of rows written so far; Retries the insert retries.
-func (s *Sink) Rows() int64    { return s.rows.Load() }
+func (s *Sink) Rows() int64 { return s.rows.Load() }
+
+// Retries is how many times a failed insert was retried so far, over all
+// inserts.
 func (s *Sink) Retries() int64 { return s.retries.Load() }
 
 // Healthy reports whether the last insert attempt succeeded (true before

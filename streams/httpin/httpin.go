@@ -261,8 +261,8 @@ var rejectReasons = []string{
 
 // Reply is the JSON body of every answer.
 type Reply struct {
-	Accepted int    `json:"accepted"`
-	Error    string `json:"error,omitempty"`
+	Accepted int    `json:"accepted"`        // responses (or labels) produced to the topic; 0 unless 202
+	Error    string `json:"error,omitempty"` // why the request was refused; "" on 202
 	// Rejects lists, by line, the first maxRejects responses of a refused
 	// body that cannot be read or scored.
 	Rejects []Reject `json:"rejects,omitempty"`
@@ -288,10 +288,13 @@ const maxDetail = 512
 // Reject is one response of the body that could not be converted, or that
 // the profile operator would reject.
 type Reject struct {
+	// Line is the response's line in the body, from 1, the body read as
+	// JSON Lines (a JSON array or pretty-printed objects count one value
+	// per line).
 	Line   int64  `json:"line"`
-	ID     string `json:"id,omitempty"`
-	Reason string `json:"reason"`
-	Detail string `json:"detail"`
+	ID     string `json:"id,omitempty"` // the response's id when it could be read, at most 512 bytes
+	Reason string `json:"reason"`       // one of the schemas.Reason* values
+	Detail string `json:"detail"`       // what is wrong, for people, at most 512 bytes
 }
 
 // Retry-After, in seconds, of the answers a client should retry: 429 when

@@ -92,6 +92,9 @@ func (a *BoundedAllocator) track(b []byte) {
 	delete(a.gone, p)
 }
 
+// Allocate implements memory.Allocator: it counts size bytes against the
+// limit, panicking with an error wrapping ErrMemoryLimit when they do not
+// fit, then allocates them from the allocator underneath.
 func (a *BoundedAllocator) Allocate(size int) []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -101,6 +104,9 @@ func (a *BoundedAllocator) Allocate(size int) []byte {
 	return b
 }
 
+// Reallocate implements memory.Allocator: it resizes b to size through the
+// allocator underneath. Growth counts against the limit as Allocate's bytes
+// do (and panics the same way); shrinking gives nothing back to it.
 func (a *BoundedAllocator) Reallocate(size int, b []byte) []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -115,6 +121,9 @@ func (a *BoundedAllocator) Reallocate(size int, b []byte) []byte {
 	return out
 }
 
+// Free implements memory.Allocator: it returns b to the allocator
+// underneath, unless Reclaim has freed it already. The limit counts bytes
+// allocated, so freeing does not make room for more.
 func (a *BoundedAllocator) Free(b []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -148,7 +148,6 @@ func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
 	return rec, nil
 }
 
-// Close releases the reader and closes the file.
 // Unterminated reports, once Next has returned io.EOF, that the file is in
 // the stream format and ended without the end-of-stream marker. The Arrow
 // format allows a writer to close a stream without one, but it is also what
@@ -158,6 +157,7 @@ func (r *FileReader) Next() (rec arrow.RecordBatch, err error) {
 // its footer, is an error from Next or OpenFile.)
 func (r *FileReader) Unterminated() bool { return r.msgs.unterminated && !r.msgs.fileFormat }
 
+// Close releases the reader and closes the file.
 func (r *FileReader) Close() error {
 	r.rd.Release()
 	return r.f.Close()

@@ -68,8 +68,8 @@ func Messages(rec arrow.RecordBatch, key []byte, maxBytes int) ([]Message, error
 // TooLargeError names the rows Messages left out because they do not fit
 // one message, not even as chunks. errors.Is(err, ipc.ErrTooLarge) holds.
 type TooLargeError struct {
-	Limit int // the message size limit, bytes
-	Rows  []RowTooLarge
+	Limit int           // the message size limit, bytes
+	Rows  []RowTooLarge // the rows left out, at least one
 }
 
 // RowTooLarge is one row Messages left out.
@@ -80,6 +80,7 @@ type RowTooLarge struct {
 	Why   string // why it was not sent as chunk rows
 }
 
+// Error describes the first row left out and counts the others.
 func (e *TooLargeError) Error() string {
 	r := e.Rows[0]
 	steps := ""
@@ -94,6 +95,7 @@ func (e *TooLargeError) Error() string {
 	return s
 }
 
+// Unwrap returns ipc.ErrTooLarge.
 func (e *TooLargeError) Unwrap() error { return ipc.ErrTooLarge }
 
 // IsMessageTooLarge reports whether a produce error says that a message is

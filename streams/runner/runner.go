@@ -134,7 +134,13 @@ func (c Config) Validate() error {
 // Parts are the components the runner drives; the caller creates and closes
 // them (the runner neither closes the source nor the sink).
 type Parts struct {
-	Source     *kafka.Source
+	// Source is the consumer-group source of trace.v1 messages; the runner
+	// fetches from it and commits its offsets once their rows are written
+	// (or dead-lettered). Required.
+	Source *kafka.Source
+	// DeadLetter produces to the dead-letter topic what cannot be
+	// processed: undecodable messages, rejected traces and rows the chain's
+	// status selects, each with a reason header. Required.
 	DeadLetter *kafka.Producer
 	// Chain builds one operator chain per worker (operators reuse buffers
 	// and are not shared). Every operator must keep rows one for one and in
