@@ -30,7 +30,7 @@ var commands = map[string]command{
 	"ingest":      {"convert responses to trace.v1 batches and produce them to Kafka", runIngest},
 	"migrate":     {"create or upgrade the ClickHouse schema", runMigrate},
 	"alarms":      {"dispatch drift alarms from ClickHouse to Kafka and webhooks", runAlarms},
-	"labels":      {"export labeling requests, import labels (labels requests|import)", runLabels},
+	"labels":      {"labeling requests, label import, labelled rows for training (labels requests|import|export)", runLabels},
 	"deadletters": {"list (and requeue) what the stream dead-lettered, with the reasons", runDeadletters},
 	"bench":       {"measure throughput (bench operators|pipeline)", runBench},
 	"demo":        {"the whole loop on bundled real traces", runDemo},
@@ -56,6 +56,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		// "entrowatch help score" is "entrowatch score -h"; "help cluster fit" too.
 		args = append(append([]string{}, args[1:]...), "-h")
 	case "version", "--version", "-version":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "entrowatch version takes no arguments, got: %s\n", strings.Join(args[1:], " "))
+			return 2
+		}
 		// What an upgrade needs to know besides the commit: the schema
 		// version it migrates to, the artifact formats it reads, Go.
 		fmt.Fprintf(stdout, "entrowatch %s\nschema: ClickHouse migrations 001-%03d\nartifacts: %s, %s\n%s\n",
@@ -148,7 +152,13 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		hint := ""
+		if in := fs.Lookup("in"); in != nil && in.Value.String() == "" && !strings.HasPrefix(fs.Arg(0), "-") {
+			// "score responses.jsonl --out x.csv": files are named by flags,
+			// and the flag package stops at the first argument that is not one.
+			hint = fmt.Sprintf(" (files are named by flags: --in %s; flags after an argument are not read)", fs.Arg(0))
+		}
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s%s\n", strings.Join(fs.Args(), " "), hint)
 		fs.Usage()
 		return errUsage
 	}
