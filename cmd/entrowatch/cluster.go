@@ -159,8 +159,11 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 				fmt.Fprintf(stderr, "  cluster %d %q keeps id %d, relabelled from %q (centroid similarity %.2f)\n", mt.ID, c.Label, mt.Old, mt.OldLabel, mt.Similarity)
 			case mt.Old >= 0:
 				fmt.Fprintf(stderr, "  cluster %d %q keeps id %d and its label (centroid similarity %.2f; top terms now %s)\n", mt.ID, c.Label, mt.Old, mt.Similarity, strings.Join(c.TopTerms, "/"))
-			default:
-				fmt.Fprintf(stderr, "  cluster %d %q is new (best similarity %.2f < %.2f)\n", mt.ID, m.Clusters[i].Label, mt.Similarity, *minSim)
+			case mt.Similarity > 0 || mt.Nearest < 0:
+				fmt.Fprintf(stderr, "  cluster %d %q is new (similarity %.2f to the old cluster it was paired with, below %.2f)\n", mt.ID, c.Label, mt.Similarity, *minSim)
+			default: // more new clusters than old: paired with none
+				fmt.Fprintf(stderr, "  cluster %d %q is new (%d old clusters went to more similar new ones; nearest old: %d %q, similarity %.2f)\n",
+					mt.ID, c.Label, len(old.Clusters), mt.Nearest, oldLabel(old, mt.Nearest), mt.NearestSimilarity)
 			}
 		}
 	}
@@ -244,4 +247,14 @@ func warnLongLines(stderr io.Writer, cmd, path string, docs *clustertag.Docs) {
 	}
 	fmt.Fprintf(stderr, "%s: warning: skipped %d line(s) of %s longer than %d MiB (line %s): a prompt that long is not a question to cluster; check the file\n",
 		cmd, len(docs.TooLong), path, clustertag.MaxLineBytes>>20, strings.Join(lines, ", "))
+}
+
+// oldLabel is the label of the cluster with id in m.
+func oldLabel(m *clustertag.Model, id int) string {
+	for _, c := range m.Clusters {
+		if c.ID == id {
+			return c.Label
+		}
+	}
+	return ""
 }

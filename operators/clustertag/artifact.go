@@ -146,6 +146,12 @@ type IDMatch struct {
 	Similarity float64 `json:"similarity"`
 	// OldLabel is the matched old cluster's label (kept unless Relabel).
 	OldLabel string `json:"old_label,omitempty"`
+	// Nearest is the old cluster most similar to the new one, paired or not
+	// (with more new clusters than old, some are paired with none), and
+	// NearestSimilarity that similarity; -1 and 0 with no old cluster.
+	// Set by Carry for its report, not stored in the artifact.
+	Nearest           int     `json:"-"`
+	NearestSimilarity float64 `json:"-"`
 }
 
 // floats marshals as base64 of little-endian float32, compact and exact.

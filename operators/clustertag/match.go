@@ -48,7 +48,12 @@ func (m *Model) Carry(prev *Model, minSim float64, relabel bool) (*Lineage, erro
 	lin := &Lineage{Version: prev.Version, Relabel: relabel}
 	keep := map[int]string{}
 	for i := range m.Clusters {
-		match := IDMatch{Old: -1}
+		match := IDMatch{Old: -1, Nearest: -1}
+		for j := range sim[i] {
+			if match.Nearest < 0 || sim[i][j] > match.NearestSimilarity {
+				match.Nearest, match.NearestSimilarity = prev.Clusters[j].ID, sim[i][j]
+			}
+		}
 		if j := pair[i]; j >= 0 {
 			match.Similarity = sim[i][j]
 			if sim[i][j] >= minSim {

@@ -196,10 +196,16 @@ func TestArtifactRoundTripAndCarry(t *testing.T) {
 		var fresh []int
 		kept := map[int]bool{}
 		for _, mt := range lin.Matches {
+			// Every new cluster knows its nearest old one, paired or not
+			// (the third, paired with none, has Similarity 0).
+			require.Contains(t, []int{0, 1}, mt.Nearest)
+			require.GreaterOrEqual(t, mt.NearestSimilarity, mt.Similarity)
 			if mt.Old < 0 {
 				fresh = append(fresh, mt.ID)
+				require.Zero(t, mt.Similarity, "unpaired")
 			} else {
 				kept[mt.ID] = true
+				require.Equal(t, mt.Old, mt.Nearest)
 			}
 		}
 		require.Equal(t, []int{2}, fresh)
