@@ -530,8 +530,16 @@ func (s *demoSummary) write(w io.Writer, port int, db string) {
 	fmt.Fprintf(w, "other alarms (false in this scenario): %d%s\n", len(s.Other)+len(s.Early), listTail(append(append([]string(nil), s.Early...), s.Other...)))
 	if len(s.Queue) > 0 {
 		fmt.Fprintf(w, "labeling queue: first %s/%s (estimated %.3f)", s.Queue[0].Model, s.Queue[0].Domain, s.Queue[0].Est)
+		oneModel := true
+		for _, q := range s.Queue {
+			oneModel = oneModel && q.Model == s.Queue[0].Model
+		}
 		for i, q := range s.Queue[1:] {
-			fmt.Fprintf(w, ", %d. %s", i+2, q.Domain)
+			if oneModel {
+				fmt.Fprintf(w, ", %d. %s", i+2, q.Domain)
+			} else { // traces of several LLMs (demo --traces): say whose domain
+				fmt.Fprintf(w, ", %d. %s/%s", i+2, q.Model, q.Domain)
+			}
 		}
 		fmt.Fprintln(w)
 	} else {
