@@ -28,3 +28,13 @@ func TestCLIArgumentHints(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, "labels requests|import|export")
 }
+
+// An error whose text begins with the command's name is printed with the
+// name once: "entrowatch alarms: webhook ...", not "entrowatch alarms:
+// alarms: webhook ...".
+func TestCLIErrorNamesCommandOnce(t *testing.T) {
+	_, stderr, code := runCLI(t, "alarms", "--clickhouse", "clickhouse://127.0.0.1:1", "--webhook", "ftp://x", "--once")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "entrowatch alarms: webhook ftp://x: want an http:// or https:// URL")
+	require.NotContains(t, stderr, "alarms: alarms:")
+}

@@ -83,7 +83,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if errors.Is(err, errUsage) {
 			return 2
 		}
-		fmt.Fprintf(stderr, "entrowatch %s: %v\n", args[0], err)
+		// Library errors often begin with the command's own name
+		// ("alarms: webhook ..."): say it once.
+		fmt.Fprintf(stderr, "entrowatch %s: %s\n", args[0], strings.TrimPrefix(err.Error(), args[0]+": "))
 		return 1
 	}
 	return 0

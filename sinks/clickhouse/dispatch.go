@@ -556,6 +556,9 @@ func (d *Dispatcher) post(ctx context.Context, e AlarmEvent, retries int) error 
 			return fmt.Errorf("alarms: webhook %s %w event %s: %s: %s", d.hook, errRejected, e.ID, status, reply)
 		}
 	}
+	if retries == 0 {
+		return fmt.Errorf("alarms: webhook %s: event %s not accepted, tried once (retries are spent on the first failing event of a poll): %w", d.hook, e.ID, last)
+	}
 	return fmt.Errorf("alarms: webhook %s: event %s not accepted after %d attempts: %w", d.hook, e.ID, retries+1, last)
 }
 
