@@ -224,6 +224,9 @@ func ReadTable(path string, features []string) (*Table, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("%s is a directory: give a labelled table (a CSV, or Arrow from entrowatch score)", path)
+	}
 	br := bufio.NewReaderSize(f, 1<<20)
 	head, _ := br.Peek(6)
 	var t *Table

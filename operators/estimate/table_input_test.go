@@ -74,3 +74,9 @@ func TestReadTableArrowTruncated(t *testing.T) {
 		}
 	}
 }
+
+func TestReadTableDirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, err := ReadTable(dir, nil)
+	require.EqualError(t, err, dir+" is a directory: give a labelled table (a CSV, or Arrow from entrowatch score)")
+}
