@@ -207,7 +207,6 @@ func TestTrainEvalArgumentChecks(t *testing.T) {
 		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--features", "domain"}, `feature "domain" is a key column`},
 		{[]string{"train", "--in", in, "--out", in, "--features", "confidence"}, "is the input table"},
 		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "no", "such", "e.json"), "--features", "confidence"}, "does not exist"},
-		{[]string{"train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--ensemble", "-1"}, "ensemble = -1: want 0"},
 		{[]string{"eval", "--in", in, "--report", in, "--features", "confidence"}, "is a file; give a directory"},
 		{[]string{"eval", "--in", in, "--report", dir, "--features", "correct"}, `feature "correct" is the label`},
 	} {
@@ -216,6 +215,13 @@ func TestTrainEvalArgumentChecks(t *testing.T) {
 		require.Contains(t, errs, tc.want, tc.args)
 		require.NotContains(t, errs, "train: llm-a", "refused before fitting")
 	}
+	// A setting that cannot work is a usage error (exit 2), also refused
+	// before fitting.
+	_, errs, code := runCLI(t, "train", "--in", in, "--out", filepath.Join(dir, "e.json"), "--ensemble", "-1")
+	require.Equal(t, 2, code, errs)
+	require.Contains(t, errs, "ensemble = -1: want 0")
+	require.Contains(t, errs, "Run 'entrowatch train -h' for its flags.")
+	require.NotContains(t, errs, "train: llm-a", "refused before fitting")
 	require.NoFileExists(t, filepath.Join(dir, "e.json"))
 	b, err := os.ReadFile(in)
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,21 +64,21 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return errUsage
 	}
 	if *prev == "" && (flagSet(fs, "min-similarity") || *relabel) {
-		return errors.New("--min-similarity and --relabel apply to --previous: give the artifact the refit replaces")
+		return badFlag("--min-similarity and --relabel apply to --previous: give the artifact the refit replaces")
 	}
 	if !(*minSim >= 0 && *minSim <= 1) {
-		return fmt.Errorf("--min-similarity %g: want a cosine similarity from 0 to 1 (default %g)", *minSim, clustertag.DefaultMinSimilarity)
+		return badFlag("--min-similarity %g: want a cosine similarity from 0 to 1 (default %g)", *minSim, clustertag.DefaultMinSimilarity)
 	}
 	def.Seed = *seed
 	if *kFlag != "auto" {
 		k, err := strconv.Atoi(*kFlag)
 		if err != nil || k < 2 {
-			return fmt.Errorf("--k %q: want a whole number of clusters >= 2, or auto", *kFlag)
+			return badFlag("--k %q: want a whole number of clusters >= 2, or auto", *kFlag)
 		}
 		def.K = k
 	}
 	if err := def.Validate(); err != nil {
-		return fmt.Errorf("invalid settings: %w", err)
+		return badFlag("invalid settings: %w", err)
 	}
 	tmp, commit, err := artifactOutput(*in, *out, "the input")
 	if err != nil {

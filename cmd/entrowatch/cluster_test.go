@@ -100,7 +100,7 @@ func TestClusterErrors(t *testing.T) {
 		{"missing file", []string{"cluster", "fit", "--in", filepath.Join(dir, "nope.csv"), "--out", out}, 1, "no such file"},
 		{"no prompt column", []string{"cluster", "fit", "--in", noPrompt, "--out", out}, 1, "no prompt column"},
 		{"no prompt field", []string{"cluster", "fit", "--in", noField, "--out", out}, 1, "no line has a \"prompt\""},
-		{"bad k", []string{"cluster", "fit", "--in", noPrompt, "--out", out, "--k", "one"}, 1, "--k \"one\""},
+		{"bad k", []string{"cluster", "fit", "--in", noPrompt, "--out", out, "--k", "one"}, 2, "--k \"one\""},
 		{"report without artifact", []string{"cluster", "report", "--in", noPrompt, "--clusters", filepath.Join(dir, "none.json")}, 1, "entrowatch cluster fit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -367,7 +367,7 @@ func TestClusterFitClearErrors(t *testing.T) {
 		{[]string{"--relabel"}, []string{"apply to --previous"}},
 	} {
 		_, stderr, code = runCLI(t, append([]string{"cluster", "fit", "--in", csvPath, "--out", filepath.Join(dir, "x.json"), "--quiet", "--k", "3"}, tc.args...)...)
-		require.Equal(t, 1, code, stderr)
+		require.Equal(t, 2, code, stderr) // flags that cannot work: a usage error
 		for _, w := range tc.want {
 			require.Contains(t, stderr, w)
 		}

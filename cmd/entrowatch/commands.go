@@ -39,6 +39,17 @@ var commands = map[string]command{
 // errUsage marks errors whose message is the usage already printed.
 var errUsage = errors.New("usage")
 
+// flagError is a flag value that cannot work (--k 1, --family gbm): its
+// message is printed with a pointer to -h, and the exit status is 2, as for
+// any usage error.
+type flagError struct{ error }
+
+func (e flagError) Is(target error) bool { return target == errUsage }
+func (e flagError) Unwrap() error        { return e.error }
+
+// badFlag returns a flagError with the formatted message.
+func badFlag(format string, a ...any) error { return flagError{fmt.Errorf(format, a...)} }
+
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
@@ -81,6 +92,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 0
 		}
 		if errors.Is(err, errUsage) {
+			if fe := (flagError{}); errors.As(err, &fe) {
+				fmt.Fprintf(stderr, "entrowatch %s: %v\nRun 'entrowatch %s -h' for its flags.\n", args[0], err, args[0])
+			}
 			return 2
 		}
 		// Library errors often begin with the command's own name

@@ -103,13 +103,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer stopProfile()
 	if c.Speed < 0 {
-		return fmt.Errorf("--speed %g: want >= 0 (0 = as fast as possible)", c.Speed)
+		return badFlag("--speed %g: want >= 0 (0 = as fast as possible)", c.Speed)
 	}
 	if c.Refresh <= 0 {
-		return fmt.Errorf("--refresh %v: want > 0", c.Refresh)
+		return badFlag("--refresh %v: want > 0", c.Refresh)
 	}
 	if c.MinN < 0 {
-		return fmt.Errorf("--min-n %d: want >= 0", c.MinN)
+		return badFlag("--min-n %d: want >= 0", c.MinN)
 	}
 	if !c.Plain {
 		c.Plain = !isTerminal(stdout)

@@ -86,7 +86,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.Family, cfg.Calibration, cfg.Balance, cfg.Screen, cfg.Folds = *family, *cal, *balance, *screen, *folds
 	cfg.Ensemble, cfg.Offset, cfg.CalibrateOn, cfg.Hyper, cfg.Recalibrate = *ensemble, *offset, *calOn, *hyper, *recal
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%w (see entrowatch train -h)", err)
+		return badFlag("%w", err)
 	}
 	tmp, commit, err := artifactOutput(*in, *out, "the input table")
 	if err != nil {

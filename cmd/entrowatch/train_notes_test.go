@@ -34,7 +34,7 @@ func TestTrainRefusesIgnoredSettings(t *testing.T) {
 	out := filepath.Join(dir, "e.json")
 
 	_, stderr, code := runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--family", "forest", "--hyper", "0.5", "--transfer=false")
-	require.Equal(t, 1, code, stderr)
+	require.Equal(t, 2, code, stderr)
 	require.Contains(t, stderr, "a forest's hyper-parameter is its tree depth, a whole number from 1 to 16")
 	_, stderr, code = runCLI(t, "train", "--in", table, "--out", out, "--features", "mean", "--screen", "1", "--transfer=false")
 	require.Equal(t, 2, code, stderr)
