@@ -3,6 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/entrowatch/entrowatch/operators/clustertag"
 	"github.com/entrowatch/entrowatch/operators/estimate"
@@ -17,12 +20,12 @@ func preflight(cfg runConfig) error {
 	var errs []error
 	if cfg.Estimator != "" {
 		if _, err := estimate.Load(cfg.Estimator); err != nil {
-			errs = append(errs, fmt.Errorf("estimator: %w", err))
+			errs = append(errs, fmt.Errorf("estimator: %w%s", err, relativeTo(cfg.Estimator, err)))
 		}
 	}
 	if cfg.Clusters != "" {
 		if _, err := clustertag.Load(cfg.Clusters); err != nil {
-			errs = append(errs, fmt.Errorf("clusters: %w", err))
+			errs = append(errs, fmt.Errorf("clusters: %w%s", err, relativeTo(cfg.Clusters, err)))
 		}
 	}
 	if len(cfg.Kafka.Brokers) > 0 {
@@ -32,4 +35,19 @@ func preflight(cfg runConfig) error {
 		errs = append(errs, cfg.ClickHouse.Conn.CheckFiles())
 	}
 	return errors.Join(errs...)
+}
+
+
+// relativeTo says, for a relative path that does not exist, where it was
+// looked for: paths in the configuration are relative to the directory
+// entrowatch runs in, not to the configuration file.
+func relativeTo(path string, err error) string {
+	if filepath.IsAbs(path) || !errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	wd, werr := os.Getwd()
+	if werr != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (a relative path is read from the working directory %s, not from the configuration file's)", wd)
 }

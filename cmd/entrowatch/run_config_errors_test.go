@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -71,4 +72,14 @@ func TestRunPreflight(t *testing.T) {
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "missing.json")
 	require.NotContains(t, stderr, "clickhouse", "nothing started")
+	require.NotContains(t, stderr, "working directory", "an absolute path needs no hint")
+
+	// A relative path is read from the working directory, which the error
+	// names, since a path next to the config file is the usual mistake.
+	cfg = writeFile(t, dir, "data_dir: "+dir+"/d\nsink: file\nestimator: nope/est.json\n")
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	_, stderr, code = runCLI(t, "run", "--config", cfg, "--print-config")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "open nope/est.json: no such file or directory (a relative path is read from the working directory "+wd+", not from the configuration file's)")
 }
