@@ -37,7 +37,6 @@ func preflight(cfg runConfig) error {
 	return errors.Join(errs...)
 }
 
-
 // relativeTo says, for a relative path that does not exist, where it was
 // looked for: paths in the configuration are relative to the directory
 // entrowatch runs in, not to the configuration file.
