@@ -27,6 +27,11 @@ responses as chunk objects or raw server-sent events) to trace.v1
 batches and produces them to Kafka as Arrow IPC messages under the message size
 limit, waiting for every broker acknowledgement (acks=all).
 
+It reads JSON only: an Arrow IPC file or a table (CSV, TSV) is refused, by
+its content, whatever its name. A trace.v1 Arrow file is scored offline by
+entrowatch score; trace.v1 Arrow batches are produced to the topic with any
+Kafka client (docs/streams.md, "Your own producer").
+
 Responses are sent in batches of --batch-rows; from a pipe, FIFO or terminal
 (tail -f log | entrowatch ingest --in -) what was read is sent whenever the
 input pauses for --idle-flush (200ms), and at least every 5 x --idle-flush
@@ -46,7 +51,9 @@ again (up to its stream.assemble.max_steps, 32768 by default).
 Lines that cannot be read or sent are reported on stderr (line number, id,
 reason; at most 20 per reason) and skipped; the summary counts them: a line
 over 64 MiB, or a response whose prompt and attributes alone fill a message,
-is too_long. The exit status is 1 when nothing could be produced.
+is too_long. The exit status is 1 when nothing could be produced. An error
+that stops it (the broker's, or the input's: a gzip file cut short) says how
+many responses were acknowledged before it: resend only the rest.
 
 TLS and SASL: --kafka-tls, --kafka-tls-ca, --kafka-sasl, --kafka-sasl-user,
 as in every command (the older --tls, --tls-ca, --sasl, --sasl-user still
@@ -103,13 +110,25 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	src, err := ingest.OpenContext(ctx, *in)
 	if err != nil {
 		p.Close()
+		if ae := (*ingest.ArrowInputError)(nil); errors.As(err, &ae) {
+			return fmt.Errorf("%w: ingest reads JSON responses only. A trace.v1 Arrow file is scored offline by entrowatch score --in FILE; "+
+				"to send trace.v1 Arrow batches to the stream, produce them to the topic with a Kafka client, one record batch per message "+
+				"(docs/streams.md, \"Your own producer\")", err)
+		}
 		return err
 	}
-	err = ingestAll(ctx, src, p, icfg, *rate, stdout, stderr)
+	err = ingestConn(ctx, src, p, conn, icfg, *rate, stdout, stderr)
 	return errors.Join(err, src.Close(), p.Close())
 }
 
+// ingestAll is ingestConn for a producer without TLS or SASL.
 func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg ingest.Config, rate float64, stdout, stderr io.Writer) error {
+	return ingestConn(ctx, src, p, kafka.Config{}, icfg, rate, stdout, stderr)
+}
+
+// ingestConn reads responses from src and produces them with p, made from
+// conn (for what an error of the broker may mean: produceHint).
+func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafka.Config, icfg ingest.Config, rate float64, stdout, stderr io.Writer) error {
 	mem := memory.NewGoAllocator()
 	rd := ingest.NewReader(src, icfg, mem)
 	defer rd.Release()
@@ -146,7 +165,10 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 			break
 		}
 		if err != nil {
-			return err
+			// A read error (a truncated gzip file, Ctrl-C) after some
+			// batches went out: say how many, as for a broker error, so
+			// that only the rest is sent again.
+			return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
 		}
 		if rec.NumRows() == 0 { // a run of rejected lines ended the read early
 			rec.Release()
@@ -164,7 +186,7 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 				case <-time.After(d):
 				case <-ctx.Done():
 					rec.Release()
-					return ctx.Err()
+					return fmt.Errorf("after %d responses were acknowledged: %w", rows, ctx.Err())
 				}
 			}
 			stamped, err := restamp(rec, mem, start, rows, rate)
@@ -208,7 +230,7 @@ func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg inges
 				case kafka.IsMessageTooLarge(err):
 					return fmt.Errorf("after %d responses were acknowledged: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", rows, err, p.MaxMessageBytes())
 				}
-				return fmt.Errorf("after %d responses were acknowledged: %w (is the broker running? entrowatch run starts one on 127.0.0.1:9092)", rows, err)
+				return fmt.Errorf("after %d responses were acknowledged: %w%s", rows, err, produceHint(err, conn))
 			}
 		}
 		rows += size

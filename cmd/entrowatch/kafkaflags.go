@@ -1,10 +1,19 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
+	"syscall"
+
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
@@ -116,4 +125,82 @@ func (k *kafkaFlags) config(brokers, clientID string) kafka.Config {
 		conn.SASL.Password = kafka.Secret(os.Getenv(conn.SASL.PasswordEnv))
 	}
 	return conn
+}
+
+// produceHint is what a failed produce to the brokers of conn may mean, as
+// " (...)" to append to its error, or "" when the error says it all. A
+// broker that is not there refuses the connection; one that is there but
+// speaks otherwise than conn (TLS to a plaintext listener, SASL to one
+// without, or neither to one that wants them) closes it (EOF) or never
+// answers (i/o timeout), and then "is the broker running?" alone misleads.
+func produceHint(err error, conn kafka.Config) string {
+	var we kafkago.WriteErrors
+	if errors.As(err, &we) { // a batch's errors are per message: the first says why
+		for _, e := range we {
+			if e != nil {
+				err = e
+				break
+			}
+		}
+	}
+	const running = "is the broker running? entrowatch run starts one on 127.0.0.1:9092"
+	var (
+		dns      *net.DNSError
+		record   tls.RecordHeaderError
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		netErr   net.Error
+		op       *net.OpError
+	)
+	secured := conn.TLS.Enabled || conn.SASL.Mechanism != ""
+	switch {
+	case errors.Is(err, context.Canceled): // Ctrl-C
+		return ""
+	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &dns), errors.As(err, &op) && op.Op == "dial":
+		return " (" + running + ")"
+	case errors.As(err, &record):
+		return " (the broker does not answer in TLS: drop --kafka-tls and --kafka-tls-ca if its listener is plaintext, or give the address of its TLS listener)"
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return " (the TLS settings do not match the broker's certificate: give the CA that signed it with --kafka-tls-ca FILE, and the broker by the name or address its certificate is for)"
+	case errors.Is(err, kafkago.SASLAuthenticationFailed), errors.Is(err, kafkago.UnsupportedSASLMechanism), errors.Is(err, kafkago.IllegalSASLState):
+		return " (SASL was refused: check --kafka-sasl (plain, scram-sha-256 or scram-sha-512: the broker's mechanism), --kafka-sasl-user and $" + saslPasswordEnv(conn) + ")"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &netErr) && netErr.Timeout():
+		// The broker took the connection, then closed it or kept silent:
+		// what a mismatch of TLS or SASL looks like.
+		if secured {
+			return " (the broker took the connection but closed it or did not answer: its TLS/SASL settings may not match the ones given (" +
+				securityGiven(conn) + "; entrowatch run's embedded broker takes neither); or " + running + ")"
+		}
+		return " (the broker took the connection but closed it or did not answer: its TLS/SASL settings may not match the ones given (none): " +
+			"if it requires TLS or SASL, give --kafka-tls [--kafka-tls-ca FILE], --kafka-sasl MECH --kafka-sasl-user USER; or " + running + ")"
+	case secured:
+		return " (" + running + " Or its TLS/SASL settings may not match the ones given: " + securityGiven(conn) + ")"
+	}
+	return " (" + running + ")"
+}
+
+// securityGiven says which of TLS and SASL conn uses, by their flags.
+func securityGiven(conn kafka.Config) string {
+	var on []string
+	if conn.TLS.Enabled {
+		on = append(on, "--kafka-tls")
+	}
+	if conn.SASL.Mechanism != "" {
+		on = append(on, "--kafka-sasl "+conn.SASL.Mechanism)
+	}
+	if len(on) == 0 {
+		return "neither TLS nor SASL"
+	}
+	return strings.Join(on, " and ")
+}
+
+// saslPasswordEnv names the variable the SASL password is read from.
+func saslPasswordEnv(conn kafka.Config) string {
+	if conn.SASL.PasswordEnv != "" {
+		return conn.SASL.PasswordEnv
+	}
+	return "ENTROWATCH_KAFKA_PASSWORD"
 }

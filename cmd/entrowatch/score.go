@@ -445,6 +445,11 @@ func openScoreSource(ctx context.Context, path string, maxSteps int, mem memory.
 		return &arrowSource{r: r, maxSteps: maxSteps, mem: mem}, nil
 	}
 	f, err := ingest.OpenContext(ctx, path)
+	if ae := (*ingest.ArrowInputError)(nil); errors.As(err, &ae) {
+		// Standard input, a pipe or a gzip file: Arrow is read from a file.
+		return nil, fmt.Errorf("opening input: %w: score reads Arrow IPC (trace.v1) from a file given by name, uncompressed; "+
+			"from standard input, a pipe or gzip it reads JSON responses", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening input: %w", err)
 	}
@@ -457,13 +462,13 @@ func openScoreSource(ctx context.Context, path string, maxSteps int, mem memory.
 	return &jsonSource{f: f, r: ingest.NewReader(f, cfg, mem)}, nil
 }
 
-// isArrowPath decides the input format: by extension, else by magic bytes.
+// isArrowPath decides the input format: by extension, else by magic bytes
+// (also of a file named like JSON: an Arrow file is not JSON whatever its
+// name).
 func isArrowPath(path string) bool {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".arrow", ".arrows", ".ipc", ".feather":
 		return true
-	case ".jsonl", ".json", ".gz", ".ndjson":
-		return false
 	}
 	if st, err := os.Stat(path); path == "-" || err != nil || !st.Mode().IsRegular() {
 		return false // sniffing a pipe would take its first bytes away

@@ -725,7 +725,10 @@ var artifactFormat = regexp.MustCompile(`^\s*\{\s*"format"\s*:\s*"(entrowatch\.[
 
 // Open opens a file for NewReader, decompressing gzip (by content, not name)
 // and turning a JSON array or pretty-printed objects into JSON Lines. "-" is
-// standard input.
+// standard input. An input that is not responses by its name or content is
+// refused with an error saying what it is: a table (CSV, TSV; named so, or
+// starting with a header line), an Arrow IPC file or stream
+// (*ArrowInputError), an entrowatch artifact, a directory.
 func Open(path string) (io.ReadCloser, error) { return OpenContext(context.Background(), path) }
 
 // OpenContext is Open whose reads end once ctx is done (Ctrl-C, SIGTERM):
@@ -739,8 +742,7 @@ func OpenContext(ctx context.Context, path string) (io.ReadCloser, error) {
 		var err error
 		lower := strings.ToLower(path)
 		if strings.HasSuffix(lower, ".csv") || strings.HasSuffix(lower, ".csv.gz") || strings.HasSuffix(lower, ".tsv") {
-			return nil, fmt.Errorf("%s is a table, not responses: this reads OpenAI-compatible responses "+
-				"(JSON Lines, a JSON array or server-sent events; .gz ok); a labelled CSV of features is read by entrowatch train and eval", path)
+			return nil, errTable(path, "")
 		}
 		if f, err = os.Open(path); err != nil {
 			return nil, err
@@ -766,6 +768,7 @@ func OpenContext(ctx context.Context, path string) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("%s is an entrowatch artifact (format %s), not responses: give it with %s, and responses with --in", path, m[1], flag)
 		}
 	}
+	in, closeIn := br, src.Close
 	magic, _ := br.Peek(2)
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
@@ -773,9 +776,19 @@ func OpenContext(ctx context.Context, path string) (io.ReadCloser, error) {
 			src.Close()
 			return nil, fmt.Errorf("%s: gzip: %w", path, err)
 		}
-		return readCloser{Framed(gzipErrors{zr, path}), func() error { return errors.Join(zr.Close(), src.Close()) }}, nil
+		in = bufio.NewReaderSize(gzipErrors{zr, path}, 1<<20)
+		// gzip.Reader.Close only returns again the error a Read returned
+		// (a truncated or corrupt file): the reader of the input has it
+		// already, and it was printed twice.
+		closeIn = func() error { zr.Close(); return src.Close() }
 	}
-	return readCloser{Framed(br), src.Close}, nil
+	// A table or an Arrow file, whatever its name (and gzip or not), is
+	// one clear error rather than a malformed_json reject per line.
+	if err := sniff(in, path); err != nil {
+		closeIn()
+		return nil, err
+	}
+	return readCloser{Framed(in), closeIn}, nil
 }
 
 // Framed returns r as JSON Lines: as is when it is JSON Lines, rewritten one
