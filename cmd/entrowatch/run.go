@@ -606,6 +606,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "entrowatch_sink_insert_retries_total",
 			Help: "ClickHouse inserts that failed and were retried (a hung server shows here after clickhouse.conn.read_timeout; entrowatch_stream_sink_errors_total counts the writes that failed after every retry)."},
 			func() float64 { return float64(cs.Retries()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "entrowatch_sink_rejected_kept_scored_total",
+			Help: "Rejected rows (dead-lettered) not written to ClickHouse because the table holds their trace scored: a broken copy of a response does not replace its estimate."},
+			func() float64 { return float64(cs.KeptScored()) }))
 	}
 
 	dlq, err := kafka.NewProducer(cfg.Kafka, cfg.DeadLetter, log)

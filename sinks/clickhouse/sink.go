@@ -31,6 +31,7 @@ type Sink struct {
 
 	rows    atomic.Int64
 	retries atomic.Int64
+	kept    atomic.Int64 // rejected rows left out: their trace is stored scored (keepScored)
 	// failing is set by a failed insert attempt and cleared by a successful
 	// one: the server is down or hung while an insert is being retried.
 	failing atomic.Bool
@@ -76,6 +77,13 @@ func (s *Sink) Rows() int64 { return s.rows.Load() }
 // inserts.
 func (s *Sink) Retries() int64 { return s.retries.Load() }
 
+// KeptScored is how many rejected rows (status other than ok) Write left
+// out so far because the table holds their trace scored (status ok) under
+// the same key, or the same batch scores it: written, they would have
+// replaced the estimate (the table keeps the last row of a key). The stream
+// dead-letters them as usual.
+func (s *Sink) KeptScored() int64 { return s.kept.Load() }
+
 // Healthy reports whether the last insert attempt succeeded (true before
 // the first). While an insert is retried it is false: a hung server makes
 // each attempt wait read_timeout, and the stream, which learns of a failed
@@ -86,7 +94,9 @@ func (s *Sink) Healthy() bool { return !s.failing.Load() }
 // Write inserts rec. nil means the rows are stored. Large batches are split
 // into up to InsertParallelism INSERTs that run concurrently. Transient
 // failures are retried with exponential backoff; a retried insert that had
-// partly landed leaves duplicates that the views collapse by trace_id.
+// partly landed leaves duplicates that the views collapse by trace_id. A
+// rejected row whose trace is already stored scored is left out
+// (KeptScored): a broken copy never replaces an estimate.
 func (s *Sink) Write(ctx context.Context, rec arrow.RecordBatch) error {
 	if rec == nil {
 		return errors.New("clickhouse sink: Write of a nil batch")
@@ -97,6 +107,18 @@ func (s *Sink) Write(ctx context.Context, rec arrow.RecordBatch) error {
 	}
 	if err := checkSchema(rec.Schema(), s.cols); err != nil {
 		return err
+	}
+	rec, dropped, release, err := s.keepScored(ctx, rec)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if dropped > 0 {
+		s.kept.Add(int64(dropped))
+		s.log.Info("rejected copies of traces stored scored were not written: the stored estimate stays (the copies are dead-lettered)", "table", s.table, "rows", dropped)
+	}
+	if n = rec.NumRows(); n == 0 {
+		return nil
 	}
 	parts := int64(min(max(s.cfg.InsertParallelism, 1), int((n+minChunkRows-1)/minChunkRows)))
 	if parts <= 1 {
