@@ -215,6 +215,14 @@ func migrate(ctx context.Context, conn driver.Conn, db string, ms []Migration, l
 			return res, fmt.Errorf("migrate %s: %w", db, err)
 		}
 	}
+	// Replicas started together (the default config migrates at start)
+	// take turns: the second reads what the first applied and applies
+	// nothing, instead of running the same statements at the same time.
+	unlock, err := lockMigrations(ctx, conn, db, log)
+	if err != nil {
+		return res, fmt.Errorf("migrate %s: %w", db, err)
+	}
+	defer unlock()
 	applied := map[uint32][]string{} // version -> checksums applied (more than one after a superseded file)
 	rows, err := conn.Query(ctx, "SELECT version, checksum FROM "+db+".schema_migrations")
 	if err != nil {
