@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -63,8 +64,11 @@ const labelsSynopsis = `requests|import|export --clickhouse DSN [flags]
       FILE: CSV with a header (trace_id,correct[,source,ts]; other columns
       are ignored) or JSON: JSON Lines, an array, or objects one after
       another, pretty-printed or not (in an array "line N" is the N-th
-      label); "-" for stdin. One invalid label fails the file: nothing is
-      stored, and the first invalid labels are listed with their lines.
+      label); gzip-compressed or not (told by content); "-" for stdin. The
+      file is read whole before anything is stored: one invalid label, a
+      truncated file or a file without a row fails it, nothing is stored,
+      and the first invalid labels are listed with their lines (responses,
+      objects with id and no trace_id, are named once).
       Topic messages: label.v1
       Arrow IPC streams or JSON; each message's valid labels are stored,
       then its offset committed, and its invalid labels are refused one by
@@ -175,7 +179,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 		if n > 0 {
-			return fmt.Errorf("--batch %s: %s.label_requests holds a batch of that name already (%d requests); give a new name, or leave --batch out for one made of the time", *batch, db, n)
+			return fmt.Errorf("--batch %s: %s.label_requests holds a batch of that name already (%s); give a new name, or leave --batch out for one made of the time", *batch, db, plural(int(n), "request"))
 		}
 	}
 	kcfg := kf.config(*brokers, "entrowatch-labels")
@@ -226,7 +230,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	for _, r := range reqs {
 		doms[r.Model+"/"+r.Domain] = true
 	}
-	fmt.Fprintf(stderr, "labels requests: %d responses from %s (batch %s)\n", len(reqs), plural(len(doms), "domain"), *batch)
+	fmt.Fprintf(stderr, "labels requests: %s from %s (batch %s)\n", plural(len(reqs), "response"), plural(len(doms), "domain"), *batch)
 	return nil
 }
 
@@ -294,7 +298,7 @@ func ftoa(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("labels import", "--clickhouse DSN (--in FILE | --topic T --brokers H:P,..) [flags]", stderr)
 	chf := addClickHouseFlags(fs)
-	in := fs.String("in", "", "labels file: CSV with header trace_id,correct[,source,ts], or JSON (JSON Lines, an array, or objects); \"-\" for stdin")
+	in := fs.String("in", "", "labels file: CSV with header trace_id,correct[,source,ts], or JSON (JSON Lines, an array, or objects), gzip-compressed or not; \"-\" for stdin")
 	topic := fs.String("topic", "", "Kafka topic of labels (label.v1 Arrow IPC or JSON messages)")
 	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap brokers for --topic")
 	kf := addKafkaFlags(fs, kafkaBesideClickHouse)
@@ -312,6 +316,14 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	// The file is read whole first: what is wrong with it is said without a
+	// server, and nothing is stored unless all of it is right.
+	var rd clickhouse.LabelsRead
+	if *in != "" {
+		if rd, err = readLabelFile(*in, *source); err != nil {
+			return err
+		}
+	}
 	conn, err := clickhouse.Open(ctx, cfg)
 	if err != nil {
 		return err
@@ -323,33 +335,22 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer conn.Close()
 	db := cfg.DatabaseName()
 	if *in != "" {
-		var r io.Reader = os.Stdin
-		if *in != "-" {
-			f, err := os.Open(*in)
-			if err != nil {
-				return fmt.Errorf("--in: %w", err)
-			}
-			defer f.Close()
-			r = f
-		}
-		// A zero now leaves the labels without ts undated: ImportLabels
-		// skips those already stored and dates the others.
-		rd, err := clickhouse.ReadLabels(r, *source, time.Time{})
-		if err == nil {
-			err = rd.Err()
-		}
-		if err != nil {
-			return fmt.Errorf("reading labels from %s: %w; nothing was stored: fix the file (or delete the rows that are wrong) and import it again", *in, err)
-		}
 		res, err := clickhouse.ImportLabels(ctx, conn, db, rd.Labels, time.Now())
 		if err != nil {
 			return err
 		}
-		msg := fmt.Sprintf("labels import: %d labels stored", res.Stored)
-		if res.Unscored > 0 {
+		msg := "labels import: " + plural(res.Stored, "label") + " stored"
+		switch {
+		case res.Unscored == 1:
+			msg += " (1 matches no response in scored yet: it applies when the response arrives)"
+		case res.Unscored > 1:
 			msg += fmt.Sprintf(" (%d match no response in scored yet: they apply when it arrives)", res.Unscored)
 		}
-		if res.Skipped > 0 {
+		switch {
+		case res.Skipped == 1:
+			msg += "; 1 skipped: it has no ts and its trace_id, correct and source are stored already " +
+				"(importing a file again changes nothing; give a ts to store a label again as the newest)"
+		case res.Skipped > 1:
 			msg += fmt.Sprintf("; %d skipped: they have no ts and their trace_id, correct and source are stored already "+
 				"(importing a file again changes nothing; give a ts to store a label again as the newest)", res.Skipped)
 		}
@@ -364,10 +365,10 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil && res.Stored == 0 {
 		return err // nothing to report: the topic or the server could not be reached
 	}
-	msg := fmt.Sprintf("labels import: %d labels stored from topic %s", res.Stored, *topic)
+	msg := fmt.Sprintf("labels import: %s stored from topic %s", plural(res.Stored, "label"), *topic)
 	msg += labelsLeftOut(res.Unlabelled, res.Duplicates, "message")
 	if *follow && (res.Refused > 0 || res.Dropped > 0) {
-		msg += fmt.Sprintf("; %d invalid labels refused and %d messages skipped (logged above)", res.Refused, res.Dropped)
+		msg += fmt.Sprintf("; %s refused and %s skipped (logged above)", plural(res.Refused, "invalid label"), plural(res.Dropped, "message"))
 	}
 	fmt.Fprintln(stderr, msg)
 	if err != nil || *follow {
@@ -380,13 +381,60 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 // correct and the duplicate labels of a file or message it left out.
 func labelsLeftOut(unlabelled, duplicates int, of string) string {
 	var s string
-	if unlabelled > 0 {
+	switch {
+	case unlabelled == 1:
+		s += "; 1 row without correct skipped (unlabelled)"
+	case unlabelled > 1:
 		s += fmt.Sprintf("; %d rows without correct skipped (unlabelled)", unlabelled)
 	}
 	if duplicates > 0 {
-		s += fmt.Sprintf("; %d duplicates collapsed (a trace labelled more than once in a %s keeps its last label, or its newest by ts)", duplicates, of)
+		s += fmt.Sprintf("; %s collapsed (a trace labelled more than once in a %s keeps its last label, or its newest by ts)", plural(duplicates, "duplicate"), of)
 	}
 	return s
+}
+
+// readLabelFile reads the labels of file ("-": stdin) for labels import,
+// gzip-compressed or not. The error says that nothing was stored and what
+// to do: for a read error (a truncated gzip file) how many labels were read
+// before it; for a file of responses, once, what a label is; for invalid
+// labels, the first with their lines.
+func readLabelFile(file, source string) (clickhouse.LabelsRead, error) {
+	var r io.Reader = os.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return clickhouse.LabelsRead{}, fmt.Errorf("--in: %w", err)
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return clickhouse.LabelsRead{}, fmt.Errorf("--in %s is a directory: give a file of labels", file)
+		}
+		r = f
+	}
+	// A zero now leaves the labels without ts undated: ImportLabels skips
+	// those already stored and dates the others.
+	rd, err := clickhouse.ReadLabelsFile(r, source, time.Time{})
+	if err != nil {
+		what := "nothing was stored"
+		n := len(rd.Labels)
+		if n > 0 {
+			what += fmt.Sprintf(", not even the %s read before it", plural(n, "label"))
+		}
+		switch {
+		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader):
+			what += ": get a complete, intact copy of the file and import that"
+		case n > 0:
+			what += ": fix the file and import it again"
+		}
+		return rd, fmt.Errorf("reading labels from %s: %w; %s", file, err, what)
+	}
+	if err := rd.Err(); err != nil {
+		if rd.Responses == rd.Refused {
+			return rd, fmt.Errorf("reading labels from %s: %w; nothing was stored", file, err)
+		}
+		return rd, fmt.Errorf("reading labels from %s: %w; nothing was stored: fix the file (or delete the rows that are wrong) and import it again", file, err)
+	}
+	return rd, nil
 }
 
 // fileOrTopic checks that exactly one of --<fileFlag> FILE and --topic T is

@@ -81,7 +81,7 @@ func TestLabelsOverSASL(t *testing.T) {
 	t.Setenv("ENTROWATCH_KAFKA_PASSWORD", "wonderland")
 	_, stderr, code = runCLI(t, append([]string{"labels", "import", "--clickhouse", dsn, "--topic", "labels", "--idle", "2s"}, sasl...)...)
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stderr, "1 labels stored from topic labels")
+	require.Contains(t, stderr, "1 label stored from topic labels")
 
 	// Requests out over SASL: an empty queue publishes nothing, but the
 	// topic is created and checked, so a wrong password still fails.

@@ -192,8 +192,8 @@ SELECT 'b1', toDateTime('2026-03-01 00:00:00', 'UTC'), 'm1', 'd', 0.5, 'ok'`))
 		return stderr
 	}
 
-	require.Contains(t, importFile(a), "labels import: 2 labels stored (1 match no response in scored yet: they apply when it arrives)\n")
-	require.Contains(t, importFile(b), "labels import: 1 labels stored\n")
+	require.Contains(t, importFile(a), "labels import: 2 labels stored (1 matches no response in scored yet: it applies when the response arrives)\n")
+	require.Contains(t, importFile(b), "labels import: 1 label stored\n")
 	require.Equal(t, uint8(0), latest(t, conn)["b1"].Correct)
 	again := importFile(a)
 	got := latest(t, conn)
@@ -215,7 +215,7 @@ SELECT 'b1', toDateTime('2026-03-01 00:00:00', 'UTC'), 'm1', 'd', 0.5, 'ok'`))
 	require.Equal(t, uint8(0), got["b1"].Correct, "a file with a bad line stores nothing")
 
 	// Unix seconds are seconds (before, milliseconds: 1970, older than any label).
-	require.Contains(t, importFile(file("s.csv", "trace_id,correct,ts\nb1,1,4070908800\n")), "labels import: 1 labels stored\n")
+	require.Contains(t, importFile(file("s.csv", "trace_id,correct,ts\nb1,1,4070908800\n")), "labels import: 1 label stored\n")
 	got = latest(t, conn)
 	require.Equal(t, uint8(1), got["b1"].Correct, "a label dated 2099 is the newest")
 	require.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), got["b1"].At.UTC())
@@ -252,11 +252,11 @@ func TestLabelsImportFileForms(t *testing.T) {
 	require.Contains(t, stderr, "labels import: 2 labels stored")
 	stderr, code = importFile(file("pretty.json", "{\n  \"trace_id\": \"j3\",\n  \"correct\": true\n}\n"))
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stderr, "labels import: 1 labels stored")
+	require.Contains(t, stderr, "labels import: 1 label stored")
 
 	stderr, code = importFile(file("dup.csv", "trace_id,correct\nd1,yes\nd1,no\n"))
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stderr, "; 1 duplicates collapsed (a trace labelled more than once in a file keeps its last label, or its newest by ts)")
+	require.Contains(t, stderr, "; 1 duplicate collapsed (a trace labelled more than once in a file keeps its last label, or its newest by ts)")
 
 	stderr, code = importFile(file("bad.jsonl", `{"trace_id":"z1","correct":true}`+"\n"+`{"trace_id":5,"correct":true}`+"\n"))
 	require.Equal(t, 1, code, stderr)
@@ -297,7 +297,7 @@ func TestLabelsImportTopicRefused(t *testing.T) {
 
 	_, stderr, code := runCLI(t, "labels", "import", "--clickhouse", dsn, "--topic", "labels", "--brokers", brokers, "--idle", "1s")
 	require.Equal(t, 1, code, stderr)
-	require.Contains(t, stderr, "labels import: 4 labels stored from topic labels; 1 rows without correct skipped (unlabelled)\n")
+	require.Contains(t, stderr, "labels import: 4 labels stored from topic labels; 1 row without correct skipped (unlabelled)\n")
 	require.Contains(t, stderr, `1 invalid labels refused (correct 1), not stored: partition 0 offset 0 line 4: trace bad: correct is "maybe"`)
 	got := latest(t, conn)
 	require.Len(t, got, 4)

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -14,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -216,7 +219,11 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 		}
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("labels import: inserting %d labels: %w", len(labels), err)
+		what := fmt.Sprintf("%d labels", len(labels))
+		if len(labels) == 1 {
+			what = "1 label"
+		}
+		return fmt.Errorf("labels import: inserting %s: %w", what, err)
 	}
 	return nil
 }
@@ -381,6 +388,12 @@ type LabelsRead struct {
 	Refused int
 	Reasons map[string]int
 	First   []string
+	// Responses counts, of the refused rows, the JSON objects without a
+	// trace_id that have an id or choices: responses, not labels. They are
+	// counted under trace_id in Reasons, and First lists them once, at the
+	// first, with how many there are and what a label needs.
+	Responses int
+	resp      *responseError // the first of them
 }
 
 // maxRefusalsListed bounds LabelsRead.First.
@@ -418,6 +431,30 @@ func refusedf(reason, format string, args ...any) error {
 // errUnlabelled is a row without correct.
 var errUnlabelled = errors.New("no correct")
 
+// responseError is a JSON object that has no trace_id but has what a
+// response has: id or choices (has names them, e.g. "id and choices").
+type responseError struct {
+	has   string
+	where string // set by LabelsRead.add
+	at    int    // the index of the entry in LabelsRead.First
+}
+
+func (e *responseError) Error() string { return "no trace_id, but " + e.has }
+
+// labelsNeed says what a label is, for a row that is something else.
+const labelsNeed = `labels need trace_id,correct: JSON {"trace_id": "<the response's id>", "correct": true}, ` +
+	"a CSV with the header trace_id,correct[,source,ts], or a file of entrowatch labels requests with correct filled in; " +
+	"a response's own correct field is its label already, stored with it when it is ingested"
+
+// responsesText is LabelsRead.First's entry for n response rows, e the
+// first.
+func responsesText(n int, e *responseError) string {
+	if n == 1 {
+		return fmt.Sprintf("%s: %s: this looks like a response, not a label; %s", e.where, e, labelsNeed)
+	}
+	return fmt.Sprintf("%s and %d more lines like it: %s: these look like responses, not labels; %s", e.where, n-1, e, labelsNeed)
+}
+
 // add files what reading one label gave: the label, a row without
 // correct, or a refusal at where ("line 4", "label batch row 2").
 func (r *LabelsRead) add(l Label, err error, where string) {
@@ -426,6 +463,21 @@ func (r *LabelsRead) add(l Label, err error, where string) {
 		r.Labels = append(r.Labels, l)
 	case errors.Is(err, errUnlabelled):
 		r.Unlabelled++
+	case errors.As(err, new(*responseError)):
+		// Listed once, however many: a file of responses would otherwise
+		// list "empty trace_id" for each of its first lines.
+		r.Refused++
+		if r.Reasons == nil {
+			r.Reasons = map[string]int{}
+		}
+		r.Reasons[RefusedTraceID]++
+		r.Responses++
+		if r.resp == nil {
+			errors.As(err, &r.resp)
+			r.resp.where, r.resp.at = where, len(r.First)
+			r.First = append(r.First, "")
+		}
+		r.First[r.resp.at] = responsesText(r.Responses, r.resp)
 	default:
 		reason := RefusedMalformed
 		var le *labelError
@@ -451,7 +503,11 @@ func (r *LabelsRead) Err() error {
 		return nil
 	}
 	msg := strings.Join(r.First, "; ")
-	if more := r.Refused - len(r.First); more > 0 {
+	listed := len(r.First)
+	if r.Responses > 0 {
+		listed += r.Responses - 1 // one entry for them all
+	}
+	if more := r.Refused - listed; more > 0 {
 		msg += fmt.Sprintf(" (and %d more; %d invalid labels in all: %s)", more, r.Refused, reasonCounts(r.Reasons))
 	}
 	return errors.New(msg)
@@ -514,34 +570,163 @@ const maxLabelLine = 16 << 20
 // is refused; in CSV, one leading apostrophe before a character a
 // spreadsheet reads as a formula (or before another apostrophe) is removed
 // (SpreadsheetCell). Invalid labels are refused one by one, naming their
-// line, in the LabelsRead (see Err); the error is for input that cannot be
-// read as labels at all (a CSV without the header, a read error).
+// line, in the LabelsRead (see Err), but for JSON objects without trace_id
+// that have an id or choices: responses, listed once (Responses). The error
+// is for input that cannot be read as labels at all (a CSV without the
+// header, one with id and no trace_id, input that is not text, a read
+// error); it quotes no binary data.
 func ReadLabels(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
+	rd, _, err := readLabels(r, defaultSource, now)
+	return rd, err
+}
+
+// Forms of label input, as readLabels tells them apart.
+const (
+	formNone = iota // nothing but blank lines
+	formCSV         // a CSV header, and any rows
+	formJSON
+)
+
+// readLabels is ReadLabels, and which form the input had.
+func readLabels(r io.Reader, defaultSource string, now time.Time) (LabelsRead, int, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ := br.Peek(512)
 	if t := bytes.TrimLeft(head, " \t\r\n\ufeff"); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
-		return readLabelsJSON(ingest.Framed(br), defaultSource, now)
+		rd, err := readLabelsJSON(ingest.Framed(br), defaultSource, now)
+		return rd, formJSON, err
+	}
+	if err := notText(head); err != nil {
+		return LabelsRead{}, formNone, err
 	}
 	return readLabelsCSV(br, defaultSource, now)
+}
+
+// notText is an error saying what head, the start of an input that is not
+// JSON, is when it is not text (so cannot be CSV), without quoting it; nil
+// when it is text.
+func notText(head []byte) error {
+	if bytes.HasPrefix(head, []byte{0xff, 0xfe}) || bytes.HasPrefix(head, []byte{0xfe, 0xff}) {
+		return errors.New("line 1: the input is UTF-16 text; labels are read as UTF-8: save the file as UTF-8 (in a spreadsheet: CSV UTF-8)")
+	}
+	binary := false
+	for _, c := range head {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f' || c == 0x7f {
+			binary = true
+			break
+		}
+	}
+	if !binary {
+		return nil
+	}
+	what := "binary data, not text"
+	for _, m := range []struct{ magic, name string }{
+		{"\x1f\x8b", "gzip-compressed data, which only labels import --in reads (send an HTTP body with Content-Encoding: gzip)"},
+		{"\x28\xb5\x2f\xfd", "zstd-compressed data: decompress it first (only gzip is read, and only from a file)"},
+		{"\xfd7zXZ\x00", "xz-compressed data: decompress it first (only gzip is read, and only from a file)"},
+		{"BZh", "bzip2-compressed data: decompress it first (only gzip is read, and only from a file)"},
+		{"PK\x03\x04", "a zip archive: extract the label file from it first"},
+		{"ARROW1", "an Arrow IPC file: label.v1 Arrow is read from a topic (one stream per message), not from a file"},
+	} {
+		if bytes.HasPrefix(head, []byte(m.magic)) {
+			what = m.name
+			break
+		}
+	}
+	return fmt.Errorf("line 1: the input is %s; labels are CSV text with a header trace_id,correct[,source,ts], or JSON", what)
+}
+
+// ReadLabelsFile is ReadLabels for a file of labels (labels import --in).
+// It reads gzip-compressed CSV or JSON too, told by the first bytes (1f 8b)
+// whatever the file's name; a truncated or corrupt gzip stream is an
+// error, returned with the labels read before it (which a reader that
+// stores all or nothing drops). An input without a single row (empty, only
+// blank lines, only a CSV header, an empty JSON array) is an error too.
+func ReadLabelsFile(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var in io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return LabelsRead{}, gzipError(err)
+		}
+		defer zr.Close()
+		zbr := bufio.NewReaderSize(gzipLabels{zr}, 64<<10)
+		if magic, _ := zbr.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+			return LabelsRead{}, errors.New("line 1: the file is gzip-compressed twice: decompress it once (gunzip) and import that")
+		}
+		in = zbr
+	}
+	rd, form, err := readLabels(in, defaultSource, now)
+	if err != nil || len(rd.Labels)+rd.Unlabelled+rd.Refused > 0 {
+		return rd, err
+	}
+	switch form {
+	case formCSV:
+		return rd, errors.New("no rows after the header: the file holds no labels")
+	case formJSON:
+		return rd, errors.New("the file holds no labels: its JSON has no label object")
+	}
+	return rd, errors.New("the file is empty (or only blank lines): it holds no labels; " +
+		"want CSV with a header trace_id,correct[,source,ts] and a row per label, or JSON Lines of {\"trace_id\": \"...\", \"correct\": true|false}")
+}
+
+// gzipLabels reads a gzip stream, saying what gzip's bare errors mean.
+type gzipLabels struct{ zr *gzip.Reader }
+
+func (g gzipLabels) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	return n, gzipError(err)
+}
+
+// gzipError says what an error of gzip means for a label file.
+func gzipError(err error) error {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("the gzip data ends abruptly (a truncated file, e.g. an interrupted copy or download): %w", err)
+	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader):
+		return fmt.Errorf("the gzip data is corrupt: %w", err)
+	}
+	return err
 }
 
 func readLabelsJSON(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
 	var rd LabelsRead
 	br := bufio.NewReaderSize(r, 64<<10)
+	// A malformed line is filed once the next read succeeds: Framed ends
+	// a value that a read error cut short (a truncated gzip file) with a
+	// newline, and that error is the line's.
+	var malformed error
+	var malformedAt string
 	for line := 1; ; line++ {
 		b, tooLong, err := readLine(br, maxLabelLine)
 		where := fmt.Sprintf("line %d", line)
+		if err != nil && !errors.Is(err, io.EOF) {
+			// The line is cut short: not a label.
+			if malformed != nil && len(bytes.TrimSpace(b)) == 0 {
+				where = malformedAt
+			}
+			return rd, fmt.Errorf("%s: %w", where, err)
+		}
+		if malformed != nil {
+			rd.add(Label{}, malformed, malformedAt)
+			malformed = nil
+		}
 		if tooLong {
 			rd.add(Label{}, refusedf(RefusedMalformed, "longer than %d MiB, the most a line of labels may hold", maxLabelLine>>20), where)
 		} else if b = bytes.TrimSpace(b); len(b) > 0 {
 			l, lerr := labelFromJSON(b, defaultSource, now)
-			rd.add(l, lerr, where)
+			var le *labelError
+			if errors.As(lerr, &le) && le.reason == RefusedMalformed {
+				malformed, malformedAt = lerr, where
+			} else {
+				rd.add(l, lerr, where)
+			}
 		}
-		if errors.Is(err, io.EOF) {
+		if err != nil { // io.EOF
+			if malformed != nil {
+				rd.add(Label{}, malformed, malformedAt)
+			}
 			return rd, nil
-		}
-		if err != nil {
-			return rd, fmt.Errorf("%s: %w", where, err)
 		}
 	}
 }
@@ -586,9 +771,23 @@ func labelFromJSON(b []byte, defaultSource string, now time.Time) (Label, error)
 		Correct json.RawMessage `json:"correct"`
 		Source  json.RawMessage `json:"source"`
 		TS      json.RawMessage `json:"ts"`
+		// What a response has: an object with them and no trace_id is a
+		// response given as a label (a trace's id is its response's id).
+		ID      json.RawMessage `json:"id"`
+		Choices json.RawMessage `json:"choices"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return Label{}, refusedf(RefusedMalformed, "not valid JSON: %v", err)
+	}
+	if len(v.TraceID) == 0 || string(v.TraceID) == "null" {
+		switch {
+		case v.ID != nil && v.Choices != nil:
+			return Label{}, &responseError{has: "id and choices"}
+		case v.ID != nil:
+			return Label{}, &responseError{has: "id"}
+		case v.Choices != nil:
+			return Label{}, &responseError{has: "choices"}
+		}
 	}
 	correct := jsonText(v.Correct)
 	if unlabelled(correct) {
@@ -617,38 +816,48 @@ func jsonString(raw json.RawMessage) (s string, ok bool) {
 	return s, json.Unmarshal(raw, &s) == nil
 }
 
-// clipText is b, or its start, for an error message.
-func clipText(b []byte) string {
-	if len(b) > 40 {
-		return string(b[:40]) + "..."
-	}
-	return string(b)
-}
+// clipText is b, or its start, for an error message (see shownCell).
+func clipText(b []byte) string { return shownCell(string(b)) }
 
-func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead, error) {
+func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead, int, error) {
 	var rd LabelsRead
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
-	header, err := cr.Read()
-	if err == io.EOF {
-		return rd, nil
+	var header []string
+	for {
+		var err error
+		header, err = cr.Read()
+		if err == io.EOF {
+			return rd, formNone, nil
+		}
+		if err != nil {
+			return rd, formNone, fmt.Errorf("line 1: %w", err)
+		}
+		// Lines of blanks (or a byte-order mark alone) before the header
+		// are not it.
+		if len(header) > 1 || strings.TrimSpace(strings.TrimPrefix(header[0], "\ufeff")) != "" {
+			break
+		}
 	}
-	if err != nil {
-		return rd, fmt.Errorf("line 1: %w", err)
-	}
+	hline, _ := cr.FieldPos(0)
+	at := fmt.Sprintf("line %d", hline)
 	idx := map[string]int{}
 	for i, h := range header {
 		name := strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
 		if j, dup := idx[name]; dup && name != "" {
-			return rd, fmt.Errorf("line 1: column %q appears twice in the header (columns %d and %d): it is not clear which one to read; rename or drop one", name, j+1, i+1)
+			return rd, formNone, fmt.Errorf("%s: column %q appears twice in the header (columns %d and %d): it is not clear which one to read; rename or drop one", at, name, j+1, i+1)
 		}
 		idx[name] = i
 	}
 	if _, ok := idx[schemas.ColTraceID]; !ok {
-		return rd, fmt.Errorf("line 1: header %v lacks trace_id (need trace_id,correct[,source,ts])", header)
+		if _, ok := idx["id"]; ok {
+			return rd, formNone, fmt.Errorf("%s: header %s has id but no trace_id: this looks like a table of responses (as entrowatch score and labels export write), not labels; %s",
+				at, shownHeader(header), labelsNeed)
+		}
+		return rd, formNone, fmt.Errorf("%s: header %s lacks trace_id (need trace_id,correct[,source,ts])", at, shownHeader(header))
 	}
 	if _, ok := idx[schemas.ColCorrect]; !ok {
-		return rd, fmt.Errorf("line 1: header %v lacks correct (need trace_id,correct[,source,ts])", header)
+		return rd, formNone, fmt.Errorf("%s: header %s lacks correct (need trace_id,correct[,source,ts])", at, shownHeader(header))
 	}
 	cell := func(rec []string, name string) string {
 		if i, ok := idx[name]; ok && i < len(rec) {
@@ -656,21 +865,68 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead
 		}
 		return ""
 	}
+	last := hline // the line the last record ended on
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
-			return rd, nil
+			return rd, formCSV, nil
 		}
 		if err != nil {
-			return rd, err // csv.ParseError names its line
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				return rd, formCSV, err // it names its line
+			}
+			// A read error (a truncated gzip file, say); the record cut
+			// short, returned with it, is not a label.
+			return rd, formCSV, fmt.Errorf("line %d: %w", last+1, err)
 		}
 		// trace_id byte for byte (but for the apostrophe SpreadsheetCell
 		// puts before a formula), the others trimmed.
 		l, err := makeLabel(unSpreadsheet(cell(rec, schemas.ColTraceID)), strings.TrimSpace(cell(rec, schemas.ColCorrect)),
 			strings.TrimSpace(cell(rec, schemas.ColSource)), strings.TrimSpace(cell(rec, schemas.ColTS)), defaultSource, now)
 		line, _ := cr.FieldPos(0) // the record's first line, counting lines inside quoted fields
+		last, _ = cr.FieldPos(len(rec) - 1)
+		last += strings.Count(rec[len(rec)-1], "\n")
 		rd.add(l, err, fmt.Sprintf("line %d", line))
 	}
+}
+
+// shownHeader is a CSV header for an error message: its cells, clipped,
+// with those that are not printable text escaped.
+func shownHeader(header []string) string {
+	const most = 12
+	cells := make([]string, 0, min(len(header), most+1))
+	for i, h := range header {
+		if i == most {
+			cells = append(cells, fmt.Sprintf("... (%d columns)", len(header)))
+			break
+		}
+		cells = append(cells, shownCell(h))
+	}
+	return "[" + strings.Join(cells, " ") + "]"
+}
+
+// shownCell is a cell for an error message: as it is when it is short
+// printable text, else clipped and escaped (%q).
+func shownCell(s string) string {
+	clipped := false
+	if len(s) > 40 {
+		s, clipped = strings.ToValidUTF8(s[:40], ""), true
+	}
+	printable := utf8.ValidString(s)
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			printable = false
+			break
+		}
+	}
+	if !printable {
+		s = strconv.Quote(s)
+	}
+	if clipped {
+		s += "..."
+	}
+	return s
 }
 
 // spreadsheetFirst are the first characters that make a spreadsheet read a
