@@ -298,7 +298,7 @@ func TestLabelsImportTopicRefused(t *testing.T) {
 	_, stderr, code := runCLI(t, "labels", "import", "--clickhouse", dsn, "--topic", "labels", "--brokers", brokers, "--idle", "1s")
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "labels import: 4 labels stored from topic labels; 1 row without correct skipped (unlabelled)\n")
-	require.Contains(t, stderr, `1 invalid labels refused (correct 1), not stored: partition 0 offset 0 line 4: trace bad: correct is "maybe"`)
+	require.Contains(t, stderr, `1 invalid label refused (correct 1), not stored: partition 0 offset 0 line 4: trace bad: correct is "maybe"`)
 	got := latest(t, conn)
 	require.Len(t, got, 4)
 	for _, id := range []string{"t1", "t2", "t3", "t4"} {

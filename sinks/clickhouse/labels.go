@@ -154,7 +154,11 @@ func (s QueueState) Reason(db string) string {
 	case s.Rows == 0:
 		return fmt.Sprintf("%s.scored holds no responses yet", db)
 	case s.Scored == 0:
-		return fmt.Sprintf("none of the %d responses in %s.scored is valid with a p_correct; only estimated responses are queued (configure an estimator: entrowatch run's estimator key)", s.Rows, db)
+		none := fmt.Sprintf("none of the %d responses in %s.scored is", s.Rows, db)
+		if s.Rows == 1 {
+			none = fmt.Sprintf("the one response in %s.scored is not", db)
+		}
+		return none + " valid with a p_correct; only estimated responses are queued (configure an estimator: entrowatch run's estimator key)"
 	case s.Open() == 0:
 		return fmt.Sprintf("every one of the %d responses in the queue lookback (the %d s before the newest response, alarm_settings.queue_lookback_s) is already labelled (%d) or requested (%d); import labels, or wait for new traffic",
 			s.Lookback, s.LookbackS, s.Labelled, s.Requested)

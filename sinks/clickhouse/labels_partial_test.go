@@ -178,7 +178,7 @@ func TestImportTopicStoresValidOfMessage(t *testing.T) {
 	require.Equal(t, map[string]string{"v1": "1 kafka", "v2": "0 kafka", "v3": "1 review", "a0": "1 annotator", "after": "1 kafka"},
 		latestLabels(t, conn, cfg.Database))
 	err = res.Err()
-	require.ErrorContains(t, err, "5 invalid labels refused (correct 3, trace_id 1, ts 1) and 1 messages are not labels, not stored: ")
+	require.ErrorContains(t, err, "5 invalid labels refused (correct 3, trace_id 1, ts 1) and 1 message is not labels, not stored: ")
 	require.ErrorContains(t, err, `partition 0 offset 0 line 4: trace bad: correct is "maybe"`)
 	require.ErrorContains(t, err, "partition 0 offset 1 label batch row 3: empty trace_id")
 	require.ErrorContains(t, err, "partition 0 offset 4: neither JSON nor a valid Arrow IPC stream")

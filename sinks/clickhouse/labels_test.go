@@ -519,7 +519,7 @@ func TestLabelQueueState(t *testing.T) {
 	s = state()
 	require.Equal(t, uint64(1), s.Rows)
 	require.Zero(t, s.Scored)
-	require.Contains(t, s.Reason(db), "none of the 1 responses in "+db+".scored is valid with a p_correct")
+	require.Contains(t, s.Reason(db), "the one response in "+db+".scored is not valid with a p_correct")
 
 	var rows []row
 	for i := range 6 {

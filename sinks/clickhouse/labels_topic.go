@@ -149,10 +149,10 @@ func (r TopicImported) Err() error {
 	}
 	var what []string
 	if r.Refused > 0 {
-		what = append(what, fmt.Sprintf("%d invalid labels refused (%s)", r.Refused, reasonCounts(r.Reasons)))
+		what = append(what, fmt.Sprintf("%s refused (%s)", count(r.Refused, "invalid label", "invalid labels"), reasonCounts(r.Reasons)))
 	}
 	if r.Unreadable > 0 {
-		what = append(what, fmt.Sprintf("%d messages are not labels", r.Unreadable))
+		what = append(what, count(r.Unreadable, "message is", "messages are")+" not labels")
 	}
 	more := ""
 	if n := r.Refused + r.Unreadable - len(r.First); n > 0 {
@@ -371,4 +371,12 @@ func PublishRequests(ctx context.Context, kc ewkafka.Config, topic string, reqs 
 		err = fmt.Errorf("labels requests: %d requests (brokers %s): %w", len(reqs), strings.Join(kc.Brokers, ","), err)
 	}
 	return errors.Join(err, p.Close())
+}
+
+// count says "1 label", "2 labels": n and the noun for one or for several.
+func count(n int, one, several string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, several)
 }

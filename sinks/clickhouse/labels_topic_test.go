@@ -124,7 +124,7 @@ func TestLabelsThroughTopics(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Stored)
 	require.Equal(t, 1, res.Unreadable)
-	require.ErrorContains(t, res.Err(), "1 messages are not labels, not stored: partition 0 offset 2: neither JSON nor a valid Arrow IPC stream")
+	require.ErrorContains(t, res.Err(), "1 message is not labels, not stored: partition 0 offset 2: neither JSON nor a valid Arrow IPC stream")
 	w = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "labels", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
 	require.NoError(t, w.WriteMessages(ctx, kafka.Message{Value: []byte("junk")},
 		kafka.Message{Value: []byte(`{"trace_id":"` + reqs[4].TraceID + `","correct":false}`)}))
