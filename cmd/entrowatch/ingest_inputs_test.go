@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -27,22 +26,12 @@ import (
 
 	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
 
+	"github.com/entrowatch/entrowatch/internal/testutil"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/ipc"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
-
-// gzipBytes is b gzipped.
-func gzipBytes(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, err := zw.Write(b)
-	require.NoError(t, err)
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
-}
 
 // topicRows is the number of trace rows on partition 0 of topic.
 func topicRows(t *testing.T, addr, topic string) int {
@@ -93,7 +82,7 @@ func TestIngestTruncatedGzipSaysAcknowledged(t *testing.T) {
 			in.WriteByte('\n')
 		}
 	}
-	data := gzipBytes(t, in.Bytes())
+	data := testutil.Gzip(t, in.Bytes())
 	cut := filepath.Join(t.TempDir(), "cut.jsonl.gz")
 	require.NoError(t, os.WriteFile(cut, data[:len(data)*3/4], 0o644))
 
@@ -119,7 +108,7 @@ func TestIngestReadErrorBeforeAnyBatch(t *testing.T) {
 		in.Write(fixtureLines(t)[0])
 		in.WriteByte('\n')
 	}
-	data := gzipBytes(t, in.Bytes())
+	data := testutil.Gzip(t, in.Bytes())
 	cut := filepath.Join(t.TempDir(), "cut.gz")
 	require.NoError(t, os.WriteFile(cut, data[:len(data)/2], 0o644))
 	// Nothing is produced, so no broker is needed.
@@ -198,7 +187,7 @@ func TestIngestRefusesArrow(t *testing.T) {
 	gz := filepath.Join(dir, "traces.arrow.gz")
 	b, err := os.ReadFile(file)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(gz, gzipBytes(t, b), 0o644))
+	require.NoError(t, os.WriteFile(gz, testutil.Gzip(t, b), 0o644))
 	_, stderr, code = runCLI(t, "score", "--in", gz, "--out", filepath.Join(dir, "gz.csv"))
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, gz+" is an Arrow IPC file, not JSON responses: score reads Arrow IPC (trace.v1) from a file given by name, uncompressed")
@@ -215,9 +204,9 @@ func TestScoreIngestRecogniseTablesByContent(t *testing.T) {
 	txt := filepath.Join(dir, "tablecsv.txt")
 	require.NoError(t, os.WriteFile(txt, table, 0o644))
 	gz := filepath.Join(dir, "csv.gz")
-	require.NoError(t, os.WriteFile(gz, gzipBytes(t, table), 0o644))
+	require.NoError(t, os.WriteFile(gz, testutil.Gzip(t, table), 0o644))
 	tsv := filepath.Join(dir, "labels.jsonl.gz")
-	require.NoError(t, os.WriteFile(tsv, gzipBytes(t, []byte("trace_id\tcorrect\nfx-0\t1\nfx-1\t0\n")), 0o644))
+	require.NoError(t, os.WriteFile(tsv, testutil.Gzip(t, []byte("trace_id\tcorrect\nfx-0\t1\nfx-1\t0\n")), 0o644))
 	for _, p := range []string{txt, gz, tsv} {
 		_, stderr, code := runCLI(t, "score", "--in", p, "--out", filepath.Join(dir, "y.csv"))
 		require.Equal(t, 1, code, stderr)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"net"
@@ -13,18 +11,15 @@ import (
 	"unicode"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/internal/testutil"
 )
 
 // gzipFile writes body gzip-compressed to dir/name and returns its path.
 func gzipFile(t *testing.T, dir, name, body string) string {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, err := zw.Write([]byte(body))
-	require.NoError(t, err)
-	require.NoError(t, zw.Close())
 	p := filepath.Join(dir, name)
-	require.NoError(t, os.WriteFile(p, buf.Bytes(), 0o644))
+	require.NoError(t, os.WriteFile(p, testutil.Gzip(t, []byte(body)), 0o644))
 	return p
 }
 

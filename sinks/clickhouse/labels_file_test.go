@@ -2,7 +2,6 @@ package clickhouse
 
 import (
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,18 +11,9 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
-)
 
-// gzipped is b gzip-compressed.
-func gzipped(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, err := zw.Write(b)
-	require.NoError(t, err)
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
-}
+	"github.com/entrowatch/entrowatch/internal/testutil"
+)
 
 // requirePrintable fails when msg holds a byte that is not printable text:
 // an error message must not put binary data on a terminal.
@@ -52,20 +42,20 @@ func TestReadLabelsFileGzip(t *testing.T) {
 			plain, err := ReadLabelsFile(strings.NewReader(tc.in), "import", t0)
 			require.NoError(t, err)
 			require.Equal(t, want, plain.Labels)
-			rd, err := ReadLabelsFile(bytes.NewReader(gzipped(t, []byte(tc.in))), "import", t0)
+			rd, err := ReadLabelsFile(bytes.NewReader(testutil.Gzip(t, []byte(tc.in))), "import", t0)
 			require.NoError(t, err)
 			require.NoError(t, rd.Err())
 			require.Equal(t, plain, rd)
 		})
 	}
 	// Two members, as cat a.csv.gz b.gz gives.
-	two := append(gzipped(t, []byte("trace_id,correct\na,1\n")), gzipped(t, []byte("b,0\n"))...)
+	two := append(testutil.Gzip(t, []byte("trace_id,correct\na,1\n")), testutil.Gzip(t, []byte("b,0\n"))...)
 	rd, err := ReadLabelsFile(bytes.NewReader(two), "import", t0)
 	require.NoError(t, err)
 	require.Len(t, rd.Labels, 2)
 	require.Equal(t, "b", rd.Labels[1].TraceID)
 	// Compressed twice: said so, not "gzip ... only labels import --in reads".
-	_, err = ReadLabelsFile(bytes.NewReader(gzipped(t, gzipped(t, []byte("trace_id,correct\na,1\n")))), "import", t0)
+	_, err = ReadLabelsFile(bytes.NewReader(testutil.Gzip(t, testutil.Gzip(t, []byte("trace_id,correct\na,1\n")))), "import", t0)
 	require.EqualError(t, err, "line 1: the file is gzip-compressed twice: decompress it once (gunzip) and import that")
 }
 
@@ -91,7 +81,7 @@ func TestReadLabelsFileTruncatedGzip(t *testing.T) {
 		name, in string
 		line0    int // the line of the first label
 	}{{"csv", csvIn.String(), 2}, {"jsonl", jsonl.String(), 1}, {"array", array.String(), 1}} {
-		z := gzipped(t, []byte(tc.in))
+		z := testutil.Gzip(t, []byte(tc.in))
 		for _, cut := range []int{2, 5, 12, len(z) / 3, len(z) / 2, len(z) - 9, len(z) - 1} {
 			t.Run(fmt.Sprintf("%s/%d", tc.name, cut), func(t *testing.T) {
 				rd, err := ReadLabelsFile(bytes.NewReader(z[:cut]), "import", t0)
@@ -121,7 +111,7 @@ func TestReadLabelsFileTruncatedGzip(t *testing.T) {
 // ReadLabels (a POST body) and ReadLabelsFile alike.
 func TestReadLabelsNotText(t *testing.T) {
 	for _, tc := range []struct{ name, in, err string }{
-		{"gzip_body", string(gzipped(t, []byte("trace_id,correct\na,1\n"))), "gzip-compressed data, which only labels import --in reads"},
+		{"gzip_body", string(testutil.Gzip(t, []byte("trace_id,correct\na,1\n"))), "gzip-compressed data, which only labels import --in reads"},
 		{"zstd", "\x28\xb5\x2f\xfd\x00\x58\x01\x02", "zstd-compressed data: decompress it first"},
 		{"xz", "\xfd7zXZ\x00\x00\x04", "xz-compressed data"},
 		{"bzip2", "BZh91AY&SY\x01\x02\x03", "bzip2-compressed data"},
@@ -164,7 +154,7 @@ func TestReadLabelsFileEmpty(t *testing.T) {
 		{"array", "[]\n", "the file holds no labels: its JSON has no label object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, in := range [][]byte{[]byte(tc.in), gzipped(t, []byte(tc.in))} {
+			for _, in := range [][]byte{[]byte(tc.in), testutil.Gzip(t, []byte(tc.in))} {
 				_, err := ReadLabelsFile(bytes.NewReader(in), "import", t0)
 				require.ErrorContains(t, err, tc.err)
 			}

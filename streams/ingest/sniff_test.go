@@ -2,7 +2,6 @@ package ingest_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -17,18 +16,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/internal/testutil"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 )
-
-func gzipped(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, err := zw.Write(b)
-	require.NoError(t, err)
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
-}
 
 // traceArrow is chat as trace.v1, in the Arrow IPC stream or file format.
 func traceArrow(t *testing.T, stream bool) []byte {
@@ -62,15 +52,15 @@ func TestOpenRecognisesTablesByContent(t *testing.T) {
 		"table.txt":         []byte(features),
 		"table":             []byte(features),
 		"table.jsonl":       []byte(features),
-		"csv.gz":            gzipped(t, []byte(features)),
-		"table.jsonl.gz":    gzipped(t, []byte(features)),
+		"csv.gz":            testutil.Gzip(t, []byte(features)),
+		"table.jsonl.gz":    testutil.Gzip(t, []byte(features)),
 		"bom-crlf.txt":      []byte("\ufeff" + strings.ReplaceAll(features, "\n", "\r\n")),
 		"tabs.txt":          []byte("trace_id\tcorrect\nr1\t1\n"),
 		"semicolons.txt":    []byte("trace_id;correct\nr1;1\n"),
 		"quoted.txt":        []byte("\"id\",\"model\",\"correct\"\n\"a\",\"m\",\"1\"\n"),
 		"header-only.dat":   []byte("trace_id,correct\n"),
 		"multiline.txt":     []byte("domain,prompt\nprofessional_law,\"On February 1, a man conveys\nhis orchard, to a gardener\"\nmath,2+2\n"),
-		"labels.gz":         gzipped(t, []byte("trace_id,correct,source\nr1,yes,human\n")),
+		"labels.gz":         testutil.Gzip(t, []byte("trace_id,correct,source\nr1,yes,human\n")),
 		"prompts-long.data": []byte("domain,prompt\nlaw,\"" + strings.Repeat("a, b ", 30000) + "\"\n"),
 	} {
 		p := filepath.Join(dir, name)
@@ -112,7 +102,7 @@ func TestOpenReadsResponsesAsBefore(t *testing.T) {
 	} {
 		want, err := io.ReadAll(ingest.Framed(strings.NewReader(text)))
 		require.NoError(t, err)
-		for _, data := range [][]byte{[]byte(text), gzipped(t, []byte(text))} {
+		for _, data := range [][]byte{[]byte(text), testutil.Gzip(t, []byte(text))} {
 			p := filepath.Join(dir, name)
 			require.NoError(t, os.WriteFile(p, data, 0o644))
 			f, err := ingest.Open(p)
@@ -138,7 +128,7 @@ func TestOpenRecognisesArrow(t *testing.T) {
 		{"traces.arrow", traceArrow(t, false), false},
 		{"traces.jsonl", traceArrow(t, false), false},
 		{"stream.arrows", traceArrow(t, true), true},
-		{"stream.jsonl.gz", gzipped(t, traceArrow(t, true)), true},
+		{"stream.jsonl.gz", testutil.Gzip(t, traceArrow(t, true)), true},
 	} {
 		p := filepath.Join(dir, c.name)
 		require.NoError(t, os.WriteFile(p, c.data, 0o644))
@@ -238,7 +228,7 @@ func TestOpenTruncatedGzipErrorOnce(t *testing.T) {
 	for range 300 {
 		lines.WriteString(chat + "\n")
 	}
-	data := gzipped(t, lines.Bytes())
+	data := testutil.Gzip(t, lines.Bytes())
 	p := filepath.Join(t.TempDir(), "cut.jsonl.gz")
 	require.NoError(t, os.WriteFile(p, data[:len(data)/2], 0o644))
 	f, err := ingest.Open(p)
