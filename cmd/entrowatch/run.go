@@ -72,8 +72,9 @@ type runConfig struct {
 	Broker broker.Config `yaml:"broker"`
 	// Kafka is how to reach the cluster (brokers, TLS, SASL).
 	Kafka kafka.Config `yaml:"kafka"`
-	// CreateTopics creates the source and dead-letter topics when missing,
-	// with Partitions partitions. Default true.
+	// CreateTopics creates the source, dead-letter and labels topics when
+	// missing, with Partitions partitions; while Kafka cannot be reached at
+	// start it is retried (the brokers refusing ends run). Default true.
 	CreateTopics bool `yaml:"create_topics"`
 	Partitions   int  `yaml:"partitions"`
 	// LabelsTopic carries labels (label.v1 as Arrow or JSON): POST
@@ -375,8 +376,9 @@ func exposedWithoutToken(listen string, token kafka.Secret) bool {
 }
 
 // run wires the components. Start order: metrics (/healthz answers, /readyz
-// says "starting"), broker, topics, HTTP ingest (it needs only Kafka), sink
-// (retried while unreachable), dead-letter producer, source, runner.
+// says "starting" and what it waits for), broker, topics (retried while
+// Kafka is unreachable), HTTP ingest (it needs only Kafka), sink (retried
+// while unreachable), dead-letter producer, source, runner.
 //
 // Stop order (on ctx done, i.e. SIGTERM): /readyz and /readyz/ingest answer
 // 503 at once; HTTP ingest keeps serving for http.shutdown_delay so that load
@@ -394,6 +396,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		Help: "1, labelled with the build (version), the schema migrations it carries (schema) and the Go version."}, []string{"version", "schema", "goversion"})
 	buildInfo.WithLabelValues(version, fmt.Sprintf("%03d", lastMigration()), runtime.Version()).Set(1)
 	reg.MustRegister(buildInfo)
+	// Which estimator each replica scores with: replicas that disagree
+	// blend two estimators in every slice, by partition.
+	estimatorInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_estimator_info",
+		Help: "1, labelled with the version of the estimator artifact the stream scores with (the version of the log line \"estimator loaded\"; \"none\" without an estimator), once the stream has loaded it. Replicas of one deployment that disagree blend two estimators in the views."}, []string{"version"})
+	reg.MustRegister(estimatorInfo)
 	closeCtx := context.WithoutCancel(ctx)
 	var closers []func() error // run in reverse order on return
 	defer func() {
@@ -433,6 +440,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 	}
 	if cfg.Estimator == "" {
+		estimatorInfo.WithLabelValues("none").Set(1)
 		log.Warn("no estimator configured: p_correct stays null, so the accuracy views, accuracy alarms, the labeling queue and calibration stay empty; " +
 			"train one with entrowatch train and set estimator: FILE (profiles are stored meanwhile; re-ingest to estimate them)")
 	}
@@ -442,17 +450,20 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	// the same to Prometheus, which cannot probe an endpoint itself.
 	var (
 		stream   atomic.Pointer[runner.Runner]
+		starting atomic.Pointer[string] // what the stream waits for before it exists
 		draining atomic.Bool
 		kafkaOK  atomic.Bool // the brokers answer for the source topic (ingest's produce path)
 		kafkaBad atomic.Bool // the last check found they do not (false before the first check)
 	)
+	setStarting := func(why string) { starting.Store(&why) }
+	setStarting("starting (creating the topics on Kafka)")
 	streamUnready := func() string {
 		r := stream.Load()
 		switch {
 		case draining.Load():
 			return "draining"
 		case r == nil:
-			return "starting (connecting to the sink)"
+			return *starting.Load()
 		}
 		return r.Unready()
 	}
@@ -510,18 +521,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		cfg.Kafka.Brokers = []string{brk.Addr()}
 	}
 	if cfg.CreateTopics {
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		topics := []string{cfg.Source.Topic, cfg.DeadLetter.Topic}
-		if cfg.LabelsTopic != "" {
-			topics = append(topics, cfg.LabelsTopic)
-		}
-		err := kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, topics...)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("create_topics: creating %s on %s: %w (when the topics exist and this user may not create topics, set create_topics: false)",
-				strings.Join(topics, ", "), strings.Join(cfg.Kafka.Brokers, ","), err)
+		if err := createTopics(ctx, cfg, log, setStarting); err != nil {
+			if ctx.Err() != nil {
+				log.Info("stopped before the stream started", "err", err)
+				return nil
+			}
+			return err
 		}
 	}
+	setStarting("starting (connecting to the sink)")
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -630,7 +638,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	for _, op := range ops {
 		if e, ok := op.(*estimate.Operator); ok {
 			names, fb := e.Models()
-			log.Info("estimator loaded", "file", cfg.Estimator, "version", e.Version(), "models", strings.Join(names, ","), "fallback", fb)
+			estimatorInfo.WithLabelValues(e.Version()).Set(1)
+			log.Info("estimator loaded", "file", cfg.Estimator, "version", e.Version(), "models", strings.Join(names, ","), "fallback", fb,
+				"model_versions", modelVersions(cfg.Estimator, e.Version()))
 		}
 	}
 	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink, Watermarks: src.Watermarks}, mem, log, reg)
@@ -668,6 +678,56 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows,
 		deadLetteredAttr(st.DeadLettered, cfg.LogFormat == "json"), "commits", st.Commits)
 	return err
+}
+
+// createTopics creates the source, dead-letter and labels topics where
+// they are missing (create_topics). While Kafka cannot be reached it
+// retries (retryAtStart, as the ClickHouse connect does) and unready says
+// why for /readyz; an error the brokers answered ends it at once, with the
+// hint to turn create_topics off when they refused to create a topic.
+func createTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready func(string)) error {
+	topics := []string{cfg.Source.Topic, cfg.DeadLetter.Topic}
+	if cfg.LabelsTopic != "" {
+		topics = append(topics, cfg.LabelsTopic)
+	}
+	brokers := strings.Join(cfg.Kafka.Brokers, ",")
+	_, err := retryAtStart(ctx, cfg.Stream, log, startRetry{
+		what:  "Kafka",
+		final: kafka.Answered,
+		onErr: func(err error) {
+			unready("starting (creating the topics): Kafka not reachable, retrying: " + err.Error())
+		},
+		attrs: []any{"brokers", brokers, "creating", strings.Join(topics, ",")},
+	}, func() (struct{}, error) {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return struct{}{}, kafka.EnsureTopics(tctx, cfg.Kafka, cfg.Partitions, topics...)
+	})
+	if err == nil {
+		return nil
+	}
+	hint := ""
+	if errors.Is(err, kafka.ErrTopicRefused) {
+		hint = " (when the topics exist and this user may not create topics, set create_topics: false)"
+	}
+	return fmt.Errorf("create_topics: creating %s on %s: %w%s", strings.Join(topics, ", "), brokers, err, hint)
+}
+
+// modelVersions lists, for the log, the estimator_version each model of the
+// estimator at path writes to its rows (its content hash, not the
+// artifact's version): "model-a=sha256:…,*=sha256:…", sorted by model.
+// version is the artifact's version the operators loaded; a file that no
+// longer has it (replaced since) is said to have changed.
+func modelVersions(path, version string) string {
+	set, err := estimate.Load(path)
+	if err != nil || set.Version != version {
+		return "unknown: " + path + " changed since it was loaded"
+	}
+	parts := make([]string, 0, len(set.Models))
+	for _, name := range slices.Sorted(maps.Keys(set.Models)) {
+		parts = append(parts, name+"="+set.Models[name].Version)
+	}
+	return strings.Join(parts, ",")
 }
 
 // runChain returns the builder of the stream's operator chain, called once
@@ -968,61 +1028,92 @@ func newRunSink(ctx context.Context, cfg runConfig, mem memory.Allocator, log *s
 }
 
 // connectClickHouse migrates (when configured) and opens the sink. While
-// the server cannot be reached it retries with stream.sink_backoff_min..max
-// and logs each attempt (readiness stays 503, HTTP ingest serves), until ctx
-// ends: at start a ClickHouse outage is what it is mid-stream, not a crash
-// loop. An error the server answered (wrong password, unknown database,
-// missing table: run entrowatch migrate) ends it at once.
+// the server cannot be reached it retries (retryAtStart) until ctx ends: at
+// start a ClickHouse outage is what it is mid-stream, not a crash loop. An
+// error the server answered (wrong password, unknown database, missing
+// table: run entrowatch migrate) ends it at once.
 func connectClickHouse(ctx context.Context, cfg runConfig, cc clickhouse.Config, log *slog.Logger, onErr func()) (*clickhouse.Sink, error) {
-	wait := cfg.Stream.SinkBackoffMin
+	connect := func() (*clickhouse.Sink, error) {
+		var newer uint32
+		if cfg.ClickHouse.Migrate {
+			res, err := clickhouse.Migrate(ctx, cc, log)
+			if err != nil {
+				return nil, err
+			}
+			newer = res.Newer
+		} else {
+			// Replicas leave migrating to a job: one that did not run
+			// (or not yet) is an error that says so, not a start on a
+			// schema this build does not know (labels then failed for
+			// ever while /readyz said ready).
+			var err error
+			if newer, err = clickhouse.CheckSchemaAt(ctx, cc); err != nil {
+				return nil, err
+			}
+		}
+		if newer > 0 {
+			log.Warn("the database was migrated by a newer entrowatch: this build writes and reads it with its own migrations' columns and views (see docs/deploy.md, Upgrades and rollback)",
+				"database_version", newer, "build_version", lastMigration())
+		}
+		// The stream retries failed writes and logs each attempt: the
+		// sink's own retries of one write go to DEBUG.
+		return clickhouse.NewSink(ctx, cc, slog.New(retryDebug{log.Handler()}))
+	}
+	return retryAtStart(ctx, cfg.Stream, log, startRetry{
+		what:  "clickhouse",
+		final: func(err error) bool { return answered(err) || errors.Is(err, clickhouse.ErrNotMigrated) },
+		onErr: func(error) {
+			if onErr != nil {
+				onErr()
+			}
+		},
+	}, connect)
+}
+
+// startRetry says what retryAtStart waits for: what is named in its log
+// lines ("<what> not reachable; retrying", "<what> reachable"), final tells
+// the errors retrying cannot fix (nil: none), onErr (optional) hears of
+// each failed attempt before the wait, attrs are added to the WARN lines.
+type startRetry struct {
+	what  string
+	final func(error) bool
+	onErr func(error)
+	attrs []any
+}
+
+// retryAtStart calls try until it succeeds, ctx ends or an error is final.
+// After each failure it logs the attempt at WARN with the error and waits
+// stream.sink_backoff_min, doubling up to sink_backoff_max (the backoff of
+// the stream's own retries); a success after failures is logged at INFO.
+// A dependency that is down when run starts (ClickHouse, Kafka) is waited
+// for as it is mid-stream, with /readyz at 503, not a crash loop; SIGTERM
+// (ctx) ends the wait at once.
+func retryAtStart[T any](ctx context.Context, sc runner.Config, log *slog.Logger, r startRetry, try func() (T, error)) (T, error) {
+	wait := sc.SinkBackoffMin
 	for attempt := 1; ; attempt++ {
-		s, err := func() (*clickhouse.Sink, error) {
-			var newer uint32
-			if cfg.ClickHouse.Migrate {
-				res, err := clickhouse.Migrate(ctx, cc, log)
-				if err != nil {
-					return nil, err
-				}
-				newer = res.Newer
-			} else {
-				// Replicas leave migrating to a job: one that did not run
-				// (or not yet) is an error that says so, not a start on a
-				// schema this build does not know (labels then failed for
-				// ever while /readyz said ready).
-				var err error
-				if newer, err = clickhouse.CheckSchemaAt(ctx, cc); err != nil {
-					return nil, err
-				}
-			}
-			if newer > 0 {
-				log.Warn("the database was migrated by a newer entrowatch: this build writes and reads it with its own migrations' columns and views (see docs/deploy.md, Upgrades and rollback)",
-					"database_version", newer, "build_version", lastMigration())
-			}
-			// The stream retries failed writes and logs each attempt: the
-			// sink's own retries of one write go to DEBUG.
-			return clickhouse.NewSink(ctx, cc, slog.New(retryDebug{log.Handler()}))
-		}()
+		v, err := try()
 		if err == nil {
 			if attempt > 1 {
-				log.Info("clickhouse reachable", "attempts", attempt)
+				log.Info(r.what+" reachable", "attempts", attempt)
 			}
-			return s, nil
+			return v, nil
 		}
-		if ctx.Err() != nil || answered(err) || errors.Is(err, clickhouse.ErrNotMigrated) {
-			return nil, err
+		if ctx.Err() != nil || (r.final != nil && r.final(err)) {
+			return v, err
 		}
-		if onErr != nil {
-			onErr()
+		if r.onErr != nil {
+			r.onErr(err)
 		}
-		log.Warn("clickhouse not reachable; retrying (/readyz answers 503 meanwhile)", "attempt", attempt, "backoff", wait, "err", err)
+		log.Warn(r.what+" not reachable; retrying (/readyz answers 503 meanwhile)",
+			append([]any{"attempt", attempt, "backoff", wait, "err", err}, r.attrs...)...)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("waiting for clickhouse: %w (last error: %v)", ctx.Err(), err)
+			return v, fmt.Errorf("waiting for %s: %w (last error: %v)", r.what, ctx.Err(), err)
 		case <-t.C:
 		}
-		wait = min(2*wait, cfg.Stream.SinkBackoffMax)
+		wait = min(2*wait, sc.SinkBackoffMax)
 	}
 }
 

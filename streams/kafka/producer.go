@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -156,12 +157,26 @@ func (p *Producer) Close() error {
 
 // EnsureTopics creates the topics that do not exist yet, with partitions
 // partitions each. Existing topics are left as they are.
+//
+// Its error says why: brokers that cannot be reached give the dial error
+// (connection refused, no such host, a timeout), not the "[8] Broker Not
+// Available" kafka-go reports when it has no broker to send the request to;
+// a topic the brokers refused to create (not authorized, an invalid
+// partition count or replication factor, a policy) wraps ErrTopicRefused.
+// Answered tells the errors that retrying cannot fix from those that may
+// pass.
 func EnsureTopics(ctx context.Context, conn Config, partitions int, topics ...string) error {
 	c, done, err := conn.client()
 	if err != nil {
 		return err
 	}
 	defer done()
+	// The cluster's metadata first: it fails with the cause when no broker
+	// answers, where CreateTopics, routed to a controller it never learnt
+	// of, says only "Broker Not Available".
+	if _, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
+		return fmt.Errorf("reaching Kafka at %s: %w", strings.Join(conn.Brokers, ","), err)
+	}
 	req := &kafkago.CreateTopicsRequest{}
 	for _, name := range topics {
 		req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: -1})
@@ -170,12 +185,32 @@ func EnsureTopics(ctx context.Context, conn Config, partitions int, topics ...st
 	if err != nil {
 		return fmt.Errorf("creating topics %v on %v: %w", topics, conn.Brokers, err)
 	}
-	for name, e := range res.Errors {
-		if e != nil && !errors.Is(e, kafkago.TopicAlreadyExists) {
-			return fmt.Errorf("creating topic %s: %w", name, e)
+	for _, name := range topics {
+		e := res.Errors[name]
+		if e == nil || errors.Is(e, kafkago.TopicAlreadyExists) {
+			continue
 		}
+		if Answered(e) {
+			return fmt.Errorf("creating topic %s: %w: %w", name, ErrTopicRefused, e)
+		}
+		return fmt.Errorf("creating topic %s: %w", name, e)
 	}
 	return nil
+}
+
+// ErrTopicRefused is wrapped by EnsureTopics' error when the brokers
+// answered and refused to create a topic.
+var ErrTopicRefused = errors.New("the brokers refused to create the topic")
+
+// Answered reports whether err carries an error code the brokers answered
+// with that retrying the same request cannot fix: authentication failed, not
+// authorized, an invalid request. Brokers that cannot be reached, timeouts
+// and a cluster in transition (a controller or a leader moving: Kafka's
+// retriable codes) are not; nor is "[8] Broker Not Available", which
+// kafka-go reports itself when it knows no broker to send a request to.
+func Answered(err error) bool {
+	var ke kafkago.Error
+	return errors.As(err, &ke) && !ke.Temporary() && ke != kafkago.BrokerNotAvailable
 }
 
 // CheckTopic connects as conn (TLS, SASL) and asks the brokers for topic's

@@ -27,6 +27,7 @@ type metrics struct {
 	sinkErrs   prometheus.Counter
 	lag        *prometheus.GaugeVec
 	uncommit   *prometheus.GaugeVec
+	assigned   prometheus.Gauge // registered by New, with Parts.Watermarks only
 	open       prometheus.Gauge
 	latency    prometheus.Histogram
 	stage      *prometheus.CounterVec
@@ -63,6 +64,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Messages behind the partition's high watermark: refreshed from the broker every stream.lag_interval, fetching or not (it grows while a failing sink holds the stream), and at every fetch; series of partitions no longer assigned are deleted.", ConstLabels: cl}, []string{"partition"}),
 		uncommit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "entrowatch_stream_uncommitted_messages",
 			Help: "Messages fetched from the partition but not yet committed (processing, waiting for the sink, or held by a failing sink).", ConstLabels: cl}, []string{"partition"}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_assigned_partitions",
+			Help: "Partitions of the topic this replica consumes now, as the group coordinator assigned them (refreshed every stream.lag_interval), plus any it fetched from since: 0 while the group rebalances. 0 on every replica means nobody consumes (after a crash the group waits for the dead member's source.session_timeout).", ConstLabels: cl}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
 			Help: "Chunked traces waiting for more chunks.", ConstLabels: cl}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "entrowatch_stream_message_seconds",

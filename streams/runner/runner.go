@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,7 +64,9 @@ type Config struct {
 	// Default 30s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// SinkBackoffMin and SinkBackoffMax bound the wait between retries of a
-	// failed sink or dead-letter write. Defaults 100ms and 10s.
+	// failed sink or dead-letter write, and of a failed fetch (entrowatch
+	// run retries reaching Kafka and ClickHouse at start with them too).
+	// Defaults 100ms and 10s.
 	SinkBackoffMin time.Duration `yaml:"sink_backoff_min"`
 	SinkBackoffMax time.Duration `yaml:"sink_backoff_max"`
 	// SinkBatchRows gathers the output of several messages into one sink
@@ -175,10 +178,13 @@ type Runner struct {
 	sinkFailing atomic.Bool
 	fetch       fetchHealth
 
-	// assigned is the assignment Watermarks last reported (nil: unknown).
-	assignMu sync.Mutex
-	assigned map[int]bool
-	seen     map[int]bool // partitions fetched from since assigned, for the log
+	// assigned is the assignment Watermarks last reported (nil: unknown),
+	// plus the partitions fetched from since; announced is the assignment
+	// as last logged ("partitions assigned", "partitions revoked").
+	assignMu  sync.Mutex
+	assigned  map[int]bool
+	announced map[int]bool
+	seen      map[int]bool // partitions fetched from since assigned, for the log
 
 	sinkMu  sync.Mutex
 	rejects *rejectLog
@@ -210,7 +216,14 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, fmt.Errorf("registering stream metrics: %w", err)
 	}
-	r := &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log), offs: newOffsets(m.uncommit), seen: map[int]bool{}}
+	if parts.Watermarks != nil {
+		// Without them the runner does not know its assignment.
+		if err := reg.Register(m.assigned); err != nil {
+			return nil, fmt.Errorf("registering stream metrics: %w", err)
+		}
+	}
+	r := &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log), offs: newOffsets(m.uncommit),
+		announced: map[int]bool{}, seen: map[int]bool{}}
 	// Errors come at least every SinkBackoffMax while the consumer fails.
 	r.fetch.failWindow = max(30*time.Second, 3*cfg.SinkBackoffMax)
 	return r, nil
@@ -437,15 +450,17 @@ func (r *Runner) fetchLoop(ctx, hard context.Context, workers []*worker) error {
 // fetched records a fetched message: the partition's position, its lag at
 // this fetch, and an INFO line for the first message of a partition since it
 // was assigned. A partition the last Watermarks call did not list counts as
-// assigned from now on: the refresh may have run before this member joined
-// or before a rebalance gave it the partition, and without its position the
-// lag of a partition that stalls right after would never show. A message
-// the consumer still held from before a rebalance re-adds its partition
-// until the next refresh removes it again.
+// assigned from now on (in the lag and the assigned-partitions gauge; the
+// next refresh logs it as assigned): the refresh may have run before this
+// member joined or before a rebalance gave it the partition, and without
+// its position the lag of a partition that stalls right after would never
+// show. A message the consumer still held from before a rebalance re-adds
+// its partition until the next refresh removes it again.
 func (r *Runner) fetched(m kafka.Message) {
 	r.assignMu.Lock()
-	if r.assigned != nil {
+	if r.assigned != nil && !r.assigned[m.Partition] {
 		r.assigned[m.Partition] = true
+		r.m.assigned.Set(float64(len(r.assigned)))
 	}
 	first := !r.seen[m.Partition]
 	r.seen[m.Partition] = true
@@ -496,8 +511,12 @@ func (r *Runner) lagLoop(ctx context.Context) {
 // refreshLag sets the lag of every assigned partition from its high
 // watermark and the position this member fetched it to (the group's next
 // offset before the first fetch: a partition taken over while the stream is
-// held, or after a restart during a sink outage, has a lag too), and deletes
-// the lag and uncommitted series of partitions no longer assigned.
+// held, or after a restart during a sink outage, has a lag too), deletes
+// the lag and uncommitted series of partitions no longer assigned, sets the
+// assigned-partitions gauge (0 while the group rebalances: the coordinator
+// reports no assignment then) and logs what changed since the assignment
+// it logged last, so that each new assignment is logged once, also when a
+// fetch saw a partition before this refresh did.
 func (r *Runner) refreshLag(hw map[int]kafka.PartitionOffsets) {
 	r.assignMu.Lock()
 	prev := r.assigned
@@ -505,16 +524,25 @@ func (r *Runner) refreshLag(hw map[int]kafka.PartitionOffsets) {
 	var added, revoked []int
 	for p := range hw {
 		r.assigned[p] = true
-		if !prev[p] {
+		if !r.announced[p] {
 			added = append(added, p)
 		}
 	}
-	for p := range prev {
+	for p := range r.announced {
 		if !r.assigned[p] {
 			revoked = append(revoked, p)
-			delete(r.seen, p)
 		}
 	}
+	for p := range prev {
+		if !r.assigned[p] && !r.announced[p] {
+			revoked = append(revoked, p) // fetched from, never listed: gone too
+		}
+	}
+	for _, p := range revoked {
+		delete(r.seen, p)
+	}
+	r.announced = maps.Clone(r.assigned)
+	r.m.assigned.Set(float64(len(r.assigned)))
 	r.assignMu.Unlock()
 	topic := r.parts.Source.Topic()
 	if len(revoked) > 0 {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/entrowatch/entrowatch/streams/broker"
+)
+
+// kafkaRunConfig is a run config against the Kafka at brokers (create_topics
+// as by default), a CSV file sink and short start retries.
+func kafkaRunConfig(dir, brokers, metrics string) string {
+	return fmt.Sprintf(`data_dir: %s
+kafka:
+  brokers: [%s]
+sink: file
+file:
+  path: %s
+metrics:
+  listen: %s
+stream:
+  sink_backoff_min: 10ms
+  sink_backoff_max: 50ms
+`, dir, brokers, filepath.Join(dir, "out.csv"), metrics)
+}
+
+// TestRunWaitsForKafka: with Kafka unreachable at start and create_topics
+// on (the default), run exited within milliseconds with "[8] Broker Not
+// Available ... set create_topics: false" (a crash loop under compose's
+// restart policy, and the wrong advice). Now it retries the topics like the
+// ClickHouse connect, logging each attempt with the real cause; /healthz
+// answers and /readyz says 503 and why; once the broker is there the
+// topics are created and the stream runs.
+func TestRunWaitsForKafka(t *testing.T) {
+	dir := t.TempDir()
+	kafkaAddr, metrics := freeAddr(t), freeAddr(t) // nothing listens on kafkaAddr yet
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, kafkaRunConfig(dir, kafkaAddr, metrics))
+	waitLog(t, runErr, "attempt=3")
+	logs := runErr.String()
+	require.Contains(t, logs, "Kafka not reachable; retrying")
+	require.Contains(t, logs, "connection refused", "the cause, not Kafka's error code 8")
+	require.Contains(t, logs, "brokers="+kafkaAddr)
+	require.NotContains(t, logs, "Broker Not Available")
+	require.NotContains(t, logs, "create_topics: false", "no permission hint: no broker answered")
+	select {
+	case code := <-done:
+		t.Fatalf("run exited (%d) while Kafka was unreachable:\n%s", code, runErr.String())
+	default:
+	}
+
+	code, _ := get("http://" + metrics + "/healthz")
+	require.Equal(t, http.StatusOK, code, "alive while waiting for Kafka")
+	code, body := get("http://" + metrics + "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "creating the topics")
+	require.Contains(t, body, "connection refused")
+	_, body = get("http://" + metrics + "/metrics")
+	require.Contains(t, body, `entrowatch_ready{component="stream"} 0`)
+
+	bcfg := broker.DefaultConfig()
+	bcfg.Listen = kafkaAddr
+	brk, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer brk.Close(context.Background())
+	waitLog(t, runErr, "stream running")
+	require.Contains(t, runErr.String(), "Kafka reachable")
+	waitStatus(t, "http://"+metrics+"/readyz", http.StatusOK, runErr)
+	cancel()
+	stopped(t, done, runErr)
+}
+
+// TestRunStopsWhileWaitingForKafka: SIGTERM while the topics wait for
+// Kafka ends run cleanly, without waiting for Kafka.
+func TestRunStopsWhileWaitingForKafka(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, kafkaRunConfig(dir, freeAddr(t), freeAddr(t)))
+	waitLog(t, runErr, "attempt=2")
+	cancel()
+	stopped(t, done, runErr)
+	require.Contains(t, runErr.String(), "stopped before the stream started")
+	require.NotContains(t, runErr.String(), "stream running")
+}
+
+// TestRunKafkaRefusesTopics: brokers that answer and refuse to create the
+// topics (this user may not) end run at once, with the hint to turn
+// create_topics off; that is not retried.
+func TestRunKafkaRefusesTopics(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser("PLAIN", "admin", "root"), kfake.User("PLAIN", "bob", "builder"))
+	require.NoError(t, err)
+	defer c.Close()
+	t.Setenv("ENTROWATCH_TEST_KAFKA_PASSWORD", "builder")
+	dir := t.TempDir()
+	cfg := kafkaRunConfig(dir, strings.Join(c.ListenAddrs(), ","), freeAddr(t))
+	cfg = strings.Replace(cfg, "sink: file\n", "  sasl:\n    mechanism: plain\n    username: bob\n    password_env: ENTROWATCH_TEST_KAFKA_PASSWORD\nsink: file\n", 1)
+	_, errs, code := runCLI(t, "run", "--config", writeFile(t, dir, cfg))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, "Topic Authorization Failed")
+	require.Contains(t, errs, "set create_topics: false")
+	require.NotContains(t, errs, "retrying")
+}
