@@ -64,11 +64,28 @@ func stopped(t *testing.T, done chan int, runErr *syncWriter) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		l.Close()
+		// The kernel may give a port it gave before once that was closed:
+		// two addresses of one test (a broker and a metrics listener)
+		// would then clash.
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
+	}
 }
+
+// handedOut is every address freeAddr returned in this test process.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // TestRunAndIngest runs the binary's two halves as a user would on one
 // machine: `entrowatch run` (embedded broker, CSV file sink) and `entrowatch
