@@ -640,7 +640,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			names, fb := e.Models()
 			estimatorInfo.WithLabelValues(e.Version()).Set(1)
 			log.Info("estimator loaded", "file", cfg.Estimator, "version", e.Version(), "models", strings.Join(names, ","), "fallback", fb,
-				"model_versions", modelVersions(cfg.Estimator, e.Version()))
+				"model_versions", modelVersions(e))
 		}
 	}
 	r, err := runner.New(cfg.Stream, runner.Parts{Source: src, DeadLetter: dlq, Chain: chain, Sink: sink, Watermarks: src.Watermarks}, mem, log, reg)
@@ -713,19 +713,14 @@ func createTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready 
 	return fmt.Errorf("create_topics: creating %s on %s: %w%s", strings.Join(topics, ", "), brokers, err, hint)
 }
 
-// modelVersions lists, for the log, the estimator_version each model of the
-// estimator at path writes to its rows (its content hash, not the
-// artifact's version): "model-a=sha256:…,*=sha256:…", sorted by model.
-// version is the artifact's version the operators loaded; a file that no
-// longer has it (replaced since) is said to have changed.
-func modelVersions(path, version string) string {
-	set, err := estimate.Load(path)
-	if err != nil || set.Version != version {
-		return "unknown: " + path + " changed since it was loaded"
-	}
-	parts := make([]string, 0, len(set.Models))
-	for _, name := range slices.Sorted(maps.Keys(set.Models)) {
-		parts = append(parts, name+"="+set.Models[name].Version)
+// modelVersions lists, for the log, the estimator_version each model of
+// the estimator writes to its rows (its content hash, not the artifact's
+// version): "model-a=sha256:…,*=sha256:…", sorted by model.
+func modelVersions(e *estimate.Operator) string {
+	vs := e.ModelVersions()
+	parts := make([]string, 0, len(vs))
+	for _, name := range slices.Sorted(maps.Keys(vs)) {
+		parts = append(parts, name+"="+vs[name])
 	}
 	return strings.Join(parts, ",")
 }

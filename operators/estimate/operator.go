@@ -179,6 +179,17 @@ func (o *Operator) LeftOut(name string) string { return o.set.Skipped[name] }
 // Version is the loaded set's version.
 func (o *Operator) Version() string { return o.set.Version }
 
+// ModelVersions returns, by model name (FallbackKey for the pooled
+// fallback), the version each model writes to the estimator_version column
+// of its rows: its own content hash, not the set's Version.
+func (o *Operator) ModelVersions() map[string]string {
+	out := make(map[string]string, len(o.set.Models))
+	for name, m := range o.set.Models {
+		out[name] = m.Version
+	}
+	return out
+}
+
 // ErrClosed is wrapped by the error of Process on a closed Operator.
 var ErrClosed = errors.New("estimate operator is closed")
 
