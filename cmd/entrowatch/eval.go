@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
@@ -98,7 +99,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		fmt.Fprintf(stderr, "eval: warning: domain names with a + (%s) make results.csv's train_domains ambiguous: it joins a training set's domains with +\n", strings.Join(plus, ", "))
 	}
 	cfg.Methods = featureList(*methods)
-	fmt.Fprintf(stderr, "eval: %d rows, %s, features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	fmt.Fprintf(stderr, "eval: %d rows, %s, features %s%s\n", tbl.N(), words.Count(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
 	if kl != nil {
 		var note string
 		if cfg.Ks, note, err = estimate.KsFor(tbl, kl); err != nil {
@@ -115,7 +116,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	case errors.As(err, &tooMany):
 		msg := fmt.Sprintf("model %s has %s training sets (k = %s of its %d domains), more than --max-training-sets %d allows", tooMany.Model, tooMany.Sets, tooMany.Ks, tooMany.Domains, tooMany.Limit)
 		if tooMany.SuggestK > 0 {
-			msg += fmt.Sprintf("; use --k 1..%d (%s for this model", tooMany.SuggestK, plural(int(tooMany.SuggestSets), "training set"))
+			msg += fmt.Sprintf("; use --k 1..%d (%s for this model", tooMany.SuggestK, words.Count(int(tooMany.SuggestSets), "training set"))
 			if tooMany.SuggestK == 3 {
 				msg += ", the paper's protocol"
 			}
@@ -141,7 +142,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		if n > len(list) {
 			more = fmt.Sprintf(", and %d more (all in summary.md)", n-len(list))
 		}
-		fmt.Fprintf(stderr, "eval: %s left out, their rows all correct or all wrong (nothing to fit): %s%s\n", plural(n, "training set"), strings.Join(list, "; "), more)
+		fmt.Fprintf(stderr, "eval: %s left out, their rows all correct or all wrong (nothing to fit): %s%s\n", words.Count(n, "training set"), strings.Join(list, "; "), more)
 	}
 	for _, m := range slices.Sorted(maps.Keys(rep.Unevaluated)) {
 		fmt.Fprintf(stderr, "eval: model %s not evaluated: %s\n", m, rep.Unevaluated[m])

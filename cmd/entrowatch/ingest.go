@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/kafka"
@@ -254,7 +255,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafk
 	case rows == 0 && rejected == 0:
 		return errors.New("the input holds no responses; nothing produced")
 	case rows == 0:
-		return fmt.Errorf("none of the %d responses could be read (reasons above); nothing produced", rejected)
+		return fmt.Errorf("%s (reasons above); nothing produced", words.NoneOf(rejected, "response", "be read"))
 	}
 	return nil
 }

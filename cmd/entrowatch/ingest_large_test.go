@@ -188,7 +188,7 @@ func TestIngestLineOverMaxLineBytes(t *testing.T) {
 	defer p.Close()
 	var stdout, stderr bytes.Buffer
 	err = ingestAll(context.Background(), bytes.NewReader(in), p, cfg, 0, &stdout, &stderr)
-	require.ErrorContains(t, err, "none of the 1 responses could be read")
+	require.ErrorContains(t, err, "the one response could not be read")
 	require.Contains(t, stdout.String(), "1 lines rejected (too_long 1)")
 	require.Contains(t, stderr.String(), "line 1 (long-2k): too_long: line longer than 1048576 bytes (ingest max_line_bytes)")
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
@@ -179,7 +180,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 		if n > 0 {
-			return fmt.Errorf("--batch %s: %s.label_requests holds a batch of that name already (%s); give a new name, or leave --batch out for one made of the time", *batch, db, plural(int(n), "request"))
+			return fmt.Errorf("--batch %s: %s.label_requests holds a batch of that name already (%s); give a new name, or leave --batch out for one made of the time", *batch, db, words.Count(int(n), "request"))
 		}
 	}
 	kcfg := kf.config(*brokers, "entrowatch-labels")
@@ -230,7 +231,7 @@ func runLabelRequests(ctx context.Context, args []string, stdout, stderr io.Writ
 	for _, r := range reqs {
 		doms[r.Model+"/"+r.Domain] = true
 	}
-	fmt.Fprintf(stderr, "labels requests: %s from %s (batch %s)\n", plural(len(reqs), "response"), plural(len(doms), "domain"), *batch)
+	fmt.Fprintf(stderr, "labels requests: %s from %s (batch %s)\n", words.Count(len(reqs), "response"), words.Count(len(doms), "domain"), *batch)
 	return nil
 }
 
@@ -339,7 +340,7 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
-		msg := "labels import: " + plural(res.Stored, "label") + " stored"
+		msg := "labels import: " + words.Count(res.Stored, "label") + " stored"
 		switch {
 		case res.Unscored == 1:
 			msg += " (1 matches no response in scored yet: it applies when the response arrives)"
@@ -365,10 +366,10 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil && res.Stored == 0 {
 		return err // nothing to report: the topic or the server could not be reached
 	}
-	msg := fmt.Sprintf("labels import: %s stored from topic %s", plural(res.Stored, "label"), *topic)
+	msg := fmt.Sprintf("labels import: %s stored from topic %s", words.Count(res.Stored, "label"), *topic)
 	msg += labelsLeftOut(res.Unlabelled, res.Duplicates, "message")
 	if *follow && (res.Refused > 0 || res.Dropped > 0) {
-		msg += fmt.Sprintf("; %s refused and %s skipped (logged above)", plural(res.Refused, "invalid label"), plural(res.Dropped, "message"))
+		msg += fmt.Sprintf("; %s refused and %s skipped (logged above)", words.Count(res.Refused, "invalid label"), words.Count(res.Dropped, "message"))
 	}
 	fmt.Fprintln(stderr, msg)
 	if err != nil || *follow {
@@ -388,7 +389,7 @@ func labelsLeftOut(unlabelled, duplicates int, of string) string {
 		s += fmt.Sprintf("; %d rows without correct skipped (unlabelled)", unlabelled)
 	}
 	if duplicates > 0 {
-		s += fmt.Sprintf("; %s collapsed (a trace labelled more than once in a %s keeps its last label, or its newest by ts)", plural(duplicates, "duplicate"), of)
+		s += fmt.Sprintf("; %s collapsed (a trace labelled more than once in a %s keeps its last label, or its newest by ts)", words.Count(duplicates, "duplicate"), of)
 	}
 	return s
 }
@@ -418,7 +419,7 @@ func readLabelFile(file, source string) (clickhouse.LabelsRead, error) {
 		what := "nothing was stored"
 		n := len(rd.Labels)
 		if n > 0 {
-			what += fmt.Sprintf(", not even the %s read before it", plural(n, "label"))
+			what += fmt.Sprintf(", not even the %s read before it", words.Count(n, "label"))
 		}
 		switch {
 		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader):

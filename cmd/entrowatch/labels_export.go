@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
@@ -127,7 +128,7 @@ func runLabelExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		dest = "stdout"
 	}
 	fmt.Fprintf(stderr, "labels export: %s written to %s (%s; %s; %d through the labels table, %d by the correct field they arrived with)\n",
-		plural(st.Rows, "labelled response"), dest, strings.Join(per, ", "), plural(st.Domains, "model x domain slice"), st.FromLabels, st.Rows-st.FromLabels)
+		words.Count(st.Rows, "labelled response"), dest, strings.Join(per, ", "), words.Count(st.Domains, "model x domain slice"), st.FromLabels, st.Rows-st.FromLabels)
 	if *out != "-" {
 		fmt.Fprintf(stderr, "next: entrowatch train --in %s --out estimator.json (entrowatch eval --in %s --report DIR to check it first)\n", *out, *out)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 )
 
@@ -88,7 +89,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		for _, m := range ms {
-			fmt.Fprintf(stdout, "%03d %s (%s, sha256 %s)\n", m.Version, m.Name, plural(len(m.Statements), "statement"), m.Checksum)
+			fmt.Fprintf(stdout, "%03d %s (%s, sha256 %s)\n", m.Version, m.Name, words.Count(len(m.Statements), "statement"), m.Checksum)
 		}
 		return nil
 	}

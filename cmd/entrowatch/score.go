@@ -20,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/operators/clustertag"
 	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/operators/profile"
@@ -280,7 +281,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 	case written == 0 && read+rep.fromSource == 0:
 		return fmt.Errorf("%s holds no responses; %s", o.in, notWritten(o.out, 0))
 	case written == 0:
-		return fmt.Errorf("none of the %d responses could be scored (their reasons are in the summary above); %s", read+rep.fromSource, notWritten(o.out, 0))
+		return fmt.Errorf("%s (the reasons are in the summary above); %s", words.NoneOf(read+rep.fromSource, "response", "be scored"), notWritten(o.out, 0))
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/text/width"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/schemas"
 )
@@ -100,7 +101,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "train: %d rows, %s, candidate features %s%s\n", tbl.N(), plural(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	fmt.Fprintf(stderr, "train: %d rows, %s, candidate features %s%s\n", tbl.N(), words.Count(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
 	opts := estimate.TrainOptions{Transfer: *transfer, Progress: stderr, MinRows: *minRows, MinPerClass: *minClass}
 	if *model != "" {
 		if names := tbl.Models(); !slices.Contains(names, *model) {
@@ -182,14 +183,6 @@ func fallbackName(key string) string {
 		return "the pooled model (*)"
 	}
 	return "model " + key
-}
-
-// plural says "1 model", "2 models".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // printLeftToFallback lists the LLM models of the table that got no model

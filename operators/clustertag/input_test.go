@@ -83,6 +83,8 @@ func TestTinyInputs(t *testing.T) {
 	require.ErrorContains(t, err, "no term occurs in at least 2 of the 2 prompts (min_df): the prompts share no words")
 	_, err = Fit(context.Background(), []string{"a", "b"}, cfg, nil)
 	require.ErrorContains(t, err, "none of the 2 prompts has a word to cluster on")
+	_, err = Fit(context.Background(), []string{"a"}, cfg, nil)
+	require.ErrorContains(t, err, "1 prompt: need at least 2 to cluster")
 
 	// k above the distinct prompts: refused, not fitted as repeated clusters.
 	cfg.K = 3

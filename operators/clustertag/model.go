@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/entrowatch/entrowatch/internal/words"
 )
 
 // Criteria for choosing k.
@@ -306,7 +308,7 @@ func Fit(ctx context.Context, prompts []string, cfg FitConfig, progress Progress
 		return nil, err
 	}
 	if len(prompts) < 2 {
-		return nil, fmt.Errorf("%d prompts: need at least 2 to cluster", len(prompts))
+		return nil, fmt.Errorf("%s: need at least 2 to cluster", words.Count(len(prompts), "prompt"))
 	}
 	values, hint := promptValues(prompts)
 	// Before vectorising only what the raw prompts settle: all the same, a

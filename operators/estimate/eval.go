@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/entrowatch/entrowatch/internal/words"
 )
 
 // Predictor returns P(correct) for one row's raw features. A Predictor is used
@@ -374,7 +376,7 @@ func (e *TooManyTrainingSetsError) Error() string {
 	msg := fmt.Sprintf("model %s: %s training sets (k = %s of its %d domains), more than the limit of %d per model",
 		e.Model, e.Sets, e.Ks, e.Domains, e.Limit)
 	if e.SuggestK > 0 {
-		msg += fmt.Sprintf("; k = 1..%d gives %s", e.SuggestK, plural(int(e.SuggestSets), "training set"))
+		msg += fmt.Sprintf("; k = 1..%d gives %s", e.SuggestK, words.Count(int(e.SuggestSets), "training set"))
 	}
 	return msg
 }
@@ -388,7 +390,7 @@ type InterruptedError struct {
 
 // Error says how many training sets were fitted before the interruption.
 func (e *InterruptedError) Error() string {
-	return fmt.Sprintf("interrupted after %d of %s", e.Done, plural(e.Total, "training set"))
+	return fmt.Sprintf("interrupted after %d of %s", e.Done, words.Count(e.Total, "training set"))
 }
 
 // Unwrap returns Err, so that errors.Is matches the context's error.
@@ -463,7 +465,7 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 			}
 		}
 		if len(skip) > 0 {
-			rep.SkippedK = append(rep.SkippedK, fmt.Sprintf("%s: k=%s (%s)", model, kText(skip), plural(n, "domain")))
+			rep.SkippedK = append(rep.SkippedK, fmt.Sprintf("%s: k=%s (%s)", model, kText(skip), words.Count(n, "domain")))
 		}
 		sets := new(big.Int)
 		if ks == nil && n > 1 { // every k: 2^n - 2 (no empty or full set)
@@ -488,7 +490,7 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 		case n < 2:
 			rep.Unevaluated[model] = fmt.Sprintf("it has a single domain (%s), so none can be held out", doms[0])
 		case len(use) == 0:
-			rep.Unevaluated[model] = fmt.Sprintf("no asked-for k is below its %s", plural(n, "domain"))
+			rep.Unevaluated[model] = fmt.Sprintf("no asked-for k is below its %s", words.Count(n, "domain"))
 		}
 	}
 	if tooMany != nil {
@@ -501,8 +503,8 @@ func Evaluate(ctx context.Context, t *Table, cfg EvalConfig) (*Report, error) {
 	}
 	workers, capped := evalWorkers(cfg.Workers, total, runtime.NumCPU())
 	if cfg.Progress != nil && total > 0 {
-		fmt.Fprintf(cfg.Progress, "eval: %s x %s = %d fits, %s%s\n", plural(total, "training set"),
-			plural(len(methods), "method"), total*len(methods), plural(workers, "worker"), capped)
+		fmt.Fprintf(cfg.Progress, "eval: %s x %s = %d fits, %s%s\n", words.Count(total, "training set"),
+			words.Count(len(methods), "method"), total*len(methods), words.Count(workers, "worker"), capped)
 	}
 
 	// Workers finish jobs in any order; results are merged in job order (the
@@ -667,7 +669,7 @@ feed:
 			word := map[float64]string{0: "wrong", 1: "correct"}[acc]
 			rep.Unevaluated[model] = fmt.Sprintf("all its rows are %s, so no training set has both classes", word)
 		default:
-			rep.Unevaluated[model] = fmt.Sprintf("each of its %s has rows of a single class (only correct or only wrong)", plural(n, "training set"))
+			rep.Unevaluated[model] = fmt.Sprintf("each of its %s has rows of a single class (only correct or only wrong)", words.Count(n, "training set"))
 		}
 	}
 	sort.Strings(rep.SingleClass)
@@ -685,7 +687,7 @@ func evalWorkers(asked, total, cpus int) (n int, note string) {
 	if asked <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	limit, why := 4*cpus, fmt.Sprintf("at most 4 per CPU, %s", plural(cpus, "CPU"))
+	limit, why := 4*cpus, fmt.Sprintf("at most 4 per CPU, %s", words.Count(cpus, "CPU"))
 	if total < limit {
 		limit, why = total, "at most one per training set"
 	}
@@ -824,7 +826,7 @@ func KsFor(t *Table, ks []int) (use []int, note string, err error) {
 	use = slices.Compact(slices.Sorted(slices.Values(ks)))
 	if len(use) > 0 && use[len(use)-1] > most {
 		use = slices.DeleteFunc(use, func(k int) bool { return k >= most })
-		note = fmt.Sprintf("k from %d up left out: no model has more than %s, and k must leave one to estimate", most, plural(most, "domain"))
+		note = fmt.Sprintf("k from %d up left out: no model has more than %s, and k must leave one to estimate", most, words.Count(most, "domain"))
 	}
 	if len(use) == 0 {
 		if most < 2 {
@@ -833,14 +835,6 @@ func KsFor(t *Table, ks []int) (use []int, note string, err error) {
 		return nil, "", fmt.Errorf("no k leaves a domain to estimate: k must be below a model's domain count, and the most domains a model has here is %d (use k from 1 to %d)", most, most-1)
 	}
 	return use, note, nil
-}
-
-// plural says "1 domain", "3 domains".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // kText writes a set of k compactly: "1..3,5".

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/schemas"
 	ewipc "github.com/entrowatch/entrowatch/streams/ipc"
 	ewkafka "github.com/entrowatch/entrowatch/streams/kafka"
@@ -149,10 +150,10 @@ func (r TopicImported) Err() error {
 	}
 	var what []string
 	if r.Refused > 0 {
-		what = append(what, fmt.Sprintf("%s refused (%s)", count(r.Refused, "invalid label", "invalid labels"), reasonCounts(r.Reasons)))
+		what = append(what, fmt.Sprintf("%s refused (%s)", words.CountAs(r.Refused, "invalid label", "invalid labels"), reasonCounts(r.Reasons)))
 	}
 	if r.Unreadable > 0 {
-		what = append(what, count(r.Unreadable, "message is", "messages are")+" not labels")
+		what = append(what, words.CountAs(r.Unreadable, "message is", "messages are")+" not labels")
 	}
 	more := ""
 	if n := r.Refused + r.Unreadable - len(r.First); n > 0 {
@@ -371,12 +372,4 @@ func PublishRequests(ctx context.Context, kc ewkafka.Config, topic string, reqs 
 		err = fmt.Errorf("labels requests: %d requests (brokers %s): %w", len(reqs), strings.Join(kc.Brokers, ","), err)
 	}
 	return errors.Join(err, p.Close())
-}
-
-// count says "1 label", "2 labels": n and the noun for one or for several.
-func count(n int, one, several string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, several)
 }
