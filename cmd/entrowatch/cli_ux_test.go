@@ -270,7 +270,7 @@ func TestIngestNothingReadable(t *testing.T) {
 	out, errs, code := runCLI(t, "ingest", "--in", junk, "--brokers", "127.0.0.1:1")
 	require.Equal(t, 1, code, errs)
 	require.Contains(t, out, "30 lines rejected (malformed_json 30)")
-	require.Contains(t, errs, "none of the 30 responses could be read")
+	require.Contains(t, errs, "none of the 30 responses could be sent")
 	require.Contains(t, errs, "line 20:")
 	require.NotContains(t, errs, "line 21:")
 	require.Contains(t, errs, "further malformed_json lines are counted in the summary")
@@ -301,4 +301,11 @@ func TestSendTime(t *testing.T) {
 	require.Equal(t, start.Add(1500*time.Millisecond), got)
 	_, err = sendTime(start, 1<<40, minRate)
 	require.ErrorContains(t, err, "more than ten years")
+}
+
+func TestKeptRuns(t *testing.T) {
+	require.Equal(t, [][2]int64{{0, 5}}, keptRuns(5, nil))
+	require.Equal(t, [][2]int64{{1, 3}, {4, 5}}, keptRuns(5, []int{0, 3}))
+	require.Equal(t, [][2]int64{{0, 4}}, keptRuns(5, []int{4}))
+	require.Empty(t, keptRuns(2, []int{0, 1}))
 }

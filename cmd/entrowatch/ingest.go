@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/entrowatch/entrowatch/internal/words"
+	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/kafka"
@@ -52,7 +53,10 @@ again (up to its stream.assemble.max_steps, 32768 by default).
 Lines that cannot be read or sent are reported on stderr (line number, id,
 reason; at most 20 per reason) and skipped; the summary counts them: a line
 over 64 MiB, or a response whose prompt and attributes alone fill a message,
-is too_long. The exit status is 1 when nothing could be produced. An error
+is too_long. So is what the stream would dead-letter (empty, no_logprobs,
+nan_logprob, positive_logprob, more than --max-steps steps): give
+--max-steps and --max-logprob as the stream's profile section has them, or
+--check=false to send such responses for the stream to dead-letter. The exit status is 1 when nothing could be produced. An error
 that stops it (the broker's, or the input's: a gzip file cut short) says how
 many responses were acknowledged before it: resend only the rest.
 
@@ -68,9 +72,16 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rate := fs.Float64("rate", 0, "responses per second, event times spread accordingly; 0 = as fast as possible")
 	batchRows := fs.Int("batch-rows", ingest.DefaultConfig().BatchRows, "responses per record batch (split further to fit the message limit)")
 	idleFlush := fs.Duration("idle-flush", 200*time.Millisecond, "send the responses read so far when a pipe, FIFO or terminal input pauses this long (tail -f log | entrowatch ingest --in -); 0 = only full batches")
+	prof := profile.DefaultConfig()
+	fs.IntVar(&prof.MaxSteps, "max-steps", prof.MaxSteps, "longest trajectory sent, as the stream's profile.max_steps; longer ones are rejected as too_long, not sent")
+	fs.Float64Var(&prof.MaxLogprob, "max-logprob", prof.MaxLogprob, "largest logprob taken as rounding noise around 0, as the stream's profile.max_logprob; a response with a larger one is rejected as positive_logprob, not sent")
+	check := fs.Bool("check", true, "refuse, and do not send, the responses the stream would dead-letter (the profile checks, with --max-steps and --max-logprob); --check=false sends them, for the stream to dead-letter")
 	kf := addKafkaFlags(fs, kafkaPlain)
 	if err := kf.parse(args); err != nil {
 		return err
+	}
+	if err := prof.Validate(); err != nil {
+		return badFlag("%s", strings.NewReplacer("profile.max_steps", "--max-steps", "profile.max_logprob", "--max-logprob").Replace(err.Error()))
 	}
 	if *in == "" {
 		fmt.Fprintln(stderr, "--in is required")
@@ -95,6 +106,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *rate > 0 {
 		icfg.BatchRows = max(1, min(*batchRows, int(*rate/20))) // about 20 sends per second
 	}
+	// A streamed response's steps are bounded as the stream bounds them.
+	icfg.MaxSteps = prof.MaxSteps
+	icfg.MaxHeldSteps = max(icfg.MaxHeldSteps, prof.MaxSteps)
 	if err := icfg.Validate(); err != nil {
 		return err
 	}
@@ -118,18 +132,24 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
-	err = ingestConn(ctx, src, p, conn, icfg, *rate, stdout, stderr)
+	var checks *profile.Config
+	if *check {
+		checks = &prof
+	}
+	err = ingestConn(ctx, src, p, conn, icfg, checks, *rate, stdout, stderr)
 	return errors.Join(err, src.Close(), p.Close())
 }
 
-// ingestAll is ingestConn for a producer without TLS or SASL.
+// ingestAll is ingestConn for a producer without TLS or SASL, sending what
+// the stream would dead-letter.
 func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg ingest.Config, rate float64, stdout, stderr io.Writer) error {
-	return ingestConn(ctx, src, p, kafka.Config{}, icfg, rate, stdout, stderr)
+	return ingestConn(ctx, src, p, kafka.Config{}, icfg, nil, rate, stdout, stderr)
 }
 
 // ingestConn reads responses from src and produces them with p, made from
-// conn (for what an error of the broker may mean: produceHint).
-func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafka.Config, icfg ingest.Config, rate float64, stdout, stderr io.Writer) error {
+// conn (for what an error of the broker may mean: produceHint). With prof,
+// the responses its checks reject are reported and not sent.
+func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafka.Config, icfg ingest.Config, prof *profile.Config, rate float64, stdout, stderr io.Writer) error {
 	mem := memory.NewGoAllocator()
 	rd := ingest.NewReader(src, icfg, mem)
 	defer rd.Release()
@@ -175,6 +195,31 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafk
 			rec.Release()
 			continue
 		}
+		// What the stream would dead-letter (a positive or NaN logprob,
+		// more steps than it accepts: the profile operator's own checks)
+		// is reported here and not sent.
+		lines := rd.RowLines()
+		ids, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		rowReject := func(row int, reason string, err error) {
+			rj := ingest.Reject{Reason: reason, Err: err}
+			if row < len(lines) {
+				rj.Line = lines[row]
+			}
+			if ids != nil && ids.IsValid(row) {
+				rj.ID = ids.Value(row)
+			}
+			reject(rj)
+		}
+		var refused []int
+		if prof != nil {
+			if err := profile.Check(*prof, rec, func(row int, r *profile.Reject) {
+				refused = append(refused, row)
+				rowReject(row, r.Reason, fmt.Errorf("%s; not sent, the stream would dead-letter it%s", r.Detail, checkHint(r.Reason)))
+			}); err != nil {
+				rec.Release()
+				return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+			}
+		}
 		if rate > 0 {
 			// Send this batch when the schedule says so, stamped with its send times.
 			due, err := sendTime(start, rows, rate)
@@ -196,31 +241,34 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafk
 				return err
 			}
 			rec = stamped
+			ids, _ = rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
 		}
 		// A response over the message limit goes as chunk rows; one that
 		// cannot (its per-row columns alone fill a message) is rejected as
 		// too_long, and the rest of the batch is sent.
-		out, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
-		size := rec.NumRows()
-		if tl := (*kafka.TooLargeError)(nil); errors.As(err, &tl) {
-			lines := rd.RowLines()
-			ids, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
-			for _, r := range tl.Rows {
-				rj := ingest.Reject{Reason: schemas.ReasonTooLong, Err: fmt.Errorf(
-					"the response (%d steps) encodes to %d bytes, over the message limit of %d, and cannot be sent as chunks either: %s; skipped",
-					r.Steps, r.Bytes, tl.Limit, r.Why)}
-				if r.Row < len(lines) {
-					rj.Line = lines[r.Row]
-				}
-				if ids != nil {
-					rj.ID = ids.Value(r.Row)
-				}
-				reject(rj)
+		var out []kafka.Message
+		size := rec.NumRows() - int64(len(refused))
+		for _, run := range keptRuns(rec.NumRows(), refused) {
+			part := rec
+			if run[0] > 0 || run[1] < rec.NumRows() {
+				part = rec.NewSlice(run[0], run[1])
 			}
-			size -= int64(len(tl.Rows))
-		} else if err != nil {
-			rec.Release()
-			return fmt.Errorf("after %d responses were acknowledged: encoding the next %d: %w", rows, size, err)
+			m, err := kafka.Messages(part, nil, p.MaxMessageBytes())
+			if part != rec {
+				part.Release()
+			}
+			if tl := (*kafka.TooLargeError)(nil); errors.As(err, &tl) {
+				for _, r := range tl.Rows {
+					rowReject(int(run[0])+r.Row, schemas.ReasonTooLong, fmt.Errorf(
+						"the response (%d steps) encodes to %d bytes, over the message limit of %d, and cannot be sent as chunks either: %s; skipped",
+						r.Steps, r.Bytes, tl.Limit, r.Why))
+				}
+				size -= int64(len(tl.Rows))
+			} else if err != nil {
+				rec.Release()
+				return fmt.Errorf("after %d responses were acknowledged: encoding the next %d: %w", rows, size, err)
+			}
+			out = append(out, m...)
 		}
 		rec.Release()
 		if len(out) > 0 {
@@ -245,8 +293,8 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafk
 	if lastReport != start && tail == "" {
 		fmt.Fprintln(stderr)
 	}
-	fmt.Fprintf(stdout, "produced %d responses in %d messages to %s in %v (%.0f responses/s); %d lines rejected",
-		rows, msgs, p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), rejected)
+	fmt.Fprintf(stdout, "produced %s in %s to %s in %v (%.0f responses/s); %s rejected",
+		words.Count(int(rows), "response"), words.Count(int(msgs), "message"), p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), words.Count(int(rejected), "line"))
 	if rejected > 0 {
 		fmt.Fprintf(stdout, " (%s)", reasonsText(byReason))
 	}
@@ -255,9 +303,38 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafk
 	case rows == 0 && rejected == 0:
 		return errors.New("the input holds no responses; nothing produced")
 	case rows == 0:
-		return fmt.Errorf("%s (reasons above); nothing produced", words.NoneOf(rejected, "response", "be read"))
+		return fmt.Errorf("%s (reasons above); nothing produced", words.NoneOf(rejected, "response", "be sent"))
 	}
 	return nil
+}
+
+// keptRuns returns the [from, to) row ranges of n rows that are left when
+// the rows in refused (ascending) are taken out.
+func keptRuns(n int64, refused []int) [][2]int64 {
+	var runs [][2]int64
+	from := int64(0)
+	for _, r := range refused {
+		if int64(r) > from {
+			runs = append(runs, [2]int64{from, int64(r)})
+		}
+		from = int64(r) + 1
+	}
+	if from < n {
+		runs = append(runs, [2]int64{from, n})
+	}
+	return runs
+}
+
+// checkHint says which ingest flag matches the stream setting behind a
+// reason, for a stream configured otherwise than by default.
+func checkHint(reason string) string {
+	switch reason {
+	case schemas.ReasonPositiveLogprob:
+		return " (if the stream's profile.max_logprob is higher, give ingest the same --max-logprob)"
+	case schemas.ReasonTooLong:
+		return " (if the stream's profile.max_steps is higher, give ingest the same --max-steps)"
+	}
+	return ""
 }
 
 // restamp returns rec with ts set to the send time of each row under rate:

@@ -101,7 +101,13 @@ func TestIngestLargeResponses(t *testing.T) {
 	lines = append(lines, fx[:10]...)
 	lines = append(lines, long12)
 	lines = append(lines, fx[10:20]...)
-	lines = append(lines, huge, long30) // lines 22, 23
+	// A response the stream would dead-letter, refused up front: the rows
+	// after it in the batch keep their own line numbers.
+	positive, err := os.ReadFile(fixtures + "invalid.jsonl")
+	require.NoError(t, err)
+	positive, _, _ = bytes.Cut(positive, []byte("\n"))
+	require.Contains(t, string(positive), `"fx-200"`)
+	lines = append(lines, positive, huge, long30) // lines 22, 23, 24
 	lines = append(lines, fx[20:]...)
 	in := filepath.Join(dir, "in.jsonl")
 	require.NoError(t, os.WriteFile(in, append(bytes.Join(lines, []byte("\n")), '\n'), 0o644))
@@ -110,8 +116,9 @@ func TestIngestLargeResponses(t *testing.T) {
 	require.Equal(t, 0, code, "something was produced; the reject is in the summary\n%s", stderr)
 	want := len(fx) + 2
 	require.Contains(t, stdout, "produced "+strconv.Itoa(want)+" responses")
-	require.Contains(t, stdout, "1 lines rejected (too_long 1)")
-	require.Contains(t, stderr, "line 22 (huge-prompt): too_long: the response (2 steps) encodes to")
+	require.Contains(t, stdout, "2 lines rejected (positive_logprob 1, too_long 1)")
+	require.Contains(t, stderr, "line 22 (fx-200): positive_logprob:")
+	require.Contains(t, stderr, "line 23 (huge-prompt): too_long: the response (2 steps) encodes to")
 	require.Contains(t, stderr, "cannot be sent as chunks either: its per-row columns alone")
 	require.NotContains(t, stderr, "is the broker running")
 
@@ -133,6 +140,7 @@ func TestIngestLargeResponses(t *testing.T) {
 	require.Equal(t, "12000", byID["long-12k"]["n_tokens"])
 	require.Equal(t, "30000", byID["long-30k"]["n_tokens"])
 	require.NotContains(t, byID, "huge-prompt")
+	require.NotContains(t, byID, "fx-200")
 
 	// `entrowatch score` of the same two responses, read as ingest reads them
 	// (float32) and scored unsplit.
@@ -188,7 +196,7 @@ func TestIngestLineOverMaxLineBytes(t *testing.T) {
 	defer p.Close()
 	var stdout, stderr bytes.Buffer
 	err = ingestAll(context.Background(), bytes.NewReader(in), p, cfg, 0, &stdout, &stderr)
-	require.ErrorContains(t, err, "the one response could not be read")
-	require.Contains(t, stdout.String(), "1 lines rejected (too_long 1)")
+	require.ErrorContains(t, err, "the one response could not be sent")
+	require.Contains(t, stdout.String(), "1 line rejected (too_long 1)")
 	require.Contains(t, stderr.String(), "line 1 (long-2k): too_long: line longer than 1048576 bytes (ingest max_line_bytes)")
 }

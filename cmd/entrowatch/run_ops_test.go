@@ -158,6 +158,8 @@ func TestDeadlettersCommand(t *testing.T) {
 	require.Contains(t, runErr.String(), "models=fixture-model fallback=\"\"")
 	require.NotContains(t, runErr.String(), "no estimator configured")
 	_, errs, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", brokerAddr)
+	require.Equal(t, 1, code, errs) // refused up front: nothing sent
+	_, errs, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", brokerAddr, "--check=false")
 	require.Equal(t, 0, code, errs)
 	_, errs, code = runCLI(t, "ingest", "--in", renameModel(t, "other-llm"), "--brokers", brokerAddr)
 	require.Equal(t, 0, code, errs)

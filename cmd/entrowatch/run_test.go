@@ -123,12 +123,27 @@ stream:
 		time.Sleep(200 * time.Millisecond)
 	}
 	require.Equal(t, 0, code, stderr)
+	// What the stream would dead-letter is refused up front, by its checks.
 	_, stderr, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", broker)
-	require.Equal(t, 0, code, stderr)
+	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "malformed_json", "ingest reports the line it cannot read")
+	require.Contains(t, stderr, "line 1 (fx-200): positive_logprob: step 4, alternative 1: logprob 0.7 is positive; not sent, the stream would dead-letter it (if the stream's profile.max_logprob is higher, give ingest the same --max-logprob)")
+	require.Contains(t, stderr, "line 2 (fx-201): nan_logprob:")
+	require.Contains(t, stderr, "none of the 5 responses could be sent")
+	// As the stream's profile.max_logprob says: fx-200 goes (and this
+	// stream, on the default, dead-letters it).
+	var stdout string
+	stdout, stderr, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", broker, "--max-logprob", "0.9")
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "positive_logprob")
+	require.Contains(t, stdout, "produced 1 response in 1 message")
+	require.Contains(t, stdout, "4 lines rejected (empty 1, malformed_json 1, nan_logprob 1, no_logprobs 1)")
+	_, stderr, code = runCLI(t, "ingest", "--in", fixtures+"invalid.jsonl", "--brokers", broker, "--max-logprob", "1")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "--max-logprob must be in [0, 1), got 1")
 
-	// The 33 valid responses; the 4 the profile rejects are dead-lettered
-	// and (CSV having no status column) not written.
+	// The 33 valid responses; fx-200 is dead-lettered and (CSV having no
+	// status column) not written.
 	var rows int
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(out)

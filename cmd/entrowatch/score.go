@@ -67,6 +67,7 @@ type scoreOptions struct {
 	domainFrom                            string
 	strict                                bool
 	maxSteps                              int
+	maxLogprob                            float64
 	quiet                                 bool
 }
 
@@ -82,6 +83,7 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.rejects, "rejects", "", "write rejected responses as JSON Lines (line, id, reason, detail) to this file (\"-\": standard output, when --out is a file)")
 	fs.BoolVar(&o.strict, "strict", false, "stop at the first rejected response with an error")
 	fs.IntVar(&o.maxSteps, "max-steps", profile.DefaultConfig().MaxSteps, "longest trajectory accepted; longer ones are rejected as too_long")
+	fs.Float64Var(&o.maxLogprob, "max-logprob", profile.DefaultConfig().MaxLogprob, "largest logprob taken as rounding noise around 0 (the stream's profile.max_logprob); a response with a larger one is rejected as positive_logprob")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line, no rejection lines; the summary only")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -93,6 +95,11 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if o.maxSteps < 1 {
 		fmt.Fprintf(stderr, "--max-steps %d: want at least 1 (the longest trajectory accepted)\n", o.maxSteps)
+		fs.Usage()
+		return errUsage
+	}
+	if !(o.maxLogprob >= 0 && o.maxLogprob < 1) { // NaN too
+		fmt.Fprintf(stderr, "--max-logprob %v: want a value in [0, 1) (the largest logprob taken as rounding noise)\n", o.maxLogprob)
 		fs.Usage()
 		return errUsage
 	}
@@ -145,6 +152,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 
 	pcfg := profile.DefaultConfig()
 	pcfg.MaxSteps = o.maxSteps
+	pcfg.MaxLogprob = o.maxLogprob
 	prof, err := profile.New(pcfg, mem, log)
 	if err != nil {
 		return err

@@ -113,6 +113,18 @@ func TestScoreInvalidReasons(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "line 1:")
 	require.Contains(t, stderr, "positive_logprob")
+
+	// As a stream whose profile.max_logprob is 0.9: fx-200 (0.7) is scored.
+	out := filepath.Join(dir, "z.csv")
+	_, stderr, code = runCLI(t, "score", "--max-logprob", "0.9", "--in", fixtures+"invalid.jsonl", "--out", out)
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, "positive_logprob")
+	rows := readCSV(t, out)
+	require.Len(t, rows, 1)
+	require.Equal(t, "fx-200", rows[0]["id"])
+	_, stderr, code = runCLI(t, "score", "--max-logprob", "NaN", "--in", fixtures+"invalid.jsonl", "--out", out)
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "--max-logprob NaN: want a value in [0, 1)")
 }
 
 func TestScoreMaxSteps(t *testing.T) {
