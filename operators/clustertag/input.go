@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/entrowatch/entrowatch/internal/csvin"
 	"github.com/entrowatch/entrowatch/schemas"
 )
 
@@ -205,7 +205,7 @@ func readJSONL(r io.Reader, maxLine int) (*Docs, error) {
 }
 
 func readCSV(r io.Reader) (*Docs, error) {
-	cr := csv.NewReader(r)
+	cr := csvin.NewReader(r)
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	head, err := cr.Read()
@@ -217,7 +217,7 @@ func readCSV(r io.Reader) (*Docs, error) {
 	}
 	col := map[string]int{}
 	for i, h := range head {
-		col[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))] = i
+		col[strings.ToLower(strings.TrimSpace(h))] = i
 	}
 	pi, okP := col["prompt"]
 	ei, okE := col["embedding"]

@@ -31,6 +31,7 @@ func TestRead(t *testing.T) {
 		{"jsonl malformed", FormatJSONL, `{"prompt":"p1"}` + "\n" + `{"prompt":`, nil, false, false, 0, "line 2: not a JSON object"},
 		{"jsonl no prompt", FormatJSONL, `{"id":"a"}`, nil, false, false, 0, `no line has a "prompt"`},
 		{"csv", FormatCSV, "Domain,Prompt\nlaw,\"a, b\"\neco,\n", []string{"a, b"}, true, false, 1, ""},
+		{"csv bom quoted header", FormatCSV, "\ufeff\"Domain\",\"Prompt\"\r\n\"law\",\"a, b\"\r\n", []string{"a, b"}, true, false, 0, ""},
 		{"csv embedding", FormatCSV, "prompt,embedding\np,\"[0.5, 0.5]\"\nq,0.1 0.9\n", []string{"p", "q"}, false, true, 0, ""},
 		{"csv bad embedding", FormatCSV, "prompt,embedding\np,\"[x]\"\n", nil, false, false, 0, "row 2: embedding"},
 		{"csv no prompt column", FormatCSV, "domain,text\nlaw,x\n", nil, false, false, 0, "no prompt column"},

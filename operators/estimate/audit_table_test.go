@@ -38,6 +38,11 @@ func TestReadCSVDuplicateColumn(t *testing.T) {
 	tbl, err = ReadCSV(strings.NewReader("\ufeffmodel,domain,mean,correct\nm,a,0.1,1\n"), []string{"mean"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"m"}, tbl.Model)
+	// Nor with a quoted header, as R's write.csv(fileEncoding = "UTF-8-BOM")
+	// writes it (was: bare " in non-quoted-field).
+	tbl, err = ReadCSV(strings.NewReader("\ufeff\"model\",\"domain\",\"mean\",\"correct\"\n\"m\",\"a\",0.1,TRUE\n"), []string{"mean"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"m"}, tbl.Model)
 }
 
 // TestReadTableArrowDuplicateField: an Arrow schema can name a field twice;

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/entrowatch/entrowatch/internal/csvin"
 	"github.com/entrowatch/entrowatch/schemas"
 )
 
@@ -335,7 +335,7 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 	if err := checkFeatures(features); err != nil {
 		return nil, err
 	}
-	cr := csv.NewReader(r)
+	cr := csvin.NewReader(r)
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
@@ -348,9 +348,6 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 	col := map[string]int{}
 	for i, h := range header {
 		name := strings.TrimSpace(h)
-		if i == 0 {
-			name = strings.TrimPrefix(name, "\ufeff") // a byte-order mark, as spreadsheets write
-		}
 		if j, ok := col[name]; ok && name != "" {
 			return nil, fmt.Errorf("column %q appears twice in the CSV header (columns %d and %d): it is not clear which one to read; rename or drop one", name, j+1, i+1)
 		}
@@ -460,7 +457,7 @@ func otherSeparator(header []string, name string) string {
 	for _, sep := range []struct{ char, name string }{{";", "semicolons"}, {"\t", "tabs"}} {
 		for _, h := range header {
 			for _, f := range strings.Split(h, sep.char) {
-				if strings.Contains(h, sep.char) && strings.TrimSpace(strings.TrimPrefix(f, "\ufeff")) == name {
+				if strings.Contains(h, sep.char) && strings.TrimSpace(f) == name {
 					return sep.name
 				}
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/entrowatch/entrowatch/internal/csvin"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 )
@@ -825,7 +826,7 @@ func clipText(b []byte) string { return shownCell(string(b)) }
 
 func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead, int, error) {
 	var rd LabelsRead
-	cr := csv.NewReader(r)
+	cr := csvin.NewReader(r)
 	cr.FieldsPerRecord = -1
 	var header []string
 	for {
@@ -837,9 +838,8 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead
 		if err != nil {
 			return rd, formNone, fmt.Errorf("line 1: %w", err)
 		}
-		// Lines of blanks (or a byte-order mark alone) before the header
-		// are not it.
-		if len(header) > 1 || strings.TrimSpace(strings.TrimPrefix(header[0], "\ufeff")) != "" {
+		// Lines of blanks before the header are not it.
+		if len(header) > 1 || strings.TrimSpace(header[0]) != "" {
 			break
 		}
 	}
@@ -847,7 +847,7 @@ func readLabelsCSV(r io.Reader, defaultSource string, now time.Time) (LabelsRead
 	at := fmt.Sprintf("line %d", hline)
 	idx := map[string]int{}
 	for i, h := range header {
-		name := strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
+		name := strings.TrimSpace(h)
 		if j, dup := idx[name]; dup && name != "" {
 			return rd, formNone, fmt.Errorf("%s: column %q appears twice in the header (columns %d and %d): it is not clear which one to read; rename or drop one", at, name, j+1, i+1)
 		}

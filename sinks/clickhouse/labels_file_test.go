@@ -35,6 +35,7 @@ func TestReadLabelsFileGzip(t *testing.T) {
 	for _, tc := range []struct{ name, in string }{
 		{"csv", "trace_id,correct,source\na,yes,\nb,0,review\n"},
 		{"csv_bom_crlf", "\ufefftrace_id,correct,source\r\na,yes,\r\nb,0,review\r\n"},
+		{"csv_bom_quoted", "\ufeff\"trace_id\",\"correct\",\"source\"\r\n\"a\",\"yes\",\"\"\r\n\"b\",\"0\",\"review\"\r\n"},
 		{"jsonl", `{"trace_id":"a","correct":true}` + "\n" + `{"trace_id":"b","correct":false,"source":"review"}` + "\n"},
 		{"array", `[{"trace_id":"a","correct":true},{"trace_id":"b","correct":false,"source":"review"}]`},
 	} {
