@@ -80,7 +80,7 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := def.Validate(); err != nil {
 		return badFlag("invalid settings: %w", err)
 	}
-	tmp, commit, err := artifactOutput(*in, *out, "the input")
+	tmp, commit, err := artifactOutput(*out, "the input", *in)
 	if err != nil {
 		return err
 	}

@@ -90,15 +90,11 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if *maxN < 0 {
-		fmt.Fprintln(stderr, "--max: want 0 (no limit) or more")
-		fs.Usage()
-		return errUsage
+		return badFlag("--max: want 0 (no limit) or more")
 	}
 	if *follow && *requeue != "" {
-		fmt.Fprintln(stderr, "--follow and --requeue cannot be combined: every record that fails again would be requeued again, endlessly; "+
+		return badFlag("%s", "--follow and --requeue cannot be combined: every record that fails again would be requeued again, endlessly; "+
 			"requeue without --follow (it takes the records in the topic now) and run it again once more causes are fixed")
-		fs.Usage()
-		return errUsage
 	}
 	if *requeue != "" && *requeue == *topic {
 		return fmt.Errorf("--requeue %s is the dead-letter topic itself", *requeue)
@@ -106,9 +102,7 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 	want := map[string]bool{}
 	for _, r := range featureList(*reasons) {
 		if !slices.Contains(deadLetterReasons, r) {
-			fmt.Fprintf(stderr, "--reason %s: unknown reason %q; the stream dead-letters with %s\n", *reasons, r, strings.Join(deadLetterReasons, ", "))
-			fs.Usage()
-			return errUsage
+			return badFlag("--reason %s: unknown reason %q; the stream dead-letters with %s", *reasons, r, strings.Join(deadLetterReasons, ", "))
 		}
 		want[r] = true
 	}

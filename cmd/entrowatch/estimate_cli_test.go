@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/internal/testutil"
 	"github.com/entrowatch/entrowatch/operators/estimate"
 )
 
@@ -136,8 +137,8 @@ func TestEvalCLI(t *testing.T) {
 		want string
 	}{
 		{"no report", []string{"--in", in}, ""},
-		{"bad k", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "one"}, ""},
-		{"bad k range", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "3..1"}, ""},
+		{"bad k", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "one"}, `--k "one": want positive integers`},
+		{"bad k range", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "3..1"}, `--k "3..1": want positive integers`},
 		{"unknown method", []string{"--in", in, "--report", dir, "--features", "confidence", "--methods", "magic"}, `method "magic"`},
 		{"k too large", []string{"--in", in, "--report", dir, "--features", "confidence", "--k", "3"}, "use k from 1 to 2"},
 	} {
@@ -499,4 +500,86 @@ func TestEvalPlusInDomain(t *testing.T) {
 	_, errs, code := runCLI(t, "eval", "--in", in, "--report", filepath.Join(t.TempDir(), "r"), "--features", "confidence", "--k", "1", "--methods", "default")
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, `eval: warning: domain names with a + ("x+y") make results.csv's train_domains ambiguous`)
+}
+
+// TestTrainSeveralInputs: --in a,b (or --in a --in b) reads the tables as
+// one, so that production labels are added to the first training table
+// instead of replacing it: the estimator is the one of the whole table, to
+// its content hash.
+func TestTrainSeveralInputs(t *testing.T) {
+	dir := t.TempDir()
+	whole := labelled(t)
+	b, err := os.ReadFile(whole)
+	require.NoError(t, err)
+	lines := strings.SplitAfter(string(b), "\n")
+	first, second := filepath.Join(dir, "first.csv"), filepath.Join(dir, "prod.csv.gz")
+	require.NoError(t, os.WriteFile(first, []byte(strings.Join(lines[:700], "")), 0o644))
+	// The export's columns in another order, gzip: read by name.
+	var rest strings.Builder
+	rest.WriteString("correct,confidence,domain,model\n")
+	for _, l := range lines[700:] {
+		if f := strings.Split(strings.TrimSpace(l), ","); len(f) == 5 {
+			fmt.Fprintf(&rest, "%s,%s,%s,%s\n", f[4], f[3], f[1], f[0])
+		}
+	}
+	require.NoError(t, os.WriteFile(second, testutil.Gzip(t, []byte(rest.String())), 0o644))
+
+	version := func(args ...string) string {
+		out := filepath.Join(dir, "est.json")
+		_, errs, code := runCLI(t, append([]string{"train", "--out", out, "--features", "confidence", "--transfer=false"}, args...)...)
+		require.Equal(t, 0, code, errs)
+		require.Contains(t, errs, "train: 1200 rows, 2 models")
+		set, err := estimate.Load(out)
+		require.NoError(t, err)
+		return set.Version
+	}
+	want := version("--in", whole)
+	require.Equal(t, want, version("--in", first+","+second))
+	require.Equal(t, want, version("--in", first, "--in", second))
+
+	// A table without the features asked for names itself.
+	_, errs, code := runCLI(t, "train", "--in", first+","+second, "--out", filepath.Join(dir, "x.json"), "--features", "mean")
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, first+": column \"mean\" missing")
+	_, errs, code = runCLI(t, "eval", "--in", first+","+second, "--report", filepath.Join(dir, "rep"), "--features", "confidence", "--k", "1")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "eval: 1200 rows, 2 models")
+}
+
+// TestTrainTableNotes: rows without a domain or model, names with blanks
+// around them and a constant feature are said, not silently trained on.
+func TestTrainTableNotes(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile(labelled(t))
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var in strings.Builder
+	in.WriteString("model,domain,prompt,confidence,n_tokens,correct\n")
+	for i, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		switch {
+		case i < 30:
+			f[1] = "" // no domain
+		case i < 40:
+			f[0] += " " // "llm-a "
+		case i < 42:
+			f[0] = ""
+		}
+		fmt.Fprintf(&in, "%s,%s,%s,%s,7,%s\n", f[0], f[1], f[2], f[3], f[4])
+	}
+	path := filepath.Join(dir, "t.csv")
+	require.NoError(t, os.WriteFile(path, []byte(in.String()), 0o644))
+	_, errs, code := runCLI(t, "train", "--in", path, "--out", filepath.Join(dir, "e.json"), "--features", "confidence,n_tokens", "--transfer=false", "--min-rows", "1", "--min-class", "1")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "train: note: 30 rows have no domain: put in one domain named (none)")
+	require.Contains(t, errs, "train: note: 2 rows have no model")
+	require.Contains(t, errs, "train: note: 10 rows have blanks around their model or domain: taken off")
+	require.Contains(t, errs, `train: note: model "llm-a": feature n_tokens (7) is the same in every row: it tells nothing about correctness`)
+	set, err := estimate.Load(filepath.Join(dir, "e.json"))
+	require.NoError(t, err)
+	require.NotContains(t, set.Models, "llm-a ", "the blank is taken off")
+
+	_, errs, code = runCLI(t, "train", "--in", path, "--out", filepath.Join(dir, "e.json"), "--features", "confidence,n_tokens", "--transfer=false", "--ensemble", "0", "--screen", "5")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "train: note: --screen 5 is not below the 2 candidate features: all are kept, none is screened out")
 }

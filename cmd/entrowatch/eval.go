@@ -37,7 +37,8 @@ Examples:
 // runEval runs the leave-domains-out protocol and writes a report directory.
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("eval", evalSynopsis, stderr)
-	in := fs.String("in", "", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required)")
+	var in pathList
+	fs.Var(&in, "in", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required); several (a,b or --in again) are read as one")
 	dir := fs.String("report", "", "directory for results.csv, summary.md, feature_auroc.csv and the SVG plots (required)")
 	feats := fs.String("features", "", "comma-separated feature columns; the first one drives ATC and raw_mean (default: the 11 profile features)")
 	ks := fs.String("k", "", "training-set sizes in domains: a list (1,2,3) or a range (1..3) (default 1..n-1 per model)")
@@ -47,29 +48,23 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *in == "" || *dir == "" {
+	if len(in) == 0 || *dir == "" {
 		fmt.Fprintln(stderr, "--in and --report are required")
 		fs.Usage()
 		return errUsage
 	}
 	if *workers < 0 {
-		fmt.Fprintf(stderr, "--workers %d: want a positive number (0 = GOMAXPROCS)\n", *workers)
-		fs.Usage()
-		return errUsage
+		return badFlag("--workers %d: want a positive number (0 = GOMAXPROCS)", *workers)
 	}
 	if *maxSets < 1 {
-		fmt.Fprintf(stderr, "--max-training-sets %d: want a positive number\n", *maxSets)
-		fs.Usage()
-		return errUsage
+		return badFlag("--max-training-sets %d: want a positive number", *maxSets)
 	}
 	cfg := estimate.EvalConfig{Workers: *workers, Progress: stderr, MaxTrainingSets: *maxSets}
 	var kl []int
 	if *ks != "" {
 		var err error
 		if kl, err = parseKs(*ks); err != nil {
-			fmt.Fprintln(stderr, err)
-			fs.Usage()
-			return errUsage
+			return badFlag("%w", err)
 		}
 	}
 	created, err := reportDirWritable(*dir)
@@ -82,7 +77,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		}
 	}()
 	features := featureList(*feats)
-	tbl, err := estimate.ReadTable(*in, features)
+	tbl, err := estimate.ReadTables(in, features)
 	if errors.Is(err, estimate.ErrMissingFeature) {
 		return fmt.Errorf("%w (choose features with --features)", err)
 	}
@@ -100,6 +95,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	}
 	cfg.Methods = featureList(*methods)
 	fmt.Fprintf(stderr, "eval: %d rows, %s, features %s%s\n", tbl.N(), words.Count(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	tableNotes(stderr, "eval", tbl)
 	if kl != nil {
 		var note string
 		if cfg.Ks, note, err = estimate.KsFor(tbl, kl); err != nil {
@@ -148,7 +144,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		fmt.Fprintf(stderr, "eval: model %s not evaluated: %s\n", m, rep.Unevaluated[m])
 	}
 	if len(rep.Results) == 0 {
-		return fmt.Errorf("%s: no training set had both correct and incorrect rows, or every model has a single domain: nothing to evaluate", *in)
+		return fmt.Errorf("%s: no training set had both correct and incorrect rows, or every model has a single domain: nothing to evaluate", in.String())
 	}
 	if err := estimate.WriteReport(*dir, rep); err != nil {
 		return fmt.Errorf("writing the report: %w", err)
@@ -235,6 +231,34 @@ func trainingSets(rep *estimate.Report) int {
 		seen[r.Model+"\x00"+strings.Join(r.TrainDomains, ",")] = true
 	}
 	return len(seen)
+}
+
+// pathList is a flag of one or more input files, given again or
+// comma-separated; a value that names an existing file is that one file,
+// commas and all.
+type pathList []string
+
+func (p *pathList) String() string { return strings.Join(*p, ",") }
+
+func (p *pathList) Set(s string) error {
+	if _, err := os.Stat(s); err == nil || !strings.Contains(s, ",") {
+		*p = append(*p, s)
+		return nil
+	}
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*p = append(*p, f)
+		}
+	}
+	return nil
+}
+
+// tableNotes writes what a person should know about how the labelled
+// rows were read (estimate.Table.Notes), as "cmd: note: ..." lines.
+func tableNotes(w io.Writer, cmd string, t *estimate.Table) {
+	for _, n := range t.Notes() {
+		fmt.Fprintf(w, "%s: note: %s\n", cmd, n)
+	}
 }
 
 func featureList(s string) []string {

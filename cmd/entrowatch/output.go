@@ -106,13 +106,15 @@ func atomicPath(path string) (tmp string, commit func(ok bool) error, err error)
 	}, nil
 }
 
-// artifactOutput prepares writing out, an artifact made from in, before the
-// work: out may not be in (named inputIs in the error), and an unwritable
-// out fails now, not after minutes of fitting. Write to tmp, then
-// commit(true); defer commit(false) for the error paths.
-func artifactOutput(in, out, inputIs string) (tmp string, commit func(ok bool) error, err error) {
-	if sameFile(in, out) {
-		return "", nil, fmt.Errorf("--out %s is %s: writing it would destroy what is being read", out, inputIs)
+// artifactOutput prepares writing out, an artifact made from the files ins,
+// before the work: out may not be one of them (named inputIs in the error),
+// and an unwritable out fails now, not after minutes of fitting. Write to
+// tmp, then commit(true); defer commit(false) for the error paths.
+func artifactOutput(out, inputIs string, ins ...string) (tmp string, commit func(ok bool) error, err error) {
+	for _, in := range ins {
+		if sameFile(in, out) {
+			return "", nil, fmt.Errorf("--out %s is %s: writing it would destroy what is being read", out, inputIs)
+		}
 	}
 	return atomicPath(out)
 }

@@ -89,29 +89,19 @@ func runScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if o.in == "" || o.out == "" {
-		fmt.Fprintln(stderr, "score needs --in and --out")
-		fs.Usage()
-		return errUsage
+		return badFlag("score needs --in and --out")
 	}
 	if o.maxSteps < 1 {
-		fmt.Fprintf(stderr, "--max-steps %d: want at least 1 (the longest trajectory accepted)\n", o.maxSteps)
-		fs.Usage()
-		return errUsage
+		return badFlag("--max-steps %d: want at least 1 (the longest trajectory accepted)", o.maxSteps)
 	}
 	if !(o.maxLogprob >= 0 && o.maxLogprob < 1) { // NaN too
-		fmt.Fprintf(stderr, "--max-logprob %v: want a value in [0, 1) (the largest logprob taken as rounding noise)\n", o.maxLogprob)
-		fs.Usage()
-		return errUsage
+		return badFlag("--max-logprob %v: want a value in [0, 1) (the largest logprob taken as rounding noise)", o.maxLogprob)
 	}
 	if _, err := scoreOutFormat(o.out); err != nil {
-		fmt.Fprintln(stderr, err)
-		fs.Usage()
-		return errUsage
+		return badFlag("%w", err)
 	}
 	if o.clusters == "" && flagSet(fs, "domain-from") {
-		fmt.Fprintln(stderr, "--domain-from needs --clusters (it picks the domain from the topic clusters)")
-		fs.Usage()
-		return errUsage
+		return badFlag("--domain-from needs --clusters (it picks the domain from the topic clusters)")
 	}
 	return score(ctx, o, stdout, stderr)
 }

@@ -39,9 +39,14 @@ models on the best-separating candidate features, whatever --family says;
 --ensemble 0 fits one model of the family on all kept features (as eval's
 logreg_*, forest_* and mlp_* methods do).
 
+Several tables (--in a,b or --in again) are read as one: to retrain, give the
+first training table with the labels exported from production (entrowatch
+labels export), which cover only the domains the labeling queue chose.
+
 Examples:
   entrowatch score --in labelled.jsonl.gz --out labelled.csv
   entrowatch train --in labelled.csv --out estimator.json
+  entrowatch train --in labelled.csv,prod.csv --out estimator.json
   entrowatch train --in plaut.csv.gz --out est.json --features confidence --model Llama-13b`
 
 // runTrain fits one estimator per LLM model (plus a pooled fallback) and
@@ -49,7 +54,8 @@ Examples:
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := estimate.DefaultTrainConfig()
 	fs := newFlags("train", trainSynopsis, stderr)
-	in := fs.String("in", "", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required)")
+	var in pathList
+	fs.Var(&in, "in", "labelled table: CSV (.gz ok) with columns model, domain, correct and the features, or scored Arrow IPC (required); several (a,b or --in again) are read as one: the first training table and the labels exported from production")
 	out := fs.String("out", "", "estimator JSON to write (required)")
 	feats := fs.String("features", "", "comma-separated candidate feature columns (default: the 11 profile features)")
 	family := fs.String("family", def.Family, "model family: logreg, forest (gradient-boosted trees) or mlp")
@@ -69,19 +75,16 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *in == "" || *out == "" {
+	if len(in) == 0 || *out == "" {
 		fmt.Fprintln(stderr, "--in and --out are required")
 		fs.Usage()
 		return errUsage
 	}
 	if *minRows < 1 || *minClass < 1 {
-		fmt.Fprintf(stderr, "--min-rows %d, --min-class %d: want at least 1 (1 = no minimum)\n", *minRows, *minClass)
-		fs.Usage()
-		return errUsage
+		return badFlag("--min-rows %d, --min-class %d: want at least 1 (1 = no minimum)", *minRows, *minClass)
 	}
 	if *screen != 0 && *ensemble != 0 {
-		fmt.Fprintf(stderr, "--screen %d applies to one model (--ensemble 0); the ensemble (--ensemble %d) keeps its own best-screened features: drop --screen, or add --ensemble 0\n", *screen, *ensemble)
-		return errUsage
+		return badFlag("--screen %d applies to one model (--ensemble 0); the ensemble (--ensemble %d) keeps its own best-screened features: drop --screen, or add --ensemble 0", *screen, *ensemble)
 	}
 	cfg := def
 	cfg.Family, cfg.Calibration, cfg.Balance, cfg.Screen, cfg.Folds = *family, *cal, *balance, *screen, *folds
@@ -89,12 +92,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cfg.Validate(); err != nil {
 		return badFlag("%w", err)
 	}
-	tmp, commit, err := artifactOutput(*in, *out, "the input table")
+	tmp, commit, err := artifactOutput(*out, "an input table", in...)
 	if err != nil {
 		return err
 	}
 	defer commit(false) // no-op once committed
-	tbl, err := estimate.ReadTable(*in, featureList(*feats))
+	tbl, err := estimate.ReadTables(in, featureList(*feats))
 	if errors.Is(err, estimate.ErrMissingFeature) {
 		return fmt.Errorf("%w (choose features with --features)", err)
 	}
@@ -102,10 +105,14 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stderr, "train: %d rows, %s, candidate features %s%s\n", tbl.N(), words.Count(len(tbl.Models()), "model"), strings.Join(tbl.Features, ","), skippedNote(tbl))
+	tableNotes(stderr, "train", tbl)
+	if cfg.Ensemble == 0 && cfg.Screen >= tbl.D() {
+		fmt.Fprintf(stderr, "train: note: --screen %d is not below the %s: all are kept, none is screened out\n", cfg.Screen, words.Count(tbl.D(), "candidate feature"))
+	}
 	opts := estimate.TrainOptions{Transfer: *transfer, Progress: stderr, MinRows: *minRows, MinPerClass: *minClass}
 	if *model != "" {
 		if names := tbl.Models(); !slices.Contains(names, *model) {
-			return fmt.Errorf("--model %q: no rows of that model in %s (models: %s)", *model, *in, strings.Join(names, ","))
+			return fmt.Errorf("--model %q: no rows of that model in %s (models: %s)", *model, in.String(), strings.Join(names, ","))
 		}
 		opts.Models = []string{*model}
 	}

@@ -149,3 +149,25 @@ func withNTokens(t testing.TB, mem memory.Allocator, rec arrow.RecordBatch, n []
 	cols[schemas.MustIndex(rec.Schema(), schemas.ColNTokens)] = a
 	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows())
 }
+
+// TestTableNotesAndAppend: how rows were read is said (Notes), also after
+// tables are joined; a literal (none) domain merging with empty ones is
+// named; tables of other features are not joined.
+func TestTableNotesAndAppend(t *testing.T) {
+	a, err := ReadCSV(strings.NewReader("model,domain,mean,correct\nm,,0.1,1\n m ,(none),0.2,0\n"), []string{"mean"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"m", "m"}, a.Model)
+	require.Equal(t, []string{NoDomain, NoDomain}, a.Domain)
+	b, err := ReadCSV(strings.NewReader("model,domain,mean,correct\n,d,0.3,1\n"), []string{"mean"})
+	require.NoError(t, err)
+	require.NoError(t, a.Append(b))
+	require.Equal(t, 3, a.N())
+	require.Equal(t, []string{
+		"1 row has no domain: put in one domain named (none), together with the 1 whose domain is the text (none) (give every row its domain, or leave them out)",
+		`1 row has no model: trained as an LLM named "", which only responses without a model match`,
+		"1 row has blanks around its model or domain: taken off (responses name models without them)",
+	}, a.Notes())
+	c, err := ReadCSV(strings.NewReader("model,domain,sd,correct\nm,d,0.3,1\n"), []string{"sd"})
+	require.NoError(t, err)
+	require.ErrorContains(t, a.Append(c), "the tables have different features (mean; sd)")
+}

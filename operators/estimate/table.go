@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/entrowatch/entrowatch/internal/csvin"
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/schemas"
 )
 
@@ -39,6 +40,90 @@ type Table struct {
 	// two batches looks like, so rows may be missing (a cut inside a batch
 	// is an error).
 	Unterminated bool
+	// EmptyDomain counts the rows read without a domain: they are in the
+	// domain NoDomain. EmptyModel counts those read without a model (a
+	// model named ""). Trimmed counts the CSV rows whose model or domain had
+	// blanks around it, taken off ("tinylm-large " is "tinylm-large"). Notes
+	// says all three for a person.
+	EmptyDomain, EmptyModel, Trimmed int
+}
+
+// Notes says what a person should know about how the rows were read, one
+// sentence each: rows without a domain or model, names trimmed, features
+// that are constant within a model.
+func (t *Table) Notes() []string {
+	var notes []string
+	if t.EmptyDomain > 0 {
+		n := fmt.Sprintf("%s no domain: put in one domain named %s", words.CountAs(t.EmptyDomain, "row has", "rows have"), NoDomain)
+		if c := count(t.Domain, NoDomain); c > t.EmptyDomain {
+			n += fmt.Sprintf(", together with the %d whose domain is the text %s", c-t.EmptyDomain, NoDomain)
+		}
+		notes = append(notes, n+" (give every row its domain, or leave them out)")
+	}
+	if t.EmptyModel > 0 {
+		notes = append(notes, fmt.Sprintf("%s no model: trained as an LLM named \"\", which only responses without a model match", words.CountAs(t.EmptyModel, "row has", "rows have")))
+	}
+	if t.Trimmed > 0 {
+		notes = append(notes, fmt.Sprintf("%s model or domain: taken off (responses name models without them)", words.CountAs(t.Trimmed, "row has blanks around its", "rows have blanks around their")))
+	}
+	for _, m := range t.Models() {
+		idx := t.Where(func(i int) bool { return t.Model[i] == m })
+		var constant []string
+		for j, f := range t.Features {
+			first, same := t.X[idx[0]*t.D()+j], true
+			for _, i := range idx[1:] {
+				if t.X[i*t.D()+j] != first {
+					same = false
+					break
+				}
+			}
+			if same && len(idx) > 1 {
+				constant = append(constant, fmt.Sprintf("%s (%g)", f, first))
+			}
+		}
+		switch len(constant) {
+		case 0:
+		case 1:
+			notes = append(notes, fmt.Sprintf("model %q: feature %s is the same in every row: it tells nothing about correctness", m, constant[0]))
+		default:
+			notes = append(notes, fmt.Sprintf("model %q: features %s are the same in every row: they tell nothing about correctness", m, strings.Join(constant, ", ")))
+		}
+	}
+	return notes
+}
+
+// count is the number of elements of v equal to s.
+func count(v []string, s string) int {
+	n := 0
+	for _, x := range v {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// Append adds the rows of o, which must have the same features, after
+// t's; the reading counts (Skipped, Unterminated, EmptyDomain, ...) add up.
+func (t *Table) Append(o *Table) error {
+	if !slices.Equal(t.Features, o.Features) {
+		return fmt.Errorf("the tables have different features (%s; %s)", strings.Join(t.Features, ","), strings.Join(o.Features, ","))
+	}
+	t.X = append(t.X, o.X...)
+	t.Y = append(t.Y, o.Y...)
+	t.Model = append(t.Model, o.Model...)
+	t.Domain = append(t.Domain, o.Domain...)
+	if t.Skipped == nil {
+		t.Skipped = map[string]int{}
+	}
+	for k, v := range o.Skipped {
+		t.Skipped[k] += v
+	}
+	t.Unterminated = t.Unterminated || o.Unterminated
+	t.EmptyDomain += o.EmptyDomain
+	t.EmptyModel += o.EmptyModel
+	t.Trimmed += o.Trimmed
+	return nil
 }
 
 // Validate checks that t is a table Fit can learn from: at least one
@@ -274,6 +359,30 @@ func ReadTable(path string, features []string) (*Table, error) {
 	return t, nil
 }
 
+// ReadTables reads the labelled tables of paths (ReadTable each, with the
+// same features) as one, their rows one after another: a first training
+// table and the labels exported from production, for instance.
+func ReadTables(paths []string, features []string) (*Table, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no labelled table given")
+	}
+	var t *Table
+	for _, p := range paths {
+		o, err := ReadTable(p, features)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			t = o
+			continue
+		}
+		if err := t.Append(o); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return t, nil
+}
+
 // SkippedText says what Table.Skipped counted, e.g. "4800 no label, 2
 // non-finite feature"; a table read from unlabelled responses ("no label")
 // gets a hint.
@@ -438,13 +547,20 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 			t.Skipped["non-finite feature"]++
 			continue
 		}
-		d := rec[di]
+		m, d := strings.TrimSpace(rec[mi]), strings.TrimSpace(rec[di])
+		if (m != rec[mi] && m != "") || (d != rec[di] && d != "") {
+			t.Trimmed++
+		}
 		if d == "" {
 			d = NoDomain
+			t.EmptyDomain++
+		}
+		if m == "" {
+			t.EmptyModel++
 		}
 		t.X = append(t.X, row...)
 		t.Y = append(t.Y, y)
-		t.Model = append(t.Model, in(rec[mi]))
+		t.Model = append(t.Model, in(m))
 		t.Domain = append(t.Domain, in(d))
 	}
 	return t, nil
@@ -653,6 +769,11 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		d := NoDomain
 		if domain.IsValid(r) && domain.Value(r) != "" {
 			d = strings.Clone(domain.Value(r))
+		} else {
+			t.EmptyDomain++
+		}
+		if model.Value(r) == "" {
+			t.EmptyModel++
 		}
 		t.Y = append(t.Y, y)
 		t.Model = append(t.Model, strings.Clone(model.Value(r)))
