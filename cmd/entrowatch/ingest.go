@@ -56,9 +56,10 @@ over 64 MiB, or a response whose prompt and attributes alone fill a message,
 is too_long. So is what the stream would dead-letter (empty, no_logprobs,
 nan_logprob, positive_logprob, more than --max-steps steps): give
 --max-steps and --max-logprob as the stream's profile section has them, or
---check=false to send such responses for the stream to dead-letter. The exit status is 1 when nothing could be produced. An error
-that stops it (the broker's, or the input's: a gzip file cut short) says how
-many responses were acknowledged before it: resend only the rest.
+--check=false to send such responses for the stream to dead-letter. The
+exit status is 1 when nothing could be produced. An error that stops it
+(the broker's, or the input's: a gzip file cut short) says how many
+responses were acknowledged before it: resend only the rest.
 
 TLS and SASL: --kafka-tls, --kafka-tls-ca, --kafka-sasl, --kafka-sasl-user,
 as in every command (the older --tls, --tls-ca, --sasl, --sasl-user still
