@@ -36,9 +36,9 @@ func TestDashboardCountsTracesOnce(t *testing.T) {
 	}
 	out, err := ch.Exec("SELECT count() FROM " + db + ".scored")
 	require.NoError(t, err)
-	require.Equal(t, "5760\n", out, "both copies are stored, not merged yet")
+	require.Equal(t, "11520\n", out, "both copies are stored, not merged yet")
 
-	// The responses column of each counting panel sums to the 2,880 traces.
+	// The responses column of each counting panel sums to the 5,760 traces.
 	counted := map[string]int{"Responses per minute": 2, "Responses by status (trailing day)": 1}
 	seen := 0
 	for _, q := range dashboardQueries(t) {
@@ -56,7 +56,7 @@ func TestDashboardCountsTracesOnce(t *testing.T) {
 			require.NoError(t, err, "%s: %q", q.panel, line)
 			total += n
 		}
-		require.Equal(t, 2880, total, "%s counts each trace once", q.panel)
+		require.Equal(t, 5760, total, "%s counts each trace once", q.panel)
 	}
 	require.Equal(t, len(counted), seen, "panels %v", counted)
 }

@@ -511,7 +511,8 @@ func TestDashboardQueriesRun(t *testing.T) {
 	require.GreaterOrEqual(t, len(ran), 6, "ran %v", ran)
 }
 
-// chdbTraffic is a day of scored traffic up to the last full hour: model m1,
+// chdbTraffic is a day of scored traffic up to the last full hour: models
+// m1 and m2 (an A/B test: same domains, same tenants, m2 a little worse),
 // domains A and B, one response a minute each, a tenant attribute, every
 // fifth labelled, every 50th an error. Domain A's accuracy drops in the last
 // hour, so an alarm fires.
@@ -519,21 +520,21 @@ const chdbTraffic = `
 INSERT INTO {db}.scored (trace_id, ts, model, domain, attributes_keys, attributes_values,
     correct, n_tokens, mean, q50, max, p_correct, cluster_id, status)
 SELECT
-    concat('trace-', toString(number)),
-    toDateTime(toUInt32(toStartOfHour(now())) - 86400 + intDiv(number, 2) * 60, 'UTC'),
-    'm1',
-    if(number % 2 = 0, 'A', 'B'),
+    concat(m, '-trace-', toString(n)),
+    toDateTime(toUInt32(toStartOfHour(now())) - 86400 + intDiv(n, 2) * 60, 'UTC'),
+    m,
+    if(n % 2 = 0, 'A', 'B'),
     ['tenant'],
-    [concat('t', toString(number % 3))],
-    if(number % 5 = 0, toNullable(toUInt8(number % 4 != 0)), NULL),
+    [concat('t', toString(n % 3))],
+    if(n % 5 = 0, toNullable(toUInt8(n % 4 != 0)), NULL),
     100,
-    1 + (number % 10) / 10,
-    1 + (number % 8) / 10,
-    3 + (number % 6) / 10,
-    if(number % 2 = 0 AND number >= 2760, 0.4, 0.85) + (number % 7 - 3) / 100,
+    1 + (n % 10) / 10,
+    1 + (n % 8) / 10,
+    3 + (n % 6) / 10,
+    if(n % 2 = 0 AND n >= 2760, 0.4, 0.85) + (n % 7 - 3) / 100 - if(m = 'm2', 0.1, 0),
     0,
-    if(number % 50 = 49, 'error', 'ok')
-FROM numbers(2880)`
+    if(n % 50 = 49, 'error', 'ok')
+FROM (SELECT number % 2880 AS n, if(number >= 2880, 'm2', 'm1') AS m FROM numbers(5760))`
 
 // TestDashboardQueriesRunOnChdb runs every dashboard SQL query on chDB
 // (current ClickHouse as a library), migrated with the same files, over
@@ -559,6 +560,19 @@ func TestDashboardQueriesRunOnChdb(t *testing.T) {
 			out, err := ch.Exec(sql)
 			require.NoError(t, err, "chDB:\n%s", sql)
 			require.NotEmpty(t, out, "no rows from the test traffic:\n%s", sql)
+			// A time series (first column time) names each point by the
+			// columns before its value: two rows with the same names at
+			// one time are two models' (or slices') values under one
+			// series, which Grafana draws as one.
+			if strings.Contains(sql, " AS time,") {
+				seen := map[string]bool{}
+				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+					f := strings.Split(line, "\t")
+					key := strings.Join(f[:len(f)-1], "\t")
+					require.False(t, seen[key], "two points named %q: put what tells them apart (the model?) in the series name:\n%s", key, sql)
+					seen[key] = true
+				}
+			}
 		})
 	}
 	require.GreaterOrEqual(t, ran, 6)
