@@ -36,6 +36,27 @@ scored rows to an Arrow file and commits. Prints "tokens/s: N",
 the production runs at the same time and is timed too), the CPU used and the
 share of worker time per stage.`
 
+// benchStallAfter is how long bench pipeline waits without progress before
+// it gives up and says why.
+const benchStallAfter = time.Minute
+
+// stallWatch tells when a count has not moved for after.
+type stallWatch struct {
+	after time.Duration
+	n     int64
+	at    time.Time // when n last changed
+}
+
+// stuck records n, seen at now, and reports whether it has stayed the same
+// for longer than after.
+func (w *stallWatch) stuck(n int64, now time.Time) bool {
+	if n != w.n {
+		w.n, w.at = n, now
+		return false
+	}
+	return now.Sub(w.at) > w.after
+}
+
 func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench pipeline", benchPipelineSynopsis, stderr)
 	traces := fs.Int("traces", 20000, "traces to produce and consume")
@@ -243,6 +264,9 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// With the topic filled first, the clock starts at the first message:
 	// joining the consumer group is start-up, not throughput.
 	started := *concurrent
+	// A stream that stops making progress (traces dead-lettered or dropped
+	// instead of written) is reported, not waited for forever.
+	watch := stallWatch{after: benchStallAfter, at: time.Now()}
 wait:
 	for {
 		select {
@@ -251,6 +275,12 @@ wait:
 			if !started && st.Messages > 0 {
 				fmt.Fprintf(stderr, "joined the group, first message after %v\n", time.Since(start).Round(time.Millisecond))
 				start, cpu0, rows0, started = time.Now(), cpuTime(), st.SinkRows, true
+			}
+			if watch.stuck(st.Messages+st.SinkRows, time.Now()) {
+				cancel()
+				<-done
+				return fmt.Errorf("no progress for %v: %d of %d traces written, %d messages consumed, dead-lettered %s, %d duplicate chunks dropped",
+					watch.after, st.SinkRows, total, st.Messages, countsText(st.DeadLettered), st.DupChunks)
 			}
 			if st.SinkRows >= int64(total) {
 				elapsed = time.Since(start)

@@ -310,3 +310,16 @@ func TestKeptRuns(t *testing.T) {
 	require.Equal(t, [][2]int64{{0, 4}}, keptRuns(5, []int{4}))
 	require.Empty(t, keptRuns(2, []int{0, 1}))
 }
+
+// TestStallWatch: bench pipeline gives up on a stream that stopped making
+// progress (it waited forever for traces that were dropped) once its count
+// has not moved for the set time, and not before.
+func TestStallWatch(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	w := stallWatch{after: time.Minute, at: t0}
+	require.False(t, w.stuck(0, t0.Add(30*time.Second)))
+	require.False(t, w.stuck(5, t0.Add(50*time.Second)), "progress")
+	require.False(t, w.stuck(5, t0.Add(110*time.Second)), "a minute since the last progress, not more")
+	require.True(t, w.stuck(5, t0.Add(111*time.Second)))
+	require.False(t, w.stuck(6, t0.Add(200*time.Second)), "moving again")
+}

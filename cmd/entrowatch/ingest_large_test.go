@@ -200,3 +200,36 @@ func TestIngestLineOverMaxLineBytes(t *testing.T) {
 	require.Contains(t, stdout.String(), "1 line rejected (too_long 1)")
 	require.Contains(t, stderr.String(), "line 1 (long-2k): too_long: line longer than 1048576 bytes (ingest max_line_bytes)")
 }
+
+// TestIngestLongResponseAgain: a response long enough to go as chunks, sent
+// again (as when logged responses are ingested again to rescore them with a
+// new estimator), is reassembled and written again. Before, every chunk of
+// the second sending was dropped as a redelivery of a trace already
+// emitted, silently: the stored row kept its old estimate.
+func TestIngestLongResponseAgain(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "scored.csv")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	broker := freeAddr(t)
+	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, broker, out, freeAddr(t), "traces"))
+	waitLog(t, runErr, "stream running")
+	in := filepath.Join(dir, "long.jsonl")
+	require.NoError(t, os.WriteFile(in, append(longResponse("long-12k", 12000, 1), '\n'), 0o644))
+	rows := func() int {
+		b, _ := os.ReadFile(out)
+		return strings.Count(string(b), "long-12k")
+	}
+	for want := 1; want <= 2; want++ {
+		stdout, stderr, code := runCLI(t, "ingest", "--in", in, "--brokers", broker)
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, stdout, "produced 1 response in 2 messages")
+		deadline := time.Now().Add(60 * time.Second) // a guard against hanging, not a speed assertion
+		for rows() < want && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		require.Equal(t, want, rows(), "sending %d is written (the file sink appends)\n%s", want, runErr.String())
+	}
+	cancel()
+	stopped(t, done, runErr)
+}

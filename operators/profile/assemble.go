@@ -30,7 +30,10 @@ type AssemblerConfig struct {
 	// as incomplete. Default 1000000 (about 90 MB of float32 chunks).
 	MaxHeldSteps int `yaml:"max_held_steps"`
 	// Remember is how many completed trace ids are kept to drop chunks that
-	// arrive again after their trace was emitted (redelivery). Default 65536.
+	// arrive again after their trace was emitted (redelivery). A chunk with
+	// seq 0 is never dropped so: it starts the trace anew, as when the
+	// response is sent again (to be rescored with a new estimator, say).
+	// Default 65536.
 	Remember int `yaml:"remember"`
 }
 
@@ -76,7 +79,9 @@ type Assembled struct {
 	// of row i over all Rejected batches (incomplete or too_long).
 	Rejected []arrow.RecordBatch
 	Reasons  []string
-	// Duplicates counts chunks dropped because they were seen before.
+	// Duplicates counts chunks dropped because they were seen before: a
+	// chunk of an open trace that it holds already, or a chunk other than
+	// the first (seq 0) of a trace completed recently (Remember).
 	Duplicates int
 }
 
@@ -104,7 +109,7 @@ type Assembler struct {
 	open map[string]*pending
 	held int // steps over all open traces
 
-	doneSet  map[string]struct{}
+	doneSet  map[string]int // id -> its slot in doneRing
 	doneRing []string
 	doneNext int
 }
@@ -122,7 +127,7 @@ func NewAssembler(cfg AssemblerConfig, mem memory.Allocator) (*Assembler, error)
 		cfg:      cfg,
 		mem:      mem,
 		open:     make(map[string]*pending),
-		doneSet:  make(map[string]struct{}, cfg.Remember),
+		doneSet:  make(map[string]int, cfg.Remember),
 		doneRing: make([]string, cfg.Remember),
 	}, nil
 }
@@ -302,11 +307,11 @@ func (a *Assembler) remember(id string) {
 	if a.cfg.Remember == 0 {
 		return
 	}
-	if old := a.doneRing[a.doneNext]; old != "" {
-		delete(a.doneSet, old)
+	if old := a.doneRing[a.doneNext]; old != "" && a.doneSet[old] == a.doneNext {
+		delete(a.doneSet, old) // unless remembered again since, in a newer slot
 	}
 	a.doneRing[a.doneNext] = id
-	a.doneSet[id] = struct{}{}
+	a.doneSet[id] = a.doneNext
 	a.doneNext = (a.doneNext + 1) % a.cfg.Remember
 }
 
@@ -314,10 +319,15 @@ func (a *Assembler) remember(id string) {
 // duplicate, and a reject reason when the trace must be emitted now.
 func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (*pending, bool, string) {
 	id := v.id.Value(i)
-	if _, seen := a.doneSet[id]; seen {
-		return nil, true, ""
-	}
 	seq := v.seq(i)
+	if _, seen := a.doneSet[id]; seen {
+		if seq != 0 {
+			return nil, true, "" // a late copy of a chunk of a trace emitted already
+		}
+		// The first chunk again: the response is sent anew (or all of it
+		// is redelivered), and is assembled and written again.
+		delete(a.doneSet, id)
+	}
 	p := a.open[id]
 	if p == nil {
 		p = &pending{id: id, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk)}

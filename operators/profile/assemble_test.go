@@ -78,7 +78,9 @@ type gotTrace struct {
 	model     string
 }
 
-func readTraces(t *testing.T, recs []arrow.RecordBatch) map[string]gotTrace {
+// readTraces reads the traces of recs by id; a trace emitted twice is an
+// error unless again, when the later one is kept.
+func readTraces(t *testing.T, recs []arrow.RecordBatch, again bool) map[string]gotTrace {
 	t.Helper()
 	out := map[string]gotTrace{}
 	for _, rec := range recs {
@@ -88,7 +90,7 @@ func readTraces(t *testing.T, recs []arrow.RecordBatch) map[string]gotTrace {
 			c := v.chunk(i)
 			id := v.id.Value(i)
 			_, dup := out[id]
-			require.False(t, dup, "trace %s emitted twice", id)
+			require.False(t, dup && !again, "trace %s emitted twice", id)
 			out[id] = gotTrace{tok: c.tok, alts: c.vals, final: v.final(i), model: strAt(v.model, i)}
 		}
 	}
@@ -112,6 +114,7 @@ func TestAssembler(t *testing.T) {
 		duplicates int
 		open       int
 		oldest     int64 // -1: none held
+		rows       int   // complete rows over all batches, when a trace completes more than once
 	}{
 		{
 			name: "whole rows pass through",
@@ -141,6 +144,35 @@ func TestAssembler(t *testing.T) {
 			},
 			complete:   map[string][]float32{"a": {-1, -2, -4}},
 			duplicates: 2,
+			oldest:     -1,
+		},
+		{
+			// A long response sent again (to rescore it with a new
+			// estimator) was dropped chunk by chunk as a redelivery, and
+			// the stored row kept its old estimate.
+			name: "sent again after completion",
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 1},
+				{rows: []chunkRow{{id: "a", seq: 1, steps: []float32{-2}}}, origin: 2}, // a late copy: dropped
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-5}}, {id: "a", seq: 1, final: true, steps: []float32{-6}}}, origin: 3},
+			},
+			complete:   map[string][]float32{"a": {-5, -6}},
+			rows:       2,
+			duplicates: 1,
+			oldest:     -1,
+		},
+		{
+			name: "an id remembered again outlives its older slot",
+			cfg:  func(c *AssemblerConfig) { c.Remember = 2 },
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 1},
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 2},
+				{rows: []chunkRow{{id: "b", seq: 0, steps: []float32{-3}}, {id: "b", seq: 1, final: true, steps: []float32{-4}}}, origin: 3},
+				{rows: []chunkRow{{id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 4}, // still remembered
+			},
+			complete:   map[string][]float32{"a": {-1, -2}, "b": {-3, -4}},
+			rows:       3,
+			duplicates: 1,
 			oldest:     -1,
 		},
 		{
@@ -234,8 +266,15 @@ func TestAssembler(t *testing.T) {
 				require.NoError(t, err)
 				collect(out)
 			}
-			got := readTraces(t, all.Complete)
+			got := readTraces(t, all.Complete, tc.rows > 0)
 			require.Len(t, got, len(tc.complete))
+			if tc.rows > 0 {
+				n := 0
+				for _, r := range all.Complete {
+					n += int(r.NumRows())
+				}
+				require.Equal(t, tc.rows, n, "complete rows")
+			}
 			for id, want := range tc.complete {
 				g, ok := got[id]
 				require.True(t, ok, "trace %s not completed", id)
@@ -247,7 +286,7 @@ func TestAssembler(t *testing.T) {
 				require.True(t, g.final)
 				require.Equal(t, "m-"+id, g.model)
 			}
-			rej := readTraces(t, all.Rejected)
+			rej := readTraces(t, all.Rejected, false)
 			require.Len(t, rej, len(tc.rejected))
 			reasons := map[string]string{}
 			i := 0
@@ -307,9 +346,10 @@ func BenchmarkAssemblerWhole(b *testing.B) {
 
 // FuzzAssembler drives the assembler with arbitrary chunk sequences and checks
 // it against a model: every chunked trace is emitted once (complete, or
-// rejected with the right reason), completed traces hold their chunks' steps
-// in seq order, duplicates are counted, Oldest and Open match, and no memory
-// is left behind.
+// rejected with the right reason) per sending (a seq 0 chunk after the trace
+// was emitted starts it anew), completed traces hold their chunks' steps in
+// seq order, duplicates are counted, Oldest and Open match, and no memory is
+// left behind.
 func FuzzAssembler(f *testing.F) {
 	f.Add([]byte{0x01, 0x12, 0x23, 0xff, 0x31})
 	f.Add([]byte{0x81, 0x02, 0x82, 0x03, 0xfe, 0x10, 0x90})
@@ -330,7 +370,16 @@ func FuzzAssembler(f *testing.F) {
 			closed bool // completed or too long within the batch being added
 		}
 		open := map[string]*mtrace{}
+		// Closed within the batch being added, in order, until emitted:
+		// complete (emitted at the end of the batch) or too long (at once).
+		closed := map[bool]map[string][]*mtrace{false: {}, true: {}}
 		done := map[string]bool{}
+		pop := func(id string, tooLong bool) *mtrace {
+			q := closed[tooLong][id]
+			require.NotEmpty(t, q, "trace %s emitted but not closed", id)
+			closed[tooLong][id] = q[1:]
+			return q[0]
+		}
 		now := time.Unix(0, 0)
 		check := func(out Assembled) {
 			defer out.Release()
@@ -342,8 +391,7 @@ func FuzzAssembler(f *testing.F) {
 					if id[0] == 'w' {
 						continue // whole rows pass through
 					}
-					m := open[id]
-					require.NotNil(t, m, "trace %s emitted but not open", id)
+					m := pop(id, false)
 					require.True(t, m.closed && m.steps <= cfg.MaxSteps, "trace %s emitted but not complete", id)
 					want := 0
 					for s := int32(0); s <= m.final; s++ {
@@ -352,7 +400,6 @@ func FuzzAssembler(f *testing.F) {
 						want += n
 					}
 					require.Len(t, v.chunk(i).tok, want, "steps of %s", id)
-					delete(open, id)
 				}
 			}
 			j := 0
@@ -360,18 +407,19 @@ func FuzzAssembler(f *testing.F) {
 				ids := rec.Column(0).(*array.String)
 				for i := 0; i < ids.Len(); i++ {
 					id := ids.Value(i)
-					m := open[id]
-					require.NotNil(t, m, "trace %s rejected but not open", id)
 					if out.Reasons[j] == schemas.ReasonTooLong {
+						m := pop(id, true)
 						require.True(t, m.closed)
 						require.Greater(t, m.steps, cfg.MaxSteps)
 					} else {
+						m := open[id]
+						require.NotNil(t, m, "trace %s rejected but not open", id)
 						require.Equal(t, schemas.ReasonIncomplete, out.Reasons[j])
 						require.False(t, m.closed)
 						require.Greater(t, now.Sub(m.last), cfg.Timeout)
+						delete(open, id)
+						done[id] = true
 					}
-					delete(open, id)
-					done[id] = true
 					j++
 				}
 			}
@@ -389,9 +437,12 @@ func FuzzAssembler(f *testing.F) {
 					continue
 				}
 				m := open[r.id]
-				if done[r.id] || (m != nil && m.closed) {
-					dups++
-					continue
+				if done[r.id] {
+					if r.seq != 0 {
+						dups++ // a late copy of a chunk of an emitted trace
+						continue
+					}
+					delete(done, r.id) // sent anew
 				}
 				if m == nil {
 					m = &mtrace{chunks: map[int32]int{}, final: -1, origin: origin}
@@ -413,6 +464,9 @@ func FuzzAssembler(f *testing.F) {
 				}
 				if m.steps > cfg.MaxSteps || (complete && len(m.chunks) == int(m.final)+1) {
 					m.closed, done[r.id] = true, true
+					delete(open, r.id)
+					tooLong := m.steps > cfg.MaxSteps
+					closed[tooLong][r.id] = append(closed[tooLong][r.id], m)
 				}
 			}
 			out, err := a.Add(in, origin, now)

@@ -957,6 +957,10 @@ func (w *worker) assembler(partition int) (*profile.Assembler, error) {
 // from Expire (the timeout), not from Add (the bounds). It releases out.
 func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, expired bool) error {
 	defer out.Release()
+	if out.Duplicates > 0 {
+		w.r.m.dupChunks.Add(float64(out.Duplicates))
+		w.r.stats.add(func(s *Stats) { s.DupChunks += int64(out.Duplicates) })
+	}
 	if len(out.Rejected) > 0 {
 		held := w.remnants(ctx, out)
 		var dl []kafka.Message

@@ -1137,3 +1137,46 @@ func TestDeadLetterLogLimit(t *testing.T) {
 	require.Contains(t, lines[0], "reason=nan_logprob count=5")
 	require.Contains(t, lines[1], "trace_id=nan-late")
 }
+
+// TestChunksSentAgain: a late copy of a chunk of a trace already written is
+// dropped and counted (Stats.DupChunks, entrowatch_stream_duplicate_chunks_total);
+// the trace sent again from its first chunk is reassembled and written
+// again (before, all of it was dropped as a redelivery, silently).
+func TestChunksSentAgain(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("chunks-again")
+	topics(t, 1, topic, dead)
+	p := producer(t, topic)
+	gmem := memory.NewGoAllocator()
+	var msgs []kafka.Message
+	for _, r := range []row{
+		{id: "c", steps: 2, chunk: true, seq: 0},
+		{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // c written
+		{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // a late copy: dropped
+		{id: "c", steps: 3, chunk: true, seq: 0},              // sent again
+		{id: "c", steps: 3, chunk: true, seq: 1, final: true}, // c written again
+	} {
+		rec := traceBatch(t, gmem, r)
+		m, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
+		rec.Release()
+		require.NoError(t, err)
+		msgs = append(msgs, m...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Produce(ctx, msgs...))
+	sink := newMemSink()
+	r := startReplica(t, topic, group, dead, sink, mem, nil)
+	waitFor(t, "everything committed", func() bool {
+		c, end := offsets(t, topic, group, 1)
+		return c[0] == end[0]
+	})
+	r.stop(t)
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	require.Equal(t, 2, sink.writes["c"])
+	require.EqualValues(t, 1, r.r.Stats().DupChunks)
+	_, end := offsets(t, dead, group, 1)
+	require.Zero(t, end[0], "nothing dead-lettered")
+}
