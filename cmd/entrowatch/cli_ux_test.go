@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/operators/estimate"
@@ -322,4 +324,37 @@ func TestStallWatch(t *testing.T) {
 	require.False(t, w.stuck(5, t0.Add(110*time.Second)), "a minute since the last progress, not more")
 	require.True(t, w.stuck(5, t0.Add(111*time.Second)))
 	require.False(t, w.stuck(6, t0.Add(200*time.Second)), "moving again")
+}
+
+// TestDupIDsBounded: score's repeated-id check keeps at most max ids (its
+// memory grew with every distinct id of the input), still finds repeats of
+// the ids it keeps, and says when it stopped keeping.
+func TestDupIDsBounded(t *testing.T) {
+	ids := func(s ...string) *array.String {
+		b := array.NewStringBuilder(memory.NewGoAllocator())
+		defer b.Release()
+		b.AppendValues(s, nil)
+		return b.NewStringArray()
+	}
+	d := newDupIDs(2)
+	for _, batch := range [][]string{{"a", "b"}, {"c", "a"}, {"c", "d", "b"}} {
+		a := ids(batch...)
+		d.add(a)
+		a.Release()
+	}
+	require.Len(t, d.seen, 2)
+	require.EqualValues(t, 2, d.n, "a and b again; c was not kept")
+	var w strings.Builder
+	d.warn(&w, "in.jsonl")
+	require.Contains(t, w.String(), "note: repeated trace ids were looked for among the first 2 distinct ids of in.jsonl only")
+	require.Contains(t, w.String(), `warning: 2 responses repeat a trace id that came before in in.jsonl ("a", "b")`)
+
+	d = newDupIDs(10)
+	a := ids("a", "b", "a")
+	d.add(a)
+	a.Release()
+	w.Reset()
+	d.warn(&w, "in.jsonl")
+	require.NotContains(t, w.String(), "note:")
+	require.Contains(t, w.String(), `warning: 1 response repeats a trace id`)
 }

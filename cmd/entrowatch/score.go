@@ -213,7 +213,7 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 
 	start := time.Now()
 	prog := newProgress(stderr, o.quiet)
-	dups := newDupIDs()
+	dups := newDupIDs(maxDupIDs)
 	var read, written int64
 	runErr := func() error {
 		for {
@@ -638,23 +638,37 @@ func (s *arrowSource) close() error {
 // dupIDs counts the responses whose trace id came before in the input: each
 // copy is scored and written on its own, which a CSV reader may not expect
 // (and the ClickHouse sink would merge). It keeps a 64-bit hash per distinct
-// id, about 40 bytes each, for one input; two ids share a hash, reporting a
-// false repeat, with probability about n²/2^65 (1e-7 at 2 million ids).
+// id, about 70 bytes each with the map's own, for the first max distinct
+// ids of the input (later ones are checked against those, not kept), so
+// that memory stays bounded on any input: 340 MB at 5 million. Two ids share
+// a hash, reporting a false repeat, with probability about n²/2^65 (1e-6 at
+// 5 million ids).
 type dupIDs struct {
 	seed  maphash.Seed
 	seen  map[uint64]struct{}
+	max   int
+	full  bool // max ids kept: later ones are not remembered
 	n     int64
 	first []string // the first few repeated ids, for the warning
 	more  bool     // other ids repeat too
 }
 
-func newDupIDs() *dupIDs { return &dupIDs{seed: maphash.MakeSeed(), seen: map[uint64]struct{}{}} }
+// maxDupIDs is how many distinct ids score remembers to find repeats.
+const maxDupIDs = 5_000_000
+
+func newDupIDs(max int) *dupIDs {
+	return &dupIDs{seed: maphash.MakeSeed(), seen: map[uint64]struct{}{}, max: max}
+}
 
 func (d *dupIDs) add(ids *array.String) {
 	for i := range ids.Len() {
 		h := maphash.String(d.seed, ids.Value(i))
 		if _, ok := d.seen[h]; !ok {
-			d.seen[h] = struct{}{}
+			if len(d.seen) < d.max {
+				d.seen[h] = struct{}{}
+			} else {
+				d.full = true
+			}
 			continue
 		}
 		d.n++
@@ -670,6 +684,9 @@ func (d *dupIDs) add(ids *array.String) {
 
 // warn prints a warning line when some trace ids repeat.
 func (d *dupIDs) warn(w io.Writer, in string) {
+	if d.full {
+		fmt.Fprintf(w, "note: repeated trace ids were looked for among the first %d distinct ids of %s only (to bound memory); later responses were checked against those\n", d.max, in)
+	}
 	if d.n == 0 {
 		return
 	}
@@ -681,8 +698,8 @@ func (d *dupIDs) warn(w io.Writer, in string) {
 	if d.more {
 		more = ", ..."
 	}
-	fmt.Fprintf(w, "warning: %d responses repeat a trace id that came before in %s (%s%s): each copy is scored and written as a row of its own; "+
-		"remove the repeats, or give each response its own id\n", d.n, in, strings.Join(quoted, ", "), more)
+	fmt.Fprintf(w, "warning: %s a trace id that came before in %s (%s%s): each copy is scored and written as a row of its own; "+
+		"remove the repeats, or give each response its own id\n", words.CountAs(int(d.n), "response repeats", "responses repeat"), in, strings.Join(quoted, ", "), more)
 }
 
 type pendingReject struct {
