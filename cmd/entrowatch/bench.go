@@ -78,7 +78,7 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if *steps < 1 || *k < 1 || *batch < 1 || *workers < 1 || *dur <= 0 {
-		return fmt.Errorf("--steps, --k, --batch, --workers and --duration must be positive")
+		return badFlag("--steps, --k, --batch, --workers and --duration must be positive")
 	}
 	// A shape the profile rejects would measure how fast traces are
 	// rejected, not scored: refuse it before building the batches (40,000
@@ -179,11 +179,11 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 // reject (status too_long), naming the limit.
 func benchShape(steps, k int, cfg profile.Config) error {
 	if k > profile.MaxAlternatives {
-		return fmt.Errorf("--k %d: the profile is defined on at most %d alternatives per step (the top 20, plus the sampled token vLLM appends); "+
+		return badFlag("--k %d: the profile is defined on at most %d alternatives per step (the top 20, plus the sampled token vLLM appends); "+
 			"every trace would be rejected as %s and no throughput measured (use --k %d or less)", k, profile.MaxAlternatives, schemas.ReasonTooLong, profile.MaxAlternatives)
 	}
 	if steps > cfg.MaxSteps {
-		return fmt.Errorf("--steps %d: more than the profile's max_steps (%d); "+
+		return badFlag("--steps %d: more than the profile's max_steps (%d); "+
 			"every trace would be rejected as %s and no throughput measured (use --steps %d or less)", steps, cfg.MaxSteps, schemas.ReasonTooLong, cfg.MaxSteps)
 	}
 	return nil

@@ -29,7 +29,7 @@ func TestBenchOperatorsRefusesRejectedShapes(t *testing.T) {
 	} {
 		args := append([]string{"bench", "operators", "--duration", "50ms", "--batch", "2"}, tc.args...)
 		stdout, stderr, code := runCLI(t, args...)
-		require.Equal(t, 1, code, "%v: stdout %q stderr %q", tc.args, stdout, stderr)
+		require.Equal(t, 2, code, "a flag value that cannot work: %v: stdout %q stderr %q", tc.args, stdout, stderr)
 		require.NotContains(t, stdout, "tokens/s", "%v", tc.args)
 		require.NotContains(t, stdout, "traces/s", "%v", tc.args)
 		for _, w := range tc.want {
@@ -76,7 +76,8 @@ func TestBenchScoredOK(t *testing.T) {
 func TestBenchPipelineRefusesRejectedShapes(t *testing.T) {
 	for _, args := range [][]string{{"--k", "22"}, {"--steps", "40000"}} {
 		stdout, stderr, code := runCLI(t, append([]string{"bench", "pipeline", "--traces", "10"}, args...)...)
-		require.Equal(t, 1, code, "%v: %s", args, stderr)
+		require.Equal(t, 2, code, "a flag value that cannot work: %v: %s", args, stderr)
+		require.Contains(t, stderr, "Run 'entrowatch bench pipeline -h'")
 		require.NotContains(t, stdout, "tokens/s")
 		require.NotContains(t, stdout, "producing")
 		require.Contains(t, stderr, "too_long")

@@ -93,7 +93,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		if errors.Is(err, errUsage) {
 			if fe := (flagError{}); errors.As(err, &fe) {
-				fmt.Fprintf(stderr, "entrowatch %s: %v\nRun 'entrowatch %s -h' for its flags.\n", args[0], err, args[0])
+				name := args[0]
+				if withSubcommands[name] && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+					name += " " + args[1] // the flags are the subcommand's
+				}
+				fmt.Fprintf(stderr, "entrowatch %s: %v\nRun 'entrowatch %s -h' for its flags.\n", name, err, name)
 			}
 			return 2
 		}
@@ -104,6 +108,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	return 0
 }
+
+// withSubcommands are the commands whose first argument names a
+// subcommand with flags of its own.
+var withSubcommands = map[string]bool{"bench": true, "cluster": true, "labels": true}
 
 // wantsHelp reports whether args ask for help (-h, -help or --help before a
 // "--").
