@@ -87,3 +87,29 @@ func TestNilAllocator(t *testing.T) {
 		}
 	})
 }
+
+// TestMeanNotAboveMax: the entropies of a long trace whose steps are all
+// alike sum with rounding error; the mean was 1e-12 above the max on 50,000
+// steps. It is never above the largest entropy, and the spread is 0.
+func TestMeanNotAboveMax(t *testing.T) {
+	cfg := profile.DefaultConfig()
+	cfg.MaxSteps = 60000
+	calc := newCalc(t, cfg)
+	for _, n := range []int{3, 50000} {
+		alts := []float64{-0.1, -2.4, -3.3, -4.7}
+		chosen := make([]float64, n)
+		offs := make([]int32, n+1)
+		var values []float64
+		for i := range n {
+			chosen[i] = alts[0]
+			values = append(values, alts...)
+			offs[i+1] = int32(len(values))
+		}
+		p, rej := profile.Compute(calc, chosen, offs, values)
+		require.Nil(t, rej)
+		f := p.Features
+		require.LessOrEqual(t, f[profile.FMean], f[profile.FMax], "n=%d", n)
+		require.Equal(t, f[profile.FMax], f[profile.FMean], "n=%d: every step has the same entropy", n)
+		require.Zero(t, f[profile.FStd], "n=%d", n)
+	}
+}
