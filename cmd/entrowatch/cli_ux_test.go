@@ -277,6 +277,12 @@ func TestIngestNothingReadable(t *testing.T) {
 	require.Contains(t, errs, "line 20:")
 	require.NotContains(t, errs, "line 21:")
 	require.Contains(t, errs, "further malformed_json lines are counted in the summary")
+	// --quiet: the summary only, as for score.
+	out, errs, code = runCLI(t, "ingest", "--in", junk, "--brokers", "127.0.0.1:1", "--quiet")
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, out, "30 lines rejected (malformed_json 30)")
+	require.NotContains(t, errs, "line 1:")
+	require.Contains(t, errs, "none of the 30 responses could be sent")
 
 	empty := filepath.Join(dir, "empty.jsonl")
 	require.NoError(t, os.WriteFile(empty, nil, 0o644))

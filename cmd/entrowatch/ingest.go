@@ -22,7 +22,7 @@ import (
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
-const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N] [--idle-flush D]
+const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N] [--idle-flush D] [--quiet]
 
 Converts OpenAI/vLLM responses (JSON Lines, .gz ok; "-" is stdin; streamed
 responses as chunk objects or raw server-sent events) to trace.v1
@@ -76,6 +76,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	prof := profile.DefaultConfig()
 	fs.IntVar(&prof.MaxSteps, "max-steps", prof.MaxSteps, "longest trajectory sent, as the stream's profile.max_steps; longer ones are rejected as too_long, not sent")
 	fs.Float64Var(&prof.MaxLogprob, "max-logprob", prof.MaxLogprob, "largest logprob taken as rounding noise around 0, as the stream's profile.max_logprob; a response with a larger one is rejected as positive_logprob, not sent")
+	quiet := fs.Bool("quiet", false, "no progress line, no rejection lines; the summary only")
 	check := fs.Bool("check", true, "refuse, and do not send, the responses the stream would dead-letter (the profile checks, with --max-steps and --max-logprob); --check=false sends them, for the stream to dead-letter")
 	kf := addKafkaFlags(fs, kafkaPlain)
 	if err := kf.parse(args); err != nil {
@@ -133,24 +134,33 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
-	var checks *profile.Config
+	o := ingestOptions{conn: conn, icfg: icfg, rate: *rate, quiet: *quiet}
 	if *check {
-		checks = &prof
+		o.prof = &prof
 	}
-	err = ingestConn(ctx, src, p, conn, icfg, checks, *rate, stdout, stderr)
+	err = ingestConn(ctx, src, p, o, stdout, stderr)
 	return errors.Join(err, src.Close(), p.Close())
 }
 
 // ingestAll is ingestConn for a producer without TLS or SASL, sending what
 // the stream would dead-letter.
 func ingestAll(ctx context.Context, src io.Reader, p *kafka.Producer, icfg ingest.Config, rate float64, stdout, stderr io.Writer) error {
-	return ingestConn(ctx, src, p, kafka.Config{}, icfg, nil, rate, stdout, stderr)
+	return ingestConn(ctx, src, p, ingestOptions{icfg: icfg, rate: rate}, stdout, stderr)
 }
 
-// ingestConn reads responses from src and produces them with p, made from
-// conn (for what an error of the broker may mean: produceHint). With prof,
-// the responses its checks reject are reported and not sent.
-func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafka.Config, icfg ingest.Config, prof *profile.Config, rate float64, stdout, stderr io.Writer) error {
+// ingestOptions are how ingestConn reads and sends.
+type ingestOptions struct {
+	conn  kafka.Config    // the producer's connection, for what a broker error may mean (produceHint)
+	icfg  ingest.Config   // how the responses are read
+	prof  *profile.Config // the checks of the stream's profile operator; nil: none, send everything
+	rate  float64         // responses per second, restamped; 0: as fast as possible
+	quiet bool            // the summary only: no progress line, no rejection lines
+}
+
+// ingestConn reads responses from src and produces them with p. With
+// o.prof, the responses its checks reject are reported and not sent.
+func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestOptions, stdout, stderr io.Writer) error {
+	conn, icfg, prof, rate := o.conn, o.icfg, o.prof, o.rate
 	mem := memory.NewGoAllocator()
 	rd := ingest.NewReader(src, icfg, mem)
 	defer rd.Release()
@@ -162,12 +172,16 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, conn kafk
 	if isTerminal(stderr) {
 		every, lead, tail = time.Second, "\r", ""
 	}
+	if o.quiet {
+		every = time.Duration(math.MaxInt64)
+	}
 	var rows, msgs, rejected int64
 	byReason := map[string]int64{}
 	reject := func(rj ingest.Reject) {
 		rejected++
 		byReason[rj.Reason]++
 		switch n := byReason[rj.Reason]; {
+		case o.quiet:
 		case n <= rejectLinesPerReason:
 			fmt.Fprintf(stderr, "line %d", rj.Line)
 			if rj.ID != "" {
