@@ -826,25 +826,14 @@ func chunksRestart(t *testing.T, first, second streams.Sink, has func(id string)
 	topic, dead, group := names("chunks-restart")
 	topics(t, 1, topic, dead)
 	p := producer(t, topic)
-	gmem := memory.NewGoAllocator()
-	var msgs []kafka.Message
-	for _, r := range []row{
-		{id: "a", steps: 2},                                   // offset 0: whole
-		{id: "c", steps: 2, chunk: true, seq: 0},              // 1
-		{id: "open", steps: 3, chunk: true, seq: 0},           // 2: never completed
-		{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // 3: c complete
-		{id: "b", steps: 2, chunk: true, seq: 0},              // 4
-		{id: "b", steps: 2, chunk: true, seq: 1, final: true}, // 5: b complete
-	} {
-		rec := traceBatch(t, gmem, r)
-		m, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
-		rec.Release()
-		require.NoError(t, err)
-		msgs = append(msgs, m...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, p.Produce(ctx, msgs...))
+	produceRows(t, p,
+		row{id: "a", steps: 2},                                   // offset 0: whole
+		row{id: "c", steps: 2, chunk: true, seq: 0},              // 1
+		row{id: "open", steps: 3, chunk: true, seq: 0},           // 2: never completed
+		row{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // 3: c complete
+		row{id: "b", steps: 2, chunk: true, seq: 0},              // 4
+		row{id: "b", steps: 2, chunk: true, seq: 1, final: true}, // 5: b complete
+	)
 
 	one := startReplica(t, topic, group, dead, first, mem, func(c *Config, _ *profile.Config) { c.Assemble.Timeout = time.Hour })
 	waitFor(t, "a, b and c", func() bool { return has("a") && has("b") && has("c") })
@@ -872,6 +861,23 @@ func chunksRestart(t *testing.T, first, second streams.Sink, has func(id string)
 		keys = append(keys, string(r.Key))
 	}
 	return keys, two.r.Stats().Remnants
+}
+
+// produceRows produces each row as a message of its own, in order.
+func produceRows(t *testing.T, p *kafka.Producer, rows ...row) {
+	t.Helper()
+	gmem := memory.NewGoAllocator()
+	var msgs []kafka.Message
+	for _, r := range rows {
+		rec := traceBatch(t, gmem, r)
+		m, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
+		rec.Release()
+		require.NoError(t, err)
+		msgs = append(msgs, m...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Produce(ctx, msgs...))
 }
 
 // holdingSink is a memSink that answers streams.Holder lookups, or fails them.
@@ -1148,24 +1154,13 @@ func TestChunksSentAgain(t *testing.T) {
 	topic, dead, group := names("chunks-again")
 	topics(t, 1, topic, dead)
 	p := producer(t, topic)
-	gmem := memory.NewGoAllocator()
-	var msgs []kafka.Message
-	for _, r := range []row{
-		{id: "c", steps: 2, chunk: true, seq: 0},
-		{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // c written
-		{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // a late copy: dropped
-		{id: "c", steps: 3, chunk: true, seq: 0},              // sent again
-		{id: "c", steps: 3, chunk: true, seq: 1, final: true}, // c written again
-	} {
-		rec := traceBatch(t, gmem, r)
-		m, err := kafka.Messages(rec, nil, p.MaxMessageBytes())
-		rec.Release()
-		require.NoError(t, err)
-		msgs = append(msgs, m...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, p.Produce(ctx, msgs...))
+	produceRows(t, p,
+		row{id: "c", steps: 2, chunk: true, seq: 0},
+		row{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // c written
+		row{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // a late copy: dropped
+		row{id: "c", steps: 3, chunk: true, seq: 0},              // sent again
+		row{id: "c", steps: 3, chunk: true, seq: 1, final: true}, // c written again
+	)
 	sink := newMemSink()
 	r := startReplica(t, topic, group, dead, sink, mem, nil)
 	waitFor(t, "everything committed", func() bool {
