@@ -293,8 +293,30 @@ func TestIngestNothingReadable(t *testing.T) {
 	// --rate NaN passed as "no pacing"; +Inf too.
 	for _, r := range []string{"NaN", "+Inf", "-1", "1e-12"} { // 1e-12 overflowed the schedule: sent at once, stamped in year 0
 		_, errs, code = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", "--rate", r)
-		require.Equal(t, 1, code, errs)
+		require.Equal(t, 2, code, errs)
 		require.Contains(t, errs, "want a number of responses per second from 0.001 (one every 1000 s) up", r)
+	}
+	// Flag values that cannot work: exit 2, named by their flag.
+	for _, tc := range [][]string{
+		{"--batch-rows", "0", "--batch-rows 0: want at least 1"},
+		{"--idle-flush", "-1s", "--idle-flush -1s: want a duration"},
+		{"--topic", "", `--topic "": want the topic`},
+		{"--max-logprob", "1", "--max-logprob must be in [0, 1)"},
+	} {
+		_, errs, code = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", tc[0], tc[1])
+		require.Equal(t, 2, code, errs)
+		require.Contains(t, errs, tc[2])
+		require.Contains(t, errs, "Run 'entrowatch ingest -h' for its flags.")
+	}
+	for _, tc := range [][]string{
+		{"--bogus", "flag provided but not defined: -bogus"},
+		{"--since=banana", `invalid value "banana" for flag -since`},
+		{"--out=p.txt", "--out p.txt: labels export writes CSV"},
+	} {
+		_, errs, code = runCLI(t, "labels", "export", "--clickhouse", "clickhouse://127.0.0.1:1", tc[0])
+		require.Equal(t, 2, code, errs)
+		require.Contains(t, errs, tc[1])
+		require.Contains(t, errs, "Run 'entrowatch labels export -h' for its flags.")
 	}
 	// Responses produced to the dead-letter topic are never scored.
 	_, errs, _ = runCLI(t, "ingest", "--in", empty, "--brokers", "127.0.0.1:1", "--topic", "traces.dead")

@@ -91,7 +91,13 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errUsage
 	}
 	if !(*rate >= 0) || math.IsInf(*rate, 1) || (*rate > 0 && *rate < minRate) { // NaN too
-		return fmt.Errorf("--rate %v: want a number of responses per second from %v (one every 1000 s) up, or 0 for no pacing", *rate, minRate)
+		return badFlag("--rate %v: want a number of responses per second from %v (one every 1000 s) up, or 0 for no pacing", *rate, minRate)
+	}
+	if *topic == "" {
+		return badFlag("--topic \"\": want the topic to produce to (entrowatch run consumes traces)")
+	}
+	if *batchRows < 1 {
+		return badFlag("--batch-rows %d: want at least 1 response per record batch", *batchRows)
 	}
 	if strings.HasSuffix(*topic, ".dead") {
 		fmt.Fprintf(stderr, "ingest: warning: --topic %s looks like a dead-letter topic (run's dead_letter.topic is <source topic>.dead): responses produced there are not scored; to send dead letters back, use entrowatch deadletters --requeue\n", *topic)
@@ -100,7 +106,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	icfg := ingest.DefaultConfig()
 	icfg.BatchRows = *batchRows
 	if *idleFlush < 0 {
-		return fmt.Errorf("--idle-flush %v: want a duration, 0 (off) or more, e.g. 200ms", *idleFlush)
+		return badFlag("--idle-flush %v: want a duration, 0 (off) or more, e.g. 200ms", *idleFlush)
 	}
 	if liveInput(*in) {
 		icfg.FlushIdle = *idleFlush

@@ -28,13 +28,8 @@ func runLabelExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	model := fs.String("model", "", "only this LLM (default: every one)")
 	since := fs.Duration("since", 0, "only responses of the last DURATION (e.g. 720h; default: all of scored)")
 	labelsOnly := fs.Bool("labels-only", false, "only responses labelled through the labels table, not those that arrived with their own correct field")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "labels export: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return errUsage
 	}
 	if *out == "" {
 		fmt.Fprintln(stderr, "labels export: --out FILE.csv is required (\"-\" for stdout)")
@@ -42,11 +37,10 @@ func runLabelExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return errUsage
 	}
 	if *out != "-" && !strings.EqualFold(filepath.Ext(*out), ".csv") {
-		return fmt.Errorf("--out %s: labels export writes CSV, the table entrowatch train reads; name the file .csv, or \"-\" for stdout", *out)
+		return badFlag("--out %s: labels export writes CSV, the table entrowatch train reads; name the file .csv, or \"-\" for stdout", *out)
 	}
 	if *since < 0 {
-		fmt.Fprintf(stderr, "labels export: --since %v: want a positive duration such as 720h\n", *since)
-		return errUsage
+		return badFlag("--since %v: want a positive duration such as 720h", *since)
 	}
 	cfg, err := chf.config(fs)
 	if err != nil {
@@ -130,7 +124,8 @@ func runLabelExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stderr, "labels export: %s written to %s (%s; %s; %d through the labels table, %d by the correct field they arrived with)\n",
 		words.Count(st.Rows, "labelled response"), dest, strings.Join(per, ", "), words.Count(st.Domains, "model x domain slice"), st.FromLabels, st.Rows-st.FromLabels)
 	if *out != "-" {
-		fmt.Fprintf(stderr, "next: entrowatch train --in %s --out estimator.json (entrowatch eval --in %s --report DIR to check it first)\n", *out, *out)
+		fmt.Fprintf(stderr, "next: entrowatch train --in FIRST.csv,%s --out estimator.json, FIRST.csv being the table the deployed estimator was trained on: "+
+			"these labels cover only the domains the labeling queue chose (entrowatch eval --in FIRST.csv,%s --report DIR to check it first)\n", *out, *out)
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ FROM system.numbers LIMIT 240`))
 	// 240 responses, 34 rejected (n % 7 = 6), all labelled: 206 rows; 86
 	// of the first 100 are valid and labelled through the table, plus r150.
 	require.Contains(t, stderr, "206 labelled responses written to "+out+" (m1 103, m2 103; 4 model x domain slices; 87 through the labels table, 119 by the correct field they arrived with)")
-	require.Contains(t, stderr, "next: entrowatch train --in "+out)
+	require.Contains(t, stderr, "next: entrowatch train --in FIRST.csv,"+out+" --out estimator.json, FIRST.csv being the table the deployed estimator was trained on")
 	rows := readCSV(t, out)
 	require.Len(t, rows, 206)
 	byID := map[string]map[string]string{}
@@ -92,7 +92,7 @@ FROM system.numbers LIMIT 240`))
 	require.Contains(t, stderr, `nothing to export: no valid response in default.scored has a label (in the labels table or a correct field of its own) for model "nosuch"`)
 	require.Contains(t, stderr, "no file written")
 	_, stderr, code = runCLI(t, "labels", "export", "--clickhouse", dsn, "--out", filepath.Join(dir, "t.arrow"))
-	require.Equal(t, 1, code, stderr)
+	require.Equal(t, 2, code, stderr)
 	require.Contains(t, stderr, "labels export writes CSV")
 	_, stderr, code = runCLI(t, "labels", "export", "--clickhouse", dsn)
 	require.Equal(t, 2, code, stderr)

@@ -32,8 +32,9 @@ type AssemblerConfig struct {
 	// Remember is how many completed trace ids are kept to drop chunks that
 	// arrive again after their trace was emitted (redelivery). A chunk with
 	// seq 0 is never dropped so: it starts the trace anew, as when the
-	// response is sent again (to be rescored with a new estimator, say).
-	// Default 65536.
+	// response is sent again (to be rescored with a new estimator, say); if
+	// the rest never comes, it was a late copy, and is dropped then instead
+	// of dead-lettered. Default 65536.
 	Remember int `yaml:"remember"`
 }
 
@@ -160,6 +161,11 @@ type pending struct {
 	meta     rowMeta
 	chunks   map[int32]chunk
 	wide     bool // some chunk came as float64: the trace is built as Trace64
+	// again: the trace was emitted recently and started anew by its first
+	// chunk. If it never completes, that chunk was a late copy (a
+	// producer's retry), not a new sending: its chunks are dropped as
+	// duplicates, not dead-lettered as incomplete.
+	again bool
 }
 
 type chunk struct {
@@ -287,6 +293,10 @@ func (a *Assembler) Held() int { return a.held }
 func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string) error {
 	a.close(p)
 	a.remember(p.id)
+	if p.again && reason == schemas.ReasonIncomplete {
+		out.Duplicates += len(p.chunks) // late copies of an emitted trace's chunks
+		return nil
+	}
 	rec, err := a.build([]*pending{p}, false)
 	if err != nil {
 		return err
@@ -320,7 +330,8 @@ func (a *Assembler) remember(id string) {
 func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (*pending, bool, string) {
 	id := v.id.Value(i)
 	seq := v.seq(i)
-	if _, seen := a.doneSet[id]; seen {
+	_, again := a.doneSet[id]
+	if again {
 		if seq != 0 {
 			return nil, true, "" // a late copy of a chunk of a trace emitted already
 		}
@@ -330,7 +341,7 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 	}
 	p := a.open[id]
 	if p == nil {
-		p = &pending{id: id, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk)}
+		p = &pending{id: id, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk), again: again}
 		a.open[id] = p
 	}
 	if _, dup := p.chunks[seq]; dup {

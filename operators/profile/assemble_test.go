@@ -162,6 +162,20 @@ func TestAssembler(t *testing.T) {
 			oldest:     -1,
 		},
 		{
+			// A producer's late copy of the first chunk alone (a retry)
+			// starts the trace anew; when the rest never comes it is
+			// dropped as a duplicate, not dead-lettered as incomplete.
+			name: "a late copy of the first chunk alone",
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 1},
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}}, origin: 2},
+			},
+			expireAt:   31 * time.Second,
+			complete:   map[string][]float32{"a": {-1, -2}},
+			duplicates: 1,
+			oldest:     -1,
+		},
+		{
 			name: "an id remembered again outlives its older slot",
 			cfg:  func(c *AssemblerConfig) { c.Remember = 2 },
 			steps: []step{
@@ -368,6 +382,7 @@ func FuzzAssembler(f *testing.F) {
 			last   time.Time
 			steps  int
 			closed bool // completed or too long within the batch being added
+			again  bool // started anew by seq 0 after the trace was emitted
 		}
 		open := map[string]*mtrace{}
 		// Closed within the batch being added, in order, until emitted:
@@ -437,7 +452,8 @@ func FuzzAssembler(f *testing.F) {
 					continue
 				}
 				m := open[r.id]
-				if done[r.id] {
+				again := done[r.id]
+				if again {
 					if r.seq != 0 {
 						dups++ // a late copy of a chunk of an emitted trace
 						continue
@@ -445,7 +461,7 @@ func FuzzAssembler(f *testing.F) {
 					delete(done, r.id) // sent anew
 				}
 				if m == nil {
-					m = &mtrace{chunks: map[int32]int{}, final: -1, origin: origin}
+					m = &mtrace{chunks: map[int32]int{}, final: -1, origin: origin, again: again}
 					open[r.id] = m
 				}
 				if _, dup := m.chunks[r.seq]; dup {
@@ -483,6 +499,17 @@ func FuzzAssembler(f *testing.F) {
 				now = now.Add(2 * time.Second)
 				out, err := a.Expire(now)
 				require.NoError(t, err)
+				// A trace started anew that times out was a late copy of
+				// its first chunk: dropped as duplicates, not rejected.
+				dups := 0
+				for id, m := range open {
+					if m.again && now.Sub(m.last) > cfg.Timeout {
+						dups += len(m.chunks)
+						delete(open, id)
+						done[id] = true
+					}
+				}
+				require.Equal(t, dups, out.Duplicates)
 				check(out)
 			case op == 0xfe:
 				flush(int64(i))

@@ -651,6 +651,7 @@ type worker struct {
 	ops  []streams.Operator
 	in   chan kafka.Message
 	asm  map[int]*profile.Assembler
+	open int           // traces its assemblers hold, as last added to the open_traces gauge
 	last map[int]int64 // last offset handled per partition
 
 	// Output waiting for one batched sink write, the dead letters of
@@ -936,8 +937,21 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		w.queueDeadLetter(w.dlq(m.Key, m.Value, m.Headers, schemas.ReasonWrongSchema, err.Error(), src, -1))
 		return nil
 	}
-	w.r.m.open.Set(float64(a.Open()))
+	w.setOpen()
 	return w.emit(ctx, out, src, false)
+}
+
+// setOpen brings the open_traces gauge, summed over workers and their
+// partitions, up to date with this worker's assemblers. (It was set to
+// one partition's count, by whichever worker came last, and not lowered
+// when traces expired.)
+func (w *worker) setOpen() {
+	n := 0
+	for _, a := range w.asm {
+		n += a.Open()
+	}
+	w.r.m.open.Add(float64(n - w.open))
+	w.open = n
 }
 
 func (w *worker) assembler(partition int) (*profile.Assembler, error) {
@@ -1065,10 +1079,13 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 		if err != nil {
 			return err
 		}
-		if len(out.Rejected) == 0 {
+		w.setOpen()
+		if len(out.Rejected) == 0 && out.Duplicates == 0 {
 			out.Release()
 			continue
 		}
+		// Rejected traces are dead-lettered; either way what expired no
+		// longer holds the commit point back.
 		if err := w.emit(ctx, out, w.r.parts.Source.Topic()+"/"+strconv.Itoa(p), true); err != nil {
 			return err
 		}

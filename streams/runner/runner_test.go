@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -1147,7 +1148,10 @@ func TestDeadLetterLogLimit(t *testing.T) {
 // TestChunksSentAgain: a late copy of a chunk of a trace already written is
 // dropped and counted (Stats.DupChunks, entrowatch_stream_duplicate_chunks_total);
 // the trace sent again from its first chunk is reassembled and written
-// again (before, all of it was dropped as a redelivery, silently).
+// again (before, all of it was dropped as a redelivery, silently); a late
+// copy of the first chunk alone starts it anew and, when the rest never
+// comes, is dropped as a copy at the timeout, not dead-lettered, and no
+// longer holds the commit point or the open_traces gauge.
 func TestChunksSentAgain(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
@@ -1160,9 +1164,13 @@ func TestChunksSentAgain(t *testing.T) {
 		row{id: "c", steps: 2, chunk: true, seq: 1, final: true}, // a late copy: dropped
 		row{id: "c", steps: 3, chunk: true, seq: 0},              // sent again
 		row{id: "c", steps: 3, chunk: true, seq: 1, final: true}, // c written again
+		row{id: "c", steps: 3, chunk: true, seq: 0},              // a producer's late copy of the first chunk
 	)
 	sink := newMemSink()
-	r := startReplica(t, topic, group, dead, sink, mem, nil)
+	r := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) {
+		c.Assemble.Timeout = 100 * time.Millisecond
+		c.ExpireInterval = 20 * time.Millisecond
+	})
 	waitFor(t, "everything committed", func() bool {
 		c, end := offsets(t, topic, group, 1)
 		return c[0] == end[0]
@@ -1171,7 +1179,8 @@ func TestChunksSentAgain(t *testing.T) {
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	require.Equal(t, 2, sink.writes["c"])
-	require.EqualValues(t, 1, r.r.Stats().DupChunks)
+	require.EqualValues(t, 2, r.r.Stats().DupChunks)
+	require.Zero(t, promtest.ToFloat64(r.r.m.open), "open_traces")
 	_, end := offsets(t, dead, group, 1)
 	require.Zero(t, end[0], "nothing dead-lettered")
 }
