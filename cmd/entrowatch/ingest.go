@@ -22,7 +22,8 @@ import (
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
-const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N] [--idle-flush D] [--quiet]
+const ingestSynopsis = `--in PATH [--brokers HOST:PORT,..] [--topic traces] [--rate N] [--batch-rows N] [--idle-flush D]
+       [--max-steps N] [--max-logprob X] [--check=false] [--quiet]
 
 Converts OpenAI/vLLM responses (JSON Lines, .gz ok; "-" is stdin; streamed
 responses as chunk objects or raw server-sent events) to trace.v1
@@ -77,7 +78,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.IntVar(&prof.MaxSteps, "max-steps", prof.MaxSteps, "longest trajectory sent, as the stream's profile.max_steps; longer ones are rejected as too_long, not sent")
 	fs.Float64Var(&prof.MaxLogprob, "max-logprob", prof.MaxLogprob, "largest logprob taken as rounding noise around 0, as the stream's profile.max_logprob; a response with a larger one is rejected as positive_logprob, not sent")
 	quiet := fs.Bool("quiet", false, "no progress line, no rejection lines; the summary only")
-	check := fs.Bool("check", true, "refuse, and do not send, the responses the stream would dead-letter (the profile checks, with --max-steps and --max-logprob); --check=false sends them, for the stream to dead-letter")
+	check := fs.Bool("check", true, "refuse, and do not send, the responses the stream would dead-letter (the profile checks, with --max-steps and --max-logprob); --check=false sends them, for the stream to dead-letter (but for a streamed response longer than --max-steps, whose chunks are held in memory until it ends: refused either way)")
 	kf := addKafkaFlags(fs, kafkaPlain)
 	if err := kf.parse(args); err != nil {
 		return err
@@ -324,7 +325,11 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 	case rows == 0 && rejected == 0:
 		return errors.New("the input holds no responses; nothing produced")
 	case rows == 0:
-		return fmt.Errorf("%s (reasons above); nothing produced", words.NoneOf(rejected, "response", "be sent"))
+		where := "reasons above"
+		if o.quiet {
+			where = "run without --quiet for the reasons"
+		}
+		return fmt.Errorf("%s (%s); nothing produced", words.NoneOf(rejected, "response", "be sent"), where)
 	}
 	return nil
 }

@@ -685,7 +685,7 @@ func (d *dupIDs) add(ids *array.String) {
 // warn prints a warning line when some trace ids repeat.
 func (d *dupIDs) warn(w io.Writer, in string) {
 	if d.full {
-		fmt.Fprintf(w, "note: repeated trace ids were looked for among the first %d distinct ids of %s only (to bound memory); later responses were checked against those\n", d.max, in)
+		fmt.Fprintf(w, "note: repeated trace ids were looked for among the first %d distinct ids of %s only (to bound memory); later responses were checked against those\n", d.max, inputName(in))
 	}
 	if d.n == 0 {
 		return
@@ -699,7 +699,7 @@ func (d *dupIDs) warn(w io.Writer, in string) {
 		more = ", ..."
 	}
 	fmt.Fprintf(w, "warning: %s a trace id that came before in %s (%s%s): each copy is scored and written as a row of its own; "+
-		"remove the repeats, or give each response its own id\n", words.CountAs(int(d.n), "response repeats", "responses repeat"), in, strings.Join(quoted, ", "), more)
+		"remove the repeats, or give each response its own id\n", words.CountAs(int(d.n), "response repeats", "responses repeat"), inputName(in), strings.Join(quoted, ", "), more)
 }
 
 type pendingReject struct {
@@ -794,7 +794,7 @@ func (r *rejectReport) close() error {
 }
 
 func (r *rejectReport) summary(w io.Writer, read, written int64, d time.Duration) {
-	fmt.Fprintf(w, "scored %d responses in %s: %d written, %d rejected", read+r.fromSource, d.Round(time.Millisecond), written, r.total)
+	fmt.Fprintf(w, "scored %s in %s: %d written, %d rejected", words.Count(int(read+r.fromSource), "response"), d.Round(time.Millisecond), written, r.total)
 	if r.total > 0 {
 		reasons := make([]string, 0, len(r.byReason))
 		for k := range r.byReason {
@@ -841,3 +841,11 @@ func (p *progress) update(read, written, rejected int64) {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// inputName names an --in for a message: "-" is standard input.
+func inputName(in string) string {
+	if in == "-" {
+		return "standard input"
+	}
+	return in
+}

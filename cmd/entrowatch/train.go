@@ -168,7 +168,7 @@ func printTrainNotes(w io.Writer, set *estimate.Set, cfg estimate.TrainConfig) {
 		// accuracy by about as much.
 		if m := set.Models[name].Metrics; m.Unmeasured == "" && m.ECE > maxQuietECE {
 			fmt.Fprintf(w, "note: model %s: out-of-fold ECE %.3f: its p_correct is off by about that much on average, and so are the accuracies estimated from it; "+
-				"the default method (logreg+isotonic ensemble, recalibrated) is calibrated on its training rows\n", name, m.ECE)
+				"the default method (logreg+isotonic ensemble, recalibrated) is calibrated on its training rows\n", estimate.ModelName(name), m.ECE)
 		}
 	}
 	var foreign []string
@@ -189,7 +189,7 @@ func fallbackName(key string) string {
 	if key == estimate.FallbackKey {
 		return "the pooled model (*)"
 	}
-	return "model " + key
+	return "model " + estimate.ModelName(key)
 }
 
 // printLeftToFallback lists the LLM models of the table that got no model
@@ -221,7 +221,7 @@ func printLeftToFallback(w io.Writer, tbl *estimate.Table, set *estimate.Set, op
 			}
 			why = fmt.Sprintf("no model of its own: %v (%s)", err, strings.Join(flags, ", "))
 		}
-		fmt.Fprintf(w, "model %s: %s; its rows are estimated with %s\n", name, why, fallbackName(set.Fallback))
+		fmt.Fprintf(w, "model %s: %s; its rows are estimated with %s\n", estimate.ModelName(name), why, fallbackName(set.Fallback))
 	}
 }
 
@@ -290,7 +290,7 @@ func minRowsOf(ds []estimate.DomainMetric) int {
 func printTrainReport(w io.Writer, set *estimate.Set, transfer bool, ensemble int) {
 	for _, name := range sortedModelKeys(set) {
 		m := set.Models[name]
-		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", name, m.Family, m.Calibration, settingsText(m, ensemble),
+		fmt.Fprintf(w, "model %s: %s+%s %s, features %s, %d rows (%.3f correct)\n", estimate.ModelName(name), m.Family, m.Calibration, settingsText(m, ensemble),
 			strings.Join(m.Features, ","), m.Rows, float64(m.Positives)/float64(m.Rows))
 		if why := m.Metrics.Unmeasured; why != "" {
 			fmt.Fprintf(w, "  out-of-fold: AUROC n/a  Brier n/a  ECE n/a (%s)\n", why)

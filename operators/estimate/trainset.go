@@ -182,7 +182,7 @@ func Train(ctx context.Context, t *Table, cfg TrainConfig, opts TrainOptions) (*
 			return nil, err
 		}
 		rows := t.Subset(t.Where(func(i int) bool { return t.Model[i] == name }))
-		fmt.Fprintf(progress, "train: %s (%d rows)\n", name, rows.N())
+		fmt.Fprintf(progress, "train: %s (%d rows)\n", ModelName(name), rows.N())
 		if err := opts.CheckRows(rows.N(), positives(rows.Y)); errors.Is(err, ErrTooFewRows) {
 			if pooled {
 				fmt.Fprintf(progress, "train: warning: %s gets no model of its own: %v; its rows will be scored by the pooled fallback (%s)\n", name, err, FallbackKey)
@@ -272,11 +272,20 @@ func measureTransfer(ctx context.Context, progress io.Writer, rows *Table, m *Mo
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	fmt.Fprintf(progress, "train: %s: leave-one-domain-out over %d domains\n", m.Model, len(m.TrainDomains))
+	fmt.Fprintf(progress, "train: %s: leave-one-domain-out over %d domains\n", ModelName(m.Model), len(m.TrainDomains))
 	tr, err := MeasureTransfer(rows, m.Model, cfg)
 	if err != nil {
-		return fmt.Errorf("model %s: %w", m.Model, err)
+		return fmt.Errorf("model %s: %w", ModelName(m.Model), err)
 	}
 	m.Metrics.Transfer = tr
 	return nil
+}
+
+// ModelName is an LLM model's name for a message: the name itself, or ""
+// for rows that carry none, which would otherwise print as nothing at all.
+func ModelName(name string) string {
+	if name == "" {
+		return `""`
+	}
+	return name
 }

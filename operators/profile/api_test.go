@@ -88,15 +88,24 @@ func TestNilAllocator(t *testing.T) {
 	})
 }
 
-// TestMeanNotAboveMax: the entropies of a long trace whose steps are all
-// alike sum with rounding error; the mean was 1e-12 above the max on 50,000
-// steps. It is never above the largest entropy, and the spread is 0.
-func TestMeanNotAboveMax(t *testing.T) {
+// TestMeanWithinValues: the entropies of a long trace whose steps are all
+// alike sum with rounding error; the mean was 1e-12 above the max (or
+// below the min) on 50,000 steps. It is never outside the entropies, and
+// the spread is 0.
+func TestMeanWithinValues(t *testing.T) {
 	cfg := profile.DefaultConfig()
 	cfg.MaxSteps = 60000
 	calc := newCalc(t, cfg)
-	for _, n := range []int{3, 50000} {
-		alts := []float64{-0.1, -2.4, -3.3, -4.7}
+	for _, tc := range []struct {
+		n    int
+		alts []float64
+	}{
+		{3, []float64{-0.1, -2.4, -3.3, -4.7}},
+		{50000, []float64{-0.1, -2.4, -3.3, -4.7}}, // the mean was above the max
+		{50000, []float64{-0.05, -3.2, -3.9, -5.1, -6}},
+		{50000, []float64{-0.7, -0.9, -2.2}},
+	} {
+		n, alts := tc.n, tc.alts
 		chosen := make([]float64, n)
 		offs := make([]int32, n+1)
 		var values []float64

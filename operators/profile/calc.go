@@ -166,9 +166,15 @@ func compute[F entropy.Float](c *Calc, chosen []F, offs []int32, values []F) (Pr
 
 	fn := float64(n)
 	// Rounding in a long sum can put the mean of equal entropies a unit or
-	// two above them (50,000 steps: 1e-12 above the max); a mean is never
-	// above its largest value.
+	// two beside them (50,000 steps: 1e-12 above the max, or below the
+	// min); a mean is never outside its values. Below the min it can only
+	// be when the values are within the sum's rounding error (n x 1e-16
+	// relative) of each other: only then is the min looked for, so the
+	// usual trace pays no second pass.
 	mean := min(sum/fn, hmax)
+	if hmax-mean <= fn*1e-13*(1+math.Abs(hmax)) {
+		mean = max(mean, slices.Min(h))
+	}
 	var m2, m3, m4 float64
 	for _, v := range h {
 		d := v - mean

@@ -311,7 +311,7 @@ func (s *openStream) laterChoices() bool {
 const valuesPerStep = 21
 
 func (r *Reader) tooLong(choice int) string {
-	return fmt.Sprintf("choice %d has more than %d steps (ingest max_steps; entrowatch score --max-steps); its steps were dropped unscored",
+	return fmt.Sprintf("choice %d has more than %d steps (the --max-steps of entrowatch score and entrowatch ingest; run's ingest.max_steps); its steps were dropped unscored",
 		choice, r.cfg.MaxSteps)
 }
 
