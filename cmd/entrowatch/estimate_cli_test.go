@@ -537,8 +537,28 @@ func TestTrainSeveralInputs(t *testing.T) {
 	require.Equal(t, want, version("--in", first+","+second))
 	require.Equal(t, want, version("--in", first, "--in", second))
 
+	// A file given twice is refused; rows with the id of an earlier row
+	// (an export that overlaps the first table) are said.
+	_, errs, code := runCLI(t, "train", "--in", first+","+first, "--out", filepath.Join(dir, "x.json"), "--features", "confidence")
+	require.Equal(t, 2, code, errs)
+	require.Contains(t, errs, "--in: "+first+" is given twice")
+	withIDs := func(name string, from, to int) string {
+		var b strings.Builder
+		b.WriteString("id,model,domain,prompt,confidence,correct\n")
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&b, "r%d,%s", i, lines[1+i])
+		}
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+		return path
+	}
+	_, errs, code = runCLI(t, "train", "--in", withIDs("a.csv", 0, 800)+","+withIDs("b.csv", 700, 1200), "--out", filepath.Join(dir, "x.json"), "--features", "confidence", "--transfer=false")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "train: 1300 rows")
+	require.Contains(t, errs, "train: note: 100 rows repeat the id of an earlier row")
+
 	// A table without the features asked for names itself.
-	_, errs, code := runCLI(t, "train", "--in", first+","+second, "--out", filepath.Join(dir, "x.json"), "--features", "mean")
+	_, errs, code = runCLI(t, "train", "--in", first+","+second, "--out", filepath.Join(dir, "x.json"), "--features", "mean")
 	require.Equal(t, 1, code)
 	require.Contains(t, errs, first+": column \"mean\" missing")
 	_, errs, code = runCLI(t, "eval", "--in", first+","+second, "--report", filepath.Join(dir, "rep"), "--features", "confidence", "--k", "1")

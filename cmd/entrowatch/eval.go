@@ -48,6 +48,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := in.distinct(); err != nil {
+		return err
+	}
 	if len(in) == 0 || *dir == "" {
 		fmt.Fprintln(stderr, "--in and --report are required")
 		fs.Usage()
@@ -248,6 +251,18 @@ func (p *pathList) Set(s string) error {
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f != "" {
 			*p = append(*p, f)
+		}
+	}
+	return nil
+}
+
+// distinct refuses a file given twice: its rows would count twice.
+func (p pathList) distinct() error {
+	for i, a := range p {
+		for _, b := range p[:i] {
+			if a == b || sameFile(a, b) {
+				return badFlag("--in: %s is given twice; its rows would count twice", a)
+			}
 		}
 	}
 	return nil

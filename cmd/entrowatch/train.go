@@ -75,6 +75,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := in.distinct(); err != nil {
+		return err
+	}
 	if len(in) == 0 || *out == "" {
 		fmt.Fprintln(stderr, "--in and --out are required")
 		fs.Usage()

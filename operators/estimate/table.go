@@ -46,6 +46,10 @@ type Table struct {
 	// blanks around it, taken off ("tinylm-large " is "tinylm-large"). Notes
 	// says all three for a person.
 	EmptyDomain, EmptyModel, Trimmed int
+	// ID is each row's response id (column id or trace_id), when every
+	// table read has one; nil otherwise. Notes uses it to say that rows
+	// repeat: the same response in two tables counts twice.
+	ID []string
 }
 
 // Notes says what a person should know about how the rows were read, one
@@ -65,6 +69,21 @@ func (t *Table) Notes() []string {
 	}
 	if t.Trimmed > 0 {
 		notes = append(notes, fmt.Sprintf("%s model or domain: taken off (responses name models without them)", words.CountAs(t.Trimmed, "row has blanks around its", "rows have blanks around their")))
+	}
+	if len(t.ID) == t.N() {
+		seen := make(map[string]struct{}, len(t.ID))
+		again := 0
+		for _, id := range t.ID {
+			if _, ok := seen[id]; ok {
+				again++
+			}
+			seen[id] = struct{}{}
+		}
+		if again > 0 {
+			notes = append(notes, fmt.Sprintf("%s the id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; "+
+				"drop the repeats (labels export --labels-only leaves out the responses whose label came with them rather than through the labels table)",
+				words.CountAs(again, "row repeats", "rows repeat")))
+		}
 	}
 	for _, m := range t.Models() {
 		idx := t.Where(func(i int) bool { return t.Model[i] == m })
@@ -108,6 +127,11 @@ func count(v []string, s string) int {
 func (t *Table) Append(o *Table) error {
 	if !slices.Equal(t.Features, o.Features) {
 		return fmt.Errorf("the tables have different features (%s; %s)", strings.Join(t.Features, ","), strings.Join(o.Features, ","))
+	}
+	if len(t.ID) == t.N() && len(o.ID) == o.N() {
+		t.ID = append(t.ID, o.ID...)
+	} else {
+		t.ID = nil // not known for every row
 	}
 	t.X = append(t.X, o.X...)
 	t.Y = append(t.Y, o.Y...)
@@ -502,6 +526,10 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		return nil, missingFeature{withCase(fmt.Errorf("feature columns %s missing from the CSV header (have %s)", quoteAll(missing), strings.Join(header, ",")), missing, col)}
 	}
 	t := &Table{Features: features, Skipped: map[string]int{}}
+	idi, hasID := col["id"]
+	if !hasID {
+		idi, hasID = col[schemas.ColTraceID]
+	}
 	intern := map[string]string{}
 	in := func(s string) string {
 		if v, ok := intern[s]; ok {
@@ -562,6 +590,9 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		t.Y = append(t.Y, y)
 		t.Model = append(t.Model, in(m))
 		t.Domain = append(t.Domain, in(d))
+		if hasID {
+			t.ID = append(t.ID, strings.Clone(rec[idi]))
+		}
 	}
 	return t, nil
 }
@@ -704,6 +735,12 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 	if err != nil {
 		return err
 	}
+	var ids *array.String
+	if len(s.FieldIndices(schemas.ColTraceID)) > 0 {
+		if ids, err = str(schemas.ColTraceID); err != nil {
+			return err
+		}
+	}
 	domain, err := str(schemas.ColDomain)
 	if err != nil {
 		return err
@@ -777,6 +814,9 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		}
 		t.Y = append(t.Y, y)
 		t.Model = append(t.Model, strings.Clone(model.Value(r)))
+		if ids != nil {
+			t.ID = append(t.ID, strings.Clone(ids.Value(r)))
+		}
 		t.Domain = append(t.Domain, d)
 	}
 	return nil
