@@ -21,7 +21,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -1180,7 +1179,7 @@ func TestChunksSentAgain(t *testing.T) {
 	defer sink.mu.Unlock()
 	require.Equal(t, 2, sink.writes["c"])
 	require.EqualValues(t, 2, r.r.Stats().DupChunks)
-	require.Zero(t, promtest.ToFloat64(r.r.m.open), "open_traces")
+	require.Zero(t, testutil.ToFloat64(r.r.m.open), "open_traces")
 	_, end := offsets(t, dead, group, 1)
 	require.Zero(t, end[0], "nothing dead-lettered")
 }
