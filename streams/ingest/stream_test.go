@@ -281,7 +281,7 @@ func TestStreamTooLong(t *testing.T) {
 	require.Equal(t, []int64{16}, rowLines)
 	require.Len(t, rej, 3, "one reject per response or choice, not per chunk")
 	require.Equal(t, ingest.Reject{Line: 14, ID: "long", Reason: schemas.ReasonTooLong, Err: rej[0].Err}, rej[0])
-	require.ErrorContains(t, rej[0].Err, "choice 0 has more than 2 steps (ingest max_steps")
+	require.ErrorContains(t, rej[0].Err, "choice 0 has more than 2 steps (the --max-steps of entrowatch score and entrowatch ingest; run's ingest.max_steps")
 	require.Equal(t, ingest.Reject{Line: 16, ID: "n/0", Reason: schemas.ReasonTooLong, Err: rej[1].Err}, rej[1])
 	require.Equal(t, "cut", rej[2].ID)
 	require.Equal(t, schemas.ReasonTooLong, rej[2].Reason, "a stream cut off after it grew too long")
