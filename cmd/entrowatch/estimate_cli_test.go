@@ -592,7 +592,7 @@ func TestTrainTableNotes(t *testing.T) {
 	_, errs, code := runCLI(t, "train", "--in", path, "--out", filepath.Join(dir, "e.json"), "--features", "confidence,n_tokens", "--transfer=false", "--min-rows", "1", "--min-class", "1")
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, "train: note: 30 rows have no domain: put in one domain named (none)")
-	require.Contains(t, errs, "train: note: 2 rows have no model")
+	require.Contains(t, errs, "(skipped: 2 no model)")
 	require.Contains(t, errs, "train: note: 10 rows have blanks around their model or domain: taken off")
 	require.Contains(t, errs, `train: note: model "llm-a": feature n_tokens (7) is the same in every row: it tells nothing about correctness`)
 	set, err := estimate.Load(filepath.Join(dir, "e.json"))

@@ -125,7 +125,8 @@ func runLabelExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		words.Count(st.Rows, "labelled response"), dest, strings.Join(per, ", "), words.Count(st.Domains, "model x domain slice"), st.FromLabels, st.Rows-st.FromLabels)
 	if *out != "-" {
 		fmt.Fprintf(stderr, "next: entrowatch train --in FIRST.csv,%s --out estimator.json, FIRST.csv being the table the deployed estimator was trained on: "+
-			"these labels cover only the domains the labeling queue chose (entrowatch eval --in FIRST.csv,%s --report DIR to check it first)\n", *out, *out)
+			"production labels cover the domains that got labels (the labeling queue asks where the estimate is worst), not all of them "+
+			"(entrowatch eval --in FIRST.csv,%s --report DIR to check it first)\n", *out, *out)
 	}
 	return nil
 }

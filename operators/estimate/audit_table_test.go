@@ -158,15 +158,21 @@ func TestTableNotesAndAppend(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"m", "m"}, a.Model)
 	require.Equal(t, []string{NoDomain, NoDomain}, a.Domain)
-	b, err := ReadCSV(strings.NewReader("model,domain,mean,correct\n,d,0.3,1\n"), []string{"mean"})
+	b, err := ReadCSV(strings.NewReader("model,domain,mean,correct\n,d,0.3,1\nm,d,0.4,1\n"), []string{"mean"})
 	require.NoError(t, err)
+	require.Equal(t, map[string]int{"no model": 1}, b.Skipped, "an LLM named \"\" is never meant")
 	require.NoError(t, a.Append(b))
 	require.Equal(t, 3, a.N())
+	require.Equal(t, map[string]int{"no model": 1}, a.Skipped)
 	require.Equal(t, []string{
 		"1 row has no domain: put in one domain named (none), together with the 1 whose domain is the text (none) (give every row its domain, or leave them out)",
-		`1 row has no model: trained as an LLM named "", which only responses without a model match`,
 		"1 row has blanks around its model or domain: taken off (responses name models without them)",
 	}, a.Notes())
+	// Blank ids repeat nothing; a repeated id is said.
+	ids, err := ReadCSV(strings.NewReader("id,model,domain,mean,correct\n,m,d,0.1,1\n,m,d,0.2,0\nx,m,d,0.3,1\nx,m,d,0.4,0\n"), []string{"mean"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"1 row repeats the id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; " +
+		"drop the repeats (labels export --labels-only leaves out the responses whose label came with them rather than through the labels table)"}, ids.Notes())
 	c, err := ReadCSV(strings.NewReader("model,domain,sd,correct\nm,d,0.3,1\n"), []string{"sd"})
 	require.NoError(t, err)
 	require.ErrorContains(t, a.Append(c), "the tables have different features (mean; sd)")

@@ -41,11 +41,11 @@ type Table struct {
 	// is an error).
 	Unterminated bool
 	// EmptyDomain counts the rows read without a domain: they are in the
-	// domain NoDomain. EmptyModel counts those read without a model (a
-	// model named ""). Trimmed counts the CSV rows whose model or domain had
-	// blanks around it, taken off ("tinylm-large " is "tinylm-large"). Notes
-	// says all three for a person.
-	EmptyDomain, EmptyModel, Trimmed int
+	// domain NoDomain. (Rows without a model are skipped, counted in
+	// Skipped as "no model".) Trimmed counts the CSV rows whose model or
+	// domain had blanks around it, taken off ("tinylm-large " is
+	// "tinylm-large"). Notes says both for a person.
+	EmptyDomain, Trimmed int
 	// ID is each row's response id (column id or trace_id), when every
 	// table read has one; nil otherwise. Notes uses it to say that rows
 	// repeat: the same response in two tables counts twice.
@@ -64,9 +64,6 @@ func (t *Table) Notes() []string {
 		}
 		notes = append(notes, n+" (give every row its domain, or leave them out)")
 	}
-	if t.EmptyModel > 0 {
-		notes = append(notes, fmt.Sprintf("%s no model: trained as an LLM named \"\", which only responses without a model match", words.CountAs(t.EmptyModel, "row has", "rows have")))
-	}
 	if t.Trimmed > 0 {
 		notes = append(notes, fmt.Sprintf("%s model or domain: taken off (responses name models without them)", words.CountAs(t.Trimmed, "row has blanks around its", "rows have blanks around their")))
 	}
@@ -74,6 +71,9 @@ func (t *Table) Notes() []string {
 		seen := make(map[string]struct{}, len(t.ID))
 		again := 0
 		for _, id := range t.ID {
+			if id == "" {
+				continue // no id: nothing to repeat
+			}
 			if _, ok := seen[id]; ok {
 				again++
 			}
@@ -145,7 +145,6 @@ func (t *Table) Append(o *Table) error {
 	}
 	t.Unterminated = t.Unterminated || o.Unterminated
 	t.EmptyDomain += o.EmptyDomain
-	t.EmptyModel += o.EmptyModel
 	t.Trimmed += o.Trimmed
 	return nil
 }
@@ -579,12 +578,13 @@ func ReadCSV(r io.Reader, features []string) (*Table, error) {
 		if (m != rec[mi] && m != "") || (d != rec[di] && d != "") {
 			t.Trimmed++
 		}
+		if m == "" {
+			t.Skipped["no model"]++ // an LLM named "" is never meant
+			continue
+		}
 		if d == "" {
 			d = NoDomain
 			t.EmptyDomain++
-		}
-		if m == "" {
-			t.EmptyModel++
 		}
 		t.X = append(t.X, row...)
 		t.Y = append(t.Y, y)
@@ -803,14 +803,16 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		if correct.Value(r) {
 			y = 1
 		}
+		if model.Value(r) == "" {
+			t.Skipped["no model"]++
+			t.X = t.X[:n]
+			continue
+		}
 		d := NoDomain
 		if domain.IsValid(r) && domain.Value(r) != "" {
 			d = strings.Clone(domain.Value(r))
 		} else {
 			t.EmptyDomain++
-		}
-		if model.Value(r) == "" {
-			t.EmptyModel++
 		}
 		t.Y = append(t.Y, y)
 		t.Model = append(t.Model, strings.Clone(model.Value(r)))
