@@ -72,6 +72,24 @@ func fixtureLines(t *testing.T) [][]byte {
 	return out
 }
 
+// startFileRun starts entrowatch run with its embedded broker and the file
+// sink writing CSV to out, both under dir, and waits until it consumes;
+// stop stops it and checks that it stopped cleanly.
+func startFileRun(t *testing.T) (dir, out, broker string, runErr *syncWriter, stop func()) {
+	t.Helper()
+	dir = t.TempDir()
+	out = filepath.Join(dir, "scored.csv")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	broker = freeAddr(t)
+	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, broker, out, freeAddr(t), "traces"))
+	waitLog(t, runErr, "stream running")
+	return dir, out, broker, runErr, func() {
+		cancel()
+		stopped(t, done, runErr)
+	}
+}
+
 // TestIngestLargeResponses: `entrowatch ingest` of the golden responses with
 // a 12k-step and a 30k-step response among them (each over the 1 MB
 // message limit) and one whose prompt alone fills a message. The long ones
@@ -82,13 +100,7 @@ func fixtureLines(t *testing.T) [][]byte {
 // Before, the whole batch failed with "row larger than the message size
 // limit ... (is the broker running? ...)".
 func TestIngestLargeResponses(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "scored.csv")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	broker := freeAddr(t)
-	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, broker, out, freeAddr(t), "traces"))
-	waitLog(t, runErr, "stream running")
+	dir, out, broker, runErr, stop := startFileRun(t)
 
 	fx := fixtureLines(t)
 	long12 := longResponse("long-12k", 12000, 1)
@@ -129,8 +141,7 @@ func TestIngestLargeResponses(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	cancel()
-	stopped(t, done, runErr)
+	stop()
 	rows := readCSV(t, out)
 	require.Len(t, rows, want, runErr.String())
 	byID := map[string]map[string]string{}
@@ -207,13 +218,7 @@ func TestIngestLineOverMaxLineBytes(t *testing.T) {
 // the second sending was dropped as a redelivery of a trace already
 // emitted, silently: the stored row kept its old estimate.
 func TestIngestLongResponseAgain(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "scored.csv")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	broker := freeAddr(t)
-	runErr, done := startRun(t, ctx, dir, fileRunConfig(dir, broker, out, freeAddr(t), "traces"))
-	waitLog(t, runErr, "stream running")
+	dir, out, broker, runErr, stop := startFileRun(t)
 	in := filepath.Join(dir, "long.jsonl")
 	require.NoError(t, os.WriteFile(in, append(longResponse("long-12k", 12000, 1), '\n'), 0o644))
 	rows := func() int {
@@ -230,6 +235,5 @@ func TestIngestLongResponseAgain(t *testing.T) {
 		}
 		require.Equal(t, want, rows(), "sending %d is written (the file sink appends)\n%s", want, runErr.String())
 	}
-	cancel()
-	stopped(t, done, runErr)
+	stop()
 }
