@@ -17,47 +17,61 @@ import (
 // RecordBatch, DictionaryBatch. It also checks what the bodies of record
 // batches claim (see checkBody), against the decoding limit for len(b) bytes.
 func checkBounds(b []byte) error {
+	_, err := checkFrames(b, false)
+	return err
+}
+
+// frame is one message of an IPC stream: its flatbuffer metadata and its
+// body, as slices of the stream's bytes.
+type frame struct{ meta, body []byte }
+
+// checkFrames is checkBounds, returning the messages when keep is set.
+func checkFrames(b []byte, keep bool) ([]frame, error) {
+	var frames []frame
 	if bytes.HasPrefix(b, []byte("ARROW1")) {
-		return errors.New("an Arrow IPC file (it starts with ARROW1): send the IPC stream format, one stream per message (arrow's ipc.NewWriter, not NewFileWriter)")
+		return nil, errors.New("an Arrow IPC file (it starts with ARROW1): send the IPC stream format, one stream per message (arrow's ipc.NewWriter, not NewFileWriter)")
 	}
 	limit := DecodeLimit(len(b))
 	pos := 0
 	for msg := 0; ; msg++ {
 		if len(b)-pos < 4 {
 			if len(b) == pos && msg > 0 {
-				return nil // stream ended without an end-of-stream marker
+				return frames, nil // stream ended without an end-of-stream marker
 			}
-			return fmt.Errorf("message %d: %d bytes left, want a length prefix", msg, len(b)-pos)
+			return nil, fmt.Errorf("message %d: %d bytes left, want a length prefix", msg, len(b)-pos)
 		}
 		n := binary.LittleEndian.Uint32(b[pos:])
 		pos += 4
 		if n == 0xFFFFFFFF { // continuation marker, then the length
 			if len(b)-pos < 4 {
-				return fmt.Errorf("message %d: truncated length prefix", msg)
+				return nil, fmt.Errorf("message %d: truncated length prefix", msg)
 			}
 			n = binary.LittleEndian.Uint32(b[pos:])
 			pos += 4
 		}
 		if n == 0 { // end of stream
 			if pos != len(b) {
-				return fmt.Errorf("message %d: %d bytes after the end-of-stream marker (concatenated streams, or garbage); send one Arrow IPC stream per message", msg, len(b)-pos)
+				return nil, fmt.Errorf("message %d: %d bytes after the end-of-stream marker (concatenated streams, or garbage); send one Arrow IPC stream per message", msg, len(b)-pos)
 			}
-			return nil
+			return frames, nil
 		}
 		if int64(n) > int64(len(b)-pos) {
-			return fmt.Errorf("message %d: metadata of %d bytes, %d present", msg, n, len(b)-pos)
+			return nil, fmt.Errorf("message %d: metadata of %d bytes, %d present", msg, n, len(b)-pos)
 		}
 		fb := fbuf{b: b[pos : pos+int(n)]}
 		body, err := fb.message()
 		if err != nil {
-			return fmt.Errorf("message %d: %w", msg, err)
+			return nil, fmt.Errorf("message %d: %w", msg, err)
 		}
 		pos += int(n)
 		if body < 0 || body > int64(len(b)-pos) {
-			return fmt.Errorf("message %d: body of %d bytes, %d present", msg, body, len(b)-pos)
+			return nil, fmt.Errorf("message %d: body of %d bytes, %d present", msg, body, len(b)-pos)
 		}
 		if err := fb.checkBody(b[pos:pos+int(body)], limit); err != nil {
-			return fmt.Errorf("message %d: %w", msg, err)
+			return nil, fmt.Errorf("message %d: %w", msg, err)
+		}
+		if keep {
+			frames = append(frames, frame{meta: b[pos-int(n) : pos], body: b[pos : pos+int(body)]})
 		}
 		pos += int(body)
 	}

@@ -108,18 +108,19 @@ func CheckBounds(b []byte) error {
 // compressed buffers claim more wraps ErrCorrupt and ErrMemoryLimit). The
 // caller releases the batch.
 func Decode(b []byte, mem memory.Allocator) (arrow.RecordBatch, error) {
-	if err := CheckBounds(b); err != nil {
-		return nil, err
+	frames, err := checkFrames(b, true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	bounded := NewBoundedAllocator(mem, DecodeLimit(len(b)))
-	rec, err := decode(b, bounded)
+	rec, err := decode(frames, bounded)
 	if err != nil {
 		bounded.Reclaim()
 	}
 	return rec, err
 }
 
-func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
+func decode(frames []frame, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if rec != nil {
@@ -129,7 +130,8 @@ func decode(b []byte, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 			err = corrupt(r)
 		}
 	}()
-	rd, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem), ipc.WithDelayReadSchema(false))
+	// The reader owns the frame reader and releases it.
+	rd, err := ipc.NewReaderFromMessageReader(newFrameReader(frames), ipc.WithAllocator(mem), ipc.WithDelayReadSchema(false))
 	if err != nil {
 		return nil, corrupt(err)
 	}

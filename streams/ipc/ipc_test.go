@@ -339,3 +339,39 @@ func TestDecodeRequiresIDs(t *testing.T) {
 		require.NoError(t, r.Close())
 	}
 }
+
+// Decode reads the message's bytes in place: the batch's arrays view them,
+// with nothing allocated for an uncompressed body, wherever the bytes start
+// (a body off an 8-byte boundary is copied to one on it, for arrays that
+// view their buffers as []float64); a compressed body is decompressed from
+// the allocator.
+func TestDecodeInPlace(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := synth(mem, 5, 50)
+	defer rec.Release()
+	msgs, err := ipc.Encode(rec, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	held := mem.CurrentAlloc() // rec's
+	for shift := range 9 {
+		b := make([]byte, len(msgs[0])+shift)[shift:]
+		copy(b, msgs[0])
+		got, err := ipc.Decode(b, mem)
+		require.NoError(t, err, "shift %d", shift)
+		require.Equal(t, held, mem.CurrentAlloc(), "an uncompressed body is read in place")
+		require.True(t, array.RecordEqual(rec, got), "shift %d", shift)
+		got.Release()
+	}
+
+	var buf bytes.Buffer
+	w := arrowipc.NewWriter(&buf, arrowipc.WithSchema(rec.Schema()), arrowipc.WithZstd(), arrowipc.WithAllocator(mem))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+	held = mem.CurrentAlloc()
+	got, err := ipc.Decode(buf.Bytes(), mem)
+	require.NoError(t, err)
+	require.Greater(t, mem.CurrentAlloc(), held, "a compressed body is decompressed")
+	require.True(t, array.RecordEqual(rec, got))
+	got.Release()
+}
