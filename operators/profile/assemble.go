@@ -29,12 +29,14 @@ type AssemblerConfig struct {
 	// chunks are float64); beyond it the traces idle the longest are emitted
 	// as incomplete. Default 1000000 (about 90 MB of float32 chunks).
 	MaxHeldSteps int `yaml:"max_held_steps"`
-	// Remember is how many completed trace ids are kept to drop chunks that
-	// arrive again after their trace was emitted (redelivery). A chunk with
-	// seq 0 is never dropped so: it starts the trace anew, as when the
-	// response is sent again (to be rescored with a new estimator, say); if
-	// the rest never comes, it was a late copy, and is dropped then instead
-	// of dead-lettered. Default 65536.
+	// Remember is how many emitted trace ids are kept to drop chunks that
+	// arrive after their trace was emitted: copies of a completed trace's
+	// (redelivery), the rest of a rejected one's. A chunk with seq 0 is
+	// never dropped so: it starts the trace anew, as when the response is
+	// sent again (to be rescored with a new estimator, say) or requeued
+	// from the dead letters; a completed trace's first chunk alone again,
+	// with nothing more before the timeout, was a late copy, and is dropped
+	// then instead of dead-lettered. Default 65536.
 	Remember int `yaml:"remember"`
 }
 
@@ -81,9 +83,15 @@ type Assembled struct {
 	Rejected []arrow.RecordBatch
 	Reasons  []string
 	// Duplicates counts chunks dropped because they were seen before: a
-	// chunk of an open trace that it holds already, or a chunk other than
-	// the first (seq 0) of a trace completed recently (Remember).
+	// chunk of an open trace that it holds already, a chunk other than the
+	// first (seq 0) of a trace completed recently (Remember), or a first
+	// chunk alone again after its trace completed, when the rest does not
+	// come within Timeout (a late copy).
 	Duplicates int
+	// AfterReject counts chunks dropped because their trace was rejected
+	// recently (Remember): the rest of a trace too long, or of one given up
+	// as incomplete. Its rejected row holds the chunks that came before.
+	AfterReject int
 }
 
 // Release releases every batch.
@@ -110,9 +118,15 @@ type Assembler struct {
 	open map[string]*pending
 	held int // steps over all open traces
 
-	doneSet  map[string]int // id -> its slot in doneRing
+	doneSet  map[string]done // id -> its slot in doneRing and how it ended
 	doneRing []string
 	doneNext int
+}
+
+// done is how a remembered trace ended.
+type done struct {
+	slot     int
+	rejected bool // emitted as rejected (too_long, incomplete), not complete
 }
 
 // NewAssembler returns an empty assembler. A nil mem means
@@ -128,7 +142,7 @@ func NewAssembler(cfg AssemblerConfig, mem memory.Allocator) (*Assembler, error)
 		cfg:      cfg,
 		mem:      mem,
 		open:     make(map[string]*pending),
-		doneSet:  make(map[string]int, cfg.Remember),
+		doneSet:  make(map[string]done, cfg.Remember),
 		doneRing: make([]string, cfg.Remember),
 	}, nil
 }
@@ -161,10 +175,10 @@ type pending struct {
 	meta     rowMeta
 	chunks   map[int32]chunk
 	wide     bool // some chunk came as float64: the trace is built as Trace64
-	// again: the trace was emitted recently and started anew by its first
-	// chunk. If it never completes, that chunk was a late copy (a
-	// producer's retry), not a new sending: its chunks are dropped as
-	// duplicates, not dead-lettered as incomplete.
+	// again: the trace was completed recently and started anew by its
+	// first chunk. If nothing more comes before the timeout, that chunk was
+	// a late copy (a producer's retry), not a new sending: it is dropped as
+	// a duplicate, not dead-lettered as incomplete.
 	again bool
 }
 
@@ -220,20 +234,24 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 			out.Release()
 			return Assembled{}, v.listErr
 		}
-		p, dup, rej := a.addChunk(v, i, origin, now)
-		if dup {
+		p, drop, rej := a.addChunk(v, i, origin, now)
+		switch drop {
+		case dropCopy:
 			out.Duplicates++
+			continue
+		case dropAfterReject:
+			out.AfterReject++
 			continue
 		}
 		if rej != "" {
-			if err := a.emitRejected(&out, p, rej); err != nil {
+			if err := a.emitRejected(&out, p, rej, false); err != nil {
 				out.Release()
 				return Assembled{}, err
 			}
 			continue
 		}
 		if p != nil && p.complete() {
-			a.close(p)
+			a.close(p, false)
 			done = append(done, p)
 		}
 	}
@@ -260,7 +278,7 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 				oldest = p
 			}
 		}
-		if err := a.emitRejected(&out, oldest, schemas.ReasonIncomplete); err != nil {
+		if err := a.emitRejected(&out, oldest, schemas.ReasonIncomplete, false); err != nil {
 			out.Release()
 			return Assembled{}, err
 		}
@@ -279,7 +297,7 @@ func (a *Assembler) Expire(now time.Time) (Assembled, error) {
 		}
 	}
 	for _, p := range late {
-		if err := a.emitRejected(&out, p, schemas.ReasonIncomplete); err != nil {
+		if err := a.emitRejected(&out, p, schemas.ReasonIncomplete, true); err != nil {
 			out.Release()
 			return Assembled{}, err
 		}
@@ -290,13 +308,18 @@ func (a *Assembler) Expire(now time.Time) (Assembled, error) {
 // Held is the number of steps held over all open traces.
 func (a *Assembler) Held() int { return a.held }
 
-func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string) error {
-	a.close(p)
-	a.remember(p.id)
-	if p.again && reason == schemas.ReasonIncomplete {
-		out.Duplicates += len(p.chunks) // late copies of an emitted trace's chunks
+// emitRejected emits p as rejected for reason; timedOut: by Expire. A
+// completed trace's first chunk alone again, timed out, was a late copy and
+// is dropped as a duplicate. Given up for room (max_open, max_held_steps) it
+// is dead-lettered as any other: a new sending of the response cut short by
+// the bound must not vanish, and a copy's dead letter says what it holds.
+func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string, timedOut bool) error {
+	if p.again && timedOut && len(p.chunks) == 1 && reason == schemas.ReasonIncomplete {
+		a.close(p, false) // still the completed trace it copies
+		out.Duplicates++
 		return nil
 	}
+	a.close(p, true)
 	rec, err := a.build([]*pending{p}, false)
 	if err != nil {
 		return err
@@ -306,38 +329,52 @@ func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string) erro
 	return nil
 }
 
-// close removes p from the open set and remembers its id.
-func (a *Assembler) close(p *pending) {
+// close removes p from the open set and remembers its id, and whether it
+// was rejected.
+func (a *Assembler) close(p *pending, rejected bool) {
 	delete(a.open, p.id)
 	a.held -= p.steps
-	a.remember(p.id)
+	a.remember(p.id, rejected)
 }
 
-func (a *Assembler) remember(id string) {
+func (a *Assembler) remember(id string, rejected bool) {
 	if a.cfg.Remember == 0 {
 		return
 	}
-	if old := a.doneRing[a.doneNext]; old != "" && a.doneSet[old] == a.doneNext {
+	if old := a.doneRing[a.doneNext]; old != "" && a.doneSet[old].slot == a.doneNext {
 		delete(a.doneSet, old) // unless remembered again since, in a newer slot
 	}
 	a.doneRing[a.doneNext] = id
-	a.doneSet[id] = a.doneNext
+	a.doneSet[id] = done{slot: a.doneNext, rejected: rejected}
 	a.doneNext = (a.doneNext + 1) % a.cfg.Remember
 }
 
-// addChunk files row i. It returns the trace, whether the chunk was a
-// duplicate, and a reject reason when the trace must be emitted now.
-func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (*pending, bool, string) {
+// What addChunk did with a chunk it dropped.
+const (
+	kept            = iota
+	dropCopy        // seen before: Assembled.Duplicates
+	dropAfterReject // its trace was rejected: Assembled.AfterReject
+)
+
+// addChunk files row i. It returns the trace, whether and why the chunk
+// was dropped, and a reject reason when the trace must be emitted now.
+func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (*pending, int, string) {
 	id := v.id.Value(i)
 	seq := v.seq(i)
-	_, again := a.doneSet[id]
-	if again {
-		if seq != 0 {
-			return nil, true, "" // a late copy of a chunk of a trace emitted already
+	d, seen := a.doneSet[id]
+	again := false
+	if seen {
+		switch {
+		case seq != 0 && d.rejected:
+			return nil, dropAfterReject, "" // the rest of a trace rejected already
+		case seq != 0:
+			return nil, dropCopy, "" // a late copy of a chunk of a trace completed already
 		}
 		// The first chunk again: the response is sent anew (or all of it
-		// is redelivered), and is assembled and written again.
+		// is redelivered, or it is requeued from the dead letters), and is
+		// assembled and written again.
 		delete(a.doneSet, id)
+		again = !d.rejected
 	}
 	p := a.open[id]
 	if p == nil {
@@ -345,7 +382,7 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 		a.open[id] = p
 	}
 	if _, dup := p.chunks[seq]; dup {
-		return p, true, ""
+		return p, dropCopy, ""
 	}
 	if origin < p.origin {
 		p.origin = origin
@@ -369,9 +406,9 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 		p.meta.ts = max(p.meta.ts, v.ts(i)) // until the final chunk comes: the latest chunk's
 	}
 	if p.steps > a.cfg.MaxSteps {
-		return p, false, schemas.ReasonTooLong
+		return p, kept, schemas.ReasonTooLong
 	}
-	return p, false, ""
+	return p, kept, ""
 }
 
 func (p *pending) complete() bool {

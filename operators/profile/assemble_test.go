@@ -97,6 +97,31 @@ func readTraces(t *testing.T, recs []arrow.RecordBatch, again bool) map[string]g
 	return out
 }
 
+// A trace requeued from the dead letters starts anew at its first chunk,
+// and when it fails again it is dead-lettered again. It was dropped as a
+// late copy: its id was remembered, and its first chunk alone timed out.
+func TestAssemblerRejectedSentAgain(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	t0 := time.Unix(1_700_000_000, 0)
+	a, err := NewAssembler(DefaultAssemblerConfig(), mem)
+	require.NoError(t, err)
+	for round := range 2 {
+		at := t0.Add(time.Duration(round) * time.Minute)
+		in := chunkBatch(t, mem, chunkRow{id: "a", seq: 0, steps: []float32{-1}})
+		out, err := a.Add(in, int64(round), at)
+		in.Release()
+		require.NoError(t, err)
+		require.Empty(t, out.Complete)
+		out.Release()
+		out, err = a.Expire(at.Add(31 * time.Second))
+		require.NoError(t, err)
+		require.Equal(t, []string{schemas.ReasonIncomplete}, out.Reasons, "round %d", round)
+		require.Zero(t, out.Duplicates, "round %d", round)
+		out.Release()
+	}
+}
+
 func TestAssembler(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	type step struct {
@@ -105,16 +130,17 @@ func TestAssembler(t *testing.T) {
 		at     time.Duration // after t0
 	}
 	tests := []struct {
-		name       string
-		cfg        func(*AssemblerConfig)
-		steps      []step
-		expireAt   time.Duration // 0: no Expire call
-		complete   map[string][]float32
-		rejected   map[string]string // trace_id -> reason
-		duplicates int
-		open       int
-		oldest     int64 // -1: none held
-		rows       int   // complete rows over all batches, when a trace completes more than once
+		name        string
+		cfg         func(*AssemblerConfig)
+		steps       []step
+		expireAt    time.Duration // 0: no Expire call
+		complete    map[string][]float32
+		rejected    map[string]string // trace_id -> reason
+		duplicates  int
+		afterReject int // chunks dropped because their trace was rejected
+		open        int
+		oldest      int64 // -1: none held
+		rows        int   // complete rows over all batches, when a trace completes more than once
 	}{
 		{
 			name: "whole rows pass through",
@@ -245,9 +271,40 @@ func TestAssembler(t *testing.T) {
 				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1, -2}}}, origin: 1},
 				{rows: []chunkRow{{id: "a", seq: 1, steps: []float32{-1, -2}}, {id: "a", seq: 2, final: true, steps: []float32{-1}}}, origin: 2},
 			},
-			rejected:   map[string]string{"a": schemas.ReasonTooLong},
-			duplicates: 1, // the final chunk of a trace already emitted
-			oldest:     -1,
+			rejected:    map[string]string{"a": schemas.ReasonTooLong},
+			afterReject: 1, // the final chunk of a trace already emitted: not a copy
+			oldest:      -1,
+		},
+		{
+			// A response sent again (to rescore it) and given up for room
+			// before its rest came was dropped as a duplicate: the new
+			// sending vanished, with no dead letter.
+			name: "sent again after completion, then evicted",
+			cfg:  func(c *AssemblerConfig) { c.MaxOpen = 1 },
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 1},
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-5}}}, origin: 2, at: time.Second},
+				{rows: []chunkRow{{id: "b", seq: 0, steps: []float32{-3}}}, origin: 3, at: 2 * time.Second},
+				{rows: []chunkRow{{id: "a", seq: 1, final: true, steps: []float32{-6}}}, origin: 4, at: 3 * time.Second},
+			},
+			complete:    map[string][]float32{"a": {-1, -2}},
+			rejected:    map[string]string{"a": schemas.ReasonIncomplete},
+			afterReject: 1,
+			open:        1,
+			oldest:      3,
+		},
+		{
+			// A sending with more than its first chunk that times out is
+			// not a late copy of the first chunk: dead-lettered.
+			name: "sent again after completion, cut short",
+			steps: []step{
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-1}}, {id: "a", seq: 1, final: true, steps: []float32{-2}}}, origin: 1},
+				{rows: []chunkRow{{id: "a", seq: 0, steps: []float32{-5}}, {id: "a", seq: 1, steps: []float32{-6}}}, origin: 2},
+			},
+			expireAt: 31 * time.Second,
+			complete: map[string][]float32{"a": {-1, -2}},
+			rejected: map[string]string{"a": schemas.ReasonIncomplete},
+			oldest:   -1,
 		},
 	}
 	for _, tc := range tests {
@@ -267,6 +324,7 @@ func TestAssembler(t *testing.T) {
 				all.Rejected = append(all.Rejected, out.Rejected...)
 				all.Reasons = append(all.Reasons, out.Reasons...)
 				all.Duplicates += out.Duplicates
+				all.AfterReject += out.AfterReject
 			}
 			for _, s := range tc.steps {
 				in := chunkBatch(t, mem, s.rows...)
@@ -319,6 +377,7 @@ func TestAssembler(t *testing.T) {
 				require.False(t, rej[id].final, "rejected %s must not be final", id)
 			}
 			require.Equal(t, tc.duplicates, all.Duplicates)
+			require.Equal(t, tc.afterReject, all.AfterReject)
 			require.Equal(t, tc.open, a.Open())
 			o, ok := a.Oldest()
 			if tc.oldest < 0 {
@@ -388,7 +447,7 @@ func FuzzAssembler(f *testing.F) {
 		// Closed within the batch being added, in order, until emitted:
 		// complete (emitted at the end of the batch) or too long (at once).
 		closed := map[bool]map[string][]*mtrace{false: {}, true: {}}
-		done := map[string]bool{}
+		done := map[string]bool{} // emitted ids: whether rejected
 		pop := func(id string, tooLong bool) *mtrace {
 			q := closed[tooLong][id]
 			require.NotEmpty(t, q, "trace %s emitted but not closed", id)
@@ -446,19 +505,25 @@ func FuzzAssembler(f *testing.F) {
 				return
 			}
 			in := chunkBatch(t, mem, rows...)
-			dups := 0
+			dups, afterReject := 0, 0
 			for _, r := range rows {
 				if r.id[0] == 'w' {
 					continue
 				}
 				m := open[r.id]
-				again := done[r.id]
-				if again {
-					if r.seq != 0 {
-						dups++ // a late copy of a chunk of an emitted trace
+				rejected, seen := done[r.id]
+				again := false
+				if seen {
+					switch {
+					case r.seq != 0 && rejected:
+						afterReject++ // the rest of a rejected trace
+						continue
+					case r.seq != 0:
+						dups++ // a late copy of a chunk of a completed trace
 						continue
 					}
 					delete(done, r.id) // sent anew
+					again = !rejected
 				}
 				if m == nil {
 					m = &mtrace{chunks: map[int32]int{}, final: -1, origin: origin, again: again}
@@ -479,9 +544,9 @@ func FuzzAssembler(f *testing.F) {
 					_, complete = m.chunks[q]
 				}
 				if m.steps > cfg.MaxSteps || (complete && len(m.chunks) == int(m.final)+1) {
-					m.closed, done[r.id] = true, true
-					delete(open, r.id)
 					tooLong := m.steps > cfg.MaxSteps
+					m.closed, done[r.id] = true, tooLong
+					delete(open, r.id)
 					closed[tooLong][r.id] = append(closed[tooLong][r.id], m)
 				}
 			}
@@ -489,6 +554,7 @@ func FuzzAssembler(f *testing.F) {
 			in.Release()
 			require.NoError(t, err)
 			require.Equal(t, dups, out.Duplicates)
+			require.Equal(t, afterReject, out.AfterReject)
 			check(out)
 			rows = rows[:0]
 		}
@@ -499,14 +565,14 @@ func FuzzAssembler(f *testing.F) {
 				now = now.Add(2 * time.Second)
 				out, err := a.Expire(now)
 				require.NoError(t, err)
-				// A trace started anew that times out was a late copy of
-				// its first chunk: dropped as duplicates, not rejected.
+				// A completed trace's first chunk alone again that times
+				// out was a late copy: dropped as a duplicate, not rejected.
 				dups := 0
 				for id, m := range open {
-					if m.again && now.Sub(m.last) > cfg.Timeout {
-						dups += len(m.chunks)
+					if m.again && len(m.chunks) == 1 && now.Sub(m.last) > cfg.Timeout {
+						dups++
 						delete(open, id)
-						done[id] = true
+						done[id] = false
 					}
 				}
 				require.Equal(t, dups, out.Duplicates)

@@ -123,6 +123,9 @@ func TestLargeResponsesChunked(t *testing.T) {
 	recs := readAll(t, dead, 1)
 	waitCommitted(t, topic, group, 4)
 	rp.stop(t)
+	st := rp.r.Stats()
+	require.EqualValues(t, 1, st.RestChunks, "the too_long trace's last chunk, after it was dead-lettered")
+	require.Zero(t, st.DupChunks, "no chunk was sent twice")
 
 	sink.mu.Lock()
 	defer sink.mu.Unlock()

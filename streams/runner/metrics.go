@@ -22,6 +22,7 @@ type metrics struct {
 	deadErrs   prometheus.Counter
 	remnants   prometheus.Counter
 	dupChunks  prometheus.Counter
+	restChunks prometheus.Counter
 	commits    prometheus.Counter
 	commitErrs prometheus.Counter
 	fetchErrs  prometheus.Counter
@@ -55,6 +56,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Chunked traces that would have been dead-lettered as incomplete but that the sink already holds (chunks delivered again after a restart).", ConstLabels: cl}),
 		dupChunks: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_duplicate_chunks_total",
 			Help: "Chunk rows dropped as copies: of a trace being reassembled that holds the chunk already, or (other than its first chunk) of a trace emitted recently (stream.assemble.remember); a trace sent again from its first chunk is reassembled and written again.", ConstLabels: cl}),
+		restChunks: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_rejected_trace_chunks_total",
+			Help: "Chunk rows dropped because their trace was dead-lettered shortly before (stream.assemble.remember): the rest of a trace too_long, or given up as incomplete; the dead letter holds the chunks that came before.", ConstLabels: cl}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commits_total",
 			Help: "Offset commits the broker confirmed.", ConstLabels: cl}),
 		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commit_errors_total",
@@ -77,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -121,6 +124,7 @@ type Stats struct {
 	DeadLettered map[string]int64         // dead-letter records by reason
 	Remnants     int64                    // incomplete traces not dead-lettered: the sink held them (streams.Holder)
 	DupChunks    int64                    // chunk rows dropped as copies (profile.Assembled.Duplicates)
+	RestChunks   int64                    // chunk rows of traces dead-lettered already (profile.Assembled.AfterReject)
 	Commits      int64                    // offset commits confirmed
 	Stages       map[string]time.Duration // time per stage, summed over workers
 }

@@ -975,6 +975,10 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, ex
 		w.r.m.dupChunks.Add(float64(out.Duplicates))
 		w.r.stats.add(func(s *Stats) { s.DupChunks += int64(out.Duplicates) })
 	}
+	if out.AfterReject > 0 {
+		w.r.m.restChunks.Add(float64(out.AfterReject))
+		w.r.stats.add(func(s *Stats) { s.RestChunks += int64(out.AfterReject) })
+	}
 	if len(out.Rejected) > 0 {
 		held := w.remnants(ctx, out)
 		var dl []kafka.Message
