@@ -73,6 +73,12 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := kf.parse(args); err != nil {
 		return err
 	}
+	switch {
+	case *interval <= 0:
+		return badFlag("--interval %v: want > 0 (e.g. 30s)", *interval)
+	case *retries < 0:
+		return badFlag("--webhook-retries %d: want >= 0", *retries)
+	}
 	if !*list && *topic == "" && *webhook == "" {
 		fmt.Fprintln(stderr, "no destination: give --webhook URL and/or --topic T --brokers H:P,.. (or --list to print the alarms firing now)")
 		fs.Usage()

@@ -81,6 +81,9 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *traces < 1 || *steps < 1 || *k < 1 || *partitions < 1 || *workers < 1 {
 		return badFlag("--traces, --steps, --k, --partitions and --workers must be at least 1")
 	}
+	if *fetchBytes < 1 {
+		return badFlag("--fetch-max-bytes %d: want at least 1 (default %d)", *fetchBytes, kafka.DefaultSourceConfig().MaxBytes)
+	}
 	// A shape the profile rejects would time the dead-letter path, not the
 	// stream: --k 22 printed 671,201 tokens/s of traces all dead-lettered.
 	if err := benchShape(*steps, *k, profile.DefaultConfig()); err != nil {

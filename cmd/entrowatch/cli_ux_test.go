@@ -386,3 +386,35 @@ func TestDupIDsBounded(t *testing.T) {
 	require.NotContains(t, w.String(), "note:")
 	require.Contains(t, w.String(), `warning: 1 response repeats a trace id`)
 }
+
+// TestFlagValuesRefusedFirst: a flag value that cannot work exits 2 with the
+// command's pointer to -h, before any work (connecting, reading, producing).
+// alarms --interval 0s panicked in time.NewTicker; others exited 1 after
+// the work, or were accepted.
+func TestFlagValuesRefusedFirst(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"alarms", "--webhook", "http://127.0.0.1:1/", "--interval", "0s", "--clickhouse", "clickhouse://127.0.0.1:1/default"}, "--interval 0s: want > 0"},
+		{[]string{"alarms", "--webhook", "http://127.0.0.1:1/", "--webhook-retries", "-3", "--clickhouse", "clickhouse://127.0.0.1:1/default"}, "--webhook-retries -3: want >= 0"},
+		{[]string{"alarms", "--list", "--read-timeout", "0s", "--clickhouse", "clickhouse://127.0.0.1:1/default"}, "--read-timeout 0s: want > 0"},
+		{[]string{"bench", "pipeline", "--fetch-max-bytes", "-1"}, "--fetch-max-bytes -1: want at least 1"},
+		{[]string{"cluster", "fit", "--in", "x.csv", "--out", "c.json", "--embedding", "bogus"}, `--embedding "bogus": want auto, yes or no`},
+		{[]string{"cluster", "report", "--in", "x.csv", "--clusters", "c.json", "--examples", "-5"}, "--examples -5: want 0 or more"},
+		{[]string{"eval", "--in", "x.csv", "--report", t.TempDir(), "--methods", "sk_platt,bogus"}, `unknown method "bogus"`},
+		{[]string{"deadletters", "--brokers", "127.0.0.1:1", "--topic="}, `--topic "": want the dead-letter topic`},
+		{[]string{"deadletters", "--brokers", "127.0.0.1:1", "--requeue="}, `--requeue "": want the topic`},
+		{[]string{"deadletters", "--brokers", "127.0.0.1:1", "--requeue", "traces.dead"}, "is the dead-letter topic itself"},
+		{[]string{"run", "--log-level", "bogus"}, `--log-level "bogus": want debug, info, warn or error`},
+	} {
+		_, errs, code := runCLI(t, tc.args...)
+		require.Equal(t, 2, code, "%v: %s", tc.args, errs)
+		require.Contains(t, errs, tc.want, tc.args)
+		cmd := tc.args[0]
+		if withSubcommands[cmd] {
+			cmd += " " + tc.args[1]
+		}
+		require.Contains(t, errs, "Run 'entrowatch "+cmd+" -h' for its flags.", tc.args)
+	}
+}

@@ -69,6 +69,11 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if !(*minSim >= 0 && *minSim <= 1) {
 		return badFlag("--min-similarity %g: want a cosine similarity from 0 to 1 (default %g)", *minSim, clustertag.DefaultMinSimilarity)
 	}
+	switch *emb {
+	case "auto", "yes", "no":
+	default:
+		return badFlag("--embedding %q: want auto, yes or no", *emb)
+	}
 	def.Seed = *seed
 	if *kFlag != "auto" {
 		k, err := strconv.Atoi(*kFlag)
@@ -212,6 +217,9 @@ func runClusterReport(ctx context.Context, args []string, stdout, stderr io.Writ
 		fs.Usage()
 		return errUsage
 	}
+	if *examples < 0 {
+		return badFlag("--examples %d: want 0 or more", *examples)
+	}
 	m, err := clustertag.Load(*path)
 	if err != nil {
 		return err
@@ -224,7 +232,7 @@ func runClusterReport(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r, err := clustertag.Summarize(m, docs, max(0, *examples))
+	r, err := clustertag.Summarize(m, docs, *examples)
 	if err != nil {
 		return fmt.Errorf("%s with %s: %w", *in, *path, err)
 	}

@@ -96,8 +96,13 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 		return badFlag("%s", "--follow and --requeue cannot be combined: every record that fails again would be requeued again, endlessly; "+
 			"requeue without --follow (it takes the records in the topic now) and run it again once more causes are fixed")
 	}
-	if *requeue != "" && *requeue == *topic {
-		return fmt.Errorf("--requeue %s is the dead-letter topic itself", *requeue)
+	switch {
+	case *topic == "":
+		return badFlag("--topic \"\": want the dead-letter topic (the stream's dead_letter.topic, default traces.dead)")
+	case *requeue == "" && flagSet(fs, "requeue"):
+		return badFlag("--requeue \"\": want the topic to produce the records to (usually traces)")
+	case *requeue != "" && *requeue == *topic:
+		return badFlag("--requeue %s is the dead-letter topic itself", *requeue)
 	}
 	want := map[string]bool{}
 	for _, r := range featureList(*reasons) {

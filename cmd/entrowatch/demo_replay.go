@@ -151,17 +151,17 @@ func (s scenario) validate(p *demoPool) error {
 	case s.Day <= 0:
 		return fmt.Errorf("simulated day %v: want > 0", s.Day)
 	case s.Events < 1:
-		return fmt.Errorf("--events %d: want >= 1", s.Events)
+		return badFlag("--events %d: want >= 1", s.Events)
 	case !has(s.Degrade):
-		return fmt.Errorf("--degrade %q: not a domain of the data (have %v)", s.Degrade, p.Domains)
+		return badFlag("--degrade %q: not a domain of the data (have %v)", s.Degrade, p.Domains)
 	case !has(s.Into):
-		return fmt.Errorf("--into %q: not a domain of the data (have %v)", s.Into, p.Domains)
+		return badFlag("--into %q: not a domain of the data (have %v)", s.Into, p.Domains)
 	case s.Into == s.Degrade:
-		return fmt.Errorf("--into %q is the degrading domain itself; name a harder domain", s.Into)
+		return badFlag("--into %q is the degrading domain itself; name a harder domain", s.Into)
 	case s.At < 0 || s.At >= s.Day:
-		return fmt.Errorf("--degrade-at %v: want within the simulated day [0, %v)", s.At, s.Day)
+		return badFlag("--degrade-at %v: want within the simulated day [0, %v)", s.At, s.Day)
 	case !(s.Surge > 1) || s.Surge > 100:
-		return fmt.Errorf("--surge %g: want 1 < surge <= 100", s.Surge)
+		return badFlag("--surge %g: want 1 < surge <= 100", s.Surge)
 	}
 	return nil
 }

@@ -63,6 +63,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		return badFlag("--max-training-sets %d: want a positive number", *maxSets)
 	}
 	cfg := estimate.EvalConfig{Workers: *workers, Progress: stderr, MaxTrainingSets: *maxSets}
+	if err := estimate.CheckMethodNames(featureList(*methods)); err != nil {
+		return badFlag("--methods %s: %w", *methods, err)
+	}
 	var kl []int
 	if *ks != "" {
 		var err error

@@ -66,8 +66,7 @@ func (f chFlags) config(fs *flag.FlagSet) (clickhouse.Config, error) {
 	c.TLS, c.TLSSkipVerify, c.TLSCAFile = *f.tls, *f.skipVerify, *f.caFile
 	c.ReadTimeout = *f.readTimeout
 	if c.ReadTimeout <= 0 {
-		fmt.Fprintf(fs.Output(), "--read-timeout %v: want > 0\n", c.ReadTimeout)
-		return c, errUsage
+		return c, badFlag("--read-timeout %v: want > 0", c.ReadTimeout)
 	}
 	c.Password = os.Getenv("ENTROWATCH_CLICKHOUSE_PASSWORD")
 	if err := c.Validate(); err != nil {

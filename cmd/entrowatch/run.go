@@ -284,6 +284,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *level != "" {
+		if _, err := parseLevel(*level); err != nil {
+			return badFlag("--log-level %q: want debug, info, warn or error", *level)
+		}
+	}
 	cfg, err := loadRunConfig(*cfgPath, os.Getenv)
 	if *level != "" {
 		cfg.LogLevel = *level

@@ -798,7 +798,33 @@ func selectMethods(t *Table, names []string) ([]Method, []string, error) {
 }
 
 // methodNames lists every method name eval knows, for nf features.
+// CheckMethodNames reports a name in names that is no method for any
+// features ("all" alone is every method), before a table is read: which
+// methods apply depends on the features, which names exist does not.
+func CheckMethodNames(names []string) error {
+	if len(names) == 1 && names[0] == "all" {
+		return nil
+	}
+	const many = 1 << 10 // more features than any numbered name needs
+	all := Methods(make([]string, many), true)
+	for _, n := range names {
+		if slices.ContainsFunc(all, func(m Method) bool { return m.Name == n }) || n == "raw_mean" {
+			continue
+		}
+		if _, _, ok := numbered(n, many); !ok {
+			return fmt.Errorf("unknown method %q: the methods are %s", n, methodNames(0))
+		}
+	}
+	return nil
+}
+
 func methodNames(nf int) string {
+	if nf == 0 { // features not known yet
+		return "sk_platt, sk_platt_balanced, sk_isotonic; logreg_, forest_ and mlp_ each with platt, isotonic or none; " +
+			"screenN_isotonic_train and screenN_isotonic_oof, each also with _offset (N from 0, all features, to one less than the features); " +
+			"ensembleN, ensembleN_offset, ensembleN_avg and ensembleN_offset_avg (N from 1 to the features); atc; raw_mean (when the first feature is a probability of being right); " +
+			DefaultName + "; or all"
+	}
 	screen := fmt.Sprintf("screenN_isotonic_train and screenN_isotonic_oof, each also with _offset (N from 0, all features, to %d)", nf-1)
 	if nf == 1 {
 		screen = "screen0_isotonic_train and screen0_isotonic_oof, each also with _offset (screening needs 2 or more features)"
