@@ -228,6 +228,13 @@ func (c *runConfig) validate() error {
 		errs = append(errs, fmt.Errorf("partitions %d: want >= 1", c.Partitions))
 	}
 	errs = append(errs, c.Source.Validate(), c.DeadLetter.Validate(), c.Stream.Validate(), c.Profile.Validate(), c.Ingest.Validate())
+	// Responses of more than about 11,000 steps travel as chunks (a message
+	// holds at most 1 MiB), and the assembler gives up on a chunked trace
+	// over its own max_steps: a higher profile.max_steps alone takes none.
+	if a := c.Stream.Assemble.MaxSteps; c.Profile.MaxSteps > a {
+		errs = append(errs, fmt.Errorf("profile.max_steps %d is above stream.assemble.max_steps %d: long responses travel as chunks, and a chunked trace over stream.assemble.max_steps is dead-lettered as too_long; set stream.assemble.max_steps to %d too (and max_held_steps to at least that)",
+			c.Profile.MaxSteps, a, c.Profile.MaxSteps))
+	}
 	// The stream produces its dead letters to dead_letter.topic: the source
 	// topic would feed every bad message back to itself, for ever.
 	if c.DeadLetter.Topic == c.Source.Topic {

@@ -83,3 +83,19 @@ func TestRunPreflight(t *testing.T) {
 	require.Equal(t, 1, code, stderr)
 	require.Contains(t, stderr, "open nope/est.json: no such file or directory (a relative path is read from the working directory "+wd+", not from the configuration file's)")
 }
+
+// TestRunConfigMaxSteps: a profile.max_steps above the assembler's is
+// refused: long responses travel as chunks, and the assembler dead-letters
+// a chunked trace over its own max_steps as too_long, so the higher limit
+// took nothing more (and ingest's hint to match it led to dead letters).
+func TestRunConfigMaxSteps(t *testing.T) {
+	dir := t.TempDir()
+	env := func(string) string { return "" }
+	_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nprofile:\n  max_steps: 50000\n"), env)
+	require.ErrorContains(t, err, "profile.max_steps 50000 is above stream.assemble.max_steps 32768")
+	require.ErrorContains(t, err, "set stream.assemble.max_steps to 50000 too")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nprofile:\n  max_steps: 50000\nstream:\n  assemble:\n    max_steps: 50000\n"), env)
+	require.NoError(t, err)
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nprofile:\n  max_steps: 1000\n"), env)
+	require.NoError(t, err, "a lower profile.max_steps is the profile's to apply")
+}
