@@ -268,20 +268,23 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 		// A response over the message limit goes as chunk rows; one that
 		// cannot (its per-row columns alone fill a message) is rejected as
 		// too_long, and the rest of the batch is sent.
-		var out []kafka.Message
 		size := rec.NumRows() - int64(len(refused))
-		for _, run := range keptRuns(rec.NumRows(), refused) {
-			part := rec
-			if run[0] > 0 || run[1] < rec.NumRows() {
-				part = rec.NewSlice(run[0], run[1])
-			}
-			m, err := kafka.Messages(part, nil, p.MaxMessageBytes())
-			if part != rec {
-				part.Release()
-			}
+		// The refused rows are taken out of the batch, which goes as one
+		// whole: sent as the runs between them, a file with a bad line in
+		// ten went out in ten times the messages.
+		kept, orig, err := keepRows(rec, keptRuns(rec.NumRows(), refused), mem)
+		if err != nil {
+			rec.Release()
+			return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+		}
+		var out []kafka.Message
+		if kept != nil {
+			var m []kafka.Message
+			m, err = kafka.Messages(kept, nil, p.MaxMessageBytes())
+			kept.Release()
 			if tl := (*kafka.TooLargeError)(nil); errors.As(err, &tl) {
 				for _, r := range tl.Rows {
-					rowReject(int(run[0])+r.Row, schemas.ReasonTooLong, fmt.Errorf(
+					rowReject(orig(r.Row), schemas.ReasonTooLong, fmt.Errorf(
 						"the response (%d steps) encodes to %d bytes, over the message limit of %d, and cannot be sent as chunks either: %s; skipped",
 						r.Steps, r.Bytes, tl.Limit, r.Why))
 				}
@@ -290,9 +293,9 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				rec.Release()
 				return fmt.Errorf("after %d responses were acknowledged: encoding the next %d: %w", rows, size, err)
 			}
-			out = append(out, m...)
+			out = m
 		}
-		rec.Release()
+		rec.Release() // after the rejects above, which read its ids
 		if len(out) > 0 {
 			if err := p.Produce(ctx, out...); err != nil {
 				switch {
@@ -349,6 +352,56 @@ func keptRuns(n int64, refused []int) [][2]int64 {
 		runs = append(runs, [2]int64{from, n})
 	}
 	return runs
+}
+
+// keepRows returns the rows of rec in runs as one batch (rec itself, retained,
+// when that is all of it; nil when runs is empty), and the row of rec each
+// of its rows was.
+func keepRows(rec arrow.RecordBatch, runs [][2]int64, mem memory.Allocator) (arrow.RecordBatch, func(int) int, error) {
+	switch {
+	case len(runs) == 0:
+		return nil, nil, nil
+	case len(runs) == 1 && runs[0] == [2]int64{0, rec.NumRows()}:
+		rec.Retain()
+		return rec, func(i int) int { return i }, nil
+	}
+	cols := make([]arrow.Array, rec.NumCols())
+	defer func() {
+		for _, c := range cols {
+			if c != nil {
+				c.Release()
+			}
+		}
+	}()
+	n := int64(0)
+	for _, r := range runs {
+		n += r[1] - r[0]
+	}
+	for j := range cols {
+		parts := make([]arrow.Array, len(runs))
+		for i, r := range runs {
+			parts[i] = array.NewSlice(rec.Column(j), r[0], r[1])
+		}
+		c, err := array.Concatenate(parts, mem)
+		for _, p := range parts {
+			p.Release()
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("taking the refused rows out of the batch: %w", err)
+		}
+		cols[j] = c
+	}
+	orig := func(i int) int {
+		for _, r := range runs {
+			if w := r[1] - r[0]; int64(i) >= w {
+				i -= int(w)
+			} else {
+				return int(r[0]) + i
+			}
+		}
+		return -1
+	}
+	return array.NewRecordBatch(rec.Schema(), cols, n), orig, nil
 }
 
 // checkHint says which ingest flag matches the stream setting behind a

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,10 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/ipc"
@@ -100,4 +105,64 @@ func TestLiveInput(t *testing.T) {
 	fifo := filepath.Join(dir, "fifo")
 	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
 	require.True(t, liveInput(fifo))
+}
+
+// TestIngestRefusedRowsOneMessage: the responses refused up front are taken
+// out of their batch, which still goes as one message; a bad line in five
+// made as many messages as there were gaps between them.
+func TestIngestRefusedRowsOneMessage(t *testing.T) {
+	bcfg := broker.DefaultConfig()
+	bcfg.Partitions = 1
+	bcfg.Topics = []string{"traces"}
+	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer b.Close(context.Background())
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{b.Addr()}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "traces"
+	pcfg.BatchTimeout = time.Millisecond
+	p, err := kafka.NewProducer(conn, pcfg, nil)
+	require.NoError(t, err)
+	defer p.Close()
+
+	var in bytes.Buffer
+	var want []string
+	for i, line := range fixtureLines(t)[:20] {
+		in.Write(line)
+		in.WriteByte('\n')
+		want = append(want, peekTestID(t, line))
+		if i%5 == 1 {
+			fmt.Fprintf(&in, `{"id":"bad-%d","choices":[{"index":0,"logprobs":{"content":[{"logprob":-0.1,"top_logprobs":[{"logprob":0.5}]}]}}]}`+"\n", i)
+		}
+	}
+	prof := profile.DefaultConfig()
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, ingestConn(context.Background(), &in, p, ingestOptions{conn: conn, icfg: ingest.DefaultConfig(), prof: &prof}, &stdout, &stderr))
+	require.Contains(t, stdout.String(), "produced 20 responses in 1 message")
+	require.Contains(t, stdout.String(), "4 lines rejected (positive_logprob 4)")
+
+	rd := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{b.Addr()}, Topic: "traces", Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := rd.ReadMessage(ctx)
+	require.NoError(t, err)
+	rec, err := ipc.Decode(m.Value, memory.NewGoAllocator())
+	require.NoError(t, err)
+	defer rec.Release()
+	ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+	var got []string
+	for i := range ids.Len() {
+		got = append(got, ids.Value(i))
+	}
+	require.Equal(t, want, got, "the kept responses, in order")
+}
+
+func peekTestID(t *testing.T, line []byte) string {
+	var v struct {
+		ID string `json:"id"`
+	}
+	require.NoError(t, json.Unmarshal(line, &v))
+	return v.ID
 }
