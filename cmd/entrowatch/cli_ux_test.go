@@ -367,7 +367,7 @@ func TestDupIDsBounded(t *testing.T) {
 	d := newDupIDs(2)
 	for _, batch := range [][]string{{"a", "b"}, {"c", "a"}, {"c", "d", "b"}} {
 		a := ids(batch...)
-		d.add(a)
+		d.add(nil, a, nil)
 		a.Release()
 	}
 	require.Len(t, d.seen, 2)
@@ -375,16 +375,26 @@ func TestDupIDsBounded(t *testing.T) {
 	var w strings.Builder
 	d.warn(&w, "in.jsonl")
 	require.Contains(t, w.String(), "note: repeated trace ids were looked for among the first 2 distinct ids of in.jsonl only")
-	require.Contains(t, w.String(), `warning: 2 responses repeat a trace id that came before in in.jsonl ("a", "b")`)
+	require.Contains(t, w.String(), `warning: 2 responses repeat the model and trace id of one that came before in in.jsonl ("a", "b")`)
 
 	d = newDupIDs(10)
 	a := ids("a", "b", "a")
-	d.add(a)
+	d.add(nil, a, nil)
 	a.Release()
 	w.Reset()
 	d.warn(&w, "in.jsonl")
 	require.NotContains(t, w.String(), "note:")
-	require.Contains(t, w.String(), `warning: 1 response repeats a trace id`)
+	require.Contains(t, w.String(), `warning: 1 response repeats the model and trace id`)
+
+	// The store keys rows on model and trace id: one id under two models is
+	// two rows, not a repeat; a rejected copy is not written, so repeats
+	// nothing (the usual "fix the bad line and append it").
+	d = newDupIDs(10)
+	m, a := ids("A", "B", "A", "A"), ids("m1", "m1", "fix1", "fix1")
+	d.add(m, a, map[int]bool{2: true})
+	m.Release()
+	a.Release()
+	require.Zero(t, d.n)
 }
 
 // TestFlagValuesRefusedFirst: a flag value that cannot work exits 2 with the

@@ -555,7 +555,7 @@ func TestTrainSeveralInputs(t *testing.T) {
 	_, errs, code = runCLI(t, "train", "--in", withIDs("a.csv", 0, 800)+","+withIDs("b.csv", 700, 1200), "--out", filepath.Join(dir, "x.json"), "--features", "confidence", "--transfer=false")
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, "train: 1300 rows")
-	require.Contains(t, errs, "train: note: 100 rows repeat the id of an earlier row")
+	require.Contains(t, errs, "train: note: 100 rows repeat the model and id of an earlier row")
 
 	// A table without the features asked for names itself.
 	_, errs, code = runCLI(t, "train", "--in", first+","+second, "--out", filepath.Join(dir, "x.json"), "--features", "mean")

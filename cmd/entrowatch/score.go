@@ -237,11 +237,14 @@ func score(ctx context.Context, o scoreOptions, stdout, stderr io.Writer) error 
 			read += rec.NumRows()
 			var pending []pendingReject
 			ids := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
-			dups.add(ids)
+			models, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColModel)).(*array.String)
+			rejected := map[int]bool{}
 			scored, err := prof.Score(rec, func(row int, r *profile.Reject) {
 				line, label := src.rowLabel(row)
 				pending = append(pending, pendingReject{line, label, ids.Value(row), r.Reason, r.Detail})
+				rejected[row] = true
 			})
+			dups.add(models, ids, rejected)
 			rec.Release()
 			if err != nil {
 				return err
@@ -635,9 +638,10 @@ func (s *arrowSource) close() error {
 	return s.r.Close()
 }
 
-// dupIDs counts the responses whose trace id came before in the input: each
-// copy is scored and written on its own, which a CSV reader may not expect
-// (and the ClickHouse sink would merge). It keeps a 64-bit hash per distinct
+// dupIDs counts the responses written whose model and trace id came before
+// in the input: each copy is scored and written on its own, which a CSV
+// reader may not expect (and the ClickHouse sink, keyed the same way, would
+// merge). A rejected copy, not written, repeats nothing. It keeps a 64-bit hash per distinct
 // id, about 70 bytes each with the map's own, for the first max distinct
 // ids of the input (later ones are checked against those, not kept), so
 // that memory stays bounded on any input: 340 MB at 5 million. Two ids share
@@ -660,12 +664,22 @@ func newDupIDs(max int) *dupIDs {
 	return &dupIDs{seed: maphash.MakeSeed(), seen: map[uint64]struct{}{}, max: max}
 }
 
-func (d *dupIDs) add(ids *array.String) {
+func (d *dupIDs) add(models, ids *array.String, rejected map[int]bool) {
 	for i := range ids.Len() {
-		h := maphash.String(d.seed, ids.Value(i))
-		if _, ok := d.seen[h]; !ok {
+		if rejected[i] {
+			continue
+		}
+		var h maphash.Hash
+		h.SetSeed(d.seed)
+		if models != nil && models.IsValid(i) {
+			h.WriteString(models.Value(i))
+		}
+		h.WriteByte(0)
+		h.WriteString(ids.Value(i))
+		sum := h.Sum64()
+		if _, ok := d.seen[sum]; !ok {
 			if len(d.seen) < d.max {
-				d.seen[h] = struct{}{}
+				d.seen[sum] = struct{}{}
 			} else {
 				d.full = true
 			}
@@ -698,7 +712,7 @@ func (d *dupIDs) warn(w io.Writer, in string) {
 	if d.more {
 		more = ", ..."
 	}
-	fmt.Fprintf(w, "warning: %s a trace id that came before in %s (%s%s): each copy is scored and written as a row of its own; "+
+	fmt.Fprintf(w, "warning: %s the model and trace id of one that came before in %s (%s%s): each copy is scored and written as a row of its own; "+
 		"remove the repeats, or give each response its own id\n", words.CountAs(int(d.n), "response repeats", "responses repeat"), inputName(in), strings.Join(quoted, ", "), more)
 }
 

@@ -442,7 +442,7 @@ func TestScoreWarnsRepeatedIDs(t *testing.T) {
 	_, stderr, code := runCLI(t, "score", "--in", in, "--out", filepath.Join(dir, "out.csv"))
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "6 written, 0 rejected")
-	require.Contains(t, stderr, `warning: 3 responses repeat a trace id that came before in `+in+` ("a", "b")`)
+	require.Contains(t, stderr, `warning: 3 responses repeat the model and trace id of one that came before in `+in+` ("a", "b")`)
 
 	require.NoError(t, os.WriteFile(in, []byte(strings.Join(lines[:2], "\n")+"\n"), 0o644))
 	_, stderr, code = runCLI(t, "score", "--in", in, "--out", filepath.Join(dir, "out2.csv"))

@@ -618,10 +618,13 @@ func (s *Set) checkFormat() error {
 	return fmt.Errorf("format %q, want %q (an estimator written by entrowatch train or Set.Save)", s.Format, Format)
 }
 
-// For returns the model for an LLM model name, the fallback when it has none,
-// or nil.
+// For returns the model for an LLM model name (blanks around it aside, as
+// training takes them off), the fallback when it has none, or nil.
 func (s *Set) For(model string) *Model {
 	if m := s.Models[model]; m != nil {
+		return m
+	}
+	if m := s.Models[strings.TrimSpace(model)]; m != nil {
 		return m
 	}
 	if s.Fallback != "" {

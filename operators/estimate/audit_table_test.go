@@ -171,8 +171,12 @@ func TestTableNotesAndAppend(t *testing.T) {
 	// Blank ids repeat nothing; a repeated id is said.
 	ids, err := ReadCSV(strings.NewReader("id,model,domain,mean,correct\n,m,d,0.1,1\n,m,d,0.2,0\nx,m,d,0.3,1\nx,m,d,0.4,0\n"), []string{"mean"})
 	require.NoError(t, err)
-	require.Equal(t, []string{"1 row repeats the id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; " +
+	require.Equal(t, []string{"1 row repeats the model and id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; " +
 		"drop the repeats (labels export --labels-only leaves out the responses whose label came with them rather than through the labels table)"}, ids.Notes())
+	// One id under two models is two responses, as the store keys them.
+	two, err := ReadCSV(strings.NewReader("id,model,domain,mean,correct\nx,m,d,0.1,1\nx,n,d,0.2,0\n"), []string{"mean"})
+	require.NoError(t, err)
+	require.Empty(t, two.Notes())
 	c, err := ReadCSV(strings.NewReader("model,domain,sd,correct\nm,d,0.3,1\n"), []string{"sd"})
 	require.NoError(t, err)
 	require.ErrorContains(t, a.Append(c), "the tables have different features (mean; sd)")

@@ -42,7 +42,7 @@ type Table struct {
 	Unterminated bool
 	// EmptyDomain counts the rows read without a domain: they are in the
 	// domain NoDomain. (Rows without a model are skipped, counted in
-	// Skipped as "no model".) Trimmed counts the CSV rows whose model or
+	// Skipped as "no model".) Trimmed counts the rows whose model or
 	// domain had blanks around it, taken off ("tinylm-large " is
 	// "tinylm-large"). Notes says both for a person.
 	EmptyDomain, Trimmed int
@@ -70,17 +70,18 @@ func (t *Table) Notes() []string {
 	if len(t.ID) == t.N() {
 		seen := make(map[string]struct{}, len(t.ID))
 		again := 0
-		for _, id := range t.ID {
+		for i, id := range t.ID {
 			if id == "" {
 				continue // no id: nothing to repeat
 			}
-			if _, ok := seen[id]; ok {
+			key := t.Model[i] + "\x00" + id // as the store keys responses
+			if _, ok := seen[key]; ok {
 				again++
 			}
-			seen[id] = struct{}{}
+			seen[key] = struct{}{}
 		}
 		if again > 0 {
-			notes = append(notes, fmt.Sprintf("%s the id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; "+
+			notes = append(notes, fmt.Sprintf("%s the model and id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; "+
 				"drop the repeats (labels export --labels-only leaves out the responses whose label came with them rather than through the labels table)",
 				words.CountAs(again, "row repeats", "rows repeat")))
 		}
@@ -803,19 +804,29 @@ func appendBatch(t *Table, rec arrow.RecordBatch) error {
 		if correct.Value(r) {
 			y = 1
 		}
-		if model.Value(r) == "" {
+		// Blanks around a name are taken off, as from a CSV.
+		m := strings.TrimSpace(model.Value(r))
+		dv := ""
+		if domain.IsValid(r) {
+			dv = domain.Value(r)
+		}
+		dt := strings.TrimSpace(dv)
+		if (m != model.Value(r) && m != "") || (dt != dv && dt != "") {
+			t.Trimmed++
+		}
+		if m == "" {
 			t.Skipped["no model"]++
 			t.X = t.X[:n]
 			continue
 		}
 		d := NoDomain
-		if domain.IsValid(r) && domain.Value(r) != "" {
-			d = strings.Clone(domain.Value(r))
+		if dt != "" {
+			d = strings.Clone(dt)
 		} else {
 			t.EmptyDomain++
 		}
 		t.Y = append(t.Y, y)
-		t.Model = append(t.Model, strings.Clone(model.Value(r)))
+		t.Model = append(t.Model, strings.Clone(m))
 		if ids != nil {
 			t.ID = append(t.ID, strings.Clone(ids.Value(r)))
 		}

@@ -54,7 +54,7 @@ func TestReadTableArrow(t *testing.T) {
 	rec := scoredBatch(t, mem, []scoredRow{
 		{"llm-a", schemas.StatusOK, 0.5, 0.1, 2},
 		{"llm-a", schemas.ReasonEmpty, 0, 0, 1},
-		{"llm-b", schemas.StatusOK, 0.7, 0.2, 1},
+		{" llm-b ", schemas.StatusOK, 0.7, 0.2, 1}, // blanks taken off, as from a CSV
 		{"llm-b", schemas.StatusOK, 0.7, 0.2, 0},
 		{"llm-b", schemas.StatusOK, math.NaN(), 0.2, 2},
 	})
@@ -86,6 +86,7 @@ func TestReadTableArrow(t *testing.T) {
 		require.Equal(t, []float64{0.5, 0.1, 0.7, 0.2}, tbl.X)
 		require.Equal(t, []float64{1, 0}, tbl.Y)
 		require.Equal(t, []string{"llm-a", "llm-b"}, tbl.Model)
+		require.Equal(t, 1, tbl.Trimmed)
 		require.Equal(t, []string{NoDomain, NoDomain}, tbl.Domain)
 		require.Equal(t, map[string]int{"no label": 1, "status empty": 1, "non-finite feature": 1}, tbl.Skipped)
 		_, err = ReadTable(path, []string{"confidence"})

@@ -88,6 +88,7 @@ func TestTrainModels(t *testing.T) {
 	require.Equal(t, []string{"llm-b"}, keys(set))
 	require.Empty(t, set.Fallback)
 	require.Nil(t, set.For("llm-a"))
+	require.Same(t, set.Models["llm-b"], set.For(" llm-b "), "blanks around a name aside, as training takes them off")
 
 	for _, tc := range []struct {
 		models []string
