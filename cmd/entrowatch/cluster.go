@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/operators/clustertag"
 )
 
@@ -108,7 +109,8 @@ func runClusterFit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("reading prompts: %w", err)
 	}
 	if docs.Skipped > 0 {
-		fmt.Fprintf(stderr, "cluster fit: %d of %d records in %s have no prompt and were skipped\n", docs.Skipped, docs.Skipped+len(docs.Docs), *in)
+		fmt.Fprintf(stderr, "cluster fit: %d of %s in %s %s\n", docs.Skipped, words.Count(docs.Skipped+len(docs.Docs), "record"), *in,
+			map[bool]string{true: "has no prompt and was skipped", false: "have no prompt and were skipped"}[docs.Skipped == 1])
 	}
 	warnLongLines(stderr, "cluster fit", *in, docs)
 	progress("read %d prompts from %s", len(docs.Docs), *in)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/entrowatch/entrowatch/internal/words"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 	"github.com/entrowatch/entrowatch/streams/runner"
@@ -197,7 +198,7 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return err
 	}
-	fmt.Fprintf(stderr, "deadletters: %d records from %s", listed, *topic)
+	fmt.Fprintf(stderr, "deadletters: %s from %s", words.Count(int(listed), "record"), *topic)
 	if listed > 0 {
 		fmt.Fprintf(stderr, " (%s)", reasonsText(byReason))
 	}

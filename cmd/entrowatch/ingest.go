@@ -211,7 +211,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 			// A read error (a truncated gzip file, Ctrl-C) after some
 			// batches went out: say how many, as for a broker error, so
 			// that only the rest is sent again.
-			return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+			return fmt.Errorf("after %s: %w", acked(rows), err)
 		}
 		if rec.NumRows() == 0 { // a run of rejected lines ended the read early
 			rec.Release()
@@ -239,7 +239,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				rowReject(row, r.Reason, fmt.Errorf("%s; not sent, the stream would dead-letter it%s", r.Detail, checkHint(r.Reason)))
 			}); err != nil {
 				rec.Release()
-				return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+				return fmt.Errorf("after %s: %w", acked(rows), err)
 			}
 		}
 		if rate > 0 {
@@ -254,7 +254,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				case <-time.After(d):
 				case <-ctx.Done():
 					rec.Release()
-					return fmt.Errorf("after %d responses were acknowledged: %w", rows, ctx.Err())
+					return fmt.Errorf("after %s: %w", acked(rows), ctx.Err())
 				}
 			}
 			stamped, err := restamp(rec, mem, start, rows, rate)
@@ -275,7 +275,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 		kept, orig, err := keepRows(rec, keptRuns(rec.NumRows(), refused), mem)
 		if err != nil {
 			rec.Release()
-			return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+			return fmt.Errorf("after %s: %w", acked(rows), err)
 		}
 		var out []kafka.Message
 		if kept != nil {
@@ -291,7 +291,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				size -= int64(len(tl.Rows))
 			} else if err != nil {
 				rec.Release()
-				return fmt.Errorf("after %d responses were acknowledged: encoding the next %d: %w", rows, size, err)
+				return fmt.Errorf("after %s: encoding the next %d: %w", acked(rows), size, err)
 			}
 			out = m
 		}
@@ -300,11 +300,11 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 			if err := p.Produce(ctx, out...); err != nil {
 				switch {
 				case errors.Is(err, kafka.ErrUnknownTopic):
-					return fmt.Errorf("after %d responses were acknowledged: %w", rows, err)
+					return fmt.Errorf("after %s: %w", acked(rows), err)
 				case kafka.IsMessageTooLarge(err):
-					return fmt.Errorf("after %d responses were acknowledged: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", rows, err, p.MaxMessageBytes())
+					return fmt.Errorf("after %s: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", acked(rows), err, p.MaxMessageBytes())
 				}
-				return fmt.Errorf("after %d responses were acknowledged: %w%s", rows, err, produceHint(err, conn))
+				return fmt.Errorf("after %s: %w%s", acked(rows), err, produceHint(err, conn))
 			}
 		}
 		rows += size
@@ -318,7 +318,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 	if lastReport != start && tail == "" {
 		fmt.Fprintln(stderr)
 	}
-	fmt.Fprintf(stdout, "produced %s in %s to %s in %v (%.0f responses/s); %s rejected",
+	fmt.Fprintf(stdout, "produced %s in %s to %s in %v (%.0f/s); %s rejected",
 		words.Count(int(rows), "response"), words.Count(int(msgs), "message"), p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), words.Count(int(rejected), "line"))
 	if rejected > 0 {
 		fmt.Fprintf(stdout, " (%s)", reasonsText(byReason))
@@ -352,6 +352,11 @@ func keptRuns(n int64, refused []int) [][2]int64 {
 		runs = append(runs, [2]int64{from, n})
 	}
 	return runs
+}
+
+// acked says how many responses the broker acknowledged, for an error.
+func acked(rows int64) string {
+	return words.CountAs(int(rows), "response was acknowledged", "responses were acknowledged")
 }
 
 // keepRows returns the rows of rec in runs as one batch (rec itself, retained,

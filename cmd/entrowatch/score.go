@@ -323,7 +323,7 @@ func fallbackSummary(w io.Writer, chain []streams.Operator) {
 			if left := e.LeftOut(name); left != "" {
 				why = fmt.Sprintf("entrowatch train left %s out: %s; to give it a model of its own, add labelled rows of it and retrain", name, left)
 			}
-			fmt.Fprintf(w, "estimator: %d rows of model %s scored by the fallback, %s: %s\n", rows[name], name, fallbackName(fallback), why)
+			fmt.Fprintf(w, "estimator: %s of model %s scored by the fallback, %s: %s\n", words.Count(int(rows[name]), "row"), name, fallbackName(fallback), why)
 		}
 		var named int64
 		for _, n := range rows {
