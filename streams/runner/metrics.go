@@ -212,3 +212,11 @@ func (o *offsetTracker) set(partition int) {
 	}
 	o.gauge.WithLabelValues(strconv.Itoa(partition)).Set(float64(max(0, f+1-o.committed[partition])))
 }
+
+// writeWaitGauge reports wait(), how long the sink write in progress has
+// waited (the runner's, which exists after the other metrics).
+func writeWaitGauge(topic string, wait func() float64) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "entrowatch_stream_sink_write_wait_seconds",
+		Help:        "How long the sink write in progress has waited for the sink to answer; 0 when none is in progress. Above stream.sink_stall_after the stream is not ready.",
+		ConstLabels: prometheus.Labels{"topic": topic}}, wait)
+}

@@ -88,6 +88,12 @@ type Config struct {
 	// (so lag grows while a failing sink holds the fetching), and the series
 	// of partitions no longer assigned are deleted. Default 5s.
 	LagInterval time.Duration `yaml:"lag_interval"`
+	// SinkStallAfter is how long one sink write may wait for the sink to
+	// answer before the stream says so: /readyz turns not ready, a warning
+	// is logged, entrowatch_stream_sink_write_wait_seconds shows the wait.
+	// A sink that hangs (a frozen ClickHouse) fails a write only at its
+	// read timeout, a minute by default. 0 turns it off. Default 15s.
+	SinkStallAfter time.Duration `yaml:"sink_stall_after"`
 	// Assemble bounds chunk reassembly (see profile.AssemblerConfig).
 	Assemble profile.AssemblerConfig `yaml:"assemble"`
 }
@@ -105,6 +111,7 @@ func DefaultConfig() Config {
 		SinkBatchWait:  200 * time.Millisecond,
 		ExpireInterval: time.Second,
 		LagInterval:    5 * time.Second,
+		SinkStallAfter: 15 * time.Second,
 		Assemble:       profile.DefaultAssemblerConfig(),
 	}
 }
@@ -130,6 +137,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream.expire_interval %v: want > 0", c.ExpireInterval)
 	case c.LagInterval <= 0:
 		return fmt.Errorf("stream.lag_interval %v: want > 0", c.LagInterval)
+	case c.SinkStallAfter < 0:
+		return fmt.Errorf("stream.sink_stall_after %v: want >= 0 (0: off)", c.SinkStallAfter)
 	}
 	return c.Assemble.Validate()
 }
@@ -176,7 +185,10 @@ type Runner struct {
 	// and being retried; sinkFailing says the last sink write failed.
 	dlqFailing  atomic.Int32
 	sinkFailing atomic.Bool
-	fetch       fetchHealth
+	// writeSince is when the sink write in progress began (UnixNano), 0
+	// when none is (writes are one at a time, under sinkMu).
+	writeSince atomic.Int64
+	fetch      fetchHealth
 
 	// assigned is the assignment Watermarks last reported (nil: unknown),
 	// plus the partitions fetched from since; announced is the assignment
@@ -226,6 +238,9 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 		announced: map[int]bool{}, seen: map[int]bool{}}
 	// Errors come at least every SinkBackoffMax while the consumer fails.
 	r.fetch.failWindow = max(30*time.Second, 3*cfg.SinkBackoffMax)
+	if err := reg.Register(writeWaitGauge(parts.Source.Topic(), func() float64 { return r.writeWait(time.Now()).Seconds() })); err != nil {
+		return nil, fmt.Errorf("registering stream metrics: %w", err)
+	}
 	return r, nil
 }
 
@@ -240,6 +255,9 @@ func (r *Runner) Unready() string {
 	var why []string
 	if h, ok := r.parts.Sink.(streams.HealthReporter); (ok && !h.Healthy()) || r.sinkFailing.Load() {
 		why = append(why, "writes to the sink fail and are retried (see the log: sink write failed)")
+	}
+	if wait := r.writeWait(time.Now()); r.cfg.SinkStallAfter > 0 && wait > r.cfg.SinkStallAfter {
+		why = append(why, fmt.Sprintf("a sink write has waited %v for the sink to answer (is ClickHouse up and answering? see the log: sink write waiting)", wait.Round(time.Second)))
 	}
 	if r.dlqFailing.Load() > 0 {
 		why = append(why, "producing to the dead-letter topic "+r.parts.DeadLetter.Topic()+
@@ -332,8 +350,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	commitDone := make(chan error, 1)
 	go func() { commitDone <- r.commitLoop(hard, points) }()
 	lagCtx, stopLag := context.WithCancel(hard)
-	lagDone := make(chan struct{})
-	go func() { defer close(lagDone); r.lagLoop(lagCtx) }()
+	lagDone := make(chan struct{}, 2)
+	go func() { defer func() { lagDone <- struct{}{} }(); r.lagLoop(lagCtx) }()
+	go func() { defer func() { lagDone <- struct{}{} }(); r.stallLoop(lagCtx) }()
 
 	r.ready.Store(true)
 	fetchErr := r.fetchLoop(ctx, hard, workers)
@@ -363,6 +382,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	commitErr := <-commitDone
 	drain.Stop()
 	stopLag()
+	<-lagDone
 	<-lagDone
 
 	if r.killed.Load() {
@@ -474,6 +494,43 @@ func (r *Runner) fetched(m kafka.Message) {
 
 // lagLoop refreshes the lag gauges from Parts.Watermarks every LagInterval
 // until ctx is done, whether or not messages are being fetched.
+// writeWait is how long the sink write in progress has waited, 0 when none.
+func (r *Runner) writeWait(now time.Time) time.Duration {
+	since := r.writeSince.Load()
+	if since == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, since))
+}
+
+// stallLoop warns once per write that waits longer than SinkStallAfter for
+// the sink, and says when it ends.
+func (r *Runner) stallLoop(ctx context.Context) {
+	if r.cfg.SinkStallAfter <= 0 {
+		return
+	}
+	t := time.NewTicker(min(time.Second, r.cfg.SinkStallAfter/2))
+	defer t.Stop()
+	var warned int64 // writeSince of the write warned about
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			since := r.writeSince.Load()
+			switch {
+			case since != 0 && since != warned && r.writeWait(now) > r.cfg.SinkStallAfter:
+				warned = since
+				r.log.Warn("sink write waiting: the sink has not answered; not ready until it does (a hung ClickHouse fails the write at clickhouse.conn.read_timeout)",
+					"waited", r.writeWait(now).Round(time.Second).String(), "sink_stall_after", r.cfg.SinkStallAfter.String())
+			case warned != 0 && since != warned:
+				r.log.Info("sink write answered after a stall", "took", now.Sub(time.Unix(0, warned)).Round(time.Second).String())
+				warned = 0
+			}
+		}
+	}
+}
+
 func (r *Runner) lagLoop(ctx context.Context) {
 	if r.parts.Watermarks == nil {
 		return
@@ -1216,7 +1273,10 @@ func (w *worker) write(ctx context.Context, b arrow.RecordBatch) error {
 	return w.retry(ctx, "sink write", func() error {
 		w.r.sinkMu.Lock()
 		defer w.r.sinkMu.Unlock()
-		if err := w.r.parts.Sink.Write(ctx, b); err != nil {
+		w.r.writeSince.Store(time.Now().UnixNano())
+		err := w.r.parts.Sink.Write(ctx, b)
+		w.r.writeSince.Store(0)
+		if err != nil {
 			w.r.m.sinkErrs.Inc()
 			w.r.sinkFailing.Store(true)
 			w.r.ready.Store(false)
