@@ -331,6 +331,8 @@ func TestProduceHint(t *testing.T) {
 		{"SASL refused", wrap(kafkago.SASLAuthenticationFailed), withBoth, "SASL was refused: check --kafka-sasl", running, false},
 		{"other, secured", wrap(errors.New("something")), withTLS, " (" + running + " Or its TLS/SASL settings may not match the ones given: --kafka-tls)", "", false},
 		{"other", wrap(errors.New("something")), none, " (" + running + ")", "", false},
+		// A full disk under the embedded broker's data_dir: it answers, with an unknown server error.
+		{"broker failed to store", fmt.Errorf("producing 1 messages to traces: %w", kafkago.WriteErrors{kafkago.Unknown}), none, "could not store the messages: see its log", running, false},
 		{"interrupted", wrap(context.Canceled), withTLS, "", "", true},
 	} {
 		got := produceHint(c.err, c.conn)

@@ -164,6 +164,9 @@ func produceHint(err error, conn kafka.Config) string {
 		return " (the broker does not answer in TLS: drop --kafka-tls and --kafka-tls-ca if its listener is plaintext, or give the address of its TLS listener)"
 	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
 		return " (the TLS settings do not match the broker's certificate: give the CA that signed it with --kafka-tls-ca FILE, and the broker by the name or address its certificate is for)"
+	case errors.Is(err, kafkago.Unknown):
+		// The broker answered, and failed to store the messages.
+		return " (the broker is running but could not store the messages: see its log; entrowatch run's embedded broker logs why, e.g. a full disk under data_dir)"
 	case errors.Is(err, kafkago.SASLAuthenticationFailed), errors.Is(err, kafkago.UnsupportedSASLMechanism), errors.Is(err, kafkago.IllegalSASLState):
 		return " (SASL was refused: check --kafka-sasl (plain, scram-sha-256 or scram-sha-512: the broker's mechanism), --kafka-sasl-user and $" + saslPasswordEnv(conn) + ")"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),

@@ -466,6 +466,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		draining atomic.Bool
 		kafkaOK  atomic.Bool // the brokers answer for the source topic (ingest's produce path)
 		kafkaBad atomic.Bool // the last check found they do not (false before the first check)
+		ingestH  atomic.Pointer[httpin.Handler]
 	)
 	setStarting := func(why string) { starting.Store(&why) }
 	setStarting("starting (creating the topics on Kafka)")
@@ -487,6 +488,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			return "draining"
 		case !kafkaOK.Load():
 			return "Kafka does not answer for topic " + cfg.Source.Topic
+		}
+		if h := ingestH.Load(); h != nil && h.ProduceFailing(time.Now()) {
+			return "producing to topic " + cfg.Source.Topic + " fails although Kafka answers (a broker out of disk space? see the log: http ingest produce failed)"
 		}
 		return ""
 	}
@@ -582,6 +586,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			return fail(err)
 		}
 		h.FailFast(kafkaBad.Load)
+		ingestH.Store(h)
 		ingest = startServer("ingest", httpLn, h, log)
 		g.Go(ingest.wait)
 		g.Go(func() error { watchKafka(gctx, cfg, &kafkaOK, &kafkaBad, log); return nil })

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -137,7 +138,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 			"log.retention.bytes": strconv.FormatInt(retentionOrNone(cfg.RetentionBytes), 10),
 			"log.segment.bytes":   strconv.FormatInt(segmentBytes(cfg.RetentionBytes), 10),
 		}),
-		kfake.WithLogger(logger{log}),
+		kfake.WithLogger(&logger{log: log}),
 	}
 	if cfg.DataDir != "" && !cfg.InMemory {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
@@ -219,15 +220,51 @@ func (b *Broker) Close(context.Context) error {
 	return nil
 }
 
-// logger forwards kfake's warnings and errors to slog; its info and debug
-// levels log every request and stay off.
-type logger struct{ log *slog.Logger }
+// logger forwards kfake's errors to slog, and its warnings about its files
+// (a write that failed: a full disk under data_dir) at most once per
+// diskWarnEvery each; its other warnings (the group protocol's) at debug.
+// Its info and debug levels log every request and stay off.
+type logger struct {
+	log   *slog.Logger
+	mu    sync.Mutex
+	last  map[string]time.Time // format -> when last logged
+	quiet map[string]int       // format -> lines not logged since
+}
 
-func (l logger) Logf(level kfake.LogLevel, format string, args ...any) {
-	switch level {
-	case kfake.LogLevelError:
+// diskWarnEvery is the least time between two warnings of one kind about
+// the broker's files: a full disk fails every produce.
+const diskWarnEvery = 30 * time.Second
+
+// diskWarning reports a kfake warning about its files.
+func diskWarning(format string) bool {
+	for _, p := range []string{"persist", "rebuildSegments", "partition %s-%d", "delete topic", "compact", "load session", "pids.log", "groups.log"} {
+		if strings.HasPrefix(format, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *logger) Logf(level kfake.LogLevel, format string, args ...any) {
+	switch {
+	case level == kfake.LogLevelError:
 		l.log.Error("broker: " + fmt.Sprintf(format, args...))
-	case kfake.LogLevelWarn:
+	case level == kfake.LogLevelWarn && diskWarning(format):
+		l.mu.Lock()
+		if l.last == nil {
+			l.last, l.quiet = map[string]time.Time{}, map[string]int{}
+		}
+		now := time.Now()
+		if now.Sub(l.last[format]) < diskWarnEvery {
+			l.quiet[format]++
+			l.mu.Unlock()
+			return
+		}
+		quiet := l.quiet[format]
+		l.last[format], l.quiet[format] = now, 0
+		l.mu.Unlock()
+		l.log.Warn("broker: writing its files under data_dir failed (is the disk full?): "+fmt.Sprintf(format, args...), "not_logged_since_last", quiet)
+	case level == kfake.LogLevelWarn:
 		l.log.Debug("broker: " + fmt.Sprintf(format, args...))
 	}
 }

@@ -1,15 +1,19 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 )
 
@@ -157,4 +161,24 @@ func TestRetentionOnDisk(t *testing.T) {
 	require.Equal(t, int64(1<<20), segmentBytes(1<<20))
 	require.Equal(t, int64(100<<20), segmentBytes(0))
 	require.Equal(t, int64(100<<20), segmentBytes(1<<40))
+}
+
+// TestLoggerDiskWarnings: kfake's warnings about its files (a write that
+// failed on a full disk) reach the log, once per diskWarnEvery with a count;
+// before, every warning was at debug, and a full data_dir showed only as
+// "an unexpected server error" in the producers' errors.
+func TestLoggerDiskWarnings(t *testing.T) {
+	var buf bytes.Buffer
+	l := &logger{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	for range 5 {
+		l.Logf(kfake.LogLevelWarn, "persist batch %s-%d: %v", "traces", 0, errors.New("write: no space left on device"))
+	}
+	l.Logf(kfake.LogLevelWarn, "OffsetCommit STALE: group=%s", "g")
+	require.Equal(t, 1, strings.Count(buf.String(), "level=WARN"), buf.String())
+	require.Contains(t, buf.String(), "is the disk full?")
+	require.Contains(t, buf.String(), "no space left on device")
+	require.NotContains(t, buf.String(), "STALE", "the group protocol's warnings stay at debug")
+	l.last["persist batch %s-%d: %v"] = time.Now().Add(-diskWarnEvery)
+	l.Logf(kfake.LogLevelWarn, "persist batch %s-%d: %v", "traces", 0, errors.New("write: no space left on device"))
+	require.Contains(t, buf.String(), "not_logged_since_last=4")
 }

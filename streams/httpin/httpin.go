@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -177,6 +178,9 @@ type Handler struct {
 	failMu    sync.Mutex
 	failLast  time.Time
 	failQuiet int // failures not logged since failLast
+	// lastFail and lastOK are when a produce to the traces topic last
+	// failed (503) and last succeeded (UnixNano, 0: never): ProduceFailing.
+	lastFail, lastOK atomic.Int64
 	// refused logs the bodies refused with 400 for their responses, at
 	// most streams.RejectLogLimit per reason per minute: a producer that
 	// breaks (stops asking for logprobs) was only seen by its own client.
@@ -451,10 +455,16 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 	err := p.Produce(ctx, msgs...)
 	switch {
 	case err == nil:
+		if p == h.p {
+			h.lastOK.Store(time.Now().UnixNano())
+		}
 		return true
 	case ctx.Err() != nil && r.Context().Err() == nil:
 		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("topic %s did not acknowledge within %v; retry later", p.Topic(), h.cfg.ProduceTimeout)})
 	default:
+		if p == h.p {
+			h.lastFail.Store(time.Now().UnixNano())
+		}
 		h.logProduceFailed(p.Topic(), err)
 		h.reply(w, http.StatusServiceUnavailable, Reply{Error: fmt.Sprintf("producing to topic %s failed; retry later", p.Topic())})
 	}
@@ -834,6 +844,21 @@ func (h *Handler) logProduceFailed(topic string, err error) {
 	h.failLast, h.failQuiet = now, 0
 	h.failMu.Unlock()
 	h.log.Warn("http ingest produce failed (answered 503)", "topic", topic, "err", err, "not_logged_since_last", quiet)
+}
+
+// failWindow is how long after a failed produce, with none succeeding
+// since, ProduceFailing says so.
+const failWindow = 30 * time.Second
+
+// ProduceFailing reports that producing requests' responses to the traces
+// topic fails: the latest produce failed (answered 503), within the last
+// 30 s, and none succeeded since. The brokers may answer metadata requests
+// and still refuse every write (a broker whose disk is full): /readyz/ingest
+// should say so, so that a load balancer sends the traffic elsewhere. Past
+// the window it says ready again, and the next requests try again.
+func (h *Handler) ProduceFailing(now time.Time) bool {
+	f := h.lastFail.Load()
+	return f != 0 && f > h.lastOK.Load() && now.Sub(time.Unix(0, f)) < failWindow
 }
 
 // FailFast makes requests answer 503 (Retry-After) at once while down

@@ -90,6 +90,13 @@ func TestUnavailableRetryAfter(t *testing.T) {
 	res.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
 	require.Equal(t, retryAfterUnavailable, res.Header.Get("Retry-After"))
+	// Readiness hears of it (/readyz/ingest said ready while a broker out
+	// of disk space refused every write), and forgets it after the window.
+	now := time.Now()
+	require.True(t, h.ProduceFailing(now))
+	require.False(t, h.ProduceFailing(now.Add(failWindow+time.Second)))
+	h.lastOK.Store(now.Add(time.Millisecond).UnixNano())
+	require.False(t, h.ProduceFailing(now), "a produce that succeeded since")
 
 	// 429 (no slot within queue_wait) says when to retry as well.
 	cfg.QueueWait = 0

@@ -379,6 +379,8 @@ func TestWatermarks(t *testing.T) {
 	for _, o := range wm {
 		total += o.High
 		require.Zero(t, o.Next, "nothing committed, start_offset earliest: the log start")
+		require.Zero(t, o.Start)
+		require.EqualValues(t, -1, o.Committed, "nothing committed")
 	}
 	require.EqualValues(t, 40, total, "high watermarks add up to what was produced")
 	// Committed offsets are where an unfetched partition's lag counts from.
@@ -388,6 +390,7 @@ func TestWatermarks(t *testing.T) {
 	wm, err = a.Watermarks(ctx)
 	require.NoError(t, err)
 	require.Equal(t, m.Offset+1, wm[m.Partition].Next)
+	require.Equal(t, m.Offset+1, wm[m.Partition].Committed)
 
 	b := source()
 	defer b.Close()

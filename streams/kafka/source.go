@@ -187,6 +187,10 @@ type PartitionOffsets struct {
 	// fetched from the partition yet: the committed offset, else (a new
 	// group) the log start with start_offset earliest, the end with latest.
 	Next int64
+	// Start is the log start offset: the oldest message retention kept.
+	Start int64
+	// Committed is the group's committed offset, -1 when it has none.
+	Committed int64
 }
 
 // Watermarks returns the partitions of the topic assigned to this member of
@@ -238,7 +242,7 @@ func (s *Source) Watermarks(ctx context.Context) (map[int]PartitionOffsets, erro
 		if s.startLatest {
 			next = po.LastOffset
 		}
-		out[po.Partition] = PartitionOffsets{High: po.LastOffset, Next: next}
+		out[po.Partition] = PartitionOffsets{High: po.LastOffset, Next: next, Start: po.FirstOffset, Committed: -1}
 		first[po.Partition] = po.FirstOffset
 	}
 	of, err := s.admin.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{s.topic: parts}})
@@ -256,6 +260,7 @@ func (s *Source) Watermarks(ctx context.Context) (map[int]PartitionOffsets, erro
 		// A committed offset below the log start (retention deleted what
 		// was never consumed) resumes at the log start.
 		o.Next = max(p.CommittedOffset, first[p.Partition])
+		o.Committed = p.CommittedOffset
 		out[p.Partition] = o
 	}
 	return out, nil

@@ -23,6 +23,7 @@ type metrics struct {
 	remnants   prometheus.Counter
 	dupChunks  prometheus.Counter
 	restChunks prometheus.Counter
+	lost       *prometheus.CounterVec
 	commits    prometheus.Counter
 	commitErrs prometheus.Counter
 	fetchErrs  prometheus.Counter
@@ -56,6 +57,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Chunked traces that would have been dead-lettered as incomplete but that the sink already holds (chunks delivered again after a restart).", ConstLabels: cl}),
 		dupChunks: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_duplicate_chunks_total",
 			Help: "Chunk rows dropped as copies: of a trace being reassembled that holds the chunk already, or (other than its first chunk) of a trace emitted recently (stream.assemble.remember); a trace sent again from its first chunk is reassembled and written again.", ConstLabels: cl}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_retention_lost_messages_total",
+			Help: "Messages retention deleted before the group read them (the log start passed the group's position), by partition: their responses are lost; the log names the offsets.", ConstLabels: cl}, []string{"partition"}),
 		restChunks: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_rejected_trace_chunks_total",
 			Help: "Chunk rows dropped because their trace was dead-lettered shortly before (stream.assemble.remember): the rest of a trace too_long, or given up as incomplete; the dead letter holds the chunks that came before.", ConstLabels: cl}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_commits_total",
@@ -80,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.lost, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

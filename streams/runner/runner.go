@@ -196,7 +196,12 @@ type Runner struct {
 	assignMu  sync.Mutex
 	assigned  map[int]bool
 	announced map[int]bool
-	seen      map[int]bool // partitions fetched from since assigned, for the log
+	// lostUpTo is, per partition, the log start up to which messages lost
+	// to retention were reported; startWarned, the partitions whose start
+	// without a committed offset was.
+	lostUpTo    map[int]int64
+	startWarned map[int]bool
+	seen        map[int]bool // partitions fetched from since assigned, for the log
 
 	sinkMu  sync.Mutex
 	rejects *rejectLog
@@ -620,7 +625,47 @@ func (r *Runner) refreshLag(hw map[int]kafka.PartitionOffsets) {
 			next = o.Next // not fetched since assigned: where the group stands
 		}
 		r.m.lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(0, o.High-next)))
+		r.checkRetention(topic, p, o, next, ok)
 	}
+}
+
+// checkRetention reports the messages of partition p that retention deleted
+// before the group read them: from the group's position (fetched is whether
+// this replica fetched from p since it was assigned; next is then where it
+// goes on, else the committed offset) up to the log start. They are gone,
+// with the responses they carried: logged at ERROR with the offsets, and
+// counted, once each. A group without a committed offset starts at the log
+// start: what retention deleted before is said once, at WARN (a new group
+// on an old topic, or a stream that never wrote, e.g. a sink down since the
+// start).
+func (r *Runner) checkRetention(topic string, p int, o kafka.PartitionOffsets, next int64, fetched bool) {
+	r.assignMu.Lock()
+	defer r.assignMu.Unlock()
+	if r.lostUpTo == nil {
+		r.lostUpTo = map[int]int64{}
+	}
+	if !fetched && o.Committed < 0 {
+		if o.Start > 0 && !r.startWarned[p] {
+			if r.startWarned == nil {
+				r.startWarned = map[int]bool{}
+			}
+			r.startWarned[p] = true
+			r.log.Warn("the group has no committed offset for this partition: it starts at the log start, and the messages before it were deleted by retention before the group read any (a new group on an old topic; or a stream that never wrote, e.g. a sink down since the start, whose traffic is lost)",
+				"topic", topic, "partition", p, "log_start", o.Start)
+		}
+		return
+	}
+	if !fetched {
+		next = o.Committed // o.Next is clamped to the log start already
+	}
+	from := max(next, r.lostUpTo[p])
+	if o.Start <= from {
+		return
+	}
+	r.lostUpTo[p] = o.Start
+	r.m.lost.WithLabelValues(strconv.Itoa(p)).Add(float64(o.Start - from))
+	r.log.Error("retention deleted messages the group had not read: the responses they carried are lost; resend them (broker.retention / retention_bytes, or the topic's retention.ms / retention.bytes, bound how long an outage may last)",
+		"topic", topic, "partition", p, "from_offset", from, "to_offset", o.Start-1, "messages", o.Start-from)
 }
 
 // partitionList renders partitions for a log line: "0,3,7".

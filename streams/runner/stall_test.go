@@ -2,13 +2,18 @@ package runner
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // gateSink holds every write until gate is closed, as a hung ClickHouse
@@ -52,4 +57,35 @@ func TestSinkStall(t *testing.T) {
 	waitFor(t, "ready again", func() bool { return rp.r.Ready() })
 	require.Zero(t, rp.r.writeWait(time.Now()))
 	waitFor(t, "the all-clear", func() bool { return strings.Contains(logs.String(), "sink write answered after a stall") })
+}
+
+// TestRetentionLoss: messages retention deleted before the group read them
+// are logged with their offsets and counted, once; they were lost without
+// a trace (a sink outage longer than the retention).
+func TestRetentionLoss(t *testing.T) {
+	m, err := newMetrics(prometheus.NewRegistry(), "traces")
+	require.NoError(t, err)
+	logs := &logBuf{}
+	r := &Runner{m: m, log: slog.New(slog.NewTextHandler(logs, nil))}
+	lost := func(p string) float64 { return testutil.ToFloat64(m.lost.WithLabelValues(p)) }
+
+	// Not fetched since assigned, committed at 100, the log starts at 160.
+	r.checkRetention("traces", 0, kafka.PartitionOffsets{High: 500, Next: 160, Start: 160, Committed: 100}, 160, false)
+	require.EqualValues(t, 60, lost("0"))
+	require.Contains(t, logs.String(), "retention deleted messages the group had not read")
+	require.Contains(t, logs.String(), "from_offset=100 to_offset=159 messages=60")
+	// The next refresh, the same start: nothing new.
+	r.checkRetention("traces", 0, kafka.PartitionOffsets{High: 500, Next: 160, Start: 160, Committed: 100}, 160, false)
+	require.EqualValues(t, 60, lost("0"))
+	// Fetching at 170 (held in memory, not lost) while the start moves to 200.
+	r.checkRetention("traces", 0, kafka.PartitionOffsets{High: 600, Start: 200, Committed: 100}, 170, true)
+	require.EqualValues(t, 90, lost("0"), "170..199 more")
+	// A partition read past its log start loses nothing.
+	r.checkRetention("traces", 1, kafka.PartitionOffsets{High: 600, Start: 200, Committed: 300}, 300, false)
+	require.Zero(t, lost("1"))
+	// No committed offset: the start is said once, not counted.
+	r.checkRetention("traces", 2, kafka.PartitionOffsets{High: 600, Next: 50, Start: 50, Committed: -1}, 50, false)
+	r.checkRetention("traces", 2, kafka.PartitionOffsets{High: 600, Next: 50, Start: 50, Committed: -1}, 50, false)
+	require.Zero(t, lost("2"))
+	require.Equal(t, 1, strings.Count(logs.String(), "the group has no committed offset for this partition"))
 }
