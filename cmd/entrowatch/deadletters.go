@@ -27,7 +27,10 @@ size of the attached bytes and, for a message or row too large to attach,
 original_bytes (its size; bytes is then 0). It reads the topic from its first retained offset
 without a consumer group, so nothing is committed and the stream is not
 disturbed; it stops at the end (--follow waits for more). A summary by reason
-goes to stderr.
+goes to stderr. A message the stream processed twice (redelivered after a
+restart, or after a sink write that failed) has its rows dead-lettered twice:
+a record with the source, row and trace_id of one listed before is a copy,
+counted in the summary and neither listed nor requeued.
 
 Kafka with TLS or SASL: --kafka-tls, --kafka-tls-ca FILE, --kafka-sasl MECH,
 --kafka-sasl-user USER (password from $ENTROWATCH_KAFKA_PASSWORD), as in
@@ -128,7 +131,13 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	enc := json.NewEncoder(stdout)
 	byReason := map[string]int64{}
-	var listed, requeued, noBytes int64
+	var listed, requeued, noBytes, copies int64
+	// A message processed again (redelivered after a restart, or after a
+	// sink write that failed) has its rows dead-lettered again: the same
+	// source offset, row and trace id. Copies are counted, not listed or
+	// requeued.
+	seen := map[string]struct{}{}
+	const maxSeen = 1_000_000 // bounds memory with --follow; later records are not checked
 	errEnough := errors.New("enough")
 	err := kafka.ReadTopic(ctx, conn, *topic, *follow, func(m kafka.Message) error {
 		d := deadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time.UTC(), Bytes: len(m.Value)}
@@ -155,6 +164,19 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		if len(want) > 0 && !want[d.Reason] {
 			return nil
+		}
+		if strings.Contains(d.Source, "@") { // topic/partition@offset: one message
+			key := d.Source + "\x00" + d.TraceID + "\x00"
+			if d.Row != nil {
+				key += strconv.Itoa(*d.Row)
+			}
+			if _, dup := seen[key]; dup {
+				copies++
+				return nil
+			}
+			if len(seen) < maxSeen {
+				seen[key] = struct{}{}
+			}
 		}
 		if err := enc.Encode(d); err != nil {
 			return err
@@ -201,6 +223,10 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stderr, "deadletters: %s from %s", words.Count(int(listed), "record"), *topic)
 	if listed > 0 {
 		fmt.Fprintf(stderr, " (%s)", reasonsText(byReason))
+	}
+	if copies > 0 {
+		fmt.Fprintf(stderr, "; %s of records listed above left out (the same message and row dead-lettered again when it was processed again: redelivered after a restart or a failed sink write)",
+			words.CountAs(int(copies), "copy", "copies"))
 	}
 	if p != nil {
 		fmt.Fprintf(stderr, "; %d requeued to %s", requeued, *requeue)

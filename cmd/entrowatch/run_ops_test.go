@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/kafka"
+	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
 // fileRunConfig is a run config with the embedded broker at brokerAddr and
@@ -176,6 +178,35 @@ func TestDeadlettersCommand(t *testing.T) {
 	}
 	require.Equal(t, 37, strings.Count(out, "\n"), errs)
 	require.Contains(t, errs, "37 records from traces.dead (empty 1, nan_logprob 1, no_logprobs 1, positive_logprob 1, unknown_model 33)")
+
+	// A message processed again (redelivered after a restart or a failed
+	// sink write) dead-letters its rows again: a copy of an unknown_model
+	// record, as the stream would write it, is counted, not listed or
+	// requeued (the list said 38 records for 37 responses).
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{brokerAddr}
+	var first *kafka.Message
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	require.NoError(t, kafka.ReadTopic(rctx, conn, "traces.dead", false, func(m kafka.Message) error {
+		for _, h := range m.Headers {
+			if h.Key == runner.HeaderReason && string(h.Value) == "unknown_model" && first == nil {
+				first = &m
+			}
+		}
+		return nil
+	}))
+	rcancel()
+	require.NotNil(t, first)
+	pc := kafka.DefaultProducerConfig()
+	pc.Topic, pc.BatchTimeout = "traces.dead", time.Millisecond
+	dp, err := kafka.NewProducer(conn, pc, nil)
+	require.NoError(t, err)
+	require.NoError(t, dp.Produce(ctx, kafka.Message{Key: first.Key, Value: first.Value, Headers: first.Headers}))
+	require.NoError(t, dp.Close())
+	out, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr)
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, 37, strings.Count(out, "\n"), errs)
+	require.Contains(t, errs, "37 records from traces.dead (empty 1, nan_logprob 1, no_logprobs 1, positive_logprob 1, unknown_model 33); 1 copy of records listed above left out")
 
 	out, errs, code = runCLI(t, "deadletters", "--brokers", brokerAddr, "--reason", "positive_logprob")
 	require.Equal(t, 0, code, errs)
