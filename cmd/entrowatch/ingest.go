@@ -60,7 +60,9 @@ nan_logprob, positive_logprob, more than --max-steps steps): give
 --check=false to send such responses for the stream to dead-letter. The
 exit status is 1 when nothing could be produced. An error that stops it
 (the broker's, or the input's: a gzip file cut short) says how many
-responses were acknowledged before it: resend only the rest.
+responses were acknowledged before it and up to which input line, so that
+only the rest need be sent again (sending all again is harmless: the store
+keeps one row per model and trace id).
 
 TLS and SASL: --kafka-tls, --kafka-tls-ca, --kafka-sasl, --kafka-sasl-user,
 as in every command (the older --tls, --tls-ca, --sasl, --sasl-user still
@@ -199,8 +201,10 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 			fmt.Fprintf(stderr, "further %s lines are counted in the summary, not printed (entrowatch score --rejects FILE lists every one)\n", rj.Reason)
 		}
 	}
+	var done int64 // input lines up to which everything was acknowledged or rejected
 	for {
 		rec, err := rd.Next()
+		read := rd.Lines()
 		for _, rj := range rd.Rejects() {
 			reject(rj)
 		}
@@ -211,7 +215,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 			// A read error (a truncated gzip file, Ctrl-C) after some
 			// batches went out: say how many, as for a broker error, so
 			// that only the rest is sent again.
-			return fmt.Errorf("after %s: %w", acked(rows), err)
+			return fmt.Errorf("after %s: %w", acked(rows, done), err)
 		}
 		if rec.NumRows() == 0 { // a run of rejected lines ended the read early
 			rec.Release()
@@ -239,7 +243,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				rowReject(row, r.Reason, fmt.Errorf("%s; not sent, the stream would dead-letter it%s", r.Detail, checkHint(r.Reason)))
 			}); err != nil {
 				rec.Release()
-				return fmt.Errorf("after %s: %w", acked(rows), err)
+				return fmt.Errorf("after %s: %w", acked(rows, done), err)
 			}
 		}
 		if rate > 0 {
@@ -254,7 +258,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				case <-time.After(d):
 				case <-ctx.Done():
 					rec.Release()
-					return fmt.Errorf("after %s: %w", acked(rows), ctx.Err())
+					return fmt.Errorf("after %s: %w", acked(rows, done), ctx.Err())
 				}
 			}
 			stamped, err := restamp(rec, mem, start, rows, rate)
@@ -275,7 +279,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 		kept, orig, err := keepRows(rec, keptRuns(rec.NumRows(), refused), mem)
 		if err != nil {
 			rec.Release()
-			return fmt.Errorf("after %s: %w", acked(rows), err)
+			return fmt.Errorf("after %s: %w", acked(rows, done), err)
 		}
 		var out []kafka.Message
 		if kept != nil {
@@ -291,7 +295,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 				size -= int64(len(tl.Rows))
 			} else if err != nil {
 				rec.Release()
-				return fmt.Errorf("after %s: encoding the next %d: %w", acked(rows), size, err)
+				return fmt.Errorf("after %s: encoding the next %d: %w", acked(rows, done), size, err)
 			}
 			out = m
 		}
@@ -300,15 +304,16 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 			if err := p.Produce(ctx, out...); err != nil {
 				switch {
 				case errors.Is(err, kafka.ErrUnknownTopic):
-					return fmt.Errorf("after %s: %w", acked(rows), err)
+					return fmt.Errorf("after %s: %w", acked(rows, done), err)
 				case kafka.IsMessageTooLarge(err):
-					return fmt.Errorf("after %s: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", acked(rows), err, p.MaxMessageBytes())
+					return fmt.Errorf("after %s: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", acked(rows, done), err, p.MaxMessageBytes())
 				}
-				return fmt.Errorf("after %s: %w%s", acked(rows), err, produceHint(err, conn))
+				return fmt.Errorf("after %s: %w%s", acked(rows, done), err, produceHint(err, conn))
 			}
 		}
 		rows += size
 		msgs += int64(len(out))
+		done = read
 		if time.Since(lastReport) > every {
 			lastReport = time.Now()
 			fmt.Fprintf(stderr, "%sproduced %d responses (%.0f/s), %d rejected%s", lead, rows, float64(rows)/time.Since(start).Seconds(), rejected, tail)
@@ -354,9 +359,14 @@ func keptRuns(n int64, refused []int) [][2]int64 {
 	return runs
 }
 
-// acked says how many responses the broker acknowledged, for an error.
-func acked(rows int64) string {
-	return words.CountAs(int(rows), "response was acknowledged", "responses were acknowledged")
+// acked says how many responses the broker acknowledged, and up to which
+// input line, for an error that stops ingest.
+func acked(rows, line int64) string {
+	n := words.CountAs(int(rows), "response was acknowledged", "responses were acknowledged")
+	if line == 0 {
+		return n
+	}
+	return fmt.Sprintf("%s, all of input lines 1 to %d (resend from line %d, e.g. tail -n +%d; or all of it: the store keeps one row per model and trace id)", n, line, line+1, line+1)
 }
 
 // keepRows returns the rows of rec in runs as one batch (rec itself, retained,

@@ -89,7 +89,7 @@ func TestIngestTruncatedGzipSaysAcknowledged(t *testing.T) {
 	stdout, stderr, code := runCLI(t, "ingest", "--in", cut, "--brokers", addr, "--batch-rows", "50")
 	require.Equal(t, 1, code, stderr)
 	require.Empty(t, stdout)
-	m := regexp.MustCompile(`^entrowatch ingest: after (\d+) responses were acknowledged: reading line \d+: ` +
+	m := regexp.MustCompile(`^entrowatch ingest: after (\d+) responses were acknowledged, all of input lines 1 to (\d+) \(resend from line \d+, e\.g\. tail -n \+\d+; or all of it: the store keeps one row per model and trace id\): reading line \d+: ` +
 		regexp.QuoteMeta(cut) + `: the gzip data ends abruptly \(a truncated file, e\.g\. an interrupted copy or download\): unexpected EOF\n$`).FindStringSubmatch(stderr)
 	require.NotNil(t, m, "%q", stderr)
 	require.Equal(t, 1, strings.Count(stderr, "unexpected EOF"), stderr)
@@ -98,6 +98,9 @@ func TestIngestTruncatedGzipSaysAcknowledged(t *testing.T) {
 	require.Positive(t, acked, "batches went out before the cut")
 	require.Less(t, acked, 20*len(lines))
 	require.Equal(t, acked, topicRows(t, addr, "traces"), "the count is what is on the topic")
+	upTo, err := strconv.Atoi(m[2])
+	require.NoError(t, err)
+	require.Equal(t, acked, upTo, "one response per line: the lines sent are the responses acknowledged")
 }
 
 // TestIngestReadErrorBeforeAnyBatch: a read error before any batch went out
