@@ -31,21 +31,7 @@ import (
 // response when the pipe pauses, while the pipe is still open; before,
 // responses waited until 1,024 of them had arrived (or the pipe closed).
 func TestIngestLivePipe(t *testing.T) {
-	bcfg := broker.DefaultConfig()
-	bcfg.Partitions = 1
-	bcfg.Topics = []string{"traces"}
-	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer b.Close(context.Background())
-
-	conn := kafka.DefaultConfig()
-	conn.Brokers = []string{b.Addr()}
-	pcfg := kafka.DefaultProducerConfig()
-	pcfg.Topic = "traces"
-	pcfg.BatchTimeout = time.Millisecond
-	p, err := kafka.NewProducer(conn, pcfg, nil)
-	require.NoError(t, err)
-	defer p.Close()
+	b, _, p := tracesBroker(t)
 
 	lines := fixtureLines(t)
 	pr, pw := io.Pipe()
@@ -73,7 +59,7 @@ func TestIngestLivePipe(t *testing.T) {
 		return got
 	}
 
-	_, err = pw.Write(append(bytes.Join(lines[:3], []byte("\n")), '\n'))
+	_, err := pw.Write(append(bytes.Join(lines[:3], []byte("\n")), '\n'))
 	require.NoError(t, err)
 	require.Equal(t, 3, rows(3))
 	_, err = pw.Write(append(lines[3], '\n'))
@@ -111,20 +97,7 @@ func TestLiveInput(t *testing.T) {
 // out of their batch, which still goes as one message; a bad line in five
 // made as many messages as there were gaps between them.
 func TestIngestRefusedRowsOneMessage(t *testing.T) {
-	bcfg := broker.DefaultConfig()
-	bcfg.Partitions = 1
-	bcfg.Topics = []string{"traces"}
-	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	defer b.Close(context.Background())
-	conn := kafka.DefaultConfig()
-	conn.Brokers = []string{b.Addr()}
-	pcfg := kafka.DefaultProducerConfig()
-	pcfg.Topic = "traces"
-	pcfg.BatchTimeout = time.Millisecond
-	p, err := kafka.NewProducer(conn, pcfg, nil)
-	require.NoError(t, err)
-	defer p.Close()
+	b, conn, p := tracesBroker(t)
 
 	var in bytes.Buffer
 	var want []string
@@ -165,4 +138,25 @@ func peekTestID(t *testing.T, line []byte) string {
 	}
 	require.NoError(t, json.Unmarshal(line, &v))
 	return v.ID
+}
+
+// tracesBroker starts an embedded broker with a one-partition "traces"
+// topic and a producer to it; both stop at the end of the test.
+func tracesBroker(t *testing.T) (*broker.Broker, kafka.Config, *kafka.Producer) {
+	t.Helper()
+	bcfg := broker.DefaultConfig()
+	bcfg.Partitions = 1
+	bcfg.Topics = []string{"traces"}
+	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close(context.Background()) })
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{b.Addr()}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "traces"
+	pcfg.BatchTimeout = time.Millisecond
+	p, err := kafka.NewProducer(conn, pcfg, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return b, conn, p
 }
