@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,7 @@ without a consumer group, so nothing is committed and the stream is not
 disturbed; it stops at the end (--follow waits for more). A summary by reason
 goes to stderr. A message the stream processed twice (redelivered after a
 restart, or after a sink write that failed) has its rows dead-lettered twice:
-a record with the source, row and trace_id of one listed before is a copy,
+a record with the source, row, trace_id and bytes of one listed before is a copy,
 counted in the summary and neither listed nor requeued.
 
 Kafka with TLS or SASL: --kafka-tls, --kafka-tls-ca FILE, --kafka-sasl MECH,
@@ -166,9 +167,11 @@ func runDeadletters(ctx context.Context, args []string, stdout, stderr io.Writer
 			return nil
 		}
 		if strings.Contains(d.Source, "@") { // topic/partition@offset: one message
-			key := d.Source + "\x00" + d.TraceID + "\x00"
+			// The row's bytes tell apart two traces given up by one
+			// message (one id under two models); a copy has the same.
+			key := fmt.Sprintf("%s\x00%s\x00%x", d.Source, d.TraceID, sha256.Sum256(m.Value))
 			if d.Row != nil {
-				key += strconv.Itoa(*d.Row)
+				key += "\x00" + strconv.Itoa(*d.Row)
 			}
 			if _, dup := seen[key]; dup {
 				copies++

@@ -204,7 +204,7 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 	var done int64 // input lines up to which everything was acknowledged or rejected
 	for {
 		rec, err := rd.Next()
-		read := rd.Lines()
+		read := rd.Settled() // not the lines of streamed responses still open
 		for _, rj := range rd.Rejects() {
 			reject(rj)
 		}

@@ -77,11 +77,18 @@ type Assembled struct {
 	// and final), passed through as slices of the input, and reassembled
 	// traces (seq 0, final true, steps in seq order).
 	Complete []arrow.RecordBatch
+	// CompleteFirst is, for each Complete batch, the input row its first
+	// row was (a slice of whole rows), or -1 (reassembled traces).
+	CompleteFirst []int
 	// Rejected holds traces that cannot be completed, one row each, with
 	// final=false and the chunks that did arrive; Reasons[i] is the reason
 	// of row i over all Rejected batches (incomplete or too_long).
 	Rejected []arrow.RecordBatch
 	Reasons  []string
+	// HasFirst[i] says whether rejected row i holds its trace's first
+	// chunk (seq 0). One that does not may be the rest of a trace written
+	// before a restart (a remnant); one that does is not.
+	HasFirst []bool
 	// Duplicates counts chunks dropped because they were seen before: a
 	// chunk of an open trace that it holds already, a chunk other than the
 	// first (seq 0) of a trace completed recently (Remember), or a first
@@ -118,7 +125,7 @@ type Assembler struct {
 	open map[string]*pending
 	held int // steps over all open traces
 
-	doneSet  map[string]done // id -> its slot in doneRing and how it ended
+	doneSet  map[string]done // model and id -> its slot in doneRing and how it ended
 	doneRing []string
 	doneNext int
 }
@@ -167,6 +174,7 @@ func (a *Assembler) Oldest() (int64, bool) {
 // per chunk as plain slices, so no input batch is retained.
 type pending struct {
 	id       string
+	key      string // model and id: traces are told apart by both, as the store does
 	origin   int64
 	last     time.Time
 	finalSeq int32 // -1 until the final chunk arrived
@@ -218,6 +226,7 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 	flushRun := func(end int) {
 		if start >= 0 && end > start {
 			out.Complete = append(out.Complete, in.NewSlice(int64(start), int64(end)))
+			out.CompleteFirst = append(out.CompleteFirst, start)
 		}
 		start = -1
 	}
@@ -268,6 +277,7 @@ func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Asse
 			return Assembled{}, err
 		}
 		out.Complete = append(out.Complete, rec)
+		out.CompleteFirst = append(out.CompleteFirst, -1)
 		done = done[j:]
 	}
 	// Bound the open set: the traces idle the longest go first.
@@ -320,21 +330,25 @@ func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string, time
 		return nil
 	}
 	a.close(p, true)
-	rec, err := a.build([]*pending{p}, false)
+	// Final when every chunk came (too long, not cut short): sent again
+	// after max_steps is raised, it is a whole response.
+	rec, err := a.build([]*pending{p}, p.complete())
 	if err != nil {
 		return err
 	}
+	_, first := p.chunks[0]
 	out.Rejected = append(out.Rejected, rec)
 	out.Reasons = append(out.Reasons, reason)
+	out.HasFirst = append(out.HasFirst, first)
 	return nil
 }
 
 // close removes p from the open set and remembers its id, and whether it
 // was rejected.
 func (a *Assembler) close(p *pending, rejected bool) {
-	delete(a.open, p.id)
+	delete(a.open, p.key)
 	a.held -= p.steps
-	a.remember(p.id, rejected)
+	a.remember(p.key, rejected)
 }
 
 func (a *Assembler) remember(id string, rejected bool) {
@@ -360,8 +374,9 @@ const (
 // was dropped, and a reject reason when the trace must be emitted now.
 func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (*pending, int, string) {
 	id := v.id.Value(i)
+	key := v.key(i)
 	seq := v.seq(i)
-	d, seen := a.doneSet[id]
+	d, seen := a.doneSet[key]
 	again := false
 	if seen {
 		switch {
@@ -373,13 +388,13 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 		// The first chunk again: the response is sent anew (or all of it
 		// is redelivered, or it is requeued from the dead letters), and is
 		// assembled and written again.
-		delete(a.doneSet, id)
+		delete(a.doneSet, key)
 		again = !d.rejected
 	}
-	p := a.open[id]
+	p := a.open[key]
 	if p == nil {
-		p = &pending{id: id, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk), again: again}
-		a.open[id] = p
+		p = &pending{id: id, key: key, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk), again: again}
+		a.open[key] = p
 	}
 	if _, dup := p.chunks[seq]; dup {
 		return p, dropCopy, ""
@@ -598,6 +613,16 @@ func newChunkView(in arrow.RecordBatch) (*chunkView, error) {
 		v.listErr = fmt.Errorf("assembling chunks: column %s missing or not a list of lists of floats", schemas.ColTopLogprobs)
 	}
 	return v, nil
+}
+
+// key is row i's model and trace id: one id under two models is two
+// responses (the store keys rows so).
+func (v *chunkView) key(i int) string {
+	m := ""
+	if v.model != nil && v.model.IsValid(i) {
+		m = v.model.Value(i)
+	}
+	return m + "\x00" + v.id.Value(i)
 }
 
 func (v *chunkView) seq(i int) int32 {

@@ -21,6 +21,7 @@ type chunkRow struct {
 	seq   int32
 	final bool
 	steps []float32
+	model string // "" = "m-" + id
 }
 
 func chunkBatch(t testing.TB, mem memory.Allocator, rows ...chunkRow) arrow.RecordBatch {
@@ -36,7 +37,11 @@ func chunkBatch(t testing.TB, mem memory.Allocator, rows ...chunkRow) arrow.Reco
 			case schemas.ColTS:
 				fb.(*array.TimestampBuilder).Append(arrow.Timestamp(1000 + r.seq))
 			case schemas.ColModel:
-				fb.(*array.StringBuilder).Append("m-" + r.id)
+				if r.model != "" {
+					fb.(*array.StringBuilder).Append(r.model)
+				} else {
+					fb.(*array.StringBuilder).Append("m-" + r.id)
+				}
 			case schemas.ColSeq:
 				fb.(*array.Int32Builder).Append(r.seq)
 			case schemas.ColFinal:
@@ -120,6 +125,75 @@ func TestAssemblerRejectedSentAgain(t *testing.T) {
 		require.Zero(t, out.Duplicates, "round %d", round)
 		out.Release()
 	}
+}
+
+// TestAssemblerTwoModelsOneID: one id under two models is two responses
+// (the store keys rows so): their chunks are not merged, and the second
+// model's were dropped as duplicates.
+func TestAssemblerTwoModelsOneID(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	a, err := NewAssembler(DefaultAssemblerConfig(), mem)
+	require.NoError(t, err)
+	in := chunkBatch(t, mem,
+		chunkRow{id: "q1", model: "A", seq: 0, steps: []float32{-1}},
+		chunkRow{id: "q1", model: "B", seq: 0, steps: []float32{-2}},
+		chunkRow{id: "q1", model: "A", seq: 1, final: true, steps: []float32{-3}},
+		chunkRow{id: "q1", model: "B", seq: 1, final: true, steps: []float32{-4}})
+	out, err := a.Add(in, 1, time.Unix(0, 0))
+	in.Release()
+	require.NoError(t, err)
+	defer out.Release()
+	require.Zero(t, out.Duplicates)
+	got := map[string][]float32{}
+	for _, rec := range out.Complete {
+		v, err := newChunkView(rec)
+		require.NoError(t, err)
+		for i := range int(rec.NumRows()) {
+			got[strAt(v.model, i)] = v.chunk(i).tok
+		}
+	}
+	require.Equal(t, map[string][]float32{"A": {-1, -3}, "B": {-2, -4}}, got)
+	require.Equal(t, []int{-1}, out.CompleteFirst)
+}
+
+// TestAssemblerRowsAndFirst: a slice of whole rows says which input row it
+// starts at (the dead letters of its rows name their message row); a
+// rejected trace says whether it holds its first chunk (one that does is
+// never a restart's remnant), and a too_long trace whose chunks all came is
+// final (sent again after max_steps is raised, it is whole).
+func TestAssemblerRowsAndFirst(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	cfg := DefaultAssemblerConfig()
+	cfg.MaxSteps = 3
+	a, err := NewAssembler(cfg, mem)
+	require.NoError(t, err)
+	in := chunkBatch(t, mem,
+		chunkRow{id: "w1", seq: 0, final: true, steps: []float32{-1}},
+		chunkRow{id: "long", seq: 0, steps: []float32{-1, -2}},
+		chunkRow{id: "w2", seq: 0, final: true, steps: []float32{-1}},
+		chunkRow{id: "w3", seq: 0, final: true, steps: []float32{-1}},
+		chunkRow{id: "long", seq: 1, final: true, steps: []float32{-3, -4}},
+		chunkRow{id: "rest", seq: 1, steps: []float32{-1}})
+	out, err := a.Add(in, 1, time.Unix(0, 0))
+	in.Release()
+	require.NoError(t, err)
+	require.Equal(t, []int{0, 2}, out.CompleteFirst, "w1 at row 0; w2, w3 from row 2")
+	require.Equal(t, []string{schemas.ReasonTooLong}, out.Reasons)
+	require.Equal(t, []bool{true}, out.HasFirst)
+	v, err := newChunkView(out.Rejected[0])
+	require.NoError(t, err)
+	require.True(t, v.final(0), "every chunk of the too_long trace came")
+	out.Release()
+	out, err = a.Expire(time.Unix(100, 0))
+	require.NoError(t, err)
+	require.Equal(t, []string{schemas.ReasonIncomplete}, out.Reasons)
+	require.Equal(t, []bool{false}, out.HasFirst, "rest came without its first chunk")
+	v, err = newChunkView(out.Rejected[0])
+	require.NoError(t, err)
+	require.False(t, v.final(0))
+	out.Release()
 }
 
 func TestAssembler(t *testing.T) {

@@ -461,6 +461,9 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 		return true
 	case ctx.Err() != nil && r.Context().Err() == nil:
 		h.reply(w, http.StatusTooManyRequests, Reply{Error: fmt.Sprintf("topic %s did not acknowledge within %v; retry later", p.Topic(), h.cfg.ProduceTimeout)})
+	case r.Context().Err() != nil:
+		// The client went away during the produce: nothing to answer, and
+		// no sign that the broker fails.
 	default:
 		if p == h.p {
 			h.lastFail.Store(time.Now().UnixNano())

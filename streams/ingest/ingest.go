@@ -329,6 +329,17 @@ func (r *Reader) RowLines() []int64 { return r.rowLines }
 // Lines returns the number of lines read so far.
 func (r *Reader) Lines() int64 { return r.line }
 
+// Settled returns the line up to which every response read is settled:
+// returned in a batch by Next, or rejected. The chunks of a streamed
+// response still open (its final chunk not read yet) are not: Settled is
+// then the line before its first chunk.
+func (r *Reader) Settled() int64 {
+	if r.oldest != nil {
+		return r.oldest.firstLine - 1
+	}
+	return r.line
+}
+
 // Release frees the reader's builders; batches Next returned are not
 // affected (their owners release them). Next after Release returns an error.
 // Release may be called more than once.

@@ -76,3 +76,20 @@ func TestOpenStreamsList(t *testing.T) {
 	require.Len(t, r.rejects, 400)
 	require.Equal(t, 100*2, r.held)
 }
+
+// TestSettled: the lines of a streamed response still open are not
+// settled: an error that stops ingest must not say they were sent.
+func TestSettled(t *testing.T) {
+	in := `{"id":"s","object":"chat.completion.chunk","choices":[{"index":0,"logprobs":{"content":[{"logprob":-1,"top_logprobs":[{"logprob":-1}]}]},"finish_reason":null}]}` + "\n" +
+		`{"id":"w","choices":[{"index":0,"finish_reason":"stop","logprobs":{"content":[{"logprob":-1,"top_logprobs":[{"logprob":-1}]}]}}]}` + "\n"
+	cfg := DefaultConfig()
+	cfg.BatchRows = 1
+	r := NewReader(strings.NewReader(in), cfg, memory.NewGoAllocator())
+	defer r.Release()
+	rec, err := r.Next()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rec.NumRows())
+	rec.Release()
+	require.EqualValues(t, 2, r.Lines())
+	require.Zero(t, r.Settled(), "line 1 starts a stream still open")
+}

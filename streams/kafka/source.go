@@ -191,6 +191,9 @@ type PartitionOffsets struct {
 	Start int64
 	// Committed is the group's committed offset, -1 when it has none.
 	Committed int64
+	// Latest: a group without a committed offset starts at the end
+	// (start_offset latest), not at the log start.
+	Latest bool
 }
 
 // Watermarks returns the partitions of the topic assigned to this member of
@@ -242,7 +245,7 @@ func (s *Source) Watermarks(ctx context.Context) (map[int]PartitionOffsets, erro
 		if s.startLatest {
 			next = po.LastOffset
 		}
-		out[po.Partition] = PartitionOffsets{High: po.LastOffset, Next: next, Start: po.FirstOffset, Committed: -1}
+		out[po.Partition] = PartitionOffsets{High: po.LastOffset, Next: next, Start: po.FirstOffset, Committed: -1, Latest: s.startLatest}
 		first[po.Partition] = po.FirstOffset
 	}
 	of, err := s.admin.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{s.topic: parts}})

@@ -625,6 +625,7 @@ func (r *Runner) refreshLag(hw map[int]kafka.PartitionOffsets) {
 			next = o.Next // not fetched since assigned: where the group stands
 		}
 		r.m.lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(0, o.High-next)))
+		r.m.lost.WithLabelValues(strconv.Itoa(p)) // at 0 from the assignment on, for increase()
 		r.checkRetention(topic, p, o, next, ok)
 	}
 }
@@ -645,7 +646,8 @@ func (r *Runner) checkRetention(topic string, p int, o kafka.PartitionOffsets, n
 		r.lostUpTo = map[int]int64{}
 	}
 	if !fetched && o.Committed < 0 {
-		if o.Start > 0 && !r.startWarned[p] {
+		// With start_offset latest the group starts at the end by choice.
+		if o.Start > 0 && !o.Latest && !r.startWarned[p] {
 			if r.startWarned == nil {
 				r.startWarned = map[int]bool{}
 			}
@@ -1088,7 +1090,7 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, ex
 		for _, rec := range out.Rejected {
 			for row := 0; row < int(rec.NumRows()); row++ {
 				if !held[i] {
-					dl = append(dl, w.rowDLQ(rec, row, out.Reasons[i], w.assembleDetail(out.Reasons[i], expired), src))
+					dl = append(dl, w.rowDLQ(rec, row, row, out.Reasons[i], w.assembleDetail(out.Reasons[i], expired), src))
 				}
 				i++
 			}
@@ -1097,8 +1099,12 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, ex
 			return err
 		}
 	}
-	for _, rec := range out.Complete {
-		if err := w.process(ctx, rec, src); err != nil {
+	for j, rec := range out.Complete {
+		first := -1
+		if j < len(out.CompleteFirst) {
+			first = out.CompleteFirst[j]
+		}
+		if err := w.process(ctx, rec, src, first); err != nil {
 			return err
 		}
 	}
@@ -1107,8 +1113,11 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, ex
 
 // remnants tells which rejected rows of out are incomplete traces that the
 // sink already holds (see streams.Holder), by their index over out.Reasons.
-// Without a Holder, or when the lookup fails, there are none: every row is
-// dead-lettered.
+// Only a trace without its first chunk can be a remnant (the last chunks of
+// a trace written before a restart): one with it is a sending cut short (a
+// response sent again and given up for room, say), dead-lettered even when
+// the sink holds an earlier sending. Without a Holder, or when the lookup
+// fails, there are none: every row is dead-lettered.
 func (w *worker) remnants(ctx context.Context, out profile.Assembled) map[int]bool {
 	h, ok := w.r.parts.Sink.(streams.Holder)
 	if !ok {
@@ -1123,7 +1132,8 @@ func (w *worker) remnants(ctx context.Context, out profile.Assembled) map[int]bo
 		models, _ := rec.Column(schemas.MustIndex(sc, schemas.ColModel)).(*array.String)
 		ts, _ := rec.Column(schemas.MustIndex(sc, schemas.ColTS)).(*array.Timestamp)
 		for row := 0; row < int(rec.NumRows()); row++ {
-			if out.Reasons[i] == schemas.ReasonIncomplete && ids != nil && models != nil && ts != nil {
+			first := i < len(out.HasFirst) && out.HasFirst[i]
+			if out.Reasons[i] == schemas.ReasonIncomplete && !first && ids != nil && models != nil && ts != nil {
 				ref := streams.TraceRef{ID: ids.Value(row), Model: models.Value(row)}
 				if v := ts.Value(row); v > 0 {
 					ref.TS = v.ToTime(ts.DataType().(*arrow.TimestampType).Unit)
@@ -1137,21 +1147,34 @@ func (w *worker) remnants(ctx context.Context, out profile.Assembled) map[int]bo
 	if len(refs) == 0 {
 		return nil
 	}
-	t := time.Now()
-	w.r.sinkMu.Lock()
-	found, err := h.Held(ctx, refs)
-	w.r.sinkMu.Unlock()
-	w.stage("sink_lookup", t)
-	if err != nil {
-		w.r.log.Warn("looking up incomplete traces in the sink failed; dead-lettering them all", "traces", len(refs), "err", err)
-		return nil
-	}
-	held := map[int]bool{}
+	// One lookup per model: Held answers by id, and one id under two
+	// models is two traces.
+	byModel := map[string][]int{}
 	for j, ref := range refs {
-		if found[ref.ID] {
-			held[at[j]] = true
+		byModel[ref.Model] = append(byModel[ref.Model], j)
+	}
+	t := time.Now()
+	held := map[int]bool{}
+	for _, js := range byModel {
+		part := make([]streams.TraceRef, len(js))
+		for k, j := range js {
+			part[k] = refs[j]
+		}
+		w.r.sinkMu.Lock()
+		found, err := h.Held(ctx, part)
+		w.r.sinkMu.Unlock()
+		if err != nil {
+			w.stage("sink_lookup", t)
+			w.r.log.Warn("looking up incomplete traces in the sink failed; dead-lettering them all", "traces", len(refs), "err", err)
+			return nil
+		}
+		for _, j := range js {
+			if found[refs[j].ID] {
+				held[at[j]] = true
+			}
 		}
 	}
+	w.stage("sink_lookup", t)
 	if len(held) > 0 {
 		w.r.m.remnants.Add(float64(len(held)))
 		w.r.stats.add(func(s *Stats) { s.Remnants += int64(len(held)) })
@@ -1205,7 +1228,11 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 
 // process runs in (trace.v1, not released) through the chain, dead-letters
 // the rows whose status is not ok and queues the output for the sink.
-func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) error {
+// process runs in through the chain and its rows to the sink, dead-letters
+// the rows the chain rejected. first is the message row of in's first row
+// (in is a slice of the message's whole rows), or -1 when in holds
+// reassembled traces: the entrowatch.row header says the message row.
+func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string, first int) error {
 	cur := []arrow.RecordBatch{in}
 	owned := false // cur[0] is in, which the caller owns
 	release := func() {
@@ -1266,7 +1293,11 @@ func (w *worker) process(ctx context.Context, in arrow.RecordBatch, src string) 
 				} else {
 					detail = schemas.StatusDetail(b, i, s)
 				}
-				dl = append(dl, w.rowDLQ(in, row, s, detail, src))
+				msgRow := row
+				if first >= 0 {
+					msgRow = first + row
+				}
+				dl = append(dl, w.rowDLQ(in, row, msgRow, s, detail, src))
 			}
 		}
 		base += int(b.NumRows())
@@ -1470,7 +1501,7 @@ func recordSize(m kafka.Message) int {
 // rowDLQ dead-letters row i of the trace.v1 batch rec as its own IPC stream,
 // keyed by trace_id. A row over the dead-letter producer's max_message_bytes
 // goes without its bytes (it is not cut into chunks: one record per row).
-func (w *worker) rowDLQ(rec arrow.RecordBatch, i int, reason, detail, src string) kafka.Message {
+func (w *worker) rowDLQ(rec arrow.RecordBatch, i, msgRow int, reason, detail, src string) kafka.Message {
 	var key []byte
 	if idx := rec.Schema().FieldIndices(schemas.ColTraceID); len(idx) > 0 {
 		if ids, ok := rec.Column(idx[0]).(*array.String); ok && ids.IsValid(i) {
@@ -1491,12 +1522,12 @@ func (w *worker) rowDLQ(rec arrow.RecordBatch, i int, reason, detail, src string
 	})
 	switch {
 	case err != nil:
-		return w.dlq(key, nil, nil, reason, fmt.Sprintf("%s; original row not attached: %v", detail, err), src, i)
+		return w.dlq(key, nil, nil, reason, fmt.Sprintf("%s; original row not attached: %v", detail, err), src, msgRow)
 	case value == nil:
-		m := w.dlq(key, nil, nil, reason, detail, src, i)
+		m := w.dlq(key, nil, nil, reason, detail, src, msgRow)
 		return bare(m, size, fmt.Sprintf("it encodes to more than the dead-letter max_message_bytes (%d)", limit), false)
 	}
-	return w.dlq(key, value, []kafka.Header{{Key: kafka.HeaderSchema, Value: []byte(schemas.NameOf(rec.Schema()))}}, reason, detail, src, i)
+	return w.dlq(key, value, []kafka.Header{{Key: kafka.HeaderSchema, Value: []byte(schemas.NameOf(rec.Schema()))}}, reason, detail, src, msgRow)
 }
 
 // permanentError ends retry at once: trying again cannot succeed.

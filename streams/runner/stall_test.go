@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/operators/profile"
+	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -88,4 +90,66 @@ func TestRetentionLoss(t *testing.T) {
 	r.checkRetention("traces", 2, kafka.PartitionOffsets{High: 600, Next: 50, Start: 50, Committed: -1}, 50, false)
 	require.Zero(t, lost("2"))
 	require.Equal(t, 1, strings.Count(logs.String(), "the group has no committed offset for this partition"))
+	// With start_offset latest a new group starts at the end by choice.
+	r.checkRetention("traces", 3, kafka.PartitionOffsets{High: 600, Next: 600, Start: 50, Committed: -1, Latest: true}, 600, false)
+	require.Equal(t, 1, strings.Count(logs.String(), "the group has no committed offset for this partition"))
+}
+
+// TestSentAgainCutShortWithHolder: a response sent again whose new sending
+// is cut short (more than its first chunk, then nothing within the timeout)
+// is dead-lettered even though the sink holds the first sending; the
+// remnant lookup took it for the rest of a trace written before a restart
+// and dropped it, logging a restart that never happened.
+func TestSentAgainCutShortWithHolder(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("again-holder")
+	topics(t, 1, topic, dead)
+	p := producer(t, topic)
+	produceRows(t, p,
+		row{id: "x", steps: 2, chunk: true, seq: 0},
+		row{id: "x", steps: 2, chunk: true, seq: 1, final: true}, // x written
+		row{id: "x", steps: 3, chunk: true, seq: 0},              // sent again...
+		row{id: "x", steps: 3, chunk: true, seq: 1},              // ...and cut short before its final chunk
+	)
+	sink := &holdingSink{memSink: newMemSink()}
+	r := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) {
+		c.Assemble.Timeout = 100 * time.Millisecond
+		c.ExpireInterval = 20 * time.Millisecond
+	})
+	recs := readAll(t, dead, 1)
+	r.stop(t)
+	require.Equal(t, schemas.ReasonIncomplete, header(recs[0], HeaderReason))
+	require.Equal(t, "x", string(recs[0].Key))
+	require.Zero(t, r.r.Stats().Remnants)
+	require.Equal(t, 1, sink.writes["x"])
+}
+
+// TestDeadLetterRowOfMessage: entrowatch.row is the row within the
+// message, also for whole rows after a chunk row (the assembler passes whole
+// rows on as slices cut around chunk rows, and each slice counted from 0:
+// deadletters took the second of two such rows for a copy of the first).
+func TestDeadLetterRowOfMessage(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("dl-rows")
+	topics(t, 1, topic, dead)
+	gmem := memory.NewGoAllocator()
+	rec := traceBatch(t, gmem,
+		row{id: "w", steps: 3, nan: true},
+		row{id: "c", steps: 2, chunk: true, seq: 0},
+		row{id: "v", steps: 3, nan: true})
+	msgs, err := kafka.Messages(rec, nil, producer(t, topic).MaxMessageBytes())
+	rec.Release()
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.NoError(t, producer(t, topic).Produce(context.Background(), msgs...))
+	r := startReplica(t, topic, group, dead, newMemSink(), mem, nil)
+	recs := readAll(t, dead, 2)
+	r.stop(t)
+	got := map[string]string{}
+	for _, m := range recs {
+		got[string(m.Key)] = header(m, HeaderRow)
+	}
+	require.Equal(t, map[string]string{"w": "0", "v": "2"}, got)
 }
