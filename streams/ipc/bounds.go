@@ -71,7 +71,7 @@ func checkFrames(b []byte, keep bool) ([]frame, error) {
 			return nil, fmt.Errorf("message %d: %w", msg, err)
 		}
 		if keep {
-			frames = append(frames, frame{meta: b[pos-int(n) : pos], body: b[pos : pos+int(body)]})
+			frames = append(frames, frame{meta: b[pos-int(n) : pos : pos], body: b[pos : pos+int(body) : pos+int(body)]})
 		}
 		pos += int(body)
 	}
