@@ -493,6 +493,15 @@ func (r *Runner) fetched(m kafka.Message) {
 	if first {
 		r.log.Info("consuming partition", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset)
 	}
+	// The consumer skips to the log start, at once, when its position is
+	// gone: the lag refresh alone would see the loss only when it ran
+	// between the deletion and the skip. So the first message of a
+	// partition (against the committed offset) and one that skips ahead
+	// are checked against the log start here.
+	next, had := r.offs.position(m.Partition)
+	if r.parts.Watermarks != nil && (first || had && m.Offset > next) {
+		r.checkSkipped(m.Partition, next, had && !first)
+	}
 	r.offs.fetchedAt(m.Partition, m.Offset)
 	r.m.lag.WithLabelValues(strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 }
@@ -668,6 +677,21 @@ func (r *Runner) checkRetention(topic string, p int, o kafka.PartitionOffsets, n
 	r.m.lost.WithLabelValues(strconv.Itoa(p)).Add(float64(o.Start - from))
 	r.log.Error("retention deleted messages the group had not read: the responses they carried are lost; resend them (broker.retention / retention_bytes, or the topic's retention.ms / retention.bytes, bound how long an outage may last)",
 		"topic", topic, "partition", p, "from_offset", from, "to_offset", o.Start-1, "messages", o.Start-from)
+}
+
+// checkSkipped runs checkRetention for partition p now, from next when
+// fetched (the message after the last one fetched), else from the group's
+// committed offset.
+func (r *Runner) checkSkipped(p int, next int64, fetched bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wm, err := r.parts.Watermarks(ctx)
+	if err != nil {
+		return // the lag refresh logs it
+	}
+	if o, ok := wm[p]; ok {
+		r.checkRetention(r.parts.Source.Topic(), p, o, next, fetched)
+	}
 }
 
 // partitionList renders partitions for a log line: "0,3,7".
