@@ -89,6 +89,12 @@ type Assembled struct {
 	// chunk (seq 0). One that does not may be the rest of a trace written
 	// before a restart (a remnant); one that does is not.
 	HasFirst []bool
+	// Origin[i] and OriginRow[i] say where rejected row i's trace began:
+	// the origin (the message offset given to Add) and the row within that
+	// message of the earliest chunk held. A trace given up again after its
+	// messages are redelivered has the same, whenever it is given up.
+	Origin    []int64
+	OriginRow []int
 	// Duplicates counts chunks dropped because they were seen before: a
 	// chunk of an open trace that it holds already, a chunk other than the
 	// first (seq 0) of a trace completed recently (Remember), or a first
@@ -109,7 +115,7 @@ func (a *Assembled) Release() {
 	for _, r := range a.Rejected {
 		r.Release()
 	}
-	a.Complete, a.Rejected, a.Reasons = nil, nil, nil
+	a.Complete, a.Rejected, a.Reasons, a.HasFirst, a.Origin, a.OriginRow = nil, nil, nil, nil, nil, nil
 }
 
 // Assembler reassembles responses that producers sent as several chunk rows
@@ -173,16 +179,17 @@ func (a *Assembler) Oldest() (int64, bool) {
 // the lowest seq seen (ts from the final chunk, the latest chunk's until it comes); the per-step lists are kept
 // per chunk as plain slices, so no input batch is retained.
 type pending struct {
-	id       string
-	key      string // model and id: traces are told apart by both, as the store does
-	origin   int64
-	last     time.Time
-	finalSeq int32 // -1 until the final chunk arrived
-	steps    int
-	metaSeq  int32
-	meta     rowMeta
-	chunks   map[int32]chunk
-	wide     bool // some chunk came as float64: the trace is built as Trace64
+	id        string
+	key       string // model and id: traces are told apart by both, as the store does
+	origin    int64
+	originRow int // the row of the earliest chunk within the message at origin
+	last      time.Time
+	finalSeq  int32 // -1 until the final chunk arrived
+	steps     int
+	metaSeq   int32
+	meta      rowMeta
+	chunks    map[int32]chunk
+	wide      bool // some chunk came as float64: the trace is built as Trace64
 	// again: the trace was completed recently and started anew by its
 	// first chunk. If nothing more comes before the timeout, that chunk was
 	// a late copy (a producer's retry), not a new sending: it is dropped as
@@ -340,6 +347,8 @@ func (a *Assembler) emitRejected(out *Assembled, p *pending, reason string, time
 	out.Rejected = append(out.Rejected, rec)
 	out.Reasons = append(out.Reasons, reason)
 	out.HasFirst = append(out.HasFirst, first)
+	out.Origin = append(out.Origin, p.origin)
+	out.OriginRow = append(out.OriginRow, p.originRow)
 	return nil
 }
 
@@ -393,14 +402,14 @@ func (a *Assembler) addChunk(v *chunkView, i int, origin int64, now time.Time) (
 	}
 	p := a.open[key]
 	if p == nil {
-		p = &pending{id: id, key: key, origin: origin, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk), again: again}
+		p = &pending{id: id, key: key, origin: origin, originRow: i, finalSeq: -1, metaSeq: math.MaxInt32, chunks: make(map[int32]chunk), again: again}
 		a.open[key] = p
 	}
 	if _, dup := p.chunks[seq]; dup {
 		return p, dropCopy, ""
 	}
 	if origin < p.origin {
-		p.origin = origin
+		p.origin, p.originRow = origin, i
 	}
 	p.last = now
 	c := v.chunk(i)

@@ -161,7 +161,8 @@ func TestAssemblerTwoModelsOneID(t *testing.T) {
 // starts at (the dead letters of its rows name their message row); a
 // rejected trace says whether it holds its first chunk (one that does is
 // never a restart's remnant), and a too_long trace whose chunks all came is
-// final (sent again after max_steps is raised, it is whole).
+// final (sent again after max_steps is raised, it is whole); a rejected
+// trace says the message and row where it began.
 func TestAssemblerRowsAndFirst(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
@@ -182,14 +183,24 @@ func TestAssemblerRowsAndFirst(t *testing.T) {
 	require.Equal(t, []int{0, 2}, out.CompleteFirst, "w1 at row 0; w2, w3 from row 2")
 	require.Equal(t, []string{schemas.ReasonTooLong}, out.Reasons)
 	require.Equal(t, []bool{true}, out.HasFirst)
+	require.Equal(t, []int64{1}, out.Origin)
+	require.Equal(t, []int{1}, out.OriginRow, "long began at row 1, though it ended at row 4")
 	v, err := newChunkView(out.Rejected[0])
 	require.NoError(t, err)
 	require.True(t, v.final(0), "every chunk of the too_long trace came")
+	out.Release()
+	in = chunkBatch(t, mem, chunkRow{id: "rest", seq: 2, steps: []float32{-1}})
+	out, err = a.Add(in, 2, time.Unix(1, 0))
+	in.Release()
+	require.NoError(t, err)
+	require.Empty(t, out.Rejected)
 	out.Release()
 	out, err = a.Expire(time.Unix(100, 0))
 	require.NoError(t, err)
 	require.Equal(t, []string{schemas.ReasonIncomplete}, out.Reasons)
 	require.Equal(t, []bool{false}, out.HasFirst, "rest came without its first chunk")
+	require.Equal(t, []int64{1}, out.Origin, "rest began in the message at 1")
+	require.Equal(t, []int{5}, out.OriginRow)
 	v, err = newChunkView(out.Rejected[0])
 	require.NoError(t, err)
 	require.False(t, v.final(0))

@@ -1030,7 +1030,8 @@ func (w *worker) stage(name string, since time.Time) {
 func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	w.last[m.Partition] = m.Offset
 	w.r.stats.add(func(s *Stats) { s.Messages++; s.Bytes += int64(len(m.Value)) })
-	src := m.Topic + "/" + strconv.Itoa(m.Partition) + "@" + strconv.FormatInt(m.Offset, 10)
+	part := m.Topic + "/" + strconv.Itoa(m.Partition)
+	src := part + "@" + strconv.FormatInt(m.Offset, 10)
 	t := time.Now()
 	rec, err := ipc.Decode(m.Value, w.r.mem)
 	w.stage("decode", t)
@@ -1066,7 +1067,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		return nil
 	}
 	w.setOpen()
-	return w.emit(ctx, out, src, false)
+	return w.emit(ctx, out, part, src)
 }
 
 // setOpen brings the open_traces gauge, summed over workers and their
@@ -1095,9 +1096,13 @@ func (w *worker) assembler(partition int) (*profile.Assembler, error) {
 }
 
 // emit sends assembler output on: rejected traces to the dead-letter topic,
-// complete ones through the chain to the sink. expired says that out comes
-// from Expire (the timeout), not from Add (the bounds). It releases out.
-func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, expired bool) error {
+// complete ones through the chain to the sink. part is the topic/partition
+// of out; src is the message it comes from (complete rows), or part when it
+// comes from Expire (the timeout), not from Add (the bounds). A rejected
+// trace's source is the message and row of its earliest chunk, so that the
+// copy dead-lettered again after a redelivery says the same. It releases out.
+func (w *worker) emit(ctx context.Context, out profile.Assembled, part, src string) error {
+	expired := src == part
 	defer out.Release()
 	if out.Duplicates > 0 {
 		w.r.m.dupChunks.Add(float64(out.Duplicates))
@@ -1114,7 +1119,11 @@ func (w *worker) emit(ctx context.Context, out profile.Assembled, src string, ex
 		for _, rec := range out.Rejected {
 			for row := 0; row < int(rec.NumRows()); row++ {
 				if !held[i] {
-					dl = append(dl, w.rowDLQ(rec, row, row, out.Reasons[i], w.assembleDetail(out.Reasons[i], expired), src))
+					from, msgRow := src, -1
+					if i < len(out.Origin) {
+						from, msgRow = part+"@"+strconv.FormatInt(out.Origin[i], 10), out.OriginRow[i]
+					}
+					dl = append(dl, w.rowDLQ(rec, row, msgRow, out.Reasons[i], w.assembleDetail(out.Reasons[i], expired), from))
 				}
 				i++
 			}
@@ -1239,7 +1248,8 @@ func (w *worker) expire(ctx context.Context, points chan<- kafka.Message) error 
 		}
 		// Rejected traces are dead-lettered; either way what expired no
 		// longer holds the commit point back.
-		if err := w.emit(ctx, out, w.r.parts.Source.Topic()+"/"+strconv.Itoa(p), true); err != nil {
+		part := w.r.parts.Source.Topic() + "/" + strconv.Itoa(p)
+		if err := w.emit(ctx, out, part, part); err != nil {
 			return err
 		}
 		w.waiting[p] = w.r.parts.Source.Topic()

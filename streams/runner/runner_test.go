@@ -727,7 +727,7 @@ func TestChunks(t *testing.T) {
 		require.NoError(t, p.Produce(ctx, msgs...))
 	}
 	send("c-1", row{id: "c-1", steps: 3, chunk: true, seq: 1})
-	send("c-2", row{id: "c-2", steps: 3, chunk: true, seq: 0})
+	send("c-2", row{id: "w-0", steps: 2}, row{id: "c-2", steps: 3, chunk: true, seq: 0})
 	send("c-1", row{id: "c-1", steps: 2, chunk: true, seq: 0}, row{id: "c-1", steps: 2, chunk: true, seq: 0})
 	send("c-1", row{id: "c-1", steps: 4, chunk: true, seq: 2, final: true})
 	send("w-1", row{id: "w-1", steps: 4})
@@ -737,7 +737,7 @@ func TestChunks(t *testing.T) {
 		c.Assemble.Timeout = 300 * time.Millisecond
 		c.ExpireInterval = 50 * time.Millisecond
 	})
-	waitFor(t, "c-1 and w-1", func() bool { return sink.has("c-1") && sink.has("w-1") })
+	waitFor(t, "c-1, w-0 and w-1", func() bool { return sink.has("c-1") && sink.has("w-0") && sink.has("w-1") })
 	recs := readAll(t, dead, 1)
 	rp.stop(t)
 
@@ -747,6 +747,20 @@ func TestChunks(t *testing.T) {
 	require.Equal(t, schemas.ReasonIncomplete, header(recs[0], HeaderReason))
 	require.Contains(t, header(recs[0], HeaderError), "stream.assemble.timeout (300ms)")
 	require.Equal(t, "c-2", string(recs[0].Key))
+	// The dead letter names the message and row where c-2 began, as a
+	// message's own rows do, so that a copy of it dead-lettered again after
+	// a redelivery is known as one (entrowatch deadletters).
+	var from string
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.ReadTopic(ctx, conn(), topic, false, func(m kafka.Message) error {
+		if string(m.Key) == "c-2" {
+			from = fmt.Sprintf("%s/%d@%d", topic, m.Partition, m.Offset)
+		}
+		return nil
+	}))
+	require.Equal(t, from, header(recs[0], HeaderSource))
+	require.Equal(t, "1", header(recs[0], HeaderRow), "c-2 was the second row of its message")
 	rec, err := ipc.Decode(recs[0].Value, memory.NewGoAllocator())
 	require.NoError(t, err)
 	require.EqualValues(t, 1, rec.NumRows())
