@@ -19,6 +19,7 @@ import (
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/ipc"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -30,10 +31,12 @@ responses as chunk objects or raw server-sent events) to trace.v1
 batches and produces them to Kafka as Arrow IPC messages under the message size
 limit, waiting for every broker acknowledgement (acks=all).
 
-It reads JSON only: an Arrow IPC file or a table (CSV, TSV) is refused, by
-its content, whatever its name. A trace.v1 Arrow file is scored offline by
-entrowatch score; trace.v1 Arrow batches are produced to the topic with any
-Kafka client (docs/streams.md, "Your own producer").
+A trace.v1 Arrow IPC file (file or stream format, uncompressed, given by
+name; told by its content, whatever its name) is sent as it is, checked as
+JSON responses are: its batches are joined up to --batch-rows, chunk rows
+(seq, final) are joined into whole responses, and a trace whose final chunk
+never comes is rejected as incomplete. Rejections name the row and batch
+(or, for chunked traces, the trace id). A table (CSV, TSV) is refused.
 
 Responses are sent in batches of --batch-rows; from a pipe, FIFO or terminal
 (tail -f log | entrowatch ingest --in -) what was read is sent whenever the
@@ -133,19 +136,36 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	o := ingestOptions{conn: conn, icfg: icfg, rate: *rate, quiet: *quiet}
+	if *check {
+		o.prof = &prof
+	}
+	if isArrowPath(*in) {
+		// trace.v1 batches, as entrowatch score reads them: chunk rows are
+		// joined (and cut again if too large), traces left open at the end
+		// are rejected as incomplete.
+		mem := memory.NewGoAllocator()
+		r, err := ipc.OpenFile(*in, mem)
+		if err != nil {
+			p.Close()
+			return fmt.Errorf("reading %s as Arrow IPC trace.v1: %w", *in, err)
+		}
+		src := &batchedSource{src: &arrowSource{r: r, maxSteps: prof.MaxSteps, mem: mem}, rows: icfg.BatchRows, mem: mem}
+		err = ingestFrom(ctx, src, mem, p, o, stdout, stderr)
+		if err == nil && r.Unterminated() {
+			fmt.Fprintf(stderr, "ingest: warning: %s ends without the Arrow end-of-stream marker: a writer may have stopped, or the copy been cut short, between two batches; what it holds was sent\n", *in)
+		}
+		return errors.Join(err, src.close(), p.Close())
+	}
 	src, err := ingest.OpenContext(ctx, *in)
 	if err != nil {
 		p.Close()
 		if ae := (*ingest.ArrowInputError)(nil); errors.As(err, &ae) {
-			return fmt.Errorf("%w: ingest reads JSON responses only. A trace.v1 Arrow file is scored offline by entrowatch score --in FILE; "+
-				"to send trace.v1 Arrow batches to the stream, produce them to the topic with a Kafka client, one record batch per message "+
-				"(docs/streams.md, \"Your own producer\")", err)
+			// Standard input, a pipe or a gzip file: Arrow is read from a file.
+			return fmt.Errorf("%w: ingest reads Arrow IPC (trace.v1) from a file given by name, uncompressed; "+
+				"from standard input, a pipe or gzip it reads JSON responses", err)
 		}
 		return err
-	}
-	o := ingestOptions{conn: conn, icfg: icfg, rate: *rate, quiet: *quiet}
-	if *check {
-		o.prof = &prof
 	}
 	err = ingestConn(ctx, src, p, o, stdout, stderr)
 	return errors.Join(err, src.Close(), p.Close())
@@ -166,13 +186,30 @@ type ingestOptions struct {
 	quiet bool            // the summary only: no progress line, no rejection lines
 }
 
-// ingestConn reads responses from src and produces them with p. With
+// ingestConn reads JSON responses from src and produces them with p. With
 // o.prof, the responses its checks reject are reported and not sent.
 func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestOptions, stdout, stderr io.Writer) error {
-	conn, icfg, prof, rate := o.conn, o.icfg, o.prof, o.rate
 	mem := memory.NewGoAllocator()
-	rd := ingest.NewReader(src, icfg, mem)
-	defer rd.Release()
+	js := &jsonSource{r: ingest.NewReader(src, o.icfg, mem)}
+	defer js.r.Release()
+	return ingestFrom(ctx, js, mem, p, o, stdout, stderr)
+}
+
+// ingestFrom produces the batches of in with p: JSON responses (a
+// *jsonSource) or trace.v1 Arrow. With o.prof, the responses its checks
+// reject are reported and not sent.
+func ingestFrom(ctx context.Context, in scoreSource, mem memory.Allocator, p *kafka.Producer, o ingestOptions, stdout, stderr io.Writer) error {
+	conn, prof, rate := o.conn, o.prof, o.rate
+	js, _ := in.(*jsonSource) // lines: what was settled, for a resend from the next
+	// acked says how many responses the broker acknowledged, and, of JSON
+	// Lines, up to which input line, for an error that stops ingest.
+	acked := func(rows, line int64) string {
+		if js == nil {
+			return words.CountAs(int(rows), "response was acknowledged", "responses were acknowledged") +
+				" (send the file again: the store keeps one row per model and trace id)"
+		}
+		return ackedLines(rows, line)
+	}
 	start := time.Now()
 	lastReport := start
 	// On a terminal one line is rewritten every second; in a log (a long
@@ -186,26 +223,33 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 	}
 	var rows, msgs, rejected int64
 	byReason := map[string]int64{}
-	reject := func(rj ingest.Reject) {
+	unit := "lines"
+	if js == nil {
+		unit = "rows"
+	}
+	reject := func(rj pendingReject) {
 		rejected++
-		byReason[rj.Reason]++
-		switch n := byReason[rj.Reason]; {
+		byReason[rj.reason]++
+		switch n := byReason[rj.reason]; {
 		case o.quiet:
 		case n <= rejectLinesPerReason:
-			fmt.Fprintf(stderr, "line %d", rj.Line)
-			if rj.ID != "" {
-				fmt.Fprintf(stderr, " (%s)", rj.ID)
+			fmt.Fprint(stderr, rj.where)
+			if rj.id != "" && !strings.HasPrefix(rj.where, "trace ") {
+				fmt.Fprintf(stderr, " (%s)", rj.id)
 			}
-			fmt.Fprintf(stderr, ": %s: %v\n", rj.Reason, rj.Err)
+			fmt.Fprintf(stderr, ": %s: %s\n", rj.reason, rj.detail)
 		case n == rejectLinesPerReason+1:
-			fmt.Fprintf(stderr, "further %s lines are counted in the summary, not printed (entrowatch score --rejects FILE lists every one)\n", rj.Reason)
+			fmt.Fprintf(stderr, "further %s %s are counted in the summary, not printed (entrowatch score --rejects FILE lists every one)\n", rj.reason, unit)
 		}
 	}
 	var done int64 // input lines up to which everything was acknowledged or rejected
 	for {
-		rec, err := rd.Next()
-		read := rd.Settled() // not the lines of streamed responses still open
-		for _, rj := range rd.Rejects() {
+		rec, err := in.next()
+		var read int64
+		if js != nil {
+			read = js.r.Settled() // not the lines of streamed responses still open
+		}
+		for _, rj := range in.rejects() {
 			reject(rj)
 		}
 		if errors.Is(err, io.EOF) {
@@ -224,15 +268,12 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 		// What the stream would dead-letter (a positive or NaN logprob,
 		// more steps than it accepts: the profile operator's own checks)
 		// is reported here and not sent.
-		lines := rd.RowLines()
 		ids, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
 		rowReject := func(row int, reason string, err error) {
-			rj := ingest.Reject{Reason: reason, Err: err}
-			if row < len(lines) {
-				rj.Line = lines[row]
-			}
+			rj := pendingReject{reason: reason, detail: err.Error()}
+			rj.line, rj.where = in.rowLabel(row)
 			if ids != nil && ids.IsValid(row) {
-				rj.ID = ids.Value(row)
+				rj.id = ids.Value(row)
 			}
 			reject(rj)
 		}
@@ -260,6 +301,10 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 					rec.Release()
 					return fmt.Errorf("after %s: %w", acked(rows, done), ctx.Err())
 				}
+			}
+			if len(rec.Schema().FieldIndices(schemas.ColTS)) == 0 {
+				rec.Release()
+				return fmt.Errorf("after %s: %w", acked(rows, done), errNoTS)
 			}
 			stamped, err := restamp(rec, mem, start, rows, rate)
 			rec.Release()
@@ -323,8 +368,12 @@ func ingestConn(ctx context.Context, src io.Reader, p *kafka.Producer, o ingestO
 	if lastReport != start && tail == "" {
 		fmt.Fprintln(stderr)
 	}
+	what := "line"
+	if js == nil {
+		what = "response"
+	}
 	fmt.Fprintf(stdout, "produced %s in %s to %s in %v (%.0f/s); %s rejected",
-		words.Count(int(rows), "response"), words.Count(int(msgs), "message"), p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), words.Count(int(rejected), "line"))
+		words.Count(int(rows), "response"), words.Count(int(msgs), "message"), p.Topic(), d.Round(time.Millisecond), float64(rows)/d.Seconds(), words.Count(int(rejected), what))
 	if rejected > 0 {
 		fmt.Fprintf(stdout, " (%s)", reasonsText(byReason))
 	}
@@ -359,9 +408,9 @@ func keptRuns(n int64, refused []int) [][2]int64 {
 	return runs
 }
 
-// acked says how many responses the broker acknowledged, and up to which
-// input line, for an error that stops ingest.
-func acked(rows, line int64) string {
+// ackedLines says how many responses the broker acknowledged, and up to
+// which input line, for an error that stops ingest.
+func ackedLines(rows, line int64) string {
 	n := words.CountAs(int(rows), "response was acknowledged", "responses were acknowledged")
 	if line == 0 {
 		return n

@@ -155,27 +155,15 @@ func writeTraceArrow(t *testing.T, path string, fileFormat bool) {
 	require.NoError(t, w.Close())
 }
 
-// TestIngestRefusesArrow: ingest reads JSON; a trace.v1 Arrow file (which
-// score reads) or score's scored.v1 output is one error saying what it is
-// and what to do, not 33 malformed_json rejects of binary "lines".
-func TestIngestRefusesArrow(t *testing.T) {
+// TestScoreReadsArrowByContent: score reads a trace.v1 Arrow file or stream
+// whatever its name, and names a gzipped one for what it is (ingest reads
+// them too: TestIngestArrow).
+func TestScoreReadsArrowByContent(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "traces.arrow")
 	writeTraceArrow(t, file, true)
 	stream := filepath.Join(dir, "traces.jsonl") // misnamed
 	writeTraceArrow(t, stream, false)
-	scored := filepath.Join(dir, "m.arrow")
-	_, stderr, code := runCLI(t, "score", "--in", fixtures+"valid.jsonl.gz", "--out", scored)
-	require.Equal(t, 0, code, stderr)
-
-	for p, format := range map[string]string{file: "file", stream: "stream", scored: "stream"} {
-		stdout, stderr, code := runCLI(t, "ingest", "--in", p, "--brokers", "127.0.0.1:1")
-		require.Equal(t, 1, code, stderr)
-		require.Empty(t, stdout)
-		require.Equal(t, "entrowatch ingest: "+p+" is an Arrow IPC "+format+", not JSON responses: ingest reads JSON responses only. "+
-			"A trace.v1 Arrow file is scored offline by entrowatch score --in FILE; to send trace.v1 Arrow batches to the stream, "+
-			"produce them to the topic with a Kafka client, one record batch per message (docs/streams.md, \"Your own producer\")\n", stderr)
-	}
 
 	// score reads the misnamed trace.v1 stream as Arrow, as it reads the
 	// file (before, a file named .jsonl, .json, .gz or .ndjson was read as
@@ -191,7 +179,7 @@ func TestIngestRefusesArrow(t *testing.T) {
 	b, err := os.ReadFile(file)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(gz, testutil.Gzip(t, b), 0o644))
-	_, stderr, code = runCLI(t, "score", "--in", gz, "--out", filepath.Join(dir, "gz.csv"))
+	_, stderr, code := runCLI(t, "score", "--in", gz, "--out", filepath.Join(dir, "gz.csv"))
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, gz+" is an Arrow IPC file, not JSON responses: score reads Arrow IPC (trace.v1) from a file given by name, uncompressed")
 }
