@@ -124,6 +124,20 @@ func TestIngestArrow(t *testing.T) {
 		}
 	})
 
+	t.Run("stream without its end", func(t *testing.T) {
+		_, conn, _ := tracesBroker(t)
+		path := filepath.Join(dir, "open.arrows")
+		out, err := os.Create(path)
+		require.NoError(t, err)
+		w := arrowipc.NewWriter(out, arrowipc.WithSchema(rec.Schema()))
+		require.NoError(t, w.Write(rec))
+		require.NoError(t, out.Close()) // the writer is not closed: no end-of-stream marker
+		stdout, stderr, code := runCLI(t, "ingest", "--in", path, "--brokers", conn.Brokers[0])
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, stdout, fmt.Sprintf("produced %d responses", len(all)))
+		require.Contains(t, stderr, path+" ends without the Arrow end-of-stream marker")
+	})
+
 	t.Run("refused by row", func(t *testing.T) {
 		_, conn, _ := tracesBroker(t)
 		path := filepath.Join(dir, "rows.arrow")
