@@ -559,7 +559,7 @@ func (s *arrowSource) next() (arrow.RecordBatch, error) {
 		s.batch++
 		s.row0 += s.rows
 		s.rows = rec.NumRows()
-		if s.asm == nil && !hasChunks(rec) {
+		if s.asm == nil && !profile.HasChunks(rec) {
 			return rec, nil
 		}
 		if s.asm == nil {
@@ -596,30 +596,6 @@ func (s *arrowSource) take(out profile.Assembled) {
 		}
 		rec.Release()
 	}
-}
-
-// hasChunks reports whether rec holds a chunk row (seq > 0 or final false).
-func hasChunks(rec arrow.RecordBatch) bool {
-	sc := rec.Schema()
-	if idx := sc.FieldIndices(schemas.ColFinal); len(idx) > 0 {
-		if f, ok := rec.Column(idx[0]).(*array.Boolean); ok {
-			for i := range f.Len() {
-				if f.IsValid(i) && !f.Value(i) {
-					return true
-				}
-			}
-		}
-	}
-	if idx := sc.FieldIndices(schemas.ColSeq); len(idx) > 0 {
-		if q, ok := rec.Column(idx[0]).(*array.Int32); ok {
-			for i := range q.Len() {
-				if q.IsValid(i) && q.Value(i) != 0 {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 func (s *arrowSource) rowLabel(row int) (int64, string) {

@@ -761,3 +761,27 @@ func appendFloat64s(dst []float64, f32 *array.Float32, f64 *array.Float64, lo, h
 	}
 	return dst
 }
+
+// HasChunks reports whether rec holds a chunk row (seq > 0 or final false).
+func HasChunks(rec arrow.RecordBatch) bool {
+	sc := rec.Schema()
+	if idx := sc.FieldIndices(schemas.ColFinal); len(idx) > 0 {
+		if f, ok := rec.Column(idx[0]).(*array.Boolean); ok {
+			for i := range f.Len() {
+				if f.IsValid(i) && !f.Value(i) {
+					return true
+				}
+			}
+		}
+	}
+	if idx := sc.FieldIndices(schemas.ColSeq); len(idx) > 0 {
+		if q, ok := rec.Column(idx[0]).(*array.Int32); ok {
+			for i := range q.Len() {
+				if q.IsValid(i) && q.Value(i) != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

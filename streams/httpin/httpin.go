@@ -1,5 +1,6 @@
 // Package httpin is the HTTP ingest endpoint: clients POST OpenAI/vLLM
-// responses (one JSON object, a JSON array of them, or JSON Lines) and the
+// responses (one JSON object, a JSON array of them, or JSON Lines; or
+// trace.v1 rows as an Arrow IPC stream, ArrowContentType) and the
 // handler converts them to trace.v1 batches and produces them to the traces
 // topic. It answers 202 once the broker has acknowledged every row, 400 with
 // the reasons when a body holds anything it cannot convert or that the
@@ -24,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"mime"
 	"net/http"
 	"os"
 	"slices"
@@ -45,6 +47,7 @@ import (
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
 	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/ipc"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -294,7 +297,8 @@ const maxDetail = 512
 type Reject struct {
 	// Line is the response's line in the body, from 1, the body read as
 	// JSON Lines (a JSON array or pretty-printed objects count one value
-	// per line).
+	// per line); of an Arrow body, its row, from 1 through the batches (a
+	// chunked trace's: that of its earliest chunk).
 	Line   int64  `json:"line"`
 	ID     string `json:"id,omitempty"` // the response's id when it could be read, at most 512 bytes
 	Reason string `json:"reason"`       // one of the schemas.Reason* values
@@ -336,7 +340,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.reply(w, http.StatusMethodNotAllowed, Reply{Error: "use POST with a JSON or JSON Lines body"})
+		h.reply(w, http.StatusMethodNotAllowed, Reply{Error: "use POST with a JSON or JSON Lines body (or an Arrow IPC stream of trace.v1 rows, Content-Type " + ArrowContentType + ")"})
 		return
 	}
 	if h.cfg.Token != "" {
@@ -396,16 +400,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
 		return
 	}
-	lines, err := toLines(body)
-	if err != nil {
-		h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
-		return
+	var msgs []kafka.Message
+	var n int
+	var rs rejects
+	if arrowBody(r.Header.Get("Content-Type")) {
+		if labels {
+			h.reply(w, http.StatusUnsupportedMediaType, Reply{Error: "labels are posted as JSON, JSON Lines or CSV, not Arrow"})
+			return
+		}
+		msgs, n, rs, err = h.convertArrow(body)
+	} else {
+		var lines []byte
+		if lines, err = toLines(body); err != nil {
+			h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
+			return
+		}
+		if labels {
+			h.serveLabels(w, r, lines)
+			return
+		}
+		msgs, n, rs, err = h.convert(lines)
 	}
-	if labels {
-		h.serveLabels(w, r, lines)
-		return
-	}
-	msgs, n, rs, err := h.convert(lines)
 	if errors.Is(err, errExpanded) {
 		h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: err.Error()})
 		return
@@ -438,7 +453,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if n == 0 {
-		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one JSON response, a JSON array of them, or JSON Lines"})
+		h.reply(w, http.StatusBadRequest, Reply{Error: "empty body: send one JSON response, a JSON array of them, JSON Lines, or an Arrow IPC stream of trace.v1 rows"})
 		return
 	}
 	if h.produce(w, r, h.p, msgs) {
@@ -784,6 +799,137 @@ func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects
 			return msgs, n, rs, err
 		}
 	}
+}
+
+// ArrowContentType is the media type of a body of trace.v1 rows as an
+// Arrow IPC stream.
+const ArrowContentType = "application/vnd.apache.arrow.stream"
+
+// arrowBody reports whether a Content-Type header names an Arrow IPC stream.
+func arrowBody(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == ArrowContentType
+}
+
+// convertArrow is convert for a body of trace.v1 rows as one Arrow IPC
+// stream (any number of batches). Rejects name the row, from 1 through the
+// batches. Chunk rows (seq, final) are joined as the stream joins them; a
+// trace whose chunks are not all in the body is refused, as in JSON.
+func (h *Handler) convertArrow(body []byte) (msgs []kafka.Message, n int, rs rejects, err error) {
+	recs, err := ipc.DecodeStream(body, h.mem)
+	if err != nil {
+		return nil, 0, rs, fmt.Errorf("the body is not a trace.v1 Arrow IPC stream: %w", err)
+	}
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+		if rs.n > 0 {
+			msgs, n = nil, 0
+		}
+	}()
+	// whole sends a batch of whole responses whose first row is row base+1.
+	whole := func(rec arrow.RecordBatch, base int64) error {
+		lines := make([]int64, rec.NumRows())
+		for i := range lines {
+			if base >= 0 {
+				lines[i] = base + int64(i) + 1
+			}
+		}
+		ids, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		err := profile.Check(h.cfg.Profile, rec, func(row int, r *profile.Reject) {
+			if !rs.count(lines[row], r.Reason) {
+				return
+			}
+			rj := Reject{Line: lines[row], Reason: r.Reason, Detail: r.Detail}
+			if ids != nil && ids.IsValid(row) {
+				rj.ID = strings.Clone(ids.Value(row))
+			}
+			rs.keep(rj)
+		})
+		if err == nil && rs.n == 0 {
+			err = h.encode(rec, lines, ids, &msgs, &n, &rs)
+		}
+		return err
+	}
+	// starts[i] is the number of rows before batch i.
+	starts := make([]int64, len(recs))
+	for i := 1; i < len(recs); i++ {
+		starts[i] = starts[i-1] + recs[i-1].NumRows()
+	}
+	var asm *profile.Assembler
+	for i, rec := range recs {
+		base := starts[i]
+		if asm == nil && !profile.HasChunks(rec) {
+			if err := whole(rec, base); err != nil {
+				return nil, 0, rs, err
+			}
+			continue
+		}
+		if asm == nil {
+			cfg := profile.DefaultAssemblerConfig()
+			cfg.MaxSteps = h.cfg.Profile.MaxSteps
+			cfg.MaxHeldSteps = max(cfg.MaxHeldSteps, cfg.MaxSteps)
+			if asm, err = profile.NewAssembler(cfg, h.mem); err != nil {
+				return nil, 0, rs, err
+			}
+		}
+		out, err := asm.Add(rec, int64(i), time.Unix(0, 0))
+		if err != nil {
+			return nil, 0, rs, fmt.Errorf("batch %d: %w", i+1, err)
+		}
+		if err := h.assembled(out, starts, base, whole, &rs); err != nil {
+			return nil, 0, rs, err
+		}
+	}
+	if asm != nil && asm.Open() > 0 {
+		out, err := asm.Expire(time.Unix(1<<40, 0)) // the body is all there is
+		if err != nil {
+			return nil, 0, rs, err
+		}
+		if err := h.assembled(out, starts, -1, whole, &rs); err != nil {
+			return nil, 0, rs, err
+		}
+	}
+	return msgs, n, rs, nil
+}
+
+// assembled sends the complete responses of out through whole and refuses
+// its rejected traces; it releases out. starts[i] is the number of rows
+// before batch i (Add's origin), base that before the batch out comes from.
+func (h *Handler) assembled(out profile.Assembled, starts []int64, base int64, whole func(arrow.RecordBatch, int64) error, rs *rejects) error {
+	defer out.Release()
+	i := 0
+	for _, rec := range out.Rejected {
+		ids, _ := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+		for row := range int(rec.NumRows()) {
+			line := starts[out.Origin[i]] + int64(out.OriginRow[i]) + 1
+			reason := out.Reasons[i]
+			i++
+			if !rs.count(line, reason) {
+				continue
+			}
+			d := "a chunked trace whose final chunk or a chunk before it is not in the body; this endpoint keeps nothing between requests: post all of a trace's chunks in one body"
+			if reason == schemas.ReasonTooLong {
+				d = fmt.Sprintf("a chunked trace of more than %d steps (the stream's profile.max_steps)", h.cfg.Profile.MaxSteps)
+			}
+			rj := Reject{Line: line, Reason: reason, Detail: d}
+			if ids != nil && ids.IsValid(row) {
+				rj.ID = strings.Clone(ids.Value(row))
+			}
+			rs.keep(rj)
+		}
+	}
+	for j, rec := range out.Complete {
+		from := int64(-1) // a joined trace: no row of its own
+		if out.CompleteFirst[j] >= 0 {
+			from = base + int64(out.CompleteFirst[j])
+		}
+		if err := whole(rec, from); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // encode appends rec's messages to msgs and its rows to n; a row too large

@@ -113,21 +113,43 @@ func Decode(b []byte, mem memory.Allocator) (arrow.RecordBatch, error) {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	bounded := NewBoundedAllocator(mem, DecodeLimit(len(b)))
-	rec, err := decode(frames, bounded)
+	recs, err := decode(frames, bounded, false)
+	if err != nil {
+		bounded.Reclaim()
+		return nil, err
+	}
+	return recs[0], nil
+}
+
+// DecodeStream reads every trace.v1 record batch of an Arrow IPC stream
+// (one schema, float32 or float64 logprobs), checked as Decode checks one:
+// errors wrap ErrCorrupt or ErrSchema, it never panics, and all the batches
+// together take at most DecodeLimit(len(b)) bytes from mem. A stream of no
+// batch returns none and no error. The caller releases the batches.
+func DecodeStream(b []byte, mem memory.Allocator) ([]arrow.RecordBatch, error) {
+	frames, err := checkFrames(b, true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	bounded := NewBoundedAllocator(mem, DecodeLimit(len(b)))
+	recs, err := decode(frames, bounded, true)
 	if err != nil {
 		bounded.Reclaim()
 	}
-	return rec, err
+	return recs, err
 }
 
-func decode(frames []frame, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
+// decode reads the batches of frames: exactly one, or with all any number.
+func decode(frames []frame, mem memory.Allocator, all bool) (recs []arrow.RecordBatch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			if rec != nil {
-				rec.Release()
-				rec = nil
-			}
 			err = corrupt(r)
+		}
+		if err != nil {
+			for _, rec := range recs {
+				rec.Release()
+			}
+			recs = nil
 		}
 	}()
 	// The reader owns the frame reader and releases it.
@@ -139,31 +161,27 @@ func decode(frames []frame, mem memory.Allocator) (rec arrow.RecordBatch, err er
 	if err := CheckTrace(rd.Schema()); err != nil {
 		return nil, err
 	}
-	if !rd.Next() {
-		if err := rd.Err(); err != nil { // nil at a clean end
-			return nil, corrupt(err)
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		rec.Retain()
+		recs = append(recs, rec)
+		if !all && len(recs) > 1 {
+			return recs, fmt.Errorf("%w: stream holds more than one record batch; send one per message", ErrCorrupt)
 		}
-		return nil, fmt.Errorf("%w: stream holds no record batch", ErrCorrupt)
-	}
-	rec = rd.RecordBatch()
-	rec.Retain()
-	if rd.Next() {
-		rec.Release()
-		return nil, fmt.Errorf("%w: stream holds more than one record batch; send one per message", ErrCorrupt)
+		if err := Validate(rec); err != nil {
+			return recs, err
+		}
+		if err := checkIDs(rec); err != nil {
+			return recs, err
+		}
 	}
 	if err := rd.Err(); err != nil { // nil at a clean end
-		rec.Release()
-		return nil, corrupt(err)
+		return recs, corrupt(err)
 	}
-	if err := Validate(rec); err != nil {
-		rec.Release()
-		return nil, err
+	if !all && len(recs) == 0 {
+		return nil, fmt.Errorf("%w: stream holds no record batch", ErrCorrupt)
 	}
-	if err := checkIDs(rec); err != nil {
-		rec.Release()
-		return nil, err
-	}
-	return rec, nil
+	return recs, nil
 }
 
 // checkIDs reports a trace_id that is null, empty or longer than

@@ -206,8 +206,9 @@ func TestOpenFileBothFormats(t *testing.T) {
 	require.ErrorIs(t, err, ipc.ErrCorrupt)
 }
 
-// FuzzDecode: arbitrary bytes from a topic never panic nor leak, and what
-// decodes is a valid trace.v1 batch the profile operator can read.
+// FuzzDecode: arbitrary bytes from a topic (or an HTTP body: DecodeStream)
+// never panic nor leak, and what decodes is a valid trace.v1 batch the
+// profile operator can read.
 func FuzzDecode(f *testing.F) {
 	defer ipc.SetDecodeFloor(1 << 20)() // 1 MiB per mutated size claim, not 64
 	mem := memory.NewGoAllocator()
@@ -229,6 +230,11 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mem := memory.NewCheckedAllocator(mem)
 		defer mem.AssertSize(t, 0)
+		if recs, err := ipc.DecodeStream(data, mem); err == nil {
+			for _, r := range recs {
+				r.Release()
+			}
+		}
 		got, err := ipc.Decode(data, mem)
 		if err != nil {
 			return
@@ -374,4 +380,56 @@ func TestDecodeInPlace(t *testing.T) {
 	require.Greater(t, mem.CurrentAlloc(), held, "a compressed body is decompressed")
 	require.True(t, array.RecordEqual(rec, got))
 	got.Release()
+}
+
+// TestDecodeStream: every batch of a stream decodes, each checked as Decode
+// checks one; what Decode refuses, DecodeStream refuses too, without leaks.
+func TestDecodeStream(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := synth(mem, 5, 4)
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := arrowipc.NewWriter(&buf, arrowipc.WithSchema(rec.Schema()))
+	for lo := int64(0); lo < 5; lo += 2 {
+		s := rec.NewSlice(lo, min(lo+2, 5))
+		require.NoError(t, w.Write(s))
+		s.Release()
+	}
+	require.NoError(t, w.Close())
+	recs, err := ipc.DecodeStream(buf.Bytes(), mem)
+	require.NoError(t, err)
+	var ids []string
+	var sizes []int64
+	for _, r := range recs {
+		sizes = append(sizes, r.NumRows())
+		col := r.Column(schemas.MustIndex(r.Schema(), schemas.ColTraceID)).(*array.String)
+		for i := range col.Len() {
+			ids = append(ids, col.Value(i))
+		}
+		r.Release()
+	}
+	require.Equal(t, []int64{2, 2, 1}, sizes)
+	want := rec.Column(schemas.MustIndex(rec.Schema(), schemas.ColTraceID)).(*array.String)
+	require.Len(t, ids, want.Len())
+	for i, id := range ids {
+		require.Equal(t, want.Value(i), id)
+	}
+
+	// A schema and no batch: nothing, no error.
+	var none bytes.Buffer
+	w = arrowipc.NewWriter(&none, arrowipc.WithSchema(rec.Schema()))
+	require.NoError(t, w.Close())
+	recs, err = ipc.DecodeStream(none.Bytes(), mem)
+	require.NoError(t, err)
+	require.Empty(t, recs)
+
+	// A stream cut inside its last batch, or with a corrupt batch, is
+	// refused whole: the batches before it are released, not returned.
+	b := buf.Bytes()
+	for _, bad := range [][]byte{b[:len(b)-20], flip(b), []byte("not arrow")} {
+		recs, err := ipc.DecodeStream(bad, mem)
+		require.ErrorIs(t, err, ipc.ErrCorrupt)
+		require.Empty(t, recs)
+	}
 }
