@@ -152,3 +152,30 @@ func TestArrowBody(t *testing.T) {
 	require.Equal(t, http.StatusUnsupportedMediaType, code)
 	require.Contains(t, r.Error, "labels are posted as JSON")
 }
+
+// TestArrowBodyExpansionBounded: an Arrow body whose compressed buffers hold
+// far more than the body is refused with 413 once decoding passes 4 x
+// http.max_body_bytes, not decoded up to 64 times its size per request.
+func TestArrowBodyExpansionBounded(t *testing.T) {
+	url, _ := server(t, "http-arrow-expand", func(c *Config) { c.MaxBodyBytes = 64 << 10 })
+	rec := traces(t, longResponse("big-1", 2000), longResponse("big-2", 2000)) // 2 x 2000 x 21 x 4 B = 336 KB of logprobs
+	defer rec.Release()
+	var b bytes.Buffer
+	w := arrowipc.NewWriter(&b, arrowipc.WithSchema(rec.Schema()), arrowipc.WithZstd())
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+	require.Less(t, b.Len(), 64<<10, "the body itself fits")
+	code, r := postArrow(t, url, b.Bytes(), false)
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, r.Error)
+	require.Contains(t, r.Error, "the Arrow stream decodes to more than 262144 bytes")
+
+	// A smaller one compressed is within both limits.
+	one := traces(t, longResponse("big-3", 1000))
+	defer one.Release()
+	b.Reset()
+	w = arrowipc.NewWriter(&b, arrowipc.WithSchema(one.Schema()), arrowipc.WithZstd())
+	require.NoError(t, w.Write(one))
+	require.NoError(t, w.Close())
+	code, r = postArrow(t, url, b.Bytes(), false)
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+}

@@ -816,7 +816,12 @@ func arrowBody(ct string) bool {
 // batches. Chunk rows (seq, final) are joined as the stream joins them; a
 // trace whose chunks are not all in the body is refused, as in JSON.
 func (h *Handler) convertArrow(body []byte) (msgs []kafka.Message, n int, rs rejects, err error) {
-	recs, err := ipc.DecodeStream(body, h.mem)
+	// Compressed buffers may claim more than the body: what they hold is
+	// bounded as the messages of a JSON body are.
+	recs, err := ipc.DecodeStream(body, h.mem, int(expandFactor*h.cfg.MaxBodyBytes))
+	if errors.Is(err, ipc.ErrMemoryLimit) {
+		return nil, 0, rs, fmt.Errorf("%w: the Arrow stream decodes to more than %d bytes (%d x http.max_body_bytes); send fewer rows per request", errExpanded, expandFactor*h.cfg.MaxBodyBytes, expandFactor)
+	}
 	if err != nil {
 		return nil, 0, rs, fmt.Errorf("the body is not a trace.v1 Arrow IPC stream: %w", err)
 	}

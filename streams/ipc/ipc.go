@@ -124,14 +124,19 @@ func Decode(b []byte, mem memory.Allocator) (arrow.RecordBatch, error) {
 // DecodeStream reads every trace.v1 record batch of an Arrow IPC stream
 // (one schema, float32 or float64 logprobs), checked as Decode checks one:
 // errors wrap ErrCorrupt or ErrSchema, it never panics, and all the batches
-// together take at most DecodeLimit(len(b)) bytes from mem. A stream of no
-// batch returns none and no error. The caller releases the batches.
-func DecodeStream(b []byte, mem memory.Allocator) ([]arrow.RecordBatch, error) {
+// together take at most limit bytes from mem (0: DecodeLimit(len(b))); a
+// stream whose compressed buffers claim more wraps ErrCorrupt and
+// ErrMemoryLimit. A stream of no batch returns none and no error. The
+// caller releases the batches.
+func DecodeStream(b []byte, mem memory.Allocator, limit int) ([]arrow.RecordBatch, error) {
 	frames, err := checkFrames(b, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	bounded := NewBoundedAllocator(mem, DecodeLimit(len(b)))
+	if limit <= 0 {
+		limit = DecodeLimit(len(b))
+	}
+	bounded := NewBoundedAllocator(mem, limit)
 	recs, err := decode(frames, bounded, true)
 	if err != nil {
 		bounded.Reclaim()

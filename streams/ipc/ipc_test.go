@@ -230,7 +230,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mem := memory.NewCheckedAllocator(mem)
 		defer mem.AssertSize(t, 0)
-		if recs, err := ipc.DecodeStream(data, mem); err == nil {
+		if recs, err := ipc.DecodeStream(data, mem, 0); err == nil {
 			for _, r := range recs {
 				r.Release()
 			}
@@ -397,7 +397,7 @@ func TestDecodeStream(t *testing.T) {
 		s.Release()
 	}
 	require.NoError(t, w.Close())
-	recs, err := ipc.DecodeStream(buf.Bytes(), mem)
+	recs, err := ipc.DecodeStream(buf.Bytes(), mem, 0)
 	require.NoError(t, err)
 	var ids []string
 	var sizes []int64
@@ -420,7 +420,7 @@ func TestDecodeStream(t *testing.T) {
 	var none bytes.Buffer
 	w = arrowipc.NewWriter(&none, arrowipc.WithSchema(rec.Schema()))
 	require.NoError(t, w.Close())
-	recs, err = ipc.DecodeStream(none.Bytes(), mem)
+	recs, err = ipc.DecodeStream(none.Bytes(), mem, 0)
 	require.NoError(t, err)
 	require.Empty(t, recs)
 
@@ -428,7 +428,7 @@ func TestDecodeStream(t *testing.T) {
 	// refused whole: the batches before it are released, not returned.
 	b := buf.Bytes()
 	for _, bad := range [][]byte{b[:len(b)-20], flip(b), []byte("not arrow")} {
-		recs, err := ipc.DecodeStream(bad, mem)
+		recs, err := ipc.DecodeStream(bad, mem, 0)
 		require.ErrorIs(t, err, ipc.ErrCorrupt)
 		require.Empty(t, recs)
 	}
