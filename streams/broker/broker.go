@@ -141,6 +141,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		kfake.WithLogger(&logger{log: log}),
 	}
 	if cfg.DataDir != "" && !cfg.InMemory {
+		keepEmptyPartitions(cfg.DataDir, log)
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
 	if len(cfg.Topics) > 0 {

@@ -182,3 +182,66 @@ func TestLoggerDiskWarnings(t *testing.T) {
 	l.Logf(kfake.LogLevelWarn, "persist batch %s-%d: %v", "traces", 0, errors.New("write: no space left on device"))
 	require.Contains(t, buf.String(), "not_logged_since_last=4")
 }
+
+// TestRestartAfterRetentionDeletedAll: a partition whose every batch
+// retention deleted keeps its offsets across a restart. kfake ignores the
+// snapshot of a partition without segment files and starts it again at 0,
+// while the groups' committed offsets stay: the next messages, acknowledged,
+// got offsets below a group's position and were never read (an audit lost
+// 300 responses this way, every signal green).
+func TestRestartAfterRetentionDeletedAll(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	cfg.Topics = []string{"gone"}
+	cfg.Partitions = 1
+	cfg.Retention = 300 * time.Millisecond
+	cfg.RetentionCheck = 20 * time.Millisecond
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	offsets := func(b *Broker) (int64, int64) {
+		conn, err := kafkago.DialLeader(ctx, "tcp", b.Addr(), "gone", 0)
+		require.NoError(t, err)
+		defer conn.Close()
+		first, last, err := conn.ReadOffsets()
+		require.NoError(t, err)
+		return first, last
+	}
+	produce := func(b *Broker, values ...string) {
+		tr := &kafkago.Transport{}
+		defer tr.CloseIdleConnections()
+		w := &kafkago.Writer{Addr: kafkago.TCP(b.Addr()), Topic: "gone", RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, Transport: tr}
+		for _, v := range values {
+			require.NoError(t, w.WriteMessages(ctx, kafkago.Message{Value: []byte(v)}))
+		}
+		require.NoError(t, w.Close())
+	}
+
+	b, err := Start(cfg, log)
+	require.NoError(t, err)
+	produce(b, "a", "b", "c")
+	require.Eventually(t, func() bool { first, _ := offsets(b); return first == 3 }, 10*time.Second, 20*time.Millisecond,
+		"retention deletes every batch")
+	require.NoError(t, b.Close(ctx))
+
+	for restart := 1; restart <= 2; restart++ { // the second: after a restart without traffic
+		b, err = Start(cfg, log)
+		require.NoError(t, err)
+		first, last := offsets(b)
+		require.Equal(t, [2]int64{3, 3}, [2]int64{first, last}, "restart %d: the log starts and ends where it did", restart)
+		require.NoError(t, b.Close(ctx))
+	}
+	b, err = Start(cfg, log)
+	require.NoError(t, err)
+	defer b.Close(ctx)
+	produce(b, "d")
+	first, last := offsets(b)
+	require.Equal(t, [2]int64{3, 4}, [2]int64{first, last}, "the next message is offset 3")
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{b.Addr()}, Topic: "gone", MaxWait: 50 * time.Millisecond, StartOffset: kafkago.FirstOffset})
+	defer r.Close()
+	m, err := r.ReadMessage(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "d", string(m.Value))
+	require.EqualValues(t, 3, m.Offset)
+}

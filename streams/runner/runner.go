@@ -201,6 +201,7 @@ type Runner struct {
 	// without a committed offset was.
 	lostUpTo    map[int]int64
 	startWarned map[int]bool
+	pastEnd     map[int]int64 // the position reported past a partition's end
 	seen        map[int]bool // partitions fetched from since assigned, for the log
 
 	sinkMu  sync.Mutex
@@ -668,6 +669,21 @@ func (r *Runner) checkRetention(topic string, p int, o kafka.PartitionOffsets, n
 	}
 	if !fetched {
 		next = o.Committed // o.Next is clamped to the log start already
+	}
+	if next > o.High {
+		// The partition ends before the group's position: its log was
+		// lost or truncated (the topic deleted and created again, an
+		// unclean leader election). Messages produced now get offsets
+		// below the position and are never read.
+		if r.pastEnd == nil {
+			r.pastEnd = map[int]int64{}
+		}
+		if r.pastEnd[p] != next {
+			r.pastEnd[p] = next
+			r.log.Error("the group's position is past the end of the partition (its log was lost or truncated: the topic deleted and created again, an unclean leader election): messages produced to it now get lower offsets and will not be read; reset the group's offset for this partition to the log start (docs/deploy.md, Operations)",
+				"topic", topic, "partition", p, "position", next, "end", o.High, "log_start", o.Start)
+		}
+		return
 	}
 	from := max(next, r.lostUpTo[p])
 	if o.Start <= from {

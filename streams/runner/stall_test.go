@@ -93,6 +93,14 @@ func TestRetentionLoss(t *testing.T) {
 	// With start_offset latest a new group starts at the end by choice.
 	r.checkRetention("traces", 3, kafka.PartitionOffsets{High: 600, Next: 600, Start: 50, Committed: -1, Latest: true}, 600, false)
 	require.Equal(t, 1, strings.Count(logs.String(), "the group has no committed offset for this partition"))
+	// The partition ends before the group's position (its log lost): said
+	// once, at ERROR, not counted as retention's.
+	for range 2 {
+		r.checkRetention("traces", 4, kafka.PartitionOffsets{High: 2, Next: 300, Start: 0, Committed: 300}, 300, false)
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), "the group's position is past the end of the partition"))
+	require.Contains(t, logs.String(), "partition=4 position=300 end=2 log_start=0")
+	require.Zero(t, lost("4"))
 }
 
 // TestSentAgainCutShortWithHolder: a response sent again whose new sending
