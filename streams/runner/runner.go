@@ -202,7 +202,7 @@ type Runner struct {
 	lostUpTo    map[int]int64
 	startWarned map[int]bool
 	pastEnd     map[int]int64 // the position reported past a partition's end
-	seen        map[int]bool // partitions fetched from since assigned, for the log
+	seen        map[int]bool  // partitions fetched from since assigned, for the log
 
 	sinkMu  sync.Mutex
 	rejects *rejectLog
