@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -79,7 +80,7 @@ type demoConfig struct {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", demoSynopsis, stderr)
 	c := demoConfig{Day: 24 * time.Hour, TrainFrac: 0.4, Database: "entrowatch_demo", WaitTarget: 2 * time.Minute}
-	fs.Float64Var(&c.Speed, "speed", 720, "simulated seconds per real second (720: the day takes 2 minutes); 0 replays as fast as the stream takes it")
+	fs.Float64Var(&c.Speed, "speed", 720, "simulated seconds per real second (720: the day takes 2 minutes); 0, or a speed that would replay the day within a quarter second, replays as fast as the stream takes it")
 	fs.IntVar(&c.Events, "events", 24000, "responses replayed over the simulated day (drawn with replacement from the replay prompts)")
 	fs.StringVar(&c.Degrade, "degrade", "add2", "the domain that degrades")
 	fs.StringVar(&c.Into, "into", "add4", "the harder domain whose prompts the degrading domain receives")
@@ -102,8 +103,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer stopProfile()
-	if c.Speed < 0 {
-		return badFlag("--speed %g: want >= 0 (0 = as fast as possible)", c.Speed)
+	if !(c.Speed >= 0) || math.IsInf(c.Speed, 0) { // NaN too
+		return badFlag("--speed %g: want a number >= 0 (0 = as fast as possible)", c.Speed)
 	}
 	if c.Refresh <= 0 {
 		return badFlag("--refresh %v: want > 0", c.Refresh)
@@ -323,6 +324,9 @@ ENGINE = MergeTree ORDER BY trace_id`); err != nil {
 	g, gctx := errgroup.WithContext(rctx)
 	g.Go(func() error { return r.Run(gctx) })
 	events := sc.events(pool)
+	if n := len(events); n > 0 {
+		c.Speed = paceSpeed(c.Speed, events[n-1].At.Sub(events[0].At))
+	}
 	var rp replayProgress
 	replayDone := make(chan error, 1)
 	say("replaying %s from %s at %s (Ctrl-C stops and cleans up)", c.Day, sc.Start.Format("2006-01-02 15:04 MST"), speedText(c.Speed))
@@ -580,8 +584,24 @@ type replayProgress struct {
 }
 
 // replay produces the events as trace.v1 batches, paced so that simulated
-// time runs speed times faster than real time (speed 0: no pacing).
+// time runs speed times faster than real time (speed 0: no pacing; see
+// replayTick for the largest useful speed).
 // Before producing a batch it records the events' truth with truth.
+// replayTick is the pace of a paced replay: one message (one ClickHouse
+// insert) per tick at most.
+const replayTick = 250 * time.Millisecond
+
+// paceSpeed is the speed to replay a day of span at when asked for speed:
+// 0 (as fast as possible) when the whole day would pass within one tick,
+// where pacing only slows it down (all of it in one batch) and a large
+// enough speed overflows the simulated clock.
+func paceSpeed(speed float64, span time.Duration) float64 {
+	if speed > 0 && float64(span)/speed < float64(replayTick) {
+		return 0
+	}
+	return speed
+}
+
 func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Producer,
 	truth func(ctx context.Context, evs []demoEvent, first int) error, mem memory.Allocator, rp *replayProgress) error {
 	if len(evs) == 0 {
@@ -589,7 +609,7 @@ func replay(ctx context.Context, speed float64, evs []demoEvent, prod *kafka.Pro
 	}
 	start := time.Now()
 	simStart := evs[0].At
-	const tick = 250 * time.Millisecond // one message (one ClickHouse insert) per tick at most
+	const tick = replayTick
 	var buf []byte
 	icfg := ingest.DefaultConfig()
 	icfg.BatchRows = 1024

@@ -183,6 +183,8 @@ func TestDemoFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--speed", "-1"}, "--speed -1"},
+		{[]string{"--speed", "NaN"}, "--speed NaN: want a number >= 0"},
+		{[]string{"--speed", "Inf"}, "--speed +Inf: want a number >= 0"},
 		{[]string{"--refresh", "0s"}, "--refresh 0s"},
 		{[]string{"--surge", "0.5"}, "--surge 0.5"},
 		{[]string{"--degrade", "nope"}, `--degrade "nope": not a domain`},
@@ -196,6 +198,19 @@ func TestDemoFlags(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	require.ErrorIs(t, runDemo(context.Background(), []string{"stray"}, &out, &errb), errUsage)
+}
+
+// TestPaceSpeed: a speed at which the day passes within one tick replays as
+// fast as possible (1e300 hung: the simulated clock overflowed; 1e10 took
+// 31 s where full speed takes 2).
+func TestPaceSpeed(t *testing.T) {
+	day := 24 * time.Hour
+	require.Equal(t, 720.0, paceSpeed(720, day))
+	require.Equal(t, 0.0, paceSpeed(0, day))
+	require.Equal(t, 0.0, paceSpeed(1e10, day))
+	require.Equal(t, 0.0, paceSpeed(1e300, day))
+	require.Equal(t, 345600.0, paceSpeed(345600, day), "a quarter second: still paced")
+	require.Equal(t, 0.0, paceSpeed(345601, day))
 }
 
 // TestDemoEndToEnd runs a shortened demo (a 10 s simulated day of 6,000
