@@ -498,36 +498,45 @@ func hash(v any) (string, error) {
 // sealed sets, and Marshal and Save seal before writing. It fails, leaving
 // the set unchanged, on a nil model or a number JSON cannot hold (NaN, Inf).
 func (s *Set) Seal() error {
-	old := make(map[string]string, len(s.Models)) // the models' versions before
 	sealed := make(map[string]string, len(s.Models))
 	for _, k := range s.keys() {
 		m := s.Models[k]
 		if m == nil {
 			return fmt.Errorf("model stored under %q is nil: remove the key or store a trained model", k)
 		}
-		old[k], m.Version = m.Version, ""
-		h, err := hash(m)
-		m.Version = old[k]
+		h, err := m.contentHash()
 		if err != nil {
 			return fmt.Errorf("model %q: %w", k, err)
 		}
 		sealed[k] = h
 	}
-	format, version := s.Format, s.Version
+	// The set's hash covers its models with their new versions: hashed on
+	// copies, so that the set is unchanged until all is known.
+	c := *s
+	c.Format, c.Version = Format, ""
+	c.Models = make(map[string]*Model, len(s.Models))
+	for k, m := range s.Models {
+		mc := *m
+		mc.Version = sealed[k]
+		c.Models[k] = &mc
+	}
+	h, err := hash(&c)
+	if err != nil { // not reached: the models, the only numbers, hashed
+		return fmt.Errorf("estimator set: %w", err)
+	}
 	for k, m := range s.Models {
 		m.Version = sealed[k]
 	}
-	s.Format, s.Version = Format, ""
-	h, err := hash(s)
-	if err != nil { // not reached: the models, the only numbers, hashed
-		for k, m := range s.Models {
-			m.Version = old[k]
-		}
-		s.Format, s.Version = format, version
-		return fmt.Errorf("estimator set: %w", err)
-	}
-	s.Version = h
+	s.Format, s.Version = Format, h
 	return nil
+}
+
+// contentHash is the model's hash without its version. It reads m only:
+// models are shared by the operators that estimate with them.
+func (m *Model) contentHash() (string, error) {
+	c := *m
+	c.Version = ""
+	return hash(&c)
 }
 
 // Validate checks the set's structure: at least one model, each valid
@@ -580,28 +589,26 @@ func (s *Set) keys() []string {
 // checkSealed reports a set whose versions are missing or no longer match
 // its content; advice says what to do about it.
 func (s *Set) checkSealed(advice string) error {
+	// It reads the set only: a set is shared by the operators estimating
+	// with it, and New checks it.
 	for _, k := range s.keys() {
 		m := s.Models[k]
-		v := m.Version
-		m.Version = ""
-		h, err := hash(m)
-		m.Version = v
+		h, err := m.contentHash()
 		if err != nil {
 			return fmt.Errorf("model %q: %w", k, err)
 		}
-		if h != v {
-			return fmt.Errorf("model %q: version %s does not match its content (%s): %s", k, v, h, advice)
+		if h != m.Version {
+			return fmt.Errorf("model %q: version %s does not match its content (%s): %s", k, m.Version, h, advice)
 		}
 	}
-	v := s.Version
-	s.Version = ""
-	h, err := hash(s)
-	s.Version = v
+	c := *s
+	c.Version = ""
+	h, err := hash(&c)
 	if err != nil {
 		return fmt.Errorf("estimator set: %w", err)
 	}
-	if h != v {
-		return fmt.Errorf("set version %s does not match its content (%s): %s", v, h, advice)
+	if h != s.Version {
+		return fmt.Errorf("set version %s does not match its content (%s): %s", s.Version, h, advice)
 	}
 	return nil
 }
