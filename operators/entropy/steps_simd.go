@@ -204,7 +204,11 @@ func stepsVec32(values []float32, offs []int32, h []float64, maxLogprob float64)
 				if cap(a) >= 8 {
 					x = archsimd.LoadFloat32x8Slice(a[:8]).ConvertToFloat64()
 				} else {
-					x = archsimd.LoadFloat32x8SlicePart(a).ConvertToFloat64()
+					// Through a full array: the race detector's pointer
+					// checks abort on archsimd's partial loads.
+					var buf [8]float32
+					copy(buf[:], a)
+					x = archsimd.LoadFloat32x8(&buf).ConvertToFloat64()
 				}
 				live := uint8(1)<<min(8, len(a)) - 1
 				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live != live {
@@ -235,7 +239,9 @@ func stepsVec32(values []float32, offs []int32, h []float64, maxLogprob float64)
 		if m == 8 {
 			hv.StoreSlice(h[t0:])
 		} else {
-			hv.StoreSlicePart(h[t0:])
+			var buf [8]float64 // not StoreSlicePart: see the partial loads
+			hv.Store(&buf)
+			copy(h[t0:], buf[:m])
 		}
 		margins = margins.Add(mv)
 	}
@@ -279,7 +285,9 @@ func stepsVec64(values []float64, offs []int32, h []float64, maxLogprob float64)
 				if cap(a) >= 8 {
 					x = archsimd.LoadFloat64x8Slice(a[:8])
 				} else {
-					x = archsimd.LoadFloat64x8SlicePart(a)
+					var buf [8]float64 // as in stepsVec32
+					copy(buf[:], a)
+					x = archsimd.LoadFloat64x8(&buf)
 				}
 				live := uint8(1)<<min(8, len(a)) - 1
 				if x.LessEqual(archsimd.LoadFloat64x8(&mx)).ToBits()&live != live {
@@ -310,7 +318,9 @@ func stepsVec64(values []float64, offs []int32, h []float64, maxLogprob float64)
 		if m == 8 {
 			hv.StoreSlice(h[t0:])
 		} else {
-			hv.StoreSlicePart(h[t0:])
+			var buf [8]float64 // not StoreSlicePart: see the partial loads
+			hv.Store(&buf)
+			copy(h[t0:], buf[:m])
 		}
 		margins = margins.Add(mv)
 	}
