@@ -536,14 +536,16 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		closers = append(closers, func() error { return brk.Close(closeCtx) })
 		cfg.Kafka.Brokers = []string{brk.Addr()}
 	}
-	if cfg.CreateTopics {
-		if err := createTopics(ctx, cfg, log, setStarting); err != nil {
-			if ctx.Err() != nil {
-				log.Info("stopped before the stream started", "err", err)
-				return nil
-			}
-			return err
+	topicsReady := createTopics
+	if !cfg.CreateTopics {
+		topicsReady = checkTopics
+	}
+	if err := topicsReady(ctx, cfg, log, setStarting); err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the stream started", "err", err)
+			return nil
 		}
+		return err
 	}
 	setStarting("starting (connecting to the sink)")
 
@@ -697,16 +699,66 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	return err
 }
 
+// runTopics are the topics run uses: the source, the dead-letter and,
+// unless off, the labels topic.
+func runTopics(cfg runConfig) []string {
+	topics := []string{cfg.Source.Topic, cfg.DeadLetter.Topic}
+	if cfg.LabelsTopic != "" {
+		topics = append(topics, cfg.LabelsTopic)
+	}
+	return topics
+}
+
+// checkTopics is createTopics with create_topics off: the topics must exist
+// already. One missing ends run at once, naming it: the stream would wait
+// on a missing source or labels topic quietly, and on a missing
+// dead-letter topic hold the partition of the first bad response, good
+// responses too, maybe days after the rollout. While Kafka cannot be
+// reached it retries, as createTopics does.
+func checkTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready func(string)) error {
+	topics := runTopics(cfg)
+	brokers := strings.Join(cfg.Kafka.Brokers, ",")
+	_, err := retryAtStart(ctx, cfg.Stream, log, startRetry{
+		what:  "Kafka",
+		final: func(err error) bool { return kafka.Answered(err) || errors.Is(err, kafka.ErrUnknownTopic) },
+		onErr: func(err error) {
+			unready("starting (checking the topics): Kafka not reachable, retrying: " + err.Error())
+		},
+		attrs: []any{"brokers", brokers, "checking", strings.Join(topics, ",")},
+	}, func() (struct{}, error) {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		var missing []string
+		for _, t := range topics {
+			err := kafka.CheckTopic(tctx, cfg.Kafka, t)
+			switch {
+			case errors.Is(err, kafka.ErrUnknownTopic):
+				missing = append(missing, t)
+			case err != nil:
+				return struct{}{}, err
+			}
+		}
+		if len(missing) > 0 {
+			return struct{}{}, fmt.Errorf("%w: %s", kafka.ErrUnknownTopic, strings.Join(missing, ", "))
+		}
+		return struct{}{}, nil
+	})
+	if errors.Is(err, kafka.ErrUnknownTopic) {
+		return fmt.Errorf("create_topics is false and a topic run uses does not exist on %s: %w; create it (the dead-letter topic with max.message.bytes of at least dead_letter.max_message_bytes), or set create_topics: true", brokers, err)
+	}
+	if err != nil {
+		return fmt.Errorf("checking the topics %s on %s: %w", strings.Join(topics, ", "), brokers, err)
+	}
+	return nil
+}
+
 // createTopics creates the source, dead-letter and labels topics where
 // they are missing (create_topics). While Kafka cannot be reached it
 // retries (retryAtStart, as the ClickHouse connect does) and unready says
 // why for /readyz; an error the brokers answered ends it at once, with the
 // hint to turn create_topics off when they refused to create a topic.
 func createTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready func(string)) error {
-	topics := []string{cfg.Source.Topic, cfg.DeadLetter.Topic}
-	if cfg.LabelsTopic != "" {
-		topics = append(topics, cfg.LabelsTopic)
-	}
+	topics := runTopics(cfg)
 	brokers := strings.Join(cfg.Kafka.Brokers, ",")
 	_, err := retryAtStart(ctx, cfg.Stream, log, startRetry{
 		what:  "Kafka",

@@ -111,3 +111,36 @@ func TestRunKafkaRefusesTopics(t *testing.T) {
 	require.Contains(t, errs, "set create_topics: false")
 	require.NotContains(t, errs, "retrying")
 }
+
+// TestRunChecksTopics: with create_topics false, a topic run uses that does
+// not exist ends run at once, naming it. Before, nothing looked: a missing
+// dead-letter topic held the partition of the first bad response (the good
+// responses of its message too) until someone created it; a missing source
+// topic was waited on quietly.
+func TestRunChecksTopics(t *testing.T) {
+	bcfg := broker.DefaultConfig()
+	bcfg.Listen = "127.0.0.1:0"
+	bcfg.Topics = []string{"traces", "labels"}
+	brk, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer brk.Close(context.Background())
+	dir := t.TempDir()
+	cfg := "create_topics: false\n" + kafkaRunConfig(dir, brk.Addr(), freeAddr(t))
+	_, errs, code := runCLI(t, "run", "--config", writeFile(t, dir, cfg))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, "create_topics is false and a topic run uses does not exist on "+brk.Addr()+": the topic does not exist on the brokers: traces.dead; create it")
+	require.NotContains(t, errs, "retrying")
+
+	// With the dead-letter topic there, it runs.
+	bcfg.Listen = freeAddr(t)
+	bcfg.Topics = []string{"traces", "traces.dead", "labels"}
+	brk2, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer brk2.Close(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, "create_topics: false\n"+kafkaRunConfig(dir, brk2.Addr(), freeAddr(t)))
+	waitLog(t, runErr, "stream running")
+	cancel()
+	stopped(t, done, runErr)
+}
