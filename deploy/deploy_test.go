@@ -182,6 +182,7 @@ func TestKubernetes(t *testing.T) {
 	so := objs["ScaledObject/entrowatch"]
 	require.NotNil(t, so.v, "ScaledObject/entrowatch")
 	require.Equal(t, "entrowatch", str(so.v, "spec", "scaleTargetRef", "name"))
+	require.Nil(t, get(dep.v, "spec", "replicas"), "the autoscaler owns the count: a fixed one is reset on every kubectl apply")
 	trig := list(so.v, "spec", "triggers")[0]
 	require.Equal(t, "kafka", str(trig, "type"))
 	require.Equal(t, str(cfg, "source", "topic"), str(trig, "metadata", "topic"))
@@ -216,6 +217,8 @@ func checkPod(t *testing.T, objs map[string]doc, file string, pod any, serving b
 		}
 		require.Equal(t, false, get(c, "securityContext", "allowPrivilegeEscalation"), "%s/%s: allowPrivilegeEscalation", file, name)
 		require.Equal(t, true, get(pod, "spec", "securityContext", "runAsNonRoot"), "%s: runAsNonRoot", file)
+		// Pod Security "restricted" admits only pods with a seccomp profile.
+		require.Equal(t, "RuntimeDefault", str(pod, "spec", "securityContext", "seccompProfile", "type"), "%s: seccompProfile", file)
 		if serving {
 			ports := containerPorts(c)
 			for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz/ingest", "startupProbe": "/healthz"} {
