@@ -323,7 +323,14 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	lv, _ := parseLevel(cfg.LogLevel)
-	return run(ctx, cfg, slog.New(logHandler(stderr, cfg.LogFormat, lv)))
+	log := slog.New(logHandler(stderr, cfg.LogFormat, lv))
+	err = run(ctx, cfg, log)
+	if err != nil {
+		// In the log too, as its last line: a log pipeline (JSON) sees why
+		// the process stopped, not only the plain line that follows.
+		log.Error("run stopped on an error", "err", err)
+	}
+	return err
 }
 
 // logHandler writes text or JSON log lines at level and above. Durations are
@@ -694,7 +701,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	g.Go(func() error { return r.Run(streamCtx) })
 	err = g.Wait()
 	st := r.Stats()
-	log.Info("stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows,
+	level := slog.LevelInfo
+	if err != nil { // e.g. a drain that timed out: in-flight messages abandoned
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, "stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows,
 		deadLetteredAttr(st.DeadLettered, cfg.LogFormat == "json"), "commits", st.Commits)
 	return err
 }

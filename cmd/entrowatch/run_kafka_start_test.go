@@ -130,6 +130,11 @@ func TestRunChecksTopics(t *testing.T) {
 	require.Equal(t, 1, code, errs)
 	require.Contains(t, errs, "create_topics is false and a topic run uses does not exist on "+brk.Addr()+": the topic does not exist on the brokers: traces.dead; create it")
 	require.NotContains(t, errs, "retrying")
+	require.Contains(t, errs, `level=ERROR msg="run stopped on an error" err="create_topics is false`, "the cause in the log too, for log pipelines")
+	// As one JSON line with log_format json.
+	_, errs, code = runCLI(t, "run", "--config", writeFile(t, dir, "log_format: json\n"+cfg))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, `"level":"ERROR","msg":"run stopped on an error","err":"create_topics is false`)
 
 	// With the dead-letter topic there, it runs.
 	bcfg.Listen = freeAddr(t)
