@@ -16,6 +16,7 @@ type metrics struct {
 	messages   prometheus.Counter
 	rows       prometheus.Counter
 	empty      prometheus.Counter
+	markers    prometheus.Counter
 	sinkRows   prometheus.Counter
 	dead       *prometheus.CounterVec
 	deadMsgs   *prometheus.CounterVec
@@ -45,6 +46,8 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "trace.v1 rows decoded from consumed messages (chunks count one each).", ConstLabels: cl}),
 		empty: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_empty_messages_total",
 			Help: "Messages holding a trace.v1 record batch of zero rows: nothing to score, consumed and committed.", ConstLabels: cl}),
+		markers: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_transaction_markers_total",
+			Help: "Commit and abort markers of transactional producers: no data, consumed and committed (not dead-lettered).", ConstLabels: cl}),
 		sinkRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_sink_rows_total",
 			Help: "scored rows the sink confirmed.", ConstLabels: cl}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_dead_letter_total",
@@ -83,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.lost, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.markers, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.lost, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1041,6 +1041,17 @@ func (w *worker) stage(name string, since time.Time) {
 	})
 }
 
+// txnMarker reports a transaction's commit or abort marker, which kafka-go's
+// reader hands over as a message: key version 0 and type 0 (abort) or 1
+// (commit), value version 0 and the coordinator's epoch, no headers (Kafka's
+// control record). No Arrow stream is 6 bytes long, so no trace is taken
+// for one.
+func txnMarker(m kafka.Message) bool {
+	k, v := m.Key, m.Value
+	return len(k) == 4 && k[0] == 0 && k[1] == 0 && k[2] == 0 && k[3] <= 1 &&
+		len(v) == 6 && v[0] == 0 && v[1] == 0 && len(m.Headers) == 0
+}
+
 // handle processes one message up to the sink (and the dead-letter topic).
 // A nil return means everything it held is durable or dead-lettered.
 func (w *worker) handle(ctx context.Context, m kafka.Message) error {
@@ -1048,6 +1059,10 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	w.r.stats.add(func(s *Stats) { s.Messages++; s.Bytes += int64(len(m.Value)) })
 	part := m.Topic + "/" + strconv.Itoa(m.Partition)
 	src := part + "@" + strconv.FormatInt(m.Offset, 10)
+	if txnMarker(m) {
+		w.r.m.markers.Inc()
+		return nil
+	}
 	t := time.Now()
 	rec, err := ipc.Decode(m.Value, w.r.mem)
 	w.stage("decode", t)
