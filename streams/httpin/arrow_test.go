@@ -3,20 +3,27 @@ package httpin
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/ingest"
+	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // traces converts JSON responses to one trace.v1 batch, as ingest does.
@@ -177,5 +184,40 @@ func TestArrowBodyExpansionBounded(t *testing.T) {
 	require.NoError(t, w.Write(one))
 	require.NoError(t, w.Close())
 	code, r = postArrow(t, url, b.Bytes(), false)
+	require.Equal(t, http.StatusAccepted, code, r.Error)
+}
+
+// TestTopicLimitBelowProducer: a topic whose max.message.bytes is below the
+// size messages are cut to refuses a large body's message: 413 saying so,
+// and the endpoint stays ready (it answered 503 "retry later", which can
+// never succeed, and turned /readyz/ingest 503 blaming disk space).
+func TestTopicLimitBelowProducer(t *testing.T) {
+	bcfg := broker.DefaultConfig()
+	bcfg.Listen = "127.0.0.1:0"
+	bcfg.MaxMessageBytes = 100 << 10
+	bcfg.Topics = []string{"small"}
+	bcfg.Partitions = 1
+	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer b.Close(context.Background())
+	conn := kafka.DefaultConfig()
+	conn.Brokers = []string{b.Addr()}
+	pcfg := kafka.DefaultProducerConfig()
+	pcfg.Topic = "small"
+	p, err := kafka.NewProducer(conn, pcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer p.Close()
+	cfg := DefaultConfig()
+	cfg.LabelsTopic = ""
+	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	code, r := post(t, srv.URL+cfg.Path, "", strings.NewReader(longResponse("big", 2000))) // about 180 KB as trace.v1
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, r.Error)
+	require.Contains(t, r.Error, "topic small refused a message of this body as too large")
+	require.False(t, h.ProduceFailing(time.Now()), "the broker is fine")
+	code, r = post(t, srv.URL+cfg.Path, "", strings.NewReader(response("small-1")))
 	require.Equal(t, http.StatusAccepted, code, r.Error)
 }

@@ -479,6 +479,13 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 	case r.Context().Err() != nil:
 		// The client went away during the produce: nothing to answer, and
 		// no sign that the broker fails.
+	case kafka.IsMessageTooLarge(err):
+		// The topic's limit is below the producer's (max_message_bytes):
+		// this body can never go, a smaller one can; the broker is fine.
+		h.logProduceFailed(p.Topic(), err)
+		h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf(
+			"topic %s refused a message of this body as too large: its max.message.bytes is below the %d bytes messages are cut to (max_message_bytes); send fewer or smaller responses per request, and raise the topic's max.message.bytes to %d",
+			p.Topic(), p.MaxMessageBytes(), p.MaxMessageBytes())})
 	default:
 		if p == h.p {
 			h.lastFail.Store(time.Now().UnixNano())
