@@ -1225,7 +1225,10 @@ func (w *worker) remnants(ctx context.Context, out profile.Assembled) map[int]bo
 			part[k] = refs[j]
 		}
 		w.r.sinkMu.Lock()
+		// Timed as a write: a sink that hangs here holds every write up.
+		w.r.writeSince.Store(time.Now().UnixNano())
 		found, err := h.Held(ctx, part)
+		w.r.writeSince.Store(0)
 		w.r.sinkMu.Unlock()
 		if err != nil {
 			w.stage("sink_lookup", t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
+	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -160,4 +162,42 @@ func TestDeadLetterRowOfMessage(t *testing.T) {
 		got[string(m.Key)] = header(m, HeaderRow)
 	}
 	require.Equal(t, map[string]string{"w": "0", "v": "2"}, got)
+}
+
+// gateHolder is a holdingSink whose lookups wait for gate.
+type gateHolder struct {
+	*holdingSink
+	gate chan struct{}
+}
+
+func (s *gateHolder) Held(ctx context.Context, refs []streams.TraceRef) (map[string]bool, error) {
+	<-s.gate
+	return s.holdingSink.Held(ctx, refs)
+}
+
+// TestSinkStallInLookup: a sink that hangs in the lookup of a restart's
+// remnants (under the lock every write waits on) makes /readyz 503 as a
+// hung write does; it stayed ready for as long as the lookup hung.
+func TestSinkStallInLookup(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("stall-lookup")
+	topics(t, 1, topic, dead)
+	sink := &gateHolder{holdingSink: &holdingSink{memSink: newMemSink()}, gate: make(chan struct{})}
+	rp, logs := startOps(t, conn(), topic, group, dead, sink, mem, nil, func(c *Config) {
+		c.Assemble.Timeout = 100 * time.Millisecond
+		c.ExpireInterval = 20 * time.Millisecond
+		c.SinkStallAfter = 300 * time.Millisecond
+	})
+	defer rp.stop(t)
+	var once sync.Once
+	open := func() { once.Do(func() { close(sink.gate) }) }
+	defer open() // before the stop, whatever fails
+	// The rest of a trace without its first chunk: a remnant candidate.
+	produceRows(t, producer(t, topic), row{id: "rest", steps: 2, chunk: true, seq: 1, final: true})
+	waitFor(t, "not ready while the lookup waits", func() bool { return !rp.r.Ready() })
+	require.Contains(t, rp.r.Unready(), "a sink write has waited")
+	waitFor(t, "the warning", func() bool { return strings.Contains(logs.String(), "sink write waiting") })
+	open()
+	waitFor(t, "ready again", func() bool { return rp.r.Ready() })
 }
