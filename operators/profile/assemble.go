@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -629,7 +630,7 @@ func newChunkView(in arrow.RecordBatch) (*chunkView, error) {
 func (v *chunkView) key(i int) string {
 	m := ""
 	if v.model != nil && v.model.IsValid(i) {
-		m = v.model.Value(i)
+		m = strings.TrimSpace(v.model.Value(i)) // as the store keeps it
 	}
 	return m + "\x00" + v.id.Value(i)
 }

@@ -138,7 +138,7 @@ func TestAssemblerTwoModelsOneID(t *testing.T) {
 	in := chunkBatch(t, mem,
 		chunkRow{id: "q1", model: "A", seq: 0, steps: []float32{-1}},
 		chunkRow{id: "q1", model: "B", seq: 0, steps: []float32{-2}},
-		chunkRow{id: "q1", model: "A", seq: 1, final: true, steps: []float32{-3}},
+		chunkRow{id: "q1", model: " A", seq: 1, final: true, steps: []float32{-3}}, // blanks around a model are not another model
 		chunkRow{id: "q1", model: "B", seq: 1, final: true, steps: []float32{-4}})
 	out, err := a.Add(in, 1, time.Unix(0, 0))
 	in.Release()
