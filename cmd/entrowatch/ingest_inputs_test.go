@@ -295,7 +295,7 @@ func TestProduceHint(t *testing.T) {
 	none := kafka.Config{}
 	withTLS := kafka.Config{TLS: kafka.TLSConfig{Enabled: true}}
 	withBoth := kafka.Config{TLS: kafka.TLSConfig{Enabled: true}, SASL: kafka.SASLConfig{Mechanism: "scram-sha-512"}}
-	wrap := func(err error) error { return fmt.Errorf("producing 1 messages to traces: %w", err) }
+	wrap := func(err error) error { return fmt.Errorf("producing 1 message to traces: %w", err) }
 	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	running := "is the broker running? entrowatch run starts one on 127.0.0.1:9092"
@@ -323,7 +323,7 @@ func TestProduceHint(t *testing.T) {
 		{"other, secured", wrap(errors.New("something")), withTLS, " (" + running + " Or its TLS/SASL settings may not match the ones given: --kafka-tls)", "", false},
 		{"other", wrap(errors.New("something")), none, " (" + running + ")", "", false},
 		// A full disk under the embedded broker's data_dir: it answers, with an unknown server error.
-		{"broker failed to store", fmt.Errorf("producing 1 messages to traces: %w", kafkago.WriteErrors{kafkago.Unknown}), none, "could not store the messages: see its log", running, false},
+		{"broker failed to store", fmt.Errorf("producing 1 message to traces: %w", kafkago.WriteErrors{kafkago.Unknown}), none, "could not store the messages: see its log", running, false},
 		{"interrupted", wrap(context.Canceled), withTLS, "", "", true},
 	} {
 		got := produceHint(c.err, c.conn)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/entrowatch/entrowatch/internal/words"
 )
 
 // ProducerConfig configures a producer. Writes are synchronous and wait for
@@ -122,7 +124,7 @@ func (p *Producer) Produce(ctx context.Context, msgs ...Message) error {
 		if isUnknownTopic(err) {
 			return fmt.Errorf("producing to %s: %w; create it, or start entrowatch run first (it creates its topics when create_topics is true): %w", p.cfg.Topic, ErrUnknownTopic, err)
 		}
-		return fmt.Errorf("producing %d messages to %s: %w", len(msgs), p.cfg.Topic, err)
+		return fmt.Errorf("producing %s to %s: %w", words.Count(len(msgs), "message"), p.cfg.Topic, err)
 	}
 	return nil
 }
