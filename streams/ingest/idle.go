@@ -18,19 +18,22 @@ var errIdle = errors.New("input idle")
 // without it the rows read would wait for a full batch. It reports idleness
 // once per pause, then waits without a timer until input comes; input that
 // never pauses is handed over every idleMaxWaits idle times. The
-// goroutine ends at the end of r or its first error; one blocked in a read
-// of standard input ends with the process (as with OpenContext's pipes).
+// goroutine ends at the end of r or its first error, or once stop is called
+// (at once, or when its read in progress returns: one blocked in a read of
+// standard input ends with the process, as with OpenContext's pipes).
 type idleReader struct {
 	r     io.Reader
 	idle  time.Duration
 	start sync.Once
 	in    chan readResult // the goroutine's reads
 	more  chan struct{}   // the goroutine may read again
-	cur   []byte          // what the last result holds that was not returned yet
-	err   error           // the goroutine's final error, returned once cur is empty
-	ended bool            // the goroutine has returned
-	fresh bool            // data was returned since the last errIdle
-	since time.Time       // when the first data since the last errIdle was returned
+	quit  chan struct{}   // closed by stop: the goroutine returns
+	stops sync.Once
+	cur   []byte    // what the last result holds that was not returned yet
+	err   error     // the goroutine's final error, returned once cur is empty
+	ended bool      // the goroutine has returned
+	fresh bool      // data was returned since the last errIdle
+	since time.Time // when the first data since the last errIdle was returned
 }
 
 // idleMaxWaits bounds how long input that never pauses (a trickle of one
@@ -45,18 +48,29 @@ type readResult struct {
 }
 
 func newIdleReader(r io.Reader, idle time.Duration) *idleReader {
-	return &idleReader{r: r, idle: idle, in: make(chan readResult), more: make(chan struct{}, 1)}
+	return &idleReader{r: r, idle: idle, in: make(chan readResult), more: make(chan struct{}, 1), quit: make(chan struct{})}
 }
+
+// stop ends the goroutine (see idleReader) when nothing will Read again.
+func (ir *idleReader) stop() { ir.stops.Do(func() { close(ir.quit) }) }
 
 func (ir *idleReader) loop() {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := ir.r.Read(buf)
-		ir.in <- readResult{buf[:n], err}
+		select {
+		case ir.in <- readResult{buf[:n], err}:
+		case <-ir.quit:
+			return
+		}
 		if err != nil {
 			return
 		}
-		<-ir.more // the reader is done with buf
+		select {
+		case <-ir.more: // the reader is done with buf
+		case <-ir.quit:
+			return
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -170,4 +171,33 @@ func TestFlushIdleTrickle(t *testing.T) {
 	require.NotZero(t, rec.NumRows())
 	require.Less(t, rec.NumRows(), int64(cfg.BatchRows))
 	rec.Release()
+}
+
+// TestIdleReaderReleaseEndsGoroutine: a Reader with FlushIdle released
+// before the end of its input ends the goroutine that reads it, once the
+// input is closed (one goroutine and 64 KiB were left per reader).
+func TestIdleReaderReleaseEndsGoroutine(t *testing.T) {
+	// loops counts the goroutines reading for an idle reader.
+	loops := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*idleReader).loop")
+	}
+	var ws []*io.PipeWriter
+	for range 20 {
+		pr, pw := io.Pipe()
+		ws = append(ws, pw)
+		cfg := ingest.DefaultConfig()
+		cfg.FlushIdle = 10 * time.Millisecond
+		rd := ingest.NewReader(pr, cfg, memory.NewGoAllocator())
+		go func() { pw.Write([]byte(chatLine("a") + chatLine("b"))) }()
+		rec, err := nextWithin(t, rd)
+		require.NoError(t, err)
+		rec.Release()
+		rd.Release() // the input has more to come: not at its end
+	}
+	require.Equal(t, 20, loops(), "each reads its input until it is closed")
+	for _, pw := range ws {
+		pw.Close()
+	}
+	require.Eventually(t, func() bool { return loops() == 0 }, 5*time.Second, 10*time.Millisecond, "%d left", loops())
 }

@@ -212,6 +212,7 @@ type Reader struct {
 	finished finished
 	// batchBytes estimates what the batch being built holds (row.bytes).
 	batchBytes int
+	idle       *idleReader // with FlushIdle: its goroutine is stopped by Release
 }
 
 // NewReader reads responses from r. An invalid cfg (see Validate) is
@@ -226,10 +227,12 @@ func NewReader(r io.Reader, cfg Config, mem memory.Allocator) *Reader {
 	if nilReader {
 		r = bytes.NewReader(nil) // Next reports the error before reading
 	}
+	var idle *idleReader
 	if cfg.FlushIdle > 0 {
-		r = newIdleReader(r, cfg.FlushIdle)
+		idle = newIdleReader(r, cfg.FlushIdle)
+		r = idle
 	}
-	rd := &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64)}
+	rd := &Reader{cfg: cfg, lr: newLineReader(r, cfg.MaxLineBytes), b: newBuilder(mem, cfg.Float64), idle: idle}
 	if err := cfg.Validate(); err != nil {
 		rd.err = fmt.Errorf("ingest: invalid reader config: %w (start from ingest.DefaultConfig() and change the fields you need)", err)
 	}
@@ -342,8 +345,13 @@ func (r *Reader) Settled() int64 {
 
 // Release frees the reader's builders; batches Next returned are not
 // affected (their owners release them). Next after Release returns an error.
-// Release may be called more than once.
+// Release may be called more than once. With FlushIdle, the goroutine that
+// reads the input ends once its read in progress returns: close the input
+// to end it at once.
 func (r *Reader) Release() {
+	if r.idle != nil {
+		r.idle.stop()
+	}
 	if r.b == nil {
 		return
 	}
