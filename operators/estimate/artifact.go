@@ -142,7 +142,11 @@ func (m *Model) Predict(x, z []float64) float64 {
 		return clamp01(s)
 	}
 	for j := range m.Features {
-		z[j] = zscore(m.input(x, j), m.Mean[j], m.Scale[j])
+		v := m.input(x, j)
+		if math.IsInf(v, 0) {
+			return math.NaN() // as documented: an infinite feature has no estimate
+		}
+		z[j] = zscore(v, m.Mean[j], m.Scale[j])
 	}
 	// A valid model's calibration and blend stay in [0,1]; the clamp also
 	// absorbs rounding at the ends, and keeps NaN.

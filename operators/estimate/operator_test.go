@@ -238,3 +238,16 @@ func TestSharedSetConcurrentNew(t *testing.T) {
 	require.NoError(t, g.Wait())
 	require.NoError(t, set.Validate())
 }
+
+// TestPredictInfinite: Predict gives NaN for an infinite feature, as its doc
+// says; it gave a confident probability (up to 1) to callers outside the
+// operator, which checks the rows itself.
+func TestPredictInfinite(t *testing.T) {
+	set := testSet(t, false)
+	m := set.Models["llm-a"]
+	z := make([]float64, 2)
+	require.False(t, math.IsNaN(m.Predict([]float64{1, 0.2}, z)))
+	for _, x := range [][]float64{{math.Inf(1), 0.2}, {math.Inf(-1), 0.2}, {1, math.Inf(1)}, {math.NaN(), 0.2}} {
+		require.True(t, math.IsNaN(m.Predict(x, z)), "%v", x)
+	}
+}
