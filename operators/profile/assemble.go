@@ -225,6 +225,9 @@ type rowMeta struct {
 // returns the responses it completes. in is not released.
 func (a *Assembler) Add(in arrow.RecordBatch, origin int64, now time.Time) (Assembled, error) {
 	var out Assembled
+	if in == nil {
+		return out, errors.New("profile: Assembler.Add of a nil batch")
+	}
 	v, err := newChunkView(in)
 	if err != nil {
 		return out, err

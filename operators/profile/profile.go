@@ -170,6 +170,12 @@ func (c chunkCols) reject(i int) *Reject {
 // the operator's own code. It returns an error when cfg is invalid or when
 // in's logprob columns are not those of trace.v1. Safe for concurrent use.
 func Check(cfg Config, in arrow.RecordBatch, onReject func(row int, r *Reject)) error {
+	if in == nil {
+		return errors.New("profile: Check of a nil batch")
+	}
+	if onReject == nil {
+		return errors.New("profile: Check without an onReject function")
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (start from profile.DefaultConfig())", err)
 	}
