@@ -1,6 +1,7 @@
 package estimate
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -687,6 +688,14 @@ func Parse(b []byte) (*Set, error) {
 		return nil, err
 	}
 	if err := s.checkSealed("the file was edited; retrain or restore it"); err != nil {
+		// Fields this version does not know change the hash too: a file
+		// from a newer entrowatch, not an edited one.
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.DisallowUnknownFields()
+		var strict Set
+		if uerr := d.Decode(&strict); uerr != nil && strings.Contains(uerr.Error(), "unknown field") {
+			return nil, fmt.Errorf("the file has fields this entrowatch (%s) does not know (%v): it was written by a newer entrowatch; upgrade, or retrain with this one", Format, uerr)
+		}
 		return nil, err
 	}
 	return &s, nil

@@ -1,6 +1,7 @@
 package estimate
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -250,4 +251,23 @@ func TestPredictInfinite(t *testing.T) {
 	for _, x := range [][]float64{{math.Inf(1), 0.2}, {math.Inf(-1), 0.2}, {1, math.Inf(1)}, {math.NaN(), 0.2}} {
 		require.True(t, math.IsNaN(m.Predict(x, z)), "%v", x)
 	}
+}
+
+// TestParseNewerFile: a file with fields this version does not know (a
+// newer entrowatch's) says so; it was called edited.
+func TestParseNewerFile(t *testing.T) {
+	set := testSet(t, false)
+	b, err := set.Marshal()
+	require.NoError(t, err)
+	// A newer version's hash covers the field it added.
+	newer := bytes.Replace(b, []byte(`"fallback"`), []byte(`"drift_guard": {"k": 3},
+  "fallback"`), 1)
+	newer = bytes.Replace(newer, []byte(`"version": "`+set.Version+`"`), []byte(`"version": "sha256:0123456789abcdef"`), 1)
+	_, err = Parse(newer)
+	require.ErrorContains(t, err, "written by a newer entrowatch")
+	require.ErrorContains(t, err, `unknown field "drift_guard"`)
+	edited := bytes.Replace(b, []byte(`"fallback": ""`), []byte(`"fallback": "llm-a"`), 1)
+	require.NotEqual(t, b, edited)
+	_, err = Parse(edited)
+	require.ErrorContains(t, err, "the file was edited")
 }
