@@ -28,6 +28,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
@@ -421,6 +422,19 @@ func (r *Runner) kill() {
 	}
 }
 
+// refusedConfig reports a fetch error no retry can fix: the brokers refuse
+// the group's settings (a session timeout outside their range, an invalid
+// group id) or this user's rights (topic, group, authentication).
+func refusedConfig(err error) bool {
+	for _, e := range []kafkago.Error{kafkago.InvalidSessionTimeout, kafkago.InvalidGroupId,
+		kafkago.TopicAuthorizationFailed, kafkago.GroupAuthorizationFailed, kafkago.SASLAuthenticationFailed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // fetch hands messages to their partition's worker until ctx (graceful) or
 // hard (abort) is done. A message fetched but not handed over is simply not
 // committed: the group sees it again. Fetch errors (broker or coordinator
@@ -441,6 +455,11 @@ func (r *Runner) fetchLoop(ctx, hard context.Context, workers []*worker) error {
 				return nil
 			case errors.Is(err, io.EOF):
 				return err
+			case refusedConfig(err):
+				// Retrying cannot help: the group's settings or rights
+				// are wrong, and the replica would sit live, consuming
+				// nothing, for ever.
+				return fmt.Errorf("the brokers refuse this consumer's settings or rights, which retrying cannot fix: %w (check source.session_timeout against the brokers' group.min/max.session.timeout.ms, and the user's ACLs on the topic and group)", err)
 			}
 			r.m.fetchErrs.Inc()
 			if n := r.fetch.failed(time.Now()); n == fetchFailStreak {

@@ -6,10 +6,13 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/entrowatch/entrowatch/streams"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -66,4 +69,32 @@ func TestTransactionalProducer(t *testing.T) {
 	require.EqualValues(t, 3, st.SinkRows)
 	committed, end := offsets(t, topic, group, 1)
 	require.Equal(t, end, committed, "the markers are committed past")
+}
+
+// TestRefusedGroupSettings: a session timeout the brokers refuse (below
+// their group.min.session.timeout.ms) stops the stream with the cause; it
+// was retried for ever under "is Kafka reachable?", the replica live and
+// consuming nothing.
+func TestRefusedGroupSettings(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	topic, dead, group := names("refused")
+	topics(t, 1, topic, dead)
+	sc := sourceConfig(topic, group)
+	sc.SessionTimeout, sc.HeartbeatInterval = 50*time.Millisecond, 10*time.Millisecond // the test broker's minimum is 100ms
+	src, err := kafka.NewSource(conn(), sc, testLog(t))
+	require.NoError(t, err)
+	defer src.Close()
+	dlq := producer(t, dead)
+	r, err := New(DefaultConfig(), Parts{Source: src, DeadLetter: dlq, Chain: func() ([]streams.Operator, error) { return nil, nil }, Sink: newMemSink()}, mem, testLog(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "the brokers refuse this consumer's settings or rights")
+		require.ErrorIs(t, err, kafkago.InvalidSessionTimeout)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream retries a refused session timeout for ever")
+	}
 }
