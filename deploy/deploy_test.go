@@ -163,6 +163,23 @@ func TestKubernetes(t *testing.T) {
 	require.True(t, ok, "Job/entrowatch-migrate")
 	checkPod(t, objs, job.file, get(job.v, "spec", "template"), false)
 
+	// One alarm dispatcher (two would announce an episode twice), never two
+	// at once during a rollout, against the ClickHouse and Kafka the
+	// replicas use; probes on its metrics port.
+	al, ok := objs["Deployment/entrowatch-alarms"]
+	require.True(t, ok, "Deployment/entrowatch-alarms")
+	require.Equal(t, 1, get(al.v, "spec", "replicas"))
+	require.Equal(t, "Recreate", str(al.v, "spec", "strategy", "type"))
+	alPod := get(al.v, "spec", "template")
+	checkPod(t, objs, al.file, alPod, false)
+	alC := list(alPod, "spec", "containers")[0]
+	args := fmt.Sprint(get(alC, "args"))
+	require.Contains(t, args, str(cfg, "clickhouse", "conn", "dsn"), "the dispatcher reads the ClickHouse the replicas write")
+	require.Contains(t, args, fmt.Sprint(list(cfg, "kafka", "brokers")[0]))
+	for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+		require.Contains(t, containerPorts(alC), fmt.Sprint(get(alC, probe, "httpGet", "port")), "%s port", probe)
+	}
+
 	// Service and PodDisruptionBudget select the Deployment's pods.
 	svc := objs["Service/entrowatch"]
 	require.NotNil(t, svc.v, "Service/entrowatch")
@@ -626,7 +643,8 @@ func TestAlertRules(t *testing.T) {
 	// Prometheus scrapes the replicas as.
 	scrape := load(t, "compose")[filepath.Join("compose", "prometheus.yml")][0].v
 	jobs := list(scrape, "scrape_configs")
-	require.Len(t, jobs, 1)
+	require.Len(t, jobs, 2, "the replicas and the alarm dispatcher")
+	require.Equal(t, "entrowatch-alarms", str(jobs[1], "job_name"))
 	up := `up{job="` + str(jobs[0], "job_name") + `"}`
 	n, ups := 0, 0
 	for _, g := range list(rules[0].v, "groups") {
