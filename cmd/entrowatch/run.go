@@ -1363,7 +1363,7 @@ func explainYAML(src []byte, err error) error {
 }
 
 // unknownField matches yaml's error for a key that the config does not have.
-var unknownField = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+var unknownField = regexp.MustCompile(`^field (\S+) not found in type .+$`) // the type may be an anonymous struct, with blanks
 
 // nearestKey returns the config key next to the unknown one at the dotted
 // path key that is closest to name in spelling (at most a third of its

@@ -33,6 +33,11 @@ func TestRunConfigUnknownKeys(t *testing.T) {
 	require.ErrorContains(t, err, "line 4: unknown key file.csv_estimat (did you mean file.csv_estimate?)")
 	require.ErrorContains(t, err, "line 6: unknown key stream.bogus (see deploy/entrowatch.yaml for the keys)")
 	require.NotContains(t, err.Error(), "main.runConfig")
+	// A key under a section that is an anonymous struct (metrics: listen):
+	// the type has blanks, and yaml's Go type leaked into the message.
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nmetrics:\n  listen: 127.0.0.1:0\n  migrate: false\n"), env)
+	require.ErrorContains(t, err, "line 4: unknown key metrics.migrate")
+	require.NotContains(t, err.Error(), "struct {")
 	require.Equal(t, 0, editDistance("kafka", "kafka"))
 	require.Equal(t, 3, editDistance("kitten", "sitting"))
 }
