@@ -18,17 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	arrowipc "github.com/apache/arrow-go/v18/arrow/ipc"
 
 	"github.com/entrowatch/entrowatch/internal/testutil"
-	"github.com/entrowatch/entrowatch/schemas"
-	"github.com/entrowatch/entrowatch/streams/ingest"
 	"github.com/entrowatch/entrowatch/streams/ipc"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
@@ -125,34 +121,9 @@ func TestIngestReadErrorBeforeAnyBatch(t *testing.T) {
 // the wire) to path, in the Arrow IPC stream or file format.
 func writeTraceArrow(t *testing.T, path string, fileFormat bool) {
 	t.Helper()
-	f, err := ingest.Open(fixtures + "valid.jsonl.gz")
-	require.NoError(t, err)
-	defer f.Close()
-	r := ingest.NewReader(f, ingest.DefaultConfig(), memory.NewGoAllocator())
-	defer r.Release()
-	out, err := os.Create(path)
-	require.NoError(t, err)
-	defer out.Close()
-	var w interface {
-		Write(arrow.RecordBatch) error
-		Close() error
-	}
-	if fileFormat {
-		w, err = arrowipc.NewFileWriter(out, arrowipc.WithSchema(schemas.Trace))
-		require.NoError(t, err)
-	} else {
-		w = arrowipc.NewWriter(out, arrowipc.WithSchema(schemas.Trace))
-	}
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		require.NoError(t, w.Write(rec))
-		rec.Release()
-	}
-	require.NoError(t, w.Close())
+	rec := goldenTraces(t, memory.NewGoAllocator())
+	defer rec.Release()
+	writeBatches(t, path, rec, int(rec.NumRows()), fileFormat)
 }
 
 // TestScoreReadsArrowByContent: score reads a trace.v1 Arrow file or stream
