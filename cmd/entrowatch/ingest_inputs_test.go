@@ -23,7 +23,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-
 	"github.com/entrowatch/entrowatch/internal/testutil"
 	"github.com/entrowatch/entrowatch/streams/ipc"
 	"github.com/entrowatch/entrowatch/streams/kafka"
