@@ -209,7 +209,8 @@ func TestTopicLimitBelowProducer(t *testing.T) {
 	defer p.Close()
 	cfg := DefaultConfig()
 	cfg.LabelsTopic = ""
-	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	var logs bytes.Buffer
+	h, err := New(cfg, ingest.DefaultConfig(), p, nil, memory.NewGoAllocator(), slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -218,6 +219,7 @@ func TestTopicLimitBelowProducer(t *testing.T) {
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, r.Error)
 	require.Contains(t, r.Error, "topic small refused a message of this body as too large")
 	require.False(t, h.ProduceFailing(time.Now()), "the broker is fine")
+	require.Contains(t, logs.String(), "http ingest produce failed (answered 413)")
 	code, r = post(t, srv.URL+cfg.Path, "", strings.NewReader(response("small-1")))
 	require.Equal(t, http.StatusAccepted, code, r.Error)
 }

@@ -482,15 +482,15 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 	case kafka.IsMessageTooLarge(err):
 		// The topic's limit is below the producer's (max_message_bytes):
 		// this body can never go, a smaller one can; the broker is fine.
-		h.logProduceFailed(p.Topic(), err)
+		h.logProduceFailed(p.Topic(), http.StatusRequestEntityTooLarge, err)
 		h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf(
-			"topic %s refused a message of this body as too large: its max.message.bytes is below the %d bytes messages are cut to (max_message_bytes); send fewer or smaller responses per request, and raise the topic's max.message.bytes to %d",
+			"topic %s refused a message of this body as too large: its max.message.bytes is below the %d bytes messages are cut to (max_message_bytes); send fewer or smaller responses per request, and raise the topic's max.message.bytes (the embedded broker's broker.max_message_bytes) to %d",
 			p.Topic(), p.MaxMessageBytes(), p.MaxMessageBytes())})
 	default:
 		if p == h.p {
 			h.lastFail.Store(time.Now().UnixNano())
 		}
-		h.logProduceFailed(p.Topic(), err)
+		h.logProduceFailed(p.Topic(), http.StatusServiceUnavailable, err)
 		h.reply(w, http.StatusServiceUnavailable, Reply{Error: fmt.Sprintf("producing to topic %s failed; retry later", p.Topic())})
 	}
 	return false
@@ -993,7 +993,7 @@ var errExpanded = errors.New("body too large once decoded")
 
 // logProduceFailed logs a failed produce, at most once per failLogEvery,
 // with the number of failures not logged since the last line.
-func (h *Handler) logProduceFailed(topic string, err error) {
+func (h *Handler) logProduceFailed(topic string, code int, err error) {
 	h.failMu.Lock()
 	now := time.Now()
 	if now.Sub(h.failLast) < failLogEvery {
@@ -1004,7 +1004,7 @@ func (h *Handler) logProduceFailed(topic string, err error) {
 	quiet := h.failQuiet
 	h.failLast, h.failQuiet = now, 0
 	h.failMu.Unlock()
-	h.log.Warn("http ingest produce failed (answered 503)", "topic", topic, "err", err, "not_logged_since_last", quiet)
+	h.log.Warn(fmt.Sprintf("http ingest produce failed (answered %d)", code), "topic", topic, "err", err, "not_logged_since_last", quiet)
 }
 
 // failWindow is how long after a failed produce, with none succeeding

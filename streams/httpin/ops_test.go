@@ -117,11 +117,11 @@ func TestProduceFailedLogLimited(t *testing.T) {
 	var buf bytes.Buffer
 	h := &Handler{log: slog.New(slog.NewTextHandler(&buf, nil))}
 	for range 50 {
-		h.logProduceFailed("traces", errors.New("dial tcp: connection refused"))
+		h.logProduceFailed("traces", http.StatusServiceUnavailable, errors.New("dial tcp: connection refused"))
 	}
 	require.Equal(t, 1, strings.Count(buf.String(), "produce failed"), buf.String())
 	h.failLast = time.Now().Add(-failLogEvery)
-	h.logProduceFailed("traces", errors.New("dial tcp: connection refused"))
+	h.logProduceFailed("traces", http.StatusServiceUnavailable, errors.New("dial tcp: connection refused"))
 	require.Equal(t, 2, strings.Count(buf.String(), "produce failed"))
 	require.Contains(t, buf.String(), "not_logged_since_last=49")
 }
