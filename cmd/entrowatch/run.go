@@ -221,6 +221,18 @@ func (c *runConfig) validate() error {
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		errs = append(errs, c.Broker.Validate())
+		// The producers cut messages to their max_message_bytes: an
+		// embedded broker taking less refuses the largest for ever.
+		for _, p := range []struct {
+			key string
+			n   int
+		}{{"dead_letter.max_message_bytes", c.DeadLetter.MaxMessageBytes}, {"HTTP ingest's messages", kafka.DefaultProducerConfig().MaxMessageBytes}} {
+			if c.Broker.MaxMessageBytes < p.n {
+				errs = append(errs, fmt.Errorf("broker.max_message_bytes %d is below %s (%d): the broker would refuse the largest messages for ever; raise it to at least %d",
+					c.Broker.MaxMessageBytes, p.key, p.n, p.n))
+				break
+			}
+		}
 	} else {
 		errs = append(errs, c.Kafka.Validate())
 	}

@@ -104,3 +104,17 @@ func TestRunConfigMaxSteps(t *testing.T) {
 	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nprofile:\n  max_steps: 1000\n"), env)
 	require.NoError(t, err, "a lower profile.max_steps is the profile's to apply")
 }
+
+// TestRunConfigBrokerMessageLimit: an embedded broker whose message limit is
+// below what the producers cut messages to is refused (it started without a
+// word, and every large HTTP body or dead letter was refused for ever).
+func TestRunConfigBrokerMessageLimit(t *testing.T) {
+	dir := t.TempDir()
+	env := func(string) string { return "" }
+	_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\n"), env)
+	require.ErrorContains(t, err, "broker.max_message_bytes 100000 is below dead_letter.max_message_bytes (1000000)")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\ndead_letter:\n  max_message_bytes: 90000\n"), env)
+	require.ErrorContains(t, err, "broker.max_message_bytes 100000 is below HTTP ingest's messages (1000000)")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\nkafka:\n  brokers: [k:9092]\n"), env)
+	require.NoError(t, err, "with a real Kafka the broker section is not used")
+}
