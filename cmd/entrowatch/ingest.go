@@ -206,7 +206,7 @@ func ingestFrom(ctx context.Context, in scoreSource, mem memory.Allocator, p *ka
 	acked := func(rows, line int64) string {
 		if js == nil {
 			return words.CountAs(int(rows), "response was acknowledged", "responses were acknowledged") +
-				" (send the file again: the store keeps one row per model and trace id)"
+				" (sending the file again is harmless: the store keeps one row per model and trace id)"
 		}
 		return ackedLines(rows, line)
 	}

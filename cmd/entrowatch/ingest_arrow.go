@@ -13,8 +13,8 @@ import (
 // batchedSource joins the batches of src into batches of up to rows rows,
 // as long as their schemas agree, so that a file written one response per
 // batch is not produced one message (and one broker round trip) per
-// response. A batch of more rows than that passes as it is: the producer
-// splits by size.
+// response; a batch of more rows than that is cut into batches of rows
+// rows, as JSON input is read (--rate paces by them).
 type batchedSource struct {
 	src  scoreSource
 	rows int
@@ -48,10 +48,25 @@ func (b *batchedSource) next() (arrow.RecordBatch, error) {
 		b.labels = append(b.labels, labs...)
 		n += int(rec.NumRows())
 	}
+	// cut hands out the first b.rows rows of a batch larger than that and
+	// holds the rest for the next call: --batch-rows bounds what goes out
+	// at once (and --rate paces by it).
+	cut := func(rec arrow.RecordBatch, labs []label, rej []pendingReject) arrow.RecordBatch {
+		head, rest := rec.NewSlice(0, int64(b.rows)), rec.NewSlice(int64(b.rows), rec.NumRows())
+		rec.Release()
+		b.held, b.heldLab, b.heldRej = rest, labs[b.rows:], nil
+		b.labels = append(b.labels, labs[:b.rows]...)
+		b.rej = append(b.rej, rej...)
+		return head
+	}
 	if b.held != nil {
-		take(b.held, b.heldLab)
-		b.rej = append(b.rej, b.heldRej...)
+		rec, labs, rej := b.held, b.heldLab, b.heldRej
 		b.held, b.heldLab, b.heldRej = nil, nil, nil
+		if int(rec.NumRows()) > b.rows {
+			return cut(rec, labs, rej), nil
+		}
+		take(rec, labs)
+		b.rej = append(b.rej, rej...)
 	}
 	for n < b.rows && b.err == nil {
 		rec, err := b.src.next()
@@ -68,6 +83,9 @@ func (b *batchedSource) next() (arrow.RecordBatch, error) {
 		if len(parts) > 0 && (!rec.Schema().Equal(parts[0].Schema()) || n+int(rec.NumRows()) > b.rows) {
 			b.held, b.heldLab, b.heldRej = rec, labs, rej
 			break
+		}
+		if int(rec.NumRows()) > b.rows { // and nothing taken yet
+			return cut(rec, labs, rej), nil
 		}
 		b.rej = append(b.rej, rej...)
 		take(rec, labs)

@@ -124,6 +124,22 @@ func TestIngestArrow(t *testing.T) {
 		}
 	})
 
+	t.Run("one large batch cut by --batch-rows", func(t *testing.T) {
+		_, conn, _ := tracesBroker(t)
+		path := filepath.Join(dir, "large.arrow")
+		writeBatches(t, path, rec, len(all), true)
+		stdout, stderr, code := runCLI(t, "ingest", "--in", path, "--brokers", conn.Brokers[0], "--batch-rows", "10")
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, stdout, fmt.Sprintf("produced %d responses in 4 messages", len(all)), "33 rows as 10+10+10+3")
+		got, _ := topicIDs(t, conn)
+		require.Equal(t, all, got)
+		// --rate sends about 20 batches a second: 5 rows each at 100/s.
+		_, conn, _ = tracesBroker(t)
+		stdout, stderr, code = runCLI(t, "ingest", "--in", path, "--brokers", conn.Brokers[0], "--rate", "100")
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, stdout, fmt.Sprintf("produced %d responses in 7 messages", len(all)), "paced in batches of 5, not sent in one")
+	})
+
 	t.Run("stream without its end", func(t *testing.T) {
 		_, conn, _ := tracesBroker(t)
 		path := filepath.Join(dir, "open.arrows")
