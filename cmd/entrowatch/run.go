@@ -566,6 +566,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 		return err
 	}
+	resetPastEnd(ctx, cfg, log)
 	setStarting("starting (connecting to the sink)")
 
 	sctx, stop := context.WithCancel(ctx)
@@ -720,6 +721,35 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	log.Log(context.Background(), level, "stream stopped", "messages", st.Messages, "rows", st.Rows, "written", st.SinkRows,
 		deadLetteredAttr(st.DeadLettered, cfg.LogFormat == "json"), "commits", st.Commits)
 	return err
+}
+
+// labelsGroup is the consumer group that stores the labels topic's labels.
+const labelsGroup = "entrowatch-labels"
+
+// resetPastEnd moves the groups' committed offsets that lie past their
+// partition's end back to the log start, before the consumers join: the
+// broker lost the partition's log (the embedded broker killed after
+// retention emptied the partition: its offsets are kept only by a clean
+// stop), and the messages produced since would never be read. A group with
+// members (other replicas running) refuses it: the stream then logs the
+// position past the end at ERROR, with how to reset by hand.
+func resetPastEnd(ctx context.Context, cfg runConfig, log *slog.Logger) {
+	groups := [][2]string{{cfg.Source.Topic, cfg.Source.Group}}
+	if cfg.LabelsTopic != "" {
+		groups = append(groups, [2]string{cfg.LabelsTopic, labelsGroup})
+	}
+	for _, tg := range groups {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		resets, err := kafka.ResetPastEnd(cctx, cfg.Kafka, tg[0], tg[1])
+		cancel()
+		for _, r := range resets {
+			log.Error("the group's committed offset was past the end of the partition (the broker lost its log: the embedded broker killed after retention emptied it, or the topic deleted and created again): the group resumes at the log start, so that the messages produced since are read",
+				"topic", tg[0], "group", tg[1], "partition", r.Partition, "committed", r.From, "end", r.End, "resume_at", r.To, "reset", err == nil)
+		}
+		if err != nil && len(resets) > 0 {
+			log.Error("could not move the group's offsets past the partitions' end", "topic", tg[0], "group", tg[1], "err", err)
+		}
+	}
 }
 
 // runTopics are the topics run uses: the source, the dead-letter and,
@@ -988,7 +1018,7 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	}
 	cancel()
 	sc := cfg.Source
-	sc.Topic, sc.Group = cfg.LabelsTopic, "entrowatch-labels"
+	sc.Topic, sc.Group = cfg.LabelsTopic, labelsGroup
 	src, err := kafka.NewSource(cfg.Kafka, sc, log)
 	if err != nil {
 		return fmt.Errorf("labels topic: %w", err)

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -147,5 +150,50 @@ func TestRunChecksTopics(t *testing.T) {
 	runErr, done := startRun(t, ctx, dir, "create_topics: false\n"+kafkaRunConfig(dir, brk2.Addr(), freeAddr(t)))
 	waitLog(t, runErr, "stream running")
 	cancel()
+	stopped(t, done, runErr)
+}
+
+// TestRunResetsOffsetsPastEnd: a group whose committed offset lies past its
+// partition's end (the embedded broker killed after retention emptied the
+// partition restarts it at 0: only a clean stop keeps its offsets) resumes
+// at the log start, so the messages produced since are read. They were
+// never read, with lag 0 and /readyz 200 (an audit lost 60 of 60 rows over
+// three crashes).
+func TestRunResetsOffsetsPastEnd(t *testing.T) {
+	bcfg := broker.DefaultConfig()
+	bcfg.Listen = "127.0.0.1:0"
+	bcfg.Partitions = 1
+	bcfg.Topics = []string{"traces", "traces.dead", "labels"}
+	brk, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer brk.Close(context.Background())
+	// The group stands at 40 on an empty partition, as after the crash.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := &kafkago.Client{Addr: kafkago.TCP(brk.Addr())}
+	res, err := cl.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: "entrowatch", GenerationID: -1,
+		Topics: map[string][]kafkago.OffsetCommit{"traces": {{Partition: 0, Offset: 40}}}})
+	require.NoError(t, err)
+	require.NoError(t, res.Topics["traces"][0].Error)
+	_, errs, code := runCLI(t, "ingest", "--in", fixtures+"valid.jsonl.gz", "--brokers", brk.Addr())
+	require.Equal(t, 0, code, errs)
+
+	dir := t.TempDir()
+	rctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	runErr, done := startRun(t, rctx, dir, kafkaRunConfig(dir, brk.Addr(), freeAddr(t)))
+	waitLog(t, runErr, "the group resumes at the log start")
+	require.Contains(t, runErr.String(), "partition=0 committed=40 end=1 resume_at=0 reset=true")
+	out := filepath.Join(dir, "out.csv")
+	deadline := time.Now().Add(30 * time.Second) // a guard against hanging, not a speed assertion
+	rows := func() int {
+		b, _ := os.ReadFile(out)
+		return strings.Count(string(b), "\n") - 1
+	}
+	for rows() < 33 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Equal(t, 33, rows(), "the responses produced after the loss are read\n%s", runErr.String())
+	stop()
 	stopped(t, done, runErr)
 }
