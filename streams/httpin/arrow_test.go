@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -85,12 +84,7 @@ func postArrow(t *testing.T, url string, body []byte, gz bool) (int, Reply) {
 		req.ContentLength = int64(z.Len())
 		req.Header.Set("Content-Encoding", "gzip")
 	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	var r Reply
-	require.NoError(t, json.NewDecoder(res.Body).Decode(&r))
-	return res.StatusCode, r
+	return do(t, req)
 }
 
 // TestArrowBody: a body of trace.v1 rows as an Arrow IPC stream (Content-Type

@@ -131,6 +131,12 @@ func post(t *testing.T, url, token string, body io.Reader) (int, Reply) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	return do(t, req)
+}
+
+// do sends req and decodes the endpoint's answer.
+func do(t *testing.T, req *http.Request) (int, Reply) {
+	t.Helper()
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer res.Body.Close()
