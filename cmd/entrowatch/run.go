@@ -55,8 +55,10 @@ clickhouse-server under data_dir/clickhouse (or the server clickhouse.conn.dsn
 names); when no server is installed it writes Arrow IPC files under data_dir
 instead, with a warning. sink: file or sink: clickhouse picks one explicitly.
 SIGTERM or Ctrl-C: /readyz answers 503, HTTP ingest keeps serving for
-http.shutdown_delay, then stops, and the stream drains in-flight work, flushes
-the sink and commits within stream.drain_timeout. See deploy/entrowatch.yaml for every setting and
+http.shutdown_delay, then stops; the stream drains in-flight work, flushes
+the sink and commits within stream.drain_timeout (with kafka.brokers set at
+once, leaving the rest to the other replicas; with the embedded broker after
+HTTP ingest stopped). See deploy/entrowatch.yaml for every setting and
 docs/streams.md for the guarantees.`
 
 // runConfig is the file read by entrowatch run. Every section has documented
@@ -547,7 +549,8 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		closers = append(closers, func() error { return ms.shutdown(closeCtx, ingestShutdownTimeout) })
 	}
 
-	if len(cfg.Kafka.Brokers) == 0 {
+	embedded := len(cfg.Kafka.Brokers) == 0
+	if embedded {
 		brk, err := broker.Start(cfg.Broker, log)
 		if err != nil {
 			return err
@@ -620,6 +623,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		if ingest != nil && signalled && cfg.HTTP.ShutdownDelay > 0 {
 			log.Info("shutting down: /readyz and /readyz/ingest answer 503; HTTP ingest keeps serving for http.shutdown_delay so that load balancers stop sending first",
 				"shutdown_delay", cfg.HTTP.ShutdownDelay)
+			if !embedded {
+				// The other replicas consume what ingest accepts meanwhile:
+				// the stream leaves the group now, so that a rebalance in
+				// the delay (another replica stopping) does not hand
+				// partitions to a replica about to go, and the drain runs
+				// beside the delay instead of after it. With the embedded
+				// broker nobody else would read them: the stream goes on.
+				stopStream()
+			}
 			time.Sleep(cfg.HTTP.ShutdownDelay)
 		} else {
 			log.Info("shutting down: /readyz answers 503")

@@ -231,6 +231,57 @@ stream:
 	require.Len(t, readCSV(t, out), 33, "the responses accepted during the delay were consumed and written")
 }
 
+// TestRunShutdownLeavesGroupFirst: with an external Kafka the stream leaves
+// the group at SIGTERM, beside http.shutdown_delay rather than after it (a
+// rebalance in the delay handed partitions to the replica about to go: sre
+// F8), while HTTP ingest keeps serving; what it accepts then stays in the
+// topic for the other replicas: a second run writes it.
+func TestRunShutdownLeavesGroupFirst(t *testing.T) {
+	_, conn, _ := tracesBroker(t)
+	brokers := conn.Brokers[0]
+	dir := t.TempDir()
+	httpAddr, metrics := freeAddr(t), freeAddr(t)
+	cfg := kafkaRunConfig(dir, brokers, metrics) + "  commit_interval: 0s\nhttp:\n  listen: " + httpAddr + "\n  shutdown_delay: 3s\n"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr, done := startRun(t, ctx, dir, cfg)
+	waitLog(t, runErr, "stream running")
+	waitLog(t, runErr, "partitions assigned")
+	waitStatus(t, "http://"+metrics+"/readyz", http.StatusOK, runErr)
+
+	cancel()
+	waitLog(t, runErr, "shutting down")
+	waitLog(t, runErr, "draining")
+	code, body := postResponses(t, httpAddr)
+	require.Equal(t, http.StatusAccepted, code, "ingest keeps serving during http.shutdown_delay: %s", body)
+	stopped(t, done, runErr)
+	logs := runErr.String()
+	require.Less(t, strings.Index(logs, "draining"), strings.Index(logs, "HTTP ingest stops accepting"),
+		"the stream drained before the delay was over")
+	rows, err := os.ReadFile(filepath.Join(dir, "out.csv"))
+	if err == nil {
+		require.NotContains(t, string(rows), "fixture-model", "the stream had left: the responses accepted in the delay are for the others")
+	}
+
+	dir2 := t.TempDir()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	runErr2, done2 := startRun(t, ctx2, dir2, kafkaRunConfig(dir2, brokers, freeAddr(t)))
+	out := filepath.Join(dir2, "out.csv")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(out); err == nil && strings.Count(string(b), "\n") == 34 { // a header and 33 rows
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the next replica never wrote the 33 responses accepted during the delay:\n%s", runErr2.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel2()
+	stopped(t, done2, runErr2)
+}
+
 // TestRunConfigDeadLetterTopic: a dead-letter topic equal to the source
 // topic fed every bad message back to the stream, for ever.
 func TestRunConfigDeadLetterTopic(t *testing.T) {
