@@ -94,6 +94,7 @@ func TestAssignedPartitionsDuringRebalance(t *testing.T) {
 	waitFor(t, "the new assignment logged", func() bool { return strings.Count(aLogs.String(), "msg=\"partitions assigned\"") >= 2 })
 	require.Contains(t, aLogs.String(), "partitions revoked")
 	require.Contains(t, bLogs.String(), "partitions assigned")
+	require.GreaterOrEqual(t, testutil.ToFloat64(a.r.m.changes), 3.0, "assigned, revoked while the group waited, assigned again")
 	a.stop(t)
 	b.stop(t)
 }
@@ -132,25 +133,30 @@ func TestAssignmentLoggedOnce(t *testing.T) {
 	rp, logs := startOps(t, conn(), topic, group, dead, newMemSink(), mem, nil, nil)
 	assignedLines := func() int { return strings.Count(logs.String(), `msg="partitions assigned"`) }
 	gauge := func() float64 { return testutil.ToFloat64(rp.r.m.assigned) }
+	changes := func() float64 { return testutil.ToFloat64(rp.r.m.changes) }
 
 	rp.r.refreshLag(map[int]kafka.PartitionOffsets{0: {High: 10, Next: 0}, 1: {High: 10, Next: 0}})
 	require.Equal(t, 1, assignedLines())
 	require.Equal(t, 2.0, gauge())
 	rp.r.refreshLag(map[int]kafka.PartitionOffsets{0: {High: 10, Next: 0}, 1: {High: 10, Next: 0}})
 	require.Equal(t, 1, assignedLines(), "the same assignment is not logged again")
+	require.Equal(t, 1.0, changes(), "the first assignment is a change, the same one again is not")
 
 	rp.r.refreshLag(map[int]kafka.PartitionOffsets{}) // a rebalance
 	require.Contains(t, logs.String(), `msg="partitions revoked (rebalance): their lag and uncommitted series are deleted" topic=`+topic+` partitions=0,1`)
 	require.Zero(t, gauge(), "nothing consumed during the rebalance")
+	require.Equal(t, 2.0, changes())
 
 	// The rebalance gives partition 1 back; its first message comes before
 	// the next refresh.
 	rp.r.fetched(kafka.Message{Topic: topic, Partition: 1, Offset: 4, HighWaterMark: 10})
 	require.Equal(t, 1.0, gauge(), "consuming partition 1 as soon as it is fetched from")
+	require.Equal(t, 2.0, changes(), "a fetch is not counted: the refresh counts the change")
 	rp.r.refreshLag(map[int]kafka.PartitionOffsets{1: {High: 10, Next: 4}})
 	require.Equal(t, 2, assignedLines(), "the new assignment is logged:\n%s", logs.String())
 	require.Contains(t, logs.String(), `msg="partitions assigned" topic=`+topic+` partitions=1 assigned=1`)
 	require.Equal(t, 1.0, gauge())
+	require.Equal(t, 3.0, changes())
 	rp.stop(t)
 }
 
@@ -171,12 +177,12 @@ func TestAssignedGaugeNeedsWatermarks(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		_, err := New(DefaultConfig(), Parts{Source: src, DeadLetter: dlq, Chain: func() ([]streams.Operator, error) { return nil, nil }, Sink: newMemSink(), Watermarks: wm}, nil, nil, reg)
 		require.NoError(t, err)
-		n, err := testutil.GatherAndCount(reg, "entrowatch_stream_assigned_partitions")
+		n, err := testutil.GatherAndCount(reg, "entrowatch_stream_assigned_partitions", "entrowatch_stream_assignment_changes_total")
 		require.NoError(t, err)
 		if wm == nil {
 			require.Zero(t, n)
 		} else {
-			require.Equal(t, 1, n)
+			require.Equal(t, 2, n)
 		}
 	}
 }

@@ -31,7 +31,9 @@ type metrics struct {
 	sinkErrs   prometheus.Counter
 	lag        *prometheus.GaugeVec
 	uncommit   *prometheus.GaugeVec
-	assigned   prometheus.Gauge // registered by New, with Parts.Watermarks only
+	assigned   prometheus.Gauge   // registered by New, with Parts.Watermarks only
+	changes    prometheus.Counter // likewise
+	lastWrite  prometheus.Gauge
 	open       prometheus.Gauge
 	latency    prometheus.Histogram
 	stage      *prometheus.CounterVec
@@ -78,6 +80,10 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Help: "Messages fetched from the partition but not yet committed (processing, waiting for the sink, or held by a failing sink).", ConstLabels: cl}, []string{"partition"}),
 		assigned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_assigned_partitions",
 			Help: "Partitions of the topic this replica consumes now, as the group coordinator assigned them (refreshed every stream.lag_interval), plus any it fetched from since: 0 while the group rebalances. 0 on every replica means nobody consumes (after a crash the group waits for the dead member's source.session_timeout).", ConstLabels: cl}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: "entrowatch_stream_assignment_changes_total",
+			Help: "Changes of this replica's assignment seen by the refresh every stream.lag_interval (partitions assigned or revoked): a rebalance counts 1, or 2 when a refresh falls inside it (no assignment while the group rebalances). Its rate is the rebalance rate; a member that keeps leaving and joining (a crash loop, session timeouts) makes it climb.", ConstLabels: cl}),
+		lastWrite: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_last_write_timestamp_seconds",
+			Help: "Unix time of the last write of scored rows the sink confirmed (0 before the first): time() minus it is how long this replica has stored nothing, whether for lack of traffic or a stuck stream (compare with the lag).", ConstLabels: cl}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "entrowatch_stream_open_traces",
 			Help: "Chunked traces waiting for more chunks.", ConstLabels: cl}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "entrowatch_stream_message_seconds",
@@ -86,7 +92,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		stage: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "entrowatch_stream_stage_seconds_total",
 			Help: "Time spent per stage: decode, assemble, each operator by name, dead_letter, sink, sink_lookup (restart remnants).", ConstLabels: cl}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.markers, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.lost, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.open, m.latency, m.stage} {
+	for _, c := range []prometheus.Collector{m.messages, m.rows, m.empty, m.markers, m.sinkRows, m.dead, m.deadMsgs, m.deadErrs, m.remnants, m.dupChunks, m.restChunks, m.lost, m.commits, m.commitErrs, m.fetchErrs, m.sinkErrs, m.lag, m.uncommit, m.lastWrite, m.open, m.latency, m.stage} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -66,6 +66,7 @@ func TestUndecodableMessages(t *testing.T) {
 	require.EqualValues(t, n, st.DeadLettered[schemas.ReasonCorruptIPC])
 	require.EqualValues(t, n, testutil.ToFloat64(rp.r.m.dead.WithLabelValues(schemas.ReasonCorruptIPC)), "records, as before")
 	require.Zero(t, testutil.ToFloat64(rp.r.m.deadMsgs.WithLabelValues(schemas.ReasonWrongSchema)))
+	require.Zero(t, testutil.ToFloat64(rp.r.m.lastWrite), "dead letters are no write of scored rows")
 
 	// Where the time went: dead-lettering is nearly all of it. The bound is
 	// loose; what it catches is the dead letters timed in no stage.

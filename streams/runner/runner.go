@@ -237,8 +237,10 @@ func New(cfg Config, parts Parts, mem memory.Allocator, log *slog.Logger, reg pr
 	}
 	if parts.Watermarks != nil {
 		// Without them the runner does not know its assignment.
-		if err := reg.Register(m.assigned); err != nil {
-			return nil, fmt.Errorf("registering stream metrics: %w", err)
+		for _, c := range []prometheus.Collector{m.assigned, m.changes} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registering stream metrics: %w", err)
+			}
 		}
 	}
 	r := &Runner{cfg: cfg, parts: parts, mem: mem, log: log, m: m, rejects: newRejectLog(log), offs: newOffsets(m.uncommit),
@@ -634,6 +636,9 @@ func (r *Runner) refreshLag(hw map[int]kafka.PartitionOffsets) {
 	}
 	r.announced = maps.Clone(r.assigned)
 	r.m.assigned.Set(float64(len(r.assigned)))
+	if len(added) > 0 || len(revoked) > 0 {
+		r.m.changes.Inc()
+	}
 	r.assignMu.Unlock()
 	topic := r.parts.Source.Topic()
 	if len(revoked) > 0 {
@@ -1448,6 +1453,7 @@ func (w *worker) write(ctx context.Context, b arrow.RecordBatch) error {
 		w.r.sinkFailing.Store(false)
 		w.r.ready.Store(true)
 		w.r.m.sinkRows.Add(float64(b.NumRows()))
+		w.r.m.lastWrite.SetToCurrentTime()
 		w.r.stats.add(func(s *Stats) { s.SinkRows += b.NumRows() })
 		return nil
 	})

@@ -615,6 +615,8 @@ func TestPoison(t *testing.T) {
 	// A batch of zero rows is valid and holds nothing: counted, not
 	// dead-lettered (readAll below finds exactly the 7 poison records).
 	require.Equal(t, 1.0, testutil.ToFloat64(rp.r.m.empty))
+	// The good rows were written: the last write is now, within the test.
+	require.InDelta(t, float64(time.Now().Unix()), testutil.ToFloat64(rp.r.m.lastWrite), 60)
 
 	for _, id := range []string{"ok-1", "ok-2", "ok-3"} {
 		require.Equal(t, schemas.StatusOK, sink.status[id])
