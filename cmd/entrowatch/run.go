@@ -783,6 +783,7 @@ func runTopics(cfg runConfig) []string {
 func checkTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready func(string)) error {
 	topics := runTopics(cfg)
 	brokers := strings.Join(cfg.Kafka.Brokers, ",")
+	var missing []string
 	_, err := retryAtStart(ctx, cfg.Stream, log, startRetry{
 		what:  "Kafka",
 		final: func(err error) bool { return kafka.Answered(err) || errors.Is(err, kafka.ErrUnknownTopic) },
@@ -793,7 +794,7 @@ func checkTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready f
 	}, func() (struct{}, error) {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		var missing []string
+		missing = nil
 		for _, t := range topics {
 			err := kafka.CheckTopic(tctx, cfg.Kafka, t)
 			switch {
@@ -809,7 +810,15 @@ func checkTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready f
 		return struct{}{}, nil
 	})
 	if errors.Is(err, kafka.ErrUnknownTopic) {
-		return fmt.Errorf("create_topics is false and a topic run uses does not exist on %s: %w; create it (the dead-letter topic with max.message.bytes of at least dead_letter.max_message_bytes), or set create_topics: true", brokers, err)
+		what, it := "a topic run uses does not", "it"
+		if len(missing) > 1 {
+			what, it = fmt.Sprintf("%d topics run uses do not", len(missing)), "them"
+		}
+		hint := ""
+		if slices.Contains(missing, cfg.DeadLetter.Topic) {
+			hint = " (the dead-letter topic with max.message.bytes of at least dead_letter.max_message_bytes)"
+		}
+		return fmt.Errorf("create_topics is false and %s exist on %s: %w; create %s%s, or set create_topics: true", what, brokers, err, it, hint)
 	}
 	if err != nil {
 		return fmt.Errorf("checking the topics %s on %s: %w", strings.Join(topics, ", "), brokers, err)

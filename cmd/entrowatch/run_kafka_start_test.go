@@ -138,6 +138,12 @@ func TestRunChecksTopics(t *testing.T) {
 	_, errs, code = runCLI(t, "run", "--config", writeFile(t, dir, "log_format: json\n"+cfg))
 	require.Equal(t, 1, code, errs)
 	require.Contains(t, errs, `"level":"ERROR","msg":"run stopped on an error","err":"create_topics is false`)
+	// Two missing, the dead-letter topic not among them: both named, no
+	// dead-letter hint.
+	two := strings.Replace(cfg, "create_topics: false\n", "create_topics: false\nsource:\n  topic: in\ndead_letter:\n  topic: labels\nlabels_topic: out\n", 1)
+	_, errs, code = runCLI(t, "run", "--config", writeFile(t, dir, two))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, "create_topics is false and 2 topics run uses do not exist on "+brk.Addr()+": the topic does not exist on the brokers: in, out; create them, or set create_topics: true")
 
 	// With the dead-letter topic there, it runs.
 	bcfg.Listen = freeAddr(t)
