@@ -151,7 +151,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("reading %s as Arrow IPC trace.v1: %w", *in, err)
 		}
 		src := &batchedSource{src: &arrowSource{r: r, maxSteps: prof.MaxSteps, mem: mem}, rows: icfg.BatchRows, mem: mem}
-		err = ingestFrom(ctx, src, mem, p, o, stdout, stderr)
+		err = interrupted(ctx, ingestFrom(ctx, src, mem, p, o, stdout, stderr))
 		if err == nil && r.Unterminated() {
 			fmt.Fprintf(stderr, "ingest: warning: %s ends without the Arrow end-of-stream marker: a writer may have stopped, or the copy been cut short, between two batches; what it holds was sent\n", *in)
 		}
@@ -167,8 +167,31 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
-	err = ingestConn(ctx, src, p, o, stdout, stderr)
+	err = interrupted(ctx, ingestConn(ctx, src, p, o, stdout, stderr))
 	return errors.Join(err, src.Close(), p.Close())
+}
+
+// interruptedError is an ingest stopped by Ctrl-C or SIGTERM: its message
+// ends "interrupted", not in the context's "context canceled".
+type interruptedError struct{ err error }
+
+func (e *interruptedError) Error() string {
+	msg := e.err.Error()
+	if m, ok := strings.CutSuffix(msg, context.Canceled.Error()); ok {
+		return m + "interrupted"
+	}
+	return msg + " (interrupted)"
+}
+
+func (e *interruptedError) Unwrap() error { return e.err }
+
+// interrupted marks err as an interruption when ctx was cancelled and err
+// is that cancellation.
+func interrupted(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return &interruptedError{err}
+	}
+	return err
 }
 
 // ingestAll is ingestConn for a producer without TLS or SASL, sending what

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -256,4 +258,29 @@ func TestIngestArrow(t *testing.T) {
 		require.Equal(t, 1, code)
 		require.Contains(t, stderr, `no column "token_logprob" (schema "scored.v1"); trace.v1 is required`)
 	})
+}
+
+// TestIngestInterrupted: Ctrl-C during an ingest, of JSON or of an Arrow
+// file, ends with how much was acknowledged and "interrupted", not the
+// context's "context canceled" (recheck8 nit).
+func TestIngestInterrupted(t *testing.T) {
+	_, conn, _ := tracesBroker(t)
+	mem := memory.NewGoAllocator()
+	rec := goldenTraces(t, mem)
+	arrowPath := filepath.Join(t.TempDir(), "traces.arrow")
+	writeBatches(t, arrowPath, rec, 1, true)
+	rec.Release()
+	for _, in := range []string{fixtures + "valid.jsonl.gz", arrowPath} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(1500*time.Millisecond, cancel) // as Ctrl-C cancels run's context
+		var out, errb bytes.Buffer
+		code := dispatch(ctx, []string{"ingest", "--in", in, "--brokers", conn.Brokers[0], "--rate", "5", "--batch-rows", "1"}, &out, &errb)
+		cancel()
+		require.Equal(t, 1, code, errb.String())
+		require.Regexp(t, `^entrowatch ingest: after [1-9][0-9]* responses were acknowledged.*: interrupted\n$`, errb.String(), in)
+	}
+	require.Equal(t, "done: interrupted", (&interruptedError{fmt.Errorf("done: %w", context.Canceled)}).Error())
+	require.NoError(t, interrupted(context.Background(), nil))
+	err := errors.New("broker down")
+	require.Equal(t, err, interrupted(context.Background(), err), "not an interruption when the context is live")
 }
