@@ -87,9 +87,15 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := benchShape(*steps, *k, pcfg); err != nil {
 		return err
 	}
+	if n := float64(*batch) * float64(*steps) * float64(*k); n > maxBenchLogprobs {
+		// --batch 1e8 ran out of memory building the batches.
+		return badFlag("--batch %d x --steps %d x --k %d is %.3g logprobs per batch, and the bench holds %d such batches in memory (about %.0f GB): "+
+			"at most %d per batch (--batch %d or less with these --steps and --k)",
+			*batch, *steps, *k, n, synthBatches, n*synthBatches*benchBytesPerLogprob/1e9, int64(maxBenchLogprobs), max(1, int64(maxBenchLogprobs)/int64(*steps**k)))
+	}
 	mem := memory.NewGoAllocator()
 	// A few distinct batches so that caches see realistic traffic.
-	recs := make([]arrow.RecordBatch, 4)
+	recs := make([]arrow.RecordBatch, synthBatches)
 	for i := range recs {
 		recs[i] = profile.Synthetic(mem, profile.SynthConfig{Traces: *batch, Steps: *steps, K: *k, Seed: uint64(i + 1), Model: "bench"})
 		defer recs[i].Release()
@@ -174,6 +180,16 @@ func benchOperators(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stdout, "traces/s: %.0f\n", tps)
 	return nil
 }
+
+// The synthetic batches bench operators builds: synthBatches of them, of at
+// most maxBenchLogprobs logprobs each, at about benchBytesPerLogprob bytes
+// per logprob (measured: 4 x 20.5M logprobs, 400 MB resident), so at most
+// about 2.6 GB.
+const (
+	synthBatches         = 4
+	maxBenchLogprobs     = 1 << 27
+	benchBytesPerLogprob = 4.9
+)
 
 // benchShape refuses a synthetic shape whose every trace the profile would
 // reject (status too_long), naming the limit.

@@ -26,6 +26,9 @@ func TestBenchOperatorsRefusesRejectedShapes(t *testing.T) {
 		{[]string{"--k", "100", "--steps", "3"}, []string{"--k 100", "at most 21 alternatives"}},
 		{[]string{"--steps", fmt.Sprint(maxSteps + 1)}, []string{fmt.Sprintf("--steps %d", maxSteps+1), fmt.Sprintf("max_steps (%d)", maxSteps), "too_long"}},
 		{[]string{"--steps", "40000"}, []string{"--steps 40000", "max_steps (32768)"}},
+		// It ran out of memory building the batches.
+		{[]string{"--batch", "100000000"}, []string{"--batch 100000000 x --steps 400 x --k 20 is 8e+11 logprobs per batch", "4 such batches", "--batch 16777 or less"}},
+		{[]string{"--batch", "9223372036854775807", "--steps", "32768"}, []string{"logprobs per batch", "--batch 204 or less"}},
 	} {
 		args := append([]string{"bench", "operators", "--duration", "50ms", "--batch", "2"}, tc.args...)
 		stdout, stderr, code := runCLI(t, args...)
