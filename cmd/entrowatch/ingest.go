@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -250,7 +251,20 @@ func ingestFrom(ctx context.Context, in scoreSource, mem memory.Allocator, p *ka
 	if js == nil {
 		unit = "rows"
 	}
-	reject := func(rj pendingReject) {
+	// A batch's rejections, the reader's and the checks', are printed
+	// together in input order once the batch is sent (or ingest stops).
+	var batchRj []pendingReject
+	var printReject func(pendingReject)
+	reject := func(rj pendingReject) { batchRj = append(batchRj, rj) }
+	printRejects := func() {
+		sort.SliceStable(batchRj, func(i, j int) bool { return batchRj[i].line < batchRj[j].line })
+		for _, rj := range batchRj {
+			printReject(rj)
+		}
+		batchRj = batchRj[:0]
+	}
+	defer printRejects()
+	printReject = func(rj pendingReject) {
 		rejected++
 		byReason[rj.reason]++
 		switch n := byReason[rj.reason]; {
@@ -276,6 +290,7 @@ func ingestFrom(ctx context.Context, in scoreSource, mem memory.Allocator, p *ka
 			reject(rj)
 		}
 		if errors.Is(err, io.EOF) {
+			printRejects()
 			break
 		}
 		if err != nil {
@@ -382,6 +397,7 @@ func ingestFrom(ctx context.Context, in scoreSource, mem memory.Allocator, p *ka
 		rows += size
 		msgs += int64(len(out))
 		done = read
+		printRejects()
 		if time.Since(lastReport) > every {
 			lastReport = time.Now()
 			fmt.Fprintf(stderr, "%sproduced %d responses (%.0f/s), %d rejected%s", lead, rows, float64(rows)/time.Since(start).Seconds(), rejected, tail)

@@ -160,3 +160,23 @@ func tracesBroker(t *testing.T) (*broker.Broker, kafka.Config, *kafka.Producer) 
 	t.Cleanup(func() { p.Close() })
 	return b, conn, p
 }
+
+// TestIngestRejectsInInputOrder: a batch's rejections are printed in input
+// order, whoever found them: the reader's (a line that is not JSON) were
+// printed before the checks' (a positive logprob) of earlier lines.
+func TestIngestRejectsInInputOrder(t *testing.T) {
+	_, conn, _ := tracesBroker(t)
+	fx := fixtureLines(t)
+	positive, err := os.ReadFile(fixtures + "invalid.jsonl")
+	require.NoError(t, err)
+	positive, _, _ = bytes.Cut(positive, []byte("\n"))
+	lines := [][]byte{fx[0], positive, []byte("{not json"), fx[1]}
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(in, append(bytes.Join(lines, []byte("\n")), '\n'), 0o644))
+	stdout, stderr, code := runCLI(t, "ingest", "--in", in, "--brokers", conn.Brokers[0])
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "produced 2 responses")
+	i2, i3 := strings.Index(stderr, "line 2 (fx-200): positive_logprob"), strings.Index(stderr, "line 3")
+	require.True(t, i2 >= 0 && i3 >= 0, stderr)
+	require.Less(t, i2, i3, "line 2 before line 3:\n%s", stderr)
+}
