@@ -389,7 +389,7 @@ func ingestFrom(ctx context.Context, in scoreSource, mem memory.Allocator, p *ka
 				case errors.Is(err, kafka.ErrUnknownTopic):
 					return fmt.Errorf("after %s: %w", acked(rows, done), err)
 				case kafka.IsMessageTooLarge(err):
-					return fmt.Errorf("after %s: %w (messages are up to %d bytes: raise the topic's max.message.bytes to that)", acked(rows, done), err, p.MaxMessageBytes())
+					return fmt.Errorf("after %s: %w (messages are up to %d bytes, sent in record batches of up to %d: raise the topic's max.message.bytes to at least that)", acked(rows, done), err, p.MaxMessageBytes(), p.TopicMessageBytes())
 				}
 				return fmt.Errorf("after %s: %w%s", acked(rows, done), err, produceHint(err, conn))
 			}

@@ -223,14 +223,15 @@ func (c *runConfig) validate() error {
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		errs = append(errs, c.Broker.Validate())
-		// The producers cut messages to their max_message_bytes: an
-		// embedded broker taking less refuses the largest for ever.
+		// The producers send record batches of up to their batch_bytes:
+		// an embedded broker taking less refuses the largest messages for
+		// ever, and the others whenever several share a batch.
 		for _, p := range []struct {
 			key string
-			n   int
-		}{{"dead_letter.max_message_bytes", c.DeadLetter.MaxMessageBytes}, {"HTTP ingest's messages", kafka.DefaultProducerConfig().MaxMessageBytes}} {
-			if c.Broker.MaxMessageBytes < p.n {
-				errs = append(errs, fmt.Errorf("broker.max_message_bytes %d is below %s (%d): the broker would refuse the largest messages for ever; raise it to at least %d",
+			n   int64
+		}{{"dead_letter.batch_bytes", c.DeadLetter.TopicMessageBytes()}, {"the batches of HTTP ingest and entrowatch ingest", kafka.DefaultProducerConfig().TopicMessageBytes()}} {
+			if int64(c.Broker.MaxMessageBytes) < p.n {
+				errs = append(errs, fmt.Errorf("broker.max_message_bytes %d is below what %s need (%d: record batches of up to batch_bytes, plus their header): the broker would refuse them; raise it to at least %d",
 					c.Broker.MaxMessageBytes, p.key, p.n, p.n))
 				break
 			}
@@ -816,7 +817,7 @@ func checkTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready f
 		}
 		hint := ""
 		if slices.Contains(missing, cfg.DeadLetter.Topic) {
-			hint = " (the dead-letter topic with max.message.bytes of at least dead_letter.max_message_bytes)"
+			hint = fmt.Sprintf(" (the dead-letter topic with max.message.bytes of at least %d: dead_letter.batch_bytes plus a record batch's header)", cfg.DeadLetter.TopicMessageBytes())
 		}
 		return fmt.Errorf("create_topics is false and %s exist on %s: %w; create %s%s, or set create_topics: true", what, brokers, err, it, hint)
 	}

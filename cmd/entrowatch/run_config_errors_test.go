@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
 // TestRunConfigTypeErrors: a value of the wrong type names its key and says
@@ -112,9 +114,17 @@ func TestRunConfigBrokerMessageLimit(t *testing.T) {
 	dir := t.TempDir()
 	env := func(string) string { return "" }
 	_, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\n"), env)
-	require.ErrorContains(t, err, "broker.max_message_bytes 100000 is below dead_letter.max_message_bytes (1000000)")
-	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\ndead_letter:\n  max_message_bytes: 90000\n"), env)
-	require.ErrorContains(t, err, "broker.max_message_bytes 100000 is below HTTP ingest's messages (1000000)")
+	require.ErrorContains(t, err, "broker.max_message_bytes 100000 is below what dead_letter.batch_bytes need (1048588: record batches of up to batch_bytes, plus their header)")
+	// The largest message alone fits, but producers batch several messages
+	// into one record batch, which the broker measures (recheck9 F1: half
+	// of 24 concurrent HTTP bodies of 520 KB answered 413).
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 1000000\n"), env)
+	require.ErrorContains(t, err, "raise it to at least 1048588")
+	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\ndead_letter:\n  max_message_bytes: 90000\n  batch_bytes: 91024\n"), env)
+	require.ErrorContains(t, err, "broker.max_message_bytes 100000 is below what the batches of HTTP ingest and entrowatch ingest need (1048588")
+	c, err := loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\n"), env)
+	require.NoError(t, err, "the defaults fit")
+	require.Equal(t, int64(c.Broker.MaxMessageBytes), kafka.DefaultProducerConfig().TopicMessageBytes(), "Kafka's default message.max.bytes, 1048588")
 	_, err = loadRunConfig(writeFile(t, dir, "data_dir: "+dir+"\nbroker:\n  max_message_bytes: 100000\nkafka:\n  brokers: [k:9092]\n"), env)
 	require.NoError(t, err, "with a real Kafka the broker section is not used")
 }

@@ -212,6 +212,8 @@ func TestTopicLimitBelowProducer(t *testing.T) {
 	code, r := post(t, srv.URL+cfg.Path, "", strings.NewReader(longResponse("big", 2000))) // about 180 KB as trace.v1
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, r.Error)
 	require.Contains(t, r.Error, "topic small refused a message of this body as too large")
+	require.Contains(t, r.Error, "raise the topic's max.message.bytes (the embedded broker's broker.max_message_bytes) to at least 1048588",
+		"the record batch the producer sends, not the largest message (1000000), which a busy topic's batches exceed")
 	require.False(t, h.ProduceFailing(time.Now()), "the broker is fine")
 	require.Contains(t, logs.String(), "http ingest produce failed (answered 413)")
 	code, r = post(t, srv.URL+cfg.Path, "", strings.NewReader(response("small-1")))

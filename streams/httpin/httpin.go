@@ -480,12 +480,14 @@ func (h *Handler) produce(w http.ResponseWriter, r *http.Request, p *kafka.Produ
 		// The client went away during the produce: nothing to answer, and
 		// no sign that the broker fails.
 	case kafka.IsMessageTooLarge(err):
-		// The topic's limit is below the producer's (max_message_bytes):
-		// this body can never go, a smaller one can; the broker is fine.
+		// The topic's limit is below what the producer sends: messages
+		// of up to max_message_bytes, several to a partition in one
+		// record batch of up to batch_bytes. A smaller body may go; the
+		// broker is fine.
 		h.logProduceFailed(p.Topic(), http.StatusRequestEntityTooLarge, err)
 		h.reply(w, http.StatusRequestEntityTooLarge, Reply{Error: fmt.Sprintf(
-			"topic %s refused a message of this body as too large: its max.message.bytes is below the %d bytes messages are cut to (max_message_bytes); send fewer or smaller responses per request, and raise the topic's max.message.bytes (the embedded broker's broker.max_message_bytes) to %d",
-			p.Topic(), p.MaxMessageBytes(), p.MaxMessageBytes())})
+			"topic %s refused a message of this body as too large: its max.message.bytes is below the %d bytes the producer sends in one record batch (messages of up to %d bytes, batched); send fewer or smaller responses per request, and raise the topic's max.message.bytes (the embedded broker's broker.max_message_bytes) to at least %d",
+			p.Topic(), p.TopicMessageBytes(), p.MaxMessageBytes(), p.TopicMessageBytes())})
 	default:
 		if p == h.p {
 			h.lastFail.Store(time.Now().UnixNano())

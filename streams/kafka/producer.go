@@ -112,6 +112,21 @@ func (p *Producer) Topic() string { return p.cfg.Topic }
 // MaxMessageBytes is the largest message value the producer accepts.
 func (p *Producer) MaxMessageBytes() int { return p.cfg.MaxMessageBytes }
 
+// TopicMessageBytes is the max.message.bytes a topic needs to take every
+// produce of p: several messages to one partition go as one record batch
+// of up to batch_bytes, which is what the broker checks, plus the batch's
+// own header and margin (Kafka's default, 1048588, takes the default
+// batch_bytes).
+func (p *Producer) TopicMessageBytes() int64 { return p.cfg.TopicMessageBytes() }
+
+// TopicMessageBytes is Producer.TopicMessageBytes for a producer with c.
+func (c ProducerConfig) TopicMessageBytes() int64 { return c.BatchBytes + recordBatchMargin }
+
+// recordBatchMargin covers a record batch's header (61 bytes) and the
+// difference between kafka-go's estimate of a record's size and its
+// encoding.
+const recordBatchMargin = 588
+
 // Produce writes msgs and returns once the broker acknowledged all of them
 // (acks=all). Pass many messages per call: they are batched per partition.
 func (p *Producer) Produce(ctx context.Context, msgs ...Message) error {
