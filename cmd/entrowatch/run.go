@@ -1069,9 +1069,13 @@ func followLabels(g *errgroup.Group, ctx context.Context, cfg runConfig, cs *cli
 	}
 	g.Go(func() error {
 		defer src.Close()
-		return cs.FollowLabels(ctx, src, mem, log, clickhouse.FollowCounters{
+		err := cs.FollowLabels(ctx, src, mem, log, clickhouse.FollowCounters{
 			Stored: func(n int) { stored.Add(float64(n)) }, Dropped: dropped.Inc, Errors: insertErrs.Inc,
 			Refused: func(reason string, n int) { refused.WithLabelValues(reason).Add(float64(n)) }})
+		if err != nil { // the brokers refuse the consumer: run stops, as for the stream's
+			return fmt.Errorf("topic %s, group %s: %w", cfg.LabelsTopic, labelsGroup, err)
+		}
+		return nil
 	})
 	g.Go(func() error {
 		t := time.NewTicker(cfg.Stream.LagInterval)

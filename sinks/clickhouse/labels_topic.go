@@ -274,6 +274,11 @@ func FollowLabels(ctx context.Context, feed LabelFeed, conn driver.Conn, db, sou
 		if ctx.Err() != nil {
 			return nil
 		}
+		if ewkafka.Refused(err) {
+			// The group's settings or rights are wrong: retrying would
+			// store no label, for ever, with every signal green.
+			return fmt.Errorf("labels: the brokers refuse the labels consumer's settings or rights, which retrying cannot fix: %w (check the user's ACLs on the labels topic and its consumer group, and source.session_timeout against the brokers' group.min/max.session.timeout.ms)", err)
+		}
 		if err != nil {
 			log.Warn("labels: fetch failed; retrying", "err", err, "retry_in", backoff)
 			if !wait() {

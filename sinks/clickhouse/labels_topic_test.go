@@ -298,3 +298,33 @@ func TestFollowLabelsCountsErrors(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Zero(t, stored.Load())
 }
+
+// TestFollowLabelsRefusedStops: a fetch error no retry can fix (here a
+// session timeout below the brokers' minimum; in the audit, the labels
+// group's ACL) ends FollowLabels with its cause, so that run stops: it was
+// retried for ever at WARN while /readyz said ready and no label was stored
+// (recheck9 F2).
+func TestFollowLabelsRefusedStops(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "labels"), kfake.GroupMinSessionTimeout(time.Second))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kc := ewkafka.DefaultConfig()
+	kc.Brokers = cluster.ListenAddrs()
+	sc := ewkafka.DefaultSourceConfig()
+	sc.Topic, sc.Group = "labels", "entrowatch-labels"
+	sc.SessionTimeout, sc.HeartbeatInterval = 200*time.Millisecond, 50*time.Millisecond
+	src, err := ewkafka.NewSource(kc, sc, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer src.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- FollowLabels(context.Background(), src, nil, "entrowatch", "kafka", memory.NewGoAllocator(), slog.New(slog.DiscardHandler), FollowCounters{})
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, kafka.InvalidSessionTimeout)
+		require.ErrorContains(t, err, "the brokers refuse the labels consumer's settings or rights, which retrying cannot fix")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the labels consumer retries a refused session timeout for ever")
+	}
+}

@@ -230,6 +230,20 @@ func Answered(err error) bool {
 	return errors.As(err, &ke) && !ke.Temporary() && ke != kafkago.BrokerNotAvailable
 }
 
+// Refused reports a fetch error no retry can fix: the brokers refuse the
+// consumer group's settings (a session timeout outside their range, an
+// invalid group id) or this user's rights (topic, group, authentication).
+// A consumer that retried it would sit live, consuming nothing, for ever.
+func Refused(err error) bool {
+	for _, e := range []kafkago.Error{kafkago.InvalidSessionTimeout, kafkago.InvalidGroupId,
+		kafkago.TopicAuthorizationFailed, kafkago.GroupAuthorizationFailed, kafkago.SASLAuthenticationFailed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // CheckTopic connects as conn (TLS, SASL) and asks the brokers for topic's
 // metadata, so that an unreachable cluster, refused credentials or a
 // missing topic are errors now rather than a consumer that waits quietly

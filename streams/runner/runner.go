@@ -28,7 +28,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
@@ -424,19 +423,6 @@ func (r *Runner) kill() {
 	}
 }
 
-// refusedConfig reports a fetch error no retry can fix: the brokers refuse
-// the group's settings (a session timeout outside their range, an invalid
-// group id) or this user's rights (topic, group, authentication).
-func refusedConfig(err error) bool {
-	for _, e := range []kafkago.Error{kafkago.InvalidSessionTimeout, kafkago.InvalidGroupId,
-		kafkago.TopicAuthorizationFailed, kafkago.GroupAuthorizationFailed, kafkago.SASLAuthenticationFailed} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
 // fetch hands messages to their partition's worker until ctx (graceful) or
 // hard (abort) is done. A message fetched but not handed over is simply not
 // committed: the group sees it again. Fetch errors (broker or coordinator
@@ -457,7 +443,7 @@ func (r *Runner) fetchLoop(ctx, hard context.Context, workers []*worker) error {
 				return nil
 			case errors.Is(err, io.EOF):
 				return err
-			case refusedConfig(err):
+			case kafka.Refused(err):
 				// Retrying cannot help: the group's settings or rights
 				// are wrong, and the replica would sit live, consuming
 				// nothing, for ever.
