@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
+	"github.com/entrowatch/entrowatch/streams/runner"
 )
 
 const alarmsSynopsis = `--clickhouse DSN (--webhook URL | --topic T --brokers H:P,.. | both) [--interval 30s] [--once] [--metrics ADDR]
@@ -49,7 +51,10 @@ exits with status 1 when an event was not delivered.
 polls, events published, time of the last successful poll), /healthz and
 /readyz (503 when no poll succeeded for 3 intervals): the dispatcher is what
 pages on accuracy drift, so its own death or a failing webhook must show
-(deploy/prometheus/alerts.yml: EntrowatchAlarmsStale).
+(deploy/prometheus/alerts.yml: EntrowatchAlarmsStale, EntrowatchAlarmsDown).
+A ClickHouse that cannot be reached when polling starts is waited for (logged
+at each attempt, /readyz 503 meanwhile); an error the server answers (wrong
+password, a database not migrated) ends it.
 
 --list prints the alarms firing now and exits. Thresholds and windows are the
 alarm_settings table (see docs/clickhouse.md).
@@ -97,17 +102,20 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := dc.Validate(); err != nil {
 		return err
 	}
-	if err := checkSchema(ctx, cfg); err != nil {
-		return err
-	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := clickhouse.NewDispatcher(ctx, cfg, dc, log)
-	if err != nil {
-		return err
+	connect := func() (*clickhouse.Dispatcher, error) {
+		if err := checkSchema(ctx, cfg); err != nil {
+			return nil, err
+		}
+		return clickhouse.NewDispatcher(ctx, cfg, dc, log)
 	}
-	defer d.Close()
-	enc := json.NewEncoder(stdout)
 	if *once {
+		d, err := connect()
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		enc := json.NewEncoder(stdout)
 		evs, err := d.Poll(ctx)
 		for _, e := range evs {
 			_ = enc.Encode(e)
@@ -121,6 +129,11 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
+	// Metrics and health first: a ClickHouse that cannot be reached at
+	// start is waited for, as run does, with /readyz 503 after 3 intervals
+	// (it exited, and an orchestrator restarted it in a loop with no
+	// metrics: recheck9 F3); an error the server answers (authentication,
+	// no migrated database) still ends it.
 	am := newAlarmMetrics(dc.Interval)
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
@@ -131,6 +144,20 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer ms.shutdown(context.WithoutCancel(ctx), 5*time.Second)
 		log.Info("alarms: metrics on http://" + ln.Addr().String() + "/metrics")
 	}
+	d, err := retryAtStart(ctx, runner.DefaultConfig(), log, startRetry{
+		what:  "clickhouse",
+		final: func(err error) bool { return !unreachable(err) },
+		onErr: func(error) { am.observe(time.Now(), 0, errors.New("not connected")) },
+		attrs: []any{"dsn", redactDSN(cfg.DSN)},
+	}, connect)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer d.Close()
+	enc := json.NewEncoder(stdout)
 	fmt.Fprintf(stderr, "alarms: polling every %s; Ctrl-C stops\n", dc.Interval)
 	t := time.NewTicker(dc.Interval)
 	defer t.Stop()
@@ -195,6 +222,14 @@ func printable(s string) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// unreachable reports an error of the network between here and the server
+// (refused, reset, timed out, a name not resolved): retrying may fix it,
+// unlike what the server answered or a DSN that does not parse.
+func unreachable(err error) bool {
+	var ne net.Error
+	return !answered(err) && (errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // checkSchema connects to cfg's server and checks its database holds this

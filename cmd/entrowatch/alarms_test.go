@@ -300,3 +300,46 @@ func TestPrintConfigHidesQueryPassword(t *testing.T) {
 	require.Contains(t, stdout, "password=xxxxx&dial_timeout=2s")
 	require.NotContains(t, stdout+stderr, "S3cretQ")
 }
+
+// TestAlarmsWaitsForClickHouse: a dispatcher started while ClickHouse
+// cannot be reached waits for it, serving /healthz and /metrics, /readyz
+// 503 after 3 intervals, instead of exiting at once (a crash loop with no
+// metrics, which no alert saw: recheck9 F3). A DSN that cannot work still
+// ends it.
+func TestAlarmsWaitsForClickHouse(t *testing.T) {
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	stderr := &syncWriter{b: &strings.Builder{}}
+	go func() {
+		done <- dispatch(ctx, []string{"alarms", "--clickhouse", "clickhouse://127.0.0.1:1", "--webhook", "http://127.0.0.1:1/",
+			"--interval", "100ms", "--metrics", addr}, io.Discard, stderr)
+	}()
+	waitLog(t, stderr, "clickhouse not reachable; retrying")
+	select {
+	case code := <-done:
+		t.Fatalf("alarms exited (%d) while ClickHouse was unreachable:\n%s", code, stderr.String())
+	default:
+	}
+	code, _ := get("http://" + addr + "/healthz")
+	require.Equal(t, http.StatusOK, code)
+	deadline := time.Now().Add(30 * time.Second)
+	for code, _ = get("http://" + addr + "/readyz"); code != http.StatusServiceUnavailable && time.Now().Before(deadline); code, _ = get("http://" + addr + "/readyz") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Equal(t, http.StatusServiceUnavailable, code, "not ready: no poll succeeded")
+	_, body := get("http://" + addr + "/metrics")
+	require.Contains(t, body, "entrowatch_alarms_last_success_timestamp_seconds 0")
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("alarms did not stop while waiting for ClickHouse")
+	}
+
+	_, errs, code := runCLI(t, "alarms", "--clickhouse", "clickhouse://127.0.0.1:abc/db", "--webhook", "http://127.0.0.1:1/", "--metrics", freeAddr(t))
+	require.Equal(t, 1, code, "a DSN that does not parse is not waited on: %s", errs)
+	require.NotContains(t, errs, "retrying")
+}
