@@ -51,7 +51,8 @@ const labelsSynopsis = `requests|import|export --clickhouse DSN [flags]
       table; the newest label of a trace wins, and of the labels of one
       trace in a file or message only the last (or newest by ts) is kept
       (the output counts the duplicates). ts is RFC 3339 or Unix seconds or
-      milliseconds, from 2000 to 2100; a label without one gets the time it
+      milliseconds, from 2000 to 2100 and at most 5 minutes ahead of now
+      (the newest label wins); a label without one gets the time it
       is stored, except that from FILE one whose trace_id, correct and
       source are stored already is skipped: importing a file again changes
       nothing. (POST /v1/labels stamps every label without ts with the time

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -214,12 +215,19 @@ SELECT 'b1', toDateTime('2026-03-01 00:00:00', 'UTC'), 'm1', 'd', 0.5, 'ok'`))
 	require.NotContains(t, got, "z2")
 	require.Equal(t, uint8(0), got["b1"].Correct, "a file with a bad line stores nothing")
 
-	// Unix seconds are seconds (before, milliseconds: 1970, older than any label).
-	require.Contains(t, importFile(file("s.csv", "trace_id,correct,ts\nb1,1,4070908800\n")), "labels import: 1 label stored\n")
+	// Unix seconds are seconds (before, milliseconds: 1970, older than any
+	// label): one a minute ahead (clock skew is taken) is the newest.
+	ahead := time.Now().Add(time.Minute).Truncate(time.Second)
+	s := fmt.Sprintf("trace_id,correct,ts\nb1,1,%d\n", ahead.Unix())
+	require.Contains(t, importFile(file("s.csv", s)), "labels import: 1 label stored\n")
 	got = latest(t, conn)
-	require.Equal(t, uint8(1), got["b1"].Correct, "a label dated 2099 is the newest")
-	require.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), got["b1"].At.UTC())
-	require.NotContains(t, importFile(file("s2.csv", "trace_id,correct,ts\nb1,1,4070908800\n")), "skipped", "labels with ts are stored again (same version)")
+	require.Equal(t, uint8(1), got["b1"].Correct, "a label dated a minute ahead is the newest")
+	require.Equal(t, ahead.UTC(), got["b1"].At.UTC())
+	require.NotContains(t, importFile(file("s2.csv", s)), "skipped", "labels with ts are stored again (same version)")
+	// One dated 2099 would be the newest for ever: refused.
+	_, stderr, code := runCLI(t, "labels", "import", "--clickhouse", dsn, "--in", file("s3.csv", "trace_id,correct,ts\nb1,0,4070908800\n"))
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "line 2: trace b1: ts 4070908800 is in the future")
 }
 
 // labels import --in of a request batch labelled in part failed on the

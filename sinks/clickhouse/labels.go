@@ -1035,7 +1035,7 @@ func makeLabel(id, correct, source, ts, defaultSource string, now time.Time) (La
 		return Label{}, refusedf(RefusedCorrect, "trace %s: correct is %q; want %s", id, correct, correctValues)
 	}
 	if ts != "" && ts != "null" {
-		t, err := labelTS(ts)
+		t, err := labelTS(ts, now)
 		if err != nil {
 			return Label{}, &labelError{reason: RefusedTS, err: fmt.Errorf("trace %s: %w", id, err)}
 		}
@@ -1049,23 +1049,48 @@ const tsForms = "want RFC 3339 (e.g. 2026-03-01T12:00:00Z) or Unix seconds or mi
 
 // labelTS reads a label's ts: RFC 3339, or Unix seconds or milliseconds
 // (told apart by their range, as a response's created is), all in the range
-// of schemas.InEpochRange. Outside it ClickHouse's DateTime would wrap the
-// time (2200 stored as 2063, winning over every later label; -1000 as 1970).
-func labelTS(ts string) (time.Time, error) {
+// of schemas.InEpochRange and no later than now plus maxLabelAhead (now:
+// the time the label is read; the zero time is the wall clock). Outside it
+// ClickHouse's DateTime would wrap the time (2200 stored as 2063, winning
+// over every later label; -1000 as 1970).
+func labelTS(ts string, now time.Time) (time.Time, error) {
+	var t time.Time
 	if v, err := strconv.ParseFloat(ts, 64); err == nil {
-		if ms, ok := schemas.EpochMillis(v); ok {
-			return time.UnixMilli(ms).UTC(), nil
+		ms, ok := schemas.EpochMillis(v)
+		if !ok {
+			return time.Time{}, fmt.Errorf("ts %s is out of range: %s", ts, tsForms)
 		}
-		return time.Time{}, fmt.Errorf("ts %s is out of range: %s", ts, tsForms)
+		t = time.UnixMilli(ms).UTC()
+	} else {
+		if t, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+			return time.Time{}, fmt.Errorf("ts %q is not a time: %s", ts, tsForms)
+		}
+		if !schemas.InEpochRange(t) {
+			return time.Time{}, fmt.Errorf("ts %s is out of range: %s", ts, tsForms)
+		}
 	}
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("ts %q is not a time: %s", ts, tsForms)
-	}
-	if !schemas.InEpochRange(t) {
-		return time.Time{}, fmt.Errorf("ts %s is out of range: %s", ts, tsForms)
+	if err := labelAhead(t, now); err != nil {
+		return time.Time{}, fmt.Errorf("ts %s %w", ts, err)
 	}
 	return t.UTC(), nil
+}
+
+// maxLabelAhead is how far in the future a label's ts may be (clock skew):
+// the newest label of a trace wins, so a label dated in 2099 (a typo, a
+// wrong clock) would win over every correction made until then, each
+// reported stored.
+const maxLabelAhead = 5 * time.Minute
+
+// labelAhead refuses a ts later than now (the wall clock when zero) plus
+// maxLabelAhead.
+func labelAhead(t, now time.Time) error {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if t.After(now.Add(maxLabelAhead)) {
+		return fmt.Errorf("is in the future (now is %s): the newest label of a trace wins, so it would win over every correction until then; give the time the label was made, or no ts", now.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // labelsFromRecord adds the rows of a label.v1 batch to rd, each checked as
@@ -1123,6 +1148,8 @@ func labelsFromRecord(rec arrow.RecordBatch, defaultSource string, now time.Time
 				l.TS = tss.Value(i).ToTime(unit).UTC()
 				if !schemas.InEpochRange(l.TS) {
 					err = refusedf(RefusedTS, "trace %s: ts %s is not %s (a producer's unit or clock is wrong; a null ts is the time the label is read)", id, l.TS.Format(time.RFC3339Nano), schemas.EpochRange)
+				} else if aerr := labelAhead(l.TS, now); aerr != nil {
+					err = refusedf(RefusedTS, "trace %s: ts %s %v", id, l.TS.Format(time.RFC3339Nano), aerr)
 				}
 			}
 		}

@@ -242,3 +242,19 @@ func TestOnePerTrace(t *testing.T) {
 		})
 	}
 }
+
+// A label.v1 row dated in the future (2099) is refused as a JSON label is:
+// it would win over every later correction (retrain audit F1).
+func TestDecodeLabelsArrowFuture(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	ok := time.Now().Add(-time.Hour).UnixMilli()
+	msg := labelRows(t, mem,
+		arrowLabel{id: ptrTo("f0"), correct: ptrTo(true), ms: ptrTo(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())},
+		arrowLabel{id: ptrTo("f1"), correct: ptrTo(false), ms: &ok})
+	rd, err := DecodeLabels(msg, "kafka", mem)
+	require.NoError(t, err)
+	require.ErrorContains(t, rd.Err(), "label batch row 0: trace f0: ts 2099-01-01T00:00:00Z is in the future")
+	require.Len(t, rd.Labels, 1)
+	require.Equal(t, "f1", rd.Labels[0].TraceID)
+}

@@ -767,6 +767,14 @@ func TestReadLabelsTS(t *testing.T) {
 		{"milliseconds_2200", `{"trace_id":"z","correct":1,"ts":7258118400000}`, time.Time{}, "line 1: trace z: ts 7258118400000 is out of range"},
 		{"between_ranges", `{"trace_id":"z","correct":1,"ts":5000000000}`, time.Time{}, "line 1: trace z: ts 5000000000 is out of range"},
 		{"not_a_time", `{"trace_id":"z","correct":1,"ts":"yesterday"}`, time.Time{}, `line 1: trace z: ts "yesterday" is not a time: want RFC 3339`},
+		// The newest label wins: one dated in 2099 won over every later
+		// correction, each reported stored (retrain audit F1). Clock skew
+		// up to 5 minutes is taken.
+		{"future_2099", "trace_id,correct,ts\nz,1,2099-01-01T00:00:00Z\n", time.Time{},
+			"line 2: trace z: ts 2099-01-01T00:00:00Z is in the future (now is 2026-01-02T03:04:05Z): the newest label of a trace wins"},
+		{"future_seconds", `{"trace_id":"z","correct":1,"ts":4070908800}`, time.Time{}, "line 1: trace z: ts 4070908800 is in the future"},
+		{"skew_4min", "trace_id,correct,ts\na,1,2026-01-02T03:08:05Z\n", now.Add(4 * time.Minute), ""},
+		{"skew_6min", "trace_id,correct,ts\nz,1,2026-01-02T03:10:05Z\n", time.Time{}, "line 2: trace z: ts 2026-01-02T03:10:05Z is in the future"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rd, err := ReadLabels(strings.NewReader(tc.in), "import", now)
@@ -780,6 +788,15 @@ func TestReadLabelsTS(t *testing.T) {
 			require.Equal(t, tc.want, rd.Labels[0].TS)
 		})
 	}
+}
+
+// With a zero now (ImportLabels stamps the labels without ts later) a ts
+// is checked against the wall clock.
+func TestReadLabelsFutureWallClock(t *testing.T) {
+	rd, err := ReadLabels(strings.NewReader("trace_id,correct,ts\nz,1,2099-01-01T00:00:00Z\na,0,2026-01-01T00:00:00Z\n"), "import", time.Time{})
+	require.NoError(t, err)
+	require.ErrorContains(t, rd.Err(), "line 2: trace z: ts 2099-01-01T00:00:00Z is in the future")
+	require.Len(t, rd.Labels, 1, "the other label is read")
 }
 
 // A file made by labels requests, with correct filled in, imports: the

@@ -517,7 +517,7 @@ func (h *Handler) serveLabels(w http.ResponseWriter, r *http.Request, lines []by
 	}
 	if err != nil {
 		h.reply(w, http.StatusBadRequest, Reply{Error: "labels: " + err.Error() + "; nothing was produced, fix them and resend " +
-			`(JSON objects {"trace_id": "...", "correct": true|false, "source": "...", "ts": RFC 3339 or Unix seconds or ms, 2000 to 2100}, one, an array or JSON Lines)`})
+			`(JSON objects {"trace_id": "...", "correct": true|false, "source": "...", "ts": RFC 3339 or Unix seconds or ms, 2000 to 2100, not in the future}, one, an array or JSON Lines)`})
 		return
 	}
 	ls, dups := clickhouse.OnePerTrace(rd.Labels, time.Time{})
