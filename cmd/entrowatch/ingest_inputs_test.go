@@ -84,7 +84,8 @@ func TestIngestTruncatedGzipSaysAcknowledged(t *testing.T) {
 	stdout, stderr, code := runCLI(t, "ingest", "--in", cut, "--brokers", addr, "--batch-rows", "50")
 	require.Equal(t, 1, code, stderr)
 	require.Empty(t, stdout)
-	m := regexp.MustCompile(`^entrowatch ingest: after (\d+) responses were acknowledged, all of input lines 1 to (\d+) \(resend from line \d+, e\.g\. tail -n \+\d+; or all of it: the store keeps one row per model and trace id\): reading line \d+: ` +
+	// A slow machine (-race, a loaded CI) prints progress lines first.
+	m := regexp.MustCompile(`(?m)^entrowatch ingest: after (\d+) responses were acknowledged, all of input lines 1 to (\d+) \(resend from line \d+, e\.g\. tail -n \+\d+; or all of it: the store keeps one row per model and trace id\): reading line \d+: ` +
 		regexp.QuoteMeta(cut) + `: the gzip data ends abruptly \(a truncated file, e\.g\. an interrupted copy or download\): unexpected EOF\n$`).FindStringSubmatch(stderr)
 	require.NotNil(t, m, "%q", stderr)
 	require.Equal(t, 1, strings.Count(stderr, "unexpected EOF"), stderr)
