@@ -90,8 +90,8 @@ FROM
         correct AS given, p_correct, estimator_version, n_tokens, %[2]s
     FROM %[1]s.scored FINAL
     WHERE %[3]s
-    ORDER BY trace_id, inserted_at DESC
-    LIMIT 1 BY trace_id
+    ORDER BY trace_id, model, inserted_at DESC
+    LIMIT 1 BY trace_id, model
 ) AS s
 ANY LEFT JOIN
 (

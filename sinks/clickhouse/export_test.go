@@ -28,6 +28,7 @@ func TestExportLabelled(t *testing.T) {
 		{id: "f", ts: t0.Add(2 * time.Hour), p: -1, correct: -1, clusterID: 3, cluster: "topic-3", mean: 6},      // no estimate, cluster domain
 		{id: "g", ts: t0, model: "m2", domain: "Y", p: 0.6, correct: 1, clusterID: -2, mean: 7},                  // other model
 		{id: "h", ts: t0, domain: "X", p: -1, correct: 1, clusterID: -2, status: schemas.ReasonTooLong, mean: 8}, // rejected: out
+		{id: "b", ts: t0, model: "m2", domain: "X", p: 0.5, correct: -1, clusterID: -2, mean: 9},                 // b's id from another model: labelled too
 	}
 	write(t, cfg, rows)
 	write(t, cfg, rows[:4]) // a redelivery: still one row each
@@ -63,9 +64,13 @@ func TestExportLabelled(t *testing.T) {
 		"m1 X c true human true",
 		"m1 X d false review true",
 		"m1 topic-3 f true human true", // no domain given: the cluster label is its domain
+		// A label names a trace id: it is the label of every model's
+		// response with that id, as in the labelled view (the export kept
+		// one of the two; retrain audit F2).
+		"m2 X b false human true",
 		"m2 Y g true response false",
 	}, brief(got))
-	require.Equal(t, ExportStats{Rows: 6, FromLabels: 4, PerModel: map[string]int{"m1": 5, "m2": 1}, Domains: 3}, st)
+	require.Equal(t, ExportStats{Rows: 7, FromLabels: 5, PerModel: map[string]int{"m1": 5, "m2": 2}, Domains: 4}, st)
 
 	a := got[0]
 	require.Equal(t, t0, a.TS.UTC())
@@ -81,9 +86,9 @@ func TestExportLabelled(t *testing.T) {
 	require.Len(t, ExportColumns(), 9+schemas.NumProfile+schemas.NumBaselines)
 
 	got, _ = export(ExportFilter{LabelsOnly: true})
-	require.Equal(t, []string{"m1 X b false human true", "m1 X c true human true", "m1 X d false review true", "m1 topic-3 f true human true"}, brief(got))
+	require.Equal(t, []string{"m1 X b false human true", "m1 X c true human true", "m1 X d false review true", "m1 topic-3 f true human true", "m2 X b false human true"}, brief(got))
 	got, _ = export(ExportFilter{Model: "m2"})
-	require.Equal(t, []string{"m2 Y g true response false"}, brief(got))
+	require.Equal(t, []string{"m2 X b false human true", "m2 Y g true response false"}, brief(got))
 	got, _ = export(ExportFilter{Model: "it's; DROP"})
 	require.Empty(t, got)
 	got, _ = export(ExportFilter{Since: t0.Add(time.Hour)})
