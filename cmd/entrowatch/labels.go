@@ -358,6 +358,20 @@ func runLabelImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		msg += labelsLeftOut(rd.Unlabelled, res.Duplicates, "file")
 		fmt.Fprintln(stderr, msg)
+		if n := len(res.Reverting); n > 0 {
+			// Not a re-import: these differ from the trace's label now.
+			it, ids := "it differs from its trace's current label, which is newer: the trace had this label before and was relabelled since", res.Reverting
+			if n > 1 {
+				it = "they differ from their traces' current labels, which are newer: each trace had this label before and was relabelled since"
+			}
+			more := ""
+			if len(ids) > 5 {
+				ids, more = ids[:5], fmt.Sprintf(" and %d more", n-5)
+			}
+			fmt.Fprintf(stderr, "labels import: warning: %s skipped although %s (a reviewer's flip-back, or an older file imported after a newer one); "+
+				"to make the file's label the newest, give it a ts column with the time of the review: %s%s\n",
+				words.CountAs(n, "label was", "labels were"), it, strings.Join(ids, ", "), more)
+		}
 		return nil
 	}
 

@@ -165,6 +165,7 @@ SELECT concat('r', toString(number)), toDateTime('2026-03-01 00:00:00', 'UTC') +
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "labels import: 0 labels stored; 4 skipped: they have no ts and their trace_id, correct and source are stored already "+
 		"(importing a file again changes nothing; give a ts to store a label again as the newest)")
+	require.NotContains(t, stderr, "warning", "a plain re-import")
 }
 
 // Importing a file again changes nothing: A (b1 correct), then B (b1 wrong,
@@ -201,6 +202,11 @@ SELECT 'b1', toDateTime('2026-03-01 00:00:00', 'UTC'), 'm1', 'd', 0.5, 'ok'`))
 	require.Equal(t, uint8(0), got["b1"].Correct, "importing A again must not undo B")
 	require.Equal(t, "review", got["b1"].Source)
 	require.Contains(t, again, "labels import: 0 labels stored; 2 skipped: they have no ts")
+	// b1's skipped label differs from its current one (B's): said apart
+	// from x9's, a plain re-import (retrain audit F3: a reviewer's
+	// flip-back 1 -> 0 -> 1 was skipped with the re-import's message).
+	require.Contains(t, again, "labels import: warning: 1 label was skipped although it differs from its trace's current label, which is newer")
+	require.Contains(t, again, "give it a ts column with the time of the review: b1\n")
 
 	for _, tc := range []struct{ body, err string }{
 		{"trace_id,correct,ts\nb1,1,2026-03-05T00:00:00Z\nz1,1,2200-01-01T00:00:00Z\n", "line 3: trace z1: ts 2200-01-01T00:00:00Z is out of range: want RFC 3339"},

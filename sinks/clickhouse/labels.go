@@ -237,6 +237,11 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 type Imported struct {
 	Stored     int // labels inserted
 	Skipped    int // labels without ts whose trace_id, correct and source were stored before
+	// Reverting lists the trace ids of the skipped labels that differ
+	// from their trace's current (newest) label: a label given, changed
+	// since, and given again (a reviewer's flip-back), which the skip
+	// leaves changed, unlike a harmless re-import.
+	Reverting []string
 	Duplicates int // labels dropped because another label of their trace in the file wins (OnePerTrace)
 	Unscored   int // of the stored labels, those whose trace_id matches no response in scored yet
 }
@@ -288,15 +293,22 @@ func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 		return res, fmt.Errorf("labels import: reading the stored labels of %s: %w", db, err)
 	}
 	keep := make([]Label, 0, len(labels))
+	var skipped []Label
 	for _, l := range labels {
 		if l.TS.IsZero() {
 			if stored[key{l.TraceID, l.Source, l.Correct}] {
 				res.Skipped++
+				skipped = append(skipped, l)
 				continue
 			}
 			l.TS = now.UTC()
 		}
 		keep = append(keep, l)
+	}
+	if len(skipped) > 0 {
+		if res.Reverting, err = revertingLabels(ctx, conn, db, skipped); err != nil {
+			return res, err
+		}
 	}
 	ids := make([]string, len(keep))
 	for i, l := range keep {
@@ -319,6 +331,47 @@ func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 	}
 	res.Stored = len(keep)
 	return res, nil
+}
+
+// revertingLabels returns the trace ids of skipped whose label differs from
+// their trace's current one (labels_latest), sorted.
+func revertingLabels(ctx context.Context, conn driver.Conn, db string, skipped []Label) ([]string, error) {
+	type cur struct {
+		correct bool
+		source  string
+	}
+	current := map[string]cur{}
+	ids := make([]string, len(skipped))
+	for i, l := range skipped {
+		ids[i] = l.TraceID
+	}
+	err := forIDChunks(ids, func(chunk ch.GroupSet) error {
+		rows, err := conn.Query(ctx, "SELECT trace_id, correct, source FROM "+db+".labels_latest WHERE trace_id IN ?", chunk)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id, src string
+			var c uint8
+			if err := rows.Scan(&id, &c, &src); err != nil {
+				return err
+			}
+			current[id] = cur{c == 1, src}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("labels import: reading the current labels of %s: %w", db, err)
+	}
+	var out []string
+	for _, l := range skipped {
+		if c, ok := current[l.TraceID]; ok && (c.correct != l.Correct || c.source != l.Source) {
+			out = append(out, l.TraceID)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // idChunkIDs and idChunkBytes bound the trace ids of one IN list: ClickHouse
