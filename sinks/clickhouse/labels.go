@@ -235,13 +235,13 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 
 // Imported is what ImportLabels did.
 type Imported struct {
-	Stored     int // labels inserted
-	Skipped    int // labels without ts whose trace_id, correct and source were stored before
+	Stored  int // labels inserted
+	Skipped int // labels without ts whose trace_id, correct and source were stored before
 	// Reverting lists the trace ids of the skipped labels that differ
 	// from their trace's current (newest) label: a label given, changed
 	// since, and given again (a reviewer's flip-back), which the skip
 	// leaves changed, unlike a harmless re-import.
-	Reverting []string
+	Reverting  []string
 	Duplicates int // labels dropped because another label of their trace in the file wins (OnePerTrace)
 	Unscored   int // of the stored labels, those whose trace_id matches no response in scored yet
 }
