@@ -208,6 +208,12 @@ func TestDocumentedSQL(t *testing.T) {
 	write(t, cfg, docTraffic(time.Now().UTC()))
 	_, err := RequestLabels(ctx, conn, db, 1, 10, "docs", time.Now().UTC(), DefaultRequestExpiry)
 	require.NoError(t, err)
+	// Labels given now, for the examples that read the labels table.
+	var labels []Label
+	for i := range 20 {
+		labels = append(labels, Label{TraceID: fmt.Sprintf("doc-A-%04d", i), Correct: i%3 != 0, Source: "docs", TS: time.Now().UTC()})
+	}
+	require.NoError(t, InsertLabels(ctx, conn, db, labels))
 	firing, err := dbQuery(db, "SELECT count() FROM alarms")
 	require.NoError(t, err)
 	require.NotEqual(t, "0\n", firing, "the traffic must fire an alarm, or the alarm examples return nothing")
