@@ -172,7 +172,7 @@ func TestTableNotesAndAppend(t *testing.T) {
 	ids, err := ReadCSV(strings.NewReader("id,model,domain,mean,correct\n,m,d,0.1,1\n,m,d,0.2,0\nx,m,d,0.3,1\nx,m,d,0.4,0\n"), []string{"mean"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"1 row repeats the model and id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; " +
-		"drop the repeats (labels export --labels-only leaves out the responses whose label came with them rather than through the labels table)"}, ids.Notes())
+		"drop the repeats: give each export once (two overlapping exports repeat every response they share), and labels export --labels-only leaves out the responses whose label came with them rather than through the labels table"}, ids.Notes())
 	// One id under two models is two responses, as the store keys them.
 	two, err := ReadCSV(strings.NewReader("id,model,domain,mean,correct\nx,m,d,0.1,1\nx,n,d,0.2,0\n"), []string{"mean"})
 	require.NoError(t, err)

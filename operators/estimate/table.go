@@ -82,7 +82,7 @@ func (t *Table) Notes() []string {
 		}
 		if again > 0 {
 			notes = append(notes, fmt.Sprintf("%s the model and id of an earlier row (the same response in two tables, or twice in one): each copy counts as a row; "+
-				"drop the repeats (labels export --labels-only leaves out the responses whose label came with them rather than through the labels table)",
+				"drop the repeats: give each export once (two overlapping exports repeat every response they share), and labels export --labels-only leaves out the responses whose label came with them rather than through the labels table",
 				words.CountAs(again, "row repeats", "rows repeat")))
 		}
 	}

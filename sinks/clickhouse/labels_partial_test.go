@@ -258,3 +258,12 @@ func TestDecodeLabelsArrowFuture(t *testing.T) {
 	require.Len(t, rd.Labels, 1)
 	require.Equal(t, "f1", rd.Labels[0].TraceID)
 }
+
+// A CSV of labels produced to the labels topic is named as such, with where
+// CSV goes (it was reported as a corrupt Arrow stream's metadata size).
+func TestDecodeLabelsCSV(t *testing.T) {
+	_, err := DecodeLabels([]byte("trace_id,correct\na,1\n"), "kafka", memory.NewGoAllocator())
+	require.ErrorContains(t, err, "a CSV of labels: the labels topic takes JSON labels (one object per line) or label.v1 Arrow; CSV goes through POST /v1/labels or entrowatch labels import --in")
+	_, err = DecodeLabels([]byte("not labels at all"), "kafka", memory.NewGoAllocator())
+	require.ErrorContains(t, err, "neither JSON nor a valid Arrow IPC stream")
+}

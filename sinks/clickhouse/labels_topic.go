@@ -41,6 +41,9 @@ func DecodeLabels(b []byte, source string, mem memory.Allocator) (LabelsRead, er
 		// makes it allocate until the process dies): check them before it
 		// reads.
 		if err := ewipc.CheckBounds(b); err != nil {
+			if looksLikeCSVLabels(t) {
+				return LabelsRead{}, errors.New("a CSV of labels: the labels topic takes JSON labels (one object per line) or label.v1 Arrow; CSV goes through POST /v1/labels or entrowatch labels import --in")
+			}
 			return LabelsRead{}, fmt.Errorf("neither JSON nor a valid Arrow IPC stream: %w", err)
 		}
 		// A corrupt length field must not make the reader allocate
@@ -57,6 +60,14 @@ func DecodeLabels(b []byte, source string, mem memory.Allocator) (LabelsRead, er
 	}
 	rd.Labels, rd.Duplicates = OnePerTrace(rd.Labels, now)
 	return rd, nil
+}
+
+// looksLikeCSVLabels reports text whose first line is a CSV header naming
+// trace_id and correct.
+func looksLikeCSVLabels(b []byte) bool {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	h := strings.ToLower(string(line))
+	return strings.Contains(h, ",") && strings.Contains(h, "trace_id") && strings.Contains(h, "correct")
 }
 
 func decodeLabels(b []byte, mem memory.Allocator, source string, now time.Time) (rd LabelsRead, err error) {
