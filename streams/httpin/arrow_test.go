@@ -219,3 +219,28 @@ func TestTopicLimitBelowProducer(t *testing.T) {
 	code, r = post(t, srv.URL+cfg.Path, "", strings.NewReader(response("small-1")))
 	require.Equal(t, http.StatusAccepted, code, r.Error)
 }
+
+// TestArrowBodyWithoutArrowType: an Arrow body sent with another
+// Content-Type (octet-stream, or none) is answered 415 naming the type to
+// send, not read as JSON Lines (400 with 171 malformed_json rejects, which
+// said nothing of the cause and counted in the rejects metric; recheck9 F6).
+func TestArrowBodyWithoutArrowType(t *testing.T) {
+	url, _ := server(t, "http-arrow-type", nil)
+	a := traces(t, response("nt-1"), response("nt-2"))
+	defer a.Release()
+	for _, ct := range []string{"application/octet-stream", ""} {
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(arrowStream(t, a)))
+		require.NoError(t, err)
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		code, r := do(t, req)
+		require.Equal(t, http.StatusUnsupportedMediaType, code, r.Error)
+		require.Contains(t, r.Error, "the body is Arrow IPC: send trace.v1 rows as an Arrow IPC stream with Content-Type: "+ArrowContentType)
+		require.Empty(t, r.Rejects)
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(append([]byte("ARROW1\x00\x00"), arrowStream(t, a)...)))
+	require.NoError(t, err)
+	code, r := do(t, req)
+	require.Equal(t, http.StatusUnsupportedMediaType, code, "the file format's magic too: %s", r.Error)
+}

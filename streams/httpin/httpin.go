@@ -410,6 +410,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		msgs, n, rs, err = h.convertArrow(body)
 	} else {
+		if looksArrow(body) {
+			// Read as JSON Lines it would be one malformed_json reject per
+			// "line" of binary, saying nothing of the cause.
+			what := "Arrow IPC"
+			if labels {
+				what += "; labels are posted as JSON, JSON Lines or CSV"
+			} else {
+				what += ": send trace.v1 rows as an Arrow IPC stream with Content-Type: " + ArrowContentType
+			}
+			h.reply(w, http.StatusUnsupportedMediaType, Reply{Error: fmt.Sprintf("the body is %s (Content-Type %q is read as JSON or JSON Lines)", what, r.Header.Get("Content-Type"))})
+			return
+		}
 		var lines []byte
 		if lines, err = toLines(body); err != nil {
 			h.reply(w, http.StatusBadRequest, Reply{Error: err.Error()})
@@ -813,6 +825,12 @@ func (h *Handler) convert(lines []byte) (msgs []kafka.Message, n int, rs rejects
 // ArrowContentType is the media type of a body of trace.v1 rows as an
 // Arrow IPC stream.
 const ArrowContentType = "application/vnd.apache.arrow.stream"
+
+// looksArrow reports a body that begins as Arrow IPC does: the stream
+// format's continuation marker (0xFFFFFFFF) or the file format's magic.
+func looksArrow(b []byte) bool {
+	return bytes.HasPrefix(b, []byte{0xff, 0xff, 0xff, 0xff}) || bytes.HasPrefix(b, []byte("ARROW1"))
+}
 
 // arrowBody reports whether a Content-Type header names an Arrow IPC stream.
 func arrowBody(ct string) bool {
