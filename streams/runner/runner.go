@@ -680,6 +680,22 @@ func (r *Runner) checkRetention(topic string, p int, o kafka.PartitionOffsets, n
 	if !fetched {
 		next = o.Committed // o.Next is clamped to the log start already
 	}
+	if next > o.High && fetched && o.Committed >= 0 && o.Committed <= o.High {
+		// This replica's position is from before the group's committed
+		// offset was moved back into the log (another replica's start
+		// reset it after the embedded broker lost the log, or an
+		// operator did): the consumer goes on from there once the group
+		// hands the partition out again. Not the loss below.
+		if r.pastEnd == nil {
+			r.pastEnd = map[int]int64{}
+		}
+		if r.pastEnd[p] != next {
+			r.pastEnd[p] = next
+			r.log.Info("this replica's position is past the end of the partition, but the group's committed offset was moved back into the log: the consumer resumes there",
+				"topic", topic, "partition", p, "position", next, "end", o.High, "committed", o.Committed)
+		}
+		return
+	}
 	if next > o.High {
 		// The partition ends before the group's position: its log was
 		// lost or truncated (the topic deleted and created again, an

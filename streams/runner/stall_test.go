@@ -103,6 +103,15 @@ func TestRetentionLoss(t *testing.T) {
 	require.Equal(t, 1, strings.Count(logs.String(), "the group's position is past the end of the partition"))
 	require.Contains(t, logs.String(), "partition=4 position=300 end=2 log_start=0")
 	require.Zero(t, lost("4"))
+	// This replica fetched up to 11, then the log was lost and another
+	// replica's start moved the group back to 0: not an ERROR telling to
+	// reset by hand what is reset already (recheck9 F5).
+	r.checkRetention("traces", 5, kafka.PartitionOffsets{High: 3, Start: 0, Committed: 0}, 11, true)
+	require.Equal(t, 1, strings.Count(logs.String(), "the group's position is past the end of the partition"), "still only partition 4's")
+	require.Contains(t, logs.String(), `level=INFO msg="this replica's position is past the end of the partition, but the group's committed offset was moved back into the log: the consumer resumes there" topic=traces partition=5 position=11 end=3 committed=0`)
+	// Fetched past the end with the group's offset past it too: the loss.
+	r.checkRetention("traces", 6, kafka.PartitionOffsets{High: 3, Start: 0, Committed: 11}, 11, true)
+	require.Equal(t, 2, strings.Count(logs.String(), "the group's position is past the end of the partition"))
 }
 
 // TestSentAgainCutShortWithHolder: a response sent again whose new sending
