@@ -177,11 +177,14 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 type interruptedError struct{ err error }
 
 func (e *interruptedError) Error() string {
+	// A produce cut short may have been stored all the same: its
+	// acknowledgement was abandoned, not refused.
+	const inFlight = " (the batch being sent may have reached the broker too: sending it again is harmless)"
 	msg := e.err.Error()
 	if m, ok := strings.CutSuffix(msg, context.Canceled.Error()); ok {
-		return m + "interrupted"
+		return m + "interrupted" + inFlight
 	}
-	return msg + " (interrupted)"
+	return msg + " (interrupted)" + inFlight
 }
 
 func (e *interruptedError) Unwrap() error { return e.err }
