@@ -680,35 +680,30 @@ func (r *Runner) checkRetention(topic string, p int, o kafka.PartitionOffsets, n
 	if !fetched {
 		next = o.Committed // o.Next is clamped to the log start already
 	}
-	if next > o.High && fetched && o.Committed >= 0 && o.Committed <= o.High {
-		// This replica's position is from before the group's committed
-		// offset was moved back into the log (another replica's start
-		// reset it after the embedded broker lost the log, or an
-		// operator did): the consumer goes on from there once the group
-		// hands the partition out again. Not the loss below.
+	if next > o.High {
 		if r.pastEnd == nil {
 			r.pastEnd = map[int]int64{}
 		}
-		if r.pastEnd[p] != next {
-			r.pastEnd[p] = next
+		if r.pastEnd[p] == next {
+			return // said already
+		}
+		r.pastEnd[p] = next
+		if fetched && o.Committed >= 0 && o.Committed <= o.High {
+			// This replica's position is from before the group's
+			// committed offset was moved back into the log (another
+			// replica's start reset it after the embedded broker lost
+			// the log, or an operator did): the consumer goes on from
+			// there once the group hands the partition out again.
 			r.log.Info("this replica's position is past the end of the partition, but the group's committed offset was moved back into the log: the consumer resumes there",
 				"topic", topic, "partition", p, "position", next, "end", o.High, "committed", o.Committed)
+			return
 		}
-		return
-	}
-	if next > o.High {
 		// The partition ends before the group's position: its log was
 		// lost or truncated (the topic deleted and created again, an
 		// unclean leader election). Messages produced now get offsets
 		// below the position and are never read.
-		if r.pastEnd == nil {
-			r.pastEnd = map[int]int64{}
-		}
-		if r.pastEnd[p] != next {
-			r.pastEnd[p] = next
-			r.log.Error("the group's position is past the end of the partition (its log was lost or truncated: the topic deleted and created again, an unclean leader election): messages produced to it now get lower offsets and will not be read; reset the group's offset for this partition to the log start (docs/deploy.md, Operations)",
-				"topic", topic, "partition", p, "position", next, "end", o.High, "log_start", o.Start)
-		}
+		r.log.Error("the group's position is past the end of the partition (its log was lost or truncated: the topic deleted and created again, an unclean leader election): messages produced to it now get lower offsets and will not be read; reset the group's offset for this partition to the log start (docs/deploy.md, Operations)",
+			"topic", topic, "partition", p, "position", next, "end", o.High, "log_start", o.Start)
 		return
 	}
 	from := max(next, r.lostUpTo[p])
