@@ -27,6 +27,7 @@ var commands = map[string]command{
 	"eval":        {"evaluate estimators with the leave-domains-out protocol", runEval},
 	"cluster":     {"fit or report topic clusters of prompts (cluster fit|report)", runCluster},
 	"run":         {"run the stream processor (embedded broker when unconfigured)", runRun},
+	"broker":      {"run the embedded Kafka-protocol broker alone (several replicas on one machine)", runBroker},
 	"ingest":      {"convert responses to trace.v1 batches and produce them to Kafka", runIngest},
 	"migrate":     {"create or upgrade the ClickHouse schema", runMigrate},
 	"alarms":      {"dispatch drift alarms from ClickHouse to Kafka and webhooks", runAlarms},

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
+	"github.com/entrowatch/entrowatch/internal/dirlock"
 	"github.com/entrowatch/entrowatch/operators/estimate"
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
@@ -448,7 +449,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	unlock, err := lockDataDir(cfg.DataDir)
+	unlock, err := dirlock.Lock(cfg.DataDir, "data_dir")
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func TestRunOneProcessPerDataDir(t *testing.T) {
 	other := t.TempDir()
 	_, errs, code := runCLI(t, "run", "--config", writeFile(t, other, fileRunConfig(dir, freeAddr(t), filepath.Join(other, "b.csv"), freeAddr(t), "traces")))
 	require.Equal(t, 1, code)
-	require.Contains(t, errs, "data_dir "+dir+" is in use by another entrowatch run (pid ")
+	require.Contains(t, errs, "data_dir "+dir+" is in use by another entrowatch process (pid ")
 
 	_, errs, code = runCLI(t, "run", "--config", writeFile(t, other, fileRunConfig(other, freeAddr(t), filepath.Join(other, "b.csv"), metrics, "traces")))
 	require.Equal(t, 1, code)

@@ -13,12 +13,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/entrowatch/entrowatch/internal/dirlock"
 )
 
 // Config configures the embedded broker. The zero value is not valid; start
@@ -100,9 +103,10 @@ func (c Config) Validate() error {
 type Broker struct {
 	c    *kfake.Cluster
 	addr string
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	unlock func() error // of DataDir
 }
 
 // Start starts the broker and returns once it accepts connections. A nil log
@@ -140,7 +144,17 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		}),
 		kfake.WithLogger(&logger{log: log}),
 	}
+	unlock := func() error { return nil }
 	if cfg.DataDir != "" && !cfg.InMemory {
+		// Two brokers on one data_dir (a run and an entrowatch broker,
+		// two runs with the same broker.data_dir) would rewrite each
+		// other's files.
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("broker.data_dir: %w", err)
+		}
+		if unlock, err = dirlock.Lock(cfg.DataDir, "broker.data_dir"); err != nil {
+			return nil, err
+		}
 		keepEmptyPartitions(cfg.DataDir, log)
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
@@ -149,14 +163,16 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("starting embedded broker on %s: %w (set broker.listen to a free address, or kafka.brokers to use a running Kafka)", cfg.Listen, err)
 	}
 	addrs := c.ListenAddrs()
 	if len(addrs) == 0 {
 		c.Close()
+		unlock()
 		return nil, errors.New("embedded broker started without a listener")
 	}
-	b := &Broker{c: c, addr: addrs[0], stop: make(chan struct{}), done: make(chan struct{})}
+	b := &Broker{c: c, addr: addrs[0], stop: make(chan struct{}), done: make(chan struct{}), unlock: unlock}
 	if cfg.Retention > 0 || cfg.RetentionBytes > 0 {
 		// kfake applies retention only when asked (or for topics with
 		// their own retention settings).
@@ -217,6 +233,7 @@ func (b *Broker) Close(context.Context) error {
 		close(b.stop)
 		<-b.done
 		b.c.Close()
+		b.unlock()
 	})
 	return nil
 }
