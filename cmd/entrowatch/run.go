@@ -725,7 +725,14 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		log.Warn("labels posted to the ingest endpoint are kept in their topic but not stored: only the ClickHouse sink has a labels table (entrowatch labels import --topic stores them later)",
 			"topic", cfg.LabelsTopic, "path", cfg.HTTP.LabelsPath)
 	}
-	g.Go(func() error { return r.Run(streamCtx) })
+	g.Go(func() error {
+		err := r.Run(streamCtx)
+		// Drained and committed: leave the group now, so that the other
+		// replicas take its partitions at once, not when the process ends
+		// (after http.shutdown_delay and ingest's shutdown, while ingest
+		// may still be producing to those partitions).
+		return errors.Join(err, src.Close())
+	})
 	err = g.Wait()
 	st := r.Stats()
 	level := slog.LevelInfo

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entrowatch/entrowatch/sinks/clickhouse"
+	"github.com/entrowatch/entrowatch/streams/broker"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
 
@@ -280,6 +281,79 @@ func TestRunShutdownLeavesGroupFirst(t *testing.T) {
 	}
 	cancel2()
 	stopped(t, done2, runErr2)
+}
+
+// TestRunShutdownHandsOverPartitions: two replicas on an external Kafka;
+// one is stopped with a long http.shutdown_delay. It leaves the group when
+// its stream has drained, not when the process ends, so the other replica
+// takes its partitions and writes what arrives for them during the delay
+// (recheck10 F1: they waited, unread, until the stopping replica exited).
+func TestRunShutdownHandsOverPartitions(t *testing.T) {
+	bcfg := broker.DefaultConfig()
+	bcfg.Partitions = 2
+	bcfg.Topics = []string{"traces"}
+	bcfg.MinSessionTimeout = 100 * time.Millisecond
+	b, err := broker.Start(bcfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer b.Close(context.Background())
+	fast := "  heartbeat_interval: 200ms\n  session_timeout: 2s\n  rebalance_timeout: 2s\n"
+	start := func(delay string) (*syncWriter, chan int, context.CancelFunc, string, string) {
+		dir, metrics := t.TempDir(), freeAddr(t)
+		cfg := kafkaRunConfig(dir, b.Addr(), metrics) + "  commit_interval: 0s\nsource:\n" + fast +
+			"http:\n  listen: " + freeAddr(t) + "\n  shutdown_delay: " + delay + "\n"
+		ctx, cancel := context.WithCancel(context.Background())
+		logs, done := startRun(t, ctx, dir, cfg)
+		waitLog(t, logs, "stream running")
+		return logs, done, cancel, filepath.Join(dir, "out.csv"), metrics
+	}
+	aLogs, aDone, stopA, _, aMetrics := start("20s")
+	defer stopA()
+	bLogs, bDone, stopB, bOut, bMetrics := start("0s")
+	defer stopB()
+	deadline := time.Now().Add(30 * time.Second)
+	one := func(addr string) bool {
+		_, body := get("http://" + addr + "/metrics")
+		return strings.Contains(body, `entrowatch_stream_assigned_partitions{topic="traces"} 1`)
+	}
+	for !one(aMetrics) || !one(bMetrics) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the two replicas never shared the partitions:\nA:\n%s\nB:\n%s", aLogs.String(), bLogs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	stopA()
+	waitLog(t, aLogs, "draining")
+	_, errs, code := runCLI(t, "ingest", "--in", fixtures+"valid.jsonl.gz", "--brokers", b.Addr(), "--batch-rows", "1")
+	require.Equal(t, 0, code, errs)
+	distinct := func() int { // a rebalance may deliver a message twice (at least once)
+		out, err := os.ReadFile(bOut)
+		if err != nil || strings.Count(string(out), "\n") < 2 {
+			return 0
+		}
+		ids := map[string]bool{}
+		for _, r := range readCSV(t, bOut) {
+			ids[r["id"]] = true
+		}
+		return len(ids)
+	}
+	for {
+		if distinct() == 33 {
+			break
+		}
+		select {
+		case <-aDone:
+			t.Fatalf("the stopping replica exited before the other wrote what it was sent during the delay (%d of 33):\nA:\n%s\nB:\n%s", distinct(), aLogs.String(), bLogs.String())
+		default:
+		}
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("the other replica never took over:\nB:\n%s", bLogs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopped(t, aDone, aLogs)
+	stopB()
+	stopped(t, bDone, bLogs)
 }
 
 // TestRunConfigDeadLetterTopic: a dead-letter topic equal to the source

@@ -101,8 +101,8 @@ func (c Config) Validate() error {
 // Broker is a running embedded broker. Close it to stop listening; with a
 // DataDir, Close also persists the state.
 type Broker struct {
-	c    *kfake.Cluster
-	addr string
+	c      *kfake.Cluster
+	addr   string
 	stop   chan struct{}
 	done   chan struct{}
 	once   sync.Once

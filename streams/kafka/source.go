@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -119,6 +120,8 @@ type Source struct {
 	startLatest bool
 	admin       *kafkago.Client
 	done        func()
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // NewSource joins the group lazily, on the first Fetch. A nil log discards.
@@ -295,10 +298,13 @@ func (s *Source) Commit(ctx context.Context, msgs ...Message) error {
 
 // Close leaves the group and stops fetching. Offsets not yet committed are
 // not committed: the next owner of the partition sees those messages again.
+// Closing again does nothing.
 func (s *Source) Close() error {
-	defer s.done()
-	if err := s.r.Close(); err != nil {
-		return fmt.Errorf("closing source %s: %w", s.topic, err)
-	}
-	return nil
+	s.closeOnce.Do(func() {
+		defer s.done()
+		if err := s.r.Close(); err != nil {
+			s.closeErr = fmt.Errorf("closing source %s: %w", s.topic, err)
+		}
+	})
+	return s.closeErr
 }
