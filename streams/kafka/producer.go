@@ -69,6 +69,9 @@ type Producer struct {
 	w   *kafkago.Writer
 	t   *kafkago.Transport
 	cfg ProducerConfig
+	// alone sends one message per record batch: the messages a topic
+	// refused as too large in a batch with others (see resendAlone).
+	alone *kafkago.Writer
 }
 
 // NewProducer connects lazily, on the first write. A nil log discards.
@@ -86,24 +89,26 @@ func NewProducer(conn Config, cfg ProducerConfig, log *slog.Logger) (*Producer, 
 	if err != nil {
 		return nil, err
 	}
-	w := &kafkago.Writer{
-		Addr:            kafkago.TCP(conn.Brokers...),
-		Topic:           cfg.Topic,
-		Balancer:        &kafkago.Hash{}, // keyed messages (chunks of one trace) share a partition; unkeyed ones rotate
-		MaxAttempts:     cfg.MaxAttempts,
-		WriteBackoffMin: 50 * time.Millisecond,
-		WriteBackoffMax: time.Second,
-		BatchSize:       1000,
-		BatchBytes:      cfg.BatchBytes,
-		BatchTimeout:    cfg.BatchTimeout,
-		WriteTimeout:    cfg.WriteTimeout,
-		RequiredAcks:    kafkago.RequireAll,
-		Transport:       t,
-		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
-			log.Debug("kafka producer: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic)
-		}),
+	writer := func(batchSize int, batchTimeout time.Duration) *kafkago.Writer {
+		return &kafkago.Writer{
+			Addr:            kafkago.TCP(conn.Brokers...),
+			Topic:           cfg.Topic,
+			Balancer:        &kafkago.Hash{}, // keyed messages (chunks of one trace) share a partition; unkeyed ones rotate
+			MaxAttempts:     cfg.MaxAttempts,
+			WriteBackoffMin: 50 * time.Millisecond,
+			WriteBackoffMax: time.Second,
+			BatchSize:       batchSize,
+			BatchBytes:      cfg.BatchBytes,
+			BatchTimeout:    batchTimeout,
+			WriteTimeout:    cfg.WriteTimeout,
+			RequiredAcks:    kafkago.RequireAll,
+			Transport:       t,
+			ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
+				log.Debug("kafka producer: "+fmt.Sprintf(msg, args...), "topic", cfg.Topic)
+			}),
+		}
 	}
-	return &Producer{w: w, t: t, cfg: cfg}, nil
+	return &Producer{w: writer(1000, cfg.BatchTimeout), t: t, cfg: cfg, alone: writer(1, time.Millisecond)}, nil
 }
 
 // Topic returns the topic produced to.
@@ -135,13 +140,50 @@ func (p *Producer) Produce(ctx context.Context, msgs ...Message) error {
 			return fmt.Errorf("producing to %s: message %d is %d bytes, over max_message_bytes %d", p.cfg.Topic, i, n, p.cfg.MaxMessageBytes)
 		}
 	}
-	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+	err := p.w.WriteMessages(ctx, msgs...)
+	if err != nil && IsMessageTooLarge(err) {
+		err = p.resendAlone(ctx, msgs, err)
+	}
+	if err != nil {
 		if isUnknownTopic(err) {
 			return fmt.Errorf("producing to %s: %w; create it, or start entrowatch run first (it creates its topics when create_topics is true): %w", p.cfg.Topic, ErrUnknownTopic, err)
 		}
 		return fmt.Errorf("producing %s to %s: %w", words.Count(len(msgs), "message"), p.cfg.Topic, err)
 	}
 	return nil
+}
+
+// resendAlone sends again, each in a record batch of its own, the messages
+// of msgs that err says the topic refused as too large: several messages to
+// one partition (of this call, or of concurrent ones) share a record batch
+// of up to batch_bytes, which a topic whose max.message.bytes lies between
+// max_message_bytes and batch_bytes refuses although each message fits
+// (half of 24 concurrent HTTP bodies answered 413). The messages that went
+// are not sent again. What remains is a message too large alone.
+func (p *Producer) resendAlone(ctx context.Context, msgs []Message, err error) error {
+	one := func(m Message) error {
+		err := p.alone.WriteMessages(ctx, m)
+		if we, ok := err.(kafkago.WriteErrors); ok && len(we) == 1 {
+			return we[0] // not nested in the caller's WriteErrors
+		}
+		return err
+	}
+	we, ok := err.(kafkago.WriteErrors)
+	if !ok || len(we) != len(msgs) {
+		if len(msgs) == 1 && errors.Is(err, kafkago.MessageSizeTooLarge) {
+			return one(msgs[0])
+		}
+		return err
+	}
+	for i, e := range we {
+		if e != nil && errors.Is(e, kafkago.MessageSizeTooLarge) {
+			we[i] = one(msgs[i])
+		}
+	}
+	if we.Count() == 0 {
+		return nil
+	}
+	return we
 }
 
 // ErrUnknownTopic is wrapped by Produce's error when the topic does not exist.
@@ -164,7 +206,7 @@ func isUnknownTopic(err error) bool {
 
 // Close flushes and releases the connections.
 func (p *Producer) Close() error {
-	err := p.w.Close()
+	err := errors.Join(p.w.Close(), p.alone.Close())
 	p.t.CloseIdleConnections() // a Writer leaves a Transport it did not create open
 	if err != nil {
 		return fmt.Errorf("closing producer %s: %w", p.cfg.Topic, err)
