@@ -147,7 +147,6 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	d, err := retryAtStart(ctx, runner.DefaultConfig(), log, startRetry{
 		what:  "clickhouse",
 		final: func(err error) bool { return !unreachable(err) },
-		onErr: func(error) { am.observe(time.Now(), 0, errors.New("not connected")) },
 		attrs: []any{"dsn", redactDSN(cfg.DSN)},
 	}, connect)
 	if err != nil {
@@ -157,6 +156,7 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer d.Close()
+	am.connected.Store(true)
 	enc := json.NewEncoder(stdout)
 	fmt.Fprintf(stderr, "alarms: polling every %s; Ctrl-C stops\n", dc.Interval)
 	t := time.NewTicker(dc.Interval)
@@ -250,6 +250,7 @@ type alarmMetrics struct {
 	polls, errs, events prometheus.Counter
 	last                prometheus.Gauge
 	lastOK              atomic.Int64 // unix nanoseconds of the last successful poll; read by /readyz
+	connected           atomic.Bool  // ClickHouse reached at start (polling began)
 	started             time.Time
 }
 
@@ -287,6 +288,10 @@ func (m *alarmMetrics) handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.connected.Load() {
+			http.Error(w, "not ready: starting, ClickHouse not reached yet; see the log: clickhouse not reachable; retrying", http.StatusServiceUnavailable)
+			return
+		}
 		since := m.started
 		if ns := m.lastOK.Load(); ns != 0 {
 			since = time.Unix(0, ns)

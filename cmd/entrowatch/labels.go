@@ -83,7 +83,9 @@ const labelsSynopsis = `requests|import|export --clickhouse DSN [flags]
       (where POST /v1/labels goes); this command is for other topics and files.
 
   labels export --out FILE.csv [--model NAME] [--since 720h] [--labels-only]
-      Writes the labelled valid responses of scored, one row per trace,
+      Writes the labelled valid responses of scored, one row per model
+      and trace id (a label names a trace id: every model's response with
+      that id gets it),
       as the table entrowatch train reads: id, model, domain, correct (the
       newest label in the labels table, else the correct field the
       response arrived with; --labels-only: labels table only),

@@ -207,6 +207,11 @@ SELECT 'b1', toDateTime('2026-03-01 00:00:00', 'UTC'), 'm1', 'd', 0.5, 'ok'`))
 	// flip-back 1 -> 0 -> 1 was skipped with the re-import's message).
 	require.Contains(t, again, "labels import: warning: 1 label was skipped although it differs from its trace's current label, which is newer")
 	require.Contains(t, again, "give it a ts column with the time of the review: b1\n")
+	// The same verdict from another source, skipped: nothing to warn of.
+	c := file("c.csv", "trace_id,correct\nc1,0\n")
+	importFile(c)
+	importFile(file("c2.jsonl", `{"trace_id":"c1","correct":false,"source":"review"}`+"\n"))
+	require.NotContains(t, importFile(c), "warning")
 
 	for _, tc := range []struct{ body, err string }{
 		{"trace_id,correct,ts\nb1,1,2026-03-05T00:00:00Z\nz1,1,2200-01-01T00:00:00Z\n", "line 3: trace z1: ts 2200-01-01T00:00:00Z is out of range: want RFC 3339"},

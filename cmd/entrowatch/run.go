@@ -823,10 +823,8 @@ func checkTopics(ctx context.Context, cfg runConfig, log *slog.Logger, unready f
 		if len(missing) > 1 {
 			what, it = fmt.Sprintf("%d topics run uses do not", len(missing)), "them"
 		}
-		hint := ""
-		if slices.Contains(missing, cfg.DeadLetter.Topic) {
-			hint = fmt.Sprintf(" (the dead-letter topic with max.message.bytes of at least %d: dead_letter.batch_bytes plus a record batch's header)", cfg.DeadLetter.TopicMessageBytes())
-		}
+		need := max(cfg.DeadLetter.TopicMessageBytes(), kafka.DefaultProducerConfig().TopicMessageBytes())
+		hint := fmt.Sprintf(" with max.message.bytes of at least %d (the producers' record batches, batch_bytes, plus a header)", need)
 		return fmt.Errorf("create_topics is false and %s exist on %s: %w; create %s%s, or set create_topics: true", what, brokers, err, it, hint)
 	}
 	if err != nil {

@@ -143,7 +143,7 @@ func TestRunChecksTopics(t *testing.T) {
 	two := strings.Replace(cfg, "create_topics: false\n", "create_topics: false\nsource:\n  topic: in\ndead_letter:\n  topic: labels\nlabels_topic: out\n", 1)
 	_, errs, code = runCLI(t, "run", "--config", writeFile(t, dir, two))
 	require.Equal(t, 1, code, errs)
-	require.Contains(t, errs, "create_topics is false and 2 topics run uses do not exist on "+brk.Addr()+": the topic does not exist on the brokers: in, out; create them, or set create_topics: true")
+	require.Contains(t, errs, "create_topics is false and 2 topics run uses do not exist on "+brk.Addr()+": the topic does not exist on the brokers: in, out; create them with max.message.bytes of at least 1048588 (the producers' record batches, batch_bytes, plus a header), or set create_topics: true")
 
 	// With the dead-letter topic there, it runs.
 	bcfg.Listen = freeAddr(t)

@@ -58,7 +58,7 @@ type ExportStats struct {
 }
 
 // exportSQL is the query behind ExportLabelled: every valid response of
-// scored (one row per trace_id, the last inserted; with or without an
+// scored (one row per trace_id and model, the last inserted; with or without an
 // estimate, so that a first estimator can be trained from the stream) with
 // its effective domain (as scored_ok: the caller's, else the cluster
 // label), joined to its newest label (labels_latest). It reads scored

@@ -237,10 +237,10 @@ func InsertLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 type Imported struct {
 	Stored  int // labels inserted
 	Skipped int // labels without ts whose trace_id, correct and source were stored before
-	// Reverting lists the trace ids of the skipped labels that differ
-	// from their trace's current (newest) label: a label given, changed
-	// since, and given again (a reviewer's flip-back), which the skip
-	// leaves changed, unlike a harmless re-import.
+	// Reverting lists the trace ids of the skipped labels whose correct
+	// differs from their trace's current (newest) label: a label given,
+	// changed since, and given again (a reviewer's flip-back), which the
+	// skip leaves changed, unlike a harmless re-import.
 	Reverting  []string
 	Duplicates int // labels dropped because another label of their trace in the file wins (OnePerTrace)
 	Unscored   int // of the stored labels, those whose trace_id matches no response in scored yet
@@ -333,8 +333,8 @@ func ImportLabels(ctx context.Context, conn driver.Conn, db string, labels []Lab
 	return res, nil
 }
 
-// revertingLabels returns the trace ids of skipped whose label differs from
-// their trace's current one (labels_latest), sorted.
+// revertingLabels returns the trace ids of skipped whose correct differs
+// from their trace's current label (labels_latest), sorted.
 func revertingLabels(ctx context.Context, conn driver.Conn, db string, skipped []Label) ([]string, error) {
 	type cur struct {
 		correct bool
@@ -366,7 +366,7 @@ func revertingLabels(ctx context.Context, conn driver.Conn, db string, skipped [
 	}
 	var out []string
 	for _, l := range skipped {
-		if c, ok := current[l.TraceID]; ok && (c.correct != l.Correct || c.source != l.Source) {
+		if c, ok := current[l.TraceID]; ok && c.correct != l.Correct { // another source saying the same changes nothing
 			out = append(out, l.TraceID)
 		}
 	}
