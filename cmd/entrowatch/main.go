@@ -13,15 +13,21 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// The first signal starts the graceful stop (the commands drain, finish
 	// or say what they left undone); a second one ends the process at once,
-	// as without a handler.
+	// as without a handler. The default action is restored before the
+	// context is cancelled: a second signal sent as soon as the stop shows
+	// (in the log, on /readyz) must not find the handler still there, which
+	// swallowed it.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
-		stop()
+		<-sigs
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		cancel()
 	}()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	os.Exit(code)
 }
