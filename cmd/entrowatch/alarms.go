@@ -130,8 +130,8 @@ func runAlarms(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	// Metrics and health first: a ClickHouse that cannot be reached at
-	// start is waited for, as run does, with /readyz 503 after 3 intervals
-	// (it exited, and an orchestrator restarted it in a loop with no
+	// start is waited for, as run does, with /readyz 503 until it is
+	// reached (it exited, and an orchestrator restarted it in a loop with no
 	// metrics: recheck9 F3); an error the server answers (authentication,
 	// no migrated database) still ends it.
 	am := newAlarmMetrics(dc.Interval)

@@ -12,6 +12,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
 	"github.com/entrowatch/entrowatch/streams/kafka"
 )
@@ -98,20 +99,26 @@ func TestDeadLetterTopicRefusesSize(t *testing.T) {
 	require.NoError(t, res.Errors[dead])
 
 	garbage := bytes.Repeat([]byte("x"), 400000) // under dead_letter.max_message_bytes, over the topic's limit
-	msgs := append([]kafka.Message{{Value: garbage}},
+	// A small undecodable message right after: its dead letter shares the
+	// produce of the refused one, and goes only once.
+	msgs := append([]kafka.Message{{Value: garbage}, {Value: []byte("small garbage")}},
 		goodMessages(t, row{id: "nan-1", steps: 5, nan: true}, row{id: "after-1", steps: 5})...)
 	require.NoError(t, producer(t, topic).Produce(ctx, msgs...))
 
 	sink := newMemSink()
-	rp := startReplica(t, topic, group, dead, sink, mem, nil)
+	rp := startReplica(t, topic, group, dead, sink, mem, func(c *Config, _ *profile.Config) {
+		c.SinkBatchRows, c.SinkBatchWait = 100, 200*time.Millisecond // the two dead letters in one produce
+	})
 	waitFor(t, "the traces after the refused record", func() bool { return sink.has("after-1") })
-	recs := readAll(t, dead, 2)
+	recs := readAll(t, dead, 3)
 	waitCommitted(t, topic, group, 1)
 	rp.stop(t)
 
 	byReason := map[string]kafkago.Message{}
 	for _, m := range recs {
-		byReason[header(m, HeaderReason)] = m
+		if len(m.Value) == 0 || header(m, HeaderReason) != schemas.ReasonCorruptIPC {
+			byReason[header(m, HeaderReason)] = m
+		}
 	}
 	m := byReason[schemas.ReasonCorruptIPC]
 	require.Empty(t, m.Value)
@@ -119,6 +126,12 @@ func TestDeadLetterTopicRefusesSize(t *testing.T) {
 	require.Contains(t, header(m, HeaderError), "original message of 400000 bytes not attached: the dead-letter topic refused it as too large")
 	require.NotEmpty(t, byReason[schemas.ReasonNaNLogprob].Value, "a record that fits keeps its bytes")
 	require.Equal(t, "nan-1", string(byReason[schemas.ReasonNaNLogprob].Key))
+	lc, err := kafkago.DialLeader(ctx, "tcp", testBroker.Addr(), dead, 0)
+	require.NoError(t, err)
+	defer lc.Close()
+	end, err := lc.ReadLastOffset()
+	require.NoError(t, err)
+	require.EqualValues(t, 3, end, "each record once: the ones stored are not produced again one by one")
 }
 
 // TestDeadLetterRecordFits: dlq keeps a record under the dead-letter

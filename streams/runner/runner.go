@@ -28,6 +28,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/entrowatch/entrowatch/operators/profile"
 	"github.com/entrowatch/entrowatch/schemas"
@@ -1698,7 +1699,14 @@ func (w *worker) deadLetter(ctx context.Context, msgs []kafka.Message) error {
 		w.r.log.Warn("the dead-letter topic refuses records as too large; producing them one by one, the refused ones without the original bytes",
 			"topic", dl.Topic(), "records", len(msgs), "err", err)
 		const why = "the dead-letter topic refused it as too large (see its max.message.bytes)"
+		var went kafkago.WriteErrors // per record: nil for those stored already
+		if !errors.As(err, &went) || len(went) != len(msgs) {
+			went = nil
+		}
 		for i := range msgs {
+			if went != nil && went[i] == nil {
+				continue // stored: not twice
+			}
 			for {
 				err := dl.Produce(ctx, msgs[i])
 				switch {
